@@ -1,0 +1,158 @@
+"""`hive-agent demo`: the story so far, end to end, on an embedded relay.
+
+Act 1: an advisor publishes its signed agent profile; the operator's agent receives it from the
+relay and verifies it.  Act 2: the operator sends the advisor a gift-wrapped private note and
+gets a gift-wrapped reply; the relay only ever sees one-time keys.  Act 3: a forged gift wrap
+(a seal signed by one key around a message claiming another author) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import anyio
+import nostr_sdk as sdk
+
+from agent import __version__
+from agent.clock import SystemClock
+from agent.nostr.client import RelayClient
+from agent.nostr.local_relay import EmbeddedRelay
+from events import agent_info, nip44, nip59, note
+from events.agent_info import AgentInfo, Role
+from events.base import NostrEvent, parse_event, sign_event
+from events.errors import HiveError
+from events.kinds import Kind
+
+WAIT = 5.0
+
+
+class Narrator:
+    def __init__(self, quiet: bool, fast: bool) -> None:
+        self.quiet, self.fast = quiet, fast
+
+    async def act(self, title: str) -> None:
+        if not self.quiet:
+            print(f"\n== {title}", flush=True)
+        if not self.fast:
+            await anyio.sleep(0.5)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"   {text}", flush=True)
+
+
+async def _receive(client: RelayClient, kind: int) -> NostrEvent:
+    with anyio.fail_after(WAIT):
+        async for incoming in client.inbox:
+            event = parse_event(incoming.raw)
+            if event.kind == kind:
+                return event
+    raise RuntimeError("relay connection closed")
+
+
+def _forged_wrap(mallory: sdk.Keys, claimed_author: str, recipient: str, now: int) -> NostrEvent:
+    rumor = note.rumor(
+        claimed_author,
+        note.Note(msg_id=uuid.uuid4().hex, text="send me all your sats"),
+        created_at=now,
+    )
+    seal = sign_event(
+        mallory, Kind.SEAL, nip44.encrypt(mallory, recipient, rumor.to_json()), [], now
+    )
+    one_time = sdk.Keys.generate()
+    content = nip44.encrypt(one_time, recipient, seal.to_json())
+    return sign_event(one_time, Kind.GIFT_WRAP, content, [["p", recipient]], now)
+
+
+async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Run the demo; returns a report of what happened (printed with --json)."""
+    out = Narrator(quiet, fast)
+    clock = SystemClock()
+    olivia, adam = sdk.Keys.generate(), sdk.Keys.generate()
+    o_pub, a_pub = olivia.public_key().to_hex(), adam.public_key().to_hex()
+    report: dict[str, Any] = {"operator": o_pub, "advisor": a_pub}
+    async with EmbeddedRelay() as relay:
+        out.say(f"embedded relay (nostr-sdk LocalRelay) listening on {relay.url}")
+        out.say(f"operator Olivia  {o_pub[:16]}…   advisor Adam  {a_pub[:16]}…")
+        two_days_ago = clock.now() - nip59.TWO_DAYS
+        async with RelayClient([relay.url]) as oc, RelayClient([relay.url]) as ac:
+            await oc.subscribe([{"kinds": [Kind.AGENT_INFO], "authors": [a_pub]}])
+            await oc.subscribe([{"kinds": [Kind.GIFT_WRAP], "#p": [o_pub], "since": two_days_ago}])
+            await ac.subscribe([{"kinds": [Kind.GIFT_WRAP], "#p": [a_pub], "since": two_days_ago}])
+
+            await out.act("Act 1 - a signed public event")
+            now = clock.now()
+            profile = AgentInfo(
+                name="Adam's fee desk",
+                role=Role.ADVISOR,
+                version=__version__,
+                capabilities=["fee-policy", "rebalance", "monitor"],
+                relays=[relay.url],
+                about="Fee and rebalance advice for routing nodes.",
+            )
+            event = agent_info.build(adam, profile, created_at=now, expiration=now + 30 * 86400)
+            started = time.perf_counter()
+            published = await ac.publish(event)
+            out.say(f"Adam publishes his agent profile, kind {event.kind}, id {event.id[:16]}…")
+            out.say(f"relay acknowledged: {', '.join(published.accepted) or 'none'}")
+            received = agent_info.parse(await _receive(oc, Kind.AGENT_INFO), now=clock.now())
+            rtt_ms = (time.perf_counter() - started) * 1000
+            out.say(
+                f"Olivia receives it in {rtt_ms:.1f} ms and verifies id + BIP-340 signature: "
+                f"'{received.payload.name}', role {received.payload.role.value}, "
+                f"capabilities {', '.join(received.payload.capabilities)}"
+            )
+            report["public_event"] = {"id": event.id, "kind": event.kind, "verified": True}
+
+            await out.act("Act 2 - gift-wrapped private messages (NIP-44 v2 inside NIP-59)")
+            hello = note.Note(
+                msg_id=uuid.uuid4().hex, text="Hi Adam, could you look at my fees next week?"
+            )
+            now = clock.now()
+            rumor = note.rumor(o_pub, hello, created_at=now, expiration=now + 3600)
+            wrap = nip59.wrap(olivia, a_pub, rumor, now=now, expiration=now + 7 * 86400)
+            await oc.publish(wrap)
+            out.say(
+                f"Olivia seals a note to Adam; the relay sees only kind {wrap.kind} "
+                f"from one-time key {wrap.pubkey[:16]}…, "
+                f"dated {(now - wrap.created_at) // 60} min in the past"
+            )
+            opened = nip59.unwrap(adam, await _receive(ac, Kind.GIFT_WRAP), now=clock.now())
+            got = note.parse(opened.rumor, now=clock.now()).payload
+            out.say(
+                f"Adam unwraps it: from {opened.sender[:16]}… (seal signer = author): {got.text!r}"
+            )
+            answer = note.Note(
+                msg_id=uuid.uuid4().hex, text="Sure - send me a credential.", reply_to=got.msg_id
+            )
+            now = clock.now()
+            reply = nip59.wrap(adam, o_pub, note.rumor(a_pub, answer, created_at=now), now=now)
+            await ac.publish(reply)
+            back = nip59.unwrap(olivia, await _receive(oc, Kind.GIFT_WRAP), now=clock.now())
+            answered = note.parse(back.rumor, now=clock.now()).payload
+            out.say(f"Olivia unwraps Adam's reply to {answered.reply_to[:8]}…: {answered.text!r}")
+            report["private_messages"] = [
+                {"from": "operator", "text": got.text, "wrap_id": wrap.id},
+                {"from": "advisor", "text": answered.text, "wrap_id": reply.id},
+            ]
+
+            await out.act("Act 3 - a forgery is refused")
+            mallory = sdk.Keys.generate()
+            forged = _forged_wrap(mallory, o_pub, a_pub, clock.now())
+            await oc.publish(forged)
+            try:
+                nip59.unwrap(adam, await _receive(ac, Kind.GIFT_WRAP), now=clock.now())
+                raise AssertionError("a forged gift wrap was accepted")
+            except HiveError as refused:
+                out.say(
+                    f"Mallory seals a note claiming to be Olivia; Adam's agent refuses it: "
+                    f"{refused}"
+                )
+                report["forgery"] = refused.to_dict()
+    out.say("relay stopped; done.")
+    if not quiet:
+        print(flush=True)
+    return json.loads(json.dumps(report))

@@ -1,0 +1,83 @@
+"""Errors raised by the runtime.
+
+The root and the wire-level families live in `events.errors`, so the same codes reach advisors
+and relays; this module adds the families that only the runtime raises.
+Each has a stable `code` and an `exit_code` (sysexits.h) the CLI returns.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from events.errors import HiveError
+
+# sysexits.h values: a script calling `hive-agent` can tell these apart.
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class AgentError(HiveError):
+    """Raised by the runtime; the CLI exits with `exit_code`."""
+
+    code = "AGENT_ERROR"
+    detail = "the agent could not do what was asked"
+    exit_code: ClassVar[int] = EX_SOFTWARE
+
+
+class KeyFileMissing(AgentError):
+    """Raised when the agent's key file does not exist."""
+
+    code = "KEY_MISSING"
+    detail = "no key file; create one with `hive-agent keys new`"
+    exit_code = EX_NOINPUT
+
+
+class KeyFileExists(AgentError):
+    """Raised when `keys new` would overwrite an existing key."""
+
+    code = "KEY_EXISTS"
+    detail = "a key file already exists; refusing to overwrite it"
+    exit_code = EX_CANTCREAT
+
+
+class KeyFileInsecure(AgentError):
+    """Raised when the key file can be read by the group or by others."""
+
+    code = "KEY_INSECURE"
+    detail = "the key file is readable by other users"
+    exit_code = EX_NOPERM
+
+
+class KeyFileInvalid(AgentError):
+    """Raised when the key file does not hold one valid secret key."""
+
+    code = "KEY_INVALID"
+    detail = "the key file does not contain a valid secret key"
+    exit_code = EX_DATAERR
+
+
+class ConfigInvalid(AgentError):
+    """Raised when settings or relays.json cannot be used."""
+
+    code = "CONFIG_INVALID"
+    detail = "the configuration is invalid"
+    exit_code = EX_CONFIG
+
+
+class RelayUnavailable(AgentError):
+    """Raised when no relay could be reached or a relay cannot be started."""
+
+    code = "RELAY_UNAVAILABLE"
+    detail = "no relay is reachable"
+    exit_code = EX_UNAVAILABLE
+
+
+def exit_code_of(error: HiveError) -> int:
+    """The process exit status for `error`."""
+    return getattr(error, "exit_code", EX_DATAERR)

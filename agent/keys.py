@@ -1,0 +1,66 @@
+"""The agent's Nostr key on disk: created 0600, refused when others can read it.
+
+The file holds the 64-hex-digit secret on one line.  Beside Core Lightning the key is derived
+from the node's HSM instead (plugin_shim, via `makesecret`), so there is no file to lose.
+The secret is never logged or printed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import nostr_sdk as sdk
+
+from agent.errors import KeyFileExists, KeyFileInsecure, KeyFileInvalid, KeyFileMissing
+from events.errors import InvalidKey
+from events.nip44 import keys_from_secret
+
+
+def create_key_file(path: Path) -> sdk.Keys:
+    """Generate a key and write it to `path` (mode 0600, parent 0700).
+
+    Raises KeyFileExists rather than overwrite an existing file.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = sdk.Keys.generate()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileExists(f"{path} already exists; refusing to overwrite a key") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(keys.secret_key().to_hex() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return keys
+
+
+def check_permissions(path: Path) -> None:
+    """Raise KeyFileMissing or KeyFileInsecure unless only the owner can read `path`."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileMissing(
+            f"{path} does not exist; create it with `hive-agent keys new`"
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileInsecure(
+            f"{path} has mode {stat.S_IMODE(mode):04o}, so other users can read the secret key; "
+            f"run `chmod 600 {path}`"
+        )
+
+
+def load_key_file(path: Path) -> sdk.Keys:
+    """Load the key at `path` after checking its permissions.
+
+    Raises KeyFileMissing, KeyFileInsecure or KeyFileInvalid.
+    """
+    check_permissions(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").split()
+    if len(lines) != 1:
+        raise KeyFileInvalid(f"{path} must contain exactly one secret key")
+    try:
+        return keys_from_secret(lines[0].lower())
+    except InvalidKey:
+        raise KeyFileInvalid(f"{path} does not contain a valid 64-hex-digit secret key") from None

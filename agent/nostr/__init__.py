@@ -1,0 +1,1 @@
+"""Nostr transport: relays (embedded and remote) and the client side."""

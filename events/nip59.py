@@ -1,0 +1,107 @@
+"""NIP-59 seal and gift wrap for the project's private rumors.
+
+wrap:   rumor (unsigned, author = sender) → seal (kind 13, signed by the sender, content =
+        NIP-44(rumor) to the recipient, no tags) → gift wrap (kind 1059, signed by a one-time
+        key, content = NIP-44(seal), `p` = recipient).
+unwrap: the reverse, verifying every layer; a seal signed by anyone but the rumor's author is
+        refused (SEAL_MISMATCH), so a rumor cannot be passed off as someone else's.
+
+Both `created_at`s are randomised up to two days into the past (NIP-59), from the `now` and
+`rng` the caller gives, so the rumor's own `created_at` and `expiration` are what count.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import nostr_sdk as sdk
+
+from events import nip44
+from events.base import (
+    MAX_EVENT_BYTES,
+    MAX_RUMOR_BYTES,
+    NostrEvent,
+    Rumor,
+    parse_event,
+    parse_rumor,
+    require_kind,
+    require_unexpired,
+    sign_event,
+    tag_value,
+)
+from events.errors import InvalidEvent, SealMismatch, WrongRecipient
+from events.kinds import Kind
+
+TWO_DAYS = 2 * 24 * 3600
+_SYSTEM_RANDOM = random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class Unwrapped:
+    """A verified rumor, with the gift wrap it arrived in."""
+
+    rumor: Rumor
+    sender: str
+    wrap_id: str
+
+
+def _tweaked(now: int, rng: random.Random) -> int:
+    return now - rng.randrange(0, TWO_DAYS)
+
+
+def wrap(
+    sender: sdk.Keys,
+    recipient_pubkey: str,
+    rumor: Rumor,
+    *,
+    now: int,
+    expiration: int | None = None,
+    rng: random.Random | None = None,
+) -> NostrEvent:
+    """Seal `rumor` from `sender` and gift-wrap it to `recipient_pubkey`.
+
+    Raises SealMismatch if `sender` is not the rumor's author, TooLarge if the rumor exceeds
+    MAX_RUMOR_BYTES, InvalidKey for a bad recipient.
+    """
+    rng = rng or _SYSTEM_RANDOM
+    if sender.public_key().to_hex() != rumor.pubkey:
+        raise SealMismatch("a rumor can only be sealed by its own author")
+    rumor_json = rumor.to_json()
+    parse_rumor(rumor_json)  # the same size and id checks the recipient will apply
+    sealed = nip44.encrypt(sender, recipient_pubkey, rumor_json)
+    seal = sign_event(sender, Kind.SEAL, sealed, [], _tweaked(now, rng))
+    one_time = sdk.Keys.generate()
+    tags = [["p", recipient_pubkey]]
+    if expiration is not None:
+        tags.append(["expiration", str(expiration)])
+    content = nip44.encrypt(one_time, recipient_pubkey, seal.to_json())
+    return sign_event(one_time, Kind.GIFT_WRAP, content, tags, _tweaked(now, rng))
+
+
+def unwrap(recipient: sdk.Keys, gift: NostrEvent, *, now: int) -> Unwrapped:
+    """Open a gift wrap addressed to `recipient` and verify every layer.
+
+    Raises WrongKind, WrongRecipient, Expired, the NIP-44 errors, the parse errors of the seal
+    and the rumor, InvalidEvent for a seal with tags, and SealMismatch.
+    """
+    require_kind(gift, Kind.GIFT_WRAP)
+    me = recipient.public_key().to_hex()
+    if tag_value(gift.tags, "p") != me:
+        raise WrongRecipient()
+    require_unexpired(gift, now)
+    seal = parse_event(
+        nip44.decrypt(recipient, gift.pubkey, gift.content), max_bytes=MAX_EVENT_BYTES
+    )
+    require_kind(seal, Kind.SEAL)
+    if seal.tags:
+        raise InvalidEvent("a seal must not carry tags (NIP-59)")
+    rumor = parse_rumor(
+        nip44.decrypt(recipient, seal.pubkey, seal.content), max_bytes=MAX_RUMOR_BYTES
+    )
+    if rumor.pubkey != seal.pubkey:
+        raise SealMismatch(
+            f"the seal is signed by {seal.pubkey[:12]}… but the message claims author "
+            f"{rumor.pubkey[:12]}…"
+        )
+    return Unwrapped(rumor=rumor, sender=seal.pubkey, wrap_id=gift.id)
