@@ -117,15 +117,17 @@ def _check_id(ev: Rumor, what: str) -> None:
         raise BadEventId(f"{what} id does not match its contents")
 
 
-def parse_event(raw: str | bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> NostrEvent:
-    """Parse and verify one signed event from its JSON text.
+def parse_event(
+    raw: str | bytes, *, max_bytes: int = MAX_EVENT_BYTES, what: str = "event"
+) -> NostrEvent:
+    """Parse and verify one signed event from its JSON text (`what` names it in errors).
 
     Raises TooLarge, InvalidJson, InvalidEvent, BadEventId or BadSignature.
     """
-    ev: NostrEvent = _validate(NostrEvent, _loads(raw, max_bytes, "event"), "event")
-    _check_id(ev, "event")
+    ev: NostrEvent = _validate(NostrEvent, _loads(raw, max_bytes, what), what)
+    _check_id(ev, what)
     if not schnorr_verify(bytes.fromhex(ev.pubkey), bytes.fromhex(ev.id), bytes.fromhex(ev.sig)):
-        raise BadSignature("event signature does not verify against its pubkey")
+        raise BadSignature(f"{what} signature does not verify against its pubkey")
     return ev
 
 

@@ -19,7 +19,6 @@ import nostr_sdk as sdk
 
 from events import nip44
 from events.base import (
-    MAX_EVENT_BYTES,
     MAX_RUMOR_BYTES,
     NostrEvent,
     Rumor,
@@ -90,9 +89,7 @@ def unwrap(recipient: sdk.Keys, gift: NostrEvent, *, now: int) -> Unwrapped:
     if tag_value(gift.tags, "p") != me:
         raise WrongRecipient()
     require_unexpired(gift, now)
-    seal = parse_event(
-        nip44.decrypt(recipient, gift.pubkey, gift.content), max_bytes=MAX_EVENT_BYTES
-    )
+    seal = parse_event(nip44.decrypt(recipient, gift.pubkey, gift.content), what="seal")
     require_kind(seal, Kind.SEAL)
     if seal.tags:
         raise InvalidEvent("a seal must not carry tags (NIP-59)")

@@ -59,6 +59,7 @@ class RelayClient:
 
     async def __aenter__(self) -> RelayClient:
         await self.connect()
+        self._stack.callback(self.inbox.close)
         tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.push_async_callback(self.aclose)
         self._stack.callback(tg.cancel_scope.cancel)

@@ -1,0 +1,129 @@
+"""`hive-agent` as a user runs it: real processes, exit codes, one-line errors, key files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import anyio
+import nostr_sdk as sdk
+import pytest
+
+from agent.nostr.client import RelayClient
+from events.base import parse_event, sign_event
+from tests.conftest import HIVE_AGENT, RelayProcess
+
+
+def run(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [HIVE_AGENT, *(["--home", str(home)] if home else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: str, exit_code: int):
+    assert result.returncode == exit_code, result
+    assert result.stderr.startswith(f"error: {code}: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("hive-agent ")
+
+
+def test_keys_new_and_show(tmp_path: Path) -> None:
+    created = run("--json", "keys", "new", home=tmp_path)
+    assert created.returncode == 0, created.stderr
+    info = json.loads(created.stdout)
+    key_file = tmp_path / "nostr.key"
+    assert info["key_file"] == str(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert tmp_path.stat().st_mode & 0o077 == 0 or tmp_path.exists()  # pre-existing dir kept
+    secret = key_file.read_text().strip()
+    assert sdk.Keys.parse(secret).public_key().to_hex() == info["pubkey"]
+    shown = run("keys", "show", home=tmp_path)
+    assert shown.returncode == 0 and info["pubkey"] in shown.stdout
+    assert secret not in shown.stdout + shown.stderr + created.stdout + created.stderr
+    assert_one_line_error(run("keys", "new", home=tmp_path), "KEY_EXISTS", 73)
+    assert key_file.read_text().strip() == secret  # not overwritten
+
+
+def test_new_home_directory_is_private(tmp_path: Path) -> None:
+    home = tmp_path / "fresh"
+    assert run("keys", "new", home=home).returncode == 0
+    assert home.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_readable_key_is_refused(tmp_path: Path, mode: int) -> None:
+    assert run("keys", "new", home=tmp_path).returncode == 0
+    os.chmod(tmp_path / "nostr.key", mode)
+    result = run("keys", "show", home=tmp_path)
+    assert_one_line_error(result, "KEY_INSECURE", 77)
+    assert "chmod 600" in result.stderr
+
+
+def test_missing_and_corrupt_keys(tmp_path: Path) -> None:
+    assert_one_line_error(run("keys", "show", home=tmp_path), "KEY_MISSING", 66)
+    key_file = tmp_path / "nostr.key"
+    key_file.write_text("not a key\n")
+    key_file.chmod(0o600)
+    assert_one_line_error(run("keys", "show", home=tmp_path), "KEY_INVALID", 65)
+    key_file.write_text("00" * 32 + "\n")
+    assert_one_line_error(run("keys", "show", home=tmp_path), "KEY_INVALID", 65)
+
+
+def test_json_errors_go_to_stdout(tmp_path: Path) -> None:
+    result = run("--json", "keys", "show", home=tmp_path)
+    assert result.returncode == 66
+    assert json.loads(result.stdout)["error"]["code"] == "KEY_MISSING"
+
+
+def test_usage_errors() -> None:
+    result = run("keys", "rotate")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_relay_serves_and_stops_on_sigterm() -> None:
+    relay = RelayProcess()
+    url = relay.start()
+    keys = sdk.Keys.generate()
+    event = sign_event(keys, 1, "through the standalone relay", [], 1_700_000_000)
+    # two clients: nostr-sdk does not report a client's own events back to it as new
+    async with RelayClient([url]) as sender, RelayClient([url]) as receiver:
+        assert (await sender.publish(event)).accepted
+        await receiver.subscribe([{"ids": [event.id]}])
+        with anyio.fail_after(5):
+            assert parse_event((await receiver.inbox.receive()).raw) == event
+    assert relay.proc is not None
+    relay.proc.send_signal(signal.SIGTERM)
+    out, _ = relay.proc.communicate(timeout=10)
+    assert relay.proc.returncode == 0 and "stopped (SIGTERM)" in out
+
+
+@pytest.mark.anyio
+async def test_relay_with_db_keeps_events_across_restarts(tmp_path: Path) -> None:
+    keys = sdk.Keys.generate()
+    event = sign_event(keys, 1, "persisted", [], 1_700_000_000)
+    first = RelayProcess(tmp_path / "db")
+    async with RelayClient([first.start()]) as client:
+        assert (await client.publish(event)).accepted
+    first.stop()
+    second = RelayProcess(tmp_path / "db")
+    async with RelayClient([second.start()]) as client:
+        await client.subscribe([{"ids": [event.id]}])
+        with anyio.fail_after(5):
+            assert parse_event((await client.inbox.receive()).raw) == event
+    second.stop()
+
+
+def test_relay_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run("relay", "--port", str(busy.getsockname()[1]))
+    assert_one_line_error(result, "RELAY_UNAVAILABLE", 69)

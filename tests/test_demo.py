@@ -1,0 +1,37 @@
+"""`hive-agent demo` end to end, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.conftest import HIVE_AGENT
+
+
+def test_demo_story_as_json() -> None:
+    result = subprocess.run(
+        [HIVE_AGENT, "--json", "demo", "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["public_event"]["verified"] is True
+    texts = [m["text"] for m in report["private_messages"]]
+    assert texts == [
+        "Hi Adam, could you look at my fees next week?",
+        "Sure - send me a credential.",
+    ]
+    assert report["forgery"]["code"] == "SEAL_MISMATCH"
+
+
+def test_demo_narrates_for_humans() -> None:
+    result = subprocess.run(
+        [HIVE_AGENT, "demo", "--fast"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for act in ("Act 1", "Act 2", "Act 3"):
+        assert act in result.stdout
+    assert "SEAL_MISMATCH" in result.stdout and "Traceback" not in result.stderr

@@ -1,0 +1,66 @@
+"""The project's NIP-44 path beyond the vectors: round trips, limits, tampering, the quirk."""
+
+from __future__ import annotations
+
+import base64
+
+import nostr_sdk as sdk
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events import nip44
+from events.errors import (
+    DecryptionFailed,
+    InvalidKey,
+    Nip44Malformed,
+    Nip44VersionUnsupported,
+    PlaintextLength,
+)
+from tests.nip44_reference import calc_padded_len
+
+ALICE, BOB = sdk.Keys.generate(), sdk.Keys.generate()
+A, B = ALICE.public_key().to_hex(), BOB.public_key().to_hex()
+
+
+@given(st.text(min_size=1, max_size=2000) | st.integers(60_000, 65_408).map(lambda n: "a" * n))
+def test_round_trip_and_padding(plaintext: str) -> None:
+    payload = nip44.encrypt(ALICE, B, plaintext)
+    assert nip44.decrypt(BOB, A, payload) == plaintext
+    size = len(plaintext.encode())
+    assert len(base64.b64decode(payload)) == 67 + calc_padded_len(size)
+
+
+def test_nostr_sdk_encrypt_limit_is_pinned() -> None:
+    """nostr-sdk 0.45.1 encrypts at most 65,408 bytes; if an upgrade changes that, look again."""
+    nip44.encrypt(ALICE, B, "a" * 65_408)
+    with pytest.raises(PlaintextLength, match="65,408"):
+        nip44.encrypt(ALICE, B, "a" * 65_409)
+
+
+def test_length_limits_count_utf8_bytes() -> None:
+    with pytest.raises(PlaintextLength):
+        nip44.encrypt(ALICE, B, "")
+    with pytest.raises(PlaintextLength):
+        nip44.encrypt(ALICE, B, "é" * 32_768)  # 65,536 bytes
+
+
+@given(pos=st.integers(0, 200), flip=st.integers(1, 255))
+def test_tampering_is_refused(pos: int, flip: int) -> None:
+    raw = bytearray(base64.b64decode(nip44.encrypt(ALICE, B, "the fee is 100 ppm")))
+    pos %= len(raw)
+    raw[pos] ^= flip
+    with pytest.raises((DecryptionFailed, Nip44Malformed, Nip44VersionUnsupported)):
+        nip44.decrypt(BOB, A, base64.b64encode(bytes(raw)).decode())
+
+
+def test_wrong_key_and_bad_keys() -> None:
+    payload = nip44.encrypt(ALICE, B, "x")
+    with pytest.raises(DecryptionFailed):
+        nip44.decrypt(sdk.Keys.generate(), A, payload)
+    with pytest.raises(InvalidKey):
+        nip44.decrypt(BOB, "zz" * 32, payload)
+    with pytest.raises(InvalidKey):
+        nip44.encrypt(ALICE, B.upper(), "x")
+    with pytest.raises(InvalidKey):
+        nip44.keys_from_secret("00" * 32)
