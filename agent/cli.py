@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
 from agent import __version__
-from agent.errors import EX_SOFTWARE, exit_code_of
+from agent.errors import EX_SOFTWARE, EX_UNAVAILABLE, ConfigInvalid, exit_code_of
 from agent.keys import create_key_file, load_key_file
 from agent.nostr.local_relay import EmbeddedRelay
-from agent.settings import Settings
+from agent.runtime import Agent, status_report
+from agent.settings import RelaysConfig, Settings
+from agent.store import Store
+from events.crypto import require_xonly
 from events.errors import HiveError
 
 Emit = Callable[[dict[str, Any], str], None]
@@ -81,6 +85,79 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     return 0
 
 
+def _relays(args: argparse.Namespace, settings: Settings) -> RelaysConfig:
+    if args.relay:
+        return RelaysConfig.from_urls(args.relay)
+    return RelaysConfig.load(settings.relays_file)
+
+
+def _agent(args: argparse.Namespace, settings: Settings) -> Agent:
+    return Agent(settings, load_key_file(settings.key_file), _relays(args, settings))
+
+
+async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None:
+    async with _agent(args, settings) as agent:
+        emit({"pubkey": agent.pubkey, "status": "running"}, f"agent {agent.pubkey} running")
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(stop_on_signal)
+                if args.until_idle:
+                    await agent.until_idle()
+                    tg.cancel_scope.cancel()
+                elif args.seconds:
+                    await anyio.sleep(args.seconds)
+                    tg.cancel_scope.cancel()
+    emit({"pubkey": agent.pubkey, "status": "stopped"}, "stopped")
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
+    anyio.run(_run, args, settings, emit, backend="asyncio")
+    return 0
+
+
+async def _send_note(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    recipient = require_xonly(args.pubkey).hex()
+    async with _agent(args, settings) as agent:
+        item = await agent.send_note(recipient, args.text, wait=not args.no_wait)
+    return {
+        "event_id": item.event_id,
+        "published": item.published,
+        "acked_by": sorted(item.acked),
+        "pending": item.missing,
+    }
+
+
+def cmd_note_send(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
+    result = anyio.run(_send_note, args, settings, backend="asyncio")
+    state = "published" if result["published"] else "queued (delivered by `hive-agent run`)"
+    emit(result, f"note {result['event_id']} {state}; acknowledged by {result['acked_by']}")
+    return 0 if result["published"] or args.no_wait else EX_UNAVAILABLE
+
+
+def cmd_notes(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
+    notes = Store(settings.store_file).notes()
+    lines = [f"{n['received_at']}  {n['sender'][:16]}…  {n['text']}" for n in notes]
+    emit({"notes": notes}, "\n".join(lines) or "no notes")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
+    report = status_report(Store(settings.store_file))
+    lines = [f"agent   {(report['agent'] or {}).get('pubkey', '(never ran)')}"]
+    for r in report["relays"]:
+        error = f"  last error: {r['last_error']}" if r["last_error"] else ""
+        lines.append(f"relay   {r['url']:<40} {r['status']:<12} acks {r['acks']}{error}")
+    lines.append(f"outbox  {report['outbox'] or 'empty'}")
+    lines.append(f"errors  {report['errors'] or 'none'}")
+    emit(report, "\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hive-agent",
@@ -105,10 +182,41 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--db", type=Path, help="keep events in LMDB in this directory")
     relay.set_defaults(func=cmd_relay)
 
+    relay_opt = argparse.ArgumentParser(add_help=False)
+    relay_opt.add_argument(
+        "--relay",
+        action="append",
+        metavar="URL",
+        help="use this relay (repeatable) instead of relays.json",
+    )
+    run = sub.add_parser("run", parents=[relay_opt], help="run the agent until stopped")
+    run.add_argument("--until-idle", action="store_true", help="stop once nothing is pending")
+    run.add_argument("--seconds", type=float, help="stop after this long")
+    run.set_defaults(func=cmd_run)
+
+    notes = sub.add_parser("note", help="private notes (gift-wrapped)").add_subparsers(
+        dest="note_command", required=True, metavar="ACTION"
+    )
+    send = notes.add_parser("send", parents=[relay_opt], help="send a note to a pubkey")
+    send.add_argument("pubkey", help="recipient's hex public key")
+    send.add_argument("text")
+    send.add_argument("--no-wait", action="store_true", help="queue it and return at once")
+    send.set_defaults(func=cmd_note_send)
+    sub.add_parser("notes", help="list received notes").set_defaults(func=cmd_notes)
+    sub.add_parser("status", help="relays, outbox and error counts").set_defaults(func=cmd_status)
+
     demo = sub.add_parser("demo", help="the whole story on an embedded relay")
     demo.add_argument("--fast", action="store_true", help="no pauses (CI smoke test)")
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return Settings(home=args.home) if args.home else Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigInvalid(f"setting {first['loc'][0]}: {first['msg']}") from None
 
 
 def _fail(error: HiveError, as_json: bool) -> int:
@@ -122,7 +230,7 @@ def _fail(error: HiveError, as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings(home=args.home) if args.home else Settings()
+        settings = _settings(args)
         return int(args.func(args, settings, _emitter(args.json)))
     except HiveError as error:
         return _fail(error, args.json)

@@ -124,7 +124,20 @@ def parse_event(
 
     Raises TooLarge, InvalidJson, InvalidEvent, BadEventId or BadSignature.
     """
-    ev: NostrEvent = _validate(NostrEvent, _loads(raw, max_bytes, what), what)
+    return event_from_data(load_json(raw, max_bytes=max_bytes, what=what), what=what)
+
+
+def load_json(raw: str | bytes, *, max_bytes: int = MAX_EVENT_BYTES, what: str = "event") -> Any:
+    """The JSON value in `raw`; TooLarge or InvalidJson.  First half of `parse_event`."""
+    return _loads(raw, max_bytes, what)
+
+
+def event_from_data(data: Any, *, what: str = "event") -> NostrEvent:
+    """Validate and verify decoded JSON as a signed event.  Second half of `parse_event`.
+
+    Raises InvalidEvent, BadEventId or BadSignature.
+    """
+    ev: NostrEvent = _validate(NostrEvent, data, what)
     _check_id(ev, what)
     if not schnorr_verify(bytes.fromhex(ev.pubkey), bytes.fromhex(ev.id), bytes.fromhex(ev.sig)):
         raise BadSignature(f"{what} signature does not verify against its pubkey")

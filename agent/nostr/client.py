@@ -32,10 +32,11 @@ class PublishResult:
 
 @dataclass(frozen=True)
 class Incoming:
-    """One event as a relay sent it: its URL and the event's JSON text."""
+    """One event as a relay sent it: its URL, the event's JSON text, the subscription id."""
 
     relay: str
     raw: str
+    sub: str = ""
 
 
 def to_filter(spec: dict[str, Any]) -> sdk.Filter:
@@ -76,7 +77,9 @@ class RelayClient:
                 if note.is_shutdown():
                     return
                 if note.is_new_event():
-                    await self._send.send(Incoming(str(note.relay_url), note.event.as_json()))
+                    await self._send.send(
+                        Incoming(str(note.relay_url), note.event.as_json(), note.subscription_id)
+                    )
 
     async def connect(self) -> None:
         """Connect to every relay; raises RelayUnavailable if none answers in time."""

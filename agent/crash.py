@@ -1,0 +1,28 @@
+"""Named crash points for crash-safety tests.
+
+With `HIVE_CRASH_AT=<name>` in its environment, the agent kills itself with SIGKILL the first
+time it reaches that point — no cleanup, no flush, exactly like `kill -9` at that instant.
+Tests restart it and check that nothing was lost and nothing happened twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = frozenset(
+    {
+        "outbox.after_store",  # the signed event is committed to the outbox, not yet sent
+        "outbox.before_send",  # picked up for sending, nothing on the wire yet
+        "outbox.after_send",  # relays have it (OK received) but the ack is not recorded
+        "inbound.after_handler",  # a handler's effects are written but not committed
+        "inbound.after_commit",  # effects and seen ids committed, nothing else done
+    }
+)
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process if HIVE_CRASH_AT names this point."""
+    assert name in POINTS, name
+    if os.environ.get("HIVE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

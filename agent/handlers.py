@@ -1,0 +1,67 @@
+"""Handlers for inbound events: each runs inside the pipeline's transaction, writes its effect
+through `Tx`, and raises a typed error to refuse.  Gift wraps are opened here (after the flood
+limit) and their rumors dispatched by kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import nostr_sdk as sdk
+
+from agent.clock import Clock
+from agent.inbound import Handler
+from agent.store import Tx
+from events import agent_info, nip59, note, relay_lists
+from events.base import NostrEvent
+from events.errors import WrongKind
+from events.kinds import Kind
+from events.nip59 import Unwrapped
+
+RumorHandler = Callable[[Unwrapped, Tx], None]
+
+
+def on_agent_info(clock: Clock) -> Handler:
+    def handle(event: NostrEvent, tx: Tx) -> None:
+        info = agent_info.parse(event, now=clock.now())
+        tx.save_profile(info.author, info.created_at, info.id, info.payload.model_dump_json())
+
+    return handle
+
+
+def on_relay_list(event: NostrEvent, tx: Tx) -> None:
+    if event.kind == Kind.RELAY_LIST:
+        relays = relay_lists.parse_relay_list(event)
+    else:
+        relays = relay_lists.parse_dm_relays(event)
+    tx.save_relay_list(event.pubkey, event.kind, event.created_at, relays)
+
+
+def on_note(clock: Clock) -> RumorHandler:
+    def handle(opened: Unwrapped, tx: Tx) -> None:
+        msg = note.parse(opened.rumor, now=clock.now()).payload
+        if tx.claim_msg_id(opened.sender, msg.msg_id):  # same note re-sent: applied once
+            tx.add_note(msg.msg_id, opened.sender, msg.text, msg.reply_to)
+
+    return handle
+
+
+def on_gift_wrap(keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler]) -> Handler:
+    def handle(event: NostrEvent, tx: Tx) -> None:
+        opened = nip59.unwrap(keys, event, now=clock.now())
+        handler = rumors.get(opened.rumor.kind)
+        if handler is None:
+            raise WrongKind(f"no handler for private messages of kind {opened.rumor.kind}")
+        handler(opened, tx)
+
+    return handle
+
+
+def default_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, Handler]:
+    """The handlers every agent runs; later capabilities register more."""
+    return {
+        Kind.AGENT_INFO: on_agent_info(clock),
+        Kind.RELAY_LIST: on_relay_list,
+        Kind.DM_RELAYS: on_relay_list,
+        Kind.GIFT_WRAP: on_gift_wrap(keys, clock, {Kind.NOTE: on_note(clock)}),
+    }

@@ -1,0 +1,133 @@
+"""The inbound pipeline: raw relay message → parse → dedupe → verify → flood limit → handler →
+store, one transaction per batch.
+
+Order matters.  Duplicates are dropped on the claimed id before any crypto (the seen set only
+ever holds ids whose signature verified, so a forged copy cannot shadow a real event).  The
+flood limit comes after the signature check (so nobody can spend someone else's budget) and
+before any handler, i.e. before any decryption.  A handler runs inside a savepoint: its writes
+and the event's `seen` row commit together or not at all, so a crash between them re-delivers
+the event instead of losing or doubling its effect.  Every refusal is a typed error, counted
+per code, and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.clock import Clock
+from agent.crash import crash_point
+from agent.nostr.client import Incoming
+from agent.ratelimit import FloodLimiter
+from agent.store import Store, Tx
+from events.base import NostrEvent, event_from_data, load_json
+from events.errors import HiveError, Internal, RateLimited, WrongKind
+
+Handler = Callable[[NostrEvent, Tx], None]
+log = logging.getLogger("hive.inbound")
+DUPLICATE = "DUPLICATE"
+OK = "ok"
+
+
+@dataclass
+class BatchReport:
+    outcomes: list[str] = field(default_factory=list)  # per item: "ok", DUPLICATE or a code
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def processed(self) -> int:
+        return self.outcomes.count(OK)
+
+
+class RecentIds:
+    """A bounded LRU of ids already handled, in front of the store's `seen` table."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class Inbound:
+    def __init__(
+        self,
+        store: Store,
+        handlers: dict[int, Handler],
+        limiter: FloodLimiter,
+        clock: Clock,
+        recent_size: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.handlers = handlers
+        self.limiter = limiter
+        self.clock = clock
+        self.recent = RecentIds(recent_size)
+        self.totals: Counter[str] = Counter()
+
+    def process(self, batch: Sequence[Incoming]) -> BatchReport:
+        """Handle a batch of raw events in one transaction; never raises for bad input."""
+        report = BatchReport()
+        now = self.clock.now()
+        seen_here: set[str] = set()
+        with self.store.transaction(now) as tx:
+            for item in batch:
+                outcome = self._one(item, tx, seen_here)
+                report.outcomes.append(outcome)
+                if outcome not in (OK, DUPLICATE):
+                    report.errors[outcome] += 1
+            tx.count_errors(report.errors)
+            crash_point("inbound.after_handler")
+        crash_point("inbound.after_commit")
+        for event_id in seen_here:
+            self.recent.add(event_id)
+        self.totals.update(report.outcomes)
+        return report
+
+    def _one(self, item: Incoming, tx: Tx, seen_here: set[str]) -> str:
+        try:
+            data = load_json(item.raw)
+            claimed = data.get("id") if isinstance(data, dict) else None
+            if isinstance(claimed, str) and self._seen(claimed, seen_here):
+                return DUPLICATE
+            event = event_from_data(data)
+        except HiveError as error:
+            return error.code
+        seen_here.add(event.id)
+        if item.sub:
+            tx.advance_cursor(item.relay, item.sub, event.created_at)
+        if not self.limiter.allow(event.pubkey, time.monotonic()):
+            seen_here.discard(event.id)  # not marked seen: it may be fetched again later
+            return RateLimited.code
+        outcome = self._handle(event, tx)
+        tx.mark_seen(event.id, event.kind, outcome)
+        return outcome
+
+    def _seen(self, event_id: str, seen_here: set[str]) -> bool:
+        return event_id in seen_here or event_id in self.recent or self.store.is_seen(event_id)
+
+    def _handle(self, event: NostrEvent, tx: Tx) -> str:
+        handler = self.handlers.get(event.kind)
+        if handler is None:
+            return WrongKind.code
+        try:
+            with tx.savepoint():
+                handler(event, tx)
+        except HiveError as error:
+            return error.code
+        except Exception:
+            log.exception("handler for kind %d failed on event %s", event.kind, event.id)
+            return Internal.code
+        return OK

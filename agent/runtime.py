@@ -1,0 +1,210 @@
+"""The agent: one task group running the relay pool, the inbound pipeline, the outbox, the
+status writer and the pruner, around one store.
+
+    async with Agent(settings, keys, relays) as agent:
+        await agent.send_note(pubkey, "hello")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import nostr_sdk as sdk
+
+from agent import __version__
+from agent.clock import Clock, SystemClock
+from agent.handlers import default_handlers
+from agent.inbound import Handler, Inbound
+from agent.nostr.client import Incoming
+from agent.nostr.pool import RelayPool, Subscription
+from agent.outbox import Outbox
+from agent.ratelimit import FloodLimiter
+from agent.settings import RelaysConfig, Settings
+from agent.store import OutboxItem, Store
+from events import nip59, note, relay_lists
+from events.base import NostrEvent
+from events.kinds import Kind
+from events.relay_lists import inbox_relays
+
+log = logging.getLogger("hive.agent")
+STATUS_EVERY_S = 1.0
+PRUNE_EVERY_S = 3600.0
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: sdk.Keys,
+        relays: RelaysConfig,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        extra_handlers: dict[int, Handler] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.pubkey = keys.public_key().to_hex()
+        self.relays = relays
+        self.clock = clock or SystemClock()
+        self.store = store or Store(settings.store_file)
+        handlers = {**default_handlers(keys, self.clock), **(extra_handlers or {})}
+        limiter = FloodLimiter(
+            settings.flood_per_minute, settings.flood_burst, settings.flood_senders
+        )
+        self.inbound = Inbound(self.store, handlers, limiter, self.clock)
+        self.pool = RelayPool(
+            relays,
+            keys,
+            self.clock,
+            cursor=self.store.cursor,
+            catchup_margin_s=settings.catchup_margin_s,
+            on_connect=self._relay_back,
+            inbox_size=settings.inbound_queue,
+        )
+        self.outbox = Outbox(self.store, self.pool, self.clock, settings)
+        self._stack = AsyncExitStack()
+        self._processed = anyio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Agent:
+        await self._stack.enter_async_context(self.pool)
+        tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(tg.cancel_scope.cancel)
+        self._stack.callback(self._write_status)
+        tg.start_soon(self._consume)
+        tg.start_soon(self.outbox.run)
+        tg.start_soon(self._status_loop)
+        tg.start_soon(self._prune_loop)
+        with self.store.transaction(self.clock.now()) as tx:
+            tx.set_kv("agent", {"pubkey": self.pubkey, "pid": os.getpid(), "version": __version__})
+        await self.pool.subscribe(
+            Subscription(
+                "inbox",
+                [{"kinds": [Kind.GIFT_WRAP], "#p": [self.pubkey]}],
+                lookback_s=self.settings.giftwrap_lookback_s,
+            )
+        )
+        await self.pool.subscribe(Subscription("profiles", [{"kinds": [Kind.AGENT_INFO]}]))
+        self.announce_relays()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def _relay_back(self, url: str) -> None:
+        self.outbox.relay_back(url)
+
+    # --- loops -------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        batch_size = self.settings.batch_size
+        async for first in self.pool.inbox:
+            batch: list[Incoming] = [first]
+            while len(batch) < batch_size:
+                try:
+                    batch.append(self.pool.inbox.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            self.inbound.process(batch)
+            done, self._processed = self._processed, anyio.Event()
+            done.set()
+
+    async def _status_loop(self) -> None:
+        while True:
+            self._write_status()
+            await anyio.sleep(STATUS_EVERY_S)
+
+    def _write_status(self) -> None:
+        with self.store.transaction(self.clock.now()) as tx:
+            for row in self.pool.status():
+                tx.save_relay_status(row)
+            tx.set_kv("inbound", dict(self.inbound.totals))
+            tx.set_kv("status_at", self.clock.now())
+
+    async def _prune_loop(self) -> None:
+        while True:
+            now = self.clock.now()
+            with self.store.transaction(now) as tx:
+                tx.prune(now - self.settings.seen_retention_s, now - self.settings.outbox_ttl_s)
+            await anyio.sleep(PRUNE_EVERY_S)
+
+    # --- what an agent does --------------------------------------------------------------
+
+    def announce_relays(self) -> None:
+        """Queue this agent's NIP-65 relay list and NIP-17 DM inbox list for publishing."""
+        now = self.clock.now()
+        cfg = self.relays
+        listing = relay_lists.build_relay_list(
+            self.keys, cfg.read_urls, cfg.write_urls, created_at=now
+        )
+        inbox = relay_lists.build_dm_relays(self.keys, cfg.inbox_urls, created_at=now)
+        with self.store.transaction(now) as tx:
+            self.outbox.enqueue(tx, listing)
+            self.outbox.enqueue(tx, inbox)
+        self.outbox.wake()
+
+    async def inbox_of(self, pubkey: str) -> list[str]:
+        """Where `pubkey` reads gift wraps (its 10050, else its 10002 read relays, else ours)."""
+        dm = self.store.relay_list(pubkey, Kind.DM_RELAYS)
+        listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
+        if dm is None and listed is None:
+            raws = await self.pool.fetch(
+                [{"kinds": [Kind.DM_RELAYS, Kind.RELAY_LIST], "authors": [pubkey]}], timeout_s=3
+            )
+            self.inbound.process([Incoming("fetch", raw) for raw in raws])
+            dm = self.store.relay_list(pubkey, Kind.DM_RELAYS)
+            listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
+        return inbox_relays(dm, listed) or self.relays.write_urls
+
+    async def send_note(
+        self, recipient: str, text: str, reply_to: str | None = None, *, wait: bool = True
+    ) -> OutboxItem:
+        """Gift-wrap a note to `recipient` and deliver it through the outbox."""
+        now = self.clock.now()
+        msg = note.Note(msg_id=uuid.uuid4().hex, text=text, reply_to=reply_to)
+        rumor = note.rumor(self.pubkey, msg, created_at=now, expiration=now + 30 * 86400)
+        wrap = nip59.wrap(self.keys, recipient, rumor, now=now)
+        targets = await self.inbox_of(recipient)
+        if not wait:
+            return self.outbox.submit(wrap, targets)
+        return await self.outbox.publish(wrap, targets, timeout_s=self.relays.publish_timeout_s)
+
+    async def publish(self, event: NostrEvent, *, wait: bool = True) -> OutboxItem:
+        """Publish a signed public event to the write relays through the outbox."""
+        if not wait:
+            return self.outbox.submit(event)
+        return await self.outbox.publish(event, timeout_s=self.relays.publish_timeout_s)
+
+    async def wait_processed(self) -> None:
+        """Until the inbound pipeline finishes its next batch."""
+        await self._processed.wait()
+
+    async def until_idle(self, settle_s: float = 0.5) -> None:
+        """Until the outbox has nothing pending and nothing arrived for `settle_s`."""
+        while True:
+            if self.outbox.pending() == 0:
+                with anyio.move_on_after(settle_s) as scope:
+                    await self.wait_processed()
+                if scope.cancelled_caught:
+                    return
+            else:
+                await anyio.sleep(0.05)
+
+
+def status_report(store: Store) -> dict[str, Any]:
+    """What `hive-agent status` prints, read from the store (works while the agent runs)."""
+    return {
+        "agent": store.kv("agent"),
+        "status_at": store.kv("status_at"),
+        "relays": store.relay_status(),
+        "outbox": store.outbox_counts(),
+        "errors": store.error_counts(),
+        "inbound": store.kv("inbound", {}),
+    }

@@ -1,0 +1,352 @@
+"""The agent's SQLite store: one file, WAL, versioned migrations, every write in a transaction.
+
+`synchronous=FULL` is deliberate: in WAL mode NORMAL survives a process crash but may lose the
+last commits on power loss, and what this store holds (outbox, seen ids, and later receipts,
+budgets used, escrow preimages) must not be forgotten after it was acted on — forgetting an
+executed command would let it execute twice.  The cost is one fsync per commit; the inbound
+pipeline commits a whole batch at once, so throughput does not pay it per event.
+
+All writes go through `Tx` (the repository layer); reads are methods of `Store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigInvalid
+from agent.store.migrations import MIGRATIONS
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    event_id: str
+    event_json: str
+    kind: int
+    targets: list[str]
+    min_acks: int
+    enqueued_at: int
+    expires_at: int
+    attempts: int
+    next_attempt_at: int
+    state: str
+    acked: frozenset[str]
+    last_error: str | None
+
+    @property
+    def missing(self) -> list[str]:
+        """Target relays that have not acknowledged the event yet."""
+        return [url for url in self.targets if url not in self.acked]
+
+    @property
+    def published(self) -> bool:
+        return len(self.acked) >= self.min_acks
+
+
+def _create_private(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _statements(script: str) -> Iterator[str]:
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:60]}")
+
+
+class Tx:
+    """One open transaction; every write the agent makes is a method here."""
+
+    def __init__(self, conn: sqlite3.Connection, now: int) -> None:
+        self.conn = conn
+        self.now = now
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit: rolled back alone if the body raises (the exception propagates)."""
+        self.conn.execute("SAVEPOINT unit")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO unit")
+            self.conn.execute("RELEASE unit")
+            raise
+        self.conn.execute("RELEASE unit")
+
+    # --- outbox ------------------------------------------------------------------------
+
+    def enqueue(
+        self, event_id: str, event_json: str, kind: int, targets: list[str], min_acks: int,
+        expires_at: int,
+    ) -> bool:  # fmt: skip
+        """Store a signed event for delivery; False if it was already there (never re-signed)."""
+        cur = self.execute(
+            "INSERT OR IGNORE INTO outbox (event_id, event_json, kind, targets, min_acks,"
+            " enqueued_at, expires_at, next_attempt_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            (
+                event_id,
+                event_json,
+                kind,
+                json.dumps(targets),
+                min_acks,
+                self.now,
+                expires_at,
+                self.now,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def record_acks(self, event_id: str, relays: list[str]) -> None:
+        for relay in relays:
+            self.execute(
+                "INSERT OR IGNORE INTO outbox_acks (event_id, relay, acked_at) VALUES (?, ?, ?)",
+                (event_id, relay, self.now),
+            )
+
+    def reschedule(self, event_id: str, next_attempt_at: int, error: str | None) -> None:
+        self.execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+            " WHERE event_id = ?",
+            (next_attempt_at, error, event_id),
+        )
+
+    def finish(self, event_id: str, state: str) -> None:
+        self.execute("UPDATE outbox SET state = ? WHERE event_id = ?", (state, event_id))
+
+    # --- inbound -----------------------------------------------------------------------
+
+    def mark_seen(self, event_id: str, kind: int, outcome: str) -> None:
+        self.execute(
+            "INSERT OR IGNORE INTO seen (event_id, seen_at, kind, outcome) VALUES (?, ?, ?, ?)",
+            (event_id, self.now, kind, outcome),
+        )
+
+    def claim_msg_id(self, sender: str, msg_id: str) -> bool:
+        """Record a private message's idempotency id; False if it was already handled."""
+        cur = self.execute(
+            "INSERT OR IGNORE INTO msg_ids (msg_id, sender, seen_at) VALUES (?, ?, ?)",
+            (msg_id, sender, self.now),
+        )
+        return cur.rowcount == 1
+
+    def count_errors(self, counts: dict[str, int]) -> None:
+        for code, n in counts.items():
+            self.execute(
+                "INSERT INTO error_counts (code, count) VALUES (?, ?)"
+                " ON CONFLICT (code) DO UPDATE SET count = count + excluded.count",
+                (code, n),
+            )
+
+    def advance_cursor(self, relay: str, sub: str, created_at: int) -> None:
+        self.execute(
+            "INSERT INTO cursors (relay, sub, last_created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (relay, sub) DO UPDATE SET last_created_at ="
+            " max(last_created_at, excluded.last_created_at)",
+            (relay, sub, created_at),
+        )
+
+    # --- state written by handlers -------------------------------------------------------
+
+    def save_relay_list(self, pubkey: str, kind: int, created_at: int, relays: list[list[str]]):
+        """Keep the newest NIP-65 / NIP-17 relay list of `pubkey` (replaceable semantics)."""
+        self.execute(
+            "INSERT INTO relay_lists (pubkey, kind, created_at, relays) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (pubkey, kind) DO UPDATE SET created_at = excluded.created_at,"
+            " relays = excluded.relays WHERE excluded.created_at > relay_lists.created_at",
+            (pubkey, kind, created_at, json.dumps(relays)),
+        )
+
+    def save_profile(self, pubkey: str, created_at: int, event_id: str, payload: str) -> None:
+        self.execute(
+            "INSERT INTO profiles (pubkey, created_at, event_id, payload) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (pubkey) DO UPDATE SET created_at = excluded.created_at,"
+            " event_id = excluded.event_id, payload = excluded.payload"
+            " WHERE excluded.created_at > profiles.created_at",
+            (pubkey, created_at, event_id, payload),
+        )
+
+    def add_note(self, msg_id: str, sender: str, text: str, reply_to: str | None) -> None:
+        self.execute(
+            "INSERT INTO notes (msg_id, sender, text, reply_to, received_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (msg_id, sender, text, reply_to, self.now),
+        )
+
+    # --- status ------------------------------------------------------------------------
+
+    def save_relay_status(self, row: dict[str, Any]) -> None:
+        self.execute(
+            "INSERT OR REPLACE INTO relay_status (url, status, read, write, since, attempts, acks,"
+            " rejections, received, last_error) VALUES (:url, :status, :read, :write, :since,"
+            " :attempts, :acks, :rejections, :received, :last_error)",
+            row,  # type: ignore[arg-type]
+        )
+
+    def set_kv(self, key: str, value: Any) -> None:
+        self.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value))
+        )
+
+    def prune(self, seen_before: int, done_before: int) -> int:
+        """Forget seen ids and idempotency ids older than the window, and finished outbox rows."""
+        removed = self.execute("DELETE FROM seen WHERE seen_at < ?", (seen_before,)).rowcount
+        removed += self.execute("DELETE FROM msg_ids WHERE seen_at < ?", (seen_before,)).rowcount
+        removed += self.execute(
+            "DELETE FROM outbox WHERE state != 'pending' AND enqueued_at < ?", (done_before,)
+        ).rowcount
+        return removed
+
+
+class Store:
+    """One SQLite file per agent (mode 0600)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            _create_private(self.path)
+        try:
+            self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+        except sqlite3.Error as exc:
+            raise ConfigInvalid(f"cannot open the store {path}: {exc}") from None
+        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        """Apply every migration not applied yet, each atomically."""
+        for version in range(self.schema_version, len(MIGRATIONS)):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                # executescript() would COMMIT first, so statements run one by one instead
+                for statement in _statements(MIGRATIONS[version]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {version + 1}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self, now: int) -> Iterator[Tx]:
+        """A write transaction; committed when the block ends, rolled back if it raises."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(self.conn, now)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def is_seen(self, event_id: str) -> bool:
+        row = self.conn.execute("SELECT 1 FROM seen WHERE event_id = ?", (event_id,)).fetchone()
+        return row is not None
+
+    def outbox_item(self, event_id: str) -> OutboxItem | None:
+        row = self.conn.execute("SELECT * FROM outbox WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else self._item(row)
+
+    def due_outbox(self, now: int, limit: int = 100) -> list[OutboxItem]:
+        rows = self.conn.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [self._item(r) for r in rows]
+
+    def next_outbox_time(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def _item(self, row: tuple[Any, ...]) -> OutboxItem:
+        (event_id, event_json, kind, targets, min_acks, enqueued_at, expires_at, attempts,
+         next_attempt_at, state, last_error) = row  # fmt: skip
+        acked = self.conn.execute(
+            "SELECT relay FROM outbox_acks WHERE event_id = ?", (event_id,)
+        ).fetchall()
+        return OutboxItem(
+            event_id, event_json, kind, json.loads(targets), min_acks, enqueued_at, expires_at,
+            attempts, next_attempt_at, state, frozenset(r[0] for r in acked), last_error,
+        )  # fmt: skip
+
+    def error_counts(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT code, count FROM error_counts ORDER BY code"))
+
+    def cursor(self, relay: str, sub: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT last_created_at FROM cursors WHERE relay = ? AND sub = ?", (relay, sub)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def relay_list(self, pubkey: str, kind: int) -> list[list[str]] | None:
+        row = self.conn.execute(
+            "SELECT relays FROM relay_lists WHERE pubkey = ? AND kind = ?", (pubkey, kind)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def relay_status(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT * FROM relay_status ORDER BY url")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def notes(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT msg_id, sender, text, reply_to, received_at FROM notes ORDER BY id"
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute("SELECT pubkey, payload FROM profiles").fetchall()
+        return {pubkey: json.loads(payload) for pubkey, payload in rows}
+
+    def kv(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def table_counts(self) -> dict[str, int]:
+        tables = [
+            r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        return {t: self.conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}  # noqa: S608
+
+    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table (attack tests compare the whole state before and after)."""
+        tables = [
+            r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        return {
+            t: sorted(self.conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)  # noqa: S608
+            for t in sorted(tables)
+        }

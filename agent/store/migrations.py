@@ -1,0 +1,87 @@
+"""Versioned schema migrations.  Append only: a released migration is never edited.
+
+`PRAGMA user_version` records how many have been applied; each runs in its own transaction.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: outbox, inbound dedupe, counters, relay status, cursors, relay lists, first handlers
+    """
+    CREATE TABLE outbox (
+        event_id        TEXT PRIMARY KEY,
+        event_json      TEXT NOT NULL,
+        kind            INTEGER NOT NULL,
+        targets         TEXT NOT NULL,      -- JSON list of relay URLs
+        min_acks        INTEGER NOT NULL,
+        enqueued_at     INTEGER NOT NULL,
+        expires_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'done', 'expired')),
+        last_error      TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE TABLE outbox_acks (
+        event_id TEXT NOT NULL REFERENCES outbox (event_id) ON DELETE CASCADE,
+        relay    TEXT NOT NULL,
+        acked_at INTEGER NOT NULL,
+        PRIMARY KEY (event_id, relay)
+    );
+    CREATE TABLE seen (
+        event_id TEXT PRIMARY KEY,
+        seen_at  INTEGER NOT NULL,
+        kind     INTEGER NOT NULL,
+        outcome  TEXT NOT NULL              -- 'ok' or the error code it was refused with
+    );
+    CREATE INDEX seen_by_age ON seen (seen_at);
+    CREATE TABLE msg_ids (
+        msg_id  TEXT NOT NULL,
+        sender  TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (sender, msg_id)
+    );
+    CREATE INDEX msg_ids_by_age ON msg_ids (seen_at);
+    CREATE TABLE error_counts (code TEXT PRIMARY KEY, count INTEGER NOT NULL);
+    CREATE TABLE relay_status (
+        url          TEXT PRIMARY KEY,
+        status       TEXT NOT NULL,
+        read         INTEGER NOT NULL,
+        write        INTEGER NOT NULL,
+        since        INTEGER NOT NULL,      -- when it entered this status
+        attempts     INTEGER NOT NULL,      -- consecutive failed connection attempts
+        acks         INTEGER NOT NULL,
+        rejections   INTEGER NOT NULL,
+        received     INTEGER NOT NULL,
+        last_error   TEXT
+    );
+    CREATE TABLE cursors (
+        relay           TEXT NOT NULL,
+        sub             TEXT NOT NULL,
+        last_created_at INTEGER NOT NULL,
+        PRIMARY KEY (relay, sub)
+    );
+    CREATE TABLE relay_lists (
+        pubkey     TEXT NOT NULL,
+        kind       INTEGER NOT NULL,        -- 10002 (NIP-65) or 10050 (NIP-17 DM inbox)
+        created_at INTEGER NOT NULL,
+        relays     TEXT NOT NULL,           -- JSON [[url, marker], ...]
+        PRIMARY KEY (pubkey, kind)
+    );
+    CREATE TABLE profiles (
+        pubkey     TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        event_id   TEXT NOT NULL,
+        payload    TEXT NOT NULL
+    );
+    CREATE TABLE notes (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        msg_id      TEXT NOT NULL,
+        sender      TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        reply_to    TEXT,
+        received_at INTEGER NOT NULL
+    );
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
