@@ -79,6 +79,78 @@ class RelayProcess:
             self.proc.terminate()
             self.proc.communicate(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL: the relay dies without closing anything, like a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+    def restart(self) -> str:
+        """Start again on the same port (and the same database, if any)."""
+        port = int(self.url.rsplit(":", 1)[1])
+        cmd = [HIVE_AGENT, "relay", "--port", str(port)]
+        if self.db is not None:
+            cmd += ["--db", str(self.db)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == self.url
+        wait_for_port("127.0.0.1", port)
+        return self.url
+
+
+class NostrRelayProcess:
+    """PyPI `nostr-relay` (a different implementation) out of process, in its own venv."""
+
+    BIN = ROOT / ".venv-nostr-relay/bin/nostr-relay"
+
+    def __init__(self, workdir: Path, port: int = 0) -> None:
+        from agent.nostr.local_relay import free_port
+
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        if not self.BIN.exists():
+            missing_component("PyPI nostr-relay", "run ./scripts/dev setup")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        template = (ROOT / "tests/relays/nostr-relay.yaml").read_text()
+        config = self.workdir / "nostr-relay.yaml"
+        db = self.workdir / "relay.sqlite3"
+        config.write_text(template.replace("{port}", str(self.port)).replace("{db}", str(db)))
+        log = (self.workdir / "relay.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(self.BIN), "-c", str(config), "serve", "--use-uvicorn"],
+            stdout=log,
+            stderr=log,
+            cwd=self.workdir,
+        )
+        log.close()
+        wait_for_port("127.0.0.1", self.port, timeout=30)
+        return self.url
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def nostr_relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One PyPI nostr-relay for the whole session."""
+    relay = NostrRelayProcess(tmp_path_factory.mktemp("nostr-relay"))
+    yield relay.start()
+    relay.stop()
+
 
 @pytest.fixture(scope="session")
 def relay_url() -> Iterator[str]:

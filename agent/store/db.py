@@ -220,14 +220,17 @@ class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
-            _create_private(self.path)
+            try:
+                _create_private(self.path)
+            except OSError as exc:
+                raise ConfigInvalid(f"cannot create the store {path}: {exc}") from None
         try:
             self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+            for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON"):
+                self.conn.execute(f"PRAGMA {pragma}")
+            self.migrate()
         except sqlite3.Error as exc:
             raise ConfigInvalid(f"cannot open the store {path}: {exc}") from None
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON"):
-            self.conn.execute(f"PRAGMA {pragma}")
-        self.migrate()
 
     @property
     def schema_version(self) -> int:

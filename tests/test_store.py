@@ -1,0 +1,88 @@
+"""The SQLite store: pragmas, migrations, file mode, transactions, pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ConfigInvalid
+from agent.store import Store
+from agent.store.migrations import MIGRATIONS
+
+
+def test_pragmas_and_mode(tmp_path: Path) -> None:
+    store = Store(tmp_path / "home" / "agent.sqlite")
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert (tmp_path / "home" / "agent.sqlite").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "home").stat().st_mode & 0o777 == 0o700
+    assert store.schema_version == len(MIGRATIONS)
+
+
+def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite"
+    with Store(path).transaction(1) as tx:
+        tx.add_note("ab" * 16, "cd" * 32, "kept", None)
+    again = Store(path)
+    assert again.schema_version == len(MIGRATIONS)
+    assert [n["text"] for n in again.notes()] == ["kept"]
+
+
+def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.sqlite")
+    with pytest.raises(RuntimeError), store.transaction(1) as tx:
+        tx.add_note("ab" * 16, "cd" * 32, "lost", None)
+        raise RuntimeError("boom")
+    assert store.notes() == []
+
+
+def test_savepoint_undoes_only_its_unit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.sqlite")
+    with store.transaction(1) as tx:
+        tx.add_note("01" * 16, "cd" * 32, "kept", None)
+        with pytest.raises(ValueError), tx.savepoint():
+            tx.add_note("02" * 16, "cd" * 32, "undone", None)
+            raise ValueError("refused")
+    assert [n["text"] for n in store.notes()] == ["kept"]
+
+
+def test_outbox_is_insert_once_and_tracks_acks(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.sqlite")
+    with store.transaction(10) as tx:
+        assert tx.enqueue("e" * 64, '{"x":1}', 1, ["ws://a", "ws://b"], 1, 1000)
+        assert not tx.enqueue("e" * 64, '{"x":2}', 1, ["ws://c"], 1, 1000)
+        tx.record_acks("e" * 64, ["ws://a", "ws://a"])
+    item = store.outbox_item("e" * 64)
+    assert item is not None
+    assert item.event_json == '{"x":1}'  # the first stored event is the one sent, forever
+    assert item.published and item.missing == ["ws://b"]
+    assert [i.event_id for i in store.due_outbox(10)] == ["e" * 64]
+
+
+def test_prune_forgets_old_ids_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.sqlite")
+    with store.transaction(100) as tx:
+        tx.mark_seen("a" * 64, 1, "ok")
+        tx.claim_msg_id("cd" * 32, "01" * 16)
+    with store.transaction(900) as tx:
+        tx.mark_seen("b" * 64, 1, "ok")
+        assert tx.prune(seen_before=500, done_before=500) == 2
+    assert not store.is_seen("a" * 64)
+    assert store.is_seen("b" * 64)
+
+
+def test_status_reader_works_while_a_writer_holds_the_lock(tmp_path: Path) -> None:
+    writer = Store(tmp_path / "a.sqlite")
+    reader = Store(tmp_path / "a.sqlite")
+    with writer.transaction(1) as tx:
+        tx.count_errors({"BAD_SIGNATURE": 2})
+        assert reader.error_counts() == {}  # WAL: readers see the last commit, never block
+    assert reader.error_counts() == {"BAD_SIGNATURE": 2}
+
+
+def test_unopenable_store_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(ConfigInvalid):
+        Store(tmp_path / "dir.sqlite")
