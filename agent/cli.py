@@ -71,7 +71,7 @@ async def _serve_relay(relay: EmbeddedRelay, emit: Emit) -> None:
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
-    relay = EmbeddedRelay(args.host, args.port, args.db)
+    relay = EmbeddedRelay(args.host, args.port, args.db, auth=args.auth)
     anyio.run(_serve_relay, relay, emit, backend="asyncio")
     return 0
 
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--host", default="127.0.0.1")
     relay.add_argument("--port", type=int, default=0, help="0 picks a free port")
     relay.add_argument("--db", type=Path, help="keep events in LMDB in this directory")
+    relay.add_argument("--auth", action="store_true", help="require NIP-42 AUTH to read and write")
     relay.set_defaults(func=cmd_relay)
 
     relay_opt = argparse.ArgumentParser(add_help=False)

@@ -23,6 +23,17 @@ from agent.store import OutboxItem, Store, Tx
 from events.base import NostrEvent, parse_event
 
 log = logging.getLogger("hive.outbox")
+# NIP-01 OK prefixes that will not change on a retry (rate-limited:, error:, auth-required:,
+# timeouts and offline relays are retried).
+PERMANENT = ("invalid:", "blocked:", "pow:", "restricted:")
+
+
+def classify(reason: str) -> str:
+    """'ack' for a relay that already holds the event, 'refused' for good, else 'retry'."""
+    text = reason.strip().lower()
+    if text.startswith("duplicate:"):
+        return "ack"
+    return "refused" if text.startswith(PERMANENT) else "retry"
 
 
 class Outbox:
@@ -118,11 +129,24 @@ class Outbox:
         outcome = await self.pool.publish(event, item.missing)
         crash_point("outbox.after_send")
         now = self.clock.now()
+        acked = set(item.acked) | set(outcome.accepted)
+        refused = dict(item.refused)
+        retry = {}
+        for url, reason in outcome.refused.items():
+            verdict = classify(reason)
+            if verdict == "ack":
+                acked.add(url)
+            elif verdict == "refused":
+                refused[url] = reason
+            else:
+                retry[url] = reason
         with self.store.transaction(now) as tx:
-            tx.record_acks(item.event_id, outcome.accepted)
-            acked = item.acked | set(outcome.accepted)
-            if all(url in acked for url in item.targets):
-                tx.finish(item.event_id, "done")
+            tx.record_acks(item.event_id, sorted(acked - item.acked))
+            for url in refused.keys() - item.refused.keys():
+                tx.record_refusal(item.event_id, url, refused[url])
+                log.warning("relay %s refused %s: %s", url, item.event_id, refused[url])
+            if all(url in acked or url in refused for url in item.targets):
+                tx.finish(item.event_id, "done" if len(acked) >= item.min_acks else "failed")
             elif now >= item.expires_at:
                 tx.finish(item.event_id, "expired")
                 log.warning("gave up delivering %s to %s", item.event_id, item.missing)
@@ -133,7 +157,7 @@ class Outbox:
                     self.settings.outbox_retry_max_s,
                     self.pool.config.jitter,
                 )
-                reasons = "; ".join(f"{u}: {r}" for u, r in outcome.refused.items())
+                reasons = "; ".join(f"{u}: {r}" for u, r in retry.items())
                 tx.reschedule(item.event_id, now + max(1, round(wait)), reasons or None)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()

@@ -75,6 +75,8 @@ class Agent:
 
     async def __aenter__(self) -> Agent:
         await self._stack.enter_async_context(self.pool)
+        if not await self.pool.wait_connected(self.relays.connect_timeout_s):
+            log.warning("no relay reachable yet; the outbox will deliver once one is")
         tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.callback(tg.cancel_scope.cancel)
         self._stack.callback(self._write_status)

@@ -55,13 +55,14 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
 class RelayProcess:
     """`hive-agent relay` running out of process (nostr-sdk's LocalRelay)."""
 
-    def __init__(self, db: Path | None = None) -> None:
+    def __init__(self, db: Path | None = None, *, auth: bool = False) -> None:
         self.db = db
+        self.auth = auth
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def start(self) -> str:
-        cmd = [HIVE_AGENT, "relay", "--port", "0"]
+        cmd = [HIVE_AGENT, "relay", "--port", "0", *(["--auth"] if self.auth else [])]
         if self.db is not None:
             cmd += ["--db", str(self.db)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,7 +89,7 @@ class RelayProcess:
     def restart(self) -> str:
         """Start again on the same port (and the same database, if any)."""
         port = int(self.url.rsplit(":", 1)[1])
-        cmd = [HIVE_AGENT, "relay", "--port", str(port)]
+        cmd = [HIVE_AGENT, "relay", "--port", str(port), *(["--auth"] if self.auth else [])]
         if self.db is not None:
             cmd += ["--db", str(self.db)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

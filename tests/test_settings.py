@@ -41,7 +41,7 @@ def test_bad_relays_files(tmp_path: Path, content: str, fragment: str) -> None:
 
 
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(ConfigInvalid, match="relays.example.json"):
+    with pytest.raises(ConfigInvalid, match=r"relays\.example\.json"):
         RelaysConfig.load(tmp_path / "relays.json")
 
 

@@ -31,10 +31,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRelay:
     """A real websocket relay in this process, on `host:port`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, db_dir: Path | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        db_dir: Path | None = None,
+        auth: bool = False,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.db_dir = db_dir
+        self.auth = auth
         self._relay: sdk.LocalRelay | None = None
 
     @property
@@ -46,6 +53,9 @@ class EmbeddedRelay:
         sdk.uniffi_set_event_loop(asyncio.get_running_loop())
         limit = sdk.RateLimit(max_reqs=MAX_REQS_PER_CONN, notes_per_minute=NOTES_PER_MINUTE)
         builder = sdk.LocalRelayBuilder().addr(self.host).port(self.port).rate_limit(limit)
+        if self.auth:  # NIP-42: clients must authenticate to read and to write
+            mode = sdk.LocalRelayBuilderNip42Mode.BOTH
+            builder = builder.nip42(sdk.LocalRelayBuilderNip42(mode=mode))
         if self.db_dir is not None:
             self.db_dir.mkdir(parents=True, exist_ok=True)
             builder = builder.database(await sdk.NostrLmdb.open(str(self.db_dir)))

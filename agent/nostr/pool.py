@@ -90,7 +90,8 @@ class RelayPool:
             r.url: RelayState(r.url, r.read, r.write, since=clock.now()) for r in config.relays
         }
         self.subscriptions: dict[str, Subscription] = {}
-        self._send, self.inbox = anyio.create_memory_object_stream[Incoming](inbox_size)
+        self.inbox_size = inbox_size
+        self.inbox: anyio.abc.ObjectReceiveStream[Incoming]
         self._client: sdk.Client | None = None
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -106,11 +107,12 @@ class RelayPool:
             .build()
         )
         notes = self._client.notifications()  # before any subscription (nostr-sdk quirk)
+        send, self.inbox = anyio.create_memory_object_stream[Incoming](self.inbox_size)
         self._stack.callback(self.inbox.close)
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.push_async_callback(self._client.shutdown)
         self._stack.callback(self._tg.cancel_scope.cancel)
-        self._tg.start_soon(self._pump, notes)
+        self._tg.start_soon(self._pump, notes, send)
         for url in self.states:
             await self._add(url)
         return self
@@ -198,8 +200,10 @@ class RelayPool:
 
     # --- traffic -----------------------------------------------------------------------
 
-    async def _pump(self, notes: sdk.ClientNotificationStream) -> None:
-        async with self._send:
+    async def _pump(
+        self, notes: sdk.ClientNotificationStream, send: anyio.abc.ObjectSendStream[Incoming]
+    ) -> None:
+        async with send:
             while (note := await notes.next()) is not None:
                 if note.is_shutdown():
                     return
@@ -207,7 +211,14 @@ class RelayPool:
                     url = str(note.relay_url)
                     if url in self.states:
                         self.states[url].received += 1
-                    await self._send.send(Incoming(url, note.event.as_json(), note.subscription_id))
+                    await send.send(Incoming(url, note.event.as_json(), note.subscription_id))
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until at least one relay is connected (or the timeout passes)."""
+        with anyio.move_on_after(timeout_s):
+            while not self.connected():
+                await anyio.sleep(0.02)
+        return bool(self.connected())
 
     def connected(self, urls: list[str] | None = None) -> list[str]:
         """Of `urls` (default: all), those connected right now."""

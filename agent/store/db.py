@@ -39,11 +39,12 @@ class OutboxItem:
     state: str
     acked: frozenset[str]
     last_error: str | None
+    refused: dict[str, str]
 
     @property
     def missing(self) -> list[str]:
-        """Target relays that have not acknowledged the event yet."""
-        return [url for url in self.targets if url not in self.acked]
+        """Target relays that neither hold the event nor refused it for good."""
+        return [url for url in self.targets if url not in self.acked and url not in self.refused]
 
     @property
     def published(self) -> bool:
@@ -116,9 +117,17 @@ class Tx:
     def record_acks(self, event_id: str, relays: list[str]) -> None:
         for relay in relays:
             self.execute(
-                "INSERT OR IGNORE INTO outbox_acks (event_id, relay, acked_at) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO outbox_acks (event_id, relay, acked_at) VALUES (?, ?, ?)",
                 (event_id, relay, self.now),
             )
+
+    def record_refusal(self, event_id: str, relay: str, reason: str) -> None:
+        """The relay refused the event for good (e.g. `invalid:`): stop sending it there."""
+        self.execute(
+            "INSERT OR IGNORE INTO outbox_acks (event_id, relay, acked_at, refusal)"
+            " VALUES (?, ?, ?, ?)",
+            (event_id, relay, self.now, reason[:200]),
+        )
 
     def reschedule(self, event_id: str, next_attempt_at: int, error: str | None) -> None:
         self.execute(
@@ -295,12 +304,14 @@ class Store:
     def _item(self, row: tuple[Any, ...]) -> OutboxItem:
         (event_id, event_json, kind, targets, min_acks, enqueued_at, expires_at, attempts,
          next_attempt_at, state, last_error) = row  # fmt: skip
-        acked = self.conn.execute(
-            "SELECT relay FROM outbox_acks WHERE event_id = ?", (event_id,)
+        rows = self.conn.execute(
+            "SELECT relay, refusal FROM outbox_acks WHERE event_id = ?", (event_id,)
         ).fetchall()
+        acked = frozenset(relay for relay, refusal in rows if refusal is None)
+        refused = {relay: refusal for relay, refusal in rows if refusal is not None}
         return OutboxItem(
             event_id, event_json, kind, json.loads(targets), min_acks, enqueued_at, expires_at,
-            attempts, next_attempt_at, state, frozenset(r[0] for r in acked), last_error,
+            attempts, next_attempt_at, state, acked, last_error, refused,
         )  # fmt: skip
 
     def error_counts(self) -> dict[str, int]:

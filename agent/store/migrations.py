@@ -18,7 +18,7 @@ MIGRATIONS: list[str] = [
         expires_at      INTEGER NOT NULL,
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER NOT NULL,
-        state           TEXT NOT NULL CHECK (state IN ('pending', 'done', 'expired')),
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'expired')),
         last_error      TEXT
     );
     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
@@ -26,6 +26,7 @@ MIGRATIONS: list[str] = [
         event_id TEXT NOT NULL REFERENCES outbox (event_id) ON DELETE CASCADE,
         relay    TEXT NOT NULL,
         acked_at INTEGER NOT NULL,
+        refusal  TEXT,                      -- NULL: the relay holds it; else its permanent refusal
         PRIMARY KEY (event_id, relay)
     );
     CREATE TABLE seen (
