@@ -2,6 +2,7 @@
 
 With `HIVE_CRASH_AT=<name>` in its environment, the agent kills itself with SIGKILL the first
 time it reaches that point — no cleanup, no flush, exactly like `kill -9` at that instant.
+`<name>:<detail>` narrows it (e.g. `outbox.before_send:1059` only for gift wraps).
 Tests restart it and check that nothing was lost and nothing happened twice.
 """
 
@@ -21,8 +22,9 @@ POINTS = frozenset(
 )
 
 
-def crash_point(name: str) -> None:
-    """SIGKILL this process if HIVE_CRASH_AT names this point."""
+def crash_point(name: str, detail: str = "") -> None:
+    """SIGKILL this process if HIVE_CRASH_AT names this point (and detail, if it gives one)."""
     assert name in POINTS, name
-    if os.environ.get("HIVE_CRASH_AT") == name:
+    wanted = os.environ.get("HIVE_CRASH_AT")
+    if wanted and wanted in (name, f"{name}:{detail}"):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -82,21 +82,24 @@ class Inbound:
         report = BatchReport()
         now = self.clock.now()
         seen_here: set[str] = set()
+        handled: set[str] = set()  # kinds handled in this batch, for named crash points
         with self.store.transaction(now) as tx:
             for item in batch:
-                outcome = self._one(item, tx, seen_here)
+                outcome = self._one(item, tx, seen_here, handled)
                 report.outcomes.append(outcome)
                 if outcome not in (OK, DUPLICATE):
                     report.errors[outcome] += 1
             tx.count_errors(report.errors)
-            crash_point("inbound.after_handler")
-        crash_point("inbound.after_commit")
+            for kind in handled:
+                crash_point("inbound.after_handler", kind)
+        for kind in handled:
+            crash_point("inbound.after_commit", kind)
         for event_id in seen_here:
             self.recent.add(event_id)
         self.totals.update(report.outcomes)
         return report
 
-    def _one(self, item: Incoming, tx: Tx, seen_here: set[str]) -> str:
+    def _one(self, item: Incoming, tx: Tx, seen_here: set[str], handled: set[str]) -> str:
         try:
             data = load_json(item.raw)
             claimed = data.get("id") if isinstance(data, dict) else None
@@ -113,6 +116,8 @@ class Inbound:
             return RateLimited.code
         outcome = self._handle(event, tx)
         tx.mark_seen(event.id, event.kind, outcome)
+        if outcome == OK:
+            handled.add(str(event.kind))
         return outcome
 
     def _seen(self, event_id: str, seen_here: set[str]) -> bool:

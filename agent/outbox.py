@@ -66,7 +66,7 @@ class Outbox:
         """Commit `event` to the outbox on its own and wake the sender."""
         with self.store.transaction(self.clock.now()) as tx:
             self.enqueue(tx, event, targets, min_acks)
-        crash_point("outbox.after_store")
+        crash_point("outbox.after_store", str(event.kind))
         self.wake()
         item = self.store.outbox_item(event.id)
         assert item is not None
@@ -121,13 +121,13 @@ class Outbox:
 
     async def attempt(self, item: OutboxItem) -> None:
         """One delivery attempt to every target that lacks the event."""
-        crash_point("outbox.before_send")
+        crash_point("outbox.before_send", str(item.kind))
         event = parse_event(item.event_json)  # the stored, signed event: never re-signed
         if any(url not in self.pool.states for url in item.missing):
             for url in item.missing:
                 await self.pool.add_write_relay(url)
         outcome = await self.pool.publish(event, item.missing)
-        crash_point("outbox.after_send")
+        crash_point("outbox.after_send", str(item.kind))
         now = self.clock.now()
         acked = set(item.acked) | set(outcome.accepted)
         refused = dict(item.refused)

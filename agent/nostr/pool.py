@@ -95,11 +95,13 @@ class RelayPool:
         self._client: sdk.Client | None = None
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._any_connected: anyio.Event
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> RelayPool:
         sdk.uniffi_set_event_loop(asyncio.get_running_loop())
+        self._any_connected = anyio.Event()
         self._client = (
             sdk.ClientBuilder()
             .authenticator(sdk.SignerAuthenticator(self.keys))
@@ -163,6 +165,7 @@ class RelayPool:
                 continue
             state.attempts = 0
             self._set(state, CONNECTED)
+            self._any_connected.set()
             if state.read:
                 for sub in list(self.subscriptions.values()):
                     await self._send_req(url, sub)
@@ -216,8 +219,7 @@ class RelayPool:
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait until at least one relay is connected (or the timeout passes)."""
         with anyio.move_on_after(timeout_s):
-            while not self.connected():
-                await anyio.sleep(0.02)
+            await self._any_connected.wait()
         return bool(self.connected())
 
     def connected(self, urls: list[str] | None = None) -> list[str]:
