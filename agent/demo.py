@@ -3,14 +3,20 @@
 Act 1: an advisor publishes its signed agent profile; the operator's agent receives it from the
 relay and verifies it.  Act 2: the operator sends the advisor a gift-wrapped private note and
 gets a gift-wrapped reply; the relay only ever sees one-time keys.  Act 3: a forged gift wrap
-(a seal signed by one key around a message claiming another author) is refused.
+(a seal signed by one key around a message claiming another author) is refused.  Act 4: the
+relay (a separate process with persistent storage) is killed; notes written meanwhile wait in
+the durable outbox and arrive exactly once after it restarts.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,7 +25,7 @@ import nostr_sdk as sdk
 from agent import __version__
 from agent.clock import SystemClock
 from agent.nostr.client import RelayClient
-from agent.nostr.local_relay import EmbeddedRelay
+from agent.nostr.local_relay import EmbeddedRelay, free_port
 from events import agent_info, nip44, nip59, note
 from events.agent_info import AgentInfo, Role
 from events.base import NostrEvent, parse_event, sign_event
@@ -152,7 +158,82 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
                     f"{refused}"
                 )
                 report["forgery"] = refused.to_dict()
-    out.say("relay stopped; done.")
+    out.say("relay stopped.")
+    await out.act("Act 4 - riding out a relay crash")
+    report["relay_restart"] = await relay_restart_act(out, olivia, adam, clock)
+    out.say("done.")
     if not quiet:
         print(flush=True)
     return json.loads(json.dumps(report))
+
+
+class _RelayProcess:
+    """`hive-agent relay --db DIR` in a child process, so it can really be killed."""
+
+    def __init__(self, db: Path, port: int) -> None:
+        self.db, self.port = db, port
+        self.proc: anyio.abc.Process | None = None
+
+    async def start(self) -> str:
+        cmd = [
+            sys.executable,
+            "-m",
+            "agent",
+            "relay",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+        ]
+        self.proc = await anyio.open_process(cmd, stderr=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            line += await self.proc.stdout.receive(1)
+        return line.decode().strip()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+            await self.proc.aclose()
+
+
+async def relay_restart_act(
+    out: Narrator, olivia: sdk.Keys, adam: sdk.Keys, clock: SystemClock
+) -> dict[str, Any]:
+    from agent.runtime import Agent
+    from agent.settings import RelaysConfig, Settings
+
+    with tempfile.TemporaryDirectory(prefix="hive-demo-") as tmp:
+        root = Path(tmp)
+        relay = _RelayProcess(root / "relay-db", free_port())
+        url = await relay.start()
+        cfg = RelaysConfig.single(url, reconnect_base_s=0.2, reconnect_max_s=1.0)
+        fast = {"outbox_retry_base_s": 0.2, "outbox_retry_max_s": 1.0}
+        try:
+            async with (
+                Agent(Settings(home=root / "olivia", **fast), olivia, cfg) as o,
+                Agent(Settings(home=root / "adam", **fast), adam, cfg) as a,
+            ):
+                out.say(f"relay process (LMDB storage) at {url}; both agents connected")
+                await relay.kill()
+                while o.pool.connected() or a.pool.connected():
+                    await anyio.sleep(0.05)
+                out.say("relay killed with SIGKILL; both agents see it disconnected")
+                texts = [f"fee review, part {i}" for i in (1, 2, 3)]
+                for text in texts:
+                    await o.send_note(a.pubkey, text, wait=False)
+                out.say(f"Olivia writes {len(texts)} notes: signed, stored, waiting in her outbox")
+                started = time.perf_counter()
+                await relay.start()
+                out.say("relay restarted on the same port; agents reconnect with backoff + jitter")
+                with anyio.fail_after(30):
+                    while len(a.store.notes()) < len(texts) or o.outbox.pending():
+                        await anyio.sleep(0.05)
+                elapsed = time.perf_counter() - started
+                got = [n["text"] for n in a.store.notes()]
+                out.say(f"after {elapsed:.1f} s Adam has {got}: each exactly once, nothing lost")
+                return {"delivered": got, "seconds": round(elapsed, 2)}
+        finally:
+            await relay.kill()

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,6 +136,10 @@ class NostrRelayProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def restart(self) -> str:
+        """Start again on the same port, with the same database."""
+        return self.start()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -143,6 +147,29 @@ class NostrRelayProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[Callable[..., RelayProcess | NostrRelayProcess]]:
+    """Make relays for one test; every one is stopped at teardown, even if the test fails.
+
+    relays() is nostr-sdk's relay in memory, relays(db=True) with LMDB storage,
+    relays(auth=True) requiring NIP-42, relays(kind="nostr-relay") the PyPI implementation.
+    """
+    made: list[RelayProcess | NostrRelayProcess] = []
+
+    def make(*, db: bool = False, auth: bool = False, kind: str = "nostr-sdk"):
+        where = tmp_path / f"relay{len(made)}"
+        if kind == "nostr-relay":
+            relay: RelayProcess | NostrRelayProcess = NostrRelayProcess(where)
+        else:
+            relay = RelayProcess(where if db else None, auth=auth)
+        made.append(relay)
+        return relay
+
+    yield make
+    for relay in made:
+        relay.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 
 from agent.nostr.client import RelayClient
 from events.base import parse_event, sign_event
-from tests.conftest import HIVE_AGENT, RelayProcess
+from tests.conftest import HIVE_AGENT
 
 
 def run(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -88,8 +88,8 @@ def test_usage_errors() -> None:
 
 
 @pytest.mark.anyio
-async def test_relay_serves_and_stops_on_sigterm() -> None:
-    relay = RelayProcess()
+async def test_relay_serves_and_stops_on_sigterm(relays) -> None:
+    relay = relays()
     url = relay.start()
     keys = sdk.Keys.generate()
     event = sign_event(keys, 1, "through the standalone relay", [], 1_700_000_000)
@@ -106,19 +106,17 @@ async def test_relay_serves_and_stops_on_sigterm() -> None:
 
 
 @pytest.mark.anyio
-async def test_relay_with_db_keeps_events_across_restarts(tmp_path: Path) -> None:
+async def test_relay_with_db_keeps_events_across_restarts(tmp_path: Path, relays) -> None:
     keys = sdk.Keys.generate()
     event = sign_event(keys, 1, "persisted", [], 1_700_000_000)
-    first = RelayProcess(tmp_path / "db")
-    async with RelayClient([first.start()]) as client:
+    relay = relays(db=True)
+    async with RelayClient([relay.start()]) as client:
         assert (await client.publish(event)).accepted
-    first.stop()
-    second = RelayProcess(tmp_path / "db")
-    async with RelayClient([second.start()]) as client:
+    relay.stop()
+    async with RelayClient([relay.start()]) as client:
         await client.subscribe([{"ids": [event.id]}])
         with anyio.fail_after(5):
             assert parse_event((await client.inbox.receive()).raw) == event
-    second.stop()
 
 
 def test_relay_port_in_use_is_a_clear_error() -> None:
@@ -127,3 +125,31 @@ def test_relay_port_in_use_is_a_clear_error() -> None:
         busy.listen()
         result = run("relay", "--port", str(busy.getsockname()[1]))
     assert_one_line_error(result, "RELAY_UNAVAILABLE", 69)
+
+
+def test_note_send_run_notes_and_status(tmp_path: Path, relay_url: str) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run("keys", "new", home=a).returncode == 0
+    b_pub = json.loads(run("--json", "keys", "new", home=b).stdout)["pubkey"]
+    sent = run("--json", "note", "send", b_pub, "hello via the CLI", "--relay", relay_url, home=a)
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["published"] is True
+    assert run("run", "--until-idle", "--relay", relay_url, home=b).returncode == 0
+    notes = json.loads(run("--json", "notes", home=b).stdout)["notes"]
+    assert [n["text"] for n in notes] == ["hello via the CLI"]
+    status = json.loads(run("--json", "status", home=b).stdout)
+    assert status["agent"]["pubkey"] == b_pub
+    assert [r["status"] for r in status["relays"]] == ["connected"]
+    assert status["outbox"] == {"done": 2}  # its NIP-65 and NIP-17 relay lists
+    assert status["errors"] == {}
+    human = run("status", home=b).stdout
+    assert relay_url in human and "connected" in human
+
+
+def test_bad_relay_configuration(tmp_path: Path) -> None:
+    assert run("keys", "new", home=tmp_path).returncode == 0
+    assert_one_line_error(run("run", "--until-idle", home=tmp_path), "CONFIG_INVALID", 78)
+    result = run("run", "--relay", "http://not-a-relay", home=tmp_path)
+    assert_one_line_error(result, "CONFIG_INVALID", 78)
+    result = run("note", "send", "zz", "hi", "--relay", "ws://127.0.0.1:1", home=tmp_path)
+    assert_one_line_error(result, "INVALID_KEY", 65)

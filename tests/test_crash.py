@@ -18,7 +18,7 @@ from agent.nostr.client import RelayClient
 from agent.store import Store
 from events.base import parse_event
 from events.kinds import Kind
-from tests.conftest import HIVE_AGENT, RelayProcess
+from tests.conftest import HIVE_AGENT
 
 GIFT_WRAP = str(int(Kind.GIFT_WRAP))
 
@@ -52,13 +52,10 @@ def wraps_on_relay(url: str, recipient: str) -> list[str]:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> dict:
-    relay = RelayProcess(tmp_path / "relaydb")
-    url = relay.start()
+def world(tmp_path: Path, relays) -> dict:
+    url = relays(db=True).start()
     a, b = tmp_path / "a", tmp_path / "b"
-    world = {"url": url, "a": a, "b": b, "a_pub": new_agent(a), "b_pub": new_agent(b)}
-    yield world
-    relay.stop()
+    return {"url": url, "a": a, "b": b, "a_pub": new_agent(a), "b_pub": new_agent(b)}
 
 
 OUTBOX_POINTS = ["outbox.after_store", "outbox.before_send", "outbox.after_send"]

@@ -17,7 +17,7 @@ from agent.nostr.client import RelayClient
 from agent.store import Store
 from events.base import NostrEvent, sign_event
 from events.kinds import Kind
-from tests.conftest import HIVE_AGENT, RelayProcess
+from tests.conftest import HIVE_AGENT
 from tests.test_crash import hive, new_agent
 
 pytestmark = pytest.mark.slow
@@ -57,9 +57,8 @@ async def wait_for(check, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_flood_from_one_key(tmp_path: Path) -> None:
-    relay = RelayProcess()
-    url = relay.start()
+def test_flood_from_one_key(tmp_path: Path, relays) -> None:
+    url = relays().start()
     a, b = tmp_path / "a", tmp_path / "b"
     new_agent(a)
     b_pub = new_agent(b)
@@ -92,7 +91,6 @@ def test_flood_from_one_key(tmp_path: Path) -> None:
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.communicate(timeout=20)
-        relay.stop()
     assert latency < 5
     # the burst (60) was let through to the handler, where junk fails to decrypt; the rest
     # was refused before any decryption

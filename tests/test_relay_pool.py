@@ -18,7 +18,6 @@ from agent.nostr.pool import RelayPool, Subscription
 from agent.runtime import Agent
 from agent.settings import RelayEntry, RelaysConfig, Settings
 from events.base import NostrEvent, parse_event, sign_event
-from tests.conftest import NostrRelayProcess, RelayProcess
 
 pytestmark = pytest.mark.anyio
 FAST = {"reconnect_base_s": 0.1, "reconnect_max_s": 0.5, "publish_timeout_s": 3}
@@ -57,12 +56,9 @@ def notes_for(keys: sdk.Keys, n: int, tag: str) -> list[NostrEvent]:
 
 @pytest.mark.parametrize("implementation", ["nostr-sdk", "nostr-relay"])
 async def test_relay_killed_mid_publish_gets_every_event_once_back(
-    tmp_path: Path, implementation: str
+    tmp_path: Path, relays, implementation: str
 ) -> None:
-    if implementation == "nostr-sdk":
-        relay: RelayProcess | NostrRelayProcess = RelayProcess(tmp_path / "relaydb")
-    else:
-        relay = NostrRelayProcess(tmp_path / "nostr-relay")
+    relay = relays(db=True, kind=implementation)
     url = relay.start()
     async with agent(tmp_path / "a", RelaysConfig.single(url, **FAST)) as a:
         events = notes_for(a.keys, 30, "killed")
@@ -72,10 +68,7 @@ async def test_relay_killed_mid_publish_gets_every_event_once_back(
         stored += [a.outbox.submit(ev).event_id for ev in events[10:]]
         await eventually(lambda: a.pool.states[url].status != "connected")
         assert a.outbox.pending() >= 20
-        if isinstance(relay, RelayProcess):
-            relay.restart()
-        else:
-            relay.start()
+        relay.restart()
         await eventually(lambda: a.outbox.pending() == 0, timeout=30, what="outbox drained")
         assert stored == [ev.id for ev in events]  # the ids committed before the kill
         for ev in events:
@@ -84,11 +77,10 @@ async def test_relay_killed_mid_publish_gets_every_event_once_back(
             assert item.event_json == ev.to_json()  # sent as stored, never re-signed
             assert item.acked == {url}
     assert await fetch_ids(url, stored) == set(stored)
-    relay.stop()
 
 
-async def test_two_of_three_relays_down(tmp_path: Path, nostr_relay_url: str) -> None:
-    r1, r2 = RelayProcess(), RelayProcess()
+async def test_two_of_three_relays_down(tmp_path: Path, relays, nostr_relay_url: str) -> None:
+    r1, r2 = relays(), relays()
     urls = [r1.start(), r2.start(), nostr_relay_url]
     config = RelaysConfig(relays=[RelayEntry(url=u) for u in urls], min_acks=1, **FAST)
     async with agent(tmp_path / "a", config) as a, agent(tmp_path / "b", config) as b:
@@ -106,8 +98,8 @@ async def test_two_of_three_relays_down(tmp_path: Path, nostr_relay_url: str) ->
         assert "refused" in (status[urls[0]]["last_error"] or "")
 
 
-async def test_subscriptions_catch_up_after_a_reconnect(tmp_path: Path) -> None:
-    relay = RelayProcess(tmp_path / "relaydb")
+async def test_subscriptions_catch_up_after_a_reconnect(tmp_path: Path, relays) -> None:
+    relay = relays(db=True)
     url = relay.start()
     slow = RelaysConfig.single(url, reconnect_base_s=3, reconnect_max_s=3, publish_timeout_s=3)
     async with (
@@ -123,7 +115,6 @@ async def test_subscriptions_catch_up_after_a_reconnect(tmp_path: Path) -> None:
         await a.send_note(b.pubkey, "sent while you were away")
         await eventually(lambda: bool(b.store.notes()), timeout=15)
     assert b.store.notes()[0]["text"] == "sent while you were away"
-    relay.stop()
 
 
 def test_resubscription_filters_use_cursor_and_lookback() -> None:
@@ -141,8 +132,8 @@ def test_resubscription_filters_use_cursor_and_lookback() -> None:
     assert f'"since":{1_000_000 - 2 * 86400 - 3600}' in pool._filters_for("x", wraps)[0].as_json()
 
 
-async def test_nip42_auth_relay(tmp_path: Path) -> None:
-    relay = RelayProcess(auth=True)
+async def test_nip42_auth_relay(tmp_path: Path, relays) -> None:
+    relay = relays(auth=True)
     url = relay.start()
     async with RelayClient([url]) as anonymous:
         refused = await anonymous.publish(sign_event(sdk.Keys.generate(), 1, "x", [], 1))
@@ -153,11 +144,10 @@ async def test_nip42_auth_relay(tmp_path: Path) -> None:
         item = await a.send_note(b.pubkey, "authenticated")
         assert item.published
         await eventually(lambda: bool(b.store.notes()))
-    relay.stop()
 
 
-async def test_private_messages_go_to_the_recipients_inbox_relays(tmp_path: Path) -> None:
-    shared, inbox = RelayProcess(), RelayProcess()
+async def test_private_messages_go_to_the_recipients_inbox_relays(tmp_path: Path, relays) -> None:
+    shared, inbox = relays(), relays()
     shared_url, inbox_url = shared.start(), inbox.start()
     b_config = RelaysConfig(
         relays=[RelayEntry(url=shared_url), RelayEntry(url=inbox_url, write=False)],
@@ -172,8 +162,6 @@ async def test_private_messages_go_to_the_recipients_inbox_relays(tmp_path: Path
             await eventually(lambda: bool(b.store.notes()))
     assert await fetch_ids(inbox_url, [item.event_id]) == {item.event_id}
     assert await fetch_ids(shared_url, [item.event_id]) == set()
-    shared.stop()
-    inbox.stop()
 
 
 async def test_agents_talk_through_pypi_nostr_relay(tmp_path: Path, nostr_relay_url: str) -> None:

@@ -12,7 +12,9 @@ challenges are answered with the agent's key.  Everything received is handed on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import zlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
@@ -55,9 +57,11 @@ class RelayState:
     rejections: int = 0
     received: int = 0
     last_error: str | None = None
+    generation: int = field(default=0, repr=False)
+    req_ids: dict[str, str] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in ("generation", "req_ids")}
 
 
 @dataclass
@@ -187,12 +191,26 @@ class RelayPool:
         return out
 
     async def _send_req(self, url: str, sub: Subscription) -> None:
+        """(Re-)send `sub` to `url` under a fresh REQ id.
+
+        A fresh id per connection forces a new REQ with the new `since` (re-using an id let
+        nostr-sdk skip the REQ after some reconnects, so stored events were never asked for).
+        """
         assert self._client is not None
+        state = self.states[url]
+        state.generation += 1
+        req_id = f"{sub.id}.{zlib.crc32(url.encode()):08x}.{state.generation}"
         target = sdk.ReqTarget.single(sdk.RelayUrl.parse(url), self._filters_for(url, sub))
         try:
-            await self._client.subscribe(target, id=sub.id)
+            await self._client.subscribe(target, id=req_id)
         except sdk.NostrSdkError as exc:
-            self._set(self.states[url], self.states[url].status, f"subscribe failed: {exc}")
+            self._set(state, state.status, f"subscribe failed: {exc}")
+            return
+        old = state.req_ids.get(sub.id)
+        state.req_ids[sub.id] = req_id
+        if old is not None:
+            with contextlib.suppress(sdk.NostrSdkError):
+                await self._client.unsubscribe(old)
 
     async def subscribe(self, sub: Subscription) -> None:
         """Register a subscription and send it to every connected read relay."""
@@ -214,7 +232,8 @@ class RelayPool:
                     url = str(note.relay_url)
                     if url in self.states:
                         self.states[url].received += 1
-                    await send.send(Incoming(url, note.event.as_json(), note.subscription_id))
+                    sub = note.subscription_id.split(".", 1)[0]
+                    await send.send(Incoming(url, note.event.as_json(), sub))
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait until at least one relay is connected (or the timeout passes)."""
