@@ -93,7 +93,9 @@ class Agent:
                 lookback_s=self.settings.giftwrap_lookback_s,
             )
         )
-        await self.pool.subscribe(Subscription("profiles", [{"kinds": [Kind.AGENT_INFO]}]))
+        await self.pool.subscribe(
+            Subscription("profiles", [{"kinds": [Kind.AGENT_INFO], "#t": ["hive-agent"]}])
+        )
         self.announce_relays()
         return self
 
