@@ -78,6 +78,30 @@ class RelayUnavailable(AgentError):
     exit_code = EX_UNAVAILABLE
 
 
+class NodeUnavailable(AgentError):
+    """Raised when the Lightning node cannot be reached, or its circuit breaker is open."""
+
+    code = "NODE_UNAVAILABLE"
+    detail = "the Lightning node is not reachable"
+    exit_code = EX_UNAVAILABLE
+
+
+class NodeRefused(AgentError):
+    """Raised when the Lightning node answered a request with an error."""
+
+    code = "NODE_REFUSED"
+    detail = "the Lightning node refused the request"
+    exit_code = EX_SOFTWARE
+
+
+class PeerNotConnected(AgentError):
+    """Raised when a custom message is sent to a peer that is not connected."""
+
+    code = "PEER_NOT_CONNECTED"
+    detail = "the peer is not connected"
+    exit_code = EX_UNAVAILABLE
+
+
 def exit_code_of(error: HiveError) -> int:
     """The process exit status for `error`."""
     return getattr(error, "exit_code", EX_DATAERR)

@@ -251,6 +251,30 @@ class Rejected(HiveError):
     prefix = "blocked"
 
 
+class PaymentFailed(HiveError):
+    """Raised when a payment or rebalance finds no route that can carry it."""
+
+    code = "PAYMENT_FAILED"
+    detail = "the payment failed"
+    prefix = "error"
+
+
+class InsufficientBalance(HiveError):
+    """Raised when a node lacks the funds (on-chain or in a channel) an action needs."""
+
+    code = "INSUFFICIENT_BALANCE"
+    detail = "not enough funds for this action"
+    prefix = "error"
+
+
+class NotFound(HiveError):
+    """Raised when a channel, peer, invoice or record named in a request does not exist."""
+
+    code = "NOT_FOUND"
+    detail = "no such item"
+    prefix = "invalid"
+
+
 class Internal(HiveError):
     """Raised when an unexpected failure is caught at a boundary."""
 

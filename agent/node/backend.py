@@ -1,0 +1,88 @@
+"""`NodeBackend`: everything the agent asks of a Lightning node.
+
+Two implementations stand side by side: `CLNBackend` (Core Lightning over pyln-client's
+`LightningRpc`) and `SimBackend` (one node of the simulator).  The agent never knows which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from agent.node.models import (
+    Channel,
+    Funds,
+    Invoice,
+    NodeEvent,
+    NodeInfo,
+    Payment,
+    Peer,
+    SignedMessage,
+)
+
+
+class NodeBackend(Protocol):
+    async def info(self) -> NodeInfo: ...
+
+    async def peers(self) -> list[Peer]: ...
+
+    async def channels(self) -> list[Channel]:
+        """Our open channels, with balances and our fee policy on each."""
+        ...
+
+    async def set_fees(
+        self,
+        scid: str,
+        *,
+        base_msat: int | None = None,
+        ppm: int | None = None,
+        htlc_min_msat: int | None = None,
+        htlc_max_msat: int | None = None,
+    ) -> Channel: ...
+
+    async def open_channel(self, peer_id: str, amount_sat: int) -> Channel: ...
+
+    async def close_channel(self, scid: str) -> None: ...
+
+    async def invoice(self, amount_msat: int, label: str) -> Invoice: ...
+
+    async def pay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment: ...
+
+    async def rebalance(
+        self, out_scid: str, in_scid: str, amount_msat: int, *, max_fee_ppm: int
+    ) -> Payment:
+        """Circular payment out through `out_scid` and back in through `in_scid`."""
+        ...
+
+    async def funds(self) -> Funds: ...
+
+    async def withdraw(self, address: str, amount_sat: int) -> str: ...
+
+    async def signmessage(self, message: str) -> SignedMessage: ...
+
+    async def checkmessage(self, message: str, zbase: str, node_id: str) -> bool: ...
+
+    async def makesecret(self, label: str) -> bytes:
+        """A 32-byte secret derived from the node's HSM and `label` (stable across restarts)."""
+        ...
+
+    async def connect(self, peer_id: str) -> None: ...
+
+    async def sendcustommsg(self, peer_id: str, payload: bytes) -> None:
+        """Send a BOLT 1 custom message (2-byte type included) to a connected peer."""
+        ...
+
+    def events(self) -> AsyncIterator[NodeEvent]:
+        """Custom messages, peer connects/disconnects and forwards, as they happen."""
+        ...
+
+
+async def resize_channel(node: NodeBackend, scid: str, capacity_sat: int) -> Channel:
+    """Splice-less resize: close the channel and open a new one of `capacity_sat` to the peer."""
+    channel = next((c for c in await node.channels() if c.short_channel_id == scid), None)
+    if channel is None:
+        from events.errors import NotFound
+
+        raise NotFound(f"no open channel {scid}")
+    await node.close_channel(scid)
+    return await node.open_channel(channel.peer_id, capacity_sat)

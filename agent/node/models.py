@@ -1,0 +1,118 @@
+"""What a node backend reports, independent of the implementation (amounts as integer msat/sat)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NodeInfo(_Model):
+    id: str
+    alias: str
+    blockheight: int
+    num_peers: int
+    num_channels: int
+
+
+class Peer(_Model):
+    id: str
+    connected: bool
+    num_channels: int
+
+
+class FeePolicy(_Model):
+    base_msat: int = Field(ge=0)
+    ppm: int = Field(ge=0)
+    htlc_min_msat: int = Field(ge=0)
+    htlc_max_msat: int = Field(ge=0)
+    cltv_delta: int = Field(ge=0)
+
+
+class ChannelState(StrEnum):
+    NORMAL = "CHANNELD_NORMAL"
+    PENDING = "CHANNELD_AWAITING_LOCKIN"  # funded, unconfirmed (the simulator confirms at once)
+    CLOSED = "ONCHAIN"
+
+
+class Channel(_Model):
+    """One of our channels, seen from our side."""
+
+    short_channel_id: str
+    peer_id: str
+    capacity_sat: int = Field(ge=0)
+    local_msat: int = Field(ge=0)
+    remote_msat: int = Field(ge=0)
+    reserve_sat: int = Field(ge=0)
+    state: ChannelState
+    policy: FeePolicy  # what we charge to forward out through this channel
+
+    @property
+    def spendable_msat(self) -> int:
+        return max(0, self.local_msat - self.reserve_sat * 1000)
+
+
+class Invoice(_Model):
+    bolt11: str
+    payment_hash: str
+    amount_msat: int
+
+
+class Payment(_Model):
+    payment_hash: str
+    preimage: str
+    amount_msat: int
+    fee_msat: int
+    hops: int
+
+
+class Funds(_Model):
+    onchain_sat: int
+    channels_local_msat: int
+
+
+class SignedMessage(_Model):
+    signature: str
+    recid: int
+    zbase: str
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+class CustomMsg(_Model):
+    peer_id: str
+    payload: bytes  # the whole message, 2-byte type included
+
+
+class PeerConnected(_Model):
+    peer_id: str
+
+
+class PeerDisconnected(_Model):
+    peer_id: str
+
+
+class ForwardStatus(StrEnum):
+    SETTLED = "settled"
+    FAILED = "failed"
+    LOCAL_FAILED = "local_failed"
+
+
+class Forward(_Model):
+    in_channel: str
+    out_channel: str
+    in_msat: int
+    out_msat: int
+    fee_msat: int
+    status: ForwardStatus
+    failcode: int | None = None
+    received_time: float
+    resolved_time: float
+
+
+NodeEvent = CustomMsg | PeerConnected | PeerDisconnected | Forward

@@ -1,0 +1,488 @@
+"""An honest Lightning network simulator: many nodes in one process, deterministic from a seed.
+
+What it models: nodes with on-chain wallets and secret keys; channels with capacity, per-side
+balances, reserves (1 % of capacity) and a fee policy per direction; payments routed along the
+cheapest path by fee, with HTLC checks at every hop (spendable balance above reserve, htlc
+min/max), retries around failed channels, fees kept by the forwarding nodes and forward events
+(settled, failed, local_failed) at every intermediate node; circular rebalances; peer
+connections independent of channels; custom messages delivered only between connected peers,
+with latency, loss, reordering and partitions.
+
+What it does not model: the chain (opens and closes confirm at once), HTLC timeouts, onion
+errors beyond the failing hop, gossip delays.
+
+Invariant (checked by property tests): no msat is created or destroyed — the sum of every
+on-chain wallet, every channel balance and the fees paid to the chain never changes.
+
+Time comes from `clock` (seconds, float); custom messages are queued with a due time and
+handed to listeners by `pump()`, which an async driver (`run`) or a test calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.errors import PeerNotConnected
+from agent.node.models import (
+    CustomMsg,
+    FeePolicy,
+    Forward,
+    ForwardStatus,
+    Invoice,
+    NodeEvent,
+    Payment,
+    PeerConnected,
+    PeerDisconnected,
+)
+from events import lnsig
+from events.errors import InsufficientBalance, InvalidParams, NotFound, PaymentFailed
+
+TEMPORARY_CHANNEL_FAILURE = 0x1007
+CLOSE_FEE_SAT = 500
+OPEN_FEE_SAT = 700
+DEFAULT_POLICY = FeePolicy(
+    base_msat=1000, ppm=100, htlc_min_msat=1, htlc_max_msat=10**15, cltv_delta=34
+)
+MAX_ATTEMPTS = 8
+
+Listener = Callable[[NodeEvent], None]
+
+
+@dataclass
+class SimChannel:
+    scid: str
+    a: str
+    b: str
+    capacity_sat: int
+    balance: dict[str, int]  # node id -> msat
+    policy: dict[str, FeePolicy]  # node id -> what that node charges to forward out here
+    open: bool = True
+
+    @property
+    def reserve_msat(self) -> int:
+        return self.capacity_sat * 10  # 1 % of capacity, in msat
+
+    def other(self, node: str) -> str:
+        return self.b if node == self.a else self.a
+
+    def spendable(self, node: str) -> int:
+        return max(0, self.balance[node] - self.reserve_msat)
+
+
+@dataclass
+class SimNode:
+    id: str
+    secret: bytes
+    alias: str
+    onchain_sat: int
+    channels: set[str] = field(default_factory=set)
+    invoices: dict[str, tuple[str, int, bool]] = field(
+        default_factory=dict
+    )  # hash -> preimage, msat, paid
+
+
+@dataclass(order=True)
+class _Queued:
+    due: float
+    seq: int
+    to: str = field(compare=False)
+    event: NodeEvent = field(compare=False)
+
+
+class Network:
+    """The simulated network.  All amounts are integers."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        latency_s: tuple[float, float] = (0.001, 0.005),
+        loss: float = 0.0,
+        reorder: float = 0.0,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)  # noqa: S311 - determinism is the point; not for keys
+        self.clock = clock
+        self.latency_s = latency_s
+        self.loss = loss
+        self.reorder = reorder
+        self.nodes: dict[str, SimNode] = {}
+        self.channels: dict[str, SimChannel] = {}
+        self.connections: set[frozenset[str]] = set()
+        self.partition_of: dict[str, int] = {}
+        self.listeners: dict[str, list[Listener]] = defaultdict(list)
+        self.chain_fees_sat = 0
+        self.external_sat = 0  # sent on chain to addresses outside the simulation
+        self.dust_msat = 0  # sub-satoshi remainders of closed channels (lost to the chain)
+        self.blockheight = 800_000
+        self._queue: list[_Queued] = []
+        self.on_enqueue: Callable[[], None] = lambda: None  # lets an async driver wake up
+        self._seq = 0
+        self._txindex = 0
+        self.stats = {"custommsgs_sent": 0, "custommsgs_dropped": 0, "payments": 0}
+
+    # --- nodes, peers, partitions --------------------------------------------------------
+
+    def add_node(self, alias: str, onchain_sat: int = 0) -> str:
+        secret = hashlib.sha256(f"hive-sim:{self.seed}:{len(self.nodes)}".encode()).digest()
+        node_id = lnsig.node_id(secret)
+        self.nodes[node_id] = SimNode(node_id, secret, alias, onchain_sat)
+        return node_id
+
+    def node(self, node_id: str) -> SimNode:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise NotFound(f"no node {node_id[:16]}… in the simulation") from None
+
+    def connected(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.connections and self._reachable(a, b)
+
+    def _reachable(self, a: str, b: str) -> bool:
+        return self.partition_of.get(a, 0) == self.partition_of.get(b, 0)
+
+    def connect(self, a: str, b: str) -> None:
+        self.node(a), self.node(b)
+        pair = frozenset((a, b))
+        if a == b or pair in self.connections:
+            return
+        self.connections.add(pair)
+        if self._reachable(a, b):
+            self._emit(a, PeerConnected(peer_id=b))
+            self._emit(b, PeerConnected(peer_id=a))
+
+    def disconnect(self, a: str, b: str) -> None:
+        pair = frozenset((a, b))
+        if pair in self.connections:
+            self.connections.discard(pair)
+            if self._reachable(a, b):
+                self._emit(a, PeerDisconnected(peer_id=b))
+                self._emit(b, PeerDisconnected(peer_id=a))
+
+    def partition(self, *groups: set[str]) -> None:
+        """Split the network: nodes in different groups cannot talk (their links drop)."""
+        before = {p for p in self.connections if self._reachable(*p)}
+        self.partition_of = {n: i + 1 for i, group in enumerate(groups) for n in group}
+        for pair in before:
+            if not self._reachable(*pair):
+                a, b = sorted(pair)
+                self._emit(a, PeerDisconnected(peer_id=b))
+                self._emit(b, PeerDisconnected(peer_id=a))
+
+    def heal(self) -> None:
+        """End every partition; links that were cut come back."""
+        cut = {p for p in self.connections if not self._reachable(*p)}
+        self.partition_of = {}
+        for pair in cut:
+            a, b = sorted(pair)
+            self._emit(a, PeerConnected(peer_id=b))
+            self._emit(b, PeerConnected(peer_id=a))
+
+    def peers(self, node_id: str) -> list[str]:
+        return sorted(
+            other
+            for pair in self.connections
+            if node_id in pair
+            for other in pair
+            if other != node_id
+        )
+
+    # --- channels ------------------------------------------------------------------------
+
+    def open_channel(self, a: str, b: str, capacity_sat: int, push_msat: int = 0) -> str:
+        """Fund a channel from `a`'s wallet (confirmed at once); connects the peers."""
+        opener = self.node(a)
+        self.node(b)
+        if capacity_sat <= 0 or not 0 <= push_msat <= capacity_sat * 1000:
+            raise InvalidParams("capacity must be positive and the push within it")
+        if opener.onchain_sat < capacity_sat + OPEN_FEE_SAT:
+            raise InsufficientBalance(
+                f"{opener.alias} has {opener.onchain_sat:,} sat on chain; opening "
+                f"{capacity_sat:,} sat needs {capacity_sat + OPEN_FEE_SAT:,}"
+            )
+        opener.onchain_sat -= capacity_sat + OPEN_FEE_SAT
+        self.chain_fees_sat += OPEN_FEE_SAT
+        self.blockheight += 1
+        self._txindex += 1
+        scid = f"{self.blockheight}x{self._txindex}x0"
+        self.channels[scid] = SimChannel(
+            scid, a, b, capacity_sat,
+            {a: capacity_sat * 1000 - push_msat, b: push_msat},
+            {a: DEFAULT_POLICY, b: DEFAULT_POLICY},
+        )  # fmt: skip
+        opener.channels.add(scid)
+        self.nodes[b].channels.add(scid)
+        self.connect(a, b)
+        return scid
+
+    def channel(self, scid: str) -> SimChannel:
+        chan = self.channels.get(scid)
+        if chan is None or not chan.open:
+            raise NotFound(f"no open channel {scid}")
+        return chan
+
+    def close_channel(self, scid: str, closer: str) -> None:
+        """Close: each side's balance returns to its wallet; the closer pays the chain fee."""
+        chan = self.channel(scid)
+        if closer not in (chan.a, chan.b):
+            raise NotFound(f"channel {scid} is not this node's")
+        fee_msat = min(CLOSE_FEE_SAT * 1000, chan.balance[closer])
+        chan.balance[closer] -= fee_msat
+        self.chain_fees_sat += fee_msat // 1000
+        dust = fee_msat % 1000  # sub-sat remainders go to the chain too
+        for side in (chan.a, chan.b):
+            sats, rest = divmod(chan.balance[side], 1000)
+            self.nodes[side].onchain_sat += sats
+            dust += rest
+            chan.balance[side] = 0
+        self.dust_msat += dust
+        chan.open = False
+        self.nodes[chan.a].channels.discard(scid)
+        self.nodes[chan.b].channels.discard(scid)
+        self.blockheight += 1
+
+    def set_policy(self, node_id: str, scid: str, **changes: int) -> FeePolicy:
+        chan = self.channel(scid)
+        if node_id not in (chan.a, chan.b):
+            raise NotFound(f"channel {scid} is not this node's")
+        policy = chan.policy[node_id].model_copy(update=changes)
+        chan.policy[node_id] = FeePolicy.model_validate(policy.model_dump())
+        return chan.policy[node_id]
+
+    def withdraw(self, node_id: str, amount_sat: int) -> str:
+        node = self.node(node_id)
+        if amount_sat <= 0 or node.onchain_sat < amount_sat + CLOSE_FEE_SAT:
+            raise InsufficientBalance(f"{node.alias} cannot send {amount_sat:,} sat on chain")
+        node.onchain_sat -= amount_sat + CLOSE_FEE_SAT
+        self.chain_fees_sat += CLOSE_FEE_SAT
+        self.external_sat += amount_sat
+        self._txindex += 1
+        return hashlib.sha256(f"tx{self.seed}:{self._txindex}".encode()).hexdigest()
+
+    # --- payments ------------------------------------------------------------------------
+
+    def invoice(self, node_id: str, amount_msat: int, label: str) -> Invoice:
+        node = self.node(node_id)
+        if amount_msat <= 0:
+            raise InvalidParams("an invoice needs a positive amount")
+        preimage = self.rng.randbytes(32).hex()
+        payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+        node.invoices[payment_hash] = (preimage, amount_msat, False)
+        bolt11 = f"lnsim1{amount_msat}x{node_id}x{payment_hash}"
+        return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount_msat)
+
+    @staticmethod
+    def decode(bolt11: str) -> tuple[int, str, str]:
+        try:
+            prefix, payee, payment_hash = bolt11.split("x")
+            assert prefix.startswith("lnsim1")
+            return int(prefix[6:]), payee, payment_hash
+        except (ValueError, AssertionError):
+            raise InvalidParams("not an invoice of this simulator") from None
+
+    def pay(self, payer: str, bolt11: str, max_fee_msat: int | None = None) -> Payment:
+        amount, payee, payment_hash = self.decode(bolt11)
+        target = self.node(payee)
+        if payment_hash not in target.invoices:
+            raise NotFound("the payee does not know this invoice")
+        preimage, _, paid = target.invoices[payment_hash]
+        if paid:
+            raise InvalidParams("this invoice is already paid")
+        payment = self._route_and_send(payer, payee, amount, payment_hash, max_fee_msat, set())
+        target.invoices[payment_hash] = (preimage, amount, True)
+        return payment.model_copy(update={"preimage": preimage})
+
+    def rebalance(
+        self, node_id: str, out_scid: str, in_scid: str, amount_msat: int, max_fee_ppm: int
+    ) -> Payment:
+        """Circular payment: out through `out_scid`, around, back in through `in_scid`."""
+        out_chan, in_chan = self.channel(out_scid), self.channel(in_scid)
+        if node_id not in (out_chan.a, out_chan.b) or node_id not in (in_chan.a, in_chan.b):
+            raise NotFound("both channels must be this node's")
+        if out_scid == in_scid:
+            raise InvalidParams("a rebalance needs two different channels")
+        first, last = out_chan.other(node_id), in_chan.other(node_id)
+        max_fee = amount_msat * max_fee_ppm // 1_000_000
+        inner = self._cheapest_path(first, last, amount_msat, exclude={node_id})
+        if inner is None and first != last:
+            raise PaymentFailed("no route between the two peers")
+        hops = [(out_scid, node_id, first), *(inner or []), (in_scid, last, node_id)]
+        payment_hash = hashlib.sha256(self.rng.randbytes(32)).hexdigest()
+        return self._send_along(hops, amount_msat, payment_hash, max_fee)
+
+    def _route_and_send(
+        self, payer: str, payee: str, amount: int, payment_hash: str,
+        max_fee_msat: int | None, excluded: set[str],
+    ) -> Payment:  # fmt: skip
+        last_error = "no route"
+        for _ in range(MAX_ATTEMPTS):
+            path = self._cheapest_path(payer, payee, amount, exclude=set(), bad_channels=excluded)
+            if path is None:
+                break
+            try:
+                return self._send_along(path, amount, payment_hash, max_fee_msat)
+            except _HopFailed as failed:
+                excluded.add(failed.scid)
+                last_error = f"temporary channel failure at {failed.scid}"
+        raise PaymentFailed(f"could not deliver {amount:,} msat: {last_error}")
+
+    def _fee(self, policy: FeePolicy, amount: int) -> int:
+        return policy.base_msat + amount * policy.ppm // 1_000_000
+
+    def _cheapest_path(
+        self, src: str, dst: str, amount: int, exclude: set[str],
+        bad_channels: set[str] | None = None,
+    ) -> list[tuple[str, str, str]] | None:  # fmt: skip
+        """Dijkstra backwards from `dst` by fee; hops are (scid, from, to).
+
+        The sender knows its own balances but not others' (only capacities), like a real node.
+        """
+        if src == dst:
+            return []
+        bad = bad_channels or set()
+        best: dict[str, int] = {dst: amount}
+        nxt: dict[str, tuple[str, str]] = {}
+        heap = [(0, amount, dst)]
+        while heap:
+            cost, amt, node = heapq.heappop(heap)
+            if node == src:
+                break
+            if amt != best.get(node):
+                continue
+            for scid in self.nodes[node].channels:
+                chan = self.channels[scid]
+                prev = chan.other(node)
+                if scid in bad or prev in exclude or not self._reachable(prev, node):
+                    continue
+                if amt > chan.capacity_sat * 1000 - chan.reserve_msat:
+                    continue
+                if prev == src and chan.spendable(src) < amt:
+                    continue
+                fee = 0 if prev == src else self._fee(chan.policy[prev], amt)
+                need = amt + fee
+                if need < best.get(prev, 1 << 62):
+                    best[prev] = need
+                    nxt[prev] = (scid, node)
+                    heapq.heappush(heap, (cost + fee + 1, need, prev))
+        if src not in nxt:
+            return None
+        hops, node = [], src
+        while node != dst:
+            scid, to = nxt[node]
+            hops.append((scid, node, to))
+            node = to
+        return hops
+
+    def _send_along(
+        self, hops: list[tuple[str, str, str]], amount: int, payment_hash: str,
+        max_fee_msat: int | None,
+    ) -> Payment:  # fmt: skip
+        amounts = [amount] * len(hops)  # amounts[i]: msat carried over hops[i]
+        for i in range(len(hops) - 2, -1, -1):
+            forwarder_out = hops[i + 1]
+            chan = self.channels[forwarder_out[0]]
+            amounts[i] = amounts[i + 1] + self._fee(chan.policy[forwarder_out[1]], amounts[i + 1])
+        fee = amounts[0] - amount
+        if max_fee_msat is not None and fee > max_fee_msat:
+            raise PaymentFailed(
+                f"the cheapest route costs {fee:,} msat, over the {max_fee_msat:,} allowed"
+            )
+        now = self.clock()
+        for i, (scid, frm, _to) in enumerate(hops):
+            chan = self.channels[scid]
+            policy = chan.policy[frm]
+            ok = chan.open and chan.spendable(frm) >= amounts[i]
+            ok = ok and policy.htlc_min_msat <= amounts[i] <= policy.htlc_max_msat
+            if not ok:
+                self._report_failure(hops, amounts, i, now)
+                raise _HopFailed(scid)
+        for i, (scid, frm, to) in enumerate(hops):
+            chan = self.channels[scid]
+            chan.balance[frm] -= amounts[i]
+            chan.balance[to] += amounts[i]
+        for i in range(1, len(hops)):
+            self._emit(hops[i][1], Forward(
+                in_channel=hops[i - 1][0], out_channel=hops[i][0], in_msat=amounts[i - 1],
+                out_msat=amounts[i], fee_msat=amounts[i - 1] - amounts[i],
+                status=ForwardStatus.SETTLED, received_time=now, resolved_time=now,
+            ))  # fmt: skip
+        self.stats["payments"] += 1
+        return Payment(
+            payment_hash=payment_hash, preimage="", amount_msat=amount, fee_msat=fee, hops=len(hops)
+        )
+
+    def _report_failure(
+        self, hops: list[tuple[str, str, str]], amounts: list[int], at: int, now: float
+    ):
+        for i in range(1, at + 1):
+            status = ForwardStatus.LOCAL_FAILED if i == at else ForwardStatus.FAILED
+            self._emit(hops[i][1], Forward(
+                in_channel=hops[i - 1][0], out_channel=hops[i][0], in_msat=amounts[i - 1],
+                out_msat=amounts[i], fee_msat=0, status=status,
+                failcode=TEMPORARY_CHANNEL_FAILURE, received_time=now, resolved_time=now,
+            ))  # fmt: skip
+
+    # --- custom messages -----------------------------------------------------------------
+
+    def send_custommsg(self, sender: str, peer: str, payload: bytes) -> None:
+        """Queue a message to a connected peer; PeerNotConnected otherwise."""
+        if not self.connected(sender, peer):
+            raise PeerNotConnected(f"{self.nodes[sender].alias} is not connected to {peer[:16]}…")
+        if len(payload) > 65_535:
+            raise InvalidParams("a custom message is at most 65,535 bytes including its type")
+        self.stats["custommsgs_sent"] += 1
+        if self.loss and self.rng.random() < self.loss:
+            self.stats["custommsgs_dropped"] += 1
+            return
+        delay = self.rng.uniform(*self.latency_s)
+        if self.reorder and self.rng.random() < self.reorder:
+            delay += self.rng.uniform(*self.latency_s) * 4
+        self._enqueue(peer, CustomMsg(peer_id=sender, payload=payload), self.clock() + delay)
+
+    def _enqueue(self, to: str, event: NodeEvent, due: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, _Queued(due, self._seq, to, event))
+        self.on_enqueue()
+
+    def _emit(self, to: str, event: NodeEvent) -> None:
+        self._enqueue(to, event, self.clock())
+
+    def pump(self) -> int:
+        """Deliver every queued event that is due; returns how many were delivered.
+
+        A message whose link broke while it was in flight is dropped (as on a real disconnect).
+        """
+        now, delivered = self.clock(), 0
+        while self._queue and self._queue[0].due <= now:
+            item = heapq.heappop(self._queue)
+            event = item.event
+            if isinstance(event, CustomMsg) and not self.connected(item.to, event.peer_id):
+                self.stats["custommsgs_dropped"] += 1
+                continue
+            for listener in list(self.listeners[item.to]):
+                listener(event)
+            delivered += 1
+        return delivered
+
+    def next_due(self) -> float | None:
+        return self._queue[0].due if self._queue else None
+
+    # --- accounting ----------------------------------------------------------------------
+
+    def total_msat(self) -> int:
+        """Everything in the system; constant across every operation (property-tested)."""
+        onchain = sum(n.onchain_sat for n in self.nodes.values()) * 1000
+        channels = sum(sum(c.balance.values()) for c in self.channels.values())
+        outside = (self.chain_fees_sat + self.external_sat) * 1000
+        return onchain + channels + outside + self.dust_msat
+
+
+class _HopFailed(Exception):
+    def __init__(self, scid: str) -> None:
+        self.scid = scid

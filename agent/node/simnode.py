@@ -1,0 +1,175 @@
+"""`SimBackend`: one simulated node behind the `NodeBackend` interface, and `SimDriver`, the
+task that delivers the simulator's queued events in real time."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+
+import anyio
+
+from agent.node.models import (
+    Channel,
+    ChannelState,
+    Funds,
+    Invoice,
+    NodeEvent,
+    NodeInfo,
+    Payment,
+    Peer,
+    SignedMessage,
+)
+from agent.node.sim import Network, SimNode
+from events import lnsig
+
+
+class SimDriver:
+    """Delivers due simulator events (custom messages after their latency, forwards, peer
+    changes) as time passes.  `async with SimDriver(net):` runs it in the background."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self._wake: anyio.Event | None = None
+        network.on_enqueue = self._poke
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake = anyio.Event()
+            self.network.pump()
+            due = self.network.next_due()
+            timeout = None if due is None else max(0.0, due - self.network.clock())
+            with anyio.move_on_after(timeout):
+                await self._wake.wait()
+
+    async def __aenter__(self) -> SimDriver:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self.run)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+
+def channel_view(network: Network, node_id: str, scid: str) -> Channel:
+    chan = network.channels[scid]
+    return Channel(
+        short_channel_id=scid,
+        peer_id=chan.other(node_id),
+        capacity_sat=chan.capacity_sat,
+        local_msat=chan.balance[node_id],
+        remote_msat=chan.balance[chan.other(node_id)],
+        reserve_sat=chan.reserve_msat // 1000,
+        state=ChannelState.NORMAL if chan.open else ChannelState.CLOSED,
+        policy=chan.policy[node_id],
+    )
+
+
+class SimBackend:
+    """One node of a `Network`, as the agent sees a node."""
+
+    def __init__(self, network: Network, node_id: str) -> None:
+        self.network = network
+        self.node_id = node_id
+        network.node(node_id)
+
+    @property
+    def _node(self) -> SimNode:
+        return self.network.node(self.node_id)
+
+    async def info(self) -> NodeInfo:
+        return NodeInfo(
+            id=self.node_id,
+            alias=self._node.alias,
+            blockheight=self.network.blockheight,
+            num_peers=len(self.network.peers(self.node_id)),
+            num_channels=len(self._node.channels),
+        )
+
+    async def peers(self) -> list[Peer]:
+        counts: dict[str, int] = {}
+        for scid in self._node.channels:
+            other = self.network.channels[scid].other(self.node_id)
+            counts[other] = counts.get(other, 0) + 1
+        ids = sorted(set(self.network.peers(self.node_id)) | set(counts))
+        return [
+            Peer(
+                id=p,
+                connected=self.network.connected(self.node_id, p),
+                num_channels=counts.get(p, 0),
+            )
+            for p in ids
+        ]
+
+    async def channels(self) -> list[Channel]:
+        return [channel_view(self.network, self.node_id, s) for s in sorted(self._node.channels)]
+
+    async def set_fees(self, scid: str, **changes: int | None) -> Channel:
+        self.network.set_policy(
+            self.node_id, scid, **{k: v for k, v in changes.items() if v is not None}
+        )
+        return channel_view(self.network, self.node_id, scid)
+
+    async def open_channel(self, peer_id: str, amount_sat: int) -> Channel:
+        scid = self.network.open_channel(self.node_id, peer_id, amount_sat)
+        return channel_view(self.network, self.node_id, scid)
+
+    async def close_channel(self, scid: str) -> None:
+        self.network.close_channel(scid, self.node_id)
+
+    async def invoice(self, amount_msat: int, label: str) -> Invoice:
+        return self.network.invoice(self.node_id, amount_msat, label)
+
+    async def pay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
+        return self.network.pay(self.node_id, bolt11, max_fee_msat)
+
+    async def rebalance(
+        self, out_scid: str, in_scid: str, amount_msat: int, *, max_fee_ppm: int
+    ) -> Payment:
+        return self.network.rebalance(self.node_id, out_scid, in_scid, amount_msat, max_fee_ppm)
+
+    async def funds(self) -> Funds:
+        local = sum(self.network.channels[s].balance[self.node_id] for s in self._node.channels)
+        return Funds(onchain_sat=self._node.onchain_sat, channels_local_msat=local)
+
+    async def withdraw(self, address: str, amount_sat: int) -> str:
+        return self.network.withdraw(self.node_id, amount_sat)
+
+    async def signmessage(self, message: str) -> SignedMessage:
+        signed = lnsig.sign(self._node.secret, message)
+        return SignedMessage(signature=signed.signature, recid=signed.recid, zbase=signed.zbase)
+
+    async def checkmessage(self, message: str, zbase: str, node_id: str) -> bool:
+        return lnsig.check(message, zbase, node_id)
+
+    async def makesecret(self, label: str) -> bytes:
+        return hashlib.sha256(self._node.secret + b"makesecret:" + label.encode()).digest()
+
+    async def connect(self, peer_id: str) -> None:
+        self.network.connect(self.node_id, peer_id)
+
+    async def sendcustommsg(self, peer_id: str, payload: bytes) -> None:
+        self.network.send_custommsg(self.node_id, peer_id, payload)
+
+    async def events(self) -> AsyncIterator[NodeEvent]:
+        send, receive = anyio.create_memory_object_stream[NodeEvent](10_000)
+
+        def listener(event: NodeEvent) -> None:
+            # a consumer that stops reading loses events; it never stalls the network
+            with contextlib.suppress(anyio.WouldBlock):
+                send.send_nowait(event)
+
+        self.network.listeners[self.node_id].append(listener)
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            self.network.listeners[self.node_id].remove(listener)
+            send.close()

@@ -1,0 +1,87 @@
+"""The two NodeBackend implementations give the same results for the same scenario: the
+simulator called directly, and CLNBackend (pyln-client LightningRpc) through the simulator's
+CLN RPC socket."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from agent.errors import NodeUnavailable, PeerNotConnected
+from agent.node.cln import CircuitBreaker, CLNBackend
+from agent.node.sim_api import SimLightningd
+from agent.node.sim_rpc import SimRpcServer, short_socket_dir
+from agent.node.simnode import SimBackend
+from events.errors import InsufficientBalance, NotFound, PaymentFailed
+from tests.node_scenario import ring, scenario
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_same_scenario_direct_and_through_the_rpc_socket() -> None:
+    net_a, ids_a = ring()
+    direct = await scenario(
+        SimBackend(net_a, ids_a[0]), net_a.invoice(ids_a[2], 25_000_000, "x").bolt11
+    )
+
+    net_b, ids_b = ring()
+    assert ids_a == ids_b  # deterministic from the seed
+    path = short_socket_dir() / "lightning-rpc"
+    async with SimRpcServer(SimLightningd(net_b, ids_b[0]), path) as server:
+        cln = CLNBackend(str(path), timeout_s=10)
+        via_rpc = await scenario(cln, net_b.invoice(ids_b[2], 25_000_000, "x").bolt11)
+        assert server.calls > 10
+    assert via_rpc == direct
+    assert direct["verified"] is True
+    assert direct["rebalance_fee_msat"] > 0
+
+
+async def test_errors_map_to_the_same_typed_errors() -> None:
+    net, ids = ring()
+    stranger = net.add_node("stranger", 0)
+    path = short_socket_dir() / "lightning-rpc"
+    async with SimRpcServer(SimLightningd(net, ids[0]), path):
+        for node in (SimBackend(net, ids[0]), CLNBackend(str(path), timeout_s=10)):
+            with pytest.raises(NotFound):
+                await node.set_fees("1x1x1", ppm=5)
+            with pytest.raises(InsufficientBalance):
+                await node.open_channel(ids[3], 10**12)
+            with pytest.raises(PaymentFailed):
+                await node.pay(net.invoice(ids[3], 10**13, "too big").bolt11)
+            with pytest.raises(PeerNotConnected):
+                await node.sendcustommsg(stranger, b"\x80\x01HIVE{}")
+
+
+async def test_circuit_breaker_opens_and_recovers() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=3, reset_s=30, clock=lambda: now[0])
+    node = CLNBackend(str(short_socket_dir() / "nobody-listens"), timeout_s=2, breaker=breaker)
+    for _ in range(3):
+        with pytest.raises(NodeUnavailable, match="cannot reach"):
+            await node.info()
+    started = time.monotonic()
+    with pytest.raises(NodeUnavailable, match="retrying in 30 s"):
+        await node.info()  # fails fast: no connection attempted
+    assert time.monotonic() - started < 0.05
+    now[0] = 31.0
+    assert breaker.state == "half-open"
+    with pytest.raises(NodeUnavailable, match="cannot reach"):
+        await node.info()
+    assert breaker.state == "open"
+
+
+async def test_timeout_when_lightningd_hangs() -> None:
+    path = short_socket_dir() / "lightning-rpc"
+    listener = await anyio.create_unix_listener(path)  # accepts, never answers
+    async with listener, anyio.create_task_group() as tg:
+
+        async def swallow(stream: anyio.abc.SocketStream) -> None:
+            await anyio.sleep(5)
+
+        tg.start_soon(listener.serve, swallow)
+        node = CLNBackend(str(path), timeout_s=0.5)
+        with pytest.raises(NodeUnavailable, match="no answer within"):
+            await node.info()
+        tg.cancel_scope.cancel()
