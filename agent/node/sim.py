@@ -314,7 +314,10 @@ class Network:
             raise PaymentFailed("no route between the two peers")
         hops = [(out_scid, node_id, first), *(inner or []), (in_scid, last, node_id)]
         payment_hash = hashlib.sha256(self.rng.randbytes(32)).hexdigest()
-        return self._send_along(hops, amount_msat, payment_hash, max_fee)
+        try:
+            return self._send_along(hops, amount_msat, payment_hash, max_fee)
+        except _HopFailed as failed:
+            raise PaymentFailed(f"the circular route failed at {failed.scid}") from None
 
     def _route_and_send(
         self, payer: str, payee: str, amount: int, payment_hash: str,
