@@ -54,7 +54,14 @@ def map_rpc_error(method: str, error: dict[str, Any]) -> HiveError:
         return PeerNotConnected(text)
     if code == -32602:
         lowered = message.lower()
-        missing = ("unknown", "not found", "no such", "no channel", "no open channel", "could not find")
+        missing = (
+            "unknown",
+            "not found",
+            "no such",
+            "no channel",
+            "no open channel",
+            "could not find",
+        )
         if any(word in lowered for word in missing):
             return NotFound(text)
         return InvalidParams(text)

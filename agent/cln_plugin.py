@@ -1,0 +1,177 @@
+"""The agent inside Core Lightning's plugin process.
+
+`plugin_shim.py` only adapts lightningd's plugin protocol; everything it hands off lands here.
+The agent runs on its own event-loop thread (an anyio blocking portal), so lightningd's hooks
+return at once: events are queued for the loop, never awaited on the plugin's main thread.
+
+On start: the Nostr key is derived from the node's HSM with `makesecret` (no key file), the
+node signs the Nostr public key with `signmessage`, and the resulting node binding event
+(kind 36385) is published through the agent's outbox when relays are configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nostr_sdk as sdk
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from agent import __version__
+from agent.clock import SystemClock
+from agent.node.cln import CLNBackend
+from agent.node.models import (
+    CustomMsg,
+    Forward,
+    ForwardStatus,
+    NodeEvent,
+    PeerConnected,
+    PeerDisconnected,
+)
+from agent.node.ops import node_summary
+from agent.runtime import Agent
+from agent.settings import RelaysConfig, Settings
+from events import node_binding
+from events.base import NostrEvent
+
+log = logging.getLogger("hive.plugin")
+KEY_LABEL = "hive-agent/nostr-key"
+HIVE_MAGIC = b"HIVE"
+
+
+def is_hive_message(payload: bytes) -> bool:
+    """True for a custom message that belongs to us: odd type ≥ 32769 followed by `HIVE`."""
+    if len(payload) < 6 or payload[2:6] != HIVE_MAGIC:
+        return False
+    msg_type = int.from_bytes(payload[:2], "big")
+    return msg_type >= 32769 and msg_type % 2 == 1
+
+
+def forward_from(params: dict[str, Any]) -> Forward | None:
+    """A `forward_event` notification as a Forward (None if it lacks what we need)."""
+    try:
+        status = ForwardStatus(params["status"])
+        return Forward(
+            in_channel=str(params["in_channel"]),
+            out_channel=str(params.get("out_channel", "")),
+            in_msat=int(params.get("in_msat", 0)),
+            out_msat=int(params.get("out_msat", 0)),
+            fee_msat=int(params.get("fee_msat", 0)),
+            status=status,
+            failcode=params.get("failcode"),
+            received_time=float(params.get("received_time", 0)),
+            resolved_time=float(params.get("resolved_time", 0) or 0),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+class PluginRuntime:
+    def __init__(self) -> None:
+        self.portal: BlockingPortal | None = None
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self.node: CLNBackend | None = None
+        self.keys: sdk.Keys | None = None
+        self.binding: NostrEvent | None = None
+        self.agent: Agent | None = None
+        self.counts: Counter[str] = Counter()
+        self.relays: list[str] = []
+
+    # --- lifecycle (called from the plugin's main thread) --------------------------------
+
+    def start(self, rpc_path: str, lightning_dir: str, relays: list[str]) -> None:
+        """Start the loop thread, derive the key, sign the binding, start the agent."""
+        self._portal_cm = start_blocking_portal(backend="asyncio", name="hive-agent")
+        self.portal = self._portal_cm.__enter__()
+        self.relays = relays
+        self.portal.call(self._setup, rpc_path, Path(lightning_dir) / "hive")
+        self.portal.start_task_soon(self._consume_events)
+        if relays:
+            self.portal.start_task_soon(self._run_agent, Path(lightning_dir) / "hive")
+
+    def stop(self) -> None:
+        """Cancel the agent's tasks and join the loop thread (lightningd is shutting down)."""
+        if self._portal_cm is not None and self.portal is not None:
+            with contextlib.suppress(Exception):
+                self.portal.call(self.portal.stop, True)  # True: cancel the remaining tasks
+            with contextlib.suppress(Exception):
+                self._portal_cm.__exit__(None, None, None)
+            self._portal_cm = self.portal = None
+
+    # --- on the agent loop ---------------------------------------------------------------
+
+    async def _setup(self, rpc_path: str, home: Path) -> None:
+        self.node = CLNBackend(rpc_path, timeout_s=20)
+        secret = await self.node.makesecret(KEY_LABEL)
+        self.keys = sdk.Keys(sdk.SecretKey.from_bytes(secret))
+        me = await self.node.info()
+        pubkey = self.keys.public_key().to_hex()
+        signed = await self.node.signmessage(pubkey)
+        binding = node_binding.NodeBinding(node_id=me.id, nostr_pubkey=pubkey, zbase=signed.zbase)
+        node_binding.verify(binding)
+        self.binding = node_binding.build(self.keys, binding, created_at=SystemClock().now())
+
+    async def _run_agent(self, home: Path) -> None:
+        assert self.keys is not None and self.binding is not None
+        settings = Settings(home=home)
+        async with Agent(settings, self.keys, RelaysConfig.from_urls(self.relays)) as agent:
+            self.agent = agent
+            await agent.publish(self.binding, wait=False)
+            await anyio.sleep_forever()
+
+    async def _consume_events(self) -> None:
+        assert self.node is not None
+        async for event in self.node.events():
+            self.counts[type(event).__name__] += 1
+
+    def inject(self, event: NodeEvent) -> None:
+        """From a hook or notification: queue the event for the agent loop; never waits."""
+        if self.portal is not None and self.node is not None:
+            self.portal.start_task_soon(self._inject, event)
+
+    async def _inject(self, event: NodeEvent) -> None:
+        assert self.node is not None
+        self.node.inject(event)
+
+    # --- hooks and methods ---------------------------------------------------------------
+
+    def on_custommsg(self, peer_id: str, payload_hex: str) -> dict[str, str]:
+        """The custommsg hook: peek at the magic, hand ours to the agent, always continue."""
+        try:
+            payload = bytes.fromhex(payload_hex)
+        except (TypeError, ValueError):
+            return {"result": "continue"}
+        if is_hive_message(payload):
+            self.inject(CustomMsg(peer_id=peer_id, payload=payload))
+        return {"result": "continue"}
+
+    def on_connect(self, peer_id: str) -> None:
+        self.inject(PeerConnected(peer_id=peer_id))
+
+    def on_disconnect(self, peer_id: str) -> None:
+        self.inject(PeerDisconnected(peer_id=peer_id))
+
+    def on_forward(self, params: dict[str, Any]) -> None:
+        forward = forward_from(params)
+        if forward is not None:
+            self.inject(forward)
+
+    def status(self) -> dict[str, Any]:
+        assert self.portal is not None
+        return self.portal.call(self._status)
+
+    async def _status(self) -> dict[str, Any]:
+        assert self.node is not None and self.keys is not None and self.binding is not None
+        return {
+            "version": __version__,
+            "node": await node_summary(self.node),
+            "nostr_pubkey": self.keys.public_key().to_hex(),
+            "binding": self.binding.model_dump(),
+            "relays": self.agent.pool.status() if self.agent else "none configured (hive-relays)",
+            "events": dict(self.counts),
+        }

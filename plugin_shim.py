@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Lightning Hive agent: Core Lightning plugin.
+
+Thin by design: options, hooks, subscriptions and `hive-*` methods, each handing off to
+`agent.cln_plugin.PluginRuntime`, which runs the agent on its own event-loop thread.  Start it
+with `lightningd --plugin=/path/to/plugin_shim.py --hive-relays=wss://…`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyln.client import Plugin, RpcException
+
+plugin = Plugin()
+try:
+    from agent.cln_plugin import PluginRuntime
+
+    runtime: Any = PluginRuntime()
+    MISSING = ""
+except ImportError as exc:  # the plugin disables itself instead of breaking lightningd
+    runtime, MISSING = None, f"hive-agent dependencies missing: {exc}"
+
+NOT_IMPLEMENTED = 1501
+plugin.add_option("hive-relays", "", "Comma-separated Nostr relay URLs (empty: no Nostr traffic)")
+
+
+def later(method: str, issue: str) -> RpcException:
+    return RpcException(f"NOT_IMPLEMENTED: {method} arrives with {issue}", NOT_IMPLEMENTED)
+
+
+@plugin.init()
+def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> dict | None:
+    if runtime is None:
+        return {"disable": MISSING}
+    relays = [u.strip() for u in str(options.get("hive-relays", "")).split(",") if u.strip()]
+    rpc = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
+    try:
+        runtime.start(rpc, configuration["lightning-dir"], relays)
+    except Exception as exc:  # noqa: BLE001 - report why, and let lightningd carry on without us
+        return {"disable": f"hive-agent could not start: {exc}"}
+    plugin.log(f"hive-agent ready; nostr key {runtime.keys.public_key().to_hex()}")
+    return None
+
+
+@plugin.hook("custommsg")
+def on_custommsg(peer_id: str, payload: str, plugin: Plugin, **kwargs: Any) -> dict:
+    return runtime.on_custommsg(peer_id, payload) if runtime else {"result": "continue"}
+
+
+@plugin.hook("peer_connected")
+def on_peer_connected(peer: dict, plugin: Plugin, **kwargs: Any) -> dict:
+    if runtime and isinstance(peer, dict) and "id" in peer:
+        runtime.on_connect(str(peer["id"]))
+    return {"result": "continue"}
+
+
+@plugin.subscribe("connect")
+def on_connect(plugin: Plugin, **kwargs: Any) -> None:
+    peer = kwargs.get("connect", kwargs)
+    if runtime and "id" in peer:
+        runtime.on_connect(str(peer["id"]))
+
+
+@plugin.subscribe("disconnect")
+def on_disconnect(plugin: Plugin, **kwargs: Any) -> None:
+    peer = kwargs.get("disconnect", kwargs)
+    if runtime and "id" in peer:
+        runtime.on_disconnect(str(peer["id"]))
+
+
+@plugin.subscribe("forward_event")
+def on_forward_event(plugin: Plugin, **kwargs: Any) -> None:
+    if runtime:
+        runtime.on_forward(kwargs.get("forward_event", kwargs))
+
+
+@plugin.subscribe("shutdown")
+def on_shutdown(plugin: Plugin, **kwargs: Any) -> None:
+    if runtime:
+        runtime.stop()
+    raise SystemExit(0)
+
+
+@plugin.method("hive-status")
+def hive_status(plugin: Plugin) -> dict:
+    """Show the hive agent: node summary, Nostr key and binding, relays, events seen."""
+    return runtime.status()
+
+
+@plugin.method("hive-members")
+def hive_members(plugin: Plugin) -> dict:
+    """List fleet members with their tiers."""
+    raise later("hive-members", "fleet membership (issue 8)")
+
+
+@plugin.method("hive-genesis")
+def hive_genesis(plugin: Plugin) -> dict:
+    """Create a new hive with this node as its admin."""
+    raise later("hive-genesis", "fleet membership (issue 8)")
+
+
+@plugin.method("hive-invite")
+def hive_invite(plugin: Plugin, node_id: str, valid_hours: int = 24, requires: str = "") -> dict:
+    """Issue an invite ticket for {node_id}, valid {valid_hours} hours."""
+    raise later("hive-invite", "fleet membership (issue 8)")
+
+
+@plugin.method("hive-join")
+def hive_join(plugin: Plugin, ticket: str) -> dict:
+    """Join a hive with an invite {ticket}."""
+    raise later("hive-join", "fleet membership (issue 8)")
+
+
+@plugin.method("hive-leave")
+def hive_leave(plugin: Plugin) -> dict:
+    """Leave the hive voluntarily."""
+    raise later("hive-leave", "fleet membership (issue 8)")
+
+
+@plugin.method("hive-vouch")
+def hive_vouch(plugin: Plugin, node_id: str) -> dict:
+    """Vouch for member {node_id}'s promotion."""
+    raise later("hive-vouch", "fleet membership (issue 8)")
+
+
+@plugin.method("hive-ban")
+def hive_ban(plugin: Plugin, node_id: str, reason: str = "") -> dict:
+    """Propose or vote to ban {node_id} fleet-wide, giving a {reason}."""
+    raise later("hive-ban", "fleet membership (issue 8)")
+
+
+@plugin.method("hive-topology")
+def hive_topology(plugin: Plugin) -> dict:
+    """Show the fleet's channel topology."""
+    raise later("hive-topology", "fleet gossip (a later issue)")
+
+
+@plugin.method("hive-pending")
+def hive_pending(plugin: Plugin) -> dict:
+    """List advisor commands waiting for the operator's approval."""
+    raise later("hive-pending", "advisor commands (issue 6)")
+
+
+@plugin.method("hive-approve")
+def hive_approve(plugin: Plugin, id: str) -> dict:
+    """Approve the pending advisor command {id}."""
+    raise later("hive-approve", "advisor commands (issue 6)")
+
+
+@plugin.method("hive-reject")
+def hive_reject(plugin: Plugin, id: str, reason: str = "") -> dict:
+    """Reject the pending advisor command {id}, giving a {reason}."""
+    raise later("hive-reject", "advisor commands (issue 6)")
+
+
+if __name__ == "__main__":
+    plugin.run()
