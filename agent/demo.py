@@ -161,6 +161,8 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
     out.say("relay stopped.")
     await out.act("Act 4 - riding out a relay crash")
     report["relay_restart"] = await relay_restart_act(out, olivia, adam, clock)
+    await out.act("Act 5 - the Core Lightning plugin, on a simulated network")
+    report["plugin"] = await plugin_act(out)
     out.say("done.")
     if not quiet:
         print(flush=True)
@@ -237,3 +239,51 @@ async def relay_restart_act(
                 return {"delivered": got, "seconds": round(elapsed, 2)}
         finally:
             await relay.kill()
+
+
+async def plugin_act(out: Narrator) -> dict[str, Any]:
+    """The real plugin process, spoken to as lightningd speaks to it, on a simulated node."""
+    from agent.node.lightningd import PluginProcess, bridge
+    from agent.node.sim import Network
+    from agent.node.sim_api import SimLightningd
+    from agent.node.sim_rpc import SimRpcServer, short_socket_dir
+    from agent.node.simnode import SimBackend, SimDriver
+    from events import lnsig
+    from events.node_binding import NodeBinding
+
+    net = Network(seed=42)
+    ids = [net.add_node(name, 50_000_000) for name in ("carol", "dave", "erin", "frank")]
+    for i in range(4):
+        net.open_channel(ids[i], ids[(i + 1) % 4], 2_000_000, push_msat=800_000_000)
+    out.say(f"simulated network: {len(ids)} nodes, {len(net.channels)} channels in a ring")
+    lightning_dir = short_socket_dir()
+    async with (
+        SimDriver(net),
+        SimRpcServer(SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc"),
+        PluginProcess(lightning_dir) as plugin,
+        anyio.create_task_group() as tg,
+    ):
+        manifest_s, init_s = await plugin.start()
+        tg.start_soon(bridge, net, ids[0], plugin)
+        out.say(
+            f"plugin_shim.py answered getmanifest in {manifest_s * 1000:.0f} ms and init in "
+            f"{init_s * 1000:.0f} ms (lightningd allows 60 s each)"
+        )
+        await SimBackend(net, ids[1]).sendcustommsg(ids[0], (32769).to_bytes(2, "big") + b"HIVE{}")
+        await SimBackend(net, ids[3]).pay(net.invoice(ids[1], 10_000_000, "demo").bolt11)
+        await anyio.sleep(0.3)
+        status = await plugin.call("hive-status")
+        tg.cancel_scope.cancel()
+    binding = NodeBinding.model_validate_json(status["binding"]["content"])
+    bound = lnsig.check(binding.nostr_pubkey, binding.zbase, binding.node_id)
+    node = status["node"]
+    out.say(
+        f"hive-status: node {node['id'][:16]}… ({node['alias']}), "
+        f"{len(node['channels'])} channels, {node['onchain_sat']:,} sat on chain"
+    )
+    out.say(
+        f"Nostr key {status['nostr_pubkey'][:16]}… derived with makesecret; node binding "
+        f"{'verifies' if bound else 'DOES NOT verify'} (checkmessage + Schnorr)"
+    )
+    out.say(f"events the agent received from lightningd: {status['events']}")
+    return {"node_id": node["id"], "binding_verified": bound, "events": status["events"]}

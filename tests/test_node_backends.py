@@ -78,7 +78,8 @@ async def test_timeout_when_lightningd_hangs() -> None:
     async with listener, anyio.create_task_group() as tg:
 
         async def swallow(stream: anyio.abc.SocketStream) -> None:
-            await anyio.sleep(5)
+            async with stream:
+                await anyio.sleep(5)
 
         tg.start_soon(listener.serve, swallow)
         node = CLNBackend(str(path), timeout_s=0.5)
