@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from agent.errors import NodeUnavailable, PeerNotConnected
+from agent.node.backend import resize_channel
 from agent.node.cln import CircuitBreaker, CLNBackend
 from agent.node.sim_api import SimLightningd
 from agent.node.sim_rpc import SimRpcServer, short_socket_dir
@@ -86,3 +87,22 @@ async def test_timeout_when_lightningd_hangs() -> None:
         with pytest.raises(NodeUnavailable, match="no answer within"):
             await node.info()
         tg.cancel_scope.cancel()
+
+
+async def test_splice_less_resize() -> None:
+    net, ids = ring()
+    node = SimBackend(net, ids[0])
+    old = (await node.channels())[0]
+    total = net.total_msat()
+    new = await resize_channel(node, old.short_channel_id, 3_000_000)
+    assert new.peer_id == old.peer_id
+    assert new.capacity_sat == 3_000_000
+    assert old.short_channel_id not in [c.short_channel_id for c in await node.channels()]
+    assert net.total_msat() == total
+
+
+def test_socket_paths_over_107_bytes_are_refused(tmp_path) -> None:
+    long_path = tmp_path / ("x" * 120) / "lightning-rpc"
+    net, ids = ring()
+    with pytest.raises(ValueError, match="107"):
+        SimRpcServer(SimLightningd(net, ids[0]), long_path)

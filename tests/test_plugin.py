@@ -17,6 +17,7 @@ from anyio.from_thread import start_blocking_portal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.node.cln import CLNBackend
 from agent.node.lightningd import PLUGIN, PluginError, PluginProcess, bridge
 from agent.node.ops import node_summary
 from agent.node.sim import Network
@@ -27,7 +28,7 @@ from agent.nostr.client import RelayClient
 from events import lnsig, node_binding
 from events.base import parse_event
 from events.kinds import Kind
-from tests.node_scenario import ring
+from tests.node_scenario import ring, scenario
 
 HIVE_METHODS = [
     "hive-status", "hive-members", "hive-genesis", "hive-invite", "hive-join", "hive-leave",
@@ -85,6 +86,26 @@ async def test_status_matches_the_simulator_called_directly() -> None:
         # the key comes from the node's HSM (makesecret): same node, same key, every start
     async with plugin_on(net, ids[0]) as again:
         assert (await again.call("hive-status"))["nostr_pubkey"] == status["nostr_pubkey"]
+
+
+@pytest.mark.anyio
+async def test_one_scenario_both_ways() -> None:
+    """The same scenario on twin networks: through SimBackend directly, and through CLNBackend
+    on the simulator's RPC socket while the real plugin runs on that node; then the plugin's
+    hive-status (agent code in the plugin process) equals the direct summary."""
+    net_a, ids = ring(clock=time.monotonic)
+    direct = await scenario(
+        SimBackend(net_a, ids[0]), net_a.invoice(ids[2], 25_000_000, "x").bolt11
+    )
+    summary = await node_summary(SimBackend(net_a, ids[0]))
+    net_b, _ = ring(clock=time.monotonic)
+    async with plugin_on(net_b, ids[0]) as plugin:
+        cln = CLNBackend(str(plugin.lightning_dir / "lightning-rpc"))
+        via_socket = await scenario(cln, net_b.invoice(ids[2], 25_000_000, "x").bolt11)
+        status = await plugin.call("hive-status")
+    assert via_socket == direct
+    assert status["node"] == summary
+    assert plugin.exit_code == 0  # it left on the `shutdown` notification by itself
 
 
 @pytest.mark.anyio

@@ -47,6 +47,7 @@ class PluginProcess:
         self._next_id = 0
         self._waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self.exit_code: int | None = None  # 0 after a clean exit on `shutdown`; -9 if killed
 
     async def __aenter__(self) -> PluginProcess:
         env = {**os.environ, "LIGHTNINGD_PLUGIN": "1", "LIGHTNINGD_VERSION": "v25.12-hive-sim"}
@@ -68,6 +69,7 @@ class PluginProcess:
             if self.process.returncode is None:
                 self.process.kill()
                 await self.process.wait()
+            self.exit_code = self.process.returncode
             await self.process.aclose()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
