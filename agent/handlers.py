@@ -58,10 +58,14 @@ def on_gift_wrap(keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler]) 
 
 
 def default_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, Handler]:
-    """The handlers every agent runs; later capabilities register more."""
+    """The handlers every agent runs: transport, notes and the marketplace."""
+    from agent.market.handlers import public_handlers, rumor_handlers
+
+    rumors = {Kind.NOTE: on_note(clock), **rumor_handlers(keys, clock)}
     return {
         Kind.AGENT_INFO: on_agent_info(clock),
         Kind.RELAY_LIST: on_relay_list,
         Kind.DM_RELAYS: on_relay_list,
-        Kind.GIFT_WRAP: on_gift_wrap(keys, clock, {Kind.NOTE: on_note(clock)}),
+        Kind.GIFT_WRAP: on_gift_wrap(keys, clock, rumors),
+        **public_handlers(clock),
     }

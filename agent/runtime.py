@@ -27,7 +27,7 @@ from agent.ratelimit import FloodLimiter
 from agent.settings import RelaysConfig, Settings
 from agent.store import OutboxItem, Store
 from events import nip59, note, relay_lists
-from events.base import NostrEvent
+from events.base import NostrEvent, Rumor
 from events.kinds import Kind
 from events.relay_lists import inbox_relays
 
@@ -70,6 +70,7 @@ class Agent:
         self.outbox = Outbox(self.store, self.pool, self.clock, settings)
         self._stack = AsyncExitStack()
         self._processed = anyio.Event()
+        self._watched = 0
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -96,6 +97,17 @@ class Agent:
         await self.pool.subscribe(
             Subscription("profiles", [{"kinds": [Kind.AGENT_INFO], "#t": ["hive-agent"]}])
         )
+        await self.pool.subscribe(
+            Subscription(
+                "market",
+                [
+                    {"kinds": [Kind.RFP], "#t": ["hive-rfp"]},
+                    {"kinds": [Kind.REPUTATION], "#p": [self.pubkey]},
+                    {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]},
+                ],
+            )
+        )
+        await self.watch_contracts()
         self.announce_relays()
         return self
 
@@ -119,6 +131,14 @@ class Agent:
             self.inbound.process(batch)
             done, self._processed = self._processed, anyio.Event()
             done.set()
+            if self._contracts_changed():
+                await self.watch_contracts()
+
+    def _contracts_changed(self) -> bool:
+        row = self.store.conn.execute(
+            "SELECT count(*) FROM contracts WHERE state = 'active' AND role = 'client'"
+        ).fetchone()
+        return int(row[0]) != self._watched
 
     async def _status_loop(self) -> None:
         while True:
@@ -167,6 +187,15 @@ class Agent:
             listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
         return inbox_relays(dm, listed) or self.relays.write_urls
 
+    async def send_private(self, recipient: str, rumor: Rumor, *, wait: bool = True) -> OutboxItem:
+        """Seal and gift-wrap `rumor` to `recipient` and deliver it to their inbox relays."""
+        now = self.clock.now()
+        wrap = nip59.wrap(self.keys, recipient, rumor, now=now)
+        targets = await self.inbox_of(recipient)
+        if not wait:
+            return self.outbox.submit(wrap, targets)
+        return await self.outbox.publish(wrap, targets, timeout_s=self.relays.publish_timeout_s)
+
     async def send_note(
         self, recipient: str, text: str, reply_to: str | None = None, *, wait: bool = True
     ) -> OutboxItem:
@@ -174,11 +203,29 @@ class Agent:
         now = self.clock.now()
         msg = note.Note(msg_id=uuid.uuid4().hex, text=text, reply_to=reply_to)
         rumor = note.rumor(self.pubkey, msg, created_at=now, expiration=now + 30 * 86400)
-        wrap = nip59.wrap(self.keys, recipient, rumor, now=now)
-        targets = await self.inbox_of(recipient)
-        if not wait:
-            return self.outbox.submit(wrap, targets)
-        return await self.outbox.publish(wrap, targets, timeout_s=self.relays.publish_timeout_s)
+        return await self.send_private(recipient, rumor, wait=wait)
+
+    async def fetch_into_store(
+        self, filters: list[dict[str, Any]], timeout_s: float = 5
+    ) -> list[str]:
+        """Query the read relays once and run what comes back through the inbound pipeline."""
+        raws = await self.pool.fetch(filters, timeout_s=timeout_s)
+        self.inbound.process([Incoming("fetch", raw) for raw in raws])
+        return raws
+
+    async def watch_contracts(self) -> None:
+        """(Re)subscribe to the heartbeats of every active contract where we are the client."""
+        ids = [
+            row[0]
+            for row in self.store.conn.execute(
+                "SELECT id FROM contracts WHERE state = 'active' AND role = 'client'"
+            )
+        ]
+        self._watched = len(ids)
+        if ids:
+            await self.pool.subscribe(
+                Subscription("heartbeats", [{"kinds": [Kind.HEARTBEAT], "#d": ids}])
+            )
 
     async def publish(self, event: NostrEvent, *, wait: bool = True) -> OutboxItem:
         """Publish a signed public event to the write relays through the outbox."""

@@ -10,11 +10,12 @@ import pytest
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 FORBIDDEN_MODULES = {
     "agent", "socket", "ssl", "asyncio", "anyio", "sqlite3", "subprocess", "threading",
-    "multiprocessing", "time", "datetime", "os", "pathlib", "io", "shutil", "tempfile",
+    "multiprocessing", "time", "os", "pathlib", "io", "shutil", "tempfile",
     "urllib", "http", "httpx", "websockets", "requests", "logging", "pyln", "cashu",
 }  # fmt: skip
 FORBIDDEN_CALLS = {"open", "print", "input", "exec", "eval", "__import__"}
-FORBIDDEN_ATTRS = {"now", "time", "today", "utcnow"}  # e.g. sdk.Timestamp.now()
+# datetime may convert timestamps the caller gives; reading the clock is caught here
+FORBIDDEN_ATTRS = {"now", "time", "today", "utcnow"}  # e.g. sdk.Timestamp.now(), datetime.now()
 
 
 def modules() -> list[Path]:

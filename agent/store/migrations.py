@@ -85,4 +85,82 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: marketplace - own listings, RFPs, bids, offers, contracts, heartbeats, trials, credentials
+    """
+    CREATE TABLE my_listings (
+        listing_id TEXT PRIMARY KEY,
+        listing    TEXT NOT NULL,           -- the Listing model, JSON
+        event_id   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE rfps (
+        address    TEXT PRIMARY KEY,        -- 36381:<author>:<d>
+        author     TEXT NOT NULL,
+        rfp        TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE bids_received (
+        rfp        TEXT NOT NULL,
+        bidder     TEXT NOT NULL,
+        commitment TEXT NOT NULL,
+        terms      TEXT,                    -- set once revealed
+        received_at INTEGER NOT NULL,
+        revealed_at INTEGER,
+        PRIMARY KEY (rfp, bidder)
+    );
+    CREATE TABLE bids_made (
+        rfp        TEXT PRIMARY KEY,
+        rfp_author TEXT NOT NULL,
+        terms      TEXT NOT NULL,
+        nonce      TEXT NOT NULL,           -- secret until the reveal
+        commitment TEXT NOT NULL,
+        revealed   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE offers (
+        terms_hash TEXT PRIMARY KEY,
+        offer      TEXT NOT NULL,
+        offerer    TEXT NOT NULL,
+        counterparty TEXT NOT NULL,
+        direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        state      TEXT NOT NULL CHECK (state IN ('open', 'accepted')),
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE contracts (
+        id         TEXT PRIMARY KEY,        -- the terms hash
+        contract   TEXT NOT NULL,
+        counterparty TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('client', 'provider')),
+        state      TEXT NOT NULL CHECK (state IN ('active', 'ended', 'flagged')),
+        created_at INTEGER NOT NULL,
+        state_reason TEXT
+    );
+    CREATE TABLE heartbeats (
+        contract   TEXT NOT NULL,
+        provider   TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        sent_at    INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (contract, seq)
+    );
+    CREATE INDEX heartbeats_by_provider ON heartbeats (provider, sent_at);
+    CREATE TABLE trials (
+        contract   TEXT PRIMARY KEY,
+        client     TEXT NOT NULL,
+        provider   TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ends_at    INTEGER NOT NULL,
+        price_sat  INTEGER NOT NULL
+    );
+    CREATE TABLE credentials (
+        address    TEXT PRIMARY KEY,        -- 36383:<issuer>:<d>
+        issuer     TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        event      TEXT NOT NULL,
+        revoked    INTEGER NOT NULL DEFAULT 0,
+        received_at INTEGER NOT NULL
+    );
+    CREATE INDEX credentials_by_subject ON credentials (subject);
+    """,
 ]

@@ -1,0 +1,146 @@
+"""Discovery: raw events from several relays → verified, deduplicated, current listings →
+filtered and ranked for a buyer.
+
+Expired, withdrawn (`status` sold) and deleted (NIP-09 by the listing's own author) listings are
+dropped; so is anything that fails to parse, counted by error code.  Nothing here raises for
+bad input: a hostile relay can only waste our time, not stop discovery.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from agent.market.ranking import Breakdown, Need, components, matches
+from agent.market.reputation import Aggregate, aggregate
+from events import listing, reputation
+from events.base import NostrEvent, parse_event, tag_values
+from events.errors import HiveError, Internal
+from events.kinds import Kind
+from events.listing import Listing, ListingStatus
+from events.reputation import ReputationCredential
+
+
+@dataclass(frozen=True)
+class Found:
+    listing: Listing
+    author: str
+    event_id: str
+    created_at: int
+
+    @property
+    def address(self) -> str:
+        return listing.coordinate(self.author, self.listing.listing_id)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    found: Found
+    breakdown: Breakdown
+    reputation: Aggregate
+
+
+@dataclass
+class Deletions:
+    """NIP-09 deletion requests, by author: the addresses and event ids each author deleted."""
+
+    addresses: set[tuple[str, str]]
+    ids: set[tuple[str, str]]
+
+    @classmethod
+    def of(cls, events: Iterable[NostrEvent]) -> Deletions:
+        deleted = cls(set(), set())
+        for ev in events:
+            deleted.addresses |= {(ev.pubkey, a) for a in tag_values(ev.tags, "a")}
+            deleted.ids |= {(ev.pubkey, e) for e in tag_values(ev.tags, "e")}
+        return deleted
+
+    def covers(self, author: str, address: str, event_id: str) -> bool:
+        # only an author's own deletion counts (NIP-09)
+        return (author, address) in self.addresses or (author, event_id) in self.ids
+
+
+def verified_events(raws: Iterable[str], errors: Counter[str]) -> list[NostrEvent]:
+    out = []
+    for raw in raws:
+        try:
+            out.append(parse_event(raw))
+        except HiveError as error:
+            errors[error.code] += 1
+        except Exception:  # noqa: BLE001 - discovery must survive anything a relay sends
+            errors[Internal.code] += 1
+    return out
+
+
+def collect_listings(
+    raws: Iterable[str], now: int, errors: Counter[str] | None = None
+) -> list[Found]:
+    """Current, valid, undeleted listings; the newest version of each address wins."""
+    errors = errors if errors is not None else Counter()
+    events = verified_events(raws, errors)
+    deleted = Deletions.of(e for e in events if e.kind == Kind.DELETION)
+    newest: dict[str, Found] = {}
+    for ev in events:
+        if ev.kind != Kind.CLASSIFIED_LISTING:
+            continue
+        try:
+            item = listing.parse(ev, now=now, include_withdrawn=True).payload
+        except HiveError as error:
+            errors[error.code] += 1
+            continue
+        found = Found(item, ev.pubkey, ev.id, ev.created_at)
+        known = newest.get(found.address)
+        if known is None or (ev.created_at, ev.id) > (known.created_at, known.event_id):
+            newest[found.address] = found
+    return [
+        f
+        for f in newest.values()
+        if f.listing.status == ListingStatus.ACTIVE
+        and not deleted.covers(f.author, f.address, f.event_id)
+    ]
+
+
+def collect_credentials(
+    raws: Iterable[str], now: int, errors: Counter[str] | None = None
+) -> dict[str, list[ReputationCredential]]:
+    """Valid credentials by subject (hex pubkey), minus those their issuer deleted."""
+    errors = errors if errors is not None else Counter()
+    events = verified_events(raws, errors)
+    deleted = Deletions.of(e for e in events if e.kind == Kind.DELETION)
+    by_subject: dict[str, list[ReputationCredential]] = {}
+    for ev in events:
+        if ev.kind != Kind.REPUTATION:
+            continue
+        try:
+            cred = reputation.parse(ev, now=now).payload
+        except HiveError as error:
+            errors[error.code] += 1
+            continue
+        address = reputation.address(ev.pubkey, cred.credential_id)
+        if deleted.covers(ev.pubkey, address, ev.id):
+            continue
+        subject = cred.credentialSubject.id.removeprefix("did:nostr:")
+        by_subject.setdefault(subject, []).append(cred)
+    return by_subject
+
+
+def rank(
+    found: list[Found],
+    need: Need,
+    credentials: dict[str, list[ReputationCredential]],
+    availability: dict[str, float | None],
+    now: int,
+    members: frozenset[str] = frozenset(),
+) -> list[Ranked]:
+    """Listings that match `need`, best first (ties: cheaper, then by author)."""
+    rows = []
+    for f in found:
+        if not matches(f.listing, need):
+            continue
+        rep = aggregate(f.author, credentials.get(f.author, []), now, set(members))
+        breakdown = components(f.listing, need, rep.score, availability.get(f.author), now)
+        rows.append(Ranked(f, breakdown, rep))
+    return sorted(
+        rows, key=lambda r: (-r.breakdown.total, r.found.listing.price_sat, r.found.author)
+    )

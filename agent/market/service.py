@@ -1,0 +1,275 @@
+"""The marketplace, as an agent does it: publish and browse listings, post RFPs and bid,
+offer and accept contracts, send and check heartbeats, issue and weigh reputation."""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from typing import Any
+
+from agent.market import heartbeats, trials
+from agent.market.discovery import Ranked, collect_credentials, collect_listings, rank
+from agent.market.ranking import Need
+from agent.market.reputation import Aggregate, aggregate
+from agent.runtime import Agent
+from agent.store import OutboxItem
+from agent.store import market as repo
+from events import bid, contract, heartbeat, listing, reputation, rfp
+from events.base import NostrEvent
+from events.contract import Accept, Contract, ContractTerms, Offer
+from events.errors import Expired, InvalidParams, NotFound
+from events.kinds import Kind
+from events.listing import Listing, ListingStatus, ServiceType
+
+REFRESH_BEFORE_S = 2 * 86400
+DOMAIN_OF = {
+    ServiceType.ADVISOR: reputation.Domain.ADVISOR,
+    ServiceType.LIQUIDITY: reputation.Domain.NODE,
+}
+
+
+class Market:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.me = agent.pubkey
+        self.errors: Counter[str] = Counter()
+
+    @property
+    def now(self) -> int:
+        return self.agent.clock.now()
+
+    # --- listings ------------------------------------------------------------------------
+
+    async def publish(self, item: Listing, *, wait: bool = True) -> NostrEvent:
+        """Publish (or update: same `listing_id`) a listing and remember it."""
+        event = listing.build(self.agent.keys, item, created_at=self.now)
+        with self.agent.store.transaction(self.now) as tx:
+            repo.save_my_listing(tx, item, event.id)
+        await self.agent.publish(event, wait=wait)
+        return event
+
+    def mine(self, listing_id: str) -> Listing:
+        item = repo.my_listings(self.agent.store).get(listing_id)
+        if item is None:
+            raise NotFound(f"no listing {listing_id!r} of ours")
+        return item
+
+    async def withdraw(self, listing_id: str) -> NostrEvent:
+        """Mark the listing sold (NIP-99) and ask relays to delete it (NIP-09)."""
+        item = self.mine(listing_id).model_copy(update={"status": ListingStatus.WITHDRAWN})
+        event = await self.publish(item)
+        await self.agent.publish(
+            listing.deletion(self.agent.keys, listing_id, event.id, created_at=self.now)
+        )
+        return event
+
+    async def refresh(self) -> list[str]:
+        """Re-publish active listings that expire within two days, keeping their lifetime."""
+        refreshed = []
+        for item in repo.my_listings(self.agent.store).values():
+            if (
+                item.status == ListingStatus.ACTIVE
+                and item.expires_at - self.now < REFRESH_BEFORE_S
+            ):
+                lifetime = item.expires_at - item.published_at
+                new = item.model_copy(
+                    update={"published_at": self.now, "expires_at": self.now + lifetime}
+                )
+                await self.publish(new)
+                refreshed.append(item.listing_id)
+        return refreshed
+
+    async def browse(self, need: Need, members: frozenset[str] = frozenset()) -> list[Ranked]:
+        """Listings from every read relay, verified, filtered and ranked (best first)."""
+        tags = (
+            [f"hive-{s.value}" for s in ServiceType]
+            if need.service is None
+            else [f"hive-{need.service.value}"]
+        )
+        raws = await self.agent.pool.fetch(
+            [
+                {"kinds": [Kind.CLASSIFIED_LISTING], "#t": tags},
+                {"kinds": [Kind.DELETION], "#k": [str(int(Kind.CLASSIFIED_LISTING))]},
+            ]
+        )
+        found = collect_listings(raws, self.now, self.errors)
+        authors = sorted({f.author for f in found})
+        creds = await self.credentials_about(authors) if authors else {}
+        avail = {a: self.availability(a) for a in authors}
+        return rank(found, need, creds, avail, self.now, members)
+
+    async def credentials_about(
+        self, subjects: list[str]
+    ) -> dict[str, list[reputation.ReputationCredential]]:
+        raws = await self.agent.pool.fetch(
+            [
+                {"kinds": [Kind.REPUTATION], "#p": subjects},
+                {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]},
+            ]
+        )
+        return collect_credentials(raws, self.now, self.errors)
+
+    def availability(self, provider: str) -> float | None:
+        """Heartbeat uptime of `provider` over 30 days, from our own contracts with it."""
+        rows = [c for c in repo.contracts(self.agent.store) if c["counterparty"] == provider]
+        if not rows:
+            return None
+        since = self.now - heartbeats.WINDOW_S
+        beats = repo.heartbeat_times(self.agent.store, provider, since)
+        shares = []
+        for row in rows:
+            terms = row["contract"].terms
+            own = [t for cid, t in beats if cid == row["id"]]
+            share = heartbeats.uptime(own, terms.heartbeat_interval_s, terms.starts_at, self.now)
+            if share is not None:
+                shares.append(share)
+        return sum(shares) / len(shares) if shares else None
+
+    # --- RFPs and bids -------------------------------------------------------------------
+
+    async def post_rfp(self, item: rfp.Rfp) -> NostrEvent:
+        event = rfp.build(self.agent.keys, item, created_at=self.now, expiration=item.award_by)
+        with self.agent.store.transaction(self.now) as tx:
+            repo.save_rfp(
+                tx, rfp.address(self.me, item.rfp_id), self.me, item, event.id, event.created_at
+            )
+        await self.agent.publish(event)
+        return event
+
+    async def list_rfps(self) -> list[dict[str, Any]]:
+        await self.agent.fetch_into_store([{"kinds": [Kind.RFP], "#t": ["hive-rfp"]}])
+        return [r for r in repo.rfps(self.agent.store) if r["rfp"]["award_by"] > self.now]
+
+    async def bid(self, rfp_address: str, terms: bid.BidTerms) -> str:
+        """Seal a bid (commitment only) and send it to the RFP's author; returns the commitment."""
+        wanted = repo.rfp(self.agent.store, rfp_address)
+        if wanted is None:
+            raise NotFound("unknown RFP; run `hive-agent rfp list` first")
+        if self.now >= wanted.bid_deadline:
+            raise Expired("the bid deadline has passed")
+        nonce = secrets.token_hex(32)
+        commitment = bid.commitment(terms, nonce)
+        author = rfp_address.split(":")[1]
+        with self.agent.store.transaction(self.now) as tx:
+            repo.save_bid_made(tx, rfp_address, author, terms, nonce, commitment)
+        sealed = bid.Bid(rfp=rfp_address, phase=bid.Phase.COMMIT, commitment=commitment)
+        await self.agent.send_private(author, bid.rumor(self.me, sealed, created_at=self.now))
+        return commitment
+
+    async def reveal(self, rfp_address: str) -> OutboxItem:
+        made = repo.bid_made(self.agent.store, rfp_address)
+        if made is None:
+            raise NotFound("we made no bid on this RFP")
+        opened = bid.Bid(
+            rfp=rfp_address,
+            phase=bid.Phase.REVEAL,
+            commitment=made["commitment"],
+            terms=bid.BidTerms.model_validate_json(made["terms"]),
+            nonce=made["nonce"],
+        )
+        item = await self.agent.send_private(
+            made["rfp_author"], bid.rumor(self.me, opened, created_at=self.now)
+        )
+        with self.agent.store.transaction(self.now) as tx:
+            repo.mark_bid_revealed(tx, rfp_address)
+        return item
+
+    # --- contracts -----------------------------------------------------------------------
+
+    def _check_trial(self, terms: ContractTerms) -> None:
+        """As the client, refuse trials beyond the limits (Restricted) before signing anything."""
+        if terms.trial is None or terms.client != listing.did(self.me):
+            return
+        history = repo.trials(self.agent.store, self.me)
+        trials.check_allowed(history, contract.pubkey_of(terms.provider), self.now)
+
+    async def offer(self, terms: ContractTerms) -> Offer:
+        """Sign the terms and send them to the other party."""
+        if self.me not in (contract.pubkey_of(terms.client), contract.pubkey_of(terms.provider)):
+            raise InvalidParams("we must be a party to the contracts we offer")
+        self._check_trial(terms)
+        signed = Offer(terms=terms, signature=contract.sign_terms(self.agent.keys, terms))
+        other = contract.pubkey_of(
+            terms.provider if contract.pubkey_of(terms.client) == self.me else terms.client
+        )
+        with self.agent.store.transaction(self.now) as tx:
+            repo.save_offer(tx, signed, self.me, other, "out")
+        await self.agent.send_private(
+            other, contract.OFFER.rumor(self.me, signed, created_at=self.now)
+        )
+        return signed
+
+    async def accept(self, terms_hash: str) -> Contract:
+        """Countersign an offer we received; both sides end up holding the signed contract."""
+        row = repo.offer(self.agent.store, terms_hash)
+        if row is None or row["direction"] != "in":
+            raise NotFound("no offer to us with these terms")
+        offer: Offer = row["offer"]
+        self._check_trial(offer.terms)
+        acceptance = Accept(
+            terms_hash=terms_hash, signature=contract.sign_terms(self.agent.keys, offer.terms)
+        )
+        signed = contract.assemble(offer, row["offerer"], acceptance, self.me)
+        with self.agent.store.transaction(self.now) as tx:
+            repo.save_contract(tx, signed, self.me)
+        await self.agent.send_private(
+            row["offerer"], contract.ACCEPT.rumor(self.me, acceptance, created_at=self.now)
+        )
+        await self.agent.watch_contracts()
+        return signed
+
+    # --- heartbeats ----------------------------------------------------------------------
+
+    async def beat(self, contract_id: str, seq: int, uptime_bp: int = 10_000) -> NostrEvent:
+        """As the provider, publish a heartbeat for a contract (expires after two intervals)."""
+        row = next((c for c in repo.contracts(self.agent.store) if c["id"] == contract_id), None)
+        if row is None or row["role"] != "provider":
+            raise NotFound("no contract where we are the provider")
+        interval = row["contract"].terms.heartbeat_interval_s
+        beat = heartbeat.Heartbeat(
+            contract=contract_id, seq=seq, sent_at=self.now, uptime_bp=uptime_bp
+        )
+        event = heartbeat.build(
+            self.agent.keys, beat, created_at=self.now, expiration=self.now + 2 * interval
+        )
+        await self.agent.publish(event)
+        return event
+
+    def check_heartbeats(self) -> list[tuple[str, str]]:
+        """As the client: end leases and flag advisors after three missed beats in a row."""
+        actions = []
+        for row in repo.contracts(self.agent.store, "active"):
+            if row["role"] != "client":
+                continue
+            terms = row["contract"].terms
+            last = repo.last_heartbeat(self.agent.store, row["id"]) or terms.starts_at
+            if heartbeats.verdict(last, terms.heartbeat_interval_s, self.now):
+                state = "ended" if terms.service == ServiceType.LIQUIDITY else "flagged"
+                missed = heartbeats.missed(last, terms.heartbeat_interval_s, self.now)
+                with self.agent.store.transaction(self.now) as tx:
+                    repo.set_contract_state(
+                        tx, row["id"], state, f"{missed} heartbeats missed in a row"
+                    )
+                actions.append((row["id"], state))
+        return actions
+
+    # --- reputation ----------------------------------------------------------------------
+
+    async def issue_credential(self, cred: reputation.ReputationCredential) -> NostrEvent:
+        event = reputation.build(self.agent.keys, cred, created_at=self.now)
+        await self.agent.publish(event)
+        return event
+
+    async def revoke_credential(self, credential_id: str) -> NostrEvent:
+        """NIP-09 deletion of one of our credentials; aggregators drop it."""
+        from events.base import sign_event
+
+        address = reputation.address(self.me, credential_id)
+        tags = [["a", address], ["k", str(int(Kind.REPUTATION))]]
+        event = sign_event(self.agent.keys, Kind.DELETION, "revoked", tags, self.now)
+        await self.agent.publish(event)
+        return event
+
+    async def reputation_of(self, pubkey: str, members: frozenset[str] = frozenset()) -> Aggregate:
+        creds = (await self.credentials_about([pubkey])).get(pubkey, [])
+        return aggregate(pubkey, creds, self.now, set(members))

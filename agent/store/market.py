@@ -1,0 +1,215 @@
+"""Marketplace rows: writes take an open `Tx`, reads take the `Store`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.store.db import Store, Tx
+from events.bid import BidTerms
+from events.contract import Contract, Offer
+from events.listing import Listing
+from events.reputation import ReputationCredential
+from events.rfp import Rfp
+
+# --- writes --------------------------------------------------------------------------------
+
+
+def save_my_listing(tx: Tx, item: Listing, event_id: str) -> None:
+    tx.execute(
+        "INSERT OR REPLACE INTO my_listings (listing_id, listing, event_id, updated_at) VALUES"
+        " (?, ?, ?, ?)",
+        (item.listing_id, item.model_dump_json(), event_id, tx.now),
+    )
+
+
+def save_rfp(tx: Tx, address: str, author: str, rfp: Rfp, event_id: str, created_at: int) -> None:
+    tx.execute(
+        "INSERT INTO rfps (address, author, rfp, event_id, created_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (address) DO UPDATE SET rfp = excluded.rfp, event_id = excluded.event_id,"
+        " created_at = excluded.created_at WHERE excluded.created_at > rfps.created_at",
+        (address, author, rfp.model_dump_json(), event_id, created_at),
+    )
+
+
+def save_bid_commitment(tx: Tx, rfp: str, bidder: str, commitment: str) -> bool:
+    """Record a sealed bid; False if this bidder already committed (the first one stands)."""
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO bids_received (rfp, bidder, commitment, received_at) VALUES (?,"
+        " ?, ?, ?)",
+        (rfp, bidder, commitment, tx.now),
+    )
+    return cur.rowcount == 1
+
+
+def reveal_bid(tx: Tx, rfp: str, bidder: str, terms: BidTerms) -> None:
+    tx.execute(
+        "UPDATE bids_received SET terms = ?, revealed_at = ? WHERE rfp = ? AND bidder = ? AND"
+        " terms IS NULL",
+        (terms.model_dump_json(), tx.now, rfp, bidder),
+    )
+
+
+def save_bid_made(tx: Tx, rfp: str, rfp_author: str, terms: BidTerms, nonce: str, commitment: str):
+    tx.execute(
+        "INSERT OR REPLACE INTO bids_made (rfp, rfp_author, terms, nonce, commitment) VALUES (?,"
+        " ?, ?, ?, ?)",
+        (rfp, rfp_author, terms.model_dump_json(), nonce, commitment),
+    )
+
+
+def mark_bid_revealed(tx: Tx, rfp: str) -> None:
+    tx.execute("UPDATE bids_made SET revealed = 1 WHERE rfp = ?", (rfp,))
+
+
+def save_offer(tx: Tx, offer: Offer, offerer: str, counterparty: str, direction: str) -> None:
+    tx.execute(
+        "INSERT OR IGNORE INTO offers (terms_hash, offer, offerer, counterparty, direction, state,"
+        " created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+        (offer.terms.hash, offer.model_dump_json(), offerer, counterparty, direction, tx.now),
+    )
+
+
+def save_contract(tx: Tx, contract: Contract, me: str) -> bool:
+    """Store a signed contract (and close its offer); False if it was already stored."""
+    client = contract.terms.client.removeprefix("did:nostr:")
+    role = "client" if client == me else "provider"
+    other = contract.terms.provider.removeprefix("did:nostr:") if role == "client" else client
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO contracts (id, contract, counterparty, role, state, created_at)"
+        " VALUES (?, ?, ?, ?, 'active', ?)",
+        (contract.id, contract.model_dump_json(), other, role, tx.now),
+    )
+    tx.execute("UPDATE offers SET state = 'accepted' WHERE terms_hash = ?", (contract.id,))
+    if cur.rowcount == 1 and contract.terms.trial is not None:
+        terms = contract.terms
+        tx.execute(
+            "INSERT OR IGNORE INTO trials (contract, client, provider, started_at, ends_at,"
+            " price_sat)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (contract.id, client, terms.provider.removeprefix("did:nostr:"), terms.starts_at,
+             terms.starts_at + terms.trial.days * 86400, terms.trial.price_sat),
+        )  # fmt: skip
+    return cur.rowcount == 1
+
+
+def set_contract_state(tx: Tx, contract_id: str, state: str, reason: str) -> None:
+    tx.execute(
+        "UPDATE contracts SET state = ?, state_reason = ? WHERE id = ? AND state = 'active'",
+        (state, reason, contract_id),
+    )
+
+
+def save_heartbeat(tx: Tx, contract: str, provider: str, seq: int, sent_at: int) -> None:
+    tx.execute(
+        "INSERT OR IGNORE INTO heartbeats (contract, provider, seq, sent_at, received_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (contract, provider, seq, sent_at, tx.now),
+    )
+
+
+def save_credential(tx: Tx, address: str, cred: ReputationCredential, event_json: str) -> None:
+    tx.execute(
+        "INSERT OR REPLACE INTO credentials (address, issuer, subject, credential, event, revoked,"
+        " received_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+        (
+            address,
+            cred.issuer.removeprefix("did:nostr:"),
+            cred.credentialSubject.id.removeprefix("did:nostr:"),
+            cred.model_dump_json(),
+            event_json,
+            tx.now,
+        ),
+    )
+
+
+def revoke_credential(tx: Tx, address: str, issuer: str) -> bool:
+    """Only the issuer's deletion revokes; True if a stored credential was revoked."""
+    cur = tx.execute(
+        "UPDATE credentials SET revoked = 1 WHERE address = ? AND issuer = ?", (address, issuer)
+    )
+    return cur.rowcount == 1
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def _rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    cur = store.conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur]
+
+
+def my_listings(store: Store) -> dict[str, Listing]:
+    rows = _rows(store, "SELECT listing FROM my_listings")
+    return {(item := Listing.model_validate_json(r["listing"])).listing_id: item for r in rows}
+
+
+def rfps(store: Store) -> list[dict[str, Any]]:
+    rows = _rows(
+        store, "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC"
+    )
+    return [{**r, "rfp": json.loads(r["rfp"])} for r in rows]
+
+
+def rfp(store: Store, address: str) -> Rfp | None:
+    rows = _rows(store, "SELECT rfp FROM rfps WHERE address = ?", (address,))
+    return Rfp.model_validate_json(rows[0]["rfp"]) if rows else None
+
+
+def bids_received(store: Store, rfp_address: str) -> list[dict[str, Any]]:
+    rows = _rows(
+        store, "SELECT * FROM bids_received WHERE rfp = ? ORDER BY received_at", (rfp_address,)
+    )
+    return [{**r, "terms": json.loads(r["terms"]) if r["terms"] else None} for r in rows]
+
+
+def bid_made(store: Store, rfp_address: str) -> dict[str, Any] | None:
+    rows = _rows(store, "SELECT * FROM bids_made WHERE rfp = ?", (rfp_address,))
+    return rows[0] if rows else None
+
+
+def offers(store: Store, state: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM offers WHERE ? IS NULL OR state = ? ORDER BY created_at"
+    return [{**r, "offer": json.loads(r["offer"])} for r in _rows(store, sql, (state, state))]
+
+
+def offer(store: Store, terms_hash: str) -> dict[str, Any] | None:
+    rows = _rows(store, "SELECT * FROM offers WHERE terms_hash = ?", (terms_hash,))
+    return {**rows[0], "offer": Offer.model_validate_json(rows[0]["offer"])} if rows else None
+
+
+def contracts(store: Store, state: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM contracts WHERE ? IS NULL OR state = ? ORDER BY created_at"
+    rows = _rows(store, sql, (state, state))
+    return [{**r, "contract": Contract.model_validate_json(r["contract"])} for r in rows]
+
+
+def last_heartbeat(store: Store, contract: str) -> int | None:
+    row = store.conn.execute(
+        "SELECT max(sent_at) FROM heartbeats WHERE contract = ?", (contract,)
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def heartbeat_times(store: Store, provider: str, since: int) -> list[tuple[str, int]]:
+    return store.conn.execute(
+        "SELECT contract, sent_at FROM heartbeats WHERE provider = ? AND sent_at >= ? ORDER BY"
+        " sent_at",
+        (provider, since),
+    ).fetchall()
+
+
+def trials(store: Store, client: str) -> list[dict[str, Any]]:
+    return _rows(store, "SELECT * FROM trials WHERE client = ? ORDER BY started_at", (client,))
+
+
+def credentials_about(store: Store, subject: str) -> list[ReputationCredential]:
+    rows = _rows(
+        store, "SELECT credential FROM credentials WHERE subject = ? AND revoked = 0", (subject,)
+    )
+    return [ReputationCredential.model_validate_json(r["credential"]) for r in rows]
+
+
+def credential_rows(store: Store) -> list[dict[str, Any]]:
+    return _rows(store, "SELECT address, issuer, subject, revoked, received_at FROM credentials")
