@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from agent import __version__
+from agent import __version__, cli_market
 from agent.errors import EX_SOFTWARE, EX_UNAVAILABLE, ConfigInvalid, exit_code_of
 from agent.keys import create_key_file, load_key_file
 from agent.nostr.local_relay import EmbeddedRelay
@@ -205,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.set_defaults(func=cmd_note_send)
     sub.add_parser("notes", help="list received notes").set_defaults(func=cmd_notes)
     sub.add_parser("status", help="relays, outbox and error counts").set_defaults(func=cmd_status)
+
+    def bind(command: Any) -> Any:
+        return lambda args, settings, emit: command(args, settings, emit, _agent)
+
+    cli_market.register(sub, relay_opt, bind)
 
     demo = sub.add_parser("demo", help="the whole story on an embedded relay")
     demo.add_argument("--fast", action="store_true", help="no pauses (CI smoke test)")

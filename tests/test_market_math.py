@@ -18,11 +18,19 @@ ALICE, BOB, CAROL = "a" * 64, "b" * 64, "c" * 64
 
 def listing(**kw) -> Listing:
     base = dict(
-        listing_id="x", service=ServiceType.ADVISOR, title="t", summary="s", price_sat=10_000,
-        frequency=Frequency.MONTH, pricing_model=PricingModel.SUBSCRIPTION, primary="fee-policy",
-        secondary=["rebalance"], schemas=["hive:fee-policy/v1"], published_at=NOW - 10 * DAY,
+        listing_id="x",
+        service=ServiceType.ADVISOR,
+        title="t",
+        summary="s",
+        price_sat=10_000,
+        frequency=Frequency.MONTH,
+        pricing_model=PricingModel.SUBSCRIPTION,
+        primary="fee-policy",
+        secondary=["rebalance"],
+        schemas=["hive:fee-policy/v1"],
+        published_at=NOW - 10 * DAY,
         expires_at=NOW + 30 * DAY,
-    )  # fmt: skip
+    )
     return Listing(**{**base, **kw})
 
 
@@ -54,8 +62,13 @@ def test_primary_match_and_cheap_price_beat_reputation() -> None:
     )
     # .35·0.6 + .25·1 + .15·1 + .10·min(1, 2) + .10·1 + .05·0.75 = 0.21+0.25+0.15+0.1+0.1+0.0375
     assert specialist.total == pytest.approx(0.8475)
-    generalist = components(listing(primary="monitor", secondary=["fee-policy"], price_sat=40_000),
-                            need, reputation=90, availability=1.0, now=NOW)  # fmt: skip
+    generalist = components(
+        listing(primary="monitor", secondary=["fee-policy"], price_sat=40_000),
+        need,
+        reputation=90,
+        availability=1.0,
+        now=NOW,
+    )
     # .35·0.9 + .25·1 + .15·0.5 + .10·0.5 + .10·1 + .05·0.75 = 0.315+0.25+0.075+0.05+0.1+0.0375
     assert generalist.total == pytest.approx(0.8275)
     assert specialist.total > generalist.total
@@ -75,17 +88,22 @@ def test_filters() -> None:
     assert not schema_matches("hive:rebalance/*", "hive:fee-policy/v1")
 
 
-def credential(issuer: str, subject: str, metrics: dict, outcome=Outcome.NEUTRAL, end_days_ago=0,
-               evidence=()) -> ReputationCredential:  # fmt: skip
+def credential(
+    issuer: str, subject: str, metrics: dict, outcome=Outcome.NEUTRAL, end_days_ago=0, evidence=()
+) -> ReputationCredential:
     end = NOW - end_days_ago * DAY
     return ReputationCredential(
-        issuer=f"did:nostr:{issuer}", validFrom=iso(end),
+        issuer=f"did:nostr:{issuer}",
+        validFrom=iso(end),
         credentialSubject=Subject(
-            id=f"did:nostr:{subject}", domain=Domain.ADVISOR,
+            id=f"did:nostr:{subject}",
+            domain=Domain.ADVISOR,
             period=Period(start=iso(end - 30 * DAY), end=iso(end)),
-            metrics=metrics, outcome=outcome, evidence=list(evidence),
+            metrics=metrics,
+            outcome=outcome,
+            evidence=list(evidence),
         ),
-    )  # fmt: skip
+    )
 
 
 GOOD = {"revenue_delta_pct": 10, "actions_taken": 80, "uptime_pct": 99, "channels_managed": 25}
@@ -102,7 +120,7 @@ def test_aggregation_worked_example() -> None:
     fresh = credential(ALICE, BOB, GOOD)  # ended today, issuer is a fleet member
     old = credential(CAROL, BOB, {**GOOD, "uptime_pct": 50}, end_days_ago=100)
     agg = aggregate(BOB, [fresh, old], NOW, members={ALICE})
-    # fresh: score 72.25; weight = 1.5 (only the issuer is a member) × e^0 × 0.3 (no evidence) = 0.45
+    # fresh: score 72.25; weight = 1.5 (issuer only is a member) × e^0 × 0.3 (no evidence) = 0.45
     # old:   score (0.6+0.8+0.5+0.5)/4×100 = 60; weight = 1.0 × e^(−0.01·100) × 0.3 = 0.110364
     w_old = math.exp(-1) * 0.3
     expected = (0.45 * 72.25 + w_old * 60) / (0.45 + w_old)
