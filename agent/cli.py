@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from agent import __version__, cli_market
 from agent.errors import EX_SOFTWARE, EX_UNAVAILABLE, ConfigInvalid, exit_code_of
 from agent.keys import create_key_file, load_key_file
+from agent.market.service import Market
 from agent.nostr.local_relay import EmbeddedRelay
 from agent.runtime import Agent, status_report
 from agent.settings import RelaysConfig, Settings
@@ -106,6 +107,7 @@ async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None
                         tg.cancel_scope.cancel()
 
                 tg.start_soon(stop_on_signal)
+                tg.start_soon(Market(agent).maintain)
                 if args.until_idle:
                     await agent.until_idle()
                     tg.cancel_scope.cancel()

@@ -4,8 +4,9 @@ Act 1: an advisor publishes its signed agent profile; the operator's agent recei
 relay and verifies it.  Act 2: the operator sends the advisor a gift-wrapped private note and
 gets a gift-wrapped reply; the relay only ever sees one-time keys.  Act 3: a forged gift wrap
 (a seal signed by one key around a message claiming another author) is refused.  Act 4: the
-relay (a separate process with persistent storage) is killed; notes written meanwhile wait in
-the durable outbox and arrive exactly once after it restarts.
+marketplace (agent/demo_market.py).  Act 5: the relay (a separate process with persistent
+storage) is killed; notes written meanwhile wait in the durable outbox and arrive exactly once
+after it restarts.  Act 6: the Core Lightning plugin on a simulated network.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import nostr_sdk as sdk
 
 from agent import __version__
 from agent.clock import SystemClock
+from agent.demo_market import market_act
 from agent.nostr.client import RelayClient
 from agent.nostr.local_relay import EmbeddedRelay, free_port
 from events import agent_info, nip44, nip59, note
@@ -158,10 +160,15 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
                     f"{refused}"
                 )
                 report["forgery"] = refused.to_dict()
+
+            await out.act(
+                "Act 4 - the marketplace: listings, ranking, a trial contract, reputation"
+            )
+            report["market"] = await market_act(out.say, relay.url, clock)
     out.say("relay stopped.")
-    await out.act("Act 4 - riding out a relay crash")
+    await out.act("Act 5 - riding out a relay crash")
     report["relay_restart"] = await relay_restart_act(out, olivia, adam, clock)
-    await out.act("Act 5 - the Core Lightning plugin, on a simulated network")
+    await out.act("Act 6 - the Core Lightning plugin, on a simulated network")
     report["plugin"] = await plugin_act(out)
     out.say("done.")
     if not quiet:

@@ -153,3 +153,89 @@ def test_bad_relay_configuration(tmp_path: Path) -> None:
     assert_one_line_error(result, "CONFIG_INVALID", 78)
     result = run("note", "send", "zz", "hi", "--relay", "ws://127.0.0.1:1", home=tmp_path)
     assert_one_line_error(result, "INVALID_KEY", 65)
+
+
+def test_market_cli(tmp_path: Path, relay_url: str) -> None:
+    import secrets
+
+    seller, buyer = tmp_path / "seller", tmp_path / "buyer"
+    for home in (seller, buyer):
+        assert run("keys", "new", home=home).returncode == 0
+    lid = f"cli-{secrets.token_hex(4)}"
+    cap = f"cap{secrets.token_hex(3)}"
+    published = run(
+        "--json",
+        "market",
+        "publish",
+        "--relay",
+        relay_url,
+        "--id",
+        lid,
+        "--service",
+        "advisor",
+        "--title",
+        "CLI desk",
+        "--summary",
+        "from the command line",
+        "--price",
+        "9000",
+        "--frequency",
+        "month",
+        "--pricing-model",
+        "per-action",
+        "--primary",
+        cap,
+        "--trial-days",
+        "7",
+        "--trial-price",
+        "700",
+        home=seller,
+    )
+    assert published.returncode == 0, published.stderr
+    address = json.loads(published.stdout)["address"]
+    browse = run(
+        "--json",
+        "market",
+        "browse",
+        "--relay",
+        relay_url,
+        "--need",
+        cap,
+        "--budget",
+        "9000",
+        home=buyer,
+    )
+    rows = json.loads(browse.stdout)["listings"]
+    assert [r["address"] for r in rows] == [address]
+    assert rows[0]["breakdown"]["specialisation"] == 1.0
+    table = run(
+        "market", "browse", "--relay", relay_url, "--need", cap, "--explain", home=buyer
+    ).stdout
+    assert "CLI desk" in table and "specialisation 1.00×0.15" in table
+    assert run("market", "withdraw", lid, "--relay", relay_url, home=seller).returncode == 0
+    gone = run("--json", "market", "browse", "--relay", relay_url, "--need", cap, home=buyer)
+    assert json.loads(gone.stdout)["listings"] == []
+    bad = run(
+        "market",
+        "publish",
+        "--relay",
+        relay_url,
+        "--id",
+        "x y",
+        "--service",
+        "advisor",
+        "--title",
+        "t",
+        "--summary",
+        "s",
+        "--price",
+        "1",
+        "--frequency",
+        "month",
+        "--pricing-model",
+        "sat-hours",
+        "--primary",
+        "fees",
+        home=seller,
+    )
+    assert_one_line_error(bad, "INVALID_PARAMS", 65)

@@ -25,6 +25,9 @@ def test_demo_story_as_json() -> None:
         "Sure - send me a credential.",
     ]
     assert report["forgery"]["code"] == "SEAL_MISMATCH"
+    market = report["market"]
+    assert market["before"][0] == "adam-fees" and market["after"][0] == "bea-flow"
+    assert market["trial_with"] == "adam"
     assert report["plugin"]["binding_verified"] is True
     assert report["plugin"]["events"] == {"Forward": 1, "CustomMsg": 1}
     delivered = report["relay_restart"]["delivered"]
@@ -36,6 +39,6 @@ def test_demo_narrates_for_humans() -> None:
         [HIVE_AGENT, "demo", "--fast"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5"):
+    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5", "Act 6"):
         assert act in result.stdout
     assert "SEAL_MISMATCH" in result.stdout and "Traceback" not in result.stderr

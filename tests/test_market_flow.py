@@ -197,8 +197,9 @@ async def test_contract_and_heartbeats(tmp_path: Path, relay_url: str) -> None:
         mine = repo.contracts(client.agent.store)[0]
         assert mine["contract"] == signed and mine["role"] == "client"
         contract.verify(mine["contract"])
-        for seq in range(2):
-            await lsp.beat(signed.id, seq)
+        assert await lsp.beat_due() == [signed.id]  # the first beat is due at once
+        assert await lsp.beat_due() == []  # the next only after 600 s
+        await lsp.beat(signed.id, 1)
         await eventually(lambda: repo.last_heartbeat(client.agent.store, signed.id) is not None)
         clock.advance(2 * 600)
         assert client.check_heartbeats() == []  # two intervals missed: still fine

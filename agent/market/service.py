@@ -7,6 +7,8 @@ import secrets
 from collections import Counter
 from typing import Any
 
+import anyio
+
 from agent.market import heartbeats, trials
 from agent.market.discovery import Ranked, collect_credentials, collect_listings, rank
 from agent.market.ranking import Need
@@ -234,6 +236,29 @@ class Market:
         )
         await self.agent.publish(event)
         return event
+
+    async def beat_due(self) -> list[str]:
+        """As a provider, send the heartbeat of every active contract whose interval has passed."""
+        sent = []
+        for row in repo.contracts(self.agent.store, "active"):
+            if row["role"] != "provider":
+                continue
+            interval = row["contract"].terms.heartbeat_interval_s
+            last = self.agent.store.kv(f"beat:{row['id']}", {"seq": -1, "at": 0})
+            if self.now - last["at"] >= interval:
+                await self.beat(row["id"], last["seq"] + 1)
+                with self.agent.store.transaction(self.now) as tx:
+                    tx.set_kv(f"beat:{row['id']}", {"seq": last["seq"] + 1, "at": self.now})
+                sent.append(row["id"])
+        return sent
+
+    async def maintain(self, every_s: float = 30.0) -> None:
+        """Forever: send due heartbeats, act on missed ones, refresh listings about to expire."""
+        while True:
+            await self.beat_due()
+            self.check_heartbeats()
+            await self.refresh()
+            await anyio.sleep(every_s)
 
     def check_heartbeats(self) -> list[tuple[str, str]]:
         """As the client: end leases and flag advisors after three missed beats in a row."""
