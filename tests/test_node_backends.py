@@ -44,13 +44,13 @@ async def test_errors_map_to_the_same_typed_errors() -> None:
     stranger = net.add_node("stranger", 0)
     path = short_socket_dir() / "lightning-rpc"
     async with SimRpcServer(SimLightningd(net, ids[0]), path):
-        for node in (SimBackend(net, ids[0]), CLNBackend(str(path), timeout_s=10)):
+        for i, node in enumerate((SimBackend(net, ids[0]), CLNBackend(str(path), timeout_s=10))):
             with pytest.raises(NotFound):
                 await node.set_fees("1x1x1", ppm=5)
             with pytest.raises(InsufficientBalance):
                 await node.open_channel(ids[3], 10**12)
             with pytest.raises(PaymentFailed):
-                await node.pay(net.invoice(ids[3], 10**13, "too big").bolt11)
+                await node.pay(net.invoice(ids[3], 10**13, f"too big {i}").bolt11)
             with pytest.raises(PeerNotConnected):
                 await node.sendcustommsg(stranger, b"\x80\x01HIVE{}")
 

@@ -49,9 +49,25 @@ class NodeBackend(Protocol):
     async def pay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment: ...
 
     async def rebalance(
-        self, out_scid: str, in_scid: str, amount_msat: int, *, max_fee_ppm: int
+        self,
+        out_scid: str,
+        in_scid: str,
+        amount_msat: int,
+        *,
+        max_fee_ppm: int,
+        label: str | None = None,
     ) -> Payment:
-        """Circular payment out through `out_scid` and back in through `in_scid`."""
+        """Circular payment out through `out_scid` and back in through `in_scid`.
+
+        With a `label`, the node refuses a second rebalance under the same label and
+        `find_rebalance(label)` can tell afterwards whether it happened (crash recovery).
+        """
+        ...
+
+    async def find_rebalance(self, label: str) -> Payment | None: ...
+
+    async def invoice_amount_msat(self, bolt11: str) -> int:
+        """The amount an invoice asks for (decoded by the node)."""
         ...
 
     async def funds(self) -> Funds: ...

@@ -260,7 +260,13 @@ class CLNBackend:
         raise NotFound(f"no gossip for channel {scid} from {source[:16]}…")
 
     async def rebalance(  # invoice, listchannels, getroute(fromid), sendpay, waitsendpay
-        self, out_scid: str, in_scid: str, amount_msat: int, *, max_fee_ppm: int
+        self,
+        out_scid: str,
+        in_scid: str,
+        amount_msat: int,
+        *,
+        max_fee_ppm: int,
+        label: str | None = None,
     ) -> Payment:
         me = await self.my_id()
         out_chan, in_chan = await self._channel(out_scid), await self._channel(in_scid)
@@ -268,7 +274,7 @@ class CLNBackend:
         inv = await self.call(
             "invoice",
             amount_msat=amount_msat,
-            label=f"hive-rebalance-{secrets.token_hex(8)}",
+            label=f"hive-rebalance-{label or secrets.token_hex(8)}",
             description="hive rebalance",
         )
         last_pol = await self._policy_from(in_scid, last)
@@ -326,6 +332,25 @@ class CLNBackend:
             fee_msat=fee,
             hops=len(hops),
         )
+
+    async def find_rebalance(self, label: str) -> Payment | None:  # listinvoices
+        found = (await self.call("listinvoices", label=f"hive-rebalance-{label}")).get(
+            "invoices", []
+        )
+        if not found or found[0].get("status") != "paid":
+            return None
+        inv = found[0]
+        amount = int(inv.get("amount_received_msat", inv.get("amount_msat", 0)))
+        return Payment(
+            payment_hash=inv["payment_hash"],
+            preimage=inv.get("payment_preimage", ""),
+            amount_msat=amount,
+            fee_msat=0,
+            hops=0,
+        )
+
+    async def invoice_amount_msat(self, bolt11: str) -> int:  # decode
+        return int((await self.call("decode", string=bolt11))["amount_msat"])
 
     async def funds(self) -> Funds:  # listfunds
         r = await self.call("listfunds")

@@ -85,6 +85,8 @@ class SimNode:
     invoices: dict[str, tuple[str, int, bool]] = field(
         default_factory=dict
     )  # hash -> preimage, msat, paid
+    labels: dict[str, str] = field(default_factory=dict)  # invoice label -> payment hash
+    rebalances: dict[str, Payment] = field(default_factory=dict)  # label -> completed rebalance
 
 
 @dataclass(order=True)
@@ -273,7 +275,10 @@ class Network:
             raise InvalidParams("an invoice needs a positive amount")
         preimage = self.rng.randbytes(32).hex()
         payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+        if label in node.labels:
+            raise InvalidParams(f"an invoice labelled {label!r} already exists")
         node.invoices[payment_hash] = (preimage, amount_msat, False)
+        node.labels[label] = payment_hash
         bolt11 = f"lnsim1{amount_msat}x{node_id}x{payment_hash}"
         return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount_msat)
 
@@ -299,7 +304,13 @@ class Network:
         return payment.model_copy(update={"preimage": preimage})
 
     def rebalance(
-        self, node_id: str, out_scid: str, in_scid: str, amount_msat: int, max_fee_ppm: int
+        self,
+        node_id: str,
+        out_scid: str,
+        in_scid: str,
+        amount_msat: int,
+        max_fee_ppm: int,
+        label: str | None = None,
     ) -> Payment:
         """Circular payment: out through `out_scid`, around, back in through `in_scid`."""
         out_chan, in_chan = self.channel(out_scid), self.channel(in_scid)
@@ -314,10 +325,15 @@ class Network:
             raise PaymentFailed("no route between the two peers")
         hops = [(out_scid, node_id, first), *(inner or []), (in_scid, last, node_id)]
         payment_hash = hashlib.sha256(self.rng.randbytes(32)).hexdigest()
+        if label is not None and label in self.nodes[node_id].rebalances:
+            raise InvalidParams(f"a rebalance labelled {label!r} was already made")
         try:
-            return self._send_along(hops, amount_msat, payment_hash, max_fee)
+            paid = self._send_along(hops, amount_msat, payment_hash, max_fee)
         except _HopFailed as failed:
             raise PaymentFailed(f"the circular route failed at {failed.scid}") from None
+        if label is not None:
+            self.nodes[node_id].rebalances[label] = paid
+        return paid
 
     def _route_and_send(
         self, payer: str, payee: str, amount: int, payment_hash: str,

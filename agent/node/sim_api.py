@@ -194,6 +194,35 @@ class SimLightningd:
         inv = self.net.invoice(self.me, int(p["amount_msat"]), str(p["label"]))
         return {"bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "payment_secret": "00" * 32}
 
+    def rpc_decode(self, p: dict[str, Any]) -> dict[str, Any]:
+        amount, payee, payment_hash = self.net.decode(p["string"])
+        return {
+            "type": "bolt11 invoice",
+            "valid": True,
+            "amount_msat": amount,
+            "payee": payee,
+            "payment_hash": payment_hash,
+        }
+
+    def rpc_listinvoices(self, p: dict[str, Any]) -> dict[str, Any]:
+        node = self.net.node(self.me)
+        payment_hash = node.labels.get(p.get("label", ""))
+        if payment_hash is None:
+            return {"invoices": []}
+        preimage, amount, paid = node.invoices[payment_hash]
+        return {
+            "invoices": [
+                {
+                    "label": p["label"],
+                    "payment_hash": payment_hash,
+                    "status": "paid" if paid else "unpaid",
+                    "amount_msat": amount,
+                    "amount_received_msat": amount if paid else 0,
+                    "payment_preimage": preimage if paid else None,
+                }
+            ]
+        }
+
     def rpc_pay(self, p: dict[str, Any]) -> dict[str, Any]:
         maxfee = p.get("maxfee")
         paid = self.net.pay(self.me, p["bolt11"], None if maxfee is None else int(maxfee))

@@ -130,9 +130,23 @@ class SimBackend:
         return self.network.pay(self.node_id, bolt11, max_fee_msat)
 
     async def rebalance(
-        self, out_scid: str, in_scid: str, amount_msat: int, *, max_fee_ppm: int
+        self,
+        out_scid: str,
+        in_scid: str,
+        amount_msat: int,
+        *,
+        max_fee_ppm: int,
+        label: str | None = None,
     ) -> Payment:
-        return self.network.rebalance(self.node_id, out_scid, in_scid, amount_msat, max_fee_ppm)
+        return self.network.rebalance(
+            self.node_id, out_scid, in_scid, amount_msat, max_fee_ppm, label
+        )
+
+    async def find_rebalance(self, label: str) -> Payment | None:
+        return self._node.rebalances.get(label)
+
+    async def invoice_amount_msat(self, bolt11: str) -> int:
+        return self.network.decode(bolt11)[0]
 
     async def funds(self) -> Funds:
         local = sum(self.network.channels[s].balance[self.node_id] for s in self._node.channels)

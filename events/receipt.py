@@ -1,0 +1,105 @@
+"""Receipts (rumor 4383): the node's signed answer to every command it accepted for checking.
+
+Each receipt names the command, the advisor, the schema, action and params hash, the status and
+result or error code, the danger and decision, the hashes of the node state the schema touches
+before and after, and (with escrow) the HTLC preimage.  Receipts form one hash chain per
+(node, credential): `prev_hash` is the previous receipt's `receipt_hash`, `seq` counts from 1,
+so an advisor can prove its chain is complete and untampered, offline.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import nostr_sdk as sdk
+from pydantic import Field, StringConstraints
+
+from events.canonical import content_hash
+from events.crypto import schnorr_verify
+from events.errors import BadEventId, BadSignature, InvalidPayload
+from events.family import JsonFamily, Payload
+from events.kinds import Kind
+
+Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+GENESIS = "0" * 64
+
+
+class Status(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    QUEUED = "queued"
+    DRY_RUN = "dry-run"
+
+
+class ErrorInfo(Payload):
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z_]{2,40}$")]
+    message: str = Field(max_length=500)
+
+
+class Receipt(Payload):
+    receipt_id: Hex32
+    seq: int = Field(ge=1)
+    node: Hex64
+    credential_id: Hex32
+    advisor: Hex64
+    command_id: Hex32
+    schema_ref: str = Field(max_length=60)
+    action: str = Field(max_length=40)
+    params_hash: Hex64
+    status: Status
+    error: ErrorInfo | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+    danger: int = Field(ge=0, le=10)
+    decision: str = Field(max_length=300)
+    state_hash_before: Hex64
+    state_hash_after: Hex64
+    created_at: int = Field(ge=0)
+    prev_hash: Hex64
+    preimage: Hex64 | None = None
+    receipt_hash: Hex64
+    signature: Hex128
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"receipt_hash", "signature"})
+
+
+def seal(keys: sdk.Keys, body: dict[str, Any]) -> Receipt:
+    """Hash and sign a receipt body (every field but `receipt_hash` and `signature`)."""
+    digest = content_hash(body)
+    return Receipt(**body, receipt_hash=digest, signature=keys.sign_schnorr(bytes.fromhex(digest)))
+
+
+def verify(receipt: Receipt) -> None:
+    """Raise BadEventId if the hash does not match, BadSignature if the node did not sign it."""
+    if content_hash(receipt.body()) != receipt.receipt_hash:
+        raise BadEventId("the receipt hash does not match its contents")
+    ok = schnorr_verify(
+        bytes.fromhex(receipt.node),
+        bytes.fromhex(receipt.receipt_hash),
+        bytes.fromhex(receipt.signature),
+    )
+    if not ok:
+        raise BadSignature("the receipt is not signed by the node it names")
+
+
+def verify_chain(receipts: list[Receipt]) -> None:
+    """One credential's receipts, complete from seq 1, each verified and linked to the last.
+
+    Raises InvalidPayload for a gap, a fork or mixed chains, and the errors of `verify`.
+    """
+    previous = GENESIS
+    for expected, receipt in enumerate(sorted(receipts, key=lambda r: r.seq), start=1):
+        verify(receipt)
+        if receipt.seq != expected:
+            raise InvalidPayload(f"receipt {expected} is missing from the chain")
+        if receipt.prev_hash != previous:
+            raise InvalidPayload(f"receipt {receipt.seq} does not follow receipt {receipt.seq - 1}")
+        if (receipt.node, receipt.credential_id) != (receipts[0].node, receipts[0].credential_id):
+            raise InvalidPayload("receipts of different chains are mixed")
+        previous = receipt.receipt_hash
+
+
+FAMILY = JsonFamily(Kind.RECEIPT, Receipt, alt="Lightning Hive command receipt")
