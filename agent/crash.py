@@ -18,6 +18,9 @@ POINTS = frozenset(
         "outbox.after_send",  # relays have it (OK received) but the ack is not recorded
         "inbound.after_handler",  # a handler's effects are written but not committed
         "inbound.after_commit",  # effects and seen ids committed, nothing else done
+        "command.before_execute",  # claimed and budget reserved, not run on the node
+        "command.after_execute",  # run on the node, outcome and receipt not recorded
+        "command.after_receipt",  # outcome and receipt committed, receipt not yet sent
     }
 )
 

@@ -57,11 +57,18 @@ def on_gift_wrap(keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler]) 
     return handle
 
 
-def default_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, Handler]:
-    """The handlers every agent runs: transport, notes and the marketplace."""
+def default_handlers(
+    keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler] | None = None
+) -> dict[int, Handler]:
+    """The handlers every agent runs: transport, notes and the marketplace.
+
+    `rumors` (filled here) is the table the gift-wrap handler dispatches on; services such as
+    the advisor-command processor add their rumor kinds to it later.
+    """
     from agent.market.handlers import public_handlers, rumor_handlers
 
-    rumors = {Kind.NOTE: on_note(clock), **rumor_handlers(keys, clock)}
+    rumors = rumors if rumors is not None else {}
+    rumors.update({Kind.NOTE: on_note(clock), **rumor_handlers(keys, clock)})
     return {
         Kind.AGENT_INFO: on_agent_info(clock),
         Kind.RELAY_LIST: on_relay_list,

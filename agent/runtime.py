@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -18,14 +19,14 @@ import nostr_sdk as sdk
 
 from agent import __version__
 from agent.clock import Clock, SystemClock
-from agent.handlers import default_handlers
+from agent.handlers import RumorHandler, default_handlers
 from agent.inbound import Handler, Inbound
 from agent.nostr.client import Incoming
 from agent.nostr.pool import RelayPool, Subscription
 from agent.outbox import Outbox
 from agent.ratelimit import FloodLimiter
 from agent.settings import RelaysConfig, Settings
-from agent.store import OutboxItem, Store
+from agent.store import OutboxItem, Store, Tx
 from events import nip59, note, relay_lists
 from events.base import NostrEvent, Rumor
 from events.kinds import Kind
@@ -53,11 +54,16 @@ class Agent:
         self.relays = relays
         self.clock = clock or SystemClock()
         self.store = store or Store(settings.store_file)
-        handlers = {**default_handlers(keys, self.clock), **(extra_handlers or {})}
+        self.rumors: dict[int, RumorHandler] = {}
+        self.handlers = {
+            **default_handlers(keys, self.clock, self.rumors),
+            **(extra_handlers or {}),
+        }
+        self.after_batch: list[Callable[[], None]] = []
         limiter = FloodLimiter(
             settings.flood_per_minute, settings.flood_burst, settings.flood_senders
         )
-        self.inbound = Inbound(self.store, handlers, limiter, self.clock)
+        self.inbound = Inbound(self.store, self.handlers, limiter, self.clock)
         self.pool = RelayPool(
             relays,
             keys,
@@ -129,6 +135,9 @@ class Agent:
                 except anyio.WouldBlock:
                     break
             self.inbound.process(batch)
+            self.outbox.wake()  # handlers may have queued replies
+            for callback in self.after_batch:
+                callback()
             done, self._processed = self._processed, anyio.Event()
             done.set()
             if self._contracts_changed():
@@ -186,6 +195,19 @@ class Agent:
             dm = self.store.relay_list(pubkey, Kind.DM_RELAYS)
             listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
         return inbox_relays(dm, listed) or self.relays.write_urls
+
+    def enqueue_private(self, tx: Tx, recipient: str, rumor: Rumor) -> NostrEvent:
+        """Gift-wrap `rumor` and queue it inside an open transaction (from a handler).
+
+        Uses the recipient's relay lists already in the store (no network here); falls back to
+        our own write relays.
+        """
+        wrap = nip59.wrap(self.keys, recipient, rumor, now=self.clock.now())
+        dm = self.store.relay_list(recipient, Kind.DM_RELAYS)
+        listed = self.store.relay_list(recipient, Kind.RELAY_LIST)
+        targets = inbox_relays(dm, listed) or self.relays.write_urls
+        self.outbox.enqueue(tx, wrap, targets)
+        return wrap
 
     async def send_private(self, recipient: str, rumor: Rumor, *, wait: bool = True) -> OutboxItem:
         """Seal and gift-wrap `rumor` to `recipient` and deliver it to their inbox relays."""

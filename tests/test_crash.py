@@ -63,7 +63,9 @@ INBOUND_POINTS = ["inbound.after_handler", "inbound.after_commit"]
 
 
 def test_every_point_is_covered() -> None:
-    assert set(OUTBOX_POINTS) | set(INBOUND_POINTS) == POINTS
+    from tests.test_advisory_crash import COMMAND_POINTS
+
+    assert set(OUTBOX_POINTS) | set(INBOUND_POINTS) | set(COMMAND_POINTS) == POINTS
 
 
 @pytest.mark.parametrize("point", OUTBOX_POINTS)

@@ -163,4 +163,90 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX credentials_by_subject ON credentials (subject);
     """,
+    # 3: advisor commands - credentials, nonces, commands, approvals, receipts, usage, rates
+    """
+    CREATE TABLE mgmt_credentials (
+        credential_id TEXT PRIMARY KEY,
+        role        TEXT NOT NULL CHECK (role IN ('granted', 'held')),
+        node        TEXT NOT NULL,
+        advisor     TEXT NOT NULL,
+        grant_json  TEXT NOT NULL,
+        valid_until INTEGER NOT NULL,
+        revoked_at  INTEGER,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE nonces (
+        credential_id TEXT NOT NULL,
+        nonce   TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (credential_id, nonce)
+    );
+    CREATE TABLE commands (
+        command_id  TEXT PRIMARY KEY,
+        sender      TEXT NOT NULL,
+        command     TEXT NOT NULL,          -- the Command, JSON
+        params_hash TEXT NOT NULL,
+        reply       TEXT NOT NULL CHECK (reply IN ('receipt', 'dm')),
+        state       TEXT NOT NULL,          -- received, queued, confirm, confirmed, multisig,
+                                            -- oracle, ready, executing, done, refused, expired
+        danger      INTEGER,
+        route       TEXT,
+        reasons     TEXT,
+        decide_by   INTEGER,
+        received_at INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        reserved    TEXT,                   -- budget reserved at execution, JSON
+        outcome     TEXT                    -- result or error, JSON
+    );
+    CREATE INDEX commands_by_state ON commands (state);
+    CREATE TABLE approvals (
+        command_id TEXT NOT NULL,
+        approver   TEXT NOT NULL,
+        step       TEXT NOT NULL CHECK (step IN ('approve', 'confirm', 'reject')),
+        at         INTEGER NOT NULL,
+        PRIMARY KEY (command_id, approver, step)
+    );
+    CREATE TABLE receipts (
+        receipt_id    TEXT PRIMARY KEY,
+        credential_id TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        command_id    TEXT NOT NULL,
+        receipt       TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        UNIQUE (credential_id, seq)
+    );
+    CREATE TABLE receipts_held (
+        receipt_id    TEXT PRIMARY KEY,
+        node          TEXT NOT NULL,
+        credential_id TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        command_id    TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        receipt       TEXT NOT NULL,
+        received_at   INTEGER NOT NULL
+    );
+    CREATE INDEX receipts_held_by_command ON receipts_held (command_id);
+    CREATE TABLE usage (
+        scope      TEXT NOT NULL,           -- 'node' or a credential id
+        day        INTEGER NOT NULL,        -- unix day number (UTC)
+        sats_moved INTEGER NOT NULL DEFAULT 0,
+        fees_sat   INTEGER NOT NULL DEFAULT 0,
+        channels   INTEGER NOT NULL DEFAULT 0,
+        actions    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (scope, day)
+    );
+    CREATE TABLE rate_events (
+        credential_id TEXT NOT NULL,
+        at        INTEGER NOT NULL,
+        dangerous INTEGER NOT NULL
+    );
+    CREATE INDEX rate_events_by_credential ON rate_events (credential_id, at);
+    CREATE TABLE commands_sent (
+        command_id    TEXT PRIMARY KEY,
+        node          TEXT NOT NULL,
+        credential_id TEXT NOT NULL,
+        command       TEXT NOT NULL,
+        sent_at       INTEGER NOT NULL
+    );
+    """,
 ]

@@ -1,0 +1,109 @@
+"""The advisor side: hold credentials, send commands, collect and check receipts."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import anyio
+
+from agent.runtime import Agent
+from agent.store import Tx
+from agent.store import advisory as repo
+from events import command, credential, receipt
+from events.command import Command
+from events.errors import Unauthorized, WrongRecipient
+from events.kinds import Kind
+from events.nip59 import Unwrapped
+from events.receipt import Receipt, Status
+
+
+class AdvisorService:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.me = agent.pubkey
+        self._arrived = anyio.Event()
+        agent.rumors[Kind.CREDENTIAL_GRANT] = self.on_grant
+        agent.rumors[Kind.RECEIPT] = self.on_receipt
+        agent.after_batch.append(self._poke)
+
+    def _poke(self) -> None:
+        self._arrived.set()
+
+    @property
+    def now(self) -> int:
+        return self.agent.clock.now()
+
+    def on_grant(self, opened: Unwrapped, tx: Tx) -> None:
+        grant = credential.GRANT.parse(opened.rumor, now=self.now).payload
+        credential.verify(grant)
+        if grant.credential.node != opened.sender:
+            raise Unauthorized("a credential must come from the node that signed it")
+        if grant.credential.advisor != self.me:
+            raise WrongRecipient("this credential names another advisor")
+        repo.save_credential(tx, grant, "held")
+
+    def on_receipt(self, opened: Unwrapped, tx: Tx) -> None:
+        sealed = receipt.FAMILY.parse(opened.rumor, now=self.now).payload
+        receipt.verify(sealed)
+        if sealed.node != opened.sender or sealed.advisor != self.me:
+            raise Unauthorized("a receipt must come from its node, about our command")
+        repo.save_held_receipt(tx, sealed)
+
+    async def advise(
+        self,
+        node: str,
+        schema: str,
+        action: str,
+        params: dict[str, Any],
+        *,
+        dry_run: bool = False,
+        wait: bool = True,
+        timeout_s: float = 30,
+        lifetime_s: int = 300,
+    ) -> tuple[Command, Receipt | None]:
+        """Send a command to `node` under the credential we hold for it; with `wait`, return
+        its final receipt (not a 'queued' one) or None on timeout."""
+        grant = repo.active_held(self.agent.store, node, self.now)
+        if grant is None:
+            raise Unauthorized(f"we hold no valid credential for node {node[:16]}…")
+        cmd = Command(
+            command_id=secrets.token_hex(16),
+            node=node,
+            credential_id=grant.credential.credential_id,
+            schema=schema,
+            action=action,
+            params=params,
+            nonce=secrets.token_hex(16),
+            issued_at=self.now,
+            expires_at=self.now + lifetime_s,
+            dry_run=dry_run,
+        )
+        with self.agent.store.transaction(self.now) as tx:
+            repo.save_sent(tx, cmd)
+        await self.agent.send_private(
+            node, command.FAMILY.rumor(self.me, cmd, created_at=self.now), wait=False
+        )
+        if not wait:
+            return cmd, None
+        return cmd, await self.wait_for(cmd.command_id, timeout_s, final=True)
+
+    async def wait_for(self, command_id: str, timeout_s: float, *, final: bool) -> Receipt | None:
+        with anyio.move_on_after(timeout_s):
+            while True:
+                held = repo.held_for_command(self.agent.store, command_id)
+                done = [r for r in held if not final or r.status != Status.QUEUED]
+                if done:
+                    return done[-1]
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+        return None
+
+    def verify_chain(self, node: str | None = None) -> dict[str, int]:
+        """Check every chain we hold; {credential id: receipts} (errors of receipt.verify_chain)."""
+        chains: dict[str, list[Receipt]] = {}
+        for r in repo.held_receipts(self.agent.store, node):
+            chains.setdefault(r.credential_id, []).append(r)
+        for chain in chains.values():
+            receipt.verify_chain(chain)
+        return {cid: len(chain) for cid, chain in chains.items()}

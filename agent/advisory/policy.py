@@ -1,0 +1,177 @@
+"""The operator's policy and the approval decision (DESIGN.md §5).
+
+`decide()` is one pure function over danger, reputation factor, preset, tier, governance mode,
+quiet hours and the verdict of the limit checks; `tests/test_approval.py` covers every row.
+
+    1. tier cap (monitor 2, standard 5, advanced 7, admin 10): above it → RESTRICTED
+    2. quiet hours: danger > 2 → RESTRICTED
+    3. limits: constraints, budgets, rate limits, protected channels, forbidden peers
+    4. route, with L = max(d ÷ r, 0.5·d): d ≥ 9 → MULTISIG; L ≥ 7 or d ≥ the preset's
+       confirm-from → CONFIRM; L ≥ 4 → QUEUE; else AUTO
+    5. mode: autonomous keeps the route; operator turns AUTO into QUEUE; oracle sends AUTO and
+       QUEUE to the oracle.  CONFIRM and MULTISIG never change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.errors import ConfigInvalid
+from events.credential import TIER_CAP, Tier
+from events.errors import HiveError, Restricted
+
+
+class Preset(StrEnum):
+    CONSERVATIVE = "conservative"
+    MODERATE = "moderate"
+    AGGRESSIVE = "aggressive"
+
+
+class Mode(StrEnum):
+    AUTONOMOUS = "autonomous"
+    OPERATOR = "operator"  # every automatic action waits for the operator ("advisor mode")
+    ORACLE = "oracle"
+
+
+class Route(StrEnum):
+    AUTO = "AUTO"
+    QUEUE = "QUEUE"
+    CONFIRM = "CONFIRM"
+    MULTISIG = "MULTISIG"
+    ORACLE = "ORACLE"
+    REFUSED = "REFUSED"
+
+
+@dataclass(frozen=True)
+class PresetLimits:
+    max_fee_change_pct: int
+    max_rebalance_sats: int
+    confirm_from: int
+
+
+PRESETS = {
+    Preset.CONSERVATIVE: PresetLimits(15, 100_000, 5),
+    Preset.MODERATE: PresetLimits(30, 500_000, 7),
+    Preset.AGGRESSIVE: PresetLimits(50, 2_000_000, 9),
+}
+QUEUE_TTL_S = 24 * 3600
+CONFIRM_TTL_S = 4 * 3600
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sats_moved_per_day: int = Field(50_000_000, ge=0)
+    sats_moved_per_week: int = Field(200_000_000, ge=0)
+    sats_moved_per_advisor_day: int = Field(25_000_000, ge=0)
+    fees_per_day_sat: int = Field(50_000, ge=0)
+    fees_per_week_sat: int = Field(200_000, ge=0)
+    channels_per_day: int = Field(5, ge=0)
+    channels_per_week: int = Field(20, ge=0)
+
+
+class PolicyConfig(BaseModel):
+    """`policy.json` in the agent's home (all fields optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    preset: Preset = Preset.MODERATE
+    mode: Mode = Mode.AUTONOMOUS
+    oracle_url: str | None = None
+    operator_pubkey: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    approvers: list[str] = Field(default_factory=list, max_length=16)
+    approvals_needed: int = Field(2, ge=1, le=16)
+    quiet_hours_utc: tuple[int, int] | None = None  # [start, end) hours, e.g. (0, 6)
+    protected_channels: list[str] = Field(default_factory=list)
+    forbidden_peers: list[str] = Field(default_factory=list)
+    budgets: Budgets = Field(default_factory=Budgets)
+    rate_per_minute: int = Field(60, ge=1)
+    dangerous_rate_per_minute: int = Field(5, ge=1)
+
+    @classmethod
+    def load(cls, path: Path) -> PolicyConfig:
+        if not path.exists():
+            return cls()
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ConfigInvalid(f"{path}: {exc}"[:300]) from None
+
+    def quiet(self, now: int) -> bool:
+        if self.quiet_hours_utc is None:
+            return False
+        start, end = self.quiet_hours_utc
+        hour = (now % 86400) // 3600
+        return start <= hour < end if start <= end else hour >= start or hour < end
+
+
+@dataclass(frozen=True)
+class Decision:
+    route: Route
+    danger: int
+    level: float
+    reasons: list[str] = field(default_factory=list)
+    error: HiveError | None = None
+
+    def explain(self) -> str:
+        return f"{self.route.value} (danger {self.danger}, level {self.level:.1f}): " + "; ".join(
+            self.reasons
+        )
+
+
+def level(danger: int, reputation_factor: float) -> float:
+    r = min(2.0, max(0.5, reputation_factor))
+    return max(danger / r, 0.5 * danger)
+
+
+def decide(
+    danger: int,
+    reputation_factor: float,
+    preset: Preset,
+    tier: Tier,
+    mode: Mode,
+    *,
+    quiet: bool = False,
+    limit_error: HiveError | None = None,
+) -> Decision:
+    """The approval decision for one command (pure)."""
+    lvl = level(danger, reputation_factor)
+    cap = TIER_CAP[tier]
+    if danger > cap:
+        reason = f"danger {danger} is above the {tier.value} tier's cap of {cap}"
+        return Decision(Route.REFUSED, danger, lvl, [reason], Restricted(reason))
+    if quiet and danger > 2:
+        reason = f"quiet hours: only danger 2 or less runs now (this is {danger})"
+        return Decision(Route.REFUSED, danger, lvl, [reason], Restricted(reason))
+    if limit_error is not None:
+        return Decision(Route.REFUSED, danger, lvl, [limit_error.message], limit_error)
+    confirm_from = PRESETS[preset].confirm_from
+    if danger >= 9:
+        route, why = Route.MULTISIG, "danger 9–10 always needs m-of-n approval"
+    elif lvl >= 7 or danger >= confirm_from:
+        route, why = (
+            Route.CONFIRM,
+            f"level ≥ 7 or danger ≥ {confirm_from} ({preset.value}): approve, then confirm",
+        )
+    elif lvl >= 4:
+        route, why = Route.QUEUE, "level 4–6: the operator approves"
+    else:
+        route, why = Route.AUTO, "level below 4: runs at once"
+    reasons = [why]
+    if mode == Mode.OPERATOR and route == Route.AUTO:
+        route = Route.QUEUE
+        reasons.append("operator mode: everything waits for the operator")
+    elif mode == Mode.ORACLE and route in (Route.AUTO, Route.QUEUE):
+        route = Route.ORACLE
+        reasons.append("oracle mode: the oracle decides")
+    return Decision(route, danger, lvl, reasons)
+
+
+def reputation_factor(score: float | None) -> float:
+    """r ∈ [0.5, 2] from an aggregate reputation score; 1.0 (neutral) with no credentials."""
+    if score is None:
+        return 1.0
+    return 0.5 + 1.5 * max(0.0, min(100.0, score)) / 100

@@ -1,0 +1,305 @@
+"""Advisor-command rows: writes take an open `Tx`, reads take a `Store` (or a `Tx`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.store.db import Store, Tx
+from events.command import Command
+from events.credential import Grant
+from events.receipt import GENESIS, Receipt
+
+DAY = 86400
+Db = Store | Tx
+
+
+def _conn(db: Db) -> Any:
+    return db.conn
+
+
+def _row(db: Db, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+    cur = _conn(db).execute(sql, params)
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def _rows(db: Db, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    cur = _conn(db).execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur]
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+
+def save_credential(tx: Tx, grant: Grant, role: str) -> None:
+    cred = grant.credential
+    tx.execute(
+        "INSERT OR IGNORE INTO mgmt_credentials (credential_id, role, node, advisor, grant_json,"
+        " valid_until, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            cred.credential_id,
+            role,
+            cred.node,
+            cred.advisor,
+            grant.model_dump_json(),
+            cred.valid_until,
+            tx.now,
+        ),
+    )
+
+
+def revoke_credential(tx: Tx, credential_id: str) -> bool:
+    cur = tx.execute(
+        "UPDATE mgmt_credentials SET revoked_at = ? WHERE credential_id = ? AND revoked_at IS NULL",
+        (tx.now, credential_id),
+    )
+    return cur.rowcount == 1
+
+
+def credential(db: Db, credential_id: str) -> tuple[Grant, int | None, str] | None:
+    """(grant, revoked_at, role) or None."""
+    row = _row(
+        db,
+        "SELECT grant_json, revoked_at, role FROM mgmt_credentials WHERE credential_id = ?",
+        (credential_id,),
+    )
+    return (
+        None
+        if row is None
+        else (Grant.model_validate_json(row["grant_json"]), row["revoked_at"], row["role"])
+    )
+
+
+def credentials(db: Db, role: str | None = None) -> list[dict[str, Any]]:
+    rows = _rows(
+        db,
+        "SELECT * FROM mgmt_credentials WHERE ? IS NULL OR role = ? ORDER BY created_at",
+        (role, role),
+    )
+    return [{**r, "grant": json.loads(r.pop("grant_json"))} for r in rows]
+
+
+def active_held(db: Db, node: str, now: int) -> Grant | None:
+    """The newest unrevoked, unexpired credential we hold for `node`."""
+    row = _row(
+        db,
+        "SELECT grant_json FROM mgmt_credentials WHERE role = 'held' AND node = ? AND revoked_at"
+        " IS NULL"
+        " AND valid_until > ? ORDER BY created_at DESC LIMIT 1",
+        (node, now),
+    )
+    return None if row is None else Grant.model_validate_json(row["grant_json"])
+
+
+def active_granted_to(db: Db, advisor: str, now: int) -> Grant | None:
+    row = _row(
+        db,
+        "SELECT grant_json FROM mgmt_credentials WHERE role = 'granted' AND advisor = ? AND"
+        " revoked_at IS NULL"
+        " AND valid_until > ? ORDER BY created_at DESC LIMIT 1",
+        (advisor, now),
+    )
+    return None if row is None else Grant.model_validate_json(row["grant_json"])
+
+
+def claim_nonce(tx: Tx, credential_id: str, nonce: str) -> bool:
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO nonces (credential_id, nonce, seen_at) VALUES (?, ?, ?)",
+        (credential_id, nonce, tx.now),
+    )
+    return cur.rowcount == 1
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def insert_command(tx: Tx, cmd: Command, sender: str, reply: str) -> None:
+    tx.execute(
+        "INSERT INTO commands (command_id, sender, command, params_hash, reply, state, received_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
+        (cmd.command_id, sender, cmd.model_dump_json(), cmd.params_hash, reply, tx.now, tx.now),
+    )
+
+
+def command_row(db: Db, command_id: str) -> dict[str, Any] | None:
+    return _row(db, "SELECT * FROM commands WHERE command_id = ?", (command_id,))
+
+
+def commands_in(db: Db, *states: str) -> list[dict[str, Any]]:
+    marks = ",".join("?" * len(states))
+    sql = f"SELECT * FROM commands WHERE state IN ({marks}) ORDER BY received_at"  # noqa: S608
+    return _rows(db, sql, states)
+
+
+def move(tx: Tx, command_id: str, from_states: tuple[str, ...], to: str, **fields: Any) -> bool:
+    """Compare-and-set a command's state (so two processes can never both claim it)."""
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    marks = ",".join("?" * len(from_states))
+    cur = tx.execute(
+        f"UPDATE commands SET state = ?, updated_at = ?{', ' + sets if sets else ''}"  # noqa: S608
+        f" WHERE command_id = ? AND state IN ({marks})",
+        (to, tx.now, *fields.values(), command_id, *from_states),
+    )
+    return cur.rowcount == 1
+
+
+def add_approval(tx: Tx, command_id: str, approver: str, step: str) -> bool:
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO approvals (command_id, approver, step, at) VALUES (?, ?, ?, ?)",
+        (command_id, approver, step, tx.now),
+    )
+    return cur.rowcount == 1
+
+
+def approvals(db: Db, command_id: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {"approve": set(), "confirm": set(), "reject": set()}
+    for row in _rows(
+        db, "SELECT approver, step FROM approvals WHERE command_id = ?", (command_id,)
+    ):
+        out[row["step"]].add(row["approver"])
+    return out
+
+
+# --- receipts -------------------------------------------------------------------------------
+
+
+def chain_tip(db: Db, credential_id: str) -> tuple[int, str]:
+    """(last seq, last receipt hash) of a credential's chain; (0, genesis) when empty."""
+    row = _row(
+        db,
+        "SELECT seq, receipt FROM receipts WHERE credential_id = ? ORDER BY seq DESC LIMIT 1",
+        (credential_id,),
+    )
+    if row is None:
+        return 0, GENESIS
+    return row["seq"], json.loads(row["receipt"])["receipt_hash"]
+
+
+def save_receipt(tx: Tx, receipt: Receipt) -> None:
+    tx.execute(
+        "INSERT INTO receipts (receipt_id, credential_id, seq, command_id, receipt, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            receipt.receipt_id,
+            receipt.credential_id,
+            receipt.seq,
+            receipt.command_id,
+            receipt.model_dump_json(),
+            tx.now,
+        ),
+    )
+
+
+def latest_receipt(db: Db, command_id: str) -> Receipt | None:
+    row = _row(
+        db,
+        "SELECT receipt FROM receipts WHERE command_id = ? ORDER BY seq DESC LIMIT 1",
+        (command_id,),
+    )
+    return None if row is None else Receipt.model_validate_json(row["receipt"])
+
+
+def chain(db: Db, credential_id: str) -> list[Receipt]:
+    rows = _rows(
+        db, "SELECT receipt FROM receipts WHERE credential_id = ? ORDER BY seq", (credential_id,)
+    )
+    return [Receipt.model_validate_json(r["receipt"]) for r in rows]
+
+
+def save_held_receipt(tx: Tx, receipt: Receipt) -> bool:
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO receipts_held (receipt_id, node, credential_id, seq, command_id,"
+        " status, receipt,"
+        " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            receipt.receipt_id,
+            receipt.node,
+            receipt.credential_id,
+            receipt.seq,
+            receipt.command_id,
+            receipt.status.value,
+            receipt.model_dump_json(),
+            tx.now,
+        ),
+    )
+    return cur.rowcount == 1
+
+
+def held_receipts(
+    db: Db, node: str | None = None, credential_id: str | None = None
+) -> list[Receipt]:
+    rows = _rows(
+        db,
+        "SELECT receipt FROM receipts_held WHERE (? IS NULL OR node = ?) AND (? IS NULL OR"
+        " credential_id = ?)"
+        " ORDER BY credential_id, seq",
+        (node, node, credential_id, credential_id),
+    )
+    return [Receipt.model_validate_json(r["receipt"]) for r in rows]
+
+
+def held_for_command(db: Db, command_id: str) -> list[Receipt]:
+    rows = _rows(
+        db, "SELECT receipt FROM receipts_held WHERE command_id = ? ORDER BY seq", (command_id,)
+    )
+    return [Receipt.model_validate_json(r["receipt"]) for r in rows]
+
+
+def save_sent(tx: Tx, cmd: Command) -> None:
+    tx.execute(
+        "INSERT OR IGNORE INTO commands_sent (command_id, node, credential_id, command, sent_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (cmd.command_id, cmd.node, cmd.credential_id, cmd.model_dump_json(), tx.now),
+    )
+
+
+# --- budgets and rates ----------------------------------------------------------------------
+
+
+def usage(db: Db, scope: str, now: int, days: int) -> dict[str, int]:
+    """Sums over the last `days` UTC days including today."""
+    today = now // DAY
+    row = _row(
+        db,
+        "SELECT coalesce(sum(sats_moved), 0) AS sats_moved, coalesce(sum(fees_sat), 0) AS fees_sat,"
+        " coalesce(sum(channels), 0) AS channels, coalesce(sum(actions), 0) AS actions"
+        " FROM usage WHERE scope = ? AND day > ?",
+        (scope, today - days),
+    )
+    assert row is not None
+    return {k: int(v) for k, v in row.items()}
+
+
+def add_usage(
+    tx: Tx, scope: str, sats_moved: int = 0, fees_sat: int = 0, channels: int = 0, actions: int = 0
+):
+    tx.execute(
+        "INSERT INTO usage (scope, day, sats_moved, fees_sat, channels, actions) VALUES (?, ?,"
+        " ?, ?, ?, ?)"
+        " ON CONFLICT (scope, day) DO UPDATE SET sats_moved = sats_moved + excluded.sats_moved,"
+        " fees_sat = fees_sat + excluded.fees_sat, channels = channels + excluded.channels,"
+        " actions = actions + excluded.actions",
+        (scope, tx.now // DAY, sats_moved, fees_sat, channels, actions),
+    )
+
+
+def record_rate(tx: Tx, credential_id: str, dangerous: bool) -> None:
+    tx.execute(
+        "INSERT INTO rate_events (credential_id, at, dangerous) VALUES (?, ?, ?)",
+        (credential_id, tx.now, int(dangerous)),
+    )
+    tx.execute("DELETE FROM rate_events WHERE at < ?", (tx.now - 3600,))
+
+
+def rate(db: Db, credential_id: str, now: int) -> tuple[int, int]:
+    """(all, dangerous) commands of a credential in the last 60 seconds."""
+    row = _row(
+        db,
+        "SELECT count(*) AS n, coalesce(sum(dangerous), 0) AS d FROM rate_events WHERE"
+        " credential_id = ? AND at > ?",
+        (credential_id, now - 60),
+    )
+    assert row is not None
+    return int(row["n"]), int(row["d"])

@@ -1,0 +1,103 @@
+"""A node agent on a simulated node, an advisor agent and an operator agent on a real relay."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import nostr_sdk as sdk
+
+from agent.advisory.advisor import AdvisorService
+from agent.advisory.node import NodeService
+from agent.advisory.policy import PolicyConfig
+from agent.clock import Clock
+from agent.node.sim import Network
+from agent.node.simnode import SimBackend
+from agent.runtime import Agent
+from agent.settings import RelaysConfig, Settings
+from events import credential
+from events.credential import Constraints, ManagementCredential, Tier
+from events.kinds import Kind
+from tests.node_scenario import ring
+
+FAST = {"reconnect_base_s": 0.1, "reconnect_max_s": 0.5, "publish_timeout_s": 5}
+
+
+@dataclass
+class World:
+    net: Network
+    ids: list[str]
+    node: NodeService
+    advisor: AdvisorService
+    operator: Agent
+    dms: list[str]  # what the operator received by DM
+    tmp: Path
+
+    @property
+    def backend(self) -> SimBackend:
+        return SimBackend(self.net, self.ids[0])
+
+    async def channels(self) -> list:
+        return await self.backend.channels()
+
+    def grant(
+        self,
+        tier: Tier = Tier.STANDARD,
+        schemas: tuple[str, ...] = ("hive:fee-policy/*", "hive:monitor/*"),
+        **constraints: int,
+    ) -> ManagementCredential:
+        now = self.node.now
+        cred = ManagementCredential(
+            credential_id=secrets.token_hex(16),
+            node=self.node.me,
+            advisor=self.advisor.me,
+            tier=tier,
+            allowed_schemas=list(schemas),
+            constraints=Constraints(**constraints),
+            valid_from=now - 60,
+            valid_until=now + 90 * 86400,
+        )
+        with self.node.agent.store.transaction(now) as tx:
+            self.node.grant(tx, credential.sign(self.node.agent.keys, cred))
+        self.node.agent.outbox.wake()
+        return cred
+
+    async def wait_credential(self, cred: ManagementCredential) -> None:
+        from agent.store import advisory as repo
+
+        with anyio.fail_after(10):
+            while repo.credential(self.advisor.agent.store, cred.credential_id) is None:
+                await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def world(
+    tmp: Path, relay_url: str, policy: PolicyConfig | None = None, node_clock: Clock | None = None
+) -> AsyncIterator[World]:
+    net, ids = ring()
+    config = RelaysConfig.single(relay_url, **FAST)
+    operator_keys = sdk.Keys.generate()
+    pol = policy or PolicyConfig()
+    if pol.operator_pubkey is None:
+        pol = pol.model_copy(update={"operator_pubkey": operator_keys.public_key().to_hex()})
+    dms: list[str] = []
+    async with AsyncExitStack() as stack:
+
+        def agent(name: str, keys: sdk.Keys, clock: Clock | None = None) -> Agent:
+            settings = Settings(home=tmp / name, outbox_retry_base_s=0.2, outbox_retry_max_s=1)
+            return Agent(settings, keys, config, clock=clock)
+
+        node_agent = await stack.enter_async_context(agent("node", sdk.Keys.generate(), node_clock))
+        service = NodeService(node_agent, SimBackend(net, ids[0]), pol)
+        advisor_agent = await stack.enter_async_context(agent("advisor", sdk.Keys.generate()))
+        advisor = AdvisorService(advisor_agent)
+        operator = await stack.enter_async_context(agent("operator", operator_keys))
+        operator.rumors[Kind.DIRECT_MESSAGE] = lambda opened, tx: dms.append(opened.rumor.content)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        tg.start_soon(service.run)
+        yield World(net, ids, service, advisor, operator, dms, tmp)
