@@ -217,3 +217,133 @@ async def test_plain_dm_commands(tmp_path: Path, relay_url: str) -> None:
         assert any(r.startswith("done: monitor budget") for r in replies)
         assert any("INVALID_PARAMS" in r for r in replies)
         assert (await w.channels())[1].policy.ppm == 115
+
+
+async def test_multisig_needs_m_of_n_approver_events(tmp_path: Path, relay_url: str) -> None:
+    import nostr_sdk as sdk
+
+    from agent.runtime import Agent
+    from agent.settings import RelaysConfig, Settings
+    from events import approval
+
+    approvers = [sdk.Keys.generate() for _ in range(3)]
+    policy = PolicyConfig(
+        approvers=[k.public_key().to_hex() for k in approvers],
+        approvals_needed=2,
+        preset=Preset.AGGRESSIVE,
+    )
+    async with world(tmp_path, relay_url, policy) as w:
+        await w.wait_credential(w.grant(tier=Tier.ADMIN, schemas=("hive:wallet/*",)))
+        params = {"address": "bcrt1qhivehivehivehivehive", "amount_sats": 2_000_000}
+        w.node.policy = w.node.policy.model_copy(
+            update={
+                "budgets": w.node.policy.budgets.model_copy(
+                    update={"sats_moved_per_advisor_day": 10**9, "sats_moved_per_day": 10**9}
+                )
+            }
+        )
+        # danger 8 at aggressive: level 8 → CONFIRM; use the sweep (danger 9) for m-of-n
+        cmd, _ = await w.advisor.advise(w.node.me, "hive:wallet/v1", "sweep", {}, wait=False)
+        assert (await w.advisor.wait_for(cmd.command_id, 10, final=False)).status == Status.QUEUED
+        assert repo.command_row(w.node.agent.store, cmd.command_id)["state"] == "multisig"
+        config = RelaysConfig.single(relay_url)
+        stranger = sdk.Keys.generate()
+        for i, keys in enumerate([stranger, approvers[0], approvers[1]]):
+            async with Agent(Settings(home=tmp_path / f"approver{i}"), keys, config) as a:
+                vote_ = approval.Approval(
+                    command_id=cmd.command_id,
+                    node=w.node.me,
+                    params_hash=cmd.params_hash,
+                    verdict=approval.Verdict.APPROVE,
+                    expires_at=w.node.now + 3600,
+                )
+                await a.publish(approval.FAMILY.build(keys, vote_, created_at=w.node.now))
+            if i < 2:
+                await anyio.sleep(0.5)
+                assert repo.command_row(w.node.agent.store, cmd.command_id)["state"] == "multisig"
+        done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
+        assert (
+            done is not None and done.error.code == "NOT_IMPLEMENTED"
+        )  # approved, then: sweeping is not built
+        assert w.node.agent.store.error_counts().get("UNAUTHORIZED", 0) == 1  # the stranger's vote
+        del params
+
+
+async def test_oracle_mode(tmp_path: Path, relay_url: str) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    answers = iter(["approve", "deny"])
+
+    class Oracle(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"decision": next(answers)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Oracle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    try:
+        async with world(tmp_path, relay_url, PolicyConfig(mode=Mode.ORACLE, oracle_url=url)) as w:
+            await w.wait_credential(w.grant())
+            scid = (await w.channels())[0].short_channel_id
+            _, yes = await w.advisor.advise(
+                w.node.me, "hive:fee-policy/v1", "set_single", {"channel": scid, "fee_ppm": 105}
+            )
+            assert yes.status == Status.OK
+            _, no = await w.advisor.advise(
+                w.node.me, "hive:fee-policy/v1", "set_single", {"channel": scid, "fee_ppm": 110}
+            )
+            assert no.error.code == "REJECTED"
+            w.node.policy = w.node.policy.model_copy(update={"oracle_url": "http://127.0.0.1:1/"})
+            cmd, _ = await w.advisor.advise(
+                w.node.me,
+                "hive:fee-policy/v1",
+                "set_single",
+                {"channel": scid, "fee_ppm": 112},
+                wait=False,
+            )
+            silent = await w.advisor.wait_for(cmd.command_id, 15, final=False)
+            assert silent.status == Status.QUEUED  # no answer twice: the operator decides
+            assert (await w.channels())[0].policy.ppm == 105
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_quiet_hours_and_revocation(tmp_path: Path, relay_url: str) -> None:
+    hour = (int(time.time()) % 86400) // 3600
+    policy = PolicyConfig(quiet_hours_utc=(hour, (hour + 1) % 24))
+    async with world(tmp_path, relay_url, policy) as w:
+        cred = w.grant(tier=Tier.ADVANCED, schemas=("hive:fee-policy/*",))
+        await w.wait_credential(cred)
+        scid = (await w.channels())[0].short_channel_id
+        _, low = await w.advisor.advise(
+            w.node.me, "hive:fee-policy/v1", "set_single", {"channel": scid, "fee_ppm": 105}
+        )
+        assert low.status == Status.OK  # danger 2 runs in quiet hours
+        _, high = await w.advisor.advise(
+            w.node.me, "hive:fee-policy/v1", "set_bulk", {"fee_ppm": 105, "base_msat": 900}
+        )
+        assert high.error.code == "RESTRICTED" and "quiet hours" in high.error.message
+        await w.node.revoke(cred.credential_id)
+        cmd, gone = await w.advisor.advise(
+            w.node.me,
+            "hive:fee-policy/v1",
+            "set_single",
+            {"channel": scid, "fee_ppm": 106},
+            timeout_s=2,
+        )
+        assert gone is None  # a revoked credential gets no answer at all...
+        await anyio.sleep(0.3)
+        assert w.node.agent.store.error_counts()["UNAUTHORIZED"] == 1  # ...only a counted refusal
+        assert (await w.channels())[0].policy.ppm == 105

@@ -54,6 +54,7 @@ from events.errors import (
     HiveError,
     Internal,
     InvalidParams,
+    NotFound,
     QuotaExceeded,
     RateLimited,
     Rejected,
@@ -237,8 +238,24 @@ class NodeService:
 
     # --- processing ------------------------------------------------------------------------
 
+    async def revoke(self, credential_id: str) -> None:
+        """Revoke a credential: refused from this instant; a public revocation event follows."""
+        from events.credential import REVOCATION, Revocation, revocation_key
+
+        with self.agent.store.transaction(self.now) as tx:
+            if not repo.revoke_credential(tx, credential_id):
+                raise NotFound(f"no active credential {credential_id}")
+        item = Revocation(credential_hash=revocation_key(credential_id), revoked_at=self.now)
+        event = REVOCATION.build(self.agent.keys, item, created_at=self.now)
+        await self.agent.publish(event, wait=False)
+
     async def run(self) -> None:
         """Forever: settle interrupted executions once, then process commands as they come."""
+        from agent.nostr.pool import Subscription
+
+        await self.agent.pool.subscribe(
+            Subscription("approvals", [{"kinds": [Kind.APPROVAL], "#p": [self.me]}])
+        )
         await self.recover()
         while True:
             self._wake = anyio.Event()
