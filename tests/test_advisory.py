@@ -277,7 +277,7 @@ async def test_oracle_mode(tmp_path: Path, relay_url: str) -> None:
     answers = iter(["approve", "deny"])
 
     class Oracle(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             body = json.dumps({"decision": next(answers)}).encode()
             self.send_response(200)

@@ -94,7 +94,7 @@ async def counted(w: World, code: str, before: int) -> None:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path, relay_url: str):  # noqa: ANN201
+async def setup(tmp_path: Path, relay_url: str):
     policy = PolicyConfig(rate_per_minute=50)
     async with world(tmp_path, relay_url, policy) as w:
         cred = w.grant(tier=Tier.STANDARD, schemas=("hive:fee-policy/*", "hive:htlc-policy/*"))
@@ -103,7 +103,7 @@ async def setup(tmp_path: Path, relay_url: str):  # noqa: ANN201
         yield w, cred.credential_id, scid, relay_url
 
 
-async def test_unauthenticated_attacks(setup) -> None:  # noqa: ANN001
+async def test_unauthenticated_attacks(setup) -> None:
     w, cred_id, scid, relay = setup
     good = cmd_for(w, cred_id, params={"channel": scid, "fee_ppm": 110})
     mallory = sdk.Keys.generate()
@@ -154,7 +154,9 @@ async def test_unauthenticated_attacks(setup) -> None:  # noqa: ANN001
     )
     # our own signer refuses to make an event this big, so the attacker uses nostr-sdk directly
     content = nip44.encrypt(one_time, w.node.me, sealed.to_json())
-    raw = sdk.EventBuilder(sdk.Kind(Kind.GIFT_WRAP), content).tags([sdk.Tag.parse(["p", w.node.me])])
+    raw = sdk.EventBuilder(sdk.Kind(Kind.GIFT_WRAP), content).tags(
+        [sdk.Tag.parse(["p", w.node.me])]
+    )
     oversize_json = raw.finalize(one_time).as_json()
     assert len(oversize_json) > 65_536
     async with RelayClient([relay]) as client:
@@ -192,7 +194,7 @@ async def test_unauthenticated_attacks(setup) -> None:  # noqa: ANN001
         ),
     ],
 )
-async def test_holder_attacks(setup, name: str, change: dict, code: str | None) -> None:  # noqa: ANN001
+async def test_holder_attacks(setup, name: str, change: dict, code: str | None) -> None:
     w, cred_id, scid, relay = setup
     now = int(time.time())
     changes = dict(change)
@@ -221,7 +223,7 @@ async def test_holder_attacks(setup, name: str, change: dict, code: str | None) 
     assert await effects(w) == before
 
 
-async def test_replays_and_nonces(setup) -> None:  # noqa: ANN001
+async def test_replays_and_nonces(setup) -> None:
     w, cred_id, scid, relay = setup
     cmd = cmd_for(w, cred_id, params={"channel": scid, "fee_ppm": 105})
     wrap = wrap_cmd(w, cmd)
@@ -253,7 +255,7 @@ async def test_replays_and_nonces(setup) -> None:  # noqa: ANN001
     assert await effects(w) == after_first
 
 
-async def test_budget_rate_and_quiet_hours(setup) -> None:  # noqa: ANN001
+async def test_budget_rate_and_quiet_hours(setup) -> None:
     w, cred_id, scid, relay = setup
     w.node.policy = w.node.policy.model_copy(update={"rate_per_minute": 2})
     for fee in (101, 102):
@@ -305,7 +307,7 @@ async def test_budget_rate_and_quiet_hours(setup) -> None:  # noqa: ANN001
     assert await effects(w) == before
 
 
-async def test_revoked_credential(setup) -> None:  # noqa: ANN001
+async def test_revoked_credential(setup) -> None:
     w, cred_id, scid, relay = setup
     await w.node.revoke(cred_id)
     before = await effects(w)
