@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from agent import __version__, cli_market
+from agent import __version__, cli_advisory, cli_market
 from agent.errors import EX_SOFTWARE, EX_UNAVAILABLE, ConfigInvalid, exit_code_of
 from agent.keys import create_key_file, load_key_file
 from agent.market.service import Market
@@ -93,7 +93,12 @@ def _relays(args: argparse.Namespace, settings: Settings) -> RelaysConfig:
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> Agent:
-    return Agent(settings, load_key_file(settings.key_file), _relays(args, settings))
+    """A standalone agent; it always takes credentials and receipts addressed to it."""
+    from agent.advisory.advisor import AdvisorService
+
+    agent = Agent(settings, load_key_file(settings.key_file), _relays(args, settings))
+    AdvisorService(agent)
+    return agent
 
 
 async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None:
@@ -212,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         return lambda args, settings, emit: command(args, settings, emit, _agent)
 
     cli_market.register(sub, relay_opt, bind)
+    cli_advisory.register(sub, relay_opt, bind)
 
     demo = sub.add_parser("demo", help="the whole story on an embedded relay")
     demo.add_argument("--fast", action="store_true", help="no pauses (CI smoke test)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
@@ -74,9 +74,12 @@ def channel_view(network: Network, node_id: str, scid: str) -> Channel:
 class SimBackend:
     """One node of a `Network`, as the agent sees a node."""
 
-    def __init__(self, network: Network, node_id: str) -> None:
+    def __init__(
+        self, network: Network, node_id: str, on_change: Callable[[], None] = lambda: None
+    ) -> None:
         self.network = network
         self.node_id = node_id
+        self.changed = on_change  # called after every change (e.g. to persist the network)
         network.node(node_id)
 
     @property
@@ -118,16 +121,22 @@ class SimBackend:
 
     async def open_channel(self, peer_id: str, amount_sat: int) -> Channel:
         scid = self.network.open_channel(self.node_id, peer_id, amount_sat)
+        self.changed()
         return channel_view(self.network, self.node_id, scid)
 
     async def close_channel(self, scid: str) -> None:
         self.network.close_channel(scid, self.node_id)
+        self.changed()
 
     async def invoice(self, amount_msat: int, label: str) -> Invoice:
-        return self.network.invoice(self.node_id, amount_msat, label)
+        invoice = self.network.invoice(self.node_id, amount_msat, label)
+        self.changed()
+        return invoice
 
     async def pay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
-        return self.network.pay(self.node_id, bolt11, max_fee_msat)
+        paid = self.network.pay(self.node_id, bolt11, max_fee_msat)
+        self.changed()
+        return paid
 
     async def rebalance(
         self,
@@ -153,7 +162,9 @@ class SimBackend:
         return Funds(onchain_sat=self._node.onchain_sat, channels_local_msat=local)
 
     async def withdraw(self, address: str, amount_sat: int) -> str:
-        return self.network.withdraw(self.node_id, amount_sat)
+        txid = self.network.withdraw(self.node_id, amount_sat)
+        self.changed()
+        return txid
 
     async def signmessage(self, message: str) -> SignedMessage:
         signed = lnsig.sign(self._node.secret, message)
@@ -167,6 +178,7 @@ class SimBackend:
 
     async def connect(self, peer_id: str) -> None:
         self.network.connect(self.node_id, peer_id)
+        self.changed()
 
     async def sendcustommsg(self, peer_id: str, payload: bytes) -> None:
         self.network.send_custommsg(self.node_id, peer_id, payload)

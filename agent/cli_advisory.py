@@ -1,0 +1,320 @@
+"""`hive-agent node | credential | approvals | advise | receipts`: advisor commands from the
+command line, for both sides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agent.advisory import node as node_side
+from agent.advisory.advisor import AdvisorService
+from agent.advisory.node import NodeService
+from agent.advisory.policy import PolicyConfig
+from agent.clock import SystemClock
+from agent.node.backend import NodeBackend
+from agent.runtime import Agent
+from agent.settings import Settings
+from agent.store import Store
+from agent.store import advisory as repo
+from events import credential, receipt
+from events.credential import Constraints, ManagementCredential, Tier
+from events.errors import InvalidParams, NotFound
+
+Emit = Callable[[dict[str, Any], str], None]
+AgentFactory = Callable[[argparse.Namespace, Settings], Agent]
+DAY = 86400
+
+
+def policy_of(settings: Settings, args: argparse.Namespace) -> PolicyConfig:
+    path = Path(args.policy) if getattr(args, "policy", None) else settings.root / "policy.json"
+    return PolicyConfig.load(path)
+
+
+def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeBackend, Any]:
+    """Node 0 of a simulated ring network, restored from (and saved to) --sim-state."""
+    import time
+
+    from agent.node import sim_state
+    from agent.node.sim import Network
+    from agent.node.simnode import SimBackend
+
+    path = Path(args.sim_state) if args.sim_state else settings.root / "sim-network.json"
+    if path.exists():
+        net = sim_state.load(path, time.monotonic)
+    else:
+        net = Network(seed=args.seed, clock=time.monotonic)
+        ids = [net.add_node(f"node{i}", 50_000_000) for i in range(args.sim_nodes)]
+        for i in range(args.sim_nodes):
+            net.open_channel(
+                ids[i], ids[(i + 1) % args.sim_nodes], 2_000_000, push_msat=800_000_000
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sim_state.save(net, path)
+    me = sorted(net.nodes, key=lambda n: net.nodes[n].alias)[0]
+    return SimBackend(net, me, on_change=lambda: sim_state.save(net, path)), net
+
+
+def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+    async def run() -> None:
+        if args.cln_rpc:
+            from agent.node.cln import CLNBackend
+
+            backend: NodeBackend = CLNBackend(args.cln_rpc)
+        else:
+            backend, _ = _simulated_node(args, settings)
+        async with make(args, settings) as agent:
+            service = NodeService(agent, backend, policy_of(settings, args))
+            info = await backend.info()
+            emit(
+                {"agent": agent.pubkey, "node_id": info.id, "status": "running"},
+                f"node agent {agent.pubkey} for node {info.id} ({info.alias}) running",
+            )
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(service.run)
+
+                    async def stop() -> None:
+                        async for _ in signals:
+                            tg.cancel_scope.cancel()
+
+                    tg.start_soon(stop)
+                    if args.seconds:
+                        await anyio.sleep(args.seconds)
+                        tg.cancel_scope.cancel()
+
+    anyio.run(run, backend="asyncio")
+    return 0
+
+
+def cmd_credential(
+    args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory
+) -> int:
+    action = args.credential_command
+    if action == "list":
+        rows = repo.credentials(Store(settings.store_file))
+        lines = [
+            f"{r['role']:<8} {r['credential_id']}  {r['grant']['credential']['tier']:<9} "
+            f"advisor {r['advisor'][:12]}…  node {r['node'][:12]}…"
+            + ("  REVOKED" if r["revoked_at"] else "")
+            for r in rows
+        ]
+        emit({"credentials": rows}, "\n".join(lines) or "no credentials")
+        return 0
+
+    async def run() -> dict[str, Any]:
+        async with make(args, settings) as agent:
+            service = NodeService(agent, _NoNode(), policy_of(settings, args))
+            now = agent.clock.now()
+            if action == "revoke":
+                await service.revoke(args.credential_id)
+                await agent.until_idle(settle_s=0.2)
+                return {"revoked": args.credential_id}
+            try:
+                cred = ManagementCredential(
+                    credential_id=secrets.token_hex(16),
+                    node=agent.pubkey,
+                    advisor=args.advisor,
+                    tier=Tier(args.tier),
+                    allowed_schemas=args.schema,
+                    constraints=Constraints(
+                        max_fee_change_pct=args.max_fee_change_pct,
+                        max_rebalance_sats=args.max_rebalance_sats,
+                        max_daily_actions=args.max_daily_actions,
+                    ),
+                    valid_from=now,
+                    valid_until=now + args.days * DAY,
+                )
+            except ValueError as exc:
+                raise InvalidParams(str(exc).splitlines()[0][:200]) from None
+            with agent.store.transaction(now) as tx:
+                service.grant(tx, credential.sign(agent.keys, cred))
+            agent.outbox.wake()
+            await agent.until_idle(settle_s=0.2)
+            return {
+                "credential_id": cred.credential_id,
+                "advisor": cred.advisor,
+                "tier": cred.tier.value,
+                "valid_until": cred.valid_until,
+            }
+
+    result = anyio.run(run, backend="asyncio")
+    emit(result, json.dumps(result, indent=2))
+    return 0
+
+
+class _NoNode:
+    """Granting and revoking need no node: anything else is a mistake."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise NotFound("no Lightning node in this command")
+
+
+def cmd_approvals(
+    args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory
+) -> int:
+    store = Store(settings.store_file)
+    if args.approvals_command == "list":
+        rows = node_side.pending(store)
+        lines = [
+            f"{r['id'][:12]}  {r['state']:<9} danger {r['danger']}  {r['schema']} {r['action']} "
+            f"{json.dumps(r['params'])}  by {r['advisor'][:12]}…"
+            for r in rows
+        ]
+        emit({"pending": rows}, "\n".join(lines) or "nothing waits for approval")
+        return 0
+    step = {"approve": "approve", "reject": "reject", "confirm": "confirm"}[args.approvals_command]
+    found = node_side.vote(store, args.id, step, SystemClock().now())
+    emit(
+        {"command_id": found, "recorded": step},
+        f"{step} recorded for {found}; the running node applies it",
+    )
+    return 0
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidParams(f"parameters are key=value, got {pair!r}")
+        lowered = value.lower()
+        out[key] = (
+            int(value)
+            if value.lstrip("-").isdigit()
+            else {"true": True, "false": False}.get(lowered, value)
+        )
+    return out
+
+
+def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+    schema = args.schema if args.schema.startswith("hive:") else f"hive:{args.schema}/v1"
+    params = _params(args.params)
+
+    async def run() -> dict[str, Any]:
+        async with make(args, settings) as agent:
+            advisor = AdvisorService(agent)  # the factory attached one; this handle waits on it
+            cmd, _ = await advisor.advise(
+                args.node, schema, args.action, params, dry_run=args.dry_run, wait=False
+            )
+            if not args.json:
+                mode = " (dry run)" if args.dry_run else ""
+                print(f"sent {cmd.command_id}: {schema} {args.action}{mode}", flush=True)
+            first = await advisor.wait_for(cmd.command_id, args.timeout, final=False)
+            if first is not None and first.status.value == "queued" and args.wait:
+                if not args.json:
+                    print(f"queued: {first.result.get('waiting_for')} ...", flush=True)
+                first = await advisor.wait_for(cmd.command_id, args.timeout, final=True) or first
+            await agent.until_idle(settle_s=0.2)
+            return {
+                "command_id": cmd.command_id,
+                "receipt": None if first is None else first.model_dump(mode="json"),
+            }
+
+    result = anyio.run(run, backend="asyncio")
+    r = result["receipt"]
+    if r is None:
+        text = "no receipt yet (the command stays in the outbox and the node's queue)"
+    elif r["error"]:
+        text = f"{r['status']}: {r['error']['code']}: {r['error']['message']}"
+    else:
+        text = f"{r['status']} (danger {r['danger']}): {json.dumps(r['result'], sort_keys=True)}"
+    emit(result, text)
+    return 0 if r is not None and (r["error"] is None or r["status"] == "queued") else 1
+
+
+def cmd_receipts(
+    args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory
+) -> int:
+    store = Store(settings.store_file)
+    held = repo.held_receipts(store, args.node)
+    if args.receipts_command == "list":
+        rows = [r.model_dump(mode="json") for r in held]
+        lines = [
+            f"{r.seq:>4} {r.command_id[:12]} {r.status.value:<8} {r.schema_ref} {r.action} "
+            f"{(r.error.code if r.error else '')}"
+            for r in held
+        ]
+        emit({"receipts": rows}, "\n".join(lines) or "no receipts")
+        return 0
+    chains: dict[str, list[receipt.Receipt]] = {}
+    for r in held:
+        chains.setdefault(r.credential_id, []).append(r)
+    for chain in chains.values():
+        receipt.verify_chain(chain)  # raises a typed error naming the first problem
+    counts = {cid: len(c) for cid, c in chains.items()}
+    emit(
+        {"verified": counts},
+        "\n".join(f"{cid}: {n} receipts, chain complete and signed" for cid, n in counts.items())
+        or "no receipts",
+    )
+    return 0
+
+
+def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., Any]) -> None:
+    node = sub.add_parser("node", parents=[relay_opt], help="run the node side of advisor commands")
+    node.add_argument("--cln-rpc", help="lightningd's RPC socket (default: a simulated node)")
+    node.add_argument("--sim-state", help="where the simulated network is kept (default: home)")
+    node.add_argument("--sim-nodes", type=int, default=5)
+    node.add_argument("--seed", type=int, default=1)
+    node.add_argument("--policy", help="policy.json (default: home)")
+    node.add_argument("--seconds", type=float, help="stop after this long")
+    node.set_defaults(func=bind(cmd_node))
+
+    cred = sub.add_parser("credential", help="management credentials").add_subparsers(
+        dest="credential_command", required=True, metavar="ACTION"
+    )
+    grant = cred.add_parser("grant", parents=[relay_opt], help="grant an advisor a credential")
+    grant.add_argument("advisor", help="the advisor's hex pubkey")
+    grant.add_argument("--tier", choices=[t.value for t in Tier], default="standard")
+    grant.add_argument(
+        "--schema", action="append", required=True, help="e.g. 'hive:fee-policy/*' (repeatable)"
+    )
+    grant.add_argument("--max-fee-change-pct", type=int, default=50)
+    grant.add_argument("--max-rebalance-sats", type=int, default=1_000_000)
+    grant.add_argument("--max-daily-actions", type=int, default=100)
+    grant.add_argument("--days", type=int, default=90, help="validity (at most 730)")
+    grant.add_argument("--policy", help=argparse.SUPPRESS)
+    cred.add_parser("list", help="credentials granted and held")
+    revoke = cred.add_parser("revoke", parents=[relay_opt], help="revoke a credential now")
+    revoke.add_argument("credential_id")
+    revoke.add_argument("--policy", help=argparse.SUPPRESS)
+    for name in ("grant", "list", "revoke"):
+        cred.choices[name].set_defaults(func=bind(cmd_credential))
+
+    appr = sub.add_parser("approvals", help="commands waiting for the operator").add_subparsers(
+        dest="approvals_command", required=True, metavar="ACTION"
+    )
+    appr.add_parser("list", help="what waits")
+    for name in ("approve", "reject", "confirm"):
+        appr.add_parser(name, help=f"{name} a waiting command").add_argument(
+            "id", help="id or unique prefix"
+        )
+    for name in ("list", "approve", "reject", "confirm"):
+        appr.choices[name].set_defaults(func=bind(cmd_approvals))
+
+    adv = sub.add_parser("advise", parents=[relay_opt], help="send a command to a node")
+    adv.add_argument("node", help="the node agent's hex pubkey")
+    adv.add_argument("schema", help="e.g. fee-policy or hive:fee-policy/v1")
+    adv.add_argument("action")
+    adv.add_argument("params", nargs="*", help="key=value")
+    adv.add_argument("--dry-run", action="store_true")
+    adv.add_argument(
+        "--wait", action="store_true", help="wait through approval for the final receipt"
+    )
+    adv.add_argument("--timeout", type=float, default=30)
+    adv.set_defaults(func=bind(cmd_advise))
+
+    rec = sub.add_parser("receipts", help="receipts held (advisor side)").add_subparsers(
+        dest="receipts_command", required=True, metavar="ACTION"
+    )
+    for name in ("list", "verify"):
+        p = rec.add_parser(name, help=f"{name} receipts")
+        p.add_argument("--node")
+        p.set_defaults(func=bind(cmd_receipts))

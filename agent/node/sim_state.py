@@ -1,0 +1,95 @@
+"""Saving and restoring a simulated network, so a node process can be killed and restarted
+(crash tests, `hive-agent node --sim-state FILE`) and find its channels, balances, invoices and
+labelled rebalances as it left them.  Writes are atomic (temp file, fsync, rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.node.models import FeePolicy, Payment
+from agent.node.sim import Network, SimChannel, SimNode
+
+
+def dump(net: Network) -> dict[str, Any]:
+    return {
+        "seed": net.seed,
+        "rng": [net.rng.getstate()[0], list(net.rng.getstate()[1]), net.rng.getstate()[2]],
+        "nodes": [
+            {
+                "id": n.id,
+                "secret": n.secret.hex(),
+                "alias": n.alias,
+                "onchain_sat": n.onchain_sat,
+                "channels": sorted(n.channels),
+                "invoices": {h: list(v) for h, v in n.invoices.items()},
+                "labels": n.labels,
+                "rebalances": {k: p.model_dump() for k, p in n.rebalances.items()},
+            }
+            for n in net.nodes.values()
+        ],
+        "channels": [
+            {
+                "scid": c.scid,
+                "a": c.a,
+                "b": c.b,
+                "capacity_sat": c.capacity_sat,
+                "balance": c.balance,
+                "policy": {k: p.model_dump() for k, p in c.policy.items()},
+                "open": c.open,
+            }
+            for c in net.channels.values()
+        ],
+        "connections": [sorted(p) for p in net.connections],
+        "counters": {
+            "chain_fees_sat": net.chain_fees_sat,
+            "external_sat": net.external_sat,
+            "dust_msat": net.dust_msat,
+            "blockheight": net.blockheight,
+            "txindex": net._txindex,
+        },
+    }
+
+
+def restore(data: dict[str, Any], clock: Callable[[], float]) -> Network:
+    net = Network(seed=data["seed"], clock=clock)
+    version, state, gauss = data["rng"]
+    net.rng.setstate((version, tuple(state), gauss))
+    for n in data["nodes"]:
+        node = SimNode(
+            n["id"], bytes.fromhex(n["secret"]), n["alias"], n["onchain_sat"], set(n["channels"])
+        )
+        node.invoices = {h: (v[0], v[1], v[2]) for h, v in n["invoices"].items()}
+        node.labels = dict(n["labels"])
+        node.rebalances = {k: Payment.model_validate(p) for k, p in n["rebalances"].items()}
+        net.nodes[node.id] = node
+    for c in data["channels"]:
+        policy = {k: FeePolicy.model_validate(p) for k, p in c["policy"].items()}
+        net.channels[c["scid"]] = SimChannel(
+            c["scid"], c["a"], c["b"], c["capacity_sat"], dict(c["balance"]), policy, c["open"]
+        )
+    net.connections = {frozenset(p) for p in data["connections"]}
+    counters = data["counters"]
+    net.chain_fees_sat, net.external_sat, net.dust_msat = (
+        counters["chain_fees_sat"],
+        counters["external_sat"],
+        counters["dust_msat"],
+    )
+    net.blockheight, net._txindex = counters["blockheight"], counters["txindex"]
+    return net
+
+
+def save(net: Network, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as fh:
+        json.dump(dump(net), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: Path, clock: Callable[[], float]) -> Network:
+    return restore(json.loads(path.read_text()), clock)
