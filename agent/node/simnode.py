@@ -117,6 +117,7 @@ class SimBackend:
         self.network.set_policy(
             self.node_id, scid, **{k: v for k, v in changes.items() if v is not None}
         )
+        self.changed()
         return channel_view(self.network, self.node_id, scid)
 
     async def open_channel(self, peer_id: str, amount_sat: int) -> Channel:
@@ -147,9 +148,12 @@ class SimBackend:
         max_fee_ppm: int,
         label: str | None = None,
     ) -> Payment:
-        return self.network.rebalance(
-            self.node_id, out_scid, in_scid, amount_msat, max_fee_ppm, label
-        )
+        try:
+            return self.network.rebalance(
+                self.node_id, out_scid, in_scid, amount_msat, max_fee_ppm, label
+            )
+        finally:
+            self.changed()
 
     async def find_rebalance(self, label: str) -> Payment | None:
         return self._node.rebalances.get(label)
