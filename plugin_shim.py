@@ -15,14 +15,25 @@ from pyln.client import Plugin, RpcException
 plugin = Plugin()
 try:
     from agent.cln_plugin import PluginRuntime
+    from events.errors import HiveError
 
     runtime: Any = PluginRuntime()
     MISSING = ""
 except ImportError as exc:  # the plugin disables itself instead of breaking lightningd
     runtime, MISSING = None, f"hive-agent dependencies missing: {exc}"
+    HiveError = Exception  # type: ignore[misc,assignment]  # never raised: the plugin is disabled
 
+HIVE_ERROR = 1500  # the message starts with the stable code, e.g. 'UNAUTHORIZED: …'
 NOT_IMPLEMENTED = 1501
 plugin.add_option("hive-relays", "", "Comma-separated Nostr relay URLs (empty: no Nostr traffic)")
+
+
+def hive(fn: Any, *args: Any) -> Any:
+    """Run a runtime call; a HiveError becomes an RPC error carrying its stable code."""
+    try:
+        return fn(*args)
+    except HiveError as err:
+        raise RpcException(str(err), HIVE_ERROR) from None
 
 
 def later(method: str, issue: str) -> RpcException:
@@ -139,19 +150,48 @@ def hive_topology(plugin: Plugin) -> dict:
 @plugin.method("hive-pending")
 def hive_pending(plugin: Plugin) -> dict:
     """List advisor commands waiting for the operator's approval."""
-    raise later("hive-pending", "advisor commands (issue 6)")
+    return {"pending": hive(runtime.pending)}
 
 
 @plugin.method("hive-approve")
 def hive_approve(plugin: Plugin, id: str) -> dict:
-    """Approve the pending advisor command {id}."""
-    raise later("hive-approve", "advisor commands (issue 6)")
+    """Approve the pending advisor command {id} (or a unique prefix of at least 6 characters)."""
+    return {"command_id": hive(runtime.vote, id, "approve"), "recorded": "approve"}
 
 
 @plugin.method("hive-reject")
-def hive_reject(plugin: Plugin, id: str, reason: str = "") -> dict:
-    """Reject the pending advisor command {id}, giving a {reason}."""
-    raise later("hive-reject", "advisor commands (issue 6)")
+def hive_reject(plugin: Plugin, id: str) -> dict:
+    """Reject the pending advisor command {id}; the advisor gets a REJECTED receipt."""
+    return {"command_id": hive(runtime.vote, id, "reject"), "recorded": "reject"}
+
+
+@plugin.method("hive-confirm")
+def hive_confirm(plugin: Plugin, id: str) -> dict:
+    """Confirm the approved high-danger advisor command {id} (the second step it needs)."""
+    return {"command_id": hive(runtime.vote, id, "confirm"), "recorded": "confirm"}
+
+
+@plugin.method("hive-grant")
+def hive_grant(
+    plugin: Plugin, advisor: str, schemas: list | str, tier: str = "standard", days: int = 90
+) -> dict:
+    """Grant advisor {advisor} a management credential for {schemas} (e.g. hive:fee-policy/*)
+    at {tier} for {days} days; it is sent to the advisor gift-wrapped."""
+    names = [schemas] if isinstance(schemas, str) else [str(x) for x in schemas]
+    return hive(runtime.grant, advisor, tier, names, int(days))
+
+
+@plugin.method("hive-revoke")
+def hive_revoke(plugin: Plugin, credential_id: str) -> dict:
+    """Revoke credential {credential_id} now and publish the revocation."""
+    hive(runtime.revoke, credential_id)
+    return {"revoked": credential_id}
+
+
+@plugin.method("hive-credentials")
+def hive_credentials(plugin: Plugin) -> dict:
+    """List management credentials this node granted, with their state."""
+    return {"credentials": hive(runtime.credentials)}
 
 
 if __name__ == "__main__":

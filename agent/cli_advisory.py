@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +22,8 @@ from agent.runtime import Agent
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import advisory as repo
-from events import credential, receipt
-from events.credential import Constraints, ManagementCredential, Tier
+from events import receipt
+from events.credential import Tier
 from events.errors import InvalidParams, NotFound
 
 Emit = Callable[[dict[str, Any], str], None]
@@ -111,31 +110,19 @@ def cmd_credential(
     async def run() -> dict[str, Any]:
         async with make(args, settings) as agent:
             service = NodeService(agent, _NoNode(), policy_of(settings, args))
-            now = agent.clock.now()
             if action == "revoke":
                 await service.revoke(args.credential_id)
                 await agent.until_idle(settle_s=0.2)
                 return {"revoked": args.credential_id}
-            try:
-                cred = ManagementCredential(
-                    credential_id=secrets.token_hex(16),
-                    node=agent.pubkey,
-                    advisor=args.advisor,
-                    tier=Tier(args.tier),
-                    allowed_schemas=args.schema,
-                    constraints=Constraints(
-                        max_fee_change_pct=args.max_fee_change_pct,
-                        max_rebalance_sats=args.max_rebalance_sats,
-                        max_daily_actions=args.max_daily_actions,
-                    ),
-                    valid_from=now,
-                    valid_until=now + args.days * DAY,
-                )
-            except ValueError as exc:
-                raise InvalidParams(str(exc).splitlines()[0][:200]) from None
-            with agent.store.transaction(now) as tx:
-                service.grant(tx, credential.sign(agent.keys, cred))
-            agent.outbox.wake()
+            cred = service.issue(
+                args.advisor,
+                args.tier,
+                args.schema,
+                days=args.days,
+                max_fee_change_pct=args.max_fee_change_pct,
+                max_rebalance_sats=args.max_rebalance_sats,
+                max_daily_actions=args.max_daily_actions,
+            ).credential
             await agent.until_idle(settle_s=0.2)
             return {
                 "credential_id": cred.credential_id,

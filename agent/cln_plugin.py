@@ -18,11 +18,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import nostr_sdk as sdk
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agent import __version__
+from agent.advisory import node as node_side
+from agent.advisory.node import NodeService
+from agent.advisory.policy import PolicyConfig
 from agent.clock import SystemClock
 from agent.node.cln import CLNBackend
 from agent.node.models import (
@@ -36,8 +38,10 @@ from agent.node.models import (
 from agent.node.ops import node_summary
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
+from agent.store import advisory as repo
 from events import node_binding
 from events.base import NostrEvent
+from events.errors import NotFound
 
 log = logging.getLogger("hive.plugin")
 KEY_LABEL = "hive-agent/nostr-key"
@@ -79,6 +83,7 @@ class PluginRuntime:
         self.keys: sdk.Keys | None = None
         self.binding: NostrEvent | None = None
         self.agent: Agent | None = None
+        self.service: NodeService | None = None
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
 
@@ -121,8 +126,10 @@ class PluginRuntime:
         settings = Settings(home=home)
         async with Agent(settings, self.keys, RelaysConfig.from_urls(self.relays)) as agent:
             self.agent = agent
+            assert self.node is not None
+            self.service = NodeService(agent, self.node, PolicyConfig.load(home / "policy.json"))
             await agent.publish(self.binding, wait=False)
-            await anyio.sleep_forever()
+            await self.service.run()
 
     async def _consume_events(self) -> None:
         assert self.node is not None
@@ -174,4 +181,50 @@ class PluginRuntime:
             "binding": self.binding.model_dump(),
             "relays": self.agent.pool.status() if self.agent else "none configured (hive-relays)",
             "events": dict(self.counts),
+            "refused": self.agent.store.error_counts() if self.agent else {},
         }
+
+    # --- advisor commands (the operator's side) ------------------------------------------
+
+    def _service(self) -> NodeService:
+        if self.service is None:
+            raise NotFound(
+                "advisor commands need Nostr relays: start lightningd with --hive-relays"
+            )
+        return self.service
+
+    def pending(self) -> list[dict[str, Any]]:
+        assert self.portal is not None
+        return self.portal.call(self._pending)
+
+    async def _pending(self) -> list[dict[str, Any]]:
+        return self._service().pending()
+
+    def vote(self, command_id: str, step: str) -> str:
+        assert self.portal is not None
+        return self.portal.call(self._vote, command_id, step)
+
+    async def _vote(self, command_id: str, step: str) -> str:
+        service = self._service()
+        found = node_side.vote(service.agent.store, command_id, step, service.now)
+        service.wake()
+        return found
+
+    def grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> dict[str, Any]:
+        assert self.portal is not None
+        return self.portal.call(self._grant, advisor, tier, schemas, days)
+
+    async def _grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> dict:
+        cred = self._service().issue(advisor, tier, schemas, days=days).credential
+        return cred.model_dump()
+
+    def revoke(self, credential_id: str) -> None:
+        assert self.portal is not None
+        self.portal.call(self._service().revoke, credential_id)
+
+    def credentials(self) -> list[dict[str, Any]]:
+        assert self.portal is not None
+        return self.portal.call(self._credentials)
+
+    async def _credentials(self) -> list[dict[str, Any]]:
+        return repo.credentials(self._service().agent.store)

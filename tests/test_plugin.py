@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import nostr_sdk as sdk
 import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import given, settings
@@ -33,6 +34,7 @@ from tests.node_scenario import ring, scenario
 HIVE_METHODS = [
     "hive-status", "hive-members", "hive-genesis", "hive-invite", "hive-join", "hive-leave",
     "hive-vouch", "hive-ban", "hive-topology", "hive-pending", "hive-approve", "hive-reject",
+    "hive-confirm", "hive-grant", "hive-revoke", "hive-credentials",
 ]  # fmt: skip
 
 
@@ -115,11 +117,14 @@ async def test_later_capabilities_answer_not_implemented() -> None:
         for method, params in [
             ("hive-genesis", {}),
             ("hive-join", {"ticket": "x"}),
-            ("hive-pending", {}),
         ]:
             with pytest.raises(PluginError, match="NOT_IMPLEMENTED") as caught:
                 await plugin.call(method, **params)
             assert caught.value.error["code"] == 1501
+        # advisor commands need relays; without them the operator is told so, by code
+        with pytest.raises(PluginError, match=r"NOT_FOUND: .*--hive-relays") as caught:
+            await plugin.call("hive-pending")
+        assert caught.value.error["code"] == 1500
 
 
 @pytest.mark.anyio
@@ -205,3 +210,87 @@ def test_plugin_disables_itself_when_a_dependency_is_missing() -> None:
     ]
     init = next(r for r in replies if r.get("id") == 2)
     assert "nostr_sdk" in init["result"]["disable"]
+
+
+@pytest.mark.anyio
+async def test_advisor_commands_through_the_plugin(tmp_path: Path, relay_url: str) -> None:
+    """The real plugin process runs the node side on the simulator's RPC socket: the operator
+    grants a credential and settles queued commands with hive-* methods; an advisor in this
+    process sends gift-wrapped commands over the relay and gets signed receipts back."""
+    from agent.advisory.advisor import AdvisorService
+    from agent.runtime import Agent
+    from agent.settings import RelaysConfig, Settings
+    from agent.store import advisory as repo
+    from events.receipt import Status
+
+    net, ids = ring(clock=time.monotonic)
+    config = RelaysConfig.single(relay_url, reconnect_base_s=0.1, publish_timeout_s=5)
+    node0 = SimBackend(net, ids[0])
+    async with (
+        plugin_on(net, ids[0], **{"hive-relays": relay_url}) as plugin,
+        Agent(Settings(home=tmp_path / "advisor"), sdk.Keys.generate(), config) as agent,
+    ):
+        advisor = AdvisorService(agent)
+        node = (await plugin.call("hive-status"))["nostr_pubkey"]
+        with pytest.raises(PluginError, match="INVALID_PARAMS"):
+            await plugin.call("hive-grant", advisor=advisor.me, schemas=["x"], tier="emperor")
+        cred = await plugin.call(
+            "hive-grant",
+            advisor=advisor.me,
+            schemas=["hive:fee-policy/*", "hive:rebalance/*"],
+            tier="advanced",
+        )
+        with anyio.fail_after(10):
+            while repo.active_held(agent.store, node, advisor.now) is None:
+                await anyio.sleep(0.05)
+        chans = await node0.channels()
+        a, b = chans[0].short_channel_id, chans[1].short_channel_id
+
+        # danger below 4: runs at once, through CLNBackend → the simulator's socket
+        _, done = await advisor.advise(
+            node, "hive:fee-policy/v1", "set_single", {"channel": a, "fee_ppm": 120}
+        )
+        assert done is not None and done.status == Status.OK, done.error
+        assert (await node0.channels())[0].policy.ppm == 120
+
+        # a 200k-sat rebalance is danger 5: queued until the operator approves it
+        move = {"from_channel": a, "to_channel": b, "amount_sats": 200_000, "max_fee_ppm": 500}
+        cmd, _ = await advisor.advise(node, "hive:rebalance/v1", "circular", move, wait=False)
+        queued = await advisor.wait_for(cmd.command_id, 10, final=False)
+        assert queued is not None and queued.status == Status.QUEUED
+        pending = (await plugin.call("hive-pending"))["pending"]
+        assert [p["id"] for p in pending] == [cmd.command_id]
+        assert pending[0]["danger"] == 5
+        local_before = chans[1].local_msat
+        assert (await node0.channels())[1].local_msat == local_before  # not yet
+        await plugin.call("hive-approve", id=cmd.command_id[:10])
+        done = await advisor.wait_for(cmd.command_id, 10, final=True)
+        assert done is not None and done.status == Status.OK, done.error
+        assert (await node0.channels())[1].local_msat == local_before + 200_000_000
+
+        # another one, rejected: nothing moves and the advisor is told REJECTED
+        cmd2, _ = await advisor.advise(node, "hive:rebalance/v1", "circular", move, wait=False)
+        assert await advisor.wait_for(cmd2.command_id, 10, final=False) is not None
+        snapshot = [c.model_dump() for c in await node0.channels()]
+        await plugin.call("hive-reject", id=cmd2.command_id)
+        refused = await advisor.wait_for(cmd2.command_id, 10, final=True)
+        assert refused is not None and refused.status == Status.ERROR
+        assert refused.error is not None and refused.error.code == "REJECTED"
+        assert [c.model_dump() for c in await node0.channels()] == snapshot
+        assert (await plugin.call("hive-pending"))["pending"] == []
+        with pytest.raises(PluginError, match="INVALID_PARAMS"):
+            await plugin.call("hive-approve", id=cmd2.command_id)  # nothing waits any more
+
+        # the chain verifies offline; revocation refuses the next command at once
+        assert advisor.verify_chain(node) == {
+            cred["credential_id"]: 5
+        }  # ok, queued, ok, queued, rejected
+        await plugin.call("hive-revoke", credential_id=cred["credential_id"])
+        listed = (await plugin.call("hive-credentials"))["credentials"]
+        assert listed[0]["revoked_at"] is not None
+        _, after = await advisor.advise(
+            node, "hive:fee-policy/v1", "set_single", {"channel": a, "fee_ppm": 99}, timeout_s=2
+        )
+        assert after is None  # a revoked credential gets no answer, only a counted refusal
+        assert (await plugin.call("hive-status"))["refused"]["UNAUTHORIZED"] == 1
+        assert (await node0.channels())[0].policy.ppm == 120

@@ -44,7 +44,7 @@ from agent.runtime import Agent
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store import market as market_repo
-from events import approval, command, receipt
+from events import approval, command, credential, receipt
 from events.base import make_rumor
 from events.canonical import content_hash
 from events.command import Command
@@ -102,6 +102,51 @@ class NodeService:
         self.agent.enqueue_private(
             tx, grant.credential.advisor, GRANT.rumor(self.me, grant, created_at=self.now)
         )
+
+    def issue(
+        self,
+        advisor: str,
+        tier: str,
+        schemas: list[str],
+        *,
+        days: int = 90,
+        max_fee_change_pct: int | None = None,
+        max_rebalance_sats: int | None = None,
+        max_daily_actions: int | None = None,
+    ) -> Grant:
+        """Build, sign, store and send a credential for `advisor` (CLI and plugin share this)."""
+        from events.credential import MAX_VALIDITY_S, Constraints, ManagementCredential, Tier
+
+        if not 1 <= days <= MAX_VALIDITY_S // DAY:
+            raise InvalidParams(f"a credential lasts 1 to {MAX_VALIDITY_S // DAY} days, not {days}")
+        limits = {
+            k: v
+            for k, v in {
+                "max_fee_change_pct": max_fee_change_pct,
+                "max_rebalance_sats": max_rebalance_sats,
+                "max_daily_actions": max_daily_actions,
+            }.items()
+            if v is not None
+        }
+        now = self.now
+        try:
+            cred = ManagementCredential(
+                credential_id=secrets.token_hex(16),
+                node=self.me,
+                advisor=advisor,
+                tier=Tier(tier),
+                allowed_schemas=schemas,
+                constraints=Constraints(**limits),
+                valid_from=now,
+                valid_until=now + days * DAY,
+            )
+        except ValueError as exc:
+            raise InvalidParams(str(exc).splitlines()[0][:200]) from None
+        grant = credential.sign(self.agent.keys, cred)
+        with self.agent.store.transaction(now) as tx:
+            self.grant(tx, grant)
+        self.agent.outbox.wake()
+        return grant
 
     # --- intake ------------------------------------------------------------------------------
 
