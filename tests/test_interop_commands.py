@@ -1,0 +1,122 @@
+"""An advisor written with nostr-tools (node), against our node agent on a real relay.
+
+The JS side never touches the project's code: it unwraps the credential it was granted, builds
+a command rumor and gift-wraps it with nostr-tools' NIP-59, and unwraps the receipt.  Then the
+same with a plain kind-14 DM, as any NIP-17 DM client would send it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.nostr.client import RelayClient
+from events import receipt
+from events.base import parse_event
+from events.kinds import Kind
+from events.receipt import Status
+from tests.advisory_world import World, world
+from tests.interop.nostr_tools import NostrTools
+
+pytestmark = [pytest.mark.interop, pytest.mark.anyio]
+
+JS_SK = secrets.token_hex(32)
+
+
+class JsAdvisor:
+    """The JS advisor's view of the relay: its gift wraps, unwrapped by nostr-tools."""
+
+    def __init__(self, tools: NostrTools, client: RelayClient) -> None:
+        self.tools, self.client = tools, client
+        self.pub: str = tools.call("pubkey", sk=JS_SK)
+
+    async def next_rumor(self, kind: int, timeout: float = 10) -> dict:
+        with anyio.fail_after(timeout):
+            while True:
+                wrap = json.loads((await self.client.inbox.receive()).raw)
+                rumor = self.tools.call("unwrap", sk=JS_SK, wrap=wrap)
+                if rumor["kind"] == kind:
+                    return rumor
+
+    async def send(self, node: str, kind: int, content: str, tags: list[list[str]]) -> None:
+        template = {"kind": kind, "created_at": int(time.time()), "tags": tags, "content": content}
+        wrap = self.tools.call("wrap", sk=JS_SK, recipient=node, template=template)
+        published = await self.client.publish(parse_event(json.dumps(wrap)))
+        assert published.accepted, published.failed
+
+
+async def js_advisor(w: World, tools: NostrTools, client: RelayClient) -> tuple[JsAdvisor, str]:
+    js = JsAdvisor(tools, client)
+    await client.subscribe([{"kinds": [Kind.GIFT_WRAP], "#p": [js.pub]}])
+    w.node.issue(js.pub, "standard", ["hive:fee-policy/*", "hive:monitor/*"])
+    grant = json.loads((await js.next_rumor(Kind.CREDENTIAL_GRANT))["content"])
+    assert grant["credential"]["advisor"] == js.pub
+    return js, grant["credential"]["credential_id"]
+
+
+async def test_nostr_tools_command_and_receipt(
+    tmp_path: Path, relay_url: str, nostr_tools: NostrTools
+) -> None:
+    async with world(tmp_path, relay_url) as w, RelayClient([relay_url]) as client:
+        js, credential_id = await js_advisor(w, nostr_tools, client)
+        scid = (await w.channels())[0].short_channel_id
+        now = int(time.time())
+        command = {
+            "command_id": secrets.token_hex(16),
+            "node": w.node.me,
+            "credential_id": credential_id,
+            "schema": "hive:fee-policy/v1",
+            "action": "set_single",
+            "params": {"channel": scid, "fee_ppm": 115},
+            "nonce": secrets.token_hex(16),
+            "issued_at": now,
+            "expires_at": now + 300,
+        }
+        tags = [["alt", "Lightning Hive advisor command"]]
+        await js.send(w.node.me, Kind.COMMAND, json.dumps(command), tags)
+        got = await js.next_rumor(Kind.RECEIPT)
+        assert got["pubkey"] == w.node.me  # nostr-tools checked seal signer == rumor author
+        sealed = receipt.Receipt.model_validate_json(got["content"])
+        receipt.verify(sealed)  # the node's signature over the receipt
+        assert sealed.command_id == command["command_id"]
+        assert sealed.status == Status.OK and sealed.advisor == js.pub
+        assert (await w.channels())[0].policy.ppm == 115
+
+        # the same gift wrap again (a relay redelivering it): the stored receipt, no new action
+        await js.send(w.node.me, Kind.COMMAND, json.dumps(command), tags)
+        again = receipt.Receipt.model_validate_json((await js.next_rumor(Kind.RECEIPT))["content"])
+        assert again.receipt_id == sealed.receipt_id
+
+
+async def test_plain_kind14_dm_command(
+    tmp_path: Path, relay_url: str, nostr_tools: NostrTools
+) -> None:
+    async with world(tmp_path, relay_url) as w, RelayClient([relay_url]) as client:
+        js, _ = await js_advisor(w, nostr_tools, client)
+        scid = (await w.channels())[0].short_channel_id
+        p = [["p", w.node.me]]
+        await js.send(
+            w.node.me, Kind.DIRECT_MESSAGE, f"fee-policy set_single channel={scid} fee_ppm=112", p
+        )
+        reply = await js.next_rumor(Kind.DIRECT_MESSAGE)
+        assert reply["pubkey"] == w.node.me
+        assert reply["content"].startswith("done: fee-policy set_single"), reply["content"]
+        assert ["p", js.pub] in reply["tags"]
+        assert (await w.channels())[0].policy.ppm == 112
+
+        # same checks as any command: a fee jump over the credential's limit is refused
+        await js.send(
+            w.node.me, Kind.DIRECT_MESSAGE, f"fee-policy set_single channel={scid} fee_ppm=900", p
+        )
+        refused = await js.next_rumor(Kind.DIRECT_MESSAGE)
+        assert "refused" in refused["content"] and "RESTRICTED" in refused["content"]
+        assert (await w.channels())[0].policy.ppm == 112
+
+        await js.send(w.node.me, Kind.DIRECT_MESSAGE, "status", p)
+        status = await js.next_rumor(Kind.DIRECT_MESSAGE)
+        assert status["content"].startswith("done: monitor get_info"), status["content"]
