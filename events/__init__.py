@@ -5,6 +5,7 @@ with `build()`/`rumor()` and `parse()`; `base` for NIP-01 envelopes, `nip44` and
 private messages, `errors` for the typed errors everything raises, `kinds` for the registry.
 """
 
+from events import sdk_buffers  # noqa: F401 - installs the fast byte copy before any use
 from events.base import (
     MAX_EVENT_BYTES,
     MAX_RUMOR_BYTES,

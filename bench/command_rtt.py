@@ -1,0 +1,142 @@
+"""Advisor command round trips: command sent → signed receipt back, three processes.
+
+The relay (`hive-agent relay`, nostr-sdk's relay) and the node agent (`hive-agent node`, on
+its simulated node, autonomous mode) run as their own processes; the advisor runs here.  Each
+command is a real `fee-policy set_single` (alternating 100/110 ppm): gift-wrapped, unwrapped
+and verified by the node, decided, executed on the simulator (whose state is saved to disk),
+receipted in a hash chain, gift-wrapped back.  The baseline, measured in the same run on the
+same relay: one signed event published by one connection and received by another.
+
+A command round trip is two relay hops plus the work at both ends, so the last line is
+`ratio=<p50 command RTT ÷ (2 × p50 raw publish→receive RTT)>`.
+
+    .venv/bin/python bench/command_rtt.py [--commands N] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import nostr_sdk as sdk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.advisory.advisor import AdvisorService
+from agent.nostr.client import RelayClient
+from agent.runtime import Agent
+from agent.settings import RelaysConfig, Settings
+from agent.store import advisory as repo
+from events.base import sign_event
+from events.receipt import Status
+
+HIVE = str(Path(sys.executable).with_name("hive-agent"))
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """A hive-agent process; returns it with its first line of output (it is running then)."""
+    proc = subprocess.Popen(
+        [HIVE, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def hive(*args: str) -> str:
+    done = subprocess.run([HIVE, *args], capture_output=True, text=True, check=True, timeout=60)
+    return done.stdout
+
+
+async def raw_rtts(url: str, n: int) -> list[float]:
+    keys = sdk.Keys.generate()
+    out: list[float] = []
+    async with RelayClient([url]) as writer, RelayClient([url]) as reader:
+        await reader.subscribe([{"kinds": [1], "authors": [keys.public_key().to_hex()]}])
+        await anyio.sleep(0.2)
+        for i in range(n):
+            event = sign_event(keys, 1, f"ping {i}", [], int(time.time()))
+            started = time.perf_counter()
+            await writer.publish(event)
+            with anyio.fail_after(10):
+                while json.loads((await reader.inbox.receive()).raw)["id"] != event.id:
+                    pass
+            out.append(time.perf_counter() - started)
+    return out
+
+
+async def command_rtts(url: str, node_home: Path, advisor_home: Path, n: int) -> list[float]:
+    node_pub = json.loads(hive("--home", str(node_home), "--json", "keys", "show"))["pubkey"]
+    config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=5)
+    async with Agent(Settings(home=advisor_home), sdk.Keys.generate(), config) as agent:
+        advisor = AdvisorService(agent)
+        hive(
+            "--home", str(node_home), "credential", "grant", advisor.me,
+            "--schema", "hive:fee-policy/*", "--max-daily-actions", str(n + 10), "--relay", url,
+        )  # fmt: skip
+        with anyio.fail_after(20):
+            while repo.active_held(agent.store, node_pub, advisor.now) is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        scid = await first_channel(node_home)
+        out: list[float] = []
+        for i in range(n):
+            params = {"channel": scid, "fee_ppm": 110 if i % 2 == 0 else 100}
+            started = time.perf_counter()
+            _, got = await advisor.advise(
+                node_pub, "hive:fee-policy/v1", "set_single", params, timeout_s=10
+            )
+            elapsed = time.perf_counter() - started
+            if got is None or got.status != Status.OK:
+                raise SystemExit(f"command {i} failed: {got.error if got else 'no receipt'}")
+            out.append(elapsed)
+        assert sum(advisor.verify_chain(node_pub).values()) == n
+    return out
+
+
+async def first_channel(node_home: Path) -> str:
+    data = json.loads((node_home / "sim-network.json").read_text())
+    me = next(n["id"] for n in data["nodes"] if n["alias"] == "node0")
+    return sorted(c["scid"] for c in data["channels"] if me in (c["a"], c["b"]))[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=500)
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI (no ratio claims)")
+    args = parser.parse_args()
+    n = 20 if args.smoke else args.commands
+    with tempfile.TemporaryDirectory() as tmp:
+        relay, url = start("relay", "--port", "0")
+        node_home, advisor_home = Path(tmp) / "node", Path(tmp) / "advisor"
+        hive("--home", str(node_home), "keys", "new")
+        (node_home / "policy.json").write_text(json.dumps({"rate_per_minute": 10 * n}))
+        node, line = start("--home", str(node_home), "node", "--relay", url)
+        assert "running" in line, line
+        try:
+            raw = anyio.run(raw_rtts, url, n)
+            cmd = anyio.run(command_rtts, url, node_home, advisor_home, n)
+        finally:
+            for proc in (node, relay):
+                proc.terminate()
+                proc.communicate(timeout=20)
+    raw_p50, cmd_p50 = statistics.median(raw), statistics.median(cmd)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} round trips each")
+    print(f"raw publish→receive  p50 {raw_p50 * 1e3:7.2f} ms  p99 {pct(raw, 0.99) * 1e3:7.2f} ms")
+    print(f"command → receipt    p50 {cmd_p50 * 1e3:7.2f} ms  p99 {pct(cmd, 0.99) * 1e3:7.2f} ms")
+    print(f"ratio={cmd_p50 / (2 * raw_p50):.2f}")
+
+
+if __name__ == "__main__":
+    main()
