@@ -55,9 +55,8 @@ def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeB
                 ids[i], ids[(i + 1) % args.sim_nodes], 2_000_000, push_msat=800_000_000
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        sim_state.save(net, path)
     me = sorted(net.nodes, key=lambda n: net.nodes[n].alias)[0]
-    return SimBackend(net, me, on_change=lambda: sim_state.save(net, path)), net
+    return SimBackend(net, me, on_change=sim_state.Journal(net, path).save), net
 
 
 def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:

@@ -83,7 +83,7 @@ class Inbound:
         now = self.clock.now()
         seen_here: set[str] = set()
         handled: set[str] = set()  # kinds handled in this batch, for named crash points
-        with self.store.transaction(now) as tx:
+        with self.store.transaction(now, durable=False) as tx:  # refetched if lost
             for item in batch:
                 outcome = self._one(item, tx, seen_here, handled)
                 report.outcomes.append(outcome)

@@ -44,6 +44,7 @@ class Outbox:
         self.settings = settings
         self._wake = anyio.Event()
         self._changed = anyio.Event()
+        self._fresh: list[int] = []  # kinds enqueued since the last wake (for crash points)
 
     # --- enqueue -----------------------------------------------------------------------
 
@@ -59,6 +60,7 @@ class Outbox:
         acks = min(min_acks or self.pool.config.min_acks, len(targets))
         ttl = self.clock.now() + self.settings.outbox_ttl_s
         tx.enqueue(event.id, event.to_json(), event.kind, targets, acks, ttl)
+        self._fresh.append(event.kind)
 
     def submit(
         self, event: NostrEvent, targets: list[str] | None = None, min_acks: int | None = None
@@ -66,7 +68,6 @@ class Outbox:
         """Commit `event` to the outbox on its own and wake the sender."""
         with self.store.transaction(self.clock.now()) as tx:
             self.enqueue(tx, event, targets, min_acks)
-        crash_point("outbox.after_store", str(event.kind))
         self.wake()
         item = self.store.outbox_item(event.id)
         assert item is not None
@@ -94,6 +95,10 @@ class Outbox:
         await self._changed.wait()
 
     def wake(self) -> None:
+        """Called once what was enqueued is committed: the sender looks for due items."""
+        fresh, self._fresh = self._fresh, []
+        for kind in fresh:
+            crash_point("outbox.after_store", str(kind))
         self._wake.set()
 
     def relay_back(self, url: str) -> None:
@@ -126,6 +131,7 @@ class Outbox:
         if any(url not in self.pool.states for url in item.missing):
             for url in item.missing:
                 await self.pool.add_write_relay(url)
+        self.store.sync()  # nothing leaves on the strength of a commit that could be lost
         outcome = await self.pool.publish(event, item.missing)
         crash_point("outbox.after_send", str(item.kind))
         now = self.clock.now()
@@ -140,7 +146,7 @@ class Outbox:
                 refused[url] = reason
             else:
                 retry[url] = reason
-        with self.store.transaction(now) as tx:
+        with self.store.transaction(now, durable=False) as tx:  # if lost: published again
             tx.record_acks(item.event_id, sorted(acked - item.acked))
             for url in refused.keys() - item.refused.keys():
                 tx.record_refusal(item.event_id, url, refused[url])

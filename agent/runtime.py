@@ -196,16 +196,19 @@ class Agent:
             listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
         return inbox_relays(dm, listed) or self.relays.write_urls
 
-    def enqueue_private(self, tx: Tx, recipient: str, rumor: Rumor) -> NostrEvent:
+    def enqueue_private(
+        self, tx: Tx, recipient: str, rumor: Rumor, targets: list[str] | None = None
+    ) -> NostrEvent:
         """Gift-wrap `rumor` and queue it inside an open transaction (from a handler).
 
-        Uses the recipient's relay lists already in the store (no network here); falls back to
-        our own write relays.
+        Without `targets`, uses the recipient's relay lists already in the store (no network
+        here); falls back to our own write relays.
         """
         wrap = nip59.wrap(self.keys, recipient, rumor, now=self.clock.now())
-        dm = self.store.relay_list(recipient, Kind.DM_RELAYS)
-        listed = self.store.relay_list(recipient, Kind.RELAY_LIST)
-        targets = inbox_relays(dm, listed) or self.relays.write_urls
+        if targets is None:
+            dm = self.store.relay_list(recipient, Kind.DM_RELAYS)
+            listed = self.store.relay_list(recipient, Kind.RELAY_LIST)
+            targets = inbox_relays(dm, listed) or self.relays.write_urls
         self.outbox.enqueue(tx, wrap, targets)
         return wrap
 

@@ -5,10 +5,12 @@ its simulated node, autonomous mode) run as their own processes; the advisor run
 command is a real `fee-policy set_single` (alternating 100/110 ppm): gift-wrapped, unwrapped
 and verified by the node, decided, executed on the simulator (whose state is saved to disk),
 receipted in a hash chain, gift-wrapped back.  The baseline, measured in the same run on the
-same relay: one signed event published by one connection and received by another.
+same relay: one signed event published by one connection and received by another — a gift
+wrap of the size a command travels in (built before the clock starts, so only the relay and
+the client libraries are timed), and for reference a small kind-1 note.
 
 A command round trip is two relay hops plus the work at both ends, so the last line is
-`ratio=<p50 command RTT ÷ (2 × p50 raw publish→receive RTT)>`.
+`ratio=<p50 command RTT ÷ (2 × p50 raw gift-wrap publish→receive RTT)>`.
 
     .venv/bin/python bench/command_rtt.py [--commands N] [--smoke]
 """
@@ -31,11 +33,14 @@ import nostr_sdk as sdk
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.advisory.advisor import AdvisorService
+from agent.node import sim_state
 from agent.nostr.client import RelayClient
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
-from events.base import sign_event
+from events import command, nip59
+from events.base import NostrEvent, sign_event
+from events.command import Command
 from events.receipt import Status
 
 HIVE = str(Path(sys.executable).with_name("hive-agent"))
@@ -60,14 +65,13 @@ def hive(*args: str) -> str:
     return done.stdout
 
 
-async def raw_rtts(url: str, n: int) -> list[float]:
-    keys = sdk.Keys.generate()
+async def raw_rtts(url: str, events: list[NostrEvent]) -> list[float]:
+    """Publish each (pre-built) event from one connection; time until another receives it."""
     out: list[float] = []
     async with RelayClient([url]) as writer, RelayClient([url]) as reader:
-        await reader.subscribe([{"kinds": [1], "authors": [keys.public_key().to_hex()]}])
+        await reader.subscribe([{"ids": [e.id for e in events]}])
         await anyio.sleep(0.2)
-        for i in range(n):
-            event = sign_event(keys, 1, f"ping {i}", [], int(time.time()))
+        for event in events:
             started = time.perf_counter()
             await writer.publish(event)
             with anyio.fail_after(10):
@@ -75,6 +79,21 @@ async def raw_rtts(url: str, n: int) -> list[float]:
                     pass
             out.append(time.perf_counter() - started)
     return out
+
+
+def baselines(n: int) -> tuple[list[NostrEvent], list[NostrEvent]]:
+    """Small kind-1 notes, and gift wraps of the size a command travels in (built up front)."""
+    keys, node = sdk.Keys.generate(), sdk.Keys.generate().public_key().to_hex()
+    now = int(time.time())
+    notes = [sign_event(keys, 1, f"ping {i}", [], now) for i in range(n)]
+    cmd = Command(
+        command_id="0" * 32, node=node, credential_id="1" * 32, schema="hive:fee-policy/v1",
+        action="set_single", params={"channel": "100x1x0", "fee_ppm": 110}, nonce="2" * 32,
+        issued_at=now, expires_at=now + 300,
+    )  # fmt: skip
+    rumor = command.FAMILY.rumor(keys.public_key().to_hex(), cmd, created_at=now)
+    wraps = [nip59.wrap(keys, node, rumor, now=now) for _ in range(n)]
+    return notes, wraps
 
 
 async def command_rtts(url: str, node_home: Path, advisor_home: Path, n: int) -> list[float]:
@@ -106,7 +125,7 @@ async def command_rtts(url: str, node_home: Path, advisor_home: Path, n: int) ->
 
 
 async def first_channel(node_home: Path) -> str:
-    data = json.loads((node_home / "sim-network.json").read_text())
+    data = sim_state.read(node_home / "sim-network.json")
     me = next(n["id"] for n in data["nodes"] if n["alias"] == "node0")
     return sorted(c["scid"] for c in data["channels"] if me in (c["a"], c["b"]))[0]
 
@@ -125,16 +144,22 @@ def main() -> None:
         node, line = start("--home", str(node_home), "node", "--relay", url)
         assert "running" in line, line
         try:
-            raw = anyio.run(raw_rtts, url, n)
+            notes, wraps = baselines(n)
+            raw_note = anyio.run(raw_rtts, url, notes)
+            raw = anyio.run(raw_rtts, url, wraps)
             cmd = anyio.run(command_rtts, url, node_home, advisor_home, n)
         finally:
             for proc in (node, relay):
                 proc.terminate()
                 proc.communicate(timeout=20)
     raw_p50, cmd_p50 = statistics.median(raw), statistics.median(cmd)
+    note_p50 = statistics.median(raw_note)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} round trips each")
-    print(f"raw publish→receive  p50 {raw_p50 * 1e3:7.2f} ms  p99 {pct(raw, 0.99) * 1e3:7.2f} ms")
+    note_p99 = pct(raw_note, 0.99)
+    print(f"raw kind-1 note      p50 {note_p50 * 1e3:7.2f} ms  p99 {note_p99 * 1e3:7.2f} ms")
+    print(f"raw gift wrap        p50 {raw_p50 * 1e3:7.2f} ms  p99 {pct(raw, 0.99) * 1e3:7.2f} ms")
     print(f"command → receipt    p50 {cmd_p50 * 1e3:7.2f} ms  p99 {pct(cmd, 0.99) * 1e3:7.2f} ms")
+    print(f"(against the kind-1 note instead: {cmd_p50 / (2 * note_p50):.2f})")
     print(f"ratio={cmd_p50 / (2 * raw_p50):.2f}")
 
 

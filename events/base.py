@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import nostr_sdk as sdk
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from events.crypto import schnorr_verify, sha256
+from events.crypto import pubkey_hex, schnorr_verify, sha256
 from events.errors import (
     BadEventId,
     BadSignature,
@@ -180,7 +180,7 @@ def sign_event(keys: sdk.Keys, kind: int, content: str, tags: Tags, created_at: 
     The id is computed here (the same serialization `parse_event` checks) and signed with
     nostr-sdk's BIP-340 signer, so tags reach the wire exactly as given.
     """
-    pubkey = keys.public_key().to_hex()
+    pubkey = pubkey_hex(keys)
     eid = event_id(pubkey, created_at, kind, tags, content)
     ev = NostrEvent(
         id=eid,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from functools import lru_cache
 
+import nostr_sdk as sdk
 import secp256k1
 
 from events.errors import InvalidKey
@@ -67,3 +69,20 @@ def require_xonly(pubkey_hex: str) -> bytes:
     if _xonly(raw) is None:
         raise InvalidKey("public key is not the x coordinate of a secp256k1 point")
     return raw
+
+
+_PUBKEY_HEX: weakref.WeakKeyDictionary[sdk.Keys, str] = weakref.WeakKeyDictionary()
+
+
+def pubkey_hex(keys: sdk.Keys) -> str:
+    """The hex public key of `keys`, remembered per key object (each nostr-sdk call costs)."""
+    found = _PUBKEY_HEX.get(keys)
+    if found is None:
+        found = _PUBKEY_HEX[keys] = keys.public_key().to_hex()
+    return found
+
+
+@lru_cache(maxsize=1024)
+def sdk_public_key(xonly: bytes) -> sdk.PublicKey:
+    """nostr-sdk's PublicKey for 32 x-only bytes (immutable, so shared); errors as nostr-sdk's."""
+    return sdk.PublicKey.from_bytes(xonly)

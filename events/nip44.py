@@ -17,7 +17,7 @@ import binascii
 
 import nostr_sdk as sdk
 
-from events.crypto import require_xonly
+from events.crypto import require_xonly, sdk_public_key
 from events.errors import (
     DecryptionFailed,
     InvalidKey,
@@ -33,7 +33,7 @@ _MIN_RAW, _MAX_RAW = 99, 65_603
 
 
 def _public_key(pubkey_hex: str) -> sdk.PublicKey:
-    return sdk.PublicKey.from_bytes(require_xonly(pubkey_hex))
+    return sdk_public_key(require_xonly(pubkey_hex))
 
 
 def encrypt(sender: sdk.Keys, recipient_pubkey: str, plaintext: str) -> str:

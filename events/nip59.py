@@ -29,6 +29,7 @@ from events.base import (
     sign_event,
     tag_value,
 )
+from events.crypto import pubkey_hex
 from events.errors import InvalidEvent, SealMismatch, WrongRecipient
 from events.kinds import Kind
 
@@ -64,7 +65,7 @@ def wrap(
     MAX_RUMOR_BYTES, InvalidKey for a bad recipient.
     """
     rng = rng or _SYSTEM_RANDOM
-    if sender.public_key().to_hex() != rumor.pubkey:
+    if pubkey_hex(sender) != rumor.pubkey:
         raise SealMismatch("a rumor can only be sealed by its own author")
     rumor_json = rumor.to_json()
     parse_rumor(rumor_json)  # the same size and id checks the recipient will apply
@@ -85,7 +86,7 @@ def unwrap(recipient: sdk.Keys, gift: NostrEvent, *, now: int) -> Unwrapped:
     and the rumor, InvalidEvent for a seal with tags, and SealMismatch.
     """
     require_kind(gift, Kind.GIFT_WRAP)
-    me = recipient.public_key().to_hex()
+    me = pubkey_hex(recipient)
     if tag_value(gift.tags, "p") != me:
         raise WrongRecipient()
     require_unexpired(gift, now)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.node import sim_state
 from agent.store import Store
 from agent.store import advisory as repo
 from events import receipt
@@ -55,10 +56,10 @@ class NodeProcess:
 
 
 def sim(home: Path) -> dict:
-    return json.loads((home / "sim-network.json").read_text())
+    return sim_state.read(home / "sim-network.json")
 
 
-def my_channels(home: Path) -> list[dict]:
+def my_channels(home: Path) -> tuple[list[dict], str]:
     data = sim(home)
     me = next(n["id"] for n in data["nodes"] if n["alias"] == "node0")
     return sorted(

@@ -14,11 +14,32 @@ from agent.store.migrations import MIGRATIONS
 def test_pragmas_and_mode(tmp_path: Path) -> None:
     store = Store(tmp_path / "home" / "agent.sqlite")
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: see below
     assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert (tmp_path / "home" / "agent.sqlite").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "home").stat().st_mode & 0o777 == 0o700
     assert store.schema_version == len(MIGRATIONS)
+
+
+def test_durable_commits_sync_the_wal_and_others_wait_for_the_next_sync(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.sqlite")
+    with store.transaction(1, durable=False) as tx:
+        tx.add_note("ab" * 16, "cd" * 32, "not yet on disk", None)
+    assert store.unsynced
+    wal = tmp_path / "agent.sqlite-wal"
+    assert wal.stat().st_mode & 0o777 == 0o600  # SQLite gives the WAL the database's mode
+    store.sync()
+    assert not store.unsynced
+    with store.transaction(2, durable=False) as tx:
+        tx.add_note("ef" * 16, "cd" * 32, "also pending", None)
+    with store.transaction(3) as tx:  # a durable commit makes every earlier one durable
+        tx.add_note("01" * 16, "cd" * 32, "durable", None)
+    assert not store.unsynced
+    assert [n["text"] for n in Store(tmp_path / "agent.sqlite").notes()] == [
+        "not yet on disk",
+        "also pending",
+        "durable",
+    ]
 
 
 def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:

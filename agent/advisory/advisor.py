@@ -79,11 +79,12 @@ class AdvisorService:
             expires_at=self.now + lifetime_s,
             dry_run=dry_run,
         )
-        with self.agent.store.transaction(self.now) as tx:
+        targets = await self.agent.inbox_of(node)
+        rumor = command.FAMILY.rumor(self.me, cmd, created_at=self.now)
+        with self.agent.store.transaction(self.now) as tx:  # recorded and queued in one commit
             repo.save_sent(tx, cmd)
-        await self.agent.send_private(
-            node, command.FAMILY.rumor(self.me, cmd, created_at=self.now), wait=False
-        )
+            self.agent.enqueue_private(tx, node, rumor, targets)
+        self.agent.outbox.wake()
         if not wait:
             return cmd, None
         return cmd, await self.wait_for(cmd.command_id, timeout_s, final=True)

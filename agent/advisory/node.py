@@ -362,12 +362,16 @@ class NodeService:
             quiet=self.policy.quiet(self.now),
             limit_error=limit,
         )
-        with self.agent.store.transaction(self.now) as tx:
+        runs_now = decision.route == Route.AUTO and not cmd.dry_run
+        # not durable: if lost, the command is decided again; whatever follows commits durably
+        with self.agent.store.transaction(self.now, durable=False) as tx:
             repo.record_rate(tx, cmd.credential_id, danger >= 5)
             tx.execute(
                 "UPDATE commands SET danger = ?, route = ?, reasons = ? WHERE command_id = ?",
                 (danger, decision.route.value, decision.explain(), cmd.command_id),
             )
+            if runs_now:  # one commit for the decision and the hand-over to execution
+                repo.move(tx, cmd.command_id, ("received",), "ready")
         if cmd.dry_run:
             await self.dry_run(row, spec, params, decision)
         elif decision.route == Route.REFUSED:
@@ -380,7 +384,7 @@ class NodeService:
                 decision=decision.explain(),
             )
         elif decision.route == Route.AUTO:
-            self._set(cmd.command_id, "received", "ready")
+            pass  # already `ready`: step() executes it next
         elif decision.route == Route.ORACLE:
             await self.ask_oracle(row, cmd, decision)
         else:
@@ -660,7 +664,10 @@ class NodeService:
             "channels": int(spec.opens_channel),
             "actions": 1,
         }
-        with self.agent.store.transaction(self.now) as tx:
+        # The claim must be on disk before an action that must not run twice.  An idempotent
+        # one (setting an absolute value) may run again after a power cut, so its claim rides
+        # on the receipt's durable commit instead; recover() re-runs such actions anyway.
+        with self.agent.store.transaction(self.now, durable=not spec.idempotent) as tx:
             self.check_budgets(cmd, spec, params, tx)  # re-checked where it is reserved
             if not repo.move(
                 tx,
