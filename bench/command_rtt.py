@@ -5,9 +5,9 @@ its simulated node, autonomous mode) run as their own processes; the advisor run
 command is a real `fee-policy set_single` (alternating 100/110 ppm): gift-wrapped, unwrapped
 and verified by the node, decided, executed on the simulator (whose state is saved to disk),
 receipted in a hash chain, gift-wrapped back.  The baseline, measured in the same run on the
-same relay: one signed event published by one connection and received by another — a gift
-wrap of the size a command travels in (built before the clock starts, so only the relay and
-the client libraries are timed), and for reference a small kind-1 note.
+same relay: one signed event published here and received by another process (as the node is
+one) — a gift wrap of the size a command travels in, built before the clock starts so only the
+relay and the client library are timed — and, for reference, a small kind-1 note.
 
 A command round trip is two relay hops plus the work at both ends, so the last line is
 `ratio=<p50 command RTT ÷ (2 × p50 raw gift-wrap publish→receive RTT)>`.
@@ -65,19 +65,43 @@ def hive(*args: str) -> str:
     return done.stdout
 
 
-async def raw_rtts(url: str, events: list[NostrEvent]) -> list[float]:
-    """Publish each (pre-built) event from one connection; time until another receives it."""
-    out: list[float] = []
-    async with RelayClient([url]) as writer, RelayClient([url]) as reader:
-        await reader.subscribe([{"ids": [e.id for e in events]}])
+async def reader(url: str, ids: list[str]) -> None:
+    """The receiving end of the baseline, in its own process like the node: one line per event,
+    `<id> <perf_counter>` (CLOCK_MONOTONIC, the same clock in every process)."""
+    async with RelayClient([url]) as client:
+        await client.subscribe([{"ids": ids}])
         await anyio.sleep(0.2)
-        for event in events:
-            started = time.perf_counter()
-            await writer.publish(event)
-            with anyio.fail_after(10):
-                while json.loads((await reader.inbox.receive()).raw)["id"] != event.id:
-                    pass
-            out.append(time.perf_counter() - started)
+        print("ready", flush=True)
+        async for incoming in client.inbox:
+            stamp = time.perf_counter()
+            print(json.loads(incoming.raw)["id"], stamp, flush=True)
+
+
+async def raw_rtts(url: str, events: list[NostrEvent], tmp: Path) -> list[float]:
+    """Publish each (pre-built) event; time until another process receives it."""
+    ids = tmp / "ids.txt"
+    ids.write_text("\n".join(e.id for e in events))
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
+        [sys.executable, __file__, "--reader", url, str(ids)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    lines = proc.stdout
+    assert lines.readline().strip() == "ready"
+    out: list[float] = []
+    try:
+        async with RelayClient([url]) as writer:
+            for event in events:
+                started = time.perf_counter()
+                await writer.publish(event)
+                with anyio.fail_after(10):
+                    while True:
+                        got, stamp = (await anyio.to_thread.run_sync(lines.readline)).split()
+                        if got == event.id:
+                            break
+                out.append(float(stamp) - started)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
     return out
 
 
@@ -134,7 +158,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=500)
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI (no ratio claims)")
+    parser.add_argument("--reader", nargs=2, metavar=("URL", "IDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reader:
+        url, ids_file = args.reader
+        anyio.run(reader, url, Path(ids_file).read_text().split())
+        return
     n = 20 if args.smoke else args.commands
     with tempfile.TemporaryDirectory() as tmp:
         relay, url = start("relay", "--port", "0")
@@ -145,8 +174,8 @@ def main() -> None:
         assert "running" in line, line
         try:
             notes, wraps = baselines(n)
-            raw_note = anyio.run(raw_rtts, url, notes)
-            raw = anyio.run(raw_rtts, url, wraps)
+            raw_note = anyio.run(raw_rtts, url, notes, Path(tmp))
+            raw = anyio.run(raw_rtts, url, wraps, Path(tmp))
             cmd = anyio.run(command_rtts, url, node_home, advisor_home, n)
         finally:
             for proc in (node, relay):
