@@ -4,9 +4,11 @@ Act 1: an advisor publishes its signed agent profile; the operator's agent recei
 relay and verifies it.  Act 2: the operator sends the advisor a gift-wrapped private note and
 gets a gift-wrapped reply; the relay only ever sees one-time keys.  Act 3: a forged gift wrap
 (a seal signed by one key around a message claiming another author) is refused.  Act 4: the
-marketplace (agent/demo_market.py).  Act 5: the relay (a separate process with persistent
-storage) is killed; notes written meanwhile wait in the durable outbox and arrive exactly once
-after it restarts.  Act 6: the Core Lightning plugin on a simulated network.
+marketplace (agent/demo_market.py).  Act 5: an advisor manages the operator's node with a
+credential, dry runs, an approval by DM, a refusal and signed receipts (agent/demo_advisory.py).
+Act 6: the relay (a separate process with persistent storage) is killed; notes written
+meanwhile wait in the durable outbox and arrive exactly once after it restarts.  Act 7: the
+Core Lightning plugin on a simulated network.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import nostr_sdk as sdk
 
 from agent import __version__
 from agent.clock import SystemClock
+from agent.demo_advisory import advisory_act
 from agent.demo_market import market_act
 from agent.nostr.client import RelayClient
 from agent.nostr.local_relay import EmbeddedRelay, free_port
@@ -165,10 +168,13 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
                 "Act 4 - the marketplace: listings, ranking, a trial contract, reputation"
             )
             report["market"] = await market_act(out.say, relay.url, clock)
+
+            await out.act("Act 5 - an advisor manages the node: credential, commands, receipts")
+            report["advisory"] = await advisory_act(out.say, relay.url)
     out.say("relay stopped.")
-    await out.act("Act 5 - riding out a relay crash")
+    await out.act("Act 6 - riding out a relay crash")
     report["relay_restart"] = await relay_restart_act(out, olivia, adam, clock)
-    await out.act("Act 6 - the Core Lightning plugin, on a simulated network")
+    await out.act("Act 7 - the Core Lightning plugin, on a simulated network")
     report["plugin"] = await plugin_act(out)
     out.say("done.")
     if not quiet:

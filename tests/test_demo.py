@@ -28,6 +28,10 @@ def test_demo_story_as_json() -> None:
     market = report["market"]
     assert market["before"][0] == "adam-fees" and market["after"][0] == "bea-flow"
     assert market["trial_with"] == "adam"
+    advisory = report["advisory"]
+    assert advisory["fee_ppm"] == 120 and advisory["rebalance"] == "ok"
+    assert advisory["queued_then"] == "ok" and advisory["refused"] == "RESTRICTED"
+    assert advisory["receipts"] == 7  # dry, ok, dry, ok, queued, ok, refused
     assert report["plugin"]["binding_verified"] is True
     assert report["plugin"]["events"] == {"Forward": 1, "CustomMsg": 1}
     delivered = report["relay_restart"]["delivered"]
@@ -39,6 +43,6 @@ def test_demo_narrates_for_humans() -> None:
         [HIVE_AGENT, "demo", "--fast"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5", "Act 6"):
+    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5", "Act 6", "Act 7"):
         assert act in result.stdout
     assert "SEAL_MISMATCH" in result.stdout and "Traceback" not in result.stderr

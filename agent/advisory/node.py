@@ -560,9 +560,15 @@ class NodeService:
             if chan is not None:
                 old = chan.policy.ppm
                 change = abs(new - old) * 100 / max(old, 1)
-                cap = min(cred.constraints.max_fee_change_pct, preset.max_fee_change_pct)
+                caps = {
+                    "credential's": cred.constraints.max_fee_change_pct,
+                    f"{pol.preset.value} preset's": preset.max_fee_change_pct,
+                }
+                whose, cap = min(caps.items(), key=lambda kv: kv[1])
                 if change > cap:
-                    raise Restricted(f"a {change:.0f} % fee change exceeds the {cap} % limit")
+                    raise Restricted(
+                        f"a {change:.0f} % fee change exceeds the {whose} {cap} % limit"
+                    )
         if spec.name == "circular":
             cap = min(cred.constraints.max_rebalance_sats, preset.max_rebalance_sats)
             if params.amount_sats > cap:  # type: ignore[attr-defined]
