@@ -234,7 +234,6 @@ async def test_multisig_needs_m_of_n_approver_events(tmp_path: Path, relay_url: 
     )
     async with world(tmp_path, relay_url, policy) as w:
         await w.wait_credential(w.grant(tier=Tier.ADMIN, schemas=("hive:wallet/*",)))
-        params = {"address": "bcrt1qhivehivehivehivehive", "amount_sats": 2_000_000}
         w.node.policy = w.node.policy.model_copy(
             update={
                 "budgets": w.node.policy.budgets.model_copy(
@@ -266,7 +265,6 @@ async def test_multisig_needs_m_of_n_approver_events(tmp_path: Path, relay_url: 
             done is not None and done.error.code == "NOT_IMPLEMENTED"
         )  # approved, then: sweeping is not built
         assert w.node.agent.store.error_counts().get("UNAUTHORIZED", 0) == 1  # the stranger's vote
-        del params
 
 
 async def test_oracle_mode(tmp_path: Path, relay_url: str) -> None:
