@@ -34,6 +34,7 @@ class Command(Payload):
     issued_at: int = Field(ge=0)
     expires_at: int = Field(ge=0)
     dry_run: bool = False
+    ticket: Hex32 | None = None  # the escrow ticket the advisor expects to be paid from
 
     model_config = Payload.model_config | {"serialize_by_alias": True, "validate_by_name": True}
 

@@ -275,6 +275,49 @@ class NotFound(HiveError):
     prefix = "invalid"
 
 
+# --- escrow (Cashu) ---------------------------------------------------------------------------
+
+
+class TicketInvalid(HiveError):
+    """Raised when an escrow ticket's proofs are not locked the way the ticket says."""
+
+    code = "TICKET_INVALID"
+    detail = "the escrow ticket is not locked as it claims"
+    prefix = "invalid"
+
+
+class MintUnsupported(HiveError):
+    """Raised when a mint's NUT-06 info lacks a NUT that escrow needs (07, 10, 11, 14)."""
+
+    code = "MINT_UNSUPPORTED"
+    detail = "the mint does not support what escrow needs"
+    prefix = "restricted"
+
+
+class MintNotAllowed(HiveError):
+    """Raised when a mint is not one the operator configured (policy.json `mints`)."""
+
+    code = "MINT_NOT_ALLOWED"
+    detail = "the operator did not configure this mint"
+    prefix = "restricted"
+
+
+class MintUnavailable(HiveError):
+    """Raised when a mint cannot be reached or answers with something that is not Cashu."""
+
+    code = "MINT_UNAVAILABLE"
+    detail = "the mint cannot be reached"
+    prefix = "error"
+
+
+class MintRefused(HiveError):
+    """Raised when a mint refuses an operation (wrong preimage, missing signature, spent)."""
+
+    code = "MINT_REFUSED"
+    detail = "the mint refused the operation"
+    prefix = "error"
+
+
 class Internal(HiveError):
     """Raised when an unexpected failure is caught at a boundary."""
 

@@ -49,6 +49,7 @@ class Kind(IntEnum):
     CONTRACT_ACCEPT = 4385  # contract acceptance / countersignature
     BID = 4386  # sealed bid answering an RFP
     ESCROW_TICKET = 4387  # Cashu escrow ticket riding with a contract or a command
+    ESCROW_RELEASE = 4388  # node-signed release of an escrow preimage (performance bonus)
 
 
 HIVE_ADDRESSABLE = range(36380, 36390)

@@ -15,6 +15,7 @@ from agent.advisory.advisor import AdvisorService
 from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import Clock
+from agent.escrow.service import Escrow, watch_forwards
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend
 from agent.runtime import Agent
@@ -36,6 +37,8 @@ class World:
     operator: Agent
     dms: list[str]  # what the operator received by DM
     tmp: Path
+    node_escrow: Escrow | None = None
+    advisor_escrow: Escrow | None = None
 
     @property
     def backend(self) -> SimBackend:
@@ -76,7 +79,11 @@ class World:
 
 @asynccontextmanager
 async def world(
-    tmp: Path, relay_url: str, policy: PolicyConfig | None = None, node_clock: Clock | None = None
+    tmp: Path,
+    relay_url: str,
+    policy: PolicyConfig | None = None,
+    node_clock: Clock | None = None,
+    mint: str | None = None,
 ) -> AsyncIterator[World]:
     net, ids = ring()
     config = RelaysConfig.single(relay_url, **FAST)
@@ -100,4 +107,12 @@ async def world(
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tg.cancel_scope.cancel)
         tg.start_soon(service.run)
-        yield World(net, ids, service, advisor, operator, dms, tmp)
+        node_escrow = advisor_escrow = None
+        if mint is not None:
+            node_escrow = Escrow(node_agent, [mint], node=service)
+            advisor_escrow = Escrow(advisor_agent, [mint])
+            advisor_escrow.attach(advisor)
+            tg.start_soon(node_escrow.maintain, 0.2)
+            tg.start_soon(advisor_escrow.maintain, 0.2)
+            tg.start_soon(watch_forwards, SimBackend(net, ids[0]), node_escrow)
+        yield World(net, ids, service, advisor, operator, dms, tmp, node_escrow, advisor_escrow)

@@ -199,3 +199,20 @@ def nostr_tools() -> Iterator[object]:
     tools = NostrTools(node or "node", ROOT / "tests/interop/nt.mjs")
     yield tools
     tools.close()
+
+
+@pytest.fixture(scope="session")
+def mint_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Nutshell mint (the `cashu` package's `mint`, FakeWallet backend) on 127.0.0.1."""
+    from agent.escrow.mint import MintProcess
+    from events.errors import MintUnavailable
+
+    if not (Path(sys.executable).with_name("mint")).exists():
+        missing_component("the Nutshell mint", "run ./scripts/dev setup (installs cashu)")
+    mint = MintProcess(tmp_path_factory.mktemp("mint"))
+    try:
+        url = mint.start()
+    except MintUnavailable as exc:
+        missing_component("the Nutshell mint", str(exc))
+    yield url
+    mint.stop()

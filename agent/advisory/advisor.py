@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -23,6 +24,8 @@ class AdvisorService:
         self.agent = agent
         self.me = agent.pubkey
         self._arrived = anyio.Event()
+        # escrow: a receipt's preimage opens a ticket part (set by agent.escrow.service)
+        self.on_preimage: Callable[[Tx, str, str], bool] | None = None
         agent.rumors[Kind.CREDENTIAL_GRANT] = self.on_grant
         agent.rumors[Kind.RECEIPT] = self.on_receipt
         agent.after_batch.append(self._poke)
@@ -49,6 +52,8 @@ class AdvisorService:
         if sealed.node != opened.sender or sealed.advisor != self.me:
             raise Unauthorized("a receipt must come from its node, about our command")
         repo.save_held_receipt(tx, sealed)
+        if sealed.preimage and self.on_preimage is not None:
+            self.on_preimage(tx, sealed.preimage, f"receipt:{sealed.receipt_id}")
 
     async def advise(
         self,
@@ -58,6 +63,7 @@ class AdvisorService:
         params: dict[str, Any],
         *,
         dry_run: bool = False,
+        ticket: str | None = None,
         wait: bool = True,
         timeout_s: float = 30,
         lifetime_s: int = 300,
@@ -78,6 +84,7 @@ class AdvisorService:
             issued_at=self.now,
             expires_at=self.now + lifetime_s,
             dry_run=dry_run,
+            ticket=ticket,
         )
         targets = await self.agent.inbox_of(node)
         rumor = command.FAMILY.rumor(self.me, cmd, created_at=self.now)

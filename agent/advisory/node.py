@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -67,6 +67,9 @@ from events.kinds import Kind
 from events.nip59 import Unwrapped
 from events.receipt import Receipt, Status
 
+if TYPE_CHECKING:
+    from agent.escrow.service import Escrow
+
 log = logging.getLogger("hive.node")
 CLOCK_WINDOW_S = 300
 EMPTY = content_hash({})
@@ -79,6 +82,7 @@ class NodeService:
         self.node = node
         self.policy = policy
         self.me = agent.pubkey
+        self.escrow: Escrow | None = None  # set by agent.escrow.service.Escrow
         self._wake = anyio.Event()
         agent.rumors[Kind.COMMAND] = self.on_command
         agent.rumors[Kind.DIRECT_MESSAGE] = self.on_dm
@@ -226,8 +230,12 @@ class NodeService:
     ) -> Receipt:
         """Append a receipt to the credential's chain and send it (in the open transaction)."""
         seq, prev = repo.chain_tip(tx, cmd.credential_id)
+        receipt_id = secrets.token_hex(16)
+        preimage = None
+        if status == Status.OK and self.escrow is not None:
+            preimage = self.escrow.on_success(tx, cmd, receipt_id)  # same commit as the receipt
         body = {
-            "receipt_id": secrets.token_hex(16),
+            "receipt_id": receipt_id,
             "seq": seq + 1,
             "node": self.me,
             "credential_id": cmd.credential_id,
@@ -245,7 +253,7 @@ class NodeService:
             "state_hash_after": after,
             "created_at": self.now,
             "prev_hash": prev,
-            "preimage": None,
+            "preimage": preimage,
         }
         sealed = receipt.seal(self.agent.keys, body)
         repo.save_receipt(tx, sealed)
@@ -545,6 +553,10 @@ class NodeService:
     ) -> None:
         cred, pol = grant.credential, self.policy
         preset = PRESETS[pol.preset]
+        if self.escrow is not None:
+            self.escrow.covers(db, cmd, grant.credential.advisor, danger)
+        elif cmd.ticket is not None:
+            raise InvalidParams("this node does not run escrow")
         for scid in schemas.channels_named(params):
             if scid in pol.protected_channels:
                 raise Restricted(f"channel {scid} is protected")

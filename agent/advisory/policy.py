@@ -90,6 +90,7 @@ class PolicyConfig(BaseModel):
     budgets: Budgets = Field(default_factory=Budgets)
     rate_per_minute: int = Field(60, ge=1)
     dangerous_rate_per_minute: int = Field(5, ge=1)
+    mints: list[str] = Field(default_factory=list, max_length=16)  # Cashu mints for escrow
 
     @classmethod
     def load(cls, path: Path) -> PolicyConfig:

@@ -249,4 +249,56 @@ MIGRATIONS: list[str] = [
         sent_at       INTEGER NOT NULL
     );
     """,
+    # 4: escrow — the wallet's proofs, tickets (funded or held) and their parts, and the node's
+    # preimages (XOR-masked with a key derived from the agent's secret)
+    """
+    CREATE TABLE wallet_proofs (
+        secret     TEXT PRIMARY KEY,
+        mint       TEXT NOT NULL,
+        keyset_id  TEXT NOT NULL,
+        amount     INTEGER NOT NULL CHECK (amount > 0),
+        c          TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('unspent', 'spent')),
+        origin     TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX wallet_proofs_unspent ON wallet_proofs (mint, state);
+    CREATE TABLE escrow_tickets (
+        ticket_id  TEXT PRIMARY KEY,
+        role       TEXT NOT NULL CHECK (role IN ('funder', 'payee')),
+        ticket     TEXT NOT NULL,
+        successes  INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE escrow_parts (
+        ticket_id    TEXT NOT NULL REFERENCES escrow_tickets (ticket_id),
+        part_index   INTEGER NOT NULL,
+        lock_hash    TEXT NOT NULL,
+        amount       INTEGER NOT NULL CHECK (amount > 0),
+        locktime     INTEGER NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN
+                     ('locked', 'released', 'redeemed', 'refunded', 'lapsed')),
+        preimage     TEXT,                  -- the payee's copy, once released
+        measure_from INTEGER,               -- performance bonus: when its window started
+        released_by  TEXT,                  -- receipt or release that revealed it
+        note         TEXT,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (ticket_id, part_index)
+    );
+    CREATE INDEX escrow_parts_by_hash ON escrow_parts (lock_hash);
+    CREATE TABLE forwards_log (
+        at          INTEGER NOT NULL,       -- when the agent saw it settle (its clock)
+        in_channel  TEXT NOT NULL,
+        out_channel TEXT NOT NULL,
+        fee_msat    INTEGER NOT NULL
+    );
+    CREATE INDEX forwards_log_by_time ON forwards_log (at);
+    CREATE TABLE escrow_secrets (
+        lock_hash  TEXT PRIMARY KEY,
+        masked     TEXT NOT NULL,           -- preimage XOR HMAC(agent key, lock hash)
+        state      TEXT NOT NULL CHECK (state IN ('held', 'released')),
+        created_at INTEGER NOT NULL,
+        released_at INTEGER
+    );
+    """,
 ]

@@ -1,0 +1,124 @@
+"""Mints: what escrow requires of one (NUT-06 info), and a local Nutshell mint process.
+
+Before any funds are locked the operator's agent reads the mint's `/v1/info` itself — before the
+Cashu wallet library talks to the mint at all — and refuses a mint that is not in the
+operator's `mints` list or whose info lacks NUT-07 (state checks, to see spends and recover a
+revealed preimage), NUT-10 (spending conditions), NUT-11 (P2PK signatures) or NUT-14 (HTLCs).
+A mint that does not understand a secret kind may treat it as anyone-can-spend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent.nostr.local_relay import free_port
+from events.errors import MintNotAllowed, MintUnavailable, MintUnsupported
+
+REQUIRED_NUTS = ("7", "10", "11", "14")
+
+
+def normalize(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def missing_nuts(info: dict[str, Any]) -> list[str]:
+    """The escrow NUTs this info does not declare as supported."""
+    nuts = info.get("nuts") if isinstance(info, dict) else None
+    nuts = nuts if isinstance(nuts, dict) else {}
+    out = []
+    for nut in REQUIRED_NUTS:
+        entry = nuts.get(nut)
+        if not (isinstance(entry, dict) and entry.get("supported") is True):
+            out.append(f"NUT-{int(nut):02d}")
+    return out
+
+
+async def fetch_info(url: str, timeout_s: float = 10) -> dict[str, Any]:
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            reply = await client.get(f"{normalize(url)}/v1/info")
+            reply.raise_for_status()
+            info = reply.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise MintUnavailable(f"cannot read {url}/v1/info: {exc}"[:300]) from None
+    if not isinstance(info, dict):
+        raise MintUnavailable(f"{url}/v1/info is not a NUT-06 info object")
+    return info
+
+
+async def check_mint(url: str, allowed: list[str]) -> dict[str, Any]:
+    """The mint's info if escrow may use it; MintNotAllowed or MintUnsupported otherwise."""
+    if normalize(url) not in {normalize(u) for u in allowed}:
+        raise MintNotAllowed(
+            f"{url} is not in the operator's mints ({', '.join(allowed) or 'none'})"
+        )
+    info = await fetch_info(url)
+    missing = missing_nuts(info)
+    if missing:
+        raise MintUnsupported(f"{url} lacks {', '.join(missing)}, which escrow needs")
+    return info
+
+
+class MintProcess:
+    """Nutshell's `mint` server with the FakeWallet backend, on 127.0.0.1 (tests and demo).
+
+    FakeWallet marks every mint quote paid at once, so tokens can be minted without Lightning.
+    """
+
+    def __init__(self, workdir: Path, port: int = 0) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30) -> str:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "MINT_BACKEND_BOLT11_SAT": "FakeWallet",
+            "MINT_PRIVATE_KEY": secrets.token_hex(32),
+            "MINT_LISTEN_HOST": "127.0.0.1",
+            "MINT_LISTEN_PORT": str(self.port),
+            "MINT_DATABASE": str(self.workdir / "mint"),
+            "MINT_INPUT_FEE_PPK": "0",
+            "FAKEWALLET_DELAY_INCOMING_PAYMENT": "0",
+            "DEBUG": "FALSE",
+        }
+        binary = Path(sys.executable).with_name("mint")
+        log = (self.workdir / "mint.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(binary)], env=env, cwd=self.workdir, stdout=log, stderr=log
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise MintUnavailable(f"the mint exited at start; see {self.workdir / 'mint.log'}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/v1/info", timeout=1).status_code == 200:
+                    return self.url
+            time.sleep(0.1)
+        self.stop()
+        raise MintUnavailable(f"the mint did not answer within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

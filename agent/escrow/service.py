@@ -1,0 +1,507 @@
+"""Escrow for one agent, in whichever roles it plays.
+
+Operator + node (the node agent, or the plugin on the node): asks its own node side for lock
+hashes (the preimage is created and committed first), funds tickets from its Cashu wallet,
+sends them gift-wrapped to the advisor, reveals a preimage only inside the signed receipt of a
+successful command (or, for a performance bonus, a signed release after the measurement
+window), and refunds what was never released once the locktime has passed.
+
+Advisor: checks a ticket's locks before keeping it, learns preimages from receipts and
+releases, redeems with preimage + signature, and records the fresh proofs.
+
+Network calls to the mint happen outside transactions; every outcome is committed with what it
+changes (proofs spent and received, part state) in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from agent.escrow.mint import check_mint, normalize
+from agent.escrow.wallet import CashuWallet
+from agent.node.models import Forward, ForwardStatus
+from agent.runtime import Agent
+from agent.store import Tx
+from agent.store import escrow as repo
+from events import escrow
+from events.command import Command
+from events.errors import (
+    HiveError,
+    InsufficientBalance,
+    InvalidParams,
+    MintNotAllowed,
+    MintRefused,
+    NotFound,
+    Restricted,
+    Unauthorized,
+)
+from events.escrow import (
+    RELEASE,
+    TICKET,
+    CashuProof,
+    Metric,
+    Part,
+    PartRole,
+    Terms,
+    Ticket,
+    TicketType,
+)
+from events.kinds import Kind
+from events.nip59 import Unwrapped
+
+if TYPE_CHECKING:
+    from agent.advisory.node import NodeService
+
+log = logging.getLogger("hive.escrow")
+REFUND_GRACE_S = 2  # past the locktime by the mint's clock, not just ours
+
+
+def split_evenly(total: int, n: int) -> list[int]:
+    base, extra = divmod(total, n)
+    return [base + (1 if i >= n - extra else 0) for i in range(n)]
+
+
+class Escrow:
+    def __init__(self, agent: Agent, mints: list[str], node: NodeService | None = None) -> None:
+        self.agent = agent
+        self.mints = [normalize(u) for u in mints]
+        self.node = node
+        self.me = agent.pubkey
+        self._secret = bytes.fromhex(agent.keys.secret_key().to_hex())
+        self._wallets: dict[str, CashuWallet] = {}
+        self._wake = anyio.Event()
+        agent.rumors[Kind.ESCROW_TICKET] = self.on_ticket
+        agent.rumors[Kind.ESCROW_RELEASE] = self.on_release
+        if node is not None:
+            node.escrow = self
+
+    def attach(self, advisor: Any) -> None:
+        """Let an AdvisorService hand us the preimages its receipts carry."""
+        advisor.on_preimage = self.learn
+
+    @property
+    def now(self) -> int:
+        return self.agent.clock.now()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wallet(self, mint: str) -> CashuWallet:
+        mint = normalize(mint)
+        if mint not in self._wallets:
+            home = Path(self.agent.settings.root)
+            self._wallets[mint] = await CashuWallet(home, mint, self.agent.keys).open()
+        return self._wallets[mint]
+
+    async def close(self) -> None:
+        for wallet in self._wallets.values():
+            await wallet.close()
+        self._wallets.clear()
+
+    def _mint_allowed(self, mint: str) -> str:
+        if normalize(mint) not in self.mints:
+            raise MintNotAllowed(f"{mint} is not one of this agent's mints")
+        return normalize(mint)
+
+    # --- wallet ------------------------------------------------------------------------------
+
+    async def topup(self, amount: int, mint: str | None = None) -> dict[str, Any]:
+        """Mint ecash into the wallet (a FakeWallet mint pays its own invoice)."""
+        mint = mint or self.mints[0]
+        await check_mint(mint, self.mints)
+        invoice, proofs = await (await self.wallet(mint)).topup(amount)
+        with self.agent.store.transaction(self.now) as tx:
+            repo.add_proofs(tx, normalize(mint), proofs, "topup")
+        return {
+            "mint": normalize(mint),
+            "invoice": invoice,
+            "minted": sum(p.amount for p in proofs),
+        }
+
+    def balances(self) -> dict[str, int]:
+        return repo.balances(self.agent.store)
+
+    def _select(self, mint: str, amount: int) -> list[CashuProof]:
+        chosen, total = [], 0
+        for proof in reversed(repo.unspent(self.agent.store, mint)):  # smallest first
+            if total >= amount:
+                break
+            chosen.append(proof)
+            total += proof.amount
+        if total < amount:
+            raise InsufficientBalance(
+                f"the wallet holds {total:,} sat at {mint}; {amount:,} needed"
+                " (hive-agent escrow topup)"
+            )
+        return chosen
+
+    # --- the node's preimages ----------------------------------------------------------------
+
+    def new_locks(self, n: int) -> list[str]:
+        """Create and commit `n` preimages (durably) before anything is funded; their hashes."""
+        with self.agent.store.transaction(self.now) as tx:
+            return [repo.hold_secret(tx, self._secret, secrets.token_bytes(32)) for _ in range(n)]
+
+    # --- funding (operator) ------------------------------------------------------------------
+
+    async def fund(
+        self,
+        *,
+        advisor: str,
+        credential_id: str,
+        kind: TicketType,
+        amount_sat: int,
+        schema_pattern: str,
+        max_danger: int,
+        commands: int = 1,
+        milestones: list[int] | None = None,
+        bonus_sat: int = 0,
+        metric: Metric | None = None,
+        params_hash: str | None = None,
+        mint: str | None = None,
+        locktime_s: int | None = None,
+        deadline_s: int = 30 * 86400,
+    ) -> Ticket:
+        """Fund a ticket for `advisor` and send it; the mint is checked before anything else."""
+        if self.node is None:
+            raise NotFound("funding needs this agent's node side (it holds the preimages)")
+        mint = mint or (self.mints[0] if self.mints else "")
+        await check_mint(mint, self.mints)  # before the wallet library talks to the mint
+        mint = normalize(mint)
+        now = self.now
+        window = locktime_s or escrow.window_s(max_danger)
+        plan: list[tuple[PartRole, int, int, int]] = []  # role, amount, after, locktime
+        if kind in (TicketType.SINGLE, TicketType.BATCH):
+            plan = [(PartRole.RELEASE, amount_sat, commands, now + window)]
+        elif kind == TicketType.MILESTONE:
+            steps = milestones or [commands]
+            commands = steps[-1]
+            plan = [
+                (PartRole.MILESTONE, amount, after, now + window)
+                for amount, after in zip(split_evenly(amount_sat, len(steps)), steps, strict=True)
+            ]
+        else:
+            if metric is None or bonus_sat <= 0:
+                raise InvalidParams("a performance ticket needs a bonus amount and a metric")
+            plan = [
+                (PartRole.BASE, amount_sat, 1, now + window),
+                (PartRole.BONUS, bonus_sat, 1, now + window + metric.window_s),
+            ]
+        if any(amount <= 0 for _, amount, _, _ in plan):
+            raise InvalidParams("every part of a ticket needs at least 1 sat")
+        terms = Terms(
+            schema_pattern=schema_pattern,
+            params_hash=params_hash,
+            max_danger=max_danger,
+            commands=commands,
+            metric=metric,
+            deadline=now + deadline_s,
+        )
+        hashes = self.new_locks(len(plan))
+        wallet = await self.wallet(mint)
+        ticket_id = secrets.token_hex(16)
+        parts: list[Part] = []
+        for index, ((role, amount, after, locktime), digest) in enumerate(
+            zip(plan, hashes, strict=True)
+        ):
+            inputs = self._select(mint, amount)
+            change, locked = await wallet.lock(
+                inputs,
+                amount,
+                hash_hex=digest,
+                payee_xonly=advisor,
+                refund_xonly=self.me,
+                locktime=locktime,
+            )
+            part = Part(
+                index=index,
+                role=role,
+                amount_sat=amount,
+                lock_hash=digest,
+                locktime=locktime,
+                after_commands=after,
+                proofs=locked,
+            )
+            parts.append(part)
+            with self.agent.store.transaction(self.now) as tx:  # nothing lost if we die here
+                repo.spend_proofs(tx, inputs)
+                repo.add_proofs(tx, mint, change, "change")
+                tx.set_kv(f"escrow-draft:{ticket_id}:{index}", part.model_dump_json())
+        ticket = Ticket(
+            ticket_id=ticket_id,
+            type=kind,
+            mint=mint,
+            node=self.me,
+            advisor=advisor,
+            credential_id=credential_id,
+            refund_pubkey=self.me,
+            terms=terms,
+            parts=parts,
+            created_at=now,
+        )
+        escrow.check_locks(ticket)
+        with self.agent.store.transaction(self.now) as tx:
+            repo.save_ticket(tx, ticket, "funder")
+            for index in range(len(parts)):
+                tx.execute("DELETE FROM kv WHERE key = ?", (f"escrow-draft:{ticket_id}:{index}",))
+            self.agent.enqueue_private(
+                tx, advisor, TICKET.rumor(self.me, ticket, created_at=self.now)
+            )
+        self.agent.outbox.wake()
+        return ticket
+
+    # --- the node's side of a command ---------------------------------------------------------
+
+    def covers(self, db: Any, cmd: Command, sender: str, danger: int) -> None:
+        """Refuse (before anything runs) a command naming a ticket that does not pay for it."""
+        if cmd.ticket is None:
+            return
+        found = repo.ticket(db, cmd.ticket)
+        if found is None or found[1] != "funder":
+            raise InvalidParams(f"no escrow ticket {cmd.ticket} was funded by this node")
+        ticket, _, successes = found
+        terms = ticket.terms
+        if ticket.advisor != sender or ticket.credential_id != cmd.credential_id:
+            raise Unauthorized("the escrow ticket was funded for another advisor or credential")
+        if not terms.covers(cmd.schema):
+            raise Restricted(f"the ticket pays for {terms.schema_pattern}, not {cmd.schema}")
+        if danger > terms.max_danger:
+            raise Restricted(f"the ticket covers danger ≤ {terms.max_danger}, not {danger}")
+        if terms.params_hash is not None and terms.params_hash != cmd.params_hash:
+            raise Restricted("the ticket was funded for other parameters")
+        if self.now > terms.deadline or successes >= terms.commands:
+            raise Restricted("the ticket is used up or past its deadline")
+
+    def on_success(self, tx: Tx, cmd: Command, receipt_id: str) -> str | None:
+        """A command under a ticket succeeded: count it; the preimage of the part it completes
+        (if any) goes into the receipt.  Same transaction as the receipt: exactly once."""
+        if cmd.ticket is None:
+            return None
+        found = repo.ticket(tx, cmd.ticket)
+        if found is None or found[1] != "funder":
+            return None
+        ticket = found[0]
+        done = repo.count_success(tx, ticket.ticket_id)
+        due = [
+            p
+            for p in ticket.parts
+            if p.role in (PartRole.RELEASE, PartRole.MILESTONE, PartRole.BASE)
+            and p.after_commands == done
+        ]
+        for bonus in (p for p in ticket.parts if p.role == PartRole.BONUS and done == 1):
+            repo.set_part(tx, ticket.ticket_id, bonus.index, measure_from=self.now)
+        if not due:
+            return None
+        part = due[0]
+        if not repo.move_part(tx, ticket.ticket_id, part.index, ("locked",), "released",
+                              released_by=receipt_id):  # fmt: skip
+            return None
+        return repo.release_secret(tx, self._secret, part.lock_hash)
+
+    def record_forward(self, forward: Forward) -> None:
+        if forward.status != ForwardStatus.SETTLED:
+            return
+        with self.agent.store.transaction(self.now, durable=False) as tx:
+            tx.execute(
+                "INSERT INTO forwards_log (at, in_channel, out_channel, fee_msat)"
+                " VALUES (?, ?, ?, ?)",
+                (self.now, forward.in_channel, forward.out_channel, forward.fee_msat),
+            )
+
+    def measured(self, metric: Metric, start: int) -> int:
+        sql = "SELECT coalesce(sum(fee_msat), 0) FROM forwards_log WHERE at >= ? AND at < ?"
+        args: tuple[Any, ...] = (start, start + metric.window_s)
+        if metric.channel:
+            sql += " AND (out_channel = ? OR in_channel = ?)"
+            args += (metric.channel, metric.channel)
+        return int(self.agent.store.conn.execute(sql, args).fetchone()[0])
+
+    def settle_bonuses(self) -> None:
+        """Performance bonuses whose window has ended: released if the metric met its target."""
+        for row in repo.parts_in(self.agent.store, "funder", "locked"):
+            ticket = Ticket.model_validate_json(row["ticket"])
+            metric = ticket.terms.metric
+            start = row["measure_from"]
+            if metric is None or start is None or self.now < start + metric.window_s:
+                continue
+            value = self.measured(metric, start)
+            with self.agent.store.transaction(self.now) as tx:
+                if value < metric.target:
+                    repo.move_part(tx, ticket.ticket_id, row["part_index"], ("locked",), "lapsed",
+                                   note=f"measured {value} < target {metric.target}")  # fmt: skip
+                    continue
+                if not repo.move_part(tx, ticket.ticket_id, row["part_index"], ("locked",),
+                                      "released", note=f"measured {value}"):  # fmt: skip
+                    continue
+                preimage = repo.release_secret(tx, self._secret, row["lock_hash"])
+                assert preimage is not None
+                body = {
+                    "ticket_id": ticket.ticket_id,
+                    "part_index": row["part_index"],
+                    "lock_hash": row["lock_hash"],
+                    "preimage": preimage,
+                    "reason": f"{metric.kind} {value} ≥ {metric.target}",
+                    "measured": value,
+                    "node": self.me,
+                    "created_at": self.now,
+                }
+                release = escrow.sign_release(self.agent.keys, body)
+                self.agent.enqueue_private(
+                    tx, ticket.advisor, RELEASE.rumor(self.me, release, created_at=self.now)
+                )
+            self.agent.outbox.wake()
+
+    # --- the advisor's side --------------------------------------------------------------------
+
+    def on_ticket(self, opened: Unwrapped, tx: Tx) -> None:
+        ticket = TICKET.parse(opened.rumor, now=self.now).payload
+        if ticket.advisor != self.me:
+            raise Unauthorized("this ticket pays another advisor")
+        if ticket.node != opened.sender or ticket.refund_pubkey != opened.sender:
+            raise Unauthorized("a ticket must come from the node that funds it")
+        self._mint_allowed(ticket.mint)
+        escrow.check_locks(ticket)
+        repo.save_ticket(tx, ticket, "payee")
+
+    def on_release(self, opened: Unwrapped, tx: Tx) -> None:
+        release = RELEASE.parse(opened.rumor, now=self.now).payload
+        escrow.verify_release(release)
+        if release.node != opened.sender:
+            raise Unauthorized("a release must come from its node")
+        self.learn(tx, release.preimage, f"release:{release.ticket_id}")
+
+    def learn(self, tx: Tx, preimage: str, source: str) -> bool:
+        """A preimage arrived (receipt or release): mark the part it opens for redemption."""
+        digest = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+        row = repo.part_by_hash(tx, "payee", digest)
+        if row is None:
+            return False
+        moved = repo.move_part(tx, row["ticket_id"], row["part_index"], ("locked",), "released",
+                               preimage=preimage, released_by=source)  # fmt: skip
+        self.wake()
+        return moved
+
+    async def redeem(self, ticket_id: str, part_index: int) -> list[CashuProof]:
+        """Swap a released part into fresh proofs (preimage + signature)."""
+        row = next(
+            (p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == part_index),
+            None,
+        )
+        found = repo.ticket(self.agent.store, ticket_id)
+        if row is None or found is None or found[1] != "payee":
+            raise NotFound(f"no ticket part {ticket_id}/{part_index} held by this agent")
+        if row["state"] == "redeemed":
+            raise InvalidParams("this part was already redeemed")
+        if not row["preimage"]:
+            raise InvalidParams("the node has not released this part's preimage")
+        ticket = found[0]
+        part = ticket.parts[part_index]
+        wallet = await self.wallet(self._mint_allowed(ticket.mint))
+        try:
+            fresh = await wallet.redeem(part.proofs, row["preimage"])
+        except MintRefused:
+            states = await wallet.states(part.proofs)
+            if not all(s["state"] == "spent" for s in states):
+                raise
+            fresh = []  # spent: by us before a crash (the library kept the proofs) or lost
+        with self.agent.store.transaction(self.now) as tx:
+            repo.add_proofs(tx, ticket.mint, fresh, f"redeem:{ticket_id}")
+            repo.move_part(tx, ticket_id, part_index, ("released",), "redeemed",
+                           note=None if fresh else "already spent at the mint")  # fmt: skip
+        return fresh
+
+    async def refund(self, ticket_id: str, part_index: int) -> list[CashuProof]:
+        """Take back a part the node never released, after its locktime (refund key)."""
+        found = repo.ticket(self.agent.store, ticket_id)
+        if found is None or found[1] != "funder":
+            raise NotFound(f"no ticket {ticket_id} funded by this agent")
+        ticket = found[0]
+        part = ticket.parts[part_index]
+        state = next(
+            p["state"]
+            for p in repo.parts(self.agent.store, ticket_id)
+            if p["part_index"] == part_index
+        )
+        if state not in ("locked", "lapsed"):
+            raise InvalidParams(f"part {part_index} is {state}; only unreleased parts are refunded")
+        if repo.secret_state(self.agent.store, part.lock_hash) == "released":
+            raise InvalidParams("the node released this part's preimage: it is the advisor's")
+        wallet = await self.wallet(ticket.mint)
+        fresh = await wallet.refund(part.proofs)
+        with self.agent.store.transaction(self.now) as tx:
+            repo.add_proofs(tx, ticket.mint, fresh, f"refund:{ticket_id}")
+            repo.move_part(tx, ticket_id, part_index, ("locked", "lapsed"), "refunded")
+        return fresh
+
+    async def status(self, ticket_id: str) -> dict[str, Any]:
+        """NUT-07 states of every part's proofs, and any preimage a spend revealed."""
+        found = repo.ticket(self.agent.store, ticket_id)
+        if found is None:
+            raise NotFound(f"no ticket {ticket_id}")
+        ticket, role, _ = found
+        wallet = await self.wallet(self._mint_allowed(ticket.mint))
+        out = []
+        for part in ticket.parts:
+            states = await wallet.states(part.proofs)
+            revealed = next((s["preimage"] for s in states if s["preimage"]), None)
+            out.append(
+                {
+                    "part": part.index,
+                    "amount_sat": part.amount_sat,
+                    "states": sorted({s["state"] for s in states}),
+                    "preimage_revealed": revealed,
+                }
+            )
+        return {"ticket_id": ticket_id, "role": role, "parts": out}
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def step(self) -> None:
+        """Redeem what was released to us; release or lapse bonuses; refund what expired."""
+        for row in repo.parts_in(self.agent.store, "payee", "released"):
+            await self._try(self.redeem(row["ticket_id"], row["part_index"]))
+        if self.node is not None:
+            self.settle_bonuses()
+        for row in repo.parts_in(self.agent.store, "funder", "locked", "lapsed"):
+            if self.now >= row["locktime"] + REFUND_GRACE_S:
+                if repo.secret_state(self.agent.store, row["lock_hash"]) == "released":
+                    continue
+                await self._try(self.refund(row["ticket_id"], row["part_index"]))
+
+    async def _try(self, work: Any) -> None:
+        try:
+            await work
+        except HiveError as error:
+            with self.agent.store.transaction(self.now, durable=False) as tx:
+                tx.count_errors({error.code: 1})
+            log.warning("escrow: %s", error)
+
+    async def maintain(self, every_s: float = 1.0) -> None:
+        while True:
+            self._wake = anyio.Event()
+            await self.step()
+            with anyio.move_on_after(every_s):
+                await self._wake.wait()
+
+    def describe(self) -> list[dict[str, Any]]:
+        rows = repo.tickets(self.agent.store)
+        for r in rows:
+            t = Ticket.model_validate_json(r.pop("ticket"))
+            r.update(type=t.type.value, mint=t.mint, advisor=t.advisor, amount_sat=t.amount_sat,
+                     terms=json.loads(t.terms.model_dump_json()))  # fmt: skip
+        return rows
+
+
+async def watch_forwards(node: Any, escrow_: Escrow) -> None:
+    """Feed settled forwards from the node's event stream into the ledger bonuses are
+    measured from (the plugin feeds it from lightningd's forward_event instead)."""
+    async for event in node.events():
+        if isinstance(event, Forward):
+            escrow_.record_forward(event)

@@ -1,0 +1,210 @@
+"""The Cashu side of escrow, through the `cashu` package's wallet (no hand-written Cashu crypto).
+
+One `CashuWallet` per (agent, mint).  The library keeps its own SQLite (keysets, NUT-13
+derivation counters) under `<home>/cashu/` (0700); the agent's store stays the ledger of
+proofs and tickets.  The wallet seed is derived from the agent's Nostr key, so NUT-13/NUT-09
+restore needs nothing but that key.
+
+Lock keys are Nostr x-only keys with the `02` prefix; an agent whose key has an odd y signs
+with the negated secret, which has the same x and an even y (so both parities work).
+
+The library logs through loguru, at TRACE with private keys and at ERROR with whole proofs
+(bearer secrets), so its sinks are removed here and nothing it logs is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nostr_sdk as sdk
+from coincurve import PrivateKey
+
+from events.errors import MintRefused, MintUnavailable
+from events.escrow import CashuProof, lock_key
+
+from cashu.core.base import HTLCWitness, Proof  # isort: skip
+from cashu.core.htlc import HTLCSecret  # isort: skip
+from cashu.core.secret import SecretKind, Tags  # isort: skip
+from cashu.wallet.wallet import Wallet  # isort: skip
+from loguru import logger as _cashu_log  # isort: skip
+
+_cashu_log.remove()  # cashu.wallet adds a stderr sink on import; keep none of it
+
+
+class _Wallet(Wallet):
+    """cashu 0.20.2 builds a new HTTP client before every API call and drops the old one with
+    its open connections; here the first client is kept (the extra ones never connect) and
+    `CashuWallet.close()` closes it."""
+
+    _client: httpx.AsyncClient | None = None
+
+    @property  # type: ignore[override]
+    def httpx(self) -> httpx.AsyncClient:
+        assert self._client is not None
+        return self._client
+
+    @httpx.setter
+    def httpx(self, client: httpx.AsyncClient) -> None:
+        if self._client is None or self._client.is_closed:
+            self._client = client
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def signing_key(keys: sdk.Keys) -> PrivateKey:
+    """The secret whose public key is `02 ‖ x` for the agent's x-only Nostr key."""
+    secret = bytes.fromhex(keys.secret_key().to_hex())
+    key = PrivateKey(secret)
+    if key.public_key.format()[0] == 3:  # odd y: the negated secret has the same x, even y
+        key = PrivateKey((SECP256K1_N - int.from_bytes(secret, "big")).to_bytes(32, "big"))
+    return key
+
+
+def wallet_mnemonic(keys: sdk.Keys) -> str:
+    from mnemonic import Mnemonic
+
+    seed = hmac.new(
+        bytes.fromhex(keys.secret_key().to_hex()), b"hive-agent/cashu-wallet-seed", "sha256"
+    )
+    return Mnemonic("english").to_mnemonic(seed.digest()[:16])
+
+
+def to_cashu(proof: CashuProof, witness: str | None = None) -> Proof:
+    return Proof(id=proof.id, amount=proof.amount, secret=proof.secret, C=proof.C, witness=witness)
+
+
+def from_cashu(proof: Proof) -> CashuProof:
+    return CashuProof(id=proof.id, amount=proof.amount, secret=proof.secret, C=proof.C)
+
+
+def _mint_error(exc: Exception) -> Exception:
+    if isinstance(exc, httpx.HTTPError):
+        return MintUnavailable(f"the mint did not answer: {exc}"[:300])
+    text = str(exc).strip() or type(exc).__name__
+    return MintRefused(text.removeprefix("Mint Error: ")[:300])
+
+
+class CashuWallet:
+    def __init__(self, home: Path, mint_url: str, keys: sdk.Keys) -> None:
+        self.dir = home / "cashu"
+        self.mint_url = mint_url.rstrip("/")
+        self.keys = keys
+        self.lock_pubkey = lock_key(keys.public_key().to_hex())
+        self.w: Wallet | None = None
+
+    async def open(self) -> CashuWallet:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        name = "wallet-" + hashlib.sha256(self.mint_url.encode()).hexdigest()[:12]
+        w = _Wallet(url=self.mint_url, db=str(self.dir), name=name)
+        await w._migrate_database()
+        await w._init_private_key(from_mnemonic=wallet_mnemonic(self.keys))
+        w.private_key = signing_key(self.keys)
+        assert w.private_key.public_key.format().hex() == self.lock_pubkey
+        for path in self.dir.iterdir():
+            os.chmod(path, 0o600)
+        self.w = w
+        try:
+            await w.load_mint()
+        except Exception as exc:  # noqa: BLE001 - the library raises bare exceptions
+            await self.close()
+            raise _mint_error(exc) from None
+        return self
+
+    async def close(self) -> None:
+        """Close the library's HTTP client and database engine."""
+        if self.w is not None:
+            if self.w._client is not None:
+                await self.w._client.aclose()
+            await self.w.db.engine.dispose()
+            self.w = None
+
+    async def __aenter__(self) -> CashuWallet:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def wallet(self) -> Wallet:
+        assert self.w is not None, "open() first"
+        return self.w
+
+    async def topup(self, amount: int) -> tuple[str, list[CashuProof]]:
+        """Ask the mint for `amount` sat of ecash: (the bolt11 to pay, proofs once paid).
+
+        A FakeWallet mint marks the quote paid at once; with a real one, the proofs are empty
+        until the invoice is paid and `claim(quote)` succeeds.
+        """
+        try:
+            quote = await self.wallet.request_mint(amount)
+            state = await self.wallet.get_mint_quote(quote.quote)
+            if str(state.state.value) not in ("PAID", "paid"):
+                return quote.request, []
+            proofs = await self.wallet.mint(amount, quote.quote)
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        return quote.request, [from_cashu(p) for p in proofs]
+
+    async def lock(
+        self,
+        inputs: list[CashuProof],
+        amount: int,
+        *,
+        hash_hex: str,
+        payee_xonly: str,
+        refund_xonly: str,
+        locktime: int,
+    ) -> tuple[list[CashuProof], list[CashuProof]]:
+        """Swap `inputs` into (change, `amount` locked with a NUT-14 HTLC)."""
+        tags = Tags()
+        tags["pubkeys"] = [lock_key(payee_xonly)]
+        tags["locktime"] = str(locktime)
+        tags["refund"] = [lock_key(refund_xonly)]
+        secret = HTLCSecret(kind=SecretKind.HTLC.value, data=hash_hex, tags=tags)
+        try:
+            keep, send = await self.wallet.split(
+                [to_cashu(p) for p in inputs], amount, secret_lock=secret
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        return [from_cashu(p) for p in keep], [from_cashu(p) for p in send]
+
+    async def redeem(self, locked: list[CashuProof], preimage: str) -> list[CashuProof]:
+        """The payee's path: preimage + our signature (added by the library) → fresh proofs."""
+        witness = HTLCWitness(preimage=preimage).model_dump_json()
+        return await self._swap([to_cashu(p, witness) for p in locked])
+
+    async def refund(self, locked: list[CashuProof]) -> list[CashuProof]:
+        """The funder's path after the locktime: our refund-key signature → fresh proofs."""
+        return await self._swap([to_cashu(p) for p in locked])
+
+    async def _swap(self, proofs: list[Proof]) -> list[CashuProof]:
+        try:
+            keep, _ = await self.wallet.redeem(proofs)
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        return [from_cashu(p) for p in keep]
+
+    async def states(self, proofs: list[CashuProof]) -> list[dict[str, Any]]:
+        """NUT-07: each proof's state, and the preimage if a spend revealed it."""
+        try:
+            reply = await self.wallet.check_proof_state([to_cashu(p) for p in proofs])
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        out = []
+        for state in reply.states:
+            preimage = None
+            if state.witness:
+                try:
+                    preimage = HTLCWitness.from_witness(state.witness).preimage
+                except Exception:  # noqa: BLE001 - not an HTLC witness
+                    preimage = None
+            out.append({"state": str(state.state.value).lower(), "preimage": preimage})
+        return out

@@ -1,0 +1,201 @@
+"""Escrow rows: the wallet's proofs, tickets and parts, the node's preimages.
+
+Writes take an open `Tx`, reads a `Store` or `Tx`.  Amounts are integers (sat).  Preimages at
+rest are XOR-masked with HMAC-SHA256(agent secret, lock hash): a copy of the database alone
+does not reveal them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from agent.store.advisory import Db, _row, _rows
+from agent.store.db import Tx
+from events.escrow import CashuProof, Ticket
+
+# --- wallet proofs ---------------------------------------------------------------------------
+
+
+def add_proofs(tx: Tx, mint: str, proofs: list[CashuProof], origin: str) -> None:
+    for p in proofs:
+        tx.execute(
+            "INSERT OR IGNORE INTO wallet_proofs (secret, mint, keyset_id, amount, c, state,"
+            " origin, updated_at) VALUES (?, ?, ?, ?, ?, 'unspent', ?, ?)",
+            (p.secret, mint, p.id, p.amount, p.C, origin, tx.now),
+        )
+
+
+def spend_proofs(tx: Tx, proofs: list[CashuProof]) -> None:
+    for p in proofs:
+        tx.execute(
+            "UPDATE wallet_proofs SET state = 'spent', updated_at = ? WHERE secret = ?",
+            (tx.now, p.secret),
+        )
+
+
+def unspent(db: Db, mint: str) -> list[CashuProof]:
+    rows = _rows(
+        db,
+        "SELECT keyset_id, amount, secret, c FROM wallet_proofs WHERE mint = ? AND state ="
+        " 'unspent' ORDER BY amount DESC, secret",
+        (mint,),
+    )
+    return [
+        CashuProof(id=r["keyset_id"], amount=r["amount"], secret=r["secret"], C=r["c"])
+        for r in rows
+    ]
+
+
+def balances(db: Db) -> dict[str, int]:
+    rows = _rows(
+        db,
+        "SELECT mint, sum(amount) AS total FROM wallet_proofs WHERE state = 'unspent'"
+        " GROUP BY mint",
+    )
+    return {r["mint"]: int(r["total"]) for r in rows}
+
+
+# --- tickets and parts -----------------------------------------------------------------------
+
+
+def save_ticket(tx: Tx, ticket: Ticket, role: str) -> bool:
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO escrow_tickets (ticket_id, role, ticket, created_at)"
+        " VALUES (?, ?, ?, ?)",
+        (ticket.ticket_id, role, ticket.model_dump_json(), tx.now),
+    )
+    if cur.rowcount == 0:
+        return False
+    for part in ticket.parts:
+        tx.execute(
+            "INSERT INTO escrow_parts (ticket_id, part_index, lock_hash, amount, locktime, state,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, 'locked', ?)",
+            (ticket.ticket_id, part.index, part.lock_hash, part.amount_sat, part.locktime, tx.now),
+        )
+    return True
+
+
+def ticket(db: Db, ticket_id: str) -> tuple[Ticket, str, int] | None:
+    row = _row(
+        db, "SELECT ticket, role, successes FROM escrow_tickets WHERE ticket_id = ?", (ticket_id,)
+    )
+    if row is None:
+        return None
+    return Ticket.model_validate_json(row["ticket"]), row["role"], row["successes"]
+
+
+def tickets(db: Db, role: str | None = None) -> list[dict[str, Any]]:
+    rows = _rows(
+        db,
+        "SELECT ticket_id, role, ticket, successes, created_at FROM escrow_tickets"  # noqa: S608
+        + (" WHERE role = ?" if role else "")
+        + " ORDER BY created_at, ticket_id",
+        (role,) if role else (),
+    )
+    for r in rows:
+        r["parts"] = parts(db, r["ticket_id"])
+    return rows
+
+
+def parts(db: Db, ticket_id: str) -> list[dict[str, Any]]:
+    return _rows(
+        db,
+        "SELECT part_index, lock_hash, amount, locktime, state, preimage, measure_from,"
+        " released_by, note, updated_at FROM escrow_parts WHERE ticket_id = ? ORDER BY"
+        " part_index",
+        (ticket_id,),
+    )
+
+
+def parts_in(db: Db, role: str, *states: str) -> list[dict[str, Any]]:
+    marks = ", ".join("?" for _ in states)
+    sql = (
+        "SELECT p.*, t.ticket FROM escrow_parts p JOIN escrow_tickets t USING (ticket_id)"  # noqa: S608
+        f" WHERE t.role = ? AND p.state IN ({marks}) ORDER BY p.locktime"
+    )
+    return _rows(db, sql, (role, *states))
+
+
+def part_by_hash(db: Db, role: str, lock_hash: str) -> dict[str, Any] | None:
+    return _row(
+        db,
+        "SELECT p.*, t.ticket FROM escrow_parts p JOIN escrow_tickets t USING (ticket_id)"
+        " WHERE t.role = ? AND p.lock_hash = ?",
+        (role, lock_hash),
+    )
+
+
+PART_FIELDS = frozenset({"preimage", "measure_from", "released_by", "note"})
+
+
+def move_part(
+    tx: Tx, ticket_id: str, index: int, frm: tuple[str, ...], to: str, **fields: Any
+) -> bool:
+    assert set(fields) <= PART_FIELDS
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    marks = ", ".join("?" for _ in frm)
+    cur = tx.execute(
+        f"UPDATE escrow_parts SET state = ?, updated_at = ?{', ' + sets if sets else ''}"  # noqa: S608
+        f" WHERE ticket_id = ? AND part_index = ? AND state IN ({marks})",
+        (to, tx.now, *fields.values(), ticket_id, index, *frm),
+    )
+    return cur.rowcount == 1
+
+
+def set_part(tx: Tx, ticket_id: str, index: int, **fields: Any) -> None:
+    assert set(fields) <= PART_FIELDS
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    tx.execute(
+        f"UPDATE escrow_parts SET {sets}, updated_at = ? WHERE ticket_id = ? AND part_index = ?",  # noqa: S608
+        (*fields.values(), tx.now, ticket_id, index),
+    )
+
+
+def count_success(tx: Tx, ticket_id: str) -> int:
+    tx.execute(
+        "UPDATE escrow_tickets SET successes = successes + 1 WHERE ticket_id = ?", (ticket_id,)
+    )
+    row = _row(tx, "SELECT successes FROM escrow_tickets WHERE ticket_id = ?", (ticket_id,))
+    assert row is not None
+    return int(row["successes"])
+
+
+# --- the node's preimages --------------------------------------------------------------------
+
+
+def _mask(agent_secret: bytes, lock_hash: str) -> bytes:
+    return hmac.new(agent_secret, b"hive-agent/escrow/" + lock_hash.encode(), "sha256").digest()
+
+
+def hold_secret(tx: Tx, agent_secret: bytes, preimage: bytes) -> str:
+    digest = hashlib.sha256(preimage).hexdigest()
+    masked = bytes(a ^ b for a, b in zip(preimage, _mask(agent_secret, digest), strict=True))
+    tx.execute(
+        "INSERT INTO escrow_secrets (lock_hash, masked, state, created_at)"
+        " VALUES (?, ?, 'held', ?)",
+        (digest, masked.hex(), tx.now),
+    )
+    return digest
+
+
+def release_secret(tx: Tx, agent_secret: bytes, lock_hash: str) -> str | None:
+    """The preimage, marked released; None if unknown (released again gives it again)."""
+    row = _row(tx, "SELECT masked FROM escrow_secrets WHERE lock_hash = ?", (lock_hash,))
+    if row is None:
+        return None
+    tx.execute(
+        "UPDATE escrow_secrets SET state = 'released', released_at = coalesce(released_at, ?)"
+        " WHERE lock_hash = ?",
+        (tx.now, lock_hash),
+    )
+    masked = bytes.fromhex(row["masked"])
+    preimage = bytes(a ^ b for a, b in zip(masked, _mask(agent_secret, lock_hash), strict=True))
+    assert hashlib.sha256(preimage).hexdigest() == lock_hash
+    return preimage.hex()
+
+
+def secret_state(db: Db, lock_hash: str) -> str | None:
+    row = _row(db, "SELECT state FROM escrow_secrets WHERE lock_hash = ?", (lock_hash,))
+    return None if row is None else str(row["state"])
