@@ -17,7 +17,7 @@ from agent.advisory.policy import PolicyConfig
 from agent.clock import Clock
 from agent.escrow.service import Escrow, watch_forwards
 from agent.node.sim import Network
-from agent.node.simnode import SimBackend
+from agent.node.simnode import SimBackend, SimDriver
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from events import credential
@@ -104,14 +104,18 @@ async def world(
         advisor = AdvisorService(advisor_agent)
         operator = await stack.enter_async_context(agent("operator", operator_keys))
         operator.rumors[Kind.DIRECT_MESSAGE] = lambda opened, tx: dms.append(opened.rumor.content)
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tg.cancel_scope.cancel)
-        tg.start_soon(service.run)
         node_escrow = advisor_escrow = None
-        if mint is not None:
+        if mint is not None:  # closed after the task group below has stopped their loops
             node_escrow = Escrow(node_agent, [mint], node=service)
             advisor_escrow = Escrow(advisor_agent, [mint])
             advisor_escrow.attach(advisor)
+            stack.push_async_callback(node_escrow.close)
+            stack.push_async_callback(advisor_escrow.close)
+        await stack.enter_async_context(SimDriver(net))  # delivers forward events
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        tg.start_soon(service.run)
+        if node_escrow is not None and advisor_escrow is not None:
             tg.start_soon(node_escrow.maintain, 0.2)
             tg.start_soon(advisor_escrow.maintain, 0.2)
             tg.start_soon(watch_forwards, SimBackend(net, ids[0]), node_escrow)
