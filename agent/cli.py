@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from agent import __version__, cli_advisory, cli_market
+from agent import __version__, cli_advisory, cli_escrow, cli_market
 from agent.errors import EX_SOFTWARE, EX_UNAVAILABLE, ConfigInvalid, exit_code_of
 from agent.keys import create_key_file, load_key_file
 from agent.market.service import Market
@@ -93,11 +93,18 @@ def _relays(args: argparse.Namespace, settings: Settings) -> RelaysConfig:
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> Agent:
-    """A standalone agent; it always takes credentials and receipts addressed to it."""
+    """A standalone agent; it always takes credentials, receipts and escrow tickets addressed
+    to it (tickets only from the mints in its policy.json)."""
     from agent.advisory.advisor import AdvisorService
+    from agent.advisory.policy import PolicyConfig
+    from agent.escrow.service import Escrow
 
     agent = Agent(settings, load_key_file(settings.key_file), _relays(args, settings))
-    AdvisorService(agent)
+    advisor = AdvisorService(agent)
+    policy = PolicyConfig.load(Path(getattr(args, "policy", None) or settings.root / "policy.json"))
+    escrow = Escrow(agent, policy.mints)
+    escrow.attach(advisor)
+    agent.services.update(advisor=advisor, escrow=escrow)
     return agent
 
 
@@ -113,12 +120,14 @@ async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None
 
                 tg.start_soon(stop_on_signal)
                 tg.start_soon(Market(agent).maintain)
+                tg.start_soon(agent.services["escrow"].maintain)
                 if args.until_idle:
                     await agent.until_idle()
                     tg.cancel_scope.cancel()
                 elif args.seconds:
                     await anyio.sleep(args.seconds)
                     tg.cancel_scope.cancel()
+        await agent.services["escrow"].close()
     emit({"pubkey": agent.pubkey, "status": "stopped"}, "stopped")
 
 
@@ -218,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_market.register(sub, relay_opt, bind)
     cli_advisory.register(sub, relay_opt, bind)
+    cli_escrow.register(sub, relay_opt, bind)
 
     demo = sub.add_parser("demo", help="the whole story on an embedded relay")
     demo.add_argument("--fast", action="store_true", help="no pauses (CI smoke test)")

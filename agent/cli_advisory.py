@@ -61,14 +61,21 @@ def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeB
 
 def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
     async def run() -> None:
+        from agent.escrow.service import watch_forwards
+        from agent.node.simnode import SimDriver
+
+        driver = None
         if args.cln_rpc:
             from agent.node.cln import CLNBackend
 
             backend: NodeBackend = CLNBackend(args.cln_rpc)
         else:
-            backend, _ = _simulated_node(args, settings)
+            backend, net = _simulated_node(args, settings)
+            driver = SimDriver(net)  # delivers the simulated node's events (forwards)
         async with make(args, settings) as agent:
             service = NodeService(agent, backend, policy_of(settings, args))
+            escrow = agent.services["escrow"]
+            escrow.bind_node(service)
             info = await backend.info()
             emit(
                 {"agent": agent.pubkey, "node_id": info.id, "status": "running"},
@@ -77,6 +84,10 @@ def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: Age
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(service.run)
+                    tg.start_soon(escrow.maintain)
+                    tg.start_soon(watch_forwards, backend, escrow)
+                    if driver is not None:
+                        tg.start_soon(driver.run)
 
                     async def stop() -> None:
                         async for _ in signals:
@@ -86,6 +97,7 @@ def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: Age
                     if args.seconds:
                         await anyio.sleep(args.seconds)
                         tg.cancel_scope.cancel()
+            await escrow.close()
 
     anyio.run(run, backend="asyncio")
     return 0
@@ -185,9 +197,15 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
 
     async def run() -> dict[str, Any]:
         async with make(args, settings) as agent:
-            advisor = AdvisorService(agent)  # the factory attached one; this handle waits on it
+            advisor: AdvisorService = agent.services["advisor"]
             cmd, _ = await advisor.advise(
-                args.node, schema, args.action, params, dry_run=args.dry_run, wait=False
+                args.node,
+                schema,
+                args.action,
+                params,
+                dry_run=args.dry_run,
+                ticket=args.ticket,
+                wait=False,
             )
             if not args.json:
                 mode = " (dry run)" if args.dry_run else ""
@@ -198,9 +216,16 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
                     print(f"queued: {first.result.get('waiting_for')} ...", flush=True)
                 first = await advisor.wait_for(cmd.command_id, args.timeout, final=True) or first
             await agent.until_idle(settle_s=0.2)
+            paid = None
+            if first is not None and first.preimage:  # the receipt opened an escrow ticket
+                escrow = agent.services["escrow"]
+                await escrow.step()  # redeem at once (a running `hive-agent run` would too)
+                await escrow.close()
+                paid = first.preimage
             return {
                 "command_id": cmd.command_id,
                 "receipt": None if first is None else first.model_dump(mode="json"),
+                "preimage": paid,
             }
 
     result = anyio.run(run, backend="asyncio")
@@ -295,6 +320,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
         "--wait", action="store_true", help="wait through approval for the final receipt"
     )
     adv.add_argument("--timeout", type=float, default=30)
+    adv.add_argument("--ticket", help="the escrow ticket that pays for this command")
     adv.set_defaults(func=bind(cmd_advise))
 
     rec = sub.add_parser("receipts", help="receipts held (advisor side)").add_subparsers(

@@ -60,6 +60,7 @@ class Agent:
             **(extra_handlers or {}),
         }
         self.after_batch: list[Callable[[], None]] = []
+        self.services: dict[str, Any] = {}  # the services attached to this agent, by name
         limiter = FloodLimiter(
             settings.flood_per_minute, settings.flood_burst, settings.flood_senders
         )

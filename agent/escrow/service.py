@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from agent.escrow.mint import check_mint, normalize
-from agent.escrow.wallet import CashuWallet
 from agent.node.models import Forward, ForwardStatus
 from agent.runtime import Agent
 from agent.store import Tx
@@ -58,6 +57,7 @@ from events.nip59 import Unwrapped
 
 if TYPE_CHECKING:
     from agent.advisory.node import NodeService
+    from agent.escrow.wallet import CashuWallet  # imports cashu (~0.6 s): only when used
 
 log = logging.getLogger("hive.escrow")
 REFUND_GRACE_S = 2  # past the locktime by the mint's clock, not just ours
@@ -80,7 +80,12 @@ class Escrow:
         agent.rumors[Kind.ESCROW_TICKET] = self.on_ticket
         agent.rumors[Kind.ESCROW_RELEASE] = self.on_release
         if node is not None:
-            node.escrow = self
+            self.bind_node(node)
+
+    def bind_node(self, node: NodeService) -> None:
+        """This agent is also the operator's node side (it holds the preimages)."""
+        self.node = node
+        node.escrow = self
 
     def attach(self, advisor: Any) -> None:
         """Let an AdvisorService hand us the preimages its receipts carry."""
@@ -94,6 +99,8 @@ class Escrow:
         self._wake.set()
 
     async def wallet(self, mint: str) -> CashuWallet:
+        from agent.escrow.wallet import CashuWallet
+
         mint = normalize(mint)
         if mint not in self._wallets:
             home = Path(self.agent.settings.root)
@@ -114,6 +121,8 @@ class Escrow:
 
     async def topup(self, amount: int, mint: str | None = None) -> dict[str, Any]:
         """Mint ecash into the wallet (a FakeWallet mint pays its own invoice)."""
+        if mint is None and not self.mints:
+            raise MintNotAllowed("no mints configured: list them under `mints` in policy.json")
         mint = mint or self.mints[0]
         await check_mint(mint, self.mints)
         invoice, proofs = await (await self.wallet(mint)).topup(amount)
