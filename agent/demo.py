@@ -6,8 +6,9 @@ gets a gift-wrapped reply; the relay only ever sees one-time keys.  Act 3: a for
 (a seal signed by one key around a message claiming another author) is refused.  Act 4: the
 marketplace (agent/demo_market.py).  Act 5: an advisor manages the operator's node with a
 credential, dry runs, an approval by DM, a refusal and signed receipts (agent/demo_advisory.py).
-Act 6: the relay (a separate process with persistent storage) is killed; notes written
-meanwhile wait in the durable outbox and arrive exactly once after it restarts.  Act 7: the
+Act 6: escrow on a local Nutshell mint, a ticket paid and one refunded (agent/demo_escrow.py).
+Act 7: the relay (a separate process with persistent storage) is killed; notes written
+meanwhile wait in the durable outbox and arrive exactly once after it restarts.  Act 8: the
 Core Lightning plugin on a simulated network.
 """
 
@@ -28,6 +29,7 @@ import nostr_sdk as sdk
 from agent import __version__
 from agent.clock import SystemClock
 from agent.demo_advisory import advisory_act
+from agent.demo_escrow import escrow_act
 from agent.demo_market import market_act
 from agent.nostr.client import RelayClient
 from agent.nostr.local_relay import EmbeddedRelay, free_port
@@ -171,10 +173,13 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
 
             await out.act("Act 5 - an advisor manages the node: credential, commands, receipts")
             report["advisory"] = await advisory_act(out.say, relay.url)
+
+            await out.act("Act 6 - escrow: a Cashu ticket pays for a command, another is refunded")
+            report["escrow"] = await escrow_act(out.say, relay.url)
     out.say("relay stopped.")
-    await out.act("Act 6 - riding out a relay crash")
+    await out.act("Act 7 - riding out a relay crash")
     report["relay_restart"] = await relay_restart_act(out, olivia, adam, clock)
-    await out.act("Act 7 - the Core Lightning plugin, on a simulated network")
+    await out.act("Act 8 - the Core Lightning plugin, on a simulated network")
     report["plugin"] = await plugin_act(out)
     out.say("done.")
     if not quiet:

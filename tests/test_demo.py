@@ -13,7 +13,7 @@ def test_demo_story_as_json() -> None:
         [HIVE_AGENT, "--json", "demo", "--fast"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -32,6 +32,7 @@ def test_demo_story_as_json() -> None:
     assert advisory["fee_ppm"] == 120 and advisory["rebalance"] == "ok"
     assert advisory["queued_then"] == "ok" and advisory["refused"] == "RESTRICTED"
     assert advisory["receipts"] == 7  # dry, ok, dry, ok, queued, ok, refused
+    assert report["escrow"]["paid_sat"] == 25 and report["escrow"]["operator_sat"] == 175
     assert report["plugin"]["binding_verified"] is True
     assert report["plugin"]["events"] == {"Forward": 1, "CustomMsg": 1}
     delivered = report["relay_restart"]["delivered"]
@@ -40,9 +41,9 @@ def test_demo_story_as_json() -> None:
 
 def test_demo_narrates_for_humans() -> None:
     result = subprocess.run(
-        [HIVE_AGENT, "demo", "--fast"], capture_output=True, text=True, timeout=60, check=False
+        [HIVE_AGENT, "demo", "--fast"], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
-    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5", "Act 6", "Act 7"):
+    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5", "Act 6", "Act 7", "Act 8"):
         assert act in result.stdout
     assert "SEAL_MISMATCH" in result.stdout and "Traceback" not in result.stderr
