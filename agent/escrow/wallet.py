@@ -176,6 +176,16 @@ class CashuWallet:
             raise _mint_error(exc) from None
         return [from_cashu(p) for p in keep], [from_cashu(p) for p in send]
 
+    async def split(
+        self, inputs: list[CashuProof], amount: int
+    ) -> tuple[list[CashuProof], list[CashuProof]]:
+        """Swap `inputs` into (change, exactly `amount`) with no spending conditions."""
+        try:
+            keep, send = await self.wallet.split([to_cashu(p) for p in inputs], amount)
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        return [from_cashu(p) for p in keep], [from_cashu(p) for p in send]
+
     async def redeem(self, locked: list[CashuProof], preimage: str) -> list[CashuProof]:
         """The payee's path: preimage + our signature (added by the library) → fresh proofs."""
         witness = HTLCWitness(preimage=preimage).model_dump_json()
