@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import nostr_sdk as sdk
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -26,6 +27,7 @@ from agent.advisory import node as node_side
 from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import SystemClock
+from agent.escrow.service import Escrow
 from agent.node.cln import CLNBackend
 from agent.node.models import (
     CustomMsg,
@@ -84,6 +86,7 @@ class PluginRuntime:
         self.binding: NostrEvent | None = None
         self.agent: Agent | None = None
         self.service: NodeService | None = None
+        self.escrow: Escrow | None = None
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
 
@@ -127,14 +130,23 @@ class PluginRuntime:
         async with Agent(settings, self.keys, RelaysConfig.from_urls(self.relays)) as agent:
             self.agent = agent
             assert self.node is not None
-            self.service = NodeService(agent, self.node, PolicyConfig.load(home / "policy.json"))
+            policy = PolicyConfig.load(home / "policy.json")
+            self.service = NodeService(agent, self.node, policy)
+            self.escrow = Escrow(agent, policy.mints, node=self.service)
             await agent.publish(self.binding, wait=False)
-            await self.service.run()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.escrow.maintain)
+                    await self.service.run()
+            finally:
+                await self.escrow.close()
 
     async def _consume_events(self) -> None:
         assert self.node is not None
         async for event in self.node.events():
             self.counts[type(event).__name__] += 1
+            if isinstance(event, Forward) and self.escrow is not None:
+                self.escrow.record_forward(event)  # performance bonuses are measured from these
 
     def inject(self, event: NodeEvent) -> None:
         """From a hook or notification: queue the event for the agent loop; never waits."""
