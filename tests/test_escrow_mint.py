@@ -69,7 +69,7 @@ async def locked_ticket(
 
 
 @pytest.mark.parametrize("odd", [False, True], ids=["even-y keys", "odd-y keys"])
-async def test_who_can_redeem(wallet, odd: bool) -> None:
+async def test_who_can_redeem(wallet, odd: bool, capfd: pytest.CaptureFixture[str]) -> None:
     operator, advisor, mallory = (keys_with_parity(odd) for _ in range(3))
     assert signing_key(advisor).public_key.format().hex() == "02" + advisor.public_key().to_hex()
     funder = await wallet(operator)
@@ -92,6 +92,11 @@ async def test_who_can_redeem(wallet, odd: bool) -> None:
     assert {s["preimage"] for s in states} == {preimage.hex()}  # NUT-07 recovers it
     with pytest.raises(MintRefused, match="spent"):
         await payee.redeem(locked, preimage.hex())  # a spent ticket cannot be spent again
+    out, err = capfd.readouterr()  # the library logs keys at TRACE and proofs at ERROR: not here
+    for private in (operator, advisor, mallory):
+        assert private.secret_key().to_hex() not in out + err
+    assert signing_key(advisor).to_hex() not in out + err
+    assert locked[0].secret not in out + err
 
 
 async def _swap_unsigned(w: CashuWallet, locked: list[CashuProof], preimage: str) -> None:
