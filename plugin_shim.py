@@ -95,50 +95,65 @@ def on_shutdown(plugin: Plugin, **kwargs: Any) -> None:
 
 @plugin.method("hive-status")
 def hive_status(plugin: Plugin) -> dict:
-    """Show the hive agent: node summary, Nostr key and binding, relays, events seen."""
+    """Show the hive agent: node summary, Nostr key and binding, relays, events seen, and
+    fleet membership (hive id, this node's tier, member counts, a join in progress)."""
     return runtime.status()
 
 
 @plugin.method("hive-members")
 def hive_members(plugin: Plugin) -> dict:
-    """List fleet members with their tiers."""
-    raise later("hive-members", "fleet membership (issue 8)")
+    """List the hive's members (tier neophyte or member, status active, left or banned),
+    the fleet-wide ban list and open ban proposals with their votes."""
+    return hive(runtime.fleet_call, "members")
 
 
 @plugin.method("hive-genesis")
 def hive_genesis(plugin: Plugin) -> dict:
-    """Create a new hive with this node as its admin."""
-    raise later("hive-genesis", "fleet membership (issue 8)")
+    """Create a new hive with this node as its admin and first full member; returns the
+    hive id (hive_ + 16 hex digits)."""
+    return hive(runtime.fleet_call, "genesis")
 
 
 @plugin.method("hive-invite")
 def hive_invite(plugin: Plugin, node_id: str, valid_hours: int = 24, requires: str = "") -> dict:
-    """Issue an invite ticket for {node_id}, valid {valid_hours} hours."""
-    raise later("hive-invite", "fleet membership (issue 8)")
+    """Issue a signed invite ticket for {node_id} only, valid {valid_hours} hours (1-168);
+    {requires} is a comma-separated list of features the joiner must attest (splice,
+    dual_fund, anchor, onion).  Only full members can invite."""
+    names = [r.strip() for r in str(requires).split(",") if r.strip()]
+    return hive(runtime.fleet_call, "invite", node_id, int(valid_hours), names)
 
 
 @plugin.method("hive-join")
 def hive_join(plugin: Plugin, ticket: str) -> dict:
-    """Join a hive with an invite {ticket}."""
-    raise later("hive-join", "fleet membership (issue 8)")
+    """Join a hive with an invite {ticket} naming this node: connects to the issuer and runs
+    HELLO, CHALLENGE, ATTEST, WELCOME; `hive-status` shows progress or the refusal."""
+    return hive(runtime.fleet_call, "join", ticket)
 
 
 @plugin.method("hive-leave")
-def hive_leave(plugin: Plugin) -> dict:
-    """Leave the hive voluntarily."""
-    raise later("hive-leave", "fleet membership (issue 8)")
+def hive_leave(plugin: Plugin, reason: str = "") -> dict:
+    """Leave the hive voluntarily (with an optional {reason}): every member is told, this
+    node forgets the hive; channels and funds stay exactly as they are."""
+    return hive(runtime.fleet_call, "leave", reason)
 
 
 @plugin.method("hive-vouch")
 def hive_vouch(plugin: Plugin, node_id: str) -> dict:
-    """Vouch for member {node_id}'s promotion."""
-    raise later("hive-vouch", "fleet membership (issue 8)")
+    """Vouch for neophyte {node_id}; it becomes a member once max(2, 51 % of full members)
+    have vouched (one, while the hive has a single full member)."""
+    return hive(runtime.fleet_call, "vouch", node_id)
 
 
 @plugin.method("hive-ban")
-def hive_ban(plugin: Plugin, node_id: str, reason: str = "") -> dict:
-    """Propose or vote to ban {node_id} fleet-wide, giving a {reason}."""
-    raise later("hive-ban", "fleet membership (issue 8)")
+def hive_ban(plugin: Plugin, node_id: str, reason: str = "", approve: bool = True) -> dict:
+    """Propose a fleet-wide ban of {node_id} giving a {reason}, or vote on the open proposal
+    against it ({approve}=false votes against); the ban holds once max(2, 67 % of full
+    members) approve, and every member then ignores that node."""
+    return hive(runtime.fleet_call, "ban", node_id, reason, _flag(approve))
+
+
+def _flag(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() not in ("false", "0", "no")
 
 
 @plugin.method("hive-topology")

@@ -28,6 +28,7 @@ from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import SystemClock
 from agent.escrow.service import Escrow
+from agent.fleet.service import FleetService
 from agent.node.cln import CLNBackend
 from agent.node.models import (
     CustomMsg,
@@ -41,21 +42,14 @@ from agent.node.ops import node_summary
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
+from agent.store.db import Store
 from events import node_binding
 from events.base import NostrEvent
 from events.errors import NotFound
+from events.fleet import is_hive_frame
 
 log = logging.getLogger("hive.plugin")
 KEY_LABEL = "hive-agent/nostr-key"
-HIVE_MAGIC = b"HIVE"
-
-
-def is_hive_message(payload: bytes) -> bool:
-    """True for a custom message that belongs to us: odd type ≥ 32769 followed by `HIVE`."""
-    if len(payload) < 6 or payload[2:6] != HIVE_MAGIC:
-        return False
-    msg_type = int.from_bytes(payload[:2], "big")
-    return msg_type >= 32769 and msg_type % 2 == 1
 
 
 def forward_from(params: dict[str, Any]) -> Forward | None:
@@ -87,6 +81,7 @@ class PluginRuntime:
         self.agent: Agent | None = None
         self.service: NodeService | None = None
         self.escrow: Escrow | None = None
+        self.fleet: FleetService | None = None
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
 
@@ -97,8 +92,11 @@ class PluginRuntime:
         self._portal_cm = start_blocking_portal(backend="asyncio", name="hive-agent")
         self.portal = self._portal_cm.__enter__()
         self.relays = relays
+        (Path(lightning_dir) / "hive").mkdir(mode=0o700, parents=True, exist_ok=True)
         self.portal.call(self._setup, rpc_path, Path(lightning_dir) / "hive")
         self.portal.start_task_soon(self._consume_events)
+        assert self.fleet is not None
+        self.portal.start_task_soon(self.fleet.run)
         if relays:
             self.portal.start_task_soon(self._run_agent, Path(lightning_dir) / "hive")
 
@@ -123,6 +121,8 @@ class PluginRuntime:
         binding = node_binding.NodeBinding(node_id=me.id, nostr_pubkey=pubkey, zbase=signed.zbase)
         node_binding.verify(binding)
         self.binding = node_binding.build(self.keys, binding, created_at=SystemClock().now())
+        # fleet membership needs no relays: its own store, custom messages through lightningd
+        self.fleet = await FleetService(self.node, Store(home / "fleet.sqlite"), self.keys).start()
 
     async def _run_agent(self, home: Path) -> None:
         assert self.keys is not None and self.binding is not None
@@ -145,6 +145,8 @@ class PluginRuntime:
         assert self.node is not None
         async for event in self.node.events():
             self.counts[type(event).__name__] += 1
+            if self.fleet is not None and not isinstance(event, Forward):
+                await self.fleet.handle(event)  # custom messages, connects, disconnects
             if isinstance(event, Forward) and self.escrow is not None:
                 self.escrow.record_forward(event)  # performance bonuses are measured from these
 
@@ -165,7 +167,7 @@ class PluginRuntime:
             payload = bytes.fromhex(payload_hex)
         except (TypeError, ValueError):
             return {"result": "continue"}
-        if is_hive_message(payload):
+        if is_hive_frame(payload) and isinstance(peer_id, str):
             self.inject(CustomMsg(peer_id=peer_id, payload=payload))
         return {"result": "continue"}
 
@@ -194,6 +196,7 @@ class PluginRuntime:
             "relays": self.agent.pool.status() if self.agent else "none configured (hive-relays)",
             "events": dict(self.counts),
             "refused": self.agent.store.error_counts() if self.agent else {},
+            "fleet": self.fleet.status() if self.fleet else None,
         }
 
     # --- advisor commands (the operator's side) ------------------------------------------
@@ -240,3 +243,15 @@ class PluginRuntime:
 
     async def _credentials(self) -> list[dict[str, Any]]:
         return repo.credentials(self._service().agent.store)
+
+    # --- fleet membership ------------------------------------------------------------------
+
+    def fleet_call(self, name: str, *args: Any) -> Any:
+        """Run a FleetService operation on the agent loop and return its result."""
+        assert self.portal is not None and self.fleet is not None
+        return self.portal.call(self._fleet_call, name, args)
+
+    async def _fleet_call(self, name: str, args: tuple[Any, ...]) -> Any:
+        assert self.fleet is not None
+        result = getattr(self.fleet, name)(*args)
+        return await result if hasattr(result, "__await__") else result

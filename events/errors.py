@@ -275,6 +275,33 @@ class NotFound(HiveError):
     prefix = "invalid"
 
 
+# --- fleet (custom messages between members) ---------------------------------------------------
+
+
+class UnknownMessage(HiveError):
+    """Raised for a custom message that is not a fleet message of a type this agent knows."""
+
+    code = "UNKNOWN_MESSAGE"
+    detail = "not a fleet message this agent knows"
+    prefix = "invalid"
+
+
+class NotMember(HiveError):
+    """Raised when a fleet message needs membership the sender (or this node) does not have."""
+
+    code = "NOT_MEMBER"
+    detail = "not a member of this hive"
+    prefix = "restricted"
+
+
+class Banned(HiveError):
+    """Raised for anything from a node the hive has banned."""
+
+    code = "BANNED"
+    detail = "this node is banned from the hive"
+    prefix = "blocked"
+
+
 # --- escrow (Cashu) ---------------------------------------------------------------------------
 
 

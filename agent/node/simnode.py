@@ -187,19 +187,27 @@ class SimBackend:
     async def sendcustommsg(self, peer_id: str, payload: bytes) -> None:
         self.network.send_custommsg(self.node_id, peer_id, payload)
 
-    async def events(self) -> AsyncIterator[NodeEvent]:
+    def events(self) -> AsyncIterator[NodeEvent]:
+        """The node's events from this call on (the listener is registered at once, so nothing
+        that happens before the first iteration is missed)."""
         send, receive = anyio.create_memory_object_stream[NodeEvent](10_000)
 
         def listener(event: NodeEvent) -> None:
             # a consumer that stops reading loses events; it never stalls the network
-            with contextlib.suppress(anyio.WouldBlock):
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
                 send.send_nowait(event)
 
-        self.network.listeners[self.node_id].append(listener)
-        try:
-            async with receive:
-                async for event in receive:
-                    yield event
-        finally:
-            self.network.listeners[self.node_id].remove(listener)
-            send.close()
+        listeners = self.network.listeners[self.node_id]
+        listeners.append(listener)
+
+        async def stream() -> AsyncIterator[NodeEvent]:
+            try:
+                async with receive:
+                    async for event in receive:
+                        yield event
+            finally:
+                if listener in listeners:
+                    listeners.remove(listener)
+                send.close()
+
+        return stream()

@@ -301,4 +301,93 @@ MIGRATIONS: list[str] = [
         released_at INTEGER
     );
     """,
+    # 5: fleet membership over custom messages
+    """
+    CREATE TABLE fleet_hive (
+        singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+        hive_id    TEXT NOT NULL,
+        admin      TEXT NOT NULL,           -- the genesis node
+        created_at INTEGER NOT NULL,
+        joined_at  INTEGER NOT NULL         -- when this node became a member
+    );
+    CREATE TABLE fleet_members (
+        node_id     TEXT PRIMARY KEY,
+        pubkey      TEXT NOT NULL,          -- its Nostr key (signs its fleet messages)
+        binding     TEXT NOT NULL,          -- CLN signmessage over that key, by the node
+        tier        TEXT NOT NULL CHECK (tier IN ('neophyte', 'member')),
+        status      TEXT NOT NULL CHECK (status IN ('active', 'left', 'banned')),
+        joined_at   INTEGER NOT NULL,
+        promoted_at INTEGER,
+        left_at     INTEGER,
+        manifest    TEXT
+    );
+    CREATE TABLE fleet_tickets (
+        ticket_id  TEXT PRIMARY KEY,
+        invitee    TEXT NOT NULL,
+        issuer     TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        ticket     TEXT,                    -- the text, for tickets this node issued
+        used_by    TEXT,
+        used_at    INTEGER
+    );
+    CREATE TABLE fleet_challenges (
+        peer       TEXT PRIMARY KEY,
+        nonce      TEXT NOT NULL,
+        ticket_id  TEXT NOT NULL,
+        hello_key  TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE fleet_vouches (
+        candidate TEXT NOT NULL,
+        voucher   TEXT NOT NULL,
+        frame     TEXT NOT NULL,            -- the signed VOUCH, carried again in PROMOTION
+        at        INTEGER NOT NULL,
+        PRIMARY KEY (candidate, voucher)
+    );
+    CREATE TABLE fleet_ban_proposals (
+        proposal_id TEXT PRIMARY KEY,
+        target      TEXT NOT NULL,
+        proposer    TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        frame       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('open', 'enacted', 'expired'))
+    );
+    CREATE TABLE fleet_ban_votes (
+        proposal_id TEXT NOT NULL,
+        voter       TEXT NOT NULL,
+        approve     INTEGER NOT NULL,
+        frame       TEXT NOT NULL,
+        at          INTEGER NOT NULL,
+        PRIMARY KEY (proposal_id, voter)
+    );
+    CREATE TABLE fleet_bans (
+        target      TEXT PRIMARY KEY,
+        reason      TEXT NOT NULL,
+        decided_at  INTEGER NOT NULL,
+        proposal_id TEXT NOT NULL
+    );
+    CREATE TABLE fleet_seen (
+        node    TEXT NOT NULL,
+        msg_id  TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        via     TEXT NOT NULL CHECK (via IN ('direct', 'proof')),
+        PRIMARY KEY (node, msg_id)
+    );
+    CREATE INDEX fleet_seen_by_time ON fleet_seen (seen_at);
+    CREATE TABLE fleet_outbox (
+        peer       TEXT NOT NULL,
+        msg_id     TEXT NOT NULL,
+        msg_type   INTEGER NOT NULL,
+        frame      BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        next_at    REAL NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('pending', 'acked', 'failed', 'expired')),
+        last_error TEXT,
+        PRIMARY KEY (peer, msg_id)
+    );
+    CREATE INDEX fleet_outbox_due ON fleet_outbox (state, peer, next_at);
+    """,
 ]

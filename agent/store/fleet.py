@@ -1,0 +1,419 @@
+"""Fleet membership rows: the hive, members, tickets, challenges, vouches, bans, seen ids and the
+per-peer outbox.  Functions take anything with `execute(sql, params)`: a `Tx` inside a write
+transaction, or `Store.conn` for reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Db(Protocol):
+    def execute(self, sql: str, params: tuple[Any, ...] = ..., /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Hive:
+    hive_id: str
+    admin: str
+    created_at: int
+    joined_at: int
+
+
+@dataclass(frozen=True)
+class Member:
+    node_id: str
+    pubkey: str
+    binding: str
+    tier: str
+    status: str
+    joined_at: int
+    promoted_at: int | None
+    left_at: int | None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id, "pubkey": self.pubkey, "tier": self.tier,
+            "status": self.status, "joined_at": self.joined_at,
+            "promoted_at": self.promoted_at, "left_at": self.left_at,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OutItem:
+    peer: str
+    msg_id: str
+    msg_type: int
+    frame: bytes
+    attempts: int
+    expires_at: int
+
+
+# --- the hive ---------------------------------------------------------------------------
+
+
+def hive(db: Db) -> Hive | None:
+    row = db.execute("SELECT hive_id, admin, created_at, joined_at FROM fleet_hive").fetchone()
+    return Hive(*row) if row else None
+
+
+def set_hive(db: Db, h: Hive) -> None:
+    db.execute(
+        "INSERT INTO fleet_hive (singleton, hive_id, admin, created_at, joined_at)"
+        " VALUES (1, ?, ?, ?, ?)",
+        (h.hive_id, h.admin, h.created_at, h.joined_at),
+    )
+
+
+def forget_hive(db: Db) -> None:
+    """Leaving: drop the hive's state; seen ids and the outbox (our goodbyes) stay."""
+    for table in (
+        "fleet_hive", "fleet_members", "fleet_challenges", "fleet_vouches",
+        "fleet_ban_proposals", "fleet_ban_votes",
+    ):  # fmt: skip
+        db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+
+
+# --- members ------------------------------------------------------------------------------
+
+_MEMBER = "node_id, pubkey, binding, tier, status, joined_at, promoted_at, left_at"
+
+
+def member(db: Db, node_id: str) -> Member | None:
+    row = db.execute(
+        f"SELECT {_MEMBER} FROM fleet_members WHERE node_id = ?",  # noqa: S608
+        (node_id,),
+    ).fetchone()
+    return Member(*row) if row else None
+
+
+def members(db: Db, *, status: str | None = "active") -> list[Member]:
+    sql = f"SELECT {_MEMBER} FROM fleet_members"  # noqa: S608
+    rows = (
+        db.execute(sql + " WHERE status = ? ORDER BY node_id", (status,))
+        if status
+        else db.execute(sql + " ORDER BY node_id")
+    ).fetchall()
+    return [Member(*r) for r in rows]
+
+
+def add_member(
+    db: Db, node_id: str, pubkey: str, binding: str, tier: str, joined_at: int,
+    manifest: dict[str, Any] | None = None, promoted_at: int | None = None,
+) -> bool:  # fmt: skip
+    """Insert (or re-admit after leaving); False if already an active or banned member."""
+    cur = db.execute(
+        "INSERT INTO fleet_members (node_id, pubkey, binding, tier, status, joined_at,"
+        " promoted_at, manifest) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)"
+        " ON CONFLICT (node_id) DO UPDATE SET pubkey = excluded.pubkey,"
+        " binding = excluded.binding, tier = excluded.tier, status = 'active',"
+        " joined_at = excluded.joined_at, promoted_at = excluded.promoted_at, left_at = NULL,"
+        " manifest = excluded.manifest WHERE fleet_members.status = 'left'",
+        (
+            node_id, pubkey, binding, tier, joined_at, promoted_at,
+            json.dumps(manifest) if manifest else None,
+        ),
+    )  # fmt: skip
+    return bool(cur.rowcount)
+
+
+def promote(db: Db, node_id: str, at: int) -> bool:
+    cur = db.execute(
+        "UPDATE fleet_members SET tier = 'member', promoted_at = ?"
+        " WHERE node_id = ? AND tier = 'neophyte' AND status = 'active'",
+        (at, node_id),
+    )
+    return bool(cur.rowcount)
+
+
+def set_status(db: Db, node_id: str, status: str, at: int) -> bool:
+    cur = db.execute(
+        "UPDATE fleet_members SET status = ?, left_at = ? WHERE node_id = ? AND status = 'active'",
+        (status, at, node_id),
+    )
+    return bool(cur.rowcount)
+
+
+# --- tickets and challenges ---------------------------------------------------------------
+
+
+def record_ticket(
+    db: Db, ticket_id: str, invitee: str, issuer: str, expires_at: int, text: str | None
+) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO fleet_tickets (ticket_id, invitee, issuer, expires_at, ticket)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (ticket_id, invitee, issuer, expires_at, text),
+    )
+
+
+def ticket_used_by(db: Db, ticket_id: str) -> str | None:
+    row = db.execute("SELECT used_by FROM fleet_tickets WHERE ticket_id = ?", (ticket_id,))
+    found = row.fetchone()
+    return found[0] if found else None
+
+
+def use_ticket(db: Db, ticket_id: str, invitee: str, issuer: str, expires: int, by: str, at: int):
+    record_ticket(db, ticket_id, invitee, issuer, expires, None)
+    db.execute(
+        "UPDATE fleet_tickets SET used_by = ?, used_at = ? WHERE ticket_id = ? AND used_by IS NULL",
+        (by, at, ticket_id),
+    )
+
+
+def tickets(db: Db) -> list[dict[str, Any]]:
+    cur = db.execute(
+        "SELECT ticket_id, invitee, issuer, expires_at, used_by, used_at FROM fleet_tickets"
+        " ORDER BY expires_at"
+    )
+    names = ["ticket_id", "invitee", "issuer", "expires_at", "used_by", "used_at"]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def challenge(db: Db, peer: str) -> tuple[str, str, str, int] | None:
+    row = db.execute(
+        "SELECT nonce, ticket_id, hello_key, created_at FROM fleet_challenges WHERE peer = ?",
+        (peer,),
+    ).fetchone()
+    return tuple(row) if row else None  # type: ignore[return-value]
+
+
+def pending_challenges(db: Db, since: int) -> int:
+    cur = db.execute("SELECT count(*) FROM fleet_challenges WHERE created_at > ?", (since,))
+    return int(cur.fetchone()[0])
+
+
+def put_challenge(db: Db, peer: str, nonce: str, ticket_id: str, key: str, at: int) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO fleet_challenges (peer, nonce, ticket_id, hello_key, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (peer, nonce, ticket_id, key, at),
+    )
+
+
+def drop_challenge(db: Db, peer: str) -> None:
+    db.execute("DELETE FROM fleet_challenges WHERE peer = ?", (peer,))
+
+
+# --- vouches and bans -----------------------------------------------------------------------
+
+
+def add_vouch(db: Db, candidate: str, voucher: str, frame: str, at: int) -> bool:
+    cur = db.execute(
+        "INSERT OR IGNORE INTO fleet_vouches (candidate, voucher, frame, at) VALUES (?, ?, ?, ?)",
+        (candidate, voucher, frame, at),
+    )
+    return bool(cur.rowcount)
+
+
+def vouches(db: Db, candidate: str) -> list[tuple[str, str]]:
+    """(voucher, frame hex) for a candidate."""
+    cur = db.execute(
+        "SELECT voucher, frame FROM fleet_vouches WHERE candidate = ? ORDER BY voucher",
+        (candidate,),
+    )
+    return [tuple(r) for r in cur.fetchall()]  # type: ignore[misc]
+
+
+def add_proposal(
+    db: Db, proposal_id: str, target: str, proposer: str, reason: str, frame: str, at: int
+) -> bool:
+    cur = db.execute(
+        "INSERT OR IGNORE INTO fleet_ban_proposals (proposal_id, target, proposer, reason, frame,"
+        " created_at, state) VALUES (?, ?, ?, ?, ?, ?, 'open')",
+        (proposal_id, target, proposer, reason, frame, at),
+    )
+    return bool(cur.rowcount)
+
+
+def proposal(db: Db, proposal_id: str) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT proposal_id, target, proposer, reason, frame, created_at, state"
+        " FROM fleet_ban_proposals WHERE proposal_id = ?",
+        (proposal_id,),
+    ).fetchone()
+    names = ["proposal_id", "target", "proposer", "reason", "frame", "created_at", "state"]
+    return dict(zip(names, row, strict=True)) if row else None
+
+
+def open_proposal_for(db: Db, target: str) -> str | None:
+    row = db.execute(
+        "SELECT proposal_id FROM fleet_ban_proposals WHERE target = ? AND state = 'open'"
+        " ORDER BY created_at, proposal_id LIMIT 1",
+        (target,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def proposals(db: Db) -> list[dict[str, Any]]:
+    cur = db.execute(
+        "SELECT p.proposal_id, p.target, p.proposer, p.reason, p.created_at, p.state,"
+        " (SELECT count(*) FROM fleet_ban_votes v WHERE v.proposal_id = p.proposal_id"
+        "  AND v.approve = 1),"
+        " (SELECT count(*) FROM fleet_ban_votes v WHERE v.proposal_id = p.proposal_id"
+        "  AND v.approve = 0)"
+        " FROM fleet_ban_proposals p ORDER BY p.created_at"
+    )
+    names = ["proposal_id", "target", "proposer", "reason", "created_at", "state", "yes", "no"]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def add_vote(db: Db, proposal_id: str, voter: str, approve: bool, frame: str, at: int) -> bool:
+    cur = db.execute(
+        "INSERT OR IGNORE INTO fleet_ban_votes (proposal_id, voter, approve, frame, at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (proposal_id, voter, int(approve), frame, at),
+    )
+    return bool(cur.rowcount)
+
+
+def votes(db: Db, proposal_id: str) -> list[tuple[str, bool, str]]:
+    cur = db.execute(
+        "SELECT voter, approve, frame FROM fleet_ban_votes WHERE proposal_id = ? ORDER BY voter",
+        (proposal_id,),
+    )
+    return [(v, bool(a), f) for v, a, f in cur.fetchall()]
+
+
+def ban(db: Db, target: str, reason: str, at: int, proposal_id: str) -> bool:
+    cur = db.execute(
+        "INSERT OR IGNORE INTO fleet_bans (target, reason, decided_at, proposal_id)"
+        " VALUES (?, ?, ?, ?)",
+        (target, reason, at, proposal_id),
+    )
+    db.execute(
+        "UPDATE fleet_ban_proposals SET state = 'enacted' WHERE target = ? AND state = 'open'",
+        (target,),
+    )
+    return bool(cur.rowcount)
+
+
+def is_banned(db: Db, node_id: str) -> bool:
+    return (
+        db.execute("SELECT 1 FROM fleet_bans WHERE target = ?", (node_id,)).fetchone() is not None
+    )
+
+
+def bans(db: Db) -> list[dict[str, Any]]:
+    cur = db.execute("SELECT target, reason, decided_at FROM fleet_bans ORDER BY target")
+    return [{"target": t, "reason": r, "decided_at": d} for t, r, d in cur.fetchall()]
+
+
+def expire_proposals(db: Db, before: int) -> None:
+    db.execute(
+        "UPDATE fleet_ban_proposals SET state = 'expired' WHERE state = 'open' AND created_at < ?",
+        (before,),
+    )
+
+
+# --- seen ids and the outbox ----------------------------------------------------------------
+
+
+def claim(db: Db, node: str, msg_id: str, at: int, via: str = "direct") -> bool:
+    """Record a message id from `node`; False if it was handled before (a duplicate).
+    `via`: 'direct' from its sender, or 'proof' when it arrived inside another message."""
+    cur = db.execute(
+        "INSERT OR IGNORE INTO fleet_seen (node, msg_id, seen_at, via) VALUES (?, ?, ?, ?)",
+        (node, msg_id, at, via),
+    )
+    return bool(cur.rowcount)
+
+
+def seen_via(db: Db, node: str, msg_id: str) -> str | None:
+    """How a message id was first seen ('direct' or 'proof'), or None."""
+    cur = db.execute("SELECT via FROM fleet_seen WHERE node = ? AND msg_id = ?", (node, msg_id))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def was_seen(db: Db, node: str, msg_id: str) -> bool:
+    return seen_via(db, node, msg_id) is not None
+
+
+def prune_seen(db: Db, before: int) -> None:
+    db.execute("DELETE FROM fleet_seen WHERE seen_at < ?", (before,))
+
+
+def enqueue(
+    db: Db, peer: str, msg_id: str, msg_type: int, frame: bytes, at: int, ttl_s: int
+) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO fleet_outbox (peer, msg_id, msg_type, frame, created_at,"
+        " expires_at, next_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+        (peer, msg_id, msg_type, frame, at, at + ttl_s, float(at)),
+    )
+
+
+def due(db: Db, peer: str, now: float, limit: int) -> list[OutItem]:
+    cur = db.execute(
+        "SELECT peer, msg_id, msg_type, frame, attempts, expires_at FROM fleet_outbox"
+        " WHERE state = 'pending' AND peer = ? AND next_at <= ?"
+        " ORDER BY rowid LIMIT ?",  # the order they were queued in
+        (peer, now, limit),
+    )
+    return [OutItem(p, m, t, bytes(f), a, e) for p, m, t, f, a, e in cur.fetchall()]
+
+
+def next_due(db: Db, peers: set[str]) -> float | None:
+    if not peers:
+        return None
+    marks = ",".join("?" * len(peers))
+    row = db.execute(
+        f"SELECT min(next_at) FROM fleet_outbox WHERE state = 'pending' AND peer IN ({marks})",  # noqa: S608
+        tuple(sorted(peers)),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def sent(db: Db, item: OutItem, next_at: float, state: str, error: str | None) -> None:
+    db.execute(
+        "UPDATE fleet_outbox SET attempts = attempts + 1, next_at = ?, state = ?, last_error = ?"
+        " WHERE peer = ? AND msg_id = ? AND state = 'pending'",
+        (next_at, state, error, item.peer, item.msg_id),
+    )
+
+
+def acked(db: Db, peer: str, msg_id: str, state: str, next_at: float, error: str | None) -> bool:
+    """Settle an outbox item from an ack: 'acked', 'failed', or 'pending' again (retry later)."""
+    cur = db.execute(
+        "UPDATE fleet_outbox SET state = ?, next_at = ?, last_error = ?"
+        " WHERE peer = ? AND msg_id = ? AND state = 'pending'",
+        (state, next_at, error, peer, msg_id),
+    )
+    return bool(cur.rowcount)
+
+
+def wake_peer(db: Db, peer: str, now: float) -> None:
+    db.execute(
+        "UPDATE fleet_outbox SET next_at = ? WHERE peer = ? AND state = 'pending'", (now, peer)
+    )
+
+
+def drop_peer(db: Db, peer: str, why: str) -> None:
+    db.execute(
+        "UPDATE fleet_outbox SET state = 'failed', last_error = ?"
+        " WHERE peer = ? AND state = 'pending'",
+        (why, peer),
+    )
+
+
+def expire_outbox(db: Db, now: int) -> None:
+    db.execute(
+        "UPDATE fleet_outbox SET state = 'expired' WHERE state = 'pending' AND expires_at <= ?",
+        (now,),
+    )
+
+
+def outbox_counts(db: Db) -> dict[str, int]:
+    cur = db.execute("SELECT state, count(*) FROM fleet_outbox GROUP BY state")
+    return {s: n for s, n in cur.fetchall()}
+
+
+def outbox_errors(db: Db) -> list[dict[str, Any]]:
+    cur = db.execute(
+        "SELECT peer, msg_id, msg_type, state, last_error FROM fleet_outbox"
+        " WHERE last_error IS NOT NULL ORDER BY created_at"
+    )
+    names = ["peer", "msg_id", "msg_type", "state", "last_error"]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
