@@ -1,0 +1,130 @@
+"""A simulated fleet for tests: nodes meshed with channels and links, one `SimMember` each (own
+store on disk), helpers to wait for agreement, and a rogue sender that signs whatever it likes."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nostr_sdk as sdk
+
+from agent.clock import Clock
+from agent.fleet.service import FleetConfig
+from agent.fleet.simfleet import SimMember, sim_keys
+from agent.node.sim import Network
+from agent.node.simnode import SimBackend, SimDriver
+from events import fleet as wire
+from events import lnsig
+
+FAST = FleetConfig(retry_base_s=0.2, retry_cap_s=2.0, hello_interval_s=10)
+
+
+@dataclass
+class Fleet:
+    net: Network
+    ids: list[str]
+    members: list[SimMember]
+    tg: anyio.abc.TaskGroup
+
+    def views(self, indexes: list[int] | None = None) -> list[dict[str, Any]]:
+        chosen = indexes if indexes is not None else range(len(self.members))
+        return [self.members[i].view() for i in chosen]
+
+    async def settle(self, indexes: list[int] | None = None, limit_s: float = 15) -> dict:
+        """Wait until the chosen members agree and nothing is left to deliver; the view."""
+        chosen = indexes if indexes is not None else list(range(len(self.members)))
+        with anyio.fail_after(limit_s):
+            while True:
+                views = self.views(chosen)
+                pending = sum(
+                    self.members[i].fleet.status()["outbox"].get("pending", 0) for i in chosen
+                )
+                if pending == 0 and all(v == views[0] for v in views):
+                    return views[0]
+                await anyio.sleep(0.02)
+
+    async def joined(self, i: int, limit_s: float = 10) -> dict[str, Any]:
+        """Wait until member i's join finished (joined or refused); its join record."""
+        with anyio.fail_after(limit_s):
+            while True:
+                joining = self.members[i].fleet.status()["joining"] or {}
+                if joining.get("state") in ("joined", "refused"):
+                    return joining
+                await anyio.sleep(0.02)
+
+    async def admit(self, inviter: int, joiner: int) -> None:
+        ticket = await self.members[inviter].fleet.invite(self.ids[joiner])
+        await self.members[joiner].fleet.join(ticket["ticket"])
+        assert (await self.joined(joiner))["state"] == "joined"
+
+    async def restart(self, i: int) -> None:
+        await self.members[i].restart(self.tg)
+
+
+def mesh(n: int, *, seed: int = 11, extra: int = 1) -> tuple[Network, list[str]]:
+    """n fleet nodes (+ `extra` outsiders), every pair with a channel and a live link."""
+    net = Network(seed=seed, clock=time.monotonic)
+    ids = [net.add_node(f"node{i}", 20_000_000) for i in range(n + extra)]
+    for i in range(n + extra):
+        for j in range(i + 1, n + extra):
+            net.open_channel(ids[i], ids[j], 1_000_000, push_msat=100_000_000)
+            net.connect(ids[i], ids[j])
+    return net, ids
+
+
+@asynccontextmanager
+async def fleet(
+    tmp: Path, n: int, *, clock: Clock | None = None, config: FleetConfig = FAST, extra: int = 1
+) -> AsyncIterator[Fleet]:
+    net, ids = mesh(n, extra=extra)
+    async with SimDriver(net), anyio.create_task_group() as tg:
+        members = [
+            SimMember(net, ids[i], tmp / f"member{i}", clock=clock, config=config) for i in range(n)
+        ]
+        for m in members:
+            await m.start(tg)
+        world = Fleet(net, ids, members, tg)
+        try:
+            yield world
+        finally:
+            for m in members:
+                if m.service is not None:
+                    await m.stop()
+            tg.cancel_scope.cancel()
+
+
+class Rogue:
+    """A node that sends hand-made frames: forged, replayed, stale, from the wrong key…"""
+
+    def __init__(self, net: Network, node_id: str, keys: sdk.Keys | None = None) -> None:
+        self.net, self.node_id = net, node_id
+        self.keys = keys or sim_keys(net, node_id)
+        self.backend = SimBackend(net, node_id)
+
+    def frame(
+        self,
+        msg_type: wire.MsgType,
+        body: wire.Body,
+        *,
+        hive: str,
+        ts: int | None = None,
+        keys: sdk.Keys | None = None,
+        msg_id: str | None = None,
+    ) -> bytes:
+        return wire.build_frame(
+            keys or self.keys, msg_type, body, hive=hive, msg_id=msg_id or secrets.token_hex(16),
+            node=self.node_id, ts=int(time.time()) if ts is None else ts,
+        )  # fmt: skip
+
+    def binding(self, keys: sdk.Keys | None = None) -> str:
+        pubkey = (keys or self.keys).public_key().to_hex()
+        return lnsig.sign(self.net.node(self.node_id).secret, pubkey).zbase
+
+    async def send(self, to: str, frame: bytes) -> None:
+        await self.backend.sendcustommsg(to, frame)
