@@ -47,6 +47,7 @@ Zbase = Annotated[str, StringConstraints(pattern=r"^[ybndrfg8ejkmcpqxot1uwisza34
 Text = Annotated[str, StringConstraints(max_length=280)]
 Unix = Annotated[int, Field(ge=0, lt=2**40)]
 _STRICT = ConfigDict(strict=True, frozen=True, extra="forbid")
+One = Annotated[int, Field(ge=1, le=1)]  # strict int: `true` is not 1 here (a Literal[1] allows it)
 
 
 class MsgType(IntEnum):
@@ -96,7 +97,7 @@ class Body(BaseModel):
 
 
 class TicketBody(Body):
-    v: Literal[1] = 1
+    v: One = 1
     hive: HiveId
     ticket_id: Hex32
     issuer: NodeId
@@ -165,7 +166,7 @@ def verify_ticket(ticket: Ticket) -> Ticket:
 
 class Hello(Body):
     ticket: Annotated[str, StringConstraints(max_length=MAX_TICKET)]
-    protocol_version: Literal[1] = 1
+    protocol_version: One = 1
     supported_versions: Annotated[list[Annotated[int, Field(ge=1, le=255)]], Field(max_length=8)]
 
 
@@ -284,7 +285,7 @@ BODIES: dict[MsgType, type[Body]] = {
 
 class Envelope(BaseModel):
     model_config = _STRICT
-    v: Literal[1]
+    v: One
     id: Hex32
     hive: HiveId | Literal[""]  # "" only before the sender knows the hive (never signed twice)
     from_: XOnly = Field(alias="from")
