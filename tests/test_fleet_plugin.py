@@ -1,0 +1,155 @@
+"""Fleet membership through three real plugin processes: every byte between members goes
+plugin → simulator RPC socket (`sendcustommsg`) → simulated peer → the peer's `custommsg` hook,
+as it would between three Core Lightning nodes.  One node's lightningd "restarts" (links drop,
+the plugin exits on `shutdown` and starts again on the same lightning-dir)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from agent.node.lightningd import PluginError, PluginProcess, bridge
+from agent.node.sim import Network
+from agent.node.sim_api import SimLightningd
+from agent.node.sim_rpc import SimRpcServer, short_socket_dir
+from agent.node.simnode import SimDriver
+from tests.fleet_world import mesh
+
+pytestmark = pytest.mark.anyio
+
+
+class PluginNode:
+    """One simulated node with the real plugin attached, restartable; each life of it runs in
+    its own task so task groups nest properly."""
+
+    def __init__(self, net: Network, node_id: str, tg: anyio.abc.TaskGroup) -> None:
+        self.net, self.node_id, self.tg = net, node_id, tg
+        self.dir = short_socket_dir()
+        self.plugin: PluginProcess | None = None
+        self._stop = anyio.Event()
+        self._done = anyio.Event()
+        self._peers: list[str] = []
+
+    async def _life(self, ready: anyio.Event) -> None:
+        try:
+            async with (
+                SimRpcServer(SimLightningd(self.net, self.node_id), self.dir / "lightning-rpc"),
+                PluginProcess(self.dir) as plugin,
+                anyio.create_task_group() as tg,
+            ):
+                await plugin.start()
+                tg.start_soon(bridge, self.net, self.node_id, plugin)
+                self.plugin = plugin
+                for peer in self._peers:  # lightningd is back: its links come back
+                    self.net.connect(self.node_id, peer)
+                ready.set()
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            (self.dir / "lightning-rpc").unlink(missing_ok=True)
+            self._done.set()
+
+    async def start(self) -> PluginNode:
+        self._stop, self._done, ready = anyio.Event(), anyio.Event(), anyio.Event()
+        self.tg.start_soon(self._life, ready)
+        with anyio.fail_after(30):
+            await ready.wait()
+        return self
+
+    async def stop(self) -> None:
+        self._peers = self.net.peers(self.node_id)
+        for peer in self._peers:
+            self.net.disconnect(self.node_id, peer)
+        self._stop.set()
+        with anyio.fail_after(30):
+            await self._done.wait()
+        assert self.plugin is not None and self.plugin.exit_code == 0  # left on `shutdown`
+
+    async def call(self, method: str, **params: Any) -> Any:
+        assert self.plugin is not None
+        return await self.plugin.call(method, **params)
+
+    async def fleet(self) -> dict[str, Any]:
+        return (await self.call("hive-status"))["fleet"]
+
+    async def view(self) -> dict[str, Any]:
+        listed = await self.call("hive-members")
+        return {
+            "members": {
+                m["node_id"]: m["tier"] for m in listed["members"] if m["status"] == "active"
+            },
+            "bans": [b["target"] for b in listed["bans"]],
+        }
+
+
+async def until(check: Any, limit_s: float = 20) -> Any:
+    with anyio.fail_after(limit_s):
+        while True:
+            found = await check()
+            if found:
+                return found
+            await anyio.sleep(0.05)
+
+
+async def test_three_plugins_form_a_hive_vouch_and_ban() -> None:
+    net, ids = mesh(3, extra=1)
+    outsider = ids[3]
+    async with SimDriver(net), anyio.create_task_group() as tg:
+        nodes = [await PluginNode(net, ids[i], tg).start() for i in range(3)]
+        try:
+            a, b, c = nodes
+            genesis = await a.call("hive-genesis")
+            assert genesis["hive_id"].startswith("hive_")
+
+            ticket = await a.call("hive-invite", node_id=ids[1], valid_hours=2, requires="anchor")
+            assert ticket["requires"] == ["anchor"]
+            assert (await b.call("hive-join", ticket=ticket["ticket"]))["state"] == "hello_sent"
+
+            async def b_joined() -> bool:
+                return (await b.fleet())["tier"] == "neophyte"
+
+            await until(b_joined)
+            # the same ticket again, from the node it names, after it was used
+            with pytest.raises(PluginError, match="already in a hive"):
+                await b.call("hive-join", ticket=ticket["ticket"])
+            vouched = await a.call("hive-vouch", node_id=ids[1])
+            assert vouched["tier"] == "member"
+
+            ticket_c = await b.call("hive-invite", node_id=ids[2])  # b is a full member now
+            await c.call("hive-join", ticket=ticket_c["ticket"])
+
+            async def c_joined() -> bool:
+                return (await c.fleet())["tier"] == "neophyte"
+
+            await until(c_joined)
+
+            # b's lightningd restarts while a ban is proposed
+            await b.stop()
+            proposal = await a.call("hive-ban", node_id=outsider, reason="dust attack")
+            assert (proposal["yes"], proposal["quorum"], proposal["banned"]) == (1, 2, False)
+            await b.start()
+
+            async def b_sees_proposal() -> bool:
+                return bool((await b.call("hive-members"))["ban_proposals"])
+
+            await until(b_sees_proposal)
+            assert (await b.call("hive-ban", node_id=outsider))["banned"] is True
+
+            async def agreed() -> dict[str, Any] | None:
+                views = [await n.view() for n in nodes]
+                return views[0] if all(v == views[0] for v in views) and views[0]["bans"] else None
+
+            view = await until(agreed)
+            assert view == {
+                "members": {ids[0]: "member", ids[1]: "member", ids[2]: "neophyte"},
+                "bans": [outsider],
+            }
+            for n in nodes:
+                fleet = await n.fleet()
+                assert fleet["hive_id"] == genesis["hive_id"]
+                assert set(fleet["refused"]) <= {"REPLAYED"}, fleet["refused"]
+        finally:
+            for n in nodes:
+                n._stop.set()
