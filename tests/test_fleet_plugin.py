@@ -117,6 +117,11 @@ async def test_three_plugins_form_a_hive_vouch_and_ban() -> None:
             vouched = await a.call("hive-vouch", node_id=ids[1])
             assert vouched["tier"] == "member"
 
+            async def b_promoted() -> bool:
+                return (await b.fleet())["tier"] == "member"
+
+            await until(b_promoted)
+
             ticket_c = await b.call("hive-invite", node_id=ids[2])  # b is a full member now
             await c.call("hive-join", ticket=ticket_c["ticket"])
 
