@@ -9,7 +9,8 @@ credential, dry runs, an approval by DM, a refusal and signed receipts (agent/de
 Act 6: escrow on a local Nutshell mint, a ticket paid and one refunded (agent/demo_escrow.py).
 Act 7: the relay (a separate process with persistent storage) is killed; notes written
 meanwhile wait in the durable outbox and arrive exactly once after it restarts.  Act 8: the
-Core Lightning plugin on a simulated network.
+Core Lightning plugin on a simulated network.  Act 9: three nodes form a hive over custom
+messages, vouch one to member and ban an outsider (agent/demo_fleet.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from agent import __version__
 from agent.clock import SystemClock
 from agent.demo_advisory import advisory_act
 from agent.demo_escrow import escrow_act
+from agent.demo_fleet import fleet_act
 from agent.demo_market import market_act
 from agent.nostr.client import RelayClient
 from agent.nostr.local_relay import EmbeddedRelay, free_port
@@ -181,6 +183,8 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
     report["relay_restart"] = await relay_restart_act(out, olivia, adam, clock)
     await out.act("Act 8 - the Core Lightning plugin, on a simulated network")
     report["plugin"] = await plugin_act(out)
+    await out.act("Act 9 - a fleet forms over Lightning custom messages")
+    report["fleet"] = await fleet_act(out.say)
     out.say("done.")
     if not quiet:
         print(flush=True)

@@ -35,6 +35,9 @@ def test_demo_story_as_json() -> None:
     assert report["escrow"]["paid_sat"] == 25 and report["escrow"]["operator_sat"] == 175
     assert report["plugin"]["binding_verified"] is True
     assert report["plugin"]["events"] == {"Forward": 1, "CustomMsg": 1}
+    fleet = report["fleet"]
+    assert fleet["tiers"] == {"gina": "member", "hank": "member", "ivy": "neophyte"}
+    assert fleet["banned"] == ["mallory"] and fleet["agreed"] is True
     delivered = report["relay_restart"]["delivered"]
     assert delivered == [f"fee review, part {i}" for i in (1, 2, 3)]
 
@@ -44,6 +47,6 @@ def test_demo_narrates_for_humans() -> None:
         [HIVE_AGENT, "demo", "--fast"], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
-    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5", "Act 6", "Act 7", "Act 8"):
+    for act in ("Act 1", "Act 2", "Act 3", "Act 4", "Act 5", "Act 6", "Act 7", "Act 8", "Act 9"):
         assert act in result.stdout
     assert "SEAL_MISMATCH" in result.stdout and "Traceback" not in result.stderr
