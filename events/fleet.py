@@ -230,8 +230,14 @@ class Vouch(Body):
     candidate: NodeId
 
 
+Electorate = Annotated[list[NodeId], Field(min_length=1, max_length=500)]
+
+
 class Promotion(Body):
+    """A promotion decided by the sender: the full members it counted, and their vouches."""
+
     candidate: NodeId
+    electorate: Electorate
     vouches: Annotated[list[Frame], Field(min_length=1, max_length=100)]
 
 
@@ -248,7 +254,10 @@ class BanVote(Body):
 
 
 class Ban(Body):
+    """A ban decided by the sender: the full members it counted, the proposal and the votes."""
+
     target: NodeId
+    electorate: Electorate
     proposal: Frame
     votes: Annotated[list[Frame], Field(max_length=100)]
 

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.fleet.rules import ban_quorum, promotion_quorum
+from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember, sim_keys
 from agent.node.models import CustomMsg
 from agent.store.db import Store
@@ -431,3 +432,44 @@ def test_custommsg_hook_fuzz(tmp_path: Path) -> None:
 def _flip(frame: bytes, where: int, mask: int) -> bytes:
     i = where % len(frame)
     return frame[:i] + bytes([frame[i] ^ mask]) + frame[i + 1 :]
+
+
+# --- reliable delivery ------------------------------------------------------------------------
+
+
+async def test_a_lossy_reordering_network_still_converges(tmp_path: Path) -> None:
+    """A quarter of all custom messages vanish and a fifth arrive late: outbox retries with
+    backoff, acknowledgements, handshake re-sends and duplicate drops still bring every member
+    to the same view."""
+    lossy = FleetConfig(
+        retry_base_s=0.2, retry_cap_s=1.0, hello_interval_s=1, handshake_retry_s=1.5,
+        handshake_tries=20,
+    )  # fmt: skip
+    async with fleet(tmp_path, 4, config=lossy) as f:
+        ids, m = f.ids, f.members
+        f.net.loss, f.net.reorder = 0.25, 0.2
+        await m[0].fleet.genesis()
+        for j in (1, 2, 3):
+            ticket = await m[0].fleet.invite(ids[j])
+            await m[j].fleet.join(ticket["ticket"])
+            assert (await f.joined(j, limit_s=30))["state"] == "joined"
+        await m[0].fleet.vouch(ids[1])
+        with anyio.fail_after(30):
+            while m[1].fleet.status()["tier"] != "member":
+                await anyio.sleep(0.05)
+        await m[1].fleet.vouch(ids[2])
+        await m[0].fleet.vouch(ids[2])
+        await f.settle(limit_s=30)
+        await m[0].fleet.ban(ids[4], "flaky and hostile")
+        await f.settle(limit_s=30)
+        await m[1].fleet.ban(ids[4])
+        await f.settle(limit_s=30)
+        await m[2].fleet.ban(ids[4])
+        view = await f.settle(limit_s=30)
+        assert [view["members"][n] for n in ids[:4]] == ["member", "member", "member", "neophyte"]
+        assert view["bans"] == [ids[4]]
+        assert f.net.stats["custommsgs_dropped"] > 0
+        for x in m:  # only "not yet" answers (retried later) and dropped duplicates
+            status = x.fleet.status()
+            assert set(status["refused"]) <= {"REPLAYED", "NOT_MEMBER", "NOT_FOUND", "RESTRICTED"}
+            assert set(status["outbox"]) <= {"acked"}

@@ -71,6 +71,8 @@ class FleetConfig:
     future_skew_s: int = 300
     ban_ttl_s: int = 7 * 86_400
     max_ticket_hours: int = 168
+    handshake_retry_s: float = 30.0  # a HELLO or ATTEST unanswered this long is sent again
+    handshake_tries: int = 6
     features: tuple[str, ...] = ("anchor", "onion")
 
 
@@ -128,8 +130,10 @@ class FleetService:
                 db.prune_seen(tx, now - self.config.max_age_s - 3_600)
             for peer in sorted(self.connected):
                 await self._flush(peer)
+            await self._retry_join()
             due = db.next_due(self.store.conn, self.connected)
-            timeout = 60.0 if due is None else min(60.0, max(0.05, due - self.clock.now()))
+            cap = min(60.0, self.config.handshake_retry_s / 2)
+            timeout = cap if due is None else min(cap, max(0.05, due - self.clock.now()))
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
 
@@ -233,6 +237,7 @@ class FleetService:
                 "hive": ticket.hive, "issuer": ticket.issuer, "issuer_key": ticket.issuer_key,
                 "ticket": text, "ticket_id": ticket.ticket_id, "state": "hello_sent",
                 "sent": [msg_id], "error": None, "started_at": now,
+                "frame": frame.hex(), "sent_at": now, "tries": 1,
             }  # fmt: skip
             with self.store.transaction(now) as tx:
                 tx.set_kv(JOINING_KV, joining)
@@ -302,6 +307,38 @@ class FleetService:
                 tx.set_kv(JOINING_KV, None)
         await self._after(effects)
         return {"left": h.hive_id, "goodbyes_queued": len(effects.flush)}
+
+    async def _retry_join(self) -> None:
+        """The handshake's own messages go direct: an unanswered HELLO is sent again (a new
+        one: the old challenge may be lost), an unanswered ATTEST as it was; then give up."""
+        async with self._lock:
+            joining = self.store.kv(JOINING_KV)
+            if not joining or joining["state"] not in ("hello_sent", "attested"):
+                return
+            now = self.clock.now()
+            if now - joining["sent_at"] < self.config.handshake_retry_s:
+                return
+            if joining["tries"] >= self.config.handshake_tries:
+                joining.update(
+                    state="refused",
+                    error=f"EXPIRED: no answer from the issuer after {joining['tries']} tries; "
+                    "check the connection and run hive-join again",
+                )
+                frame = b""
+            else:
+                if joining["state"] == "hello_sent":
+                    hello = wire.Hello(ticket=joining["ticket"], supported_versions=[wire.VERSION])
+                    msg_id, frame = self._frame(MsgType.HELLO, hello, joining["hive"])
+                    joining["sent"] = [*joining["sent"], msg_id]
+                else:
+                    frame = bytes.fromhex(joining["frame"])
+                joining.update(sent_at=now, tries=joining["tries"] + 1, frame=frame.hex())
+            with self.store.transaction(now) as tx:
+                tx.set_kv(JOINING_KV, joining)
+        if frame:
+            await self._send_direct(joining["issuer"], frame)
+        else:
+            self._signal()
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -423,11 +460,11 @@ class FleetService:
                     raise NotMember(
                         f"the message is for hive {msg.hive or '(none)'}, not {h.hive_id}"
                     )
-                self._apply(tx, msg, effects, direct=True)
+                self._apply(tx, msg, effects)
             db.claim(tx, peer, msg.id, now)
         return effects
 
-    def _apply(self, tx: Tx, msg: Message, effects: _Effects, *, direct: bool) -> None:
+    def _apply(self, tx: Tx, msg: Message, effects: _Effects) -> None:
         """A member's message (received, or one of our own) and its consequences."""
         handlers = {
             MsgType.MEMBER_JOINED: self._on_member_joined,
@@ -439,27 +476,9 @@ class FleetService:
             MsgType.MEMBER_LEFT: self._on_member_left,
         }
         handler = handlers.get(msg.type)
-        if handler is None or (not direct and msg.type not in _PROOF_TYPES):
+        if handler is None:
             raise InvalidPayload(f"{msg.type.name} is not expected here")
         handler(tx, msg, effects)
-
-    def _apply_proof(self, tx: Tx, raw_hex: str, want: MsgType, effects: _Effects) -> Message:
-        """A frame carried inside another (a vouch in a PROMOTION…): verified and applied as if
-        it had arrived itself; one already handled is skipped."""
-        try:
-            inner = wire.parse_frame(bytes.fromhex(raw_hex))
-        except ValueError:
-            raise InvalidPayload("an embedded frame is not hex") from None
-        if inner.type != want:
-            raise InvalidPayload(f"expected an embedded {want.name}, got {inner.type.name}")
-        h = self._hive(tx)
-        if inner.hive != h.hive_id:
-            raise InvalidPayload("an embedded frame belongs to another hive")
-        if db.was_seen(tx, inner.node, inner.id):
-            return inner
-        self._apply(tx, inner, effects, direct=False)
-        db.claim(tx, inner.node, inner.id, tx.now, via="proof")
-        return inner
 
     # --- handshake: the member's side ---------------------------------------------------
 
@@ -598,7 +617,10 @@ class FleetService:
         )  # fmt: skip
         attest = wire.Attest(ticket=joining["ticket"], manifest=manifest, binding=binding)
         msg_id, frame = self._frame(MsgType.ATTEST, attest, joining["hive"])
-        joining.update(state="attested", sent=[*joining["sent"], msg_id])
+        joining.update(
+            state="attested", sent=[*joining["sent"], msg_id], frame=frame.hex(),
+            sent_at=tx.now, tries=1,
+        )  # fmt: skip
         tx.set_kv(JOINING_KV, joining)
         fx.direct.append((peer, frame))
 
@@ -635,7 +657,8 @@ class FleetService:
                 retry = now + self.config.retry_base_s
                 db.acked(tx, peer, body.ref, "pending", retry, error)
             joining = self.store.kv(JOINING_KV)
-            if error and joining and joining["issuer"] == peer and body.ref in joining["sent"]:
+            ours = bool(joining) and joining["issuer"] == peer and body.ref in joining["sent"]
+            if error and ours and body.code != RateLimited.code:
                 joining.update(error=error, state="refused")
                 tx.set_kv(JOINING_KV, joining)
         if error:
@@ -673,12 +696,87 @@ class FleetService:
             self._evaluate(tx, fx)
 
     def _on_promotion(self, tx: Tx, msg: Message, fx: _Effects) -> None:
+        """A promotion another member decided.  Accepted on its own proof: vouches signed by
+        the members of the electorate it names, at least the quorum for that electorate.
+        Views of who is a full member can differ for a while (messages cross); judging each
+        decision by the electorate it was made with, rather than by our own view, keeps every
+        member's result independent of the order messages arrive in."""
         self._member(tx, msg.node, msg.sender_key)
         body: wire.Promotion = msg.body  # type: ignore[assignment]
+        candidate = db.member(tx, body.candidate)
+        if candidate is None:
+            raise NotFound(f"{short(body.candidate)} is not a member here (yet)")
+        electorate = self._electorate(tx, body.electorate, body.candidate)
+        vouchers: set[str] = set()
         for raw in body.vouches:
-            inner = self._apply_proof(tx, raw, MsgType.VOUCH, fx)
+            inner = self._proof(tx, raw, MsgType.VOUCH, electorate)
             if inner.body.candidate != body.candidate:  # type: ignore[attr-defined]
                 raise InvalidPayload("a PROMOTION carries a vouch for someone else")
+            vouchers.add(inner.node)
+            db.add_vouch(tx, body.candidate, inner.node, raw, tx.now)
+        if len(vouchers) < promotion_quorum(len(electorate)):
+            raise InvalidPayload(
+                f"{len(vouchers)} vouches do not reach the quorum for {len(electorate)} members"
+            )
+        if candidate.status == "active" and db.promote(tx, body.candidate, tx.now):
+            fx.changed = True
+        self._evaluate(tx, fx)
+
+    def _on_ban(self, tx: Tx, msg: Message, fx: _Effects) -> None:
+        """A ban another member decided, accepted on its own proof (as `_on_promotion`)."""
+        self._member(tx, msg.node, msg.sender_key)
+        body: wire.Ban = msg.body  # type: ignore[assignment]
+        electorate = self._electorate(tx, body.electorate, body.target)
+        proposal = self._proof(tx, body.proposal, MsgType.BAN_PROPOSAL, electorate)
+        p: wire.BanProposal = proposal.body  # type: ignore[assignment]
+        if p.target != body.target:
+            raise InvalidPayload("a BAN carries a proposal against someone else")
+        db.add_proposal(tx, p.proposal_id, p.target, proposal.node, p.reason, body.proposal, tx.now)
+        db.add_vote(tx, p.proposal_id, proposal.node, True, body.proposal, tx.now)
+        yes = {proposal.node}
+        for raw in body.votes:
+            vote = self._proof(tx, raw, MsgType.BAN_VOTE, electorate)
+            v: wire.BanVote = vote.body  # type: ignore[assignment]
+            if v.proposal_id != p.proposal_id or not v.approve:
+                raise InvalidPayload("a BAN carries a vote that is not an approval of it")
+            yes.add(vote.node)
+            db.add_vote(tx, p.proposal_id, vote.node, True, raw, tx.now)
+        if len(yes) < ban_quorum(len(electorate)):
+            raise InvalidPayload(
+                f"{len(yes)} approvals do not reach the quorum for {len(electorate)} members"
+            )
+        if not db.is_banned(tx, body.target):
+            self._enact_ban(tx, body.target, p.reason, p.proposal_id)
+            fx.changed = True
+        self._evaluate(tx, fx)
+
+    def _electorate(self, tx: Tx, names: list[str], subject: str) -> set[str]:
+        electorate = set(names)
+        if len(electorate) != len(names) or subject in electorate:
+            raise InvalidPayload("the electorate repeats a node or includes the subject")
+        for node in electorate:
+            if db.member(tx, node) is None:
+                raise NotFound(f"the electorate names {short(node)}, not known here (yet)")
+        return electorate
+
+    def _proof(self, tx: Tx, raw_hex: str, want: MsgType, electorate: set[str]) -> Message:
+        """A frame carried inside a decision: signed by a member of its electorate with that
+        member's bound key, for this hive.  Marked seen, so its direct copy is a late one."""
+        try:
+            inner = wire.parse_frame(bytes.fromhex(raw_hex))
+        except ValueError:
+            raise InvalidPayload("an embedded frame is not hex") from None
+        if inner.type != want:
+            raise InvalidPayload(f"expected an embedded {want.name}, got {inner.type.name}")
+        if inner.hive != self._hive(tx).hive_id:
+            raise InvalidPayload("an embedded frame belongs to another hive")
+        if inner.node not in electorate:
+            raise InvalidPayload(f"{short(inner.node)} signed, but is not in the electorate")
+        signer = db.member(tx, inner.node)
+        if signer is None or signer.pubkey != inner.sender_key:
+            raise BadSignature(f"the embedded {want.name} is not signed by its node's bound key")
+        db.claim(tx, inner.node, inner.id, tx.now, via="proof")
+        return inner
 
     def _on_ban_proposal(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key, full=True, what="propose bans")
@@ -703,15 +801,6 @@ class FleetService:
             fx.changed = True
             self._evaluate(tx, fx)
 
-    def _on_ban(self, tx: Tx, msg: Message, fx: _Effects) -> None:
-        self._member(tx, msg.node, msg.sender_key)
-        body: wire.Ban = msg.body  # type: ignore[assignment]
-        proposal = self._apply_proof(tx, body.proposal, MsgType.BAN_PROPOSAL, fx)
-        if proposal.body.target != body.target:  # type: ignore[attr-defined]
-            raise InvalidPayload("a BAN carries a proposal against someone else")
-        for raw in body.votes:
-            self._apply_proof(tx, raw, MsgType.BAN_VOTE, fx)
-
     def _on_member_left(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key)
         if db.set_status(tx, msg.node, "left", tx.now):
@@ -725,33 +814,56 @@ class FleetService:
         return [m.node_id for m in db.members(tx) if m.tier == "member" and m.node_id != exclude]
 
     def _evaluate(self, tx: Tx, fx: _Effects) -> None:
-        """Apply every promotion and ban the recorded vouches and votes now carry.
+        """Apply every promotion and ban the recorded vouches and votes now carry, and tell
+        every member, with the proof and the electorate counted (see `_on_promotion`).
 
         Repeated until nothing changes: a promotion adds a voter, a ban removes one.
         """
+        hive_id = self._hive(tx).hive_id
         while True:
             progressed = False
             for m in db.members(tx):
                 if m.tier != "neophyte":
                     continue
                 voters = set(self._voters(tx, m.node_id))
-                got = {v for v, _ in db.vouches(tx, m.node_id)} & voters
-                if voters and len(got) >= promotion_quorum(len(voters)):
-                    progressed |= db.promote(tx, m.node_id, tx.now)
-            for p in db.proposals(tx):
-                if p["state"] != "open":
+                got = {v: f for v, f in db.vouches(tx, m.node_id) if v in voters}
+                enough = voters and len(got) >= promotion_quorum(len(voters))
+                if enough and db.promote(tx, m.node_id, tx.now):
+                    progressed = True
+                    proof = wire.Promotion(
+                        candidate=m.node_id, electorate=sorted(voters),
+                        vouches=[got[v] for v in sorted(got)],
+                    )  # fmt: skip
+                    self._broadcast(tx, MsgType.PROMOTION, proof, hive_id, fx)
+            for listed in db.proposals(tx):
+                p = db.proposal(tx, listed["proposal_id"])
+                if p is None or p["state"] != "open":
                     continue
                 voters = set(self._voters(tx, p["target"]))
-                yes = {v for v, a, _ in db.votes(tx, p["proposal_id"]) if a} & voters
+                yes = {v: f for v, a, f in db.votes(tx, p["proposal_id"]) if a and v in voters}
                 if voters and len(yes) >= ban_quorum(len(voters)):
-                    db.ban(tx, p["target"], p["reason"], tx.now, p["proposal_id"])
-                    db.set_status(tx, p["target"], "banned", tx.now)
-                    db.drop_peer(tx, p["target"], "the node was banned")
-                    db.drop_challenge(tx, p["target"])
+                    self._enact_ban(tx, p["target"], p["reason"], p["proposal_id"])
                     progressed = True
+                    proof_b = wire.Ban(
+                        target=p["target"], electorate=sorted(voters), proposal=p["frame"],
+                        votes=[f for v, f in sorted(yes.items()) if f != p["frame"]],
+                    )  # fmt: skip
+                    self._broadcast(tx, MsgType.BAN, proof_b, hive_id, fx, skip=p["target"])
             if not progressed:
                 return
             fx.changed = True
+
+    def _enact_ban(self, tx: Tx, target: str, reason: str, proposal_id: str) -> None:
+        db.ban(tx, target, reason, tx.now, proposal_id)
+        db.set_status(tx, target, "banned", tx.now)
+        db.drop_peer(tx, target, "the node was banned")
+        db.drop_challenge(tx, target)
+
+    def _broadcast(
+        self, tx: Tx, msg_type: MsgType, body: wire.Body, hive: str, fx: _Effects, skip: str = ""
+    ) -> None:
+        peers = [m.node_id for m in db.members(tx) if m.node_id not in (self.me, skip)]
+        self._enqueue(tx, peers, msg_type, body, hive, fx)
 
     def _promotion_state(self, candidate: str) -> dict[str, Any]:
         conn = self.store.conn
@@ -778,36 +890,16 @@ class FleetService:
 
     async def _originate(self, h: db.Hive, msg_type: MsgType, body: wire.Body) -> _Effects:
         """Sign a member message, apply it here exactly as a receiver would, and queue it for
-        every other active member — in one transaction.  If it completes a promotion or a ban,
-        the proof (PROMOTION / BAN) goes out too."""
+        every other active member — in one transaction."""
         now = self.clock.now()
         _, frame = self._frame(msg_type, body, h.hive_id)
         msg = wire.parse_frame(frame)
         fx = _Effects()
         with self.store.transaction(now) as tx:
-            before = {m.node_id: (m.tier, m.status) for m in db.members(tx, status=None)}
-            banned_before = {b["target"] for b in db.bans(tx)}
-            self._apply(tx, msg, fx, direct=True)
-            db.claim(tx, self.me, msg.id, now)
             peers = [m.node_id for m in db.members(tx) if m.node_id != self.me]
+            self._apply(tx, msg, fx)
+            db.claim(tx, self.me, msg.id, now)
             self._enqueue_frame(tx, peers, msg, fx)
-            for m in db.members(tx, status=None):
-                if before.get(m.node_id, (None,))[0] == "neophyte" and m.tier == "member":
-                    proof = wire.Promotion(
-                        candidate=m.node_id, vouches=[f for _, f in db.vouches(tx, m.node_id)]
-                    )
-                    self._enqueue(tx, peers, MsgType.PROMOTION, proof, h.hive_id, fx)
-            for b in db.bans(tx):
-                if b["target"] in banned_before:
-                    continue
-                pid = db.open_proposal_for(tx, b["target"]) or _enacted(tx, b["target"])
-                p = db.proposal(tx, pid)
-                if p is None:
-                    continue
-                votes = [f for _, _, f in db.votes(tx, pid) if f != p["frame"]]
-                proof_b = wire.Ban(target=b["target"], proposal=p["frame"], votes=votes)
-                alive = [n for n in peers if n != b["target"]]
-                self._enqueue(tx, alive, MsgType.BAN, proof_b, h.hive_id, fx)
         return fx
 
     def _frame(self, msg_type: MsgType, body: wire.Body, hive: str = "") -> tuple[str, bytes]:
@@ -931,14 +1023,6 @@ class FleetService:
     def _count(self, code: str) -> None:
         with self.store.transaction(self.clock.now(), durable=False) as tx:
             tx.count_errors({code: 1})
-
-
-_PROOF_TYPES = {MsgType.VOUCH, MsgType.BAN_PROPOSAL, MsgType.BAN_VOTE}
-
-
-def _enacted(tx: Tx, target: str) -> str:
-    row = tx.execute("SELECT proposal_id FROM fleet_bans WHERE target = ?", (target,)).fetchone()
-    return row[0] if row else ""
 
 
 def _is_node_id(value: str) -> bool:

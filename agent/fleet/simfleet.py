@@ -41,6 +41,7 @@ class SimMember:
         self.service: FleetService | None = None
         self.store: Store | None = None
         self._scope: anyio.CancelScope | None = None
+        self._done = anyio.Event()
         self._peers: list[str] = []
         self.restarts = 0
 
@@ -60,6 +61,8 @@ class SimMember:
         events = backend.events()  # listening before the links come back
         ready = anyio.Event()
 
+        done = self._done = anyio.Event()
+
         async def serve() -> None:
             with anyio.CancelScope() as scope:
                 self._scope = scope
@@ -72,7 +75,9 @@ class SimMember:
                         ready.set()
                         inner.start_soon(service.run)
                 finally:
-                    await events.aclose()
+                    with anyio.CancelScope(shield=True):
+                        await events.aclose()
+                    done.set()
 
         tg.start_soon(serve)
         with anyio.fail_after(5):
@@ -87,7 +92,8 @@ class SimMember:
             self.net.disconnect(self.node_id, peer)
         if self._scope is not None:
             self._scope.cancel()
-        await anyio.lowlevel.checkpoint()
+            with anyio.fail_after(5):
+                await self._done.wait()  # the service has stopped touching the store
         if self.store is not None:
             self.store.close()
         self.service = self.store = self._scope = None
