@@ -66,8 +66,21 @@ bodies = st.one_of(
     ),
     st.builds(
         lambda n: (
+            MsgType.BAN,
+            wire.Ban(
+                target=OTHER, electorate=[NODE], proposal=_vouch_frame(), votes=[_vouch_frame()] * n
+            ),
+        ),
+        st.integers(0, 40),
+    ),
+    st.builds(
+        lambda t: (MsgType.MEMBER_JOINED, wire.MemberJoined(attest=_vouch_frame(), joined_at=t)),
+        st.integers(0, 2**40 - 1),
+    ),
+    st.builds(
+        lambda n: (
             MsgType.PROMOTION,
-            wire.Promotion(candidate=OTHER, vouches=[_vouch_frame()] * n),
+            wire.Promotion(candidate=OTHER, electorate=[NODE], vouches=[_vouch_frame()] * n),
         ),
         st.integers(1, 60),
     ),
@@ -91,11 +104,14 @@ def test_the_size_limit_is_exact() -> None:
     one is refused when built and when received."""
     vouch = _vouch_frame()
     n = 1
-    while len(_frame(MsgType.PROMOTION, wire.Promotion(candidate=OTHER, vouches=[vouch] * n))) < (
-        wire.MAX_FRAME - len(vouch) - 3
-    ):
+    while len(
+        _frame(
+            MsgType.PROMOTION,
+            wire.Promotion(candidate=OTHER, electorate=[NODE], vouches=[vouch] * n),
+        )
+    ) < (wire.MAX_FRAME - len(vouch) - 3):
         n += 1
-    body = wire.Promotion(candidate=OTHER, vouches=[vouch] * n)
+    body = wire.Promotion(candidate=OTHER, electorate=[NODE], vouches=[vouch] * n)
     fits = _frame(MsgType.PROMOTION, body)
     pad = wire.MAX_FRAME - len(fits)
     # pad the last vouch's slot with a longer (still valid-hex) frame until exactly at the limit
