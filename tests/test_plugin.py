@@ -63,6 +63,10 @@ async def test_manifest_init_and_help_texts() -> None:
         assert set(HIVE_METHODS) <= set(methods)
         for name in HIVE_METHODS:
             assert len(methods[name]["description"]) > 20, f"{name} needs help text"
+            # `lightning-cli help` shows usage + description: every parameter is explained
+            params = methods[name]["usage"].split("\n")[0].replace("[", "").replace("]", "").split()
+            for param in params:
+                assert f"{{{param}}}" in methods[name]["description"], f"{name}: {param}"
         assert {h["name"] for h in plugin.manifest["hooks"]} == {"custommsg", "peer_connected"}
         assert {"forward_event", "connect", "disconnect", "shutdown"} <= set(
             plugin.manifest["subscriptions"]
