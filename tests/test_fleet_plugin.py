@@ -1,7 +1,8 @@
 """Fleet membership through three real plugin processes: every byte between members goes
 plugin → simulator RPC socket (`sendcustommsg`) → simulated peer → the peer's `custommsg` hook,
-as it would between three Core Lightning nodes.  One node's lightningd "restarts" (links drop,
-the plugin exits on `shutdown` and starts again on the same lightning-dir)."""
+as it would between three Core Lightning nodes.  One node's plugin dies by SIGKILL mid-join and
+another's lightningd restarts mid-ban (links drop, the plugin exits on `shutdown`); each starts
+again on the same lightning-dir and the three still agree."""
 
 from __future__ import annotations
 
@@ -58,14 +59,20 @@ class PluginNode:
             await ready.wait()
         return self
 
-    async def stop(self) -> None:
+    async def stop(self, *, kill: bool = False) -> None:
+        """lightningd goes down: links drop; the plugin leaves on `shutdown`, or (kill=True)
+        dies by SIGKILL first, mid-whatever it was doing."""
+        if kill:
+            assert self.plugin is not None and self.plugin.process is not None
+            self.plugin.process.kill()
         self._peers = self.net.peers(self.node_id)
         for peer in self._peers:
             self.net.disconnect(self.node_id, peer)
         self._stop.set()
         with anyio.fail_after(30):
             await self._done.wait()
-        assert self.plugin is not None and self.plugin.exit_code == 0  # left on `shutdown`
+        assert self.plugin is not None
+        assert self.plugin.exit_code == (-9 if kill else 0)
 
     async def call(self, method: str, **params: Any) -> Any:
         assert self.plugin is not None
@@ -124,6 +131,8 @@ async def test_three_plugins_form_a_hive_vouch_and_ban() -> None:
 
             ticket_c = await b.call("hive-invite", node_id=ids[2])  # b is a full member now
             await c.call("hive-join", ticket=ticket_c["ticket"])
+            await a.stop(kill=True)  # SIGKILL while c's admission is being told to a
+            await a.start()
 
             async def c_joined() -> bool:
                 return (await c.fleet())["tier"] == "neophyte"
