@@ -32,6 +32,7 @@ class PluginNode:
         self._stop = anyio.Event()
         self._done = anyio.Event()
         self._peers: list[str] = []
+        self._bridge = anyio.CancelScope()
 
     async def _life(self, ready: anyio.Event) -> None:
         try:
@@ -41,7 +42,8 @@ class PluginNode:
                 anyio.create_task_group() as tg,
             ):
                 await plugin.start()
-                tg.start_soon(bridge, self.net, self.node_id, plugin)
+                self._bridge = anyio.CancelScope()
+                tg.start_soon(self._run_bridge, plugin)
                 self.plugin = plugin
                 for peer in self._peers:  # lightningd is back: its links come back
                     self.net.connect(self.node_id, peer)
@@ -51,6 +53,10 @@ class PluginNode:
         finally:
             (self.dir / "lightning-rpc").unlink(missing_ok=True)
             self._done.set()
+
+    async def _run_bridge(self, plugin: PluginProcess) -> None:
+        with self._bridge:
+            await bridge(self.net, self.node_id, plugin)
 
     async def start(self) -> PluginNode:
         self._stop, self._done, ready = anyio.Event(), anyio.Event(), anyio.Event()
@@ -64,6 +70,7 @@ class PluginNode:
         dies by SIGKILL first, mid-whatever it was doing."""
         if kill:
             assert self.plugin is not None and self.plugin.process is not None
+            self._bridge.cancel()  # lightningd stops feeding a plugin it is about to lose
             self.plugin.process.kill()
         self._peers = self.net.peers(self.node_id)
         for peer in self._peers:

@@ -10,6 +10,7 @@ would send for them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -64,7 +65,12 @@ class PluginProcess:
     async def __aexit__(self, *exc: object) -> None:
         if self.process is not None:
             with anyio.move_on_after(5):
-                await self.notify("shutdown", {})
+                if self.process.returncode is None:
+                    # a plugin that already died (SIGKILL) has no stdin to read `shutdown` from
+                    with contextlib.suppress(
+                        anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+                    ):
+                        await self.notify("shutdown", {})
                 await self.process.wait()
             if self.process.returncode is None:
                 self.process.kill()
@@ -88,6 +94,11 @@ class PluginProcess:
                     break
                 buffer = stripped[end:]
                 self._dispatch(message)
+        # the plugin is gone: nobody will answer what is still waiting (lightningd fails them)
+        for req_id, (event, box) in list(self._waiting.items()):
+            box.append({"id": req_id, "error": {"code": -4, "message": "plugin exited"}})
+            event.set()
+        self._waiting.clear()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "id" in message and message["id"] in self._waiting:
