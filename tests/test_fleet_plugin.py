@@ -170,7 +170,11 @@ async def test_three_plugins_form_a_hive_vouch_and_ban() -> None:
             for n in nodes:
                 fleet = await n.fleet()
                 assert fleet["hive_id"] == genesis["hive_id"]
-                assert set(fleet["refused"]) <= {"REPLAYED"}, fleet["refused"]
+                # only dropped duplicates and "not yet" answers (retried later): a kill and a
+                # restart let a vote or a join overtake what it depends on
+                not_yet = {"REPLAYED", "NOT_MEMBER", "NOT_FOUND", "RESTRICTED"}
+                assert set(fleet["refused"]) <= not_yet, fleet["refused"]
+                assert "failed" not in fleet["outbox"], fleet["outbox"]
         finally:
             for n in nodes:
                 n._stop.set()
