@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from enum import IntEnum
 from typing import Annotated, Any, Literal
 
@@ -40,7 +41,8 @@ TICKET_TAG = "lightning-hive/invite/v1"
 
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 XOnly = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-NodeId = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
+NODE_ID = re.compile(r"^0[23][0-9a-f]{64}$")
+NodeId = Annotated[str, StringConstraints(pattern=NODE_ID.pattern)]
 Sig = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
 HiveId = Annotated[str, StringConstraints(pattern=r"^hive_[0-9a-f]{16}$")]
 Zbase = Annotated[str, StringConstraints(pattern=r"^[ybndrfg8ejkmcpqxot1uwisza345h769]{100,110}$")]
@@ -71,6 +73,11 @@ TierName = Literal["neophyte", "member"]
 
 # requirement bits of an invite ticket (UPSTREAM.md §2) and the manifest feature names
 REQUIREMENT_BITS = {"splice": 1, "dual_fund": 2, "anchor": 4, "onion": 8}
+
+
+def is_node_id(value: object) -> bool:
+    """True for a Lightning node id: 33-byte compressed key, lowercase hex."""
+    return isinstance(value, str) and NODE_ID.fullmatch(value) is not None
 
 
 def requirement_names(bits: int) -> list[str]:

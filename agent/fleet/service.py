@@ -86,7 +86,6 @@ class _Effects:
 
     direct: list[tuple[str, bytes]] = field(default_factory=list)
     flush: set[str] = field(default_factory=set)
-    changed: bool = False
 
 
 class FleetService:
@@ -110,7 +109,6 @@ class FleetService:
         self._lock = anyio.Lock()
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
         self._wake = anyio.Event()
-        self._changed = anyio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -159,14 +157,6 @@ class FleetService:
             log.exception("fleet: unexpected failure handling %s", type(event).__name__)
             self._count("INTERNAL")
 
-    async def changed(self) -> None:
-        """Wait until the fleet state next changes (tests and the demo)."""
-        await self._changed.wait()
-
-    def _signal(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
     # --- operator commands ---------------------------------------------------------------
 
     async def genesis(self) -> dict[str, Any]:
@@ -180,7 +170,6 @@ class FleetService:
             with self.store.transaction(now) as tx:
                 db.set_hive(tx, db.Hive(hive_id, self.me, now, now))
                 db.add_member(tx, self.me, self.key, binding, "member", now, promoted_at=now)
-            self._signal()
             return {"hive_id": hive_id, "admin": self.me, "tier": "member"}
 
     async def invite(
@@ -190,6 +179,8 @@ class FleetService:
         if not 1 <= valid_hours <= self.config.max_ticket_hours:
             raise InvalidParams(f"valid_hours must be 1–{self.config.max_ticket_hours}")
         bits = wire.requirement_bits(requires or [])
+        if not wire.is_node_id(invitee):
+            raise InvalidParams(f"{invitee!r:.80} is not a node id (66 hex digits)")
         async with self._lock:
             h = self._hive()
             self._full_member(self.me, self.key, "invite")
@@ -199,14 +190,11 @@ class FleetService:
             if existing and existing.status == "active":
                 raise InvalidParams(f"{short(invitee)} is already a member")
             now = self.clock.now()
-            try:
-                body = wire.TicketBody(
-                    hive=h.hive_id, ticket_id=secrets.token_hex(16), issuer=self.me,
-                    issuer_key=self.key, invitee=invitee, issued_at=now,
-                    expires_at=now + valid_hours * 3600, requires=bits,
-                )  # fmt: skip
-            except ValueError:
-                raise InvalidParams(f"{invitee!r:.80} is not a node id (66 hex digits)") from None
+            body = wire.TicketBody(
+                hive=h.hive_id, ticket_id=secrets.token_hex(16), issuer=self.me,
+                issuer_key=self.key, invitee=invitee, issued_at=now,
+                expires_at=now + valid_hours * 3600, requires=bits,
+            )  # fmt: skip
             ticket = wire.sign_ticket(self.keys, body)
             text = wire.encode_ticket(ticket)
             with self.store.transaction(now) as tx:
@@ -270,7 +258,7 @@ class FleetService:
             self._full_member(self.me, self.key, "vote on bans")
             if target == self.me:
                 raise InvalidParams("a node cannot ban itself; use leave")
-            if not _is_node_id(target):
+            if not wire.is_node_id(target):
                 raise InvalidParams(f"{target!r:.80} is not a node id (66 hex digits)")
             if db.is_banned(self.store.conn, target):
                 return {"target": target, "banned": True, "proposal_id": None}
@@ -296,7 +284,7 @@ class FleetService:
             h = self._hive()
             now = self.clock.now()
             msg_id, frame = self._frame(MsgType.MEMBER_LEFT, wire.MemberLeft(reason=reason[:280]))
-            effects = _Effects(changed=True)
+            effects = _Effects()
             with self.store.transaction(now) as tx:
                 for m in db.members(tx):
                     if m.node_id != self.me:
@@ -337,8 +325,6 @@ class FleetService:
                 tx.set_kv(JOINING_KV, joining)
         if frame:
             await self._send_direct(joining["issuer"], frame)
-        else:
-            self._signal()
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -543,7 +529,6 @@ class FleetService:
         others = [m.node_id for m in db.members(tx) if m.node_id not in (self.me, peer)]
         joined = wire.MemberJoined(attest=msg.raw.hex(), joined_at=tx.now)
         self._enqueue(tx, others, MsgType.MEMBER_JOINED, joined, h.hive_id, fx)
-        fx.changed = True
 
     def _check_ticket(self, tx: Tx, h: db.Hive, text: str, invitee: str, *, at: int) -> wire.Ticket:
         ticket = wire.decode_ticket(text)
@@ -642,7 +627,6 @@ class FleetService:
         db.use_ticket(tx, joining["ticket_id"], self.me, peer, 0, self.me, tx.now)
         joining.update(state="joined", error=None)
         tx.set_kv(JOINING_KV, joining)
-        fx.changed = True
 
     def _on_ack(self, peer: str, msg: Message) -> None:
         body: wire.MsgAck = msg.body  # type: ignore[assignment]
@@ -661,8 +645,6 @@ class FleetService:
             if error and ours and body.code != RateLimited.code:
                 joining.update(error=error, state="refused")
                 tx.set_kv(JOINING_KV, joining)
-        if error:
-            self._signal()
 
     # --- members' messages ----------------------------------------------------------------
 
@@ -679,7 +661,6 @@ class FleetService:
             raise Banned(f"{short(inner.node)} is banned from the hive")
         ticket = self._check_admission(tx, self._hive(tx), inner, at=inner.ts)
         self._admit(tx, inner, ticket, joined_at=body.joined_at)
-        fx.changed = True
 
     def _on_vouch(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key, full=True, what="vouch")
@@ -692,7 +673,6 @@ class FleetService:
         if candidate.status != "active":
             raise InvalidPayload(f"{short(body.candidate)} is no longer an active member")
         if db.add_vouch(tx, body.candidate, msg.node, msg.raw.hex(), tx.now):
-            fx.changed = True
             self._evaluate(tx, fx)
 
     def _on_promotion(self, tx: Tx, msg: Message, fx: _Effects) -> None:
@@ -718,8 +698,8 @@ class FleetService:
             raise InvalidPayload(
                 f"{len(vouchers)} vouches do not reach the quorum for {len(electorate)} members"
             )
-        if candidate.status == "active" and db.promote(tx, body.candidate, tx.now):
-            fx.changed = True
+        if candidate.status == "active":
+            db.promote(tx, body.candidate, tx.now)
         self._evaluate(tx, fx)
 
     def _on_ban(self, tx: Tx, msg: Message, fx: _Effects) -> None:
@@ -747,7 +727,6 @@ class FleetService:
             )
         if not db.is_banned(tx, body.target):
             self._enact_ban(tx, body.target, p.reason, p.proposal_id)
-            fx.changed = True
         self._evaluate(tx, fx)
 
     def _electorate(self, tx: Tx, names: list[str], subject: str) -> set[str]:
@@ -786,7 +765,6 @@ class FleetService:
         raw = msg.raw.hex()
         if db.add_proposal(tx, body.proposal_id, body.target, msg.node, body.reason, raw, tx.now):
             db.add_vote(tx, body.proposal_id, msg.node, True, raw, tx.now)
-            fx.changed = True
             self._evaluate(tx, fx)
 
     def _on_ban_vote(self, tx: Tx, msg: Message, fx: _Effects) -> None:
@@ -798,14 +776,12 @@ class FleetService:
         if found["target"] != body.target:
             raise InvalidPayload("the vote names another target than its proposal")
         if db.add_vote(tx, body.proposal_id, msg.node, body.approve, msg.raw.hex(), tx.now):
-            fx.changed = True
             self._evaluate(tx, fx)
 
     def _on_member_left(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key)
         if db.set_status(tx, msg.node, "left", tx.now):
             db.drop_peer(tx, msg.node, "the member left the hive")
-            fx.changed = True
             self._evaluate(tx, fx)
 
     # --- governance ------------------------------------------------------------------------
@@ -851,7 +827,6 @@ class FleetService:
                     self._broadcast(tx, MsgType.BAN, proof_b, hive_id, fx, skip=p["target"])
             if not progressed:
                 return
-            fx.changed = True
 
     def _enact_ban(self, tx: Tx, target: str, reason: str, proposal_id: str) -> None:
         db.ban(tx, target, reason, tx.now, proposal_id)
@@ -932,8 +907,6 @@ class FleetService:
             await self._send_direct(peer, frame)
         for peer in sorted(fx.flush):
             await self._flush(peer)
-        if fx.changed:
-            self._signal()
 
     async def _send_direct(self, peer: str, frame: bytes) -> None:
         try:
@@ -1023,12 +996,3 @@ class FleetService:
     def _count(self, code: str) -> None:
         with self.store.transaction(self.clock.now(), durable=False) as tx:
             tx.count_errors({code: 1})
-
-
-def _is_node_id(value: str) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == 66
-        and value[:2] in ("02", "03")
-        and all(c in "0123456789abcdef" for c in value)
-    )

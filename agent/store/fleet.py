@@ -162,15 +162,6 @@ def use_ticket(db: Db, ticket_id: str, invitee: str, issuer: str, expires: int, 
     )
 
 
-def tickets(db: Db) -> list[dict[str, Any]]:
-    cur = db.execute(
-        "SELECT ticket_id, invitee, issuer, expires_at, used_by, used_at FROM fleet_tickets"
-        " ORDER BY expires_at"
-    )
-    names = ["ticket_id", "invitee", "issuer", "expires_at", "used_by", "used_at"]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
 def challenge(db: Db, peer: str) -> tuple[str, str, str, int] | None:
     row = db.execute(
         "SELECT nonce, ticket_id, hello_key, created_at FROM fleet_challenges WHERE peer = ?",
@@ -327,10 +318,6 @@ def seen_via(db: Db, node: str, msg_id: str) -> str | None:
     return row[0] if row else None
 
 
-def was_seen(db: Db, node: str, msg_id: str) -> bool:
-    return seen_via(db, node, msg_id) is not None
-
-
 def prune_seen(db: Db, before: int) -> None:
     db.execute("DELETE FROM fleet_seen WHERE seen_at < ?", (before,))
 
@@ -408,12 +395,3 @@ def expire_outbox(db: Db, now: int) -> None:
 def outbox_counts(db: Db) -> dict[str, int]:
     cur = db.execute("SELECT state, count(*) FROM fleet_outbox GROUP BY state")
     return {s: n for s, n in cur.fetchall()}
-
-
-def outbox_errors(db: Db) -> list[dict[str, Any]]:
-    cur = db.execute(
-        "SELECT peer, msg_id, msg_type, state, last_error FROM fleet_outbox"
-        " WHERE last_error IS NOT NULL ORDER BY created_at"
-    )
-    names = ["peer", "msg_id", "msg_type", "state", "last_error"]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
