@@ -51,7 +51,7 @@ def dump(net: Network) -> dict[str, Any]:
             }
             for c in net.channels.values()
         ],
-        "connections": [sorted(p) for p in net.connections],
+        "connections": sorted(sorted(p) for p in net.connections),  # sets iterate in any order
         "counters": {
             "chain_fees_sat": net.chain_fees_sat,
             "external_sat": net.external_sat,
