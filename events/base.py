@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import nostr_sdk as sdk
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from events.crypto import pubkey_hex, schnorr_verify, sha256
+from events.crypto import KeyLike, pubkey_hex, schnorr_verify, sha256, sign_hash
 from events.errors import (
     BadEventId,
     BadSignature,
@@ -174,11 +174,11 @@ def make_rumor(pubkey: str, kind: int, content: str, tags: Tags, created_at: int
     return rumor
 
 
-def sign_event(keys: sdk.Keys, kind: int, content: str, tags: Tags, created_at: int) -> NostrEvent:
+def sign_event(keys: KeyLike, kind: int, content: str, tags: Tags, created_at: int) -> NostrEvent:
     """Sign an event with `keys`; raises TooLarge if it would exceed MAX_EVENT_BYTES.
 
     The id is computed here (the same serialization `parse_event` checks) and signed with
-    nostr-sdk's BIP-340 signer, so tags reach the wire exactly as given.
+    libsecp256k1's BIP-340 signer (events.crypto), so tags reach the wire exactly as given.
     """
     pubkey = pubkey_hex(keys)
     eid = event_id(pubkey, created_at, kind, tags, content)
@@ -189,7 +189,7 @@ def sign_event(keys: sdk.Keys, kind: int, content: str, tags: Tags, created_at: 
         kind=kind,
         tags=tags,
         content=content,
-        sig=keys.sign_schnorr(bytes.fromhex(eid)),
+        sig=sign_hash(keys, bytes.fromhex(eid)),
     )
     size = len(ev.to_json().encode("utf-8"))
     if size > MAX_EVENT_BYTES:

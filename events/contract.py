@@ -13,7 +13,7 @@ import nostr_sdk as sdk
 from pydantic import Field, StringConstraints, model_validator
 
 from events.canonical import content_hash
-from events.crypto import schnorr_verify
+from events.crypto import schnorr_verify, sign_hash
 from events.errors import BadSignature, InvalidPayload, Unauthorized
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
@@ -80,7 +80,7 @@ def pubkey_of(did: str) -> str:
 
 
 def sign_terms(keys: sdk.Keys, terms: ContractTerms) -> str:
-    return keys.sign_schnorr(bytes.fromhex(terms.hash))
+    return sign_hash(keys, bytes.fromhex(terms.hash))
 
 
 def _check(terms: ContractTerms, did: str, signature: str, role: str) -> None:

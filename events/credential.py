@@ -17,7 +17,7 @@ import nostr_sdk as sdk
 from pydantic import Field, StringConstraints, model_validator
 
 from events.canonical import content_hash
-from events.crypto import schnorr_verify
+from events.crypto import schnorr_verify, sign_hash
 from events.errors import BadSignature
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
@@ -91,7 +91,7 @@ class Grant(Payload):
 
 
 def sign(keys: sdk.Keys, cred: ManagementCredential) -> Grant:
-    return Grant(credential=cred, signature=keys.sign_schnorr(bytes.fromhex(cred.hash)))
+    return Grant(credential=cred, signature=sign_hash(keys, bytes.fromhex(cred.hash)))
 
 
 def verify(grant: Grant) -> None:

@@ -27,7 +27,7 @@ import nostr_sdk as sdk
 from pydantic import Field, StringConstraints, model_validator
 
 from events.canonical import content_hash
-from events.crypto import schnorr_verify
+from events.crypto import schnorr_verify, sign_hash
 from events.errors import BadSignature, InvalidPayload, TicketInvalid
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
@@ -239,7 +239,7 @@ class Release(Payload):
 
 def sign_release(keys: sdk.Keys, body: dict[str, Any]) -> Release:
     digest = content_hash(body)
-    return Release(**body, signature=keys.sign_schnorr(bytes.fromhex(digest)))
+    return Release(**body, signature=sign_hash(keys, bytes.fromhex(digest)))
 
 
 def verify_release(release: Release) -> None:

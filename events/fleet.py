@@ -29,7 +29,7 @@ import nostr_sdk as sdk
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from events.canonical import canonical
-from events.crypto import pubkey_hex, schnorr_verify, sha256
+from events.crypto import pubkey_hex, schnorr_verify, sha256, sign_hash
 from events.errors import BadSignature, InvalidJson, InvalidPayload, TooLarge, UnknownMessage
 
 MAGIC = b"HIVE"
@@ -128,7 +128,7 @@ def _ticket_digest(body: TicketBody) -> bytes:
 def sign_ticket(keys: sdk.Keys, body: TicketBody) -> Ticket:
     if body.issuer_key != pubkey_hex(keys):
         raise InvalidPayload("a ticket must name its signer as issuer_key")
-    sig = keys.sign_schnorr(_ticket_digest(body))
+    sig = sign_hash(keys, _ticket_digest(body))
     return Ticket(**body.model_dump(), sig=sig)
 
 
@@ -337,7 +337,7 @@ def build_frame(
     """A signed frame; TooLarge if it would exceed 65,535 bytes."""
     data = body.model_dump(mode="json")
     key = pubkey_hex(keys)
-    sig = keys.sign_schnorr(_digest(int(msg_type), hive, msg_id, ts, key, node, data))
+    sig = sign_hash(keys, _digest(int(msg_type), hive, msg_id, ts, key, node, data))
     envelope = {
         "v": VERSION, "id": msg_id, "hive": hive, "from": key, "node": node, "ts": ts,
         "body": data, "sig": sig,

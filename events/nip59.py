@@ -15,8 +15,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import nostr_sdk as sdk
-
 from events import nip44
 from events.base import (
     MAX_RUMOR_BYTES,
@@ -29,7 +27,7 @@ from events.base import (
     sign_event,
     tag_value,
 )
-from events.crypto import pubkey_hex
+from events.crypto import KeyLike, SecretKey, pubkey_hex
 from events.errors import InvalidEvent, SealMismatch, WrongRecipient
 from events.kinds import Kind
 
@@ -51,7 +49,7 @@ def _tweaked(now: int, rng: random.Random) -> int:
 
 
 def wrap(
-    sender: sdk.Keys,
+    sender: KeyLike,
     recipient_pubkey: str,
     rumor: Rumor,
     *,
@@ -71,15 +69,15 @@ def wrap(
     parse_rumor(rumor_json)  # the same size and id checks the recipient will apply
     sealed = nip44.encrypt(sender, recipient_pubkey, rumor_json)
     seal = sign_event(sender, Kind.SEAL, sealed, [], _tweaked(now, rng))
-    one_time = sdk.Keys.generate()
+    one_time = SecretKey.generate()
     tags = [["p", recipient_pubkey]]
     if expiration is not None:
         tags.append(["expiration", str(expiration)])
-    content = nip44.encrypt(one_time, recipient_pubkey, seal.to_json())
+    content = nip44.encrypt(one_time, recipient_pubkey, seal.to_json(), remember=False)
     return sign_event(one_time, Kind.GIFT_WRAP, content, tags, _tweaked(now, rng))
 
 
-def unwrap(recipient: sdk.Keys, gift: NostrEvent, *, now: int) -> Unwrapped:
+def unwrap(recipient: KeyLike, gift: NostrEvent, *, now: int) -> Unwrapped:
     """Open a gift wrap addressed to `recipient` and verify every layer.
 
     Raises WrongKind, WrongRecipient, Expired, the NIP-44 errors, the parse errors of the seal
@@ -90,7 +88,8 @@ def unwrap(recipient: sdk.Keys, gift: NostrEvent, *, now: int) -> Unwrapped:
     if tag_value(gift.tags, "p") != me:
         raise WrongRecipient()
     require_unexpired(gift, now)
-    seal = parse_event(nip44.decrypt(recipient, gift.pubkey, gift.content), what="seal")
+    outer = nip44.decrypt(recipient, gift.pubkey, gift.content, remember=False)  # one-time key
+    seal = parse_event(outer, what="seal")
     require_kind(seal, Kind.SEAL)
     if seal.tags:
         raise InvalidEvent("a seal must not carry tags (NIP-59)")

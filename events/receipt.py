@@ -16,7 +16,7 @@ import nostr_sdk as sdk
 from pydantic import Field, StringConstraints
 
 from events.canonical import content_hash
-from events.crypto import schnorr_verify
+from events.crypto import schnorr_verify, sign_hash
 from events.errors import BadEventId, BadSignature, InvalidPayload
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
@@ -69,7 +69,7 @@ class Receipt(Payload):
 def seal(keys: sdk.Keys, body: dict[str, Any]) -> Receipt:
     """Hash and sign a receipt body (every field but `receipt_hash` and `signature`)."""
     digest = content_hash(body)
-    return Receipt(**body, receipt_hash=digest, signature=keys.sign_schnorr(bytes.fromhex(digest)))
+    return Receipt(**body, receipt_hash=digest, signature=sign_hash(keys, bytes.fromhex(digest)))
 
 
 def verify(receipt: Receipt) -> None:

@@ -1,4 +1,4 @@
-"""The BIP-340 vectors through the project's Schnorr verification (events.crypto).
+"""The BIP-340 vectors through the project's Schnorr signing and verification (events.crypto).
 
 `vectors/bip340-test-vectors.csv` is the current official file (bitcoin/bips, bip-0340, with
 the four variable-length-message rows added in 2022-12).  The copy in ../shared/vectors, kept
@@ -11,11 +11,14 @@ counterparts expected to pass.
 from __future__ import annotations
 
 import csv
+import gc
 from pathlib import Path
 
+import nostr_sdk as sdk
 import pytest
 
-from events.crypto import require_xonly, schnorr_verify
+from events.base import sign_event
+from events.crypto import SecretKey, pubkey_hex, require_xonly, schnorr_verify, secret_of, sign_hash
 from events.errors import InvalidKey
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -73,3 +76,53 @@ def test_malformed_lengths_do_not_verify() -> None:
     assert schnorr_verify(pubkey, message, signature) is True
     assert schnorr_verify(pubkey, message, signature[:63]) is False
     assert schnorr_verify(pubkey[:31], message, signature) is False
+
+
+SIGNING_ROWS = [r for r in OFFICIAL if r["secret key"] and len(r["message"]) == 64]
+
+
+@pytest.mark.parametrize("row", SIGNING_ROWS, ids=lambda r: r["index"])
+def test_signing_reproduces_the_vector(row: dict[str, str]) -> None:
+    key = SecretKey(bytes.fromhex(row["secret key"]))
+    assert key.pubkey == row["public key"].lower()
+    sig = key.sign(bytes.fromhex(row["message"]), aux=bytes.fromhex(row["aux_rand"]))
+    assert sig.hex() == row["signature"].lower()
+
+
+def test_fresh_aux_randomness_gives_fresh_valid_signatures() -> None:
+    key, digest = SecretKey.generate(), bytes(range(32))
+    first, second = key.sign(digest), key.sign(digest)
+    assert first != second
+    assert schnorr_verify(key.xonly, digest, first) and schnorr_verify(key.xonly, digest, second)
+
+
+def test_secret_keys_are_checked_and_never_shown() -> None:
+    for bad in (bytes(32), bytes.fromhex("ff" * 32), b"short"):
+        with pytest.raises(InvalidKey):
+            SecretKey(bad)
+    key = SecretKey(bytes.fromhex("01" * 32))
+    assert "01" * 32 not in repr(key) and key.pubkey in repr(key)
+    with pytest.raises(ValueError, match="32-byte"):
+        key.sign(b"not a digest")
+
+
+def test_nostr_sdk_keys_sign_through_the_same_code() -> None:
+    keys = sdk.Keys.generate()
+    assert secret_of(keys) is secret_of(keys)
+    assert pubkey_hex(keys) == keys.public_key().to_hex()
+    digest = bytes(32)
+    sig = bytes.fromhex(sign_hash(keys, digest))
+    assert schnorr_verify(bytes.fromhex(pubkey_hex(keys)), digest, sig)
+    event = sign_event(keys, 1, "signed here", [], 1_700_000_000)
+    assert sdk.Event.from_json(event.to_json()).verify()  # nostr-sdk's own verifier agrees
+
+
+def test_a_remembered_secret_goes_with_its_keys_object() -> None:
+    from events import crypto
+
+    keys = sdk.Keys.generate()
+    secret_of(keys)
+    before = len(crypto._SECRETS)
+    del keys
+    gc.collect()
+    assert len(crypto._SECRETS) == before - 1

@@ -1,4 +1,5 @@
-"""The project's NIP-44 path beyond the vectors: round trips, limits, tampering, the quirk."""
+"""The project's NIP-44 code beyond the vectors: round trips, limits, tampering, and agreement
+with nostr-sdk's independent implementation in both directions."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from events.errors import (
     Nip44VersionUnsupported,
     PlaintextLength,
 )
-from tests.nip44_reference import calc_padded_len
 
 ALICE, BOB = sdk.Keys.generate(), sdk.Keys.generate()
 A, B = ALICE.public_key().to_hex(), BOB.public_key().to_hex()
@@ -28,14 +28,24 @@ def test_round_trip_and_padding(plaintext: str) -> None:
     payload = nip44.encrypt(ALICE, B, plaintext)
     assert nip44.decrypt(BOB, A, payload) == plaintext
     size = len(plaintext.encode())
-    assert len(base64.b64decode(payload)) == 67 + calc_padded_len(size)
+    assert len(base64.b64decode(payload)) == 67 + nip44.calc_padded_len(size)
 
 
-def test_nostr_sdk_encrypt_limit_is_pinned() -> None:
-    """nostr-sdk 0.45.1 encrypts at most 65,408 bytes; if an upgrade changes that, look again."""
-    nip44.encrypt(ALICE, B, "a" * 65_408)
-    with pytest.raises(PlaintextLength, match="65,408"):
-        nip44.encrypt(ALICE, B, "a" * 65_409)
+@given(st.text(min_size=1, max_size=3000))
+def test_nostr_sdk_agrees_both_ways(plaintext: str) -> None:
+    ours = nip44.encrypt(ALICE, B, plaintext)
+    assert sdk.nip44_decrypt(BOB.secret_key(), ALICE.public_key(), ours) == plaintext
+    theirs = sdk.nip44_encrypt(BOB.secret_key(), ALICE.public_key(), plaintext, sdk.Nip44Version.V2)
+    assert nip44.decrypt(ALICE, B, theirs) == plaintext
+
+
+@pytest.mark.parametrize("size", [65_408, 65_409, 65_535])
+def test_the_largest_plaintexts(size: int) -> None:
+    """NIP-44 allows 65,535 bytes; nostr-sdk 0.45.1 encrypts only up to 65,408 but decrypts
+    all of them, so ours must encrypt the rest and nostr-sdk must open them."""
+    ours = nip44.encrypt(ALICE, B, "a" * size)
+    assert sdk.nip44_decrypt(BOB.secret_key(), ALICE.public_key(), ours) == "a" * size
+    assert nip44.decrypt(BOB, A, ours) == "a" * size
 
 
 def test_length_limits_count_utf8_bytes() -> None:
