@@ -371,15 +371,24 @@ class NodeService:
             limit_error=limit,
         )
         runs_now = decision.route == Route.AUTO and not cmd.dry_run
-        # not durable: if lost, the command is decided again; whatever follows commits durably
-        with self.agent.store.transaction(self.now, durable=False) as tx:
+        reasons = decision.explain()
+        before = await schemas.touched_state(spec, self.node, params) if runs_now else None
+        # The decision alone need not be durable (if lost, the command is decided again); a
+        # command that runs now is claimed in the same commit, which is durable when the claim
+        # must be (see _claim).
+        durable = runs_now and not spec.idempotent
+        with self.agent.store.transaction(self.now, durable=durable) as tx:
             repo.record_rate(tx, cmd.credential_id, danger >= 5)
             tx.execute(
                 "UPDATE commands SET danger = ?, route = ?, reasons = ? WHERE command_id = ?",
-                (danger, decision.route.value, decision.explain(), cmd.command_id),
+                (danger, decision.route.value, reasons, cmd.command_id),
             )
-            if runs_now:  # one commit for the decision and the hand-over to execution
-                repo.move(tx, cmd.command_id, ("received",), "ready")
+            reserve = self._claim(tx, cmd, spec, params, before, "received") if runs_now else None
+        if runs_now:
+            if reserve is not None:
+                decided = {**row, "danger": danger, "route": decision.route.value}
+                await self._run({**decided, "reasons": reasons}, cmd, spec, params, before, reserve)
+            return
         if cmd.dry_run:
             await self.dry_run(row, spec, params, decision)
         elif decision.route == Route.REFUSED:
@@ -391,8 +400,6 @@ class NodeService:
                 danger=danger,
                 decision=decision.explain(),
             )
-        elif decision.route == Route.AUTO:
-            pass  # already `ready`: step() executes it next
         elif decision.route == Route.ORACLE:
             await self.ask_oracle(row, cmd, decision)
         else:
@@ -674,29 +681,42 @@ class NodeService:
         )
 
     async def execute(self, row: dict[str, Any]) -> None:
+        """Run a command that became `ready` (approved, confirmed or allowed by the oracle)."""
         cmd, _grant, spec, params = self._parsed(row)
         before = await schemas.touched_state(spec, self.node, params)
+        # The claim must be on disk before an action that must not run twice.  An idempotent
+        # one (setting an absolute value) may run again after a power cut, so its claim rides
+        # on the receipt's durable commit instead; recover() re-runs such actions anyway.
+        with self.agent.store.transaction(self.now, durable=not spec.idempotent) as tx:
+            reserve = self._claim(tx, cmd, spec, params, before, "ready")
+        if reserve is not None:
+            await self._run(row, cmd, spec, params, before, reserve)
+
+    def _claim(
+        self,
+        tx: Tx,
+        cmd: Command,
+        spec: schemas.ActionSpec,
+        params: schemas.Params,
+        before: Any,
+        frm: str,
+    ) -> dict[str, int] | None:
+        """Move the command to `executing` and reserve its budget; None if already claimed."""
         reserve = {
             "sats_moved": spec.moves_sats(params),
             "fees_sat": spec.max_fee_sats(params),
             "channels": int(spec.opens_channel),
             "actions": 1,
         }
-        # The claim must be on disk before an action that must not run twice.  An idempotent
-        # one (setting an absolute value) may run again after a power cut, so its claim rides
-        # on the receipt's durable commit instead; recover() re-runs such actions anyway.
-        with self.agent.store.transaction(self.now, durable=not spec.idempotent) as tx:
-            self.check_budgets(cmd, spec, params, tx)  # re-checked where it is reserved
-            if not repo.move(
-                tx,
-                cmd.command_id,
-                ("ready",),
-                "executing",
-                reserved=json.dumps({"usage": reserve, "before": before}),
-            ):
-                return  # someone else claimed it
-            for scope in ("node", cmd.credential_id):
-                repo.add_usage(tx, scope, **reserve)
+        self.check_budgets(cmd, spec, params, tx)  # re-checked where it is reserved
+        saved = json.dumps({"usage": reserve, "before": before})
+        if not repo.move(tx, cmd.command_id, (frm,), "executing", reserved=saved):
+            return None  # someone else claimed it
+        for scope in ("node", cmd.credential_id):
+            repo.add_usage(tx, scope, **reserve)
+        return reserve
+
+    async def _run(self, row, cmd, spec, params, before, reserve) -> None:
         crash_point("command.before_execute", spec.family)
         try:
             result = await schemas.execute(spec, self.node, params, cmd.command_id)
