@@ -20,7 +20,7 @@ from agent.crash import crash_point
 from agent.nostr.pool import RelayPool
 from agent.settings import Settings
 from agent.store import OutboxItem, Store, Tx
-from events.base import NostrEvent, parse_event
+from events.base import NostrEvent
 
 log = logging.getLogger("hive.outbox")
 # NIP-01 OK prefixes that will not change on a retry (rate-limited:, error:, auth-required:,
@@ -127,12 +127,13 @@ class Outbox:
     async def attempt(self, item: OutboxItem) -> None:
         """One delivery attempt to every target that lacks the event."""
         crash_point("outbox.before_send", str(item.kind))
-        event = parse_event(item.event_json)  # the stored, signed event: never re-signed
         if any(url not in self.pool.states for url in item.missing):
             for url in item.missing:
                 await self.pool.add_write_relay(url)
         self.store.sync()  # nothing leaves on the strength of a commit that could be lost
-        outcome = await self.pool.publish(event, item.missing)
+        # the stored JSON exactly as signed and committed: never re-signed, never rebuilt (and
+        # not re-verified: it is our own, and relays check signatures anyway)
+        outcome = await self.pool.publish(item.event_json, item.missing)
         crash_point("outbox.after_send", str(item.kind))
         now = self.clock.now()
         acked = set(item.acked) | set(outcome.accepted)

@@ -28,7 +28,6 @@ from agent.backoff import delay
 from agent.clock import Clock
 from agent.nostr.client import Incoming, to_filter
 from agent.settings import RelaysConfig
-from events.base import NostrEvent
 
 POLL_S = 0.2
 CONNECTED = "connected"
@@ -246,8 +245,9 @@ class RelayPool:
         pool = self.states if urls is None else urls
         return [u for u in pool if u in self.states and self.states[u].status == CONNECTED]
 
-    async def publish(self, event: NostrEvent, urls: list[str]) -> PublishOutcome:
-        """Send `event` to the connected relays among `urls`; every relay's answer recorded."""
+    async def publish(self, event_json: str, urls: list[str]) -> PublishOutcome:
+        """Send a signed event's JSON text, exactly as it is, to the connected relays among
+        `urls`; every relay's answer recorded."""
         assert self._client is not None
         outcome = PublishOutcome()
         online = self.connected(urls)
@@ -257,7 +257,7 @@ class RelayPool:
         if not online:
             return outcome
         out = await self._client.send_event(
-            event.to_sdk(),
+            sdk.Event.from_json(event_json),
             target=sdk.SendEventTarget.to([sdk.RelayUrl.parse(u) for u in online]),
             ok_timeout=timedelta(seconds=self.config.publish_timeout_s),
         )
