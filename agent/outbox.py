@@ -94,6 +94,11 @@ class Outbox:
     async def _wait_changed(self) -> None:
         await self._changed.wait()
 
+    @property
+    def has_fresh(self) -> bool:
+        """True if something was enqueued since the last wake()."""
+        return bool(self._fresh)
+
     def wake(self) -> None:
         """Called once what was enqueued is committed: the sender looks for due items."""
         fresh, self._fresh = self._fresh, []

@@ -136,7 +136,8 @@ class Agent:
                 except anyio.WouldBlock:
                     break
             self.inbound.process(batch)
-            self.outbox.wake()  # handlers may have queued replies
+            if self.outbox.has_fresh:  # handlers queued replies
+                self.outbox.wake()
             for callback in self.after_batch:
                 callback()
             done, self._processed = self._processed, anyio.Event()

@@ -92,6 +92,7 @@ class AdvisorService:
             repo.save_sent(tx, cmd)
             self.agent.enqueue_private(tx, node, rumor, targets)
         self.agent.outbox.wake()
+        await anyio.lowlevel.checkpoint()  # the outbox sends it before we start waiting
         if not wait:
             return cmd, None
         return cmd, await self.wait_for(cmd.command_id, timeout_s, final=True)

@@ -609,6 +609,8 @@ class NodeService:
         b = self.policy.budgets
         moves, fees = spec.moves_sats(params), spec.max_fee_sats(params)
         chans = int(spec.opens_channel)
+        if not (moves or fees or chans):
+            return  # spends nothing a budget counts
         day, week = repo.usage(db, "node", self.now, 1), repo.usage(db, "node", self.now, 7)
         mine = repo.usage(db, cmd.credential_id, self.now, 1)
         checks = [
@@ -625,7 +627,7 @@ class NodeService:
             (week["channels"] + chans, b.channels_per_week, "channels opened this week"),
         ]
         for would_be, limit, what in checks:
-            if would_be > limit and (moves or fees or chans):
+            if would_be > limit:
                 raise QuotaExceeded(f"the budget for {what} ({limit:,}) would be exceeded")
 
     def budget(self, grant: Grant) -> dict[str, Any]:
@@ -722,9 +724,11 @@ class NodeService:
             result = await schemas.execute(spec, self.node, params, cmd.command_id)
         except HiveError as error:
             self._settle(row, cmd, spec, params, before, reserve, error=error)
+            await anyio.lowlevel.checkpoint()  # the outbox sends the receipt first
             return
         crash_point("command.after_execute", spec.family)
         await self._settle_ok(row, cmd, spec, params, before, reserve, result)
+        await anyio.lowlevel.checkpoint()  # the outbox sends the receipt before this loop goes on
 
     async def _settle_ok(self, row, cmd, spec, params, before, reserve, result) -> None:
         after = await schemas.touched_state(spec, self.node, params)
