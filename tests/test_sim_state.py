@@ -51,3 +51,13 @@ async def test_journal_torn_line_and_compaction(tmp_path: Path) -> None:
     assert path.stat().st_size <= sim_state.COMPACT_BYTES
     assert sim_state.dump(sim_state.load(path, time.monotonic)) == sim_state.dump(net)
     journal.close()
+
+
+def test_older_files_with_the_rng_state_as_a_list_still_load() -> None:
+    net, ids = ring(clock=time.monotonic)
+    old = sim_state.dump(net)
+    version, words, gauss = net.rng.getstate()
+    old["rng"] = [version, list(words), gauss]  # how files were written before
+    again = sim_state.restore(old, time.monotonic)
+    assert again.rng.getstate() == net.rng.getstate()
+    assert sim_state.dump(again) == sim_state.dump(net)
