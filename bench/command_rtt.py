@@ -10,7 +10,9 @@ one) — a gift wrap of the size a command travels in, built before the clock st
 relay and the client library are timed — and, for reference, a small kind-1 note.
 
 A command round trip is two relay hops plus the work at both ends, so the last line is
-`ratio=<p50 command RTT ÷ (2 × p50 raw gift-wrap publish→receive RTT)>`.
+`ratio=<p50 command RTT ÷ (2 × p50 raw gift-wrap publish→receive RTT)>`.  It also prints the CPU
+time the node process and this (advisor) process spent per command, all threads counted: the
+command path is CPU-bound, the baseline is not, so the ratio follows the machine's speed.
 
     .venv/bin/python bench/command_rtt.py [--commands N] [--smoke]
 """
@@ -120,7 +122,18 @@ def baselines(n: int) -> tuple[list[NostrEvent], list[NostrEvent]]:
     return notes, wraps
 
 
-async def command_rtts(url: str, node_home: Path, advisor_home: Path, n: int) -> list[float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 where that is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def command_rtts(
+    url: str, node_home: Path, advisor_home: Path, n: int, node_pid: int, cpu: dict[str, float]
+) -> list[float]:
     node_pub = json.loads(hive("--home", str(node_home), "--json", "keys", "show"))["pubkey"]
     config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=5)
     async with Agent(Settings(home=advisor_home), sdk.Keys.generate(), config) as agent:
@@ -134,6 +147,7 @@ async def command_rtts(url: str, node_home: Path, advisor_home: Path, n: int) ->
                 await anyio.sleep(0.05)
         scid = await first_channel(node_home)
         out: list[float] = []
+        node_cpu, own_cpu = cpu_seconds(node_pid), cpu_seconds(os.getpid())
         for i in range(n):
             params = {"channel": scid, "fee_ppm": 110 if i % 2 == 0 else 100}
             started = time.perf_counter()
@@ -144,6 +158,8 @@ async def command_rtts(url: str, node_home: Path, advisor_home: Path, n: int) ->
             if got is None or got.status != Status.OK:
                 raise SystemExit(f"command {i} failed: {got.error if got else 'no receipt'}")
             out.append(elapsed)
+        cpu["node"] = cpu_seconds(node_pid) - node_cpu
+        cpu["advisor"] = cpu_seconds(os.getpid()) - own_cpu
         assert sum(advisor.verify_chain(node_pub).values()) == n
     return out
 
@@ -176,7 +192,8 @@ def main() -> None:
             notes, wraps = baselines(n)
             raw_note = anyio.run(raw_rtts, url, notes, Path(tmp))
             raw = anyio.run(raw_rtts, url, wraps, Path(tmp))
-            cmd = anyio.run(command_rtts, url, node_home, advisor_home, n)
+            cpu: dict[str, float] = {}
+            cmd = anyio.run(command_rtts, url, node_home, advisor_home, n, node.pid, cpu)
         finally:
             for proc in (node, relay):
                 proc.terminate()
@@ -188,6 +205,8 @@ def main() -> None:
     print(f"raw kind-1 note      p50 {note_p50 * 1e3:7.2f} ms  p99 {note_p99 * 1e3:7.2f} ms")
     print(f"raw gift wrap        p50 {raw_p50 * 1e3:7.2f} ms  p99 {pct(raw, 0.99) * 1e3:7.2f} ms")
     print(f"command → receipt    p50 {cmd_p50 * 1e3:7.2f} ms  p99 {pct(cmd, 0.99) * 1e3:7.2f} ms")
+    node_ms, advisor_ms = cpu["node"] / n * 1e3, cpu["advisor"] / n * 1e3
+    print(f"CPU per command: node {node_ms:.2f} ms, advisor {advisor_ms:.2f} ms (all threads)")
     print(f"(against the kind-1 note instead: {cmd_p50 / (2 * note_p50):.2f})")
     print(f"ratio={cmd_p50 / (2 * raw_p50):.2f}")
 

@@ -36,7 +36,7 @@ BOOKKEEPING = {
     "cursors",
     "receipts",
     "nonces",
-    "rate_events",
+    "rate_buckets",
     "msg_ids",
     "relay_lists",
     "profiles",

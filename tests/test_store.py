@@ -107,3 +107,22 @@ def test_unopenable_store_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(ConfigInvalid):
         Store(tmp_path / "dir.sqlite")
+
+
+def test_command_rates_are_a_sliding_minute_counted_per_second(tmp_path: Path) -> None:
+    from agent.store import advisory as repo
+
+    store = Store(tmp_path / "s.sqlite")
+    t0 = 1_800_000_000
+    for at, dangerous in [(t0, False), (t0, True), (t0, False), (t0 + 30, True), (t0 + 59, False)]:
+        with store.transaction(at, durable=False) as tx:
+            repo.record_rate(tx, "cred", dangerous)
+    with store.transaction(t0, durable=False) as tx:
+        repo.record_rate(tx, "other", True)  # another credential's commands do not count
+    assert repo.rate(store, "cred", t0 + 59) == (5, 2)  # all within (now - 60, now]
+    assert repo.rate(store, "cred", t0 + 60) == (2, 1)  # the first second has left the window
+    assert repo.rate(store, "cred", t0 + 119) == (0, 0)
+    assert store.conn.execute("SELECT count(*) FROM rate_buckets").fetchone()[0] == 4
+    with store.transaction(t0 + 3661, durable=False) as tx:  # rows older than an hour go
+        repo.record_rate(tx, "cred", False)
+    assert store.conn.execute("SELECT count(*) FROM rate_buckets").fetchone()[0] == 1

@@ -287,18 +287,20 @@ def add_usage(
 
 def record_rate(tx: Tx, credential_id: str, dangerous: bool) -> None:
     tx.execute(
-        "INSERT INTO rate_events (credential_id, at, dangerous) VALUES (?, ?, ?)",
+        "INSERT INTO rate_buckets (credential_id, at, n, dangerous) VALUES (?, ?, 1, ?)"
+        " ON CONFLICT (credential_id, at) DO UPDATE SET n = n + 1,"
+        " dangerous = dangerous + excluded.dangerous",
         (credential_id, tx.now, int(dangerous)),
     )
-    tx.execute("DELETE FROM rate_events WHERE at < ?", (tx.now - 3600,))
+    tx.execute("DELETE FROM rate_buckets WHERE at < ?", (tx.now - 3600,))
 
 
 def rate(db: Db, credential_id: str, now: int) -> tuple[int, int]:
     """(all, dangerous) commands of a credential in the last 60 seconds."""
     row = _row(
         db,
-        "SELECT count(*) AS n, coalesce(sum(dangerous), 0) AS d FROM rate_events WHERE"
-        " credential_id = ? AND at > ?",
+        "SELECT coalesce(sum(n), 0) AS n, coalesce(sum(dangerous), 0) AS d FROM rate_buckets"
+        " WHERE credential_id = ? AND at > ?",
         (credential_id, now - 60),
     )
     assert row is not None

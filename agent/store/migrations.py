@@ -390,4 +390,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX fleet_outbox_due ON fleet_outbox (state, peer, next_at);
     """,
+    # 6: command rates counted per (credential, second) instead of one row per command, so a
+    # rate check reads at most 60 rows however busy the credential (the last hour's rows of
+    # the old table are dropped: rate windows restart at the upgrade)
+    """
+    DROP TABLE rate_events;
+    CREATE TABLE rate_buckets (
+        credential_id TEXT NOT NULL,
+        at        INTEGER NOT NULL,         -- unix second
+        n         INTEGER NOT NULL,
+        dangerous INTEGER NOT NULL,
+        PRIMARY KEY (credential_id, at)
+    ) WITHOUT ROWID;
+    CREATE INDEX rate_buckets_by_age ON rate_buckets (at);
+    """,
 ]
