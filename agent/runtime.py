@@ -35,6 +35,7 @@ from events.relay_lists import inbox_relays
 log = logging.getLogger("hive.agent")
 STATUS_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
+CHECKPOINT_EVERY_S = 0.5
 
 
 class Agent:
@@ -92,6 +93,8 @@ class Agent:
         tg.start_soon(self.outbox.run)
         tg.start_soon(self._status_loop)
         tg.start_soon(self._prune_loop)
+        self.store.background_checkpoints()
+        tg.start_soon(self._checkpoint_loop)
         with self.store.transaction(self.clock.now()) as tx:
             tx.set_kv("agent", {"pubkey": self.pubkey, "pid": os.getpid(), "version": __version__})
         await self.pool.subscribe(
@@ -162,6 +165,15 @@ class Agent:
                 tx.save_relay_status(row)
             tx.set_kv("inbound", dict(self.inbound.totals))
             tx.set_kv("status_at", self.clock.now())
+
+    async def _checkpoint_loop(self) -> None:
+        """WAL checkpoints in a worker thread, so no command waits for one."""
+        done = self.store.commits
+        while True:
+            await anyio.sleep(CHECKPOINT_EVERY_S)
+            if self.store.commits != done:
+                done = self.store.commits
+                await anyio.to_thread.run_sync(self.store.checkpoint)
 
     async def _prune_loop(self) -> None:
         while True:

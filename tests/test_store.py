@@ -126,3 +126,25 @@ def test_command_rates_are_a_sliding_minute_counted_per_second(tmp_path: Path) -
     with store.transaction(t0 + 3661, durable=False) as tx:  # rows older than an hour go
         repo.record_rate(tx, "cred", False)
     assert store.conn.execute("SELECT count(*) FROM rate_buckets").fetchone()[0] == 1
+
+
+def test_background_checkpoints_copy_the_wal_without_stopping_writers(tmp_path: Path) -> None:
+    import threading
+
+    store = Store(tmp_path / "agent.sqlite")
+    store.background_checkpoints()
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == Store.BACKSTOP_PAGES
+    for i in range(300):  # at least one WAL frame each
+        with store.transaction(i, durable=False) as tx:
+            tx.add_note(f"{i:032x}", "cd" * 32, "x" * 2000, None)
+    copied: list[int] = []
+    worker = threading.Thread(target=lambda: copied.append(store.checkpoint()))
+    worker.start()
+    for i in range(300, 320):  # the writer goes on while the checkpoint runs
+        with store.transaction(i) as tx:
+            tx.add_note(f"{i:032x}", "cd" * 32, "y", None)
+    worker.join()
+    assert copied and copied[0] >= 300
+    assert store.commits >= 320
+    assert len(Store(tmp_path / "agent.sqlite").notes()) == 320
+    assert Store(":memory:").checkpoint() == 0
