@@ -160,7 +160,8 @@ class Agent:
             await anyio.sleep(STATUS_EVERY_S)
 
     def _write_status(self) -> None:
-        with self.store.transaction(self.clock.now()) as tx:
+        # not durable: a status snapshot lost to a power cut is simply written again
+        with self.store.transaction(self.clock.now(), durable=False) as tx:
             for row in self.pool.status():
                 tx.save_relay_status(row)
             tx.set_kv("inbound", dict(self.inbound.totals))
