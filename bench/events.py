@@ -1,8 +1,8 @@
 """Inbound pipeline throughput against raw BIP-340 verification, measured in the same run.
 
 Raw EVENT JSON strings (10 % duplicates, 1 % bad signatures) go through `Inbound.process` —
-the function the subscription consumer calls — with the real store (a temp SQLite file,
-synchronous=FULL, one commit per batch) and the real agent-profile handler.  The baseline is
+the function the subscription consumer calls — with the real store (a temp SQLite file, WAL,
+one commit per batch, not fsynced) and the real agent-profile handler.  The baseline is
 the fastest raw Schnorr verification available in this venv over the same events.
 
     .venv/bin/python bench/events.py [--events N] [--smoke]
