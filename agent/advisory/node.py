@@ -386,8 +386,13 @@ class NodeService:
             reserve = self._claim(tx, cmd, spec, params, before, "received") if runs_now else None
         if runs_now:
             if reserve is not None:
-                decided = {**row, "danger": danger, "route": decision.route.value}
-                await self._run({**decided, "reasons": reasons}, cmd, spec, params, before, reserve)
+                decided = {
+                    **row,
+                    "danger": danger,
+                    "route": decision.route.value,
+                    "reasons": reasons,
+                }
+                await self._run(decided, cmd, spec, params, before, reserve)
             return
         if cmd.dry_run:
             await self.dry_run(row, spec, params, decision)
@@ -724,10 +729,9 @@ class NodeService:
             result = await schemas.execute(spec, self.node, params, cmd.command_id)
         except HiveError as error:
             self._settle(row, cmd, spec, params, before, reserve, error=error)
-            await anyio.lowlevel.checkpoint()  # the outbox sends the receipt first
-            return
-        crash_point("command.after_execute", spec.family)
-        await self._settle_ok(row, cmd, spec, params, before, reserve, result)
+        else:
+            crash_point("command.after_execute", spec.family)
+            await self._settle_ok(row, cmd, spec, params, before, reserve, result)
         await anyio.lowlevel.checkpoint()  # the outbox sends the receipt before this loop goes on
 
     async def _settle_ok(self, row, cmd, spec, params, before, reserve, result) -> None:
