@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -63,13 +64,15 @@ def conversation_key(keys: KeyLike, pubkey_hex: str, *, remember: bool = True) -
     slot = (mine.xonly, theirs)
     found = _conversations.get(slot)
     if found is not None:
-        _conversations.move_to_end(slot)
+        with contextlib.suppress(KeyError):  # another thread may have just evicted it
+            _conversations.move_to_end(slot)
         return found
     key = _hmac(SALT, mine.shared_x(theirs))
     if remember:
         _conversations[slot] = key
         if len(_conversations) > _CACHE_SIZE:
-            _conversations.popitem(last=False)
+            with contextlib.suppress(KeyError):
+                _conversations.popitem(last=False)
     return key
 
 

@@ -74,3 +74,15 @@ def test_wrong_key_and_bad_keys() -> None:
         nip44.encrypt(ALICE, B.upper(), "x")
     with pytest.raises(InvalidKey):
         nip44.keys_from_secret("00" * 32)
+
+
+def test_one_time_keys_never_enter_the_conversation_cache() -> None:
+    from events.crypto import SecretKey
+
+    before = len(nip44._conversations)
+    for _ in range(50):
+        one_time = SecretKey.generate()
+        payload = nip44.encrypt(one_time, B, "outer layer", remember=False)
+        assert nip44.decrypt(BOB, one_time.pubkey, payload, remember=False) == "outer layer"
+    assert len(nip44._conversations) == before
+    assert len(nip44._conversations) <= nip44._CACHE_SIZE
