@@ -2,8 +2,10 @@
 
 nostr-sdk 0.45's generated (uniffi) Python bindings copy every string and byte string handed
 to Rust into the Rust buffer one byte at a time, in a Python loop: ~0.2 ms for a 2 KB gift
-wrap, several times per private message, and the largest single cost of an advisor command
-round trip (measured with cProfile on bench/command_rtt.py's loop).  `install()` replaces that
+wrap.  When encryption and signing still went through nostr-sdk that happened several times per
+private message and was the largest single cost of an advisor command round trip (cProfile on
+bench/command_rtt.py); now it is paid once per event published (`Event.from_json`) and for the
+subscription filters.  `install()` replaces that
 one loop with a single `memmove`; everything else in the bindings is untouched.  The result
 is byte-for-byte the same buffer (tests/test_sdk_buffers.py checks it against the original on
 arbitrary input).  If a future nostr-sdk changes the helper, nothing is replaced.
