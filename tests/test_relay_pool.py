@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,10 +12,12 @@ from pathlib import Path
 import anyio
 import nostr_sdk as sdk
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.clock import ManualClock
 from agent.nostr.client import RelayClient
-from agent.nostr.pool import RelayPool, Subscription
+from agent.nostr.pool import RelayPool, Subscription, split_event_frame
 from agent.runtime import Agent
 from agent.settings import RelayEntry, RelaysConfig, Settings
 from events.base import NostrEvent, parse_event, sign_event
@@ -24,7 +27,9 @@ FAST = {"reconnect_base_s": 0.1, "reconnect_max_s": 0.5, "publish_timeout_s": 3}
 
 
 def settings(home: Path) -> Settings:
-    return Settings(home=home, outbox_retry_base_s=0.2, outbox_retry_max_s=1)
+    return Settings(
+        home=home, outbox_retry_base_s=0.2, outbox_retry_max_s=1, allow_private_relays=True
+    )
 
 
 @asynccontextmanager
@@ -91,6 +96,8 @@ async def test_two_of_three_relays_down(tmp_path: Path, relays, nostr_relay_url:
         item = await a.send_note(b.pubkey, "still here")
         assert item.published and item.acked == {nostr_relay_url}
         await eventually(lambda: [n["text"] for n in b.store.notes()] == ["still here"])
+        # the next reconnect attempt is refused, and says so
+        await eventually(lambda: "refused" in (a.pool.states[urls[0]].last_error or ""))
         a._write_status()
         status = {r["url"]: r for r in a.store.relay_status()}
         assert status[urls[0]]["status"] == status[urls[1]]["status"] == "disconnected"
@@ -127,9 +134,9 @@ def test_resubscription_filters_use_cursor_and_lookback() -> None:
         catchup_margin_s=600,
     )
     profiles = pool._filters_for("ws://127.0.0.1:1", Subscription("profiles", [{"kinds": [1]}]))
-    assert '"since":998400' in profiles[0].as_json()
+    assert profiles[0]["since"] == 998400
     wraps = Subscription("inbox", [{"kinds": [1059]}], lookback_s=2 * 86400 + 3600)
-    assert f'"since":{1_000_000 - 2 * 86400 - 3600}' in pool._filters_for("x", wraps)[0].as_json()
+    assert pool._filters_for("x", wraps)[0]["since"] == 1_000_000 - 2 * 86400 - 3600
 
 
 async def test_nip42_auth_relay(tmp_path: Path, relays) -> None:
@@ -170,3 +177,21 @@ async def test_agents_talk_through_pypi_nostr_relay(tmp_path: Path, nostr_relay_
         await a.send_note(b.pubkey, "through another relay implementation")
         await eventually(lambda: bool(b.store.notes()))
         assert b.store.error_counts() == {}
+
+
+@given(
+    sub=st.text(max_size=40),
+    event=st.dictionaries(st.text(max_size=8), st.text(max_size=20) | st.integers(), max_size=6),
+    spaced=st.booleans(),
+)
+def test_event_frames_split_into_sub_and_raw_event(sub: str, event: dict, spaced: bool) -> None:
+    separators = (", ", ": ") if spaced else (",", ":")
+    frame = json.dumps(["EVENT", sub, event], separators=separators)
+    found = split_event_frame(frame)
+    assert found is not None
+    assert found[0] == sub and json.loads(found[1]) == event
+
+
+@pytest.mark.parametrize("frame", ['["EVENT"]', '["EVENT",', '["EVENT",5,{}]', '["EVENT","s"]'])
+def test_malformed_event_frames(frame: str) -> None:
+    assert split_event_frame(frame) is None

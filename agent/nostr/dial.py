@@ -1,0 +1,102 @@
+"""Which relay addresses the agent may dial when someone else names them.
+
+A recipient's NIP-17 inbox list (kind 10050) or NIP-65 list (kind 10002) is a stranger's
+signed event, and following it blindly makes the agent a port scanner for whoever publishes
+one: a list naming `ws://127.0.0.1:6379` or `ws://10.0.0.5/admin` would make it open
+connections inside the operator's network.  So addresses taken from other people's events are
+dialled only if they are plain `ws://` / `wss://` URLs whose host is a public address (or a
+name that resolves only to public addresses); loopback, private, link-local, shared, reserved
+and multicast addresses are refused unless the operator allows them (`HIVE_ALLOW_PRIVATE_RELAYS`,
+for test networks).  The operator's own `relays.json` is never filtered.
+
+Names are checked twice: by their spelling here (cheap, before anything is queued) and by what
+they resolve to just before the connection (`resolve_refusal`, in a worker thread).  A name
+that changes its answer between that lookup and the connection (DNS rebinding) is not caught;
+that window is a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+import nostr_sdk as sdk
+
+LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".onion")
+MAX_FROM_ONE_EVENT = 3  # NIP-17 asks for small inbox lists; more is someone padding it
+
+
+def _address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    if not ip.is_global or ip.is_multicast:
+        return f"{ip} is not a public address"
+    return None
+
+
+def host_of(url: str) -> str | None:
+    """The host of a relay URL as nostr-sdk normalises it (None if it is not a relay URL)."""
+    try:
+        normal = str(sdk.RelayUrl.parse(url))
+    except sdk.NostrSdkError:
+        return None
+    parts = urlsplit(normal)
+    if parts.scheme not in ("ws", "wss") or parts.username or parts.password:
+        return None
+    return (parts.hostname or "").rstrip(".").lower() or None
+
+
+def spelling_refusal(url: str) -> str | None:
+    """Why a relay URL from someone else's event must not be dialled, judged by its text;
+    None if it may be (subject to `resolve_refusal`)."""
+    host = host_of(url)
+    if host is None:
+        return "not a ws:// or wss:// relay URL"
+    try:
+        return _address_refusal(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(LOCAL_SUFFIXES) or "." not in host:
+        return f"{host} is a local name"
+    return None
+
+
+def resolve_refusal(url: str, timeout_s: float = 3.0) -> str | None:
+    """Why `url` must not be dialled, judged by every address its host resolves to.
+
+    Blocking (a DNS lookup): call it from a worker thread.
+    """
+    reason = spelling_refusal(url)
+    if reason is not None:
+        return reason
+    host = host_of(url)
+    assert host is not None
+    previous = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout_s)
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"{host} does not resolve: {exc}"
+    finally:
+        socket.setdefaulttimeout(previous)
+    for info in infos:
+        found = _address_refusal(ipaddress.ip_address(info[4][0].split("%")[0]))
+        if found is not None:
+            return f"{host} resolves to {found}"
+    return None
+
+
+def usable(urls: list[str], own: set[str], *, allow_private: bool) -> list[str]:
+    """Of relay URLs taken from someone else's event, those we may dial: at most
+    MAX_FROM_ONE_EVENT, our own configured relays always allowed."""
+    out = []
+    for url in urls:
+        if url in own or (
+            host_of(url) is not None and (allow_private or spelling_refusal(url) is None)
+        ):
+            out.append(url)
+        if len(out) == MAX_FROM_ONE_EVENT:
+            break
+    return out

@@ -1,0 +1,91 @@
+"""A relay that lies: forged, malformed, oversized and future-dated events, junk frames and
+answers that make no sense.  Every bad event reaches the inbound pipeline and is counted by
+its code (nothing dropped unseen inside a client library), the good one is handled, and the
+agent keeps running."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import anyio
+import nostr_sdk as sdk
+import pytest
+import websockets
+
+from agent.nostr.local_relay import free_port
+from agent.runtime import Agent
+from agent.settings import RelaysConfig, Settings
+from events import agent_info
+
+pytestmark = pytest.mark.anyio
+
+
+def profile(keys: sdk.Keys, name: str, created_at: int) -> dict:
+    info = agent_info.AgentInfo(name=name, role="advisor", version="1")
+    return json.loads(agent_info.FAMILY.build(keys, info, created_at=created_at).to_json())
+
+
+def bad_events() -> tuple[list[str], dict]:
+    keys = sdk.Keys.generate()
+    now = int(time.time())
+    good = profile(keys, "honest", now - 10)
+    forged = profile(sdk.Keys.generate(), "forged", now - 9) | {"sig": "00" * 64}
+    wrong_id = profile(sdk.Keys.generate(), "wrong id", now - 8) | {"content": "{}"}
+    future = profile(sdk.Keys.generate(), "future", now + 86400)
+    # our own signer refuses to make an event this big; nostr-sdk's does not
+    builder = sdk.EventBuilder(sdk.Kind(36380), "x" * 70_000).tags(
+        [sdk.Tag.parse(["d", "h"]), sdk.Tag.parse(["t", "hive-agent"])]
+    )
+    huge = json.loads(builder.finalize(keys).as_json())
+    frames = [
+        ["EVENT", "SUB", good],
+        ["EVENT", "SUB", forged],
+        ["EVENT", "SUB", wrong_id],
+        ["EVENT", "SUB", {"id": "zz", "kind": "x"}],
+        ["EVENT", "SUB", future],
+        ["EVENT", "SUB", huge],
+    ]
+    # compact frames, frames with spaces, and one with a space before "EVENT"
+    raw = [
+        json.dumps(f, separators=(",", ":")) if i % 2 else json.dumps(f)
+        for i, f in enumerate(frames)
+    ]
+    raw[0] = " " + raw[0].replace("[", "[ ", 1)
+    raw.append('["EVENT","SUB",{"id": oops not json}]')
+    raw += ['{"not": "a list"}', '["OK"]', '["NOTICE"]', "[]", '["EOSE", 5]', "\x00garbage"]
+    return raw, good
+
+
+async def test_every_lie_is_counted_and_the_truth_gets_through(tmp_path: Path) -> None:
+    frames, good = bad_events()
+    port = free_port()
+
+    async def relay(ws: websockets.WebSocketServerProtocol) -> None:
+        async for message in ws:
+            request = json.loads(message)
+            if request[0] == "REQ" and request[1].startswith("profiles."):
+                for frame in frames:
+                    await ws.send(frame.replace('"SUB"', json.dumps(request[1])))
+                await ws.send(b"\x01binary frame")
+                await ws.send(json.dumps(["EOSE", request[1]]))
+            elif request[0] == "EVENT":
+                await ws.send(json.dumps(["OK", request[1]["id"], True, ""]))
+
+    async with websockets.serve(relay, "127.0.0.1", port, max_size=2**20):
+        url = f"ws://127.0.0.1:{port}"
+        config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=2)
+        async with Agent(Settings(home=tmp_path), sdk.Keys.generate(), config) as agent:
+            with anyio.fail_after(10):
+                while good["pubkey"] not in agent.store.profiles():
+                    await anyio.sleep(0.05)
+                await anyio.sleep(0.3)
+            counts = agent.store.error_counts()
+            assert agent.pool.states[url].status == "connected"
+    assert counts.get("BAD_SIGNATURE") == 1
+    assert counts.get("BAD_ID") == 1
+    assert counts.get("INVALID_EVENT") == 1
+    assert counts.get("FROM_FUTURE") == 1
+    assert counts.get("TOO_LARGE") == 1
+    assert counts.get("INVALID_JSON") == 1
