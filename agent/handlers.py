@@ -5,16 +5,18 @@ limit) and their rumors dispatched by kind.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import nostr_sdk as sdk
 
 from agent.clock import Clock
 from agent.inbound import Handler
+from agent.ratelimit import WrapGuard
 from agent.store import Tx
-from events import agent_info, nip59, note, relay_lists
+from events import agent_info, nip13, nip59, note, relay_lists
 from events.base import NostrEvent
-from events.errors import WrongKind
+from events.errors import HiveError, PowTooLow, RateLimited, WrongKind
 from events.kinds import Kind
 from events.nip59 import Unwrapped
 
@@ -31,10 +33,10 @@ def on_agent_info(clock: Clock) -> Handler:
 
 def on_relay_list(event: NostrEvent, tx: Tx) -> None:
     if event.kind == Kind.RELAY_LIST:
-        relays = relay_lists.parse_relay_list(event)
+        relays, bits = relay_lists.parse_relay_list(event), 0
     else:
-        relays = relay_lists.parse_dm_relays(event)
-    tx.save_relay_list(event.pubkey, event.kind, event.created_at, relays)
+        relays, bits = relay_lists.parse_dm_relays(event), relay_lists.dm_pow(event)
+    tx.save_relay_list(event.pubkey, event.kind, event.created_at, relays, bits)
 
 
 def on_note(clock: Clock) -> RumorHandler:
@@ -46,19 +48,48 @@ def on_note(clock: Clock) -> RumorHandler:
     return handle
 
 
-def on_gift_wrap(keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler]) -> Handler:
+def on_gift_wrap(
+    keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler], guard: WrapGuard
+) -> Handler:
     def handle(event: NostrEvent, tx: Tx) -> None:
-        opened = nip59.unwrap(keys, event, now=clock.now())
+        if guard.min_pow and nip13.leading_zero_bits(event.id) < guard.min_pow:
+            raise PowTooLow(f"gift wraps to this agent need {guard.min_pow} bits of work")
+        try:
+            seal = nip59.open_wrap(keys, event, now=clock.now(), admit=admit)
+        except RateLimited:
+            raise
+        except HiveError:
+            _count_failure(guard)
+            raise
+        try:
+            opened = nip59.open_seal(keys, seal, event.id)
+        except HiveError:
+            _count_failure(guard)
+            raise
         handler = rumors.get(opened.rumor.kind)
         if handler is None:
             raise WrongKind(f"no handler for private messages of kind {opened.rumor.kind}")
         handler(opened, tx)
 
+    def admit(sender: str) -> None:
+        if not guard.admit(sender, time.monotonic()):
+            raise RateLimited("too many messages from senders this agent does not know")
+
+    handle.verifies_signature = True  # type: ignore[attr-defined]  # see Inbound._one
     return handle
 
 
+def _count_failure(guard: WrapGuard) -> None:
+    """Spend the budget for wraps that do not open; past it, refuse without remembering."""
+    if not guard.failed(time.monotonic()):
+        raise RateLimited("too many gift wraps that do not open") from None
+
+
 def default_handlers(
-    keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler] | None = None
+    keys: sdk.Keys,
+    clock: Clock,
+    rumors: dict[int, RumorHandler] | None = None,
+    guard: WrapGuard | None = None,
 ) -> dict[int, Handler]:
     """The handlers every agent runs: transport, notes and the marketplace.
 
@@ -73,6 +104,6 @@ def default_handlers(
         Kind.AGENT_INFO: on_agent_info(clock),
         Kind.RELAY_LIST: on_relay_list,
         Kind.DM_RELAYS: on_relay_list,
-        Kind.GIFT_WRAP: on_gift_wrap(keys, clock, rumors),
+        Kind.GIFT_WRAP: on_gift_wrap(keys, clock, rumors, guard or WrapGuard()),
         **public_handlers(clock),
     }

@@ -1,12 +1,16 @@
 """The inbound pipeline: raw relay message → parse → dedupe → verify → flood limit → handler →
 store, one transaction per batch.
 
-Order matters.  Duplicates are dropped on the claimed id before any crypto (the seen set only
-ever holds ids whose signature verified, so a forged copy cannot shadow a real event).  The
-flood limit comes after the signature check (so nobody can spend someone else's budget) and
-before any handler, i.e. before any decryption.  A handler runs inside a savepoint: its writes
-and the event's `seen` row commit together or not at all, so a crash between them re-delivers
-the event instead of losing or doubling its effect.  Every refusal is a typed error, counted
+Order matters.  Duplicates are dropped on the claimed id before any crypto (the seen set
+only holds ids that match their contents and never one whose signature failed, so a forged
+copy cannot shadow a real event; gift wraps have their signatures checked by their handler
+once the outer layer opens, which is where junk is cheapest to refuse).  Events
+dated more than `future_tolerance_s` ahead are refused (FROM_FUTURE) and move no cursor, and
+no cursor ever passes the local clock.  The flood limit comes after the signature check (so
+nobody can spend someone else's budget) and before any handler, i.e. before any decryption.
+A handler runs inside a savepoint: its writes and the event's `seen` row commit together or
+not at all, so a crash between them re-delivers the event instead of losing or doubling its
+effect.  Every refusal is a typed error, counted
 per code, and never stops the loop.
 """
 
@@ -17,6 +21,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.clock import Clock
 from agent.crash import crash_point
@@ -24,11 +29,19 @@ from agent.nostr.client import Incoming
 from agent.ratelimit import FloodLimiter
 from agent.store import Store, Tx
 from events.base import NostrEvent, event_from_data, load_json
-from events.errors import HiveError, Internal, RateLimited, WrongKind
+from events.errors import (
+    BadSignature,
+    FromFuture,
+    HiveError,
+    Internal,
+    RateLimited,
+    WrongKind,
+)
 
 Handler = Callable[[NostrEvent, Tx], None]
 log = logging.getLogger("hive.inbound")
 DUPLICATE = "DUPLICATE"
+FORGETTABLE = (RateLimited.code, BadSignature.code)
 OK = "ok"
 
 
@@ -69,23 +82,31 @@ class Inbound:
         limiter: FloodLimiter,
         clock: Clock,
         recent_size: int = 100_000,
+        future_tolerance_s: int = 600,
     ) -> None:
         self.store = store
+        self.future_s = future_tolerance_s
         self.handlers = handlers
         self.limiter = limiter
         self.clock = clock
         self.recent = RecentIds(recent_size)
         self.totals: Counter[str] = Counter()
 
-    def process(self, batch: Sequence[Incoming]) -> BatchReport:
-        """Handle a batch of raw events in one transaction; never raises for bad input."""
+    def process(self, batch: Sequence[Incoming], *, shed: int = 0) -> BatchReport:
+        """Handle a batch of raw events in one transaction; never raises for bad input.
+
+        `shed`: events dropped unread before this batch (an overload), counted RATE_LIMITED.
+        """
         report = BatchReport()
+        if shed:
+            report.errors[RateLimited.code] += shed
+            self.totals[RateLimited.code] += shed
         now = self.clock.now()
         seen_here: set[str] = set()
         handled: set[str] = set()  # kinds handled in this batch, for named crash points
         with self.store.transaction(now, durable=False) as tx:  # refetched if lost
             for item in batch:
-                outcome = self._one(item, tx, seen_here, handled)
+                outcome = self._one(item, tx, now, seen_here, handled)
                 report.outcomes.append(outcome)
                 if outcome not in (OK, DUPLICATE):
                     report.errors[outcome] += 1
@@ -99,26 +120,43 @@ class Inbound:
         self.totals.update(report.outcomes)
         return report
 
-    def _one(self, item: Incoming, tx: Tx, seen_here: set[str], handled: set[str]) -> str:
+    def _one(self, item: Incoming, tx: Tx, now: int, seen_here: set[str], handled: set[str]) -> str:
         try:
             data = load_json(item.raw)
             claimed = data.get("id") if isinstance(data, dict) else None
             if isinstance(claimed, str) and self._seen(claimed, seen_here):
                 return DUPLICATE
-            event = event_from_data(data)
+            event = event_from_data(data, verify=not self._verifies_itself(data))
         except HiveError as error:
             return error.code
+        if event.created_at > now + self.future_s:
+            # not marked seen (it may be fetched again once its date has come), and it moves
+            # no cursor: one event dated years ahead would otherwise silence a subscription
+            return FromFuture.code
         seen_here.add(event.id)
-        if item.sub:
-            tx.advance_cursor(item.relay, item.sub, event.created_at)
+        if item.sub:  # a cursor never passes the local clock
+            tx.advance_cursor(item.relay, item.sub, min(event.created_at, now))
         if not self.limiter.allow(event.pubkey, time.monotonic()):
             seen_here.discard(event.id)  # not marked seen: it may be fetched again later
             return RateLimited.code
         outcome = self._handle(event, tx)
-        tx.mark_seen(event.id, event.kind, outcome)
+        if outcome in FORGETTABLE:
+            # not remembered: a rate-limited event may be fetched again when calm, and an
+            # id whose signature failed must not shadow the genuine event with that id
+            seen_here.discard(event.id)
+            return outcome
+        tx.mark_seen(event.id, event.kind, outcome, event.created_at)
         if outcome == OK:
             handled.add(str(event.kind))
         return outcome
+
+    def _verifies_itself(self, data: Any) -> bool:
+        """True if the handler for this kind checks the signature itself, after cheaper
+        refusals (the gift-wrap handler: see events.nip59.open_wrap)."""
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if not isinstance(kind, int):
+            return False
+        return bool(getattr(self.handlers.get(kind), "verifies_signature", False))
 
     def _seen(self, event_id: str, seen_here: set[str]) -> bool:
         return event_id in seen_here or event_id in self.recent or self.store.is_seen(event_id)

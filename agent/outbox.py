@@ -6,6 +6,14 @@ Each target relay's OK is recorded on its own; the event counts as *published* o
 `min_acks` relays hold it, and delivery to the remaining targets continues (with backoff and
 jitter) until every target has it or the event's time to live runs out.  When a relay comes
 back, everything waiting for it is retried at once.
+
+Other processes write to the same outbox (`hive-agent note send --no-wait` while `hive-agent
+run` is running): the sender notices their commits within `POLL_S` (SQLite's data_version) and
+delivers them.  A replaceable event supersedes older versions of itself still waiting, and a
+relay that refuses a replaceable event (it holds a newer one: nostr-sdk's relay answers
+`error: unknown`, others `duplicate:` or `replaced:`) is not asked again.  Relays that only a
+recipient's inbox list names are dialled through `RelayPool.add_foreign` (never loopback or
+private addresses) and dropped once nothing waits for them.
 """
 
 from __future__ import annotations
@@ -17,23 +25,44 @@ import anyio
 from agent.backoff import delay
 from agent.clock import Clock
 from agent.crash import crash_point
-from agent.nostr.pool import RelayPool
+from agent.nostr.pool import Busy, RelayPool
 from agent.settings import Settings
 from agent.store import OutboxItem, Store, Tx
-from events.base import NostrEvent
+from events.base import NostrEvent, tag_value
+from events.kinds import is_addressable, is_replaceable
 
 log = logging.getLogger("hive.outbox")
 # NIP-01 OK prefixes that will not change on a retry (rate-limited:, error:, auth-required:,
 # timeouts and offline relays are retried).
 PERMANENT = ("invalid:", "blocked:", "pow:", "restricted:")
+# what a relay answers about a replaceable event when it holds a newer version of it
+SUPERSEDED = ("error:", "replaced:", "mute:")
+POLL_S = 0.5  # how often the sender looks for rows other processes committed
 
 
-def classify(reason: str) -> str:
-    """'ack' for a relay that already holds the event, 'refused' for good, else 'retry'."""
+def classify(reason: str, *, replaceable: bool = False) -> str:
+    """'ack' for a relay that already holds the event, 'refused' for good, else 'retry'.
+
+    A replaceable event refused with `error:` is final too: a relay holding a newer version
+    answers so (nostr-sdk's relay: `error: unknown`), and retrying cannot change that.
+    """
     text = reason.strip().lower()
     if text.startswith("duplicate:"):
         return "ack"
-    return "refused" if text.startswith(PERMANENT) else "retry"
+    if "rate-limited:" in text[:40]:  # also behind a policy's `blocked: ` (nostr-sdk's relay)
+        return "retry"
+    if text.startswith(PERMANENT) or (replaceable and text.startswith(SUPERSEDED)):
+        return "refused"
+    return "retry"
+
+
+def address_of(event: NostrEvent) -> str | None:
+    """kind:pubkey:d of a replaceable or addressable event (relays keep its newest version)."""
+    if is_replaceable(event.kind):
+        return f"{event.kind}:{event.pubkey}:"
+    if is_addressable(event.kind):
+        return f"{event.kind}:{event.pubkey}:{tag_value(event.tags, 'd') or ''}"
+    return None
 
 
 class Outbox:
@@ -45,6 +74,8 @@ class Outbox:
         self._wake = anyio.Event()
         self._changed = anyio.Event()
         self._fresh: list[int] = []  # kinds enqueued since the last wake (for crash points)
+        self.mine: set[str] = set()  # what this process queued and a command waits for
+        self.attempting = False
 
     # --- enqueue -----------------------------------------------------------------------
 
@@ -54,13 +85,24 @@ class Outbox:
         event: NostrEvent,
         targets: list[str] | None = None,
         min_acks: int | None = None,
+        *,
+        background: bool = False,
     ) -> None:
-        """Add `event` to the outbox inside an open transaction (with the effects it belongs to)."""
+        """Add `event` to the outbox inside an open transaction (with the effects it belongs to).
+
+        `flush()` waits for it unless it is `background` (relay lists and other announcements
+        that no command waits for).
+        """
         targets = targets or self.pool.config.write_urls
         acks = min(min_acks or self.pool.config.min_acks, len(targets))
         ttl = self.clock.now() + self.settings.outbox_ttl_s
-        tx.enqueue(event.id, event.to_json(), event.kind, targets, acks, ttl)
+        tx.enqueue(
+            event.id, event.to_json(), event.kind, targets, acks, ttl,
+            address=address_of(event), created_at=event.created_at,
+        )  # fmt: skip
         self._fresh.append(event.kind)
+        if not background:
+            self.mine.add(event.id)
 
     def submit(
         self, event: NostrEvent, targets: list[str] | None = None, min_acks: int | None = None
@@ -94,6 +136,34 @@ class Outbox:
     async def _wait_changed(self) -> None:
         await self._changed.wait()
 
+    async def flush(self, timeout_s: float) -> list[OutboxItem]:
+        """Wait until everything this process queued is published (or has given up), for at
+        most `timeout_s`; return the items still waiting.  Unrelated rows — another process's,
+        or an old one for a relay that is down — are never waited for."""
+        waiting = self._waiting()
+        with anyio.move_on_after(timeout_s):
+            while waiting:
+                await self._wait_changed()
+                waiting = self._waiting()
+        return waiting
+
+    def _waiting(self) -> list[OutboxItem]:
+        out = []
+        for event_id in sorted(self.mine):
+            item = self.store.outbox_item(event_id)
+            if item is None or item.published or item.state != "pending":
+                self.mine.discard(event_id)
+            else:
+                out.append(item)
+        return out
+
+    def busy(self) -> bool:
+        """True while an attempt is under way or an item is due now."""
+        if self.attempting:
+            return True
+        nxt = self.store.next_outbox_time()
+        return nxt is not None and nxt <= self.clock.now()
+
     @property
     def has_fresh(self) -> bool:
         """True if something was enqueued since the last wake()."""
@@ -119,33 +189,48 @@ class Outbox:
     # --- delivery ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver due items forever; sleeps until the next is due or something wakes it."""
+        """Deliver due items forever; sleeps until the next is due, something wakes it, or
+        another process commits to the store."""
+        seen_version = self.store.data_version()
         while True:
             self._wake = anyio.Event()
-            for item in self.store.due_outbox(self.clock.now()):
-                await self.attempt(item)
+            self.attempting = True
+            try:
+                for item in self.store.due_outbox(self.clock.now()):
+                    await self.attempt(item)
+            finally:
+                self.attempting = False
+            if self.pool.foreign:
+                await self.pool.retain(self.store.pending_targets())
             nxt = self.store.next_outbox_time()
             wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
             with anyio.move_on_after(wait):
-                await self._wake.wait()
+                while not self._wake.is_set():
+                    with anyio.move_on_after(POLL_S):
+                        await self._wake.wait()
+                    version = self.store.data_version()
+                    if version != seen_version:  # another process committed: look again
+                        seen_version = version
+                        break
 
     async def attempt(self, item: OutboxItem) -> None:
         """One delivery attempt to every target that lacks the event."""
         crash_point("outbox.before_send", str(item.kind))
-        if any(url not in self.pool.states for url in item.missing):
-            for url in item.missing:
-                await self.pool.add_write_relay(url)
+        blocked = await self._dial(item.missing)
         self.store.sync()  # nothing leaves on the strength of a commit that could be lost
         # the stored JSON exactly as signed and committed: never re-signed, never rebuilt (and
         # not re-verified: it is our own, and relays check signatures anyway)
-        outcome = await self.pool.publish(item.event_json, item.missing)
+        targets = [url for url in item.missing if url not in blocked]
+        outcome = await self.pool.publish(item.event_json, targets)
+        outcome.refused.update(blocked)
         crash_point("outbox.after_send", str(item.kind))
         now = self.clock.now()
         acked = set(item.acked) | set(outcome.accepted)
         refused = dict(item.refused)
         retry = {}
+        replaceable = address_of_kind(item.kind)
         for url, reason in outcome.refused.items():
-            verdict = classify(reason)
+            verdict = classify(reason, replaceable=replaceable)
             if verdict == "ack":
                 acked.add(url)
             elif verdict == "refused":
@@ -158,7 +243,7 @@ class Outbox:
                 tx.record_refusal(item.event_id, url, refused[url])
                 log.warning("relay %s refused %s: %s", url, item.event_id, refused[url])
             if all(url in acked or url in refused for url in item.targets):
-                tx.finish(item.event_id, "done" if len(acked) >= item.min_acks else "failed")
+                tx.finish(item.event_id, _final_state(item, acked, refused, replaceable))
             elif now >= item.expires_at:
                 tx.finish(item.event_id, "expired")
                 log.warning("gave up delivering %s to %s", item.event_id, item.missing)
@@ -174,5 +259,34 @@ class Outbox:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
+    async def _dial(self, urls: list[str]) -> dict[str, str]:
+        """Connect the relays among `urls` that are not in the pool yet (a recipient's inbox
+        relays); {url: reason} for those that must never be dialled (a final refusal)."""
+        blocked = {}
+        for url in urls:
+            if url in self.pool.states:
+                continue
+            try:
+                reason = await self.pool.add_foreign(url)
+            except Busy:
+                continue  # offline for this attempt; retried later
+            if reason is not None:
+                blocked[url] = reason
+        return blocked
+
     def pending(self) -> int:
         return self.store.outbox_counts().get("pending", 0)
+
+
+def _final_state(
+    item: OutboxItem, acked: set[str], refused: dict[str, str], replaceable: bool
+) -> str:
+    if len(acked) >= item.min_acks:
+        return "done"
+    newer = [r for r in refused.values() if r.strip().lower().startswith(SUPERSEDED)]
+    return "superseded" if replaceable and len(newer) == len(refused) else "failed"
+
+
+def address_of_kind(kind: int) -> bool:
+    """True for kinds relays replace (a refusal of an older version is final)."""
+    return is_replaceable(kind) or is_addressable(kind)

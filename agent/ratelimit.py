@@ -8,6 +8,7 @@ The table of senders is an LRU of fixed size: a flood from many keys cannot grow
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 
 class FloodLimiter:
@@ -29,3 +30,47 @@ class FloodLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class WrapGuard:
+    """Limits for gift wraps, whose outer key NIP-59 makes new for every message (so the
+    per-sender limiter above sees a different sender each time).
+
+    * Wraps that do not open (junk, or sealed for someone else) draw on one global budget;
+      once it is spent, further failures are refused as RATE_LIMITED and not remembered, so
+      a flood of them cannot fill the store.
+    * Once a wrap is open, its seal names the real sender.  Known correspondents (credential
+      holders, nodes we advise, contract parties, the operator) pass; strangers draw on a
+      per-stranger bucket and on one budget shared by all strangers, so a flood of valid
+      wraps from fresh keys is refused before any rumor handler runs.
+    * Optionally, a NIP-13 proof-of-work floor on the wrap's id (checked before any crypto).
+    """
+
+    def __init__(
+        self,
+        *,
+        failures_per_minute: int = 600,
+        failures_burst: int = 300,
+        strangers_per_minute: int = 1200,
+        strangers_burst: int = 600,
+        per_stranger_per_minute: int = 60,
+        per_stranger_burst: int = 30,
+        max_senders: int = 10_000,
+        min_pow: int = 0,
+        known: Callable[[str], bool] = lambda pubkey: False,
+    ) -> None:
+        self.failures = FloodLimiter(failures_per_minute, failures_burst, 1)
+        self.strangers = FloodLimiter(strangers_per_minute, strangers_burst, 1)
+        self.per_stranger = FloodLimiter(per_stranger_per_minute, per_stranger_burst, max_senders)
+        self.min_pow = min_pow
+        self.known = known
+
+    def failed(self, now: float) -> bool:
+        """A wrap failed to open: False once the budget for such failures is spent."""
+        return self.failures.allow("", now)
+
+    def admit(self, sender: str, now: float) -> bool:
+        """May the seal signer `sender`'s message be opened and handled now?"""
+        if self.known(sender):
+            return True
+        return self.per_stranger.allow(sender, now) and self.strangers.allow("", now)

@@ -9,26 +9,32 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import nostr_sdk as sdk
+from pydantic import ValidationError
 
 from agent import __version__
 from agent.clock import Clock, SystemClock
+from agent.config_files import first_error
 from agent.handlers import RumorHandler, default_handlers
 from agent.inbound import Handler, Inbound
+from agent.nostr import dial
 from agent.nostr.client import Incoming
 from agent.nostr.pool import RelayPool, Subscription
 from agent.outbox import Outbox
-from agent.ratelimit import FloodLimiter
+from agent.ratelimit import FloodLimiter, WrapGuard
 from agent.settings import RelaysConfig, Settings
 from agent.store import OutboxItem, Store, Tx
 from events import nip59, note, relay_lists
 from events.base import NostrEvent, Rumor
+from events.errors import InvalidParams
 from events.kinds import Kind
 from events.relay_lists import inbox_relays
 
@@ -36,6 +42,7 @@ log = logging.getLogger("hive.agent")
 STATUS_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
 CHECKPOINT_EVERY_S = 0.5
+KNOWN_REFRESH_S = 5.0
 
 
 class Agent:
@@ -56,8 +63,23 @@ class Agent:
         self.clock = clock or SystemClock()
         self.store = store or Store(settings.store_file)
         self.rumors: dict[int, RumorHandler] = {}
+        # keys whose gift wraps are never limited as a stranger's (the operator, approvers);
+        # credential holders, contract parties and nodes we advise come from the store
+        self.known_keys: set[str] = set()
+        self._correspondents: tuple[float, set[str]] = (-1e9, set())
+        self.guard = WrapGuard(
+            failures_per_minute=settings.wrap_failures_per_minute,
+            failures_burst=max(1, settings.wrap_failures_per_minute // 2),
+            strangers_per_minute=settings.strangers_per_minute,
+            strangers_burst=max(1, settings.strangers_per_minute // 2),
+            per_stranger_per_minute=settings.per_stranger_per_minute,
+            per_stranger_burst=max(1, settings.per_stranger_per_minute // 2),
+            max_senders=settings.flood_senders,
+            min_pow=settings.giftwrap_min_pow,
+            known=self.is_known,
+        )
         self.handlers = {
-            **default_handlers(keys, self.clock, self.rumors),
+            **default_handlers(keys, self.clock, self.rumors, self.guard),
             **(extra_handlers or {}),
         }
         self.after_batch: list[Callable[[], None]] = []
@@ -65,7 +87,13 @@ class Agent:
         limiter = FloodLimiter(
             settings.flood_per_minute, settings.flood_burst, settings.flood_senders
         )
-        self.inbound = Inbound(self.store, self.handlers, limiter, self.clock)
+        self.inbound = Inbound(
+            self.store,
+            self.handlers,
+            limiter,
+            self.clock,
+            future_tolerance_s=settings.future_tolerance_s,
+        )
         self.pool = RelayPool(
             relays,
             keys,
@@ -74,6 +102,8 @@ class Agent:
             catchup_margin_s=settings.catchup_margin_s,
             on_connect=self._relay_back,
             inbox_size=settings.inbound_queue,
+            allow_private=settings.allow_private_relays,
+            local_items=self.store.seen_items,
         )
         self.outbox = Outbox(self.store, self.pool, self.clock, settings)
         self._stack = AsyncExitStack()
@@ -83,6 +113,16 @@ class Agent:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Agent:
+        try:
+            await self._start()
+        except BaseException:
+            # shut the relay client down on every error path: a nostr-sdk client left running
+            # crashes the interpreter at exit (SIGSEGV) instead of reporting the error
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
         await self._stack.enter_async_context(self.pool)
         if not await self.pool.wait_connected(self.relays.connect_timeout_s):
             log.warning("no relay reachable yet; the outbox will deliver once one is")
@@ -119,10 +159,20 @@ class Agent:
         )
         await self.watch_contracts()
         self.announce_relays()
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    def is_known(self, pubkey: str) -> bool:
+        """True for a key this agent works with (its gift wraps skip the strangers' limits)."""
+        if pubkey in self.known_keys:
+            return True
+        at, found = self._correspondents
+        now = time.monotonic()
+        if now - at > KNOWN_REFRESH_S:  # one query per few seconds, however busy the inbox
+            found = self.store.correspondents()
+            self._correspondents = (now, found)
+        return pubkey in found
 
     def _relay_back(self, url: str) -> None:
         self.outbox.relay_back(url)
@@ -130,15 +180,30 @@ class Agent:
     # --- loops -------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        batch_size = self.settings.batch_size
-        async for first in self.pool.inbox:
-            batch: list[Incoming] = [first]
-            while len(batch) < batch_size:
+        """Feed the inbound pipeline in batches.  Normally in arrival order; while a backlog
+        builds (a flood), the newest batch goes first, so a legitimate message that arrives
+        mid-flood waits for one batch instead of the whole flood, and the oldest beyond
+        `inbound_backlog` are shed (counted RATE_LIMITED, not remembered: the next NIP-77
+        catch-up or reconnect brings back any that mattered)."""
+        backlog: deque[Incoming] = deque()
+        batch_size, cap = self.settings.batch_size, self.settings.inbound_backlog
+        while True:
+            if not backlog:
                 try:
-                    batch.append(self.pool.inbox.receive_nowait())
-                except anyio.WouldBlock:
-                    break
-            self.inbound.process(batch)
+                    backlog.append(await self.pool.inbox.receive())
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    return
+            _drain(self.pool.inbox, backlog, cap)
+            shed = 0
+            while len(backlog) > cap:
+                backlog.popleft()
+                shed += 1
+            if len(backlog) <= batch_size:
+                batch = list(backlog)
+                backlog.clear()
+            else:  # the newest batch, in arrival order
+                batch = [backlog.pop() for _ in range(batch_size)][::-1]
+            self.inbound.process(batch, shed=shed)
             if self.outbox.has_fresh:  # handlers queued replies
                 self.outbox.wake()
             for callback in self.after_batch:
@@ -147,6 +212,7 @@ class Agent:
             done.set()
             if self._contracts_changed():
                 await self.watch_contracts()
+            await anyio.lowlevel.checkpoint()  # the relay readers and the outbox run between
 
     def _contracts_changed(self) -> bool:
         row = self.store.conn.execute(
@@ -162,6 +228,7 @@ class Agent:
     def _write_status(self) -> None:
         # not durable: a status snapshot lost to a power cut is simply written again
         with self.store.transaction(self.clock.now(), durable=False) as tx:
+            tx.execute("DELETE FROM relay_status")  # relays dropped from the pool go too
             for row in self.pool.status():
                 tx.save_relay_status(row)
             tx.set_kv("inbound", dict(self.inbound.totals))
@@ -192,10 +259,12 @@ class Agent:
         listing = relay_lists.build_relay_list(
             self.keys, cfg.read_urls, cfg.write_urls, created_at=now
         )
-        inbox = relay_lists.build_dm_relays(self.keys, cfg.inbox_urls, created_at=now)
+        inbox = relay_lists.build_dm_relays(
+            self.keys, cfg.inbox_urls, created_at=now, pow_bits=self.settings.giftwrap_min_pow
+        )
         with self.store.transaction(now) as tx:
-            self.outbox.enqueue(tx, listing)
-            self.outbox.enqueue(tx, inbox)
+            self.outbox.enqueue(tx, listing, background=True)
+            self.outbox.enqueue(tx, inbox, background=True)
         self.outbox.wake()
 
     async def inbox_of(self, pubkey: str) -> list[str]:
@@ -209,7 +278,17 @@ class Agent:
             self.inbound.process([Incoming("fetch", raw) for raw in raws])
             dm = self.store.relay_list(pubkey, Kind.DM_RELAYS)
             listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
-        return inbox_relays(dm, listed) or self.relays.write_urls
+        return self._inbox_targets(dm, listed)
+
+    def _inbox_targets(
+        self, dm: list[list[str]] | None, listed: list[list[str]] | None
+    ) -> list[str]:
+        """Where to deliver a gift wrap, from the recipient's lists: at most three relays,
+        none of them loopback or private (unless allowed, or ours); else our write relays."""
+        own = {r.url for r in self.relays.relays}
+        named = inbox_relays(dm, listed)
+        found = dial.usable(named, own, allow_private=self.settings.allow_private_relays)
+        return found or self.relays.write_urls
 
     def enqueue_private(
         self, tx: Tx, recipient: str, rumor: Rumor, targets: list[str] | None = None
@@ -219,19 +298,23 @@ class Agent:
         Without `targets`, uses the recipient's relay lists already in the store (no network
         here); falls back to our own write relays.
         """
-        wrap = nip59.wrap(self.keys, recipient, rumor, now=self.clock.now())
+        wrap = self._wrap(recipient, rumor)
         if targets is None:
             dm = self.store.relay_list(recipient, Kind.DM_RELAYS)
             listed = self.store.relay_list(recipient, Kind.RELAY_LIST)
-            targets = inbox_relays(dm, listed) or self.relays.write_urls
+            targets = self._inbox_targets(dm, listed)
         self.outbox.enqueue(tx, wrap, targets)
         return wrap
 
+    def _wrap(self, recipient: str, rumor: Rumor) -> NostrEvent:
+        """Seal and gift-wrap `rumor`, with the proof of work the recipient asks for."""
+        bits = self.store.inbox_pow(recipient)
+        return nip59.wrap(self.keys, recipient, rumor, now=self.clock.now(), pow_bits=bits)
+
     async def send_private(self, recipient: str, rumor: Rumor, *, wait: bool = True) -> OutboxItem:
         """Seal and gift-wrap `rumor` to `recipient` and deliver it to their inbox relays."""
-        now = self.clock.now()
-        wrap = nip59.wrap(self.keys, recipient, rumor, now=now)
-        targets = await self.inbox_of(recipient)
+        targets = await self.inbox_of(recipient)  # also learns the proof of work it asks
+        wrap = self._wrap(recipient, rumor)
         if not wait:
             return self.outbox.submit(wrap, targets)
         return await self.outbox.publish(wrap, targets, timeout_s=self.relays.publish_timeout_s)
@@ -241,7 +324,7 @@ class Agent:
     ) -> OutboxItem:
         """Gift-wrap a note to `recipient` and deliver it through the outbox."""
         now = self.clock.now()
-        msg = note.Note(msg_id=uuid.uuid4().hex, text=text, reply_to=reply_to)
+        msg = new_note(text, reply_to)
         rumor = note.rumor(self.pubkey, msg, created_at=now, expiration=now + 30 * 86400)
         return await self.send_private(recipient, rumor, wait=wait)
 
@@ -278,15 +361,34 @@ class Agent:
         await self._processed.wait()
 
     async def until_idle(self, settle_s: float = 0.5) -> None:
-        """Until the outbox has nothing pending and nothing arrived for `settle_s`."""
+        """Until nothing arrived for `settle_s` and the outbox has nothing due: every item has
+        been tried, and what waits does so for a relay that is down or refused it for now
+        (such rows never hold this up: they may wait for days)."""
         while True:
-            if self.outbox.pending() == 0:
+            if not self.outbox.busy():
                 with anyio.move_on_after(settle_s) as scope:
                     await self.wait_processed()
-                if scope.cancelled_caught:
+                if scope.cancelled_caught and not self.outbox.busy():
                     return
             else:
                 await anyio.sleep(0.05)
+
+    async def flush(self, timeout_s: float | None = None) -> list[OutboxItem]:
+        """Wait until what this process queued is published, for at most `timeout_s` (default
+        the relays' publish timeout); return what still waits (delivered later by `run`)."""
+        limit = self.relays.publish_timeout_s if timeout_s is None else timeout_s
+        return await self.outbox.flush(limit)
+
+
+def new_note(text: str, reply_to: str | None = None) -> note.Note:
+    """A note to send, checked (InvalidParams) before anything connects or is queued."""
+    try:
+        msg = note.Note(msg_id=uuid.uuid4().hex, text=text, reply_to=reply_to)
+    except ValidationError as exc:
+        raise InvalidParams(f"the note's {first_error(exc)}") from None
+    now = int(time.time())
+    note.rumor("00" * 32, msg, created_at=now, expiration=now + 1)  # TooLarge if it cannot fit
+    return msg
 
 
 def status_report(store: Store) -> dict[str, Any]:
@@ -299,3 +401,12 @@ def status_report(store: Store) -> dict[str, Any]:
         "errors": store.error_counts(),
         "inbound": store.kv("inbound", {}),
     }
+
+
+def _drain(inbox: anyio.abc.ObjectReceiveStream[Incoming], into: deque[Incoming], cap: int) -> None:
+    """Move what is already waiting in `inbox` into `into` (at most twice `cap` at a time)."""
+    for _ in range(2 * cap):
+        try:
+            into.append(inbox.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return

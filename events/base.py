@@ -132,16 +132,27 @@ def load_json(raw: str | bytes, *, max_bytes: int = MAX_EVENT_BYTES, what: str =
     return _loads(raw, max_bytes, what)
 
 
-def event_from_data(data: Any, *, what: str = "event") -> NostrEvent:
+def event_from_data(data: Any, *, what: str = "event", verify: bool = True) -> NostrEvent:
     """Validate and verify decoded JSON as a signed event.  Second half of `parse_event`.
+
+    With `verify=False` the id is still checked against the contents (so the event is what
+    its id says) but the signature is left to the caller, who must `require_signature` before
+    trusting the author — gift wraps do, once their outer layer has opened (a one-time key's
+    signature proves nothing, and junk is cheaper to refuse by failing to decrypt).
 
     Raises InvalidEvent, BadEventId or BadSignature.
     """
     ev: NostrEvent = _validate(NostrEvent, data, what)
     _check_id(ev, what)
+    if verify:
+        require_signature(ev, what)
+    return ev
+
+
+def require_signature(ev: NostrEvent, what: str = "event") -> None:
+    """BadSignature unless `ev`'s BIP-340 signature verifies against its pubkey and id."""
     if not schnorr_verify(bytes.fromhex(ev.pubkey), bytes.fromhex(ev.id), bytes.fromhex(ev.sig)):
         raise BadSignature(f"{what} signature does not verify against its pubkey")
-    return ev
 
 
 def parse_rumor(raw: str | bytes, *, max_bytes: int = MAX_RUMOR_BYTES) -> Rumor:

@@ -13,16 +13,19 @@ Both `created_at`s are randomised up to two days into the past (NIP-59), from th
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from events import nip44
+from events import nip13, nip44
 from events.base import (
     MAX_RUMOR_BYTES,
     NostrEvent,
     Rumor,
-    parse_event,
+    event_from_data,
+    load_json,
     parse_rumor,
     require_kind,
+    require_signature,
     require_unexpired,
     sign_event,
     tag_value,
@@ -56,8 +59,10 @@ def wrap(
     now: int,
     expiration: int | None = None,
     rng: random.Random | None = None,
+    pow_bits: int = 0,
 ) -> NostrEvent:
-    """Seal `rumor` from `sender` and gift-wrap it to `recipient_pubkey`.
+    """Seal `rumor` from `sender` and gift-wrap it to `recipient_pubkey`, the wrap's id
+    carrying `pow_bits` of NIP-13 work (the recipient's advertised floor).
 
     Raises SealMismatch if `sender` is not the rumor's author, TooLarge if the rumor exceeds
     MAX_RUMOR_BYTES, InvalidKey for a bad recipient.
@@ -74,7 +79,10 @@ def wrap(
     if expiration is not None:
         tags.append(["expiration", str(expiration)])
     content = nip44.encrypt(one_time, recipient_pubkey, seal.to_json(), remember=False)
-    return sign_event(one_time, Kind.GIFT_WRAP, content, tags, _tweaked(now, rng))
+    created_at = _tweaked(now, rng)
+    if pow_bits > 0:
+        tags = nip13.mine(pubkey_hex(one_time), created_at, Kind.GIFT_WRAP, tags, content, pow_bits)
+    return sign_event(one_time, Kind.GIFT_WRAP, content, tags, created_at)
 
 
 def unwrap(recipient: KeyLike, gift: NostrEvent, *, now: int) -> Unwrapped:
@@ -83,16 +91,46 @@ def unwrap(recipient: KeyLike, gift: NostrEvent, *, now: int) -> Unwrapped:
     Raises WrongKind, WrongRecipient, Expired, the NIP-44 errors, the parse errors of the seal
     and the rumor, InvalidEvent for a seal with tags, and SealMismatch.
     """
+    return open_seal(recipient, open_wrap(recipient, gift, now=now), gift.id)
+
+
+def open_wrap(
+    recipient: KeyLike,
+    gift: NostrEvent,
+    *,
+    now: int,
+    admit: Callable[[str], None] | None = None,
+) -> NostrEvent:
+    """The outer layer only: the verified seal inside a gift wrap (whose signer is the real
+    sender), so a receiver can decide whether to spend more work on it.
+
+    Cheapest refusals first: the wrap is decrypted before any signature is checked (junk
+    fails there), and `admit(claimed seal signer)` may refuse (raise) before the wrap's and
+    the seal's signatures are verified.  Both are verified before the seal is returned.
+
+    Raises WrongKind, WrongRecipient, Expired, the NIP-44 errors, the seal's parse errors,
+    InvalidEvent for a seal with tags, BadSignature, and whatever `admit` raises.
+    """
     require_kind(gift, Kind.GIFT_WRAP)
     me = pubkey_hex(recipient)
     if tag_value(gift.tags, "p") != me:
         raise WrongRecipient()
     require_unexpired(gift, now)
     outer = nip44.decrypt(recipient, gift.pubkey, gift.content, remember=False)  # one-time key
-    seal = parse_event(outer, what="seal")
+    seal = event_from_data(load_json(outer, what="seal"), what="seal", verify=False)
     require_kind(seal, Kind.SEAL)
     if seal.tags:
         raise InvalidEvent("a seal must not carry tags (NIP-59)")
+    if admit is not None:
+        admit(seal.pubkey)
+    require_signature(gift, "gift wrap")
+    require_signature(seal, "seal")
+    return seal
+
+
+def open_seal(recipient: KeyLike, seal: NostrEvent, wrap_id: str) -> Unwrapped:
+    """The rumor inside a verified seal; raises the NIP-44 and rumor parse errors, and
+    SealMismatch if the rumor claims another author than the seal's signer."""
     rumor = parse_rumor(
         nip44.decrypt(recipient, seal.pubkey, seal.content), max_bytes=MAX_RUMOR_BYTES
     )
@@ -101,4 +139,4 @@ def unwrap(recipient: KeyLike, gift: NostrEvent, *, now: int) -> Unwrapped:
             f"the seal is signed by {seal.pubkey[:12]}… but the message claims author "
             f"{rumor.pubkey[:12]}…"
         )
-    return Unwrapped(rumor=rumor, sender=seal.pubkey, wrap_id=gift.id)
+    return Unwrapped(rumor=rumor, sender=seal.pubkey, wrap_id=wrap_id)

@@ -11,9 +11,10 @@ import re
 
 import nostr_sdk as sdk
 
-from events.base import NostrEvent, require_kind, sign_event
+from events.base import NostrEvent, require_kind, sign_event, tag_value
 from events.errors import InvalidTag
 from events.kinds import Kind
+from events.nip13 import MAX_BITS
 
 _RELAY = re.compile(r"^wss?://[^\s/]+(/[^\s]*)?$")
 MAX_RELAYS = 32
@@ -30,9 +31,24 @@ def build_relay_list(
     return sign_event(keys, Kind.RELAY_LIST, "", tags, created_at)
 
 
-def build_dm_relays(keys: sdk.Keys, relays: list[str], *, created_at: int) -> NostrEvent:
-    """Kind 10050: a `relay` tag per relay where this key accepts gift wraps."""
-    return sign_event(keys, Kind.DM_RELAYS, "", [["relay", url] for url in relays], created_at)
+def build_dm_relays(
+    keys: sdk.Keys, relays: list[str], *, created_at: int, pow_bits: int = 0
+) -> NostrEvent:
+    """Kind 10050: a `relay` tag per relay where this key accepts gift wraps, and the NIP-13
+    work it asks of each wrap (`["pow", bits]`, only when it asks for some)."""
+    tags = [["relay", url] for url in relays]
+    if pow_bits > 0:
+        tags.append(["pow", str(pow_bits)])
+    return sign_event(keys, Kind.DM_RELAYS, "", tags, created_at)
+
+
+def dm_pow(ev: NostrEvent) -> int:
+    """The proof of work (bits) a kind-10050 list asks of gift wraps; 0 if none or unreadable,
+    and never more than nip13.MAX_BITS (a stranger cannot make us mine for minutes)."""
+    value = tag_value(ev.tags, "pow")
+    if value is None or not value.isdigit():
+        return 0
+    return min(int(value), MAX_BITS)
 
 
 def _url(value: str) -> str:

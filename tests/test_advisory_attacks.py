@@ -19,7 +19,7 @@ from agent.advisory.policy import PolicyConfig
 from agent.nostr.client import Incoming, RelayClient
 from agent.store import advisory as repo
 from events import command, nip44, nip59
-from events.base import NostrEvent, make_rumor, sign_event
+from events.base import NostrEvent, make_rumor, parse_event, sign_event
 from events.command import Command
 from events.credential import Tier
 from events.kinds import Kind
@@ -315,3 +315,57 @@ async def test_revoked_credential(setup) -> None:
     await send(relay, wrap_cmd(w, cmd_for(w, cred_id, params={"channel": scid, "fee_ppm": 105})))
     await counted(w, "UNAUTHORIZED", n)
     assert await effects(w) == before
+
+
+async def test_another_advisor_reusing_a_command_id_gets_nothing(setup) -> None:
+    """Bob holds a valid credential of his own and re-sends Alice's command id with the same
+    parameters: the stored receipt is Alice's, so Bob is refused (counted) and answered
+    nothing — not the receipt, not REPLAYED."""
+    from events import credential as cred_events
+    from events.credential import Constraints, ManagementCredential
+
+    w, cred_id, scid, relay = setup
+    alice_cmd = cmd_for(w, cred_id, params={"channel": scid, "fee_ppm": 107})
+    await send(relay, wrap_cmd(w, alice_cmd))
+    assert await receipt_code(w, alice_cmd.command_id) is None  # Alice's command ran
+
+    bob = sdk.Keys.generate()
+    now = int(time.time())
+    bob_cred = ManagementCredential(
+        credential_id=secrets.token_hex(16),
+        node=w.node.me,
+        advisor=bob.public_key().to_hex(),
+        tier=Tier.STANDARD,
+        allowed_schemas=["hive:fee-policy/*"],
+        constraints=Constraints(),
+        valid_from=now - 60,
+        valid_until=now + 86400,
+    )
+    with w.node.agent.store.transaction(now) as tx:
+        w.node.grant(tx, cred_events.sign(w.node.agent.keys, bob_cred))
+    before = await effects(w)
+    receipts_before = len(repo.chain(w.node.agent.store, cred_id))
+    n = w.node.agent.store.error_counts().get("UNAUTHORIZED", 0)
+    for params in ({"channel": scid, "fee_ppm": 107}, {"channel": scid, "fee_ppm": 999}):
+        stolen = alice_cmd.model_copy(
+            update={
+                "credential_id": bob_cred.credential_id,
+                "nonce": secrets.token_hex(16),
+                "params": params,
+            }
+        )
+        await send(relay, wrap_cmd(w, stolen, keys=bob))
+        await counted(w, "UNAUTHORIZED", n)
+        n += 1
+    # nothing was answered to Bob: what the relay holds for him is only his own credential
+    await anyio.sleep(1)
+    async with RelayClient([relay]) as reader:
+        await reader.subscribe([{"kinds": [Kind.GIFT_WRAP], "#p": [bob.public_key().to_hex()]}])
+        kinds = []
+        with anyio.move_on_after(1.5):
+            while True:
+                raw = (await reader.inbox.receive()).raw
+                kinds.append(nip59.unwrap(bob, parse_event(raw), now=int(time.time())).rumor.kind)
+    assert kinds == [Kind.CREDENTIAL_GRANT], "the node answered the other advisor"
+    assert await effects(w) == before
+    assert len(repo.chain(w.node.agent.store, cred_id)) == receipts_before

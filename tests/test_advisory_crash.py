@@ -203,7 +203,7 @@ def test_advisor_killed_while_receiving(setup, point: str) -> None:
         "10",
         crash_at=f"{point}:{GIFT_WRAP}",
     )
-    assert sent.returncode == -signal.SIGKILL
+    assert sent.returncode == -signal.SIGKILL, (sent.returncode, sent.stdout, sent.stderr)
     command_id = (
         Store(advisor_home / "agent.sqlite")
         .conn.execute("SELECT command_id FROM commands_sent")

@@ -363,7 +363,10 @@ async def test_leave_is_told_to_everyone_and_changes_the_quorum(tmp_path: Path) 
         assert ids[1] not in view["members"]
         # with one full member left, a's earlier vouch is enough: c is promoted
         assert view["members"][ids[2]] == "member"
-        assert m[0].fleet.status()["refused"] == {}
+        # nothing refused — but a retry that overtook a slow acknowledgement (this test
+        # network retries after 0.2 s; a loaded CI machine can take longer) counts as REPLAYED
+        refused = m[0].fleet.status()["refused"]
+        assert set(refused) <= {"REPLAYED"}, refused
 
 
 # --- governance arithmetic -----------------------------------------------------------------

@@ -4,6 +4,7 @@ receiving agent's memory without bound (the agent is a real `hive-agent run` pro
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from agent.nostr.client import RelayClient
 from agent.store import Store
+from events import nip44, nip59, note
 from events.base import NostrEvent, sign_event
 from events.kinds import Kind
 from tests.conftest import HIVE_AGENT
@@ -100,3 +102,91 @@ def test_flood_from_one_key(tmp_path: Path, relays) -> None:
     growth_mb = (rss_second - rss_first) / 1024
     print(f"flood: note latency {latency:.2f} s, RSS {rss_first} -> {rss_second} kB")
     assert growth_mb < 16, f"memory grew {growth_mb:.1f} MB over the second 10,000 events"
+
+
+def fresh_key_junk(recipient: str, n: int) -> list[NostrEvent]:
+    """Wraps from a new key each, as NIP-59 senders look: a third plain junk, a third
+    encrypted junk (opens one layer, then fails), a third valid notes from fresh strangers."""
+    now = int(time.time())
+    out = []
+    for i in range(n):
+        keys = sdk.Keys.generate()
+        if i % 3 == 0:
+            out.append(sign_event(keys, Kind.GIFT_WRAP, f"junk {i}", [["p", recipient]], now - i))
+        elif i % 3 == 1:
+            sealed = nip44.encrypt(keys, recipient, "not a seal " * 8, remember=False)
+            out.append(sign_event(keys, Kind.GIFT_WRAP, sealed, [["p", recipient]], now - i))
+        else:
+            msg = note.Note(msg_id=secrets.token_hex(16), text=f"spam {i}")
+            rumor = note.rumor(keys.public_key().to_hex(), msg, created_at=now)
+            out.append(nip59.wrap(keys, recipient, rumor, now=now))
+    return out
+
+
+def test_flood_from_a_fresh_key_per_wrap(tmp_path: Path, relays) -> None:
+    """NIP-59 gives every wrap a new key, so per-key limits see nothing: 9,000 wraps from
+    9,000 keys (junk, half-opening junk, valid notes from strangers) hit the node while an
+    advisor sends a command.  The command's round trip stays under a second, the strangers'
+    wraps are refused as RATE_LIMITED past their budgets, and they leave no trace in the
+    store beyond those budgets."""
+    url = relays().start()
+    node, advisor = tmp_path / "node", tmp_path / "advisor"
+    node_pub, advisor_pub = new_agent(node), new_agent(advisor)
+    agent = subprocess.Popen(
+        [HIVE_AGENT, "--home", str(node), "node", "--relay", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert agent.stdout is not None and "running" in agent.stdout.readline()
+        granted = hive(node, "credential", "grant", advisor_pub, "--schema", "hive:monitor/*",
+                       "--relay", url)  # fmt: skip
+        assert granted.returncode == 0, granted.stderr
+        got = hive(advisor, "run", "--relay", url, "--until-idle", "--timeout", "20")
+        assert got.returncode == 0, got.stderr
+        junk = fresh_key_junk(node_pub, 9_000)
+
+        async def scenario() -> float:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(flood, url, junk)
+                await wait_for(lambda: counts(node).get("RATE_LIMITED", 0) > 500, 60)
+                rtt = await anyio.to_thread.run_sync(advise_rtt, advisor, node_pub, url)
+                assert counts(node).get("RATE_LIMITED", 0) < 8_000, "the flood was over"
+            return rtt
+
+        rtt = anyio.run(scenario, backend="asyncio")
+        anyio.run(wait_for, lambda: handled(node) >= 8_900, 60, backend="asyncio")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=20)
+    store = Store(node / "agent.sqlite")
+    errors = store.error_counts()
+    print(f"fresh-key flood: command round trip {rtt * 1000:.0f} ms, refusals {errors}")
+    assert rtt < 1.0
+    assert errors["RATE_LIMITED"] >= 7_000
+    # what was remembered is bounded by the budgets, not by the flood
+    remembered = store.conn.execute("SELECT count(*) FROM seen WHERE kind = 1059").fetchone()[0]
+    assert remembered < 1_500
+    assert len(store.notes()) <= 400  # strangers' notes: their shared budget, no more
+
+
+def handled(home: Path) -> int:
+    """Events the agent's inbound pipeline has finished with (its status snapshot)."""
+    return sum(Store(home / "agent.sqlite").kv("inbound", {}).values())
+
+
+def advise_rtt(home: Path, node_pub: str, url: str) -> float:
+    """Send one command with `hive-agent advise`; seconds from "sent" to the receipt."""
+    proc = subprocess.Popen(
+        [HIVE_AGENT, "--home", str(home), "advise", node_pub, "monitor", "budget",
+         "--relay", url, "--timeout", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    sent = time.monotonic()
+    result = proc.stdout.readline()
+    received = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert first.startswith("sent "), (first, err)
+    assert result.startswith("ok"), (result, err)
+    return received - sent

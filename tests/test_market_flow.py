@@ -108,7 +108,9 @@ async def test_discovery_across_relays_and_clients(
             },
         )
         await publish_raw(nostr_relay_url, js_event)
-        expired = listing.build(alice.agent.keys, advert("old", now - 40 * DAY), created_at=now)
+        expired = listing.build(  # valid when signed, long expired now
+            alice.agent.keys, advert("old", now - 40 * DAY), created_at=now - 40 * DAY
+        )
         await alice.agent.publish(expired)
 
     async with agent(tmp_path / "c", [relay_url, nostr_relay_url]) as carol:

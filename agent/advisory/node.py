@@ -84,6 +84,7 @@ class NodeService:
         self.me = agent.pubkey
         self.escrow: Escrow | None = None  # set by agent.escrow.service.Escrow
         self._wake = anyio.Event()
+        agent.known_keys.update(k for k in [policy.operator_pubkey, *policy.approvers] if k)
         agent.rumors[Kind.COMMAND] = self.on_command
         agent.rumors[Kind.DIRECT_MESSAGE] = self.on_dm
         agent.handlers[Kind.APPROVAL] = self.on_approval
@@ -184,6 +185,10 @@ class NodeService:
             raise WrongRecipient("the command is addressed to another node")
         grant = self.holder_credential(tx, cmd, sender)
         existing = repo.command_row(tx, cmd.command_id)
+        if existing is not None and not _same_holder(existing, cmd, sender):
+            # another advisor's command id: answering (even REPLAYED) would leak its receipt or
+            # its existence; refused without a reply, counted by the pipeline
+            raise Unauthorized("this command id belongs to a command another advisor sent")
         try:
             if existing is not None:
                 if existing["params_hash"] != cmd.params_hash:
@@ -948,3 +953,9 @@ async def oracle_verdict(url: str | None, cmd: Command, decision: Decision) -> s
         if attempt == 0:
             await anyio.sleep(2)
     return None
+
+
+def _same_holder(row: dict[str, Any], cmd: Command, sender: str) -> bool:
+    """True if a stored command was sent by `sender` under the same credential as `cmd`."""
+    stored = Command.model_validate_json(row["command"])
+    return row["sender"] == sender and stored.credential_id == cmd.credential_id

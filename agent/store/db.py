@@ -28,10 +28,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from agent.errors import ConfigInvalid
+from pydantic import BaseModel, ValidationError
+
+from agent.errors import ConfigInvalid, StoreBusy, StoreCorrupt, StoreTooNew
 from agent.store.migrations import MIGRATIONS
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_row(model: type[M], text: str | bytes) -> M:
+    """A model stored as JSON in a row; StoreCorrupt (not a crash) if the row was damaged."""
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        raise StoreCorrupt(
+            f"a stored {model.__name__} record is damaged ({exc.error_count()} problems); "
+            "restore the store from a backup"
+        ) from None
+
+
+def load_json_row(text: str | bytes) -> Any:
+    """JSON stored in a row; StoreCorrupt if the row was damaged."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError, RecursionError):
+        raise StoreCorrupt(
+            "a stored JSON value is damaged; restore the store from a backup"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -103,13 +128,17 @@ class Tx:
 
     def enqueue(
         self, event_id: str, event_json: str, kind: int, targets: list[str], min_acks: int,
-        expires_at: int,
+        expires_at: int, *, address: str | None = None, created_at: int = 0,
     ) -> bool:  # fmt: skip
-        """Store a signed event for delivery; False if it was already there (never re-signed)."""
+        """Store a signed event for delivery; False if it was already there (never re-signed).
+
+        A replaceable event (`address` = kind:pubkey:d) supersedes older versions of itself
+        still waiting: relays would refuse them as older anyway, and they would wait for days.
+        """
         cur = self.execute(
             "INSERT OR IGNORE INTO outbox (event_id, event_json, kind, targets, min_acks,"
-            " enqueued_at, expires_at, next_attempt_at, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            " enqueued_at, expires_at, next_attempt_at, state, address, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
             (
                 event_id,
                 event_json,
@@ -119,8 +148,16 @@ class Tx:
                 self.now,
                 expires_at,
                 self.now,
+                address,
+                created_at,
             ),
         )
+        if address is not None and cur.rowcount == 1:
+            self.execute(
+                "UPDATE outbox SET state = 'superseded', last_error = ? WHERE address = ?"
+                " AND state = 'pending' AND event_id != ? AND created_at <= ?",
+                (f"superseded by {event_id}", address, event_id, created_at),
+            )
         return cur.rowcount == 1
 
     def record_acks(self, event_id: str, relays: list[str]) -> None:
@@ -150,10 +187,11 @@ class Tx:
 
     # --- inbound -----------------------------------------------------------------------
 
-    def mark_seen(self, event_id: str, kind: int, outcome: str) -> None:
+    def mark_seen(self, event_id: str, kind: int, outcome: str, created_at: int = 0) -> None:
         self.execute(
-            "INSERT OR IGNORE INTO seen (event_id, seen_at, kind, outcome) VALUES (?, ?, ?, ?)",
-            (event_id, self.now, kind, outcome),
+            "INSERT OR IGNORE INTO seen (event_id, seen_at, kind, outcome, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (event_id, self.now, kind, outcome, created_at),
         )
 
     def claim_msg_id(self, sender: str, msg_id: str) -> bool:
@@ -182,13 +220,16 @@ class Tx:
 
     # --- state written by handlers -------------------------------------------------------
 
-    def save_relay_list(self, pubkey: str, kind: int, created_at: int, relays: list[list[str]]):
+    def save_relay_list(
+        self, pubkey: str, kind: int, created_at: int, relays: list[list[str]], pow_bits: int = 0
+    ) -> None:
         """Keep the newest NIP-65 / NIP-17 relay list of `pubkey` (replaceable semantics)."""
         self.execute(
-            "INSERT INTO relay_lists (pubkey, kind, created_at, relays) VALUES (?, ?, ?, ?)"
+            "INSERT INTO relay_lists (pubkey, kind, created_at, relays, pow) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (pubkey, kind) DO UPDATE SET created_at = excluded.created_at,"
-            " relays = excluded.relays WHERE excluded.created_at > relay_lists.created_at",
-            (pubkey, kind, created_at, json.dumps(relays)),
+            " relays = excluded.relays, pow = excluded.pow"
+            " WHERE excluded.created_at > relay_lists.created_at",
+            (pubkey, kind, created_at, json.dumps(relays), pow_bits),
         )
 
     def save_profile(self, pubkey: str, created_at: int, event_id: str, payload: str) -> None:
@@ -253,9 +294,38 @@ class Store:
             self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=10)
             for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
                 self.conn.execute(f"PRAGMA {pragma}")
+            self._refuse_newer()
+            self._backup_before_migrating()
             self.migrate()
-        except sqlite3.Error as exc:
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreBusy(f"the store {path} is locked by another process") from None
             raise ConfigInvalid(f"cannot open the store {path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(
+                f"the store {path} is damaged ({exc}); restore it from a backup"
+            ) from None
+
+    def _refuse_newer(self) -> None:
+        if self.schema_version > len(MIGRATIONS):
+            raise StoreTooNew(
+                f"the store {self.path} has schema version {self.schema_version}, this "
+                f"hive-agent knows only up to {len(MIGRATIONS)}; upgrade hive-agent"
+            )
+
+    def _backup_before_migrating(self) -> None:
+        """A copy of a store about to be migrated, next to it (mode 0600), so an upgrade that
+        goes wrong can be undone by hand."""
+        version = self.schema_version
+        if self._wal is None or version == 0 or version >= len(MIGRATIONS):
+            return
+        target = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        _create_private(target)
+        copy = sqlite3.connect(str(target))
+        try:
+            self.conn.backup(copy)
+        finally:
+            copy.close()
 
     @property
     def schema_version(self) -> int:
@@ -360,20 +430,45 @@ class Store:
         ).fetchone()
         return None if row[0] is None else int(row[0])
 
+    def seen_items(self, spec: dict[str, Any]) -> list[tuple[int, str]]:
+        """(created_at, id) of the events seen that a NIP-01 filter's kinds and `since` cover
+        (a superset of what the filter matches: the rest only tells a relay we hold more)."""
+        kinds = [int(k) for k in spec.get("kinds", []) if isinstance(k, int)][:20]
+        if not kinds:
+            return []
+        marks = ",".join("?" * len(kinds))
+        rows = self.conn.execute(
+            f"SELECT created_at, event_id FROM seen WHERE kind IN ({marks})"  # noqa: S608
+            " AND created_at >= ?",
+            (*kinds, int(spec.get("since", 0))),
+        ).fetchall()
+        return [(int(ts), str(i)) for ts, i in rows]
+
+    def pending_targets(self) -> set[str]:
+        """Every relay some waiting outbox item is still addressed to."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT targets FROM outbox WHERE state = 'pending'"
+        ).fetchall()
+        return {url for (targets,) in rows for url in load_json_row(targets)}
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to this store."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def outbox_counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
         return {state: n for state, n in rows}
 
     def _item(self, row: tuple[Any, ...]) -> OutboxItem:
         (event_id, event_json, kind, targets, min_acks, enqueued_at, expires_at, attempts,
-         next_attempt_at, state, last_error) = row  # fmt: skip
+         next_attempt_at, state, last_error) = row[:11]  # fmt: skip
         rows = self.conn.execute(
             "SELECT relay, refusal FROM outbox_acks WHERE event_id = ?", (event_id,)
         ).fetchall()
         acked = frozenset(relay for relay, refusal in rows if refusal is None)
         refused = {relay: refusal for relay, refusal in rows if refusal is not None}
         return OutboxItem(
-            event_id, event_json, kind, json.loads(targets), min_acks, enqueued_at, expires_at,
+            event_id, event_json, kind, load_json_row(targets), min_acks, enqueued_at, expires_at,
             attempts, next_attempt_at, state, acked, last_error, refused,
         )  # fmt: skip
 
@@ -390,7 +485,24 @@ class Store:
         row = self.conn.execute(
             "SELECT relays FROM relay_lists WHERE pubkey = ? AND kind = ?", (pubkey, kind)
         ).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else load_json_row(row[0])
+
+    def inbox_pow(self, pubkey: str) -> int:
+        """The NIP-13 bits `pubkey`'s inbox list asks of gift wraps (0 if none)."""
+        row = self.conn.execute(
+            "SELECT pow FROM relay_lists WHERE pubkey = ? AND kind = 10050", (pubkey,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def correspondents(self) -> set[str]:
+        """Keys this agent has a standing relationship with: both sides of management
+        credentials, contract and offer parties, nodes it sent commands to."""
+        rows = self.conn.execute(
+            "SELECT node FROM mgmt_credentials UNION SELECT advisor FROM mgmt_credentials"
+            " UNION SELECT counterparty FROM contracts UNION SELECT offerer FROM offers"
+            " UNION SELECT counterparty FROM offers UNION SELECT node FROM commands_sent"
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def relay_status(self) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM relay_status ORDER BY url")
@@ -406,11 +518,11 @@ class Store:
 
     def profiles(self) -> dict[str, dict[str, Any]]:
         rows = self.conn.execute("SELECT pubkey, payload FROM profiles").fetchall()
-        return {pubkey: json.loads(payload) for pubkey, payload in rows}
+        return {pubkey: load_json_row(payload) for pubkey, payload in rows}
 
     def kv(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else load_json_row(row[0])
 
     def table_counts(self) -> dict[str, int]:
         tables = [

@@ -404,4 +404,53 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX rate_buckets_by_age ON rate_buckets (at);
     """,
+    # 7: outbox rows know the address of a replaceable event (kind:pubkey:d) and its date, so a
+    # newer version supersedes an older one still waiting (state 'superseded'); both outbox
+    # tables are rebuilt because SQLite cannot change a CHECK constraint in place (acks first:
+    # dropping `outbox` would cascade into them)
+    """
+    CREATE TABLE outbox_new (
+        event_id        TEXT PRIMARY KEY,
+        event_json      TEXT NOT NULL,
+        kind            INTEGER NOT NULL,
+        targets         TEXT NOT NULL,
+        min_acks        INTEGER NOT NULL,
+        enqueued_at     INTEGER NOT NULL,
+        expires_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        state           TEXT NOT NULL
+            CHECK (state IN ('pending', 'done', 'failed', 'expired', 'superseded')),
+        last_error      TEXT,
+        address         TEXT,               -- kind:pubkey:d of a replaceable event, else NULL
+        created_at      INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO outbox_new (event_id, event_json, kind, targets, min_acks, enqueued_at,
+        expires_at, attempts, next_attempt_at, state, last_error)
+        SELECT event_id, event_json, kind, targets, min_acks, enqueued_at, expires_at, attempts,
+            next_attempt_at, state, last_error FROM outbox;
+    CREATE TABLE outbox_acks_new (
+        event_id TEXT NOT NULL REFERENCES outbox_new (event_id) ON DELETE CASCADE,
+        relay    TEXT NOT NULL,
+        acked_at INTEGER NOT NULL,
+        refusal  TEXT,
+        PRIMARY KEY (event_id, relay)
+    );
+    INSERT INTO outbox_acks_new SELECT event_id, relay, acked_at, refusal FROM outbox_acks;
+    DROP TABLE outbox_acks;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_new RENAME TO outbox;
+    ALTER TABLE outbox_acks_new RENAME TO outbox_acks;
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE INDEX outbox_by_address ON outbox (address, state) WHERE address IS NOT NULL;
+    """,
+    # 8: the proof of work (NIP-13 bits) a recipient's inbox list asks of gift wraps to it
+    """
+    ALTER TABLE relay_lists ADD COLUMN pow INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 9: the date of each event seen, so NIP-77 catch-up can tell relays what we already hold
+    """
+    ALTER TABLE seen ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX seen_by_kind_date ON seen (kind, created_at);
+    """,
 ]
