@@ -8,34 +8,55 @@ only with HIVE_DEBUG=1.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import ipaddress
 import json
+import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from pydantic import ValidationError
 
 from agent import __version__, cli_advisory, cli_escrow, cli_market
-from agent.errors import EX_SOFTWARE, EX_UNAVAILABLE, ConfigInvalid, exit_code_of
+from agent.cli_types import port, positive, pubkey
+from agent.config_files import first_error
+from agent.errors import (
+    EX_UNAVAILABLE,
+    ConfigInvalid,
+    DiskError,
+    StoreBusy,
+    StoreCorrupt,
+    UsageError,
+    exit_code_of,
+)
+from agent.home_lock import lock_home
 from agent.keys import create_key_file, load_key_file
 from agent.market.service import Market
-from agent.nostr.local_relay import EmbeddedRelay
-from agent.runtime import Agent, status_report
+from agent.nostr.local_relay import NOTES_PER_MINUTE, EmbeddedRelay
+from agent.nostr.relay_policy import HiveWritePolicy, Limits
+from agent.runtime import Agent, new_note, status_report
 from agent.settings import RelaysConfig, Settings
 from agent.store import Store
+from agent.textsafe import for_terminal, inline
 from events.crypto import require_xonly
-from events.errors import HiveError
+from events.errors import HiveError, Internal, InvalidParams
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.EFBIG}
 
 Emit = Callable[[dict[str, Any], str], None]
 
 
 def _emitter(as_json: bool) -> Emit:
     def emit(data: dict[str, Any], text: str) -> None:
-        print(json.dumps(data, sort_keys=True) if as_json else text, flush=True)
+        # text views show strangers' words (notes, titles, relay messages): never raw escapes
+        print(json.dumps(data, sort_keys=True) if as_json else for_terminal(text), flush=True)
 
     return emit
 
@@ -72,9 +93,40 @@ async def _serve_relay(relay: EmbeddedRelay, emit: Emit) -> None:
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
-    relay = EmbeddedRelay(args.host, args.port, args.db, auth=args.auth)
+    loopback = _is_loopback(args.host)
+    if args.open and not loopback:
+        raise ConfigInvalid(
+            f"--open (no write policy) only on a loopback address, not {args.host}: an open "
+            "relay on a reachable address stores anything anyone sends"
+        )
+    if not loopback:
+        print(
+            f"warning: serving on {args.host}: events are limited to Lightning Hive kinds at "
+            f"{args.rate}/min per client; for a public relay use a production relay "
+            "(strfry, nostr-rs-relay, ...)",
+            file=sys.stderr,
+            flush=True,
+        )
+    policy = None if args.open else HiveWritePolicy(Limits(per_minute=args.rate))
+    relay = EmbeddedRelay(
+        args.host,
+        args.port,
+        args.db,
+        auth=args.auth,
+        policy=policy,
+        notes_per_minute=NOTES_PER_MINUTE if args.open else args.rate,
+    )
     anyio.run(_serve_relay, relay, emit, backend="asyncio")
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
@@ -109,6 +161,7 @@ def _agent(args: argparse.Namespace, settings: Settings) -> Agent:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None:
+    lock_home(settings.root, "run")
     async with _agent(args, settings) as agent:
         emit({"pubkey": agent.pubkey, "status": "running"}, f"agent {agent.pubkey} running")
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -122,7 +175,8 @@ async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None
                 tg.start_soon(Market(agent).maintain)
                 tg.start_soon(agent.services["escrow"].maintain)
                 if args.until_idle:
-                    await agent.until_idle()
+                    with anyio.move_on_after(args.timeout):
+                        await agent.until_idle()
                     tg.cancel_scope.cancel()
                 elif args.seconds:
                     await anyio.sleep(args.seconds)
@@ -138,6 +192,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
 
 async def _send_note(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     recipient = require_xonly(args.pubkey).hex()
+    new_note(args.text)  # checked before connecting to anything
     async with _agent(args, settings) as agent:
         item = await agent.send_note(recipient, args.text, wait=not args.no_wait)
     return {
@@ -174,8 +229,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a typed usage error (printed as JSON under --json) instead of
+    printing its own message and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hive-agent",
         description="Lightning Hive agent: Lightning nodes, advisors and fleets over Nostr.",
     )
@@ -194,9 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = sub.add_parser("relay", help="run nostr-sdk's relay as a standalone server")
     relay.add_argument("--host", default="127.0.0.1")
-    relay.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    relay.add_argument("--port", type=port, default=0, help="0 picks a free port")
     relay.add_argument("--db", type=Path, help="keep events in LMDB in this directory")
     relay.add_argument("--auth", action="store_true", help="require NIP-42 AUTH to read and write")
+    relay.add_argument(
+        "--rate", type=port, default=600, help="events a minute per client (write policy)"
+    )
+    relay.add_argument(
+        "--open",
+        action="store_true",
+        help="no write policy and no realistic rate (loopback only: tests and benchmarks)",
+    )
     relay.set_defaults(func=cmd_relay)
 
     relay_opt = argparse.ArgumentParser(add_help=False)
@@ -208,14 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = sub.add_parser("run", parents=[relay_opt], help="run the agent until stopped")
     run.add_argument("--until-idle", action="store_true", help="stop once nothing is pending")
-    run.add_argument("--seconds", type=float, help="stop after this long")
+    run.add_argument("--seconds", type=positive, help="stop after this long")
+    run.add_argument(
+        "--timeout", type=positive, help="with --until-idle: stop after this long at most"
+    )
     run.set_defaults(func=cmd_run)
 
     notes = sub.add_parser("note", help="private notes (gift-wrapped)").add_subparsers(
         dest="note_command", required=True, metavar="ACTION"
     )
     send = notes.add_parser("send", parents=[relay_opt], help="send a note to a pubkey")
-    send.add_argument("pubkey", help="recipient's hex public key")
+    send.add_argument("pubkey", type=pubkey, help="recipient (hex, npub or nprofile)")
     send.add_argument("text")
     send.add_argument("--no-wait", action="store_true", help="queue it and return at once")
     send.set_defaults(func=cmd_note_send)
@@ -237,35 +311,92 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     try:
-        return Settings(home=args.home) if args.home else Settings()
+        settings = Settings(home=args.home) if args.home is not None else Settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigInvalid(f"setting {first['loc'][0]}: {first['msg']}") from None
+        raise ConfigInvalid(f"setting {first_error(exc)}") from None
+    settings.check_home()
+    return settings
 
 
 def _fail(error: HiveError, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps({"error": error.to_dict()}), flush=True)
-    else:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+    try:
+        if as_json:
+            print(json.dumps({"error": error.to_dict()}), flush=True)
+        else:
+            print(f"error: {for_terminal(inline(str(error)))}", file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
     return exit_code_of(error)
 
 
+def _quiet_stdout() -> None:
+    """The reader went away (`hive-agent … | head`): nothing more is written, quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from task groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def as_typed(exc: BaseException) -> HiveError | None:
+    """A typed error for failures the environment causes (disk, store), else None."""
+    if isinstance(exc, HiveError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return DiskError(f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'disk'})")
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StoreBusy(f"the store is locked by another process ({text})")
+        if "disk" in text or "full" in text or "readonly" in text:
+            return DiskError(f"the store cannot be written: {text}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return StoreCorrupt(f"the store is damaged: {exc}; restore it from a backup")
+    if isinstance(exc, RecursionError):
+        return InvalidParams("the input is nested too deeply")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except HiveError as error:  # usage errors, and values an argument type refused
+        return _fail(error, as_json)
     try:
         settings = _settings(args)
         return int(args.func(args, settings, _emitter(args.json)))
-    except HiveError as error:
-        return _fail(error, args.json)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as raised:
+        exc = _leaf(raised)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        if isinstance(exc, BrokenPipeError):
+            _quiet_stdout()
+            return 0
+        typed = as_typed(exc)
+        if typed is not None:
+            return _fail(typed, args.json)
         if os.environ.get("HIVE_DEBUG"):
             raise
-        print(
-            f"error: INTERNAL: unexpected {type(exc).__name__}: {exc} "
-            "(HIVE_DEBUG=1 shows a traceback)",
-            file=sys.stderr,
-        )
-        return EX_SOFTWARE
+        detail = f"unexpected {type(exc).__name__}: {exc} (HIVE_DEBUG=1 shows a traceback)"
+        return _fail(Internal(inline(detail)[:400]), args.json)
+
+
+def entry() -> None:
+    """The `hive-agent` console script: `main()`, then leave without the interpreter's
+    teardown, in which a Rust-side nostr-sdk runtime that an error path left running could
+    still crash the process (SIGSEGV) after the answer was printed."""
+    try:
+        code = main()
+    except SystemExit as done:  # --help, --version
+        code = done.code if isinstance(done.code, int) else 0 if done.code is None else 2
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)

@@ -16,7 +16,9 @@ from agent.advisory import node as node_side
 from agent.advisory.advisor import AdvisorService
 from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
+from agent.cli_types import integer, positive, pubkey
 from agent.clock import SystemClock
+from agent.home_lock import lock_home
 from agent.node.backend import NodeBackend
 from agent.runtime import Agent
 from agent.settings import Settings
@@ -72,6 +74,7 @@ def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: Age
         else:
             backend, net = _simulated_node(args, settings)
             driver = SimDriver(net)  # delivers the simulated node's events (forwards)
+        lock_home(settings.root, "node")
         async with make(args, settings) as agent:
             service = NodeService(agent, backend, policy_of(settings, args))
             escrow = agent.services["escrow"]
@@ -123,8 +126,8 @@ def cmd_credential(
             service = NodeService(agent, _NoNode(), policy_of(settings, args))
             if action == "revoke":
                 await service.revoke(args.credential_id)
-                await agent.until_idle(settle_s=0.2)
-                return {"revoked": args.credential_id}
+                waiting = await agent.flush()
+                return {"revoked": args.credential_id, "published": not waiting}
             cred = service.issue(
                 args.advisor,
                 args.tier,
@@ -134,8 +137,9 @@ def cmd_credential(
                 max_rebalance_sats=args.max_rebalance_sats,
                 max_daily_actions=args.max_daily_actions,
             ).credential
-            await agent.until_idle(settle_s=0.2)
+            waiting = await agent.flush()
             return {
+                "delivered": not waiting,
                 "credential_id": cred.credential_id,
                 "advisor": cred.advisor,
                 "tier": cred.tier.value,
@@ -196,6 +200,11 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
     params = _params(args.params)
 
     async def run() -> dict[str, Any]:
+        deadline = anyio.current_time() + args.timeout  # --timeout bounds the whole command
+
+        def left() -> float:
+            return max(0.0, deadline - anyio.current_time())
+
         async with make(args, settings) as agent:
             advisor: AdvisorService = agent.services["advisor"]
             cmd, _ = await advisor.advise(
@@ -210,12 +219,12 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
             if not args.json:
                 mode = " (dry run)" if args.dry_run else ""
                 print(f"sent {cmd.command_id}: {schema} {args.action}{mode}", flush=True)
-            first = await advisor.wait_for(cmd.command_id, args.timeout, final=False)
+            first = await advisor.wait_for(cmd.command_id, left(), final=False)
             if first is not None and first.status.value == "queued" and args.wait:
                 if not args.json:
                     print(f"queued: {first.result.get('waiting_for')} ...", flush=True)
-                first = await advisor.wait_for(cmd.command_id, args.timeout, final=True) or first
-            await agent.until_idle(settle_s=0.2)
+                first = await advisor.wait_for(cmd.command_id, left(), final=True) or first
+            await agent.flush(min(left(), agent.relays.publish_timeout_s))
             paid = None
             if first is not None and first.preimage:  # the receipt opened an escrow ticket
                 escrow = agent.services["escrow"]
@@ -272,25 +281,25 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
     node = sub.add_parser("node", parents=[relay_opt], help="run the node side of advisor commands")
     node.add_argument("--cln-rpc", help="lightningd's RPC socket (default: a simulated node)")
     node.add_argument("--sim-state", help="where the simulated network is kept (default: home)")
-    node.add_argument("--sim-nodes", type=int, default=5)
-    node.add_argument("--seed", type=int, default=1)
+    node.add_argument("--sim-nodes", type=integer, default=5)
+    node.add_argument("--seed", type=integer, default=1)
     node.add_argument("--policy", help="policy.json (default: home)")
-    node.add_argument("--seconds", type=float, help="stop after this long")
+    node.add_argument("--seconds", type=positive, help="stop after this long")
     node.set_defaults(func=bind(cmd_node))
 
     cred = sub.add_parser("credential", help="management credentials").add_subparsers(
         dest="credential_command", required=True, metavar="ACTION"
     )
     grant = cred.add_parser("grant", parents=[relay_opt], help="grant an advisor a credential")
-    grant.add_argument("advisor", help="the advisor's hex pubkey")
+    grant.add_argument("advisor", type=pubkey, help="the advisor (hex, npub or nprofile)")
     grant.add_argument("--tier", choices=[t.value for t in Tier], default="standard")
     grant.add_argument(
         "--schema", action="append", required=True, help="e.g. 'hive:fee-policy/*' (repeatable)"
     )
-    grant.add_argument("--max-fee-change-pct", type=int, default=50)
-    grant.add_argument("--max-rebalance-sats", type=int, default=1_000_000)
-    grant.add_argument("--max-daily-actions", type=int, default=100)
-    grant.add_argument("--days", type=int, default=90, help="validity (at most 730)")
+    grant.add_argument("--max-fee-change-pct", type=integer, default=50)
+    grant.add_argument("--max-rebalance-sats", type=integer, default=1_000_000)
+    grant.add_argument("--max-daily-actions", type=integer, default=100)
+    grant.add_argument("--days", type=integer, default=90, help="validity (at most 730)")
     grant.add_argument("--policy", help=argparse.SUPPRESS)
     cred.add_parser("list", help="credentials granted and held")
     revoke = cred.add_parser("revoke", parents=[relay_opt], help="revoke a credential now")
@@ -311,7 +320,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
         appr.choices[name].set_defaults(func=bind(cmd_approvals))
 
     adv = sub.add_parser("advise", parents=[relay_opt], help="send a command to a node")
-    adv.add_argument("node", help="the node agent's hex pubkey")
+    adv.add_argument("node", type=pubkey, help="the node agent (hex, npub or nprofile)")
     adv.add_argument("schema", help="e.g. fee-policy or hive:fee-policy/v1")
     adv.add_argument("action")
     adv.add_argument("params", nargs="*", help="key=value")
@@ -319,7 +328,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
     adv.add_argument(
         "--wait", action="store_true", help="wait through approval for the final receipt"
     )
-    adv.add_argument("--timeout", type=float, default=30)
+    adv.add_argument("--timeout", type=positive, default=30)
     adv.add_argument("--ticket", help="the escrow ticket that pays for this command")
     adv.set_defaults(func=bind(cmd_advise))
 
@@ -328,5 +337,5 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
     )
     for name in ("list", "verify"):
         p = rec.add_parser(name, help=f"{name} receipts")
-        p.add_argument("--node")
+        p.add_argument("--node", type=pubkey)
         p.set_defaults(func=bind(cmd_receipts))

@@ -21,6 +21,7 @@ import anyio
 
 from agent.advisory.node import NodeService
 from agent.cli_advisory import AgentFactory, Emit, _NoNode, policy_of
+from agent.cli_types import integer, pubkey
 from agent.settings import Settings
 from agent.store import escrow as repo
 from events.errors import InvalidParams
@@ -90,7 +91,7 @@ async def _act(args: argparse.Namespace, settings: Settings, agent: Any) -> tupl
             )
         except ValueError as exc:
             raise InvalidParams(str(exc).splitlines()[0][:200]) from None
-        await agent.until_idle(settle_s=0.2)
+        await agent.flush()
         return (
             {
                 "ticket_id": ticket.ticket_id,
@@ -150,24 +151,26 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
         dest="escrow_command", required=True, metavar="ACTION"
     )
     top = esc.add_parser("topup", parents=[relay_opt], help="mint ecash into the wallet")
-    top.add_argument("--amount", type=int, required=True)
+    top.add_argument("--amount", type=integer, required=True)
     top.add_argument("--mint", help="default: the first of policy.json's mints")
     fund = esc.add_parser("fund", parents=[relay_opt], help="fund a ticket for an advisor")
-    fund.add_argument("advisor", help="the advisor's hex pubkey")
+    fund.add_argument("advisor", type=pubkey, help="the advisor (hex, npub or nprofile)")
     fund.add_argument("--credential", required=True, help="the advisor's credential id")
     fund.add_argument("--type", choices=[t.value for t in TicketType], default="single")
-    fund.add_argument("--amount", type=int, required=True, help="sat (the base, for performance)")
+    fund.add_argument(
+        "--amount", type=integer, required=True, help="sat (the base, for performance)"
+    )
     fund.add_argument("--schema", required=True, help="e.g. 'hive:fee-policy/*'")
-    fund.add_argument("--max-danger", type=int, required=True)
-    fund.add_argument("--commands", type=int, default=1, help="batch size")
+    fund.add_argument("--max-danger", type=integer, required=True)
+    fund.add_argument("--commands", type=integer, default=1, help="batch size")
     fund.add_argument("--milestones", help="e.g. 1,2,4: commands completed at each milestone")
-    fund.add_argument("--bonus", type=int, default=0, help="performance bonus, sat")
-    fund.add_argument("--metric-target", type=int, help="forward fees (msat) for the bonus")
-    fund.add_argument("--metric-window", type=int, default=48 * 3600, help="seconds")
+    fund.add_argument("--bonus", type=integer, default=0, help="performance bonus, sat")
+    fund.add_argument("--metric-target", type=integer, help="forward fees (msat) for the bonus")
+    fund.add_argument("--metric-window", type=integer, default=48 * 3600, help="seconds")
     fund.add_argument("--metric-channel", help="count forwards on this channel only")
     fund.add_argument("--params-hash", help="bind the ticket to one command's parameters")
     fund.add_argument("--mint", help="default: the first of policy.json's mints")
-    fund.add_argument("--locktime-s", type=int, help="override the danger's escrow window")
+    fund.add_argument("--locktime-s", type=integer, help="override the danger's escrow window")
     for name in ("list", "balance"):
         esc.add_parser(
             name, parents=[relay_opt], help="list tickets" if name == "list" else "ecash per mint"
@@ -181,7 +184,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
         p = esc.add_parser(name, parents=[relay_opt], help=text)
         p.add_argument("ticket_id")
         if name in ("redeem", "refund"):
-            p.add_argument("--part", type=int, default=0)
+            p.add_argument("--part", type=integer, default=0)
     for name in esc.choices:
         esc.choices[name].add_argument("--policy", help=argparse.SUPPRESS)
         esc.choices[name].set_defaults(func=bind(cmd_escrow))

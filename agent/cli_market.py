@@ -5,24 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
 from pydantic import ValidationError
 
+from agent.cli_types import integer, positive, pubkey
 from agent.clock import SystemClock
+from agent.config_files import parse_user_json, read_user_file
 from agent.market.ranking import Need
 from agent.market.service import Market
 from agent.runtime import Agent
 from agent.settings import Settings
+from agent.store import Store
 from agent.store import market as repo
 from events import bid, listing, reputation, rfp
 from events.base import parse_event
 from events.contract import ContractTerms
-from events.errors import InvalidParams
+from events.errors import InvalidParams, NotFound
 from events.listing import Frequency, Listing, PricingModel, ServiceType, Trial
 
 Emit = Callable[[dict[str, Any], str], None]
@@ -91,31 +92,40 @@ def _listing_from(args: argparse.Namespace, now: int, base: Listing | None = Non
 def cmd_market(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
     action = args.market_command
     if getattr(args, "description_file", None):
-        args.description = Path(args.description_file).read_text()
+        args.description = read_user_file(args.description_file, "--description-file")
+
+    # everything the user typed is checked before connecting to anything
+    item: Listing | None = None
+    if action == "publish":
+        item = _listing_from(args, SystemClock().now())
+    elif action == "update":
+        base = repo.my_listings(Store(settings.store_file)).get(args.id)
+        if base is None:
+            raise NotFound(f"no listing {args.id!r} of ours")
+        item = _listing_from(args, SystemClock().now(), base=base)
+    need = None
+    if action in ("browse", "show"):
+        need = _validated(
+            lambda: Need(
+                service=ServiceType(args.service) if args.service else None,
+                primary=args.need,
+                capabilities=tuple(args.capability or ()),
+                schema=args.schema_filter,
+                max_price_sat=args.max_price,
+                mint=args.mint_filter,
+                budget_sat=args.budget,
+            )
+        )
 
     async def job(market: Market) -> dict[str, Any]:
-        now = market.now
-        if action == "publish":
-            item = _listing_from(args, now)
-            event = await market.publish(item)
-            return {"event_id": event.id, "address": listing.coordinate(market.me, item.listing_id)}
-        if action == "update":
-            item = _listing_from(args, now, base=market.mine(args.id))
+        if item is not None:
             event = await market.publish(item)
             return {"event_id": event.id, "address": listing.coordinate(market.me, item.listing_id)}
         if action == "withdraw":
             return {"event_id": (await market.withdraw(args.id)).id, "withdrawn": args.id}
         if action == "refresh":
             return {"refreshed": await market.refresh()}
-        need = Need(
-            service=ServiceType(args.service) if args.service else None,
-            primary=args.need,
-            capabilities=tuple(args.capability or ()),
-            schema=args.schema_filter,
-            max_price_sat=args.max_price,
-            mint=args.mint_filter,
-            budget_sat=args.budget,
-        )
+        assert need is not None
         ranked = await market.browse(need)
         rows = [_row(r) for r in ranked]
         if action == "show":
@@ -287,7 +297,7 @@ def cmd_contract(
 def cmd_rep(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
     action = args.rep_command
     if action == "verify":
-        raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        raw = read_user_file(args.file, "the credential file")
         cred = reputation.parse(parse_event(raw), now=SystemClock().now()).payload
         value = reputation.score(cred.credentialSubject)
         result = {
@@ -302,7 +312,7 @@ def cmd_rep(args: argparse.Namespace, settings: Settings, emit: Emit, make: Agen
         return 0
 
     evidence = (
-        json.loads(Path(args.evidence_file).read_text())
+        parse_user_json(read_user_file(args.evidence_file, "--evidence-file"), "--evidence-file")
         if getattr(args, "evidence_file", None)
         else []
     )
@@ -368,19 +378,19 @@ def _listing_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--summary", required=required)
     p.add_argument("--description", help="Markdown shown by marketplace clients")
     p.add_argument("--description-file")
-    p.add_argument("--price", type=int, required=required, help="sats per --frequency")
+    p.add_argument("--price", type=integer, required=required, help="sats per --frequency")
     p.add_argument("--frequency", choices=[f.value for f in Frequency], required=required)
     p.add_argument("--pricing-model", choices=[m.value for m in PricingModel], required=required)
     p.add_argument("--primary", required=required, help="primary capability, e.g. fee-policy")
     p.add_argument("--secondary", action="append", help="secondary capability (repeatable)")
     p.add_argument("--schema", action="append", help="management schema, e.g. hive:fee-policy/v1")
-    p.add_argument("--sla-seconds", type=int, help="promised response time")
+    p.add_argument("--sla-seconds", type=integer, help="promised response time")
     p.add_argument("--mint", action="append", help="accepted Cashu mint URL (repeatable)")
-    p.add_argument("--capacity", type=int, help="liquidity capacity in sat")
-    p.add_argument("--duration-days", type=int)
-    p.add_argument("--trial-days", type=int)
-    p.add_argument("--trial-price", type=int)
-    p.add_argument("--days", type=int, help="lifetime before it expires (default 30)")
+    p.add_argument("--capacity", type=integer, help="liquidity capacity in sat")
+    p.add_argument("--duration-days", type=integer)
+    p.add_argument("--trial-days", type=integer)
+    p.add_argument("--trial-price", type=integer)
+    p.add_argument("--days", type=integer, help="lifetime before it expires (default 30)")
 
 
 def _need_options(p: argparse.ArgumentParser) -> None:
@@ -388,8 +398,8 @@ def _need_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--need", help="your primary need (capability)")
     p.add_argument("--capability", action="append", help="required capability (repeatable)")
     p.add_argument("--schema", dest="schema_filter")
-    p.add_argument("--max-price", type=int)
-    p.add_argument("--budget", type=int)
+    p.add_argument("--max-price", type=integer)
+    p.add_argument("--budget", type=integer)
     p.add_argument("--mint", dest="mint_filter")
     p.add_argument("--explain", action="store_true", help="show each score's breakdown")
 
@@ -425,10 +435,10 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
     post.add_argument("--need", required=True)
     post.add_argument("--capability", action="append")
     post.add_argument("--schema", action="append")
-    post.add_argument("--max-price", type=int, required=True)
-    post.add_argument("--duration-days", type=int, default=30)
-    post.add_argument("--deadline-hours", type=float, default=72)
-    post.add_argument("--award-hours", type=float, default=168)
+    post.add_argument("--max-price", type=integer, required=True)
+    post.add_argument("--duration-days", type=integer, default=30)
+    post.add_argument("--deadline-hours", type=positive, default=72)
+    post.add_argument("--award-hours", type=positive, default=168)
     post.add_argument("--description")
     rfps.add_parser("list", parents=[relay_opt], help="open RFPs")
     rfps.add_parser("bids", parents=[relay_opt], help="bids received on our RFP").add_argument(
@@ -436,12 +446,12 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
     )
     b = rfps.add_parser("bid", parents=[relay_opt], help="send a sealed bid")
     b.add_argument("address")
-    b.add_argument("--price", type=int, required=True)
+    b.add_argument("--price", type=integer, required=True)
     b.add_argument("--pricing-model", choices=[m.value for m in PricingModel], required=True)
-    b.add_argument("--duration-days", type=int, default=30)
-    b.add_argument("--sla-seconds", type=int, default=3600)
-    b.add_argument("--trial-days", type=int)
-    b.add_argument("--trial-price", type=int)
+    b.add_argument("--duration-days", type=integer, default=30)
+    b.add_argument("--sla-seconds", type=integer, default=3600)
+    b.add_argument("--trial-days", type=integer)
+    b.add_argument("--trial-price", type=integer)
     b.add_argument("--note")
     rfps.add_parser(
         "reveal", parents=[relay_opt], help="reveal our bid after the deadline"
@@ -453,19 +463,19 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
         dest="contract_command", required=True, metavar="ACTION"
     )
     o = contracts.add_parser("offer", parents=[relay_opt], help="offer a contract to PUBKEY")
-    o.add_argument("pubkey")
+    o.add_argument("pubkey", type=pubkey)
     o.add_argument("--role", choices=["client", "provider"], required=True, help="our role")
     o.add_argument("--service", choices=[s.value for s in ServiceType], required=True)
-    o.add_argument("--price", type=int, required=True)
+    o.add_argument("--price", type=integer, required=True)
     o.add_argument("--pricing-model", choices=[m.value for m in PricingModel], required=True)
     o.add_argument("--frequency", choices=[f.value for f in Frequency], default="month")
-    o.add_argument("--duration-days", type=int, default=30)
+    o.add_argument("--duration-days", type=integer, default=30)
     o.add_argument("--schema", action="append")
-    o.add_argument("--capacity", type=int)
+    o.add_argument("--capacity", type=integer)
     o.add_argument("--listing")
-    o.add_argument("--trial-days", type=int)
-    o.add_argument("--trial-price", type=int)
-    o.add_argument("--heartbeat-seconds", type=int, default=3600)
+    o.add_argument("--trial-days", type=integer)
+    o.add_argument("--trial-price", type=integer)
+    o.add_argument("--heartbeat-seconds", type=integer, default=3600)
     contracts.add_parser("accept", parents=[relay_opt], help="countersign an offer").add_argument(
         "terms_hash"
     )
@@ -478,16 +488,16 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
         dest="rep_command", required=True, metavar="ACTION"
     )
     issue = rep.add_parser("issue", parents=[relay_opt], help="issue a credential about SUBJECT")
-    issue.add_argument("subject", help="hex pubkey")
+    issue.add_argument("subject", type=pubkey, help="hex, npub or nprofile")
     issue.add_argument("--domain", choices=[d.value for d in reputation.Domain], required=True)
-    issue.add_argument("--period-days", type=int, default=30)
+    issue.add_argument("--period-days", type=integer, default=30)
     issue.add_argument("--metric", action="append", help="name=value (repeatable)")
     issue.add_argument(
         "--outcome", choices=[o.value for o in reputation.Outcome], default="neutral"
     )
     issue.add_argument("--evidence-file", help="JSON list of evidence items")
     rep.add_parser("show", parents=[relay_opt], help="aggregate reputation of PUBKEY").add_argument(
-        "pubkey"
+        "pubkey", type=pubkey
     )
     rep.add_parser("verify", help="verify a credential event (file or -)").add_argument("file")
     rep.add_parser("revoke", parents=[relay_opt], help="revoke our credential").add_argument(

@@ -18,6 +18,8 @@ EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
+EX_IOERR = 74
+EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
 
@@ -102,6 +104,71 @@ class PeerNotConnected(AgentError):
     exit_code = EX_UNAVAILABLE
 
 
+class UsageError(AgentError):
+    """Raised when the command line itself is wrong (unknown option, bad value)."""
+
+    code = "USAGE"
+    detail = "the command line is not valid"
+    exit_code = EX_USAGE
+
+
+class InputMissing(AgentError):
+    """Raised when a file named on the command line does not exist or cannot be read."""
+
+    code = "INPUT_MISSING"
+    detail = "an input file cannot be read"
+    exit_code = EX_NOINPUT
+
+
+class StoreCorrupt(AgentError):
+    """Raised when the agent's SQLite store is damaged or is not a store at all."""
+
+    code = "STORE_CORRUPT"
+    detail = "the agent's store is damaged"
+    exit_code = EX_DATAERR
+
+
+class StoreBusy(AgentError):
+    """Raised when another process holds the store's write lock for too long."""
+
+    code = "STORE_BUSY"
+    detail = "the agent's store is locked by another process"
+    exit_code = EX_TEMPFAIL
+
+
+class StoreTooNew(AgentError):
+    """Raised when the store was written by a newer version of the agent."""
+
+    code = "STORE_TOO_NEW"
+    detail = "the store was created by a newer hive-agent"
+    exit_code = EX_CONFIG
+
+
+class HomeLocked(AgentError):
+    """Raised when another agent process already runs on the same home directory."""
+
+    code = "HOME_LOCKED"
+    detail = "another agent is already running on this home directory"
+    exit_code = EX_TEMPFAIL
+
+
+class DiskError(AgentError):
+    """Raised when the disk refuses a write (full, read-only, I/O error)."""
+
+    code = "DISK_ERROR"
+    detail = "the disk refused a write"
+    exit_code = EX_IOERR
+
+
+# exit statuses of the wire-level errors (events/) that are not about bad data
+WIRE_EXITS = {
+    "MINT_UNAVAILABLE": EX_UNAVAILABLE,
+    "RATE_LIMITED": EX_TEMPFAIL,
+    "INTERNAL": EX_SOFTWARE,
+    "NOT_IMPLEMENTED": EX_SOFTWARE,
+}
+
+
 def exit_code_of(error: HiveError) -> int:
     """The process exit status for `error`."""
-    return getattr(error, "exit_code", EX_DATAERR)
+    return getattr(error, "exit_code", WIRE_EXITS.get(error.code, EX_DATAERR))

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import nostr_sdk as sdk
 
-from agent.errors import KeyFileExists, KeyFileInsecure, KeyFileInvalid, KeyFileMissing
+from agent.errors import (
+    ConfigInvalid,
+    KeyFileExists,
+    KeyFileInsecure,
+    KeyFileInvalid,
+    KeyFileMissing,
+)
 from events.errors import InvalidKey
 from events.nip44 import keys_from_secret
 
@@ -23,7 +29,10 @@ def create_key_file(path: Path) -> sdk.Keys:
 
     Raises KeyFileExists rather than overwrite an existing file.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigInvalid(f"{path.parent} exists but is not a directory") from None
     keys = sdk.Keys.generate()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -57,7 +66,14 @@ def load_key_file(path: Path) -> sdk.Keys:
     Raises KeyFileMissing, KeyFileInsecure or KeyFileInvalid.
     """
     check_permissions(path)
-    lines = path.read_text(encoding="utf-8", errors="replace").split()
+    if not path.is_file():
+        raise KeyFileInvalid(f"{path} is not a regular file")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(4097)
+    except OSError as exc:
+        raise KeyFileInvalid(f"{path} cannot be read: {exc.strerror or exc}") from None
+    lines = raw.decode("utf-8", errors="replace").split()
     if len(lines) != 1:
         raise KeyFileInvalid(f"{path} must contain exactly one secret key")
     try:

@@ -8,7 +8,6 @@ top of the repository mirrors it field for field (a test checks).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,21 +17,29 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.config_files import first_error, load_model
 from agent.errors import ConfigInvalid
 
 
 def normalize_relay_url(url: str) -> str:
-    """The URL as nostr-sdk spells it, so configured and reported URLs compare equal."""
+    """The URL as nostr-sdk spells it, so configured and reported URLs compare equal; a bare
+    trailing `/` is dropped (`wss://r.example/` and `wss://r.example` are one relay)."""
     try:
-        return str(sdk.RelayUrl.parse(url))
+        normal = str(sdk.RelayUrl.parse(url))
     except sdk.NostrSdkError as exc:
         raise ValueError(f"not a relay URL: {exc}") from None
+    scheme, _, rest = normal.partition("://")
+    if rest.endswith("/") and "/" not in rest[:-1]:
+        normal = f"{scheme}://{rest[:-1]}"
+    return normal
 
 
 RelayUrl = Annotated[
@@ -46,8 +53,8 @@ class RelayEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: RelayUrl = Field(description="websocket URL of the relay")
-    read: bool = Field(True, description="subscribe here (NIP-65 read marker)")
-    write: bool = Field(True, description="publish here (NIP-65 write marker)")
+    read: StrictBool = Field(True, description="subscribe here (NIP-65 read marker)")
+    write: StrictBool = Field(True, description="publish here (NIP-65 write marker)")
 
 
 class RelaysConfig(BaseModel):
@@ -71,7 +78,10 @@ class RelaysConfig(BaseModel):
     def _consistent(self) -> RelaysConfig:
         urls = [r.url for r in self.relays]
         if len(set(urls)) != len(urls):
-            raise ValueError("each relay URL may appear only once")
+            twice = sorted({u for u in urls if urls.count(u) > 1})
+            raise ValueError(f"each relay URL may appear only once: {', '.join(twice)}")
+        if len(set(self.dm_relays)) != len(self.dm_relays):
+            raise ValueError("each dm_relays URL may appear only once")
         writers = sum(r.write for r in self.relays)
         if self.min_acks > writers:
             raise ValueError(f"min_acks is {self.min_acks} but only {writers} relays accept writes")
@@ -102,23 +112,17 @@ class RelaysConfig(BaseModel):
         try:
             return cls(relays=[RelayEntry(url=u) for u in urls], **kwargs)  # type: ignore[arg-type]
         except ValidationError as exc:
-            raise ConfigInvalid(f"relay URLs: {exc.errors()[0]['msg']}") from None
+            raise ConfigInvalid(f"relay URLs: {first_error(exc)}") from None
 
     @classmethod
     def load(cls, path: Path) -> RelaysConfig:
         """Read `relays.json`; ConfigInvalid with the offending field if it is wrong."""
         try:
-            return cls.model_validate(json.loads(path.read_text()))
+            return load_model(cls, path)
         except FileNotFoundError:
             raise ConfigInvalid(
                 f"{path} does not exist; copy relays.example.json there and edit it"
             ) from None
-        except json.JSONDecodeError as exc:
-            raise ConfigInvalid(f"{path} is not valid JSON: {exc}") from None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "file"
-            raise ConfigInvalid(f"{path}: {where}: {first['msg']}") from None
 
 
 class Settings(BaseSettings):
@@ -136,6 +140,11 @@ class Settings(BaseSettings):
         10_000, ge=100, description="senders tracked by the flood limiter (least recent dropped)"
     )
     inbound_queue: int = Field(4096, ge=16, description="raw events buffered before processing")
+    inbound_backlog: int = Field(
+        16_384,
+        ge=256,
+        description="events waiting to be processed before the oldest are shed (a flood)",
+    )
     batch_size: int = Field(256, ge=1, description="inbound events committed per transaction")
     seen_retention_s: int = Field(
         7 * 86400, ge=3 * 86400, description="how long processed event ids are remembered"
@@ -148,13 +157,58 @@ class Settings(BaseSettings):
     catchup_margin_s: int = Field(
         600, ge=0, description="overlap when re-subscribing after a reconnect"
     )
+    wrap_failures_per_minute: int = Field(
+        600, ge=1, description="gift wraps that fail to open, from all senders, before refusing"
+    )
+    strangers_per_minute: int = Field(
+        300, ge=1, description="gift wraps from all unknown senders together, per minute"
+    )
+    per_stranger_per_minute: int = Field(
+        60, ge=1, description="gift wraps per minute from one unknown sender (seal signer)"
+    )
+    giftwrap_min_pow: int = Field(
+        0,
+        ge=0,
+        le=24,
+        description="NIP-13 bits of work required on gift wraps to us (advertised in our 10050)",
+    )
+    future_tolerance_s: int = Field(
+        600,
+        ge=60,
+        le=86400,
+        description="events dated further ahead than this are refused (FROM_FUTURE), and no "
+        "subscription cursor ever moves past the local clock",
+    )
+    allow_private_relays: bool = Field(
+        False,
+        description="dial loopback, private and link-local relays named in other people's "
+        "relay lists (test networks only; relays.json is never filtered)",
+    )
     outbox_ttl_s: int = Field(7 * 86400, ge=60, description="give up delivering after this long")
     outbox_retry_base_s: float = Field(2.0, gt=0, description="first outbox retry delay")
     outbox_retry_max_s: float = Field(600.0, gt=0, description="longest outbox retry delay")
 
+    @field_validator("home")
+    @classmethod
+    def _home_named(cls, value: Path) -> Path:
+        if str(value).strip() in ("", "."):
+            raise ValueError("HIVE_HOME is empty; name the agent's directory (or unset it)")
+        return value
+
     @property
     def root(self) -> Path:
         return self.home.expanduser()
+
+    def check_home(self) -> None:
+        """ConfigInvalid unless the home is a directory (or does not exist yet)."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise ConfigInvalid(f"the agent's home {root} exists but is not a directory")
+        for parent in root.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ConfigInvalid(f"{parent} (above the agent's home) is not a directory")
+                break
 
     @property
     def key_file(self) -> Path:

@@ -211,6 +211,22 @@ class Expired(HiveError):
     prefix = "invalid"
 
 
+class PowTooLow(HiveError):
+    """Raised when an event carries less NIP-13 proof of work than the receiver requires."""
+
+    code = "POW_TOO_LOW"
+    detail = "the event carries too little proof of work"
+    prefix = "pow"
+
+
+class FromFuture(HiveError):
+    """Raised when an event is dated further ahead of the local clock than allowed."""
+
+    code = "FROM_FUTURE"
+    detail = "the event is dated in the future"
+    prefix = "invalid"
+
+
 class Replayed(HiveError):
     """Raised when a nonce or idempotency id is reused with different content."""
 

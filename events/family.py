@@ -78,22 +78,28 @@ class JsonFamily(Generic[M]):
     def build(
         self, keys: sdk.Keys, payload: M, *, created_at: int, expiration: int | None = None
     ) -> NostrEvent:
-        """A signed public event carrying `payload`."""
-        return sign_event(
+        """A signed public event carrying `payload`; raises the typed error every receiver
+        would refuse it with, rather than publish something nobody can read."""
+        event = sign_event(
             keys, self.kind, payload.model_dump_json(), self.tags(payload, expiration), created_at
         )
+        self.parse(event, now=created_at)
+        return event
 
     def rumor(
         self, pubkey: str, payload: M, *, created_at: int, expiration: int | None = None
     ) -> Rumor:
-        """An unsigned rumor carrying `payload`, to be sealed with `events.nip59.wrap`."""
-        return make_rumor(
+        """An unsigned rumor carrying `payload`, to be sealed with `events.nip59.wrap`
+        (checked as its receiver will check it, like `build`)."""
+        rumor = make_rumor(
             pubkey,
             self.kind,
             payload.model_dump_json(),
             self.tags(payload, expiration),
             created_at,
         )
+        self.parse(rumor, now=created_at)
+        return rumor
 
     def parse(self, ev: Rumor, *, now: int) -> Signed[M]:
         """Check a verified event or rumor of this family and return its payload.

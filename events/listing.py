@@ -92,6 +92,9 @@ class Trial(BaseModel):
     price_sat: int = Field(ge=500, le=5000)
 
 
+MAX_LIFETIME_S = 366 * 86400  # a listing is re-published to live longer
+
+
 class Listing(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -124,6 +127,8 @@ class Listing(BaseModel):
             )
         if self.expires_at <= self.published_at:
             raise ValueError("a listing must expire after it is published")
+        if self.expires_at - self.published_at > MAX_LIFETIME_S:
+            raise ValueError("a listing lives at most 366 days (re-publish it to extend it)")
         if self.primary in self.secondary:
             raise ValueError("the primary capability is not also secondary")
         return self
@@ -174,14 +179,17 @@ def _tags(item: Listing, pubkey: str) -> list[list[str]]:
 
 
 def build(keys: sdk.Keys, item: Listing, *, created_at: int) -> NostrEvent:
-    """A signed kind-30402 listing."""
-    return sign_event(
+    """A signed kind-30402 listing; raises the typed error every receiver would refuse it
+    with (a listing nobody can read is never published)."""
+    event = sign_event(
         keys,
         Kind.CLASSIFIED_LISTING,
         item.description,
         _tags(item, keys.public_key().to_hex()),
         created_at,
     )
+    parse(event, now=created_at, include_withdrawn=True)
+    return event
 
 
 def _int(ev: Rumor, name: str) -> int | None:

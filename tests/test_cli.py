@@ -84,7 +84,11 @@ def test_json_errors_go_to_stdout(tmp_path: Path) -> None:
 
 def test_usage_errors() -> None:
     result = run("keys", "rotate")
-    assert result.returncode == 2 and "invalid choice" in result.stderr
+    assert_one_line_error(result, "USAGE", 64)
+    assert "invalid choice" in result.stderr
+    as_json = run("--json", "keys", "rotate")
+    assert as_json.returncode == 64
+    assert json.loads(as_json.stdout)["error"]["code"] == "USAGE"
 
 
 @pytest.mark.anyio

@@ -12,7 +12,7 @@ PINNED = {
     "NIP44_MALFORMED", "DECRYPT_FAILED", "PLAINTEXT_LENGTH", "SEAL_MISMATCH", "WRONG_RECIPIENT",
     # NWC-style, shared with advisors
     "UNAUTHORIZED", "RESTRICTED", "QUOTA_EXCEEDED", "RATE_LIMITED", "EXPIRED", "REPLAYED",
-    "INVALID_PARAMS", "NOT_IMPLEMENTED", "QUEUED", "REJECTED", "INTERNAL", "PAYMENT_FAILED",
+    "INVALID_PARAMS", "NOT_IMPLEMENTED", "FROM_FUTURE", "POW_TOO_LOW", "QUEUED", "REJECTED", "INTERNAL", "PAYMENT_FAILED",
     "INSUFFICIENT_BALANCE", "NOT_FOUND",
     # escrow
     "TICKET_INVALID", "MINT_UNSUPPORTED", "MINT_NOT_ALLOWED", "MINT_UNAVAILABLE", "MINT_REFUSED",
@@ -21,7 +21,8 @@ PINNED = {
     # agent/ (runtime)
     "AGENT_ERROR", "KEY_MISSING", "KEY_EXISTS", "KEY_INSECURE", "KEY_INVALID",
     "CONFIG_INVALID", "RELAY_UNAVAILABLE", "NODE_UNAVAILABLE", "NODE_REFUSED",
-    "PEER_NOT_CONNECTED",
+    "PEER_NOT_CONNECTED", "USAGE", "INPUT_MISSING", "STORE_CORRUPT", "STORE_BUSY",
+    "STORE_TOO_NEW", "HOME_LOCKED", "DISK_ERROR",
 }  # fmt: skip
 
 
@@ -52,3 +53,12 @@ def test_rendering() -> None:
     assert str(err) == "INVALID_EVENT: event field 'kind': too big"
     assert err.to_dict() == {"code": "INVALID_EVENT", "message": "event field 'kind': too big"}
     assert RateLimited().nip01() == "rate-limited: too many requests; slow down"
+
+
+def test_exit_statuses_of_wire_errors() -> None:
+    from agent.errors import EX_UNAVAILABLE, exit_code_of
+    from events.errors import InvalidKey, MintUnavailable
+
+    assert exit_code_of(MintUnavailable()) == EX_UNAVAILABLE == 69
+    assert exit_code_of(RateLimited()) == 75
+    assert exit_code_of(InvalidKey()) == 65

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from agent.advisory.policy import PolicyConfig
 from agent.errors import ConfigInvalid
 from agent.settings import RelayEntry, RelaysConfig, Settings
 
@@ -31,6 +33,11 @@ def test_example_mirrors_the_model_field_for_field() -> None:
         ('{"relays": [{"url": "wss://a"}], "min_acks": 2}', "min_acks"),
         ('{"relays": [{"url": "wss://a", "read": false}]}', "read"),
         ('{"relays": [{"url": "wss://a"}], "retries": 3}', "retries"),
+        ('{"relays": [{"url": "wss://a.example", "read": "yes"}]}', "relays.0.read"),
+        ('{"relays": [{"url": "wss://a.example"}, {"url": "wss://a.example/"}]}', "only once"),
+        ('{"relays": [{"url": "wss://A.example"}, {"url": "wss://a.example:443"}]}', "only once"),
+        ("[" * 5000 + "]" * 5000, "nested"),
+        ('{"relays": ' + "[" * 40 + "]" * 40 + "}", "nested"),
     ],
 )
 def test_bad_relays_files(tmp_path: Path, content: str, fragment: str) -> None:
@@ -38,6 +45,68 @@ def test_bad_relays_files(tmp_path: Path, content: str, fragment: str) -> None:
     path.write_text(content)
     with pytest.raises(ConfigInvalid, match=fragment):
         RelaysConfig.load(path)
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe{}", b'{"relays": "\xc3\x28"}'])
+def test_relays_file_that_is_not_utf8(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "relays.json"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigInvalid, match="UTF-8"):
+        RelaysConfig.load(path)
+
+
+def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "relays.json").mkdir()
+    with pytest.raises(ConfigInvalid, match="directory"):
+        RelaysConfig.load(tmp_path / "relays.json")
+    (tmp_path / "policy.json").mkdir()
+    with pytest.raises(ConfigInvalid, match="directory"):
+        PolicyConfig.load(tmp_path / "policy.json")
+
+
+KEY = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("policy", "fragment"),
+    [
+        ({"quiet_hours_utc": [25, -3]}, "quiet_hours_utc.0"),
+        ({"quiet_hours_utc": [1, 2, 3]}, "quiet_hours_utc"),
+        ({"approvers": ["not a key"]}, "approvers.0"),
+        ({"approvers": [KEY], "approvals_needed": 2}, "only 1 distinct approvers"),
+        ({"approvers": [KEY, KEY], "approvals_needed": 2}, "only 1 distinct approvers"),
+        ({"mode": "oracle"}, "oracle_url"),
+        ({"mode": "oracle", "oracle_url": "ftp://x"}, "oracle_url"),
+        ({"protected_channels": ["x"]}, "protected_channels.0"),
+        ({"forbidden_peers": ["02zz"]}, "forbidden_peers.0"),
+        ({"preset": "yolo"}, "preset"),
+    ],
+)
+def test_bad_policy_files_are_refused_in_one_line(
+    tmp_path: Path, policy: dict, fragment: str
+) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy))
+    with pytest.raises(ConfigInvalid, match=fragment) as caught:
+        PolicyConfig.load(path)
+    assert "\n" not in str(caught.value) and "pydantic" not in str(caught.value)
+
+
+def test_good_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({
+        "quiet_hours_utc": [22, 6], "approvers": [KEY, "cd" * 32], "approvals_needed": 2,
+        "mode": "oracle", "oracle_url": "https://oracle.example/decide",
+        "protected_channels": ["800001x1x0"], "forbidden_peers": ["02" + "ab" * 32],
+    }))  # fmt: skip
+    policy = PolicyConfig.load(path)
+    assert policy.quiet_hours_utc == (22, 6) and policy.approvals_needed == 2
+
+
+def test_empty_home_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIVE_HOME", "")
+    with pytest.raises(ValidationError, match="HIVE_HOME is empty"):
+        Settings()
 
 
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:

@@ -14,14 +14,14 @@ quiet hours and the verdict of the limit checks; `tests/test_approval.py` covers
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from agent.errors import ConfigInvalid
+from agent.config_files import load_model
 from events.credential import TIER_CAP, Tier
 from events.errors import HiveError, Restricted
 
@@ -59,6 +59,10 @@ PRESETS = {
     Preset.MODERATE: PresetLimits(30, 500_000, 7),
     Preset.AGGRESSIVE: PresetLimits(50, 2_000_000, 9),
 }
+Hour = Annotated[int, Field(ge=0, le=23)]
+PubkeyHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+NodeIdHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
+Scid = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}x[0-9]{1,10}x[0-9]{1,5}$")]
 QUEUE_TTL_S = 24 * 3600
 CONFIRM_TTL_S = 4 * 3600
 
@@ -80,26 +84,38 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     preset: Preset = Preset.MODERATE
     mode: Mode = Mode.AUTONOMOUS
-    oracle_url: str | None = None
+    oracle_url: str | None = Field(None, max_length=2048, pattern=r"^https?://\S+$")
     operator_pubkey: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    approvers: list[str] = Field(default_factory=list, max_length=16)
+    approvers: list[PubkeyHex] = Field(default_factory=list, max_length=16)
     approvals_needed: int = Field(2, ge=1, le=16)
-    quiet_hours_utc: tuple[int, int] | None = None  # [start, end) hours, e.g. (0, 6)
-    protected_channels: list[str] = Field(default_factory=list)
-    forbidden_peers: list[str] = Field(default_factory=list)
+    quiet_hours_utc: tuple[Hour, Hour] | None = None  # [start, end) hours, e.g. (0, 6)
+    protected_channels: list[Scid] = Field(default_factory=list, max_length=10_000)
+    forbidden_peers: list[NodeIdHex] = Field(default_factory=list, max_length=10_000)
     budgets: Budgets = Field(default_factory=Budgets)
     rate_per_minute: int = Field(60, ge=1)
     dangerous_rate_per_minute: int = Field(5, ge=1)
     mints: list[str] = Field(default_factory=list, max_length=16)  # Cashu mints for escrow
 
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyConfig:
+        if self.mode == Mode.ORACLE and not (self.oracle_url or "").startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("mode 'oracle' needs an oracle_url (http:// or https://)")
+        if self.approvers and len(set(self.approvers)) < self.approvals_needed:
+            raise ValueError(
+                f"approvals_needed is {self.approvals_needed} but only "
+                f"{len(set(self.approvers))} distinct approvers are listed"
+            )
+        return self
+
     @classmethod
     def load(cls, path: Path) -> PolicyConfig:
-        if not path.exists():
-            return cls()
+        """`policy.json` (defaults if it does not exist); ConfigInvalid in one line if wrong."""
         try:
-            return cls.model_validate(json.loads(path.read_text()))
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise ConfigInvalid(f"{path}: {exc}"[:300]) from None
+            return load_model(cls, path)
+        except FileNotFoundError:
+            return cls()
 
     def quiet(self, now: int) -> bool:
         if self.quiet_hours_utc is None:

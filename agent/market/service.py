@@ -282,18 +282,37 @@ class Market:
 
     async def issue_credential(self, cred: reputation.ReputationCredential) -> NostrEvent:
         event = reputation.build(self.agent.keys, cred, created_at=self.now)
+        with self.agent.store.transaction(self.now) as tx:  # remembered: we may revoke it
+            repo.save_credential(
+                tx, reputation.address(self.me, cred.credential_id), cred, event.to_json()
+            )
         await self.agent.publish(event)
         return event
 
     async def revoke_credential(self, credential_id: str) -> NostrEvent:
-        """NIP-09 deletion of one of our credentials; aggregators drop it."""
+        """NIP-09 deletion of one of our credentials; aggregators drop it.
+
+        Raises NotFound unless we issued it (remembered, or found on our relays): a deletion
+        of nothing would only confuse whoever reads it."""
         from events.base import sign_event
 
         address = reputation.address(self.me, credential_id)
+        if not self._issued(address):
+            await self.agent.fetch_into_store(
+                [{"kinds": [Kind.REPUTATION], "authors": [self.me], "#d": [credential_id]}]
+            )
+            if not self._issued(address):
+                raise NotFound(f"we issued no reputation credential {credential_id[:80]!r}")
         tags = [["a", address], ["k", str(int(Kind.REPUTATION))]]
         event = sign_event(self.agent.keys, Kind.DELETION, "revoked", tags, self.now)
         await self.agent.publish(event)
         return event
+
+    def _issued(self, address: str) -> bool:
+        row = self.agent.store.conn.execute(
+            "SELECT 1 FROM credentials WHERE address = ? AND issuer = ?", (address, self.me)
+        ).fetchone()
+        return row is not None
 
     async def reputation_of(self, pubkey: str, members: frozenset[str] = frozenset()) -> Aggregate:
         creds = (await self.credentials_about([pubkey])).get(pubkey, [])

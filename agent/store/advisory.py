@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from agent.store.db import Store, Tx
+from agent.store.db import Store, Tx, load_json_row, load_row
 from events.command import Command
 from events.credential import Grant
 from events.receipt import GENESIS, Receipt
@@ -68,7 +67,7 @@ def credential(db: Db, credential_id: str) -> tuple[Grant, int | None, str] | No
     return (
         None
         if row is None
-        else (Grant.model_validate_json(row["grant_json"]), row["revoked_at"], row["role"])
+        else (load_row(Grant, row["grant_json"]), row["revoked_at"], row["role"])
     )
 
 
@@ -78,7 +77,7 @@ def credentials(db: Db, role: str | None = None) -> list[dict[str, Any]]:
         "SELECT * FROM mgmt_credentials WHERE ? IS NULL OR role = ? ORDER BY created_at",
         (role, role),
     )
-    return [{**r, "grant": json.loads(r.pop("grant_json"))} for r in rows]
+    return [{**r, "grant": load_json_row(r.pop("grant_json"))} for r in rows]
 
 
 def active_held(db: Db, node: str, now: int) -> Grant | None:
@@ -90,7 +89,7 @@ def active_held(db: Db, node: str, now: int) -> Grant | None:
         " AND valid_until > ? ORDER BY created_at DESC LIMIT 1",
         (node, now),
     )
-    return None if row is None else Grant.model_validate_json(row["grant_json"])
+    return None if row is None else load_row(Grant, row["grant_json"])
 
 
 def active_granted_to(db: Db, advisor: str, now: int) -> Grant | None:
@@ -101,7 +100,7 @@ def active_granted_to(db: Db, advisor: str, now: int) -> Grant | None:
         " AND valid_until > ? ORDER BY created_at DESC LIMIT 1",
         (advisor, now),
     )
-    return None if row is None else Grant.model_validate_json(row["grant_json"])
+    return None if row is None else load_row(Grant, row["grant_json"])
 
 
 def claim_nonce(tx: Tx, credential_id: str, nonce: str) -> bool:
@@ -174,7 +173,7 @@ def chain_tip(db: Db, credential_id: str) -> tuple[int, str]:
     )
     if row is None:
         return 0, GENESIS
-    return row["seq"], json.loads(row["receipt"])["receipt_hash"]
+    return row["seq"], load_json_row(row["receipt"])["receipt_hash"]
 
 
 def save_receipt(tx: Tx, receipt: Receipt) -> None:
@@ -198,14 +197,14 @@ def latest_receipt(db: Db, command_id: str) -> Receipt | None:
         "SELECT receipt FROM receipts WHERE command_id = ? ORDER BY seq DESC LIMIT 1",
         (command_id,),
     )
-    return None if row is None else Receipt.model_validate_json(row["receipt"])
+    return None if row is None else load_row(Receipt, row["receipt"])
 
 
 def chain(db: Db, credential_id: str) -> list[Receipt]:
     rows = _rows(
         db, "SELECT receipt FROM receipts WHERE credential_id = ? ORDER BY seq", (credential_id,)
     )
-    return [Receipt.model_validate_json(r["receipt"]) for r in rows]
+    return [load_row(Receipt, r["receipt"]) for r in rows]
 
 
 def save_held_receipt(tx: Tx, receipt: Receipt) -> bool:
@@ -237,14 +236,14 @@ def held_receipts(
         " ORDER BY credential_id, seq",
         (node, node, credential_id, credential_id),
     )
-    return [Receipt.model_validate_json(r["receipt"]) for r in rows]
+    return [load_row(Receipt, r["receipt"]) for r in rows]
 
 
 def held_for_command(db: Db, command_id: str) -> list[Receipt]:
     rows = _rows(
         db, "SELECT receipt FROM receipts_held WHERE command_id = ? ORDER BY seq", (command_id,)
     )
-    return [Receipt.model_validate_json(r["receipt"]) for r in rows]
+    return [load_row(Receipt, r["receipt"]) for r in rows]
 
 
 def save_sent(tx: Tx, cmd: Command) -> None:

@@ -12,7 +12,7 @@ import hmac
 from typing import Any
 
 from agent.store.advisory import Db, _row, _rows
-from agent.store.db import Tx
+from agent.store.db import Tx, load_row
 from events.escrow import CashuProof, Ticket
 
 # --- wallet proofs ---------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def ticket(db: Db, ticket_id: str) -> tuple[Ticket, str, int] | None:
     )
     if row is None:
         return None
-    return Ticket.model_validate_json(row["ticket"]), row["role"], row["successes"]
+    return load_row(Ticket, row["ticket"]), row["role"], row["successes"]
 
 
 def tickets(db: Db, role: str | None = None) -> list[dict[str, Any]]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from agent.store.db import Store, Tx
+from agent.store.db import Store, Tx, load_json_row, load_row
 from events.bid import BidTerms
 from events.contract import Contract, Offer
 from events.listing import Listing
@@ -142,26 +141,26 @@ def _rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str
 
 def my_listings(store: Store) -> dict[str, Listing]:
     rows = _rows(store, "SELECT listing FROM my_listings")
-    return {(item := Listing.model_validate_json(r["listing"])).listing_id: item for r in rows}
+    return {(item := load_row(Listing, r["listing"])).listing_id: item for r in rows}
 
 
 def rfps(store: Store) -> list[dict[str, Any]]:
     rows = _rows(
         store, "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC"
     )
-    return [{**r, "rfp": json.loads(r["rfp"])} for r in rows]
+    return [{**r, "rfp": load_json_row(r["rfp"])} for r in rows]
 
 
 def rfp(store: Store, address: str) -> Rfp | None:
     rows = _rows(store, "SELECT rfp FROM rfps WHERE address = ?", (address,))
-    return Rfp.model_validate_json(rows[0]["rfp"]) if rows else None
+    return load_row(Rfp, rows[0]["rfp"]) if rows else None
 
 
 def bids_received(store: Store, rfp_address: str) -> list[dict[str, Any]]:
     rows = _rows(
         store, "SELECT * FROM bids_received WHERE rfp = ? ORDER BY received_at", (rfp_address,)
     )
-    return [{**r, "terms": json.loads(r["terms"]) if r["terms"] else None} for r in rows]
+    return [{**r, "terms": load_json_row(r["terms"]) if r["terms"] else None} for r in rows]
 
 
 def bid_made(store: Store, rfp_address: str) -> dict[str, Any] | None:
@@ -171,18 +170,18 @@ def bid_made(store: Store, rfp_address: str) -> dict[str, Any] | None:
 
 def offers(store: Store, state: str | None = None) -> list[dict[str, Any]]:
     sql = "SELECT * FROM offers WHERE ? IS NULL OR state = ? ORDER BY created_at"
-    return [{**r, "offer": json.loads(r["offer"])} for r in _rows(store, sql, (state, state))]
+    return [{**r, "offer": load_json_row(r["offer"])} for r in _rows(store, sql, (state, state))]
 
 
 def offer(store: Store, terms_hash: str) -> dict[str, Any] | None:
     rows = _rows(store, "SELECT * FROM offers WHERE terms_hash = ?", (terms_hash,))
-    return {**rows[0], "offer": Offer.model_validate_json(rows[0]["offer"])} if rows else None
+    return {**rows[0], "offer": load_row(Offer, rows[0]["offer"])} if rows else None
 
 
 def contracts(store: Store, state: str | None = None) -> list[dict[str, Any]]:
     sql = "SELECT * FROM contracts WHERE ? IS NULL OR state = ? ORDER BY created_at"
     rows = _rows(store, sql, (state, state))
-    return [{**r, "contract": Contract.model_validate_json(r["contract"])} for r in rows]
+    return [{**r, "contract": load_row(Contract, r["contract"])} for r in rows]
 
 
 def last_heartbeat(store: Store, contract: str) -> int | None:
@@ -208,7 +207,7 @@ def credentials_about(store: Store, subject: str) -> list[ReputationCredential]:
     rows = _rows(
         store, "SELECT credential FROM credentials WHERE subject = ? AND revoked = 0", (subject,)
     )
-    return [ReputationCredential.model_validate_json(r["credential"]) for r in rows]
+    return [load_row(ReputationCredential, r["credential"]) for r in rows]
 
 
 def credential_rows(store: Store) -> list[dict[str, Any]]:
