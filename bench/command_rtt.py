@@ -182,7 +182,7 @@ def main() -> None:
         return
     n = 20 if args.smoke else args.commands
     with tempfile.TemporaryDirectory() as tmp:
-        relay, url = start("relay", "--port", "0")
+        relay, url = start("relay", "--port", "0", "--open")
         node_home, advisor_home = Path(tmp) / "node", Path(tmp) / "advisor"
         hive("--home", str(node_home), "keys", "new")
         (node_home / "policy.json").write_text(json.dumps({"rate_per_minute": 10 * n}))

@@ -55,14 +55,15 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
 class RelayProcess:
     """`hive-agent relay` running out of process (nostr-sdk's LocalRelay)."""
 
-    def __init__(self, db: Path | None = None, *, auth: bool = False) -> None:
+    def __init__(self, db: Path | None = None, *, auth: bool = False, policy: bool = False):
         self.db = db
         self.auth = auth
+        self.flags = [*(["--auth"] if auth else []), *([] if policy else ["--open"])]
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def start(self) -> str:
-        cmd = [HIVE_AGENT, "relay", "--port", "0", *(["--auth"] if self.auth else [])]
+        cmd = [HIVE_AGENT, "relay", "--port", "0", *self.flags]
         if self.db is not None:
             cmd += ["--db", str(self.db)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -89,7 +90,7 @@ class RelayProcess:
     def restart(self) -> str:
         """Start again on the same port (and the same database, if any)."""
         port = int(self.url.rsplit(":", 1)[1])
-        cmd = [HIVE_AGENT, "relay", "--port", str(port), *(["--auth"] if self.auth else [])]
+        cmd = [HIVE_AGENT, "relay", "--port", str(port), *self.flags]
         if self.db is not None:
             cmd += ["--db", str(self.db)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -154,16 +155,20 @@ def relays(tmp_path: Path) -> Iterator[Callable[..., RelayProcess | NostrRelayPr
     """Make relays for one test; every one is stopped at teardown, even if the test fails.
 
     relays() is nostr-sdk's relay in memory, relays(db=True) with LMDB storage,
-    relays(auth=True) requiring NIP-42, relays(kind="nostr-relay") the PyPI implementation.
+    relays(auth=True) requiring NIP-42, relays(policy=True) with the write policy a reachable
+    relay runs (the others are loopback test relays started with --open),
+    relays(kind="nostr-relay") the PyPI implementation.
     """
     made: list[RelayProcess | NostrRelayProcess] = []
 
-    def make(*, db: bool = False, auth: bool = False, kind: str = "nostr-sdk"):
+    def make(
+        *, db: bool = False, auth: bool = False, policy: bool = False, kind: str = "nostr-sdk"
+    ):
         where = tmp_path / f"relay{len(made)}"
         if kind == "nostr-relay":
             relay: RelayProcess | NostrRelayProcess = NostrRelayProcess(where)
         else:
-            relay = RelayProcess(where if db else None, auth=auth)
+            relay = RelayProcess(where if db else None, auth=auth, policy=policy)
         made.append(relay)
         return relay
 

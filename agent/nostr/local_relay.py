@@ -1,7 +1,8 @@
 """nostr-sdk's embedded relay (rust-nostr `LocalRelay`) as a start/stop resource.
 
 Used by `hive-agent relay`, the demo and the test fixtures.  Its default rate limit (60 events
-a minute) is far below what a fleet or a test produces, so it is raised.  With `db_dir` the
+a minute) is far below what a fleet or a test produces, so it is raised; a relay that others
+can reach runs with a write policy instead (agent/nostr/relay_policy.py).  With `db_dir` the
 relay keeps events in LMDB across restarts, which crash tests need so that "exactly once"
 means the same event id and not the relay forgetting.
 
@@ -129,11 +130,15 @@ class EmbeddedRelay:
         port: int = 0,
         db_dir: Path | None = None,
         auth: bool = False,
+        policy: sdk.WritePolicy | None = None,
+        notes_per_minute: int = NOTES_PER_MINUTE,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.db_dir = db_dir
         self.auth = auth
+        self.policy = policy  # None: accept every valid event (loopback test relays)
+        self.notes_per_minute = notes_per_minute
         self._relay: sdk.LocalRelay | None = None
         self._server: asyncio.Server | None = None
         self._splices: set[_Splice] = set()
@@ -146,7 +151,7 @@ class EmbeddedRelay:
     async def start(self) -> str:
         """Start serving; returns the relay URL.  Raises RelayUnavailable if it cannot bind."""
         sdk.uniffi_set_event_loop(asyncio.get_running_loop())
-        limit = sdk.RateLimit(max_reqs=MAX_REQS_PER_CONN, notes_per_minute=NOTES_PER_MINUTE)
+        limit = sdk.RateLimit(max_reqs=MAX_REQS_PER_CONN, notes_per_minute=self.notes_per_minute)
         # NIP-42 AUTH events name the relay URL the client dialled, and LocalRelay checks that
         # against its own: so a relay requiring AUTH serves clients directly (Nagle and all)
         spliced = not self.auth
@@ -155,6 +160,8 @@ class EmbeddedRelay:
         if self.auth:  # NIP-42: clients must authenticate to read and to write
             mode = sdk.LocalRelayBuilderNip42Mode.BOTH
             builder = builder.nip42(sdk.LocalRelayBuilderNip42(mode=mode))
+        if self.policy is not None:
+            builder = builder.write_policy(self.policy)
         if self.db_dir is not None:
             self.db_dir.mkdir(parents=True, exist_ok=True)
             builder = builder.database(await sdk.NostrLmdb.open(str(self.db_dir)))
