@@ -10,34 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyln.client import Plugin, RpcException
+from pyln.client import Plugin
 
-plugin = Plugin()
 try:
+    from agent import plugin_rpc as rpc
     from agent.cln_plugin import PluginRuntime
-    from events.errors import HiveError
+    from events.errors import NotImplementedYet
 
+    plugin: Plugin = rpc.HivePlugin()
     runtime: Any = PluginRuntime()
     MISSING = ""
 except ImportError as exc:  # the plugin disables itself instead of breaking lightningd
-    runtime, MISSING = None, f"hive-agent dependencies missing: {exc}"
-    HiveError = Exception  # type: ignore[misc,assignment]  # never raised: the plugin is disabled
+    plugin, runtime, MISSING = Plugin(), None, f"hive-agent dependencies missing: {exc}"
 
-HIVE_ERROR = 1500  # the message starts with the stable code, e.g. 'UNAUTHORIZED: …'
-NOT_IMPLEMENTED = 1501
 plugin.add_option("hive-relays", "", "Comma-separated Nostr relay URLs (empty: no Nostr traffic)")
-
-
-def hive(fn: Any, *args: Any) -> Any:
-    """Run a runtime call; a HiveError becomes an RPC error carrying its stable code."""
-    try:
-        return fn(*args)
-    except HiveError as err:
-        raise RpcException(str(err), HIVE_ERROR) from None
-
-
-def later(method: str, issue: str) -> RpcException:
-    return RpcException(f"NOT_IMPLEMENTED: {method} arrives with {issue}", NOT_IMPLEMENTED)
 
 
 @plugin.init()
@@ -45,12 +31,15 @@ def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> d
     if runtime is None:
         return {"disable": MISSING}
     relays = [u.strip() for u in str(options.get("hive-relays", "")).split(",") if u.strip()]
-    rpc = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
+    socket = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
+    runtime.log = lambda message, level: plugin.log(message, level=level)
     try:
-        runtime.start(rpc, configuration["lightning-dir"], relays)
+        runtime.start(socket, configuration["lightning-dir"], relays)
     except Exception as exc:  # noqa: BLE001 - report why, and let lightningd carry on without us
         return {"disable": f"hive-agent could not start: {exc}"}
-    plugin.log(f"hive-agent ready; nostr key {runtime.keys.public_key().to_hex()}")
+    plugin.submit = runtime.submit  # type: ignore[attr-defined]
+    state = "; ".join(runtime.problems) or "ready"
+    plugin.log(f"hive-agent {state}; nostr key {runtime.keys.public_key().to_hex()}")
     return None
 
 
@@ -94,119 +83,126 @@ def on_shutdown(plugin: Plugin, **kwargs: Any) -> None:
 
 
 @plugin.method("hive-status")
-def hive_status(plugin: Plugin) -> dict:
-    """Show the hive agent: node summary, Nostr key and binding, relays, events seen, and
-    fleet membership (hive id, this node's tier, member counts, a join in progress)."""
+def hive_status(plugin: Plugin) -> Any:
+    """Show the hive agent: node summary, Nostr key and binding, relays, events seen, fleet
+    membership (hive id, this node's tier, member counts, a join in progress), and any
+    configuration problem that switched part of it off."""
     return runtime.status()
 
 
 @plugin.method("hive-members")
-def hive_members(plugin: Plugin) -> dict:
+def hive_members(plugin: Plugin) -> Any:
     """List the hive's members (tier neophyte or member, status active, left or banned),
     the fleet-wide ban list and open ban proposals with their votes."""
-    return hive(runtime.fleet_call, "members")
+    return runtime.fleet_call("members")
 
 
 @plugin.method("hive-genesis")
-def hive_genesis(plugin: Plugin) -> dict:
+def hive_genesis(plugin: Plugin) -> Any:
     """Create a new hive with this node as its admin and first full member; returns the
     hive id (hive_ + 16 hex digits)."""
-    return hive(runtime.fleet_call, "genesis")
+    return runtime.fleet_call("genesis")
 
 
 @plugin.method("hive-invite")
-def hive_invite(plugin: Plugin, node_id: str, valid_hours: int = 24, requires: str = "") -> dict:
+def hive_invite(plugin: Plugin, node_id: str, valid_hours: int = 24, requires: str = "") -> Any:
     """Issue a signed invite ticket for {node_id} only, valid {valid_hours} hours (1-168);
     {requires} is a comma-separated list of features the joiner must attest (splice,
     dual_fund, anchor, onion).  Only full members can invite."""
-    names = [r.strip() for r in str(requires).split(",") if r.strip()]
-    return hive(runtime.fleet_call, "invite", node_id, int(valid_hours), names)
+    return runtime.fleet_call(
+        "invite",
+        rpc.node_id(node_id),
+        rpc.whole(valid_hours, "valid_hours", 1, 168),
+        rpc.words(requires, "requires", 8),
+    )
 
 
 @plugin.method("hive-join")
-def hive_join(plugin: Plugin, ticket: str) -> dict:
+def hive_join(plugin: Plugin, ticket: str) -> Any:
     """Join a hive with an invite {ticket} naming this node: connects to the issuer and runs
     HELLO, CHALLENGE, ATTEST, WELCOME; `hive-status` shows progress or the refusal."""
-    return hive(runtime.fleet_call, "join", ticket)
+    return runtime.fleet_call("join", rpc.text(ticket, "ticket", 8192))
 
 
 @plugin.method("hive-leave")
-def hive_leave(plugin: Plugin, reason: str = "") -> dict:
+def hive_leave(plugin: Plugin, reason: str = "") -> Any:
     """Leave the hive voluntarily (with an optional {reason}): every member is told, this
     node forgets the hive; channels and funds stay exactly as they are."""
-    return hive(runtime.fleet_call, "leave", reason)
+    return runtime.fleet_call("leave", rpc.text(reason, "reason"))
 
 
 @plugin.method("hive-vouch")
-def hive_vouch(plugin: Plugin, node_id: str) -> dict:
+def hive_vouch(plugin: Plugin, node_id: str) -> Any:
     """Vouch for neophyte {node_id}; it becomes a member once max(2, 51 % of full members)
     have vouched (one, while the hive has a single full member)."""
-    return hive(runtime.fleet_call, "vouch", node_id)
+    return runtime.fleet_call("vouch", rpc.node_id(node_id))
 
 
 @plugin.method("hive-ban")
-def hive_ban(plugin: Plugin, node_id: str, reason: str = "", approve: bool = True) -> dict:
+def hive_ban(plugin: Plugin, node_id: str, reason: str = "", approve: bool = True) -> Any:
     """Propose a fleet-wide ban of {node_id} giving a {reason}, or vote on the open proposal
-    against it ({approve}=false votes against); the ban holds once max(2, 67 % of full
-    members) approve, and every member then ignores that node."""
-    return hive(runtime.fleet_call, "ban", node_id, reason, _flag(approve))
-
-
-def _flag(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() not in ("false", "0", "no")
+    against it ({approve} true or false; false votes against); the ban holds once max(2,
+    67 % of full members) approve, and every member then ignores that node."""
+    return runtime.fleet_call(
+        "ban", rpc.node_id(node_id), rpc.text(reason, "reason"), rpc.flag(approve, "approve")
+    )
 
 
 @plugin.method("hive-topology")
-def hive_topology(plugin: Plugin) -> dict:
+def hive_topology(plugin: Plugin) -> Any:
     """Show the fleet's channel topology."""
-    raise later("hive-topology", "fleet gossip (a later issue)")
+    raise NotImplementedYet("hive-topology arrives with fleet gossip (a later issue)")
 
 
 @plugin.method("hive-pending")
-def hive_pending(plugin: Plugin) -> dict:
+def hive_pending(plugin: Plugin) -> Any:
     """List advisor commands waiting for the operator's approval."""
-    return {"pending": hive(runtime.pending)}
+    return runtime.pending()
 
 
 @plugin.method("hive-approve")
-def hive_approve(plugin: Plugin, id: str) -> dict:
+def hive_approve(plugin: Plugin, id: str) -> Any:
     """Approve the pending advisor command {id} (or a unique prefix of at least 6 characters)."""
-    return {"command_id": hive(runtime.vote, id, "approve"), "recorded": "approve"}
+    return runtime.vote(rpc.hex_id(id, "id"), "approve")
 
 
 @plugin.method("hive-reject")
-def hive_reject(plugin: Plugin, id: str) -> dict:
+def hive_reject(plugin: Plugin, id: str) -> Any:
     """Reject the pending advisor command {id}; the advisor gets a REJECTED receipt."""
-    return {"command_id": hive(runtime.vote, id, "reject"), "recorded": "reject"}
+    return runtime.vote(rpc.hex_id(id, "id"), "reject")
 
 
 @plugin.method("hive-confirm")
-def hive_confirm(plugin: Plugin, id: str) -> dict:
+def hive_confirm(plugin: Plugin, id: str) -> Any:
     """Confirm the approved high-danger advisor command {id} (the second step it needs)."""
-    return {"command_id": hive(runtime.vote, id, "confirm"), "recorded": "confirm"}
+    return runtime.vote(rpc.hex_id(id, "id"), "confirm")
 
 
 @plugin.method("hive-grant")
 def hive_grant(
     plugin: Plugin, advisor: str, schemas: list | str, tier: str = "standard", days: int = 90
-) -> dict:
-    """Grant advisor {advisor} a management credential for {schemas} (e.g. hive:fee-policy/*)
-    at {tier} for {days} days; it is sent to the advisor gift-wrapped."""
-    names = [schemas] if isinstance(schemas, str) else [str(x) for x in schemas]
-    return hive(runtime.grant, advisor, tier, names, int(days))
+) -> Any:
+    """Grant advisor {advisor} (hex or npub) a management credential for {schemas} (e.g.
+    hive:fee-policy/*) at {tier} (monitor, standard, advanced, admin) for {days} days (1-730);
+    it is sent to the advisor gift-wrapped."""
+    return runtime.grant(
+        rpc.pubkey(advisor, "advisor"),
+        rpc.text(tier, "tier", 20),
+        rpc.words(schemas, "schemas"),
+        rpc.whole(days, "days", 1, 730),
+    )
 
 
 @plugin.method("hive-revoke")
-def hive_revoke(plugin: Plugin, credential_id: str) -> dict:
+def hive_revoke(plugin: Plugin, credential_id: str) -> Any:
     """Revoke credential {credential_id} now and publish the revocation."""
-    hive(runtime.revoke, credential_id)
-    return {"revoked": credential_id}
+    return runtime.revoke(rpc.hex_id(credential_id, "credential_id", min_len=32, max_len=32))
 
 
 @plugin.method("hive-credentials")
-def hive_credentials(plugin: Plugin) -> dict:
+def hive_credentials(plugin: Plugin) -> Any:
     """List management credentials this node granted, with their state."""
-    return {"credentials": hive(runtime.credentials)}
+    return runtime.credentials()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -39,13 +41,14 @@ from agent.node.models import (
     PeerDisconnected,
 )
 from agent.node.ops import node_summary
+from agent.plugin_rpc import Deferred
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
 from agent.store.db import Store
 from events import node_binding
 from events.base import NostrEvent
-from events.errors import NotFound
+from events.errors import HiveError, Internal, NotFound
 from events.fleet import is_hive_frame
 
 log = logging.getLogger("hive.plugin")
@@ -84,21 +87,49 @@ class PluginRuntime:
         self.fleet: FleetService | None = None
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
+        self.problems: list[str] = []  # configuration and start-up failures, for hive-status
+        self.log: Callable[[str, str], None] = lambda message, level: None
+
+    def submit(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Future[Any]:
+        """Run `fn(*args)` on the agent's loop; the future completes there."""
+        if self.portal is None:
+            raise Internal("the hive agent is not running")
+        return self.portal.start_task_soon(fn, *args)
+
+    def problem(self, message: str) -> None:
+        """Record (for hive-status) and log a failure that switches part of the agent off."""
+        self.problems.append(message[:300])
+        self.log(f"hive-agent: {message}", "unusual")
 
     # --- lifecycle (called from the plugin's main thread) --------------------------------
 
     def start(self, rpc_path: str, lightning_dir: str, relays: list[str]) -> None:
-        """Start the loop thread, derive the key, sign the binding, start the agent."""
+        """Start the loop thread, derive the key, sign the binding, start the agent.
+
+        Relays and policy.json are checked first: a bad one switches advisor commands off
+        (fleet membership needs neither), is logged, and `hive-status` names it.
+        """
+        home = Path(lightning_dir) / "hive"
+        config = self._config(relays, home)
         self._portal_cm = start_blocking_portal(backend="asyncio", name="hive-agent")
         self.portal = self._portal_cm.__enter__()
         self.relays = relays
-        (Path(lightning_dir) / "hive").mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.portal.call(self._setup, rpc_path, Path(lightning_dir) / "hive")
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.portal.call(self._setup, rpc_path, home)
         self.portal.start_task_soon(self._consume_events)
         assert self.fleet is not None
         self.portal.start_task_soon(self.fleet.run)
-        if relays:
-            self.portal.start_task_soon(self._run_agent, Path(lightning_dir) / "hive")
+        if config is not None:
+            self.portal.start_task_soon(self._run_agent, home, *config)
+
+    def _config(self, relays: list[str], home: Path) -> tuple[RelaysConfig, PolicyConfig] | None:
+        if not relays:
+            return None
+        try:
+            return RelaysConfig.from_urls(relays), PolicyConfig.load(home / "policy.json")
+        except HiveError as exc:
+            self.problem(f"advisor commands are off: {exc}")
+            return None
 
     def stop(self) -> None:
         """Cancel the agent's tasks and join the loop thread (lightningd is shutting down)."""
@@ -124,13 +155,22 @@ class PluginRuntime:
         # fleet membership needs no relays: its own store, custom messages through lightningd
         self.fleet = await FleetService(self.node, Store(home / "fleet.sqlite"), self.keys).start()
 
-    async def _run_agent(self, home: Path) -> None:
+    async def _run_agent(self, home: Path, relays: RelaysConfig, policy: PolicyConfig) -> None:
+        try:
+            await self._agent_until_stopped(home, relays, policy)
+        except Exception as exc:
+            self.problem(f"the Nostr agent stopped: {type(exc).__name__}: {exc}")
+            self.agent = self.service = None
+            raise
+
+    async def _agent_until_stopped(
+        self, home: Path, relays: RelaysConfig, policy: PolicyConfig
+    ) -> None:
         assert self.keys is not None and self.binding is not None
         settings = Settings(home=home)
-        async with Agent(settings, self.keys, RelaysConfig.from_urls(self.relays)) as agent:
+        async with Agent(settings, self.keys, relays) as agent:
             self.agent = agent
             assert self.node is not None
-            policy = PolicyConfig.load(home / "policy.json")
             self.service = NodeService(agent, self.node, policy)
             self.escrow = Escrow(agent, policy.mints, node=self.service)
             await agent.publish(self.binding, wait=False)
@@ -182,9 +222,8 @@ class PluginRuntime:
         if forward is not None:
             self.inject(forward)
 
-    def status(self) -> dict[str, Any]:
-        assert self.portal is not None
-        return self.portal.call(self._status)
+    def status(self) -> Deferred:
+        return Deferred(self._status)
 
     async def _status(self) -> dict[str, Any]:
         assert self.node is not None and self.keys is not None and self.binding is not None
@@ -197,61 +236,65 @@ class PluginRuntime:
             "events": dict(self.counts),
             "refused": self.agent.store.error_counts() if self.agent else {},
             "fleet": self.fleet.status() if self.fleet else None,
+            "problems": list(self.problems),
         }
 
     # --- advisor commands (the operator's side) ------------------------------------------
 
     def _service(self) -> NodeService:
         if self.service is None:
+            if self.problems:
+                raise NotFound(self.problems[-1])
+            if self.relays:
+                raise NotFound("the Nostr agent is still starting; try again in a moment")
             raise NotFound(
                 "advisor commands need Nostr relays: start lightningd with --hive-relays"
             )
         return self.service
 
-    def pending(self) -> list[dict[str, Any]]:
-        assert self.portal is not None
-        return self.portal.call(self._pending)
+    def pending(self) -> Deferred:
+        return Deferred(self._pending)
 
-    async def _pending(self) -> list[dict[str, Any]]:
-        return self._service().pending()
+    async def _pending(self) -> dict[str, Any]:
+        return {"pending": self._service().pending()}
 
-    def vote(self, command_id: str, step: str) -> str:
-        assert self.portal is not None
-        return self.portal.call(self._vote, command_id, step)
+    def vote(self, command_id: str, step: str) -> Deferred:
+        return Deferred(self._vote, command_id, step)
 
-    async def _vote(self, command_id: str, step: str) -> str:
+    async def _vote(self, command_id: str, step: str) -> dict[str, Any]:
         service = self._service()
         found = node_side.vote(service.agent.store, command_id, step, service.now)
         service.wake()
-        return found
+        return {"command_id": found, "recorded": step}
 
-    def grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> dict[str, Any]:
-        assert self.portal is not None
-        return self.portal.call(self._grant, advisor, tier, schemas, days)
+    def grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> Deferred:
+        return Deferred(self._grant, advisor, tier, schemas, days)
 
     async def _grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> dict:
         cred = self._service().issue(advisor, tier, schemas, days=days).credential
         return cred.model_dump()
 
-    def revoke(self, credential_id: str) -> None:
-        assert self.portal is not None
-        self.portal.call(self._service().revoke, credential_id)
+    def revoke(self, credential_id: str) -> Deferred:
+        return Deferred(self._revoke, credential_id)
 
-    def credentials(self) -> list[dict[str, Any]]:
-        assert self.portal is not None
-        return self.portal.call(self._credentials)
+    async def _revoke(self, credential_id: str) -> dict[str, Any]:
+        await self._service().revoke(credential_id)
+        return {"revoked": credential_id}
 
-    async def _credentials(self) -> list[dict[str, Any]]:
-        return repo.credentials(self._service().agent.store)
+    def credentials(self) -> Deferred:
+        return Deferred(self._credentials)
+
+    async def _credentials(self) -> dict[str, Any]:
+        return {"credentials": repo.credentials(self._service().agent.store)}
 
     # --- fleet membership ------------------------------------------------------------------
 
-    def fleet_call(self, name: str, *args: Any) -> Any:
-        """Run a FleetService operation on the agent loop and return its result."""
-        assert self.portal is not None and self.fleet is not None
-        return self.portal.call(self._fleet_call, name, args)
+    def fleet_call(self, name: str, *args: Any) -> Deferred:
+        """A FleetService operation, to run on the agent loop (its result is the reply)."""
+        return Deferred(self._fleet_call, name, args)
 
     async def _fleet_call(self, name: str, args: tuple[Any, ...]) -> Any:
-        assert self.fleet is not None
+        if self.fleet is None:
+            raise NotFound("the fleet service is not running")
         result = getattr(self.fleet, name)(*args)
         return await result if hasattr(result, "__await__") else result

@@ -298,3 +298,69 @@ async def test_advisor_commands_through_the_plugin(tmp_path: Path, relay_url: st
         assert after is None  # a revoked credential gets no answer, only a counted refusal
         assert (await plugin.call("hive-status"))["refused"]["UNAUTHORIZED"] == 1
         assert (await node0.channels())[0].policy.ppm == 120
+
+
+@pytest.mark.anyio
+async def test_parameters_are_checked_strictly_and_errors_carry_no_traceback() -> None:
+    net, ids = ring(clock=time.monotonic)
+    async with plugin_on(net, ids[0]) as plugin:
+        await plugin.call("hive-genesis")
+        cases = [
+            ("hive-ban", {"node_id": ids[1], "approve": "maybe"}, "approve must be true or false"),
+            ("hive-ban", {"node_id": "03zz", "approve": True}, "node_id"),
+            ("hive-vouch", {}, "missing a required argument"),
+            ("hive-vouch", {"node_id": ids[1], "evil": 1}, "unexpected keyword"),
+            ("hive-invite", {"node_id": ids[1], "valid_hours": "abc"}, "valid_hours"),
+            ("hive-invite", {"node_id": ids[1], "valid_hours": 1000}, "valid_hours"),
+            ("hive-invite", {"node_id": ids[1], "valid_hours": True}, "valid_hours"),
+            ("hive-approve", {"id": 42}, "id must be"),
+            ("hive-revoke", {"credential_id": "xyz"}, "credential_id"),
+            ("hive-grant", {"advisor": "not a key", "schemas": ["hive:fee-policy/*"]}, "advisor"),
+            ("hive-leave", {"reason": "x" * 1000}, "reason"),
+        ]
+        for method, params, fragment in cases:
+            with pytest.raises(PluginError) as caught:
+                await plugin.call(method, **params)
+            error = caught.value.error
+            assert error["code"] == 1500, (method, error)
+            assert error["message"].startswith("INVALID_PARAMS: "), (method, error)
+            assert fragment in error["message"], (method, error)
+            assert error["data"]["code"] == "INVALID_PARAMS"
+            assert "traceback" not in error, (method, error)
+        # positional parameters, as lightning-cli sends them, bind like named ones
+        with pytest.raises(PluginError, match="approve must be true or false"):
+            await plugin.request("hive-ban", [ids[1], "typo", "maybe"])
+        members = await plugin.call("hive-members")
+        assert members["bans"] == [] and members["ban_proposals"] == []  # nothing enacted
+
+
+@pytest.mark.anyio
+async def test_configuration_problems_are_loud() -> None:
+    """A bad --hive-relays or policy.json switches advisor commands off, says why in the log
+    and in hive-status, and the methods that need them answer with that reason; fleet
+    membership keeps working."""
+    net, ids = ring(clock=time.monotonic)
+    async with plugin_on(net, ids[0], **{"hive-relays": "http://not-a-relay"}) as plugin:
+        status = await plugin.call("hive-status")
+        assert any("hive-relays" in p or "relay" in p for p in status["problems"]), status
+        with pytest.raises(PluginError, match=r"NOT_FOUND: advisor commands are off"):
+            await plugin.call("hive-pending")
+        assert any(
+            log.get("level") == "unusual" and "advisor commands are off" in log.get("message", "")
+            for log in plugin.logs
+        )
+        assert (await plugin.call("hive-genesis"))["hive_id"].startswith("hive_")
+
+    lightning_dir = short_socket_dir()
+    (lightning_dir / "hive").mkdir(mode=0o700)
+    (lightning_dir / "hive" / "policy.json").write_text('{"quiet_hours_utc": [25, -3]}')
+    async with (
+        SimDriver(net),
+        SimRpcServer(SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc"),
+        PluginProcess(lightning_dir) as plugin,
+    ):
+        await plugin.start({"hive-relays": "ws://127.0.0.1:1"})
+        status = await plugin.call("hive-status")
+        assert any("quiet_hours_utc" in p for p in status["problems"]), status
+        with pytest.raises(PluginError, match="quiet_hours_utc"):
+            await plugin.call("hive-credentials")
