@@ -6,8 +6,9 @@ command is a real `fee-policy set_single` (alternating 100/110 ppm): gift-wrappe
 and verified by the node, decided, executed on the simulator (whose state is saved to disk),
 receipted in a hash chain, gift-wrapped back.  The baseline, measured in the same run on the
 same relay: one signed event published here and received by another process (as the node is
-one) — a gift wrap of the size a command travels in, built before the clock starts so only the
-relay and the client library are timed — and, for reference, a small kind-1 note.
+one) — a gift wrap of the size a command travels in, built before the clock starts, sent and
+read over bare websockets so only the relay and the network stack are timed — and, for
+reference, a small kind-1 note.
 
 A command round trip is two relay hops plus the work at both ends, so the last line is
 `ratio=<p50 command RTT ÷ (2 × p50 raw gift-wrap publish→receive RTT)>`.  It also prints the CPU
@@ -31,12 +32,12 @@ from pathlib import Path
 
 import anyio
 import nostr_sdk as sdk
+import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.advisory.advisor import AdvisorService
 from agent.node import sim_state
-from agent.nostr.client import RelayClient
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
@@ -69,14 +70,17 @@ def hive(*args: str) -> str:
 
 async def reader(url: str, ids: list[str]) -> None:
     """The receiving end of the baseline, in its own process like the node: one line per event,
-    `<id> <perf_counter>` (CLOCK_MONOTONIC, the same clock in every process)."""
-    async with RelayClient([url]) as client:
-        await client.subscribe([{"ids": ids}])
-        await anyio.sleep(0.2)
+    `<id> <perf_counter>` (CLOCK_MONOTONIC, the same clock in every process).  A bare
+    websocket client (no library overhead), so the baseline is the relay's own round trip."""
+    async with websockets.connect(url, compression=None, max_size=2**20) as ws:
+        await ws.send(json.dumps(["REQ", "bench", {"ids": ids}]))
+        while not (await ws.recv()).startswith('["EOSE"'):
+            pass
         print("ready", flush=True)
-        async for incoming in client.inbox:
+        async for frame in ws:
             stamp = time.perf_counter()
-            print(json.loads(incoming.raw)["id"], stamp, flush=True)
+            if isinstance(frame, str) and frame.startswith('["EVENT"'):
+                print(json.loads(frame)[2]["id"], stamp, flush=True)
 
 
 async def raw_rtts(url: str, events: list[NostrEvent], tmp: Path) -> list[float]:
@@ -91,16 +95,17 @@ async def raw_rtts(url: str, events: list[NostrEvent], tmp: Path) -> list[float]
     assert lines.readline().strip() == "ready"
     out: list[float] = []
     try:
-        async with RelayClient([url]) as writer:
+        async with websockets.connect(url, compression=None, max_size=2**20) as writer:
             for event in events:
                 started = time.perf_counter()
-                await writer.publish(event)
+                await writer.send(f'["EVENT",{event.to_json()}]')
                 with anyio.fail_after(10):
                     while True:
                         got, stamp = (await anyio.to_thread.run_sync(lines.readline)).split()
                         if got == event.id:
                             break
                 out.append(float(stamp) - started)
+                await writer.recv()  # the relay's OK (after the clock stopped)
     finally:
         proc.terminate()
         proc.communicate(timeout=20)

@@ -376,8 +376,8 @@ class RelayPool:
         self, url: str, state: RelayState, conn: _Conn, ws: WebSocketClientProtocol
     ) -> None:
         async for frame in ws:
-            if not isinstance(frame, str):
-                continue
+            if not isinstance(frame, str):  # relays speak text; counted like any junk
+                frame = frame[:200].decode("utf-8", "replace")
             if frame.startswith('["EVENT"'):
                 await self._on_event(url, state, frame)
                 continue
@@ -385,14 +385,22 @@ class RelayPool:
                 message = json.loads(frame)
             except (json.JSONDecodeError, RecursionError):
                 state.last_error = "the relay sent a message that is not JSON"
+                await self._junk(url, frame)
                 continue
-            if isinstance(message, list) and message and isinstance(message[0], str):
-                await self._on_message(url, state, conn, message)
+            if not (
+                isinstance(message, list)
+                and message
+                and isinstance(message[0], str)
+                and await self._on_message(url, state, conn, message)
+            ):
+                state.last_error = "the relay sent a message that makes no sense"
+                await self._junk(url, frame)
 
     async def _on_event(self, url: str, state: RelayState, frame: str) -> None:
         found = split_event_frame(frame)
         if found is None:
             state.last_error = "the relay sent a malformed EVENT message"
+            await self._junk(url, frame)
             return
         req_id, raw = found
         state.received += 1
@@ -402,9 +410,15 @@ class RelayPool:
             return
         await self._send.send(Incoming(url, raw, req_id.split(".", 1)[0]))
 
+    async def _junk(self, url: str, frame: str) -> None:
+        """A frame that is not a relay message: through the inbound pipeline, which refuses
+        it with a code and counts it like every other refusal."""
+        await self._send.send(Incoming(url, frame[:70_000], ""))
+
     async def _on_message(
         self, url: str, state: RelayState, conn: _Conn, message: list[Any]
-    ) -> None:
+    ) -> bool:
+        """Act on one relay message; False if it is not a well-formed NIP-01/42/77 message."""
         kind = message[0]
         if kind == "EVENT" and len(message) >= 3 and isinstance(message[1], str):
             # an EVENT frame not starting `["EVENT"` (whitespace): the event re-serialised
@@ -414,11 +428,11 @@ class RelayPool:
             future = conn.oks.pop(message[1], None)
             if future is not None and not future.done():
                 future.set_result((message[2] is True, str(message[3] if len(message) > 3 else "")))
-        elif kind == "EOSE" and len(message) >= 2:
+        elif kind == "EOSE" and len(message) >= 2 and isinstance(message[1], str):
             fetch = self._fetches.get(str(message[1]))
             if fetch is not None:
                 fetch.eose(url)
-        elif kind == "CLOSED" and len(message) >= 2:
+        elif kind == "CLOSED" and len(message) >= 2 and isinstance(message[1], str):
             reason = str(message[2] if len(message) > 2 else "")
             fetch = self._fetches.get(str(message[1]))
             if fetch is not None:
@@ -435,6 +449,9 @@ class RelayPool:
                 queue.put_nowait((kind, str(message[2])))
         elif kind == "AUTH" and len(message) >= 2 and isinstance(message[1], str):
             await self._authenticate(url, conn, message[1])
+        else:
+            return False
+        return True
 
     async def _authenticate(self, url: str, conn: _Conn, challenge: str) -> None:
         """NIP-42: sign the challenge; once the relay accepts, re-send what it may have refused
