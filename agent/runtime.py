@@ -42,7 +42,7 @@ log = logging.getLogger("hive.agent")
 STATUS_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
 CHECKPOINT_EVERY_S = 0.5
-KNOWN_REFRESH_S = 5.0
+KNOWN_REFRESH_S = 0.25
 
 
 class Agent:
@@ -66,7 +66,7 @@ class Agent:
         # keys whose gift wraps are never limited as a stranger's (the operator, approvers);
         # credential holders, contract parties and nodes we advise come from the store
         self.known_keys: set[str] = set()
-        self._correspondents: tuple[float, set[str]] = (-1e9, set())
+        self._correspondents: tuple[float, tuple[int, int], set[str]] = (-1e9, (-1, -1), set())
         self.guard = WrapGuard(
             failures_per_minute=settings.wrap_failures_per_minute,
             failures_burst=max(1, settings.wrap_failures_per_minute // 2),
@@ -164,14 +164,21 @@ class Agent:
         await self._stack.aclose()
 
     def is_known(self, pubkey: str) -> bool:
-        """True for a key this agent works with (its gift wraps skip the strangers' limits)."""
+        """True for a key this agent works with (its gift wraps skip the strangers' limits).
+
+        The set is read from the store again when it may have changed — a credential granted
+        a moment ago by `hive-agent credential grant` in another process, or by this one — at
+        most every KNOWN_REFRESH_S however many strangers write to us."""
         if pubkey in self.known_keys:
             return True
-        at, found = self._correspondents
+        at, version, found = self._correspondents
+        if pubkey in found:
+            return True
         now = time.monotonic()
-        if now - at > KNOWN_REFRESH_S:  # one query per few seconds, however busy the inbox
+        current = (self.store.commits, self.store.data_version())
+        if current != version and now - at > KNOWN_REFRESH_S:
             found = self.store.correspondents()
-            self._correspondents = (now, found)
+            self._correspondents = (now, current, found)
         return pubkey in found
 
     def _relay_back(self, url: str) -> None:

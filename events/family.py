@@ -89,17 +89,18 @@ class JsonFamily(Generic[M]):
     def rumor(
         self, pubkey: str, payload: M, *, created_at: int, expiration: int | None = None
     ) -> Rumor:
-        """An unsigned rumor carrying `payload`, to be sealed with `events.nip59.wrap`
-        (checked as its receiver will check it, like `build`)."""
-        rumor = make_rumor(
+        """An unsigned rumor carrying `payload`, to be sealed with `events.nip59.wrap`.
+
+        (Not parsed back like `build`'s events: a rumor's payload is a validated model and
+        its only tags are derived from it, so what a receiver checks holds by construction;
+        rumors are on every command's path, public events are not.)"""
+        return make_rumor(
             pubkey,
             self.kind,
             payload.model_dump_json(),
             self.tags(payload, expiration),
             created_at,
         )
-        self.parse(rumor, now=created_at)
-        return rumor
 
     def parse(self, ev: Rumor, *, now: int) -> Signed[M]:
         """Check a verified event or rumor of this family and return its payload.

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
@@ -51,7 +50,7 @@ _conversations: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
 
 
 def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+    return hmac.digest(key, data, "sha256")  # OpenSSL's one-shot HMAC: no Python object
 
 
 def conversation_key(keys: KeyLike, pubkey_hex: str, *, remember: bool = True) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from agent.store.db import Store, Tx, load_json_row, load_row
@@ -57,6 +58,13 @@ def revoke_credential(tx: Tx, credential_id: str) -> bool:
     return cur.rowcount == 1
 
 
+@functools.lru_cache(maxsize=256)
+def _grant(text: str) -> Grant:
+    """A stored grant, parsed once per distinct text (a grant never changes once signed; the
+    node reads its credential twice per command)."""
+    return load_row(Grant, text)
+
+
 def credential(db: Db, credential_id: str) -> tuple[Grant, int | None, str] | None:
     """(grant, revoked_at, role) or None."""
     row = _row(
@@ -64,11 +72,7 @@ def credential(db: Db, credential_id: str) -> tuple[Grant, int | None, str] | No
         "SELECT grant_json, revoked_at, role FROM mgmt_credentials WHERE credential_id = ?",
         (credential_id,),
     )
-    return (
-        None
-        if row is None
-        else (load_row(Grant, row["grant_json"]), row["revoked_at"], row["role"])
-    )
+    return None if row is None else (_grant(row["grant_json"]), row["revoked_at"], row["role"])
 
 
 def credentials(db: Db, role: str | None = None) -> list[dict[str, Any]]:
@@ -89,7 +93,7 @@ def active_held(db: Db, node: str, now: int) -> Grant | None:
         " AND valid_until > ? ORDER BY created_at DESC LIMIT 1",
         (node, now),
     )
-    return None if row is None else load_row(Grant, row["grant_json"])
+    return None if row is None else _grant(row["grant_json"])
 
 
 def active_granted_to(db: Db, advisor: str, now: int) -> Grant | None:
@@ -100,7 +104,7 @@ def active_granted_to(db: Db, advisor: str, now: int) -> Grant | None:
         " AND valid_until > ? ORDER BY created_at DESC LIMIT 1",
         (advisor, now),
     )
-    return None if row is None else load_row(Grant, row["grant_json"])
+    return None if row is None else _grant(row["grant_json"])
 
 
 def claim_nonce(tx: Tx, credential_id: str, nonce: str) -> bool:
