@@ -308,3 +308,28 @@ def test_strangers_text_never_reaches_the_terminal_raw(tmp_path: Path, relays):
     assert "\\x1b]0;owned" in shown.stdout  # shown, escaped
     as_json = json.loads(hive(b, "--json", "notes").stdout)
     assert as_json["notes"][0]["text"] == evil  # the data itself is untouched
+
+
+def test_a_credential_granted_by_another_process_is_known_at_once(tmp_path: Path) -> None:
+    """The strangers' limits must not meet an advisor whose credential `hive-agent credential
+    grant` (another process) committed a moment ago: its 31st command in a burst would be
+    refused, waiting for the next catch-up."""
+    import secrets as _secrets
+
+    from agent.runtime import Agent
+    from agent.settings import RelaysConfig, Settings
+
+    agent = Agent(
+        Settings(home=tmp_path), sdk.Keys.generate(), RelaysConfig.single("ws://r.example")
+    )
+    advisor = sdk.Keys.generate().public_key().to_hex()
+    assert not agent.is_known(advisor)
+    other = Store(tmp_path / "agent.sqlite")  # another process's connection
+    with other.transaction(int(time.time())) as tx:
+        tx.execute(
+            "INSERT INTO mgmt_credentials (credential_id, role, node, advisor, grant_json,"
+            " valid_until, created_at) VALUES (?, 'granted', ?, ?, '{}', ?, ?)",
+            (_secrets.token_hex(16), agent.pubkey, advisor, int(time.time()) + 86400, 0),
+        )
+    time.sleep(0.3)
+    assert agent.is_known(advisor)
