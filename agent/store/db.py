@@ -437,11 +437,14 @@ class Store:
         if not kinds:
             return []
         marks = ",".join("?" * len(kinds))
-        rows = self.conn.execute(
-            f"SELECT created_at, event_id FROM seen WHERE kind IN ({marks})"  # noqa: S608
-            " AND created_at >= ?",
-            (*kinds, int(spec.get("since", 0))),
-        ).fetchall()
+        since = int(spec.get("since", 0))
+        until = int(spec.get("until", 2**62))
+        # an event is seen after it was made: `seen_at >= since` narrows through the index
+        sql = (
+            "SELECT created_at, event_id FROM seen WHERE seen_at >= ?"  # noqa: S608 - only ?s
+            f" AND kind IN ({marks}) AND created_at >= ? AND created_at <= ?"
+        )
+        rows = self.conn.execute(sql, (since, *kinds, since, until)).fetchall()
         return [(int(ts), str(i)) for ts, i in rows]
 
     def pending_targets(self) -> set[str]:
