@@ -25,12 +25,13 @@ import anyio
 from pydantic import ValidationError
 
 from agent import __version__, cli_advisory, cli_escrow, cli_market
-from agent.cli_types import port, positive, pubkey
+from agent.cli_types import count, port, positive, pubkey
 from agent.config_files import first_error
 from agent.errors import (
     EX_UNAVAILABLE,
     ConfigInvalid,
     DiskError,
+    RelayUnavailable,
     StoreBusy,
     StoreCorrupt,
     UsageError,
@@ -80,10 +81,12 @@ def cmd_keys_show(args: argparse.Namespace, settings: Settings, emit: Emit) -> i
     return 0
 
 
-async def _serve_relay(relay: EmbeddedRelay, emit: Emit) -> None:
+async def _serve_relay(relay: EmbeddedRelay, emit: Emit, warning: str | None = None) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         await relay.start()
         emit({"url": relay.url, "status": "running"}, relay.url)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         async for signum in signals:
             await relay.stop()
             emit(
@@ -93,30 +96,35 @@ async def _serve_relay(relay: EmbeddedRelay, emit: Emit) -> None:
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
+    if not args.host.strip():
+        raise ConfigInvalid("--host is empty; name an address (0.0.0.0 for every interface)")
     loopback = _is_loopback(args.host)
     if args.open and not loopback:
         raise ConfigInvalid(
             f"--open (no write policy) only on a loopback address, not {args.host}: an open "
             "relay on a reachable address stores anything anyone sends"
         )
-    if not loopback:
-        print(
-            f"warning: serving on {args.host}: events are limited to Lightning Hive kinds at "
-            f"{args.rate}/min per client; for a public relay use a production relay "
-            "(strfry, nostr-rs-relay, ...)",
-            file=sys.stderr,
-            flush=True,
-        )
-    policy = None if args.open else HiveWritePolicy(Limits(per_minute=args.rate))
-    relay = EmbeddedRelay(
-        args.host,
-        args.port,
-        args.db,
-        auth=args.auth,
-        policy=policy,
-        notes_per_minute=NOTES_PER_MINUTE if args.open else args.rate,
+    warning = (
+        None
+        if loopback
+        else f"warning: serving on {args.host}: events are limited to Lightning Hive kinds at "
+        f"{args.rate}/min per client; for a public relay use a production relay "
+        "(strfry, nostr-rs-relay, ...)"
     )
-    anyio.run(_serve_relay, relay, emit, backend="asyncio")
+    policy = None if args.open else HiveWritePolicy(Limits(per_minute=args.rate))
+    try:
+        relay = EmbeddedRelay(
+            args.host,
+            args.port,
+            args.db,
+            auth=args.auth,
+            policy=policy,
+            notes_per_minute=NOTES_PER_MINUTE if args.open else args.rate,
+        )
+        anyio.run(_serve_relay, relay, emit, warning, backend="asyncio")
+    except OSError as exc:  # an address that is not ours, a database path that cannot be one
+        where = f"{args.host}:{args.port}" + (f" with --db {args.db}" if args.db else "")
+        raise RelayUnavailable(f"cannot serve on {where}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -221,8 +229,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     report = status_report(Store(settings.store_file))
     lines = [f"agent   {(report['agent'] or {}).get('pubkey', '(never ran)')}"]
     for r in report["relays"]:
-        error = f"  last error: {r['last_error']}" if r["last_error"] else ""
-        lines.append(f"relay   {r['url']:<40} {r['status']:<12} acks {r['acks']}{error}")
+        error = f"  last error: {inline(r['last_error'])}" if r["last_error"] else ""
+        lines.append(f"relay   {inline(r['url']):<40} {r['status']:<12} acks {r['acks']}{error}")
     lines.append(f"outbox  {report['outbox'] or 'empty'}")
     lines.append(f"errors  {report['errors'] or 'none'}")
     emit(report, "\n".join(lines))
@@ -261,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--db", type=Path, help="keep events in LMDB in this directory")
     relay.add_argument("--auth", action="store_true", help="require NIP-42 AUTH to read and write")
     relay.add_argument(
-        "--rate", type=port, default=600, help="events a minute per client (write policy)"
+        "--rate", type=count, default=600, help="events a minute per client (write policy)"
     )
     relay.add_argument(
         "--open",
@@ -348,6 +356,8 @@ def as_typed(exc: BaseException) -> HiveError | None:
         return exc
     if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
         return DiskError(f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'disk'})")
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        return ConfigInvalid(f"cannot use {exc.filename}: {exc.strerror or exc}")
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc)
         if "locked" in text or "busy" in text:
@@ -361,8 +371,29 @@ def as_typed(exc: BaseException) -> HiveError | None:
     return None
 
 
+class _SafeLogFormatter(logging.Formatter):
+    """Log lines carry strangers' words (a relay's refusal, a URL from someone's list): one
+    line per message, control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {inline(record.getMessage())}"
+        if record.exc_info:
+            text += "\n" + for_terminal(self.formatException(record.exc_info))
+        return text
+
+
+def _log_to_stderr() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_SafeLogFormatter())
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _log_to_stderr()
     as_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)

@@ -13,17 +13,20 @@ from typing import Any
 import anyio
 
 from agent.advisory import node as node_side
+from agent.advisory import schemas
 from agent.advisory.advisor import AdvisorService
 from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.cli_types import integer, positive, pubkey
 from agent.clock import SystemClock
 from agent.home_lock import lock_home
+from agent.keys import load_key_file
 from agent.node.backend import NodeBackend
 from agent.runtime import Agent
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import advisory as repo
+from agent.textsafe import inline
 from events import receipt
 from events.credential import Tier
 from events.errors import InvalidParams, NotFound
@@ -121,6 +124,19 @@ def cmd_credential(
         emit({"credentials": rows}, "\n".join(lines) or "no credentials")
         return 0
 
+    if action == "grant":  # checked before connecting to anything
+        node_side.new_credential(
+            load_key_file(settings.key_file).public_key().to_hex(),
+            args.advisor,
+            args.tier,
+            args.schema,
+            now=SystemClock().now(),
+            days=args.days,
+            max_fee_change_pct=args.max_fee_change_pct,
+            max_rebalance_sats=args.max_rebalance_sats,
+            max_daily_actions=args.max_daily_actions,
+        )
+
     async def run() -> dict[str, Any]:
         async with make(args, settings) as agent:
             service = NodeService(agent, _NoNode(), policy_of(settings, args))
@@ -189,7 +205,7 @@ def _params(pairs: list[str]) -> dict[str, Any]:
         lowered = value.lower()
         out[key] = (
             int(value)
-            if value.lstrip("-").isdigit()
+            if value.isascii() and value.lstrip("-").isdigit() and len(value) < 19
             else {"true": True, "false": False}.get(lowered, value)
         )
     return out
@@ -198,6 +214,8 @@ def _params(pairs: list[str]) -> dict[str, Any]:
 def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
     schema = args.schema if args.schema.startswith("hive:") else f"hive:{args.schema}/v1"
     params = _params(args.params)
+    # the node checks these too; checked here first, nothing is sent that it would refuse
+    schemas.parse_params(schemas.lookup(schema, args.action), params)
 
     async def run() -> dict[str, Any]:
         deadline = anyio.current_time() + args.timeout  # --timeout bounds the whole command
@@ -218,11 +236,12 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
             )
             if not args.json:
                 mode = " (dry run)" if args.dry_run else ""
-                print(f"sent {cmd.command_id}: {schema} {args.action}{mode}", flush=True)
+                print(inline(f"sent {cmd.command_id}: {schema} {args.action}{mode}"), flush=True)
             first = await advisor.wait_for(cmd.command_id, left(), final=False)
             if first is not None and first.status.value == "queued" and args.wait:
                 if not args.json:
-                    print(f"queued: {first.result.get('waiting_for')} ...", flush=True)
+                    waiting = inline(str(first.result.get("waiting_for")))  # the node's words
+                    print(f"queued: {waiting} ...", flush=True)
                 first = await advisor.wait_for(cmd.command_id, left(), final=True) or first
             await agent.flush(min(left(), agent.relays.publish_timeout_s))
             paid = None

@@ -11,9 +11,10 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from agent.cli_types import integer, positive, pubkey
+from agent.cli_types import days, integer, positive, pubkey
 from agent.clock import SystemClock
 from agent.config_files import parse_user_json, read_user_file
+from agent.keys import load_key_file
 from agent.market.ranking import Need
 from agent.market.service import Market
 from agent.runtime import Agent
@@ -294,6 +295,38 @@ def cmd_contract(
 # --- rep --------------------------------------------------------------------------------------
 
 
+def _reputation_credential(
+    args: argparse.Namespace, settings: Settings, evidence: Any
+) -> reputation.ReputationCredential:
+    """The credential `rep issue` publishes, checked before connecting to anything."""
+    end = SystemClock().now()
+    metrics = {}
+    for pair in args.metric or []:
+        name, _, value = pair.partition("=")
+        try:
+            metrics[name] = float(value)
+        except ValueError:
+            raise InvalidParams(f"--metric {pair!r}: expected name=number") from None
+    me = load_key_file(settings.key_file).public_key().to_hex()
+    return _validated(
+        lambda: reputation.ReputationCredential(
+            issuer=listing.did(me),
+            validFrom=reputation.iso(end),
+            credentialSubject=reputation.Subject(
+                id=listing.did(args.subject),
+                domain=args.domain,
+                period=reputation.Period(
+                    start=reputation.iso(end - args.period_days * DAY),
+                    end=reputation.iso(end),
+                ),
+                metrics=metrics,
+                outcome=args.outcome,
+                evidence=evidence,
+            ),
+        )
+    )
+
+
 def cmd_rep(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
     action = args.rep_command
     if action == "verify":
@@ -317,33 +350,10 @@ def cmd_rep(args: argparse.Namespace, settings: Settings, emit: Emit, make: Agen
         else []
     )
 
+    cred = _reputation_credential(args, settings, evidence) if action == "issue" else None
+
     async def job(market: Market) -> dict[str, Any]:
-        if action == "issue":
-            end = market.now
-            metrics = {}
-            for pair in args.metric or []:
-                name, _, value = pair.partition("=")
-                try:
-                    metrics[name] = float(value)
-                except ValueError:
-                    raise InvalidParams(f"--metric {pair!r}: expected name=number") from None
-            cred = _validated(
-                lambda: reputation.ReputationCredential(
-                    issuer=listing.did(market.me),
-                    validFrom=reputation.iso(end),
-                    credentialSubject=reputation.Subject(
-                        id=listing.did(args.subject),
-                        domain=args.domain,
-                        period=reputation.Period(
-                            start=reputation.iso(end - args.period_days * DAY),
-                            end=reputation.iso(end),
-                        ),
-                        metrics=metrics,
-                        outcome=args.outcome,
-                        evidence=evidence,
-                    ),
-                )
-            )
+        if cred is not None:
             event = await market.issue_credential(cred)
             return {
                 "event_id": event.id,
@@ -490,7 +500,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Callable[..., A
     issue = rep.add_parser("issue", parents=[relay_opt], help="issue a credential about SUBJECT")
     issue.add_argument("subject", type=pubkey, help="hex, npub or nprofile")
     issue.add_argument("--domain", choices=[d.value for d in reputation.Domain], required=True)
-    issue.add_argument("--period-days", type=integer, default=30)
+    issue.add_argument("--period-days", type=days, default=30)
     issue.add_argument("--metric", action="append", help="name=value (repeatable)")
     issue.add_argument(
         "--outcome", choices=[o.value for o in reputation.Outcome], default="neutral"

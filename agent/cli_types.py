@@ -51,3 +51,19 @@ def pubkey(text: str) -> str:
     except sdk.NostrSdkError:
         # a typed error, not a usage error: argparse passes it on (INVALID_KEY, exit 65)
         raise InvalidKey(f"{text[:80]!r} is not a public key (hex, npub or nprofile)") from None
+
+
+def count(text: str) -> int:
+    """A whole number from 1 to a billion (a rate, a number of days, a size)."""
+    value = integer(text)
+    if not 1 <= value <= 10**9:
+        raise argparse.ArgumentTypeError(f"{text} must be a whole number from 1 to 1,000,000,000")
+    return value
+
+
+def days(text: str) -> int:
+    """A number of days, 1 to 3,650."""
+    value = integer(text)
+    if not 1 <= value <= 3650:
+        raise argparse.ArgumentTypeError(f"{text} must be a number of days from 1 to 3,650")
+    return value

@@ -91,6 +91,7 @@ class Inbound:
         self.clock = clock
         self.recent = RecentIds(recent_size)
         self.totals: Counter[str] = Counter()
+        self.frozen: set[str] = set()  # relays whose cursors must not move (see freeze_cursors)
 
     def process(self, batch: Sequence[Incoming], *, shed: int = 0) -> BatchReport:
         """Handle a batch of raw events in one transaction; never raises for bad input.
@@ -104,12 +105,16 @@ class Inbound:
         now = self.clock.now()
         seen_here: set[str] = set()
         handled: set[str] = set()  # kinds handled in this batch, for named crash points
+        cursors = _Cursors(now)
         with self.store.transaction(now, durable=False) as tx:  # refetched if lost
             for item in batch:
-                outcome = self._one(item, tx, now, seen_here, handled)
+                outcome = self._one(item, tx, now, seen_here, handled, cursors)
                 report.outcomes.append(outcome)
                 if outcome not in (OK, DUPLICATE):
                     report.errors[outcome] += 1
+            for (relay, sub), at in cursors.moves().items():
+                if relay not in self.frozen:
+                    tx.advance_cursor(relay, sub, at)
             tx.count_errors(report.errors)
             for kind in handled:
                 crash_point("inbound.after_handler", kind)
@@ -120,7 +125,15 @@ class Inbound:
         self.totals.update(report.outcomes)
         return report
 
-    def _one(self, item: Incoming, tx: Tx, now: int, seen_here: set[str], handled: set[str]) -> str:
+    def _one(
+        self,
+        item: Incoming,
+        tx: Tx,
+        now: int,
+        seen_here: set[str],
+        handled: set[str],
+        cursors: _Cursors,
+    ) -> str:
         try:
             data = load_json(item.raw)
             claimed = data.get("id") if isinstance(data, dict) else None
@@ -134,21 +147,30 @@ class Inbound:
             # no cursor: one event dated years ahead would otherwise silence a subscription
             return FromFuture.code
         seen_here.add(event.id)
-        if item.sub:  # a cursor never passes the local clock
-            tx.advance_cursor(item.relay, item.sub, min(event.created_at, now))
         if not self.limiter.allow(event.pubkey, time.monotonic()):
             seen_here.discard(event.id)  # not marked seen: it may be fetched again later
+            cursors.skipped(item, event.created_at)
             return RateLimited.code
         outcome = self._handle(event, tx)
         if outcome in FORGETTABLE:
             # not remembered: a rate-limited event may be fetched again when calm, and an
             # id whose signature failed must not shadow the genuine event with that id
             seen_here.discard(event.id)
+            cursors.skipped(item, event.created_at)
             return outcome
+        cursors.done(item, event.created_at)
         tx.mark_seen(event.id, event.kind, outcome, event.created_at)
         if outcome == OK:
             handled.add(str(event.kind))
         return outcome
+
+    def freeze_cursors(self, relay: str) -> None:
+        """Events from `relay` were shed unread: its cursors stay where they are until it
+        reconnects (so a `since` catch-up asks for them again)."""
+        self.frozen.add(relay)
+
+    def thaw_cursors(self, relay: str) -> None:
+        self.frozen.discard(relay)
 
     def _verifies_itself(self, data: Any) -> bool:
         """True if the handler for this kind checks the signature itself, after cheaper
@@ -174,3 +196,27 @@ class Inbound:
             log.exception("handler for kind %d failed on event %s", event.kind, event.id)
             return Internal.code
         return OK
+
+
+class _Cursors:
+    """Where a batch moves each (relay, subscription) cursor: to the newest event handled, but
+    never past an event that was skipped (rate-limited, refused unremembered) — a `since`
+    catch-up must be able to ask for it again — and never past the local clock."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self._done: dict[tuple[str, str], int] = {}
+        self._skipped: dict[tuple[str, str], int] = {}
+
+    def done(self, item: Incoming, created_at: int) -> None:
+        if item.sub:
+            key = (item.relay, item.sub)
+            self._done[key] = max(self._done.get(key, 0), min(created_at, self.now))
+
+    def skipped(self, item: Incoming, created_at: int) -> None:
+        if item.sub:
+            key = (item.relay, item.sub)
+            self._skipped[key] = min(self._skipped.get(key, created_at), created_at)
+
+    def moves(self) -> dict[tuple[str, str], int]:
+        return {key: min(at, self._skipped.get(key, at)) for key, at in self._done.items()}

@@ -108,11 +108,18 @@ class HivePlugin(Plugin):
         if self.submit is None:
             _finish(request, error=Internal("the hive agent is not running"))
             return
-        future = self.submit(result.fn, result.args)
+        try:
+            future = self.submit(result.fn, result.args)
+        except Exception:  # noqa: BLE001 - the agent's loop has stopped (lightningd shutting down)
+            _finish(request, error=Internal("the hive agent is not running"))
+            return
         future.add_done_callback(lambda done: _settle(request, done))
 
 
 def _settle(request: Request, done: Future[Any]) -> None:
+    if done.cancelled():  # the agent's loop stopped with this method still running
+        _finish(request, error=Internal("the hive agent stopped before it finished"))
+        return
     exc = done.exception()
     if exc is None:
         _finish(request, result=done.result())

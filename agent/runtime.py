@@ -182,6 +182,7 @@ class Agent:
         return pubkey in found
 
     def _relay_back(self, url: str) -> None:
+        self.inbound.thaw_cursors(url)  # its REQs were just sent from the cursors as they are
         self.outbox.relay_back(url)
 
     # --- loops -------------------------------------------------------------------------
@@ -203,13 +204,15 @@ class Agent:
             _drain(self.pool.inbox, backlog, cap)
             shed = 0
             while len(backlog) > cap:
-                backlog.popleft()
+                self.inbound.freeze_cursors(backlog.popleft().relay)
                 shed += 1
             if len(backlog) <= batch_size:
                 batch = list(backlog)
                 backlog.clear()
-            else:  # the newest batch, in arrival order
+            else:  # the newest batch, in arrival order; older ones wait, so cursors hold
                 batch = [backlog.pop() for _ in range(batch_size)][::-1]
+                for relay in {item.relay for item in batch}:
+                    self.inbound.freeze_cursors(relay)
             self.inbound.process(batch, shed=shed)
             if self.outbox.has_fresh:  # handlers queued replies
                 self.outbox.wake()

@@ -243,7 +243,7 @@ def expiration(ev: Rumor) -> int | None:
     value = tag_value(ev.tags, "expiration")
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 16:
+    if not (value.isascii() and value.isdigit()) or len(value) > 16:
         raise InvalidTag(f"expiration must be a unix timestamp, got {value!r:.40}")
     return int(value)
 

@@ -196,7 +196,7 @@ def _int(ev: Rumor, name: str) -> int | None:
     value = tag_value(ev.tags, name)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidTag(f"tag {name!r} must be a non-negative integer, got {value!r:.30}")
     return int(value)
 
@@ -214,7 +214,12 @@ def parse(ev: Rumor, *, now: int, include_withdrawn: bool = False) -> Signed[Lis
     )
     require_unexpired(ev, now)
     price = next(t for t in ev.tags if t[0] == "price")
-    if len(price) < 3 or price[2].upper() not in ("SAT", "SATS") or not price[1].isdigit():
+    amount = price[1] if len(price) > 1 else ""
+    if (
+        len(price) < 3
+        or price[2].upper() not in ("SAT", "SATS")
+        or not (amount.isascii() and amount.isdigit() and len(amount) <= 18)
+    ):
         raise InvalidTag('price must be [amount, "SAT", frequency] with an integer amount')
     caps = [t for t in ev.tags if t[0] == "capability" and len(t) >= 3]
     primary = [t[1] for t in caps if t[2] == "primary"]

@@ -133,8 +133,8 @@ class Negentropy:
     storage: Storage
     frame_limit: int = 0
     initiator: bool = False
-    have: list[bytes] = field(default_factory=list)
-    need: list[bytes] = field(default_factory=list)
+    have: set[bytes] = field(default_factory=set)
+    need: set[bytes] = field(default_factory=set)
     _ts_in: int = 0
     _ts_out: int = 0
 
@@ -205,8 +205,8 @@ class Negentropy:
                         if item.id in theirs:
                             theirs.discard(item.id)
                         else:
-                            self.have.append(item.id)
-                    self.need.extend(sorted(theirs))
+                            self.have.add(item.id)
+                    self.need.update(theirs)
                 else:
                     if skip:
                         skip = False

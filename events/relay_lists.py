@@ -46,13 +46,16 @@ def dm_pow(ev: NostrEvent) -> int:
     """The proof of work (bits) a kind-10050 list asks of gift wraps; 0 if none or unreadable,
     and never more than nip13.MAX_BITS (a stranger cannot make us mine for minutes)."""
     value = tag_value(ev.tags, "pow")
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit() and len(value) <= 3):
         return 0
     return min(int(value), MAX_BITS)
 
 
 def _url(value: str) -> str:
-    if not _RELAY.fullmatch(value) or len(value) > 256:
+    # printable ASCII without `\\` or `@`: URL parsers disagree about those (one reads a host
+    # where another reads user info), and a relay URL never needs them
+    plain = value.isascii() and value.isprintable() and "\\" not in value and "@" not in value
+    if not plain or not _RELAY.fullmatch(value) or len(value) > 256:
         raise InvalidTag(f"not a relay URL: {value!r:.60}")
     return value
 

@@ -243,3 +243,17 @@ def test_market_cli(tmp_path: Path, relay_url: str) -> None:
         home=seller,
     )
     assert_one_line_error(bad, "INVALID_PARAMS", 65)
+
+
+def test_log_lines_from_strangers_are_one_safe_line() -> None:
+    import logging
+
+    from agent.cli import _SafeLogFormatter
+
+    record = logging.LogRecord(
+        "hive.outbox", logging.WARNING, __file__, 1, "relay %s refused: %s",
+        ("ws://x", "blocked: \x1b]0;PWNED\x07\x1b[2J\nerrors  none"), None,
+    )  # fmt: skip
+    text = _SafeLogFormatter().format(record)
+    assert "\x1b" not in text and "\x07" not in text and "\n" not in text
+    assert "\\x1b]0;PWNED" in text

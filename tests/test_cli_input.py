@@ -216,6 +216,27 @@ def test_damaged_local_files(home: Path, case: str) -> None:
             65,
         ),
         (["keys", "rotate"], "USAGE", 64),
+        (["relay", "--host", "999.1.1.1", "--port", "0"], "RELAY_UNAVAILABLE", 69),
+        (["relay", "--db", "/dev/null", "--port", "0"], "RELAY_UNAVAILABLE", 69),
+        (["relay", "--rate", "-5"], "USAGE", 64),
+        (["relay", "--host", ""], "CONFIG_INVALID", 78),
+        (
+            ["rep", "issue", HEX, "--domain", "hive:advisor", "--period-days", "99999999999999"],
+            "USAGE",
+            64,
+        ),
+        (
+            ["rep", "issue", HEX, "--domain", "hive:advisor", "--metric", "x=y"],
+            "INVALID_PARAMS",
+            65,
+        ),
+        (["credential", "grant", HEX, "--schema", "x"], "INVALID_PARAMS", 65),
+        (
+            ["advise", HEX, "fee-policy", "set_single", "channel=1x1x1", "fee_ppm=²"],
+            "INVALID_PARAMS",
+            65,
+        ),
+        (["advise", HEX, "teleport", "go"], "INVALID_PARAMS", 65),
         (["market", "publish", "--id", "x", "--days", "100000000000000000000"], "USAGE", 64),
     ],
 )
@@ -225,9 +246,13 @@ def test_bad_options_are_refused_before_anything_is_sent(
     started = time.monotonic()
     # a relay that does not answer: a check made only after connecting would take seconds
     assert_typed(home, [*args, "--relay", "ws://127.0.0.1:1"] if args[0] in (
-        "note", "advise", "market", "rep") else args, code, status)  # fmt: skip
+        "note", "advise", "market", "rep", "credential") else args, code, status)  # fmt: skip
     assert time.monotonic() - started < 8  # two runs, neither waits for a connection
     assert Store(home / "agent.sqlite").outbox_counts() == {}
+
+
+def test_home_where_nothing_can_be_written() -> None:
+    assert_typed(Path("/proc/1"), ["keys", "new"], "CONFIG_INVALID", 78)
 
 
 def test_home_that_is_a_file(tmp_path: Path) -> None:

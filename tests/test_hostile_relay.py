@@ -6,6 +6,7 @@ agent keeps running."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -91,3 +92,61 @@ async def test_every_lie_is_counted_and_the_truth_gets_through(tmp_path: Path) -
     assert counts.get("INVALID_JSON") == 3
     # the event without its fields, and five messages no relay should send
     assert counts.get("INVALID_EVENT") == 1 + 5
+
+
+async def serve_and_run(tmp_path: Path, handler, seconds: float = 1.5, **settings) -> Agent:
+    """Run an agent against a fake relay `handler` for a while; returns it (closed)."""
+    port = free_port()
+    async with websockets.serve(handler, "127.0.0.1", port, max_size=2**20):
+        url = f"ws://127.0.0.1:{port}"
+        config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=2)
+        async with Agent(Settings(home=tmp_path, **settings), sdk.Keys.generate(), config) as a:
+            await anyio.sleep(seconds)
+            a._write_status()  # what `hive-agent status` reads: must not fail on their text
+            assert a.pool.states[url].status == "connected"
+            return a
+
+
+async def test_unencodable_text_and_endless_challenges_do_not_stop_the_agent(tmp_path: Path):
+    signed: list[str] = []
+
+    async def relay(ws: websockets.WebSocketServerProtocol) -> None:
+        await ws.send('["NOTICE","\\ud800 lone surrogate"]')
+        await ws.send('["CLOSED","x","\\udfff"]')
+        await ws.send('["AUTH","\\ud800"]')  # the first challenge: cannot be signed, refused
+        for i in range(50):
+            await ws.send(json.dumps(["AUTH", f"challenge {i}"]))
+        async for message in ws:
+            request = json.loads(message)
+            if request[0] == "AUTH":
+                signed.append(request[1]["id"])
+                await ws.send(json.dumps(["OK", request[1]["id"], True, ""]))
+            elif request[0] == "EVENT":
+                await ws.send(f'["OK","{request[1]["id"]}",false,"error: \\ud800 no"]')
+
+    agent = await serve_and_run(tmp_path, relay)
+    assert len(signed) <= 1  # at most one challenge per connection is ever answered
+    rows = agent.store.relay_status()
+    assert rows  # written, though their texts could not be encoded as sent
+
+
+async def test_a_reconciliation_that_never_ends_is_cut_short(tmp_path: Path) -> None:
+    """A relay answering every NEG-MSG with fresh ids and a fingerprint that never matches:
+    the sync stops after a bounded number of rounds, memory stays bounded, the agent lives."""
+    rounds = [0]
+
+    async def relay(ws: websockets.WebSocketServerProtocol) -> None:
+        async for message in ws:
+            request = json.loads(message)
+            if request[0] in ("NEG-OPEN", "NEG-MSG"):
+                rounds[0] += 1
+                ids = os.urandom(32 * 100)
+                body = b"\x61" + b"\x00\x00" + b"\x02" + bytes([100]) + ids  # IdList up to ts 0
+                body += b"\x00\x00" + b"\x01" + os.urandom(16)  # [.., ∞): a wrong fingerprint
+                await ws.send(json.dumps(["NEG-MSG", request[1], body.hex()]))
+            elif request[0] == "REQ":
+                await ws.send(json.dumps(["EOSE", request[1]]))
+
+    agent = await serve_and_run(tmp_path, relay, seconds=3)
+    assert 0 < rounds[0] <= 51  # then the relay counts as one without NIP-77
+    assert "does not end" in (agent.pool.states[next(iter(agent.pool.states))].last_error or "")

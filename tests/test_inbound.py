@@ -110,3 +110,34 @@ def test_relay_lists_keep_the_newest(pipeline: Inbound) -> None:
     new = build_dm_relays(ALICE, ["wss://new.example"], created_at=NOW).to_json()
     assert feed(pipeline, new, old) == [OK, OK]
     assert pipeline.store.relay_list(ALICE_PUB, Kind.DM_RELAYS) == [["wss://new.example", "inbox"]]
+
+
+def test_cursors_never_pass_a_skipped_event(tmp_path) -> None:
+    """A rate-limited event is not remembered, so the cursor stays at or before it (a `since`
+    catch-up must ask for it again), even when newer events in the batch were handled."""
+    import time as _time
+
+    import nostr_sdk as _sdk
+
+    from agent.clock import ManualClock
+    from agent.handlers import default_handlers as handlers
+    from agent.ratelimit import FloodLimiter as Limiter
+    from events.base import sign_event as sign
+
+    now = int(_time.time())
+    store = Store(tmp_path / "c.sqlite")
+    clock = ManualClock(now)
+    keys = _sdk.Keys.generate()
+    inbound = Inbound(store, handlers(keys, clock), Limiter(60, 1, 100), clock)
+    noisy, other = _sdk.Keys.generate(), _sdk.Keys.generate()
+    batch = [
+        Incoming("r", sign(noisy, 1, "a", [], now - 100).to_json(), "s"),
+        Incoming("r", sign(noisy, 1, "b", [], now - 90).to_json(), "s"),  # over its burst
+        Incoming("r", sign(other, 1, "c", [], now - 10).to_json(), "s"),
+    ]
+    report = inbound.process(batch)
+    assert report.outcomes == ["WRONG_KIND", "RATE_LIMITED", "WRONG_KIND"]
+    assert store.cursor("r", "s") == now - 90
+    inbound.freeze_cursors("r")
+    inbound.process([Incoming("r", sign(other, 1, "d", [], now - 5).to_json(), "s")])
+    assert store.cursor("r", "s") == now - 90  # shed events on this relay: held until it returns

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import nostr_sdk as sdk
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from agent.nostr.client import Incoming
 from agent.ratelimit import FloodLimiter, WrapGuard
 from agent.store import Store
 from events import nip13, nip59, note, relay_lists
-from events.base import event_id, parse_event
+from events.base import event_id, parse_event, sign_event
 
 
 @settings(max_examples=30)
@@ -29,7 +30,7 @@ from events.base import event_id, parse_event
 def test_mined_ids_have_the_bits(bits: int, content: str, tags: list[list[str]]) -> None:
     pubkey, created_at = "ab" * 32, 1_800_000_000
     mined = nip13.mine(pubkey, created_at, 1059, tags, content, bits)
-    assert mined[:-1] == tags
+    assert mined[: len(tags)] == tags and len(mined) == len(tags) + (1 if bits else 0)
     if bits:
         assert mined[-1][0] == "nonce" and mined[-1][2] == str(bits)
         assert nip13.committed_target(mined) == bits
@@ -71,3 +72,10 @@ def test_a_receiver_with_a_floor_refuses_cheap_wraps(tmp_path) -> None:
                               Incoming("r", mined.to_json(), "inbox")])  # fmt: skip
     assert report.outcomes == ["POW_TOO_LOW", "ok"]
     assert [n["text"] for n in store.notes()] == ["worked for it"]
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 5000, "-3", "1e3", "", " 8"])
+def test_strange_pow_tags_ask_for_nothing(value: str) -> None:
+    keys = sdk.Keys.generate()
+    event = sign_event(keys, 10050, "", [["relay", "wss://a.example"], ["pow", value]], 1)
+    assert relay_lists.dm_pow(event) == 0

@@ -25,6 +25,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import ValidationError
 
 from agent.advisory import schemas
 from agent.advisory.policy import (
@@ -37,6 +38,7 @@ from agent.advisory.policy import (
     decide,
     reputation_factor,
 )
+from agent.config_files import first_error
 from agent.crash import crash_point
 from agent.market.reputation import aggregate
 from agent.node.backend import NodeBackend
@@ -48,7 +50,7 @@ from events import approval, command, credential, receipt
 from events.base import make_rumor
 from events.canonical import content_hash
 from events.command import Command
-from events.credential import Grant
+from events.credential import Grant, ManagementCredential
 from events.errors import (
     Expired,
     HiveError,
@@ -120,35 +122,19 @@ class NodeService:
         max_daily_actions: int | None = None,
     ) -> Grant:
         """Build, sign, store and send a credential for `advisor` (CLI and plugin share this)."""
-        from events.credential import MAX_VALIDITY_S, Constraints, ManagementCredential, Tier
-
-        if not 1 <= days <= MAX_VALIDITY_S // DAY:
-            raise InvalidParams(f"a credential lasts 1 to {MAX_VALIDITY_S // DAY} days, not {days}")
-        limits = {
-            k: v
-            for k, v in {
-                "max_fee_change_pct": max_fee_change_pct,
-                "max_rebalance_sats": max_rebalance_sats,
-                "max_daily_actions": max_daily_actions,
-            }.items()
-            if v is not None
-        }
-        now = self.now
-        try:
-            cred = ManagementCredential(
-                credential_id=secrets.token_hex(16),
-                node=self.me,
-                advisor=advisor,
-                tier=Tier(tier),
-                allowed_schemas=schemas,
-                constraints=Constraints(**limits),
-                valid_from=now,
-                valid_until=now + days * DAY,
-            )
-        except ValueError as exc:
-            raise InvalidParams(str(exc).splitlines()[0][:200]) from None
+        cred = new_credential(
+            self.me,
+            advisor,
+            tier,
+            schemas,
+            now=self.now,
+            days=days,
+            max_fee_change_pct=max_fee_change_pct,
+            max_rebalance_sats=max_rebalance_sats,
+            max_daily_actions=max_daily_actions,
+        )
         grant = credential.sign(self.agent.keys, cred)
-        with self.agent.store.transaction(now) as tx:
+        with self.agent.store.transaction(self.now) as tx:
             self.grant(tx, grant)
         self.agent.outbox.wake()
         return grant
@@ -896,7 +882,7 @@ def parse_text(text: str, grant: Grant, node: str, now: int) -> Command:
             raise InvalidParams(f"expected key=value, got {pair!r}")
         params[key] = (
             int(value)
-            if value.lstrip("-").isdigit()
+            if value.isascii() and value.lstrip("-").isdigit() and len(value) < 19
             else {"true": True, "false": False}.get(value, value)
         )
     try:
@@ -959,3 +945,47 @@ def _same_holder(row: dict[str, Any], cmd: Command, sender: str) -> bool:
     """True if a stored command was sent by `sender` under the same credential as `cmd`."""
     stored = Command.model_validate_json(row["command"])
     return row["sender"] == sender and stored.credential_id == cmd.credential_id
+
+
+def new_credential(
+    node: str,
+    advisor: str,
+    tier: str,
+    schemas: list[str],
+    *,
+    now: int,
+    days: int = 90,
+    max_fee_change_pct: int | None = None,
+    max_rebalance_sats: int | None = None,
+    max_daily_actions: int | None = None,
+) -> ManagementCredential:
+    """A management credential, checked; InvalidParams naming the first problem (the CLI
+    calls this before connecting anywhere)."""
+    from events.credential import MAX_VALIDITY_S, Constraints, Tier
+
+    if not 1 <= days <= MAX_VALIDITY_S // DAY:
+        raise InvalidParams(f"a credential lasts 1 to {MAX_VALIDITY_S // DAY} days, not {days}")
+    limits = {
+        k: v
+        for k, v in {
+            "max_fee_change_pct": max_fee_change_pct,
+            "max_rebalance_sats": max_rebalance_sats,
+            "max_daily_actions": max_daily_actions,
+        }.items()
+        if v is not None
+    }
+    try:
+        return ManagementCredential(
+            credential_id=secrets.token_hex(16),
+            node=node,
+            advisor=advisor,
+            tier=Tier(tier),
+            allowed_schemas=schemas,
+            constraints=Constraints(**limits),
+            valid_from=now,
+            valid_until=now + days * DAY,
+        )
+    except ValidationError as exc:
+        raise InvalidParams(f"credential {first_error(exc)}") from None
+    except ValueError as exc:
+        raise InvalidParams(str(exc).splitlines()[0][:200]) from None

@@ -27,17 +27,41 @@ LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".o
 MAX_FROM_ONE_EVENT = 3  # NIP-17 asks for small inbox lists; more is someone padding it
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+COMPATIBLE = ipaddress.ip_network("::/96")
+SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, SIIT, NAT64, 6to4, Teredo,
+    IPv4-compatible), which is where a packet to it may end up."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in NAT64 or ip in SIIT or (ip in COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None and _address_refusal(inner) is not None:
+            return f"{ip} leads to {inner}, which is not a public address"
     if not ip.is_global or ip.is_multicast:
         return f"{ip} is not a public address"
     return None
 
 
-def host_of(url: str) -> str | None:
-    """The host of a relay URL as nostr-sdk normalises it (None if it is not a relay URL)."""
+def normalized(url: str) -> str | None:
+    """The relay URL as nostr-sdk spells it, if it is a plain one — printable ASCII with no
+    `\\`, `@` or spaces, so that every URL parser (nostr-sdk's, urllib's in `websockets`)
+    reads the same host from it — else None."""
+    if not url.isascii() or not url.isprintable() or any(c in url for c in "\\@ "):
+        return None
     try:
         normal = str(sdk.RelayUrl.parse(url))
     except sdk.NostrSdkError:
@@ -45,7 +69,15 @@ def host_of(url: str) -> str | None:
     parts = urlsplit(normal)
     if parts.scheme not in ("ws", "wss") or parts.username or parts.password:
         return None
-    return (parts.hostname or "").rstrip(".").lower() or None
+    return normal
+
+
+def host_of(url: str) -> str | None:
+    """The host of a plain relay URL as nostr-sdk normalises it (None if it is not one)."""
+    normal = normalized(url)
+    if normal is None:
+        return None
+    return (urlsplit(normal).hostname or "").rstrip(".").lower() or None
 
 
 def spelling_refusal(url: str) -> str | None:
@@ -63,24 +95,20 @@ def spelling_refusal(url: str) -> str | None:
     return None
 
 
-def resolve_refusal(url: str, timeout_s: float = 3.0) -> str | None:
+def resolve_refusal(url: str) -> str | None:
     """Why `url` must not be dialled, judged by every address its host resolves to.
 
-    Blocking (a DNS lookup): call it from a worker thread.
+    Blocking (a DNS lookup): call it from a worker thread, under a timeout of your own.
     """
     reason = spelling_refusal(url)
     if reason is not None:
         return reason
     host = host_of(url)
     assert host is not None
-    previous = socket.getdefaulttimeout()
     try:
-        socket.setdefaulttimeout(timeout_s)
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError as exc:
         return f"{host} does not resolve: {exc}"
-    finally:
-        socket.setdefaulttimeout(previous)
     for info in infos:
         found = _address_refusal(ipaddress.ip_address(info[4][0].split("%")[0]))
         if found is not None:
@@ -91,12 +119,13 @@ def resolve_refusal(url: str, timeout_s: float = 3.0) -> str | None:
 def usable(urls: list[str], own: set[str], *, allow_private: bool) -> list[str]:
     """Of relay URLs taken from someone else's event, those we may dial: at most
     MAX_FROM_ONE_EVENT, our own configured relays always allowed."""
-    out = []
+    out: list[str] = []
     for url in urls:
-        if url in own or (
-            host_of(url) is not None and (allow_private or spelling_refusal(url) is None)
-        ):
+        normal = normalized(url)
+        if url in own:
             out.append(url)
+        elif normal is not None and (allow_private or spelling_refusal(normal) is None):
+            out.append(normal)  # the spelling that was checked is the one that is dialled
         if len(out) == MAX_FROM_ONE_EVENT:
             break
-    return out
+    return list(dict.fromkeys(out))

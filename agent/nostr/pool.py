@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import itertools
 import json
 import logging
 import random
+import secrets
 import zlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -53,11 +53,14 @@ from events.negentropy import Negentropy, Storage
 log = logging.getLogger("hive.pool")
 CONNECTED = "connected"
 MAX_FOREIGN = 16  # relays of other people's lists connected at once
+RESOLVE_TIMEOUT_S = 3.0
 MAX_FRAME = 256 * 1024  # events are at most 64 KiB; anything far larger is not a relay talking
 SYNC_EVERY_S = 300.0  # periodic NIP-77 catch-up, for events a live subscription missed
 SYNC_WINDOW_S = 86400  # how far back a periodic catch-up looks (gift wraps: their lookback)
 NEG_FRAME = 30_000  # bytes of negentropy per message (hex doubles it on the wire)
 MAX_SYNC_FETCH = 2_000  # events fetched per subscription per catch-up, newest first
+MAX_SYNC_ROUNDS = 50  # a reconciliation of any honest set ends long before this
+MAX_SYNC_NEED = 20_000  # ids a relay may claim we lack in one reconciliation
 _decoder = json.JSONDecoder()
 
 
@@ -107,6 +110,7 @@ class _Fetch:
 
     waiting: set[str]
     events: list[str] = field(default_factory=list)
+    asked: frozenset[str] = frozenset()
     done: anyio.Event = field(default_factory=anyio.Event)
     forward: str | None = None  # a sync's fetch: into the inbox under this subscription
 
@@ -125,6 +129,7 @@ class _Conn:
     authed: bool = False
     neg: dict[str, asyncio.Queue[tuple[str, str]]] = field(default_factory=dict)
     negentropy: bool | None = None  # does the relay speak NIP-77 (None: not tried yet)
+    challenged: bool = False  # an AUTH challenge answered on this connection
 
 
 def split_event_frame(frame: str) -> tuple[str, str] | None:
@@ -193,7 +198,6 @@ class RelayPool:
         self._send: anyio.abc.ObjectSendStream[Incoming]
         self._conns: dict[str, _Conn] = {}
         self._fetches: dict[str, _Fetch] = {}
-        self._ids = itertools.count(1)
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
         self._any_connected = anyio.Event()
@@ -237,8 +241,14 @@ class RelayPool:
         """
         if url in self.states:
             return None
+        if dial.normalized(url) != url:
+            return "blocked: not a plain relay URL in the form it would be checked"
         if not self.allow_private:
-            reason = await anyio.to_thread.run_sync(dial.resolve_refusal, url)
+            reason: str | None = "its name did not resolve in time"
+            with anyio.move_on_after(RESOLVE_TIMEOUT_S):
+                reason = await anyio.to_thread.run_sync(
+                    dial.resolve_refusal, url, abandon_on_cancel=True
+                )
             if reason is not None:
                 return f"blocked: {reason}"
         if len(self.foreign) >= self.max_foreign:
@@ -294,25 +304,36 @@ class RelayPool:
                 await anyio.sleep(wait)
                 continue
             state.attempts = 0
+            conn.negentropy, conn.authed, conn.challenged = None, False, False
             self._set(state, CONNECTED)
             self._any_connected.set()
+            lost = "connection lost"
             try:
-                if state.read:
-                    for sub in list(self.subscriptions.values()):
-                        await self._send_req(url, sub)
-                self.on_connect(url)
-                async with anyio.create_task_group() as tg:
-                    if state.read and self.local_items is not None:
-                        tg.start_soon(self._sync_loop, url, conn)
-                    await self._read(url, state, conn, conn.ws)
-                    tg.cancel_scope.cancel()
+                await self._serve(url, state, conn, conn.ws)
+            except Exception as exc:  # noqa: BLE001 - one relay's misbehaviour never ends the pool
+                lost = f"dropped after an error: {type(exc).__name__}: {clean(str(exc))}"
+                log.warning("relay %s: %s", url, lost)
             finally:
                 await _close(conn)
             if self.states.get(url) is state:
-                self._set(state, "disconnected", "connection lost")
+                self._set(state, "disconnected", lost)
                 wait = delay(state.attempts, cfg.reconnect_base_s, cfg.reconnect_max_s, cfg.jitter)
                 state.attempts += 1
                 await anyio.sleep(wait)
+
+    async def _serve(
+        self, url: str, state: RelayState, conn: _Conn, ws: WebSocketClientProtocol
+    ) -> None:
+        """One connection's life: subscribe, catch up, read until it closes."""
+        if state.read:
+            for sub in list(self.subscriptions.values()):
+                await self._send_req(url, sub)
+        self.on_connect(url)
+        async with anyio.create_task_group() as tg:
+            if state.read and self.local_items is not None:
+                tg.start_soon(self._sync_loop, url, conn)
+            await self._read(url, state, conn, ws)
+            tg.cancel_scope.cancel()
 
     def _filters_for(self, url: str, sub: Subscription) -> list[dict[str, Any]]:
         now = self.clock.now()
@@ -405,6 +426,8 @@ class RelayPool:
         req_id, raw = found
         state.received += 1
         fetch = self._fetches.get(req_id)
+        if fetch is not None and url not in fetch.asked:
+            return  # an answer to a query this relay was never sent
         if fetch is not None and fetch.forward is None:
             fetch.events.append(raw)
             return
@@ -427,28 +450,34 @@ class RelayPool:
         elif kind == "OK" and len(message) >= 3 and isinstance(message[1], str):
             future = conn.oks.pop(message[1], None)
             if future is not None and not future.done():
-                future.set_result((message[2] is True, str(message[3] if len(message) > 3 else "")))
+                reason = clean(str(message[3])) if len(message) > 3 else ""
+                future.set_result((message[2] is True, reason))
         elif kind == "EOSE" and len(message) >= 2 and isinstance(message[1], str):
-            fetch = self._fetches.get(str(message[1]))
+            fetch = self._fetches.get(message[1])
             if fetch is not None:
                 fetch.eose(url)
         elif kind == "CLOSED" and len(message) >= 2 and isinstance(message[1], str):
-            reason = str(message[2] if len(message) > 2 else "")
-            fetch = self._fetches.get(str(message[1]))
+            reason = clean(str(message[2])) if len(message) > 2 else ""
+            fetch = self._fetches.get(message[1])
             if fetch is not None:
                 fetch.eose(url)
             elif reason:  # (some relays answer our own CLOSE with an empty CLOSED)
                 state.last_error = f"subscription closed: {reason}"[:200]
         elif kind == "NOTICE" and len(message) >= 2:
-            state.last_error = f"notice: {message[1]}"[:200]
-            for queue in conn.neg.values():  # relays without NIP-77 often answer NEG-OPEN so
-                queue.put_nowait(("NEG-ERR", f"notice: {message[1]}"))
-        elif kind in ("NEG-MSG", "NEG-ERR") and len(message) >= 3:
-            queue = conn.neg.get(str(message[1]))
-            if queue is not None:
-                queue.put_nowait((kind, str(message[2])))
+            notice = clean(str(message[1]))
+            state.last_error = f"notice: {notice}"[:200]
+            if "neg" in notice.lower():  # relays without NIP-77 often answer NEG-OPEN so
+                for queue in conn.neg.values():
+                    _offer(queue, ("NEG-ERR", f"notice: {notice}"))
+        elif kind in ("NEG-MSG", "NEG-ERR") and len(message) >= 3 and isinstance(message[1], str):
+            queue = conn.neg.get(message[1])
+            if queue is not None:  # NEG-MSG carries hex (checked by bytes.fromhex), NEG-ERR text
+                payload = str(message[2]) if kind == "NEG-MSG" else clean(str(message[2]))
+                _offer(queue, (kind, payload))
         elif kind == "AUTH" and len(message) >= 2 and isinstance(message[1], str):
-            await self._authenticate(url, conn, message[1])
+            if not conn.challenged:  # one per connection: a relay cannot make us sign on demand
+                conn.challenged = True
+                await self._authenticate(url, conn, clean(message[1]))
         else:
             return False
         return True
@@ -456,13 +485,17 @@ class RelayPool:
     async def _authenticate(self, url: str, conn: _Conn, challenge: str) -> None:
         """NIP-42: sign the challenge; once the relay accepts, re-send what it may have refused
         for want of it (subscriptions, and the outbox's waiting events through on_connect)."""
-        event = sign_event(
-            self.keys,
-            Kind.AUTH,
-            "",
-            [["relay", url], ["challenge", challenge[:200]]],
-            self.clock.now(),
-        )
+        try:
+            event = sign_event(
+                self.keys,
+                Kind.AUTH,
+                "",
+                [["relay", url], ["challenge", challenge[:200]]],
+                self.clock.now(),
+            )
+        except HiveError as exc:
+            self.states[url].last_error = f"AUTH challenge refused: {exc}"[:200]
+            return
         if conn.ws is None:
             return
         future: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
@@ -524,20 +557,31 @@ class RelayPool:
         spec = {**spec, "since": max(0, now - window), "until": now}
         items = self.local_items(spec)  # an indexed range of the store: milliseconds
         neg = Negentropy(Storage((ts, bytes.fromhex(i)) for ts, i in items), frame_limit=NEG_FRAME)
-        neg_id = f"neg.{next(self._ids)}"
-        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        neg_id = f"neg.{secrets.token_hex(8)}"
+        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=4)
         conn.neg[neg_id] = queue
         message: bytes | None = neg.initiate()
+        rounds = 0
         try:
             await conn.ws.send(json.dumps(["NEG-OPEN", neg_id, spec, message.hex()]))
             while message is not None:
                 with anyio.fail_after(self.config.publish_timeout_s):
                     kind, payload = await queue.get()
                 if kind == "NEG-ERR":
-                    conn.negentropy = False
+                    if conn.negentropy is None:
+                        conn.negentropy = False
                     self.states[url].last_error = f"no NIP-77 sync: {payload}"[:200]
-                    return False
+                    return conn.negentropy is not False
                 conn.negentropy = True
+                rounds += 1
+                if rounds > MAX_SYNC_ROUNDS or len(neg.need) > MAX_SYNC_NEED:
+                    # broken or hostile: this connection falls back to `since`
+                    conn.negentropy = False
+                    self.states[url].last_error = (
+                        f"NIP-77 sync failed: the relay's reconciliation does not end "
+                        f"({rounds} rounds, {len(neg.need)} ids claimed)"
+                    )
+                    return False
                 message = neg.reconcile(bytes.fromhex(payload))
                 if message is not None:
                     await conn.ws.send(json.dumps(["NEG-MSG", neg_id, message.hex()]))
@@ -563,8 +607,10 @@ class RelayPool:
         for start in range(0, min(len(ids), MAX_SYNC_FETCH), 500):
             if conn.ws is None:
                 return
-            req_id = f"{sub.id}.sync{next(self._ids)}"
-            fetch = self._fetches[req_id] = _Fetch(waiting={url}, forward=sub.id)
+            req_id = f"{sub.id}.sync{secrets.token_hex(6)}"
+            fetch = self._fetches[req_id] = _Fetch(
+                waiting={url}, forward=sub.id, asked=frozenset({url})
+            )
             try:
                 chunk = ids[start : start + 500]
                 await conn.ws.send(json.dumps(["REQ", req_id, {"ids": chunk}]))
@@ -643,8 +689,8 @@ class RelayPool:
         urls = self.connected(reads)
         if not urls:
             return []
-        req_id = f"fetch.{next(self._ids)}"
-        fetch = self._fetches[req_id] = _Fetch(waiting=set(urls))
+        req_id = f"fetch.{secrets.token_hex(8)}"  # unguessable: no relay feeds another's
+        fetch = self._fetches[req_id] = _Fetch(waiting=set(urls), asked=frozenset(urls))
         frame = json.dumps(["REQ", req_id, *filters], separators=(",", ":"))
         try:
             for url in urls:
@@ -672,6 +718,18 @@ class RelayPool:
 
     def status_json(self) -> str:
         return json.dumps(self.status())
+
+
+def clean(text: str) -> str:
+    """A relay's text as valid UTF-8 (JSON lets it send lone surrogates, which SQLite and
+    every encoder refuse), at most 300 characters."""
+    return text[:300].encode("utf-8", "replace").decode("utf-8")
+
+
+def _offer(queue: asyncio.Queue[tuple[str, str]], item: tuple[str, str]) -> None:
+    """Queue a negentropy answer; a relay answering faster than we ask loses the extras."""
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(item)
 
 
 async def _close(conn: _Conn) -> None:

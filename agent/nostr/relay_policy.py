@@ -41,6 +41,7 @@ MAX_EVENT_BYTES = 65_536
 MAX_TAGS = 300
 PAST_S = 3 * 86400  # gift wraps are dated up to two days back; replaceable lists live longer
 FUTURE_S = 600
+TOTAL_FACTOR = 20  # the whole relay takes at most this many clients' worth of events
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class HiveWritePolicy(sdk.WritePolicy):
         self.flood = FloodLimiter(
             self.limits.per_minute, self.limits.burst, self.limits.max_addresses
         )
+        # all clients together: a client rotating addresses (an IPv6 prefix holds millions of
+        # /64s) gets a fresh burst from each, but not more than this in all
+        self.total = FloodLimiter(
+            self.limits.per_minute * TOTAL_FACTOR, self.limits.burst * TOTAL_FACTOR, 1
+        )
         self.refused: OrderedDict[str, int] = OrderedDict()  # reason prefix -> count
 
     async def admit_event(self, event: sdk.Event, socket_addr: str) -> sdk.WritePolicyResult:
@@ -113,6 +119,9 @@ class HiveWritePolicy(sdk.WritePolicy):
             kind in (0, 3) or 10000 <= kind < 20000 or 30000 <= kind < 40000,
             int(time.time()),
         )
-        if reason is None and not self.flood.allow(host_of(socket_addr), time.monotonic()):
+        now = time.monotonic()
+        if reason is None and not (
+            self.flood.allow(host_of(socket_addr), now) and self.total.allow("", now)
+        ):
             reason = "rate-limited: slow down"
         return reason
