@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -42,7 +42,8 @@ log = logging.getLogger("hive.agent")
 STATUS_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
 CHECKPOINT_EVERY_S = 0.5
-KNOWN_REFRESH_S = 0.25
+KNOWN_TTL_S = 1.0
+KNOWN_CACHE = 4096
 
 
 class Agent:
@@ -66,7 +67,7 @@ class Agent:
         # keys whose gift wraps are never limited as a stranger's (the operator, approvers);
         # credential holders, contract parties and nodes we advise come from the store
         self.known_keys: set[str] = set()
-        self._correspondents: tuple[float, tuple[int, int], set[str]] = (-1e9, (-1, -1), set())
+        self._known: OrderedDict[str, float] = OrderedDict()
         self.guard = WrapGuard(
             failures_per_minute=settings.wrap_failures_per_minute,
             failures_burst=max(1, settings.wrap_failures_per_minute // 2),
@@ -166,20 +167,22 @@ class Agent:
     def is_known(self, pubkey: str) -> bool:
         """True for a key this agent works with (its gift wraps skip the strangers' limits).
 
-        The set is read from the store again when it may have changed — a credential granted
-        a moment ago by `hive-agent credential grant` in another process, or by this one — at
-        most every KNOWN_REFRESH_S however many strangers write to us."""
+        Asked of the store (indexed) each time for a key not known yet — a credential granted a
+        moment ago, by this process or by `hive-agent credential grant` in another, counts at
+        once (even for the message right after the one that granted it); a "yes" is kept for
+        KNOWN_TTL_S in a bounded map."""
         if pubkey in self.known_keys:
             return True
-        at, version, found = self._correspondents
-        if pubkey in found:
-            return True
         now = time.monotonic()
-        current = (self.store.commits, self.store.data_version())
-        if current != version and now - at > KNOWN_REFRESH_S:
-            found = self.store.correspondents()
-            self._correspondents = (now, current, found)
-        return pubkey in found
+        since = self._known.get(pubkey)
+        if since is not None and now - since < KNOWN_TTL_S:
+            return True
+        if not self.store.is_correspondent(pubkey):
+            return False
+        self._known[pubkey] = now
+        if len(self._known) > KNOWN_CACHE:
+            self._known.popitem(last=False)
+        return True
 
     def _relay_back(self, url: str) -> None:
         self.inbound.thaw_cursors(url)  # its REQs were just sent from the cursors as they are

@@ -497,15 +497,20 @@ class Store:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def correspondents(self) -> set[str]:
-        """Keys this agent has a standing relationship with: both sides of management
-        credentials, contract and offer parties, nodes it sent commands to."""
-        rows = self.conn.execute(
-            "SELECT node FROM mgmt_credentials UNION SELECT advisor FROM mgmt_credentials"
-            " UNION SELECT counterparty FROM contracts UNION SELECT offerer FROM offers"
-            " UNION SELECT counterparty FROM offers UNION SELECT node FROM commands_sent"
-        ).fetchall()
-        return {r[0] for r in rows}
+    def is_correspondent(self, pubkey: str) -> bool:
+        """True if this agent has a standing relationship with `pubkey`: either side of a
+        management credential, a contract or offer party, a node it sent commands to
+        (indexed lookups: it runs for every gift wrap from a key not seen lately)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM mgmt_credentials WHERE advisor = ?1"
+            " UNION ALL SELECT 1 FROM mgmt_credentials WHERE node = ?1"
+            " UNION ALL SELECT 1 FROM contracts WHERE counterparty = ?1"
+            " UNION ALL SELECT 1 FROM offers WHERE offerer = ?1"
+            " UNION ALL SELECT 1 FROM offers WHERE counterparty = ?1"
+            " UNION ALL SELECT 1 FROM commands_sent WHERE node = ?1 LIMIT 1",
+            (pubkey,),
+        ).fetchone()
+        return row is not None
 
     def relay_status(self) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM relay_status ORDER BY url")

@@ -454,4 +454,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE seen ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
     """,
+    # 10: who a key is to us, by index (a gift wrap's seal signer is looked up as it arrives)
+    """
+    CREATE INDEX mgmt_credentials_by_advisor ON mgmt_credentials (advisor);
+    CREATE INDEX mgmt_credentials_by_node ON mgmt_credentials (node);
+    CREATE INDEX contracts_by_counterparty ON contracts (counterparty);
+    CREATE INDEX offers_by_offerer ON offers (offerer);
+    CREATE INDEX offers_by_counterparty ON offers (counterparty);
+    CREATE INDEX commands_sent_by_node ON commands_sent (node);
+    """,
 ]
