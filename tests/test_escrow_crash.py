@@ -101,15 +101,47 @@ def test_ticket_released_exactly_once_across_a_node_crash(setup, point: str) -> 
     assert erepo.ticket(node_store, ticket_id)[2] == 1  # counted once
     assert [p["state"] for p in erepo.parts(node_store, ticket_id)] == ["released"]
     # the advisor redeems (its agent would on its own; here the CLI does it explicitly)
-    ok(hive(advisor_home, "run", "--until-idle", "--relay", url))
-    states = [p["state"] for p in erepo.parts(Store(advisor_home / "agent.sqlite"), ticket_id)]
-    if states != ["redeemed"]:
-        ok(hive(advisor_home, "--json", "escrow", "redeem", ticket_id))
+    ran = hive(advisor_home, "run", "--until-idle", "--relay", url)
+    ok(ran)
+    parts = erepo.parts(Store(advisor_home / "agent.sqlite"), ticket_id)
+    redeemed = None
+    if [p["state"] for p in parts] != ["redeemed"]:
+        redeemed = hive(advisor_home, "--json", "escrow", "redeem", ticket_id)
+        ok(redeemed)
     balance = ok(hive(advisor_home, "--json", "escrow", "balance"))["balances"]
-    assert sum(balance.values()) == 60
+    assert sum(balance.values()) == 60, (ran.stderr, parts, redeemed)
     status = ok(hive(advisor_home, "--json", "escrow", "status", ticket_id))
     assert status["parts"][0]["states"] == ["spent"]
     assert status["parts"][0]["preimage_revealed"] == got[0].preimage
+    again = hive(advisor_home, "--json", "escrow", "redeem", ticket_id)
+    assert again.returncode != 0 and "already redeemed" in again.stdout + again.stderr
+
+
+def test_a_redeem_whose_answer_was_lost_is_restored_from_the_mint(setup) -> None:
+    """The advisor is killed after the mint swapped its released part but before anything was
+    recorded: the part's proofs are spent and the fresh ones exist only at the mint.  The next
+    redeem finds them spent and restores the swap's outputs (NUT-09); nothing is lost."""
+    node, node_pub, advisor_home, url, fund = setup
+    ticket_id = fund(60)
+    chans, _ = my_channels(node.home)
+    # the advisor's agent redeems as soon as the receipt brings the preimage: in `advise`
+    # itself, or else in the next `run`; either is killed right after the mint's answer
+    sent = hive(advisor_home, "--json", "advise", node_pub, "fee-policy", "set_single",
+                f"channel={chans[0]['scid']}", "fee_ppm=120", "--ticket", ticket_id,
+                "--relay", url, "--timeout", "20", crash_at="escrow.after_swap")  # fmt: skip
+    if sent.returncode != -signal.SIGKILL:
+        assert json.loads(sent.stdout)["preimage"] is not None, sent.stdout
+        killed = hive(advisor_home, "run", "--until-idle", "--relay", url,
+                      crash_at="escrow.after_swap")  # fmt: skip
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    advisor_store = Store(advisor_home / "agent.sqlite")
+    assert [p["state"] for p in erepo.parts(advisor_store, ticket_id)] == ["released"]
+    status = ok(hive(advisor_home, "--json", "escrow", "status", ticket_id))
+    assert status["parts"][0]["states"] == ["spent"]  # swapped at the mint, not recorded here
+    ok(hive(advisor_home, "--json", "escrow", "redeem", ticket_id))
+    balance = ok(hive(advisor_home, "--json", "escrow", "balance"))["balances"]
+    assert sum(balance.values()) == 60
+    # redeemed once: a third attempt is refused
     again = hive(advisor_home, "--json", "escrow", "redeem", ticket_id)
     assert again.returncode != 0 and "already redeemed" in again.stdout + again.stderr
 

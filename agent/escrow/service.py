@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from agent.crash import crash_point
 from agent.escrow.mint import check_mint, normalize
 from agent.node.models import Forward, ForwardStatus
 from agent.runtime import Agent
@@ -413,13 +414,9 @@ class Escrow:
         ticket = found[0]
         part = ticket.parts[part_index]
         wallet = await self.wallet(self._mint_allowed(ticket.mint))
-        try:
-            fresh = await wallet.redeem(part.proofs, row["preimage"])
-        except MintRefused:
-            states = await wallet.states(part.proofs)
-            if not all(s["state"] == "spent" for s in states):
-                raise
-            fresh = []  # spent: by us before a crash (the library kept the proofs) or lost
+        fresh = await self._final_swap(
+            ticket, part_index, row, wallet, lambda: wallet.redeem(part.proofs, row["preimage"])
+        )
         with self.agent.store.transaction(self.now) as tx:
             repo.add_proofs(tx, ticket.mint, fresh, f"redeem:{ticket_id}")
             repo.move_part(tx, ticket_id, part_index, ("released",), "redeemed",
@@ -443,11 +440,56 @@ class Escrow:
         if repo.secret_state(self.agent.store, part.lock_hash) == "released":
             raise InvalidParams("the node released this part's preimage: it is the advisor's")
         wallet = await self.wallet(ticket.mint)
-        fresh = await wallet.refund(part.proofs)
+        row = next(
+            p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == part_index
+        )
+        fresh = await self._final_swap(
+            ticket, part_index, row, wallet, lambda: wallet.refund(part.proofs)
+        )
         with self.agent.store.transaction(self.now) as tx:
             repo.add_proofs(tx, ticket.mint, fresh, f"refund:{ticket_id}")
             repo.move_part(tx, ticket_id, part_index, ("locked", "lapsed"), "refunded")
         return fresh
+
+    async def _final_swap(
+        self, ticket: Any, part_index: int, row: dict[str, Any], wallet: Any, swap: Any
+    ) -> list[CashuProof]:
+        """Swap a part's locked proofs into fresh ones, where a lost answer loses nothing.
+
+        Where the outputs start (NUT-13) is recorded before the swap is sent; if the proofs turn
+        out spent already — a swap whose answer a crash, a cancel or a timeout lost, in this
+        process or another — its outputs are restored from the mint (NUT-09)."""
+        part = ticket.parts[part_index]
+        # every attempt's start is kept: an earlier attempt's answer may be the one that was lost
+        starts = [s for s in (row.get("swap_from") or "").split(",") if s]
+        start = await wallet.next_outputs()
+        if start not in starts:
+            starts.append(start)
+            with self.agent.store.transaction(self.now) as tx:
+                repo.set_part(tx, ticket.ticket_id, part_index, swap_from=",".join(starts[-8:]))
+        try:
+            fresh = await swap()
+            crash_point("escrow.after_swap")
+            return fresh
+        except MintRefused:
+            states = await wallet.states(part.proofs)
+            if not all(s["state"] == "spent" for s in states):
+                raise
+        restored: list[CashuProof] = []
+        total = 0
+        for begin in starts[-8:]:
+            found = await wallet.restore(begin)  # in derivation order: that swap's outputs first
+            known = repo.known_secrets(self.agent.store, [p.secret for p in found])
+            for proof in found:
+                if proof.secret in known or total + proof.amount > part.amount_sat:
+                    break  # another swap's outputs (already ours), or more than this part
+                restored.append(proof)
+                total += proof.amount
+        log.warning(
+            "escrow: part %s/%d was swapped already; %d sat restored from the mint",
+            ticket.ticket_id, part_index, total,
+        )  # fmt: skip
+        return restored
 
     async def status(self, ticket_id: str) -> dict[str, Any]:
         """NUT-07 states of every part's proofs, and any preimage a spend revealed."""

@@ -54,6 +54,8 @@ class _Wallet(Wallet):
             self._client = client
 
 
+RESTORE_WINDOW = 64  # outputs a swap of one ticket part can have (one per power of two)
+
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -201,6 +203,59 @@ class CashuWallet:
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
         return [from_cashu(p) for p in keep]
+
+    async def next_outputs(self) -> str:
+        """Where the next swap's outputs start: `<keyset id>:<NUT-13 counter>` (recorded before
+        a swap, so its outputs can be restored if the answer is lost)."""
+        from cashu.wallet.crud import bump_secret_derivation
+
+        kid = self.wallet.keyset_id
+        counter = await bump_secret_derivation(db=self.wallet.db, keyset_id=kid, by=0, skip=True)
+        return f"{kid}:{counter}"
+
+    async def restore(self, start: str, count: int = RESTORE_WINDOW) -> list[CashuProof]:
+        """The unspent proofs for outputs derived from `start` onwards, in derivation order
+        (`next_outputs()` taken before a swap whose answer was lost: crash, cancel, timeout).
+
+        Those the library stored before the loss are taken from its database; the rest are
+        asked of the mint (NUT-09).  The derivation counter is never moved back."""
+        from cashu.wallet.crud import get_proofs
+
+        kid, _, first = start.partition(":")
+        w = self.wallet
+        try:
+            secrets, rs, paths = await w.generate_secrets_from_to(
+                int(first), int(first) + count - 1, keyset_id=kid
+            )
+            held = {p.secret: p for p in await get_proofs(db=w.db, id=kid)}
+            ask = [i for i, secret in enumerate(secrets) if secret not in held]
+            got: list[Proof] = []
+            if ask:
+                outputs, _ = w._construct_outputs(
+                    [1] * len(ask), [secrets[i] for i in ask], [rs[i] for i in ask], keyset_id=kid
+                )
+                _, got = await w.restore_promises(
+                    outputs,
+                    [secrets[i] for i in ask],
+                    [rs[i] for i in ask],
+                    [paths[i] for i in ask],
+                )
+            signed = {**{p.secret: p for p in got}, **held}
+            found: list[Proof] = []
+            for secret in secrets:  # one swap's outputs are consecutive: stop at the first gap
+                if secret not in signed:
+                    break
+                found.append(signed[secret])
+            if not found:
+                return []
+            reply = await w.check_proof_state(found)
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        return [
+            from_cashu(p)
+            for p, s in zip(found, reply.states, strict=True)
+            if str(s.state.value).lower() == "unspent"
+        ]
 
     async def states(self, proofs: list[CashuProof]) -> list[dict[str, Any]]:
         """NUT-07: each proof's state, and the preimage if a spend revealed it."""

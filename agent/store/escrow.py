@@ -27,6 +27,13 @@ def add_proofs(tx: Tx, mint: str, proofs: list[CashuProof], origin: str) -> None
         )
 
 
+def known_secrets(db: Db, secrets: list[str]) -> set[str]:
+    """Which of these proof secrets the wallet ledger holds already (in any state)."""
+    marks = ", ".join("?" for _ in secrets)
+    sql = f"SELECT secret FROM wallet_proofs WHERE secret IN ({marks})"  # noqa: S608
+    return {row["secret"] for row in _rows(db, sql, tuple(secrets))} if secrets else set()
+
+
 def spend_proofs(tx: Tx, proofs: list[CashuProof]) -> None:
     for p in proofs:
         tx.execute(
@@ -103,7 +110,7 @@ def parts(db: Db, ticket_id: str) -> list[dict[str, Any]]:
     return _rows(
         db,
         "SELECT part_index, lock_hash, amount, locktime, state, preimage, measure_from,"
-        " released_by, note, updated_at FROM escrow_parts WHERE ticket_id = ? ORDER BY"
+        " released_by, note, swap_from, updated_at FROM escrow_parts WHERE ticket_id = ? ORDER BY"
         " part_index",
         (ticket_id,),
     )
@@ -127,7 +134,7 @@ def part_by_hash(db: Db, role: str, lock_hash: str) -> dict[str, Any] | None:
     )
 
 
-PART_FIELDS = frozenset({"preimage", "measure_from", "released_by", "note"})
+PART_FIELDS = frozenset({"preimage", "measure_from", "released_by", "note", "swap_from"})
 
 
 def move_part(

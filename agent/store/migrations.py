@@ -463,4 +463,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX offers_by_counterparty ON offers (counterparty);
     CREATE INDEX commands_sent_by_node ON commands_sent (node);
     """,
+    # 11: where a final swap's outputs start (NUT-13 `<keyset>:<counter>`), recorded before it
+    # is sent, so a swap whose answer was lost is restored from the mint (NUT-09)
+    """
+    ALTER TABLE escrow_parts ADD COLUMN swap_from TEXT;
+    """,
 ]
