@@ -221,7 +221,7 @@ class Outbox:
         # the stored JSON exactly as signed and committed: never re-signed, never rebuilt (and
         # not re-verified: it is our own, and relays check signatures anyway)
         targets = [url for url in item.missing if url not in blocked]
-        outcome = await self.pool.publish(item.event_json, targets)
+        outcome = await self.pool.publish(item.event_json, targets, item.event_id)
         outcome.refused.update(blocked)
         crash_point("outbox.after_send", str(item.kind))
         now = self.clock.now()

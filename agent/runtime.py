@@ -282,15 +282,13 @@ class Agent:
 
     async def inbox_of(self, pubkey: str) -> list[str]:
         """Where `pubkey` reads gift wraps (its 10050, else its 10002 read relays, else ours)."""
-        dm = self.store.relay_list(pubkey, Kind.DM_RELAYS)
-        listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
+        dm, listed, _ = self.store.inbox_lists(pubkey)
         if dm is None and listed is None:
             raws = await self.pool.fetch(
                 [{"kinds": [Kind.DM_RELAYS, Kind.RELAY_LIST], "authors": [pubkey]}], timeout_s=3
             )
             self.inbound.process([Incoming("fetch", raw) for raw in raws])
-            dm = self.store.relay_list(pubkey, Kind.DM_RELAYS)
-            listed = self.store.relay_list(pubkey, Kind.RELAY_LIST)
+            dm, listed, _ = self.store.inbox_lists(pubkey)
         return self._inbox_targets(dm, listed)
 
     def _inbox_targets(
@@ -311,10 +309,9 @@ class Agent:
         Without `targets`, uses the recipient's relay lists already in the store (no network
         here); falls back to our own write relays.
         """
-        wrap = self._wrap(recipient, rumor)
+        dm, listed, bits = self.store.inbox_lists(recipient)
+        wrap = nip59.wrap(self.keys, recipient, rumor, now=self.clock.now(), pow_bits=bits)
         if targets is None:
-            dm = self.store.relay_list(recipient, Kind.DM_RELAYS)
-            listed = self.store.relay_list(recipient, Kind.RELAY_LIST)
             targets = self._inbox_targets(dm, listed)
         self.outbox.enqueue(tx, wrap, targets)
         return wrap

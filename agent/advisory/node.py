@@ -86,6 +86,7 @@ class NodeService:
         self.me = agent.pubkey
         self.escrow: Escrow | None = None  # set by agent.escrow.service.Escrow
         self._wake = anyio.Event()
+        self._intaken: dict[str, Command] = {}  # commands parsed at intake, by id
         agent.known_keys.update(k for k in [policy.operator_pubkey, *policy.approvers] if k)
         agent.rumors[Kind.COMMAND] = self.on_command
         agent.rumors[Kind.DIRECT_MESSAGE] = self.on_dm
@@ -201,6 +202,9 @@ class NodeService:
             self._finish(tx, cmd, sender, reply, status=Status.ERROR, error=error)
             return
         repo.insert_command(tx, cmd, sender, reply)
+        self._intaken[cmd.command_id] = cmd
+        while len(self._intaken) > 1024:  # bounded: what is never processed here falls out
+            self._intaken.pop(next(iter(self._intaken)))
 
     # --- receipts --------------------------------------------------------------------------
 
@@ -328,7 +332,10 @@ class NodeService:
     def _parsed(
         self, row: dict[str, Any]
     ) -> tuple[Command, Grant, schemas.ActionSpec, schemas.Params]:
-        cmd = Command.model_validate_json(row["command"])
+        # parsed moments ago at intake (a frozen model, stored as exactly this JSON)
+        cmd = self._intaken.pop(row["command_id"], None)
+        if cmd is None:
+            cmd = Command.model_validate_json(row["command"])
         found = repo.credential(self.agent.store, cmd.credential_id)
         if found is None or found[1] is not None:
             raise Unauthorized("the credential has been revoked")
@@ -347,7 +354,12 @@ class NodeService:
                 decision="self-inspection",
             )
             return
-        limit = await self.limit_error(cmd, grant, spec, params, danger)
+        # one listing of the channels serves the limit checks and the receipt's "before"
+        needs = spec.touches not in ("none", "funds") or (
+            spec.family == "fee-policy" and spec.name != "set_bulk"
+        )
+        listing = await self.node.channels() if needs else None
+        limit = await self.limit_error(cmd, grant, spec, params, danger, listing)
         rep = aggregate(
             row["sender"], market_repo.credentials_about(self.agent.store, row["sender"]), self.now
         )
@@ -363,7 +375,7 @@ class NodeService:
         )
         runs_now = decision.route == Route.AUTO and not cmd.dry_run
         reasons = decision.explain()
-        before = await schemas.touched_state(spec, self.node, params) if runs_now else None
+        before = await schemas.touched_state(spec, self.node, params, listing) if runs_now else None
         # The decision alone need not be durable (if lost, the command is decided again); a
         # command that runs now is claimed in the same commit, which is durable when the claim
         # must be (see _claim).
@@ -538,9 +550,12 @@ class NodeService:
         spec: schemas.ActionSpec,
         params: schemas.Params,
         danger: int,
+        channels: list[Any] | None = None,
     ) -> HiveError | None:
         try:
-            await self.check_limits(cmd, grant, spec, params, danger, self.agent.store)
+            await self.check_limits(
+                cmd, grant, spec, params, danger, self.agent.store, channels=channels
+            )
         except (Restricted, QuotaExceeded, RateLimited) as error:
             return error
         return None
@@ -553,6 +568,8 @@ class NodeService:
         params: schemas.Params,
         danger: int,
         db: Any,
+        *,
+        channels: list[Any] | None = None,
     ) -> None:
         cred, pol = grant.credential, self.policy
         preset = PRESETS[pol.preset]
@@ -570,7 +587,8 @@ class NodeService:
             raise Restricted(f"peer {peer[:16]}… is forbidden")
         if spec.family == "fee-policy" and spec.name != "set_bulk":
             new = getattr(params, "fee_ppm", getattr(params, "target_fee_ppm", 0))
-            chans = {c.short_channel_id: c for c in await self.node.channels()}
+            listing = channels if channels is not None else await self.node.channels()
+            chans = {c.short_channel_id: c for c in listing}
             chan = chans.get(params.channel)  # type: ignore[attr-defined]
             if chan is not None:
                 old = chan.policy.ppm

@@ -373,13 +373,17 @@ def channels_named(params: Params) -> list[str]:
     ]
 
 
-async def touched_state(spec: ActionSpec, node: NodeBackend, params: Params) -> dict[str, Any]:
-    """The node state this action touches (its hash goes into the receipt, before and after)."""
+async def touched_state(
+    spec: ActionSpec, node: NodeBackend, params: Params, channels: list[Any] | None = None
+) -> dict[str, Any]:
+    """The node state this action touches (its hash goes into the receipt, before and after);
+    `channels`: a listing just taken, instead of asking the node again."""
     if spec.touches == "none":
         return {}
     if spec.touches == "funds":
         return (await node.funds()).model_dump()
-    chans = {c.short_channel_id: c for c in await node.channels()}
+    listing = channels if channels is not None else await node.channels()
+    chans = {c.short_channel_id: c for c in listing}
     if spec.touches == "channels":
         return {
             s: {"peer": c.peer_id, "capacity_sat": c.capacity_sat} for s, c in sorted(chans.items())

@@ -634,11 +634,13 @@ class RelayPool:
         pool = list(self.states) if urls is None else urls
         return [u for u in pool if u in self.states and self.states[u].status == CONNECTED]
 
-    async def publish(self, event_json: str, urls: list[str]) -> PublishOutcome:
+    async def publish(
+        self, event_json: str, urls: list[str], event_id: str | None = None
+    ) -> PublishOutcome:
         """Send a signed event's JSON text, exactly as it is, to the connected relays among
         `urls`; every relay's answer recorded (`timeout` if none came in time)."""
         outcome = PublishOutcome()
-        event_id = str(json.loads(event_json)["id"])
+        event_id = event_id or str(json.loads(event_json)["id"])
         frame = f'["EVENT",{event_json}]'
         loop = asyncio.get_running_loop()
         waiting: dict[str, asyncio.Future[tuple[bool, str]]] = {}

@@ -295,7 +295,13 @@ def record_rate(tx: Tx, credential_id: str, dangerous: bool) -> None:
         " dangerous = dangerous + excluded.dangerous",
         (credential_id, tx.now, int(dangerous)),
     )
-    tx.execute("DELETE FROM rate_buckets WHERE at < ?", (tx.now - 3600,))
+    # old buckets are pruned once a minute, not on every command
+    if _pruned.get(id(tx.conn)) != tx.now // 60:
+        _pruned[id(tx.conn)] = tx.now // 60
+        tx.execute("DELETE FROM rate_buckets WHERE at < ?", (tx.now - 3600,))
+
+
+_pruned: dict[int, int] = {}  # connection → the minute its rate buckets were last pruned
 
 
 def rate(db: Db, credential_id: str, now: int) -> tuple[int, int]:

@@ -490,6 +490,23 @@ class Store:
         ).fetchone()
         return None if row is None else load_json_row(row[0])
 
+    def inbox_lists(
+        self, pubkey: str
+    ) -> tuple[list[list[str]] | None, list[list[str]] | None, int]:
+        """`pubkey`'s NIP-17 inbox list, its NIP-65 list, and the proof of work its inbox
+        list asks for — one query (every private message we send needs all three)."""
+        rows = self.conn.execute(
+            "SELECT kind, relays, pow FROM relay_lists WHERE pubkey = ? AND kind IN (10050, 10002)",
+            (pubkey,),
+        ).fetchall()
+        found = {int(kind): (load_json_row(relays), int(bits)) for kind, relays, bits in rows}
+        dm, listed = found.get(10050), found.get(10002)
+        return (
+            None if dm is None else dm[0],
+            None if listed is None else listed[0],
+            0 if dm is None else dm[1],
+        )
+
     def inbox_pow(self, pubkey: str) -> int:
         """The NIP-13 bits `pubkey`'s inbox list asks of gift wraps (0 if none)."""
         row = self.conn.execute(
