@@ -178,3 +178,39 @@ async def test_three_plugins_form_a_hive_vouch_and_ban() -> None:
         finally:
             for n in nodes:
                 n._stop.set()
+
+
+async def test_join_connects_through_the_plugins_own_peer_connected_hook() -> None:
+    """`hive-join` makes lightningd `connect`, which (as lightningd does) answers only after this
+    node's `peer_connected` hook chain — a hook of this very plugin — has answered.  A plugin
+    whose method held pyln's stdin thread would never see that hook: a stall until `connect`
+    gives up.  Both finish promptly, and the plugin answers other calls meanwhile."""
+    net, ids = mesh(2, extra=0)
+    net.disconnect(ids[0], ids[1])
+    async with SimDriver(net), anyio.create_task_group() as tg:
+        a, b = [await PluginNode(net, ids[i], tg).start() for i in range(2)]
+        try:
+            await a.call("hive-genesis")
+            ticket = await a.call("hive-invite", node_id=ids[1])
+            hooked = net.hooks_answered[(ids[1], ids[0])]
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as calls:
+                    joined: dict[str, Any] = {}
+
+                    async def join() -> None:
+                        joined.update(await b.call("hive-join", ticket=ticket["ticket"]))
+
+                    calls.start_soon(join)
+                    status = await b.call("hive-status")  # answered while the join runs
+                    assert status["node"]["id"] == ids[1]
+            assert joined["state"] == "hello_sent"
+            assert net.connected(ids[1], ids[0])
+            assert net.hooks_answered[(ids[1], ids[0])] == hooked + 1
+
+            async def b_joined() -> bool:
+                return (await b.fleet())["tier"] == "neophyte"
+
+            await until(b_joined)
+        finally:
+            for n in (a, b):
+                n._stop.set()

@@ -160,6 +160,8 @@ async def bridge(network: Network, node_id: str, plugin: PluginProcess) -> None:
         async with receive:
             async for event in receive:
                 await deliver(plugin, event)
+                if isinstance(event, PeerConnected):  # the hook chain answered: a `connect`
+                    network.hooks_answered[(node_id, event.peer_id)] += 1  # waiting may return
     finally:
         network.listeners[node_id].remove(send.send_nowait)
         send.close()

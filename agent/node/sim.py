@@ -119,6 +119,8 @@ class Network:
         self.connections: set[frozenset[str]] = set()
         self.partition_of: dict[str, int] = {}
         self.listeners: dict[str, list[Listener]] = defaultdict(list)
+        # (node, peer) → how many times that node's peer_connected hook chain has answered
+        self.hooks_answered: dict[tuple[str, str], int] = defaultdict(int)
         self.chain_fees_sat = 0
         self.external_sat = 0  # sent on chain to addresses outside the simulation
         self.dust_msat = 0  # sub-satoshi remainders of closed channels (lost to the chain)

@@ -11,6 +11,8 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 from agent.errors import PeerNotConnected
 from agent.node.sim import Network
 from agent.node.simnode import channel_view
@@ -24,6 +26,8 @@ PAY_ROUTE_NOT_FOUND = 205
 PAY_STOPPED_RETRYING = 210
 FUND_CANNOT_AFFORD = 301
 SENDCUSTOMMSG_NOT_CONNECTED = -1
+CONNECT_FAILED = 401  # CLN's CONNECT_ALL_ADDRESSES_FAILED
+HOOK_TIMEOUT_S = 30.0  # lightningd itself waits forever; its RPC callers do not
 CODE_OF = {
     NotFound: INVALID_PARAMS,
     InvalidParams: INVALID_PARAMS,
@@ -99,9 +103,20 @@ class SimLightningd:
             ]
         }
 
-    def rpc_connect(self, p: dict[str, Any]) -> dict[str, Any]:
-        self.net.connect(self.me, p["id"].split("@")[0])
-        return {"id": p["id"].split("@")[0], "features": "", "direction": "out"}
+    async def rpc_connect(self, p: dict[str, Any]) -> dict[str, Any]:
+        """As lightningd: a new connection is answered only once this node's `peer_connected`
+        hook chain has answered (a plugin that blocks its hooks stalls its own `connect`)."""
+        peer = p["id"].split("@")[0]
+        newly = not self.net.connected(self.me, peer)
+        answered = self.net.hooks_answered[(self.me, peer)]
+        self.net.connect(self.me, peer)
+        if newly and self.net.listeners[self.me]:  # a plugin is attached: wait for its hook
+            with anyio.move_on_after(HOOK_TIMEOUT_S):
+                while self.net.hooks_answered[(self.me, peer)] == answered:  # noqa: ASYNC110 - a counter the bridge bumps
+                    await anyio.sleep(0.01)
+            if self.net.hooks_answered[(self.me, peer)] == answered:
+                raise RpcFailure(CONNECT_FAILED, "peer_connected hook did not answer")
+        return {"id": peer, "features": "", "direction": "out"}
 
     # --- channels ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ limited to 107 bytes; `short_socket_dir()` gives a directory short enough.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import tempfile
@@ -50,13 +51,12 @@ class SimRpcServer:
         await self._tg.__aexit__(None, None, None)
         await self._listener.aclose()
 
-    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request.get("id")}
         try:
-            reply["result"] = self.api.dispatch(
-                str(request.get("method")), request.get("params") or {}
-            )
+            result = self.api.dispatch(str(request.get("method")), request.get("params") or {})
+            reply["result"] = await result if inspect.isawaitable(result) else result
         except RpcFailure as failure:
             reply["error"] = {"code": failure.code, "message": failure.message}
         return reply
@@ -78,7 +78,7 @@ class SimRpcServer:
                     except ValueError:
                         break  # incomplete: wait for more bytes
                     buffer = buffer.lstrip()[end:]
-                    reply = self.answer(request) if isinstance(request, dict) else {
+                    reply = await self.answer(request) if isinstance(request, dict) else {
                         "jsonrpc": "2.0", "id": None,
                         "error": {"code": -32600, "message": "request must be an object"},
                     }  # fmt: skip
