@@ -16,4 +16,4 @@ def delay(
     agents who lost the same relay do not all come back in the same second.
     """
     raw = min(cap, base * (2 ** min(attempt, 32)))
-    return raw * (1 + jitter * (rng or _RNG).random())
+    return float(raw * (1 + jitter * (rng or _RNG).random()))

@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from agent import __version__, cli_advisory, cli_escrow, cli_market
 from agent.cli_types import count, port, positive, pubkey
-from agent.config_files import first_error
 from agent.errors import (
     EX_UNAVAILABLE,
     ConfigInvalid,
@@ -48,6 +47,7 @@ from agent.store import Store
 from agent.textsafe import for_terminal, inline
 from events.crypto import require_xonly
 from events.errors import HiveError, Internal, InvalidParams
+from events.types import first_error
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.EFBIG}
 

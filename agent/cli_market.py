@@ -26,6 +26,7 @@ from events.base import parse_event
 from events.contract import ContractTerms
 from events.errors import InvalidParams, NotFound
 from events.listing import Frequency, Listing, PricingModel, ServiceType, Trial
+from events.types import first_error
 
 Emit = Callable[[dict[str, Any], str], None]
 AgentFactory = Callable[[argparse.Namespace, Settings], Agent]
@@ -36,9 +37,7 @@ def _validated(build: Callable[[], Any]) -> Any:
     try:
         return build()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "input"
-        raise InvalidParams(f"{where}: {first['msg']}") from None
+        raise InvalidParams(first_error(exc, "input")) from None
 
 
 def _with_market(

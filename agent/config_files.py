@@ -12,18 +12,11 @@ from pydantic import BaseModel, ValidationError
 
 from agent.errors import ConfigInvalid, InputMissing
 from events.errors import InvalidParams
+from events.types import first_error
 
 M = TypeVar("M", bound=BaseModel)
 MAX_CONFIG_BYTES = 1_000_000
 MAX_DEPTH = 32
-
-
-def first_error(exc: ValidationError) -> str:
-    """The first problem pydantic found, as `field.path: message` on one line."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "value"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}".replace("\n", " ")[:300]
 
 
 def _depth(value: Any, limit: int) -> int:

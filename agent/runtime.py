@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from agent import __version__
 from agent.clock import Clock, SystemClock
-from agent.config_files import first_error
 from agent.handlers import RumorHandler, default_handlers
 from agent.inbound import Handler, Inbound
 from agent.nostr import dial
@@ -37,6 +36,7 @@ from events.base import NostrEvent, Rumor
 from events.errors import InvalidParams
 from events.kinds import Kind
 from events.relay_lists import inbox_relays
+from events.types import first_error
 
 log = logging.getLogger("hive.agent")
 STATUS_EVERY_S = 1.0

@@ -25,8 +25,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.config_files import first_error, load_model
+from agent.config_files import load_model
 from agent.errors import ConfigInvalid
+from events.types import first_error
 
 
 def normalize_relay_url(url: str) -> str:

@@ -5,15 +5,12 @@ command (`d` = command id), so each approver has one current answer per command.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
-
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+from events.types import Hex32, Hex64
 
 
 class Verdict(StrEnum):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any
+from typing import Any
 
 import nostr_sdk as sdk
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from events.crypto import KeyLike, pubkey_hex, schnorr_verify, sha256, sign_hash
 from events.errors import (
@@ -27,6 +27,7 @@ from events.errors import (
     TooLarge,
     WrongKind,
 )
+from events.types import Hex64, Hex128, first_error
 
 # nostr-sdk's relay (and most public relays) refuse events over 64 KiB.
 MAX_EVENT_BYTES = 65_536
@@ -34,8 +35,6 @@ MAX_EVENT_BYTES = 65_536
 # NIP-44 padding (tests/test_nip59.py builds one and checks it).
 MAX_RUMOR_BYTES = 28_672
 
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
 Tags = list[list[str]]
 _STRICT = ConfigDict(strict=True, frozen=True, extra="forbid")
 
@@ -107,9 +106,7 @@ def _validate(model: type[Rumor], data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "event"
-        raise InvalidEvent(f"{what} field {where!r}: {first['msg']}") from None
+        raise InvalidEvent(f"{what} {first_error(exc, 'event')}") from None
 
 
 def _check_id(ev: Rumor, what: str) -> None:

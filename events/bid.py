@@ -18,8 +18,8 @@ from events.errors import Expired, InvalidPayload
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
 from events.listing import PricingModel, Trial
+from events.types import Hex64
 
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Address = Annotated[str, StringConstraints(pattern=r"^36381:[0-9a-f]{64}:[A-Za-z0-9._:-]{1,64}$")]
 
 

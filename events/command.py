@@ -15,9 +15,8 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from events.canonical import content_hash
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
+from events.types import Hex32, Hex64
 
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 SchemaRef = Annotated[str, StringConstraints(pattern=r"^hive:[a-z-]{2,30}/v[0-9]+$")]
 Action = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,39}$")]
 MAX_LIFETIME_S = 3600
@@ -56,8 +55,8 @@ class Command(Payload):
             raise ValueError("a command expires after it is issued, within an hour")
         return self
 
-    @property
-    def schema(self) -> str:
+    @property  # shadows pydantic v1's deprecated classmethod `schema` on purpose
+    def schema(self) -> str:  # type: ignore[override]
         return self.schema_
 
     @property

@@ -7,10 +7,8 @@ the gift wraps that carried it are gone.  Both parties store it.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import nostr_sdk as sdk
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
 from events.canonical import content_hash
 from events.crypto import schnorr_verify, sign_hash
@@ -18,10 +16,7 @@ from events.errors import BadSignature, InvalidPayload, Unauthorized
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
 from events.listing import Frequency, PricingModel, SchemaRef, ServiceType, Trial
-
-Did = Annotated[str, StringConstraints(pattern=r"^did:nostr:[0-9a-f]{64}$")]
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+from events.types import Did, Hex64, Hex128
 
 
 class ContractTerms(Payload):

@@ -21,11 +21,8 @@ from events.crypto import schnorr_verify, sign_hash
 from events.errors import BadSignature
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
+from events.types import Hex32, Hex64, Hex128, SchemaPattern
 
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
-SchemaPattern = Annotated[str, StringConstraints(pattern=r"^hive:[a-z-]{2,30}/(v[0-9]+|\*)$")]
 MAX_VALIDITY_S = 730 * 86400
 
 

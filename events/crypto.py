@@ -21,6 +21,7 @@ import re
 import secrets
 import weakref
 from functools import lru_cache
+from typing import TypeAlias
 
 import nostr_sdk as sdk
 import secp256k1
@@ -77,7 +78,7 @@ def schnorr_verify(pubkey: bytes, message: bytes, signature: bytes) -> bool:
     key = _xonly(pubkey)
     if key is None:
         return False
-    return key.schnorr_verify(message, signature, None, raw=True)
+    return bool(key.schnorr_verify(message, signature, None, raw=True))
 
 
 def require_xonly(pubkey_hex: str) -> bytes:
@@ -155,7 +156,7 @@ class SecretKey:
 # __eq__ are calls into Rust); the entry goes when the Keys object is collected.
 _SECRETS: dict[int, SecretKey] = {}
 
-KeyLike = sdk.Keys | SecretKey
+KeyLike: TypeAlias = "sdk.Keys | SecretKey"
 
 
 def secret_of(keys: KeyLike) -> SecretKey:

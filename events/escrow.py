@@ -31,13 +31,9 @@ from events.crypto import schnorr_verify, sign_hash
 from events.errors import BadSignature, InvalidPayload, TicketInvalid
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
+from events.types import Hex32, Hex64, Hex128, NodeId, SchemaPattern
 
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Hex66 = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
-Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
 KeysetId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$|^[0-9a-f]{66}$")]
-SchemaPattern = Annotated[str, StringConstraints(pattern=r"^hive:[a-z-]{2,30}/(v[0-9]+|\*)$")]
 
 HOUR = 3600
 REDEMPTION_BUFFER_S = HOUR
@@ -95,7 +91,7 @@ class CashuProof(Payload):
     id: KeysetId
     amount: int = Field(gt=0, le=2**40)
     secret: str = Field(min_length=1, max_length=2048)
-    C: Hex66
+    C: NodeId
 
 
 class Part(Payload):

@@ -27,6 +27,7 @@ from events.base import (
     sign_event,
 )
 from events.errors import InvalidPayload, InvalidTag
+from events.types import first_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -123,6 +124,5 @@ class JsonFamily(Generic[M]):
         try:
             return self.model.model_validate_json(content)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "content"
-            raise InvalidPayload(f"{self.model.__name__} {where!r}: {first['msg']}"[:300]) from None
+            problem = first_error(exc, "content")
+            raise InvalidPayload(f"{self.model.__name__} {problem}"[:300]) from None

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import re
 from enum import IntEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import nostr_sdk as sdk
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from events.canonical import canonical
 from events.crypto import pubkey_hex, schnorr_verify, sha256, sign_hash
 from events.errors import BadSignature, InvalidJson, InvalidPayload, TooLarge, UnknownMessage
+from events.types import Hex32, NodeId, Sig, XOnly, first_error
 
 MAGIC = b"HIVE"
 MAX_FRAME = 65_535  # BOLT 1: the whole message, 2-byte type included
@@ -39,11 +41,7 @@ VERSION = 1
 FRAME_TAG = "lightning-hive/fleet/v1"
 TICKET_TAG = "lightning-hive/invite/v1"
 
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-XOnly = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 NODE_ID = re.compile(r"^0[23][0-9a-f]{64}$")
-NodeId = Annotated[str, StringConstraints(pattern=NODE_ID.pattern)]
-Sig = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
 HiveId = Annotated[str, StringConstraints(pattern=r"^hive_[0-9a-f]{16}$")]
 Zbase = Annotated[str, StringConstraints(pattern=r"^[ybndrfg8ejkmcpqxot1uwisza345h769]{100,110}$")]
 Text = Annotated[str, StringConstraints(max_length=280)]
@@ -311,6 +309,9 @@ class Envelope(BaseModel):
     sig: Sig
 
 
+B = TypeVar("B", bound="Body")
+
+
 class Message(BaseModel):
     """A verified frame: its type, envelope fields and typed body."""
 
@@ -323,6 +324,12 @@ class Message(BaseModel):
     ts: int
     body: Body
     raw: bytes
+
+    def body_as(self, kind: builtins.type[B]) -> B:
+        """The body, as the model this frame type carries (InvalidPayload if it is not)."""
+        if not isinstance(self.body, kind):
+            raise InvalidPayload(f"a {self.type.name} frame does not carry a {kind.__name__}")
+        return self.body
 
 
 def _digest(
@@ -391,6 +398,4 @@ def _model(model: type[Any], data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "value"
-        raise InvalidPayload(f"{what}: {where}: {first.get('msg', 'invalid')}") from None
+        raise InvalidPayload(f"{what}: {first_error(exc)}") from None

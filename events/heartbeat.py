@@ -7,14 +7,11 @@ or flag an advisor (agent/market/heartbeats.py).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
-
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+from events.types import Hex64
 
 
 class Heartbeat(Payload):

@@ -42,6 +42,7 @@ from events.base import (
 from events.errors import InvalidPayload, InvalidTag
 from events.family import Signed
 from events.kinds import Kind
+from events.types import first_error
 
 ListingId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
 Capability = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
@@ -247,7 +248,7 @@ def parse(ev: Rumor, *, now: int, include_withdrawn: bool = False) -> Signed[Lis
             expires_at=_int(ev, "expiration"),
         )
     except (ValidationError, ValueError, IndexError) as exc:
-        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        first = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise InvalidPayload(f"listing {tag_value(ev.tags, 'd')!r:.40}: {first}"[:300]) from None
     if item.status == ListingStatus.WITHDRAWN and not include_withdrawn:
         raise InvalidPayload("the listing has been withdrawn")

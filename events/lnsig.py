@@ -73,7 +73,7 @@ def recover(message: str, zbase: str) -> str:
         point = verifier.ecdsa_recover(digest(message), sig, raw=True)
     except Exception:  # noqa: BLE001 - the binding raises bare Exception for bad signatures
         raise BadSignature("no public key can be recovered from this signature") from None
-    return secp256k1.PublicKey(point).serialize().hex()
+    return str(secp256k1.PublicKey(point).serialize().hex())
 
 
 def check(message: str, zbase: str, node_id: str) -> bool:
@@ -88,4 +88,4 @@ def check(message: str, zbase: str, node_id: str) -> bool:
 
 def node_id(secret: bytes) -> str:
     """The node id for a node secret key."""
-    return secp256k1.PrivateKey(secret, raw=True).pubkey.serialize().hex()
+    return str(secp256k1.PrivateKey(secret, raw=True).pubkey.serialize().hex())

@@ -198,15 +198,15 @@ class Negentropy:
                 count = reader.varint()
                 if count > reader.left // ID_SIZE:
                     raise InvalidPayload("negentropy id list longer than the message")
-                theirs = {reader.take(ID_SIZE) for _ in range(count)}
+                their_ids = {reader.take(ID_SIZE) for _ in range(count)}
                 if self.initiator:
                     skip = True
                     for item in self.storage.items[lower:upper]:
-                        if item.id in theirs:
-                            theirs.discard(item.id)
+                        if item.id in their_ids:
+                            their_ids.discard(item.id)
                         else:
                             self.have.add(item.id)
-                    self.need.update(theirs)
+                    self.need.update(their_ids)
                 else:
                     if skip:
                         skip = False

@@ -18,9 +18,7 @@ from events.base import Rumor
 from events.errors import BadSignature, InvalidPayload
 from events.family import JsonFamily, Payload, Signed
 from events.kinds import Kind
-
-NodeId = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
-XOnly = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+from events.types import NodeId, XOnly
 
 
 class NodeBinding(Payload):

@@ -20,10 +20,8 @@ from events.crypto import schnorr_verify, sign_hash
 from events.errors import BadEventId, BadSignature, InvalidPayload
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
+from events.types import Hex32, Hex64, Hex128
 
-Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
 GENESIS = "0" * 64
 
 

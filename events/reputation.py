@@ -21,8 +21,8 @@ from events.canonical import content_hash
 from events.errors import HiveError, InvalidPayload
 from events.family import JsonFamily, Payload, Signed
 from events.kinds import Kind
+from events.types import Did
 
-Did = Annotated[str, StringConstraints(pattern=r"^did:nostr:[0-9a-f]{64}$")]
 CONTEXT = [
     "https://www.w3.org/ns/credentials/v2",
     "https://archon.technology/schemas/reputation/v1",
@@ -180,7 +180,7 @@ def score(subject: Subject) -> float:
     """The credential's own score, 0–100: mean of the normalised required metrics × 100,
     × the outcome factor (renew 1.1, neutral 1.0, revoke 0.7), capped at 100."""
     parts = [min(1.0, max(0.0, NORMALISE[m](subject.metrics[m]))) for m in REQUIRED[subject.domain]]
-    return min(100.0, 100 * sum(parts) / len(parts) * OUTCOME_FACTOR[subject.outcome])
+    return float(min(100.0, 100 * sum(parts) / len(parts) * OUTCOME_FACTOR[subject.outcome]))
 
 
 def tier(value: float) -> str:

@@ -38,7 +38,6 @@ from agent.advisory.policy import (
     decide,
     reputation_factor,
 )
-from agent.config_files import first_error
 from agent.crash import crash_point
 from agent.market.reputation import aggregate
 from agent.node.backend import NodeBackend
@@ -68,6 +67,7 @@ from events.errors import (
 from events.kinds import Kind
 from events.nip59 import Unwrapped
 from events.receipt import Receipt, Status
+from events.types import first_error
 
 if TYPE_CHECKING:
     from agent.escrow.service import Escrow

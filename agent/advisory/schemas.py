@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from agent.node.backend import NodeBackend
 from events.credential import Tier
 from events.errors import InvalidParams, NotFound, NotImplementedYet
+from events.types import NodeId, first_error
 
 Scid = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}x[0-9]{1,10}x[0-9]{1,5}$")]
-NodeId = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
 
 
 class Params(BaseModel):
@@ -346,9 +346,8 @@ def parse_params(spec: ActionSpec, raw: dict[str, Any]) -> Params:
     try:
         params = spec.params.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "params"
-        raise InvalidParams(f"{spec.schema} {spec.name}: {where}: {first['msg']}") from None
+        problem = first_error(exc, "params")
+        raise InvalidParams(f"{spec.schema} {spec.name}: {problem}") from None
     if spec.danger(params) >= 5:
         missing = set(spec.params.model_fields) - set(raw)
         if missing:

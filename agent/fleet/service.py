@@ -470,7 +470,7 @@ class FleetService:
 
     def _on_hello(self, tx: Tx, peer: str, msg: Message, has_channel: bool, fx: _Effects) -> None:
         h = self._hive(tx)
-        body: wire.Hello = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.Hello)
         existing = db.member(tx, peer)
         if existing and existing.status == "active":
             raise Replayed(f"{short(peer)} is already a member")
@@ -498,7 +498,7 @@ class FleetService:
 
     def _on_attest(self, tx: Tx, peer: str, msg: Message, fx: _Effects) -> None:
         h = self._hive(tx)
-        body: wire.Attest = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.Attest)
         pending = db.challenge(tx, peer)
         if pending is None:
             raise Unauthorized("ATTEST without a pending challenge; send HELLO first")
@@ -516,7 +516,7 @@ class FleetService:
         self._admit(tx, msg, ticket, joined_at=tx.now)
         members = [
             wire.MemberEntry(
-                node_id=m.node_id, pubkey=m.pubkey, binding=m.binding, tier=m.tier,  # type: ignore[arg-type]
+                node_id=m.node_id, pubkey=m.pubkey, binding=m.binding, tier=m.tier,
                 joined_at=m.joined_at, promoted_at=m.promoted_at,
             )
             for m in db.members(tx)
@@ -552,7 +552,7 @@ class FleetService:
 
     def _check_admission(self, tx: Tx, h: db.Hive, attest: Message, *, at: int) -> wire.Ticket:
         """Everything any member can check about an ATTEST: its ticket, manifest and binding."""
-        body: wire.Attest = attest.body  # type: ignore[assignment]
+        body = attest.body_as(wire.Attest)
         if attest.hive != h.hive_id:
             raise Unauthorized("ATTEST names another hive")
         ticket = self._check_ticket(tx, h, body.ticket, attest.node, at=at)
@@ -569,7 +569,7 @@ class FleetService:
         return ticket
 
     def _admit(self, tx: Tx, attest: Message, ticket: wire.Ticket, *, joined_at: int) -> None:
-        body: wire.Attest = attest.body  # type: ignore[assignment]
+        body = attest.body_as(wire.Attest)
         db.use_ticket(
             tx, ticket.ticket_id, ticket.invitee, ticket.issuer, ticket.expires_at,
             attest.node, tx.now,
@@ -593,7 +593,7 @@ class FleetService:
 
     def _on_challenge(self, tx: Tx, peer: str, msg: Message, binding: str, fx: _Effects) -> None:
         joining = self._joining(tx, peer, msg, "hello_sent")
-        body: wire.Challenge = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.Challenge)
         if body.ticket_id != joining["ticket_id"]:
             raise Unauthorized("the challenge is for another ticket")
         manifest = wire.Manifest(
@@ -611,7 +611,7 @@ class FleetService:
 
     def _on_welcome(self, tx: Tx, peer: str, msg: Message, fx: _Effects) -> None:
         joining = self._joining(tx, peer, msg, "attested")
-        body: wire.Welcome = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.Welcome)
         for entry in body.members:
             if not lnsig.check(entry.pubkey, entry.binding, entry.node_id):
                 raise BadSignature(f"WELCOME lists {short(entry.node_id)} with a bad binding")
@@ -629,7 +629,7 @@ class FleetService:
         tx.set_kv(JOINING_KV, joining)
 
     def _on_ack(self, peer: str, msg: Message) -> None:
-        body: wire.MsgAck = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.MsgAck)
         now = self.clock.now()
         with self.store.transaction(now, durable=False) as tx:
             error = f"{body.code}: {body.message}" if body.code and body.status != "ok" else None
@@ -650,7 +650,7 @@ class FleetService:
 
     def _on_member_joined(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key)
-        body: wire.MemberJoined = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.MemberJoined)
         inner = wire.parse_frame(bytes.fromhex(body.attest))
         if inner.type != MsgType.ATTEST:
             raise InvalidPayload("MEMBER_JOINED must carry the joiner's ATTEST")
@@ -664,7 +664,7 @@ class FleetService:
 
     def _on_vouch(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key, full=True, what="vouch")
-        body: wire.Vouch = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.Vouch)
         candidate = db.member(tx, body.candidate)
         if candidate is None:
             raise NotFound(f"{short(body.candidate)} is not a member here (yet)")
@@ -682,7 +682,7 @@ class FleetService:
         decision by the electorate it was made with, rather than by our own view, keeps every
         member's result independent of the order messages arrive in."""
         self._member(tx, msg.node, msg.sender_key)
-        body: wire.Promotion = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.Promotion)
         candidate = db.member(tx, body.candidate)
         if candidate is None:
             raise NotFound(f"{short(body.candidate)} is not a member here (yet)")
@@ -690,7 +690,7 @@ class FleetService:
         vouchers: set[str] = set()
         for raw in body.vouches:
             inner = self._proof(tx, raw, MsgType.VOUCH, electorate)
-            if inner.body.candidate != body.candidate:  # type: ignore[attr-defined]
+            if inner.body_as(wire.Vouch).candidate != body.candidate:
                 raise InvalidPayload("a PROMOTION carries a vouch for someone else")
             vouchers.add(inner.node)
             db.add_vouch(tx, body.candidate, inner.node, raw, tx.now)
@@ -705,10 +705,10 @@ class FleetService:
     def _on_ban(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         """A ban another member decided, accepted on its own proof (as `_on_promotion`)."""
         self._member(tx, msg.node, msg.sender_key)
-        body: wire.Ban = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.Ban)
         electorate = self._electorate(tx, body.electorate, body.target)
         proposal = self._proof(tx, body.proposal, MsgType.BAN_PROPOSAL, electorate)
-        p: wire.BanProposal = proposal.body  # type: ignore[assignment]
+        p = proposal.body_as(wire.BanProposal)
         if p.target != body.target:
             raise InvalidPayload("a BAN carries a proposal against someone else")
         db.add_proposal(tx, p.proposal_id, p.target, proposal.node, p.reason, body.proposal, tx.now)
@@ -716,7 +716,7 @@ class FleetService:
         yes = {proposal.node}
         for raw in body.votes:
             vote = self._proof(tx, raw, MsgType.BAN_VOTE, electorate)
-            v: wire.BanVote = vote.body  # type: ignore[assignment]
+            v = vote.body_as(wire.BanVote)
             if v.proposal_id != p.proposal_id or not v.approve:
                 raise InvalidPayload("a BAN carries a vote that is not an approval of it")
             yes.add(vote.node)
@@ -759,7 +759,7 @@ class FleetService:
 
     def _on_ban_proposal(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key, full=True, what="propose bans")
-        body: wire.BanProposal = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.BanProposal)
         if body.target == msg.node:
             raise InvalidPayload("a member cannot propose to ban itself")
         raw = msg.raw.hex()
@@ -769,7 +769,7 @@ class FleetService:
 
     def _on_ban_vote(self, tx: Tx, msg: Message, fx: _Effects) -> None:
         self._member(tx, msg.node, msg.sender_key, full=True, what="vote on bans")
-        body: wire.BanVote = msg.body  # type: ignore[assignment]
+        body = msg.body_as(wire.BanVote)
         found = db.proposal(tx, body.proposal_id)
         if found is None:
             raise NotFound(f"ban proposal {body.proposal_id[:12]}… is not known here (yet)")
@@ -786,7 +786,7 @@ class FleetService:
 
     # --- governance ------------------------------------------------------------------------
 
-    def _voters(self, tx: Tx, exclude: str = "") -> list[str]:
+    def _voters(self, tx: db.Db, exclude: str = "") -> list[str]:
         return [m.node_id for m in db.members(tx) if m.tier == "member" and m.node_id != exclude]
 
     def _evaluate(self, tx: Tx, fx: _Effects) -> None:
@@ -843,7 +843,7 @@ class FleetService:
     def _promotion_state(self, candidate: str) -> dict[str, Any]:
         conn = self.store.conn
         m = db.member(conn, candidate)
-        voters = set(self._voters(conn, candidate))  # type: ignore[arg-type]
+        voters = set(self._voters(conn, candidate))
         got = {v for v, _ in db.vouches(conn, candidate)} & voters
         return {
             "candidate": candidate, "vouches": len(got),
@@ -854,7 +854,7 @@ class FleetService:
         conn = self.store.conn
         p = db.proposal(conn, pid)
         assert p is not None
-        voters = set(self._voters(conn, p["target"]))  # type: ignore[arg-type]
+        voters = set(self._voters(conn, p["target"]))
         yes = {v for v, a, _ in db.votes(conn, pid) if a} & voters
         return {
             "proposal_id": pid, "target": p["target"], "yes": len(yes),
@@ -916,7 +916,7 @@ class FleetService:
 
     async def _ack(self, peer: str, msg: Message, status: str, err: HiveError | None) -> None:
         body = wire.MsgAck(
-            ref=msg.id, status=status,  # type: ignore[arg-type]
+            ref=msg.id, status=status,
             code=err.code if err else "", message=err.message[:280] if err else "",
         )  # fmt: skip
         _, frame = self._frame(MsgType.MSG_ACK, body, msg.hive)

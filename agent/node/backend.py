@@ -6,7 +6,7 @@ Two implementations stand side by side: `CLNBackend` (Core Lightning over pyln-c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from agent.node.models import (
@@ -88,7 +88,7 @@ class NodeBackend(Protocol):
         """Send a BOLT 1 custom message (2-byte type included) to a connected peer."""
         ...
 
-    def events(self) -> AsyncIterator[NodeEvent]:
+    def events(self) -> AsyncGenerator[NodeEvent, None]:
         """Custom messages, peer connects/disconnects and forwards, as they happen."""
         ...
 

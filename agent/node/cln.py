@@ -17,7 +17,7 @@ import functools
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import anyio
@@ -390,7 +390,7 @@ class CLNBackend:
         ):  # a stalled consumer loses events, not lightningd
             self._send.send_nowait(event)
 
-    async def events(self) -> AsyncIterator[NodeEvent]:
+    async def events(self) -> AsyncGenerator[NodeEvent, None]:
         self._send, receive = anyio.create_memory_object_stream[NodeEvent](10_000)
         try:
             async with receive:

@@ -440,7 +440,7 @@ class Network:
 
     def _report_failure(
         self, hops: list[tuple[str, str, str]], amounts: list[int], at: int, now: float
-    ):
+    ) -> None:
         for i in range(1, at + 1):
             status = ForwardStatus.LOCAL_FAILED if i == at else ForwardStatus.FAILED
             self._emit(hops[i][1], Forward(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
 
@@ -187,7 +187,7 @@ class SimBackend:
     async def sendcustommsg(self, peer_id: str, payload: bytes) -> None:
         self.network.send_custommsg(self.node_id, peer_id, payload)
 
-    def events(self) -> AsyncIterator[NodeEvent]:
+    def events(self) -> AsyncGenerator[NodeEvent, None]:
         """The node's events from this call on (the listener is registered at once, so nothing
         that happens before the first iteration is missed)."""
         send, receive = anyio.create_memory_object_stream[NodeEvent](10_000)
@@ -200,7 +200,7 @@ class SimBackend:
         listeners = self.network.listeners[self.node_id]
         listeners.append(listener)
 
-        async def stream() -> AsyncIterator[NodeEvent]:
+        async def stream() -> AsyncGenerator[NodeEvent, None]:
             try:
                 async with receive:
                     async for event in receive:

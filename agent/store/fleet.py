@@ -154,7 +154,9 @@ def ticket_used_by(db: Db, ticket_id: str) -> str | None:
     return found[0] if found else None
 
 
-def use_ticket(db: Db, ticket_id: str, invitee: str, issuer: str, expires: int, by: str, at: int):
+def use_ticket(
+    db: Db, ticket_id: str, invitee: str, issuer: str, expires: int, by: str, at: int
+) -> None:
     record_ticket(db, ticket_id, invitee, issuer, expires, None)
     db.execute(
         "UPDATE fleet_tickets SET used_by = ?, used_at = ? WHERE ticket_id = ? AND used_by IS NULL",
@@ -167,7 +169,7 @@ def challenge(db: Db, peer: str) -> tuple[str, str, str, int] | None:
         "SELECT nonce, ticket_id, hello_key, created_at FROM fleet_challenges WHERE peer = ?",
         (peer,),
     ).fetchone()
-    return tuple(row) if row else None  # type: ignore[return-value]
+    return tuple(row) if row else None
 
 
 def pending_challenges(db: Db, since: int) -> int:
@@ -204,7 +206,7 @@ def vouches(db: Db, candidate: str) -> list[tuple[str, str]]:
         "SELECT voucher, frame FROM fleet_vouches WHERE candidate = ? ORDER BY voucher",
         (candidate,),
     )
-    return [tuple(r) for r in cur.fetchall()]  # type: ignore[misc]
+    return [tuple(r) for r in cur.fetchall()]
 
 
 def add_proposal(

@@ -1,0 +1,90 @@
+"""Who may import whom: the layering the README's architecture section describes, checked on
+every module (imports inside functions included), so a shortcut fails here, not in review."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def under(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+# (modules, what they must not import, why)
+RULES = [
+    (
+        "agent/node",
+        ("agent.fleet", "agent.advisory", "agent.escrow", "agent.market", "agent.runtime",
+         "agent.nostr", "agent.store", "agent.outbox", "agent.inbound"),
+        "the node layer is what every service stands on; it knows none of them",
+    ),
+    (
+        "agent/fleet",
+        ("agent.runtime", "agent.market", "agent.escrow", "agent.nostr", "agent.advisory",
+         "agent.outbox", "agent.inbound"),
+        "fleet traffic is custommsg between peers: no relays, no marketplace, no escrow",
+    ),
+    (
+        "events",
+        ("agent",),
+        "events/ is pure: wire formats only",
+    ),
+]  # fmt: skip
+
+PURE_CORES = [ROOT / "agent/fleet/rules.py", ROOT / "events/negentropy.py"]
+PURE_FORBIDDEN = ("agent.store", "agent.node", "anyio", "asyncio", "sqlite3", "time")
+
+
+def forbidden(found: set[str], banned: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in found if any(m == b or m.startswith(b + ".") for b in banned))
+
+
+@pytest.mark.parametrize(("package", "banned", "why"), RULES, ids=[r[0] for r in RULES])
+def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
+    paths = under(package)
+    assert paths, package
+    bad = {str(p.relative_to(ROOT)): forbidden(imports(p), banned) for p in paths}
+    assert not {k: v for k, v in bad.items() if v}, why
+
+
+@pytest.mark.parametrize("path", PURE_CORES, ids=lambda p: p.name)
+def test_pure_cores(path: Path) -> None:
+    """Rules (quorums, reconciliation) are functions of their inputs: no store, node or clock."""
+    assert not forbidden(imports(path), PURE_FORBIDDEN)
+
+
+SHARED = ("Hex16", "Hex32", "Hex64", "Hex128", "XOnly", "Sig", "NodeId", "Did", "SchemaPattern")
+
+
+@pytest.mark.parametrize("path", under("events") + under("agent"), ids=lambda p: p.name)
+def test_shared_types_declared_once(path: Path) -> None:
+    """The constrained strings every payload shares live in events/types.py only."""
+    if path == ROOT / "events/types.py":
+        return
+    text = path.read_text()
+    for name in SHARED:
+        assert not re.search(rf"^{name} = ", text, re.M), f"{path.name} declares {name}"
+    assert "errors()[0]" not in text, f"{path.name} maps a ValidationError itself: first_error()"
+
+
+def test_the_rules_see_modules() -> None:
+    """The rules are not vacuous: each would catch a real import."""
+    assert forbidden({"agent.fleet.service"}, RULES[0][1]) == ["agent.fleet.service"]
+    assert "agent.node.backend" in imports(ROOT / "agent/fleet/service.py")
