@@ -64,6 +64,24 @@ def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
     assert not {k: v for k, v in bad.items() if v}, why
 
 
+# fleet components talk through the kernel and the roster, never through each other
+COMPONENTS = ["handshake", "membership"]
+SHARED_FLEET = {"agent.fleet.kernel", "agent.fleet.roster", "agent.fleet.rules"}
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_components_do_not_reach_into_each_other(name: str) -> None:
+    found = {m for m in imports(ROOT / f"agent/fleet/{name}.py") if m.startswith("agent.fleet")}
+    others = {f"agent.fleet.{o}" for o in COMPONENTS if o != name}
+    assert not {m for m in found if any(m == o or m.startswith(o + ".") for o in others)}
+    assert "agent.fleet.service" not in found
+
+
+def test_the_kernel_knows_no_component() -> None:
+    found = imports(ROOT / "agent/fleet/kernel.py")
+    assert not {m for m in found if m.startswith("agent.fleet.") and m not in SHARED_FLEET}
+
+
 @pytest.mark.parametrize("path", PURE_CORES, ids=lambda p: p.name)
 def test_pure_cores(path: Path) -> None:
     """Rules (quorums, reconciliation) are functions of their inputs: no store, node or clock."""
@@ -87,4 +105,5 @@ def test_shared_types_declared_once(path: Path) -> None:
 def test_the_rules_see_modules() -> None:
     """The rules are not vacuous: each would catch a real import."""
     assert forbidden({"agent.fleet.service"}, RULES[0][1]) == ["agent.fleet.service"]
-    assert "agent.node.backend" in imports(ROOT / "agent/fleet/service.py")
+    assert "agent.node.backend" in imports(ROOT / "agent/fleet/kernel.py")
+    assert "agent.fleet.kernel" in imports(ROOT / "agent/fleet/membership.py")

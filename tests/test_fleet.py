@@ -18,14 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.fleet.rules import ban_quorum, promotion_quorum
-from agent.fleet.service import FleetConfig
+from agent.fleet.service import FleetConfig, FleetService
 from agent.fleet.simfleet import SimMember, sim_keys
 from agent.node.models import CustomMsg
+from agent.node.simnode import SimBackend, SimDriver
 from agent.store.db import Store
 from events import fleet as wire
 from events.errors import Expired, InvalidParams, Restricted, Unauthorized
 from events.fleet import MsgType
-from tests.fleet_world import Fleet, Rogue, fleet
+from tests.fleet_world import FAST, Fleet, Rogue, fleet, mesh
 
 pytestmark = pytest.mark.anyio
 
@@ -482,3 +483,62 @@ async def test_a_lossy_reordering_network_still_converges(tmp_path: Path) -> Non
             status = x.fleet.status()
             assert set(status["refused"]) <= {"REPLAYED", "NOT_MEMBER", "NOT_FOUND", "RESTRICTED"}
             assert set(status["outbox"]) <= {"acked"}
+
+
+class StalledChannels(SimBackend):
+    """A simulated node whose channel listing waits until released: lightningd busy on
+    `listpeerchannels`.  (The node is the stand-in here; the fleet kernel is under test.)"""
+
+    def __init__(self, net: Any, node_id: str) -> None:
+        super().__init__(net, node_id)
+        self.released = anyio.Event()
+        self.released.set()
+        self.waiting = 0
+
+    async def channels(self) -> Any:
+        self.waiting += 1
+        try:
+            await self.released.wait()
+        finally:
+            self.waiting -= 1
+        return await super().channels()
+
+
+async def test_a_slow_node_read_holds_up_no_other_frame_or_command(tmp_path: Path) -> None:
+    """A joiner's HELLO needs the member's channel list (a Core Lightning RPC).  The kernel
+    reads it in the frame's `prepare` step, outside the lock and the transaction: while that RPC
+    hangs, the operator's commands run and other members' frames are handled; the HELLO
+    finishes once the node answers."""
+    net, ids = mesh(3, extra=0)
+    a_node = StalledChannels(net, ids[0])
+    nodes = [a_node, SimBackend(net, ids[1]), SimBackend(net, ids[2])]
+    async with SimDriver(net), anyio.create_task_group() as tg:
+        members = []
+        for i, node in enumerate(nodes):
+            store = Store(tmp_path / f"m{i}.sqlite")
+            service = FleetService(node, store, sim_keys(net, ids[i]), config=FAST)
+            tg.start_soon(service.serve, node.events())
+            members.append(await service.start())
+            tg.start_soon(service.run)
+        a, b, j = members
+
+        async def until(check: Callable[[], bool]) -> None:
+            with anyio.fail_after(10):
+                while not check():
+                    await anyio.sleep(0.02)
+
+        await a.genesis()
+        await b.join((await a.invite(ids[1]))["ticket"])
+        await until(lambda: b.status()["tier"] == "neophyte")
+        a_node.released = anyio.Event()  # from now on a's lightningd hangs on channels
+        await j.join((await a.invite(ids[2]))["ticket"])
+        await until(lambda: a_node.waiting == 1)  # the HELLO is being prepared at a
+        with anyio.fail_after(2):
+            promoted = await a.vouch(ids[1])  # takes the lock the HELLO does not hold
+        assert promoted["tier"] == "member"
+        await until(lambda: b.status()["tier"] == "member")  # a's PROMOTION reached b
+        assert j.status()["joining"]["state"] == "hello_sent"
+        a_node.released.set()
+        await until(lambda: j.status()["tier"] == "neophyte")
+        assert a.view() == b.view() == j.view()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,422 @@
+"""The fleet kernel: what every fleet protocol shares, and nothing any one of them owns.
+
+Frame intake — size, type, magic, JSON, shape and signature (`events.fleet.parse_frame`) →
+signer's node = the Lightning peer it came from → the sender's standing (not banned; a member
+of our hive, except for the frame types a component accepts from strangers) → clock window →
+duplicate id → the owning component, in two steps: `prepare` (reads the node, outside the lock
+and the transaction, so no frame waits behind a Core Lightning RPC) and `apply` (its effects,
+the seen id and any replies in one durable transaction) → an acknowledgement.  A refusal is a
+typed error, counted in the store, answered with an `invalid` (or `retry_later`) ack, and
+changes nothing else.
+
+The per-peer outbox (durable, retried with backoff until acknowledged, at most `in_flight`
+frames per peer per round) and the acknowledgements (`MSG_ACK`, handed to every component as
+`on_ack`) are here too.  Nothing here holds state that is not in the store: a restart at any
+point resumes from it.
+
+A protocol plugs in as a `FleetComponent` that names the frame types it owns; see
+agent/fleet/membership.py and agent/fleet/handshake.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import nostr_sdk as sdk
+
+from agent import backoff
+from agent.clock import Clock, SystemClock
+from agent.errors import PeerNotConnected
+from agent.node.backend import NodeBackend
+from agent.node.models import CustomMsg, NodeEvent, PeerConnected, PeerDisconnected
+from agent.store import fleet as db
+from agent.store.db import Store, Tx
+from events import fleet as wire
+from events import lnsig
+from events.crypto import pubkey_hex
+from events.errors import (
+    BadSignature,
+    Banned,
+    Expired,
+    HiveError,
+    InvalidPayload,
+    NotFound,
+    NotMember,
+    Replayed,
+    Restricted,
+    Unauthorized,
+)
+from events.fleet import Message, MsgType
+
+log = logging.getLogger("hive.fleet")
+BINDING_KV = "fleet_binding"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    challenge_ttl_s: int = 300
+    hello_interval_s: int = 10  # one HELLO per peer per 10 s
+    max_pending_challenges: int = 1000
+    retry_base_s: float = 30.0  # outbox: base·2ⁿ + up to 25 % jitter, capped
+    retry_cap_s: float = 3600.0
+    max_attempts: int = 20
+    outbox_ttl_s: int = 86_400
+    in_flight: int = 10  # frames sent to one peer per round
+    max_age_s: int = 86_400 + 3_600  # a queued message may wait a day for its peer
+    future_skew_s: int = 300
+    ban_ttl_s: int = 7 * 86_400
+    max_ticket_hours: int = 168
+    handshake_retry_s: float = 30.0  # a HELLO or ATTEST unanswered this long is sent again
+    handshake_tries: int = 6
+    features: tuple[str, ...] = ("anchor", "onion")
+
+
+def short(node_id: str) -> str:
+    return node_id[:12] + "…"
+
+
+@dataclass
+class Effects:
+    """What a handled frame asks for once its transaction has committed."""
+
+    direct: list[tuple[str, bytes]] = field(default_factory=list)  # sent now, not queued
+    flush: set[str] = field(default_factory=set)  # peers whose outbox has something new
+
+
+class Standing(Protocol):
+    """Who may talk to us at all: the membership component answers for the kernel."""
+
+    def check_peer(self, db: db.Db, peer: str) -> None:
+        """Raise (Banned) if nothing from `peer` is to be handled."""
+
+    def check_frame(self, tx: Tx, msg: Message) -> None:
+        """Raise (NotMember) if `msg` is not for the hive we are in."""
+
+
+class FleetComponent:
+    """One fleet protocol: the frame types it owns and what they do.  Subclasses override
+    what they need; the kernel calls nothing else."""
+
+    owns: frozenset[MsgType] = frozenset()
+    admits_strangers = False  # frames a node outside our hive may send (the join handshake)
+    kernel: FleetKernel
+
+    def bind(self, kernel: FleetKernel) -> None:
+        self.kernel = kernel
+
+    async def prepare(self, peer: str, msg: Message) -> Any:
+        """Node reads a frame needs, outside the lock and the transaction (default: none)."""
+        return None
+
+    def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
+        """A frame's effects, in its transaction; raise a HiveError to refuse it."""
+        raise InvalidPayload(f"{msg.type.name} is not expected here")
+
+    def on_ack(self, tx: Tx, peer: str, ack: wire.MsgAck) -> None:
+        """A peer acknowledged (or refused) a frame we sent it."""
+
+    def housekeeping(self, tx: Tx, now: int) -> None:
+        """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""
+
+    async def tick(self) -> None:
+        """Periodic work outside any transaction (after the outbox was flushed)."""
+
+
+class FleetKernel:
+    def __init__(
+        self,
+        node: NodeBackend,
+        store: Store,
+        keys: sdk.Keys,
+        *,
+        clock: Clock | None = None,
+        config: FleetConfig | None = None,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.keys = keys
+        self.key = pubkey_hex(keys)
+        self.clock = clock or SystemClock()
+        self.config = config or FleetConfig()
+        self.me = ""
+        self.connected: set[str] = set()
+        self.lock = anyio.Lock()  # one frame or operator command changes state at a time
+        self.standing: Standing | None = None
+        self._components: list[FleetComponent] = []
+        self._routes: dict[MsgType, FleetComponent] = {}
+        self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
+        self._wake = anyio.Event()
+
+    def register(self, component: FleetComponent) -> None:
+        for msg_type in component.owns:
+            if msg_type in self._routes or msg_type == MsgType.MSG_ACK:
+                raise ValueError(f"{msg_type.name} is owned already")
+            self._routes[msg_type] = component
+        self._components.append(component)
+        component.bind(self)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.me = (await self.node.info()).id
+        self.connected = {p.id for p in await self.node.peers() if p.connected}
+
+    async def run(self) -> None:
+        """Forever: send what is due to connected peers, expire what waited too long."""
+        while True:
+            self._wake = anyio.Event()
+            now = self.clock.now()
+            with self.store.transaction(now, durable=False) as tx:
+                db.expire_outbox(tx, now)
+                db.prune_seen(tx, now - self.config.max_age_s - 3_600)
+                for component in self._components:
+                    component.housekeeping(tx, now)
+            for peer in sorted(self.connected):
+                await self.flush(peer)
+            for component in self._components:
+                await component.tick()
+            due = db.next_due(self.store.conn, self.connected)
+            cap = min(60.0, self.config.handshake_retry_s / 2)
+            timeout = cap if due is None else min(cap, max(0.05, due - self.clock.now()))
+            with anyio.move_on_after(timeout):
+                await self._wake.wait()
+
+    async def serve(self, events: AsyncIterator[NodeEvent]) -> None:
+        """Handle a node's event stream (simulator, or the plugin's hooks) until it ends."""
+        async for event in events:
+            await self.handle(event)
+
+    async def handle(self, event: NodeEvent) -> None:
+        """One node event; never raises (a failure is logged and counted)."""
+        try:
+            if isinstance(event, CustomMsg):
+                if wire.is_hive_frame(event.payload) or len(event.payload) > wire.MAX_FRAME:
+                    await self.receive(event.peer_id, event.payload)
+            elif isinstance(event, PeerConnected):
+                self.connected.add(event.peer_id)
+                with self.store.transaction(self.clock.now(), durable=False) as tx:
+                    db.wake_peer(tx, event.peer_id, float(self.clock.now()))
+                self._wake.set()
+            elif isinstance(event, PeerDisconnected):
+                self.connected.discard(event.peer_id)
+        except Exception:
+            log.exception("fleet: unexpected failure handling %s", type(event).__name__)
+            self.count("INTERNAL")
+
+    # --- inbound -------------------------------------------------------------------------
+
+    async def receive(self, peer: str, payload: bytes) -> None:
+        """One custom message from `peer` (its BOLT 8 authenticated node id)."""
+        try:
+            msg = wire.parse_frame(payload)
+        except HiveError as err:
+            self.refused(err, peer)
+            return
+        owner = self._routes.get(msg.type)
+        try:
+            if msg.node != peer:
+                raise Unauthorized(
+                    f"message signed for node {short(msg.node)} arrived from {short(peer)}"
+                )
+            if msg.type != MsgType.MSG_ACK:
+                self._admissible(peer, msg)
+                if owner is None:
+                    raise InvalidPayload(f"{msg.type.name} is not expected here")
+            # node reads first, outside the lock: no frame waits behind a lightningd RPC
+            prepared = None if owner is None else await owner.prepare(peer, msg)
+        except HiveError as err:
+            await self._refuse(peer, msg, err)
+            return
+        async with self.lock:
+            try:
+                if owner is None:
+                    self._on_ack(peer, msg)
+                    return
+                self._admissible(peer, msg)  # again: a ban may have landed meanwhile
+                via = db.seen_via(self.store.conn, peer, msg.id)
+                if via is not None:
+                    # handled once only.  Seen inside a proof first: the direct copy is simply
+                    # late.  Seen directly: a retry whose acknowledgement was lost, or a replay.
+                    duplicate = Replayed(f"{msg.type.name} {msg.id[:12]}… was already handled")
+                    if via == "direct":
+                        self.refused(duplicate, peer)
+                    await self._ack(peer, msg, "ok", duplicate)
+                    return
+                effects = self._apply(owner, peer, msg, prepared)
+            except HiveError as err:
+                await self._refuse(peer, msg, err)
+                return
+        await self._ack(peer, msg, "ok", None)
+        await self.after(effects)
+
+    async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
+        self.refused(err, peer)
+        if not isinstance(err, Banned):
+            # the sender may know more than we do yet (a join, a promotion, a proposal still
+            # on its way): ask it to try again rather than refuse for good
+            later = isinstance(err, NotMember | NotFound | Restricted)
+            await self._ack(peer, msg, "retry_later" if later else "invalid", err)
+
+    def _admissible(self, peer: str, msg: Message) -> None:
+        if self.standing is not None:
+            self.standing.check_peer(self.store.conn, peer)
+        self._check_clock(msg)
+
+    def _check_clock(self, msg: Message) -> None:
+        now = self.clock.now()
+        if msg.ts > now + self.config.future_skew_s:
+            raise Expired(f"the message is dated {msg.ts - now} s in the future")
+        if msg.ts < now - self.config.max_age_s:
+            raise Expired(
+                f"the message is {now - msg.ts} s old; the limit is {self.config.max_age_s} s"
+            )
+
+    def _apply(self, owner: FleetComponent, peer: str, msg: Message, prepared: Any) -> Effects:
+        now = self.clock.now()
+        effects = Effects()
+        with self.store.transaction(now) as tx:
+            if not owner.admits_strangers and self.standing is not None:
+                self.standing.check_frame(tx, msg)
+            owner.apply(tx, peer, msg, prepared, effects)
+            db.claim(tx, peer, msg.id, now)
+        return effects
+
+    def _on_ack(self, peer: str, msg: Message) -> None:
+        body = msg.body_as(wire.MsgAck)
+        now = self.clock.now()
+        with self.store.transaction(now, durable=False) as tx:
+            error = f"{body.code}: {body.message}" if body.code and body.status != "ok" else None
+            if body.status == "ok":
+                db.acked(tx, peer, body.ref, "acked", float(now), None)
+            elif body.status == "invalid":
+                db.acked(tx, peer, body.ref, "failed", float(now), error)
+            else:
+                retry = now + self.config.retry_base_s
+                db.acked(tx, peer, body.ref, "pending", retry, error)
+            for component in self._components:
+                component.on_ack(tx, peer, body)
+
+    # --- outbound ------------------------------------------------------------------------
+
+    def frame(self, msg_type: MsgType, body: wire.Body, hive: str) -> tuple[str, bytes]:
+        """A new signed frame from this node: (its id, its bytes)."""
+        msg_id = secrets.token_hex(16)
+        frame = wire.build_frame(
+            self.keys, msg_type, body, hive=hive, msg_id=msg_id, node=self.me, ts=self.clock.now()
+        )
+        return msg_id, frame
+
+    async def originate(
+        self,
+        hive: str,
+        msg_type: MsgType,
+        body: wire.Body,
+        recipients: Callable[[Tx], list[str]],
+    ) -> Effects:
+        """Sign a member message, apply it here exactly as a receiver would, and queue it for
+        `recipients(tx)` — in one transaction.  The caller holds `lock`."""
+        owner = self._routes[msg_type]
+        now = self.clock.now()
+        _, frame = self.frame(msg_type, body, hive)
+        msg = wire.parse_frame(frame)
+        fx = Effects()
+        with self.store.transaction(now) as tx:
+            peers = recipients(tx)
+            owner.apply(tx, self.me, msg, None, fx)
+            db.claim(tx, self.me, msg.id, now)
+            self.enqueue_frame(tx, peers, msg, fx)
+        return fx
+
+    def enqueue(
+        self, tx: Tx, peers: list[str], msg_type: MsgType, body: wire.Body, hive: str, fx: Effects
+    ) -> None:
+        """One new frame, queued for each of `peers` (sent once the transaction commits)."""
+        if not peers:
+            return
+        msg_id, frame = self.frame(msg_type, body, hive)
+        for peer in peers:
+            db.enqueue(tx, peer, msg_id, msg_type, frame, tx.now, self.config.outbox_ttl_s)
+            fx.flush.add(peer)
+
+    def enqueue_frame(self, tx: Tx, peers: list[str], msg: Message, fx: Effects) -> None:
+        for peer in peers:
+            db.enqueue(tx, peer, msg.id, msg.type, msg.raw, tx.now, self.config.outbox_ttl_s)
+            fx.flush.add(peer)
+
+    async def after(self, fx: Effects) -> None:
+        """Carry out what a committed transaction asked for."""
+        for peer, frame in fx.direct:
+            await self.send_direct(peer, frame)
+        for peer in sorted(fx.flush):
+            await self.flush(peer)
+
+    async def send_direct(self, peer: str, frame: bytes) -> None:
+        try:
+            await self.node.sendcustommsg(peer, frame)
+        except HiveError as err:
+            log.info("fleet: could not send to %s: %s", short(peer), err)
+
+    async def _ack(self, peer: str, msg: Message, status: str, err: HiveError | None) -> None:
+        body = wire.MsgAck(
+            ref=msg.id, status=status,
+            code=err.code if err else "", message=err.message[:280] if err else "",
+        )  # fmt: skip
+        _, frame = self.frame(MsgType.MSG_ACK, body, msg.hive)
+        await self.send_direct(peer, frame)
+
+    async def flush(self, peer: str) -> None:
+        """Send what is due to one connected peer; each attempt moves its next retry back."""
+        if peer not in self.connected:
+            return
+        async with self._sending.setdefault(peer, anyio.Lock()):
+            await self._flush_locked(peer)
+        self._wake.set()
+
+    async def _flush_locked(self, peer: str) -> None:
+        now = self.clock.now()
+        cfg = self.config
+        for item in db.due(self.store.conn, peer, float(now), cfg.in_flight):
+            error = None
+            try:
+                await self.node.sendcustommsg(peer, item.frame)
+            except PeerNotConnected:
+                self.connected.discard(peer)
+                return
+            except HiveError as err:
+                error = str(err)
+            state = "pending"
+            if item.attempts + 1 >= cfg.max_attempts:
+                state, error = (
+                    "failed",
+                    error or f"no acknowledgement after {cfg.max_attempts} tries",
+                )
+            next_at = now + backoff.delay(item.attempts, cfg.retry_base_s, cfg.retry_cap_s, 0.25)
+            with self.store.transaction(now, durable=False) as tx:
+                db.sent(tx, item, next_at, state, error)
+
+    # --- this node -------------------------------------------------------------------------
+
+    async def binding(self) -> str:
+        """The node's signmessage over our Nostr key (asked once, then kept)."""
+        cached = self.store.kv(BINDING_KV)
+        if isinstance(cached, dict) and cached.get("key") == self.key:
+            return str(cached["zbase"])
+        zbase = (await self.node.signmessage(self.key)).zbase
+        if not lnsig.check(self.key, zbase, self.me):
+            raise BadSignature("the node's signmessage does not verify for its own id")
+        with self.store.transaction(self.clock.now()) as tx:
+            tx.set_kv(BINDING_KV, {"key": self.key, "zbase": zbase})
+        return zbase
+
+    def refused(self, err: HiveError, peer: str) -> None:
+        log.info("fleet: refused a message from %s: %s", short(peer), err)
+        self.count(err.code)
+
+    def count(self, code: str) -> None:
+        with self.store.transaction(self.clock.now(), durable=False) as tx:
+            tx.count_errors({code: 1})
