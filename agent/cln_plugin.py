@@ -45,6 +45,7 @@ from agent.plugin_rpc import Deferred
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
+from agent.store import fleet as fleet_rows
 from agent.store.db import Store
 from events import node_binding
 from events.base import NostrEvent
@@ -85,6 +86,7 @@ class PluginRuntime:
         self.service: NodeService | None = None
         self.escrow: Escrow | None = None
         self.fleet: FleetService | None = None
+        self.store: Store | None = None
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
         self.problems: list[str] = []  # configuration and start-up failures, for hive-status
@@ -152,8 +154,11 @@ class PluginRuntime:
         binding = node_binding.NodeBinding(node_id=me.id, nostr_pubkey=pubkey, zbase=signed.zbase)
         node_binding.verify(binding)
         self.binding = node_binding.build(self.keys, binding, created_at=SystemClock().now())
-        # fleet membership needs no relays: its own store, custom messages through lightningd
-        self.fleet = await FleetService(self.node, Store(home / "fleet.sqlite"), self.keys).start()
+        # one store for the whole agent (fleet rows included; an older separate fleet.sqlite
+        # is folded in once); fleet membership needs no relays: custom messages via lightningd
+        self.store = Store(home / "agent.sqlite")
+        fleet_rows.absorb_legacy(self.store, home / "fleet.sqlite", SystemClock().now())
+        self.fleet = await FleetService(self.node, self.store, self.keys).start()
 
     async def _run_agent(self, home: Path, relays: RelaysConfig, policy: PolicyConfig) -> None:
         try:
@@ -168,7 +173,8 @@ class PluginRuntime:
     ) -> None:
         assert self.keys is not None and self.binding is not None
         settings = Settings(home=home)
-        async with Agent(settings, self.keys, relays) as agent:
+        assert self.store is not None
+        async with Agent(settings, self.keys, relays, store=self.store) as agent:
             self.agent = agent
             assert self.node is not None
             self.service = NodeService(agent, self.node, policy)

@@ -16,6 +16,8 @@ from agent.node.sim import Network
 from agent.node.sim_api import SimLightningd
 from agent.node.sim_rpc import SimRpcServer, short_socket_dir
 from agent.node.simnode import SimDriver
+from agent.store import fleet as fleet_rows
+from agent.store.db import Store
 from tests.fleet_world import mesh
 
 pytestmark = pytest.mark.anyio
@@ -214,3 +216,31 @@ async def test_join_connects_through_the_plugins_own_peer_connected_hook() -> No
         finally:
             for n in (a, b):
                 n._stop.set()
+
+
+async def test_an_older_separate_fleet_store_is_folded_into_the_one_store() -> None:
+    """Until 2026-12 the plugin kept its fleet rows in hive/fleet.sqlite beside agent.sqlite.
+    Started over such a lightning-dir, it folds them into agent.sqlite once (the old file is
+    kept as fleet.sqlite.absorbed) and carries on in the same hive."""
+    net, ids = mesh(1, extra=0)
+    async with SimDriver(net), anyio.create_task_group() as tg:
+        node = PluginNode(net, ids[0], tg)
+        home = node.dir / "hive"
+        home.mkdir(mode=0o700)
+        legacy = Store(home / "fleet.sqlite")
+        with legacy.transaction(1_700_000_000) as tx:
+            fleet_rows.set_hive(tx, fleet_rows.Hive("hive_00112233aabbccdd", ids[0], 1, 1))
+            fleet_rows.add_member(tx, ids[0], "ab" * 32, "zbase", "member", 1, promoted_at=1)
+            tx.set_kv("fleet_binding", {"key": "ab" * 32, "zbase": "zbase"})
+        legacy.close()
+        await node.start()
+        try:
+            fleet = await node.fleet()
+            assert (fleet["hive_id"], fleet["tier"]) == ("hive_00112233aabbccdd", "member")
+            assert not (home / "fleet.sqlite").exists()
+            assert (home / "fleet.sqlite.absorbed").exists()
+            one = Store(home / "agent.sqlite")
+            assert fleet_rows.hive(one.conn) is not None and one.kv("fleet_binding")["zbase"]
+            one.close()
+        finally:
+            await node.stop()

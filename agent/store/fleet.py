@@ -5,8 +5,12 @@ transaction, or `Store.conn` for reads."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
+
+from agent.store.db import Store
 
 
 class Db(Protocol):
@@ -397,3 +401,42 @@ def expire_outbox(db: Db, now: int) -> None:
 def outbox_counts(db: Db) -> dict[str, int]:
     cur = db.execute("SELECT state, count(*) FROM fleet_outbox GROUP BY state")
     return {s: n for s, n in cur.fetchall()}
+
+
+# --- one store per agent ----------------------------------------------------------------------
+
+LEGACY_TABLE = re.compile(r"^fleet_[a-z_]{1,40}$")
+
+
+def absorb_legacy(store: Store, legacy: Path, now: int) -> bool:
+    """Fold a separate fleet store into `store`, once: the plugin kept its fleet rows in
+    `fleet.sqlite` beside `agent.sqlite` until 2026-12.  Its `fleet_*` tables and fleet kv rows
+    are copied in one transaction, then the file is renamed `<name>.absorbed` (kept, not
+    deleted).  Nothing is copied if `store` is in a hive already: two hives never mix."""
+    if not legacy.exists():
+        return False
+    Store(legacy).close()  # an older file is brought to the current schema first
+    if hive(store.conn) is not None:
+        return False
+    conn = store.conn
+    conn.execute("ATTACH DATABASE ? AS legacy", (str(legacy),))
+    try:
+        names = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT name FROM legacy.sqlite_master WHERE type = 'table' AND name LIKE 'fleet%'"
+            )
+        ]
+        with store.transaction(now) as tx:
+            for name in filter(LEGACY_TABLE.fullmatch, names):
+                tx.execute(f"INSERT OR IGNORE INTO main.{name} SELECT * FROM legacy.{name}")  # noqa: S608 - names checked above
+            tx.execute(
+                "INSERT OR REPLACE INTO main.kv SELECT * FROM legacy.kv WHERE key LIKE 'fleet%'"
+            )
+    finally:
+        conn.execute("DETACH DATABASE legacy")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{legacy}{suffix}")
+        if part.exists():
+            part.rename(Path(f"{legacy}.absorbed{suffix}"))
+    return True
