@@ -23,7 +23,7 @@ import binascii
 import builtins
 import json
 import re
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 import nostr_sdk as sdk
@@ -271,11 +271,21 @@ class MemberLeft(Body):
     reason: Text = ""
 
 
+class AckStatus(StrEnum):
+    OK = "ok"  # handled (or a duplicate of one that was)
+    INVALID = "invalid"  # refused for good: the sender stops retrying
+    RETRY_LATER = "retry_later"  # we may not know enough yet: the sender tries again later
+
+
 class MsgAck(Body):
     ref: Hex32
-    status: Literal["ok", "invalid", "retry_later"]
+    status: Literal["ok", "invalid", "retry_later"]  # an AckStatus (bodies are strict: as text)
     code: Annotated[str, StringConstraints(max_length=40)] = ""
     message: Text = ""
+
+    @property
+    def outcome(self) -> AckStatus:
+        return AckStatus(self.status)
 
 
 BODIES: dict[MsgType, type[Body]] = {

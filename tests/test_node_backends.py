@@ -15,7 +15,7 @@ from agent.node.cln import CircuitBreaker, CLNBackend
 from agent.node.sim_api import SimLightningd
 from agent.node.sim_rpc import SimRpcServer, short_socket_dir
 from agent.node.simnode import SimBackend
-from events.errors import InsufficientBalance, NotFound, PaymentFailed
+from events.errors import HiveError, InsufficientBalance, NotFound, PaymentFailed
 from tests.node_scenario import ring, scenario
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +106,22 @@ def test_socket_paths_over_107_bytes_are_refused(tmp_path) -> None:
     net, ids = ring()
     with pytest.raises(ValueError, match="107"):
         SimRpcServer(SimLightningd(net, ids[0]), long_path)
+
+
+async def test_a_failed_connect_is_an_error_reply_and_the_node_keeps_answering() -> None:
+    """`connect` is answered asynchronously (after the peer_connected hooks); its failures —
+    an unknown node, this node itself, a peer behind a partition — come back as RPC errors,
+    and the simulated lightningd keeps serving."""
+    net, ids = ring()
+    net.partition({ids[0]}, set(ids[1:]))
+    path = short_socket_dir() / "lightning-rpc"
+    async with SimRpcServer(SimLightningd(net, ids[0]), path):
+        cln = CLNBackend(str(path), timeout_s=10)
+        for target in ("02" + "ab" * 32, ids[0], ids[2]):
+            with pytest.raises(HiveError) as refused:
+                await cln.connect(target)
+            assert refused.value.code != "INTERNAL" and refused.value.message, refused.value
+        assert (await cln.info()).id == ids[0]
+        net.heal()
+        await cln.connect(ids[2])
+        assert net.connected(ids[0], ids[2])

@@ -45,6 +45,7 @@ from agent.runtime import Agent
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store import market as market_repo
+from agent.store.advisory import CommandState as CS
 from events import approval, command, credential, receipt
 from events.base import make_rumor
 from events.canonical import content_hash
@@ -267,14 +268,14 @@ class NodeService:
 
     def _finish_row(self, row: dict[str, Any], **kw: Any) -> Receipt:
         cmd = Command.model_validate_json(row["command"])
-        state = "refused" if kw.get("error") else "done"
+        state = CS.REFUSED if kw.get("error") else CS.DONE
         if kw.get("status") == Status.QUEUED:
             state = row["state"]
         with self.agent.store.transaction(self.now) as tx:
             if kw.get("error") is not None:
                 tx.count_errors({kw["error"].code: 1})
             sealed = self._finish(tx, cmd, row["sender"], row["reply"], **kw)
-            if state in ("refused", "done"):
+            if state in (CS.REFUSED, CS.DONE):
                 outcome = json.dumps(sealed.error.model_dump() if sealed.error else sealed.result)
                 tx.execute(
                     "UPDATE commands SET state = ?, outcome = ?, updated_at = ? WHERE command_id"
@@ -312,10 +313,10 @@ class NodeService:
                 await self._wake.wait()
 
     async def step(self) -> None:
-        for row in repo.commands_in(self.agent.store, "received"):
+        for row in repo.commands_in(self.agent.store, CS.RECEIVED):
             await self._guard(self.process, row)
         self.apply_approvals()
-        for row in repo.commands_in(self.agent.store, "ready"):
+        for row in repo.commands_in(self.agent.store, CS.READY):
             await self._guard(self.execute, row)
 
     async def _guard(self, fn: Any, row: dict[str, Any]) -> None:
@@ -386,7 +387,7 @@ class NodeService:
                 "UPDATE commands SET danger = ?, route = ?, reasons = ? WHERE command_id = ?",
                 (danger, decision.route.value, reasons, cmd.command_id),
             )
-            reserve = self._claim(tx, cmd, spec, params, before, "received") if runs_now else None
+            reserve = self._claim(tx, cmd, spec, params, before, CS.RECEIVED) if runs_now else None
         if runs_now:
             if reserve is not None:
                 decided = {
@@ -413,19 +414,19 @@ class NodeService:
         else:
             await self.hold(row, cmd, decision)
 
-    def _set(self, command_id: str, frm: str | tuple[str, ...], to: str, **fields: Any) -> bool:
+    def _set(self, command_id: str, frm: CS, to: CS, **fields: Any) -> bool:
         with self.agent.store.transaction(self.now) as tx:
-            return repo.move(tx, command_id, (frm,) if isinstance(frm, str) else frm, to, **fields)
+            return repo.move(tx, command_id, (frm,), to, **fields)
 
     async def hold(self, row: dict[str, Any], cmd: Command, decision: Decision) -> None:
-        state = {Route.QUEUE: "queued", Route.CONFIRM: "confirm", Route.MULTISIG: "multisig"}[
+        state = {Route.QUEUE: CS.QUEUED, Route.CONFIRM: CS.CONFIRM, Route.MULTISIG: CS.MULTISIG}[
             decision.route
         ]
-        self._set(cmd.command_id, "received", state, decide_by=self.now + QUEUE_TTL_S)
+        self._set(cmd.command_id, CS.RECEIVED, state, decide_by=self.now + QUEUE_TTL_S)
         what = {
-            "queued": "the operator's approval",
-            "confirm": "approval and confirmation",
-            "multisig": f"{self.policy.approvals_needed} approver signatures",
+            CS.QUEUED: "the operator's approval",
+            CS.CONFIRM: "approval and confirmation",
+            CS.MULTISIG: f"{self.policy.approvals_needed} approver signatures",
         }[state]
         result = {"waiting_for": what, "decide_by": self.now + QUEUE_TTL_S, "id": cmd.command_id}
         self._finish_row(
@@ -441,7 +442,7 @@ class NodeService:
                 f"{json.dumps(cmd.params, sort_keys=True)} (danger {decision.danger};"
                 f" {decision.route.value}). "
                 f"Reply 'approve {cmd.command_id[:12]}' or 'reject {cmd.command_id[:12]}'"
-                + (" and then 'confirm …'" if state == "confirm" else "")
+                + (" and then 'confirm …'" if state == CS.CONFIRM else "")
                 + "."
             )
             with self.agent.store.transaction(self.now) as tx:
@@ -452,7 +453,7 @@ class NodeService:
         """Ask the oracle (5 s, one retry after 2 s): approve runs, deny rejects, silence queues."""
         verdict = await oracle_verdict(self.policy.oracle_url, cmd, decision)
         if verdict == "approve":
-            self._set(cmd.command_id, "received", "ready")
+            self._set(cmd.command_id, CS.RECEIVED, CS.READY)
         elif verdict == "deny":
             self._finish_row(
                 row,
@@ -475,24 +476,24 @@ class NodeService:
     def apply_approvals(self) -> None:
         """Move waiting commands on as approvals arrive; expire those whose window passed."""
         store = self.agent.store
-        for row in repo.commands_in(store, "queued", "confirm", "confirmed", "multisig"):
+        for row in repo.commands_in(store, CS.QUEUED, CS.CONFIRM, CS.CONFIRMED, CS.MULTISIG):
             votes = repo.approvals(store, row["command_id"])
             cid, state = row["command_id"], row["state"]
-            if votes["reject"] and state != "multisig":
+            if votes["reject"] and state != CS.MULTISIG:
                 self._refuse(row, Rejected("the operator rejected the command"))
             elif (
-                state == "multisig"
+                state == CS.MULTISIG
                 and len(votes["reject"]) > len(self.policy.approvers) - self.policy.approvals_needed
             ):
                 self._refuse(row, Rejected("too many approvers rejected the command"))
-            elif state == "queued" and votes["approve"]:
-                self._set(cid, "queued", "ready")
-            elif state == "confirm" and votes["approve"]:
-                self._set(cid, "confirm", "confirmed", decide_by=self.now + CONFIRM_TTL_S)
-            elif state == "confirmed" and votes["confirm"]:
-                self._set(cid, "confirmed", "ready")
-            elif state == "multisig" and len(votes["approve"]) >= self.policy.approvals_needed:
-                self._set(cid, "multisig", "ready")
+            elif state == CS.QUEUED and votes["approve"]:
+                self._set(cid, CS.QUEUED, CS.READY)
+            elif state == CS.CONFIRM and votes["approve"]:
+                self._set(cid, CS.CONFIRM, CS.CONFIRMED, decide_by=self.now + CONFIRM_TTL_S)
+            elif state == CS.CONFIRMED and votes["confirm"]:
+                self._set(cid, CS.CONFIRMED, CS.READY)
+            elif state == CS.MULTISIG and len(votes["approve"]) >= self.policy.approvals_needed:
+                self._set(cid, CS.MULTISIG, CS.READY)
             elif row["decide_by"] is not None and self.now >= row["decide_by"]:
                 self._refuse(row, Expired("nobody approved the command in time"))
 
@@ -511,7 +512,7 @@ class NodeService:
         if ev.pubkey not in self.policy.approvers:
             raise Unauthorized("not one of this node's approvers")
         row = repo.command_row(tx, item.command_id)
-        if item.node != self.me or row is None or row["state"] != "multisig":
+        if item.node != self.me or row is None or row["state"] != CS.MULTISIG:
             raise Restricted("no command of this node waits for approvers")
         if item.params_hash != row["params_hash"] or self.now >= item.expires_at:
             raise Restricted("the approval is for other parameters or has expired")
@@ -704,7 +705,7 @@ class NodeService:
         # one (setting an absolute value) may run again after a power cut, so its claim rides
         # on the receipt's durable commit instead; recover() re-runs such actions anyway.
         with self.agent.store.transaction(self.now, durable=not spec.idempotent) as tx:
-            reserve = self._claim(tx, cmd, spec, params, before, "ready")
+            reserve = self._claim(tx, cmd, spec, params, before, CS.READY)
         if reserve is not None:
             await self._run(row, cmd, spec, params, before, reserve)
 
@@ -715,7 +716,7 @@ class NodeService:
         spec: schemas.ActionSpec,
         params: schemas.Params,
         before: Any,
-        frm: str,
+        frm: CS,
     ) -> dict[str, int] | None:
         """Move the command to `executing` and reserve its budget; None if already claimed."""
         reserve = {
@@ -726,7 +727,7 @@ class NodeService:
         }
         self.check_budgets(cmd, spec, params, tx)  # re-checked where it is reserved
         saved = json.dumps({"usage": reserve, "before": before})
-        if not repo.move(tx, cmd.command_id, (frm,), "executing", reserved=saved):
+        if not repo.move(tx, cmd.command_id, (frm,), CS.EXECUTING, reserved=saved):
             return None  # someone else claimed it
         for scope in ("node", cmd.credential_id):
             repo.add_usage(tx, scope, **reserve)
@@ -766,7 +767,7 @@ class NodeService:
         fee_sat=0,
     ):
         with self.agent.store.transaction(self.now) as tx:
-            if not repo.move(tx, cmd.command_id, ("executing",), "settling"):
+            if not repo.move(tx, cmd.command_id, (CS.EXECUTING,), CS.SETTLING):
                 return
             undo = (
                 {k: -v for k, v in reserve.items()}
@@ -792,14 +793,13 @@ class NodeService:
                 after=content_hash(after if after is not None else before),
             )
             outcome = json.dumps(sealed.error.model_dump() if sealed.error else sealed.result)
-            repo.move(
-                tx, cmd.command_id, ("settling",), "refused" if error else "done", outcome=outcome
-            )
+            final = CS.REFUSED if error else CS.DONE
+            repo.move(tx, cmd.command_id, (CS.SETTLING,), final, outcome=outcome)
         self.agent.outbox.wake()
 
     async def recover(self) -> None:
         """Settle commands a crash left in `executing`, without ever running one twice."""
-        for row in repo.commands_in(self.agent.store, "executing"):
+        for row in repo.commands_in(self.agent.store, CS.EXECUTING):
             cmd, _grant, spec, params = self._parsed(row)
             saved = json.loads(row["reserved"])
             if spec.idempotent:  # setting an absolute value again changes nothing
@@ -835,7 +835,7 @@ class NodeService:
 
 def pending(store: Any) -> list[dict[str, Any]]:
     """Commands waiting for a human (or the approvers), oldest first."""
-    rows = repo.commands_in(store, "queued", "confirm", "confirmed", "multisig")
+    rows = repo.commands_in(store, CS.QUEUED, CS.CONFIRM, CS.CONFIRMED, CS.MULTISIG)
     out = []
     for row in rows:
         cmd = Command.model_validate_json(row["command"])

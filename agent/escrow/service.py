@@ -78,6 +78,9 @@ class Escrow:
         self._secret = bytes.fromhex(agent.keys.secret_key().to_hex())
         self._wallets: dict[str, CashuWallet] = {}
         self._wake = anyio.Event()
+        # part → (failed attempts, not before): a mint that is down is asked again after
+        # 2, 4, … up to 300 s, not every second (each attempt records one more swap start)
+        self._backoff: dict[tuple[str, int], tuple[int, int]] = {}
         agent.rumors[Kind.ESCROW_TICKET] = self.on_ticket
         agent.rumors[Kind.ESCROW_RELEASE] = self.on_release
         if node is not None:
@@ -456,35 +459,45 @@ class Escrow:
     ) -> list[CashuProof]:
         """Swap a part's locked proofs into fresh ones, where a lost answer loses nothing.
 
-        Where the outputs start (NUT-13) is recorded before the swap is sent; if the proofs turn
-        out spent already — a swap whose answer a crash, a cancel or a timeout lost, in this
-        process or another — its outputs are restored from the mint (NUT-09)."""
+        Under the wallet's lock (no other swap, in this process or another on this home, moves
+        its NUT-13 counter meanwhile), where this attempt's outputs start is recorded before
+        the swap is sent.  If the proofs turn out spent already — a swap whose answer a crash,
+        a cancel or a timeout lost — the outputs are recovered from every start any attempt
+        recorded (the library's database, else the mint: NUT-09)."""
         part = ticket.parts[part_index]
-        # every attempt's start is kept: an earlier attempt's answer may be the one that was lost
-        starts = [s for s in (row.get("swap_from") or "").split(",") if s]
-        start = await wallet.next_outputs()
-        if start not in starts:
-            starts.append(start)
-            with self.agent.store.transaction(self.now) as tx:
-                repo.set_part(tx, ticket.ticket_id, part_index, swap_from=",".join(starts[-8:]))
-        try:
-            fresh = await swap()
-            crash_point("escrow.after_swap")
-            return fresh
-        except MintRefused:
-            states = await wallet.states(part.proofs)
-            if not all(s["state"] == "spent" for s in states):
-                raise
-        restored: list[CashuProof] = []
-        total = 0
-        for begin in starts[-8:]:
-            found = await wallet.restore(begin)  # in derivation order: that swap's outputs first
-            known = repo.known_secrets(self.agent.store, [p.secret for p in found])
-            for proof in found:
-                if proof.secret in known or total + proof.amount > part.amount_sat:
-                    break  # another swap's outputs (already ours), or more than this part
-                restored.append(proof)
-                total += proof.amount
+        async with wallet.exclusive():
+            # read again under the lock: another process may have added an attempt meanwhile
+            current = next(
+                p for p in repo.parts(self.agent.store, ticket.ticket_id)
+                if p["part_index"] == part_index
+            )  # fmt: skip
+            if current["state"] != row["state"]:
+                raise InvalidParams(f"part {part_index} is {current['state']} now")
+            starts = [s for s in (current.get("swap_from") or "").split(",") if s]
+            start = await wallet.next_outputs()
+            if start not in starts:
+                starts.append(start)
+                with self.agent.store.transaction(self.now) as tx:
+                    repo.set_part(tx, ticket.ticket_id, part_index, swap_from=",".join(starts))
+            try:
+                fresh: list[CashuProof] = await swap()
+                crash_point("escrow.after_swap")
+                return fresh
+            except MintRefused:
+                states = await wallet.states(part.proofs)
+                if not all(s["state"] == "spent" for s in states):
+                    raise
+            restored: list[CashuProof] = []
+            total = 0
+            for begin in starts:  # every attempt: any of them may be the one that went through
+                found = await wallet.restore(begin)  # in derivation order: its outputs first
+                known = repo.known_secrets(self.agent.store, [p.secret for p in found])
+                for proof in found:
+                    if proof.secret in known or total + proof.amount > part.amount_sat:
+                        break  # a later swap's outputs (already ours), or more than this part
+                    restored.append(proof)
+                    known.add(proof.secret)
+                    total += proof.amount
         log.warning(
             "escrow: part %s/%d was swapped already; %d sat restored from the mint",
             ticket.ticket_id, part_index, total,
@@ -517,19 +530,25 @@ class Escrow:
     async def step(self) -> None:
         """Redeem what was released to us; release or lapse bonuses; refund what expired."""
         for row in repo.parts_in(self.agent.store, "payee", "released"):
-            await self._try(self.redeem(row["ticket_id"], row["part_index"]))
+            await self._try(row, self.redeem)
         if self.node is not None:
             self.settle_bonuses()
         for row in repo.parts_in(self.agent.store, "funder", "locked", "lapsed"):
             if self.now >= row["locktime"] + REFUND_GRACE_S:
                 if repo.secret_state(self.agent.store, row["lock_hash"]) == "released":
                     continue
-                await self._try(self.refund(row["ticket_id"], row["part_index"]))
+                await self._try(row, self.refund)
 
-    async def _try(self, work: Any) -> None:
+    async def _try(self, row: dict[str, Any], work: Any) -> None:
+        key = (str(row["ticket_id"]), int(row["part_index"]))
+        failures, not_before = self._backoff.get(key, (0, 0))
+        if self.now < not_before:
+            return
         try:
-            await work
+            await work(*key)
+            self._backoff.pop(key, None)
         except HiveError as error:
+            self._backoff[key] = (failures + 1, self.now + min(300, 2 ** (failures + 1)))
             with self.agent.store.transaction(self.now, durable=False) as tx:
                 tx.count_errors({error.code: 1})
             log.warning("escrow: %s", error)

@@ -14,12 +14,17 @@ The library logs through loguru, at TRACE with private keys and at ERROR with wh
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import hmac
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import nostr_sdk as sdk
 from coincurve import PrivateKey
@@ -99,12 +104,35 @@ class CashuWallet:
         self.keys = keys
         self.lock_pubkey = lock_key(keys.public_key().to_hex())
         self.w: Wallet | None = None
+        self.name = "wallet-" + hashlib.sha256(self.mint_url.encode()).hexdigest()[:12]
+        self._local = anyio.Lock()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One operation that moves this wallet's NUT-13 derivation counter at a time, in this
+        process and in every other on the same home (a file lock, which the OS releases if its
+        holder dies).  Inside it, a swap's outputs start exactly at `next_outputs()` and run
+        on without a gap; `redeem`, `refund` and `restore` expect to be called inside it."""
+        async with self._local:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.dir / f"{self.name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError as exc:
+                        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                            raise
+                        await anyio.sleep(0.02)  # another process swaps; cancellable wait
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the lock
 
     async def open(self) -> CashuWallet:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        name = "wallet-" + hashlib.sha256(self.mint_url.encode()).hexdigest()[:12]
-        w = _Wallet(url=self.mint_url, db=str(self.dir), name=name)
+        w = _Wallet(url=self.mint_url, db=str(self.dir), name=self.name)
         await w._migrate_database()
         await w._init_private_key(from_mnemonic=wallet_mnemonic(self.keys))
         w.private_key = signing_key(self.keys)
@@ -149,7 +177,8 @@ class CashuWallet:
             state = await self.wallet.get_mint_quote(quote.quote)
             if str(state.state.value) not in ("PAID", "paid"):
                 return quote.request, []
-            proofs = await self.wallet.mint(amount, quote.quote)
+            async with self.exclusive():
+                proofs = await self.wallet.mint(amount, quote.quote)
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
         return quote.request, [from_cashu(p) for p in proofs]
@@ -171,9 +200,10 @@ class CashuWallet:
         tags["refund"] = [lock_key(refund_xonly)]
         secret = HTLCSecret(kind=SecretKind.HTLC.value, data=hash_hex, tags=tags)
         try:
-            keep, send = await self.wallet.split(
-                [to_cashu(p) for p in inputs], amount, secret_lock=secret
-            )
+            async with self.exclusive():
+                keep, send = await self.wallet.split(
+                    [to_cashu(p) for p in inputs], amount, secret_lock=secret
+                )
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
         return [from_cashu(p) for p in keep], [from_cashu(p) for p in send]
@@ -183,18 +213,21 @@ class CashuWallet:
     ) -> tuple[list[CashuProof], list[CashuProof]]:
         """Swap `inputs` into (change, exactly `amount`) with no spending conditions."""
         try:
-            keep, send = await self.wallet.split([to_cashu(p) for p in inputs], amount)
+            async with self.exclusive():
+                keep, send = await self.wallet.split([to_cashu(p) for p in inputs], amount)
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
         return [from_cashu(p) for p in keep], [from_cashu(p) for p in send]
 
     async def redeem(self, locked: list[CashuProof], preimage: str) -> list[CashuProof]:
-        """The payee's path: preimage + our signature (added by the library) → fresh proofs."""
+        """The payee's path: preimage + our signature (added by the library) → fresh proofs.
+        Call inside `exclusive()`."""
         witness = HTLCWitness(preimage=preimage).model_dump_json()
         return await self._swap([to_cashu(p, witness) for p in locked])
 
     async def refund(self, locked: list[CashuProof]) -> list[CashuProof]:
-        """The funder's path after the locktime: our refund-key signature → fresh proofs."""
+        """The funder's path after the locktime: our refund-key signature → fresh proofs.
+        Call inside `exclusive()`."""
         return await self._swap([to_cashu(p) for p in locked])
 
     async def _swap(self, proofs: list[Proof]) -> list[CashuProof]:

@@ -6,6 +6,7 @@ HELLO and ATTEST go direct and are sent again while unanswered, then it gives up
 from __future__ import annotations
 
 import secrets
+from enum import StrEnum
 from typing import Any
 
 from agent import __version__
@@ -26,9 +27,18 @@ from events.errors import (
     Replayed,
     Unauthorized,
 )
-from events.fleet import Message, MsgType
+from events.fleet import AckStatus, Message, MsgType
 
 JOINING_KV = "fleet_joining"
+
+
+class JoinState(StrEnum):
+    """The joiner's progress (the `state` of its `fleet_joining` row)."""
+
+    HELLO_SENT = "hello_sent"  # waiting for the issuer's CHALLENGE
+    ATTESTED = "attested"  # ATTEST sent, waiting for WELCOME
+    JOINED = "joined"  # a neophyte of the hive
+    REFUSED = "refused"  # the issuer refused, or never answered; `error` says why
 
 
 class Handshake(FleetComponent):
@@ -91,18 +101,19 @@ class Handshake(FleetComponent):
         async with k.lock:
             if db.hive(k.store.conn):
                 raise InvalidParams("this node is already in a hive; leave it first")
+            now = k.clock.now()  # the connect may have taken a while
             hello = wire.Hello(ticket=text, supported_versions=[wire.VERSION])
             msg_id, frame = k.frame(MsgType.HELLO, hello, ticket.hive)
             joining = {
                 "hive": ticket.hive, "issuer": ticket.issuer, "issuer_key": ticket.issuer_key,
-                "ticket": text, "ticket_id": ticket.ticket_id, "state": "hello_sent",
+                "ticket": text, "ticket_id": ticket.ticket_id, "state": JoinState.HELLO_SENT,
                 "sent": [msg_id], "error": None, "started_at": now,
                 "frame": frame.hex(), "sent_at": now, "tries": 1,
             }  # fmt: skip
             with k.store.transaction(now) as tx:
                 tx.set_kv(JOINING_KV, joining)
         await k.send_direct(ticket.issuer, frame)
-        return {"state": "hello_sent", "hive": ticket.hive, "issuer": ticket.issuer}
+        return {"state": JoinState.HELLO_SENT, "hive": ticket.hive, "issuer": ticket.issuer}
 
     def joining(self) -> dict[str, Any] | None:
         found = self.kernel.store.kv(JOINING_KV)
@@ -138,9 +149,11 @@ class Handshake(FleetComponent):
     def on_ack(self, tx: Tx, peer: str, ack: wire.MsgAck) -> None:
         """A refusal of our HELLO or ATTEST ends the join (a rate limit only delays it)."""
         joining = self.kernel.store.kv(JOINING_KV)
+        waiting = (JoinState.HELLO_SENT, JoinState.ATTESTED)  # a late refusal undoes no join
         ours = bool(joining) and joining["issuer"] == peer and ack.ref in joining["sent"]
-        if ours and ack.status != "ok" and ack.code and ack.code != RateLimited.code:
-            joining.update(error=f"{ack.code}: {ack.message}", state="refused")
+        ours = ours and joining["state"] in waiting
+        if ours and ack.outcome != AckStatus.OK and ack.code and ack.code != RateLimited.code:
+            joining.update(error=f"{ack.code}: {ack.message}", state=JoinState.REFUSED)
             tx.set_kv(JOINING_KV, joining)
 
     async def tick(self) -> None:
@@ -149,20 +162,20 @@ class Handshake(FleetComponent):
         k = self.kernel
         async with k.lock:
             joining = k.store.kv(JOINING_KV)
-            if not joining or joining["state"] not in ("hello_sent", "attested"):
+            if not joining or joining["state"] not in (JoinState.HELLO_SENT, JoinState.ATTESTED):
                 return
             now = k.clock.now()
             if now - joining["sent_at"] < k.config.handshake_retry_s:
                 return
             if joining["tries"] >= k.config.handshake_tries:
                 joining.update(
-                    state="refused",
+                    state=JoinState.REFUSED,
                     error=f"EXPIRED: no answer from the issuer after {joining['tries']} tries; "
                     "check the connection and run hive-join again",
                 )
                 frame = b""
             else:
-                if joining["state"] == "hello_sent":
+                if joining["state"] == JoinState.HELLO_SENT:
                     hello = wire.Hello(ticket=joining["ticket"], supported_versions=[wire.VERSION])
                     msg_id, frame = k.frame(MsgType.HELLO, hello, joining["hive"])
                     joining["sent"] = [*joining["sent"], msg_id]
@@ -236,7 +249,7 @@ class Handshake(FleetComponent):
 
     # --- the joiner's side ---------------------------------------------------------------
 
-    def _joining(self, peer: str, msg: Message, state: str) -> dict[str, Any]:
+    def _joining(self, peer: str, msg: Message, state: JoinState) -> dict[str, Any]:
         joining = self.kernel.store.kv(JOINING_KV)
         if not joining or joining["issuer"] != peer:
             raise Unauthorized("no join in progress with this peer")
@@ -248,7 +261,7 @@ class Handshake(FleetComponent):
 
     def _on_challenge(self, tx: Tx, peer: str, msg: Message, binding: str, fx: Effects) -> None:
         k = self.kernel
-        joining = self._joining(peer, msg, "hello_sent")
+        joining = self._joining(peer, msg, JoinState.HELLO_SENT)
         body = msg.body_as(wire.Challenge)
         if body.ticket_id != joining["ticket_id"]:
             raise Unauthorized("the challenge is for another ticket")
@@ -259,7 +272,7 @@ class Handshake(FleetComponent):
         attest = wire.Attest(ticket=joining["ticket"], manifest=manifest, binding=binding)
         msg_id, frame = k.frame(MsgType.ATTEST, attest, joining["hive"])
         joining.update(
-            state="attested", sent=[*joining["sent"], msg_id], frame=frame.hex(),
+            state=JoinState.ATTESTED, sent=[*joining["sent"], msg_id], frame=frame.hex(),
             sent_at=tx.now, tries=1,
         )  # fmt: skip
         tx.set_kv(JOINING_KV, joining)
@@ -267,7 +280,7 @@ class Handshake(FleetComponent):
 
     def _on_welcome(self, tx: Tx, peer: str, msg: Message) -> None:
         k = self.kernel
-        joining = self._joining(peer, msg, "attested")
+        joining = self._joining(peer, msg, JoinState.ATTESTED)
         body = msg.body_as(wire.Welcome)
         for entry in body.members:
             if not lnsig.check(entry.pubkey, entry.binding, entry.node_id):
@@ -282,5 +295,5 @@ class Handshake(FleetComponent):
         for b in body.bans:
             db.ban(tx, b.target, b.reason, b.decided_at, "welcome")
         db.use_ticket(tx, joining["ticket_id"], k.me, peer, 0, k.me, tx.now)
-        joining.update(state="joined", error=None)
+        joining.update(state=JoinState.JOINED, error=None)
         tx.set_kv(JOINING_KV, joining)

@@ -51,7 +51,7 @@ from events.errors import (
     Restricted,
     Unauthorized,
 )
-from events.fleet import Message, MsgType
+from events.fleet import AckStatus, Message, MsgType
 
 log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
@@ -227,8 +227,10 @@ class FleetKernel:
                 self._admissible(peer, msg)
                 if owner is None:
                     raise InvalidPayload(f"{msg.type.name} is not expected here")
-            # node reads first, outside the lock: no frame waits behind a lightningd RPC
-            prepared = None if owner is None else await owner.prepare(peer, msg)
+            # node reads next, outside the lock (no frame waits behind a lightningd RPC) —
+            # but never for a frame already handled: a replay costs no RPC
+            seen = owner is not None and db.seen_via(self.store.conn, peer, msg.id) is not None
+            prepared = None if owner is None or seen else await owner.prepare(peer, msg)
         except HiveError as err:
             await self._refuse(peer, msg, err)
             return
@@ -245,13 +247,13 @@ class FleetKernel:
                     duplicate = Replayed(f"{msg.type.name} {msg.id[:12]}… was already handled")
                     if via == "direct":
                         self.refused(duplicate, peer)
-                    await self._ack(peer, msg, "ok", duplicate)
+                    await self._ack(peer, msg, AckStatus.OK, duplicate)
                     return
                 effects = self._apply(owner, peer, msg, prepared)
             except HiveError as err:
                 await self._refuse(peer, msg, err)
                 return
-        await self._ack(peer, msg, "ok", None)
+        await self._ack(peer, msg, AckStatus.OK, None)
         await self.after(effects)
 
     async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
@@ -260,7 +262,8 @@ class FleetKernel:
             # the sender may know more than we do yet (a join, a promotion, a proposal still
             # on its way): ask it to try again rather than refuse for good
             later = isinstance(err, NotMember | NotFound | Restricted)
-            await self._ack(peer, msg, "retry_later" if later else "invalid", err)
+            status = AckStatus.RETRY_LATER if later else AckStatus.INVALID
+            await self._ack(peer, msg, status, err)
 
     def _admissible(self, peer: str, msg: Message) -> None:
         if self.standing is not None:
@@ -290,10 +293,14 @@ class FleetKernel:
         body = msg.body_as(wire.MsgAck)
         now = self.clock.now()
         with self.store.transaction(now, durable=False) as tx:
-            error = f"{body.code}: {body.message}" if body.code and body.status != "ok" else None
-            if body.status == "ok":
+            error = (
+                f"{body.code}: {body.message}"
+                if body.code and body.outcome != AckStatus.OK
+                else None
+            )
+            if body.outcome == AckStatus.OK:
                 db.acked(tx, peer, body.ref, "acked", float(now), None)
-            elif body.status == "invalid":
+            elif body.outcome == AckStatus.INVALID:
                 db.acked(tx, peer, body.ref, "failed", float(now), error)
             else:
                 retry = now + self.config.retry_base_s
@@ -361,9 +368,9 @@ class FleetKernel:
         except HiveError as err:
             log.info("fleet: could not send to %s: %s", short(peer), err)
 
-    async def _ack(self, peer: str, msg: Message, status: str, err: HiveError | None) -> None:
+    async def _ack(self, peer: str, msg: Message, status: AckStatus, err: HiveError | None) -> None:
         body = wire.MsgAck(
-            ref=msg.id, status=status,
+            ref=msg.id, status=status.value,
             code=err.code if err else "", message=err.message[:280] if err else "",
         )  # fmt: skip
         _, frame = self.frame(MsgType.MSG_ACK, body, msg.hive)

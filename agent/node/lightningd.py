@@ -156,6 +156,7 @@ async def bridge(network: Network, node_id: str, plugin: PluginProcess) -> None:
     """Forever: hand the simulated node's events to the plugin as lightningd would."""
     send, receive = anyio.create_memory_object_stream[Any](10_000)
     network.listeners[node_id].append(send.send_nowait)
+    network.plugins.add(node_id)
     try:
         async with receive:
             async for event in receive:
@@ -163,6 +164,7 @@ async def bridge(network: Network, node_id: str, plugin: PluginProcess) -> None:
                 if isinstance(event, PeerConnected):  # the hook chain answered: a `connect`
                     network.hooks_answered[(node_id, event.peer_id)] += 1  # waiting may return
     finally:
+        network.plugins.discard(node_id)
         network.listeners[node_id].remove(send.send_nowait)
         send.close()
 

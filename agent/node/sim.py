@@ -121,6 +121,7 @@ class Network:
         self.listeners: dict[str, list[Listener]] = defaultdict(list)
         # (node, peer) → how many times that node's peer_connected hook chain has answered
         self.hooks_answered: dict[tuple[str, str], int] = defaultdict(int)
+        self.plugins: set[str] = set()  # nodes with a plugin attached (lightningd.bridge)
         self.chain_fees_sat = 0
         self.external_sat = 0  # sent on chain to addresses outside the simulation
         self.dust_msat = 0  # sub-satoshi remainders of closed channels (lost to the chain)
@@ -147,6 +148,10 @@ class Network:
 
     def connected(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.connections and self._reachable(a, b)
+
+    def reachable(self, a: str, b: str) -> bool:
+        """Not cut off from each other by a partition."""
+        return self._reachable(a, b)
 
     def _reachable(self, a: str, b: str) -> bool:
         return self.partition_of.get(a, 0) == self.partition_of.get(b, 0)

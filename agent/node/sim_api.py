@@ -8,6 +8,7 @@ are filled in); failures are CLN-style `{code, message}` errors with CLN's numer
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -58,18 +59,19 @@ class SimLightningd:
             if name.startswith("rpc_")
         }
 
-    def dispatch(self, method: str, params: dict[str, Any] | list[Any]) -> dict[str, Any]:
+    def dispatch(self, method: str, params: dict[str, Any] | list[Any]) -> Any:
         handler = self.methods.get(method)
         if handler is None:
             raise RpcFailure(METHOD_NOT_FOUND, f"Unknown command '{method}'")
         if not isinstance(params, dict):
             raise RpcFailure(INVALID_PARAMS, "this simulator takes named parameters only")
         try:
-            return handler(params)
-        except HiveError as error:
-            raise RpcFailure(CODE_OF.get(type(error), INVALID_PARAMS), error.message) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RpcFailure(INVALID_PARAMS, f"bad parameters for {method}: {exc}") from None
+            result = handler(params)
+        except (HiveError, KeyError, TypeError, ValueError) as exc:
+            raise _failure(method, exc) from None
+        if inspect.isawaitable(result):  # an async method: its errors surface when awaited
+            return _mapped(method, result)
+        return result
 
     # --- node and peers ------------------------------------------------------------------
 
@@ -107,10 +109,15 @@ class SimLightningd:
         """As lightningd: a new connection is answered only once this node's `peer_connected`
         hook chain has answered (a plugin that blocks its hooks stalls its own `connect`)."""
         peer = p["id"].split("@")[0]
+        self.net.node(peer)  # NotFound for an unknown node
+        if peer == self.me:
+            raise RpcFailure(CONNECT_FAILED, "Connection to ourselves")
+        if not self.net.reachable(self.me, peer):
+            raise RpcFailure(CONNECT_FAILED, "All addresses failed: the peer is unreachable")
         newly = not self.net.connected(self.me, peer)
         answered = self.net.hooks_answered[(self.me, peer)]
         self.net.connect(self.me, peer)
-        if newly and self.net.listeners[self.me]:  # a plugin is attached: wait for its hook
+        if newly and self.me in self.net.plugins:  # a plugin is attached: wait for its hook
             with anyio.move_on_after(HOOK_TIMEOUT_S):
                 while self.net.hooks_answered[(self.me, peer)] == answered:  # noqa: ASYNC110 - a counter the bridge bumps
                     await anyio.sleep(0.01)
@@ -326,3 +333,18 @@ class SimLightningd:
     def rpc_sendcustommsg(self, p: dict[str, Any]) -> dict[str, Any]:
         self.net.send_custommsg(self.me, p["node_id"], bytes.fromhex(p["msg"]))
         return {"status": "Message sent to connectd for delivery"}
+
+
+def _failure(method: str, exc: Exception) -> RpcFailure:
+    if isinstance(exc, RpcFailure):
+        return exc
+    if isinstance(exc, HiveError):
+        return RpcFailure(CODE_OF.get(type(exc), INVALID_PARAMS), exc.message)
+    return RpcFailure(INVALID_PARAMS, f"bad parameters for {method}: {exc}")
+
+
+async def _mapped(method: str, pending: Any) -> Any:
+    try:
+        return await pending
+    except (HiveError, KeyError, TypeError, ValueError) as exc:
+        raise _failure(method, exc) from None

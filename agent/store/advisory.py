@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from enum import StrEnum
 from typing import Any
 
 from agent.store.db import Store, Tx, load_json_row, load_row
@@ -12,6 +13,21 @@ from events.receipt import GENESIS, Receipt
 
 DAY = 86400
 Db = Store | Tx
+
+
+class CommandState(StrEnum):
+    """Where a received command is (the `commands.state` column); moved only by `move`."""
+
+    RECEIVED = "received"  # stored at intake, not yet decided
+    QUEUED = "queued"  # waits for the operator's approval
+    CONFIRM = "confirm"  # waits for approval, then a confirmation
+    CONFIRMED = "confirmed"  # approved, waits for the confirmation
+    MULTISIG = "multisig"  # waits for m of n approvers
+    READY = "ready"  # approved: runs at the next step
+    EXECUTING = "executing"  # claimed, budget reserved; on the node now (or interrupted)
+    SETTLING = "settling"  # ran; outcome and receipt being recorded
+    DONE = "done"  # final, with an OK receipt
+    REFUSED = "refused"  # final, with an error receipt
 
 
 def _conn(db: Db) -> Any:
@@ -130,13 +146,19 @@ def command_row(db: Db, command_id: str) -> dict[str, Any] | None:
     return _row(db, "SELECT * FROM commands WHERE command_id = ?", (command_id,))
 
 
-def commands_in(db: Db, *states: str) -> list[dict[str, Any]]:
+def commands_in(db: Db, *states: CommandState) -> list[dict[str, Any]]:
     marks = ",".join("?" * len(states))
     sql = f"SELECT * FROM commands WHERE state IN ({marks}) ORDER BY received_at"  # noqa: S608
     return _rows(db, sql, states)
 
 
-def move(tx: Tx, command_id: str, from_states: tuple[str, ...], to: str, **fields: Any) -> bool:
+def move(
+    tx: Tx,
+    command_id: str,
+    from_states: tuple[CommandState, ...],
+    to: CommandState,
+    **fields: Any,
+) -> bool:
     """Compare-and-set a command's state (so two processes can never both claim it)."""
     sets = ", ".join(f"{k} = ?" for k in fields)
     marks = ",".join("?" * len(from_states))
