@@ -451,9 +451,11 @@ async def test_a_lossy_reordering_network_still_converges(tmp_path: Path) -> Non
     to the same view.  Each step usually takes 1–10 s here (a lost handshake message costs a
     2 s re-send, several can fall on one step), more on a loaded CI machine: the limits are
     about convergence, not speed."""
+    # retries every ≤ 1 s: the default 20 attempts would give up on a frame after ~20 s, less
+    # than a step may take on a loaded machine (a CI run timed out with an outbox item given up)
     lossy = FleetConfig(
         retry_base_s=0.2, retry_cap_s=1.0, hello_interval_s=1, handshake_retry_s=1.5,
-        handshake_tries=20,
+        handshake_tries=20, max_attempts=1_000,
     )  # fmt: skip
     async with fleet(tmp_path, 4, config=lossy) as f:
         ids, m = f.ids, f.members
