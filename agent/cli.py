@@ -25,6 +25,7 @@ import anyio
 from pydantic import ValidationError
 
 from agent import __version__, cli_advisory, cli_escrow, cli_market
+from agent.cli_apps import standalone_app
 from agent.cli_types import count, port, positive, pubkey
 from agent.errors import (
     EX_UNAVAILABLE,
@@ -38,13 +39,13 @@ from agent.errors import (
 )
 from agent.home_lock import lock_home
 from agent.keys import create_key_file, load_key_file
-from agent.market.service import Market
 from agent.nostr.local_relay import NOTES_PER_MINUTE, EmbeddedRelay
 from agent.nostr.relay_policy import HiveWritePolicy, Limits
-from agent.runtime import Agent, new_note, status_report
-from agent.settings import RelaysConfig, Settings
+from agent.runtime import status_report
+from agent.settings import Settings
 from agent.store import Store
 from agent.textsafe import for_terminal, inline
+from agent.transport import new_note
 from events.crypto import require_xonly
 from events.errors import HiveError, Internal, InvalidParams
 from events.types import first_error
@@ -146,31 +147,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     return 0
 
 
-def _relays(args: argparse.Namespace, settings: Settings) -> RelaysConfig:
-    if args.relay:
-        return RelaysConfig.from_urls(args.relay)
-    return RelaysConfig.load(settings.relays_file)
-
-
-def _agent(args: argparse.Namespace, settings: Settings) -> Agent:
-    """A standalone agent; it always takes credentials, receipts and escrow tickets addressed
-    to it (tickets only from the mints in its policy.json)."""
-    from agent.advisory.advisor import AdvisorService
-    from agent.advisory.policy import PolicyConfig
-    from agent.escrow.service import Escrow
-
-    agent = Agent(settings, load_key_file(settings.key_file), _relays(args, settings))
-    advisor = AdvisorService(agent)
-    policy = PolicyConfig.load(Path(getattr(args, "policy", None) or settings.root / "policy.json"))
-    escrow = Escrow(agent, policy.mints)
-    escrow.attach(advisor)
-    agent.services.update(advisor=advisor, escrow=escrow)
-    return agent
-
-
 async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None:
     lock_home(settings.root, "run")
-    async with _agent(args, settings) as agent:
+    app = standalone_app(args, settings)
+    async with app.agent as agent:
         emit({"pubkey": agent.pubkey, "status": "running"}, f"agent {agent.pubkey} running")
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
@@ -180,8 +160,8 @@ async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None
                         tg.cancel_scope.cancel()
 
                 tg.start_soon(stop_on_signal)
-                tg.start_soon(Market(agent).maintain)
-                tg.start_soon(agent.services["escrow"].maintain)
+                for loop in app.loops():
+                    tg.start_soon(loop)
                 if args.until_idle:
                     with anyio.move_on_after(args.timeout):
                         await agent.until_idle()
@@ -189,7 +169,7 @@ async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None
                 elif args.seconds:
                     await anyio.sleep(args.seconds)
                     tg.cancel_scope.cancel()
-        await agent.services["escrow"].close()
+        await app.close()
     emit({"pubkey": agent.pubkey, "status": "stopped"}, "stopped")
 
 
@@ -201,7 +181,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
 async def _send_note(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     recipient = require_xonly(args.pubkey).hex()
     new_note(args.text)  # checked before connecting to anything
-    async with _agent(args, settings) as agent:
+    async with standalone_app(args, settings).agent as agent:
         item = await agent.send_note(recipient, args.text, wait=not args.no_wait)
     return {
         "event_id": item.event_id,
@@ -305,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="relays, outbox and error counts").set_defaults(func=cmd_status)
 
     def bind(command: Any) -> Any:
-        return lambda args, settings, emit: command(args, settings, emit, _agent)
+        return lambda args, settings, emit: command(args, settings, emit, standalone_app)
 
     cli_market.register(sub, relay_opt, bind)
     cli_advisory.register(sub, relay_opt, bind)

@@ -12,33 +12,25 @@ from typing import Any
 
 import anyio
 
+from agent.advisory import credentials as credentials_side
 from agent.advisory import node as node_side
 from agent.advisory import schemas
-from agent.advisory.advisor import AdvisorService
-from agent.advisory.node import NodeService
-from agent.advisory.policy import PolicyConfig
+from agent.cli_apps import AppFactory, node_app
 from agent.cli_types import integer, positive, pubkey
 from agent.clock import SystemClock
 from agent.home_lock import lock_home
 from agent.keys import load_key_file
 from agent.node.backend import NodeBackend
-from agent.runtime import Agent
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import advisory as repo
 from agent.textsafe import inline
 from events import receipt
 from events.credential import Tier
-from events.errors import InvalidParams, NotFound
+from events.errors import InvalidParams
 
 Emit = Callable[[dict[str, Any], str], None]
-AgentFactory = Callable[[argparse.Namespace, Settings], Agent]
 DAY = 86400
-
-
-def policy_of(settings: Settings, args: argparse.Namespace) -> PolicyConfig:
-    path = Path(args.policy) if getattr(args, "policy", None) else settings.root / "policy.json"
-    return PolicyConfig.load(path)
 
 
 def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeBackend, Any]:
@@ -64,9 +56,8 @@ def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeB
     return SimBackend(net, me, on_change=sim_state.Journal(net, path).save), net
 
 
-def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     async def run() -> None:
-        from agent.escrow.service import watch_forwards
         from agent.node.simnode import SimDriver
 
         driver = None
@@ -78,10 +69,8 @@ def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: Age
             backend, net = _simulated_node(args, settings)
             driver = SimDriver(net)  # delivers the simulated node's events (forwards)
         lock_home(settings.root, "node")
-        async with make(args, settings) as agent:
-            service = NodeService(agent, backend, policy_of(settings, args))
-            escrow = agent.services["escrow"]
-            escrow.bind_node(service)
+        app = node_app(args, settings, backend)
+        async with app.agent as agent:
             info = await backend.info()
             emit(
                 {"agent": agent.pubkey, "node_id": info.id, "status": "running"},
@@ -89,9 +78,8 @@ def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: Age
             )
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(service.run)
-                    tg.start_soon(escrow.maintain)
-                    tg.start_soon(watch_forwards, backend, escrow)
+                    for loop in app.loops():
+                        tg.start_soon(loop)
                     if driver is not None:
                         tg.start_soon(driver.run)
 
@@ -103,14 +91,14 @@ def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit, make: Age
                     if args.seconds:
                         await anyio.sleep(args.seconds)
                         tg.cancel_scope.cancel()
-            await escrow.close()
+            await app.close()
 
     anyio.run(run, backend="asyncio")
     return 0
 
 
 def cmd_credential(
-    args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory
+    args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory
 ) -> int:
     action = args.credential_command
     if action == "list":
@@ -125,7 +113,7 @@ def cmd_credential(
         return 0
 
     if action == "grant":  # checked before connecting to anything
-        node_side.new_credential(
+        credentials_side.new_credential(
             load_key_file(settings.key_file).public_key().to_hex(),
             args.advisor,
             args.tier,
@@ -138,13 +126,13 @@ def cmd_credential(
         )
 
     async def run() -> dict[str, Any]:
-        async with make(args, settings) as agent:
-            service = NodeService(agent, _NoNode(), policy_of(settings, args))
+        app = make(args, settings)
+        async with app.agent as agent:
             if action == "revoke":
-                await service.revoke(args.credential_id)
+                await app.credentials.revoke(args.credential_id)
                 waiting = await agent.flush()
                 return {"revoked": args.credential_id, "published": not waiting}
-            cred = service.issue(
+            cred = app.credentials.issue(
                 args.advisor,
                 args.tier,
                 args.schema,
@@ -167,15 +155,8 @@ def cmd_credential(
     return 0
 
 
-class _NoNode:
-    """Granting and revoking need no node: anything else is a mistake."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise NotFound("no Lightning node in this command")
-
-
 def cmd_approvals(
-    args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory
+    args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory
 ) -> int:
     store = Store(settings.store_file)
     if args.approvals_command == "list":
@@ -211,7 +192,7 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     schema = args.schema if args.schema.startswith("hive:") else f"hive:{args.schema}/v1"
     params = _params(args.params)
     # the node checks these too; checked here first, nothing is sent that it would refuse
@@ -223,8 +204,9 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
         def left() -> float:
             return max(0.0, deadline - anyio.current_time())
 
-        async with make(args, settings) as agent:
-            advisor: AdvisorService = agent.services["advisor"]
+        app = make(args, settings)
+        async with app.agent as agent:
+            advisor = app.advisor
             cmd, _ = await advisor.advise(
                 args.node,
                 schema,
@@ -246,9 +228,8 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
             await agent.flush(min(left(), agent.relays.publish_timeout_s))
             paid = None
             if first is not None and first.preimage:  # the receipt opened an escrow ticket
-                escrow = agent.services["escrow"]
-                await escrow.step()  # redeem at once (a running `hive-agent run` would too)
-                await escrow.close()
+                await app.escrow.step()  # redeem at once (a running `hive-agent run` would too)
+                await app.close()
                 paid = first.preimage
             return {
                 "command_id": cmd.command_id,
@@ -268,9 +249,7 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
     return 0 if r is not None and (r["error"] is None or r["status"] == "queued") else 1
 
 
-def cmd_receipts(
-    args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory
-) -> int:
+def cmd_receipts(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     store = Store(settings.store_file)
     held = repo.held_receipts(store, args.node)
     if args.receipts_command == "list":

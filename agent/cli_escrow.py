@@ -19,8 +19,9 @@ from typing import Any
 
 import anyio
 
-from agent.advisory.node import NodeService
-from agent.cli_advisory import AgentFactory, Emit, _NoNode, policy_of
+from agent.app import Standalone
+from agent.cli_advisory import Emit
+from agent.cli_apps import AppFactory
 from agent.cli_types import integer, pubkey
 from agent.settings import Settings
 from agent.store import escrow as repo
@@ -28,11 +29,7 @@ from events.errors import InvalidParams
 from events.escrow import Metric, TicketType
 
 
-def _escrow(agent: Any) -> Any:
-    return agent.services["escrow"]
-
-
-def cmd_escrow(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+def cmd_escrow(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     action = args.escrow_command
     online = action in ("fund",)  # only funding sends anything over Nostr
 
@@ -40,22 +37,22 @@ def cmd_escrow(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
         args.relay = ["ws://127.0.0.1:9"]  # never connected
 
     async def run() -> tuple[dict[str, Any], str]:
-        agent = make(args, settings)
-        if online:
-            async with agent:
-                return await _act(args, settings, agent)
+        app = make(args, settings, funder=online)
         try:
-            return await _act(args, settings, agent)
+            if online:
+                async with app.agent:
+                    return await _act(args, app)
+            return await _act(args, app)
         finally:
-            await _escrow(agent).close()
+            await app.close()
 
     result, text = anyio.run(run, backend="asyncio")
     emit(result, text)
     return 0
 
 
-async def _act(args: argparse.Namespace, settings: Settings, agent: Any) -> tuple[dict, str]:
-    escrow = _escrow(agent)
+async def _act(args: argparse.Namespace, app: Standalone) -> tuple[dict, str]:
+    escrow, agent = app.escrow, app.agent
     action = args.escrow_command
     if action == "topup":
         done = await escrow.topup(args.amount, args.mint)
@@ -66,7 +63,6 @@ async def _act(args: argparse.Namespace, settings: Settings, agent: Any) -> tupl
             f"{m}: {v:,} sat" for m, v in found.items()
         ) or "empty wallet"
     if action == "fund":
-        escrow.bind_node(NodeService(agent, _NoNode(), policy_of(settings, args)))
         metric = None
         if args.metric_target is not None:
             metric = Metric(

@@ -11,13 +11,13 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
+from agent.cli_apps import AppFactory
 from agent.cli_types import days, integer, positive, pubkey
 from agent.clock import SystemClock
 from agent.config_files import parse_user_json, read_user_file
 from agent.keys import load_key_file
 from agent.market.ranking import Need
 from agent.market.service import Market
-from agent.runtime import Agent
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import market as repo
@@ -29,7 +29,6 @@ from events.listing import Frequency, Listing, PricingModel, ServiceType, Trial
 from events.types import first_error
 
 Emit = Callable[[dict[str, Any], str], None]
-AgentFactory = Callable[[argparse.Namespace, Settings], Agent]
 DAY = 86400
 
 
@@ -43,12 +42,13 @@ def _validated(build: Callable[[], Any]) -> Any:
 def _with_market(
     args: argparse.Namespace,
     settings: Settings,
-    make: AgentFactory,
+    make: AppFactory,
     job: Callable[[Market], Awaitable[Any]],
 ) -> Any:
     async def run() -> Any:
-        async with make(args, settings) as agent:
-            return await job(Market(agent))
+        app = make(args, settings)
+        async with app.agent:
+            return await job(app.market)
 
     return anyio.run(run, backend="asyncio")
 
@@ -89,7 +89,7 @@ def _listing_from(args: argparse.Namespace, now: int, base: Listing | None = Non
     return _validated(lambda: Listing(**fields))
 
 
-def cmd_market(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+def cmd_market(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     action = args.market_command
     if getattr(args, "description_file", None):
         args.description = read_user_file(args.description_file, "--description-file")
@@ -190,7 +190,7 @@ def _market_text(action: str, result: dict[str, Any], explain: bool) -> str:
 # --- rfp --------------------------------------------------------------------------------------
 
 
-def cmd_rfp(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+def cmd_rfp(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     action = args.rfp_command
 
     async def job(market: Market) -> dict[str, Any]:
@@ -240,9 +240,7 @@ def cmd_rfp(args: argparse.Namespace, settings: Settings, emit: Emit, make: Agen
 # --- contract ---------------------------------------------------------------------------------
 
 
-def cmd_contract(
-    args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory
-) -> int:
+def cmd_contract(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     action = args.contract_command
 
     async def job(market: Market) -> dict[str, Any]:
@@ -326,7 +324,7 @@ def _reputation_credential(
     )
 
 
-def cmd_rep(args: argparse.Namespace, settings: Settings, emit: Emit, make: AgentFactory) -> int:
+def cmd_rep(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     action = args.rep_command
     if action == "verify":
         raw = read_user_file(args.file, "the credential file")

@@ -24,7 +24,7 @@ import anyio
 import nostr_sdk as sdk
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from agent import __version__
+from agent import __version__, app
 from agent.advisory import node as node_side
 from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
@@ -174,11 +174,13 @@ class PluginRuntime:
         assert self.keys is not None and self.binding is not None
         settings = Settings(home=home)
         assert self.store is not None
-        async with Agent(settings, self.keys, relays, store=self.store) as agent:
+        assert self.node is not None
+        built = app.node_agent(
+            settings, self.keys, relays, self.node, policy, store=self.store, watch_forwards=False
+        )  # forwards come from lightningd's forward_event (see _consume_events)
+        async with built.agent as agent:
             self.agent = agent
-            assert self.node is not None
-            self.service = NodeService(agent, self.node, policy)
-            self.escrow = Escrow(agent, policy.mints, node=self.service)
+            self.service, self.escrow = built.node, built.escrow
             await agent.publish(self.binding, wait=False)
             try:
                 async with anyio.create_task_group() as tg:
@@ -277,14 +279,14 @@ class PluginRuntime:
         return Deferred(self._grant, advisor, tier, schemas, days)
 
     async def _grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> dict:
-        cred = self._service().issue(advisor, tier, schemas, days=days).credential
+        cred = self._service().credentials.issue(advisor, tier, schemas, days=days).credential
         return cred.model_dump()
 
     def revoke(self, credential_id: str) -> Deferred:
         return Deferred(self._revoke, credential_id)
 
     async def _revoke(self, credential_id: str) -> dict[str, Any]:
-        await self._service().revoke(credential_id)
+        await self._service().credentials.revoke(credential_id)
         return {"revoked": credential_id}
 
     def credentials(self) -> Deferred:

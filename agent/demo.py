@@ -226,7 +226,7 @@ class _RelayProcess:
 async def relay_restart_act(
     out: Narrator, olivia: sdk.Keys, adam: sdk.Keys, clock: SystemClock
 ) -> dict[str, Any]:
-    from agent.runtime import Agent
+    from agent import app
     from agent.settings import RelaysConfig, Settings
 
     with tempfile.TemporaryDirectory(prefix="hive-demo-") as tmp:
@@ -237,8 +237,8 @@ async def relay_restart_act(
         fast = {"outbox_retry_base_s": 0.2, "outbox_retry_max_s": 1.0}
         try:
             async with (
-                Agent(Settings(home=root / "olivia", **fast), olivia, cfg) as o,
-                Agent(Settings(home=root / "adam", **fast), adam, cfg) as a,
+                app.standalone(Settings(home=root / "olivia", **fast), olivia, cfg).agent as o,
+                app.standalone(Settings(home=root / "adam", **fast), adam, cfg).agent as a,
             ):
                 out.say(f"relay process (LMDB storage) at {url}; both agents connected")
                 await relay.kill()

@@ -18,12 +18,11 @@ from typing import Any
 import anyio
 import nostr_sdk as sdk
 
-from agent.advisory.advisor import AdvisorService
-from agent.advisory.node import NodeService
+from agent import app
 from agent.advisory.policy import PolicyConfig
+from agent.component import Wiring
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend
-from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
 from events.base import make_rumor
@@ -68,22 +67,24 @@ async def advisory_act(say: Any, relay_url: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hive-advisory-") as tmp:
         async with AsyncExitStack() as stack:
 
-            async def agent(name: str, keys: sdk.Keys) -> Agent:
-                settings = Settings(home=Path(tmp) / name)
-                return await stack.enter_async_context(Agent(settings, keys, config))
+            def home(name: str) -> Settings:
+                return Settings(home=Path(tmp) / name)
 
-            node = NodeService(
-                await agent("node", sdk.Keys.generate()), SimBackend(net, node_id), policy
+            node_app = app.node_agent(
+                home("node"), sdk.Keys.generate(), config, SimBackend(net, node_id), policy
             )
-            adam = AdvisorService(await agent("adam", sdk.Keys.generate()))
-            olivia = await agent("olivia", olivia_keys)
-            olivia.rumors[Kind.DIRECT_MESSAGE] = lambda opened, tx: dms.append(opened.rumor.content)
+            adam_app = app.standalone(home("adam"), sdk.Keys.generate(), config)
+            dm_log = Wiring(rumors={Kind.DIRECT_MESSAGE: lambda o, tx: dms.append(o.rumor.content)})
+            olivia_app = app.standalone(home("olivia"), olivia_keys, config, extra=[dm_log])
+            for each in (node_app, adam_app, olivia_app):
+                await stack.enter_async_context(each.agent)
+            node, adam, olivia = node_app.node, adam_app.advisor, olivia_app.agent
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             tg.start_soon(node.run)
             backend = SimBackend(net, node_id)
 
-            grant = node.issue(
+            grant = node.credentials.issue(
                 adam.me,
                 "advanced",
                 ["hive:fee-policy/*", "hive:rebalance/*", "hive:monitor/*"],

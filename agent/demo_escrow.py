@@ -18,13 +18,10 @@ from typing import Any
 import anyio
 import nostr_sdk as sdk
 
-from agent.advisory.advisor import AdvisorService
-from agent.advisory.node import NodeService
+from agent import app
 from agent.advisory.policy import PolicyConfig
 from agent.escrow.mint import MintProcess
-from agent.escrow.service import Escrow
 from agent.node.simnode import SimBackend
-from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as arepo
 from agent.store import escrow as erepo
@@ -51,17 +48,19 @@ async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
         try:
             async with AsyncExitStack() as stack:
 
-                async def agent(name: str) -> Agent:
-                    settings = Settings(home=Path(tmp) / name)
-                    return await stack.enter_async_context(
-                        Agent(settings, sdk.Keys.generate(), config)
-                    )
+                def home(name: str) -> Settings:
+                    return Settings(home=Path(tmp) / name)
 
-                node = NodeService(await agent("node"), SimBackend(net, ids[0]), PolicyConfig())
-                adam = AdvisorService(await agent("adam"))
-                operator_escrow = Escrow(node.agent, [url], node=node)
-                adam_escrow = Escrow(adam.agent, [url])
-                adam_escrow.attach(adam)
+                policy = PolicyConfig(mints=[url])
+                backend = SimBackend(net, ids[0])
+                node_app = app.node_agent(
+                    home("node"), sdk.Keys.generate(), config, backend, policy
+                )
+                adam_app = app.standalone(home("adam"), sdk.Keys.generate(), config, [url])
+                for each in (node_app, adam_app):
+                    await stack.enter_async_context(each.agent)
+                node, adam = node_app.node, adam_app.advisor
+                operator_escrow, adam_escrow = node_app.escrow, adam_app.escrow
                 stack.push_async_callback(operator_escrow.close)
                 stack.push_async_callback(adam_escrow.close)
                 tg = await stack.enter_async_context(anyio.create_task_group())
@@ -69,7 +68,7 @@ async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
                 for task in (node.run, operator_escrow.maintain, adam_escrow.maintain):
                     tg.start_soon(task)
 
-                cred = node.issue(adam.me, "standard", ["hive:fee-policy/*"], days=30)
+                cred = node.credentials.issue(adam.me, "standard", ["hive:fee-policy/*"], days=30)
                 await until(
                     lambda: arepo.active_held(adam.agent.store, node.me, node.now) is not None
                 )

@@ -13,9 +13,8 @@ from typing import Any
 import anyio
 import nostr_sdk as sdk
 
+from agent import app
 from agent.market.ranking import Need
-from agent.market.service import Market
-from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import market as repo
 from events import contract, listing, reputation
@@ -79,10 +78,9 @@ async def market_act(say: Any, relay_url: str, clock: Any) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
             m = {}
             for n in names:
-                settings = Settings(home=Path(tmp) / n)
-                m[n] = Market(
-                    await stack.enter_async_context(Agent(settings, keys[n], config, clock=clock))
-                )
+                built = app.standalone(Settings(home=Path(tmp) / n), keys[n], config, clock=clock)
+                await stack.enter_async_context(built.agent)
+                m[n] = built.market
             for n, item in offers(now).items():
                 await m[n].publish(item)
                 price = f"{item.price_sat:,} sat/{item.frequency.value}"

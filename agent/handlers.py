@@ -1,17 +1,18 @@
-"""Handlers for inbound events: each runs inside the pipeline's transaction, writes its effect
-through `Tx`, and raises a typed error to refuse.  Gift wraps are opened here (after the flood
-limit) and their rumors dispatched by kind.
+"""The transport's own handlers for inbound events (profiles, relay lists, gift wraps, notes):
+each runs inside the pipeline's transaction, writes its effect through `Tx`, and raises a typed
+error to refuse.  Gift wraps are opened here (after the flood limit) and their rumors dispatched
+by kind to the components' rumor handlers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import nostr_sdk as sdk
 
 from agent.clock import Clock
-from agent.inbound import Handler
+from agent.component import Wiring
+from agent.inbound import Handler, RumorHandler
 from agent.ratelimit import WrapGuard
 from agent.store import Tx
 from events import agent_info, nip13, nip59, note, relay_lists
@@ -19,8 +20,6 @@ from events.base import NostrEvent
 from events.errors import HiveError, PowTooLow, RateLimited, WrongKind
 from events.kinds import Kind
 from events.nip59 import Unwrapped
-
-RumorHandler = Callable[[Unwrapped, Tx], None]
 
 
 def on_agent_info(clock: Clock) -> Handler:
@@ -85,25 +84,17 @@ def _count_failure(guard: WrapGuard) -> None:
         raise RateLimited("too many gift wraps that do not open") from None
 
 
-def default_handlers(
-    keys: sdk.Keys,
-    clock: Clock,
-    rumors: dict[int, RumorHandler] | None = None,
-    guard: WrapGuard | None = None,
-) -> dict[int, Handler]:
-    """The handlers every agent runs: transport, notes and the marketplace.
-
-    `rumors` (filled here) is the table the gift-wrap handler dispatches on; services such as
-    the advisor-command processor add their rumor kinds to it later.
-    """
-    from agent.market.handlers import public_handlers, rumor_handlers
-
-    rumors = rumors if rumors is not None else {}
-    rumors.update({Kind.NOTE: on_note(clock), **rumor_handlers(keys, clock)})
-    return {
-        Kind.AGENT_INFO: on_agent_info(clock),
-        Kind.RELAY_LIST: on_relay_list,
-        Kind.DM_RELAYS: on_relay_list,
-        Kind.GIFT_WRAP: on_gift_wrap(keys, clock, rumors, guard or WrapGuard()),
-        **public_handlers(clock),
-    }
+def core_wiring(
+    keys: sdk.Keys, clock: Clock, rumors: dict[int, RumorHandler], guard: WrapGuard
+) -> Wiring:
+    """The handlers every agent runs: profiles, relay lists, notes, and the gift-wrap opener,
+    which dispatches on `rumors` (the table the agent fills from its components)."""
+    return Wiring(
+        handlers={
+            Kind.AGENT_INFO: on_agent_info(clock),
+            Kind.RELAY_LIST: on_relay_list,
+            Kind.DM_RELAYS: on_relay_list,
+            Kind.GIFT_WRAP: on_gift_wrap(keys, clock, rumors, guard),
+        },
+        rumors={Kind.NOTE: on_note(clock)},
+    )

@@ -37,8 +37,10 @@ from events.errors import (
     RateLimited,
     WrongKind,
 )
+from events.nip59 import Unwrapped
 
-Handler = Callable[[NostrEvent, Tx], None]
+Handler = Callable[[NostrEvent, Tx], None]  # a public event, inside the batch's transaction
+RumorHandler = Callable[[Unwrapped, Tx], None]  # an opened gift wrap's rumor, likewise
 log = logging.getLogger("hive.inbound")
 DUPLICATE = "DUPLICATE"
 FORGETTABLE = (RateLimited.code, BadSignature.code)

@@ -36,9 +36,8 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.advisory.advisor import AdvisorService
+from agent import app
 from agent.node import sim_state
-from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
 from events import command, nip59
@@ -141,8 +140,9 @@ async def command_rtts(
 ) -> list[float]:
     node_pub = json.loads(hive("--home", str(node_home), "--json", "keys", "show"))["pubkey"]
     config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=5)
-    async with Agent(Settings(home=advisor_home), sdk.Keys.generate(), config) as agent:
-        advisor = AdvisorService(agent)
+    built = app.standalone(Settings(home=advisor_home), sdk.Keys.generate(), config)
+    async with built.agent as agent:
+        advisor = built.advisor
         hive(
             "--home", str(node_home), "credential", "grant", advisor.me,
             "--schema", "hive:fee-policy/*", "--max-daily-actions", str(n + 10), "--relay", url,

@@ -11,10 +11,12 @@ from pathlib import Path
 import anyio
 import nostr_sdk as sdk
 
+from agent import app
 from agent.advisory.advisor import AdvisorService
 from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import Clock
+from agent.component import Wiring
 from agent.escrow.service import Escrow, watch_forwards
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend, SimDriver
@@ -37,6 +39,7 @@ class World:
     operator: Agent
     dms: list[str]  # what the operator received by DM
     tmp: Path
+    advisor_dms: list[str]  # what the advisor received by plain DM (NIP-17)
     node_escrow: Escrow | None = None
     advisor_escrow: Escrow | None = None
 
@@ -65,8 +68,8 @@ class World:
             valid_until=now + 90 * 86400,
         )
         with self.node.agent.store.transaction(now) as tx:
-            self.node.grant(tx, credential.sign(self.node.agent.keys, cred))
-        self.node.agent.outbox.wake()
+            self.node.credentials.grant(tx, credential.sign(self.node.agent.keys, cred))
+        self.node.agent.wake_outbox()
         return cred
 
     async def wait_credential(self, cred: ManagementCredential) -> None:
@@ -92,23 +95,32 @@ async def world(
     if pol.operator_pubkey is None:
         pol = pol.model_copy(update={"operator_pubkey": operator_keys.public_key().to_hex()})
     dms: list[str] = []
+    advisor_dms: list[str] = []
+
+    def dm_log(into: list[str]) -> Wiring:
+        return Wiring(
+            rumors={Kind.DIRECT_MESSAGE: lambda opened, tx: into.append(opened.rumor.content)}
+        )
+
+    def home(name: str) -> Settings:
+        return Settings(home=tmp / name, outbox_retry_base_s=0.2, outbox_retry_max_s=1)
+
+    mints = [mint] if mint is not None else []
+    pol = pol.model_copy(update={"mints": mints})
+    node_app = app.node_agent(
+        home("node"), sdk.Keys.generate(), config, SimBackend(net, ids[0]), pol, clock=node_clock
+    )
+    advisor_app = app.standalone(
+        home("advisor"), sdk.Keys.generate(), config, mints, extra=[dm_log(advisor_dms)]
+    )
+    operator_app = app.standalone(home("operator"), operator_keys, config, extra=[dm_log(dms)])
     async with AsyncExitStack() as stack:
-
-        def agent(name: str, keys: sdk.Keys, clock: Clock | None = None) -> Agent:
-            settings = Settings(home=tmp / name, outbox_retry_base_s=0.2, outbox_retry_max_s=1)
-            return Agent(settings, keys, config, clock=clock)
-
-        node_agent = await stack.enter_async_context(agent("node", sdk.Keys.generate(), node_clock))
-        service = NodeService(node_agent, SimBackend(net, ids[0]), pol)
-        advisor_agent = await stack.enter_async_context(agent("advisor", sdk.Keys.generate()))
-        advisor = AdvisorService(advisor_agent)
-        operator = await stack.enter_async_context(agent("operator", operator_keys))
-        operator.rumors[Kind.DIRECT_MESSAGE] = lambda opened, tx: dms.append(opened.rumor.content)
+        for each in (node_app, advisor_app, operator_app):
+            await stack.enter_async_context(each.agent)
+        service, advisor, operator = node_app.node, advisor_app.advisor, operator_app.agent
         node_escrow = advisor_escrow = None
         if mint is not None:  # closed after the task group below has stopped their loops
-            node_escrow = Escrow(node_agent, [mint], node=service)
-            advisor_escrow = Escrow(advisor_agent, [mint])
-            advisor_escrow.attach(advisor)
+            node_escrow, advisor_escrow = node_app.escrow, advisor_app.escrow
             stack.push_async_callback(node_escrow.close)
             stack.push_async_callback(advisor_escrow.close)
         await stack.enter_async_context(SimDriver(net))  # delivers forward events
@@ -119,4 +131,15 @@ async def world(
             tg.start_soon(node_escrow.maintain, 0.2)
             tg.start_soon(advisor_escrow.maintain, 0.2)
             tg.start_soon(watch_forwards, SimBackend(net, ids[0]), node_escrow)
-        yield World(net, ids, service, advisor, operator, dms, tmp, node_escrow, advisor_escrow)
+        yield World(
+            net,
+            ids,
+            service,
+            advisor,
+            operator,
+            dms,
+            tmp,
+            advisor_dms,
+            node_escrow,
+            advisor_escrow,
+        )

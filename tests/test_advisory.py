@@ -198,10 +198,7 @@ async def test_plain_dm_commands(tmp_path: Path, relay_url: str) -> None:
 
     async with world(tmp_path, relay_url) as w:
         await w.wait_credential(w.grant())
-        replies: list[str] = []
-        w.advisor.agent.rumors[Kind.DIRECT_MESSAGE] = lambda opened, tx: replies.append(
-            opened.rumor.content
-        )
+        replies = w.advisor_dms
         scid = (await w.channels())[1].short_channel_id
         for text in (
             f"fee-policy set_single channel={scid} fee_ppm=115",
@@ -222,7 +219,7 @@ async def test_plain_dm_commands(tmp_path: Path, relay_url: str) -> None:
 async def test_multisig_needs_m_of_n_approver_events(tmp_path: Path, relay_url: str) -> None:
     import nostr_sdk as sdk
 
-    from agent.runtime import Agent
+    from agent import app
     from agent.settings import RelaysConfig, Settings
     from events import approval
 
@@ -248,7 +245,8 @@ async def test_multisig_needs_m_of_n_approver_events(tmp_path: Path, relay_url: 
         config = RelaysConfig.single(relay_url)
         stranger = sdk.Keys.generate()
         for i, keys in enumerate([stranger, approvers[0], approvers[1]]):
-            async with Agent(Settings(home=tmp_path / f"approver{i}"), keys, config) as a:
+            approver = app.standalone(Settings(home=tmp_path / f"approver{i}"), keys, config)
+            async with approver.agent as a:
                 vote_ = approval.Approval(
                     command_id=cmd.command_id,
                     node=w.node.me,
@@ -333,7 +331,7 @@ async def test_quiet_hours_and_revocation(tmp_path: Path, relay_url: str) -> Non
             w.node.me, "hive:fee-policy/v1", "set_bulk", {"fee_ppm": 105, "base_msat": 900}
         )
         assert high.error.code == "RESTRICTED" and "quiet hours" in high.error.message
-        await w.node.revoke(cred.credential_id)
+        await w.node.credentials.revoke(cred.credential_id)
         cmd, gone = await w.advisor.advise(
             w.node.me,
             "hive:fee-policy/v1",

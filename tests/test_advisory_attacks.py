@@ -309,7 +309,7 @@ async def test_budget_rate_and_quiet_hours(setup) -> None:
 
 async def test_revoked_credential(setup) -> None:
     w, cred_id, scid, relay = setup
-    await w.node.revoke(cred_id)
+    await w.node.credentials.revoke(cred_id)
     before = await effects(w)
     n = w.node.agent.store.error_counts().get("UNAUTHORIZED", 0)
     await send(relay, wrap_cmd(w, cmd_for(w, cred_id, params={"channel": scid, "fee_ppm": 105})))
@@ -342,7 +342,7 @@ async def test_another_advisor_reusing_a_command_id_gets_nothing(setup) -> None:
         valid_until=now + 86400,
     )
     with w.node.agent.store.transaction(now) as tx:
-        w.node.grant(tx, cred_events.sign(w.node.agent.keys, bob_cred))
+        w.node.credentials.grant(tx, cred_events.sign(w.node.agent.keys, bob_cred))
     before = await effects(w)
     receipts_before = len(repo.chain(w.node.agent.store, cred_id))
     n = w.node.agent.store.error_counts().get("UNAUTHORIZED", 0)

@@ -46,7 +46,33 @@ RULES = [
         ("agent",),
         "events/ is pure: wire formats only",
     ),
+    (
+        "agent/advisory",
+        ("agent.escrow", "agent.market.service", "agent.runtime", "agent.app", "agent.fleet"),
+        "the advisory side reaches escrow through its ports (agent/advisory/ports.py) only",
+    ),
+    (
+        "agent/escrow",
+        ("agent.advisory", "agent.market", "agent.runtime", "agent.app", "agent.fleet"),
+        "escrow implements the advisory side's ports structurally; it imports none of it",
+    ),
+    (
+        "agent/market",
+        ("agent.advisory", "agent.escrow", "agent.runtime", "agent.app", "agent.fleet"),
+        "the marketplace is one component among others",
+    ),
 ]  # fmt: skip
+
+# the transport and the runner know no component: kinds come from the components' wiring
+TRANSPORT = ["agent/transport.py", "agent/runtime.py", "agent/component.py", "agent/inbound.py",
+             "agent/handlers.py", "agent/outbox.py"]  # fmt: skip
+COMPONENT_PACKAGES = ("agent.market", "agent.advisory", "agent.escrow", "agent.fleet", "agent.app")
+
+
+@pytest.mark.parametrize("path", TRANSPORT)
+def test_the_transport_knows_no_component(path: str) -> None:
+    assert not forbidden(imports(ROOT / path), COMPONENT_PACKAGES)
+
 
 PURE_CORES = [ROOT / "agent/fleet/rules.py", ROOT / "events/negentropy.py"]
 PURE_FORBIDDEN = ("agent.store", "agent.node", "anyio", "asyncio", "sqlite3", "time")

@@ -17,9 +17,9 @@ import anyio
 import nostr_sdk as sdk
 import pytest
 
+from agent import app
 from agent.escrow.mint import check_mint, fetch_info, missing_nuts
 from agent.escrow.wallet import CashuWallet, signing_key, to_cashu
-from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from events.errors import MintNotAllowed, MintRefused, MintUnsupported
 from events.escrow import CashuProof, lock_hash
@@ -180,9 +180,7 @@ def stub_mint(mint_url: str) -> Iterator[tuple[str, list[str]]]:
 async def test_a_mint_without_nut14_gets_no_funding_request(
     tmp_path: Path, relay_url: str, stub_mint: tuple[str, list[str]]
 ) -> None:
-    from agent.advisory.node import NodeService
     from agent.advisory.policy import PolicyConfig
-    from agent.escrow.service import Escrow
     from agent.node.simnode import SimBackend
     from events.escrow import TicketType
     from tests.node_scenario import ring
@@ -190,9 +188,15 @@ async def test_a_mint_without_nut14_gets_no_funding_request(
     url, seen = stub_mint
     net, ids = ring()
     config = RelaysConfig.single(relay_url)
-    async with Agent(Settings(home=tmp_path / "node"), sdk.Keys.generate(), config) as agent:
-        node = NodeService(agent, SimBackend(net, ids[0]), PolicyConfig(mints=[url]))
-        escrow_ = Escrow(agent, [url], node=node)
+    built = app.node_agent(
+        Settings(home=tmp_path / "node"),
+        sdk.Keys.generate(),
+        config,
+        SimBackend(net, ids[0]),
+        PolicyConfig(mints=[url]),
+    )
+    async with built.agent as agent:
+        escrow_ = built.escrow
         with pytest.raises(MintUnsupported, match="NUT-14"):
             await escrow_.fund(
                 advisor=sdk.Keys.generate().public_key().to_hex(),

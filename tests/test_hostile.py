@@ -316,10 +316,10 @@ def test_a_credential_granted_by_another_process_is_known_at_once(tmp_path: Path
     refused, waiting for the next catch-up."""
     import secrets as _secrets
 
-    from agent.runtime import Agent
     from agent.settings import RelaysConfig, Settings
+    from agent.transport import Transport
 
-    agent = Agent(
+    agent = Transport(
         Settings(home=tmp_path), sdk.Keys.generate(), RelaysConfig.single("ws://r.example")
     )
     advisor = sdk.Keys.generate().public_key().to_hex()

@@ -15,6 +15,7 @@ import nostr_sdk as sdk
 import pytest
 import websockets
 
+from agent import app
 from agent.nostr.local_relay import free_port
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
@@ -77,7 +78,8 @@ async def test_every_lie_is_counted_and_the_truth_gets_through(tmp_path: Path) -
     async with websockets.serve(relay, "127.0.0.1", port, max_size=2**20):
         url = f"ws://127.0.0.1:{port}"
         config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=2)
-        async with Agent(Settings(home=tmp_path), sdk.Keys.generate(), config) as agent:
+        built = app.standalone(Settings(home=tmp_path), sdk.Keys.generate(), config)
+        async with built.agent as agent:
             with anyio.fail_after(10):
                 while good["pubkey"] not in agent.store.profiles():
                     await anyio.sleep(0.05)
@@ -100,7 +102,8 @@ async def serve_and_run(tmp_path: Path, handler, seconds: float = 1.5, **setting
     async with websockets.serve(handler, "127.0.0.1", port, max_size=2**20):
         url = f"ws://127.0.0.1:{port}"
         config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=2)
-        async with Agent(Settings(home=tmp_path, **settings), sdk.Keys.generate(), config) as a:
+        built = app.standalone(Settings(home=tmp_path, **settings), sdk.Keys.generate(), config)
+        async with built.agent as a:
             await anyio.sleep(seconds)
             a._write_status()  # what `hive-agent status` reads: must not fail on their text
             assert a.pool.states[url].status == "connected"

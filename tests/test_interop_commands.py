@@ -53,7 +53,7 @@ class JsAdvisor:
 async def js_advisor(w: World, tools: NostrTools, client: RelayClient) -> tuple[JsAdvisor, str]:
     js = JsAdvisor(tools, client)
     await client.subscribe([{"kinds": [Kind.GIFT_WRAP], "#p": [js.pub]}])
-    w.node.issue(js.pub, "standard", ["hive:fee-policy/*", "hive:monitor/*"])
+    w.node.credentials.issue(js.pub, "standard", ["hive:fee-policy/*", "hive:monitor/*"])
     grant = json.loads((await js.next_rumor(Kind.CREDENTIAL_GRANT))["content"])
     assert grant["credential"]["advisor"] == js.pub
     return js, grant["credential"]["credential_id"]

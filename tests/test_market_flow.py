@@ -18,12 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent import app
 from agent.clock import ManualClock
 from agent.market.discovery import collect_listings
 from agent.market.ranking import Need
 from agent.market.service import Market
 from agent.nostr.client import RelayClient
-from agent.runtime import Agent
 from agent.settings import RelayEntry, RelaysConfig, Settings
 from agent.store import market as repo
 from events import bid, contract, listing, reputation
@@ -58,8 +58,9 @@ def advert(lid: str, now: int, **kw) -> Listing:
 async def agent(home: Path, urls: list[str], clock=None, keys=None) -> AsyncIterator[Market]:
     config = RelaysConfig(relays=[RelayEntry(url=u) for u in urls], **FAST)
     settings = Settings(home=home, outbox_retry_base_s=0.2, outbox_retry_max_s=1)
-    async with Agent(settings, keys or sdk.Keys.generate(), config, clock=clock) as a:
-        yield Market(a)
+    built = app.standalone(settings, keys or sdk.Keys.generate(), config, clock=clock)
+    async with built.agent:
+        yield built.market
 
 
 async def eventually(check, timeout: float = 10) -> None:

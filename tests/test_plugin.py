@@ -221,8 +221,7 @@ async def test_advisor_commands_through_the_plugin(tmp_path: Path, relay_url: st
     """The real plugin process runs the node side on the simulator's RPC socket: the operator
     grants a credential and settles queued commands with hive-* methods; an advisor in this
     process sends gift-wrapped commands over the relay and gets signed receipts back."""
-    from agent.advisory.advisor import AdvisorService
-    from agent.runtime import Agent
+    from agent import app
     from agent.settings import RelaysConfig, Settings
     from agent.store import advisory as repo
     from events.receipt import Status
@@ -230,11 +229,12 @@ async def test_advisor_commands_through_the_plugin(tmp_path: Path, relay_url: st
     net, ids = ring(clock=time.monotonic)
     config = RelaysConfig.single(relay_url, reconnect_base_s=0.1, publish_timeout_s=5)
     node0 = SimBackend(net, ids[0])
+    advisor_app = app.standalone(Settings(home=tmp_path / "advisor"), sdk.Keys.generate(), config)
     async with (
         plugin_on(net, ids[0], **{"hive-relays": relay_url}) as plugin,
-        Agent(Settings(home=tmp_path / "advisor"), sdk.Keys.generate(), config) as agent,
+        advisor_app.agent as agent,
     ):
-        advisor = AdvisorService(agent)
+        advisor = advisor_app.advisor
         node = (await plugin.call("hive-status"))["nostr_pubkey"]
         with pytest.raises(PluginError, match="INVALID_PARAMS"):
             await plugin.call("hive-grant", advisor=advisor.me, schemas=["x"], tier="emperor")

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent import app
 from agent.clock import ManualClock
 from agent.nostr.client import RelayClient
 from agent.nostr.pool import RelayPool, Subscription, split_event_frame
@@ -34,7 +35,7 @@ def settings(home: Path) -> Settings:
 
 @asynccontextmanager
 async def agent(home: Path, relays: RelaysConfig) -> AsyncIterator[Agent]:
-    async with Agent(settings(home), sdk.Keys.generate(), relays) as a:
+    async with app.standalone(settings(home), sdk.Keys.generate(), relays).agent as a:
         yield a
 
 

@@ -11,6 +11,7 @@ import anyio
 import nostr_sdk as sdk
 import pytest
 
+from agent import app
 from agent.nostr.client import RelayClient
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
@@ -39,7 +40,7 @@ async def publish(url: str, events: list) -> None:
 async def run_agent(home: Path, keys: sdk.Keys, url: str, until: int) -> Agent:
     # one sender's 65 notes at once is beyond a stranger's burst (30): allow them here
     settings = Settings(home=home, per_stranger_per_minute=1000, strangers_per_minute=1000)
-    async with Agent(settings, keys, RelaysConfig.single(url, **FAST)) as agent:
+    async with app.standalone(settings, keys, RelaysConfig.single(url, **FAST)).agent as agent:
         with anyio.fail_after(20):
             while len(agent.store.notes()) < until:
                 await anyio.sleep(0.05)

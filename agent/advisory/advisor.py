@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 
-from agent.runtime import Agent
+from agent.advisory.ports import PreimageSink
+from agent.component import Messaging, Wiring
 from agent.store import Tx
 from agent.store import advisory as repo
 from events import command, credential, receipt
@@ -20,15 +20,17 @@ from events.receipt import Receipt, Status
 
 
 class AdvisorService:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.me = agent.pubkey
+    def __init__(self, host: Messaging, preimages: PreimageSink | None = None) -> None:
+        self.agent = host
+        self.me = host.pubkey
         self._arrived = anyio.Event()
-        # escrow: a receipt's preimage opens a ticket part (set by agent.escrow.service)
-        self.on_preimage: Callable[[Tx, str, str], bool] | None = None
-        agent.rumors[Kind.CREDENTIAL_GRANT] = self.on_grant
-        agent.rumors[Kind.RECEIPT] = self.on_receipt
-        agent.after_batch.append(self._poke)
+        self.preimages = preimages  # escrow: a receipt's preimage opens a ticket part
+
+    def wiring(self) -> Wiring:
+        return Wiring(
+            rumors={Kind.CREDENTIAL_GRANT: self.on_grant, Kind.RECEIPT: self.on_receipt},
+            after_batch=[self._poke],
+        )
 
     def _poke(self) -> None:
         self._arrived.set()
@@ -52,8 +54,8 @@ class AdvisorService:
         if sealed.node != opened.sender or sealed.advisor != self.me:
             raise Unauthorized("a receipt must come from its node, about our command")
         repo.save_held_receipt(tx, sealed)
-        if sealed.preimage and self.on_preimage is not None:
-            self.on_preimage(tx, sealed.preimage, f"receipt:{sealed.receipt_id}")
+        if sealed.preimage and self.preimages is not None:
+            self.preimages.learn(tx, sealed.preimage, f"receipt:{sealed.receipt_id}")
 
     async def advise(
         self,
@@ -91,7 +93,7 @@ class AdvisorService:
         with self.agent.store.transaction(self.now) as tx:  # recorded and queued in one commit
             repo.save_sent(tx, cmd)
             self.agent.enqueue_private(tx, node, rumor, targets)
-        self.agent.outbox.wake()
+        self.agent.wake_outbox()
         await anyio.lowlevel.checkpoint()  # the outbox sends it before we start waiting
         if not wait:
             return cmd, None

@@ -22,12 +22,12 @@ import json
 import logging
 import secrets
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
 from agent.advisory import schemas
+from agent.advisory.credentials import Credentials
 from agent.advisory.policy import (
     CONFIRM_TTL_S,
     PRESETS,
@@ -38,25 +38,26 @@ from agent.advisory.policy import (
     decide,
     reputation_factor,
 )
+from agent.advisory.ports import CommandPayments
+from agent.component import Messaging, Wiring
 from agent.crash import crash_point
 from agent.market.reputation import aggregate
 from agent.node.backend import NodeBackend
-from agent.runtime import Agent
+from agent.nostr.pool import Subscription
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store import market as market_repo
 from agent.store.advisory import CommandState as CS
-from events import approval, command, credential, receipt
+from events import approval, command, receipt
 from events.base import make_rumor
 from events.canonical import content_hash
 from events.command import Command
-from events.credential import Grant, ManagementCredential
+from events.credential import Grant
 from events.errors import (
     Expired,
     HiveError,
     Internal,
     InvalidParams,
-    NotFound,
     QuotaExceeded,
     RateLimited,
     Rejected,
@@ -68,10 +69,6 @@ from events.errors import (
 from events.kinds import Kind
 from events.nip59 import Unwrapped
 from events.receipt import Receipt, Status
-from events.types import first_error
-
-if TYPE_CHECKING:
-    from agent.escrow.service import Escrow
 
 log = logging.getLogger("hive.node")
 CLOCK_WINDOW_S = 300
@@ -80,19 +77,34 @@ DAY = 86400
 
 
 class NodeService:
-    def __init__(self, agent: Agent, node: NodeBackend, policy: PolicyConfig) -> None:
-        self.agent = agent
+    def __init__(
+        self,
+        host: Messaging,
+        node: NodeBackend,
+        policy: PolicyConfig,
+        payments: CommandPayments | None = None,
+    ) -> None:
+        self.agent = host
         self.node = node
         self.policy = policy
-        self.me = agent.pubkey
-        self.escrow: Escrow | None = None  # set by agent.escrow.service.Escrow
+        self.me = host.pubkey
+        self.payments = payments  # escrow tickets that pay for commands
+        self.credentials = Credentials(host)
         self._wake = anyio.Event()
         self._intaken: dict[str, Command] = {}  # commands parsed at intake, by id
-        agent.known_keys.update(k for k in [policy.operator_pubkey, *policy.approvers] if k)
-        agent.rumors[Kind.COMMAND] = self.on_command
-        agent.rumors[Kind.DIRECT_MESSAGE] = self.on_dm
-        agent.handlers[Kind.APPROVAL] = self.on_approval
-        agent.after_batch.append(self.wake)
+
+    def wiring(self) -> Wiring:
+        return Wiring(
+            rumors={Kind.COMMAND: self.on_command, Kind.DIRECT_MESSAGE: self.on_dm},
+            handlers={Kind.APPROVAL: self.on_approval},
+            subscriptions=[
+                Subscription("approvals", [{"kinds": [Kind.APPROVAL], "#p": [self.me]}])
+            ],
+            after_batch=[self.wake],
+            known_keys=frozenset(
+                k for k in [self.policy.operator_pubkey, *self.policy.approvers] if k
+            ),
+        )
 
     @property
     def now(self) -> int:
@@ -100,46 +112,6 @@ class NodeService:
 
     def wake(self) -> None:
         self._wake.set()
-
-    # --- credentials (operator side) -------------------------------------------------------
-
-    def grant(self, tx: Tx, grant: Grant) -> None:
-        """Store a credential this node signed, and send it to the advisor."""
-        repo.save_credential(tx, grant, "granted")
-        from events.credential import GRANT
-
-        self.agent.enqueue_private(
-            tx, grant.credential.advisor, GRANT.rumor(self.me, grant, created_at=self.now)
-        )
-
-    def issue(
-        self,
-        advisor: str,
-        tier: str,
-        schemas: list[str],
-        *,
-        days: int = 90,
-        max_fee_change_pct: int | None = None,
-        max_rebalance_sats: int | None = None,
-        max_daily_actions: int | None = None,
-    ) -> Grant:
-        """Build, sign, store and send a credential for `advisor` (CLI and plugin share this)."""
-        cred = new_credential(
-            self.me,
-            advisor,
-            tier,
-            schemas,
-            now=self.now,
-            days=days,
-            max_fee_change_pct=max_fee_change_pct,
-            max_rebalance_sats=max_rebalance_sats,
-            max_daily_actions=max_daily_actions,
-        )
-        grant = credential.sign(self.agent.keys, cred)
-        with self.agent.store.transaction(self.now) as tx:
-            self.grant(tx, grant)
-        self.agent.outbox.wake()
-        return grant
 
     # --- intake ------------------------------------------------------------------------------
 
@@ -228,8 +200,8 @@ class NodeService:
         seq, prev = repo.chain_tip(tx, cmd.credential_id)
         receipt_id = secrets.token_hex(16)
         preimage = None
-        if status == Status.OK and self.escrow is not None:
-            preimage = self.escrow.on_success(tx, cmd, receipt_id)  # same commit as the receipt
+        if status == Status.OK and self.payments is not None:
+            preimage = self.payments.on_success(tx, cmd, receipt_id)  # same commit as the receipt
         body = {
             "receipt_id": receipt_id,
             "seq": seq + 1,
@@ -282,29 +254,13 @@ class NodeService:
                     " = ?",
                     (state, outcome, self.now, cmd.command_id),
                 )
-        self.agent.outbox.wake()
+        self.agent.wake_outbox()
         return sealed
 
     # --- processing ------------------------------------------------------------------------
 
-    async def revoke(self, credential_id: str) -> None:
-        """Revoke a credential: refused from this instant; a public revocation event follows."""
-        from events.credential import REVOCATION, Revocation, revocation_key
-
-        with self.agent.store.transaction(self.now) as tx:
-            if not repo.revoke_credential(tx, credential_id):
-                raise NotFound(f"no active credential {credential_id}")
-        item = Revocation(credential_hash=revocation_key(credential_id), revoked_at=self.now)
-        event = REVOCATION.build(self.agent.keys, item, created_at=self.now)
-        await self.agent.publish(event, wait=False)
-
     async def run(self) -> None:
         """Forever: settle interrupted executions once, then process commands as they come."""
-        from agent.nostr.pool import Subscription
-
-        await self.agent.pool.subscribe(
-            Subscription("approvals", [{"kinds": [Kind.APPROVAL], "#p": [self.me]}])
-        )
         await self.recover()
         while True:
             self._wake = anyio.Event()
@@ -447,7 +403,7 @@ class NodeService:
             )
             with self.agent.store.transaction(self.now) as tx:
                 self._dm(tx, self.policy.operator_pubkey, text)
-            self.agent.outbox.wake()
+            self.agent.wake_outbox()
 
     async def ask_oracle(self, row: dict[str, Any], cmd: Command, decision: Decision) -> None:
         """Ask the oracle (5 s, one retry after 2 s): approve runs, deny rejects, silence queues."""
@@ -574,8 +530,8 @@ class NodeService:
     ) -> None:
         cred, pol = grant.credential, self.policy
         preset = PRESETS[pol.preset]
-        if self.escrow is not None:
-            self.escrow.covers(db, cmd, grant.credential.advisor, danger)
+        if self.payments is not None:
+            self.payments.covers(db, cmd, grant.credential.advisor, danger)
         elif cmd.ticket is not None:
             raise InvalidParams("this node does not run escrow")
         for scid in schemas.channels_named(params):
@@ -795,7 +751,7 @@ class NodeService:
             outcome = json.dumps(sealed.error.model_dump() if sealed.error else sealed.result)
             final = CS.REFUSED if error else CS.DONE
             repo.move(tx, cmd.command_id, (CS.SETTLING,), final, outcome=outcome)
-        self.agent.outbox.wake()
+        self.agent.wake_outbox()
 
     async def recover(self) -> None:
         """Settle commands a crash left in `executing`, without ever running one twice."""
@@ -963,47 +919,3 @@ def _same_holder(row: dict[str, Any], cmd: Command, sender: str) -> bool:
     """True if a stored command was sent by `sender` under the same credential as `cmd`."""
     stored = Command.model_validate_json(row["command"])
     return row["sender"] == sender and stored.credential_id == cmd.credential_id
-
-
-def new_credential(
-    node: str,
-    advisor: str,
-    tier: str,
-    schemas: list[str],
-    *,
-    now: int,
-    days: int = 90,
-    max_fee_change_pct: int | None = None,
-    max_rebalance_sats: int | None = None,
-    max_daily_actions: int | None = None,
-) -> ManagementCredential:
-    """A management credential, checked; InvalidParams naming the first problem (the CLI
-    calls this before connecting anywhere)."""
-    from events.credential import MAX_VALIDITY_S, Constraints, Tier
-
-    if not 1 <= days <= MAX_VALIDITY_S // DAY:
-        raise InvalidParams(f"a credential lasts 1 to {MAX_VALIDITY_S // DAY} days, not {days}")
-    limits = {
-        k: v
-        for k, v in {
-            "max_fee_change_pct": max_fee_change_pct,
-            "max_rebalance_sats": max_rebalance_sats,
-            "max_daily_actions": max_daily_actions,
-        }.items()
-        if v is not None
-    }
-    try:
-        return ManagementCredential(
-            credential_id=secrets.token_hex(16),
-            node=node,
-            advisor=advisor,
-            tier=Tier(tier),
-            allowed_schemas=schemas,
-            constraints=Constraints(**limits),
-            valid_from=now,
-            valid_until=now + days * DAY,
-        )
-    except ValidationError as exc:
-        raise InvalidParams(f"credential {first_error(exc)}") from None
-    except ValueError as exc:
-        raise InvalidParams(str(exc).splitlines()[0][:200]) from None

@@ -19,15 +19,16 @@ import hashlib
 import json
 import logging
 import secrets
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from agent.component import Messaging, Wiring
 from agent.crash import crash_point
 from agent.escrow.mint import check_mint, normalize
 from agent.node.models import Forward, ForwardStatus
-from agent.runtime import Agent
 from agent.store import Tx
 from agent.store import escrow as repo
 from events import escrow
@@ -57,7 +58,6 @@ from events.kinds import Kind
 from events.nip59 import Unwrapped
 
 if TYPE_CHECKING:
-    from agent.advisory.node import NodeService
     from agent.escrow.wallet import CashuWallet  # imports cashu (~0.6 s): only when used
 
 log = logging.getLogger("hive.escrow")
@@ -69,31 +69,42 @@ def split_evenly(total: int, n: int) -> list[int]:
     return [base + (1 if i >= n - extra else 0) for i in range(n)]
 
 
+class EscrowRole(StrEnum):
+    """What an agent does with escrow (the `role` column of its tickets)."""
+
+    FUNDER = "funder"  # the operator's node side: holds the preimages, funds and refunds
+    PAYEE = "payee"  # an advisor: keeps tickets sent to it, redeems what is released
+
+
 class Escrow:
-    def __init__(self, agent: Agent, mints: list[str], node: NodeService | None = None) -> None:
-        self.agent = agent
+    """Escrow in the roles given.  Implements the advisory side's ports: `CommandPayments`
+    (`covers`, `on_success`) for a funder, `PreimageSink` (`learn`) for a payee."""
+
+    def __init__(
+        self,
+        host: Messaging,
+        mints: list[str],
+        roles: frozenset[EscrowRole] = frozenset({EscrowRole.PAYEE}),
+    ) -> None:
+        self.agent = host
         self.mints = [normalize(u) for u in mints]
-        self.node = node
-        self.me = agent.pubkey
-        self._secret = bytes.fromhex(agent.keys.secret_key().to_hex())
+        self.roles = roles
+        self.me = host.pubkey
+        self._secret = bytes.fromhex(host.keys.secret_key().to_hex())
         self._wallets: dict[str, CashuWallet] = {}
         self._wake = anyio.Event()
         # part → (failed attempts, not before): a mint that is down is asked again after
         # 2, 4, … up to 300 s, not every second (each attempt records one more swap start)
         self._backoff: dict[tuple[str, int], tuple[int, int]] = {}
-        agent.rumors[Kind.ESCROW_TICKET] = self.on_ticket
-        agent.rumors[Kind.ESCROW_RELEASE] = self.on_release
-        if node is not None:
-            self.bind_node(node)
 
-    def bind_node(self, node: NodeService) -> None:
-        """This agent is also the operator's node side (it holds the preimages)."""
-        self.node = node
-        node.escrow = self
+    def wiring(self) -> Wiring:
+        return Wiring(
+            rumors={Kind.ESCROW_TICKET: self.on_ticket, Kind.ESCROW_RELEASE: self.on_release}
+        )
 
-    def attach(self, advisor: Any) -> None:
-        """Let an AdvisorService hand us the preimages its receipts carry."""
-        advisor.on_preimage = self.learn
+    @property
+    def funder(self) -> bool:
+        return EscrowRole.FUNDER in self.roles
 
     @property
     def now(self) -> int:
@@ -183,7 +194,7 @@ class Escrow:
         deadline_s: int = 30 * 86400,
     ) -> Ticket:
         """Fund a ticket for `advisor` and send it; the mint is checked before anything else."""
-        if self.node is None:
+        if not self.funder:
             raise NotFound("funding needs this agent's node side (it holds the preimages)")
         mint = mint or (self.mints[0] if self.mints else "")
         await check_mint(mint, self.mints)  # before the wallet library talks to the mint
@@ -262,12 +273,11 @@ class Escrow:
         escrow.check_locks(ticket)
         with self.agent.store.transaction(self.now) as tx:
             repo.save_ticket(tx, ticket, "funder")
-            for index in range(len(parts)):
-                tx.execute("DELETE FROM kv WHERE key = ?", (f"escrow-draft:{ticket_id}:{index}",))
+            repo.forget_drafts(tx, ticket_id, len(parts))
             self.agent.enqueue_private(
                 tx, advisor, TICKET.rumor(self.me, ticket, created_at=self.now)
             )
-        self.agent.outbox.wake()
+        self.agent.wake_outbox()
         return ticket
 
     # --- the node's side of a command ---------------------------------------------------------
@@ -322,19 +332,13 @@ class Escrow:
         if forward.status != ForwardStatus.SETTLED:
             return
         with self.agent.store.transaction(self.now, durable=False) as tx:
-            tx.execute(
-                "INSERT INTO forwards_log (at, in_channel, out_channel, fee_msat)"
-                " VALUES (?, ?, ?, ?)",
-                (self.now, forward.in_channel, forward.out_channel, forward.fee_msat),
+            repo.log_forward(
+                tx, self.now, forward.in_channel, forward.out_channel, forward.fee_msat
             )
 
     def measured(self, metric: Metric, start: int) -> int:
-        sql = "SELECT coalesce(sum(fee_msat), 0) FROM forwards_log WHERE at >= ? AND at < ?"
-        args: tuple[Any, ...] = (start, start + metric.window_s)
-        if metric.channel:
-            sql += " AND (out_channel = ? OR in_channel = ?)"
-            args += (metric.channel, metric.channel)
-        return int(self.agent.store.conn.execute(sql, args).fetchone()[0])
+        end = start + metric.window_s
+        return repo.fees_earned(self.agent.store, start, end, metric.channel)
 
     def settle_bonuses(self) -> None:
         """Performance bonuses whose window has ended: released if the metric met its target."""
@@ -369,7 +373,7 @@ class Escrow:
                 self.agent.enqueue_private(
                     tx, ticket.advisor, RELEASE.rumor(self.me, release, created_at=self.now)
                 )
-            self.agent.outbox.wake()
+            self.agent.wake_outbox()
 
     # --- the advisor's side --------------------------------------------------------------------
 
@@ -531,7 +535,7 @@ class Escrow:
         """Redeem what was released to us; release or lapse bonuses; refund what expired."""
         for row in repo.parts_in(self.agent.store, "payee", "released"):
             await self._try(row, self.redeem)
-        if self.node is not None:
+        if self.funder:
             self.settle_bonuses()
         for row in repo.parts_in(self.agent.store, "funder", "locked", "lapsed"):
             if self.now >= row["locktime"] + REFUND_GRACE_S:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import nostr_sdk as sdk
 
 from agent.clock import Clock
-from agent.handlers import RumorHandler
-from agent.inbound import Handler
+from agent.inbound import Handler, RumorHandler
 from agent.store import Tx
 from agent.store import market as repo
 from events import bid, contract, heartbeat, reputation, rfp

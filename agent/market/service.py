@@ -1,5 +1,9 @@
 """The marketplace, as an agent does it: publish and browse listings, post RFPs and bid,
-offer and accept contracts, send and check heartbeats, issue and weigh reputation."""
+offer and accept contracts, send and check heartbeats, issue and weigh reputation.
+
+A component: it handles the public marketplace kinds and the private bids/offers/acceptances,
+subscribes to RFPs and to reputation about us, and to the heartbeats of our active contracts
+(re-subscribed when that set changes)."""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ from typing import Any
 
 import anyio
 
+from agent.component import Messaging, Wiring
 from agent.market import heartbeats, trials
 from agent.market.discovery import Ranked, collect_credentials, collect_listings, rank
+from agent.market.handlers import public_handlers, rumor_handlers
 from agent.market.ranking import Need
 from agent.market.reputation import Aggregate, aggregate
-from agent.runtime import Agent
+from agent.nostr.pool import Subscription
 from agent.store import OutboxItem
 from agent.store import market as repo
 from events import bid, contract, heartbeat, listing, reputation, rfp
@@ -31,10 +37,36 @@ DOMAIN_OF = {
 
 
 class Market:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.me = agent.pubkey
+    def __init__(self, host: Messaging) -> None:
+        self.agent = host
+        self.me = host.pubkey
         self.errors: Counter[str] = Counter()
+        self._watched: list[str] | None = None  # contracts whose heartbeats we subscribed to
+
+    def wiring(self) -> Wiring:
+        return Wiring(
+            handlers=public_handlers(self.agent.clock),
+            rumors=rumor_handlers(self.agent.keys, self.agent.clock),
+            subscriptions=[
+                Subscription(
+                    "market",
+                    [
+                        {"kinds": [Kind.RFP], "#t": ["hive-rfp"]},
+                        {"kinds": [Kind.REPUTATION], "#p": [self.me]},
+                        {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]},
+                    ],
+                )
+            ],
+            resubscribe=[self.heartbeats_changed],
+        )
+
+    def heartbeats_changed(self) -> Subscription | None:
+        """The heartbeat subscription, if the set of contracts we watch changed."""
+        ids = repo.client_contract_ids(self.agent.store)
+        if ids == self._watched:
+            return None
+        self._watched = ids
+        return Subscription("heartbeats", [{"kinds": [Kind.HEARTBEAT], "#d": ids}]) if ids else None
 
     @property
     def now(self) -> int:
@@ -88,7 +120,7 @@ class Market:
             if need.service is None
             else [f"hive-{need.service.value}"]
         )
-        raws = await self.agent.pool.fetch(
+        raws = await self.agent.fetch(
             [
                 {"kinds": [Kind.CLASSIFIED_LISTING], "#t": tags},
                 {"kinds": [Kind.DELETION], "#k": [str(int(Kind.CLASSIFIED_LISTING))]},
@@ -103,7 +135,7 @@ class Market:
     async def credentials_about(
         self, subjects: list[str]
     ) -> dict[str, list[reputation.ReputationCredential]]:
-        raws = await self.agent.pool.fetch(
+        raws = await self.agent.fetch(
             [
                 {"kinds": [Kind.REPUTATION], "#p": subjects},
                 {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]},
@@ -217,7 +249,8 @@ class Market:
         await self.agent.send_private(
             row["offerer"], contract.ACCEPT.rumor(self.me, acceptance, created_at=self.now)
         )
-        await self.agent.watch_contracts()
+        if (changed := self.heartbeats_changed()) is not None:
+            await self.agent.subscribe(changed)
         return signed
 
     # --- heartbeats ----------------------------------------------------------------------
@@ -309,10 +342,7 @@ class Market:
         return event
 
     def _issued(self, address: str) -> bool:
-        row = self.agent.store.conn.execute(
-            "SELECT 1 FROM credentials WHERE address = ? AND issuer = ?", (address, self.me)
-        ).fetchone()
-        return row is not None
+        return repo.issued_credential(self.agent.store, address, self.me)
 
     async def reputation_of(self, pubkey: str, members: frozenset[str] = frozenset()) -> Aggregate:
         creds = (await self.credentials_about([pubkey])).get(pubkey, [])

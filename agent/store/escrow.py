@@ -206,3 +206,27 @@ def release_secret(tx: Tx, agent_secret: bytes, lock_hash: str) -> str | None:
 def secret_state(db: Db, lock_hash: str) -> str | None:
     row = _row(db, "SELECT state FROM escrow_secrets WHERE lock_hash = ?", (lock_hash,))
     return None if row is None else str(row["state"])
+
+
+def forget_drafts(tx: Tx, ticket_id: str, parts: int) -> None:
+    """The funded ticket is saved: its parts' drafts (preimages being made) are done."""
+    for index in range(parts):
+        tx.execute("DELETE FROM kv WHERE key = ?", (f"escrow-draft:{ticket_id}:{index}",))
+
+
+def log_forward(tx: Tx, at: int, in_channel: str, out_channel: str, fee_msat: int) -> None:
+    """A settled forward, for measuring performance bonuses."""
+    tx.execute(
+        "INSERT INTO forwards_log (at, in_channel, out_channel, fee_msat) VALUES (?, ?, ?, ?)",
+        (at, in_channel, out_channel, fee_msat),
+    )
+
+
+def fees_earned(db: Db, start: int, end: int, channel: str | None = None) -> int:
+    """Forwarding fees (msat) settled in [start, end), through `channel` if given."""
+    sql = "SELECT coalesce(sum(fee_msat), 0) FROM forwards_log WHERE at >= ? AND at < ?"
+    args: tuple[Any, ...] = (start, end)
+    if channel:
+        sql += " AND (out_channel = ? OR in_channel = ?)"
+        args += (channel, channel)
+    return int(db.conn.execute(sql, args).fetchone()[0])

@@ -212,3 +212,18 @@ def credentials_about(store: Store, subject: str) -> list[ReputationCredential]:
 
 def credential_rows(store: Store) -> list[dict[str, Any]]:
     return _rows(store, "SELECT address, issuer, subject, revoked, received_at FROM credentials")
+
+
+def client_contract_ids(store: Store) -> list[str]:
+    """The active contracts where we are the client (we watch their heartbeats)."""
+    rows = store.conn.execute(
+        "SELECT id FROM contracts WHERE state = 'active' AND role = 'client' ORDER BY id"
+    )
+    return [row[0] for row in rows]
+
+
+def issued_credential(store: Store, address: str, issuer: str) -> bool:
+    row = store.conn.execute(
+        "SELECT 1 FROM credentials WHERE address = ? AND issuer = ?", (address, issuer)
+    ).fetchone()
+    return row is not None
