@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from agent.node.backend import NodeBackend
 from events.credential import Tier
-from events.errors import InvalidParams, NotFound, NotImplementedYet
+from events.errors import InvalidParams, NotFound, NotImplementedYet, Restricted
 from events.types import NodeId, first_error
 
 Scid = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}x[0-9]{1,10}x[0-9]{1,5}$")]
@@ -135,10 +135,39 @@ class ActionSpec:
     moves_sats: Callable[[Any], int] = lambda p: 0
     max_fee_sats: Callable[[Any], int] = lambda p: 0
     opens_channel: bool = False
+    # (channel, new fee ppm): the fee change is held to the credential's and preset's caps
+    fee_change: Callable[[Any], tuple[str, int]] | None = None
+    limit: Callable[[Any, ActionLimits], None] | None = None  # the action's own limits
+    # after a crash mid-execution: whether it ran (its result) or None, asked of the node
+    find_made: Callable[[NodeBackend, str], Awaitable[dict[str, Any] | None]] | None = None
+    self_inspection: bool = False  # answered by the node's command processor itself
 
     @property
     def schema(self) -> str:
         return f"hive:{self.family}/v1"
+
+
+@dataclass(frozen=True)
+class ActionLimits:
+    """What an action's own limit hook may look at."""
+
+    max_rebalance_sats: int  # the lower of the credential's and the policy preset's
+    protected_channels: frozenset[str]
+
+
+def _rebalance_cap(p: Circular, limits: ActionLimits) -> None:
+    if p.amount_sats > limits.max_rebalance_sats:
+        raise Restricted(f"rebalances are limited to {limits.max_rebalance_sats:,} sat")
+
+
+def _no_protected_channels(p: Any, limits: ActionLimits) -> None:
+    if limits.protected_channels:
+        raise Restricted("a bulk fee change would touch protected channels")
+
+
+async def _rebalance_made(node: NodeBackend, key: str) -> dict[str, Any] | None:
+    found = await node.find_rebalance(key)
+    return None if found is None else found.model_dump()
 
 
 def fixed(n: int) -> Callable[[Any], int]:
@@ -238,13 +267,41 @@ CATALOGUE: list[ActionSpec] = [
     ActionSpec("monitor", "list_channels", M, fixed(1), NoParams, "none", _channels, True),
     ActionSpec("monitor", "get_balance", M, fixed(1), NoParams, "none", _balance, True),
     ActionSpec(
-        "monitor", "budget", M, fixed(1), NoParams, "none", None, True
-    ),  # answered by the node
-    ActionSpec("fee-policy", "set_single", S, fixed(2), SetFee, "channel_policy", _set_fee, True),
-    ActionSpec(
-        "fee-policy", "set_anchor", S, fixed(2), SetAnchor, "channel_policy", _set_anchor, True
+        "monitor", "budget", M, fixed(1), NoParams, "none", None, True, self_inspection=True
     ),
-    ActionSpec("fee-policy", "set_bulk", A, fixed(5), SetBulk, "channel_policy", _set_bulk, True),
+    ActionSpec(
+        "fee-policy",
+        "set_single",
+        S,
+        fixed(2),
+        SetFee,
+        "channel_policy",
+        _set_fee,
+        True,
+        fee_change=lambda p: (p.channel, p.fee_ppm),
+    ),
+    ActionSpec(
+        "fee-policy",
+        "set_anchor",
+        S,
+        fixed(2),
+        SetAnchor,
+        "channel_policy",
+        _set_anchor,
+        True,
+        fee_change=lambda p: (p.channel, p.target_fee_ppm),
+    ),
+    ActionSpec(
+        "fee-policy",
+        "set_bulk",
+        A,
+        fixed(5),
+        SetBulk,
+        "channel_policy",
+        _set_bulk,
+        True,
+        limit=_no_protected_channels,
+    ),
     ActionSpec("htlc-policy", "set_min", S, fixed(3), HtlcMin, "channel_policy", _htlc_min, True),
     ActionSpec("htlc-policy", "set_max", S, fixed(4), HtlcMax, "channel_policy", _htlc_max, True),
     ActionSpec("forwarding", "disable", S, fixed(4), ChannelRef, "channel_policy"),
@@ -260,6 +317,8 @@ CATALOGUE: list[ActionSpec] = [
         _circular,
         moves_sats=lambda p: p.amount_sats,
         max_fee_sats=lambda p: p.amount_sats * p.max_fee_ppm // 1_000_000,
+        limit=_rebalance_cap,
+        find_made=_rebalance_made,
     ),
     ActionSpec(
         "rebalance", "swap_in", A, fixed(5), Amount, "funds", moves_sats=lambda p: p.amount_sats

@@ -336,3 +336,18 @@ def rate(db: Db, credential_id: str, now: int) -> tuple[int, int]:
     )
     assert row is not None
     return int(row["n"]), int(row["d"])
+
+
+def finalize(tx: Tx, command_id: str, state: CommandState, outcome: str) -> None:
+    """Record a command's final state and outcome (whatever state it was in)."""
+    tx.execute(
+        "UPDATE commands SET state = ?, outcome = ?, updated_at = ? WHERE command_id = ?",
+        (state, outcome, tx.now, command_id),
+    )
+
+
+def record_decision(tx: Tx, command_id: str, danger: int, route: str, reasons: str) -> None:
+    tx.execute(
+        "UPDATE commands SET danger = ?, route = ?, reasons = ? WHERE command_id = ?",
+        (danger, route, reasons, command_id),
+    )

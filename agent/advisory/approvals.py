@@ -1,0 +1,173 @@
+"""Approvals: what waits for a human (or m of n approvers) and how it moves on — the operator's
+approve/reject/confirm (CLI, plugin method or DM reply), approvers' signed votes, expiry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.advisory.context import NodeContext
+from agent.advisory.intake import Intake, parse_text
+from agent.advisory.policy import CONFIRM_TTL_S, QUEUE_TTL_S, Decision, Route
+from agent.advisory.receipts import Receipts
+from agent.store import Tx
+from agent.store import advisory as repo
+from agent.store.advisory import CommandState as CS
+from events import approval
+from events.command import Command
+from events.errors import Expired, InvalidParams, Rejected, Restricted, Unauthorized
+from events.nip59 import Unwrapped
+from events.receipt import Status
+
+HELD = {Route.QUEUE: CS.QUEUED, Route.CONFIRM: CS.CONFIRM, Route.MULTISIG: CS.MULTISIG}
+WAITING_FOR = {
+    CS.QUEUED: "the operator's approval",
+    CS.CONFIRM: "approval and confirmation",
+    CS.MULTISIG: "{n} approver signatures",
+}
+
+
+class Approvals:
+    def __init__(self, ctx: NodeContext, receipts: Receipts, intake: Intake) -> None:
+        self.ctx = ctx
+        self.receipts = receipts
+        self.intake = intake
+
+    def move(self, command_id: str, frm: CS, to: CS, **fields: Any) -> bool:
+        with self.ctx.agent.store.transaction(self.ctx.now) as tx:
+            return repo.move(tx, command_id, (frm,), to, **fields)
+
+    def hold(self, row: dict[str, Any], cmd: Command, decision: Decision) -> None:
+        """Park the command until someone decides; tell the advisor and the operator."""
+        ctx = self.ctx
+        state = HELD[decision.route]
+        self.move(cmd.command_id, CS.RECEIVED, state, decide_by=ctx.now + QUEUE_TTL_S)
+        what = WAITING_FOR[state].format(n=ctx.policy.approvals_needed)
+        result = {"waiting_for": what, "decide_by": ctx.now + QUEUE_TTL_S, "id": cmd.command_id}
+        self.receipts.finish_row(
+            {**row, "state": state},
+            status=Status.QUEUED,
+            result=result,
+            danger=decision.danger,
+            decision=decision.explain(),
+        )
+        if ctx.policy.operator_pubkey:
+            with ctx.agent.store.transaction(ctx.now) as tx:
+                self.receipts.dm(tx, ctx.policy.operator_pubkey, _ask(row, cmd, decision, state))
+            ctx.agent.wake_outbox()
+
+    def apply(self) -> None:
+        """Move waiting commands on as approvals arrive; expire those whose window passed."""
+        store, pol, now = self.ctx.agent.store, self.ctx.policy, self.ctx.now
+        for row in repo.commands_in(store, CS.QUEUED, CS.CONFIRM, CS.CONFIRMED, CS.MULTISIG):
+            votes = repo.approvals(store, row["command_id"])
+            cid, state = row["command_id"], row["state"]
+            if votes["reject"] and state != CS.MULTISIG:
+                self.receipts.refuse(row, Rejected("the operator rejected the command"))
+            elif (
+                state == CS.MULTISIG
+                and len(votes["reject"]) > len(pol.approvers) - pol.approvals_needed
+            ):
+                self.receipts.refuse(row, Rejected("too many approvers rejected the command"))
+            elif state == CS.QUEUED and votes["approve"]:
+                self.move(cid, CS.QUEUED, CS.READY)
+            elif state == CS.CONFIRM and votes["approve"]:
+                self.move(cid, CS.CONFIRM, CS.CONFIRMED, decide_by=now + CONFIRM_TTL_S)
+            elif state == CS.CONFIRMED and votes["confirm"]:
+                self.move(cid, CS.CONFIRMED, CS.READY)
+            elif state == CS.MULTISIG and len(votes["approve"]) >= pol.approvals_needed:
+                self.move(cid, CS.MULTISIG, CS.READY)
+            elif row["decide_by"] is not None and now >= row["decide_by"]:
+                self.receipts.refuse(row, Expired("nobody approved the command in time"))
+
+    def on_approval(self, ev: Any, tx: Tx) -> None:
+        """An approver's signed m-of-n vote (kind 36386)."""
+        ctx = self.ctx
+        item = approval.FAMILY.parse(ev, now=ctx.now).payload
+        if ev.pubkey not in ctx.policy.approvers:
+            raise Unauthorized("not one of this node's approvers")
+        row = repo.command_row(tx, item.command_id)
+        if item.node != ctx.me or row is None or row["state"] != CS.MULTISIG:
+            raise Restricted("no command of this node waits for approvers")
+        if item.params_hash != row["params_hash"] or ctx.now >= item.expires_at:
+            raise Restricted("the approval is for other parameters or has expired")
+        step = "approve" if item.verdict == approval.Verdict.APPROVE else "reject"
+        repo.add_approval(tx, item.command_id, ev.pubkey, step)
+
+    def on_dm(self, opened: Unwrapped, tx: Tx) -> None:
+        """A NIP-17 DM: the operator approving, or a credential holder's plain-text command."""
+        text = opened.rumor.content.strip()
+        sender = opened.sender
+        words = text.split()
+        if (
+            sender == self.ctx.policy.operator_pubkey
+            and words
+            and words[0].lower() in ("approve", "reject", "confirm")
+        ):
+            found = resolve(tx, words[1] if len(words) > 1 else "")
+            if found is None:
+                self.receipts.dm(tx, sender, f"no waiting command matches {text!r}")
+                return
+            repo.add_approval(tx, found, sender, words[0].lower())
+            self.receipts.dm(tx, sender, f"{words[0].lower()}d {found[:12]}")
+            return
+        grant = repo.active_granted_to(tx, sender, self.ctx.now)
+        if grant is None:
+            raise Unauthorized("plain-text commands need a credential")
+        cmd = parse_text(text, grant, self.ctx.me, self.ctx.now)
+        self.intake.intake(tx, cmd, sender, "dm")
+
+
+def _ask(row: dict[str, Any], cmd: Command, decision: Decision, state: CS) -> str:
+    """The operator's DM about a command that waits for them."""
+    return (
+        f"Advisor {row['sender'][:12]}… asks {cmd.schema} {cmd.action} "
+        f"{json.dumps(cmd.params, sort_keys=True)} (danger {decision.danger};"
+        f" {decision.route.value}). "
+        f"Reply 'approve {cmd.command_id[:12]}' or 'reject {cmd.command_id[:12]}'"
+        + (" and then 'confirm …'" if state == CS.CONFIRM else "")
+        + "."
+    )
+
+
+def pending(store: Any) -> list[dict[str, Any]]:
+    """Commands waiting for a human (or the approvers), oldest first."""
+    rows = repo.commands_in(store, CS.QUEUED, CS.CONFIRM, CS.CONFIRMED, CS.MULTISIG)
+    out = []
+    for row in rows:
+        cmd = Command.model_validate_json(row["command"])
+        out.append(
+            {
+                "id": row["command_id"],
+                "state": row["state"],
+                "advisor": row["sender"],
+                "schema": cmd.schema,
+                "action": cmd.action,
+                "params": cmd.params,
+                "danger": row["danger"],
+                "decision": row["reasons"],
+                "decide_by": row["decide_by"],
+                "votes": {
+                    k: sorted(v) for k, v in repo.approvals(store, row["command_id"]).items()
+                },
+            }
+        )
+    return out
+
+
+def resolve(db: Any, prefix: str) -> str | None:
+    """A waiting command by id or unique id prefix (at least 6 characters)."""
+    if len(prefix) < 6:
+        return None
+    ids = [r["id"] for r in pending(db) if r["id"].startswith(prefix.lower())]
+    return ids[0] if len(ids) == 1 else None
+
+
+def vote(store: Any, prefix: str, step: str, now: int, approver: str = "operator") -> str:
+    """Record an operator's approve/reject/confirm; the running node applies it."""
+    with store.transaction(now) as tx:
+        found = resolve(tx, prefix)
+        if found is None:
+            raise InvalidParams(f"no waiting command matches {prefix!r}")
+        repo.add_approval(tx, found, approver, step)
+    return found
