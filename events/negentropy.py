@@ -165,20 +165,19 @@ class Negentropy:
     # --- internals -----------------------------------------------------------------------
 
     def _process(self, message: bytes) -> bytes:
+        """Answer one message range by range: a skipped range stays skipped, a fingerprint
+        that differs from ours is split finer, an id list is compared (initiator: fills `have`
+        and `need`) or answered with our ids (responder).  Past `frame_limit`, the rest of the
+        answer is one fingerprint of everything not yet covered."""
         self._ts_in = self._ts_out = 0
         reader = _Reader(message)
-        version = reader.byte()
-        if not 0x60 <= version <= 0x6F:
-            raise InvalidPayload("not a negentropy message (bad protocol version byte)")
-        if version != VERSION:
-            if self.initiator:
-                raise InvalidPayload(f"the other side speaks negentropy version {version - 0x60}")
+        if not self._speaks(reader.byte()):
             return bytes([VERSION])
         out = bytearray([VERSION])
         size = len(self.storage)
         prev_bound, prev_index, skip = Item(0, b""), 0, False
         while reader.left:
-            chunk = bytearray()
+            chunk = b""
             bound = self._read_bound(reader)
             mode = reader.varint()
             lower = prev_index
@@ -188,41 +187,20 @@ class Negentropy:
             elif mode == FINGERPRINT:
                 theirs = reader.take(FINGERPRINT_SIZE)
                 if theirs != self.storage.fingerprint(lower, upper):
-                    if skip:
-                        skip = False
-                        chunk += self._bound(prev_bound) + encode_varint(SKIP)
-                    chunk += self._split(lower, upper, bound)
+                    chunk = self._skipped(skip, prev_bound) + self._split(lower, upper, bound)
+                    skip = False
                 else:
                     skip = True
             elif mode == ID_LIST:
-                count = reader.varint()
-                if count > reader.left // ID_SIZE:
-                    raise InvalidPayload("negentropy id list longer than the message")
-                their_ids = {reader.take(ID_SIZE) for _ in range(count)}
+                their_ids = _read_ids(reader)
                 if self.initiator:
                     skip = True
-                    for item in self.storage.items[lower:upper]:
-                        if item.id in their_ids:
-                            their_ids.discard(item.id)
-                        else:
-                            self.have.add(item.id)
-                    self.need.update(their_ids)
+                    self._compare(lower, upper, their_ids)
                 else:
-                    if skip:
-                        skip = False
-                        chunk += self._bound(prev_bound) + encode_varint(SKIP)
-                    ids, end_bound = bytearray(), bound
-                    n = 0
-                    for index in range(lower, upper):
-                        if self._full(len(out) + len(ids)):
-                            end_bound, upper = self.storage.items[index], index
-                            break
-                        ids += self.storage.items[index].id
-                        n += 1
-                    chunk += self._bound(end_bound) + encode_varint(ID_LIST)
-                    chunk += encode_varint(n) + ids
-                    out += chunk
-                    chunk = bytearray()
+                    skipped = self._skipped(skip, prev_bound)
+                    skip = False
+                    listed, upper = self._list_ids(lower, upper, bound, len(out))
+                    out += skipped + listed
             else:
                 raise InvalidPayload(f"unknown negentropy range mode {mode}")
             if self._full(len(out) + len(chunk)):
@@ -232,6 +210,44 @@ class Negentropy:
             out += chunk
             prev_index, prev_bound = upper, bound
         return bytes(out)
+
+    def _speaks(self, version: int) -> bool:
+        """True for our version; False if the responder should answer a newer one with its
+        own bare version byte (the initiator refuses it, as anything else not negentropy)."""
+        if not 0x60 <= version <= 0x6F:
+            raise InvalidPayload("not a negentropy message (bad protocol version byte)")
+        if version != VERSION:
+            if self.initiator:
+                raise InvalidPayload(f"the other side speaks negentropy version {version - 0x60}")
+            return False
+        return True
+
+    def _skipped(self, skip: bool, prev_bound: Item) -> bytes:
+        """The skip range that must precede an answer after ranges we left unanswered."""
+        return self._bound(prev_bound) + encode_varint(SKIP) if skip else b""
+
+    def _compare(self, lower: int, upper: int, their_ids: set[bytes]) -> None:
+        """(initiator) Our items in [lower, upper) against the other side's id list."""
+        for item in self.storage.items[lower:upper]:
+            if item.id in their_ids:
+                their_ids.discard(item.id)
+            else:
+                self.have.add(item.id)
+        self.need.update(their_ids)
+
+    def _list_ids(self, lower: int, upper: int, bound: Item, used: int) -> tuple[bytes, int]:
+        """(responder) Our ids in [lower, upper) as an id-list range, and where it ends: at
+        `upper`, or earlier if the frame (`used` bytes so far) would overflow."""
+        ids, end_bound = bytearray(), bound
+        n = 0
+        for index in range(lower, upper):
+            if self._full(used + len(ids)):
+                end_bound, upper = self.storage.items[index], index
+                break
+            ids += self.storage.items[index].id
+            n += 1
+        listed = self._bound(end_bound) + encode_varint(ID_LIST) + encode_varint(n) + ids
+        return bytes(listed), upper
 
     def _full(self, n: int) -> bool:
         return bool(self.frame_limit) and n > self.frame_limit - 200
@@ -275,6 +291,13 @@ class Negentropy:
         if length > ID_SIZE:
             raise InvalidPayload("negentropy bound prefix longer than an id")
         return Item(stamp, reader.take(length))
+
+
+def _read_ids(reader: _Reader) -> set[bytes]:
+    count = reader.varint()
+    if count > reader.left // ID_SIZE:
+        raise InvalidPayload("negentropy id list longer than the message")
+    return {reader.take(ID_SIZE) for _ in range(count)}
 
 
 def _minimal_bound(prev: Item, curr: Item) -> Item:

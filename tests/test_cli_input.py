@@ -289,7 +289,7 @@ def test_store_locked_by_another_process(home: Path) -> None:
 def test_store_backed_up_before_a_migration(tmp_path: Path) -> None:
     """A store from before migrations 7 and 8 (made with the first six migrations): it is
     copied aside (0600) before migrating, and its rows survive the outbox's rebuild."""
-    from agent.store.db import _statements
+    from agent.store.database import _statements
     from agent.store.migrations import MIGRATIONS
 
     home = tmp_path / "old"

@@ -277,28 +277,9 @@ class CLNBackend:
             label=f"hive-rebalance-{label or secrets.token_hex(8)}",
             description="hive rebalance",
         )
-        last_pol = await self._policy_from(in_scid, last)
-        at_last = amount_msat + _fee(last_pol, amount_msat)
-        inner: list[dict[str, Any]] = []
-        if first != last:
-            route = await self.call(
-                "getroute",
-                id=last,
-                amount_msat=at_last,
-                riskfactor=1,
-                fromid=first,
-                exclude=[me],
-                cltv=FINAL_CLTV + int(last_pol["delay"]),
-            )
-            inner = route["route"]
-        over_first = inner[0]["amount_msat"] if inner else at_last
-        first_delay = inner[0]["delay"] if inner else FINAL_CLTV + int(last_pol["delay"])
-        if inner:
-            first_pol = await self._policy_from(inner[0]["channel"], first)
-            over_out = int(over_first) + _fee(first_pol, int(over_first))
-            first_delay += int(first_pol["delay"])
-        else:
-            over_out = at_last
+        inner, over_out, first_delay = await self._route_around(
+            me, in_scid, first, last, amount_msat
+        )
         fee = over_out - amount_msat
         if fee > amount_msat * max_fee_ppm // 1_000_000:
             raise PaymentFailed(
@@ -306,15 +287,7 @@ class CLNBackend:
             )
         hops = [
             {"id": first, "channel": out_scid, "amount_msat": over_out, "delay": first_delay},
-            *(
-                {
-                    "id": h["id"],
-                    "channel": h["channel"],
-                    "amount_msat": int(h["amount_msat"]),
-                    "delay": h["delay"],
-                }
-                for h in inner
-            ),
+            *(_hop(h) for h in inner),
             {"id": me, "channel": in_scid, "amount_msat": amount_msat, "delay": FINAL_CLTV},
         ]
         await self.call(
@@ -331,6 +304,37 @@ class CLNBackend:
             amount_msat=amount_msat,
             fee_msat=fee,
             hops=len(hops),
+        )
+
+    async def _route_around(  # listchannels, getroute(fromid)
+        self, me: str, in_scid: str, first: str, last: str, amount_msat: int
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """The cheapest route from our peer `first` to our peer `last` (not through us) that
+        delivers `amount_msat` back to us over `in_scid`: its hops, and the amount and delay
+        the first hop (from us to `first`) must carry, fees of the forwarding nodes included."""
+        last_pol = await self._policy_from(in_scid, last)
+        at_last = amount_msat + _fee(last_pol, amount_msat)
+        final_delay = FINAL_CLTV + int(last_pol["delay"])
+        if first == last:
+            return [], at_last, final_delay
+        route = await self.call(
+            "getroute",
+            id=last,
+            amount_msat=at_last,
+            riskfactor=1,
+            fromid=first,
+            exclude=[me],
+            cltv=final_delay,
+        )
+        inner: list[dict[str, Any]] = route["route"]
+        if not inner:
+            return [], at_last, final_delay
+        over_first = int(inner[0]["amount_msat"])
+        first_pol = await self._policy_from(inner[0]["channel"], first)
+        return (
+            inner,
+            over_first + _fee(first_pol, over_first),
+            inner[0]["delay"] + int(first_pol["delay"]),
         )
 
     async def find_rebalance(self, label: str) -> Payment | None:  # listinvoices
@@ -406,3 +410,13 @@ def _fee(half: dict[str, Any], amount_msat: int) -> int:
         int(half["base_fee_millisatoshi"])
         + amount_msat * int(half["fee_per_millionth"]) // 1_000_000
     )
+
+
+def _hop(h: dict[str, Any]) -> dict[str, Any]:
+    """A `getroute` hop as `sendpay` takes it."""
+    return {
+        "id": h["id"],
+        "channel": h["channel"],
+        "amount_msat": int(h["amount_msat"]),
+        "delay": h["delay"],
+    }
