@@ -16,7 +16,6 @@ messages, vouch one to member and ban an outsider (agent/demo_fleet.py).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from agent.demo_fleet import fleet_act
 from agent.demo_market import market_act
 from agent.nostr.client import RelayClient
 from agent.nostr.local_relay import EmbeddedRelay, free_port
+from agent.procs import ChildProcess, printed_a_line
 from events import agent_info, nip44, nip59, note
 from events.agent_info import AgentInfo, Role
 from events.base import NostrEvent, parse_event, sign_event
@@ -196,31 +196,15 @@ class _RelayProcess:
 
     def __init__(self, db: Path, port: int) -> None:
         self.db, self.port = db, port
-        self.proc: anyio.abc.Process | None = None
+        cmd = [sys.executable, "-m", "agent", "relay", "--port", str(port), "--db", str(db)]
+        self.child = ChildProcess("the demo relay", cmd, stdout="lines", ready=printed_a_line)
 
     async def start(self) -> str:
-        cmd = [
-            sys.executable,
-            "-m",
-            "agent",
-            "relay",
-            "--port",
-            str(self.port),
-            "--db",
-            str(self.db),
-        ]
-        self.proc = await anyio.open_process(cmd, stderr=subprocess.DEVNULL)
-        assert self.proc.stdout is not None
-        line = b""
-        while not line.endswith(b"\n"):
-            line += await self.proc.stdout.receive(1)
-        return line.decode().strip()
+        await self.child.astart()
+        return self.child.lines()[0].strip()
 
     async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-            await self.proc.aclose()
+        await self.child.akill()
 
 
 async def relay_restart_act(

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from agent.procs import ChildProcess, listening, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -42,16 +41,6 @@ def anyio_backend() -> str:
     return "asyncio"  # nostr-sdk's futures run on asyncio, not trio
 
 
-def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
-
-
 class RelayProcess:
     """`hive-agent relay` running out of process (nostr-sdk's LocalRelay)."""
 
@@ -59,44 +48,43 @@ class RelayProcess:
         self.db = db
         self.auth = auth
         self.flags = [*(["--auth"] if auth else []), *([] if policy else ["--open"])]
-        self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.child = ChildProcess(
+            "hive-agent relay", self._cmd(0), stdout="lines", ready=self._listening, poll_s=0.02
+        )
+
+    def _cmd(self, port: int) -> list[str]:
+        db = ["--db", str(self.db)] if self.db is not None else []
+        return [HIVE_AGENT, "relay", "--port", str(port), *self.flags, *db]
+
+    @staticmethod
+    def _listening(child: ChildProcess) -> bool:
+        """Ready once it printed its URL and the port accepts connections."""
+        lines = child.lines()
+        if not lines:
+            return False
+        if not lines[0].startswith("ws://"):
+            raise RuntimeError(f"relay did not start: {lines[0]!r}\n{child.tail()}")
+        host, port = lines[0].removeprefix("ws://").rsplit(":", 1)
+        return port_open(host, int(port))
 
     def start(self) -> str:
-        cmd = [HIVE_AGENT, "relay", "--port", "0", *self.flags]
-        if self.db is not None:
-            cmd += ["--db", str(self.db)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("ws://"):
-            _, err = self.proc.communicate(timeout=5)
-            raise RuntimeError(f"relay did not start: {self.url!r} {err!r}")
-        host, port = self.url.removeprefix("ws://").rsplit(":", 1)
-        wait_for_port(host, int(port))
+        self.child.start()
+        self.url = self.child.lines()[0]
         return self.url
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.communicate(timeout=10)
+    def stop(self) -> int | None:
+        return self.child.stop()
 
     def kill(self) -> None:
         """SIGKILL: the relay dies without closing anything, like a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
+        self.child.kill()
 
     def restart(self) -> str:
         """Start again on the same port (and the same database, if any)."""
-        port = int(self.url.rsplit(":", 1)[1])
-        cmd = [HIVE_AGENT, "relay", "--port", str(port), *self.flags]
-        if self.db is not None:
-            cmd += ["--db", str(self.db)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == self.url
-        wait_for_port("127.0.0.1", port)
+        self.child.argv = self._cmd(int(self.url.rsplit(":", 1)[1]))
+        self.child.restart()
+        assert self.child.lines()[0] == self.url
         return self.url
 
 
@@ -111,43 +99,35 @@ class NostrRelayProcess:
         self.workdir = workdir
         self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.config = workdir / "nostr-relay.yaml"
+        self.child = ChildProcess(
+            "PyPI nostr-relay",
+            [str(self.BIN), "-c", str(self.config), "serve", "--use-uvicorn"],
+            cwd=workdir,
+            log=workdir / "relay.log",
+            ready=listening("127.0.0.1", self.port),
+            poll_s=0.02,
+        )
 
     def start(self) -> str:
         if not self.BIN.exists():
             missing_component("PyPI nostr-relay", "run ./scripts/dev setup")
         self.workdir.mkdir(parents=True, exist_ok=True)
         template = (ROOT / "tests/relays/nostr-relay.yaml").read_text()
-        config = self.workdir / "nostr-relay.yaml"
         db = self.workdir / "relay.sqlite3"
-        config.write_text(template.replace("{port}", str(self.port)).replace("{db}", str(db)))
-        log = (self.workdir / "relay.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(self.BIN), "-c", str(config), "serve", "--use-uvicorn"],
-            stdout=log,
-            stderr=log,
-            cwd=self.workdir,
-        )
-        log.close()
-        wait_for_port("127.0.0.1", self.port, timeout=30)
+        self.config.write_text(template.replace("{port}", str(self.port)).replace("{db}", str(db)))
+        self.child.start()
         return self.url
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.child.kill()
 
     def restart(self) -> str:
         """Start again on the same port, with the same database."""
         return self.start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.child.stop()
 
 
 @pytest.fixture

@@ -6,14 +6,15 @@ an unbroken chain, reached the advisor."""
 from __future__ import annotations
 
 import json
+import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from agent.node import sim_state
+from agent.procs import ChildProcess, printed_a_line
 from agent.store import Store
 from agent.store import advisory as repo
 from events import receipt
@@ -26,33 +27,30 @@ COMMAND_POINTS = ["command.before_execute", "command.after_execute", "command.af
 class NodeProcess:
     def __init__(self, home: Path, url: str) -> None:
         self.home, self.url = home, url
-        self.proc: subprocess.Popen[str] | None = None
+        self.child: ChildProcess | None = None
 
     def start(self, crash_at: str | None = None) -> None:
-        import os
-
         env = {k: v for k, v in os.environ.items() if k != "HIVE_CRASH_AT"}
         if crash_at:
             env["HIVE_CRASH_AT"] = crash_at
-        self.proc = subprocess.Popen(
+        self.child = ChildProcess(
+            "hive-agent node",
             [HIVE_AGENT, "--home", str(self.home), "node", "--relay", self.url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
             env=env,
+            stdout="lines",
+            ready=printed_a_line,
+            stop_timeout_s=20,
         )
-        assert self.proc.stdout is not None
-        assert "running" in self.proc.stdout.readline()
+        self.child.start()
+        assert "running" in self.child.lines()[0]
 
     def wait_killed(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.communicate(timeout=timeout)  # also closes the pipes
-        return self.proc.returncode
+        assert self.child is not None
+        return self.child.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.communicate(timeout=20)
+        if self.child is not None:
+            self.child.stop()
 
 
 def sim(home: Path) -> dict:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from agent.nostr.local_relay import free_port
+from agent.procs import ChildExited, ChildNotReady, ChildProcess
 from events.errors import MintNotAllowed, MintUnavailable, MintUnsupported
 
 REQUIRED_NUTS = ("7", "10", "11", "14")
@@ -77,14 +76,13 @@ class MintProcess:
     def __init__(self, workdir: Path, port: int = 0) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ChildProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30) -> str:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             "MINT_BACKEND_BOLT11_SAT": "FakeWallet",
@@ -96,29 +94,33 @@ class MintProcess:
             "FAKEWALLET_DELAY_INCOMING_PAYMENT": "0",
             "DEBUG": "FALSE",
         }
-        binary = Path(sys.executable).with_name("mint")
-        log = (self.workdir / "mint.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(binary)], env=env, cwd=self.workdir, stdout=log, stderr=log
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "mint.log"
+        self.proc = ChildProcess(
+            "the mint",
+            [str(Path(sys.executable).with_name("mint"))],
+            env=env,
+            cwd=self.workdir,
+            log=log,
+            ready=lambda _child: self._answers(),
+            ready_timeout_s=timeout_s,
+            poll_s=0.1,
         )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise MintUnavailable(f"the mint exited at start; see {self.workdir / 'mint.log'}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/v1/info", timeout=1).status_code == 200:
-                    return self.url
-            time.sleep(0.1)
-        self.stop()
-        raise MintUnavailable(f"the mint did not answer within {timeout_s:.0f} s")
+        try:
+            self.proc.start()
+        except ChildExited as exc:
+            last = exc.tail.strip().splitlines()[-1:] or [f"exit code {exc.returncode}"]
+            raise MintUnavailable(f"the mint exited at start ({last[0]}); see {log}") from None
+        except ChildNotReady:
+            raise MintUnavailable(f"the mint did not answer within {timeout_s:.0f} s") from None
+        return self.url
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.url}/v1/info", timeout=1).status_code == 200
+        return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stop()
         self.proc = None

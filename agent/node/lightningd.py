@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import Process
 
 from agent.node.models import CustomMsg, Forward, PeerConnected, PeerDisconnected
 from agent.node.sim import Network
+from agent.procs import ChildProcess, PipeReader, PipeWriter
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PLUGIN = ROOT / "plugin_shim.py"
@@ -42,49 +42,50 @@ class PluginProcess:
     def __init__(self, lightning_dir: Path, rpc_file: str = "lightning-rpc") -> None:
         self.lightning_dir = lightning_dir
         self.rpc_file = rpc_file
-        self.process: Process | None = None
+        self.process: ChildProcess | None = None
         self.logs: list[dict[str, Any]] = []
         self.manifest: dict[str, Any] = {}
         self._next_id = 0
         self._waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._stdin: PipeWriter | None = None
         self.exit_code: int | None = None  # 0 after a clean exit on `shutdown`; -9 if killed
 
     async def __aenter__(self) -> PluginProcess:
         env = {**os.environ, "LIGHTNINGD_PLUGIN": "1", "LIGHTNINGD_VERSION": "v25.12-hive-sim"}
-        stderr = (self.lightning_dir / "plugin.stderr").open("ab")
-        self.process = await anyio.open_process(
-            [sys.executable, str(PLUGIN)], env=env, stderr=stderr, cwd=str(ROOT)
+        self.process = ChildProcess(
+            "the plugin",
+            [sys.executable, str(PLUGIN)],
+            env=env,
+            cwd=ROOT,
+            log=self.lightning_dir / "plugin.stderr",
+            stdout="pipe",
         )
-        stderr.close()
+        self.process.start()  # no readiness here: getmanifest and init are start()
+        self._stdin, stdout = self.process.pipes()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._read)
+        self._tg.start_soon(self._read, stdout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.process is not None:
             with anyio.move_on_after(5):
-                if self.process.returncode is None:
+                if self.process.running:
                     # a plugin that already died (SIGKILL) has no stdin to read `shutdown` from
-                    with contextlib.suppress(
-                        anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
-                    ):
+                    with contextlib.suppress(OSError):
                         await self.notify("shutdown", {})
-                await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-            self.exit_code = self.process.returncode
-            await self.process.aclose()
+                await self.process.exited(5)
+            self.exit_code = self.process.kill()  # SIGKILL only if it is still there
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
+        if self.process is not None:
+            self.process.close()
 
-    async def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+    async def _read(self, stdout: PipeReader) -> None:
         decoder, buffer = json.JSONDecoder(), ""
-        async for chunk in self.process.stdout:
+        async for chunk in stdout:
             buffer += chunk.decode("utf-8", "replace")
             while True:
                 stripped = buffer.lstrip()
@@ -109,8 +110,8 @@ class PluginProcess:
             self.logs.append(message.get("params", {}))
 
     async def _send(self, obj: dict[str, Any]) -> None:
-        assert self.process is not None and self.process.stdin is not None
-        await self.process.stdin.send(json.dumps(obj).encode() + b"\n\n")
+        assert self._stdin is not None
+        await self._stdin.send(json.dumps(obj).encode() + b"\n\n")
 
     async def request(self, method: str, params: dict[str, Any], limit_s: float = 60) -> Any:
         """Send a request lightningd-style and wait for the reply (PluginError on error)."""
