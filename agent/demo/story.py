@@ -4,13 +4,13 @@ Act 1: an advisor publishes its signed agent profile; the operator's agent recei
 relay and verifies it.  Act 2: the operator sends the advisor a gift-wrapped private note and
 gets a gift-wrapped reply; the relay only ever sees one-time keys.  Act 3: a forged gift wrap
 (a seal signed by one key around a message claiming another author) is refused.  Act 4: the
-marketplace (agent/demo_market.py).  Act 5: an advisor manages the operator's node with a
-credential, dry runs, an approval by DM, a refusal and signed receipts (agent/demo_advisory.py).
-Act 6: escrow on a local Nutshell mint, a ticket paid and one refunded (agent/demo_escrow.py).
+marketplace (market.py).  Act 5: an advisor manages the operator's node with a
+credential, dry runs, an approval by DM, a refusal and signed receipts (advisory.py).
+Act 6: escrow on a local Nutshell mint, a ticket paid and one refunded (escrow.py).
 Act 7: the relay (a separate process with persistent storage) is killed; notes written
 meanwhile wait in the durable outbox and arrive exactly once after it restarts.  Act 8: the
 Core Lightning plugin on a simulated network.  Act 9: three nodes form a hive over custom
-messages, vouch one to member and ban an outsider (agent/demo_fleet.py).
+messages, vouch one to member and ban an outsider (fleet.py).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import nostr_sdk as sdk
 
 from agent import __version__
 from agent.clock import SystemClock
-from agent.demo_advisory import advisory_act
-from agent.demo_escrow import escrow_act
-from agent.demo_fleet import fleet_act
-from agent.demo_market import market_act
+from agent.demo.advisory import advisory_act
+from agent.demo.escrow import escrow_act
+from agent.demo.fleet import fleet_act
+from agent.demo.market import market_act
 from agent.nostr.client import RelayClient
 from agent.nostr.local_relay import EmbeddedRelay, free_port
 from events import agent_info, nip44, nip59, note

@@ -37,7 +37,7 @@ async def until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
 
 
 async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
-    from agent.demo_advisory import _ring
+    from agent.demo.advisory import _ring
 
     net, ids = _ring()
     config = RelaysConfig.single(relay_url)
