@@ -30,6 +30,7 @@ import nostr_sdk as sdk
 from agent import __version__
 from agent.clock import SystemClock
 from agent.demo.advisory import advisory_act
+from agent.demo.common import ring, until
 from agent.demo.escrow import escrow_act
 from agent.demo.fleet import fleet_act
 from agent.demo.market import market_act
@@ -242,8 +243,7 @@ async def relay_restart_act(
             ):
                 out.say(f"relay process (LMDB storage) at {url}; both agents connected")
                 await relay.kill()
-                while o.pool.connected() or a.pool.connected():
-                    await anyio.sleep(0.05)
+                await until(lambda: not (o.pool.connected() or a.pool.connected()), 10)
                 out.say("relay killed with SIGKILL; both agents see it disconnected")
                 texts = [f"fee review, part {i}" for i in (1, 2, 3)]
                 for text in texts:
@@ -252,9 +252,9 @@ async def relay_restart_act(
                 started = time.perf_counter()
                 await relay.start()
                 out.say("relay restarted on the same port; agents reconnect with backoff + jitter")
-                with anyio.fail_after(30):
-                    while len(a.store.notes()) < len(texts) or o.outbox.pending():
-                        await anyio.sleep(0.05)
+                await until(
+                    lambda: len(a.store.notes()) >= len(texts) and not o.outbox.pending(), 30
+                )
                 elapsed = time.perf_counter() - started
                 got = sorted(n["text"] for n in a.store.notes())  # gift wraps carry random dates
                 out.say(f"after {elapsed:.1f} s Adam has {got}: each exactly once, nothing lost")
@@ -266,17 +266,13 @@ async def relay_restart_act(
 async def plugin_act(out: Narrator) -> dict[str, Any]:
     """The real plugin process, spoken to as lightningd speaks to it, on a simulated node."""
     from agent.node.lightningd import PluginProcess, bridge
-    from agent.node.sim import Network
     from agent.node.sim_api import SimLightningd
     from agent.node.sim_rpc import SimRpcServer, short_socket_dir
     from agent.node.simnode import SimBackend, SimDriver
     from events import lnsig
     from events.node_binding import NodeBinding
 
-    net = Network(seed=42)
-    ids = [net.add_node(name, 50_000_000) for name in ("carol", "dave", "erin", "frank")]
-    for i in range(4):
-        net.open_channel(ids[i], ids[(i + 1) % 4], 2_000_000, push_msat=800_000_000)
+    net, ids = ring(42, ("carol", "dave", "erin", "frank"), push_msat=800_000_000)
     out.say(f"simulated network: {len(ids)} nodes, {len(net.channels)} channels in a ring")
     lightning_dir = short_socket_dir()
     async with (
