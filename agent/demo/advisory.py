@@ -21,6 +21,7 @@ from agent import app
 from agent.advisory.policy import PolicyConfig
 from agent.component import Wiring
 from agent.demo.common import operator_ring, until
+from agent.demo.narrator import Say
 from agent.node.simnode import SimBackend
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
@@ -40,7 +41,7 @@ def _outcome(r: Receipt) -> str:
     return r.status.value
 
 
-async def advisory_act(say: Any, relay_url: str) -> dict[str, Any]:
+async def advisory_act(say: Say, relay_url: str) -> dict[str, Any]:
     """Run the act against `relay_url`; `say` prints one line."""
     net, ids = operator_ring()
     node_id = ids[0]

@@ -20,6 +20,7 @@ import nostr_sdk as sdk
 from agent import app
 from agent.advisory.policy import PolicyConfig
 from agent.demo.common import operator_ring, until
+from agent.demo.narrator import Say
 from agent.escrow.mint import MintProcess
 from agent.node.simnode import SimBackend
 from agent.settings import RelaysConfig, Settings
@@ -30,7 +31,7 @@ from events.escrow import TicketType
 FEE = "hive:fee-policy/v1"
 
 
-async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
+async def escrow_act(say: Say, relay_url: str) -> dict[str, Any]:
     net, ids = operator_ring()
     config = RelaysConfig.single(relay_url)
     with tempfile.TemporaryDirectory(prefix="hive-escrow-") as tmp:

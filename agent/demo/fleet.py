@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from agent.demo.common import until
+from agent.demo.narrator import Say
 from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember, sim_keys
 from agent.node.sim import Network
@@ -22,7 +22,7 @@ from events import fleet as wire
 CONFIG = FleetConfig(retry_base_s=0.5, retry_cap_s=5)
 
 
-async def fleet_act(say: Callable[[str], None]) -> dict[str, Any]:
+async def fleet_act(say: Say) -> dict[str, Any]:
     net = Network(seed=8, clock=time.monotonic)
     names = ["gina", "hank", "ivy", "mallory"]
     ids = [net.add_node(name, 20_000_000) for name in names]

@@ -13,7 +13,9 @@ from typing import Any
 import nostr_sdk as sdk
 
 from agent import app
+from agent.clock import Clock
 from agent.demo.common import until
+from agent.demo.narrator import Say
 from agent.market.ranking import Need
 from agent.settings import RelaysConfig, Settings
 from agent.store import market as repo
@@ -68,7 +70,7 @@ def offers(now: int) -> dict[str, Listing]:
     }
 
 
-async def market_act(say: Any, relay_url: str, clock: Any) -> dict[str, Any]:
+async def market_act(say: Say, relay_url: str, clock: Clock) -> dict[str, Any]:
     """Run the act against `relay_url`; `say` prints one line."""
     now = clock.now()
     names = ("olivia", "adam", "bea", "lio")
