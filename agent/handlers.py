@@ -11,7 +11,7 @@ import time
 import nostr_sdk as sdk
 
 from agent.clock import Clock
-from agent.component import Wiring
+from agent.component import Routes, Wiring
 from agent.inbound import Handler, RumorHandler
 from agent.ratelimit import WrapGuard
 from agent.store import Tx
@@ -98,3 +98,10 @@ def core_wiring(
         },
         rumors={Kind.NOTE: on_note(clock)},
     )
+
+
+def core_routes(keys: sdk.Keys, clock: Clock, guard: WrapGuard | None = None) -> Routes:
+    """The transport's own routing tables alone (for tools and tests that feed a pipeline)."""
+    routes = Routes()
+    routes.add(core_wiring(keys, clock, routes.rumors, guard or WrapGuard()))
+    return routes

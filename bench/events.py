@@ -27,7 +27,7 @@ import nostr_sdk as sdk
 import secp256k1
 
 from agent.clock import SystemClock
-from agent.handlers import default_handlers
+from agent.handlers import core_routes
 from agent.inbound import DUPLICATE, OK, Inbound
 from agent.nostr.client import Incoming
 from agent.ratelimit import FloodLimiter
@@ -88,7 +88,7 @@ def pipeline_rate(stream: list[str]) -> tuple[float, dict[str, int]]:
         limiter = FloodLimiter(
             settings.flood_per_minute, settings.flood_burst, settings.flood_senders
         )
-        inbound = Inbound(store, default_handlers(keys, clock), limiter, clock)
+        inbound = Inbound(store, core_routes(keys, clock).handlers, limiter, clock)
         items = [Incoming("ws://bench", raw, "profiles") for raw in stream]
         started = time.perf_counter()
         for i in range(0, len(items), settings.batch_size):

@@ -11,7 +11,7 @@ import nostr_sdk as sdk
 import pytest
 
 from agent.clock import ManualClock
-from agent.handlers import default_handlers
+from agent.handlers import core_routes
 from agent.inbound import DUPLICATE, OK, Inbound
 from agent.nostr.client import Incoming
 from agent.ratelimit import FloodLimiter
@@ -30,7 +30,7 @@ ME_PUB, ALICE_PUB = ME.public_key().to_hex(), ALICE.public_key().to_hex()
 def pipeline(tmp_path: Path) -> Inbound:
     clock = ManualClock(NOW)
     store = Store(tmp_path / "agent.sqlite")
-    return Inbound(store, default_handlers(ME, clock), FloodLimiter(600, 5, 1000), clock)
+    return Inbound(store, core_routes(ME, clock).handlers, FloodLimiter(600, 5, 1000), clock)
 
 
 def wrap_note(text: str, msg_id: str | None = None, sender: sdk.Keys = ALICE) -> str:
@@ -120,7 +120,7 @@ def test_cursors_never_pass_a_skipped_event(tmp_path) -> None:
     import nostr_sdk as _sdk
 
     from agent.clock import ManualClock
-    from agent.handlers import default_handlers as handlers
+    from agent.handlers import core_routes
     from agent.ratelimit import FloodLimiter as Limiter
     from events.base import sign_event as sign
 
@@ -128,7 +128,7 @@ def test_cursors_never_pass_a_skipped_event(tmp_path) -> None:
     store = Store(tmp_path / "c.sqlite")
     clock = ManualClock(now)
     keys = _sdk.Keys.generate()
-    inbound = Inbound(store, handlers(keys, clock), Limiter(60, 1, 100), clock)
+    inbound = Inbound(store, core_routes(keys, clock).handlers, Limiter(60, 1, 100), clock)
     noisy, other = _sdk.Keys.generate(), _sdk.Keys.generate()
     batch = [
         Incoming("r", sign(noisy, 1, "a", [], now - 100).to_json(), "s"),

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.clock import SystemClock
-from agent.handlers import default_handlers
+from agent.handlers import core_routes
 from agent.inbound import Inbound
 from agent.nostr.client import Incoming
 from agent.ratelimit import FloodLimiter, WrapGuard
@@ -57,7 +57,7 @@ def test_a_receiver_with_a_floor_refuses_cheap_wraps(tmp_path) -> None:
     store, clock = Store(tmp_path / "s.sqlite"), SystemClock()
     guard = WrapGuard(min_pow=10)
     inbound = Inbound(
-        store, default_handlers(me, clock, None, guard), FloodLimiter(600, 60, 99), clock
+        store, core_routes(me, clock, guard).handlers, FloodLimiter(600, 60, 99), clock
     )
     now = int(time.time())
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import nostr_sdk as sdk
 from agent import app
 from agent.advisory.policy import PolicyConfig
 from agent.component import Wiring
-from agent.node.sim import Network
+from agent.demo.common import operator_ring, until
+from agent.demo.narrator import Say
 from agent.node.simnode import SimBackend
 from agent.settings import RelaysConfig, Settings
 from agent.store import advisory as repo
@@ -33,21 +33,6 @@ FEE = "hive:fee-policy/v1"
 REBALANCE = "hive:rebalance/v1"
 
 
-def _ring() -> tuple[Network, list[str]]:
-    net = Network(seed=7)
-    ids = [net.add_node(f"node{i}", 50_000_000) for i in range(5)]
-    for i in range(5):
-        net.open_channel(ids[i], ids[(i + 1) % 5], 2_000_000, push_msat=500_000_000)
-    return net, ids
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    """Wait for state another task writes (to the store, or a list), polling it."""
-    with anyio.fail_after(timeout_s):
-        while not condition():  # noqa: ASYNC110 - the state is in SQLite, no event to wait on
-            await anyio.sleep(0.05)
-
-
 def _outcome(r: Receipt) -> str:
     if r.status == Status.OK:
         return "ok"
@@ -56,9 +41,9 @@ def _outcome(r: Receipt) -> str:
     return r.status.value
 
 
-async def advisory_act(say: Any, relay_url: str) -> dict[str, Any]:
+async def advisory_act(say: Say, relay_url: str) -> dict[str, Any]:
     """Run the act against `relay_url`; `say` prints one line."""
-    net, ids = _ring()
+    net, ids = operator_ring()
     node_id = ids[0]
     olivia_keys = sdk.Keys.generate()  # the operator's own key, to which her node writes
     config = RelaysConfig.single(relay_url)
@@ -93,7 +78,9 @@ async def advisory_act(say: Any, relay_url: str) -> dict[str, Any]:
                 max_rebalance_sats=1_000_000,
             )
             cred = grant.credential
-            await until(lambda: repo.active_held(adam.agent.store, node.me, node.now) is not None)
+            await until(
+                lambda: repo.active_held(adam.agent.store, node.me, node.now) is not None, 10
+            )
             say(
                 f"Olivia's node agent grants Adam a credential ({cred.tier.value} tier, "
                 f"{', '.join(cred.allowed_schemas)}; fee changes ≤ "
@@ -130,7 +117,7 @@ async def advisory_act(say: Any, relay_url: str) -> dict[str, Any]:
             cmd, _ = await adam.advise(node.me, REBALANCE, "circular", big, wait=False)
             queued = await adam.wait_for(cmd.command_id, 10, final=False)
             assert queued is not None and queued.status == Status.QUEUED
-            await until(lambda: bool(dms))
+            await until(lambda: bool(dms), 10)
             say(f"A 300,000-sat rebalance is danger {queued.danger}: queued; Olivia gets a DM:")
             say(f"  “{dms[0]}”")
             reply = make_rumor(

@@ -10,10 +10,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import anyio
 import nostr_sdk as sdk
 
 from agent import app
+from agent.clock import Clock
+from agent.demo.common import until
+from agent.demo.narrator import Say
 from agent.market.ranking import Need
 from agent.settings import RelaysConfig, Settings
 from agent.store import market as repo
@@ -68,7 +70,7 @@ def offers(now: int) -> dict[str, Listing]:
     }
 
 
-async def market_act(say: Any, relay_url: str, clock: Any) -> dict[str, Any]:
+async def market_act(say: Say, relay_url: str, clock: Clock) -> dict[str, Any]:
     """Run the act against `relay_url`; `say` prints one line."""
     now = clock.now()
     names = ("olivia", "adam", "bea", "lio")
@@ -111,22 +113,18 @@ async def market_act(say: Any, relay_url: str, clock: Any) -> dict[str, Any]:
             )
             await m["olivia"].offer(terms)
             provider = next(n for n in names if m[n].me == top.found.author)
-            with anyio.fail_after(10):
-                while not repo.offers(m[provider].agent.store, "open"):
-                    await anyio.sleep(0.05)
+            await until(lambda: bool(repo.offers(m[provider].agent.store, "open")), 10)
             signed = await m[provider].accept(terms.hash)
-            with anyio.fail_after(10):
-                while not repo.contracts(m["olivia"].agent.store):
-                    await anyio.sleep(0.05)
+            await until(lambda: bool(repo.contracts(m["olivia"].agent.store)), 10)
             contract.verify(repo.contracts(m["olivia"].agent.store)[0]["contract"])
             say(
                 f"Olivia offers a {terms.trial.days}-day trial at {terms.trial.price_sat:,} sat to "
                 f"{provider.title()}; both sign: contract {signed.id[:16]}…, both signatures verify"
             )
             await m[provider].beat(signed.id, 0)
-            with anyio.fail_after(10):
-                while repo.last_heartbeat(m["olivia"].agent.store, signed.id) is None:
-                    await anyio.sleep(0.05)
+            await until(
+                lambda: repo.last_heartbeat(m["olivia"].agent.store, signed.id) is not None, 10
+            )
             say(f"{provider.title()}'s heartbeat (kind 36382) reaches Olivia")
 
             issuer = next(n for n in ("lio", "adam") if n != provider)

@@ -10,7 +10,6 @@ agent takes the ecash back with its refund key.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import nostr_sdk as sdk
 
 from agent import app
 from agent.advisory.policy import PolicyConfig
+from agent.demo.common import operator_ring, until
+from agent.demo.narrator import Say
 from agent.escrow.mint import MintProcess
 from agent.node.simnode import SimBackend
 from agent.settings import RelaysConfig, Settings
@@ -30,16 +31,8 @@ from events.escrow import TicketType
 FEE = "hive:fee-policy/v1"
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
-    with anyio.fail_after(timeout_s):
-        while not condition():  # noqa: ASYNC110 - the state is in SQLite, no event to wait on
-            await anyio.sleep(0.05)
-
-
-async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
-    from agent.demo_advisory import _ring
-
-    net, ids = _ring()
+async def escrow_act(say: Say, relay_url: str) -> dict[str, Any]:
+    net, ids = operator_ring()
     config = RelaysConfig.single(relay_url)
     with tempfile.TemporaryDirectory(prefix="hive-escrow-") as tmp:
         mint = MintProcess(Path(tmp) / "mint")
@@ -70,7 +63,7 @@ async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
 
                 cred = node.credentials.issue(adam.me, "standard", ["hive:fee-policy/*"], days=30)
                 await until(
-                    lambda: arepo.active_held(adam.agent.store, node.me, node.now) is not None
+                    lambda: arepo.active_held(adam.agent.store, node.me, node.now) is not None, 20
                 )
                 minted = await operator_escrow.topup(200)
                 say(f"Olivia's node agent mints {minted['minted']} sat of ecash from the mint")
@@ -88,7 +81,9 @@ async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
                     f"{part.lock_hash[:12]}… (preimage only on the node), Adam's key, refund to "
                     f"Olivia after the {(part.locktime - ticket.created_at) // 3600} h window"
                 )
-                await until(lambda: erepo.ticket(adam.agent.store, ticket.ticket_id) is not None)
+                await until(
+                    lambda: erepo.ticket(adam.agent.store, ticket.ticket_id) is not None, 20
+                )
                 chan = (await SimBackend(net, ids[0]).channels())[0].short_channel_id
                 _, done = await adam.advise(
                     node.me, FEE, "set_single", {"channel": chan, "fee_ppm": 115},
@@ -97,7 +92,7 @@ async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
                 assert done is not None and done.preimage is not None
                 say(f"Adam's command succeeds; the signed receipt carries the preimage "
                     f"{done.preimage[:12]}…")  # fmt: skip
-                await until(lambda: adam_escrow.balances().get(url, 0) == 25)
+                await until(lambda: adam_escrow.balances().get(url, 0) == 25, 20)
                 say("Adam's agent redeems it at the mint (preimage + his signature): 25 sat")
 
                 short = await operator_escrow.fund(
@@ -109,7 +104,7 @@ async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
                     max_danger=3,
                     locktime_s=3,
                 )
-                await until(lambda: erepo.ticket(adam.agent.store, short.ticket_id) is not None)
+                await until(lambda: erepo.ticket(adam.agent.store, short.ticket_id) is not None, 20)
                 _, refused = await adam.advise(
                     node.me, FEE, "set_single", {"channel": chan, "fee_ppm": 900},
                     ticket=short.ticket_id,
@@ -121,7 +116,8 @@ async def escrow_act(say: Any, relay_url: str) -> dict[str, Any]:
                     lambda: (
                         [p["state"] for p in erepo.parts(node.agent.store, short.ticket_id)]
                         == ["refunded"]
-                    )
+                    ),
+                    20,
                 )
                 left = operator_escrow.balances()[url]
                 say(f"after the locktime Olivia's agent refunds it with her key: wallet {left} sat")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from agent.demo.common import until
+from agent.demo.narrator import Say
 from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember, sim_keys
 from agent.node.sim import Network
@@ -21,13 +22,7 @@ from events import fleet as wire
 CONFIG = FleetConfig(retry_base_s=0.5, retry_cap_s=5)
 
 
-async def _until(check: Callable[[], bool], limit_s: float = 15) -> None:
-    with anyio.fail_after(limit_s):
-        while not check():  # noqa: ASYNC110 - polls state owned by other tasks
-            await anyio.sleep(0.02)
-
-
-async def fleet_act(say: Callable[[str], None]) -> dict[str, Any]:
+async def fleet_act(say: Say) -> dict[str, Any]:
     net = Network(seed=8, clock=time.monotonic)
     names = ["gina", "hank", "ivy", "mallory"]
     ids = [net.add_node(name, 20_000_000) for name in names]
@@ -53,13 +48,14 @@ async def fleet_act(say: Callable[[str], None]) -> dict[str, Any]:
                     f"({len(ticket['ticket'])} chars, names {name}'s node id only)"
                 )
                 await joiner.join(ticket["ticket"])
-                await _until(
-                    lambda j=joiner: (j.status()["joining"] or {}).get("state") == "joined"
+                await until(
+                    lambda j=joiner: (j.status()["joining"] or {}).get("state") == "joined", 15
                 )
                 say(f"{name}: HELLO → CHALLENGE → ATTEST (node binding) → WELCOME: a neophyte")
             promoted = await gina.vouch(hank.me)
-            await _until(
-                lambda: all(m.fleet.view()["members"].get(hank.me) == "member" for m in members)
+            await until(
+                lambda: all(m.fleet.view()["members"].get(hank.me) == "member" for m in members),
+                15,
             )
             say(
                 f"gina: hive-vouch hank → {promoted['vouches']}/{promoted['quorum']} vouches: "
@@ -76,20 +72,20 @@ async def fleet_act(say: Callable[[str], None]) -> dict[str, Any]:
                 )  # fmt: skip
 
             await rogue.sendcustommsg(ids[0], fake("f" * 32))
-            await _until(lambda: "NOT_MEMBER" in gina.status()["refused"])
+            await until(lambda: "NOT_MEMBER" in gina.status()["refused"], 15)
             say("mallory sends gina a VOUCH as if it were a member: refused, NOT_MEMBER")
             first = await gina.ban(ids[3], "impersonated a member")
             say(
                 f"gina: hive-ban mallory → proposal {first['proposal_id'][:12]}…, "
                 f"{first['yes']}/{first['quorum']}"
             )
-            await _until(lambda: bool(hank.members()["ban_proposals"]))
+            await until(lambda: bool(hank.members()["ban_proposals"]), 15)
             second = await hank.ban(ids[3])
-            await _until(lambda: all(m.fleet.view()["bans"] == [ids[3]] for m in members))
+            await until(lambda: all(m.fleet.view()["bans"] == [ids[3]] for m in members), 15)
             say(f"hank: hive-ban mallory → {second['yes']}/{second['quorum']}: banned fleet-wide")
             before = ivy.status()["refused"].get("BANNED", 0)
             await rogue.sendcustommsg(ids[2], fake("e" * 32))
-            await _until(lambda: ivy.status()["refused"].get("BANNED", 0) > before)
+            await until(lambda: ivy.status()["refused"].get("BANNED", 0) > before, 15)
             say("mallory tries ivy next: ignored (BANNED) — the ban list is the hive's")
             views = [m.fleet.view() for m in members]
             for m in members:
