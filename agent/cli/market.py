@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from agent.cli_apps import AppFactory
-from agent.cli_types import days, integer, positive, pubkey
+from agent.cli.apps import AppFactory
+from agent.cli.types import days, integer, positive, pubkey
 from agent.clock import SystemClock
 from agent.config_files import parse_user_json, read_user_file
 from agent.keys import load_key_file

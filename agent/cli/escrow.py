@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 
 from agent.app import Standalone
-from agent.cli_advisory import Emit
-from agent.cli_apps import AppFactory
-from agent.cli_types import integer, pubkey
+from agent.cli.advisory import Emit
+from agent.cli.apps import AppFactory
+from agent.cli.types import integer, pubkey
 from agent.settings import Settings
 from agent.store import escrow as repo
 from events.errors import InvalidParams

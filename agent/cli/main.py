@@ -24,9 +24,12 @@ from typing import Any, NoReturn
 import anyio
 from pydantic import ValidationError
 
-from agent import __version__, cli_advisory, cli_escrow, cli_market
-from agent.cli_apps import standalone_app
-from agent.cli_types import count, port, positive, pubkey
+from agent import __version__
+from agent.cli import advisory as cli_advisory
+from agent.cli import escrow as cli_escrow
+from agent.cli import market as cli_market
+from agent.cli.apps import standalone_app
+from agent.cli.types import count, port, positive, pubkey
 from agent.errors import (
     EX_UNAVAILABLE,
     ConfigInvalid,

@@ -15,8 +15,8 @@ import anyio
 from agent.advisory import credentials as credentials_side
 from agent.advisory import node as node_side
 from agent.advisory import schemas
-from agent.cli_apps import AppFactory, node_app
-from agent.cli_types import integer, positive, pubkey
+from agent.cli.apps import AppFactory, node_app
+from agent.cli.types import integer, positive, pubkey
 from agent.clock import SystemClock
 from agent.home_lock import lock_home
 from agent.keys import load_key_file
