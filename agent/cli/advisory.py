@@ -235,7 +235,7 @@ async def _advise(
     schema: str,
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    deadline = anyio.current_time() + args.timeout  # --timeout bounds the whole command
+    deadline: float = anyio.current_time() + args.timeout  # --timeout bounds the whole command
 
     def left() -> float:
         return max(0.0, deadline - anyio.current_time())

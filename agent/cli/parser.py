@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from agent import __version__
-from agent.cli import advisory, agent_cmds, escrow, market
+from agent.cli import advisory, agent_cmds, deals, escrow, market, reputation
 from agent.cli.apps import standalone_app
 from agent.cli.common import AppCommand, Handler
 from agent.errors import UsageError
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     relay_opt = relay_option()
     agent_cmds.register(sub, relay_opt)
     market.register(sub, relay_opt, bind)
+    deals.register(sub, relay_opt, bind)
+    reputation.register(sub, relay_opt, bind)
     advisory.register(sub, relay_opt, bind)
     escrow.register(sub, relay_opt, bind)
     agent_cmds.register_demo(sub)
