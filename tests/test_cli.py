@@ -245,7 +245,7 @@ def test_market_cli(tmp_path: Path, relay_url: str) -> None:
 def test_log_lines_from_strangers_are_one_safe_line() -> None:
     import logging
 
-    from agent.cli import _SafeLogFormatter
+    from agent.cli.main import _SafeLogFormatter
 
     record = logging.LogRecord(
         "hive.outbox", logging.WARNING, __file__, 1, "relay %s refused: %s",

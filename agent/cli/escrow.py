@@ -1,0 +1,260 @@
+"""`hive-agent escrow …`: Cashu escrow tickets from the command line, for both sides.
+
+topup    mint ecash into this agent's wallet (a FakeWallet mint pays itself)
+fund     operator: lock ecash for an advisor in a ticket and send it to them
+list     tickets funded and held, part by part
+show     one ticket, whole
+redeem   advisor: swap a released part into fresh ecash (preimage + signature)
+refund   operator: take back an unreleased part after its locktime
+status   NUT-07 states at the mint, and any preimage a spend revealed
+balance  unspent ecash per mint
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from agent.app import Standalone
+from agent.cli.apps import AppFactory
+from agent.cli.common import Bind, Emit
+from agent.cli.types import integer, pubkey
+from agent.settings import Settings
+from agent.store import escrow as repo
+from events.errors import InvalidParams
+from events.escrow import Metric, TicketType
+
+Answer = tuple[dict[str, Any], str]
+Act = Callable[[argparse.Namespace, Standalone], Awaitable[Answer]]
+
+OFFLINE_RELAY = "ws://127.0.0.1:9"  # named so the agent can be built; never connected
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    emit: Emit,
+    make: AppFactory,
+    act: Act,
+    *,
+    online: bool = False,
+) -> int:
+    """Build the agent, do `act` and print its answer.  Only funding sends anything over Nostr
+    (`online`: the agent is started, and funds); the other actions touch only the store and
+    the mint."""
+    if not online and not args.relay:
+        args.relay = [OFFLINE_RELAY]
+
+    async def run() -> Answer:
+        app = make(args, settings, funder=online)
+        try:
+            if online:
+                async with app.agent:
+                    return await act(args, app)
+            return await act(args, app)
+        finally:
+            await app.close()
+
+    result, text = anyio.run(run, backend="asyncio")
+    emit(result, text)
+    return 0
+
+
+# --- the wallet -------------------------------------------------------------------------------
+
+
+async def _topup(args: argparse.Namespace, app: Standalone) -> Answer:
+    done = await app.escrow.topup(args.amount, args.mint)
+    return done, f"minted {done['minted']:,} sat at {done['mint']}"
+
+
+def cmd_topup(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _topup)
+
+
+async def _balance(args: argparse.Namespace, app: Standalone) -> Answer:
+    found = app.escrow.balances()
+    lines = [f"{m}: {v:,} sat" for m, v in found.items()]
+    return {"balances": found}, "\n".join(lines) or "empty wallet"
+
+
+def cmd_balance(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _balance)
+
+
+# --- operator: fund ---------------------------------------------------------------------------
+
+
+def _metric(args: argparse.Namespace) -> Metric | None:
+    if args.metric_target is None:
+        return None
+    return Metric(
+        channel=args.metric_channel, target=args.metric_target, window_s=args.metric_window
+    )
+
+
+async def _fund(args: argparse.Namespace, app: Standalone) -> Answer:
+    metric = _metric(args)
+    milestones = [int(x) for x in args.milestones.split(",")] if args.milestones else None
+    try:
+        ticket = await app.escrow.fund(
+            advisor=args.advisor,
+            credential_id=args.credential,
+            kind=TicketType(args.type),
+            amount_sat=args.amount,
+            schema_pattern=args.schema,
+            max_danger=args.max_danger,
+            commands=args.commands,
+            milestones=milestones,
+            bonus_sat=args.bonus,
+            metric=metric,
+            params_hash=args.params_hash,
+            mint=args.mint,
+            locktime_s=args.locktime_s,
+        )
+    except ValueError as exc:
+        raise InvalidParams(str(exc).splitlines()[0][:200]) from None
+    await app.agent.flush()
+    return (
+        {
+            "ticket_id": ticket.ticket_id,
+            "amount_sat": ticket.amount_sat,
+            "parts": len(ticket.parts),
+        },
+        f"ticket {ticket.ticket_id}: {ticket.amount_sat:,} sat in {len(ticket.parts)} part(s)"
+        f" for {ticket.advisor[:12]}…, sent",
+    )
+
+
+def cmd_fund(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _fund, online=True)
+
+
+# --- tickets ----------------------------------------------------------------------------------
+
+
+async def _list(args: argparse.Namespace, app: Standalone) -> Answer:
+    rows = app.escrow.describe()
+    lines = [
+        f"{r['role']:<6} {r['ticket_id']}  {r['type']:<11} {r['amount_sat']:>7,} sat  "
+        + " ".join(f"{p['part_index']}:{p['state']}" for p in r["parts"])
+        for r in rows
+    ]
+    return {"tickets": rows}, "\n".join(lines) or "no tickets"
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _list)
+
+
+async def _show(args: argparse.Namespace, app: Standalone) -> Answer:
+    found = repo.ticket(app.agent.store, args.ticket_id)
+    if found is None:
+        raise InvalidParams(f"no ticket {args.ticket_id}")
+    ticket, role, successes = found
+    body = {
+        "role": role,
+        "successes": successes,
+        "ticket": json.loads(ticket.model_dump_json(exclude={"parts": {"__all__": {"proofs"}}})),
+        "parts": repo.parts(app.agent.store, args.ticket_id),
+    }
+    return body, json.dumps(body, indent=2)
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _show)
+
+
+async def _status(args: argparse.Namespace, app: Standalone) -> Answer:
+    found = await app.escrow.status(args.ticket_id)
+    lines = [
+        f"part {p['part']}: {p['amount_sat']:,} sat, {'/'.join(p['states'])}"
+        + (f", preimage revealed {p['preimage_revealed'][:16]}…" if p["preimage_revealed"] else "")
+        for p in found["parts"]
+    ]
+    return found, "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _status)
+
+
+def _got_back(args: argparse.Namespace, done: str, fresh: list[Any]) -> Answer:
+    total = sum(p.amount for p in fresh)
+    return {"ticket_id": args.ticket_id, "part": args.part, "received_sat": total}, (
+        f"{done} part {args.part}: {total:,} sat back in the wallet"
+    )
+
+
+async def _redeem(args: argparse.Namespace, app: Standalone) -> Answer:
+    return _got_back(args, "redeemed", await app.escrow.redeem(args.ticket_id, args.part))
+
+
+def cmd_redeem(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _redeem)
+
+
+async def _refund(args: argparse.Namespace, app: Standalone) -> Answer:
+    return _got_back(args, "refunded", await app.escrow.refund(args.ticket_id, args.part))
+
+
+def cmd_refund(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
+    return _run(args, settings, emit, make, _refund)
+
+
+# --- parsers ----------------------------------------------------------------------------------
+
+
+def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
+    esc = sub.add_parser("escrow", help="Cashu escrow tickets").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    top = esc.add_parser("topup", parents=[relay_opt], help="mint ecash into the wallet")
+    top.add_argument("--amount", type=integer, required=True)
+    top.add_argument("--mint", help="default: the first of policy.json's mints")
+    top.set_defaults(func=bind(cmd_topup))
+    _fund_options(esc.add_parser("fund", parents=[relay_opt], help="fund a ticket for an advisor"))
+    esc.choices["fund"].set_defaults(func=bind(cmd_fund))
+    esc.add_parser("list", parents=[relay_opt], help="list tickets").set_defaults(
+        func=bind(cmd_list)
+    )
+    esc.add_parser("balance", parents=[relay_opt], help="ecash per mint").set_defaults(
+        func=bind(cmd_balance)
+    )
+    for name, text, command in (
+        ("show", "one ticket", cmd_show),
+        ("status", "NUT-07 states at the mint", cmd_status),
+        ("redeem", "redeem a released part", cmd_redeem),
+        ("refund", "refund an unreleased part after its locktime", cmd_refund),
+    ):
+        p = esc.add_parser(name, parents=[relay_opt], help=text)
+        p.add_argument("ticket_id")
+        if name in ("redeem", "refund"):
+            p.add_argument("--part", type=integer, default=0)
+        p.set_defaults(func=bind(command))
+    for parser in esc.choices.values():
+        parser.add_argument("--policy", help=argparse.SUPPRESS)
+
+
+def _fund_options(fund: argparse.ArgumentParser) -> None:
+    fund.add_argument("advisor", type=pubkey, help="the advisor (hex, npub or nprofile)")
+    fund.add_argument("--credential", required=True, help="the advisor's credential id")
+    fund.add_argument("--type", choices=[t.value for t in TicketType], default="single")
+    fund.add_argument(
+        "--amount", type=integer, required=True, help="sat (the base, for performance)"
+    )
+    fund.add_argument("--schema", required=True, help="e.g. 'hive:fee-policy/*'")
+    fund.add_argument("--max-danger", type=integer, required=True)
+    fund.add_argument("--commands", type=integer, default=1, help="batch size")
+    fund.add_argument("--milestones", help="e.g. 1,2,4: commands completed at each milestone")
+    fund.add_argument("--bonus", type=integer, default=0, help="performance bonus, sat")
+    fund.add_argument("--metric-target", type=integer, help="forward fees (msat) for the bonus")
+    fund.add_argument("--metric-window", type=integer, default=48 * 3600, help="seconds")
+    fund.add_argument("--metric-channel", help="count forwards on this channel only")
+    fund.add_argument("--params-hash", help="bind the ticket to one command's parameters")
+    fund.add_argument("--mint", help="default: the first of policy.json's mints")
+    fund.add_argument("--locktime-s", type=integer, help="override the danger's escrow window")

@@ -1,0 +1,61 @@
+"""The `hive-agent` parser: global options, then each face's subcommands, each leaf bound to
+its own function with `set_defaults(func=…)` (a `Handler`, see agent/cli/common.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from agent import __version__
+from agent.cli import advisory, agent_cmds, deals, escrow, market, reputation
+from agent.cli.apps import standalone_app
+from agent.cli.common import AppCommand, Handler
+from agent.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a typed usage error (printed as JSON under --json) instead of
+    printing its own message and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def bind(command: AppCommand) -> Handler:
+    """A command that builds its agent, given the standalone agent's factory."""
+    return lambda args, settings, emit: command(args, settings, emit, standalone_app)
+
+
+def relay_option() -> argparse.ArgumentParser:
+    """`--relay URL` (repeatable), the parent of every subcommand that talks to relays."""
+    relay_opt = argparse.ArgumentParser(add_help=False)
+    relay_opt.add_argument(
+        "--relay",
+        action="append",
+        metavar="URL",
+        help="use this relay (repeatable) instead of relays.json",
+    )
+    return relay_opt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hive-agent",
+        description="Lightning Hive agent: Lightning nodes, advisors and fleets over Nostr.",
+    )
+    parser.add_argument("--version", action="version", version=f"hive-agent {__version__}")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument(
+        "--home", type=Path, help="agent directory (default ~/.hive-agent, env HIVE_HOME)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    relay_opt = relay_option()
+    agent_cmds.register(sub, relay_opt)
+    market.register(sub, relay_opt, bind)
+    deals.register(sub, relay_opt, bind)
+    reputation.register(sub, relay_opt, bind)
+    advisory.register(sub, relay_opt, bind)
+    escrow.register(sub, relay_opt, bind)
+    agent_cmds.register_demo(sub)
+    return parser
