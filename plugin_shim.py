@@ -87,21 +87,21 @@ def hive_status(plugin: Plugin) -> Any:
     """Show the hive agent: node summary, Nostr key and binding, relays, events seen, fleet
     membership (hive id, this node's tier, member counts, a join in progress), and any
     configuration problem that switched part of it off."""
-    return runtime.status()
+    return runtime.methods.status()
 
 
 @plugin.method("hive-members")
 def hive_members(plugin: Plugin) -> Any:
     """List the hive's members (tier neophyte or member, status active, left or banned),
     the fleet-wide ban list and open ban proposals with their votes."""
-    return runtime.fleet_call("members")
+    return runtime.methods.members()
 
 
 @plugin.method("hive-genesis")
 def hive_genesis(plugin: Plugin) -> Any:
     """Create a new hive with this node as its admin and first full member; returns the
     hive id (hive_ + 16 hex digits)."""
-    return runtime.fleet_call("genesis")
+    return runtime.methods.genesis()
 
 
 @plugin.method("hive-invite")
@@ -109,8 +109,7 @@ def hive_invite(plugin: Plugin, node_id: str, valid_hours: int = 24, requires: s
     """Issue a signed invite ticket for {node_id} only, valid {valid_hours} hours (1-168);
     {requires} is a comma-separated list of features the joiner must attest (splice,
     dual_fund, anchor, onion).  Only full members can invite."""
-    return runtime.fleet_call(
-        "invite",
+    return runtime.methods.invite(
         rpc.node_id(node_id),
         rpc.whole(valid_hours, "valid_hours", 1, 168),
         rpc.words(requires, "requires", 8),
@@ -121,21 +120,21 @@ def hive_invite(plugin: Plugin, node_id: str, valid_hours: int = 24, requires: s
 def hive_join(plugin: Plugin, ticket: str) -> Any:
     """Join a hive with an invite {ticket} naming this node: connects to the issuer and runs
     HELLO, CHALLENGE, ATTEST, WELCOME; `hive-status` shows progress or the refusal."""
-    return runtime.fleet_call("join", rpc.text(ticket, "ticket", 8192))
+    return runtime.methods.join(rpc.text(ticket, "ticket", 8192))
 
 
 @plugin.method("hive-leave")
 def hive_leave(plugin: Plugin, reason: str = "") -> Any:
     """Leave the hive voluntarily (with an optional {reason}): every member is told, this
     node forgets the hive; channels and funds stay exactly as they are."""
-    return runtime.fleet_call("leave", rpc.text(reason, "reason"))
+    return runtime.methods.leave(rpc.text(reason, "reason"))
 
 
 @plugin.method("hive-vouch")
 def hive_vouch(plugin: Plugin, node_id: str) -> Any:
     """Vouch for neophyte {node_id}; it becomes a member once max(2, 51 % of full members)
     have vouched (one, while the hive has a single full member)."""
-    return runtime.fleet_call("vouch", rpc.node_id(node_id))
+    return runtime.methods.vouch(rpc.node_id(node_id))
 
 
 @plugin.method("hive-ban")
@@ -143,8 +142,8 @@ def hive_ban(plugin: Plugin, node_id: str, reason: str = "", approve: bool = Tru
     """Propose a fleet-wide ban of {node_id} giving a {reason}, or vote on the open proposal
     against it ({approve} true or false; false votes against); the ban holds once max(2,
     67 % of full members) approve, and every member then ignores that node."""
-    return runtime.fleet_call(
-        "ban", rpc.node_id(node_id), rpc.text(reason, "reason"), rpc.flag(approve, "approve")
+    return runtime.methods.ban(
+        rpc.node_id(node_id), rpc.text(reason, "reason"), rpc.flag(approve, "approve")
     )
 
 
@@ -157,25 +156,25 @@ def hive_topology(plugin: Plugin) -> Any:
 @plugin.method("hive-pending")
 def hive_pending(plugin: Plugin) -> Any:
     """List advisor commands waiting for the operator's approval."""
-    return runtime.pending()
+    return runtime.methods.pending()
 
 
 @plugin.method("hive-approve")
 def hive_approve(plugin: Plugin, id: str) -> Any:
     """Approve the pending advisor command {id} (or a unique prefix of at least 6 characters)."""
-    return runtime.vote(rpc.hex_id(id, "id"), "approve")
+    return runtime.methods.vote(rpc.hex_id(id, "id"), "approve")
 
 
 @plugin.method("hive-reject")
 def hive_reject(plugin: Plugin, id: str) -> Any:
     """Reject the pending advisor command {id}; the advisor gets a REJECTED receipt."""
-    return runtime.vote(rpc.hex_id(id, "id"), "reject")
+    return runtime.methods.vote(rpc.hex_id(id, "id"), "reject")
 
 
 @plugin.method("hive-confirm")
 def hive_confirm(plugin: Plugin, id: str) -> Any:
     """Confirm the approved high-danger advisor command {id} (the second step it needs)."""
-    return runtime.vote(rpc.hex_id(id, "id"), "confirm")
+    return runtime.methods.vote(rpc.hex_id(id, "id"), "confirm")
 
 
 @plugin.method("hive-grant")
@@ -185,7 +184,7 @@ def hive_grant(
     """Grant advisor {advisor} (hex or npub) a management credential for {schemas} (e.g.
     hive:fee-policy/*) at {tier} (monitor, standard, advanced, admin) for {days} days (1-730);
     it is sent to the advisor gift-wrapped."""
-    return runtime.grant(
+    return runtime.methods.grant(
         rpc.pubkey(advisor, "advisor"),
         rpc.text(tier, "tier", 20),
         rpc.words(schemas, "schemas"),
@@ -196,13 +195,15 @@ def hive_grant(
 @plugin.method("hive-revoke")
 def hive_revoke(plugin: Plugin, credential_id: str) -> Any:
     """Revoke credential {credential_id} now and publish the revocation."""
-    return runtime.revoke(rpc.hex_id(credential_id, "credential_id", min_len=32, max_len=32))
+    return runtime.methods.revoke(
+        rpc.hex_id(credential_id, "credential_id", min_len=32, max_len=32)
+    )
 
 
 @plugin.method("hive-credentials")
 def hive_credentials(plugin: Plugin) -> Any:
     """List management credentials this node granted, with their state."""
-    return runtime.credentials()
+    return runtime.methods.credentials()
 
 
 if __name__ == "__main__":

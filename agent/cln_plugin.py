@@ -24,8 +24,7 @@ import anyio
 import nostr_sdk as sdk
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from agent import __version__, app
-from agent.advisory import node as node_side
+from agent import app
 from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import SystemClock
@@ -40,16 +39,14 @@ from agent.node.models import (
     PeerConnected,
     PeerDisconnected,
 )
-from agent.node.ops import node_summary
-from agent.plugin_rpc import Deferred
+from agent.plugin_methods import HiveMethods
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
-from agent.store import advisory as repo
 from agent.store import fleet as fleet_rows
 from agent.store.db import Store
 from events import node_binding
 from events.base import NostrEvent
-from events.errors import HiveError, Internal, NotFound
+from events.errors import HiveError, Internal
 from events.fleet import is_hive_frame
 
 log = logging.getLogger("hive.plugin")
@@ -91,6 +88,7 @@ class PluginRuntime:
         self.relays: list[str] = []
         self.problems: list[str] = []  # configuration and start-up failures, for hive-status
         self.log: Callable[[str, str], None] = lambda message, level: None
+        self.methods = HiveMethods(self)  # the `hive-*` methods
 
     def submit(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Future[Any]:
         """Run `fn(*args)` on the agent's loop; the future completes there."""
@@ -196,7 +194,7 @@ class PluginRuntime:
             if self.fleet is not None and not isinstance(event, Forward):
                 await self.fleet.handle(event)  # custom messages, connects, disconnects
             if isinstance(event, Forward) and self.escrow is not None:
-                self.escrow.record_forward(event)  # performance bonuses are measured from these
+                self.escrow.bonuses.record(event)  # performance bonuses are measured from these
 
     def inject(self, event: NodeEvent) -> None:
         """From a hook or notification: queue the event for the agent loop; never waits."""
@@ -229,80 +227,3 @@ class PluginRuntime:
         forward = forward_from(params)
         if forward is not None:
             self.inject(forward)
-
-    def status(self) -> Deferred:
-        return Deferred(self._status)
-
-    async def _status(self) -> dict[str, Any]:
-        assert self.node is not None and self.keys is not None and self.binding is not None
-        return {
-            "version": __version__,
-            "node": await node_summary(self.node),
-            "nostr_pubkey": self.keys.public_key().to_hex(),
-            "binding": self.binding.model_dump(),
-            "relays": self.agent.pool.status() if self.agent else "none configured (hive-relays)",
-            "events": dict(self.counts),
-            "refused": self.agent.store.error_counts() if self.agent else {},
-            "fleet": self.fleet.status() if self.fleet else None,
-            "problems": list(self.problems),
-        }
-
-    # --- advisor commands (the operator's side) ------------------------------------------
-
-    def _service(self) -> NodeService:
-        if self.service is None:
-            if self.problems:
-                raise NotFound(self.problems[-1])
-            if self.relays:
-                raise NotFound("the Nostr agent is still starting; try again in a moment")
-            raise NotFound(
-                "advisor commands need Nostr relays: start lightningd with --hive-relays"
-            )
-        return self.service
-
-    def pending(self) -> Deferred:
-        return Deferred(self._pending)
-
-    async def _pending(self) -> dict[str, Any]:
-        return {"pending": self._service().pending()}
-
-    def vote(self, command_id: str, step: str) -> Deferred:
-        return Deferred(self._vote, command_id, step)
-
-    async def _vote(self, command_id: str, step: str) -> dict[str, Any]:
-        service = self._service()
-        found = node_side.vote(service.agent.store, command_id, step, service.now)
-        service.wake()
-        return {"command_id": found, "recorded": step}
-
-    def grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> Deferred:
-        return Deferred(self._grant, advisor, tier, schemas, days)
-
-    async def _grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> dict:
-        cred = self._service().credentials.issue(advisor, tier, schemas, days=days).credential
-        return cred.model_dump()
-
-    def revoke(self, credential_id: str) -> Deferred:
-        return Deferred(self._revoke, credential_id)
-
-    async def _revoke(self, credential_id: str) -> dict[str, Any]:
-        await self._service().credentials.revoke(credential_id)
-        return {"revoked": credential_id}
-
-    def credentials(self) -> Deferred:
-        return Deferred(self._credentials)
-
-    async def _credentials(self) -> dict[str, Any]:
-        return {"credentials": repo.credentials(self._service().agent.store)}
-
-    # --- fleet membership ------------------------------------------------------------------
-
-    def fleet_call(self, name: str, *args: Any) -> Deferred:
-        """A FleetService operation, to run on the agent loop (its result is the reply)."""
-        return Deferred(self._fleet_call, name, args)
-
-    async def _fleet_call(self, name: str, args: tuple[Any, ...]) -> Any:
-        if self.fleet is None:
-            raise NotFound("the fleet service is not running")
-        result = getattr(self.fleet, name)(*args)
-        return await result if hasattr(result, "__await__") else result

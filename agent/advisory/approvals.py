@@ -13,6 +13,7 @@ from agent.advisory.receipts import Receipts
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store.advisory import CommandState as CS
+from agent.store.advisory import ReplyChannel
 from events import approval
 from events.command import Command
 from events.errors import Expired, InvalidParams, Rejected, Restricted, Unauthorized
@@ -115,7 +116,7 @@ class Approvals:
         if grant is None:
             raise Unauthorized("plain-text commands need a credential")
         cmd = parse_text(text, grant, self.ctx.me, self.ctx.now)
-        self.intake.intake(tx, cmd, sender, "dm")
+        self.intake.intake(tx, cmd, sender, ReplyChannel.DM)
 
 
 def _ask(row: dict[str, Any], cmd: Command, decision: Decision, state: CS) -> str:

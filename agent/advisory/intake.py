@@ -13,6 +13,7 @@ from agent.advisory.context import CLOCK_WINDOW_S, NodeContext
 from agent.advisory.receipts import Receipts
 from agent.store import Tx
 from agent.store import advisory as repo
+from agent.store.advisory import ReplyChannel
 from events import command
 from events.command import Command
 from events.credential import Grant
@@ -40,9 +41,9 @@ class Intake:
 
     def on_command(self, opened: Unwrapped, tx: Tx) -> None:
         cmd = command.FAMILY.parse(opened.rumor, now=self.ctx.now).payload
-        self.intake(tx, cmd, opened.sender, "receipt")
+        self.intake(tx, cmd, opened.sender, ReplyChannel.RECEIPT)
 
-    def intake(self, tx: Tx, cmd: Command, sender: str, reply: str) -> None:
+    def intake(self, tx: Tx, cmd: Command, sender: str, reply: ReplyChannel) -> None:
         if cmd.node != self.ctx.me:
             raise WrongRecipient("the command is addressed to another node")
         grant = self.holder_credential(tx, cmd, sender)

@@ -12,6 +12,7 @@ from agent.advisory.context import NodeContext
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store.advisory import CommandState as CS
+from agent.store.advisory import ReplyChannel
 from events import receipt
 from events.base import make_rumor
 from events.canonical import content_hash
@@ -32,7 +33,7 @@ class Receipts:
         tx: Tx,
         cmd: Command,
         sender: str,
-        reply: str,
+        reply: ReplyChannel | str,  # a stored row holds it as text
         *,
         status: Status,
         error: HiveError | None = None,
@@ -75,10 +76,10 @@ class Receipts:
         self.deliver(tx, sealed, sender, reply)
         return sealed
 
-    def deliver(self, tx: Tx, sealed: Receipt, to: str, reply: str) -> None:
+    def deliver(self, tx: Tx, sealed: Receipt, to: str, reply: ReplyChannel | str) -> None:
         rumor = receipt.FAMILY.rumor(self.ctx.me, sealed, created_at=self.ctx.now)
         self.ctx.agent.enqueue_private(tx, to, rumor)
-        if reply == "dm":
+        if reply == ReplyChannel.DM:
             self.dm(tx, to, receipt_text(sealed))
 
     def dm(self, tx: Tx, to: str, text: str) -> None:

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from agent.component import Messaging, Wiring
-from agent.crash import crash_point
+from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
-from agent.node.models import Forward, ForwardStatus
+from agent.escrow.planning import PlannedPart, plan_parts
+from agent.escrow.swaps import final_swap
+from agent.node.models import Forward
 from agent.store import Tx
 from agent.store import escrow as repo
 from events import escrow
@@ -38,7 +40,6 @@ from events.errors import (
     InsufficientBalance,
     InvalidParams,
     MintNotAllowed,
-    MintRefused,
     NotFound,
     Restricted,
     Unauthorized,
@@ -64,11 +65,6 @@ log = logging.getLogger("hive.escrow")
 REFUND_GRACE_S = 2  # past the locktime by the mint's clock, not just ours
 
 
-def split_evenly(total: int, n: int) -> list[int]:
-    base, extra = divmod(total, n)
-    return [base + (1 if i >= n - extra else 0) for i in range(n)]
-
-
 class EscrowRole(StrEnum):
     """What an agent does with escrow (the `role` column of its tickets)."""
 
@@ -91,6 +87,7 @@ class Escrow:
         self.roles = roles
         self.me = host.pubkey
         self._secret = bytes.fromhex(host.keys.secret_key().to_hex())
+        self.bonuses = Bonuses(host, self._secret)  # the funder's performance bonuses
         self._wallets: dict[str, CashuWallet] = {}
         self._wake = anyio.Event()
         # part → (failed attempts, not before): a mint that is down is asked again after
@@ -200,64 +197,25 @@ class Escrow:
         await check_mint(mint, self.mints)  # before the wallet library talks to the mint
         mint = normalize(mint)
         now = self.now
-        window = locktime_s or escrow.window_s(max_danger)
-        plan: list[tuple[PartRole, int, int, int]] = []  # role, amount, after, locktime
-        if kind in (TicketType.SINGLE, TicketType.BATCH):
-            plan = [(PartRole.RELEASE, amount_sat, commands, now + window)]
-        elif kind == TicketType.MILESTONE:
-            steps = milestones or [commands]
-            commands = steps[-1]
-            plan = [
-                (PartRole.MILESTONE, amount, after, now + window)
-                for amount, after in zip(split_evenly(amount_sat, len(steps)), steps, strict=True)
-            ]
-        else:
-            if metric is None or bonus_sat <= 0:
-                raise InvalidParams("a performance ticket needs a bonus amount and a metric")
-            plan = [
-                (PartRole.BASE, amount_sat, 1, now + window),
-                (PartRole.BONUS, bonus_sat, 1, now + window + metric.window_s),
-            ]
-        if any(amount <= 0 for _, amount, _, _ in plan):
-            raise InvalidParams("every part of a ticket needs at least 1 sat")
-        terms = Terms(
-            schema_pattern=schema_pattern,
-            params_hash=params_hash,
-            max_danger=max_danger,
+        plan, commands = plan_parts(
+            kind,
+            amount_sat,
             commands=commands,
+            milestones=milestones,
+            bonus_sat=bonus_sat,
             metric=metric,
-            deadline=now + deadline_s,
+            locked_until=now + (locktime_s or escrow.window_s(max_danger)),
         )
-        hashes = self.new_locks(len(plan))
-        wallet = await self.wallet(mint)
-        ticket_id = secrets.token_hex(16)
-        parts: list[Part] = []
-        for index, ((role, amount, after, locktime), digest) in enumerate(
-            zip(plan, hashes, strict=True)
-        ):
-            inputs = self._select(mint, amount)
-            change, locked = await wallet.lock(
-                inputs,
-                amount,
-                hash_hex=digest,
-                payee_xonly=advisor,
-                refund_xonly=self.me,
-                locktime=locktime,
-            )
-            part = Part(
-                index=index,
-                role=role,
-                amount_sat=amount,
-                lock_hash=digest,
-                locktime=locktime,
-                after_commands=after,
-                proofs=locked,
-            )
-            parts.append(part)
-            with self.agent.store.transaction(self.now) as tx:  # nothing lost if we die here
-                repo.spend_proofs(tx, inputs)
-                repo.add_proofs(tx, mint, change, "change")
-                tx.set_kv(f"escrow-draft:{ticket_id}:{index}", part.model_dump_json())
+        deadline = now + deadline_s
+        terms = Terms(schema_pattern=schema_pattern, params_hash=params_hash,
+                      max_danger=max_danger, commands=commands, metric=metric,
+                      deadline=deadline)  # fmt: skip
+        ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
+        locks = zip(plan, self.new_locks(len(plan)), strict=True)
+        parts = [
+            await self._lock_part(wallet, mint, ticket_id, index, planned, digest, advisor)
+            for index, (planned, digest) in enumerate(locks)
+        ]
         ticket = Ticket(
             ticket_id=ticket_id,
             type=kind,
@@ -270,15 +228,55 @@ class Escrow:
             parts=parts,
             created_at=now,
         )
+        self._send_ticket(ticket)
+        return ticket
+
+    def _send_ticket(self, ticket: Ticket) -> None:
+        """The funded ticket, checked, stored and queued to the advisor in one commit (its
+        parts' drafts are done with)."""
         escrow.check_locks(ticket)
         with self.agent.store.transaction(self.now) as tx:
             repo.save_ticket(tx, ticket, "funder")
-            repo.forget_drafts(tx, ticket_id, len(parts))
-            self.agent.enqueue_private(
-                tx, advisor, TICKET.rumor(self.me, ticket, created_at=self.now)
-            )
+            repo.forget_drafts(tx, ticket.ticket_id, len(ticket.parts))
+            rumor = TICKET.rumor(self.me, ticket, created_at=self.now)
+            self.agent.enqueue_private(tx, ticket.advisor, rumor)
         self.agent.wake_outbox()
-        return ticket
+
+    async def _lock_part(
+        self,
+        wallet: CashuWallet,
+        mint: str,
+        ticket_id: str,
+        index: int,
+        planned: PlannedPart,
+        digest: str,
+        advisor: str,
+    ) -> Part:
+        """Lock one part's ecash (NUT-14: the hash, the advisor's key, refund to us after the
+        locktime); the spent inputs, the change and the draft part are committed at once."""
+        inputs = self._select(mint, planned.amount)
+        change, locked = await wallet.lock(
+            inputs,
+            planned.amount,
+            hash_hex=digest,
+            payee_xonly=advisor,
+            refund_xonly=self.me,
+            locktime=planned.locktime,
+        )
+        part = Part(
+            index=index,
+            role=planned.role,
+            amount_sat=planned.amount,
+            lock_hash=digest,
+            locktime=planned.locktime,
+            after_commands=planned.after_commands,
+            proofs=locked,
+        )
+        with self.agent.store.transaction(self.now) as tx:  # nothing lost if we die here
+            repo.spend_proofs(tx, inputs)
+            repo.add_proofs(tx, mint, change, "change")
+            tx.set_kv(f"escrow-draft:{ticket_id}:{index}", part.model_dump_json())
+        return part
 
     # --- the node's side of a command ---------------------------------------------------------
 
@@ -328,53 +326,6 @@ class Escrow:
             return None
         return repo.release_secret(tx, self._secret, part.lock_hash)
 
-    def record_forward(self, forward: Forward) -> None:
-        if forward.status != ForwardStatus.SETTLED:
-            return
-        with self.agent.store.transaction(self.now, durable=False) as tx:
-            repo.log_forward(
-                tx, self.now, forward.in_channel, forward.out_channel, forward.fee_msat
-            )
-
-    def measured(self, metric: Metric, start: int) -> int:
-        end = start + metric.window_s
-        return repo.fees_earned(self.agent.store, start, end, metric.channel)
-
-    def settle_bonuses(self) -> None:
-        """Performance bonuses whose window has ended: released if the metric met its target."""
-        for row in repo.parts_in(self.agent.store, "funder", "locked"):
-            ticket = Ticket.model_validate_json(row["ticket"])
-            metric = ticket.terms.metric
-            start = row["measure_from"]
-            if metric is None or start is None or self.now < start + metric.window_s:
-                continue
-            value = self.measured(metric, start)
-            with self.agent.store.transaction(self.now) as tx:
-                if value < metric.target:
-                    repo.move_part(tx, ticket.ticket_id, row["part_index"], ("locked",), "lapsed",
-                                   note=f"measured {value} < target {metric.target}")  # fmt: skip
-                    continue
-                if not repo.move_part(tx, ticket.ticket_id, row["part_index"], ("locked",),
-                                      "released", note=f"measured {value}"):  # fmt: skip
-                    continue
-                preimage = repo.release_secret(tx, self._secret, row["lock_hash"])
-                assert preimage is not None
-                body = {
-                    "ticket_id": ticket.ticket_id,
-                    "part_index": row["part_index"],
-                    "lock_hash": row["lock_hash"],
-                    "preimage": preimage,
-                    "reason": f"{metric.kind} {value} ≥ {metric.target}",
-                    "measured": value,
-                    "node": self.me,
-                    "created_at": self.now,
-                }
-                release = escrow.sign_release(self.agent.keys, body)
-                self.agent.enqueue_private(
-                    tx, ticket.advisor, RELEASE.rumor(self.me, release, created_at=self.now)
-                )
-            self.agent.wake_outbox()
-
     # --- the advisor's side --------------------------------------------------------------------
 
     def on_ticket(self, opened: Unwrapped, tx: Tx) -> None:
@@ -421,8 +372,13 @@ class Escrow:
         ticket = found[0]
         part = ticket.parts[part_index]
         wallet = await self.wallet(self._mint_allowed(ticket.mint))
-        fresh = await self._final_swap(
-            ticket, part_index, row, wallet, lambda: wallet.redeem(part.proofs, row["preimage"])
+        fresh = await final_swap(
+            self.agent,
+            ticket,
+            part_index,
+            row,
+            wallet,
+            lambda: wallet.redeem(part.proofs, row["preimage"]),
         )
         with self.agent.store.transaction(self.now) as tx:
             repo.add_proofs(tx, ticket.mint, fresh, f"redeem:{ticket_id}")
@@ -450,63 +406,13 @@ class Escrow:
         row = next(
             p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == part_index
         )
-        fresh = await self._final_swap(
-            ticket, part_index, row, wallet, lambda: wallet.refund(part.proofs)
+        fresh = await final_swap(
+            self.agent, ticket, part_index, row, wallet, lambda: wallet.refund(part.proofs)
         )
         with self.agent.store.transaction(self.now) as tx:
             repo.add_proofs(tx, ticket.mint, fresh, f"refund:{ticket_id}")
             repo.move_part(tx, ticket_id, part_index, ("locked", "lapsed"), "refunded")
         return fresh
-
-    async def _final_swap(
-        self, ticket: Any, part_index: int, row: dict[str, Any], wallet: Any, swap: Any
-    ) -> list[CashuProof]:
-        """Swap a part's locked proofs into fresh ones, where a lost answer loses nothing.
-
-        Under the wallet's lock (no other swap, in this process or another on this home, moves
-        its NUT-13 counter meanwhile), where this attempt's outputs start is recorded before
-        the swap is sent.  If the proofs turn out spent already — a swap whose answer a crash,
-        a cancel or a timeout lost — the outputs are recovered from every start any attempt
-        recorded (the library's database, else the mint: NUT-09)."""
-        part = ticket.parts[part_index]
-        async with wallet.exclusive():
-            # read again under the lock: another process may have added an attempt meanwhile
-            current = next(
-                p for p in repo.parts(self.agent.store, ticket.ticket_id)
-                if p["part_index"] == part_index
-            )  # fmt: skip
-            if current["state"] != row["state"]:
-                raise InvalidParams(f"part {part_index} is {current['state']} now")
-            starts = [s for s in (current.get("swap_from") or "").split(",") if s]
-            start = await wallet.next_outputs()
-            if start not in starts:
-                starts.append(start)
-                with self.agent.store.transaction(self.now) as tx:
-                    repo.set_part(tx, ticket.ticket_id, part_index, swap_from=",".join(starts))
-            try:
-                fresh: list[CashuProof] = await swap()
-                crash_point("escrow.after_swap")
-                return fresh
-            except MintRefused:
-                states = await wallet.states(part.proofs)
-                if not all(s["state"] == "spent" for s in states):
-                    raise
-            restored: list[CashuProof] = []
-            total = 0
-            for begin in starts:  # every attempt: any of them may be the one that went through
-                found = await wallet.restore(begin)  # in derivation order: its outputs first
-                known = repo.known_secrets(self.agent.store, [p.secret for p in found])
-                for proof in found:
-                    if proof.secret in known or total + proof.amount > part.amount_sat:
-                        break  # a later swap's outputs (already ours), or more than this part
-                    restored.append(proof)
-                    known.add(proof.secret)
-                    total += proof.amount
-        log.warning(
-            "escrow: part %s/%d was swapped already; %d sat restored from the mint",
-            ticket.ticket_id, part_index, total,
-        )  # fmt: skip
-        return restored
 
     async def status(self, ticket_id: str) -> dict[str, Any]:
         """NUT-07 states of every part's proofs, and any preimage a spend revealed."""
@@ -536,7 +442,7 @@ class Escrow:
         for row in repo.parts_in(self.agent.store, "payee", "released"):
             await self._try(row, self.redeem)
         if self.funder:
-            self.settle_bonuses()
+            self.bonuses.settle()
         for row in repo.parts_in(self.agent.store, "funder", "locked", "lapsed"):
             if self.now >= row["locktime"] + REFUND_GRACE_S:
                 if repo.secret_state(self.agent.store, row["lock_hash"]) == "released":
@@ -578,4 +484,4 @@ async def watch_forwards(node: Any, escrow_: Escrow) -> None:
     measured from (the plugin feeds it from lightningd's forward_event instead)."""
     async for event in node.events():
         if isinstance(event, Forward):
-            escrow_.record_forward(event)
+            escrow_.bonuses.record(event)

@@ -123,42 +123,67 @@ class RelayReader:
         self, url: str, state: RelayState, conn: Connection, message: list[Any]
     ) -> bool:
         """Act on one relay message; False if it is not a well-formed NIP-01/42/77 message."""
-        kind = message[0]
-        if kind == "EVENT" and len(message) >= 3 and isinstance(message[1], str):
-            # an EVENT frame not starting `["EVENT"` (whitespace): the event re-serialised
-            frame = json.dumps(["EVENT", message[1], message[2]], separators=(",", ":"))
-            await self.on_event(url, state, frame)
-        elif kind == "OK" and len(message) >= 3 and isinstance(message[1], str):
-            future = conn.oks.pop(message[1], None)
-            if future is not None and not future.done():
-                reason = clean(str(message[3])) if len(message) > 3 else ""
-                future.set_result((message[2] is True, reason))
-        elif kind == "EOSE" and len(message) >= 2 and isinstance(message[1], str):
-            fetch = self.fetches.get(message[1])
-            if fetch is not None:
-                fetch.eose(url)
-        elif kind == "CLOSED" and len(message) >= 2 and isinstance(message[1], str):
-            reason = clean(str(message[2])) if len(message) > 2 else ""
-            fetch = self.fetches.get(message[1])
-            if fetch is not None:
-                fetch.eose(url)
-            elif reason:  # (some relays answer our own CLOSE with an empty CLOSED)
-                state.last_error = f"subscription closed: {reason}"[:200]
-        elif kind == "NOTICE" and len(message) >= 2:
-            notice = clean(str(message[1]))
-            state.last_error = f"notice: {notice}"[:200]
-            if "neg" in notice.lower():  # relays without NIP-77 often answer NEG-OPEN so
-                for queue in conn.neg.values():
-                    offer(queue, ("NEG-ERR", f"notice: {notice}"))
-        elif kind in ("NEG-MSG", "NEG-ERR") and len(message) >= 3 and isinstance(message[1], str):
-            queue = conn.neg.get(message[1])
-            if queue is not None:  # NEG-MSG carries hex (checked by bytes.fromhex), NEG-ERR text
-                payload = str(message[2]) if kind == "NEG-MSG" else clean(str(message[2]))
-                offer(queue, (kind, payload))
-        elif kind == "AUTH" and len(message) >= 2 and isinstance(message[1], str):
-            if not conn.challenged:  # one per connection: a relay cannot make us sign on demand
-                conn.challenged = True
-                await self.authenticate(url, conn, clean(message[1]))
-        else:
+        shape = _SHAPES.get(message[0]) if isinstance(message[0], str) else None
+        if shape is None:
             return False
+        min_len, named, act = shape
+        if len(message) < min_len or (named and not isinstance(message[1], str)):
+            return False
+        await act(self, url, state, conn, message)
         return True
+
+    async def _event(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
+        # an EVENT frame not starting `["EVENT"` (whitespace): the event re-serialised
+        frame = json.dumps(["EVENT", m[1], m[2]], separators=(",", ":"))
+        await self.on_event(url, state, frame)
+
+    async def _ok(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
+        future = conn.oks.pop(m[1], None)
+        if future is not None and not future.done():
+            reason = clean(str(m[3])) if len(m) > 3 else ""
+            future.set_result((m[2] is True, reason))
+
+    async def _eose(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
+        fetch = self.fetches.get(m[1])
+        if fetch is not None:
+            fetch.eose(url)
+
+    async def _closed(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
+        reason = clean(str(m[2])) if len(m) > 2 else ""
+        fetch = self.fetches.get(m[1])
+        if fetch is not None:
+            fetch.eose(url)
+        elif reason:  # (some relays answer our own CLOSE with an empty CLOSED)
+            state.last_error = f"subscription closed: {reason}"[:200]
+
+    async def _notice(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
+        notice = clean(str(m[1]))
+        state.last_error = f"notice: {notice}"[:200]
+        if "neg" in notice.lower():  # relays without NIP-77 often answer NEG-OPEN so
+            for queue in conn.neg.values():
+                offer(queue, ("NEG-ERR", f"notice: {notice}"))
+
+    async def _neg(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
+        queue = conn.neg.get(m[1])
+        if queue is not None:  # NEG-MSG carries hex (checked by bytes.fromhex), NEG-ERR text
+            payload = str(m[2]) if m[0] == "NEG-MSG" else clean(str(m[2]))
+            offer(queue, (m[0], payload))
+
+    async def _auth(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
+        if not conn.challenged:  # one per connection: a relay cannot make us sign on demand
+            conn.challenged = True
+            await self.authenticate(url, conn, clean(m[1]))
+
+
+Act = Callable[[RelayReader, str, RelayState, Connection, list[Any]], Awaitable[None]]
+# message type → (least length, second element must be a string id, what to do)
+_SHAPES: dict[str, tuple[int, bool, Act]] = {
+    "EVENT": (3, True, RelayReader._event),
+    "OK": (3, True, RelayReader._ok),
+    "EOSE": (2, True, RelayReader._eose),
+    "CLOSED": (2, True, RelayReader._closed),
+    "NOTICE": (2, False, RelayReader._notice),
+    "NEG-MSG": (3, True, RelayReader._neg),
+    "NEG-ERR": (3, True, RelayReader._neg),
+    "AUTH": (2, True, RelayReader._auth),
+}

@@ -30,6 +30,13 @@ class CommandState(StrEnum):
     REFUSED = "refused"  # final, with an error receipt
 
 
+class ReplyChannel(StrEnum):
+    """How a command came, so how it is answered (the `commands.reply` column)."""
+
+    RECEIPT = "receipt"  # a command rumor: answered by receipt rumors only
+    DM = "dm"  # a plain-text NIP-17 DM: its receipts also as one-line DMs
+
+
 def _conn(db: Db) -> Any:
     return db.conn
 

@@ -1,6 +1,7 @@
 """The SQLite file under the store (agent/store/db.py): created private (mode 0600, directory
 0700), refused if a newer hive-agent made it, copied aside before a migration and migrated one
-version at a time, each atomically; write transactions, and when their commits reach the disk.
+version at a time per schema slice (agent/store/migrations.py), each atomically; write
+transactions, and when their commits reach the disk.
 
 The connection runs in WAL mode with `synchronous=NORMAL`: a commit survives a killed process
 at once, and a power cut only once the WAL is fsynced — by `sync()`, which a durable
@@ -15,9 +16,12 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from agent.errors import ConfigInvalid, StoreBusy, StoreCorrupt, StoreTooNew
-from agent.store.migrations import MIGRATIONS
+from agent.store.migrations import SLICES
+
+BASE = "base"
 
 
 def _create_private(path: Path) -> None:
@@ -39,6 +43,8 @@ def _statements(script: str) -> Iterator[str]:
 
 class Database:
     """One SQLite file (WAL), migrated to the current schema when opened."""
+
+    slices: ClassVar[dict[str, list[str]]] = SLICES  # the schema history of each part, by name
 
     # With background checkpoints, the connection itself checkpoints only past this many WAL
     # pages (~40 MB), i.e. only if the background checkpoints stop keeping up.
@@ -71,17 +77,21 @@ class Database:
             ) from None
 
     def _refuse_newer(self) -> None:
-        if self.schema_version > len(MIGRATIONS):
-            raise StoreTooNew(
-                f"the store {self.path} has schema version {self.schema_version}, this "
-                f"hive-agent knows only up to {len(MIGRATIONS)}; upgrade hive-agent"
-            )
+        """A slice this release knows, at a version beyond what it knows: a newer hive-agent
+        made the file (a slice it does not know at all is another part's: left alone)."""
+        for name, version in self.slice_versions().items():
+            known = self.slices.get(name)
+            if known is not None and version > len(known):
+                raise StoreTooNew(
+                    f"the store {self.path} has {name} schema version {version}, this "
+                    f"hive-agent knows only up to {len(known)}; upgrade hive-agent"
+                )
 
     def _backup_before_migrating(self) -> None:
         """A copy of a store about to be migrated, next to it (mode 0600), so an upgrade that
         goes wrong can be undone by hand."""
         version = self.schema_version
-        if self._wal is None or version == 0 or version >= len(MIGRATIONS):
+        if self._wal is None or version == 0 or not self._pending():
             return
         target = self.path.with_name(f"{self.path.name}.v{version}.bak")
         _create_private(target)
@@ -93,21 +103,66 @@ class Database:
 
     @property
     def schema_version(self) -> int:
+        """The base slice's version (`PRAGMA user_version`, as before slices)."""
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
+    def slice_versions(self) -> dict[str, int]:
+        """How far each slice has been applied (a file from before slices: base only)."""
+        found = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_versions'"
+        ).fetchone()
+        versions = (
+            dict(self.conn.execute("SELECT slice, version FROM schema_versions")) if found else {}
+        )
+        versions[BASE] = self.schema_version
+        return versions
+
+    def _pending(self) -> bool:
+        versions = self.slice_versions()
+        return any(versions.get(name, 0) < len(steps) for name, steps in self.slices.items())
+
     def migrate(self) -> None:
-        """Apply every migration not applied yet, each atomically."""
-        for version in range(self.schema_version, len(MIGRATIONS)):
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                # executescript() would COMMIT first, so statements run one by one instead
-                for statement in _statements(MIGRATIONS[version]):
-                    self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {version + 1}")
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        """Apply every migration not applied yet, slice by slice, each atomically."""
+        versions = self.slice_versions()
+        for name, steps in self.slices.items():
+            for version in range(versions.get(name, 0), len(steps)):
+                self._apply(name, version + 1, steps[version])
+            if name not in versions or versions[name] != len(steps):
+                self._record(name, len(steps))  # a slice with nothing to apply yet
+
+    def _apply(self, name: str, version: int, script: str) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript() would COMMIT first, so statements run one by one instead
+            for statement in _statements(script):
+                self.conn.execute(statement)
+            self._set_version(name, version)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def _record(self, name: str, version: int) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._set_version(name, version)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def _set_version(self, name: str, version: int) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_versions"
+            " (slice TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        self.conn.execute(
+            "INSERT INTO schema_versions (slice, version) VALUES (?, ?)"
+            " ON CONFLICT (slice) DO UPDATE SET version = excluded.version",
+            (name, version),
+        )
+        if name == BASE:
+            self.conn.execute(f"PRAGMA user_version = {int(version)}")
 
     @contextmanager
     def _write(self, *, durable: bool) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,34 @@
+"""Which body each message type carries (each type has one model)."""
+
+from __future__ import annotations
+
+from events.fleet.ack import MsgAck
+from events.fleet.membership import (
+    Attest,
+    Ban,
+    BanProposal,
+    BanVote,
+    Challenge,
+    Hello,
+    MemberJoined,
+    MemberLeft,
+    Promotion,
+    Vouch,
+    Welcome,
+)
+from events.fleet.wire import Body, MsgType
+
+BODIES: dict[MsgType, type[Body]] = {
+    MsgType.HELLO: Hello,
+    MsgType.CHALLENGE: Challenge,
+    MsgType.ATTEST: Attest,
+    MsgType.WELCOME: Welcome,
+    MsgType.VOUCH: Vouch,
+    MsgType.BAN: Ban,
+    MsgType.PROMOTION: Promotion,
+    MsgType.MEMBER_LEFT: MemberLeft,
+    MsgType.BAN_PROPOSAL: BanProposal,
+    MsgType.BAN_VOTE: BanVote,
+    MsgType.MSG_ACK: MsgAck,
+    MsgType.MEMBER_JOINED: MemberJoined,
+}
