@@ -426,3 +426,6 @@ class Store(Database):
             t: sorted(self.conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)  # noqa: S608
             for t in sorted(tables)
         }
+
+
+Db = Store | Tx  # what a repository read takes: the store, or the open transaction it runs in
