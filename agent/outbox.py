@@ -179,11 +179,7 @@ class Outbox:
     def relay_back(self, url: str) -> None:
         """A relay reconnected: retry everything still waiting for it now."""
         with self.store.transaction(self.clock.now()) as tx:
-            tx.execute(
-                "UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending'"
-                " AND event_id NOT IN (SELECT event_id FROM outbox_acks WHERE relay = ?)",
-                (self.clock.now(), url),
-            )
+            tx.retry_for_relay(url, self.clock.now())
         self.wake()
 
     # --- delivery ----------------------------------------------------------------------

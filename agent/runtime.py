@@ -151,9 +151,7 @@ class Agent:
     def _write_status(self) -> None:
         # not durable: a status snapshot lost to a power cut is simply written again
         with self.store.transaction(self.clock.now(), durable=False) as tx:
-            tx.execute("DELETE FROM relay_status")  # relays dropped from the pool go too
-            for row in self.pool.status():
-                tx.save_relay_status(row)
+            tx.replace_relay_status(self.pool.status())
             tx.set_kv("inbound", dict(self.inbound.totals))
             tx.set_kv("status_at", self.clock.now())
 

@@ -133,3 +133,58 @@ def test_the_rules_see_modules() -> None:
     assert forbidden({"agent.fleet.service"}, RULES[0][1]) == ["agent.fleet.service"]
     assert "agent.node.backend" in imports(ROOT / "agent/fleet/kernel.py")
     assert "agent.fleet.kernel" in imports(ROOT / "agent/fleet/membership.py")
+
+
+# --- SQL lives in the repositories ---------------------------------------------------------
+
+EXECUTES = {"execute", "executemany", "executescript"}
+OUTSIDE_STORE = [p for p in under("agent") if not p.is_relative_to(ROOT / "agent/store")] + [
+    ROOT / "plugin_shim.py"
+]
+
+
+def _is_text(node: ast.expr) -> bool:
+    return isinstance(node, ast.JoinedStr) or (
+        isinstance(node, ast.Constant) and isinstance(node.value, str)
+    )
+
+
+def sql_uses(tree: ast.AST) -> list[str]:
+    """Each `.conn` access, and each `.execute(...)` (or executemany/executescript) whose first
+    argument is SQL text, as `line: what`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "conn":
+            found.append(f"{node.lineno}: .conn")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in EXECUTES
+            and node.args
+            and _is_text(node.args[0])
+        ):
+            found.append(f"{node.lineno}: .{node.func.attr}(<SQL>)")
+    return found
+
+
+@pytest.mark.parametrize("path", OUTSIDE_STORE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_sql_outside_the_store(path: Path) -> None:
+    """Only agent/store/ holds a connection or writes SQL: everything else calls a repository
+    function (agent/store/<area>.py) or a `Tx`/`Store` method, passing the store or the `Tx`."""
+    assert not sql_uses(ast.parse(path.read_text())), f"{path.name}: use agent/store/"
+
+
+def test_the_sql_check_sees_sql() -> None:
+    """The check is not vacuous: each form it forbids is caught, a non-SQL execute is not."""
+    caught = sql_uses(
+        ast.parse(
+            "k.store.conn\n"
+            "tx.execute('DELETE FROM t')\n"
+            "tx.executemany(f'INSERT INTO {t} VALUES (?)', rows)\n"
+            "c.executescript('CREATE TABLE t (x)')\n"
+            "schemas.execute(spec, node)\n"
+        )
+    )
+    assert caught == ["1: .conn", "2: .execute(<SQL>)", "3: .executemany(<SQL>)",
+                      "4: .executescript(<SQL>)"]  # fmt: skip
+    assert sql_uses(ast.parse((ROOT / "agent/store/fleet.py").read_text()))

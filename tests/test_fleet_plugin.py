@@ -240,7 +240,7 @@ async def test_an_older_separate_fleet_store_is_folded_into_the_one_store() -> N
             assert not (home / "fleet.sqlite").exists()
             assert (home / "fleet.sqlite.absorbed").exists()
             one = Store(home / "agent.sqlite")
-            assert fleet_rows.hive(one.conn) is not None and one.kv("fleet_binding")["zbase"]
+            assert fleet_rows.hive(one) is not None and one.kv("fleet_binding")["zbase"]
             one.close()
         finally:
             await node.stop()

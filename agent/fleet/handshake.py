@@ -58,11 +58,11 @@ class Handshake(FleetComponent):
         if not wire.is_node_id(invitee):
             raise InvalidParams(f"{invitee!r:.80} is not a node id (66 hex digits)")
         async with k.lock:
-            h = roster.current_hive(k.store.conn)
-            roster.active_member(k.store.conn, k.me, k.key, full=True, what="invite")
-            if db.is_banned(k.store.conn, invitee):
+            h = roster.current_hive(k.store)
+            roster.active_member(k.store, k.me, k.key, full=True, what="invite")
+            if db.is_banned(k.store, invitee):
                 raise Banned(f"{short(invitee)} is banned from the hive")
-            existing = db.member(k.store.conn, invitee)
+            existing = db.member(k.store, invitee)
             if existing and existing.status == "active":
                 raise InvalidParams(f"{short(invitee)} is already a member")
             now = k.clock.now()
@@ -86,7 +86,7 @@ class Handshake(FleetComponent):
         k = self.kernel
         ticket = wire.decode_ticket(text)
         async with k.lock:
-            if db.hive(k.store.conn):
+            if db.hive(k.store):
                 raise InvalidParams("this node is already in a hive; leave it first")
             if ticket.invitee != k.me:
                 raise Unauthorized(f"this ticket names node {short(ticket.invitee)}, not this node")
@@ -99,7 +99,7 @@ class Handshake(FleetComponent):
             await k.node.connect(ticket.issuer)
             k.connected.add(ticket.issuer)
         async with k.lock:
-            if db.hive(k.store.conn):
+            if db.hive(k.store):
                 raise InvalidParams("this node is already in a hive; leave it first")
             now = k.clock.now()  # the connect may have taken a while
             hello = wire.Hello(ticket=text, supported_versions=[wire.VERSION])

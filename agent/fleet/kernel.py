@@ -35,7 +35,7 @@ from agent.errors import PeerNotConnected
 from agent.node.backend import NodeBackend
 from agent.node.models import CustomMsg, NodeEvent, PeerConnected, PeerDisconnected
 from agent.store import fleet as db
-from agent.store.db import Store, Tx
+from agent.store.db import Db, Store, Tx
 from events import fleet as wire
 from events import lnsig
 from events.crypto import pubkey_hex
@@ -91,7 +91,7 @@ class Effects:
 class Standing(Protocol):
     """Who may talk to us at all: the membership component answers for the kernel."""
 
-    def check_peer(self, db: db.Db, peer: str) -> None:
+    def check_peer(self, store: Db, peer: str) -> None:
         """Raise (Banned) if nothing from `peer` is to be handled."""
 
     def check_frame(self, tx: Tx, msg: Message) -> None:
@@ -180,7 +180,7 @@ class FleetKernel:
                 await self.flush(peer)
             for component in self._components:
                 await component.tick()
-            due = db.next_due(self.store.conn, self.connected)
+            due = db.next_due(self.store, self.connected)
             cap = min(60.0, self.config.handshake_retry_s / 2)
             timeout = cap if due is None else min(cap, max(0.05, due - self.clock.now()))
             with anyio.move_on_after(timeout):
@@ -229,7 +229,7 @@ class FleetKernel:
                     raise InvalidPayload(f"{msg.type.name} is not expected here")
             # node reads next, outside the lock (no frame waits behind a lightningd RPC) —
             # but never for a frame already handled: a replay costs no RPC
-            seen = owner is not None and db.seen_via(self.store.conn, peer, msg.id) is not None
+            seen = owner is not None and db.seen_via(self.store, peer, msg.id) is not None
             prepared = None if owner is None or seen else await owner.prepare(peer, msg)
         except HiveError as err:
             await self._refuse(peer, msg, err)
@@ -240,7 +240,7 @@ class FleetKernel:
                     self._on_ack(peer, msg)
                     return
                 self._admissible(peer, msg)  # again: a ban may have landed meanwhile
-                via = db.seen_via(self.store.conn, peer, msg.id)
+                via = db.seen_via(self.store, peer, msg.id)
                 if via is not None:
                     # handled once only.  Seen inside a proof first: the direct copy is simply
                     # late.  Seen directly: a retry whose acknowledgement was lost, or a replay.
@@ -267,7 +267,7 @@ class FleetKernel:
 
     def _admissible(self, peer: str, msg: Message) -> None:
         if self.standing is not None:
-            self.standing.check_peer(self.store.conn, peer)
+            self.standing.check_peer(self.store, peer)
         self._check_clock(msg)
 
     def _check_clock(self, msg: Message) -> None:
@@ -387,7 +387,7 @@ class FleetKernel:
     async def _flush_locked(self, peer: str) -> None:
         now = self.clock.now()
         cfg = self.config
-        for item in db.due(self.store.conn, peer, float(now), cfg.in_flight):
+        for item in db.due(self.store, peer, float(now), cfg.in_flight):
             error = None
             try:
                 await self.node.sendcustommsg(peer, item.frame)

@@ -18,7 +18,7 @@ from agent.fleet import roster
 from agent.fleet.kernel import Effects, FleetComponent, short
 from agent.fleet.rules import ban_quorum, promotion_quorum
 from agent.store import fleet as db
-from agent.store.db import Tx
+from agent.store.db import Db, Tx
 from events import fleet as wire
 from events.errors import (
     BadSignature,
@@ -45,7 +45,7 @@ class Membership(FleetComponent):
 
     # --- Standing (asked by the kernel for every frame) -----------------------------------
 
-    def check_peer(self, store: db.Db, peer: str) -> None:
+    def check_peer(self, store: Db, peer: str) -> None:
         if db.is_banned(store, peer):
             raise Banned(f"{short(peer)} is banned from the hive; ignored")
 
@@ -60,7 +60,7 @@ class Membership(FleetComponent):
         """Create a new hive with this node as its admin and first member."""
         k = self.kernel
         async with k.lock:
-            if db.hive(k.store.conn):
+            if db.hive(k.store):
                 raise InvalidParams("this node is already in a hive; leave it first")
             binding = await k.binding()
             now = k.clock.now()
@@ -74,14 +74,14 @@ class Membership(FleetComponent):
         """Vouch for a neophyte's promotion to member."""
         k = self.kernel
         async with k.lock:
-            h = roster.current_hive(k.store.conn)
-            roster.active_member(k.store.conn, k.me, k.key, full=True, what="vouch")
-            target = db.member(k.store.conn, candidate)
+            h = roster.current_hive(k.store)
+            roster.active_member(k.store, k.me, k.key, full=True, what="vouch")
+            target = db.member(k.store, candidate)
             if target is None or target.status != "active":
                 raise NotFound(f"{short(candidate)} is not an active member")
             if target.tier != "neophyte":
                 raise InvalidParams(f"{short(candidate)} is already a full member")
-            if any(v == k.me for v, _ in db.vouches(k.store.conn, candidate)):
+            if any(v == k.me for v, _ in db.vouches(k.store, candidate)):
                 raise Replayed(f"this node already vouched for {short(candidate)}")
             effects = await self._originate(h, MsgType.VOUCH, wire.Vouch(candidate=candidate))
             state = self._promotion_state(candidate)
@@ -94,15 +94,15 @@ class Membership(FleetComponent):
         if len(reason) > 280:
             raise InvalidParams("a ban reason is at most 280 characters")
         async with k.lock:
-            h = roster.current_hive(k.store.conn)
-            roster.active_member(k.store.conn, k.me, k.key, full=True, what="vote on bans")
+            h = roster.current_hive(k.store)
+            roster.active_member(k.store, k.me, k.key, full=True, what="vote on bans")
             if target == k.me:
                 raise InvalidParams("a node cannot ban itself; use leave")
             if not wire.is_node_id(target):
                 raise InvalidParams(f"{target!r:.80} is not a node id (66 hex digits)")
-            if db.is_banned(k.store.conn, target):
+            if db.is_banned(k.store, target):
                 return {"target": target, "banned": True, "proposal_id": None}
-            pid = db.open_proposal_for(k.store.conn, target)
+            pid = db.open_proposal_for(k.store, target)
             if pid is None:
                 if not approve:
                     raise NotFound(f"there is no open ban proposal against {short(target)}")
@@ -110,7 +110,7 @@ class Membership(FleetComponent):
                 body: wire.Body = wire.BanProposal(proposal_id=pid, target=target, reason=reason)
                 effects = await self._originate(h, MsgType.BAN_PROPOSAL, body)
             else:
-                if any(v == k.me for v, _, _ in db.votes(k.store.conn, pid)):
+                if any(v == k.me for v, _, _ in db.votes(k.store, pid)):
                     raise Replayed(f"this node already voted on proposal {pid[:12]}…")
                 body = wire.BanVote(proposal_id=pid, target=target, approve=approve)
                 effects = await self._originate(h, MsgType.BAN_VOTE, body)
@@ -122,7 +122,7 @@ class Membership(FleetComponent):
         """Leave the hive: tell every member, then forget the hive.  Nothing stays locked."""
         k = self.kernel
         async with k.lock:
-            h = roster.current_hive(k.store.conn)
+            h = roster.current_hive(k.store)
             now = k.clock.now()
             effects = Effects()
             with k.store.transaction(now) as tx:
@@ -138,19 +138,19 @@ class Membership(FleetComponent):
     # --- reads ---------------------------------------------------------------------------
 
     def members(self) -> dict[str, Any]:
-        conn = self.kernel.store.conn
+        store = self.kernel.store
         return {
-            "members": [m.public() for m in db.members(conn, status=None)],
-            "bans": db.bans(conn),
-            "ban_proposals": db.proposals(conn),
+            "members": [m.public() for m in db.members(store, status=None)],
+            "bans": db.bans(store),
+            "ban_proposals": db.proposals(store),
         }
 
     def summary(self) -> dict[str, Any]:
         k = self.kernel
-        conn = k.store.conn
-        h = db.hive(conn)
-        mine = db.member(conn, k.me)
-        active = db.members(conn)
+        store = k.store
+        h = db.hive(store)
+        mine = db.member(store, k.me)
+        active = db.members(store)
         return {
             "hive_id": h.hive_id if h else None,
             "admin": h.admin if h else None,
@@ -159,17 +159,17 @@ class Membership(FleetComponent):
                 "member": sum(m.tier == "member" for m in active),
                 "neophyte": sum(m.tier == "neophyte" for m in active),
             },
-            "bans": len(db.bans(conn)),
+            "bans": len(db.bans(store)),
         }
 
     def view(self) -> dict[str, Any]:
         """What every member must agree on: hive, active members with tiers, bans."""
-        conn = self.kernel.store.conn
-        h = db.hive(conn)
+        store = self.kernel.store
+        h = db.hive(store)
         return {
             "hive_id": h.hive_id if h else None,
-            "members": {m.node_id: m.tier for m in db.members(conn)},
-            "bans": sorted(b["target"] for b in db.bans(conn)),
+            "members": {m.node_id: m.tier for m in db.members(store)},
+            "bans": sorted(b["target"] for b in db.bans(store)),
         }
 
     # --- the kernel's calls --------------------------------------------------------------
@@ -326,7 +326,7 @@ class Membership(FleetComponent):
         db.claim(tx, inner.node, inner.id, tx.now, via="proof")
         return inner
 
-    def _voters(self, store: db.Db, exclude: str = "") -> list[str]:
+    def _voters(self, store: Db, exclude: str = "") -> list[str]:
         return [m.node_id for m in db.members(store) if m.tier == "member" and m.node_id != exclude]
 
     def _evaluate(self, tx: Tx, fx: Effects) -> None:
@@ -395,22 +395,22 @@ class Membership(FleetComponent):
         return await self.kernel.originate(h.hive_id, msg_type, body, others)
 
     def _promotion_state(self, candidate: str) -> dict[str, Any]:
-        conn = self.kernel.store.conn
-        m = db.member(conn, candidate)
-        voters = set(self._voters(conn, candidate))
-        got = {v for v, _ in db.vouches(conn, candidate)} & voters
+        store = self.kernel.store
+        m = db.member(store, candidate)
+        voters = set(self._voters(store, candidate))
+        got = {v for v, _ in db.vouches(store, candidate)} & voters
         return {
             "candidate": candidate, "vouches": len(got),
             "quorum": promotion_quorum(len(voters)), "tier": m.tier if m else None,
         }  # fmt: skip
 
     def _ban_state(self, pid: str) -> dict[str, Any]:
-        conn = self.kernel.store.conn
-        p = db.proposal(conn, pid)
+        store = self.kernel.store
+        p = db.proposal(store, pid)
         assert p is not None
-        voters = set(self._voters(conn, p["target"]))
-        yes = {v for v, a, _ in db.votes(conn, pid) if a} & voters
+        voters = set(self._voters(store, p["target"]))
+        yes = {v for v, a, _ in db.votes(store, pid) if a} & voters
         return {
             "proposal_id": pid, "target": p["target"], "yes": len(yes),
-            "quorum": ban_quorum(len(voters)), "banned": db.is_banned(conn, p["target"]),
+            "quorum": ban_quorum(len(voters)), "banned": db.is_banned(store, p["target"]),
         }  # fmt: skip

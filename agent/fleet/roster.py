@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from agent.fleet.kernel import short
 from agent.store import fleet as db
-from agent.store.db import Tx
+from agent.store.db import Db, Tx
 from events import fleet as wire
 from events import lnsig
 from events.errors import (
@@ -21,7 +21,7 @@ from events.errors import (
 from events.fleet import Message
 
 
-def current_hive(store: db.Db) -> db.Hive:
+def current_hive(store: Db) -> db.Hive:
     h = db.hive(store)
     if h is None:
         raise NotMember("this node is not in a hive (hive-genesis or hive-join first)")
@@ -29,7 +29,7 @@ def current_hive(store: db.Db) -> db.Hive:
 
 
 def active_member(
-    store: db.Db, node: str, key: str, *, full: bool = False, what: str = ""
+    store: Db, node: str, key: str, *, full: bool = False, what: str = ""
 ) -> db.Member:
     """`node`, an active member signing with its bound key (a full member if `full`)."""
     if db.is_banned(store, node):

@@ -107,6 +107,6 @@ class FleetService:
             "nostr_pubkey": k.key,
             **self.membership.summary(),
             "joining": self.handshake.joining(),
-            "outbox": db.outbox_counts(k.store.conn),
+            "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }

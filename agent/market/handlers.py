@@ -25,12 +25,11 @@ def public_handlers(clock: Clock) -> dict[int, Handler]:
 
     def on_heartbeat(ev: NostrEvent, tx: Tx) -> None:
         beat = heartbeat.parse(ev, now=clock.now()).payload
-        row = tx.execute(
-            "SELECT counterparty, role FROM contracts WHERE id = ?", (beat.contract,)
-        ).fetchone()
-        if row is None:
+        party = repo.contract_party(tx, beat.contract)
+        if party is None:
             return  # someone else's contract: not our business, not an error
-        if row[1] != "client" or row[0] != ev.pubkey:
+        counterparty, role = party
+        if role != "client" or counterparty != ev.pubkey:
             raise Unauthorized("only the provider of a contract can beat for it")
         repo.save_heartbeat(tx, beat.contract, ev.pubkey, beat.seq, beat.sent_at)
 
@@ -60,20 +59,17 @@ def rumor_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, RumorHandler]:
         item = bid.parse(opened.rumor, now=clock.now()).payload
         if item.rfp.split(":")[1] != me:
             raise Unauthorized("bids go to the author of the RFP")
-        row = tx.execute("SELECT rfp FROM rfps WHERE address = ?", (item.rfp,)).fetchone()
-        if row is None:
+        stored_rfp = repo.rfp_json(tx, item.rfp)
+        if stored_rfp is None:
             raise NotFound("no such RFP of ours")
-        deadline = rfp.FAMILY.load(row[0]).bid_deadline
+        deadline = rfp.FAMILY.load(stored_rfp).bid_deadline
         bid.check_phase(item, deadline, clock.now())
         if item.phase == bid.Phase.COMMIT:
             if not repo.save_bid_commitment(tx, item.rfp, opened.sender, item.commitment):
                 raise Replayed("this bidder already sealed a bid for this RFP")
             return
-        stored = tx.execute(
-            "SELECT commitment FROM bids_received WHERE rfp = ? AND bidder = ?",
-            (item.rfp, opened.sender),
-        ).fetchone()
-        if stored is None or stored[0] != item.commitment:
+        sealed = repo.bid_commitment(tx, item.rfp, opened.sender)
+        if sealed is None or sealed != item.commitment:
             raise InvalidPayload("this reveal does not open the bid that was sealed")
         assert item.terms is not None
         repo.reveal_bid(tx, item.rfp, opened.sender, item.terms)
@@ -88,13 +84,10 @@ def rumor_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, RumorHandler]:
 
     def on_accept(opened: Unwrapped, tx: Tx) -> None:
         accept = contract.ACCEPT.parse(opened.rumor, now=clock.now()).payload
-        row = tx.execute(
-            "SELECT offer FROM offers WHERE terms_hash = ? AND direction = 'out'",
-            (accept.terms_hash,),
-        ).fetchone()
-        if row is None:
+        sent = repo.our_offer_json(tx, accept.terms_hash)
+        if sent is None:
             raise NotFound("no offer of ours has these terms")
-        offer = contract.Offer.model_validate_json(row[0])
+        offer = contract.Offer.model_validate_json(sent)
         signed = contract.assemble(offer, me, accept, opened.sender)
         repo.save_contract(tx, signed, me)
 

@@ -6,13 +6,12 @@ import functools
 from enum import StrEnum
 from typing import Any
 
-from agent.store.db import Store, Tx, load_json_row, load_row
+from agent.store.db import Db, Tx, load_json_row, load_row
 from events.command import Command
 from events.credential import Grant
 from events.receipt import GENESIS, Receipt
 
 DAY = 86400
-Db = Store | Tx
 
 
 class CommandState(StrEnum):

@@ -164,6 +164,14 @@ class Tx:
             (next_attempt_at, error, event_id),
         )
 
+    def retry_for_relay(self, relay: str, at: int) -> None:
+        """Every waiting item `relay` has not acknowledged is due again at `at`."""
+        self.execute(
+            "UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending'"
+            " AND event_id NOT IN (SELECT event_id FROM outbox_acks WHERE relay = ?)",
+            (at, relay),
+        )
+
     def finish(self, event_id: str, state: str) -> None:
         self.execute("UPDATE outbox SET state = ? WHERE event_id = ?", (state, event_id))
 
@@ -231,6 +239,12 @@ class Tx:
         )
 
     # --- status ------------------------------------------------------------------------
+
+    def replace_relay_status(self, rows: list[dict[str, Any]]) -> None:
+        """The pool's relays as they are now: relays dropped from the pool go too."""
+        self.execute("DELETE FROM relay_status")
+        for row in rows:
+            self.save_relay_status(row)
 
     def save_relay_status(self, row: dict[str, Any]) -> None:
         self.execute(
@@ -426,3 +440,6 @@ class Store(Database):
             t: sorted(self.conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)  # noqa: S608
             for t in sorted(tables)
         }
+
+
+Db = Store | Tx  # what a repository read takes: the store, or the open transaction it runs in

@@ -1,6 +1,6 @@
 """Fleet membership rows: the hive, members, tickets, challenges, vouches, bans, seen ids and the
-per-peer outbox.  Functions take anything with `execute(sql, params)`: a `Tx` inside a write
-transaction, or `Store.conn` for reads."""
+per-peer outbox.  Writes take an open `Tx`; reads take the `Store`, or the `Tx` when they run
+inside a transaction (so they see its writes)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from agent.store.db import Store
-
-
-class Db(Protocol):
-    def execute(self, sql: str, params: tuple[Any, ...] = ..., /) -> Any: ...
+from agent.store.db import Db, Store, Tx
 
 
 @dataclass(frozen=True)
@@ -58,25 +54,25 @@ class OutItem:
 
 
 def hive(db: Db) -> Hive | None:
-    row = db.execute("SELECT hive_id, admin, created_at, joined_at FROM fleet_hive").fetchone()
+    row = db.conn.execute("SELECT hive_id, admin, created_at, joined_at FROM fleet_hive").fetchone()
     return Hive(*row) if row else None
 
 
-def set_hive(db: Db, h: Hive) -> None:
-    db.execute(
+def set_hive(tx: Tx, h: Hive) -> None:
+    tx.execute(
         "INSERT INTO fleet_hive (singleton, hive_id, admin, created_at, joined_at)"
         " VALUES (1, ?, ?, ?, ?)",
         (h.hive_id, h.admin, h.created_at, h.joined_at),
     )
 
 
-def forget_hive(db: Db) -> None:
+def forget_hive(tx: Tx) -> None:
     """Leaving: drop the hive's state; seen ids and the outbox (our goodbyes) stay."""
     for table in (
         "fleet_hive", "fleet_members", "fleet_challenges", "fleet_vouches",
         "fleet_ban_proposals", "fleet_ban_votes",
     ):  # fmt: skip
-        db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        tx.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
 
 # --- members ------------------------------------------------------------------------------
@@ -85,7 +81,7 @@ _MEMBER = "node_id, pubkey, binding, tier, status, joined_at, promoted_at, left_
 
 
 def member(db: Db, node_id: str) -> Member | None:
-    row = db.execute(
+    row = db.conn.execute(
         f"SELECT {_MEMBER} FROM fleet_members WHERE node_id = ?",  # noqa: S608
         (node_id,),
     ).fetchone()
@@ -95,19 +91,19 @@ def member(db: Db, node_id: str) -> Member | None:
 def members(db: Db, *, status: str | None = "active") -> list[Member]:
     sql = f"SELECT {_MEMBER} FROM fleet_members"  # noqa: S608
     rows = (
-        db.execute(sql + " WHERE status = ? ORDER BY node_id", (status,))
+        db.conn.execute(sql + " WHERE status = ? ORDER BY node_id", (status,))
         if status
-        else db.execute(sql + " ORDER BY node_id")
+        else db.conn.execute(sql + " ORDER BY node_id")
     ).fetchall()
     return [Member(*r) for r in rows]
 
 
 def add_member(
-    db: Db, node_id: str, pubkey: str, binding: str, tier: str, joined_at: int,
+    tx: Tx, node_id: str, pubkey: str, binding: str, tier: str, joined_at: int,
     manifest: dict[str, Any] | None = None, promoted_at: int | None = None,
 ) -> bool:  # fmt: skip
     """Insert (or re-admit after leaving); False if already an active or banned member."""
-    cur = db.execute(
+    cur = tx.execute(
         "INSERT INTO fleet_members (node_id, pubkey, binding, tier, status, joined_at,"
         " promoted_at, manifest) VALUES (?, ?, ?, ?, 'active', ?, ?, ?)"
         " ON CONFLICT (node_id) DO UPDATE SET pubkey = excluded.pubkey,"
@@ -122,8 +118,8 @@ def add_member(
     return bool(cur.rowcount)
 
 
-def promote(db: Db, node_id: str, at: int) -> bool:
-    cur = db.execute(
+def promote(tx: Tx, node_id: str, at: int) -> bool:
+    cur = tx.execute(
         "UPDATE fleet_members SET tier = 'member', promoted_at = ?"
         " WHERE node_id = ? AND tier = 'neophyte' AND status = 'active'",
         (at, node_id),
@@ -131,8 +127,8 @@ def promote(db: Db, node_id: str, at: int) -> bool:
     return bool(cur.rowcount)
 
 
-def set_status(db: Db, node_id: str, status: str, at: int) -> bool:
-    cur = db.execute(
+def set_status(tx: Tx, node_id: str, status: str, at: int) -> bool:
+    cur = tx.execute(
         "UPDATE fleet_members SET status = ?, left_at = ? WHERE node_id = ? AND status = 'active'",
         (status, at, node_id),
     )
@@ -143,9 +139,9 @@ def set_status(db: Db, node_id: str, status: str, at: int) -> bool:
 
 
 def record_ticket(
-    db: Db, ticket_id: str, invitee: str, issuer: str, expires_at: int, text: str | None
+    tx: Tx, ticket_id: str, invitee: str, issuer: str, expires_at: int, text: str | None
 ) -> None:
-    db.execute(
+    tx.execute(
         "INSERT OR IGNORE INTO fleet_tickets (ticket_id, invitee, issuer, expires_at, ticket)"
         " VALUES (?, ?, ?, ?, ?)",
         (ticket_id, invitee, issuer, expires_at, text),
@@ -153,23 +149,23 @@ def record_ticket(
 
 
 def ticket_used_by(db: Db, ticket_id: str) -> str | None:
-    row = db.execute("SELECT used_by FROM fleet_tickets WHERE ticket_id = ?", (ticket_id,))
+    row = db.conn.execute("SELECT used_by FROM fleet_tickets WHERE ticket_id = ?", (ticket_id,))
     found = row.fetchone()
     return found[0] if found else None
 
 
 def use_ticket(
-    db: Db, ticket_id: str, invitee: str, issuer: str, expires: int, by: str, at: int
+    tx: Tx, ticket_id: str, invitee: str, issuer: str, expires: int, by: str, at: int
 ) -> None:
-    record_ticket(db, ticket_id, invitee, issuer, expires, None)
-    db.execute(
+    record_ticket(tx, ticket_id, invitee, issuer, expires, None)
+    tx.execute(
         "UPDATE fleet_tickets SET used_by = ?, used_at = ? WHERE ticket_id = ? AND used_by IS NULL",
         (by, at, ticket_id),
     )
 
 
 def challenge(db: Db, peer: str) -> tuple[str, str, str, int] | None:
-    row = db.execute(
+    row = db.conn.execute(
         "SELECT nonce, ticket_id, hello_key, created_at FROM fleet_challenges WHERE peer = ?",
         (peer,),
     ).fetchone()
@@ -177,27 +173,27 @@ def challenge(db: Db, peer: str) -> tuple[str, str, str, int] | None:
 
 
 def pending_challenges(db: Db, since: int) -> int:
-    cur = db.execute("SELECT count(*) FROM fleet_challenges WHERE created_at > ?", (since,))
+    cur = db.conn.execute("SELECT count(*) FROM fleet_challenges WHERE created_at > ?", (since,))
     return int(cur.fetchone()[0])
 
 
-def put_challenge(db: Db, peer: str, nonce: str, ticket_id: str, key: str, at: int) -> None:
-    db.execute(
+def put_challenge(tx: Tx, peer: str, nonce: str, ticket_id: str, key: str, at: int) -> None:
+    tx.execute(
         "INSERT OR REPLACE INTO fleet_challenges (peer, nonce, ticket_id, hello_key, created_at)"
         " VALUES (?, ?, ?, ?, ?)",
         (peer, nonce, ticket_id, key, at),
     )
 
 
-def drop_challenge(db: Db, peer: str) -> None:
-    db.execute("DELETE FROM fleet_challenges WHERE peer = ?", (peer,))
+def drop_challenge(tx: Tx, peer: str) -> None:
+    tx.execute("DELETE FROM fleet_challenges WHERE peer = ?", (peer,))
 
 
 # --- vouches and bans -----------------------------------------------------------------------
 
 
-def add_vouch(db: Db, candidate: str, voucher: str, frame: str, at: int) -> bool:
-    cur = db.execute(
+def add_vouch(tx: Tx, candidate: str, voucher: str, frame: str, at: int) -> bool:
+    cur = tx.execute(
         "INSERT OR IGNORE INTO fleet_vouches (candidate, voucher, frame, at) VALUES (?, ?, ?, ?)",
         (candidate, voucher, frame, at),
     )
@@ -206,7 +202,7 @@ def add_vouch(db: Db, candidate: str, voucher: str, frame: str, at: int) -> bool
 
 def vouches(db: Db, candidate: str) -> list[tuple[str, str]]:
     """(voucher, frame hex) for a candidate."""
-    cur = db.execute(
+    cur = db.conn.execute(
         "SELECT voucher, frame FROM fleet_vouches WHERE candidate = ? ORDER BY voucher",
         (candidate,),
     )
@@ -214,9 +210,9 @@ def vouches(db: Db, candidate: str) -> list[tuple[str, str]]:
 
 
 def add_proposal(
-    db: Db, proposal_id: str, target: str, proposer: str, reason: str, frame: str, at: int
+    tx: Tx, proposal_id: str, target: str, proposer: str, reason: str, frame: str, at: int
 ) -> bool:
-    cur = db.execute(
+    cur = tx.execute(
         "INSERT OR IGNORE INTO fleet_ban_proposals (proposal_id, target, proposer, reason, frame,"
         " created_at, state) VALUES (?, ?, ?, ?, ?, ?, 'open')",
         (proposal_id, target, proposer, reason, frame, at),
@@ -225,7 +221,7 @@ def add_proposal(
 
 
 def proposal(db: Db, proposal_id: str) -> dict[str, Any] | None:
-    row = db.execute(
+    row = db.conn.execute(
         "SELECT proposal_id, target, proposer, reason, frame, created_at, state"
         " FROM fleet_ban_proposals WHERE proposal_id = ?",
         (proposal_id,),
@@ -235,7 +231,7 @@ def proposal(db: Db, proposal_id: str) -> dict[str, Any] | None:
 
 
 def open_proposal_for(db: Db, target: str) -> str | None:
-    row = db.execute(
+    row = db.conn.execute(
         "SELECT proposal_id FROM fleet_ban_proposals WHERE target = ? AND state = 'open'"
         " ORDER BY created_at, proposal_id LIMIT 1",
         (target,),
@@ -244,7 +240,7 @@ def open_proposal_for(db: Db, target: str) -> str | None:
 
 
 def proposals(db: Db) -> list[dict[str, Any]]:
-    cur = db.execute(
+    cur = db.conn.execute(
         "SELECT p.proposal_id, p.target, p.proposer, p.reason, p.created_at, p.state,"
         " (SELECT count(*) FROM fleet_ban_votes v WHERE v.proposal_id = p.proposal_id"
         "  AND v.approve = 1),"
@@ -256,8 +252,8 @@ def proposals(db: Db) -> list[dict[str, Any]]:
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def add_vote(db: Db, proposal_id: str, voter: str, approve: bool, frame: str, at: int) -> bool:
-    cur = db.execute(
+def add_vote(tx: Tx, proposal_id: str, voter: str, approve: bool, frame: str, at: int) -> bool:
+    cur = tx.execute(
         "INSERT OR IGNORE INTO fleet_ban_votes (proposal_id, voter, approve, frame, at)"
         " VALUES (?, ?, ?, ?, ?)",
         (proposal_id, voter, int(approve), frame, at),
@@ -266,20 +262,20 @@ def add_vote(db: Db, proposal_id: str, voter: str, approve: bool, frame: str, at
 
 
 def votes(db: Db, proposal_id: str) -> list[tuple[str, bool, str]]:
-    cur = db.execute(
+    cur = db.conn.execute(
         "SELECT voter, approve, frame FROM fleet_ban_votes WHERE proposal_id = ? ORDER BY voter",
         (proposal_id,),
     )
     return [(v, bool(a), f) for v, a, f in cur.fetchall()]
 
 
-def ban(db: Db, target: str, reason: str, at: int, proposal_id: str) -> bool:
-    cur = db.execute(
+def ban(tx: Tx, target: str, reason: str, at: int, proposal_id: str) -> bool:
+    cur = tx.execute(
         "INSERT OR IGNORE INTO fleet_bans (target, reason, decided_at, proposal_id)"
         " VALUES (?, ?, ?, ?)",
         (target, reason, at, proposal_id),
     )
-    db.execute(
+    tx.execute(
         "UPDATE fleet_ban_proposals SET state = 'enacted' WHERE target = ? AND state = 'open'",
         (target,),
     )
@@ -288,17 +284,18 @@ def ban(db: Db, target: str, reason: str, at: int, proposal_id: str) -> bool:
 
 def is_banned(db: Db, node_id: str) -> bool:
     return (
-        db.execute("SELECT 1 FROM fleet_bans WHERE target = ?", (node_id,)).fetchone() is not None
+        db.conn.execute("SELECT 1 FROM fleet_bans WHERE target = ?", (node_id,)).fetchone()
+        is not None
     )
 
 
 def bans(db: Db) -> list[dict[str, Any]]:
-    cur = db.execute("SELECT target, reason, decided_at FROM fleet_bans ORDER BY target")
+    cur = db.conn.execute("SELECT target, reason, decided_at FROM fleet_bans ORDER BY target")
     return [{"target": t, "reason": r, "decided_at": d} for t, r, d in cur.fetchall()]
 
 
-def expire_proposals(db: Db, before: int) -> None:
-    db.execute(
+def expire_proposals(tx: Tx, before: int) -> None:
+    tx.execute(
         "UPDATE fleet_ban_proposals SET state = 'expired' WHERE state = 'open' AND created_at < ?",
         (before,),
     )
@@ -307,10 +304,10 @@ def expire_proposals(db: Db, before: int) -> None:
 # --- seen ids and the outbox ----------------------------------------------------------------
 
 
-def claim(db: Db, node: str, msg_id: str, at: int, via: str = "direct") -> bool:
+def claim(tx: Tx, node: str, msg_id: str, at: int, via: str = "direct") -> bool:
     """Record a message id from `node`; False if it was handled before (a duplicate).
     `via`: 'direct' from its sender, or 'proof' when it arrived inside another message."""
-    cur = db.execute(
+    cur = tx.execute(
         "INSERT OR IGNORE INTO fleet_seen (node, msg_id, seen_at, via) VALUES (?, ?, ?, ?)",
         (node, msg_id, at, via),
     )
@@ -319,19 +316,21 @@ def claim(db: Db, node: str, msg_id: str, at: int, via: str = "direct") -> bool:
 
 def seen_via(db: Db, node: str, msg_id: str) -> str | None:
     """How a message id was first seen ('direct' or 'proof'), or None."""
-    cur = db.execute("SELECT via FROM fleet_seen WHERE node = ? AND msg_id = ?", (node, msg_id))
+    cur = db.conn.execute(
+        "SELECT via FROM fleet_seen WHERE node = ? AND msg_id = ?", (node, msg_id)
+    )
     row = cur.fetchone()
     return row[0] if row else None
 
 
-def prune_seen(db: Db, before: int) -> None:
-    db.execute("DELETE FROM fleet_seen WHERE seen_at < ?", (before,))
+def prune_seen(tx: Tx, before: int) -> None:
+    tx.execute("DELETE FROM fleet_seen WHERE seen_at < ?", (before,))
 
 
 def enqueue(
-    db: Db, peer: str, msg_id: str, msg_type: int, frame: bytes, at: int, ttl_s: int
+    tx: Tx, peer: str, msg_id: str, msg_type: int, frame: bytes, at: int, ttl_s: int
 ) -> None:
-    db.execute(
+    tx.execute(
         "INSERT OR IGNORE INTO fleet_outbox (peer, msg_id, msg_type, frame, created_at,"
         " expires_at, next_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
         (peer, msg_id, msg_type, frame, at, at + ttl_s, float(at)),
@@ -339,7 +338,7 @@ def enqueue(
 
 
 def due(db: Db, peer: str, now: float, limit: int) -> list[OutItem]:
-    cur = db.execute(
+    cur = db.conn.execute(
         "SELECT peer, msg_id, msg_type, frame, attempts, expires_at FROM fleet_outbox"
         " WHERE state = 'pending' AND peer = ? AND next_at <= ?"
         " ORDER BY rowid LIMIT ?",  # the order they were queued in
@@ -352,24 +351,24 @@ def next_due(db: Db, peers: set[str]) -> float | None:
     if not peers:
         return None
     marks = ",".join("?" * len(peers))
-    row = db.execute(
+    row = db.conn.execute(
         f"SELECT min(next_at) FROM fleet_outbox WHERE state = 'pending' AND peer IN ({marks})",  # noqa: S608
         tuple(sorted(peers)),
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
-def sent(db: Db, item: OutItem, next_at: float, state: str, error: str | None) -> None:
-    db.execute(
+def sent(tx: Tx, item: OutItem, next_at: float, state: str, error: str | None) -> None:
+    tx.execute(
         "UPDATE fleet_outbox SET attempts = attempts + 1, next_at = ?, state = ?, last_error = ?"
         " WHERE peer = ? AND msg_id = ? AND state = 'pending'",
         (next_at, state, error, item.peer, item.msg_id),
     )
 
 
-def acked(db: Db, peer: str, msg_id: str, state: str, next_at: float, error: str | None) -> bool:
+def acked(tx: Tx, peer: str, msg_id: str, state: str, next_at: float, error: str | None) -> bool:
     """Settle an outbox item from an ack: 'acked', 'failed', or 'pending' again (retry later)."""
-    cur = db.execute(
+    cur = tx.execute(
         "UPDATE fleet_outbox SET state = ?, next_at = ?, last_error = ?"
         " WHERE peer = ? AND msg_id = ? AND state = 'pending'",
         (state, next_at, error, peer, msg_id),
@@ -377,29 +376,29 @@ def acked(db: Db, peer: str, msg_id: str, state: str, next_at: float, error: str
     return bool(cur.rowcount)
 
 
-def wake_peer(db: Db, peer: str, now: float) -> None:
-    db.execute(
+def wake_peer(tx: Tx, peer: str, now: float) -> None:
+    tx.execute(
         "UPDATE fleet_outbox SET next_at = ? WHERE peer = ? AND state = 'pending'", (now, peer)
     )
 
 
-def drop_peer(db: Db, peer: str, why: str) -> None:
-    db.execute(
+def drop_peer(tx: Tx, peer: str, why: str) -> None:
+    tx.execute(
         "UPDATE fleet_outbox SET state = 'failed', last_error = ?"
         " WHERE peer = ? AND state = 'pending'",
         (why, peer),
     )
 
 
-def expire_outbox(db: Db, now: int) -> None:
-    db.execute(
+def expire_outbox(tx: Tx, now: int) -> None:
+    tx.execute(
         "UPDATE fleet_outbox SET state = 'expired' WHERE state = 'pending' AND expires_at <= ?",
         (now,),
     )
 
 
 def outbox_counts(db: Db) -> dict[str, int]:
-    cur = db.execute("SELECT state, count(*) FROM fleet_outbox GROUP BY state")
+    cur = db.conn.execute("SELECT state, count(*) FROM fleet_outbox GROUP BY state")
     return {s: n for s, n in cur.fetchall()}
 
 
@@ -416,7 +415,7 @@ def absorb_legacy(store: Store, legacy: Path, now: int) -> bool:
     if not legacy.exists():
         return False
     Store(legacy).close()  # an older file is brought to the current schema first
-    if hive(store.conn) is not None:
+    if hive(store) is not None:
         return False
     conn = store.conn
     conn.execute("ATTACH DATABASE ? AS legacy", (str(legacy),))

@@ -1,10 +1,11 @@
-"""Marketplace rows: writes take an open `Tx`, reads take the `Store`."""
+"""Marketplace rows: writes take an open `Tx`, reads take the `Store` (or, for the few an
+inbound handler makes inside its transaction, the `Tx`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent.store.db import Store, Tx, load_json_row, load_row
+from agent.store.db import Db, Store, Tx, load_json_row, load_row
 from events.bid import BidTerms
 from events.contract import Contract, Offer
 from events.listing import Listing
@@ -227,3 +228,36 @@ def issued_credential(store: Store, address: str, issuer: str) -> bool:
         "SELECT 1 FROM credentials WHERE address = ? AND issuer = ?", (address, issuer)
     ).fetchone()
     return row is not None
+
+
+# --- reads inside an inbound handler's transaction ---------------------------------------------
+
+
+def contract_party(db: Db, contract_id: str) -> tuple[str, str] | None:
+    """(counterparty, our role) of a stored contract; None if it is not ours."""
+    row = db.conn.execute(
+        "SELECT counterparty, role FROM contracts WHERE id = ?", (contract_id,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def rfp_json(db: Db, address: str) -> str | None:
+    """A stored RFP as its JSON text (the caller parses it); None if there is none."""
+    row = db.conn.execute("SELECT rfp FROM rfps WHERE address = ?", (address,)).fetchone()
+    return None if row is None else row[0]
+
+
+def bid_commitment(db: Db, rfp: str, bidder: str) -> str | None:
+    """The sealed commitment `bidder` made for an RFP of ours; None if it made none."""
+    row = db.conn.execute(
+        "SELECT commitment FROM bids_received WHERE rfp = ? AND bidder = ?", (rfp, bidder)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def our_offer_json(db: Db, terms_hash: str) -> str | None:
+    """An offer we sent, as its JSON text (the caller parses it); None if we sent none."""
+    row = db.conn.execute(
+        "SELECT offer FROM offers WHERE terms_hash = ? AND direction = 'out'", (terms_hash,)
+    ).fetchone()
+    return None if row is None else row[0]
