@@ -27,7 +27,7 @@ from agent.clock import Clock
 from agent.crash import crash_point
 from agent.nostr.pool import Busy, RelayPool
 from agent.settings import Settings
-from agent.store import OutboxItem, Store, Tx
+from agent.store import OutboxItem, OutboxState, Store, Tx
 from events.base import NostrEvent, tag_value
 from events.kinds import is_addressable, is_replaceable
 
@@ -128,7 +128,7 @@ class Outbox:
         """
         item = self.submit(event, targets, min_acks)
         with anyio.move_on_after(timeout_s):
-            while not item.published and item.state == "pending":
+            while not item.published and item.state == OutboxState.PENDING:
                 await self._wait_changed()
                 item = self.store.outbox_item(event.id) or item
         return item
@@ -151,7 +151,7 @@ class Outbox:
         out = []
         for event_id in sorted(self.mine):
             item = self.store.outbox_item(event_id)
-            if item is None or item.published or item.state != "pending":
+            if item is None or item.published or item.state != OutboxState.PENDING:
                 self.mine.discard(event_id)
             else:
                 out.append(item)
@@ -241,7 +241,7 @@ class Outbox:
             if all(url in acked or url in refused for url in item.targets):
                 tx.finish(item.event_id, _final_state(item, acked, refused, replaceable))
             elif now >= item.expires_at:
-                tx.finish(item.event_id, "expired")
+                tx.finish(item.event_id, OutboxState.EXPIRED)
                 log.warning("gave up delivering %s to %s", item.event_id, item.missing)
             else:
                 wait = delay(
@@ -271,16 +271,18 @@ class Outbox:
         return blocked
 
     def pending(self) -> int:
-        return self.store.outbox_counts().get("pending", 0)
+        return self.store.outbox_counts().get(OutboxState.PENDING, 0)
 
 
 def _final_state(
     item: OutboxItem, acked: set[str], refused: dict[str, str], replaceable: bool
-) -> str:
+) -> OutboxState:
     if len(acked) >= item.min_acks:
-        return "done"
+        return OutboxState.DONE
     newer = [r for r in refused.values() if r.strip().lower().startswith(SUPERSEDED)]
-    return "superseded" if replaceable and len(newer) == len(refused) else "failed"
+    if replaceable and len(newer) == len(refused):
+        return OutboxState.SUPERSEDED
+    return OutboxState.FAILED
 
 
 def address_of_kind(kind: int) -> bool:

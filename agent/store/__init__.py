@@ -1,5 +1,5 @@
 """The agent's SQLite store (see db.py)."""
 
-from agent.store.db import Db, OutboxItem, Store, Tx
+from agent.store.db import Db, OutboxItem, OutboxState, Store, Tx
 
-__all__ = ["Db", "OutboxItem", "Store", "Tx"]
+__all__ = ["Db", "OutboxItem", "OutboxState", "Store", "Tx"]

@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -56,6 +57,16 @@ def load_json_row(text: str | bytes) -> Any:
         raise StoreCorrupt(
             "a stored JSON value is damaged; restore the store from a backup"
         ) from None
+
+
+class OutboxState(StrEnum):
+    """Where an outbox row is (the `outbox.state` column)."""
+
+    PENDING = "pending"  # still tried, at next_attempt_at
+    DONE = "done"  # enough relays hold it (min_acks)
+    SUPERSEDED = "superseded"  # every refusal said a newer version is there: final, not a failure
+    FAILED = "failed"  # every target answered, too few accepted
+    EXPIRED = "expired"  # not delivered before its time to live ran out
 
 
 @dataclass(frozen=True)
@@ -172,7 +183,7 @@ class Tx:
             (at, relay),
         )
 
-    def finish(self, event_id: str, state: str) -> None:
+    def finish(self, event_id: str, state: OutboxState) -> None:
         self.execute("UPDATE outbox SET state = ? WHERE event_id = ?", (state, event_id))
 
     # --- inbound -----------------------------------------------------------------------
