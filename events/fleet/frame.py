@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import builtins
 import json
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, cast
 
 import nostr_sdk as sdk
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
 from events.canonical import canonical
 from events.crypto import pubkey_hex, schnorr_verify, sha256, sign_hash
@@ -44,11 +45,13 @@ class Envelope(BaseModel):
     sig: Sig
 
 
-B = TypeVar("B", bound="Body")
+B = TypeVar("B", bound=Body, default=Body)  # the body a message carries (any, by default)
+C = TypeVar("C", bound=Body)
 
 
-class Message(BaseModel):
-    """A verified frame: its type, envelope fields and typed body."""
+class Message(BaseModel, Generic[B]):
+    """A verified frame: its type, envelope fields and typed body (`Message[Vouch]` for a
+    frame known to carry a Vouch; `narrow` and `body_as` check it)."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
     type: MsgType
@@ -57,14 +60,18 @@ class Message(BaseModel):
     sender_key: str
     node: str
     ts: int
-    body: Body
+    body: B
     raw: bytes
 
-    def body_as(self, kind: builtins.type[B]) -> B:
+    def body_as(self, kind: builtins.type[C]) -> C:
         """The body, as the model this frame type carries (InvalidPayload if it is not)."""
+        return self.narrow(kind).body
+
+    def narrow(self, kind: builtins.type[C]) -> Message[C]:
+        """This message typed by its body (InvalidPayload if it carries another)."""
         if not isinstance(self.body, kind):
             raise InvalidPayload(f"a {self.type.name} frame does not carry a {kind.__name__}")
-        return self.body
+        return cast("Message[C]", self)  # checked just above: the body is a C
 
 
 def _digest(
