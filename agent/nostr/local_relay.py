@@ -30,6 +30,7 @@ import nostr_sdk as sdk
 from agent.errors import RelayUnavailable
 
 MAX_REQS_PER_CONN = 1_000
+BIND_ATTEMPTS = 5
 NOTES_PER_MINUTE = 1_000_000
 
 
@@ -134,6 +135,7 @@ class EmbeddedRelay:
         notes_per_minute: int = NOTES_PER_MINUTE,
     ) -> None:
         self.host = host
+        self.chosen = port == 0  # ours to choose: the system's pick, no race with other binds
         self.port = port or free_port(host)
         self.db_dir = db_dir
         self.auth = auth
@@ -155,33 +157,52 @@ class EmbeddedRelay:
         # NIP-42 AUTH events name the relay URL the client dialled, and LocalRelay checks that
         # against its own: so a relay requiring AUTH serves clients directly (Nagle and all)
         spliced = not self.auth
-        host, inner = ("127.0.0.1", free_port("127.0.0.1")) if spliced else (self.host, self.port)
-        builder = sdk.LocalRelayBuilder().addr(host).port(inner).rate_limit(limit)
+        database = None
+        if self.db_dir is not None:
+            self.db_dir.mkdir(parents=True, exist_ok=True)
+            database = await sdk.NostrLmdb.open(str(self.db_dir))
+        for attempt in range(BIND_ATTEMPTS):
+            host, inner = ("127.0.0.1", free_port()) if spliced else (self.host, self.port)
+            try:
+                self._relay = await self._run_inner(host, inner, limit, database)
+                break
+            except RelayUnavailable:
+                # a port picked free a moment ago may be taken by now (another process): pick
+                # again, unless the operator named it
+                if attempt == BIND_ATTEMPTS - 1 or not (spliced or self.chosen):
+                    raise
+                self.port = self.port if spliced else free_port(self.host)
+        if not spliced:
+            return self.url
+        try:
+            port = 0 if self.chosen else self.port
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: self._accept(inner), self.host, port
+            )
+        except OSError as exc:
+            await self.stop()
+            raise RelayUnavailable(f"cannot start a relay on {self.url}: {exc}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.url
+
+    async def _run_inner(
+        self, host: str, port: int, limit: sdk.RateLimit, database: sdk.NostrLmdb | None
+    ) -> sdk.LocalRelay:
+        """nostr-sdk's LocalRelay on host:port (RelayUnavailable if it cannot bind)."""
+        builder = sdk.LocalRelayBuilder().addr(host).port(port).rate_limit(limit)
         if self.auth:  # NIP-42: clients must authenticate to read and to write
             mode = sdk.LocalRelayBuilderNip42Mode.BOTH
             builder = builder.nip42(sdk.LocalRelayBuilderNip42(mode=mode))
         if self.policy is not None:
             builder = builder.write_policy(self.policy)
-        if self.db_dir is not None:
-            self.db_dir.mkdir(parents=True, exist_ok=True)
-            builder = builder.database(await sdk.NostrLmdb.open(str(self.db_dir)))
+        if database is not None:
+            builder = builder.database(database)
         relay = builder.build()
         try:
             await relay.run()
         except sdk.NostrSdkError as exc:
             raise RelayUnavailable(f"cannot start a relay on {self.url}: {exc}") from None
-        self._relay = relay
-        if not spliced:
-            return self.url
-        try:
-            self._server = await asyncio.get_running_loop().create_server(
-                lambda: self._accept(inner), self.host, self.port
-            )
-        except OSError as exc:
-            relay.shutdown()
-            self._relay = None
-            raise RelayUnavailable(f"cannot start a relay on {self.url}: {exc}") from None
-        return self.url
+        return relay
 
     def _accept(self, inner: int) -> _Half:
         splice = _Splice(self)
