@@ -112,14 +112,15 @@ def test_balance_steps(local_msat: int, capacity: int, step: int) -> None:
 
 def test_peer_rate_one_per_10s_coalescing_to_the_newest() -> None:
     rate = rules.PeerRate()
-    assert rate.offer(B, b"v1", NOW) == b"v1"
-    assert rate.offer(C, b"v1", NOW) == b"v1"  # per peer
-    assert rate.offer(B, b"v2", NOW + 3) is None
-    assert rate.offer(B, b"v3", NOW + 6) is None  # replaces v2: only the newest waits
+    assert rate.offer((B, A), b"v1", NOW) == b"v1"
+    assert rate.offer((C, A), b"v1", NOW) == b"v1"  # per peer
+    assert rate.offer((B, D), b"d1", NOW) == b"d1"  # and per owner
+    assert rate.offer((B, A), b"v2", NOW + 3) is None
+    assert rate.offer((B, A), b"v3", NOW + 6) is None  # replaces v2: only the newest waits
     assert rate.due(NOW + 9) == []
     assert rate.due(NOW + 10) == [(B, b"v3")]
     assert rate.due(NOW + 30) == []
-    assert rate.offer(B, b"v4", NOW + 15) is None  # 5 s after v3 went out
+    assert rate.offer((B, A), b"v4", NOW + 15) is None  # 5 s after v3 went out
     rate.forget(B)
     assert rate.due(NOW + 40) == []
 

@@ -119,34 +119,38 @@ def rate_allows(last_sent_at: int | None, now: int, gap_s: int = PEER_GAP_S) -> 
     return last_sent_at is None or now - last_sent_at >= gap_s
 
 
+Stream = tuple[str, str]  # (peer, record owner): each owner's records to a peer
+
+
 class PeerRate:
-    """At most one frame per peer per `gap_s`; a frame held back is replaced by a newer one
-    (coalescing: only the newest waits).  Pure: the caller gives the time."""
+    """At most one record of an owner to a peer per `gap_s`; a record held back is replaced
+    by a newer one (coalescing: only the newest waits).  Pure: the caller gives the time."""
 
     def __init__(self, gap_s: int = PEER_GAP_S) -> None:
         self.gap_s = gap_s
-        self.last: dict[str, int] = {}
-        self.held: dict[str, bytes] = {}
+        self.last: dict[Stream, int] = {}
+        self.held: dict[Stream, bytes] = {}
 
-    def offer(self, peer: str, frame: bytes, now: int) -> bytes | None:
-        """`frame` if it may go to `peer` now (recorded as sent), else None (held: newest)."""
-        if rate_allows(self.last.get(peer), now, self.gap_s):
-            self.last[peer] = now
-            self.held.pop(peer, None)
+    def offer(self, stream: Stream, frame: bytes, now: int) -> bytes | None:
+        """`frame` if it may go now (recorded as sent), else None (held, as the newest)."""
+        if rate_allows(self.last.get(stream), now, self.gap_s):
+            self.last[stream] = now
+            self.held.pop(stream, None)
             return frame
-        self.held[peer] = frame
+        self.held[stream] = frame
         return None
 
     def due(self, now: int) -> list[tuple[str, bytes]]:
-        """The held frames whose peer may now be sent to (each recorded as sent)."""
-        out = [(p, f) for p, f in sorted(self.held.items()) if rate_allows(self.last[p], now)]
-        for peer, _ in out:
-            self.last[peer] = now
-            del self.held[peer]
-        return out
+        """(peer, frame) for each held record that may now go (each recorded as sent)."""
+        out = [s for s in sorted(self.held) if rate_allows(self.last[s], now, self.gap_s)]
+        for stream in out:
+            self.last[stream] = now
+        return [(s[0], self.held.pop(s)) for s in out]
 
     def forget(self, peer: str) -> None:
-        self.held.pop(peer, None)
+        """The peer went away: what was held for it is dropped (heartbeats repair it)."""
+        for stream in [s for s in self.held if s[0] == peer]:
+            del self.held[stream]
 
 
 # --- acceptance and forwarding --------------------------------------------------------------

@@ -74,6 +74,9 @@ class FleetConfig:
     handshake_retry_s: float = 30.0  # a HELLO or ATTEST unanswered this long is sent again
     handshake_tries: int = 6
     features: tuple[str, ...] = ("anchor", "onion")
+    gossip_threshold_pct: int = 10  # a state record is sent when a total moves this much (1–50)
+    heartbeat_s: int = 300  # … or when this long has passed (60–3600)
+    gossip_gap_s: int = 10  # at most one record of an owner per peer this often
 
 
 def short(node_id: str) -> str:
@@ -119,6 +122,10 @@ class FleetComponent:
 
     def on_ack(self, tx: Tx, peer: str, ack: wire.MsgAck) -> None:
         """A peer acknowledged (or refused) a frame we sent it."""
+
+    def heard(self, tx: Tx, peer: str) -> None:
+        """`peer` sent a frame that passed intake and was handled (any type, any owner), in
+        that frame's transaction: presence."""
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""
@@ -287,6 +294,8 @@ class FleetKernel:
                 self.standing.check_frame(tx, msg)
             owner.apply(tx, peer, msg, prepared, effects)
             db.claim(tx, peer, msg.id, now)
+            for component in self._components:
+                component.heard(tx, peer)
         return effects
 
     def _on_ack(self, peer: str, msg: Message) -> None:
@@ -307,6 +316,7 @@ class FleetKernel:
                 db.acked(tx, peer, body.ref, "pending", retry, error)
             for component in self._components:
                 component.on_ack(tx, peer, body)
+                component.heard(tx, peer)
 
     # --- outbound ------------------------------------------------------------------------
 
