@@ -1,0 +1,134 @@
+"""State gossip on the simulator: a fee change reaches every member, also those without a link
+to its owner (forwarding); the version survives a restart; presence; and the attacks, each
+refused with its code and the store unchanged: an old version replayed, a record signed by
+another member, 201 channels."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.fleet.simfleet import sim_keys
+from agent.store import gossip as gdb
+from events import fleet as wire
+from events.canonical import canonical
+from events.fleet import MsgType, StateRecord
+from tests.fleet_world import Fleet, Rogue, fleet
+from tests.test_fleet import refused
+
+pytestmark = pytest.mark.anyio
+
+
+async def _hive(f: Fleet) -> str:
+    """Member 0 founds the hive and admits the others; records exchanged."""
+    hive = str((await f.members[0].fleet.genesis())["hive_id"])
+    for i in range(1, len(f.members)):
+        await f.admit(0, i)
+    await f.settle()
+    await f.gossiped()
+    return hive
+
+
+async def _fee_of(f: Fleet, i: int, owner: int, scid: str, ppm: int, limit_s: float = 10) -> None:
+    """Wait until member i holds the owner's record with `scid` at `ppm`."""
+    with anyio.fail_after(limit_s):
+        while True:
+            row = gdb.state(f.members[i].fleet.store, f.ids[owner])
+            if row is not None:
+                record = StateRecord.model_validate_json(row.record)
+                if any(c.scid == scid and c.fee_ppm == ppm for c in record.channels):
+                    return
+            await anyio.sleep(0.05)
+
+
+async def test_a_fee_change_reaches_members_without_a_link_to_its_owner(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 4, extra=0) as f:
+        await _hive(f)
+        ids, m = f.ids, f.members
+        # a line: 0 — 1 — 2 — 3; member 0 has no link to 2 or 3 any more
+        for a, b in ((0, 2), (0, 3), (1, 3)):
+            f.net.disconnect(ids[a], ids[b])
+        await anyio.sleep(1.1)  # past the per-peer gap of the records sent so far
+        node0 = m[0].fleet.kernel.node
+        scid = (await node0.channels())[0].short_channel_id
+        await node0.set_fees(scid, ppm=4242)
+        sent = await m[0].fleet.gossip.check()
+        assert sent["sent"] and sent["why"] == ["policy"]
+        for i in (1, 2, 3):
+            await _fee_of(f, i, 0, scid, 4242)
+        far = gdb.state(m[3].fleet.store, ids[0])
+        assert far is not None and far.version == sent["version"]
+        assert far.via == ids[2]  # it came the long way
+        forwarded = wire.parse_frame(far.frame).body_as(wire.Gossip)
+        assert (forwarded.ttl, forwarded.path) == (1, [ids[1], ids[2]])
+        topo = m[3].fleet.topology()
+        assert {x["owner"] for x in topo["members"]} == set(ids)
+        assert all(x["active"] for x in topo["members"])
+        for x in m:
+            assert set(x.fleet.status()["refused"]) <= {"REPLAYED"}, x.fleet.status()["refused"]
+
+
+async def test_the_version_survives_a_restart_and_the_record_is_accepted(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 2, extra=0) as f:
+        await _hive(f)
+        before = f.members[0].fleet.gossip.summary()["version"]
+        await f.restart(0)
+        again = await f.members[0].fleet.gossip.check(force=True)
+        assert again["version"] == before + 1
+        with anyio.fail_after(5):
+            while f.versions(1).get(f.ids[0]) != before + 1:
+                await anyio.sleep(0.05)
+        assert "REPLAYED" not in f.members[1].fleet.status()["refused"]
+
+
+async def test_attacks_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 3, extra=0) as f:
+        hive = await _hive(f)
+        ids, m = f.ids, f.members
+        target = m[2]
+        # member 1's identity, sending to member 2 by hand (member 1 itself keeps running)
+        rogue = Rogue(f.net, ids[1])
+        old = gdb.state(m[1].fleet.store, ids[0])
+        assert old is not None
+        await m[0].fleet.kernel.node.set_fees(
+            (await m[0].fleet.kernel.node.channels())[0].short_channel_id, ppm=777
+        )
+        await anyio.sleep(1.1)
+        newer = await m[0].fleet.gossip.check()
+        with anyio.fail_after(5):
+            while f.versions(2).get(ids[0]) != newer["version"]:
+                await anyio.sleep(0.05)
+        await anyio.sleep(0.3)
+
+        def forwarded(record: StateRecord, sig: str, **kw: object) -> bytes:
+            body = wire.Gossip(record=record, sig=sig, ttl=2, path=[ids[1]])
+            return rogue.frame(MsgType.GOSSIP, body, hive=hive, **kw)  # type: ignore[arg-type]
+
+        # 1. member 0's older record, relayed again: REPLAYED
+        old_record = StateRecord.model_validate_json(old.record)
+        replay = forwarded(old_record, old.sig)
+        await refused(target, "REPLAYED", lambda: rogue.send(ids[2], replay))
+
+        # 2. a record for member 0 signed by member 1: BAD_SIGNATURE
+        forged = old_record.model_copy(
+            update={"version": newer["version"] + 5, "timestamp": int(time.time())}
+        )
+        sig = wire.sign_record(sim_keys(f.net, ids[1]), hive, forged)
+        frame = forwarded(forged, sig)
+        await refused(target, "BAD_SIGNATURE", lambda: rogue.send(ids[2], frame))
+
+        # 3. 201 channels: refused before the signature is even checked
+        own = StateRecord.model_validate_json(gdb.state(m[1].fleet.store, ids[1]).record)  # type: ignore[union-attr]
+        full = own.model_copy(update={"channels": own.channels[:1] * 200, "version": 10**6})
+        big = rogue.frame(
+            MsgType.GOSSIP,
+            wire.Gossip(record=full, sig=wire.sign_record(rogue.keys, hive, full), ttl=3, path=[]),
+            hive=hive,
+        )
+        extra = canonical(own.channels[0].model_dump(mode="json"))
+        over = big.replace(b'"channels":[', b'"channels":[' + extra + b",", 1)
+        await refused(target, "INVALID_PAYLOAD", lambda: rogue.send(ids[2], over))
+        assert gdb.state(target.fleet.store, ids[1]).version < 10**6  # type: ignore[union-attr]
