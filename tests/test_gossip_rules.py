@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.cln_plugin import fleet_options
 from agent.fleet import gossip_rules as rules
 from agent.fleet.gossip_rules import Why
 from events.errors import Expired, InvalidParams, Replayed
@@ -152,3 +153,18 @@ def test_forwarding_decrements_the_ttl_and_never_echoes() -> None:
     # a full path stops it whatever the TTL says
     path = [f"03{i:064x}" for i in range(10)]
     assert rules.forward(owner=A, ttl=3, path=path, came_from=path[-1], me=C, members=[D]) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [({}, None), ({"hive-gossip-threshold": "25", "hive-heartbeat-interval": "60"}, None),
+     ({"hive-gossip-threshold": "0"}, "threshold"), ({"hive-heartbeat-interval": "3601"}, "heartbeat"),
+     ({"hive-gossip-threshold": "ten"}, "hive-gossip-threshold")],
+)  # fmt: skip
+def test_plugin_options(options: dict[str, str], error: str | None) -> None:
+    if error is None:
+        cfg = fleet_options(options)
+        assert 1 <= cfg.gossip_threshold_pct <= 50 and 60 <= cfg.heartbeat_s <= 3600
+    else:
+        with pytest.raises(InvalidParams, match=error):
+            fleet_options(options)
