@@ -132,3 +132,22 @@ async def test_attacks_are_refused_and_change_nothing(tmp_path: Path) -> None:
         over = big.replace(b'"channels":[', b'"channels":[' + extra + b",", 1)
         await refused(target, "INVALID_PAYLOAD", lambda: rogue.send(ids[2], over))
         assert gdb.state(target.fleet.store, ids[1]).version < 10**6  # type: ignore[union-attr]
+
+
+async def test_a_banned_members_record_is_refused_and_its_state_dropped(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 3, extra=0) as f:
+        hive = await _hive(f)
+        ids, m = f.ids, f.members
+        old = gdb.state(m[0].fleet.store, ids[1])
+        assert old is not None
+        await m[0].fleet.ban(ids[1], "leech")  # the lone full member: quorum 1
+        await f.settle([0, 2])
+        with anyio.fail_after(20):  # housekeeping forgets a banned member's record
+            while gdb.state(m[2].fleet.store, ids[1]) is not None:
+                await anyio.sleep(0.05)
+        rogue = Rogue(f.net, ids[0])  # member 0's identity relays the banned member's record
+        body = wire.Gossip(
+            record=StateRecord.model_validate_json(old.record), sig=old.sig, ttl=2, path=[ids[0]]
+        )
+        frame = rogue.frame(MsgType.GOSSIP, body, hive=hive)
+        await refused(m[2], "BANNED", lambda: rogue.send(ids[2], frame))

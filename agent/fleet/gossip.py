@@ -91,16 +91,20 @@ class Gossip(FleetComponent):
                 heartbeat_s=k.config.heartbeat_s,
             )  # fmt: skip
             why = [w.value for w in decision.why] + (["forced"] if force else [])
-            if last is not None and not (decision.send or force):
-                frame, version, sent = self._reframe(h.hive_id, last), last.version, False
+            if last is None or decision.send or force:
+                frame, version = self._commit(h.hive_id, draft, now)
+                sent = True
             else:
-                (frame, version), sent = self._commit(h.hive_id, draft, now), True
+                frame, version, sent = b"", last.version, False
         for peer in [p for p in self._told if p not in k.connected]:
             del self._told[peer]
-        for peer in self._targets(k.store):
-            if sent or self._told.get(peer) != version:  # news, or a member new to us
-                await self._send(peer, k.me, frame, now)
-                self._told[peer] = version
+        # the news to everyone; else our current record to members new to us
+        to = [p for p in self._targets(k.store) if sent or self._told.get(p) != version]
+        if to and last is not None and not sent:
+            frame = self._reframe(h.hive_id, last)
+        for peer in to:
+            await self._send(peer, k.me, frame, now)
+            self._told[peer] = version
         return {"sent": sent, "why": why, "version": version}
 
     def _reframe(self, hive: str, last: gdb.StateRow) -> bytes:
