@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from agent.fleet.simfleet import sim_keys
+from agent.store import fleet as fdb
 from agent.store import gossip as gdb
 from events import fleet as wire
 from events.canonical import canonical
@@ -151,3 +152,25 @@ async def test_a_banned_members_record_is_refused_and_its_state_dropped(tmp_path
         )
         frame = rogue.frame(MsgType.GOSSIP, body, hive=hive)
         await refused(m[2], "BANNED", lambda: rogue.send(ids[2], frame))
+
+
+async def test_late_news_of_a_member_who_left_is_dropped_not_refused(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 3, extra=0) as f:
+        hive = await _hive(f)
+        ids, m = f.ids, f.members
+        old = gdb.state(m[2].fleet.store, ids[1])
+        assert old is not None
+        await m[1].fleet.leave("moving on")
+        await f.settle([0, 2])
+        rogue = Rogue(f.net, ids[0])  # member 0 relays what it heard before the goodbye
+        body = wire.Gossip(
+            record=StateRecord.model_validate_json(old.record), sig=old.sig, ttl=2, path=[ids[0]]
+        )
+        counts = m[2].fleet.store.error_counts()
+        await rogue.send(ids[2], rogue.frame(MsgType.GOSSIP, body, hive=hive, msg_id="5e" * 16))
+        with anyio.fail_after(5):  # handled (acknowledged ok), not refused
+            while fdb.seen_via(m[2].fleet.store, ids[0], "5e" * 16) is None:
+                await anyio.sleep(0.05)
+        assert m[2].fleet.store.error_counts() == counts
+        kept = gdb.state(m[2].fleet.store, ids[1])
+        assert kept is None or kept.version == old.version  # never a newer copy

@@ -166,7 +166,8 @@ class Gossip(FleetComponent):
         h = roster.current_hive(tx)
         roster.active_member(tx, peer, msg.sender_key)
         self._check_route(peer, body)
-        self._check_owner(tx, h.hive_id, body)
+        if not self._owner_current(tx, h.hive_id, body):
+            return  # late news of a member who has left: nothing to keep, nothing refused
         stored = gdb.state(tx, record.owner)
         if stored is not None and stored.version == record.version and stored.sig == body.sig:
             return  # the same record by another path: nothing new, nothing to forward
@@ -200,15 +201,20 @@ class Gossip(FleetComponent):
         if len(set(body.path)) != len(body.path) or owner in body.path:
             raise InvalidPayload("a forwarding path names a node twice")
 
-    def _check_owner(self, tx: Tx, hive: str, body: wire.Gossip) -> None:
+    def _owner_current(self, tx: Tx, hive: str, body: wire.Gossip) -> bool:
+        """True if the record's owner is an active member whose bound key signed it; False
+        if the owner has left (a record overtaken by events); else a refusal."""
         owner = body.record.owner
         if db.is_banned(tx, owner):
             raise Banned(f"{short(owner)} is banned from the hive; its state is not kept")
         m = db.member(tx, owner)
+        if m is not None and m.status == "left":
+            return False
         if m is None or m.status != "active":
             raise NotMember(f"{short(owner)} is not an active member of this hive")
         if not record_verifies(hive, body, m.pubkey):
             raise BadSignature(f"the state record is not signed by {short(owner)}'s bound key")
+        return True
 
     # --- presence and upkeep ------------------------------------------------------------------
 
