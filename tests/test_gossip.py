@@ -1,7 +1,8 @@
 """State gossip on the simulator: a fee change reaches every member, also those without a link
 to its owner (forwarding); the version survives a restart; presence; and the attacks, each
 refused with its code and the store unchanged: an old version replayed, a record signed by
-another member, 201 channels."""
+another member, 201 channels, a banned member's record; late news of a member who left is
+dropped without a refusal."""
 
 from __future__ import annotations
 
