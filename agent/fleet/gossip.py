@@ -98,9 +98,12 @@ class Gossip(FleetComponent):
                 frame, version, sent = b"", last.version, False
         for peer in [p for p in self._told if p not in k.connected]:
             del self._told[peer]
+            self.rate.forget(peer)
         # the news to everyone; else our current record to members new to us
         to = [p for p in self._targets(k.store) if sent or self._told.get(p) != version]
         if to and last is not None and not sent:
+            if now - last.ts > rules.PAST_WINDOW_S - 600:  # too near the receivers' window
+                return await self.check(force=True)
             frame = self._reframe(h.hive_id, last)
         for peer in to:
             await self._send(peer, k.me, frame, now)
