@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from agent.fleet.kernel import FleetComponent
 from agent.fleet.simfleet import sim_keys
+from agent.node.models import Channel, ChannelState
 from agent.store import fleet as fdb
 from agent.store import gossip as gdb
+from agent.store.db import Tx
 from events import fleet as wire
 from events.canonical import canonical
 from events.fleet import MsgType, StateRecord
@@ -175,3 +179,78 @@ async def test_late_news_of_a_member_who_left_is_dropped_not_refused(tmp_path: P
         assert m[2].fleet.store.error_counts() == counts
         kept = gdb.state(m[2].fleet.store, ids[1])
         assert kept is None or kept.version == old.version  # never a newer copy
+
+
+class _PendingNode:
+    """The node as real CLN shows it: one more channel without a short channel id yet
+    (`pending:<16 hex>`), and one whose fee is beyond the wire's bound.  A stand-in for the
+    node only; the gossip component and the kernel under test are the real ones."""
+
+    def __init__(self, inner: Any, peer: str) -> None:
+        self.inner, self.peer = inner, peer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def channels(self) -> list[Channel]:
+        chans = await self.inner.channels()
+        base = chans[0]
+        pending = base.model_copy(
+            update={"short_channel_id": "pending:0123456789abcdef", "peer_id": self.peer,
+                    "state": ChannelState.PENDING}
+        )  # fmt: skip
+        greedy = base.model_copy(
+            update={"short_channel_id": "999x1x0", "capacity_sat": 7_777_777,
+                    "policy": base.policy.model_copy(update={"ppm": 50_000_000})}
+        )  # fmt: skip
+        return [*chans, pending, greedy]
+
+
+async def test_a_channel_without_a_short_channel_id_is_left_out(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 2, extra=0) as f:
+        await _hive(f)
+        kernel = f.members[0].fleet.kernel
+        before = f.versions(1)[f.ids[0]]
+        kernel.node = _PendingNode(kernel.node, f.ids[1])
+        with anyio.fail_after(15):  # the kernel's own loop builds and sends the next record
+            while f.versions(1).get(f.ids[0], 0) <= before:
+                await anyio.sleep(0.05)
+        row = gdb.state(f.members[1].fleet.store, f.ids[0])
+        assert row is not None
+        channels = StateRecord.model_validate_json(row.record).channels
+        assert all(not c.scid.startswith("pending") for c in channels)
+        greedy = [c for c in channels if c.scid == "999x1x0"]
+        assert greedy and greedy[0].fee_ppm == 10_000_000  # clamped to the wire's bound
+        assert "INTERNAL" not in f.members[0].fleet.status()["refused"]
+
+
+class _Boom(FleetComponent):
+    """A component whose upkeep fails every time."""
+
+    def __init__(self) -> None:
+        self.ticks = self.upkeeps = 0
+
+    def housekeeping(self, tx: Tx, now: int) -> None:
+        self.upkeeps += 1
+        raise RuntimeError("upkeep failed")
+
+    async def tick(self) -> None:
+        self.ticks += 1
+        raise ValueError("tick failed")
+
+
+async def test_a_failing_component_does_not_stop_the_kernel(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 2, extra=0) as f:
+        await _hive(f)
+        boom = _Boom()
+        f.members[0].fleet.kernel.register(boom)
+        with anyio.fail_after(40):
+            while boom.ticks < 2 or boom.upkeeps < 2:
+                await anyio.sleep(0.05)
+        assert f.members[0].fleet.status()["refused"].get("INTERNAL", 0) >= 4
+        # and the rest still works: a fee change still reaches the other member
+        node0 = f.members[0].fleet.kernel.node
+        scid = (await node0.channels())[0].short_channel_id
+        await node0.set_fees(scid, ppm=4343)
+        await _fee_of(f, 1, 0, scid, 4343, limit_s=15)
+

@@ -13,6 +13,7 @@ The decisions are pure (agent/fleet/gossip_rules.py).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from agent.fleet import gossip_rules as rules
@@ -31,16 +32,32 @@ from events.fleet.gossip import MAX_CHANNELS, MAX_TTL, record_verifies, sign_rec
 log = logging.getLogger("hive.fleet.gossip")
 ACTIVE_S = 86_400  # a member heard from within a day is active
 STATES = {ChannelState.NORMAL: "normal", ChannelState.PENDING: "pending"}
+SCID = re.compile(r"[0-9]{1,8}x[0-9]{1,6}x[0-9]{1,5}")  # as events.fleet.gossip.Scid
+SAT, MSAT, MAX_PPM, MAX_CLTV = 2**53 - 1, 2**63 - 1, 10_000_000, 65_535  # the wire's bounds
 
 
-def channel_entry(ch: Channel) -> ChannelEntry:
+def channel_entry(ch: Channel) -> ChannelEntry | None:
+    """The fleet's view of one channel; None for one the record cannot carry (no real short
+    channel id yet, e.g. CLN's `pending:…`).  Policy fields beyond the model's bounds are
+    clamped: the node's own numbers never make our record unbuildable."""
+    if SCID.fullmatch(ch.short_channel_id) is None or ch.state not in STATES:
+        return None
     p = ch.policy
-    return ChannelEntry(
-        peer=ch.peer_id, scid=ch.short_channel_id, capacity_sat=ch.capacity_sat,
-        balance=rules.balance_step(ch.local_msat, ch.capacity_sat), fee_base_msat=p.base_msat,
-        fee_ppm=p.ppm, htlc_min_msat=p.htlc_min_msat, htlc_max_msat=p.htlc_max_msat,
-        cltv_delta=p.cltv_delta, state=STATES[ch.state],
-    )  # fmt: skip
+    try:
+        return ChannelEntry(
+            peer=ch.peer_id, scid=ch.short_channel_id, capacity_sat=_clamp(ch.capacity_sat, SAT),
+            balance=rules.balance_step(ch.local_msat, ch.capacity_sat),
+            fee_base_msat=_clamp(p.base_msat, MSAT), fee_ppm=_clamp(p.ppm, MAX_PPM),
+            htlc_min_msat=_clamp(p.htlc_min_msat, MSAT),
+            htlc_max_msat=_clamp(p.htlc_max_msat, MSAT),
+            cltv_delta=_clamp(p.cltv_delta, MAX_CLTV), state=STATES[ch.state],
+        )  # fmt: skip
+    except ValueError:  # a peer id the wire cannot name: the channel is left out
+        return None
+
+
+def _clamp(value: int, top: int) -> int:
+    return min(max(value, 0), top)
 
 
 class Gossip(FleetComponent):
@@ -123,11 +140,12 @@ class Gossip(FleetComponent):
         funds = await k.node.funds()
         usable = [c for c in channels if c.state == ChannelState.NORMAL]
         channels.sort(key=lambda c: (-c.capacity_sat, c.short_channel_id))
+        entries = [e for e in map(channel_entry, channels) if e is not None]
         return StateRecord(
             owner=k.me, version=1, timestamp=now,
             capacity_sat=sum(c.capacity_sat for c in usable),
             outbound_sat=sum(c.local_msat for c in usable) // 1000,
-            channels=[channel_entry(c) for c in channels[:MAX_CHANNELS]],
+            channels=entries[:MAX_CHANNELS],
             offered_sat=funds.onchain_sat, features=list(k.config.features),
             uptime_s=now - (self.started_at or now),
         )  # fmt: skip

@@ -44,6 +44,7 @@ from events.errors import (
     Banned,
     Expired,
     HiveError,
+    Internal,
     InvalidPayload,
     NotFound,
     NotMember,
@@ -181,17 +182,40 @@ class FleetKernel:
             with self.store.transaction(now, durable=False) as tx:
                 db.expire_outbox(tx, now)
                 db.prune_seen(tx, now - self.config.max_age_s - 3_600)
-                for component in self._components:
-                    component.housekeeping(tx, now)
+            for component in self._components:
+                self._guarded_housekeeping(component, now)
             for peer in sorted(self.connected):
                 await self.flush(peer)
-            for component in self._components:
-                await component.tick()
+            for component in list(self._components):
+                try:
+                    await component.tick()
+                except Exception as err:  # noqa: BLE001 — one component never stops the loop
+                    self._failed(component, "tick", err)
             due = db.next_due(self.store, self.connected)
             cap = min(60.0, self.config.handshake_retry_s / 2)
             timeout = cap if due is None else min(cap, max(0.05, due - self.clock.now()))
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
+
+    def _guarded_housekeeping(self, component: FleetComponent, now: int) -> None:
+        """One component's upkeep in its own commit: its failure rolls back only its rows."""
+        try:
+            with self.store.transaction(now, durable=False) as tx:
+                component.housekeeping(tx, now)
+        except Exception as err:  # noqa: BLE001 — one component never stops the loop
+            self._failed(component, "housekeeping", err)
+
+    def _failed(self, component: FleetComponent, what: str, err: Exception) -> None:
+        """Logged by kind only (a message may carry anything), counted, and the loop goes on."""
+        code = err.code if isinstance(err, HiveError) else Internal.code
+        log.warning(
+            "fleet: %s.%s failed (%s); the loop goes on", type(component).__name__, what,
+            type(err).__name__,
+        )  # fmt: skip
+        try:
+            self.count(code)
+        except Exception:  # noqa: BLE001 — the store itself is failing: the log says it
+            log.warning("fleet: the failure could not be counted")
 
     async def serve(self, events: AsyncIterator[NodeEvent]) -> None:
         """Handle a node's event stream (simulator, or the plugin's hooks) until it ends."""
