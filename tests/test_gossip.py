@@ -254,3 +254,26 @@ async def test_a_failing_component_does_not_stop_the_kernel(tmp_path: Path) -> N
         await node0.set_fees(scid, ppm=4343)
         await _fee_of(f, 1, 0, scid, 4343, limit_s=15)
 
+
+async def test_presence_by_forwarded_records_pruned_when_gone(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 3, extra=0) as f:
+        await _hive(f)
+        ids, m = f.ids, f.members
+        f.net.disconnect(ids[0], ids[2])  # a line: 0 — 1 — 2
+        await anyio.sleep(1.1)
+        before = gdb.last_seen(m[2].fleet.store)[ids[0]]
+        node0 = m[0].fleet.kernel.node
+        scid = (await node0.channels())[0].short_channel_id
+        await node0.set_fees(scid, ppm=4444)
+        sent = await m[0].fleet.gossip.check()
+        await _fee_of(f, 2, 0, scid, 4444)
+        row = gdb.state(m[2].fleet.store, ids[0])
+        assert row is not None and row.version == sent["version"]
+        seen = gdb.last_seen(m[2].fleet.store)[ids[0]]
+        assert seen >= row.ts > before  # heard of through member 1, not from member 0
+        await m[1].fleet.leave("moving on")
+        await f.settle([0, 2])
+        assert (await m[1].fleet.gossip.check(force=True))["sent"] is False  # not a member
+        with anyio.fail_after(20):  # housekeeping forgets when a former member was seen
+            while ids[1] in gdb.last_seen(m[2].fleet.store):
+                await anyio.sleep(0.05)

@@ -96,7 +96,8 @@ class Gossip(FleetComponent):
         now = self._checked_at = k.clock.now()
         self.started_at = self.started_at or now
         h = db.hive(k.store)
-        if h is None or db.member(k.store, k.me) is None:
+        me = db.member(k.store, k.me)
+        if h is None or me is None or me.status != "active":  # left, banned: nothing to tell
             return {"sent": False, "why": ["not in a hive"]}
         draft = await self._snapshot(now)
         async with k.lock:
@@ -198,6 +199,7 @@ class Gossip(FleetComponent):
             tx, gdb.StateRow(record.owner, record.version, record.timestamp, text, body.sig,
                              msg.raw, peer, tx.now),
         )  # fmt: skip
+        gdb.seen(tx, record.owner, min(record.timestamp, tx.now))  # heard of, if not from
         hop = rules.forward(
             owner=record.owner, ttl=body.ttl, path=body.path, came_from=peer, me=k.me,
             members=self._targets(tx),
@@ -245,11 +247,14 @@ class Gossip(FleetComponent):
             gdb.seen(tx, peer, tx.now)
 
     def housekeeping(self, tx: Tx, now: int) -> None:
-        """Records of nodes no longer members go (banned, left; everything after leaving)."""
+        """Records and presence of nodes no longer members go (banned, left; all after leaving)."""
         if db.hive(tx) is None:
             gdb.drop_states(tx)
+            gdb.drop_presence(tx, set())
             return
-        gdb.drop_states(tx, {m.node_id for m in db.members(tx)})
+        members = {m.node_id for m in db.members(tx)}
+        gdb.drop_states(tx, members)
+        gdb.drop_presence(tx, members)
 
     # --- reads ------------------------------------------------------------------------------
 

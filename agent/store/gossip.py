@@ -102,3 +102,12 @@ def seen(tx: Tx, node_id: str, at: int) -> None:
 def last_seen(db: Db) -> dict[str, int]:
     rows = db.conn.execute("SELECT node_id, last_seen FROM fleet_presence").fetchall()
     return {r[0]: int(r[1]) for r in rows}
+
+
+def drop_presence(tx: Tx, keep: set[str]) -> int:
+    """Forget when anyone not in `keep` was last seen (nodes no longer members)."""
+    nodes = [r[0] for r in tx.conn.execute("SELECT node_id FROM fleet_presence").fetchall()]
+    gone = [n for n in nodes if n not in keep]
+    for node in gone:
+        tx.execute("DELETE FROM fleet_presence WHERE node_id = ?", (node,))
+    return len(gone)
