@@ -21,6 +21,7 @@ from agent.store import gossip as gdb
 from agent.store.db import Tx
 from events import fleet as wire
 from events.canonical import canonical
+from events.errors import InvalidPayload
 from events.fleet import MsgType, StateRecord
 from tests.fleet_world import Fleet, Rogue, fleet
 from tests.test_fleet import refused
@@ -277,3 +278,36 @@ async def test_presence_by_forwarded_records_pruned_when_gone(tmp_path: Path) ->
         with anyio.fail_after(20):  # housekeeping forgets when a former member was seen
             while ids[1] in gdb.last_seen(m[2].fleet.store):
                 await anyio.sleep(0.05)
+
+
+class _Sour(FleetComponent):
+    """A component that refuses the next frame it hears of, after gossip applied it: the
+    frame's transaction rolls back."""
+
+    armed = False
+
+    def heard(self, tx: Tx, peer: str) -> None:
+        if self.armed:
+            self.armed = False
+            raise InvalidPayload("refused after gossip applied it")
+
+
+async def test_a_rolled_back_record_forwards_nothing(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 3, extra=0) as f:
+        await _hive(f)
+        ids, m = f.ids, f.members
+        f.net.disconnect(ids[0], ids[2])  # a line: 0 — 1 — 2
+        sour = _Sour()
+        m[1].fleet.kernel.register(sour)
+        await anyio.sleep(1.1)
+        gossip1 = m[1].fleet.gossip
+        stream = (ids[2], ids[0])
+        before = (gossip1.rate.last.get(stream), stream in gossip1.rate.held)
+        version = f.versions(1)[ids[0]]
+        node0 = m[0].fleet.kernel.node
+        scid = (await node0.channels())[0].short_channel_id
+        await node0.set_fees(scid, ppm=4545)
+        sour.armed = True
+        await refused(m[1], "INVALID_PAYLOAD", m[0].fleet.gossip.check)
+        assert f.versions(1)[ids[0]] == version  # rolled back
+        assert (gossip1.rate.last.get(stream), stream in gossip1.rate.held) == before

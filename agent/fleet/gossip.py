@@ -208,10 +208,15 @@ class Gossip(FleetComponent):
             return
         onward = body.model_copy(update={"ttl": hop.ttl, "path": list(hop.path)})
         _, frame = k.frame(MsgType.GOSSIP, onward, h.hive_id)
-        for to in hop.to:
-            out = self.rate.offer((to, record.owner), frame, tx.now)
-            if out is not None:
-                fx.direct.append((to, out))
+        to, owner, now = hop.to, record.owner, tx.now
+        fx.then.append(lambda: self._offer(to, owner, frame, now))
+
+    def _offer(
+        self, to: tuple[str, ...], owner: str, frame: bytes, now: int
+    ) -> list[tuple[str, bytes]]:
+        """After the commit: the forwards the per-peer rate lets go now (the rest held)."""
+        out = [(peer, self.rate.offer((peer, owner), frame, now)) for peer in to]
+        return [(peer, f) for peer, f in out if f is not None]
 
     def _check_route(self, peer: str, body: wire.Gossip) -> None:
         owner = body.record.owner

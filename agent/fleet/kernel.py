@@ -90,6 +90,9 @@ class Effects:
 
     direct: list[tuple[str, bytes]] = field(default_factory=list)  # sent now, not queued
     flush: set[str] = field(default_factory=set)  # peers whose outbox has something new
+    # in-memory decisions made only once committed (a rolled-back frame changes nothing):
+    # each returns more (peer, frame) to send now
+    then: list[Callable[[], list[tuple[str, bytes]]]] = field(default_factory=list)
 
 
 class Standing(Protocol):
@@ -391,6 +394,8 @@ class FleetKernel:
 
     async def after(self, fx: Effects) -> None:
         """Carry out what a committed transaction asked for."""
+        for decide in fx.then:
+            fx.direct.extend(decide())
         for peer, frame in fx.direct:
             await self.send_direct(peer, frame)
         for peer in sorted(fx.flush):
