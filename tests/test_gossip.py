@@ -311,3 +311,32 @@ async def test_a_rolled_back_record_forwards_nothing(tmp_path: Path) -> None:
         await refused(m[1], "INVALID_PAYLOAD", m[0].fleet.gossip.check)
         assert f.versions(1)[ids[0]] == version  # rolled back
         assert (gossip1.rate.last.get(stream), stream in gossip1.rate.held) == before
+
+
+async def test_a_forwarder_cutting_the_ttl_does_not_stop_the_spread(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 4, extra=0) as f:
+        hive = await _hive(f)
+        ids, m = f.ids, f.members
+        await m[3].stop()  # member 3's identity now sends hand-made frames, to member 1 only
+        f.net.connect(ids[3], ids[1])
+        f.net.disconnect(ids[0], ids[2])  # member 2 hears of member 0 only through member 1
+        f.net.disconnect(ids[0], ids[1])  # for now: member 0's news reaches nobody
+        await anyio.sleep(1.1)
+        node0 = m[0].fleet.kernel.node
+        scid = (await node0.channels())[0].short_channel_id
+        await node0.set_fees(scid, ppm=4646)
+        version = (await m[0].fleet.gossip.check())["version"]
+        row = gdb.state(m[0].fleet.store, ids[0])
+        assert row is not None and row.version == version
+        rogue = Rogue(f.net, ids[3])  # first with the news, and with no TTL left
+        cut = wire.Gossip(
+            record=StateRecord.model_validate_json(row.record), sig=row.sig, ttl=0, path=[ids[3]]
+        )
+        await rogue.send(ids[1], rogue.frame(MsgType.GOSSIP, cut, hive=hive))
+        with anyio.fail_after(5):
+            while f.versions(1).get(ids[0]) != version:
+                await anyio.sleep(0.05)
+        f.net.connect(ids[0], ids[1])  # the honest copy, full TTL, comes second
+        await anyio.sleep(0.2)
+        await m[0].fleet.gossip.check()
+        await _fee_of(f, 2, 0, scid, 4646)

@@ -68,6 +68,7 @@ class Gossip(FleetComponent):
         self.started_at: int | None = None
         self._checked_at = 0
         self._told: dict[str, int] = {}  # peer → the version of our record it has from us
+        self._best: dict[str, tuple[int, int]] = {}  # owner → (version, TTL) forwarded best
 
     def bind(self, kernel: FleetKernel) -> None:
         super().bind(kernel)
@@ -182,7 +183,6 @@ class Gossip(FleetComponent):
     # --- records from others ------------------------------------------------------------------
 
     def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
-        k = self.kernel
         body = msg.body_as(wire.Gossip)
         record = body.record
         h = roster.current_hive(tx)
@@ -192,24 +192,45 @@ class Gossip(FleetComponent):
             return  # late news of a member who has left: nothing to keep, nothing refused
         stored = gdb.state(tx, record.owner)
         if stored is not None and stored.version == record.version and stored.sig == body.sig:
-            return  # the same record by another path: nothing new, nothing to forward
-        rules.check_fresh(record, None if stored is None else stored.version, tx.now)
-        text = canonical(record).decode()
-        gdb.put_state(
-            tx, gdb.StateRow(record.owner, record.version, record.timestamp, text, body.sig,
-                             msg.raw, peer, tx.now),
-        )  # fmt: skip
-        gdb.seen(tx, record.owner, min(record.timestamp, tx.now))  # heard of, if not from
+            best = self._best.get(record.owner)
+            if best is not None and best >= (record.version, body.ttl):
+                return  # the same record by another path, travelling no further: nothing new
+        else:  # a copy with more TTL than the one we forwarded goes on again (see _forward)
+            rules.check_fresh(record, None if stored is None else stored.version, tx.now)
+            text = canonical(record).decode()
+            gdb.put_state(
+                tx, gdb.StateRow(record.owner, record.version, record.timestamp, text, body.sig,
+                                 msg.raw, peer, tx.now),
+            )  # fmt: skip
+            gdb.seen(tx, record.owner, min(record.timestamp, tx.now))  # heard of, if not from
+        self._forward(tx, peer, body, h.hive_id, fx)
+
+    def _forward(self, tx: Tx, peer: str, body: wire.Gossip, hive: str, fx: Effects) -> None:
+        """Forward an accepted record, remembering (after the commit) the highest TTL of it
+        we forwarded: a copy whose TTL a hostile forwarder cut (or whose path it padded) is
+        not the last word, since a later copy with more TTL is forwarded again: at most once
+        per improvement, so at most MAX_TTL + 1 times per version."""
+        record = body.record
+        owner, key, now = record.owner, (record.version, body.ttl), tx.now
         hop = rules.forward(
-            owner=record.owner, ttl=body.ttl, path=body.path, came_from=peer, me=k.me,
+            owner=owner, ttl=body.ttl, path=body.path, came_from=peer, me=self.kernel.me,
             members=self._targets(tx),
         )  # fmt: skip
         if hop is None:
+            fx.then.append(lambda: self._forwarded(owner, key, (), b"", now))
             return
         onward = body.model_copy(update={"ttl": hop.ttl, "path": list(hop.path)})
-        _, frame = k.frame(MsgType.GOSSIP, onward, h.hive_id)
-        to, owner, now = hop.to, record.owner, tx.now
-        fx.then.append(lambda: self._offer(to, owner, frame, now))
+        _, frame = self.kernel.frame(MsgType.GOSSIP, onward, hive)
+        to = hop.to
+        fx.then.append(lambda: self._forwarded(owner, key, to, frame, now))
+
+    def _forwarded(
+        self, owner: str, key: tuple[int, int], to: tuple[str, ...], frame: bytes, now: int
+    ) -> list[tuple[str, bytes]]:
+        """After the commit: the best copy of `owner`'s record forwarded, and the forwards the
+        per-peer rate lets go now (the rest held)."""
+        self._best[owner] = max(self._best.get(owner, (0, -1)), key)
+        return self._offer(to, owner, frame, now)
 
     def _offer(
         self, to: tuple[str, ...], owner: str, frame: bytes, now: int
