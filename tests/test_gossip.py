@@ -21,8 +21,9 @@ from agent.store import gossip as gdb
 from agent.store.db import Tx
 from events import fleet as wire
 from events.canonical import canonical
-from events.errors import InvalidPayload
+from events.errors import InvalidPayload, TooLarge
 from events.fleet import MsgType, StateRecord
+from events.fleet.gossip import sign_record
 from tests.fleet_world import Fleet, Rogue, fleet
 from tests.test_fleet import refused
 
@@ -340,3 +341,36 @@ async def test_a_forwarder_cutting_the_ttl_does_not_stop_the_spread(tmp_path: Pa
         await anyio.sleep(0.2)
         await m[0].fleet.gossip.check()
         await _fee_of(f, 2, 0, scid, 4646)
+
+
+async def test_a_record_too_large_to_forward_is_still_kept(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 3, extra=0) as f:
+        hive = await _hive(f)
+        ids, m = f.ids, f.members
+        owner = Rogue(f.net, ids[1])  # member 1's own key: a record that only just fits
+        entry = wire.ChannelEntry(
+            peer=ids[2], scid="12345678x123456x12345", capacity_sat=2**53 - 1, balance=20,
+            fee_base_msat=2**63 - 1, fee_ppm=10_000_000, htlc_min_msat=2**63 - 1,
+            htlc_max_msat=2**63 - 1, cltv_delta=65_535, state="pending",
+        )  # fmt: skip
+        version = f.versions(0)[ids[1]] + 1
+        frame = b""
+        for n in range(32, 0, -1):  # the most features with which the frame fits at the origin
+            record = StateRecord(
+                owner=ids[1], version=version, timestamp=int(time.time()), capacity_sat=1,
+                outbound_sat=1, channels=[entry] * 200, offered_sat=1, features=["f" * 32] * n,
+                uptime_s=1,
+            )  # fmt: skip
+            body = wire.Gossip(record=record, sig=sign_record(owner.keys, hive, record), ttl=3,
+                               path=[])  # fmt: skip
+            try:
+                frame = owner.frame(MsgType.GOSSIP, body, hive=hive)
+                break
+            except TooLarge:
+                continue
+        assert 65_535 - 60 < len(frame) <= 65_535  # a longer path would not fit
+        await owner.send(ids[0], frame)
+        with anyio.fail_after(5):
+            while f.versions(0).get(ids[1]) != version:
+                await anyio.sleep(0.05)
+        assert m[0].fleet.status()["refused"].get("TOO_LARGE", 0) >= 1  # not forwarded: counted

@@ -25,7 +25,15 @@ from agent.store import gossip as gdb
 from agent.store.db import Db, Tx
 from events import fleet as wire
 from events.canonical import canonical
-from events.errors import BadSignature, Banned, HiveError, InvalidPayload, NotMember, Replayed
+from events.errors import (
+    BadSignature,
+    Banned,
+    HiveError,
+    InvalidPayload,
+    NotMember,
+    Replayed,
+    TooLarge,
+)
 from events.fleet import ChannelEntry, Message, MsgType, StateRecord
 from events.fleet.gossip import MAX_CHANNELS, MAX_TTL, record_verifies, sign_record
 
@@ -220,8 +228,12 @@ class Gossip(FleetComponent):
             fx.then.append(lambda: self._forwarded(owner, key, (), b"", now))
             return
         onward = body.model_copy(update={"ttl": hop.ttl, "path": list(hop.path)})
-        _, frame = self.kernel.frame(MsgType.GOSSIP, onward, hive)
-        to = hop.to
+        try:
+            _, frame = self.kernel.frame(MsgType.GOSSIP, onward, hive)
+        except TooLarge:  # kept, but too large to travel further with a longer path: counted
+            tx.count_errors({TooLarge.code: 1})
+            hop, frame = None, b""
+        to = () if hop is None else hop.to
         fx.then.append(lambda: self._forwarded(owner, key, to, frame, now))
 
     def _forwarded(
