@@ -374,3 +374,20 @@ async def test_a_record_too_large_to_forward_is_still_kept(tmp_path: Path) -> No
             while f.versions(0).get(ids[1]) != version:
                 await anyio.sleep(0.05)
         assert m[0].fleet.status()["refused"].get("TOO_LARGE", 0) >= 1  # not forwarded: counted
+
+
+async def test_a_stale_copy_is_refused_by_its_version_before_any_signature_check(
+    tmp_path: Path,
+) -> None:
+    async with fleet(tmp_path, 3, extra=0) as f:
+        hive = await _hive(f)
+        ids, m = f.ids, f.members
+        row = gdb.state(m[2].fleet.store, ids[1])
+        assert row is not None
+        stale = StateRecord.model_validate_json(row.record).model_copy(
+            update={"version": row.version - 1 if row.version > 1 else row.version}
+        )
+        rogue = Rogue(f.net, ids[0])  # member 0 relays a stale copy with a signature of nothing
+        body = wire.Gossip(record=stale, sig="00" * 64, ttl=2, path=[ids[0]])
+        frame = rogue.frame(MsgType.GOSSIP, body, hive=hive)
+        await refused(m[2], "REPLAYED", lambda: rogue.send(ids[2], frame))

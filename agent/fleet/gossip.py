@@ -196,16 +196,24 @@ class Gossip(FleetComponent):
         h = roster.current_hive(tx)
         roster.active_member(tx, peer, msg.sender_key)
         self._check_route(peer, body)
-        if not self._owner_current(tx, h.hive_id, body):
+        key = self._owner_key(tx, body)
+        if key is None:
             return  # late news of a member who has left: nothing to keep, nothing refused
         stored = gdb.state(tx, record.owner)
-        if stored is not None and stored.version == record.version and stored.sig == body.sig:
+        text = canonical(record).decode()
+        if stored is not None and (stored.version, stored.sig, stored.record) == (
+            record.version,
+            body.sig,
+            text,
+        ):  # the very record we verified and kept (no signature check again)
             best = self._best.get(record.owner)
             if best is not None and best >= (record.version, body.ttl):
                 return  # the same record by another path, travelling no further: nothing new
         else:  # a copy with more TTL than the one we forwarded goes on again (see _forward)
+            # the version first: a stale copy costs no signature check
             rules.check_fresh(record, None if stored is None else stored.version, tx.now)
-            text = canonical(record).decode()
+            if not record_verifies(h.hive_id, body, key):
+                raise BadSignature(f"the state record is not signed by {short(record.owner)}'s key")
             gdb.put_state(
                 tx, gdb.StateRow(record.owner, record.version, record.timestamp, text, body.sig,
                                  msg.raw, peer, tx.now),
@@ -262,20 +270,19 @@ class Gossip(FleetComponent):
         if len(set(body.path)) != len(body.path) or owner in body.path:
             raise InvalidPayload("a forwarding path names a node twice")
 
-    def _owner_current(self, tx: Tx, hive: str, body: wire.Gossip) -> bool:
-        """True if the record's owner is an active member whose bound key signed it; False
-        if the owner has left (a record overtaken by events); else a refusal."""
+    def _owner_key(self, tx: Tx, body: wire.Gossip) -> str | None:
+        """The bound key of the record's owner, an active member; None if the owner has left
+        (a record overtaken by events); else a refusal.  The signature is checked by the
+        caller, after the version: a stale copy costs no signature check."""
         owner = body.record.owner
         if db.is_banned(tx, owner):
             raise Banned(f"{short(owner)} is banned from the hive; its state is not kept")
         m = db.member(tx, owner)
         if m is not None and m.status == "left":
-            return False
+            return None
         if m is None or m.status != "active":
             raise NotMember(f"{short(owner)} is not an active member of this hive")
-        if not record_verifies(hive, body, m.pubkey):
-            raise BadSignature(f"the state record is not signed by {short(owner)}'s bound key")
-        return True
+        return m.pubkey
 
     # --- presence and upkeep ------------------------------------------------------------------
 
