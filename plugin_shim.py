@@ -14,7 +14,7 @@ from pyln.client import Plugin
 
 try:
     from agent import plugin_rpc as rpc
-    from agent.cln_plugin import PluginRuntime
+    from agent.cln_plugin import PluginRuntime, fleet_options
     from events.errors import NotImplementedYet
 
     plugin: Plugin = rpc.HivePlugin()
@@ -24,6 +24,15 @@ except ImportError as exc:  # the plugin disables itself instead of breaking lig
     plugin, runtime, MISSING = Plugin(), None, f"hive-agent dependencies missing: {exc}"
 
 plugin.add_option("hive-relays", "", "Comma-separated Nostr relay URLs (empty: no Nostr traffic)")
+plugin.add_option(
+    "hive-gossip-threshold", "10",
+    "Percent change of capacity or outbound liquidity that sends a new fleet state record"
+    " (1-50; fee, HTLC-limit and channel open/close changes always do)",
+)  # fmt: skip
+plugin.add_option(
+    "hive-heartbeat-interval", "300",
+    "Seconds after which the fleet state record is sent again though nothing changed (60-3600)",
+)  # fmt: skip
 
 
 @plugin.init()
@@ -31,10 +40,14 @@ def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> d
     if runtime is None:
         return {"disable": MISSING}
     relays = [u.strip() for u in str(options.get("hive-relays", "")).split(",") if u.strip()]
+    try:
+        fleet = fleet_options(options)
+    except Exception as exc:  # noqa: BLE001 - an option out of bounds: say which, start nothing
+        return {"disable": f"hive-agent: {exc}"}
     socket = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
     runtime.log = lambda message, level: plugin.log(message, level=level)
     try:
-        runtime.start(socket, configuration["lightning-dir"], relays)
+        runtime.start(socket, configuration["lightning-dir"], relays, fleet)
     except Exception as exc:  # noqa: BLE001 - report why, and let lightningd carry on without us
         return {"disable": f"hive-agent could not start: {exc}"}
     plugin.submit = runtime.submit  # type: ignore[attr-defined]

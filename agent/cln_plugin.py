@@ -29,7 +29,8 @@ from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import SystemClock
 from agent.escrow.service import Escrow
-from agent.fleet.service import FleetService
+from agent.fleet import gossip_rules
+from agent.fleet.service import FleetConfig, FleetService
 from agent.node.cln import CLNBackend
 from agent.node.models import (
     CustomMsg,
@@ -46,7 +47,7 @@ from agent.store import fleet as fleet_rows
 from agent.store.db import Store
 from events import node_binding
 from events.base import NostrEvent
-from events.errors import HiveError, Internal
+from events.errors import HiveError, Internal, InvalidParams
 from events.fleet import is_hive_frame
 
 log = logging.getLogger("hive.plugin")
@@ -83,6 +84,7 @@ class PluginRuntime:
         self.service: NodeService | None = None
         self.escrow: Escrow | None = None
         self.fleet: FleetService | None = None
+        self.fleet_config = FleetConfig()
         self.store: Store | None = None
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
@@ -103,13 +105,20 @@ class PluginRuntime:
 
     # --- lifecycle (called from the plugin's main thread) --------------------------------
 
-    def start(self, rpc_path: str, lightning_dir: str, relays: list[str]) -> None:
+    def start(
+        self,
+        rpc_path: str,
+        lightning_dir: str,
+        relays: list[str],
+        fleet: FleetConfig | None = None,
+    ) -> None:
         """Start the loop thread, derive the key, sign the binding, start the agent.
 
         Relays and policy.json are checked first: a bad one switches advisor commands off
         (fleet membership needs neither), is logged, and `hive-status` names it.
         """
         home = Path(lightning_dir) / "hive"
+        self.fleet_config = fleet or self.fleet_config
         config = self._config(relays, home)
         self._portal_cm = start_blocking_portal(backend="asyncio", name="hive-agent")
         self.portal = self._portal_cm.__enter__()
@@ -156,7 +165,9 @@ class PluginRuntime:
         # is folded in once); fleet membership needs no relays: custom messages via lightningd
         self.store = Store(home / "agent.sqlite")
         fleet_rows.absorb_legacy(self.store, home / "fleet.sqlite", SystemClock().now())
-        self.fleet = await FleetService(self.node, self.store, self.keys).start()
+        self.fleet = await FleetService(
+            self.node, self.store, self.keys, config=self.fleet_config
+        ).start()
 
     async def _run_agent(self, home: Path, relays: RelaysConfig, policy: PolicyConfig) -> None:
         try:
@@ -227,3 +238,18 @@ class PluginRuntime:
         forward = forward_from(params)
         if forward is not None:
             self.inject(forward)
+
+
+def fleet_options(options: dict[str, Any]) -> FleetConfig:
+    """The fleet's plugin options (`hive-gossip-threshold`, `hive-heartbeat-interval`) as a
+    FleetConfig; InvalidParams naming the option out of bounds or not a whole number."""
+    values = {}
+    for name, default in (("hive-gossip-threshold", 10), ("hive-heartbeat-interval", 300)):
+        raw = options.get(name, default)
+        try:
+            values[name] = int(str(raw).strip())
+        except ValueError:
+            raise InvalidParams(f"{name} must be a whole number, not {raw!r:.40}") from None
+    threshold, heartbeat = values["hive-gossip-threshold"], values["hive-heartbeat-interval"]
+    gossip_rules.check_options(threshold, heartbeat)
+    return FleetConfig(gossip_threshold_pct=threshold, heartbeat_s=heartbeat)

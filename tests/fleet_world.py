@@ -22,7 +22,7 @@ from agent.node.simnode import SimBackend, SimDriver
 from events import fleet as wire
 from events import lnsig
 
-FAST = FleetConfig(retry_base_s=0.2, retry_cap_s=2.0, hello_interval_s=10)
+FAST = FleetConfig(retry_base_s=0.2, retry_cap_s=2.0, hello_interval_s=10, gossip_gap_s=1)
 
 
 @dataclass
@@ -48,6 +48,24 @@ class Fleet:
                 if pending == 0 and all(v == views[0] for v in views):
                     return views[0]
                 await anyio.sleep(0.02)
+
+    def versions(self, i: int) -> dict[str, int]:
+        """The state record versions member i holds, by owner."""
+        return {m["owner"]: m["version"] for m in self.members[i].fleet.topology()["members"]}
+
+    async def gossiped(self, indexes: list[int] | None = None, limit_s: float = 15) -> None:
+        """Wait until every chosen member holds every chosen member's latest state record
+        (asking each to check its own first), and the acknowledgements have landed."""
+        chosen = indexes if indexes is not None else list(range(len(self.members)))
+        with anyio.fail_after(limit_s):
+            while True:
+                for i in chosen:
+                    await self.members[i].fleet.gossip.check()
+                latest = {self.ids[i]: self.versions(i)[self.ids[i]] for i in chosen}
+                if all(self.versions(i).items() >= latest.items() for i in chosen):
+                    break
+                await anyio.sleep(0.05)
+        await anyio.sleep(0.2)
 
     async def joined(self, i: int, limit_s: float = 10) -> dict[str, Any]:
         """Wait until member i's join finished (joined or refused); its join record."""

@@ -74,7 +74,11 @@ def test_the_transport_knows_no_component(path: str) -> None:
     assert not forbidden(imports(ROOT / path), COMPONENT_PACKAGES)
 
 
-PURE_CORES = [ROOT / "agent/fleet/rules.py", ROOT / "events/negentropy.py"]
+PURE_CORES = [
+    ROOT / "agent/fleet/rules.py",
+    ROOT / "agent/fleet/gossip_rules.py",
+    ROOT / "events/negentropy.py",
+]
 PURE_FORBIDDEN = ("agent.store", "agent.node", "anyio", "asyncio", "sqlite3", "time")
 
 

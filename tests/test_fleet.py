@@ -174,6 +174,7 @@ async def _two_member_hive(f: Fleet) -> str:
     await f.admit(0, 1)
     await f.members[0].fleet.vouch(f.ids[1])
     await f.settle()
+    await f.gossiped()  # state records exchanged: the fleet is quiet
     return hive
 
 

@@ -71,7 +71,9 @@ async def test_manifest_init_and_help_texts() -> None:
         assert {"forward_event", "connect", "disconnect", "shutdown"} <= set(
             plugin.manifest["subscriptions"]
         )
-        assert [o["name"] for o in plugin.manifest["options"]] == ["hive-relays"]
+        options = {o["name"]: o for o in plugin.manifest["options"]}
+        assert list(options) == ["hive-relays", "hive-gossip-threshold", "hive-heartbeat-interval"]
+        assert all(len(o["description"]) > 20 for o in options.values())
 
 
 @pytest.mark.anyio

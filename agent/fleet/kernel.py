@@ -44,6 +44,7 @@ from events.errors import (
     Banned,
     Expired,
     HiveError,
+    Internal,
     InvalidPayload,
     NotFound,
     NotMember,
@@ -74,6 +75,9 @@ class FleetConfig:
     handshake_retry_s: float = 30.0  # a HELLO or ATTEST unanswered this long is sent again
     handshake_tries: int = 6
     features: tuple[str, ...] = ("anchor", "onion")
+    gossip_threshold_pct: int = 10  # a state record is sent when a total moves this much (1–50)
+    heartbeat_s: int = 300  # … or when this long has passed (60–3600)
+    gossip_gap_s: int = 10  # at most one record of an owner per peer this often
 
 
 def short(node_id: str) -> str:
@@ -86,6 +90,9 @@ class Effects:
 
     direct: list[tuple[str, bytes]] = field(default_factory=list)  # sent now, not queued
     flush: set[str] = field(default_factory=set)  # peers whose outbox has something new
+    # in-memory decisions made only once committed (a rolled-back frame changes nothing):
+    # each returns more (peer, frame) to send now
+    then: list[Callable[[], list[tuple[str, bytes]]]] = field(default_factory=list)
 
 
 class Standing(Protocol):
@@ -119,6 +126,10 @@ class FleetComponent:
 
     def on_ack(self, tx: Tx, peer: str, ack: wire.MsgAck) -> None:
         """A peer acknowledged (or refused) a frame we sent it."""
+
+    def heard(self, tx: Tx, peer: str) -> None:
+        """`peer` sent a frame that passed intake and was handled (any type, any owner), in
+        that frame's transaction: presence."""
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""
@@ -174,17 +185,40 @@ class FleetKernel:
             with self.store.transaction(now, durable=False) as tx:
                 db.expire_outbox(tx, now)
                 db.prune_seen(tx, now - self.config.max_age_s - 3_600)
-                for component in self._components:
-                    component.housekeeping(tx, now)
+            for component in self._components:
+                self._guarded_housekeeping(component, now)
             for peer in sorted(self.connected):
                 await self.flush(peer)
-            for component in self._components:
-                await component.tick()
+            for component in list(self._components):
+                try:
+                    await component.tick()
+                except Exception as err:  # noqa: BLE001 — one component never stops the loop
+                    self._failed(component, "tick", err)
             due = db.next_due(self.store, self.connected)
             cap = min(60.0, self.config.handshake_retry_s / 2)
             timeout = cap if due is None else min(cap, max(0.05, due - self.clock.now()))
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
+
+    def _guarded_housekeeping(self, component: FleetComponent, now: int) -> None:
+        """One component's upkeep in its own commit: its failure rolls back only its rows."""
+        try:
+            with self.store.transaction(now, durable=False) as tx:
+                component.housekeeping(tx, now)
+        except Exception as err:  # noqa: BLE001 — one component never stops the loop
+            self._failed(component, "housekeeping", err)
+
+    def _failed(self, component: FleetComponent, what: str, err: Exception) -> None:
+        """Logged by kind only (a message may carry anything), counted, and the loop goes on."""
+        code = err.code if isinstance(err, HiveError) else Internal.code
+        log.warning(
+            "fleet: %s.%s failed (%s); the loop goes on", type(component).__name__, what,
+            type(err).__name__,
+        )  # fmt: skip
+        try:
+            self.count(code)
+        except Exception:  # noqa: BLE001 — the store itself is failing: the log says it
+            log.warning("fleet: the failure could not be counted")
 
     async def serve(self, events: AsyncIterator[NodeEvent]) -> None:
         """Handle a node's event stream (simulator, or the plugin's hooks) until it ends."""
@@ -287,6 +321,8 @@ class FleetKernel:
                 self.standing.check_frame(tx, msg)
             owner.apply(tx, peer, msg, prepared, effects)
             db.claim(tx, peer, msg.id, now)
+            for component in self._components:
+                component.heard(tx, peer)
         return effects
 
     def _on_ack(self, peer: str, msg: Message) -> None:
@@ -307,6 +343,7 @@ class FleetKernel:
                 db.acked(tx, peer, body.ref, "pending", retry, error)
             for component in self._components:
                 component.on_ack(tx, peer, body)
+                component.heard(tx, peer)
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -357,6 +394,8 @@ class FleetKernel:
 
     async def after(self, fx: Effects) -> None:
         """Carry out what a committed transaction asked for."""
+        for decide in fx.then:
+            fx.direct.extend(decide())
         for peer, frame in fx.direct:
             await self.send_direct(peer, frame)
         for peer in sorted(fx.flush):

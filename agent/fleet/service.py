@@ -1,6 +1,6 @@
 """One member's side of the fleet, assembled: the kernel (frame intake, the per-peer outbox,
 acknowledgements — agent/fleet/kernel.py) with its components, today the join handshake
-(handshake.py) and membership and governance (membership.py).
+(handshake.py), membership and governance (membership.py) and state gossip (gossip.py).
 
 `FleetService` is what the plugin, the simulator's members, the demo and the benchmark hold:
 the operator's commands (`genesis`, `invite`, `join`, `vouch`, `ban`, `leave`), the reads
@@ -16,6 +16,7 @@ from typing import Any
 import nostr_sdk as sdk
 
 from agent.clock import Clock
+from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
 from agent.fleet.kernel import FleetConfig, FleetKernel
 from agent.fleet.membership import Membership
@@ -40,7 +41,8 @@ class FleetService:
         self.kernel = FleetKernel(node, store, keys, clock=clock, config=config)
         self.handshake = Handshake()
         self.membership = Membership(on_leave=self.handshake.forget)
-        for component in (self.handshake, self.membership):
+        self.gossip = Gossip()
+        for component in (self.handshake, self.membership, self.gossip):
             self.kernel.register(component)
         self.kernel.standing = self.membership
 
@@ -100,6 +102,9 @@ class FleetService:
     def view(self) -> dict[str, Any]:
         return self.membership.view()
 
+    def topology(self) -> dict[str, Any]:
+        return self.gossip.topology()
+
     def status(self) -> dict[str, Any]:
         k = self.kernel
         return {
@@ -107,6 +112,7 @@ class FleetService:
             "nostr_pubkey": k.key,
             **self.membership.summary(),
             "joining": self.handshake.joining(),
+            "gossip": self.gossip.summary(),
             "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }

@@ -14,6 +14,8 @@ its own entry in SLICES), never to another part's slice.
 
 from __future__ import annotations
 
+from agent.store.migrations_fleet import FLEET
+
 MIGRATIONS: list[str] = [
     # 1: outbox, inbound dedupe, counters, relay status, cursors, relay lists, first handlers
     """
@@ -485,5 +487,5 @@ SLICES: dict[str, list[str]] = {
     "market": [],
     "advisory": [],
     "escrow": [],
-    "fleet": [],
+    "fleet": FLEET,
 }

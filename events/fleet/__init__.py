@@ -1,5 +1,6 @@
-"""The fleet wire (a package: wire.py basics, ticket.py, membership.py bodies, ack.py,
-registry.py, frame.py): signed messages between members over BOLT 1 custom messages.
+"""The fleet wire (a package: wire.py basics, ticket.py, membership.py bodies, gossip.py
+state records, ack.py, registry.py, frame.py): signed messages between members over BOLT 1
+custom messages.
 
 A frame is a BOLT custom message: a 2-byte odd type (32769 upwards, one per message kind),
 the 4 bytes `HIVE`, then compact JSON, at most 65,535 bytes in all:
@@ -21,6 +22,14 @@ from __future__ import annotations
 
 from events.fleet.ack import AckStatus, MsgAck
 from events.fleet.frame import Envelope, Message, build_frame, is_hive_frame, parse_frame
+from events.fleet.gossip import (
+    ChannelEntry,
+    ChannelStatus,
+    Gossip,
+    StateRecord,
+    record_verifies,
+    sign_record,
+)
 from events.fleet.membership import (
     Attest,
     Ban,
@@ -90,9 +99,12 @@ __all__ = [
     "BanVote",
     "Body",
     "Challenge",
+    "ChannelEntry",
+    "ChannelStatus",
     "Electorate",
     "Envelope",
     "Frame",
+    "Gossip",
     "Hello",
     "HiveId",
     "Manifest",
@@ -104,6 +116,7 @@ __all__ = [
     "MsgType",
     "One",
     "Promotion",
+    "StateRecord",
     "Text",
     "Ticket",
     "TicketBody",
@@ -118,8 +131,10 @@ __all__ = [
     "is_hive_frame",
     "is_node_id",
     "parse_frame",
+    "record_verifies",
     "requirement_bits",
     "requirement_names",
+    "sign_record",
     "sign_ticket",
     "verify_ticket",
 ]

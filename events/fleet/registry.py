@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from events.fleet.ack import MsgAck
+from events.fleet.gossip import Gossip
 from events.fleet.membership import (
     Attest,
     Ban,
@@ -23,6 +24,7 @@ BODIES: dict[MsgType, type[Body]] = {
     MsgType.CHALLENGE: Challenge,
     MsgType.ATTEST: Attest,
     MsgType.WELCOME: Welcome,
+    MsgType.GOSSIP: Gossip,
     MsgType.VOUCH: Vouch,
     MsgType.BAN: Ban,
     MsgType.PROMOTION: Promotion,

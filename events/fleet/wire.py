@@ -35,6 +35,7 @@ class MsgType(IntEnum):
     CHALLENGE = 32771
     ATTEST = 32773
     WELCOME = 32775
+    GOSSIP = 32777
     VOUCH = 32789
     BAN = 32791
     PROMOTION = 32793

@@ -1,0 +1,32 @@
+"""The fleet slice's schema history (agent/store/migrations.py keeps the list of slices).
+Append only: a released migration is never edited."""
+
+from __future__ import annotations
+
+FLEET: list[str] = [
+    # 1: state gossip — the latest signed state record per member (the frame it came in kept
+    # as received, the record and its owner's signature kept verbatim so anti-entropy can
+    # hand it on), our own record's version counter (never reused, never reset by leaving a
+    # hive), and presence: when each member was last heard from
+    """
+    CREATE TABLE fleet_states (
+        owner       TEXT PRIMARY KEY,       -- the member's node id
+        version     INTEGER NOT NULL,
+        ts          INTEGER NOT NULL,       -- the record's own timestamp
+        record      TEXT NOT NULL,          -- the record as signed (canonical JSON)
+        sig         TEXT NOT NULL,          -- the owner's signature over it
+        frame       BLOB NOT NULL,          -- the GOSSIP frame it arrived in, verbatim
+        via         TEXT NOT NULL,          -- the peer it came from (the owner: first hand)
+        received_at INTEGER NOT NULL
+    );
+    CREATE TABLE fleet_gossip_self (
+        singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+        version   INTEGER NOT NULL,         -- the last version used (bumped before sending)
+        sent_at   INTEGER NOT NULL
+    );
+    CREATE TABLE fleet_presence (
+        node_id   TEXT PRIMARY KEY,
+        last_seen INTEGER NOT NULL
+    );
+    """,
+]
