@@ -176,9 +176,11 @@ class Negentropy:
         out = bytearray([VERSION])
         size = len(self.storage)
         prev_bound, prev_index, skip = Item(0, b""), 0, False
+        last: Item | None = None
+        emitted = 0  # where the last range we wrote ends: a cut-short answer goes on from there
         while reader.left:
             chunk = b""
-            bound = self._read_bound(reader)
+            bound = last = self._read_bound(reader, last)
             mode = reader.varint()
             lower = prev_index
             upper = self.storage.lower_bound(prev_index, size, bound)
@@ -201,13 +203,18 @@ class Negentropy:
                     skip = False
                     listed, upper = self._list_ids(lower, upper, bound, len(out))
                     out += skipped + listed
+                    emitted = upper
             else:
                 raise InvalidPayload(f"unknown negentropy range mode {mode}")
             if self._full(len(out) + len(chunk)):
-                rest = self.storage.fingerprint(upper, size)
+                # one fingerprint of everything after the last range written (the ranges
+                # skipped since match on both sides; the rest is compared next round)
+                rest = self.storage.fingerprint(emitted, size)
                 out += self._bound(Item(INFINITY, b"")) + encode_varint(FINGERPRINT) + rest
                 break
-            out += chunk
+            if chunk:
+                out += chunk
+                emitted = upper
             prev_index, prev_bound = upper, bound
         return bytes(out)
 
@@ -282,7 +289,14 @@ class Negentropy:
             self._ts_out = bound.timestamp
         return stamp + encode_varint(len(bound.id)) + bound.id
 
-    def _read_bound(self, reader: _Reader) -> Item:
+    def _read_bound(self, reader: _Reader, last: Item | None = None) -> Item:
+        """The next range's upper bound; it must lie above `last` (the one before)."""
+        bound = self._decode_bound(reader)
+        if last is not None and bound <= last:
+            raise InvalidPayload("negentropy ranges out of order (each must end above the last)")
+        return bound
+
+    def _decode_bound(self, reader: _Reader) -> Item:
         encoded = reader.varint()
         stamp = INFINITY if encoded == 0 else encoded - 1 + self._ts_in
         stamp = min(stamp, INFINITY)  # saturate, as the reference implementations do

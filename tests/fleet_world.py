@@ -19,10 +19,18 @@ from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember, sim_keys
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend, SimDriver
+from agent.store import fleet as fleet_db
 from events import fleet as wire
 from events import lnsig
 
-FAST = FleetConfig(retry_base_s=0.2, retry_cap_s=2.0, hello_interval_s=10, gossip_gap_s=1)
+FAST = FleetConfig(
+    retry_base_s=0.2,
+    retry_cap_s=2.0,
+    hello_interval_s=10,
+    gossip_gap_s=1,
+    sync_join_grace_s=1,
+    sync_gap_s=1,
+)
 
 
 @dataclass
@@ -66,6 +74,24 @@ class Fleet:
                     break
                 await anyio.sleep(0.05)
         await anyio.sleep(0.2)
+
+    async def quiet(self, limit_s: float = 15) -> None:
+        """Wait until the members' reconciliations after joining are over: their fact sets
+        equal, no session open, nothing left to deliver."""
+        with anyio.fail_after(limit_s):
+            while not self._quiet():
+                await anyio.sleep(0.05)
+
+    def _quiet(self) -> bool:
+        now = int(time.time())
+        services = [m.fleet for m in self.members if m.service is not None]
+        for s in services:
+            h = fleet_db.hive(s.store)
+            if h is not None and now - h.joined_at <= s.kernel.config.sync_join_grace_s + 1:
+                return False  # its first digests are still to come
+            if s.status()["outbox"].get("pending", 0) or s.sync.sessions:
+                return False
+        return len({s.sync.summary()["digest"] for s in services}) == 1
 
     async def joined(self, i: int, limit_s: float = 10) -> dict[str, Any]:
         """Wait until member i's join finished (joined or refused); its join record."""

@@ -95,8 +95,11 @@ def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
 
 
 # fleet components talk through the kernel and the roster, never through each other
-COMPONENTS = ["handshake", "membership"]
-SHARED_FLEET = {"agent.fleet.kernel", "agent.fleet.roster", "agent.fleet.rules"}
+COMPONENTS = ["handshake", "membership", "gossip", "sync"]
+SHARED_FLEET = {
+    "agent.fleet.kernel", "agent.fleet.component", "agent.fleet.facts", "agent.fleet.roster",
+    "agent.fleet.rules",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
@@ -107,9 +110,15 @@ def test_components_do_not_reach_into_each_other(name: str) -> None:
     assert "agent.fleet.service" not in found
 
 
+def _components_named(path: Path) -> set[str]:
+    found = {m for m in imports(path) if m.startswith("agent.fleet.")}
+    return {m for m in found if not any(m == s or m.startswith(s + ".") for s in SHARED_FLEET)}
+
+
 def test_the_kernel_knows_no_component() -> None:
-    found = imports(ROOT / "agent/fleet/kernel.py")
-    assert not {m for m in found if m.startswith("agent.fleet.") and m not in SHARED_FLEET}
+    assert not _components_named(ROOT / "agent/fleet/kernel.py")
+    for shared in ("component", "facts"):  # what the kernel shares knows no component either
+        assert not _components_named(ROOT / f"agent/fleet/{shared}.py")
 
 
 @pytest.mark.parametrize("path", PURE_CORES, ids=lambda p: p.name)

@@ -29,6 +29,9 @@ from events.fleet import MsgType
 from tests.fleet_world import FAST, Fleet, Rogue, fleet, mesh
 
 pytestmark = pytest.mark.anyio
+# refusals a healthy fleet sees: a duplicate dropped, and "not yet" (a fact handed on by
+# anti-entropy before the news it depends on — a join — arrived; retried, then accepted)
+NOT_YET = {"REPLAYED", "NOT_MEMBER"}
 
 
 def state(store: Store) -> dict[str, Any]:
@@ -138,7 +141,7 @@ async def test_five_nodes_agree_through_joins_promotions_a_ban_and_restarts(
         for x in m:  # nothing was refused along the way, nothing is stuck
             status = x.fleet.status()
             # a retry whose acknowledgement died with a restart arrives twice: dropped as such
-            assert set(status["refused"]) <= {"REPLAYED"}, status["refused"]
+            assert set(status["refused"]) <= NOT_YET, status["refused"]
             assert set(status["outbox"]) <= {"acked"}
 
 
@@ -174,7 +177,8 @@ async def _two_member_hive(f: Fleet) -> str:
     await f.admit(0, 1)
     await f.members[0].fleet.vouch(f.ids[1])
     await f.settle()
-    await f.gossiped()  # state records exchanged: the fleet is quiet
+    await f.gossiped()  # state records exchanged
+    await f.quiet()  # … and the first reconciliations over: the fleet is quiet
     return hive
 
 
@@ -359,7 +363,9 @@ async def test_leave_is_told_to_everyone_and_changes_the_quorum(tmp_path: Path) 
         assert left["goodbyes_queued"] == 3
         assert m[1].fleet.status()["hive_id"] is None
         with anyio.fail_after(10):  # the goodbyes are delivered and acknowledged
-            while m[1].fleet.status()["outbox"] != {"acked": 3}:
+            while (box := m[1].fleet.status()["outbox"]).get("acked", 0) < 3 or set(box) != {
+                "acked"
+            }:  # (the goodbyes, and any reconciliation steps that were under way)
                 await anyio.sleep(0.02)
         view = await f.settle([0, 2, 3])
         assert ids[1] not in view["members"]
@@ -368,7 +374,7 @@ async def test_leave_is_told_to_everyone_and_changes_the_quorum(tmp_path: Path) 
         # nothing refused — but a retry that overtook a slow acknowledgement (this test
         # network retries after 0.2 s; a loaded CI machine can take longer) counts as REPLAYED
         refused = m[0].fleet.status()["refused"]
-        assert set(refused) <= {"REPLAYED"}, refused
+        assert set(refused) <= NOT_YET, refused
 
 
 # --- governance arithmetic -----------------------------------------------------------------

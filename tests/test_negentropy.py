@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from events.errors import InvalidPayload
 from events.negentropy import (
     INFINITY,
+    SKIP,
+    VERSION,
     Negentropy,
     Storage,
     _Reader,
@@ -132,3 +134,42 @@ def test_infinite_timestamps_are_refused_as_items() -> None:
         Storage([(INFINITY, os.urandom(32))])
     with pytest.raises(ValueError):
         Storage([(1, b"short")])
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    size=st.integers(min_value=0, max_value=10_000),
+    differences=st.integers(min_value=0, max_value=10_000),
+    seed=st.integers(min_value=0, max_value=2**32),
+    limit=st.sampled_from([0, 4096, 40_000]),
+)
+def test_large_sets_against_a_naive_difference(size, differences, seed, limit) -> None:
+    """Up to 10,000 items per side and any number of differences, split either way, with
+    and without a frame limit (answers cut short and resumed): exactly the naive result."""
+    rng = random.Random(seed)
+    items = [(rng.randrange(1_700_000_000, 1_700_000_500), rng.randbytes(32)) for _ in range(size)]
+    differing = set(rng.sample(range(size), min(differences, size)))
+    a_set = {x for n, x in enumerate(items) if n not in differing or rng.random() < 0.5}
+    b_set = {x for n, x in enumerate(items) if n not in differing or x not in a_set}
+    have, need, _, _ = reconcile(a_set, b_set, limit)
+    a_ids, b_ids = {i for _, i in a_set}, {i for _, i in b_set}
+    assert have == a_ids - b_ids
+    assert need == b_ids - a_ids
+
+
+def test_ranges_out_of_order_are_refused() -> None:
+    """Each range must end above the one before it: a message that goes back (same timestamp,
+    smaller id prefix) or repeats a bound is a typed error, not a silent empty range."""
+    storage = Storage([(5, bytes([n]) * 32) for n in range(40)])
+    bound = encode_varint(6) + encode_varint(1)  # timestamp 5, then a one-byte id prefix
+    backwards = (
+        bytes([VERSION])
+        + bound + b"\x80" + encode_varint(SKIP)
+        + encode_varint(1) + encode_varint(1) + b"\x10" + encode_varint(SKIP)
+    )  # fmt: skip
+    with pytest.raises(InvalidPayload, match="out of order"):
+        Negentropy(storage).respond(backwards)
+    repeated = bytes([VERSION]) + encode_varint(0) + encode_varint(0) + encode_varint(SKIP)
+    repeated += encode_varint(0) + encode_varint(0) + encode_varint(SKIP)
+    with pytest.raises(InvalidPayload, match="out of order"):
+        Negentropy(storage).respond(repeated)

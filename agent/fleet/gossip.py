@@ -16,8 +16,9 @@ import logging
 import re
 from typing import Any
 
+from agent.fleet import facts, roster
 from agent.fleet import gossip_rules as rules
-from agent.fleet import roster
+from agent.fleet.facts import FactKind
 from agent.fleet.kernel import Effects, FleetComponent, FleetKernel, short
 from agent.node.models import Channel, ChannelState
 from agent.store import fleet as db
@@ -168,10 +169,11 @@ class Gossip(FleetComponent):
             record = draft.model_copy(update={"version": version, "timestamp": now})
             sig = sign_record(k.keys, hive, record)
             body = wire.Gossip(record=record, sig=sig, ttl=MAX_TTL, path=[])
-            _, frame = k.frame(MsgType.GOSSIP, body, hive)
+            msg = k.message(MsgType.GOSSIP, body, hive)
             text = canonical(record).decode()
-            gdb.put_state(tx, gdb.StateRow(k.me, version, now, text, sig, frame, k.me, now))
-        return frame, version
+            gdb.put_state(tx, gdb.StateRow(k.me, version, now, text, sig, msg.raw, k.me, now))
+            self._fact(tx, msg, body)
+        return msg.raw, version
 
     def _targets(self, store: Db, exclude: frozenset[str] = frozenset()) -> list[str]:
         """Connected active members other than us (and `exclude`)."""
@@ -219,7 +221,22 @@ class Gossip(FleetComponent):
                                  msg.raw, peer, tx.now),
             )  # fmt: skip
             gdb.seen(tx, record.owner, min(record.timestamp, tx.now))  # heard of, if not from
+            # the fact, proved by a copy we sign (TTL 0: whoever gets it from anti-entropy
+            # keeps it and hands it on no further)
+            copy = body.model_copy(update={"ttl": 0, "path": [self.kernel.me]})
+            try:
+                self._fact(tx, self.kernel.message(MsgType.GOSSIP, copy, h.hive_id), body)
+            except TooLarge:  # only a record its owner failed to trim to fit any path
+                tx.count_errors({TooLarge.code: 1})
         self._forward(tx, peer, body, h.hive_id, fx)
+
+    def _fact(self, tx: Tx, msg: Message, body: wire.Gossip) -> None:
+        """The owner's latest record as a fact (replacing its older one)."""
+        r = body.record
+        names = (r.owner, r.version, body.sig)
+        facts.record(
+            tx, FactKind.STATE, r.owner, msg, names=names, ts=r.timestamp, single=True
+        )  # fmt: skip
 
     def _forward(self, tx: Tx, peer: str, body: wire.Gossip, hive: str, fx: Effects) -> None:
         """Forward an accepted record, remembering (after the commit) the highest TTL of it
@@ -300,6 +317,7 @@ class Gossip(FleetComponent):
         members = {m.node_id for m in db.members(tx)}
         gdb.drop_states(tx, members)
         gdb.drop_presence(tx, members)
+        facts.drop(tx, {FactKind.STATE}, keep=members)
 
     # --- reads ------------------------------------------------------------------------------
 

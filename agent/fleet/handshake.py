@@ -10,7 +10,8 @@ from enum import StrEnum
 from typing import Any
 
 from agent import __version__
-from agent.fleet import roster
+from agent.fleet import facts, roster
+from agent.fleet.facts import FactKind
 from agent.fleet.kernel import Effects, FleetComponent, short
 from agent.node.models import ChannelState
 from agent.store import fleet as db
@@ -245,7 +246,8 @@ class Handshake(FleetComponent):
         k.enqueue(tx, [peer], MsgType.WELCOME, welcome, h.hive_id, fx)
         others = [m.node_id for m in db.members(tx) if m.node_id not in (k.me, peer)]
         joined = wire.MemberJoined(attest=msg.raw.hex(), joined_at=tx.now)
-        k.enqueue(tx, others, MsgType.MEMBER_JOINED, joined, h.hive_id, fx)
+        news = k.enqueue(tx, others, MsgType.MEMBER_JOINED, joined, h.hive_id, fx)
+        facts.record(tx, FactKind.JOIN, msg.node, news)  # the admission, as every member knows it
 
     # --- the joiner's side ---------------------------------------------------------------
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import nostr_sdk as sdk
@@ -32,10 +31,11 @@ import nostr_sdk as sdk
 from agent import backoff
 from agent.clock import Clock, SystemClock
 from agent.errors import PeerNotConnected
+from agent.fleet.component import Effects, FleetComponent, FleetConfig, Standing, short
 from agent.node.backend import NodeBackend
 from agent.node.models import CustomMsg, NodeEvent, PeerConnected, PeerDisconnected
 from agent.store import fleet as db
-from agent.store.db import Db, Store, Tx
+from agent.store.db import Store, Tx
 from events import fleet as wire
 from events import lnsig
 from events.crypto import pubkey_hex
@@ -56,86 +56,7 @@ from events.fleet import AckStatus, Message, MsgType
 
 log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
-
-
-@dataclass(frozen=True)
-class FleetConfig:
-    challenge_ttl_s: int = 300
-    hello_interval_s: int = 10  # one HELLO per peer per 10 s
-    max_pending_challenges: int = 1000
-    retry_base_s: float = 30.0  # outbox: base·2ⁿ + up to 25 % jitter, capped
-    retry_cap_s: float = 3600.0
-    max_attempts: int = 20
-    outbox_ttl_s: int = 86_400
-    in_flight: int = 10  # frames sent to one peer per round
-    max_age_s: int = 86_400 + 3_600  # a queued message may wait a day for its peer
-    future_skew_s: int = 300
-    ban_ttl_s: int = 7 * 86_400
-    max_ticket_hours: int = 168
-    handshake_retry_s: float = 30.0  # a HELLO or ATTEST unanswered this long is sent again
-    handshake_tries: int = 6
-    features: tuple[str, ...] = ("anchor", "onion")
-    gossip_threshold_pct: int = 10  # a state record is sent when a total moves this much (1–50)
-    heartbeat_s: int = 300  # … or when this long has passed (60–3600)
-    gossip_gap_s: int = 10  # at most one record of an owner per peer this often
-
-
-def short(node_id: str) -> str:
-    return node_id[:12] + "…"
-
-
-@dataclass
-class Effects:
-    """What a handled frame asks for once its transaction has committed."""
-
-    direct: list[tuple[str, bytes]] = field(default_factory=list)  # sent now, not queued
-    flush: set[str] = field(default_factory=set)  # peers whose outbox has something new
-    # in-memory decisions made only once committed (a rolled-back frame changes nothing):
-    # each returns more (peer, frame) to send now
-    then: list[Callable[[], list[tuple[str, bytes]]]] = field(default_factory=list)
-
-
-class Standing(Protocol):
-    """Who may talk to us at all: the membership component answers for the kernel."""
-
-    def check_peer(self, store: Db, peer: str) -> None:
-        """Raise (Banned) if nothing from `peer` is to be handled."""
-
-    def check_frame(self, tx: Tx, msg: Message) -> None:
-        """Raise (NotMember) if `msg` is not for the hive we are in."""
-
-
-class FleetComponent:
-    """One fleet protocol: the frame types it owns and what they do.  Subclasses override
-    what they need; the kernel calls nothing else."""
-
-    owns: frozenset[MsgType] = frozenset()
-    admits_strangers = False  # frames a node outside our hive may send (the join handshake)
-    kernel: FleetKernel
-
-    def bind(self, kernel: FleetKernel) -> None:
-        self.kernel = kernel
-
-    async def prepare(self, peer: str, msg: Message) -> Any:
-        """Node reads a frame needs, outside the lock and the transaction (default: none)."""
-        return None
-
-    def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
-        """A frame's effects, in its transaction; raise a HiveError to refuse it."""
-        raise InvalidPayload(f"{msg.type.name} is not expected here")
-
-    def on_ack(self, tx: Tx, peer: str, ack: wire.MsgAck) -> None:
-        """A peer acknowledged (or refused) a frame we sent it."""
-
-    def heard(self, tx: Tx, peer: str) -> None:
-        """`peer` sent a frame that passed intake and was handled (any type, any owner), in
-        that frame's transaction: presence."""
-
-    def housekeeping(self, tx: Tx, now: int) -> None:
-        """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""
-
-    async def tick(self) -> None:
-        """Periodic work outside any transaction (after the outbox was flushed)."""
+__all__ = ["Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Standing", "short"]
 
 
 class FleetKernel:
@@ -252,19 +173,21 @@ class FleetKernel:
             self.refused(err, peer)
             return
         owner = self._routes.get(msg.type)
+        relayed = msg.node != peer  # a fact handed on by a member: its author signed it
         try:
-            if msg.node != peer:
+            if relayed and (owner is None or msg.type not in owner.facts):
                 raise Unauthorized(
                     f"message signed for node {short(msg.node)} arrived from {short(peer)}"
                 )
             if msg.type != MsgType.MSG_ACK:
-                self._admissible(peer, msg)
+                self._admissible(peer, msg, relayed)
                 if owner is None:
                     raise InvalidPayload(f"{msg.type.name} is not expected here")
             # node reads next, outside the lock (no frame waits behind a lightningd RPC) —
             # but never for a frame already handled: a replay costs no RPC
-            seen = owner is not None and db.seen_via(self.store, peer, msg.id) is not None
-            prepared = None if owner is None or seen else await owner.prepare(peer, msg)
+            seen = owner is not None and db.seen_via(self.store, msg.node, msg.id) is not None
+            skip = seen or relayed
+            prepared = None if owner is None or skip else await owner.prepare(peer, msg)
         except HiveError as err:
             await self._refuse(peer, msg, err)
             return
@@ -273,17 +196,18 @@ class FleetKernel:
                 if owner is None:
                     self._on_ack(peer, msg)
                     return
-                self._admissible(peer, msg)  # again: a ban may have landed meanwhile
-                via = db.seen_via(self.store, peer, msg.id)
+                self._admissible(peer, msg, relayed)  # again: a ban may have landed meanwhile
+                via = db.seen_via(self.store, msg.node, msg.id)
                 if via is not None:
                     # handled once only.  Seen inside a proof first: the direct copy is simply
                     # late.  Seen directly: a retry whose acknowledgement was lost, or a replay.
+                    # A fact handed on again is no replay: its author's copy came first.
                     duplicate = Replayed(f"{msg.type.name} {msg.id[:12]}… was already handled")
-                    if via == "direct":
+                    if via == "direct" and not relayed:
                         self.refused(duplicate, peer)
                     await self._ack(peer, msg, AckStatus.OK, duplicate)
                     return
-                effects = self._apply(owner, peer, msg, prepared)
+                effects = self._apply(owner, peer, msg, prepared, relayed)
             except HiveError as err:
                 await self._refuse(peer, msg, err)
                 return
@@ -299,26 +223,38 @@ class FleetKernel:
             status = AckStatus.RETRY_LATER if later else AckStatus.INVALID
             await self._ack(peer, msg, status, err)
 
-    def _admissible(self, peer: str, msg: Message) -> None:
+    def _admissible(self, peer: str, msg: Message, relayed: bool = False) -> None:
         if self.standing is not None:
             self.standing.check_peer(self.store, peer)
-        self._check_clock(msg)
+        self._check_clock(msg, relayed)
 
-    def _check_clock(self, msg: Message) -> None:
+    def _check_clock(self, msg: Message, relayed: bool = False) -> None:
+        """A message from the future is refused; an old one only if it came live (a fact
+        handed on is as old as what it proves: its replays are the component's to judge)."""
         now = self.clock.now()
         if msg.ts > now + self.config.future_skew_s:
             raise Expired(f"the message is dated {msg.ts - now} s in the future")
-        if msg.ts < now - self.config.max_age_s:
+        if not relayed and msg.ts < now - self.config.max_age_s:
             raise Expired(
                 f"the message is {now - msg.ts} s old; the limit is {self.config.max_age_s} s"
             )
 
-    def _apply(self, owner: FleetComponent, peer: str, msg: Message, prepared: Any) -> Effects:
+    def _apply(
+        self, owner: FleetComponent, peer: str, msg: Message, prepared: Any, relayed: bool
+    ) -> Effects:
         now = self.clock.now()
         effects = Effects()
         with self.store.transaction(now) as tx:
             if not owner.admits_strangers and self.standing is not None:
                 self.standing.check_frame(tx, msg)
+            if relayed:  # no presence: the relayer did not sign it, its author did not send it
+                if self.standing is not None:
+                    self.standing.check_relayer(tx, peer)
+                owner.apply_fact(tx, peer, msg, effects)
+                db.claim(tx, msg.node, msg.id, now, via="proof")
+                return (
+                    effects  # no presence: the relayer did not sign it, the author did not send it
+                )
             owner.apply(tx, peer, msg, prepared, effects)
             db.claim(tx, peer, msg.id, now)
             for component in self._components:
@@ -349,11 +285,19 @@ class FleetKernel:
 
     def frame(self, msg_type: MsgType, body: wire.Body, hive: str) -> tuple[str, bytes]:
         """A new signed frame from this node: (its id, its bytes)."""
-        msg_id = secrets.token_hex(16)
+        msg = self.message(msg_type, body, hive)
+        return msg.id, msg.raw
+
+    def message(self, msg_type: MsgType, body: wire.Body, hive: str) -> Message:
+        """A new signed frame from this node, as the message a receiver would parse."""
+        msg_id, now = secrets.token_hex(16), self.clock.now()
         frame = wire.build_frame(
-            self.keys, msg_type, body, hive=hive, msg_id=msg_id, node=self.me, ts=self.clock.now()
+            self.keys, msg_type, body, hive=hive, msg_id=msg_id, node=self.me, ts=now
         )
-        return msg_id, frame
+        return Message(
+            type=msg_type, id=msg_id, hive=hive, sender_key=self.key, node=self.me, ts=now,
+            body=body, raw=frame,
+        )  # fmt: skip
 
     async def originate(
         self,
@@ -378,14 +322,20 @@ class FleetKernel:
 
     def enqueue(
         self, tx: Tx, peers: list[str], msg_type: MsgType, body: wire.Body, hive: str, fx: Effects
-    ) -> None:
+    ) -> Message:
         """One new frame, queued for each of `peers` (sent once the transaction commits)."""
-        if not peers:
-            return
-        msg_id, frame = self.frame(msg_type, body, hive)
+        msg = self.message(msg_type, body, hive)
         for peer in peers:
-            db.enqueue(tx, peer, msg_id, msg_type, frame, tx.now, self.config.outbox_ttl_s)
+            db.enqueue(tx, peer, msg.id, msg_type, msg.raw, tx.now, self.config.outbox_ttl_s)
             fx.flush.add(peer)
+        return msg
+
+    def requeue(
+        self, tx: Tx, peer: str, msg_id: str, msg_type: int, frame: bytes, fx: Effects
+    ) -> None:
+        """A frame queued for `peer` again, even if it was sent (and given up on) before."""
+        db.requeue(tx, peer, msg_id, msg_type, frame, tx.now, self.config.outbox_ttl_s)
+        fx.flush.add(peer)
 
     def enqueue_frame(self, tx: Tx, peers: list[str], msg: Message, fx: Effects) -> None:
         for peer in peers:

@@ -14,7 +14,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from agent.fleet import roster
+from agent.fleet import decisions, facts, roster
+from agent.fleet.facts import FactKind
 from agent.fleet.kernel import Effects, FleetComponent, short
 from agent.fleet.rules import ban_quorum, promotion_quorum
 from agent.store import fleet as db
@@ -28,6 +29,7 @@ from events.errors import (
     NotFound,
     NotMember,
     Replayed,
+    Unauthorized,
 )
 from events.fleet import Message, MsgType
 
@@ -39,6 +41,7 @@ class Membership(FleetComponent):
             MsgType.BAN_VOTE, MsgType.BAN, MsgType.MEMBER_LEFT,
         }
     )  # fmt: skip
+    facts = frozenset({MsgType.MEMBER_JOINED, MsgType.PROMOTION, MsgType.BAN, MsgType.MEMBER_LEFT})
 
     def __init__(self, on_leave: Callable[[Tx], None] | None = None) -> None:
         self._on_leave = on_leave  # what else a departure clears (the join in progress)
@@ -53,6 +56,13 @@ class Membership(FleetComponent):
         h = roster.current_hive(tx)
         if msg.hive != h.hive_id:
             raise NotMember(f"the message is for hive {msg.hive or '(none)'}, not {h.hive_id}")
+
+    def check_relayer(self, tx: Tx, peer: str) -> None:
+        m = db.member(tx, peer)
+        if m is None or m.status != "active":
+            raise Unauthorized(
+                f"{short(peer)} is not an active member: it may not hand on others' messages"
+            )
 
     # --- operator commands ---------------------------------------------------------------
 
@@ -84,7 +94,7 @@ class Membership(FleetComponent):
             if any(v == k.me for v, _ in db.vouches(k.store, candidate)):
                 raise Replayed(f"this node already vouched for {short(candidate)}")
             effects = await self._originate(h, MsgType.VOUCH, wire.Vouch(candidate=candidate))
-            state = self._promotion_state(candidate)
+            state = _promotion_state(k.store, candidate, set(self._voters(k.store, candidate)))
         await k.after(effects)
         return state
 
@@ -114,7 +124,7 @@ class Membership(FleetComponent):
                     raise Replayed(f"this node already voted on proposal {pid[:12]}…")
                 body = wire.BanVote(proposal_id=pid, target=target, approve=approve)
                 effects = await self._originate(h, MsgType.BAN_VOTE, body)
-            state = self._ban_state(pid)
+            state = _ban_state(k.store, pid, lambda target: self._voters(k.store, target))
         await k.after(effects)
         return state
 
@@ -188,6 +198,31 @@ class Membership(FleetComponent):
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         db.expire_proposals(tx, now - self.kernel.config.ban_ttl_s)
+        if db.hive(tx) is None:
+            facts.clear(tx)
+            return
+        active = {m.node_id for m in db.members(tx)}
+        facts.drop(tx, {FactKind.JOIN, FactKind.PROMOTION}, keep=active)
+        facts.drop(tx, {FactKind.BAN}, keep={b["target"] for b in db.bans(tx)})
+        facts.expire(tx, now)
+
+    # --- facts handed on by a member (anti-entropy) ---------------------------------------
+
+    def apply_fact(self, tx: Tx, relayer: str, msg: Message, fx: Effects) -> None:
+        """A decision handed on by `relayer`.  One we already reflect (the member known, the
+        promotion or ban in force, the leave recorded) is kept as a fact without judging its
+        proof again — only its author's bound key is checked — since it changes nothing;
+        anything else is judged exactly as if its author had sent it now."""
+        author = db.member(tx, msg.node)
+        if author is None:
+            raise NotMember(f"{short(msg.node)}, the author, is not known here (yet)")
+        if author.pubkey != msg.sender_key:
+            raise BadSignature(f"not signed by {short(msg.node)}'s bound key")
+        subject = decisions.subject(msg)
+        if decisions.reflected(tx, msg, subject, self.kernel.config.future_skew_s):
+            decisions.record(tx, msg, subject)
+        else:
+            self.apply(tx, msg.node, msg, None, fx)
 
     # --- members' messages ---------------------------------------------------------------
 
@@ -199,11 +234,13 @@ class Membership(FleetComponent):
             raise InvalidPayload("MEMBER_JOINED must carry the joiner's ATTEST")
         existing = db.member(tx, inner.node)
         if existing and existing.status == "active":
-            return  # already known (e.g. from WELCOME): nothing to do
+            decisions.record(tx, msg, inner.node)  # already known (e.g. from WELCOME)
+            return
         if db.is_banned(tx, inner.node):
             raise Banned(f"{short(inner.node)} is banned from the hive")
         ticket = roster.check_admission(tx, roster.current_hive(tx), inner, at=inner.ts)
         roster.admit(tx, inner, ticket, joined_at=body.joined_at)
+        decisions.record(tx, msg, inner.node)
 
     def _on_vouch(self, tx: Tx, msg: Message, fx: Effects) -> None:
         roster.active_member(tx, msg.node, msg.sender_key, full=True, what="vouch")
@@ -240,6 +277,7 @@ class Membership(FleetComponent):
             )
         if candidate.status == "active":
             db.promote(tx, body.candidate, tx.now)
+            decisions.record(tx, msg, body.candidate)
         self._evaluate(tx, fx)
 
     def _on_ban(self, tx: Tx, msg: Message, fx: Effects) -> None:
@@ -267,6 +305,7 @@ class Membership(FleetComponent):
             )
         if not db.is_banned(tx, body.target):
             self._enact_ban(tx, body.target, p.reason, p.proposal_id)
+        decisions.record(tx, msg, body.target)
         self._evaluate(tx, fx)
 
     def _on_ban_proposal(self, tx: Tx, msg: Message, fx: Effects) -> None:
@@ -291,7 +330,10 @@ class Membership(FleetComponent):
             self._evaluate(tx, fx)
 
     def _on_member_left(self, tx: Tx, msg: Message, fx: Effects) -> None:
-        roster.active_member(tx, msg.node, msg.sender_key)
+        m = roster.active_member(tx, msg.node, msg.sender_key)
+        if msg.ts < m.joined_at - self.kernel.config.future_skew_s:
+            raise Replayed(f"a leave dated before {short(msg.node)} (re)joined the hive")
+        decisions.record(tx, msg, msg.node)
         if db.set_status(tx, msg.node, "left", tx.now):
             db.drop_peer(tx, msg.node, "the member left the hive")
             self._evaluate(tx, fx)
@@ -353,7 +395,8 @@ class Membership(FleetComponent):
                     candidate=m.node_id, electorate=sorted(voters),
                     vouches=[got[v] for v in sorted(got)],
                 )  # fmt: skip
-                self._broadcast(tx, MsgType.PROMOTION, proof, hive_id, fx)
+                news = self._broadcast(tx, MsgType.PROMOTION, proof, hive_id, fx)
+                decisions.record(tx, news, m.node_id)
         return progressed
 
     def _ban_due(self, tx: Tx, hive_id: str, fx: Effects) -> bool:
@@ -371,7 +414,8 @@ class Membership(FleetComponent):
                     target=p["target"], electorate=sorted(voters), proposal=p["frame"],
                     votes=[f for v, f in sorted(yes.items()) if f != p["frame"]],
                 )  # fmt: skip
-                self._broadcast(tx, MsgType.BAN, proof, hive_id, fx, skip=p["target"])
+                news = self._broadcast(tx, MsgType.BAN, proof, hive_id, fx, skip=p["target"])
+                decisions.record(tx, news, p["target"])
         return progressed
 
     def _enact_ban(self, tx: Tx, target: str, reason: str, proposal_id: str) -> None:
@@ -382,9 +426,9 @@ class Membership(FleetComponent):
 
     def _broadcast(
         self, tx: Tx, msg_type: MsgType, body: wire.Body, hive: str, fx: Effects, skip: str = ""
-    ) -> None:
+    ) -> Message:
         peers = [m.node_id for m in db.members(tx) if m.node_id not in (self.kernel.me, skip)]
-        self.kernel.enqueue(tx, peers, msg_type, body, hive, fx)
+        return self.kernel.enqueue(tx, peers, msg_type, body, hive, fx)
 
     async def _originate(self, h: db.Hive, msg_type: MsgType, body: wire.Body) -> Effects:
         me = self.kernel.me
@@ -394,23 +438,22 @@ class Membership(FleetComponent):
 
         return await self.kernel.originate(h.hive_id, msg_type, body, others)
 
-    def _promotion_state(self, candidate: str) -> dict[str, Any]:
-        store = self.kernel.store
-        m = db.member(store, candidate)
-        voters = set(self._voters(store, candidate))
-        got = {v for v, _ in db.vouches(store, candidate)} & voters
-        return {
-            "candidate": candidate, "vouches": len(got),
-            "quorum": promotion_quorum(len(voters)), "tier": m.tier if m else None,
-        }  # fmt: skip
 
-    def _ban_state(self, pid: str) -> dict[str, Any]:
-        store = self.kernel.store
-        p = db.proposal(store, pid)
-        assert p is not None
-        voters = set(self._voters(store, p["target"]))
-        yes = {v for v, a, _ in db.votes(store, pid) if a} & voters
-        return {
-            "proposal_id": pid, "target": p["target"], "yes": len(yes),
-            "quorum": ban_quorum(len(voters)), "banned": db.is_banned(store, p["target"]),
-        }  # fmt: skip
+def _promotion_state(store: Db, candidate: str, voters: set[str]) -> dict[str, Any]:
+    m = db.member(store, candidate)
+    got = {v for v, _ in db.vouches(store, candidate)} & voters
+    return {
+        "candidate": candidate, "vouches": len(got),
+        "quorum": promotion_quorum(len(voters)), "tier": m.tier if m else None,
+    }  # fmt: skip
+
+
+def _ban_state(store: Db, pid: str, voters_of: Callable[[str], list[str]]) -> dict[str, Any]:
+    p = db.proposal(store, pid)
+    assert p is not None
+    voters = set(voters_of(p["target"]))
+    yes = {v for v, a, _ in db.votes(store, pid) if a} & voters
+    return {
+        "proposal_id": pid, "target": p["target"], "yes": len(yes),
+        "quorum": ban_quorum(len(voters)), "banned": db.is_banned(store, p["target"]),
+    }  # fmt: skip

@@ -20,6 +20,7 @@ from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
 from agent.fleet.kernel import FleetConfig, FleetKernel
 from agent.fleet.membership import Membership
+from agent.fleet.sync import Sync
 from agent.node.backend import NodeBackend
 from agent.node.models import NodeEvent
 from agent.store import fleet as db
@@ -42,7 +43,8 @@ class FleetService:
         self.handshake = Handshake()
         self.membership = Membership(on_leave=self.handshake.forget)
         self.gossip = Gossip()
-        for component in (self.handshake, self.membership, self.gossip):
+        self.sync = Sync()
+        for component in (self.handshake, self.membership, self.gossip, self.sync):
             self.kernel.register(component)
         self.kernel.standing = self.membership
 
@@ -113,6 +115,7 @@ class FleetService:
             **self.membership.summary(),
             "joining": self.handshake.joining(),
             "gossip": self.gossip.summary(),
+            "sync": self.sync.summary(),
             "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }

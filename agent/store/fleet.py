@@ -337,6 +337,14 @@ def enqueue(
     )
 
 
+def requeue(
+    tx: Tx, peer: str, msg_id: str, msg_type: int, frame: bytes, at: int, ttl_s: int
+) -> None:
+    """Queue a frame for `peer` afresh (last in line), whatever became of an earlier copy."""
+    tx.execute("DELETE FROM fleet_outbox WHERE peer = ? AND msg_id = ?", (peer, msg_id))
+    enqueue(tx, peer, msg_id, msg_type, frame, at, ttl_s)
+
+
 def due(db: Db, peer: str, now: float, limit: int) -> list[OutItem]:
     cur = db.conn.execute(
         "SELECT peer, msg_id, msg_type, frame, attempts, expires_at FROM fleet_outbox"

@@ -29,4 +29,19 @@ FLEET: list[str] = [
         last_seen INTEGER NOT NULL
     );
     """,
+    # 2: anti-entropy — the fleet's durable facts (each proved by one signed frame, kept
+    # verbatim so it can be handed on as it was signed), named by what they state
+    """
+    CREATE TABLE fleet_facts (
+        fact_id  TEXT PRIMARY KEY,          -- 64 hex digits, derived from what the fact states
+        kind     TEXT NOT NULL,             -- state, join, promotion, ban, left
+        subject  TEXT NOT NULL,             -- the node it is about
+        ts       INTEGER NOT NULL,          -- from the signed content (the same for every holder)
+        msg_id   TEXT NOT NULL,             -- the proving frame's id and type
+        msg_type INTEGER NOT NULL,
+        frame    BLOB NOT NULL,             -- the proving frame, verbatim
+        added_at INTEGER NOT NULL
+    );
+    CREATE INDEX fleet_facts_by_subject ON fleet_facts (kind, subject);
+    """,
 ]

@@ -17,6 +17,7 @@ from events.fleet.membership import (
     Vouch,
     Welcome,
 )
+from events.fleet.sync import StateHash, Sync
 from events.fleet.wire import Body, MsgType
 
 BODIES: dict[MsgType, type[Body]] = {
@@ -25,6 +26,8 @@ BODIES: dict[MsgType, type[Body]] = {
     MsgType.ATTEST: Attest,
     MsgType.WELCOME: Welcome,
     MsgType.GOSSIP: Gossip,
+    MsgType.STATE_HASH: StateHash,
+    MsgType.SYNC: Sync,
     MsgType.VOUCH: Vouch,
     MsgType.BAN: Ban,
     MsgType.PROMOTION: Promotion,

@@ -36,6 +36,8 @@ class MsgType(IntEnum):
     ATTEST = 32773
     WELCOME = 32775
     GOSSIP = 32777
+    STATE_HASH = 32779
+    SYNC = 32781  # UPSTREAM's FULL_SYNC slot: here, range-based set reconciliation
     VOUCH = 32789
     BAN = 32791
     PROMOTION = 32793

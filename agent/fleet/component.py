@@ -1,0 +1,111 @@
+"""What the fleet kernel (agent/fleet/kernel.py) and its components share: the options, the
+effects a handled frame asks for, the `Standing` port and the `FleetComponent` base."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent.store.db import Db, Tx
+from events import fleet as wire
+from events.errors import InvalidPayload
+from events.fleet import Message, MsgType
+
+if TYPE_CHECKING:
+    from agent.fleet.kernel import FleetKernel
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    challenge_ttl_s: int = 300
+    hello_interval_s: int = 10  # one HELLO per peer per 10 s
+    max_pending_challenges: int = 1000
+    retry_base_s: float = 30.0  # outbox: base·2ⁿ + up to 25 % jitter, capped
+    retry_cap_s: float = 3600.0
+    max_attempts: int = 20
+    outbox_ttl_s: int = 86_400
+    in_flight: int = 10  # frames sent to one peer per round
+    max_age_s: int = 86_400 + 3_600  # a queued message may wait a day for its peer
+    future_skew_s: int = 300
+    ban_ttl_s: int = 7 * 86_400
+    max_ticket_hours: int = 168
+    handshake_retry_s: float = 30.0  # a HELLO or ATTEST unanswered this long is sent again
+    handshake_tries: int = 6
+    features: tuple[str, ...] = ("anchor", "onion")
+    gossip_threshold_pct: int = 10  # a state record is sent when a total moves this much (1–50)
+    heartbeat_s: int = 300  # … or when this long has passed (60–3600)
+    gossip_gap_s: int = 10  # at most one record of an owner per peer this often
+    sync_interval_s: int = 300  # a digest to one connected member this often (± 20 %)
+    sync_gap_s: int = 10  # at most one digest per member this often
+    sync_session_s: int = 60  # a reconciliation not over by then is dropped
+    sync_join_grace_s: int = 3  # a new member's first digests wait for the news of its arrival
+
+
+def short(node_id: str) -> str:
+    return node_id[:12] + "…"
+
+
+@dataclass
+class Effects:
+    """What a handled frame asks for once its transaction has committed."""
+
+    direct: list[tuple[str, bytes]] = field(default_factory=list)  # sent now, not queued
+    flush: set[str] = field(default_factory=set)  # peers whose outbox has something new
+    # in-memory decisions made only once committed (a rolled-back frame changes nothing):
+    # each returns more (peer, frame) to send now
+    then: list[Callable[[], list[tuple[str, bytes]]]] = field(default_factory=list)
+
+
+class Standing(Protocol):
+    """Who may talk to us at all: the membership component answers for the kernel."""
+
+    def check_peer(self, store: Db, peer: str) -> None:
+        """Raise (Banned) if nothing from `peer` is to be handled."""
+
+    def check_frame(self, tx: Tx, msg: Message) -> None:
+        """Raise (NotMember) if `msg` is not for the hive we are in."""
+
+    def check_relayer(self, tx: Tx, peer: str) -> None:
+        """Raise (NotMember) if `peer` may not hand on another member's frames."""
+
+
+class FleetComponent:
+    """One fleet protocol: the frame types it owns and what they do.  Subclasses override
+    what they need; the kernel calls nothing else."""
+
+    owns: frozenset[MsgType] = frozenset()
+    admits_strangers = False  # frames a node outside our hive may send (the join handshake)
+    # frame types that prove facts (agent/fleet/facts.py): any member may hand them on, as
+    # signed by their author, and they are handled by `apply_fact`
+    facts: frozenset[MsgType] = frozenset()
+    kernel: FleetKernel
+
+    def bind(self, kernel: FleetKernel) -> None:
+        self.kernel = kernel
+
+    async def prepare(self, peer: str, msg: Message) -> Any:
+        """Node reads a frame needs, outside the lock and the transaction (default: none)."""
+        return None
+
+    def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
+        """A frame's effects, in its transaction; raise a HiveError to refuse it."""
+        raise InvalidPayload(f"{msg.type.name} is not expected here")
+
+    def apply_fact(self, tx: Tx, relayer: str, msg: Message, fx: Effects) -> None:
+        """A fact's frame handed on by `relayer` (anti-entropy), not by its author: by
+        default judged exactly as if its author had sent it now."""
+        self.apply(tx, msg.node, msg, None, fx)
+
+    def on_ack(self, tx: Tx, peer: str, ack: wire.MsgAck) -> None:
+        """A peer acknowledged (or refused) a frame we sent it."""
+
+    def heard(self, tx: Tx, peer: str) -> None:
+        """`peer` sent a frame that passed intake and was handled (any type, any owner), in
+        that frame's transaction: presence."""
+
+    def housekeeping(self, tx: Tx, now: int) -> None:
+        """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""
+
+    async def tick(self) -> None:
+        """Periodic work outside any transaction (after the outbox was flushed)."""
