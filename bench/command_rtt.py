@@ -13,7 +13,9 @@ reference, a small kind-1 note.
 A command round trip is two relay hops plus the work at both ends, so the last line is
 `ratio=<p50 command RTT ÷ (2 × p50 raw gift-wrap publish→receive RTT)>`.  It also prints the CPU
 time the node process and this (advisor) process spent per command, all threads counted: the
-command path is CPU-bound, the baseline is not, so the ratio follows the machine's speed.
+command path is CPU-bound, the baseline is not, so the ratio follows the machine's speed (which
+it prints: the CPU time of `sum(range(3*10**7))`), and how much of the CPU time was the kernel's
+(sockets, fsync, SQLite's file writes and locks).
 
     .venv/bin/python bench/command_rtt.py [--commands N] [--smoke]
 """
@@ -126,17 +128,36 @@ def baselines(n: int) -> tuple[list[NostrEvent], list[NostrEvent]]:
     return notes, wraps
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 where that is missing)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of a process so far (Linux /proc; zeros where that is missing)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def speed() -> float:
+    """The CPU seconds of a fixed piece of pure Python: how fast the machine is today, so
+    figures from different days can be compared."""
+    started = time.process_time()
+    sum(range(3 * 10**7))
+    return time.process_time() - started
+
+
+def cpu_since(pid: int, before: tuple[float, float]) -> tuple[float, float]:
+    now = cpu_seconds(pid)
+    return now[0] - before[0], now[1] - before[1]
 
 
 async def command_rtts(
-    url: str, node_home: Path, advisor_home: Path, n: int, node_pid: int, cpu: dict[str, float]
+    url: str,
+    node_home: Path,
+    advisor_home: Path,
+    n: int,
+    node_pid: int,
+    cpu: dict[str, tuple[float, float]],
 ) -> list[float]:
     node_pub = json.loads(hive("--home", str(node_home), "--json", "keys", "show"))["pubkey"]
     config = RelaysConfig.single(url, reconnect_base_s=0.1, publish_timeout_s=5)
@@ -163,8 +184,8 @@ async def command_rtts(
             if got is None or got.status != Status.OK:
                 raise SystemExit(f"command {i} failed: {got.error if got else 'no receipt'}")
             out.append(elapsed)
-        cpu["node"] = cpu_seconds(node_pid) - node_cpu
-        cpu["advisor"] = cpu_seconds(os.getpid()) - own_cpu
+        cpu["node"] = cpu_since(node_pid, node_cpu)
+        cpu["advisor"] = cpu_since(os.getpid(), own_cpu)
         assert sum(advisor.verify_chain(node_pub).values()) == n
     return out
 
@@ -197,7 +218,7 @@ def main() -> None:
             notes, wraps = baselines(n)
             raw_note = anyio.run(raw_rtts, url, notes, Path(tmp))
             raw = anyio.run(raw_rtts, url, wraps, Path(tmp))
-            cpu: dict[str, float] = {}
+            cpu: dict[str, tuple[float, float]] = {}
             cmd = anyio.run(command_rtts, url, node_home, advisor_home, n, node.pid, cpu)
         finally:
             for proc in (node, relay):
@@ -210,8 +231,11 @@ def main() -> None:
     print(f"raw kind-1 note      p50 {note_p50 * 1e3:7.2f} ms  p99 {note_p99 * 1e3:7.2f} ms")
     print(f"raw gift wrap        p50 {raw_p50 * 1e3:7.2f} ms  p99 {pct(raw, 0.99) * 1e3:7.2f} ms")
     print(f"command → receipt    p50 {cmd_p50 * 1e3:7.2f} ms  p99 {pct(cmd, 0.99) * 1e3:7.2f} ms")
-    node_ms, advisor_ms = cpu["node"] / n * 1e3, cpu["advisor"] / n * 1e3
+    node_ms, advisor_ms = (sum(cpu[side]) / n * 1e3 for side in ("node", "advisor"))
     print(f"CPU per command: node {node_ms:.2f} ms, advisor {advisor_ms:.2f} ms (all threads)")
+    (nu, ns), (au, as_) = (tuple(t / n * 1e3 for t in cpu[side]) for side in ("node", "advisor"))
+    print(f"  of which system: node {ns:.2f} ms, advisor {as_:.2f} ms (user {nu:.2f}, {au:.2f})")
+    print(f"machine speed: sum(range(3*10**7)) takes {speed():.2f} s of CPU (0.35 on a good day)")
     print(f"(against the kind-1 note instead: {cmd_p50 / (2 * note_p50):.2f})")
     print(f"ratio={cmd_p50 / (2 * raw_p50):.2f}")
 

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import nostr_sdk as sdk
 
 LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".onion")
 MAX_FROM_ONE_EVENT = 3  # NIP-17 asks for small inbox lists; more is someone padding it
+# Judging a URL's spelling is a pure function of its text, and every private message we send
+# judges the recipient's inbox list again (nostr-sdk's parser, twice per URL, costs 0.1–0.2 ms
+# through its bindings): answers for URLs up to this length are remembered, at most CACHED.
+CACHE_URL_LEN, CACHED = 512, 1024
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -60,6 +65,10 @@ def normalized(url: str) -> str | None:
     """The relay URL as nostr-sdk spells it, if it is a plain one — printable ASCII with no
     `\\`, `@` or spaces, so that every URL parser (nostr-sdk's, urllib's in `websockets`)
     reads the same host from it — else None."""
+    return _normalized_cached(url) if len(url) <= CACHE_URL_LEN else _normalized(url)
+
+
+def _normalized(url: str) -> str | None:
     if not url.isascii() or not url.isprintable() or any(c in url for c in "\\@ "):
         return None
     try:
@@ -83,6 +92,10 @@ def host_of(url: str) -> str | None:
 def spelling_refusal(url: str) -> str | None:
     """Why a relay URL from someone else's event must not be dialled, judged by its text;
     None if it may be (subject to `resolve_refusal`)."""
+    return _spelling_cached(url) if len(url) <= CACHE_URL_LEN else _spelling_refusal(url)
+
+
+def _spelling_refusal(url: str) -> str | None:
     host = host_of(url)
     if host is None:
         return "not a ws:// or wss:// relay URL"
@@ -93,6 +106,10 @@ def spelling_refusal(url: str) -> str | None:
     if host == "localhost" or host.endswith(LOCAL_SUFFIXES) or "." not in host:
         return f"{host} is a local name"
     return None
+
+
+_normalized_cached = lru_cache(maxsize=CACHED)(_normalized)
+_spelling_cached = lru_cache(maxsize=CACHED)(_spelling_refusal)
 
 
 def resolve_refusal(url: str) -> str | None:

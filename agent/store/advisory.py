@@ -305,7 +305,11 @@ def usage(db: Db, scope: str, now: int, days: int) -> dict[str, int]:
 
 def add_usage(
     tx: Tx, scope: str, sats_moved: int = 0, fees_sat: int = 0, channels: int = 0, actions: int = 0
-):
+) -> None:
+    """Add to a scope's usage today; a change of nothing writes nothing (settling a command
+    that cost exactly its reservation, the common case, would add zeros)."""
+    if not (sats_moved or fees_sat or channels or actions):
+        return
     tx.execute(
         "INSERT INTO usage (scope, day, sats_moved, fees_sat, channels, actions) VALUES (?, ?,"
         " ?, ?, ?, ?)"
