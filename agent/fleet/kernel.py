@@ -105,6 +105,14 @@ class Standing(Protocol):
         """Raise (NotMember) if `msg` is not for the hive we are in."""
 
 
+class Presence(Protocol):
+    """Who was heard from lately: the gossip component answers for the kernel (quorums and
+    intents count active members only; no component reads another's tables)."""
+
+    def active(self, store: Db, now: int) -> set[str]:
+        """Members seen within 24 h."""
+
+
 class FleetComponent:
     """One fleet protocol: the frame types it owns and what they do.  Subclasses override
     what they need; the kernel calls nothing else."""
@@ -130,6 +138,10 @@ class FleetComponent:
     def heard(self, tx: Tx, peer: str) -> None:
         """`peer` sent a frame that passed intake and was handled (any type, any owner), in
         that frame's transaction: presence."""
+
+    def on_refused(self, peer: str, msg: Message, err: HiveError) -> None:
+        """A frame of a type this component owns was refused (after its transaction rolled
+        back, if it had one): e.g. counted by the component."""
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""
@@ -158,6 +170,7 @@ class FleetKernel:
         self.connected: set[str] = set()
         self.lock = anyio.Lock()  # one frame or operator command changes state at a time
         self.standing: Standing | None = None
+        self.presence: Presence | None = None
         self._components: list[FleetComponent] = []
         self._routes: dict[MsgType, FleetComponent] = {}
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
@@ -292,6 +305,12 @@ class FleetKernel:
 
     async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
         self.refused(err, peer)
+        owner = self._routes.get(msg.type)
+        if owner is not None:
+            try:
+                owner.on_refused(peer, msg, err)
+            except Exception as exc:  # noqa: BLE001 — one component never stops intake
+                self._failed(owner, "on_refused", exc)
         if not isinstance(err, Banned):
             # the sender may know more than we do yet (a join, a promotion, a proposal still
             # on its way): ask it to try again rather than refuse for good
