@@ -198,10 +198,10 @@ class Gossip(FleetComponent):
         entries = [e for e in map(channel_entry, channels) if e is not None]
         return StateRecord(
             owner=k.me, version=1, timestamp=now,
-            capacity_sat=sum(c.capacity_sat for c in usable),
-            outbound_sat=sum(c.local_msat for c in usable) // 1000,
+            capacity_sat=_clamp(sum(c.capacity_sat for c in usable), SAT),
+            outbound_sat=_clamp(sum(c.local_msat for c in usable) // 1000, SAT),
             channels=entries[:MAX_CHANNELS],
-            offered_sat=funds.onchain_sat, features=list(k.config.features),
+            offered_sat=_clamp(funds.onchain_sat, SAT), features=list(k.config.features),
             uptime_s=now - (self.started_at or now),
         )  # fmt: skip
 
