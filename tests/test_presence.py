@@ -95,6 +95,7 @@ async def test_a_ban_counts_the_full_members_seen_within_a_day(tmp_path: Path) -
         await m[1].fleet.vouch(ids[2])
         view = await f.settle()
         assert [view["members"][n] for n in ids[:4]] == ["member", "member", "member", "neophyte"]
+        await f.gossiped()  # quiet: every record exchanged
 
         # an implausible electorate: member 1 alone bans the outsider, "counting" only itself
         rogue = Rogue(f.net, ids[1])
