@@ -83,9 +83,9 @@ class Fleet:
                 await anyio.sleep(0.05)
 
     def _quiet(self) -> bool:
-        now = int(time.time())
         services = [m.fleet for m in self.members if m.service is not None]
         for s in services:
+            now = s.kernel.clock.now()
             h = fleet_db.hive(s.store)
             if h is not None and now - h.joined_at <= s.kernel.config.sync_join_grace_s + 1:
                 return False  # its first digests are still to come

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.store.db import Db, Tx
 from events import fleet as wire
-from events.errors import InvalidPayload
+from events.errors import HiveError, InvalidPayload
 from events.fleet import Message, MsgType
 
 if TYPE_CHECKING:
@@ -70,6 +70,14 @@ class Standing(Protocol):
         """Raise (NotMember) if `peer` may not hand on another member's frames."""
 
 
+class Presence(Protocol):
+    """Who was heard from lately: the gossip component answers for the kernel (quorums and
+    intents count active members only; no component reads another's tables)."""
+
+    def active(self, store: Db, now: int) -> set[str]:
+        """Members seen within 24 h."""
+
+
 class FleetComponent:
     """One fleet protocol: the frame types it owns and what they do.  Subclasses override
     what they need; the kernel calls nothing else."""
@@ -103,6 +111,10 @@ class FleetComponent:
     def heard(self, tx: Tx, peer: str) -> None:
         """`peer` sent a frame that passed intake and was handled (any type, any owner), in
         that frame's transaction: presence."""
+
+    def on_refused(self, peer: str, msg: Message, err: HiveError) -> None:
+        """A frame of a type this component owns was refused (after its transaction rolled
+        back, if it had one): e.g. counted by the component."""
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""

@@ -7,7 +7,13 @@ Our record is built from the node (channels, funds) outside any transaction; its
 bumped and committed with the record before the frame leaves, so a crash never reuses one.
 Records travel as direct sends, not through the durable outbox: a lost one is superseded by
 the next change or heartbeat (and repaired by anti-entropy), never worth retrying for a day.
-The decisions are pure (agent/fleet/gossip_rules.py).
+The decisions are pure (agent/fleet/gossip_rules.py); uptime is agent/fleet/uptime.py.
+
+Our record is trimmed to what fits in a frame with a full forwarding path (10 hops), the
+smallest channels cut first.  An owner mints at most one version per `gossip_gap_s`; a
+receiver refuses faster minting (RATE_LIMITED) from the stored record's timestamp.  A
+forwarding path may name only active members.  Records sent, accepted, forwarded and refused
+(by code) are counted in the store.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ import logging
 import re
 from typing import Any
 
-from agent.fleet import facts, roster
+import anyio
+
+from agent.fleet import facts, roster, uptime
 from agent.fleet import gossip_rules as rules
 from agent.fleet.facts import FactKind
 from agent.fleet.kernel import Effects, FleetComponent, FleetKernel, short
 from agent.node.models import Channel, ChannelState
 from agent.store import fleet as db
 from agent.store import gossip as gdb
+from agent.store import presence as pdb
 from agent.store.db import Db, Tx
 from events import fleet as wire
 from events.canonical import canonical
@@ -36,13 +45,20 @@ from events.errors import (
     TooLarge,
 )
 from events.fleet import ChannelEntry, Message, MsgType, StateRecord
-from events.fleet.gossip import MAX_CHANNELS, MAX_TTL, record_verifies, sign_record
+from events.fleet.gossip import (
+    MAX_CHANNELS,
+    MAX_PATH,
+    MAX_TTL,
+    record_verifies,
+    sign_record,
+)
 
 log = logging.getLogger("hive.fleet.gossip")
 ACTIVE_S = 86_400  # a member heard from within a day is active
 STATES = {ChannelState.NORMAL: "normal", ChannelState.PENDING: "pending"}
 SCID = re.compile(r"[0-9]{1,8}x[0-9]{1,6}x[0-9]{1,5}")  # as events.fleet.gossip.Scid
 SAT, MSAT, MAX_PPM, MAX_CLTV = 2**53 - 1, 2**63 - 1, 10_000_000, 65_535  # the wire's bounds
+FULL_PATH = ["03" + "f" * 64] * MAX_PATH  # the longest path a forwarded copy can carry
 
 
 def channel_entry(ch: Channel) -> ChannelEntry | None:
@@ -90,7 +106,8 @@ class Gossip(FleetComponent):
     async def tick(self) -> None:
         k = self.kernel
         now = k.clock.now()
-        for peer, frame in self.rate.due(now):
+        for (peer, owner), frame in self.rate.due_streams(now):
+            self._tally("sent" if owner == k.me else "forwarded", 1)
             await k.send_direct(peer, frame)
         if now - self._checked_at >= k.config.gossip_gap_s:
             try:
@@ -109,19 +126,26 @@ class Gossip(FleetComponent):
         me = db.member(k.store, k.me)
         if h is None or me is None or me.status != "active":  # left, banned: nothing to tell
             return {"sent": False, "why": ["not in a hive"]}
-        draft = await self._snapshot(now)
+        wait = rules.mint_wait(now, gdb.own_version(k.store)[1], k.config.gossip_gap_s)
+        if force and 0 < wait <= k.config.gossip_gap_s:  # forced: after the gap, not before
+            await anyio.sleep(wait)
+            now = self._checked_at = k.clock.now()
+        draft = self._fit(h.hive_id, await self._snapshot(now))
         async with k.lock:
             last = gdb.state(k.store, k.me)
             _, sent_at = gdb.own_version(k.store)
+            wait = rules.mint_wait(now, sent_at, k.config.gossip_gap_s)
             decision = rules.decide(
                 None if last is None else StateRecord.model_validate_json(last.record),
                 draft, since_last_s=now - sent_at, threshold_pct=k.config.gossip_threshold_pct,
                 heartbeat_s=k.config.heartbeat_s,
             )  # fmt: skip
             why = [w.value for w in decision.why] + (["forced"] if force else [])
-            if last is None or decision.send or force:
+            if wait == 0 and (last is None or decision.send or force):
                 frame, version = self._commit(h.hive_id, draft, now)
                 sent = True
+            elif last is None:  # our clock is behind our last version: wait for it
+                return {"sent": False, "why": [*why, "minted too recently"]}
             else:
                 frame, version, sent = b"", last.version, False
         for peer in [p for p in self._told if p not in k.connected]:
@@ -145,6 +169,27 @@ class Gossip(FleetComponent):
         body = wire.Gossip(record=record, sig=last.sig, ttl=MAX_TTL, path=[])
         return self.kernel.frame(MsgType.GOSSIP, body, hive)[1]
 
+    def _fit(self, hive: str, record: StateRecord) -> StateRecord:
+        """`record` with as many of its channels (largest first, as sorted) as fit in a frame
+        forwarded over a full path, with the largest version: the smallest are cut."""
+
+        def fits(n: int) -> bool:
+            trial = record.model_copy(update={"channels": record.channels[:n], "version": SAT})
+            body = wire.Gossip(record=trial, sig="f" * 128, ttl=MAX_TTL, path=FULL_PATH)
+            try:
+                self.kernel.frame(MsgType.GOSSIP, body, hive)
+            except TooLarge:
+                return False
+            return True
+
+        n = rules.most_that_fit(len(record.channels), fits)
+        if n < len(record.channels):
+            log.info(
+                "gossip: %d of our smallest channels do not fit in a record",
+                len(record.channels) - n,
+            )
+        return record.model_copy(update={"channels": record.channels[:n]})
+
     async def _snapshot(self, now: int) -> StateRecord:
         k = self.kernel
         channels = [c for c in await k.node.channels() if c.state in STATES]
@@ -154,10 +199,10 @@ class Gossip(FleetComponent):
         entries = [e for e in map(channel_entry, channels) if e is not None]
         return StateRecord(
             owner=k.me, version=1, timestamp=now,
-            capacity_sat=sum(c.capacity_sat for c in usable),
-            outbound_sat=sum(c.local_msat for c in usable) // 1000,
+            capacity_sat=_clamp(sum(c.capacity_sat for c in usable), SAT),
+            outbound_sat=_clamp(sum(c.local_msat for c in usable) // 1000, SAT),
             channels=entries[:MAX_CHANNELS],
-            offered_sat=funds.onchain_sat, features=list(k.config.features),
+            offered_sat=_clamp(funds.onchain_sat, SAT), features=list(k.config.features),
             uptime_s=now - (self.started_at or now),
         )  # fmt: skip
 
@@ -188,6 +233,7 @@ class Gossip(FleetComponent):
     async def _send(self, peer: str, owner: str, frame: bytes, now: int) -> None:
         out = self.rate.offer((peer, owner), frame, now)
         if out is not None:
+            self._tally("sent" if owner == self.kernel.me else "forwarded", 1)
             await self.kernel.send_direct(peer, out)
 
     # --- records from others ------------------------------------------------------------------
@@ -197,7 +243,7 @@ class Gossip(FleetComponent):
         record = body.record
         h = roster.current_hive(tx)
         roster.active_member(tx, peer, msg.sender_key)
-        self._check_route(peer, body)
+        self._check_route(tx, peer, body)
         key = self._owner_key(tx, body)
         if key is None:
             return  # late news of a member who has left: nothing to keep, nothing refused
@@ -216,11 +262,17 @@ class Gossip(FleetComponent):
             rules.check_fresh(record, None if stored is None else stored.version, tx.now)
             if not record_verifies(h.hive_id, body, key):
                 raise BadSignature(f"the state record is not signed by {short(record.owner)}'s key")
+            # after the signature: only the owner itself is blamed for minting too fast
+            gap = self.kernel.config.gossip_gap_s
+            rules.check_minting(record, None if stored is None else stored.ts, gap)
             gdb.put_state(
                 tx, gdb.StateRow(record.owner, record.version, record.timestamp, text, body.sig,
                                  msg.raw, peer, tx.now),
             )  # fmt: skip
-            gdb.seen(tx, record.owner, min(record.timestamp, tx.now))  # heard of, if not from
+            heard_of = min(record.timestamp, tx.now)
+            gdb.seen(tx, record.owner, heard_of)  # heard of, if not from
+            uptime.observe(tx, record.owner, heard_of, self._gap())
+            pdb.count(tx, "received")
             # the fact, proved by a copy we sign (TTL 0: whoever gets it from anti-entropy
             # keeps it and hands it on no further)
             copy = body.model_copy(update={"ttl": 0, "path": [self.kernel.me]})
@@ -274,9 +326,12 @@ class Gossip(FleetComponent):
     ) -> list[tuple[str, bytes]]:
         """After the commit: the forwards the per-peer rate lets go now (the rest held)."""
         out = [(peer, self.rate.offer((peer, owner), frame, now)) for peer in to]
-        return [(peer, f) for peer, f in out if f is not None]
+        sent = [(peer, f) for peer, f in out if f is not None]
+        if sent:
+            self._tally("forwarded", len(sent))
+        return sent
 
-    def _check_route(self, peer: str, body: wire.Gossip) -> None:
+    def _check_route(self, tx: Tx, peer: str, body: wire.Gossip) -> None:
         owner = body.record.owner
         if owner == self.kernel.me:
             raise Replayed("our own state record came back")
@@ -286,6 +341,12 @@ class Gossip(FleetComponent):
             raise InvalidPayload("a forwarded record's path must end with the node forwarding it")
         if len(set(body.path)) != len(body.path) or owner in body.path:
             raise InvalidPayload("a forwarding path names a node twice")
+        for node in body.path:  # every forwarder an active member (the last is the sender)
+            if db.is_banned(tx, node):
+                raise Banned(f"the forwarding path names {short(node)}, banned from the hive")
+            m = db.member(tx, node)
+            if m is None or m.status != "active":
+                raise NotMember(f"the forwarding path names {short(node)}, not a member here")
 
     def _owner_key(self, tx: Tx, body: wire.Gossip) -> str | None:
         """The bound key of the record's owner, an active member; None if the owner has left
@@ -307,33 +368,58 @@ class Gossip(FleetComponent):
         m = db.member(tx, peer)
         if m is not None and m.status == "active":
             gdb.seen(tx, peer, tx.now)
+            uptime.observe(tx, peer, tx.now, self._gap())
+
+    def on_refused(self, peer: str, msg: Message, err: HiveError) -> None:
+        self._tally(f"refused:{err.code}", 1)
+
+    def _gap(self) -> int:
+        return rules.uptime_gap(self.kernel.config.heartbeat_s)
+
+    def _tally(self, name: str, n: int) -> None:
+        """A gossip counter moved (in its own small commit: counters never hold anything up)."""
+        k = self.kernel
+        with k.store.transaction(k.clock.now(), durable=False) as tx:
+            pdb.count(tx, name, n)
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         """Records and presence of nodes no longer members go (banned, left; all after leaving)."""
         if db.hive(tx) is None:
             gdb.drop_states(tx)
             gdb.drop_presence(tx, set())
+            uptime.prune(tx, now, set())
             return
         members = {m.node_id for m in db.members(tx)}
         gdb.drop_states(tx, members)
         gdb.drop_presence(tx, members)
         facts.drop(tx, {FactKind.STATE}, keep=members)
+        uptime.prune(tx, now, members)
+        # evidence of being up: our own loop, and the members we hold a connection to
+        me = self.kernel.me
+        for node in sorted(members & ({me} | self.kernel.connected)):
+            uptime.observe(tx, node, now, self._gap())
 
     # --- reads ------------------------------------------------------------------------------
+
+    def presence(self) -> dict[str, dict[str, Any]]:
+        """Per active member (us included): last seen, active (within 24 h), uptime % over 30
+        days."""
+        k = self.kernel
+        nodes = sorted(m.node_id for m in db.members(k.store))
+        seen = gdb.last_seen(k.store)
+        return uptime.report(k.store, nodes, k.me, k.clock.now(), seen)
 
     def topology(self) -> dict[str, Any]:
         """Every member's latest record, its freshness and presence; fleet totals."""
         k = self.kernel
         now = k.clock.now()
-        seen = gdb.last_seen(k.store)
-        seen[k.me] = now
+        present = self.presence()
         out = []
         for row in gdb.states(k.store):
             rec = StateRecord.model_validate_json(row.record)
-            last = seen.get(row.owner)
+            p = present.get(row.owner, {"last_seen": None, "active": False, "uptime_pct": None})
             out.append({
-                "owner": row.owner, "version": row.version, "age_s": now - row.ts,
-                "last_seen": last, "active": last is not None and now - last <= ACTIVE_S,
+                "owner": row.owner, "version": row.version, "age_s": now - row.ts, **p,
                 "capacity_sat": rec.capacity_sat, "outbound_sat": rec.outbound_sat,
                 "channels": [c.model_dump() for c in rec.channels],
             })  # fmt: skip
@@ -344,11 +430,20 @@ class Gossip(FleetComponent):
         }
 
     def summary(self) -> dict[str, Any]:
-        version, sent_at = gdb.own_version(self.kernel.store)
+        store = self.kernel.store
+        version, sent_at = gdb.own_version(store)
+        counts = pdb.counts(store)
+        present = self.presence()
         return {
             "version": version,
             "sent_at": sent_at,
-            "states": len(gdb.states(self.kernel.store)),
+            "states": len(gdb.states(store)),
+            **{name: counts.get(name, 0) for name in ("sent", "received", "forwarded")},
+            "refused": {
+                n.removeprefix("refused:"): c for n, c in counts.items() if n.startswith("refused:")
+            },
+            "active": sum(p["active"] for p in present.values()),
+            "presence": present,
         }
 
     def active(self, store: Db, now: int) -> set[str]:

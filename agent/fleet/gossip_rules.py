@@ -7,17 +7,27 @@
   replaced by the newest (coalescing), never queued behind it.
 - Accepting a record: a version above the stored one (else REPLAYED), a timestamp within
   −3600/+300 s of the receiver's clock (else EXPIRED).
+- Minting: an owner mints at most one version per 10 s (its record timestamps at least that
+  far apart); a receiver refuses a newer version dated sooner after the stored one
+  (RATE_LIMITED).  Forwarded copies carry the owner's timestamp, so any number of paths and
+  any delay leave a legit owner's records apart.
 - Forwarding an accepted record: TTL 3 decremented per hop, the path of forwarders at most 10
   long, never to a node on the path, the owner or the peer it came from.
+- Uptime: evidence that a node is up (a frame from it, its record, its connection, for us our
+  own loop) credits the time since the previous evidence to UTC days, if it is no older than
+  the gap allowed (twice the heartbeat, plus a minute); a longer gap credits nothing (it was,
+  or may have been, down), as does evidence older than the last, and a last mark in our
+  future (our clock went back) only restarts the count.  Uptime % over 30 days is the seconds
+  credited over the seconds we observed (our own uptime since we first saw it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from events.errors import Expired, InvalidParams, Replayed
+from events.errors import Expired, InvalidParams, RateLimited, Replayed
 from events.fleet.gossip import BALANCE_STEPS, MAX_PATH, MAX_TTL, ChannelEntry, StateRecord
 
 THRESHOLD_PCT = 10
@@ -27,6 +37,8 @@ HEARTBEAT_RANGE = (60, 3600)
 PEER_GAP_S = 10  # at most one record per peer per 10 s
 PAST_WINDOW_S = 3600
 FUTURE_WINDOW_S = 300
+DAY_S = 86_400
+UPTIME_DAYS = 30
 POLICY_FIELDS = ("fee_base_msat", "fee_ppm", "htlc_min_msat", "htlc_max_msat", "cltv_delta")
 
 
@@ -142,15 +154,33 @@ class PeerRate:
 
     def due(self, now: int) -> list[tuple[str, bytes]]:
         """(peer, frame) for each held record that may now go (each recorded as sent)."""
+        return [(s[0], frame) for s, frame in self.due_streams(now)]
+
+    def due_streams(self, now: int) -> list[tuple[Stream, bytes]]:
+        """((peer, owner), frame) for each held record that may now go (recorded as sent)."""
         out = [s for s in sorted(self.held) if rate_allows(self.last[s], now, self.gap_s)]
         for stream in out:
             self.last[stream] = now
-        return [(s[0], self.held.pop(s)) for s in out]
+        return [(s, self.held.pop(s)) for s in out]
 
     def forget(self, peer: str) -> None:
         """The peer went away: what was held for it is dropped (heartbeats repair it)."""
         for stream in [s for s in self.held if s[0] == peer]:
             del self.held[stream]
+
+
+def most_that_fit(n: int, fits: Callable[[int], bool]) -> int:
+    """The largest k ≤ n with fits(k) (fits is monotone: fewer always fit); 0 if none."""
+    if fits(n):
+        return n
+    lo, hi = 0, n  # fits(lo) assumed (an empty list), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 # --- acceptance and forwarding --------------------------------------------------------------
@@ -164,6 +194,24 @@ def check_fresh(record: StateRecord, stored_version: int | None, now: int) -> No
         raise Expired(f"the state record is dated {record.timestamp - now} s in the future")
     if record.timestamp < now - PAST_WINDOW_S:
         raise Expired(f"the state record is {now - record.timestamp} s old; the limit is 3600 s")
+
+
+def check_minting(record: StateRecord, stored_ts: int | None, gap_s: int = PEER_GAP_S) -> None:
+    """Raise RATE_LIMITED for a new version dated less than `gap_s` after the stored one: its
+    owner mints faster than the sending rule allows (legit owners coalesce)."""
+    if stored_ts is not None and record.timestamp < stored_ts + gap_s:
+        raise RateLimited(
+            f"state version {record.version} is dated {record.timestamp - stored_ts} s after the"
+            f" stored one; an owner mints at most one per {gap_s} s"
+        )
+
+
+def mint_wait(now: int, last_minted_at: int, gap_s: int = PEER_GAP_S) -> int:
+    """Seconds until our next version may be minted (0: now).  A last mint in our future (the
+    clock went back) waits for the clock: receivers judge by the timestamps."""
+    if last_minted_at <= 0:
+        return 0
+    return max(0, last_minted_at + gap_s - now)
 
 
 @dataclass(frozen=True)
@@ -186,3 +234,61 @@ def forward(
     if not to:
         return None
     return Forward(min(ttl, MAX_TTL) - 1, (*path, me), to)
+
+
+# --- uptime -------------------------------------------------------------------------------------
+
+
+def uptime_gap(heartbeat_s: int) -> int:
+    """The longest silence still counted as up: a heartbeat missed, and a minute."""
+    return 2 * heartbeat_s + 60
+
+
+def split_days(start: int, end: int) -> list[tuple[int, int]]:
+    """(UTC day, seconds) covering [start, end)."""
+    out: list[tuple[int, int]] = []
+    t = start
+    while t < end:
+        day = t // DAY_S
+        stop = min(end, (day + 1) * DAY_S)
+        out.append((day, stop - t))
+        t = stop
+    return out
+
+
+@dataclass(frozen=True)
+class Credit:
+    since: int  # the first evidence kept
+    at: int  # the last evidence
+    days: tuple[tuple[int, int], ...]  # seconds to credit, per UTC day
+
+
+def credit(last: tuple[int, int] | None, at: int, now: int, gap_s: int) -> Credit | None:
+    """What evidence that a node was up at `at` credits (our clock reads `now`), given the
+    previous (since, at); None: nothing changes (evidence no newer than the last)."""
+    if last is None:
+        return Credit(at, at, ())
+    since, prev = last
+    if prev > now + FUTURE_WINDOW_S:  # the last mark is in our future: the clock went back
+        return Credit(min(since, at), at, ())
+    if at <= prev:
+        return None
+    if at - prev > gap_s:  # down (or unobserved) meanwhile: nothing credited
+        return Credit(since, at, ())
+    return Credit(since, at, tuple(split_days(prev, at)))
+
+
+def uptime_pct(up: dict[int, int], observed: dict[int, int], since: int, now: int) -> float | None:
+    """A node's uptime % over the last 30 days: its seconds up over the seconds we observed
+    (our own uptime) since we first saw it; None before anything was observed."""
+    first = max(now // DAY_S - UPTIME_DAYS + 1, since // DAY_S)
+    seen = 0
+    for day in range(first, now // DAY_S + 1):
+        ours = observed.get(day, 0)
+        if day == since // DAY_S:  # the day we first saw it: only what we observed after
+            ours = min(ours, min(now, (day + 1) * DAY_S) - since)
+        seen += max(0, ours)
+    got = sum(s for d, s in up.items() if d >= first)
+    if seen <= 0:
+        return None
+    return round(min(100.0, 100.0 * got / seen), 1)

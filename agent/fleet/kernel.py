@@ -31,7 +31,14 @@ import nostr_sdk as sdk
 from agent import backoff
 from agent.clock import Clock, SystemClock
 from agent.errors import PeerNotConnected
-from agent.fleet.component import Effects, FleetComponent, FleetConfig, Standing, short
+from agent.fleet.component import (
+    Effects,
+    FleetComponent,
+    FleetConfig,
+    Presence,
+    Standing,
+    short,
+)
 from agent.node.backend import NodeBackend
 from agent.node.models import CustomMsg, NodeEvent, PeerConnected, PeerDisconnected
 from agent.store import fleet as db
@@ -56,7 +63,9 @@ from events.fleet import AckStatus, Message, MsgType
 
 log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
-__all__ = ["Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Standing", "short"]
+__all__ = [
+    "Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Presence", "Standing", "short",
+]  # fmt: skip
 
 
 class FleetKernel:
@@ -79,6 +88,7 @@ class FleetKernel:
         self.connected: set[str] = set()
         self.lock = anyio.Lock()  # one frame or operator command changes state at a time
         self.standing: Standing | None = None
+        self.presence: Presence | None = None
         self._components: list[FleetComponent] = []
         self._routes: dict[MsgType, FleetComponent] = {}
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
@@ -216,6 +226,12 @@ class FleetKernel:
 
     async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
         self.refused(err, peer)
+        owner = self._routes.get(msg.type)
+        if owner is not None:
+            try:
+                owner.on_refused(peer, msg, err)
+            except Exception as exc:  # noqa: BLE001 — one component never stops intake
+                self._failed(owner, "on_refused", exc)
         if not isinstance(err, Banned):
             # the sender may know more than we do yet (a join, a promotion, a proposal still
             # on its way): ask it to try again rather than refuse for good
@@ -252,9 +268,7 @@ class FleetKernel:
                     self.standing.check_relayer(tx, peer)
                 owner.apply_fact(tx, peer, msg, effects)
                 db.claim(tx, msg.node, msg.id, now, via="proof")
-                return (
-                    effects  # no presence: the relayer did not sign it, the author did not send it
-                )
+                return effects
             owner.apply(tx, peer, msg, prepared, effects)
             db.claim(tx, peer, msg.id, now)
             for component in self._components:

@@ -3,9 +3,12 @@ vouching and promotion, ban proposals, votes and bans, voluntary exit — and th
 `Standing` (banned peers are not heard; member frames must be for our hive).
 
 Every decision (a promotion, a ban) is announced by whoever sees its quorum first, carrying
-its proof: the signed vouches or votes and the electorate counted.  Receivers judge it by
-that electorate, not by their own view of who is a full member, so every member's result is
-independent of the order messages arrive in.  The quorum rules are pure (agent/fleet/rules.py).
+its proof: the signed vouches or votes and the electorate counted.  Quorums count active full
+members (seen within 24 h, as the kernel's `Presence` port says) and this node.  Receivers
+judge a decision by the electorate it names, not by their own view of who is a full member,
+so every member's result is independent of the order messages arrive in — provided the named
+electorate is plausible here (at least half the voters this node counts).  The quorum rules
+are pure (agent/fleet/rules.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from typing import Any
 from agent.fleet import decisions, facts, roster
 from agent.fleet.facts import FactKind
 from agent.fleet.kernel import Effects, FleetComponent, short
-from agent.fleet.rules import ban_quorum, promotion_quorum
+from agent.fleet.rules import (
+    ban_quorum,
+    plausible_electorate,
+    promotion_quorum,
+)
+from agent.fleet.rules import electorate as voters_of
 from agent.store import fleet as db
 from agent.store.db import Db, Tx
 from events import fleet as wire
@@ -347,6 +355,11 @@ class Membership(FleetComponent):
         for node in electorate:
             if db.member(tx, node) is None:
                 raise NotFound(f"the electorate names {short(node)}, not known here (yet)")
+        ours = len(self._voters(tx, subject))
+        if not plausible_electorate(len(electorate), ours):
+            raise InvalidPayload(
+                f"the electorate names {len(electorate)} voters; {ours} are active here"
+            )
         return electorate
 
     def _proof(self, tx: Tx, raw_hex: str, want: MsgType, electorate: set[str]) -> Message:
@@ -369,7 +382,13 @@ class Membership(FleetComponent):
         return inner
 
     def _voters(self, store: Db, exclude: str = "") -> list[str]:
-        return [m.node_id for m in db.members(store) if m.tier == "member" and m.node_id != exclude]
+        """Who votes on `exclude`: active full members (seen within 24 h) and this node."""
+        k = self.kernel
+        full = [m.node_id for m in db.members(store) if m.tier == "member"]
+        if k.presence is None:  # nothing tracks presence: every full member counts
+            return [m for m in full if m != exclude]
+        now = store.now if isinstance(store, Tx) else k.clock.now()
+        return sorted(voters_of(full, k.presence.active(store, now), k.me, exclude))
 
     def _evaluate(self, tx: Tx, fx: Effects) -> None:
         """Apply every promotion and ban the recorded vouches and votes now carry, and tell

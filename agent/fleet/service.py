@@ -47,6 +47,7 @@ class FleetService:
         for component in (self.handshake, self.membership, self.gossip, self.sync):
             self.kernel.register(component)
         self.kernel.standing = self.membership
+        self.kernel.presence = self.gossip  # quorums count the members seen within 24 h
 
     @property
     def store(self) -> Store:

@@ -44,4 +44,24 @@ FLEET: list[str] = [
     );
     CREATE INDEX fleet_facts_by_subject ON fleet_facts (kind, subject);
     """,
+    # 3: presence over time and gossip counters — seconds each member was seen up per UTC day
+    # (30 days kept), the last evidence of it being up (a gap longer than the heartbeat allows
+    # credits nothing), and how many records were sent, accepted, forwarded, refused by code
+    """
+    CREATE TABLE fleet_uptime (
+        node_id TEXT NOT NULL,
+        day     INTEGER NOT NULL,           -- UTC day: unix time // 86400
+        up_s    INTEGER NOT NULL,           -- seconds seen up that day (at most 86400)
+        PRIMARY KEY (node_id, day)
+    );
+    CREATE TABLE fleet_uptime_marks (
+        node_id TEXT PRIMARY KEY,
+        since   INTEGER NOT NULL,           -- the first evidence kept (observed from then)
+        at      INTEGER NOT NULL            -- the last evidence that the node was up
+    );
+    CREATE TABLE fleet_gossip_counts (
+        name TEXT PRIMARY KEY,              -- sent, received, forwarded, refused:<CODE>
+        n    INTEGER NOT NULL
+    );
+    """,
 ]
