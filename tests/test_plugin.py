@@ -18,6 +18,8 @@ from anyio.from_thread import start_blocking_portal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.cln_plugin import TEST_ENV, fleet_options
+from agent.fleet.service import FleetConfig
 from agent.node.cln import CLNBackend
 from agent.node.lightningd import PLUGIN, PluginError, PluginProcess, bridge
 from agent.node.ops import node_summary
@@ -29,7 +31,7 @@ from agent.nostr.client import RelayClient
 from agent.plugin_rpc import error_reply
 from events import lnsig, node_binding
 from events.base import parse_event
-from events.errors import NotImplementedYet
+from events.errors import InvalidParams, NotImplementedYet
 from events.kinds import Kind
 from tests.node_scenario import ring, scenario
 
@@ -401,3 +403,25 @@ async def test_configuration_problems_are_loud() -> None:
         assert any("quiet_hours_utc" in p for p in status["problems"]), status
         with pytest.raises(PluginError, match="quiet_hours_utc"):
             await plugin.call("hive-credentials")
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [("", None), ('{"gossip_gap_s": 1, "handshake_retry_s": 2.5}', None),
+     ("not json", "JSON object"), ("[1]", "JSON object"),
+     ('{"gossip_gap_s": 0}', "gossip_gap_s"), ('{"gossip_gap_s": 1.5}', "gossip_gap_s"),
+     ('{"features": 1}', "features"), ('{"nonsense": 1}', "nonsense"),
+     ('{"retry_base_s": true}', "retry_base_s"), ('{"heartbeat_s": 5}', "heartbeat")],
+)  # fmt: skip
+def test_the_tests_only_fleet_timings(env: str, error: str | None) -> None:
+    """HIVE_TEST_FLEET (tests only) shortens FleetConfig's number fields in the plugin, and
+    nothing else: a field that is not a number, a wrong type or a bound broken is refused."""
+    if error is None:
+        cfg = fleet_options({}, env={TEST_ENV: env})
+        if env:
+            assert (cfg.gossip_gap_s, cfg.handshake_retry_s) == (1, 2.5)
+        else:
+            assert cfg == FleetConfig()
+    else:
+        with pytest.raises(InvalidParams, match=error):
+            fleet_options({}, env={TEST_ENV: env})
