@@ -69,12 +69,10 @@ def _member(
             **dict.fromkeys(RECORD_FIELDS),
         }  # fmt: skip
     extra = records.get(node, {})
-    return {
-        **{f: extra.get(f) for f in RECORD_FIELDS},
-        **entry,
-        "tier": tier,
-        "self": node == me,
-    }
+    return {  # what the gossip view says wins over the record's own fields
+        "owner": node, "tier": tier, "self": node == me,
+        **{f: extra.get(f) for f in RECORD_FIELDS}, **entry,
+    }  # fmt: skip
 
 
 def member_channels(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
