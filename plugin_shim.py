@@ -15,7 +15,6 @@ from pyln.client import Plugin
 try:
     from agent import plugin_rpc as rpc
     from agent.cln_plugin import PluginRuntime, fleet_options
-    from events.errors import NotImplementedYet
 
     plugin: Plugin = rpc.HivePlugin()
     runtime: Any = PluginRuntime()
@@ -26,12 +25,14 @@ except ImportError as exc:  # the plugin disables itself instead of breaking lig
 plugin.add_option("hive-relays", "", "Comma-separated Nostr relay URLs (empty: no Nostr traffic)")
 plugin.add_option(
     "hive-gossip-threshold", "10",
-    "Percent change of capacity or outbound liquidity that sends a new fleet state record"
-    " (1-50; fee, HTLC-limit and channel open/close changes always do)",
+    "Percent (whole number, 1-50) by which this node's total capacity or outbound liquidity"
+    " must move before a new fleet state record is sent; fee, HTLC-limit and channel"
+    " open/close changes are always sent. Out of range, the plugin disables itself and says why",
 )  # fmt: skip
 plugin.add_option(
     "hive-heartbeat-interval", "300",
-    "Seconds after which the fleet state record is sent again though nothing changed (60-3600)",
+    "Seconds (whole number, 60-3600) after which this node's fleet state record is sent again"
+    " though nothing changed. Out of range, the plugin disables itself and says why",
 )  # fmt: skip
 
 
@@ -162,8 +163,11 @@ def hive_ban(plugin: Plugin, node_id: str, reason: str = "", approve: bool = Tru
 
 @plugin.method("hive-topology")
 def hive_topology(plugin: Plugin) -> Any:
-    """Show the fleet's channel topology."""
-    raise NotImplementedYet("hive-topology arrives with fleet gossip (a later issue)")
+    """Show the fleet as this node knows it from state gossip: every active member with its
+    latest state record (version, age, capacity, outbound liquidity, channels with fee
+    policies, offered funds, features, uptime) and presence (last seen, active within 24 h);
+    the channels between members; fleet totals."""
+    return runtime.methods.topology()
 
 
 @plugin.method("hive-pending")

@@ -12,9 +12,12 @@ node signs the Nostr public key with `signmessage`, and the resulting node bindi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
+import os
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -240,16 +243,54 @@ class PluginRuntime:
             self.inject(forward)
 
 
-def fleet_options(options: dict[str, Any]) -> FleetConfig:
+OPTIONS = (  # plugin option, FleetConfig field, default, bounds
+    ("hive-gossip-threshold", "gossip_threshold_pct", 10, gossip_rules.THRESHOLD_RANGE),
+    ("hive-heartbeat-interval", "heartbeat_s", 300, gossip_rules.HEARTBEAT_RANGE),
+)
+TEST_ENV = "HIVE_TEST_FLEET"  # tests only: FleetConfig numbers as a JSON object (see below)
+
+
+def fleet_options(options: dict[str, Any], env: Mapping[str, str] | None = None) -> FleetConfig:
     """The fleet's plugin options (`hive-gossip-threshold`, `hive-heartbeat-interval`) as a
-    FleetConfig; InvalidParams naming the option out of bounds or not a whole number."""
-    values = {}
-    for name, default in (("hive-gossip-threshold", 10), ("hive-heartbeat-interval", 300)):
+    FleetConfig; InvalidParams naming the option that is not a whole number within its bounds.
+
+    For tests only, `HIVE_TEST_FLEET` in the plugin's environment may shorten the fleet's
+    timings: a JSON object of FleetConfig number fields (e.g. `{"gossip_gap_s": 1,
+    "handshake_retry_s": 2}`: the fleet loop sleeps at most half the handshake retry, so a
+    changed fee is noticed within about a second); anything else in it is refused."""
+    values: dict[str, Any] = {}
+    for name, field, default, (low, high) in OPTIONS:
         raw = options.get(name, default)
         try:
-            values[name] = int(str(raw).strip())
+            value = int(str(raw).strip())
         except ValueError:
-            raise InvalidParams(f"{name} must be a whole number, not {raw!r:.40}") from None
-    threshold, heartbeat = values["hive-gossip-threshold"], values["hive-heartbeat-interval"]
-    gossip_rules.check_options(threshold, heartbeat)
-    return FleetConfig(gossip_threshold_pct=threshold, heartbeat_s=heartbeat)
+            value = None
+        if value is None or not low <= value <= high:
+            raise InvalidParams(
+                f"{name} must be a whole number from {low} to {high}, not {str(raw)[:40]!r}"
+            )
+        values[field] = value
+    values.update(_test_overrides((os.environ if env is None else env).get(TEST_ENV, "")))
+    config = FleetConfig(**values)
+    gossip_rules.check_options(config.gossip_threshold_pct, config.heartbeat_s)
+    return config
+
+
+def _test_overrides(text: str) -> dict[str, Any]:
+    """HIVE_TEST_FLEET's fields: positive numbers for FleetConfig's number fields only
+    (whole numbers where the field is one)."""
+    if not text.strip():
+        return {}
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise InvalidParams(f"{TEST_ENV} must be a JSON object of FleetConfig number fields")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(FleetConfig)}
+    for name, value in found.items():
+        kind = kinds.get(name)
+        allowed = (int,) if kind == "int" else (int, float) if kind == "float" else ()
+        if isinstance(value, bool) or not isinstance(value, allowed) or value <= 0:
+            raise InvalidParams(f"{TEST_ENV}: {str(name)[:40]!r} must name a FleetConfig number")
+    return found

@@ -133,6 +133,11 @@ class HiveMethods:
     def ban(self, node_id: str, reason: str, approve: bool) -> Deferred:
         return self._with_fleet(lambda fleet: fleet.ban(node_id, reason, approve))
 
+    # --- fleet state gossip ------------------------------------------------------------------
+
+    def topology(self) -> Deferred:
+        return self._with_fleet(lambda fleet: _ready(fleet.topology()))
+
 
 async def _ready(value: dict[str, Any]) -> dict[str, Any]:
     return value

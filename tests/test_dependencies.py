@@ -77,6 +77,7 @@ def test_the_transport_knows_no_component(path: str) -> None:
 PURE_CORES = [
     ROOT / "agent/fleet/rules.py",
     ROOT / "agent/fleet/gossip_rules.py",
+    ROOT / "agent/fleet/topology.py",
     ROOT / "events/negentropy.py",
 ]
 PURE_FORBIDDEN = ("agent.store", "agent.node", "anyio", "asyncio", "sqlite3", "time")

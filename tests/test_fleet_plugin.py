@@ -6,11 +6,14 @@ again on the same lightning-dir and the three still agree."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
 import pytest
 
+from agent.cln_plugin import TEST_ENV
+from agent.node.cln import CLNBackend
 from agent.node.lightningd import PluginError, PluginProcess, bridge
 from agent.node.sim import Network
 from agent.node.sim_api import SimLightningd
@@ -244,3 +247,65 @@ async def test_an_older_separate_fleet_store_is_folded_into_the_one_store() -> N
             one.close()
         finally:
             await node.stop()
+
+
+FAST_GOSSIP = '{"gossip_gap_s": 1, "handshake_retry_s": 2}'  # see agent.cln_plugin.TEST_ENV
+
+
+async def test_a_fee_change_reaches_the_other_plugins_through_state_gossip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Genesis and two joins over three plugin processes, then an operator's `setchannel` on
+    one node (through the simulator's RPC socket, as `lightning-cli setchannel`): the new fee
+    reaches the other two members, seen in their `hive-topology` over the plugin protocol.
+    The plugins run with a 1 s gossip gap (HIVE_TEST_FLEET, tests only), so this takes
+    seconds instead of the 10–15 s a real node's loop would wait."""
+    monkeypatch.setenv(TEST_ENV, FAST_GOSSIP)
+    net, ids = mesh(3, extra=0)
+    async with SimDriver(net), anyio.create_task_group() as tg:
+        nodes = [await PluginNode(net, ids[i], tg).start() for i in range(3)]
+        try:
+            a, b, c = nodes
+            hive = (await a.call("hive-genesis"))["hive_id"]
+            for joiner, node_id in ((b, ids[1]), (c, ids[2])):
+                ticket = await a.call("hive-invite", node_id=node_id)
+                await joiner.call("hive-join", ticket=ticket["ticket"])
+
+            async def everyone_holds_every_record() -> bool:
+                for n in nodes:
+                    topo = await n.call("hive-topology")
+                    versions = [m["version"] for m in topo["members"]]
+                    if len(versions) != 3 or None in versions:
+                        return False
+                return True
+
+            await until(everyone_holds_every_record)
+            scid = next(ch.scid for ch in net.channels.values() if {ch.a, ch.b} == {ids[0], ids[2]})
+            started = time.monotonic()
+            await CLNBackend(str(c.dir / "lightning-rpc")).set_fees(scid, ppm=4321)
+
+            async def fee_seen_by_a_and_b() -> list[dict[str, Any]] | None:
+                views = [await n.call("hive-topology") for n in (a, b)]
+                for topo in views:
+                    owner = next(m for m in topo["members"] if m["owner"] == ids[2])
+                    if [ch["fee_ppm"] for ch in owner["channels"] if ch["scid"] == scid] != [4321]:
+                        return None
+                return views
+
+            views = await until(fee_seen_by_a_and_b)
+            assert time.monotonic() - started < 10
+            for topo in views:
+                assert topo["hive_id"] == hive
+                assert topo["totals"]["members"] == topo["totals"]["active"] == 3
+                # three channels between members, each seen from both of its sides
+                links = {link["scid"]: link for link in topo["member_channels"]}
+                assert len(links) == 3 and all(len(x["sides"]) == 2 for x in links.values())
+                assert links[scid]["nodes"] == sorted((ids[0], ids[2]))
+                assert links[scid]["sides"][ids[2]]["fee_ppm"] == 4321
+                assert links[scid]["sides"][ids[0]]["fee_ppm"] == 100  # a's side unchanged
+            status = await b.fleet()
+            assert status["gossip"]["states"] == 3  # hive-status passes the gossip block on
+            assert set(status["refused"]) <= {"REPLAYED"}, status["refused"]
+        finally:
+            for n in nodes:
+                n._stop.set()

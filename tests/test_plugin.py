@@ -18,6 +18,8 @@ from anyio.from_thread import start_blocking_portal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.cln_plugin import TEST_ENV, fleet_options
+from agent.fleet.service import FleetConfig
 from agent.node.cln import CLNBackend
 from agent.node.lightningd import PLUGIN, PluginError, PluginProcess, bridge
 from agent.node.ops import node_summary
@@ -26,8 +28,10 @@ from agent.node.sim_api import SimLightningd
 from agent.node.sim_rpc import SimRpcServer, short_socket_dir
 from agent.node.simnode import SimBackend, SimDriver
 from agent.nostr.client import RelayClient
+from agent.plugin_rpc import error_reply
 from events import lnsig, node_binding
 from events.base import parse_event
+from events.errors import InvalidParams, NotImplementedYet
 from events.kinds import Kind
 from tests.node_scenario import ring, scenario
 
@@ -77,6 +81,29 @@ async def test_manifest_init_and_help_texts() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [({"hive-gossip-threshold": "0"}, "hive-gossip-threshold must be a whole number from 1 to 50"),
+     ({"hive-heartbeat-interval": "5"}, "hive-heartbeat-interval must be a whole number from 60"),
+     ({"hive-heartbeat-interval": "often"}, "hive-heartbeat-interval must be a whole number")],
+)  # fmt: skip
+async def test_a_fleet_option_out_of_range_disables_the_plugin_naming_it(
+    options: dict[str, str], said: str
+) -> None:
+    """lightningd's init gets {"disable": reason}, the reason naming the option and its bounds."""
+    net, ids = ring(clock=time.monotonic)
+    lightning_dir = short_socket_dir()
+    async with (
+        SimRpcServer(SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc"),
+        PluginProcess(lightning_dir) as plugin,
+    ):
+        with pytest.raises(
+            PluginError, match=f"disabled itself: hive-agent: INVALID_PARAMS: {said}"
+        ):
+            await plugin.start(options)
+
+
+@pytest.mark.anyio
 async def test_status_matches_the_simulator_called_directly() -> None:
     net, ids = ring(clock=time.monotonic)
     async with plugin_on(net, ids[0]) as plugin:
@@ -117,12 +144,13 @@ async def test_one_scenario_both_ways() -> None:
 
 
 @pytest.mark.anyio
-async def test_later_capabilities_answer_not_implemented() -> None:
+async def test_methods_answer_with_the_stable_code_of_their_typed_error() -> None:
     net, ids = ring(clock=time.monotonic)
     async with plugin_on(net, ids[0]) as plugin:
-        with pytest.raises(PluginError, match="NOT_IMPLEMENTED") as caught:
-            await plugin.call("hive-topology")
-        assert caught.value.error["code"] == 1501
+        # outside a hive the topology is empty, not an error
+        empty = await plugin.call("hive-topology")
+        assert (empty["hive_id"], empty["members"], empty["member_channels"]) == (None, [], [])
+        assert empty["totals"]["members"] == 0
         # a fleet method given bad input answers with the stable code of its typed error
         with pytest.raises(PluginError, match=r"INVALID_PAYLOAD: .*hive1") as caught:
             await plugin.call("hive-join", ticket="x")
@@ -131,6 +159,8 @@ async def test_later_capabilities_answer_not_implemented() -> None:
         with pytest.raises(PluginError, match=r"NOT_FOUND: .*--hive-relays") as caught:
             await plugin.call("hive-pending")
         assert caught.value.error["code"] == 1500
+    # a capability announced but not built yet would answer 1501 (none is left today)
+    assert error_reply(7, NotImplementedYet("later"))["error"]["code"] == 1501
 
 
 @pytest.mark.anyio
@@ -319,6 +349,8 @@ async def test_parameters_are_checked_strictly_and_errors_carry_no_traceback() -
             ("hive-revoke", {"credential_id": "xyz"}, "credential_id"),
             ("hive-grant", {"advisor": "not a key", "schemas": ["hive:fee-policy/*"]}, "advisor"),
             ("hive-leave", {"reason": "x" * 1000}, "reason"),
+            ("hive-topology", {"verbose": True}, "unexpected keyword"),
+            ("hive-status", {"evil": 1}, "unexpected keyword"),
         ]
         for method, params, fragment in cases:
             with pytest.raises(PluginError) as caught:
@@ -332,6 +364,11 @@ async def test_parameters_are_checked_strictly_and_errors_carry_no_traceback() -
         # positional parameters, as lightning-cli sends them, bind like named ones
         with pytest.raises(PluginError, match="approve must be true or false"):
             await plugin.request("hive-ban", [ids[1], "typo", "maybe"])
+        with pytest.raises(
+            PluginError, match=r"INVALID_PARAMS: parameters: .*positional"
+        ) as caught:
+            await plugin.request("hive-topology", ["everything"])
+        assert caught.value.error["code"] == 1500
         members = await plugin.call("hive-members")
         assert members["bans"] == [] and members["ban_proposals"] == []  # nothing enacted
 
@@ -366,3 +403,25 @@ async def test_configuration_problems_are_loud() -> None:
         assert any("quiet_hours_utc" in p for p in status["problems"]), status
         with pytest.raises(PluginError, match="quiet_hours_utc"):
             await plugin.call("hive-credentials")
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [("", None), ('{"gossip_gap_s": 1, "handshake_retry_s": 2.5}', None),
+     ("not json", "JSON object"), ("[1]", "JSON object"),
+     ('{"gossip_gap_s": 0}', "gossip_gap_s"), ('{"gossip_gap_s": 1.5}', "gossip_gap_s"),
+     ('{"features": 1}', "features"), ('{"nonsense": 1}', "nonsense"),
+     ('{"retry_base_s": true}', "retry_base_s"), ('{"heartbeat_s": 5}', "heartbeat")],
+)  # fmt: skip
+def test_the_tests_only_fleet_timings(env: str, error: str | None) -> None:
+    """HIVE_TEST_FLEET (tests only) shortens FleetConfig's number fields in the plugin, and
+    nothing else: a field that is not a number, a wrong type or a bound broken is refused."""
+    if error is None:
+        cfg = fleet_options({}, env={TEST_ENV: env})
+        if env:
+            assert (cfg.gossip_gap_s, cfg.handshake_retry_s) == (1, 2.5)
+        else:
+            assert cfg == FleetConfig()
+    else:
+        with pytest.raises(InvalidParams, match=error):
+            fleet_options({}, env={TEST_ENV: env})

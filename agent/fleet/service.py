@@ -16,6 +16,7 @@ from typing import Any
 import nostr_sdk as sdk
 
 from agent.clock import Clock
+from agent.fleet import topology
 from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
 from agent.fleet.kernel import FleetConfig, FleetKernel
@@ -24,9 +25,12 @@ from agent.fleet.sync import Sync
 from agent.node.backend import NodeBackend
 from agent.node.models import NodeEvent
 from agent.store import fleet as db
+from agent.store import gossip as gdb
 from agent.store.db import Store
+from events.fleet import StateRecord
 
 __all__ = ["FleetConfig", "FleetService"]
+EXTRA = set(topology.RECORD_FIELDS)  # a record's fields the gossip view leaves out
 
 
 class FleetService:
@@ -106,7 +110,23 @@ class FleetService:
         return self.membership.view()
 
     def topology(self) -> dict[str, Any]:
-        return self.gossip.topology()
+        """Every active member with its latest state record (freshness, presence), the
+        channels between members and fleet totals (agent/fleet/topology.py)."""
+        store, now = self.kernel.store, self.kernel.clock.now()
+        h = db.hive(store)
+        tiers = {m.node_id: m.tier for m in db.members(store)} if h else {}
+        records = {
+            row.owner: StateRecord.model_validate_json(row.record).model_dump(include=EXTRA)
+            for row in gdb.states(store)
+        }
+        seen = gdb.last_seen(store)
+        seen[self.me] = now
+        active = self.gossip.active(store, now) | {self.me}
+        presence = {n: {"last_seen": at, "active": n in active} for n, at in seen.items()}
+        return topology.assemble(
+            hive_id=h.hive_id if h else None, me=self.me, tiers=tiers,
+            entries=self.gossip.topology()["members"], records=records, presence=presence,
+        )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         k = self.kernel
