@@ -36,7 +36,9 @@ NOT_YET = {"REPLAYED", "NOT_MEMBER"}
 
 # counters (which must move) and presence over time (which moves with the clock: this node's
 # own loop credits its uptime every round)
-MOVING = {"error_counts", "fleet_gossip_counts", "fleet_uptime", "fleet_uptime_marks"}
+MOVING = {
+    "error_counts", "fleet_gossip_counts", "fleet_uptime", "fleet_uptime_marks", "fleet_presence",
+}  # fmt: skip
 
 
 def state(store: Store) -> dict[str, Any]:

@@ -233,3 +233,17 @@ async def test_relayed_facts_are_judged_as_their_author_sent_them(tmp_path: Path
         await refused(a, "REPLAYED", lambda: relayer.send(ids[0], old))
         await refused(a, "REPLAYED", lambda: author.send(ids[0], old))
         assert a.view()["members"][ids[1]] == "neophyte"
+
+
+async def test_an_idle_fleet_sleeps(tmp_path: Path) -> None:
+    """With members connected and nothing to do, the fleet loop waits instead of spinning
+    (it once woke itself through its own flushes: a core per node while any peer was up)."""
+    import resource
+
+    async with fleet(tmp_path, 2, extra=0) as f:
+        await _hive(f)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        await anyio.sleep(2)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        assert cpu < 0.5, f"{cpu:.2f} s of CPU in 2 s of idling"

@@ -50,3 +50,10 @@ def record(tx: Tx, msg: Message, about: str) -> None:
         if m is None or m.status != "active":
             return
     facts.record(tx, KINDS[msg.type], about, msg)
+
+
+def forget(tx: Tx) -> None:
+    """Joins and promotions of members no longer active leave the set at once (not at the
+    next upkeep), in the transaction that ended their membership."""
+    active = {m.node_id for m in db.members(tx)}
+    facts.drop(tx, {FactKind.JOIN, FactKind.PROMOTION}, keep=active)

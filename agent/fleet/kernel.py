@@ -111,7 +111,6 @@ class FleetKernel:
     async def run(self) -> None:
         """Forever: send what is due to connected peers, expire what waited too long."""
         while True:
-            self._wake = anyio.Event()
             now = self.clock.now()
             with self.store.transaction(now, durable=False) as tx:
                 db.expire_outbox(tx, now)
@@ -125,8 +124,12 @@ class FleetKernel:
                     await component.tick()
                 except Exception as err:  # noqa: BLE001 — one component never stops the loop
                     self._failed(component, "tick", err)
+            # a fresh event only now: the flushes above set the old one, and waiting on it
+            # would spin this loop for as long as any peer is connected
+            self._wake = anyio.Event()
             due = db.next_due(self.store, self.connected)
-            cap = min(60.0, self.config.handshake_retry_s / 2)
+            cfg = self.config
+            cap = min(60.0, cfg.handshake_retry_s / 2, float(cfg.gossip_gap_s))
             timeout = cap if due is None else min(cap, max(0.05, due - self.clock.now()))
             with anyio.move_on_after(timeout):
                 await self._wake.wait()

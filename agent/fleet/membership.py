@@ -344,6 +344,7 @@ class Membership(FleetComponent):
         decisions.record(tx, msg, msg.node)
         if db.set_status(tx, msg.node, "left", tx.now):
             db.drop_peer(tx, msg.node, "the member left the hive")
+            decisions.forget(tx)
             self._evaluate(tx, fx)
 
     # --- governance ----------------------------------------------------------------------
@@ -442,6 +443,7 @@ class Membership(FleetComponent):
         db.set_status(tx, target, "banned", tx.now)
         db.drop_peer(tx, target, "the node was banned")
         db.drop_challenge(tx, target)
+        decisions.forget(tx)
 
     def _broadcast(
         self, tx: Tx, msg_type: MsgType, body: wire.Body, hive: str, fx: Effects, skip: str = ""
