@@ -11,7 +11,9 @@ escrow on a local Nutshell mint, a ticket paid and one refunded.  Act 7 (relay_r
 relay (a separate process with persistent storage) is killed; notes written meanwhile wait in
 the durable outbox and arrive exactly once after it restarts.  Act 8 (plugin.py): the Core
 Lightning plugin on a simulated network.  Act 9 (fleet.py): three nodes form a hive over custom
-messages, vouch one to member and ban an outsider.
+messages, vouch one to member and ban an outsider.  Act 10 (catch_up.py): five members; one is
+offline for three simulated days while the others ban an outsider, change fees and open a
+channel; it comes back and is caught up by reconciliation alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import nostr_sdk as sdk
 
 from agent.clock import SystemClock
 from agent.demo.advisory import advisory_act
+from agent.demo.catch_up import catch_up_act
 from agent.demo.common import connected
 from agent.demo.escrow import escrow_act
 from agent.demo.fleet import fleet_act
@@ -68,5 +71,7 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
     report["plugin"] = await plugin_act(out.say)
     await out.act("Act 9 - a fleet forms over Lightning custom messages")
     report["fleet"] = await fleet_act(out.say)
+    await out.act("Act 10 - three days offline, caught up by reconciliation")
+    report["catch_up"] = await catch_up_act(out.say)
     out.finish()
     return json.loads(json.dumps(report))  # type: ignore[no-any-return]
