@@ -87,6 +87,9 @@ class FleetComponent:
     # frame types that prove facts (agent/fleet/facts.py): any member may hand them on, as
     # signed by their author, and they are handled by `apply_fact`
     facts: frozenset[MsgType] = frozenset()
+    # frame types sent directly and never retried (a newer one supersedes, anti-entropy
+    # repairs a lost one): not acknowledged when handled, committed without an fsync
+    unacked: frozenset[MsgType] = frozenset()
     kernel: FleetKernel
 
     def bind(self, kernel: FleetKernel) -> None:

@@ -87,6 +87,7 @@ def _clamp(value: int, top: int) -> int:
 
 class Gossip(FleetComponent):
     owns = frozenset({MsgType.GOSSIP})
+    unacked = frozenset({MsgType.GOSSIP})
 
     def __init__(self) -> None:
         self.rate = rules.PeerRate()

@@ -218,13 +218,15 @@ class FleetKernel:
                     duplicate = Replayed(f"{msg.type.name} {msg.id[:12]}… was already handled")
                     if via == "direct" and not relayed:
                         self.refused(duplicate, peer)
-                    await self._ack(peer, msg, AckStatus.OK, duplicate)
+                    if msg.type not in owner.unacked:
+                        await self._ack(peer, msg, AckStatus.OK, duplicate)
                     return
                 effects = self._apply(owner, peer, msg, prepared, relayed)
             except HiveError as err:
                 await self._refuse(peer, msg, err)
                 return
-        await self._ack(peer, msg, AckStatus.OK, None)
+        if msg.type not in owner.unacked:
+            await self._ack(peer, msg, AckStatus.OK, None)
         await self.after(effects)
 
     async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
@@ -263,7 +265,8 @@ class FleetKernel:
     ) -> Effects:
         now = self.clock.now()
         effects = Effects()
-        with self.store.transaction(now) as tx:
+        durable = msg.type not in owner.unacked  # (a lost one is superseded or repaired)
+        with self.store.transaction(now, durable=durable) as tx:
             if not owner.admits_strangers and self.standing is not None:
                 self.standing.check_frame(tx, msg)
             if relayed:  # no presence: the relayer did not sign it, its author did not send it

@@ -92,6 +92,7 @@ class SyncStats:
 
 class Sync(FleetComponent):
     owns = frozenset({MsgType.STATE_HASH, MsgType.SYNC})
+    unacked = frozenset({MsgType.STATE_HASH})
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.SystemRandom()
@@ -119,7 +120,9 @@ class Sync(FleetComponent):
             return
         members = {m.node_id for m in db.members(k.store)} - {k.me}
         live = k.connected & members
-        targets = sorted(live - self._greeted)  # new or back: a digest now
+        # new or back: a digest now — from one side of each pair only (the smaller node id),
+        # so a reconnect starts one reconciliation per pair, not one each way
+        targets = sorted(p for p in live - self._greeted if k.me < p)
         self._greeted = live
         if now >= self._next_at and live:
             interval = k.config.sync_interval_s
