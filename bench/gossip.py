@@ -64,7 +64,9 @@ def config(gap_s: int) -> FleetConfig:
         # the fleet loop sleeps at most half of this: one tick a gap (at least one a second)
         handshake_retry_s=2 * max(gap_s, 1),
         heartbeat_s=3600,  # no heartbeats in the middle of the measurement
-        retry_base_s=1.0,
+        retry_base_s=0.2,  # the joins' acknowledgements (and any "not yet" answers) settle fast
+        retry_cap_s=2.0,
+        sync_join_grace_s=1,
     )
 
 

@@ -55,6 +55,7 @@ from events.errors import (
     InvalidPayload,
     NotFound,
     NotMember,
+    RateLimited,
     Replayed,
     Restricted,
     Unauthorized,
@@ -239,8 +240,9 @@ class FleetKernel:
                 self._failed(owner, "on_refused", exc)
         if not isinstance(err, Banned):
             # the sender may know more than we do yet (a join, a promotion, a proposal still
-            # on its way): ask it to try again rather than refuse for good
-            later = isinstance(err, NotMember | NotFound | Restricted)
+            # on its way), or we are busy (a rate limit): ask it to try again rather than
+            # refuse for good
+            later = isinstance(err, NotMember | NotFound | Restricted | RateLimited)
             status = AckStatus.RETRY_LATER if later else AckStatus.INVALID
             await self._ack(peer, msg, status, err)
 

@@ -82,4 +82,7 @@ class SimRpcServer:
                         "jsonrpc": "2.0", "id": None,
                         "error": {"code": -32600, "message": "request must be an object"},
                     }  # fmt: skip
-                    await stream.send(json.dumps(reply).encode() + b"\n\n")
+                    try:
+                        await stream.send(json.dumps(reply).encode() + b"\n\n")
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        return  # the client went away (a plugin killed mid-call)
