@@ -7,7 +7,6 @@ same view, state record versions and fact set on all three (seen over the plugin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from typing import Any
@@ -15,10 +14,8 @@ from typing import Any
 import anyio
 import pytest
 
-import tests.test_fleet_plugin
 from agent.cln_plugin import TEST_ENV
 from agent.node.cln import CLNBackend
-from agent.node.sim_rpc import SimRpcServer
 from agent.node.simnode import SimDriver
 from tests.fleet_world import mesh
 from tests.test_fleet_plugin import PluginNode, until
@@ -27,25 +24,13 @@ pytestmark = pytest.mark.anyio
 
 # short fleet timings for the plugins (HIVE_TEST_FLEET, tests only): digests every ~2 s, a
 # frame given up after 5 s (so what was queued for the node that is down expires and only
-# reconciliation can repair it), a stale reconciliation dropped after 10 s
+# reconciliation can repair it)
 TIMINGS = {
     "sync_interval_s": 2, "sync_gap_s": 1, "gossip_gap_s": 1, "sync_join_grace_s": 1,
     "retry_base_s": 0.2, "retry_cap_s": 2, "handshake_retry_s": 2, "outbox_ttl_s": 5,
-    "sync_session_s": 10,
 }  # fmt: skip
 LIMIT_S = 60  # each wait; usually a few seconds
 NOT_YET = {"REPLAYED", "NOT_MEMBER", "NOT_FOUND", "RESTRICTED", "RATE_LIMITED"}
-
-
-class KillableRpcServer(SimRpcServer):
-    """The simulator's RPC socket, answering a plugin that may die by SIGKILL between its
-    request and the reply (as lightningd does, the reply is dropped).  SimRpcServer tolerates a
-    client gone while it reads, not while it answers: the reply's BrokenResourceError would end
-    the node's whole life in the test."""
-
-    async def _handle(self, stream: Any) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await super()._handle(stream)
 
 
 async def snapshot(n: PluginNode) -> dict[str, Any]:
@@ -71,7 +56,6 @@ async def test_a_plugin_killed_mid_reconciliation_catches_up_after_its_restart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(TEST_ENV, json.dumps(TIMINGS))
-    monkeypatch.setattr(tests.test_fleet_plugin, "SimRpcServer", KillableRpcServer)
     net, ids = mesh(3, extra=1)
     outsider = ids[3]
     async with SimDriver(net), anyio.create_task_group() as tg:

@@ -22,14 +22,10 @@ N = 10
 # short timings (digests every ~2 s, retries every ≤ 1 s, a frame given up after 6 s, so
 # what was queued across the split expires and only reconciliation can repair it); a lost
 # handshake message is not at stake (the hive is built before the network turns lossy).
-# Reconciliations not over within 10 s are dropped: an initiator whose first step is refused
-# (RATE_LIMITED, answered `invalid`: the responder has MAX_OPEN open, as when ten members greet
-# a new one at once) is not told so and holds its session until then, answering that peer's
-# digests as `busy` — 60 s by default, longer than a step here
 STRESS = FleetConfig(
     retry_base_s=0.2, retry_cap_s=1.0, max_attempts=1_000, outbox_ttl_s=6,
     hello_interval_s=10, handshake_retry_s=1.5, handshake_tries=20,
-    gossip_gap_s=1, sync_interval_s=2, sync_gap_s=1, sync_join_grace_s=1, sync_session_s=10,
+    gossip_gap_s=1, sync_interval_s=2, sync_gap_s=1, sync_join_grace_s=1,
 )  # fmt: skip
 STEP_S = 40  # one step of the scenario on the lossy network (usually 1–5 s)
 CONVERGE_S = 60  # every member equal after the heal (usually 5–15 s)
