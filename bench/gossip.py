@@ -701,7 +701,10 @@ async def _catch_up(args: argparse.Namespace) -> CatchUp:
     net, ids = network(adj)
     wire = Wire(net)
     clock = Shifted()
-    cfg = config(args.gap_s)  # outbox_ttl_s one day, sync settings as in production
+    # outbox_ttl_s one day, sync settings and the outbox's retry backoff (30 s) as in
+    # production: the propagation section's 1 s backoff resends a backlog still being
+    # processed (the returning member's queue is hundreds of frames) and snowballs
+    cfg = replace(config(args.gap_s), retry_base_s=30.0)
     n, away = args.members, args.members - 1
     others = list(range(n - 1))
     rng = random.Random(5)
