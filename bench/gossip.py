@@ -1,6 +1,6 @@
 """Fleet state gossip on the simulator, by section (run by hand; CI runs `--smoke`).
 
-Propagation (`--propagation`, the default): a fee change reaching every member.  50 members
+Propagation (`--propagation`): a fee change reaching every member.  50 members
 (each a real `FleetService` with its own SQLite store in a temp dir) on 1 ms links, over a
 sparse member graph: a ring plus chords (greedy: a least-connected pair at the current
 diameter first) until its diameter, computed by BFS, is `--diameter` (4: the gossip TTL of 3
@@ -22,11 +22,38 @@ one process on one event loop: every member's SQLite commits (durable, as in pro
 signatures are done one after another, so the CPU per change is printed too, with the load
 average (other processes on the machine slow the figures down).
 
-    .venv/bin/python bench/gossip.py [--propagation] [--members N] [--changes N]
-        [--diameter D] [--gap-s S] [--smoke]
+Repair (`--repair`): one differing fact among `--facts` (10,000).  Two members (real
+`FleetService`s, own stores) hold the same facts but one: member B is offline while A bans an
+outsider (a real BAN, the differing fact; its queued copy for B expires, outbox_ttl_s=3); the
+common rest are synthetic rows put into both stores (kind "left", which the upkeep keeps a
+week whoever its subject, each carrying a copy of a real fact frame; never served, as both
+hold them).  Both then run with no digest of their own accord; A sends one digest by hand,
+and the section measures until both fact-set digests are equal and nothing is open or
+pending: negentropy round trips and bytes (the initiator's counters), and the custom messages
+on the wire, by type (counted by a wrapper around the network's `send_custommsg`).
+`ratio=` the bytes of a full sync of the same set (its ids alone, 32 bytes each: a lower
+bound) ÷ the reconciliation's STATE_HASH and SYNC frames on the wire (goal ≥ 10, stretch 100;
+round trips ≤ 3, reconciliation ≤ 2 KB).
+
+Catch-up (`--catch-up`): on the propagation graph (`--members`, `--diameter`), every member
+sharing one shifted clock, the last member goes offline; the admin bans an outsider (queued
+for it too), three days pass (every outbox copy for it expires: outbox_ttl_s one day), ten
+members change fees and every other member sends a fresh record; then it restarts, and the
+section measures the wall time and the bytes until its view, record versions and fact digest
+equal every other member's, nothing open or pending.  Production sync settings
+(sync_interval_s 300, sync_gap_s 10).  Before each measurement the members are brought to
+agree (digests to their neighbours every 5 s while they differ; see `converge`).
+
+A section's success line is its check: propagation, every change reached every member;
+repair, the fact was repaired; catch-up, the member caught up within 120 s.  The goals are
+printed beside the figures, not asserted (CI runs `--smoke`: 10 members, 1,000 facts).
+
+    .venv/bin/python bench/gossip.py [--propagation] [--repair] [--catch-up] [--members N]
+        [--changes N] [--diameter D] [--gap-s S] [--facts N] [--smoke]
 
 Sections are functions `name(args) -> bool` (True: the section's requirement held) listed in
-SECTIONS; `main()` runs the ones named by flag (propagation when none is)."""
+SECTIONS; `main()` runs the ones named by flag (all of them when none is), and exits with
+status 1 if any failed."""
 
 from __future__ import annotations
 
@@ -37,22 +64,28 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.clock import Clock
+from agent.fleet.facts import FactKind
 from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember
 from agent.node.sim import Network
 from agent.node.simnode import SimDriver
+from agent.store import facts as factrows
 from agent.store import gossip as gdb
+from agent.store.db import Store
 from bench.fleet import pct, raw_rtt
-from events.fleet import StateRecord
+from events.fleet import MsgType, StateRecord
+from events.fleet.sync import fact_id
 
 LATENCY = (0.001, 0.001)
 GAP_S = 1  # gossip_gap_s for the benchmark (production: 10 s); --gap-s changes it
@@ -178,13 +211,13 @@ def network(adj: dict[int, set[int]]) -> tuple[Network, list[str]]:
 
 async def form_hive(
     net: Network, ids: list[str], adj: dict[int, set[int]], tmp: Path, tg: anyio.abc.TaskGroup,
-    cfg: FleetConfig,
+    cfg: FleetConfig, clock: Clock | None = None,
 ) -> World:  # fmt: skip
     """Every node of the graph a member with its own store, admitted by the admin; then only
     the graph's links stay up, every member sends a fresh record, and this returns once
     everyone holds everyone's (over the graph alone)."""
     n = len(adj)
-    members = [SimMember(net, ids[i], tmp / f"m{i}", config=cfg) for i in range(n)]
+    members = [SimMember(net, ids[i], tmp / f"m{i}", clock=clock, config=cfg) for i in range(n)]
     for m in members:
         await m.start(tg)
     world = World(net, ids, members, adj)
@@ -348,29 +381,467 @@ def propagation(args: argparse.Namespace) -> bool:
     return ok
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], bool]] = {"propagation": propagation}
+# --- wire accounting ---------------------------------------------------------------------------
+
+
+class Wire:
+    """Custom messages counted as they leave a node, by type and by link: a wrapper around
+    this network's `send_custommsg`, the one path every SimBackend sends through (agent code
+    untouched).  A message counts once the network took it (connected peers only)."""
+
+    def __init__(self, net: Network) -> None:
+        self.bytes: Counter[int] = Counter()
+        self.frames: Counter[int] = Counter()
+        self.links: Counter[tuple[str, str]] = Counter()  # (sender, peer) → bytes
+        send = net.send_custommsg
+
+        def counted(sender: str, peer: str, payload: bytes) -> None:
+            send(sender, peer, payload)
+            kind = int.from_bytes(payload[:2], "big")
+            self.bytes[kind] += len(payload)
+            self.frames[kind] += 1
+            self.links[(sender, peer)] += len(payload)
+
+        net.send_custommsg = counted  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.bytes.clear()
+        self.frames.clear()
+        self.links.clear()
+
+    def of(self, *kinds: MsgType) -> tuple[int, int]:
+        """(frames, bytes) of these message types."""
+        return sum(self.frames[k] for k in kinds), sum(self.bytes[k] for k in kinds)
+
+    def touching(self, node: str) -> int:
+        """Bytes sent to or by `node`."""
+        return sum(n for (a, b), n in self.links.items() if node in (a, b))
+
+    def breakdown(self) -> str:
+        return ", ".join(
+            f"{_type_name(k)} {self.frames[k]}×/{self.bytes[k]:,} B"
+            for k in sorted(self.bytes, key=lambda k: -self.bytes[k])
+        )
+
+
+def _type_name(kind: int) -> str:
+    try:
+        return MsgType(kind).name
+    except ValueError:
+        return str(kind)
+
+
+class Shifted:
+    """The wall clock moved by `offset`, shared by every member (a fleet-wide jump in time)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def now(self) -> int:
+        return int(time.time()) + self.offset
+
+
+def digest(m: SimMember) -> str:
+    return str(m.fleet.sync.summary()["digest"])
+
+
+def at_rest(m: SimMember) -> bool:
+    """No reconciliation open, nothing waiting in the outbox (cheap: the digest is not
+    computed, which on 10,000 facts would load the event loop being measured)."""
+    return not m.fleet.sync.sessions and not _pending(m)
+
+
+# --- repair: one differing fact among many -----------------------------------------------------
+
+
+@dataclass
+class Repair:
+    facts: int
+    elapsed_s: float
+    repaired: bool  # B holds the ban, both digests equal, nothing open or pending
+    last: dict[str, Any]  # the initiator's summary of its reconciliation
+    sent: int  # facts handed on (both sides' counters)
+    wire: Wire
+    frames_total: int  # bytes of every fact frame in the set (for reference)
+    setup_s: float
+
+
+def synthetic(n: int, frame: bytes, now: int, seed: int = 11) -> list[factrows.FactRow]:
+    """n fact rows neither side will ever serve (both hold them): kind "left" (leaves stay in
+    the set a week whoever their subject: the upkeep drops joins, promotions, bans and states
+    of non-members, which these subjects are), timestamps spread over the last six days, each
+    carrying a copy of a real frame so that the reference total of frame bytes is realistic."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        subject = "02" + rng.randbytes(32).hex()
+        fid = fact_id(FactKind.LEFT.value, subject, i)
+        ts = now - rng.randrange(60, 6 * 86_400)
+        out.append(
+            factrows.FactRow(
+                fid, FactKind.LEFT.value, subject, ts, rng.randbytes(32).hex(),
+                int(MsgType.MEMBER_LEFT), frame,
+            )
+        )  # fmt: skip
+    return out
+
+
+def put_rows(store: Store, rows: list[factrows.FactRow], now: int) -> None:
+    with store.transaction(now) as tx:
+        for row in rows:
+            factrows.put(tx, row)
+
+
+async def _repair(args: argparse.Namespace) -> Repair:
+    started = time.perf_counter()
+    adj = {0: {1}, 1: {0}}
+    net, ids = network(adj)
+    wire = Wire(net)
+    cfg = replace(config(GAP_S), sync_join_grace_s=1, sync_gap_s=1)
+    # then no digest of the members' own accord (the join grace never ends): the one measured
+    # is sent by hand; the outbox gives up after 3 s, so B misses the ban for good
+    quiet = replace(cfg, sync_join_grace_s=10**9, outbox_ttl_s=3)
+    outsider = ids[2]
+    with tempfile.TemporaryDirectory(prefix="hive-bench-repair-") as tmp:
+        async with SimDriver(net), anyio.create_task_group() as tg:
+            world = await form_hive(net, ids, adj, Path(tmp), tg, cfg)
+            a, b = world.members
+            if not await until(lambda: digest(a) == digest(b) and at_rest(a) and at_rest(b), 30):
+                raise SystemExit("the two members' fact sets did not agree after joining")
+            # B away; A restarted with the quiet settings, bans an outsider (a real BAN frame,
+            # in A's set); its copy for B expires
+            await b.stop()
+            a.config = b.config = quiet
+            await a.restart(tg)
+            await a.fleet.ban(outsider, "bench: the differing fact")
+            if not await until(lambda: outsider in a.view()["bans"] and not _pending(a), 30):
+                raise SystemExit("the ban did not take effect, or its copy for B never expired")
+            assert a.store is not None
+            now = a.fleet.kernel.clock.now()
+            real = factrows.rows(a.store, [f for *_, f in factrows.items(a.store)])
+            frame = sorted(real, key=lambda r: len(r.frame))[len(real) // 2].frame  # median
+            common = synthetic(args.facts - len(real), frame, now)
+            put_rows(a.store, common, now)
+            b_store = Store(b.home / "fleet.sqlite")  # B's own store, B being offline
+            put_rows(b_store, common, now)
+            b_store.close()
+            await b.start(tg)  # back: handshake and records again; no digest yet
+            await anyio.sleep(1)
+            if not await until(lambda: at_rest(a) and at_rest(b), 30):
+                raise SystemExit("B's return did not settle")
+            count = a.fleet.sync.summary()["facts"]
+            if count != args.facts or b.fleet.sync.summary()["facts"] != args.facts - 1:
+                raise SystemExit(
+                    f"the sets hold {count} and {b.fleet.sync.summary()['facts']} facts, "
+                    f"not {args.facts} and {args.facts - 1}"
+                )
+            frames_total = sum(
+                len(r.frame)
+                for r in factrows.rows(a.store, [f for *_, f in factrows.items(a.store)])
+            )
+            sent_before = (
+                a.fleet.sync.summary()["facts_sent"] + b.fleet.sync.summary()["facts_sent"]
+            )
+            setup_s = time.perf_counter() - started
+            wire.reset()
+            t0 = time.perf_counter()
+            await a.fleet.sync.send_digest(b.node_id)
+            ok = await until(
+                lambda: at_rest(a) and at_rest(b) and digest(a) == digest(b), 30, 0.02
+            )  # (each digest of 10,000 facts is ~1.5 ms of this same event loop's CPU)
+            elapsed = time.perf_counter() - t0
+            repaired = ok and outsider in b.view()["bans"]
+            last = dict(b.fleet.sync.summary()["last"])
+            sent = a.fleet.sync.summary()["facts_sent"] + b.fleet.sync.summary()["facts_sent"]
+            for m in world.members:
+                await m.stop()
+            tg.cancel_scope.cancel()
+    return Repair(
+        args.facts, elapsed, repaired, last, sent - sent_before, wire, frames_total, setup_s
+    )
+
+
+def repair(args: argparse.Namespace) -> bool:
+    """The repair section: one fact differs among `--facts`; False if it was not repaired."""
+    run = anyio.run(_repair, args)
+    w = run.wire
+    digests_n, digest_b = w.of(MsgType.STATE_HASH)
+    sync_n, sync_b = w.of(MsgType.SYNC)
+    acks_n, acks_b = w.of(MsgType.MSG_ACK)
+    fact_n, fact_b = w.of(MsgType.BAN)
+    total = sum(w.bytes.values())
+    recon = digest_b + sync_b
+    full = run.facts * 32
+    print(f"== repair: one differing fact among {run.facts:,} (two members, own stores)")
+    print(
+        f"setup: {run.facts - 1:,} common facts in both stores, one real BAN only A holds "
+        f"(its queued copy for B expired); {run.setup_s:.1f} s"
+    )
+    print(
+        f"success: {'1/1' if run.repaired else '0/1'} — B holds the ban, both digests equal, "
+        f"nothing open or pending; {run.sent} fact(s) handed on; {run.elapsed_s * 1000:.1f} ms "
+        "from A's digest"
+    )
+    rt = run.last.get("round_trips")
+    print(
+        f"negentropy: {rt} round trip(s) (goal ≤ 3), {run.last.get('neg_bytes')} bytes both "
+        f"ways; have {run.last.get('have')}, need {run.last.get('need')} (B initiated)"
+    )
+    print(
+        f"on the wire: STATE_HASH {digests_n}×/{digest_b:,} B + SYNC {sync_n}×/{sync_b:,} B = "
+        f"{recon:,} B reconciliation (goal ≤ 2,048); acks {acks_n}×/{acks_b:,} B; "
+        f"the fact handed on {fact_n}×/{fact_b:,} B; all {total:,} B ({w.breakdown()})"
+    )
+    print(
+        f"full sync of the same set: {full:,} B of ids at least (32 each); all fact frames "
+        f"{run.frames_total:,} B"
+    )
+    print(
+        f"ratio={full / recon:.1f}  (ids of a full sync ÷ reconciliation bytes on the wire; "
+        f"goal ≥ 10, stretch 100; ÷ all bytes exchanged: {full / total:.1f})"
+    )
+    return run.repaired
+
+
+# --- catch-up: a member back from three days offline -------------------------------------------
+
+
+def snapshot(world: World, i: int) -> tuple[Any, ...]:
+    m = world.members[i]
+    versions = {x["owner"]: x["version"] for x in m.fleet.topology()["members"]}
+    return (m.view(), versions, digest(m))
+
+
+def agree(world: World, indexes: list[int], pending: bool = True) -> bool:
+    """The chosen members hold the same view, record versions and fact set, no reconciliation
+    open, nothing pending in their outboxes (unless `pending` is False: while a member is
+    away, what is queued for it waits); the first differing member ends the comparison."""
+    first = snapshot(world, indexes[0])
+    ms = [world.members[i] for i in indexes]
+    return all(snapshot(world, i) == first for i in indexes[1:]) and all(
+        at_rest(m) if pending else not m.fleet.sync.sessions for m in ms
+    )
+
+
+async def converge(world: World, indexes: list[int], limit_s: float, pending: bool = True) -> bool:
+    """Wait until the chosen members agree; while they do not, each sends a digest to each of
+    its neighbours among them every 5 s (what the periodic digest, every 300 s, would do in the
+    end: a member that joined while its neighbours' digests were early can lack a join fact
+    until then)."""
+    deadline = time.monotonic() + limit_s
+    chosen = set(indexes)
+    while not await until(lambda: agree(world, indexes, pending), 5, 0.2):
+        if time.monotonic() > deadline:
+            return False
+        for i in indexes:
+            for j in sorted(world.adj[i] & chosen):
+                await world.members[i].fleet.sync.send_digest(world.ids[j])
+    return True
+
+
+def _differences(world: World, away: int) -> None:
+    """What still differs between the member back and the others (printed on failure)."""
+    x = snapshot(world, away)
+    for i in range(len(world.members)):
+        if i == away:
+            continue
+        other = snapshot(world, i)
+        if other == x:
+            continue
+        view = {k for k in set(x[0]) | set(other[0]) if x[0].get(k) != other[0].get(k)}
+        versions = {
+            o[:12]: (x[1].get(o), other[1].get(o))
+            for o in set(x[1]) | set(other[1])
+            if x[1].get(o) != other[1].get(o)
+        }
+        print(f"DIFFERS from member {i}: view keys {sorted(view)}, versions {versions}")
+        break
+    for i in [away, *sorted(world.adj[away])]:
+        m = world.members[i]
+        s = m.fleet.sync.summary()
+        print(
+            f"member {i}: facts {s['facts']} open {s['open']} failed {s['failed']} stale "
+            f"{s['stale']} busy {s['busy']} pending {_pending(m)} refused "
+            f"{m.fleet.status()['refused']}"
+        )
+
+
+@dataclass
+class CatchUp:
+    members: int
+    chords: int
+    adj: dict[int, set[int]]
+    away: int
+    elapsed_s: float | None  # None: not caught up within the limit
+    wire: Wire
+    bytes_away: int  # sent to or by the member back
+    stats: dict[str, Any]  # the member back's sync counters
+    peers_stats: list[dict[str, Any]]
+    changed: int
+    load: tuple[float, float, float]
+    cpu_s: float
+
+
+CATCH_UP_LIMIT_S = 120.0
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """The sync counters' growth (the set's size as it is now)."""
+    keep = {"facts", "digest", "open", "last"}
+    return {
+        k: v if k in keep or not isinstance(v, int) else v - int(before.get(k, 0))
+        for k, v in after.items()
+    }
+
+
+DAY = 86_400
+
+
+async def _catch_up(args: argparse.Namespace) -> CatchUp:
+    load = os.getloadavg()
+    adj, chords = ring_with_chords(args.members, args.diameter)
+    net, ids = network(adj)
+    wire = Wire(net)
+    clock = Shifted()
+    # outbox_ttl_s one day, sync settings and the outbox's retry backoff (30 s) as in
+    # production: the propagation section's 1 s backoff resends a backlog still being
+    # processed (the returning member's queue is hundreds of frames) and snowballs
+    cfg = replace(config(args.gap_s), retry_base_s=30.0)
+    n, away = args.members, args.members - 1
+    others = list(range(n - 1))
+    rng = random.Random(5)
+    with tempfile.TemporaryDirectory(prefix="hive-bench-catchup-") as tmp:
+        async with SimDriver(net), anyio.create_task_group() as tg:
+            world = await form_hive(net, ids, adj, Path(tmp), tg, cfg, clock)
+            if not await converge(world, list(range(n)), 120):
+                raise SystemExit("the hive did not settle after forming")
+            x = world.members[away]
+            x_before = x.fleet.sync.summary()
+            await x.stop()
+            clock.offset += 600
+            # away: the admin bans an outsider (queued for x too), some members change fees
+            await world.members[0].fleet.ban(ids[n], "bench: while x is away")
+            if not await converge(world, others, 60, pending=False):
+                raise SystemExit("the others did not agree on the ban")
+            clock.offset += 3 * DAY  # … and the queued copies for x expire (outbox_ttl_s 1 day)
+            changed = rng.sample(others, min(10, len(others)))
+            for i in changed:
+                scid = rng.choice(sorted(net.node(ids[i]).channels))
+                net.set_policy(ids[i], scid, ppm=3_000 + i)
+            for i in others:  # fresh records (three days passed: the heartbeat's, at once)
+                await world.members[i].fleet.gossip.check(force=True)
+
+            def others_done() -> bool:
+                return agree(world, others) and not any(_pending(world.members[i]) for i in others)
+
+            if not await until(others_done, 120, 0.2):
+                raise SystemExit("the others did not agree after three days")
+            neighbours = sorted(adj[away])
+            peers_before = [world.members[i].fleet.sync.summary() for i in neighbours]
+            wire.reset()
+            cpu = time.process_time()
+            t0 = time.perf_counter()
+            await x.start(tg)
+            ok = await until(lambda: agree(world, list(range(n))), CATCH_UP_LIMIT_S, 0.05)
+            elapsed = time.perf_counter() - t0 if ok else None
+            cpu = time.process_time() - cpu
+            if not ok:
+                _differences(world, away)
+            ok = ok and ids[n] in x.view()["bans"]
+            stats = _delta(x.fleet.sync.summary(), x_before)
+            peers_stats = [
+                _delta(world.members[i].fleet.sync.summary(), b)
+                for i, b in zip(neighbours, peers_before, strict=True)
+            ]
+            for m in world.members:
+                await m.stop()
+            tg.cancel_scope.cancel()
+    return CatchUp(
+        n, chords, adj, away, elapsed if ok else None, wire, wire.touching(ids[away]),
+        stats, peers_stats, len(changed), load, cpu,
+    )  # fmt: skip
+
+
+def catch_up(args: argparse.Namespace) -> bool:
+    """The catch-up section: False if the member back did not catch up within the limit."""
+    run = anyio.run(_catch_up, args)
+    w, s = run.wire, run.stats
+    degrees = sorted(len(v) for v in run.adj.values())
+    print(
+        f"== catch-up: member {run.away} of {run.members} back after three days offline "
+        f"(shared shifted clock), real stores"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {run.load[0]:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after"
+    )
+    print(
+        f"member graph: ring + {run.chords} chords, diameter {diameter(run.adj)}, degree "
+        f"{degrees[0]}–{degrees[-1]}; the member back has {len(run.adj[run.away])} links"
+    )
+    print(
+        f"while away: a ban of an outsider, fee changes on {run.changed} members, a fresh "
+        "record from every other member; everything queued for it expired (outbox_ttl_s 1 day)"
+    )
+    ok = run.elapsed_s is not None
+    print(
+        f"success: {'1/1' if ok else '0/1'} — its view, record versions and fact digest equal "
+        f"the {run.members - 1} others' (limit {CATCH_UP_LIMIT_S:.0f} s)"
+    )
+    if ok:
+        assert run.elapsed_s is not None
+        print(
+            f"wall time from its restart: {run.elapsed_s:.2f} s (CPU of the whole simulated "
+            f"fleet meanwhile {run.cpu_s:.2f} s)"
+        )
+    print(
+        f"bytes: {run.bytes_away:,} B to or from the member back, {sum(w.bytes.values()):,} B "
+        f"in the whole network ({w.breakdown()})"
+    )
+    print(
+        f"its reconciliations: started {s['started']}, answered {s['answered']}, completed "
+        f"{s['completed']}, {s['round_trips']} round trips, {s['neg_bytes']:,} negentropy bytes, "
+        f"{s['facts_wanted']} facts asked for, {s['facts']} facts in its set now; its "
+        f"neighbours handed on {sum(p['facts_sent'] for p in run.peers_stats)} facts and "
+        f"answered {sum(p['answered'] for p in run.peers_stats)} reconciliations "
+        "(counters since its restart)"
+    )
+    return ok
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], bool]] = {
+    "propagation": propagation,
+    "repair": repair,
+    "catch_up": catch_up,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in SECTIONS:
-        parser.add_argument(f"--{name}", action="store_true", help=f"run the {name} section")
+        flag = name.replace("_", "-")
+        parser.add_argument(f"--{flag}", action="store_true", help=f"run the {flag} section")
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--diameter", type=int, default=4, help="of the member graph (≥ 3)")
     parser.add_argument(
         "--gap-s", type=int, default=GAP_S, help="gossip_gap_s (0: no per-peer gap at all)"
     )
-    parser.add_argument("--smoke", action="store_true", help="10 members, 5 changes: seconds")
+    parser.add_argument("--facts", type=int, default=10_000, help="in the repair section's set")
+    parser.add_argument(
+        "--smoke", action="store_true", help="10 members, 5 changes, 1,000 facts: seconds"
+    )
     args = parser.parse_args()
     if args.smoke:
-        args.members, args.changes = 10, 5
+        args.members, args.changes, args.facts = 10, 5, 1_000
     if args.diameter < 3 or args.members < 2 * args.diameter + 1:
         parser.error("the member graph needs diameter ≥ 3 and at least 2 × diameter + 1 members")
-    chosen = [name for name in SECTIONS if getattr(args, name)] or ["propagation"]
+    if args.facts < 100:
+        parser.error("the repair section needs at least 100 facts")
+    chosen = [name for name in SECTIONS if getattr(args, name)] or list(SECTIONS)
     failed = [name for name in chosen if not SECTIONS[name](args)]
     if failed:
-        sys.exit(f"failed: {', '.join(failed)} (not every change reached every member)")
+        sys.exit(f"failed: {', '.join(failed)} (see each section's success line)")
 
 
 if __name__ == "__main__":
