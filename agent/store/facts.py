@@ -62,18 +62,21 @@ def drop(tx: Tx, kinds: set[str], keep: set[str] | None = None, before: int | No
     `before` (if given); all of them if neither is given."""
     n = 0
     for kind in sorted(kinds):
-        cur = tx.conn.execute(
-            "SELECT fact_id, subject, ts FROM fleet_facts WHERE kind = ?", (kind,)
-        )
-        gone = [
-            f
-            for f, s, t in cur.fetchall()
-            if (keep is None and before is None)
-            or (keep is not None and s not in keep)
-            or (before is not None and t < before)
-        ]
-        for fact in gone:
-            n += tx.execute("DELETE FROM fleet_facts WHERE fact_id = ?", (fact,)).rowcount
+        if keep is None and before is None:
+            n += tx.execute("DELETE FROM fleet_facts WHERE kind = ?", (kind,)).rowcount
+            continue
+        if before is not None:
+            n += tx.execute(
+                "DELETE FROM fleet_facts WHERE kind = ? AND ts < ?", (kind, before)
+            ).rowcount
+        if keep is not None:
+            cur = tx.conn.execute(
+                "SELECT DISTINCT subject FROM fleet_facts WHERE kind = ?", (kind,)
+            )
+            for (subject,) in [r for r in cur.fetchall() if r[0] not in keep]:
+                n += tx.execute(
+                    "DELETE FROM fleet_facts WHERE kind = ? AND subject = ?", (kind, subject)
+                ).rowcount
     return n
 
 
