@@ -144,7 +144,7 @@ async def test_a_reconciliation_that_never_ends_is_cut_short(tmp_path: Path) -> 
             if request[0] in ("NEG-OPEN", "NEG-MSG"):
                 rounds[0] += 1
                 ids = os.urandom(32 * 100)
-                body = b"\x61" + b"\x00\x00" + b"\x02" + bytes([100]) + ids  # IdList up to ts 0
+                body = b"\x61" + b"\x01\x00" + b"\x02" + bytes([100]) + ids  # IdList up to ts 0
                 body += b"\x00\x00" + b"\x01" + os.urandom(16)  # [.., ∞): a wrong fingerprint
                 await ws.send(json.dumps(["NEG-MSG", request[1], body.hex()]))
             elif request[0] == "REQ":

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.store.db import Db, Tx
 from events import fleet as wire
-from events.errors import HiveError, InvalidPayload
+from events.errors import HiveError, InvalidPayload, NotFound, NotMember, Restricted
 from events.fleet import Message, MsgType
 
 if TYPE_CHECKING:
@@ -114,6 +114,12 @@ class FleetComponent:
     def heard(self, tx: Tx, peer: str) -> None:
         """`peer` sent a frame that passed intake and was handled (any type, any owner), in
         that frame's transaction: presence."""
+
+    @staticmethod
+    def retry_later(err: HiveError) -> bool:
+        """True if a refusal of one of its frames should tell the sender to try again later
+        (it may know more than we do yet: a join, a promotion, a proposal on its way)."""
+        return isinstance(err, NotMember | NotFound | Restricted)
 
     def on_refused(self, peer: str, msg: Message, err: HiveError) -> None:
         """A frame of a type this component owns was refused (after its transaction rolled

@@ -53,11 +53,7 @@ from events.errors import (
     HiveError,
     Internal,
     InvalidPayload,
-    NotFound,
-    NotMember,
-    RateLimited,
     Replayed,
-    Restricted,
     Unauthorized,
 )
 from events.fleet import AckStatus, Message, MsgType
@@ -240,9 +236,8 @@ class FleetKernel:
                 self._failed(owner, "on_refused", exc)
         if not isinstance(err, Banned):
             # the sender may know more than we do yet (a join, a promotion, a proposal still
-            # on its way), or we are busy (a rate limit): ask it to try again rather than
-            # refuse for good
-            later = isinstance(err, NotMember | NotFound | Restricted | RateLimited)
+            # on its way): ask it to try again rather than refuse for good — the owner says
+            later = (owner or FleetComponent).retry_later(err)
             status = AckStatus.RETRY_LATER if later else AckStatus.INVALID
             await self._ack(peer, msg, status, err)
 
@@ -351,6 +346,13 @@ class FleetKernel:
             db.enqueue(tx, peer, msg.id, msg_type, msg.raw, tx.now, self.config.outbox_ttl_s)
             fx.flush.add(peer)
         return msg
+
+    def unacked(self, msg_type: int) -> bool:
+        """True for a frame type its owner sends directly, never acknowledged or retried."""
+        owner = (
+            self._routes.get(MsgType(msg_type)) if msg_type in MsgType._value2member_map_ else None
+        )
+        return owner is not None and MsgType(msg_type) in owner.unacked
 
     def requeue(
         self, tx: Tx, peer: str, msg_id: str, msg_type: int, frame: bytes, fx: Effects

@@ -101,6 +101,12 @@ class Sync(FleetComponent):
         self._greeted: set[str] = set()  # connected members sent a digest since they connected
         self._next_at = 0
 
+    @staticmethod
+    def retry_later(err: HiveError) -> bool:
+        """A step refused because too many reconciliations are open is worth a retry (a slot
+        frees within a session's life); so is anything the default says."""
+        return isinstance(err, RateLimited) or FleetComponent.retry_later(err)
+
     def bind(self, kernel: Any) -> None:
         super().bind(kernel)
         saved = kernel.store.kv(STATS_KV)
@@ -120,9 +126,9 @@ class Sync(FleetComponent):
             return
         members = {m.node_id for m in db.members(k.store)} - {k.me}
         live = k.connected & members
-        # new or back: a digest now — from one side of each pair only (the smaller node id),
-        # so a reconnect starts one reconciliation per pair, not one each way
-        targets = sorted(p for p in live - self._greeted if k.me < p)
+        # new or back: a digest now (from both sides: a digest sent before the other side's
+        # agent was listening is lost, and only the periodic one would repair that)
+        targets = sorted(live - self._greeted)
         self._greeted = live
         if now >= self._next_at and live:
             interval = k.config.sync_interval_s
@@ -283,7 +289,10 @@ class Sync(FleetComponent):
     def _hand_on(self, tx: Tx, peer: str, ids: list[bytes], fx: Effects) -> None:
         """The facts named, as their proving frames, queued for `peer` (oldest first)."""
         for row in facts.proofs(tx, ids):
-            self.kernel.requeue(tx, peer, row.msg_id, row.msg_type, row.frame, fx)
+            if self.kernel.unacked(row.msg_type):  # (a state record: sent once, never acked)
+                fx.direct.append((peer, row.frame))
+            else:
+                self.kernel.requeue(tx, peer, row.msg_id, row.msg_type, row.frame, fx)
             self.stats.facts_sent += 1
 
     # --- upkeep ----------------------------------------------------------------------------
