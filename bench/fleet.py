@@ -22,7 +22,6 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.fleet.rules import promotion_quorum
 from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember
 from agent.node.models import CustomMsg
@@ -94,14 +93,20 @@ async def run(members: int, rounds: int) -> dict[str, list[float]]:
                     out["join"].append(elapsed)
             # each newcomer in turn: quorum - 1 full members vouch first, then the timed,
             # deciding vouch, until every member sees the promotion
+            # (the quorum is the voters' own count — active full members — so each vouch's
+            # answer says whether it was the deciding one)
             full = [0]
             for i in range(members, n):
-                quorum = promotion_quorum(len(full))
-                for v in full[: quorum - 1]:
-                    await ms[v].fleet.vouch(ids[i])
-                await until(lambda: all(not m.fleet.status()["outbox"].get("pending") for m in ms))
-                started = time.perf_counter()
-                await ms[full[quorum - 1]].fleet.vouch(ids[i])
+                for v in full:
+                    await until(
+                        lambda: all(not m.fleet.status()["outbox"].get("pending") for m in ms)
+                    )
+                    if ms[v].fleet.view()["members"].get(ids[i]) == "member":
+                        break  # promoted already: another member's count was reached
+                    started = time.perf_counter()
+                    state = await ms[v].fleet.vouch(ids[i])
+                    if state["tier"] == "member":
+                        break
                 await until(
                     lambda i=i: all(m.fleet.view()["members"][ids[i]] == "member" for m in ms)
                 )
