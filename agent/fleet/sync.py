@@ -52,6 +52,7 @@ from events.negentropy import Negentropy, Storage
 log = logging.getLogger("hive.fleet.sync")
 MAX_OPEN = 8  # reconciliations open at once, in all (one each way per member)
 LIMITS_KV = "fleet_sync_limits"  # peer → when its recent digests were taken
+SENT_KV = "fleet_sync_sent"  # peer → when we sent it our recent digests
 STATS_KV = "fleet_sync_stats"
 DIGEST_BURST = 3
 
@@ -136,7 +137,28 @@ class Sync(FleetComponent):
             if not targets:
                 targets = [self.rng.choice(sorted(live))]
         for peer in targets:
-            await self.send_digest(peer)
+            if self._may_greet(peer, now):
+                await self.send_digest(peer)
+            else:  # (greeted again on a later pass, within the receiver's limit)
+                self._greeted.discard(peer)
+
+    def _may_greet(self, peer: str, now: int) -> bool:
+        """Keep within the receiver's DIGEST_BURST per `sync_gap_s` (one short of it, for
+        clock skew), counted in the store so restarts in a row do not trip it: a legitimate
+        member is never refused for a storm it did not make."""
+        gap = self.kernel.config.sync_gap_s
+        saved = self.kernel.store.kv(SENT_KV) or {}
+        sent = {
+            p: recent
+            for p, times in saved.items()
+            if (recent := [int(t) for t in times if now - int(t) < gap])
+        }
+        if len(sent.get(peer, [])) >= DIGEST_BURST - 1:
+            return False
+        sent[peer] = [*sent.get(peer, []), now]
+        with self.kernel.store.transaction(now, durable=False) as tx:
+            tx.set_kv(SENT_KV, sent)
+        return True
 
     async def send_digest(self, peer: str) -> None:
         k = self.kernel
