@@ -21,6 +21,8 @@ POINTS = frozenset(
         "command.before_execute",  # claimed and budget reserved, not run on the node
         "command.after_execute",  # run on the node, outcome and receipt not recorded
         "command.after_receipt",  # outcome and receipt committed, receipt not yet sent
+        "intent.before_execute",  # a committed intent's action is claimed, not yet run
+        "intent.after_execute",  # the action ran on the node, its outcome not yet recorded
         "escrow.after_swap",  # the mint swapped a ticket part's proofs; nothing recorded yet
     }
 )

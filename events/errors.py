@@ -318,6 +318,22 @@ class Banned(HiveError):
     prefix = "blocked"
 
 
+class IntentConflict(HiveError):
+    """Raised when another intent holds the lock on the same kind and target."""
+
+    code = "INTENT_CONFLICT"
+    detail = "another member's intent holds this target"
+    prefix = "blocked"
+
+
+class InvalidTransition(HiveError):
+    """Raised when an intent is asked to move to a state it cannot reach from where it is."""
+
+    code = "INVALID_TRANSITION"
+    detail = "the intent cannot move to that state"
+    prefix = "invalid"
+
+
 # --- escrow (Cashu) ---------------------------------------------------------------------------
 
 

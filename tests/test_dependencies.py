@@ -78,6 +78,7 @@ PURE_CORES = [
     ROOT / "agent/fleet/rules.py",
     ROOT / "agent/fleet/gossip_rules.py",
     ROOT / "agent/fleet/topology.py",
+    ROOT / "agent/fleet/intent_rules.py",
     ROOT / "events/negentropy.py",
 ]
 PURE_FORBIDDEN = ("agent.store", "agent.node", "anyio", "asyncio", "sqlite3", "time")
@@ -96,7 +97,7 @@ def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
 
 
 # fleet components talk through the kernel and the roster, never through each other
-COMPONENTS = ["handshake", "membership", "gossip", "sync"]
+COMPONENTS = ["handshake", "membership", "gossip", "sync", "intents"]
 SHARED_FLEET = {
     "agent.fleet.kernel", "agent.fleet.component", "agent.fleet.facts", "agent.fleet.roster",
     "agent.fleet.rules",

@@ -40,6 +40,9 @@ class FleetConfig:
     sync_gap_s: int = 10  # at most one digest per member this often
     sync_session_s: int = 60  # a reconciliation not over by then is dropped
     sync_join_grace_s: int = 3  # a new member's first digests wait for the news of its arrival
+    intent_hold_s: int = 60  # an intent commits at the latest when this has passed (10–600)
+    intent_expiry_s: int = 300  # … and its lock lapses this long after it was announced
+    intent_mode: str = "default"  # or "strict": every active member must answer ok
 
 
 def short(node_id: str) -> str:

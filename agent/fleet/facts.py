@@ -11,7 +11,8 @@ the same things hold the same set:
   (receivers refuse records older than an hour: ours stop being offered ten minutes before);
 - the join and the promotions of each member still active (the departed are gone from it);
 - every ban in force;
-- leaves for a week (a member away longer learns of them from its peers' views later).
+- leaves for a week (a member away longer learns of them from its peers' views later);
+- intents and their commits, aborts and ends for an hour (no lock lives longer).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from events.fleet.sync import fact_id
 
 STATE_FRESH_S = 3_000
 LEFT_KEEP_S = 7 * 86_400
+INTENT_KEEP_S = 3_600  # an intent lives at most an hour: its frames leave the set then
+INTENT_KINDS = {"intent", "intent_commit", "intent_end"}
 
 
 class FactKind(StrEnum):
@@ -33,6 +36,9 @@ class FactKind(StrEnum):
     PROMOTION = "promotion"
     BAN = "ban"
     LEFT = "left"
+    INTENT = "intent"
+    INTENT_COMMIT = "intent_commit"
+    INTENT_END = "intent_end"
 
 
 def record(
@@ -65,6 +71,11 @@ def expire(tx: Tx, now: int) -> int:
     return rows.drop(tx, {FactKind.LEFT.value}, before=now - LEFT_KEEP_S)
 
 
+def expire_intents(tx: Tx, now: int) -> int:
+    """Intents, their commits and ends leave the set an hour after they were made."""
+    return rows.drop(tx, INTENT_KINDS, before=now - INTENT_KEEP_S)
+
+
 def items(db: Db, now: int) -> list[tuple[int, bytes]]:
     """The set reconciled with peers at `now`: (timestamp, 32-byte id) per fact."""
     out = []
@@ -72,6 +83,8 @@ def items(db: Db, now: int) -> list[tuple[int, bytes]]:
         if kind == FactKind.STATE and ts < now - STATE_FRESH_S:
             continue
         if kind == FactKind.LEFT and ts < now - LEFT_KEEP_S:
+            continue
+        if kind in INTENT_KINDS and ts < now - INTENT_KEEP_S:
             continue
         out.append((ts, bytes.fromhex(fid)))
     return out

@@ -375,6 +375,10 @@ class FleetKernel:
         for peer in sorted(fx.flush):
             await self.flush(peer)
 
+    def wake(self) -> None:
+        """Run the loop's next pass now (something was queued or became due)."""
+        self._wake.set()
+
     async def send_direct(self, peer: str, frame: bytes) -> None:
         try:
             await self.node.sendcustommsg(peer, frame)

@@ -19,6 +19,8 @@ from agent.clock import Clock
 from agent.fleet import topology
 from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
+from agent.fleet.intent_exec import Executor, NodeExecutor
+from agent.fleet.intents import IntentPolicy, Intents
 from agent.fleet.kernel import FleetConfig, FleetKernel
 from agent.fleet.membership import Membership
 from agent.fleet.sync import Sync
@@ -42,13 +44,21 @@ class FleetService:
         *,
         clock: Clock | None = None,
         config: FleetConfig | None = None,
+        executor: Executor | None = None,
+        intent_policy: IntentPolicy | None = None,
     ) -> None:
         self.kernel = FleetKernel(node, store, keys, clock=clock, config=config)
         self.handshake = Handshake()
         self.membership = Membership(on_leave=self.handshake.forget)
         self.gossip = Gossip()
         self.sync = Sync()
-        for component in (self.handshake, self.membership, self.gossip, self.sync):
+        # actions under a lock run on the node itself unless the caller routes them through
+        # its governance (the plugin: agent/fleet/actions.py)
+        self.intents = Intents(
+            executor or NodeExecutor(node, propose_ban=self._propose_ban), intent_policy
+        )
+        parts = (self.handshake, self.membership, self.gossip, self.sync, self.intents)
+        for component in parts:
             self.kernel.register(component)
         self.kernel.standing = self.membership
         self.kernel.presence = self.gossip  # quorums count the members seen within 24 h
@@ -101,6 +111,15 @@ class FleetService:
     async def leave(self, reason: str = "") -> dict[str, Any]:
         return await self.membership.leave(reason)
 
+    async def intend(
+        self, kind: str, target: str, amount_sat: int = 0, *, origin: str = "operator"
+    ) -> dict[str, Any]:
+        """Take an intent lock on (kind, target); the action runs once it commits."""
+        return await self.intents.request(kind, target, amount_sat, origin=origin)
+
+    async def _propose_ban(self, target: str) -> dict[str, Any]:
+        return await self.membership.ban(target, "proposed under an intent lock")
+
     # --- reads ---------------------------------------------------------------------------
 
     def members(self) -> dict[str, Any]:
@@ -128,6 +147,9 @@ class FleetService:
             entries=self.gossip.topology()["members"], records=records, presence=presence,
         )  # fmt: skip
 
+    def intents_list(self, limit: int = 200) -> list[dict[str, Any]]:
+        return self.intents.listing(self.kernel.store, limit)
+
     def status(self) -> dict[str, Any]:
         k = self.kernel
         return {
@@ -137,6 +159,7 @@ class FleetService:
             "joining": self.handshake.joining(),
             "gossip": self.gossip.summary(),
             "sync": self.sync.summary(),
+            "intents": self.intents.summary(),
             "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }

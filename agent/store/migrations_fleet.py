@@ -64,4 +64,30 @@ FLEET: list[str] = [
         n    INTEGER NOT NULL
     );
     """,
+    # 4: intent locks — every intent this member knows (its own and the other members'), its
+    # state, the answers to its own, and how far the action it guards has got (own only)
+    """
+    CREATE TABLE fleet_intents (
+        intent_id  TEXT PRIMARY KEY,        -- the id of the INTENT frame that announced it
+        owner      TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        amount_sat INTEGER NOT NULL,
+        hold_s     INTEGER NOT NULL,
+        created    INTEGER NOT NULL,        -- the INTENT frame's timestamp
+        expires_at INTEGER NOT NULL,
+        status     TEXT NOT NULL,           -- pending, committed, aborted, done, failed, expired
+        mine       INTEGER NOT NULL,
+        waiting    TEXT NOT NULL,           -- (own) JSON list: members whose answer it needs
+        acks       TEXT NOT NULL,           -- (own) JSON object: member → ok, conflict, refused:…
+        reason     TEXT NOT NULL,
+        exec       TEXT NOT NULL,           -- (own) none, claimed, waiting, finished
+        outcome    TEXT NOT NULL,           -- (own) what the action reported
+        origin     TEXT NOT NULL,           -- (own) planner, hive-expand, operator, …
+        frame      BLOB NOT NULL,           -- the INTENT frame, verbatim
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX fleet_intents_by_target ON fleet_intents (kind, target);
+    CREATE INDEX fleet_intents_by_owner ON fleet_intents (owner, status);
+    """,
 ]

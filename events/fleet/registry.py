@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from events.fleet.ack import MsgAck
 from events.fleet.gossip import Gossip
+from events.fleet.intent import Intent, IntentAbort, IntentAck, IntentCommit, IntentDone
 from events.fleet.membership import (
     Attest,
     Ban,
@@ -36,4 +37,9 @@ BODIES: dict[MsgType, type[Body]] = {
     MsgType.BAN_VOTE: BanVote,
     MsgType.MSG_ACK: MsgAck,
     MsgType.MEMBER_JOINED: MemberJoined,
+    MsgType.INTENT: Intent,
+    MsgType.INTENT_ACK: IntentAck,
+    MsgType.INTENT_ABORT: IntentAbort,
+    MsgType.INTENT_COMMIT: IntentCommit,
+    MsgType.INTENT_DONE: IntentDone,
 }

@@ -38,6 +38,9 @@ class MsgType(IntEnum):
     GOSSIP = 32777
     STATE_HASH = 32779
     SYNC = 32781  # UPSTREAM's FULL_SYNC slot: here, range-based set reconciliation
+    INTENT = 32783
+    INTENT_ACK = 32785
+    INTENT_ABORT = 32787
     VOUCH = 32789
     BAN = 32791
     PROMOTION = 32793
@@ -46,6 +49,8 @@ class MsgType(IntEnum):
     BAN_VOTE = 32801
     MSG_ACK = 32881
     MEMBER_JOINED = 32905
+    INTENT_COMMIT = 32907
+    INTENT_DONE = 32909
 
 
 TierName = Literal["neophyte", "member"]
