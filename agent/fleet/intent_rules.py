@@ -150,6 +150,15 @@ def answer(incoming: Lock, known: Iterable[Lock], me: str, now: int) -> Answer:
     return Answer(IntentAck(intent=incoming.id, verdict="ok"), mine)
 
 
+def yield_to(held: Lock, known: Iterable[Lock], me: str) -> list[Lock]:
+    """Our own pending intents that a lock committed elsewhere beats: abort them."""
+    return [
+        k for k in known
+        if k.mine and k.owner == me and k.status == Status.PENDING and k.same_lock(held)
+        and k.id != held.id
+    ]  # fmt: skip
+
+
 def read_answer(lock: Lock, member: str, ack: IntentAck) -> Lock:
     """The owner's view after `member` answered: acks updated, or aborted (lost, refused)."""
     if lock.status != Status.PENDING:

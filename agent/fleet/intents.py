@@ -354,7 +354,13 @@ class Intents(FleetComponent):
         if row.lock.status == to or row.lock.mine:
             return  # (a copy of what we know)
         reason = msg.body.reason if isinstance(msg.body, IntentAbort) else ""
-        lock = rules.move(row.lock, to, reason)
+        lock = row.lock
+        if lock.status == Status.PENDING and to in (Status.DONE, Status.FAILED):
+            lock = rules.move(lock, Status.COMMITTED)  # (its COMMIT is still on its way)
+        # news of a lock that lapsed here already is kept as the fact it is; any other illegal
+        # move is refused (INVALID_TRANSITION)
+        if not (lock.status == Status.EXPIRED and to in (Status.COMMITTED, Status.ABORTED)):
+            lock = rules.move(lock, to, reason)
         idb.put(tx, replace(row, lock=lock))
         facts.record(tx, kind, intent, msg, names=(intent,))
         if to == Status.COMMITTED:
@@ -362,12 +368,12 @@ class Intents(FleetComponent):
 
     def _yield_to(self, tx: Tx, held: Lock, hive: str, fx: Effects) -> None:
         """A lock committed elsewhere beats our own pending intent on the same target."""
-        for other in idb.on_target(tx, held.kind, held.target):
-            if other.mine and other.status == Status.PENDING:
-                row = idb.get(tx, other.id)
-                if row is not None:
-                    why = f"{held.owner[:12]}… committed first"
-                    self._abort(tx, row, "conflict_committed", why, hive, fx)
+        known = idb.on_target(tx, held.kind, held.target)
+        for mine in rules.yield_to(held, known, self.kernel.me):
+            row = idb.get(tx, mine.id)
+            if row is not None:
+                why = f"{held.owner[:12]}… committed first"
+                self._abort(tx, row, "conflict_committed", why, hive, fx)
 
     def apply_fact(self, tx: Tx, relayer: str, msg: Message, fx: Effects) -> None:
         """An intent or its end, handed on by anti-entropy: judged as if its owner sent it
