@@ -226,12 +226,9 @@ class _Option:
 
 
 def _amount(funds: int, room: int, config: PlannerConfig) -> tuple[int, str]:
-    bounds = [
-        (config.channel_default_sat, "default"),
-        (config.channel_max_sat, "max"),
-        (funds, "funds"),
-        (room, "cap"),
-    ]
+    """The amount a member could open and what bounds it (the default size is within the
+    maximum, so the maximum never binds before it)."""
+    bounds = [(config.channel_default_sat, "default"), (funds, "funds"), (room, "cap")]
     return min(bounds, key=lambda b: b[0])
 
 
@@ -290,7 +287,6 @@ def _unfunded(view: NodeView, room: int, config: PlannerConfig) -> str:
 
 BOUND_TEXT = {
     "default": "the default channel size",
-    "max": "the channel maximum",
     "funds": "all the funds it still offers",
     "cap": "the most that keeps the fleet within the cap",
 }

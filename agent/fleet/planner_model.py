@@ -75,7 +75,7 @@ class Expansion(_Frozen):
     member: str
     node: str
     amount_sat: int
-    bound: str  # what set the amount: default, max, funds or cap
+    bound: str  # what set the amount: default, funds or cap
     score: float
     node_capacity_sat: int
     degree: int
