@@ -238,11 +238,13 @@ def test_render_and_json() -> None:
     p = plan(g, members, records)
     text = render(p)
     for part in ("Fleet plan", "Expansions (3)", "why:", "Anti-overlap", "Fee hints (1)",
-                 "Top external nodes (4)", "cap 20%", "31,000,000 sat offered"):  # fmt: skip
+                 "Top external nodes (4 of 4)", "cap 20%", "31,000,000 sat offered"):  # fmt: skip
         assert part in text, part
-    data = as_json(p)
+    assert "Expansions (3)\n  1." in text and "… and 2 more" in render(p, limit=1)
+    data = as_json(p, me=B)
     assert json.loads(json.dumps(data)) == data
-    assert data["ignore"] == [[B, Y]] and data["expansions"][0]["amount_sat"] == 5 * M
+    assert data["ignore"] == [Y] and "ignore" not in as_json(p)
+    assert data["expansions"][0]["amount_sat"] == 5 * M
     assert data["inputs"]["config"]["market_share_cap"] == 0.2
     empty = render(plan([], [A], []))
     assert "Expansions: none" in empty and "Top external nodes: none" in empty

@@ -86,14 +86,16 @@ def public_channels(graph: Iterable[GraphEdge]) -> dict[str, tuple[str, str, int
     out: dict[str, tuple[str, str, int]] = {}
     for e in graph:
         if e.active and e.source != e.destination:
-            a, b = sorted((e.source, e.destination))
+            a, b = (
+                (e.source, e.destination) if e.source < e.destination else (e.destination, e.source)
+            )
             cap = max(e.capacity_sat, out[e.scid][2]) if e.scid in out else e.capacity_sat
             out[e.scid] = (a, b, cap)
     return out
 
 
 def fleet_links(
-    graph: Sequence[GraphEdge], members: Collection[str], records: Sequence[StateRecord]
+    graph: Iterable[GraphEdge], members: Collection[str], records: Sequence[StateRecord]
 ) -> dict[str, Link]:
     """scid → the fleet channel (records first, then the graph's member channels)."""
     links: dict[str, Link] = {}
@@ -101,27 +103,28 @@ def fleet_links(
         for ch in sorted(r.channels, key=lambda c: c.scid):
             if ch.state != "closing" and ch.peer not in members and ch.scid not in links:
                 links[ch.scid] = Link(r.owner, ch.peer, ch.scid, ch.capacity_sat, ch.fee_ppm)
+    edges = [e for e in graph if e.active and (e.source in members) != (e.destination in members)]
     seen: dict[str, Link] = {}
-    for e in sorted(graph, key=lambda e: (e.scid, e.source)):
-        ends = (e.source in members, e.destination in members)
-        if e.scid in links or ends.count(True) != 1 or not e.active:
+    for e in sorted(edges, key=lambda e: (e.scid, e.source)):
+        if e.scid in links:
             continue
-        member, peer = (e.source, e.destination) if ends[0] else (e.destination, e.source)
+        outward = e.source in members  # the member's own direction: its fee toward the peer
+        member, peer = (e.source, e.destination) if outward else (e.destination, e.source)
         known = seen.get(e.scid)
-        ppm = e.fee_ppm if ends[0] else (known.fee_ppm if known else None)
+        ppm = e.fee_ppm if outward else (known.fee_ppm if known else None)
         seen[e.scid] = Link(member, peer, e.scid, e.capacity_sat, ppm)
     return {**links, **seen}
 
 
 def survey(
-    graph: Sequence[GraphEdge],
+    public: Mapping[str, tuple[str, str, int]],
     members: Collection[str],
     links: Mapping[str, Link],
     config: PlannerConfig,
 ) -> dict[str, NodeView]:
     """Every external node: capacity, degree, the fleet's capacity and share, who serves it,
-    and its score (see the module docstring)."""
-    chans = public_channels(graph)
+    and its score (see the module docstring).  `public` is `public_channels(graph)`."""
+    chans = dict(public)
     for link in links.values():
         a, b = sorted((link.member, link.peer))
         chans[link.scid] = (a, b, link.capacity_sat)
@@ -139,16 +142,16 @@ def survey(
         served.setdefault(link.peer, set()).add(link.member)
     top_degree = max((len(p) for p in peers.values()), default=1)
     top_capacity = max(capacity.values(), default=1) or 1
+    num, den = config.cap.numerator, config.cap.denominator  # share ≥ cap ⇔ F·den ≥ num·N
     views = {}
     for node in sorted(n for n in capacity if capacity[n] > 0):
         n_cap, degree, f_cap = capacity[node], len(peers[node]), fleet.get(node, 0)
-        share = Fraction(f_cap, n_cap)
         connectivity = (degree / top_degree + n_cap / top_capacity) / 2
-        headroom = 0.0 if share >= config.cap else float(1 - share / config.cap)
+        headroom = 0.0 if f_cap * den >= num * n_cap else 1 - (f_cap * den) / (n_cap * num)
         score = connectivity * headroom if degree >= config.min_degree else 0.0
         views[node] = NodeView(
             node=node, capacity_sat=n_cap, degree=degree, fleet_capacity_sat=f_cap,
-            share=float(share), served_by=tuple(sorted(served.get(node, ()))),
+            share=f_cap / n_cap, served_by=tuple(sorted(served.get(node, ()))),
             score=round(score, 9),
         )  # fmt: skip
     return views
@@ -176,7 +179,8 @@ def plan(
     member_set = frozenset(members)
     held = latest_records(records, member_set)
     links = fleet_links(graph, member_set, held)
-    views = survey(graph, member_set, links, config)
+    public = public_channels(graph)
+    views = survey(public, member_set, links, config)
     notes: list[str] = []
     missing = sorted(member_set - {r.owner for r in held})
     if missing:
@@ -190,7 +194,6 @@ def plan(
     else:
         expansions = _expansions(views, held, links, config, notes)
     ranked = sorted(views.values(), key=lambda v: (-v.score, -v.capacity_sat, v.node))
-    public = public_channels(graph)
     inputs = PlanInputs(
         graph_channels=len(public),
         graph_nodes=len({n for a, b, _ in public.values() for n in (a, b)}),
@@ -248,13 +251,14 @@ def _expansions(
         connected.add((link.member, link.peer))
     out: list[Expansion] = []
     unfunded: list[str] = []
+    cap = config.cap
     candidates = sorted(
         (v for v in views.values() if v.score > 0), key=lambda v: (-v.score, v.node)
     )
     for view in candidates:
         if len(out) >= config.max_expansions:
             break
-        room = headroom_sat(view.fleet_capacity_sat, view.capacity_sat, config.cap)
+        room = headroom_sat(view.fleet_capacity_sat, view.capacity_sat, cap)
         options = []
         for member in sorted(funds):
             amount, bound = _amount(funds[member], room, config)

@@ -9,33 +9,34 @@ from typing import Any
 from agent.fleet.planner_model import Plan, PlannerConfig, short
 
 
-def as_json(plan: Plan) -> dict[str, Any]:
-    """The plan as JSON-ready data, with the (member, node) ignore pairs spelled out."""
-    return {**plan.model_dump(mode="json"), "ignore": [list(p) for p in plan.ignore_pairs()]}
+def as_json(plan: Plan, me: str | None = None) -> dict[str, Any]:
+    """The plan as JSON-ready data; with `me` (this node), also `ignore`: the nodes its CLBOSS
+    may ignore (the anti-overlap entries naming it)."""
+    data = plan.model_dump(mode="json")
+    if me is not None:
+        data["ignore"] = plan.ignores_for(me)
+    return data
 
 
-def render(plan: Plan) -> str:
-    """The plan as text: inputs, expansions, anti-overlap, fee hints, top nodes, notes."""
+def render(plan: Plan, limit: int = 20) -> str:
+    """The plan as text: inputs, expansions, anti-overlap, fee hints, top nodes and notes, each
+    section cut at `limit` entries (the JSON has them all)."""
     out = _inputs(plan)
-    out += _section(
-        "Expansions",
-        [
-            f"{short(e.member)} → {short(e.node)}  {e.amount_sat:,} sat  (score {e.score:.3f})\n"
-            f"     why: {e.reason}"
-            for e in plan.expansions
-        ],
-    )
-    out += _section(
-        "Anti-overlap (clboss-ignore)",
-        [f"{short(o.node)}: ignore on {_names(o.ignore_by)}\n     why: {o.reason}"
-         for o in plan.overlaps],
-    )  # fmt: skip
-    out += _section(
-        "Fee hints",
-        [f"{short(h.node)}: {h.hint_ppm} ppm\n     why: {h.reason}" for h in plan.fee_hints],
-    )
-    out += _nodes(plan)
-    out += _section("Notes", list(plan.notes))
+    expansions = [
+        f"{short(e.member)} → {short(e.node)}  {e.amount_sat:,} sat  (score {e.score:.3f})\n"
+        f"     why: {e.reason}"
+        for e in plan.expansions
+    ]
+    overlaps = [
+        f"{short(o.node)}: ignore on {_names(o.ignore_by)}\n     why: {o.reason}"
+        for o in plan.overlaps
+    ]
+    hints = [f"{short(h.node)}: {h.hint_ppm} ppm\n     why: {h.reason}" for h in plan.fee_hints]
+    out += _section("Expansions", expansions, limit)
+    out += _section("Anti-overlap (clboss-ignore)", overlaps, limit)
+    out += _section("Fee hints", hints, limit)
+    out += _nodes(plan, limit)
+    out += _section("Notes", list(plan.notes), limit)
     return "\n".join(out) + "\n"
 
 
@@ -61,13 +62,15 @@ def _config(c: PlannerConfig) -> str:
     )
 
 
-def _section(title: str, items: list[str]) -> list[str]:
+def _section(title: str, items: list[str], limit: int) -> list[str]:
     if not items:
         return ["", f"{title}: none"]
-    return ["", f"{title} ({len(items)})", *(f"  {n}. {t}" for n, t in enumerate(items, 1))]
+    shown = [f"  {n}. {t}" for n, t in enumerate(items[:limit], 1)]
+    more = [f"  … and {len(items) - limit} more (the JSON lists them all)"]
+    return ["", f"{title} ({len(items)})", *shown, *(more if len(items) > limit else [])]
 
 
-def _nodes(plan: Plan) -> list[str]:
+def _nodes(plan: Plan, limit: int) -> list[str]:
     if not plan.nodes:
         return ["", "Top external nodes: none"]
     head = f"  {'node':<14}{'capacity sat':>16}{'degree':>8}{'fleet sat':>14}{'share':>8}"
@@ -75,9 +78,9 @@ def _nodes(plan: Plan) -> list[str]:
         f"  {short(v.node):<14}{v.capacity_sat:>16,}{v.degree:>8}{v.fleet_capacity_sat:>14,}"
         f"{v.share:>8.1%}  score {v.score:.3f}"
         + (f"  served by {_names(v.served_by)}" if v.served_by else "")
-        for v in plan.nodes
+        for v in plan.nodes[:limit]
     ]
-    return ["", f"Top external nodes ({len(plan.nodes)})", head, *rows]
+    return ["", f"Top external nodes ({len(rows)} of {plan.inputs.external_nodes:,})", head, *rows]
 
 
 def _names(nodes: tuple[str, ...]) -> str:
