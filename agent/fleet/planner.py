@@ -307,10 +307,10 @@ def _expansion(
     )
     reason = (
         f"{short(view.node)} is well connected ({view.degree} peers, {view.capacity_sat:,} sat) "
-        f"and {served} (cap {config.market_share_cap:.0%}); {short(best.member)} offers "
-        f"{best.funds:,} sat, has no channel with it and {best.channels} channel(s) — the "
-        f"best placed of {eligible} member(s) able to open; {best.amount:,} sat is "
-        f"{BOUND_TEXT[best.bound]}, leaving the fleet at {after:.1%} of its capacity"
+        f"and {served}; {short(best.member)} offers {best.funds:,} sat, has no channel with it "
+        f"yet and {best.channels} channel(s) in all — the best placed of {eligible} member(s) "
+        f"able to open; {best.amount:,} sat is {BOUND_TEXT[best.bound]} and leaves the fleet "
+        f"at {after:.1%} of the node's capacity (cap {config.market_share_cap:.0%})"
     )
     return Expansion(
         member=best.member, node=view.node, amount_sat=best.amount, bound=best.bound,

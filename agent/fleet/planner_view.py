@@ -73,11 +73,13 @@ def _section(title: str, items: list[str], limit: int) -> list[str]:
 def _nodes(plan: Plan, limit: int) -> list[str]:
     if not plan.nodes:
         return ["", "Top external nodes: none"]
-    head = f"  {'node':<14}{'capacity sat':>16}{'degree':>8}{'fleet sat':>14}{'share':>8}"
+    head = (
+        f"  {'node':<14}{'capacity sat':>16}{'degree':>8}{'fleet sat':>14}{'share':>8}"
+        f"{'score':>8}  served by"
+    )
     rows = [
         f"  {short(v.node):<14}{v.capacity_sat:>16,}{v.degree:>8}{v.fleet_capacity_sat:>14,}"
-        f"{v.share:>8.1%}  score {v.score:.3f}"
-        + (f"  served by {_names(v.served_by)}" if v.served_by else "")
+        f"{v.share:>8.1%}{v.score:>8.3f}  {_names(v.served_by) or '-'}"
         for v in plan.nodes[:limit]
     ]
     return ["", f"Top external nodes ({len(rows)} of {plan.inputs.external_nodes:,})", head, *rows]
