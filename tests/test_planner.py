@@ -336,6 +336,17 @@ def test_plans_keep_the_cap_the_sizes_and_the_members_apart(w) -> None:
         assert min(h.ppm_by_member.values()) <= h.hint_ppm <= max(h.ppm_by_member.values())
 
 
+@given(st.integers(0, 10**10), st.integers(1, 10**10), st.integers(1, 99))
+def test_headroom_is_the_largest_amount_within_the_cap(fleet, capacity, pct) -> None:
+    cap = Fraction(pct, 100)
+    room = headroom_sat(fleet, capacity, cap)
+    if room >= 0:
+        assert fleet + room <= cap * (capacity + room)
+        assert fleet + room + 1 > cap * (capacity + room + 1)
+    else:
+        assert Fraction(fleet, capacity) > cap
+
+
 @given(worlds(), st.randoms(use_true_random=False))
 def test_plans_do_not_depend_on_input_order(w, rnd: random.Random) -> None:
     g, mems, recs, config = w
@@ -379,6 +390,11 @@ async def test_the_simulators_graph_and_the_cln_backend_agree() -> None:
     path = short_socket_dir() / "lightning-rpc"
     async with SimRpcServer(SimLightningd(net, members[1]), path):
         assert await CLNBackend(str(path), timeout_s=10).graph() == g
+    api = SimLightningd(net, members[1])
+    halves = api.dispatch("listchannels", {"source": members[0]})["channels"]
+    assert [(h["source"], h["destination"]) for h in halves] == [(members[0], externals[0])]
+    into = api.dispatch("listchannels", {"destination": externals[0]})["channels"]
+    assert len(into) == sum(e.destination == externals[0] for e in g) >= 2
     net.close_channel(g[0].scid, g[0].source)
     assert len(graph(net)) == len(g) - 2
     assert net.total_msat() == total
