@@ -79,6 +79,9 @@ PURE_CORES = [
     ROOT / "agent/fleet/gossip_rules.py",
     ROOT / "agent/fleet/topology.py",
     ROOT / "agent/fleet/intent_rules.py",
+    ROOT / "agent/fleet/planner.py",
+    ROOT / "agent/fleet/planner_model.py",
+    ROOT / "agent/fleet/planner_view.py",
     ROOT / "events/negentropy.py",
 ]
 PURE_FORBIDDEN = ("agent.store", "agent.node", "anyio", "asyncio", "sqlite3", "time")

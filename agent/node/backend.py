@@ -12,6 +12,7 @@ from typing import Protocol
 from agent.node.models import (
     Channel,
     Funds,
+    GraphChannel,
     Invoice,
     NodeEvent,
     NodeInfo,
@@ -90,6 +91,11 @@ class NodeBackend(Protocol):
 
     def events(self) -> AsyncGenerator[NodeEvent, None]:
         """Custom messages, peer connects/disconnects and forwards, as they happen."""
+        ...
+
+    async def graph(self) -> list[GraphChannel]:
+        """The public network as the node's gossip knows it: every channel once per direction
+        (CLN `listchannels` without arguments), sorted by (scid, source)."""
         ...
 
 

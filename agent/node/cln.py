@@ -29,6 +29,7 @@ from agent.node.models import (
     ChannelState,
     FeePolicy,
     Funds,
+    GraphChannel,
     Invoice,
     NodeEvent,
     NodeInfo,
@@ -403,6 +404,22 @@ class CLNBackend:
         finally:
             self._send.close()
             self._send = None
+
+    async def graph(self) -> list[GraphChannel]:  # listchannels (no arguments: the whole graph)
+        halves = (await self.call("listchannels")).get("channels", [])
+        out = [
+            GraphChannel(
+                source=h["source"],
+                destination=h["destination"],
+                scid=h["short_channel_id"],
+                capacity_sat=int(h.get("amount_msat", 0)) // 1000,
+                fee_base_msat=int(h.get("base_fee_millisatoshi", 0)),
+                fee_ppm=int(h.get("fee_per_millionth", 0)),
+                active=bool(h.get("active", True)),
+            )
+            for h in halves
+        ]
+        return sorted(out, key=lambda g: (g.scid, g.source))
 
 
 def _fee(half: dict[str, Any], amount_msat: int) -> int:

@@ -116,3 +116,19 @@ class Forward(_Model):
 
 
 NodeEvent = CustomMsg | PeerConnected | PeerDisconnected | Forward
+
+
+# --- the network graph ----------------------------------------------------------------------
+
+
+class GraphChannel(_Model):
+    """One direction of a public channel as the node's gossip knows it (CLN `listchannels`):
+    what `source` charges to forward to `destination` over it."""
+
+    source: str
+    destination: str
+    scid: str
+    capacity_sat: int = Field(ge=0)
+    fee_base_msat: int = Field(ge=0)
+    fee_ppm: int = Field(ge=0)
+    active: bool

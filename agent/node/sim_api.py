@@ -156,9 +156,19 @@ class SimLightningd:
         return {"channels": chans}
 
     def rpc_listchannels(self, p: dict[str, Any]) -> dict[str, Any]:
-        chan = self.net.channel(p["short_channel_id"])
+        """One channel (`short_channel_id`), or every open one (filtered by `source` or
+        `destination` if given), once per direction."""
+        if p.get("short_channel_id"):
+            chans = [self.net.channel(p["short_channel_id"])]
+        else:
+            chans = [self.net.channels[s] for s in sorted(self.net.channels)]
+            chans = [c for c in chans if c.open]
         out = []
-        for source in (chan.a, chan.b):
+        for chan, source in ((c, s) for c in chans for s in sorted((c.a, c.b))):
+            if p.get("source") not in (None, source):
+                continue
+            if p.get("destination") not in (None, chan.other(source)):
+                continue
             pol = chan.policy[source]
             out.append({
                 "source": source, "destination": chan.other(source),

@@ -13,6 +13,7 @@ from agent.node.models import (
     Channel,
     ChannelState,
     Funds,
+    GraphChannel,
     Invoice,
     NodeEvent,
     NodeInfo,
@@ -211,3 +212,9 @@ class SimBackend:
                 send.close()
 
         return stream()
+
+    async def graph(self) -> list[GraphChannel]:
+        """The whole simulated network's open channels, once per direction (sim_graph.py)."""
+        from agent.node.sim_graph import graph
+
+        return graph(self.network)
