@@ -7,7 +7,7 @@ Two implementations stand side by side: `CLNBackend` (Core Lightning over pyln-c
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.node.models import (
     Channel,
@@ -90,6 +90,12 @@ class NodeBackend(Protocol):
 
     def events(self) -> AsyncGenerator[NodeEvent, None]:
         """Custom messages, peer connects/disconnects and forwards, as they happen."""
+        ...
+
+    async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Any RPC method by name, with named parameters: lightningd's `plugin` command and
+        the methods other plugins add (`revenue-status`, `clboss-ignore`, …).  Errors are
+        mapped as for every other call (NodeRefused, NotFound, InvalidParams, …)."""
         ...
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import anyio
 
@@ -20,7 +21,9 @@ from agent.node.models import (
     Peer,
     SignedMessage,
 )
+from agent.node.cln import map_rpc_error
 from agent.node.sim import Network, SimNode
+from agent.node.sim_plugins import PluginFailure, plugins_on
 from events import lnsig
 
 
@@ -211,3 +214,11 @@ class SimBackend:
                 send.close()
 
         return stream()
+
+    async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Other plugins' methods, as the simulated node's plugins answer them
+        (agent/node/sim_plugins.py), errors mapped as CLNBackend maps lightningd's."""
+        try:
+            return await plugins_on(self.network, self.node_id).call(method, params)
+        except PluginFailure as exc:
+            raise map_rpc_error(method, {"code": exc.code, "message": exc.message}) from None
