@@ -73,8 +73,7 @@ class CircuitBreaker:
             wait = self.reset_s - (self.clock() - (self.opened_at or 0))
             last = f" (last: {self.last_error})" if self.last_error else ""
             raise self.error(
-                f"{self.name} failed {self.failures} times in a row; "
-                f"retrying in {wait:.0f} s{last}"
+                f"{self.name} failed {self.failures} times in a row; retrying in {wait:.0f} s{last}"
             )
 
     def success(self) -> None:

@@ -373,11 +373,11 @@ class CLNBackend:
             self._send.close()
             self._send = None
 
-
     async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Any method by name (other plugins' RPCs): the same socket, timeout and errors."""
         result = await self.call(method, **params)
         return result if isinstance(result, dict) else {"result": result}
+
 
 def _fee(half: dict[str, Any], amount_msat: int) -> int:
     return (

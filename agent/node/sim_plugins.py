@@ -111,9 +111,7 @@ class SimPlugins:
         names = [*BUILTIN, *(PATHS[p] for p in sorted(self.loaded))]
         return {
             "command": "list",
-            "plugins": [
-                {"name": n, "active": True, "dynamic": n not in BUILTIN} for n in names
-            ],
+            "plugins": [{"name": n, "active": True, "dynamic": n not in BUILTIN} for n in names],
         }
 
     def _revenue_status(self) -> dict[str, Any]:

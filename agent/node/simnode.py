@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from agent.errors import NodeRefused
 from agent.node.models import (
     Channel,
     ChannelState,
@@ -21,7 +22,6 @@ from agent.node.models import (
     Peer,
     SignedMessage,
 )
-from agent.node.cln import map_rpc_error
 from agent.node.sim import Network, SimNode
 from agent.node.sim_plugins import PluginFailure, plugins_on
 from events import lnsig
@@ -217,8 +217,8 @@ class SimBackend:
 
     async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Other plugins' methods, as the simulated node's plugins answer them
-        (agent/node/sim_plugins.py), errors mapped as CLNBackend maps lightningd's."""
+        (agent/node/sim_plugins.py); an error answer is NodeRefused, as through CLNBackend."""
         try:
             return await plugins_on(self.network, self.node_id).call(method, params)
         except PluginFailure as exc:
-            raise map_rpc_error(method, {"code": exc.code, "message": exc.message}) from None
+            raise NodeRefused(f"{method}: {exc.message}") from None
