@@ -286,6 +286,23 @@ async def test_clboss_wishes_wait_until_clboss_is_loaded(tmp_path: Path) -> None
         assert w.bridge().status()["clboss_ignored"] == [w.ids[3]]
 
 
+async def test_a_clboss_without_clboss_ignore_is_asked_once_a_day(tmp_path: Path) -> None:
+    async with world(tmp_path, CLBOSS) as w:
+        w.host.clboss_ignore = False  # released CLBOSS has clboss-unmanage, not clboss-ignore
+        bridge = w.bridge()
+        await bridge.reconcile(set())
+        with pytest.raises(NodeRefused, match="Unknown command"):
+            await bridge.ignore(w.ids[2])
+        assert await bridge.ignore(w.ids[3]) is False  # not asked again today
+        assert (await bridge.reconcile(set())).deferred == sorted(w.ids[2:4])
+        assert bridge.breakers[CLBOSS].report()["failures"] == 1  # asked once, still closed
+        assert bridge.breakers[CLBOSS].state == BreakerState.CLOSED
+        w.host.clboss_ignore = True  # upgraded
+        w.clock.advance(86_400)
+        await bridge.reconcile(set())
+        assert w.host.ignored == set(w.ids[2:4])
+
+
 async def test_a_failing_clboss_raises_and_does_not_touch_revenue_ops(tmp_path: Path) -> None:
     async with world(tmp_path, REVENUE_OPS, CLBOSS) as w:
         bridge = w.bridge()

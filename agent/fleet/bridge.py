@@ -40,6 +40,8 @@ KV_FEES = "fleet-bridge:fees"  # scid -> {"peer", "base_msat", "ppm"}: what was 
 KV_POLICIES = "fleet-bridge:policies"  # peer -> the strategy revenue-ops last accepted from us
 KV_CLBOSS = "fleet-bridge:clboss"  # peer -> {"want": bool, "applied": bool}
 KV_CALLS = "fleet-bridge:calls"  # "<plugin>:<peer>" -> when the last per-peer call was made
+KV_NO_IGNORE = "fleet-bridge:clboss-no-ignore"  # {"at": when CLBOSS said it has no clboss-ignore}
+RETRY_UNSUPPORTED_S = 86_400  # asked again a day later (CLBOSS may have been upgraded)
 
 
 class Mode(StrEnum):
@@ -173,7 +175,10 @@ class Bridge:
 
     @property
     def clboss_loaded(self) -> bool:
-        return bool(self._kv(KV_MODE).get("clboss"))
+        """CLBOSS was listed, and has not said lately that it lacks `clboss-ignore`."""
+        refused_at = self._kv(KV_NO_IGNORE).get("at")
+        lacks = refused_at is not None and self.clock.now() - refused_at < RETRY_UNSUPPORTED_S
+        return bool(self._kv(KV_MODE).get("clboss")) and not lacks
 
     # --- reconciliation ------------------------------------------------------------------
 
@@ -300,6 +305,8 @@ class Bridge:
             await self._call(CLBOSS, method, {"nodeid": node})
         except HiveError as exc:
             report.failed[node] = exc.code
+            if "unknown command" in exc.message.lower():  # released CLBOSS (0.15) lacks it
+                self._save(KV_NO_IGNORE, {"at": self.clock.now()})
             return exc
         wishes = self._kv(KV_CLBOSS)
         if wish["want"]:

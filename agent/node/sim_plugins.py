@@ -31,6 +31,7 @@ PATHS = {
 BUILTIN = ["/usr/libexec/c-lightning/plugins/pay", "/usr/libexec/c-lightning/plugins/bcli"]
 REVENUE_METHODS = frozenset({"revenue-status", "revenue-policy"})
 CLBOSS_METHODS = frozenset({"clboss-ignore", "clboss-unignore", "clboss-status"})
+IGNORE_METHODS = frozenset({"clboss-ignore", "clboss-unignore"})
 STRATEGIES = frozenset({"dynamic", "static", "hive", "passive"})
 REBALANCE = frozenset({"enabled", "disabled", "source_only", "sink_only"})
 METHOD_NOT_FOUND, INVALID_PARAMS, PLUGIN_ERROR = -32601, -32602, -32600
@@ -60,6 +61,7 @@ class SimPlugins:
     loaded: set[str] = field(default_factory=set)
     revenue_version: str = "2.2.1"
     revenue_status: str = "running"
+    clboss_ignore: bool = True  # False: a CLBOSS without clboss-ignore/unignore (as 0.15.1)
     faults: dict[str, Fault] = field(default_factory=dict)  # method -> fault ("*": every one)
     slow_s: float = 0.5
     clock: Callable[[], float] = time.time
@@ -72,7 +74,11 @@ class SimPlugins:
         return (
             method == "plugin"
             or (method in REVENUE_METHODS and REVENUE_OPS in self.loaded)
-            or (method in CLBOSS_METHODS and CLBOSS in self.loaded)
+            or (
+                method in CLBOSS_METHODS
+                and CLBOSS in self.loaded
+                and (self.clboss_ignore or method not in IGNORE_METHODS)
+            )
         )
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
