@@ -380,3 +380,10 @@ def test_the_breaker_counts_failures_within_its_window() -> None:
         b.check()
         b.success()
     assert b.state == BreakerState.CLOSED
+
+
+def test_the_defaults_are_the_designs() -> None:
+    """3 failures within 60 s, 60 s open, 3 successes, 5 s a call, one call a peer a minute."""
+    assert BridgeConfig() == BridgeConfig(
+        timeout_s=5.0, failures=3, window_s=60, cooldown_s=60, successes=3, per_peer_s=60
+    )
