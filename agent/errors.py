@@ -96,6 +96,15 @@ class NodeRefused(AgentError):
     exit_code = EX_SOFTWARE
 
 
+class PluginUnavailable(AgentError):
+    """Raised when another plugin on the node (cl-revenue-ops, CLBOSS) does not answer in
+    time, or its circuit breaker is open."""
+
+    code = "PLUGIN_UNAVAILABLE"
+    detail = "a plugin on the Lightning node is not answering"
+    exit_code = EX_UNAVAILABLE
+
+
 class PeerNotConnected(AgentError):
     """Raised when a custom message is sent to a peer that is not connected."""
 

@@ -224,9 +224,12 @@ class Model:
             for lock in [m.locks[x] for x in list(m.live)]:
                 if lock.mine and lock.status == Status.PENDING:
                     self.drive(m.idx, lock.id)
-                elif not lock.mine and lock.status in rules.LIVE and now >= lock.expires_at:
-                    if Status.EXPIRED in rules.MOVES[lock.status]:
-                        m.put(rules.move(lock, Status.EXPIRED))
+                elif (
+                    not lock.mine
+                    and now >= lock.expires_at
+                    and Status.EXPIRED in rules.MOVES[lock.status]
+                ):
+                    m.put(rules.move(lock, Status.EXPIRED))
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -256,10 +259,10 @@ class Model:
         elif what == "tick":
             self.tick()
         elif what == "deliver":
-            if data.id in self.unacked and self.receive(data):
-                # the receiver's acknowledgement of the frame is lost as often as anything
-                if self.rng.random() >= self.loss:
-                    self.unacked.pop(data.id, None)
+            # the receiver's acknowledgement of the frame is lost as often as anything
+            handled = data.id in self.unacked and self.receive(data)
+            if handled and self.rng.random() >= self.loss:
+                self.unacked.pop(data.id, None)
         elif what == "retry":
             msg = self.unacked.get(data)
             if msg is not None:

@@ -67,7 +67,7 @@ async def test_circuit_breaker_opens_and_recovers() -> None:
         await node.info()  # fails fast: no connection attempted
     assert time.monotonic() - started < 0.05
     now[0] = 31.0
-    assert breaker.state == "half-open"
+    assert breaker.state == "half_open"
     with pytest.raises(NodeUnavailable, match="cannot reach"):
         await node.info()
     assert breaker.state == "open"

@@ -7,7 +7,7 @@ Two implementations stand side by side: `CLNBackend` (Core Lightning over pyln-c
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.node.models import (
     Channel,
@@ -96,6 +96,12 @@ class NodeBackend(Protocol):
     async def graph(self) -> list[GraphChannel]:
         """The public network as the node's gossip knows it: every channel once per direction
         (CLN `listchannels` without arguments), sorted by (scid, source)."""
+        ...
+
+    async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Any RPC method by name, with named parameters: lightningd's `plugin` command and
+        the methods other plugins add (`revenue-status`, `clboss-ignore`, …).  Errors are
+        mapped as for every other call (NodeRefused, NotFound, InvalidParams, …)."""
         ...
 
 

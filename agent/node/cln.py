@@ -16,13 +16,13 @@ import contextlib
 import functools
 import secrets
 import threading
-import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anyio
 from pyln.client import LightningRpc, RpcError
 
+from agent.breaker import CircuitBreaker
 from agent.errors import NodeRefused, NodeUnavailable, PeerNotConnected
 from agent.node.models import (
     Channel,
@@ -41,6 +41,7 @@ from events.errors import HiveError, InsufficientBalance, InvalidParams, NotFoun
 
 FINAL_CLTV = 18
 PAY_CODES = {203, 204, 205, 206, 207, 209, 210}
+__all__ = ["CLNBackend", "CircuitBreaker", "map_rpc_error"]
 
 
 def map_rpc_error(method: str, error: dict[str, Any]) -> HiveError:
@@ -67,38 +68,6 @@ def map_rpc_error(method: str, error: dict[str, Any]) -> HiveError:
             return NotFound(text)
         return InvalidParams(text)
     return NodeRefused(text)
-
-
-class CircuitBreaker:
-    """Closed → (n consecutive failures) → open for `reset_s` → one trial → closed or open."""
-
-    def __init__(
-        self, failures: int = 5, reset_s: float = 30.0, clock: Callable[[], float] = time.monotonic
-    ):
-        self.threshold, self.reset_s, self.clock = failures, reset_s, clock
-        self.failures = 0
-        self.opened_at: float | None = None
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "open" if self.clock() - self.opened_at < self.reset_s else "half-open"
-
-    def check(self) -> None:
-        if self.state == "open":
-            wait = self.reset_s - (self.clock() - (self.opened_at or 0))
-            raise NodeUnavailable(
-                f"the node failed {self.failures} times in a row; retrying in {wait:.0f} s"
-            )
-
-    def success(self) -> None:
-        self.failures, self.opened_at = 0, None
-
-    def failure(self) -> None:
-        self.failures += 1
-        if self.failures >= self.threshold or self.state == "half-open":
-            self.opened_at = self.clock()
 
 
 def _channel(c: dict[str, Any]) -> Channel:
@@ -420,6 +389,11 @@ class CLNBackend:
             for h in halves
         ]
         return sorted(out, key=lambda g: (g.scid, g.source))
+
+    async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Any method by name (other plugins' RPCs): the same socket, timeout and errors."""
+        result = await self.call(method, **params)
+        return result if isinstance(result, dict) else {"result": result}
 
 
 def _fee(half: dict[str, Any], amount_msat: int) -> int:

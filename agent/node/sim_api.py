@@ -16,6 +16,7 @@ import anyio
 
 from agent.errors import PeerNotConnected
 from agent.node.sim import Network
+from agent.node.sim_plugins import PluginFailure, SimPlugins, plugins_on
 from agent.node.simnode import channel_view
 from events import lnsig
 from events.errors import HiveError, InsufficientBalance, InvalidParams, NotFound, PaymentFailed
@@ -60,6 +61,8 @@ class SimLightningd:
         }
 
     def dispatch(self, method: str, params: dict[str, Any] | list[Any]) -> Any:
+        if isinstance(params, dict) and (host := plugins_on(self.net, self.me)).answers(method):
+            return _plugin_answer(host, method, params)  # other plugins (sim_plugins.py)
         handler = self.methods.get(method)
         if handler is None:
             raise RpcFailure(METHOD_NOT_FOUND, f"Unknown command '{method}'")
@@ -358,3 +361,10 @@ async def _mapped(method: str, pending: Any) -> Any:
         return await pending
     except (HiveError, KeyError, TypeError, ValueError) as exc:
         raise _failure(method, exc) from None
+
+
+async def _plugin_answer(host: SimPlugins, method: str, params: dict[str, Any]) -> Any:
+    try:
+        return await host.call(method, params)
+    except PluginFailure as exc:
+        raise RpcFailure(exc.code, exc.message) from None

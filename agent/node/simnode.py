@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import anyio
 
+from agent.errors import NodeRefused
 from agent.node.models import (
     Channel,
     ChannelState,
@@ -22,6 +24,7 @@ from agent.node.models import (
     SignedMessage,
 )
 from agent.node.sim import Network, SimNode
+from agent.node.sim_plugins import PluginFailure, plugins_on
 from events import lnsig
 
 
@@ -218,3 +221,11 @@ class SimBackend:
         from agent.node.sim_graph import graph
 
         return graph(self.network)
+
+    async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Other plugins' methods, as the simulated node's plugins answer them
+        (agent/node/sim_plugins.py); an error answer is NodeRefused, as through CLNBackend."""
+        try:
+            return await plugins_on(self.network, self.node_id).call(method, params)
+        except PluginFailure as exc:
+            raise NodeRefused(f"{method}: {exc.message}") from None
