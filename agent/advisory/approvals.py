@@ -54,7 +54,7 @@ class Approvals:
         )
         if ctx.policy.operator_pubkey:
             with ctx.agent.store.transaction(ctx.now) as tx:
-                ask = _ask(row, cmd, decision, state, local=row["sender"] == ctx.me)
+                ask = _ask(row, cmd, decision, state, local=row["sender"] == ctx.principal)
                 self.receipts.dm(tx, ctx.policy.operator_pubkey, ask)
             ctx.agent.wake_outbox()
 

@@ -3,8 +3,13 @@ the node it acts on, the operator's policy and, if escrow runs, who covers payme
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+import nostr_sdk as sdk
 
 from agent.advisory.policy import Governance, Mode, PolicyConfig
 from agent.advisory.ports import CommandPayments
@@ -34,10 +39,18 @@ class NodeContext:
     def now(self) -> int:
         return self.agent.clock.now()
 
+    @cached_property
+    def principal(self) -> str:
+        """The holder of the node's own actions (its fleet role): a key derived from the
+        agent's, which only this node can sign for (a node cannot hold its own credential)."""
+        secret = bytes.fromhex(self.agent.keys.secret_key().to_hex())
+        derived = hmac.new(secret, b"hive-agent/fleet-principal", hashlib.sha256).digest()
+        return sdk.Keys(sdk.SecretKey.from_bytes(derived)).public_key().to_hex()
+
     def is_local(self, db: Any, cmd: Command) -> bool:
-        """True for the node's own actions: under the credential it holds for itself."""
+        """True for the node's own actions: under a credential granted to its principal."""
         found = repo.credential(db, cmd.credential_id)
-        return found is not None and found[0].credential.advisor == self.me
+        return found is not None and found[0].credential.advisor == self.principal
 
     def mode_of(self, db: Any, cmd: Command) -> Mode:
         """The governance mode that decides this command: the node's own for its actions, the

@@ -3,12 +3,14 @@ like an advisor's, through the very same path (`NodeService`: danger from the ca
 and budgets counted in the store, protected channels and forbidden peers, the approval decision,
 execution claimed at most once, a signed receipt in a hash chain).
 
-The principal is the node itself: at the first action it grants itself a credential (advanced
-tier, the schema families the fleet acts with, `KINDS`), signed by its key and stored like any
-credential it grants, but never sent (receipts to oneself are kept, not delivered).  Its chain
-is the fleet's record; the operator may revoke it (`hive-revoke`), which stops fleet actions
-until the agent restarts with a new one.  Each action's command id is derived from the intent
-id that guards it, so an action submitted twice (a retry, a restart) is one command.
+The principal is the node's own fleet role: a key derived from the agent's (`NodeContext.
+principal`; a node cannot hold its own credential).  At the first action the node grants it a
+credential (advanced tier, the schema families the fleet acts with, `KINDS`), signed and stored
+like any credential it grants, but never sent (receipts to the principal are kept in its chain,
+not delivered).  That chain is the fleet's record; the operator may revoke the credential
+(`hive-revoke`), which stops fleet actions until the agent restarts with a new one.  Each
+action's command id is derived from the intent id that guards it, so an action submitted twice
+(a retry, a restart) is one command.
 
 The governance mode (`Governance`, plugin option `hive-governance-mode`; `operator` by default,
 see `Governance`) replaces the policy's mode for these commands only: autonomous keeps the
@@ -154,16 +156,19 @@ class LocalActions:
     def principal(self) -> Grant:
         """The credential the node holds for its own actions (granted to itself if none)."""
         store, me, now = self.node.agent.store, self.node.me, self.node.now
+        holder = self.node.ctx.principal
         newest = self._newest()
         if newest and newest["revoked_at"] and newest["credential_id"] != self._revoked_at_start:
             raise Unauthorized(
                 "the operator revoked the credential fleet actions run under; they stay off "
                 "until the agent restarts"
             )
-        grant = repo.active_granted_to(store, me, now + RENEW_BEFORE_S)
+        grant = repo.active_granted_to(store, holder, now + RENEW_BEFORE_S)
         if grant is not None and all(grant.credential.allows(s[:-2] + "/v1") for s in SCHEMAS):
             return grant
-        cred = new_credential(me, me, Tier.ADVANCED.value, SCHEMAS, now=now, days=CREDENTIAL_DAYS)
+        cred = new_credential(
+            me, holder, Tier.ADVANCED.value, SCHEMAS, now=now, days=CREDENTIAL_DAYS
+        )
         grant = credential.sign(self.node.agent.keys, cred)
         with store.transaction(now) as tx:
             repo.save_credential(tx, grant, "granted")
@@ -175,7 +180,7 @@ class LocalActions:
         mine = [
             r
             for r in repo.credentials(self.node.agent.store, "granted")
-            if r["advisor"] == self.node.me
+            if r["advisor"] == self.node.ctx.principal
         ]
         return mine[-1] if mine else None
 
@@ -222,7 +227,8 @@ class LocalActions:
 
     def _intake(self, action: ActionRequest, cmd: Command) -> None:
         """The advisor's intake (same checks, same receipts), and the action noted as open."""
-        store, me = self.node.agent.store, self.node.me
+        store, holder = self.node.agent.store, self.node.ctx.principal
+        again = repo.command_row(store, cmd.command_id) is not None  # reported as it stands
         opened = dict(store.kv(OPEN_KEY, {}))
         opened[action.intent_id] = {
             "command_id": cmd.command_id,
@@ -230,8 +236,9 @@ class LocalActions:
             "origin": action.origin,
         }
         with store.transaction(self.node.now) as tx:
-            self.node.intake.intake(tx, cmd, me, ReplyChannel.RECEIPT)
-            tx.set_kv(OPEN_KEY, opened)
+            self.node.intake.intake(tx, cmd, holder, ReplyChannel.RECEIPT)
+            if not again:
+                tx.set_kv(OPEN_KEY, opened)
 
     def outcome(self, intent_id: str) -> ActionOutcome | None:
         """The action an intent guards, as it stands; None if it was never submitted."""

@@ -194,14 +194,14 @@ class NodeService:
     ) -> Decision:
         limit = await self.limits.error(cmd, grant, spec, params, danger, listing)
         sender, store = row["sender"], self.agent.store
-        score = None  # the node's own actions: neutral (r = 1)
-        if sender != self.me:
+        r = self.ctx.governance.reputation_factor  # the node's own actions (fleet)
+        if sender != self.ctx.principal:
             rep = aggregate(sender, market_repo.credentials_about(store, sender), self.now)
-            score = rep.score if rep.parts else None
+            r = reputation_factor(rep.score if rep.parts else None)
         pol = self.policy
         return decide(
             danger,
-            reputation_factor(score),
+            r,
             pol.preset,
             grant.credential.tier,
             self.ctx.mode_of(store, cmd),

@@ -222,11 +222,17 @@ class Governance:
     operator has seen it (`hive-pending`, `hive-approve`), so a misconfigured or misled fleet
     costs a queue entry, never a channel.  `autonomous` is the operator's explicit choice to
     let the approval table (and budgets) decide; `failsafe` runs emergency actions only.
+
+    `reputation_factor` is r in the approval table for the node's own actions: its planner is
+    trusted like a well-reputed advisor (1.5), so under the moderate preset a danger-5 action
+    (an open below 1M sat) runs in autonomous mode while danger 6 (larger opens, closes)
+    waits for the operator; the preset's confirm-from still applies.
     """
 
     mode: Mode = Mode.OPERATOR
     failsafe_budget_sats: int = FAILSAFE_BUDGET_SATS  # sats emergency actions move per UTC day
     failsafe_per_hour: int = FAILSAFE_PER_HOUR
+    reputation_factor: float = 1.5
 
     @classmethod
     def from_options(
