@@ -14,6 +14,7 @@ from agent.advisory import execution
 from agent.advisory.local import ActionOutcome, LocalActions, Status, command_id_for
 from agent.advisory.node import NodeService, vote
 from agent.advisory.policy import Governance, Mode, PolicyConfig, Preset
+from agent.cln_plugin import governance_options
 from agent.clock import ManualClock
 from agent.fleet.actions import ActionPort, FleetAction, intent_result
 from agent.node.sim import Network
@@ -225,10 +226,17 @@ async def test_bad_requests_and_failures_are_reported(world) -> None:
     assert (await node.settle("i-gone")).code == "NOT_FOUND"
     assert {r.intent_id for r in node.reports} >= {"i-ban", "i-gone"}
     assert gone.command_id == command_id_for("i-gone")
-    with pytest.raises(InvalidParams):
-        Governance.from_options("yolo")
-    assert Governance.from_options("failsafe", "10000000").mode == Mode.FAILSAFE
-    assert Governance().mode == Mode.OPERATOR
+
+
+def test_governance_options() -> None:
+    assert governance_options({}) == Governance() and Governance().mode == Mode.OPERATOR
+    chosen = governance_options(
+        {"hive-governance-mode": "Failsafe", "hive-failsafe-budget-per-day": "2000000"}
+    )
+    assert (chosen.mode, chosen.failsafe_budget_sats) == (Mode.FAILSAFE, 2_000_000)
+    for bad in ({"hive-governance-mode": "oracle"}, {"hive-failsafe-budget-per-day": "lots"}):
+        with pytest.raises(InvalidParams, match=next(iter(bad))):
+            governance_options(bad)
 
 
 class Killed(BaseException):
