@@ -284,3 +284,23 @@ async def test_restart_while_queued_then_approved_runs_once(world) -> None:
     await third.service.execution.recover()
     await third.service.step()
     assert third.actions.outcome("i-q").ok and len(third.channels_to(ids[2])) == 1
+
+
+async def test_revoking_the_fleet_credential_stops_fleet_actions(world) -> None:
+    make, ids = world
+    node = make(OPERATOR)
+    node.submit("channel_open", "i-r1", peer=ids[2], amount_sats=300_000)
+    await node.service.step()
+    cred = node.actions.principal().credential.credential_id
+    assert [c["credential_id"] for c in repo.credentials(node.store, "granted")] == [cred]
+    with node.store.transaction(node.clock.now()) as tx:
+        assert repo.revoke_credential(tx, cred)
+    off = node.submit("channel_open", "i-r2", peer=ids[3], amount_sats=300_000)
+    assert (off.status, off.code) == (Status.REFUSED, "UNAUTHORIZED")
+    vote(node.store, command_id_for("i-r1")[:12], "approve", node.clock.now())
+    waiting = await node.settle("i-r1")  # what waited under it is refused, not run
+    assert (waiting.status, waiting.code) == (Status.REFUSED, "UNAUTHORIZED")
+    assert not node.channels_to(ids[2])
+    again = make(OPERATOR)  # a restart grants a new one
+    assert again.submit("channel_open", "i-r3", peer=ids[3], amount_sats=300_000).code is None
+    assert again.actions.principal().credential.credential_id != cred

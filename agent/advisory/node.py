@@ -134,7 +134,10 @@ class NodeService:
         for row in repo.commands_in(self.agent.store, CS.READY):
             await self._guard(self.execution.execute, row)
         for hook in self.after_step:
-            hook()
+            try:
+                hook()
+            except Exception:  # a hook never stops the command loop
+                log.exception("an after-step hook failed")
 
     async def _guard(self, fn: Any, row: Row) -> None:
         try:
