@@ -76,7 +76,10 @@ async def test_manifest_init_and_help_texts() -> None:
             plugin.manifest["subscriptions"]
         )
         options = {o["name"]: o for o in plugin.manifest["options"]}
-        assert list(options) == ["hive-relays", "hive-gossip-threshold", "hive-heartbeat-interval"]
+        assert list(options) == [
+            "hive-relays", "hive-gossip-threshold", "hive-heartbeat-interval",
+            "hive-governance-mode", "hive-failsafe-budget-per-day",
+        ]  # fmt: skip
         assert all(len(o["description"]) > 20 for o in options.values())
 
 
