@@ -172,11 +172,11 @@ class LocalActions:
         grant = credential.sign(self.node.agent.keys, cred)
         with store.transaction(now) as tx:
             repo.save_credential(tx, grant, "granted")
-        log.info("the node granted itself credential %s for fleet actions", cred.credential_id)
+        log.info("granted credential %s to the fleet role (fleet actions)", cred.credential_id)
         return grant
 
     def _newest(self) -> dict[str, Any] | None:
-        """The newest credential the node granted itself (revoked or not)."""
+        """The newest credential granted to the fleet role (revoked or not)."""
         mine = [
             r
             for r in repo.credentials(self.node.agent.store, "granted")
