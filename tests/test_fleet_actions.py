@@ -16,7 +16,7 @@ from agent.advisory.node import NodeService, vote
 from agent.advisory.policy import Governance, Mode, PolicyConfig, Preset
 from agent.cln_plugin import governance_options
 from agent.clock import ManualClock
-from agent.fleet.actions import ActionPort, FleetAction, intent_result
+from agent.fleet.actions import ActionPort, FleetAction, action_for, intent_result, outcome_state
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend
 from agent.settings import RelaysConfig, Settings
@@ -304,3 +304,17 @@ async def test_revoking_the_fleet_credential_stops_fleet_actions(world) -> None:
     again = make(OPERATOR)  # a restart grants a new one
     assert again.submit("channel_open", "i-r3", peer=ids[3], amount_sats=300_000).code is None
     assert again.actions.principal().credential.credential_id != cred
+
+
+async def test_an_intent_lock_as_a_fleet_action(world) -> None:
+    make, ids = world
+    node = make(AUTONOMOUS)
+    action = action_for("channel_open", ids[2], 250_000, "lock-1")
+    assert action is not None and action_for("ban_proposal", ids[2], 0, "lock-2") is None
+    assert outcome_state(node.port.submit(action))[0] == "waiting"  # pending: not final yet
+    await node.service.step()
+    assert outcome_state(node.port.submit(action))[0] == "ok"  # settling = submitting again
+    assert len(node.channels_to(ids[2])) == 1
+    state, detail = outcome_state(node.port.submit(action_for("teleport", "x", 0, "lock-3")))
+    assert state == "failed" and "INVALID_PARAMS" in detail
+    assert outcome_state(node.port.outcome("lock-never"))[0] == "failed"

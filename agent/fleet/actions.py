@@ -5,9 +5,13 @@ budgets, approval decision by the node's governance mode, a signed receipt).
 
 The fleet imports nothing of that path (agent/advisory/local.py `LocalActions` implements
 `ActionPort` structurally; the plugin hands it to the fleet).  The intent component submits the
-action its intent lock guards, then learns the outcome from `on_outcome` or by asking
-`outcome(intent_id)` (after a restart too), and ends the intent with `intent_result`:
-True → INTENT_DONE ok, False → INTENT_DONE failed (the lock is released), None → not yet.
+action its intent lock guards (`action_for`), then learns the outcome from `on_outcome` or by
+asking `outcome(intent_id)` (after a restart too), and ends the intent with `intent_result`:
+True → INTENT_DONE ok, False → INTENT_DONE failed (the lock is released), None → not yet
+(`outcome_state` says the same as "ok" / "failed" / "waiting" with a detail).  `submit` is
+idempotent by intent id (the command id is derived from it), so settling after a restart may
+simply submit again: an action already handed over is never run twice, one that never was is
+handed over now.
 """
 
 from __future__ import annotations
@@ -71,3 +75,30 @@ def intent_result(report: ActionReport | None) -> bool | None:
     if not report.final:
         return None
     return report.ok
+
+
+def action_for(
+    kind: str, target: str, amount_sat: int, intent_id: str, origin: str = "planner"
+) -> FleetAction | None:
+    """The node action an intent lock (kind, target, amount) guards; None for a ban proposal,
+    which is a vote among members (membership), not an action on this node."""
+    if kind == "channel_open":
+        return FleetAction(kind, {"peer": target, "amount_sats": amount_sat}, intent_id, origin)
+    if kind == "channel_close":
+        return FleetAction(kind, {"channel": target}, intent_id, origin)
+    if kind == "splice":  # amount: the capacity wanted (recognised, not executed yet)
+        return FleetAction("splice_in", {"channel": target, "amount_sats": amount_sat}, intent_id)
+    if kind == "ban_proposal":
+        return None
+    return FleetAction(kind, {}, intent_id, origin)  # refused INVALID_PARAMS, naming the kind
+
+
+def outcome_state(report: ActionReport | None) -> tuple[str, str]:
+    """("ok" | "failed" | "waiting", detail): how the intent stands, in a line."""
+    if report is None:
+        return "failed", "the action was never handed to the node"
+    if not report.final:
+        return "waiting", report.message or report.status
+    if report.ok:
+        return "ok", report.message or "done"
+    return "failed", f"{report.status} {report.code or ''}: {report.message}".strip()
