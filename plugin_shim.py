@@ -14,7 +14,7 @@ from pyln.client import Plugin
 
 try:
     from agent import plugin_rpc as rpc
-    from agent.cln_plugin import PluginRuntime, fleet_options
+    from agent.cln_plugin import PluginRuntime, fleet_options, governance_options
 
     plugin: Plugin = rpc.HivePlugin()
     runtime: Any = PluginRuntime()
@@ -34,6 +34,16 @@ plugin.add_option(
     "Seconds (whole number, 60-3600) after which this node's fleet state record is sent again"
     " though nothing changed. Out of range, the plugin disables itself and says why",
 )  # fmt: skip
+plugin.add_option(
+    "hive-governance-mode", "operator",
+    "How this node governs its own fleet actions (channel opens, closes …): autonomous (the"
+    " approval table and budgets decide), operator (every action waits for hive-approve) or"
+    " failsafe (emergency actions only, within hive-failsafe-budget-per-day and 2 an hour)",
+)  # fmt: skip
+plugin.add_option(
+    "hive-failsafe-budget-per-day", "10000000",
+    "Sats that emergency actions may move per UTC day in failsafe governance mode",
+)  # fmt: skip
 
 
 @plugin.init()
@@ -43,12 +53,13 @@ def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> d
     relays = [u.strip() for u in str(options.get("hive-relays", "")).split(",") if u.strip()]
     try:
         fleet = fleet_options(options)
+        governance = governance_options(options)
     except Exception as exc:  # noqa: BLE001 - an option out of bounds: say which, start nothing
         return {"disable": f"hive-agent: {exc}"}
     socket = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
     runtime.log = lambda message, level: plugin.log(message, level=level)
     try:
-        runtime.start(socket, configuration["lightning-dir"], relays, fleet)
+        runtime.start(socket, configuration["lightning-dir"], relays, fleet, governance)
     except Exception as exc:  # noqa: BLE001 - report why, and let lightningd carry on without us
         return {"disable": f"hive-agent could not start: {exc}"}
     plugin.submit = runtime.submit  # type: ignore[attr-defined]

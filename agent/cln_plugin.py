@@ -28,8 +28,9 @@ import nostr_sdk as sdk
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agent import app
+from agent.advisory.local import LocalActions
 from agent.advisory.node import NodeService
-from agent.advisory.policy import PolicyConfig
+from agent.advisory.policy import Governance, PolicyConfig
 from agent.clock import SystemClock
 from agent.escrow.service import Escrow
 from agent.fleet import gossip_rules
@@ -88,6 +89,8 @@ class PluginRuntime:
         self.escrow: Escrow | None = None
         self.fleet: FleetService | None = None
         self.fleet_config = FleetConfig()
+        self.governance = Governance()  # hive-governance-mode, hive-failsafe-budget-per-day
+        self.actions: LocalActions | None = None  # fleet actions, while the Nostr agent runs
         self.store: Store | None = None
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
@@ -114,6 +117,7 @@ class PluginRuntime:
         lightning_dir: str,
         relays: list[str],
         fleet: FleetConfig | None = None,
+        governance: Governance | None = None,
     ) -> None:
         """Start the loop thread, derive the key, sign the binding, start the agent.
 
@@ -122,6 +126,7 @@ class PluginRuntime:
         """
         home = Path(lightning_dir) / "hive"
         self.fleet_config = fleet or self.fleet_config
+        self.governance = governance or self.governance
         config = self._config(relays, home)
         self._portal_cm = start_blocking_portal(backend="asyncio", name="hive-agent")
         self.portal = self._portal_cm.__enter__()
@@ -177,7 +182,9 @@ class PluginRuntime:
             await self._agent_until_stopped(home, relays, policy)
         except Exception as exc:
             self.problem(f"the Nostr agent stopped: {type(exc).__name__}: {exc}")
-            self.agent = self.service = None
+            self.agent = self.service = self.actions = None
+            if self.fleet is not None:
+                self.fleet.actions = None
             raise
 
     async def _agent_until_stopped(
@@ -193,6 +200,10 @@ class PluginRuntime:
         async with built.agent as agent:
             self.agent = agent
             self.service, self.escrow = built.node, built.escrow
+            # the fleet's actions on this node go through the same command path (issue 16 §3)
+            self.actions = LocalActions(self.service, self.governance)
+            if self.fleet is not None:
+                self.fleet.actions = self.actions
             await agent.publish(self.binding, wait=False)
             try:
                 async with anyio.create_task_group() as tg:
@@ -247,6 +258,7 @@ OPTIONS = (  # plugin option, FleetConfig field, default, bounds
     ("hive-gossip-threshold", "gossip_threshold_pct", 10, gossip_rules.THRESHOLD_RANGE),
     ("hive-heartbeat-interval", "heartbeat_s", 300, gossip_rules.HEARTBEAT_RANGE),
 )
+GOVERNANCE_OPTIONS = ("hive-governance-mode", "hive-failsafe-budget-per-day")
 TEST_ENV = "HIVE_TEST_FLEET"  # tests only: FleetConfig numbers as a JSON object (see below)
 
 
@@ -274,6 +286,16 @@ def fleet_options(options: dict[str, Any], env: Mapping[str, str] | None = None)
     config = FleetConfig(**values)
     gossip_rules.check_options(config.gossip_threshold_pct, config.heartbeat_s)
     return config
+
+
+def governance_options(options: dict[str, Any]) -> Governance:
+    """`hive-governance-mode` (autonomous | operator | failsafe; default operator) and
+    `hive-failsafe-budget-per-day` (sats, default 10,000,000); InvalidParams naming the option."""
+    defaults = Governance()
+    return Governance.from_options(
+        options.get(GOVERNANCE_OPTIONS[0], defaults.mode.value),
+        options.get(GOVERNANCE_OPTIONS[1], defaults.failsafe_budget_sats),
+    )
 
 
 def _test_overrides(text: str) -> dict[str, Any]:

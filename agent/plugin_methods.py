@@ -56,6 +56,12 @@ class HiveMethods:
             "events": dict(rt.counts),
             "refused": rt.agent.store.error_counts() if rt.agent else {},
             "fleet": rt.fleet.status() if rt.fleet else None,
+            "governance": {
+                "mode": rt.governance.mode.value,
+                "failsafe_budget_per_day": rt.governance.failsafe_budget_sats,
+                "fleet_actions": "on" if rt.actions else "off: they need the Nostr agent",
+                "open": len(rt.actions.open_actions()) if rt.actions else 0,
+            },
             "problems": list(rt.problems),
         }
 

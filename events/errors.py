@@ -267,6 +267,14 @@ class Rejected(HiveError):
     prefix = "blocked"
 
 
+class FailsafeOnly(HiveError):
+    """Raised when the node's governance mode is failsafe and the action is not an emergency."""
+
+    code = "FAILSAFE_ONLY"
+    detail = "failsafe mode: only emergency actions run"
+    prefix = "restricted"
+
+
 class PaymentFailed(HiveError):
     """Raised when a payment or rebalance finds no route that can carry it."""
 

@@ -53,10 +53,10 @@ async def test_dry_run_predicts_the_real_diff(tmp_path: Path, relay_url: str) ->
         before = dry.result["state_before"]
         _, real = await w.advisor.advise(w.node.me, "hive:fee-policy/v1", "set_single", params)
         assert real is not None and real.status == Status.OK
-        from agent.advisory import schemas
+        from agent.advisory import effects
 
         after = {scid: (await w.channels())[1].policy.model_dump()}
-        assert schemas.diff(before, after) == predicted
+        assert effects.diff(before, after) == predicted
         assert real.state_hash_before == dry.state_hash_before
 
 

@@ -9,7 +9,7 @@ from events.credential import Tier
 from events.errors import QuotaExceeded, RateLimited, Restricted
 
 C, M, A = Preset.CONSERVATIVE, Preset.MODERATE, Preset.AGGRESSIVE
-AUTO, OPER, ORAC = Mode.AUTONOMOUS, Mode.OPERATOR, Mode.ORACLE
+AUTO, OPER, ORAC, SAFE = Mode.AUTONOMOUS, Mode.OPERATOR, Mode.ORACLE, Mode.FAILSAFE
 MON, STD, ADV, ADM = Tier.MONITOR, Tier.STANDARD, Tier.ADVANCED, Tier.ADMIN
 
 ROWS = [
@@ -49,16 +49,27 @@ ROWS = [
     ("oracle: confirm stays", 5, 1.0, C, STD, ORAC, False, None, Route.CONFIRM, None),
     ("oracle: multisig stays", 9, 1.0, A, ADM, ORAC, False, None, Route.MULTISIG, None),
     ("mode never rescues a refusal", 3, 1.0, M, MON, ORAC, False, None, Route.REFUSED, "RESTRICTED"),
+    # failsafe (the node's own actions): emergency ones only, AUTO and QUEUE run
+    ("failsafe: not emergency", 2, 1.0, M, STD, SAFE, False, None, Route.REFUSED, "FAILSAFE_ONLY"),
+    ("failsafe: emergency queue → auto", 6, 1.0, M, ADV, SAFE, False, None, Route.AUTO, None),
+    ("failsafe: emergency confirm stays", 7, 1.0, M, ADV, SAFE, False, None, Route.CONFIRM, None),
+    ("failsafe: over its budget", 4, 1.0, M, ADV, SAFE, False, QuotaExceeded("failsafe"), Route.REFUSED, "QUOTA_EXCEEDED"),
 ]  # fmt: skip
+EMERGENCY = {"failsafe: emergency queue → auto", "failsafe: emergency confirm stays",
+             "failsafe: over its budget"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("danger", "r", "preset", "tier", "mode", "quiet", "limit", "route", "code"),
-    [row[1:] for row in ROWS],
+    ("danger", "r", "preset", "tier", "mode", "quiet", "limit", "route", "code", "emergency"),
+    [(*row[1:], row[0] in EMERGENCY) for row in ROWS],
     ids=[row[0] for row in ROWS],
 )
-def test_decision_table(danger, r, preset, tier, mode, quiet, limit, route, code) -> None:
-    decision = decide(danger, r, preset, tier, mode, quiet=quiet, limit_error=limit)
+def test_decision_table(
+    danger, r, preset, tier, mode, quiet, limit, route, code, emergency
+) -> None:
+    decision = decide(
+        danger, r, preset, tier, mode, quiet=quiet, limit_error=limit, emergency=emergency
+    )
     assert decision.route == route, decision.explain()
     assert (decision.error.code if decision.error else None) == code
     assert decision.reasons

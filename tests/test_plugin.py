@@ -76,7 +76,10 @@ async def test_manifest_init_and_help_texts() -> None:
             plugin.manifest["subscriptions"]
         )
         options = {o["name"]: o for o in plugin.manifest["options"]}
-        assert list(options) == ["hive-relays", "hive-gossip-threshold", "hive-heartbeat-interval"]
+        assert list(options) == [
+            "hive-relays", "hive-gossip-threshold", "hive-heartbeat-interval",
+            "hive-governance-mode", "hive-failsafe-budget-per-day",
+        ]  # fmt: skip
         assert all(len(o["description"]) > 20 for o in options.values())
 
 
@@ -85,7 +88,9 @@ async def test_manifest_init_and_help_texts() -> None:
     ("options", "said"),
     [({"hive-gossip-threshold": "0"}, "hive-gossip-threshold must be a whole number from 1 to 50"),
      ({"hive-heartbeat-interval": "5"}, "hive-heartbeat-interval must be a whole number from 60"),
-     ({"hive-heartbeat-interval": "often"}, "hive-heartbeat-interval must be a whole number")],
+     ({"hive-heartbeat-interval": "often"}, "hive-heartbeat-interval must be a whole number"),
+     ({"hive-governance-mode": "yolo"}, "hive-governance-mode must be one of autonomous"),
+     ({"hive-failsafe-budget-per-day": "-1"}, "hive-failsafe-budget-per-day must be a whole")],
 )  # fmt: skip
 async def test_a_fleet_option_out_of_range_disables_the_plugin_naming_it(
     options: dict[str, str], said: str
@@ -111,6 +116,8 @@ async def test_status_matches_the_simulator_called_directly() -> None:
         assert status["node"] == await node_summary(SimBackend(net, ids[0]))
         binding = node_binding.NodeBinding.model_validate_json(status["binding"]["content"])
         assert binding.node_id == ids[0] == status["node"]["id"]
+        assert status["governance"]["mode"] == "operator"  # the safe default
+        assert status["governance"]["fleet_actions"].startswith("off")  # no relays, no agent
         assert binding.nostr_pubkey == status["nostr_pubkey"] == status["binding"]["pubkey"]
         # checkmessage semantics, and the Nostr signature, both verify
         assert lnsig.check(binding.nostr_pubkey, binding.zbase, binding.node_id)

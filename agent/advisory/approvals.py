@@ -54,7 +54,8 @@ class Approvals:
         )
         if ctx.policy.operator_pubkey:
             with ctx.agent.store.transaction(ctx.now) as tx:
-                self.receipts.dm(tx, ctx.policy.operator_pubkey, _ask(row, cmd, decision, state))
+                ask = _ask(row, cmd, decision, state, local=row["sender"] == ctx.principal)
+                self.receipts.dm(tx, ctx.policy.operator_pubkey, ask)
             ctx.agent.wake_outbox()
 
     def apply(self) -> None:
@@ -119,10 +120,13 @@ class Approvals:
         self.intake.intake(tx, cmd, sender, ReplyChannel.DM)
 
 
-def _ask(row: dict[str, Any], cmd: Command, decision: Decision, state: CS) -> str:
+def _ask(
+    row: dict[str, Any], cmd: Command, decision: Decision, state: CS, *, local: bool = False
+) -> str:
     """The operator's DM about a command that waits for them."""
+    who = "This node's fleet" if local else f"Advisor {row['sender'][:12]}…"
     return (
-        f"Advisor {row['sender'][:12]}… asks {cmd.schema} {cmd.action} "
+        f"{who} asks {cmd.schema} {cmd.action} "
         f"{json.dumps(cmd.params, sort_keys=True)} (danger {decision.danger};"
         f" {decision.route.value}). "
         f"Reply 'approve {cmd.command_id[:12]}' or 'reject {cmd.command_id[:12]}'"

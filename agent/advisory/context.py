@@ -3,12 +3,20 @@ the node it acts on, the operator's policy and, if escrow runs, who covers payme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
-from agent.advisory.policy import PolicyConfig
+import nostr_sdk as sdk
+
+from agent.advisory.policy import Governance, Mode, PolicyConfig
 from agent.advisory.ports import CommandPayments
 from agent.component import Messaging
 from agent.node.backend import NodeBackend
+from agent.store import advisory as repo
+from events.command import Command
 
 CLOCK_WINDOW_S = 300  # commands are accepted ±300 s from the node's clock
 DAY = 86400
@@ -20,6 +28,8 @@ class NodeContext:
     node: NodeBackend
     policy: PolicyConfig  # replaced as a whole when the operator changes it
     payments: CommandPayments | None = None
+    # how the node governs its own (fleet) actions: agent/advisory/local.py sets it
+    governance: Governance = field(default_factory=Governance)
 
     @property
     def me(self) -> str:
@@ -28,3 +38,21 @@ class NodeContext:
     @property
     def now(self) -> int:
         return self.agent.clock.now()
+
+    @cached_property
+    def principal(self) -> str:
+        """The holder of the node's own actions (its fleet role): a key derived from the
+        agent's, which only this node can sign for (a node cannot hold its own credential)."""
+        secret = bytes.fromhex(self.agent.keys.secret_key().to_hex())
+        derived = hmac.new(secret, b"hive-agent/fleet-principal", hashlib.sha256).digest()
+        return sdk.Keys(sdk.SecretKey.from_bytes(derived)).public_key().to_hex()
+
+    def is_local(self, db: Any, cmd: Command) -> bool:
+        """True for the node's own actions: under a credential granted to its principal."""
+        found = repo.credential(db, cmd.credential_id)
+        return found is not None and found[0].credential.advisor == self.principal
+
+    def mode_of(self, db: Any, cmd: Command) -> Mode:
+        """The governance mode that decides this command: the node's own for its actions, the
+        policy's for advisors'."""
+        return self.governance.mode if self.is_local(db, cmd) else self.policy.mode

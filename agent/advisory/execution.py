@@ -9,11 +9,11 @@ from typing import Any
 
 import anyio
 
-from agent.advisory import schemas
+from agent.advisory import effects, schemas
 from agent.advisory.context import NodeContext
 from agent.advisory.intake import Intake
-from agent.advisory.limits import Limits
-from agent.advisory.policy import Decision, Route
+from agent.advisory.limits import FAILSAFE, Limits
+from agent.advisory.policy import Decision, Mode, Route
 from agent.advisory.receipts import Receipts
 from agent.crash import crash_point
 from agent.store import Tx
@@ -40,14 +40,14 @@ class Execution:
         self, row: Row, spec: schemas.ActionSpec, params: schemas.Params, decision: Decision
     ) -> None:
         before = await schemas.touched_state(spec, self.ctx.node, params)
-        predicted = schemas.predict(spec, before, params)
+        predicted = effects.predict(spec, before, params)
         result = {
             "danger": decision.danger,
             "route": decision.route.value,
             "reasons": decision.reasons,
             "would_run": decision.route != Route.REFUSED,
             "state_before": before,
-            "predicted_diff": None if predicted is None else schemas.diff(before, predicted),
+            "predicted_diff": None if predicted is None else effects.diff(before, predicted),
             "error": decision.error.to_dict() if decision.error else None,
         }
         self.receipts.finish_row(
@@ -94,6 +94,9 @@ class Execution:
             return None  # someone else claimed it
         for scope in ("node", cmd.credential_id):
             repo.add_usage(tx, scope, **reserve)
+        if self.ctx.mode_of(tx, cmd) == Mode.FAILSAFE:  # counted as attempted, never refunded
+            repo.add_usage(tx, FAILSAFE, **reserve)
+            repo.record_rate(tx, FAILSAFE, True)
         return reserve
 
     async def run(

@@ -1,7 +1,8 @@
 """Limits on advisor commands, each counted in the store: escrow cover, protected channels and
 forbidden peers, fee-change caps, the action's own limits (from the schema catalogue), rates,
-daily actions and the node's budgets.  A limit that fails decides the route (refused, or a
-human's approval), it does not end the command by itself."""
+daily actions and the node's budgets, and in failsafe mode the failsafe budget (sats per UTC
+day, actions per hour; counted when an action is claimed, not refunded).  A limit that fails
+decides the route (refused, or a human's approval), it does not end the command by itself."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any
 
 from agent.advisory import schemas
 from agent.advisory.context import DAY, NodeContext
-from agent.advisory.policy import PRESETS
+from agent.advisory.policy import PRESETS, Mode
 from agent.store import advisory as repo
 from events.command import Command
 from events.credential import Grant
 from events.errors import HiveError, InvalidParams, QuotaExceeded, RateLimited, Restricted
+
+FAILSAFE = "failsafe"  # the usage scope and rate key of actions run in failsafe mode
 
 
 class Limits:
@@ -111,6 +114,8 @@ class Limits:
     def check_budgets(
         self, cmd: Command, spec: schemas.ActionSpec, params: schemas.Params, db: Any
     ) -> None:
+        if self.ctx.mode_of(db, cmd) == Mode.FAILSAFE:
+            self._check_failsafe(spec, params, db)
         b, now = self.ctx.policy.budgets, self.ctx.now
         moves, fees = spec.moves_sats(params), spec.max_fee_sats(params)
         chans = int(spec.opens_channel)
@@ -134,6 +139,17 @@ class Limits:
         for would_be, limit, what in checks:
             if would_be > limit:
                 raise QuotaExceeded(f"the budget for {what} ({limit:,}) would be exceeded")
+
+    def _check_failsafe(self, spec: schemas.ActionSpec, params: schemas.Params, db: Any) -> None:
+        gov, now = self.ctx.governance, self.ctx.now
+        if repo.rate_since(db, FAILSAFE, now - 3600) >= gov.failsafe_per_hour:
+            raise RateLimited(f"failsafe mode runs at most {gov.failsafe_per_hour} actions an hour")
+        used = repo.usage(db, FAILSAFE, now, 1)["sats_moved"]
+        if used + spec.moves_sats(params) > gov.failsafe_budget_sats:
+            raise QuotaExceeded(
+                f"the failsafe budget of {gov.failsafe_budget_sats:,} sat for today would be "
+                f"exceeded ({used:,} used)"
+            )
 
     def budget(self, grant: Grant) -> dict[str, Any]:
         """Self-inspection for the advisor (like NWC get_info + get_budget)."""

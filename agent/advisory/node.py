@@ -19,6 +19,7 @@ its receipt; on restart, commands caught mid-execution are settled by asking the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -79,6 +80,7 @@ class NodeService:
         self.approvals = Approvals(ctx, self.receipts, self.intake)
         self.execution = Execution(ctx, self.receipts, self.limits, self.intake)
         self._wake = anyio.Event()
+        self.after_step: list[Callable[[], None]] = []  # e.g. report fleet actions' outcomes
 
     def wiring(self) -> Wiring:
         return Wiring(
@@ -131,6 +133,11 @@ class NodeService:
         self.approvals.apply()
         for row in repo.commands_in(self.agent.store, CS.READY):
             await self._guard(self.execution.execute, row)
+        for hook in self.after_step:
+            try:
+                hook()
+            except Exception:  # a hook never stops the command loop
+                log.exception("an after-step hook failed")
 
     async def _guard(self, fn: Any, row: Row) -> None:
         try:
@@ -189,17 +196,21 @@ class NodeService:
         listing: list[Any] | None,
     ) -> Decision:
         limit = await self.limits.error(cmd, grant, spec, params, danger, listing)
-        sender = row["sender"]
-        rep = aggregate(sender, market_repo.credentials_about(self.agent.store, sender), self.now)
+        sender, store = row["sender"], self.agent.store
+        r = self.ctx.governance.reputation_factor  # the node's own actions (fleet)
+        if sender != self.ctx.principal:
+            rep = aggregate(sender, market_repo.credentials_about(store, sender), self.now)
+            r = reputation_factor(rep.score if rep.parts else None)
         pol = self.policy
         return decide(
             danger,
-            reputation_factor(rep.score if rep.parts else None),
+            r,
             pol.preset,
             grant.credential.tier,
-            pol.mode,
+            self.ctx.mode_of(store, cmd),
             quiet=pol.quiet(self.now),
             limit_error=limit,
+            emergency=spec.emergency,
         )
 
     async def _route(

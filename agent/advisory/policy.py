@@ -9,7 +9,12 @@ quiet hours and the verdict of the limit checks; `tests/test_approval.py` covers
     4. route, with L = max(d ÷ r, 0.5·d): d ≥ 9 → MULTISIG; L ≥ 7 or d ≥ the preset's
        confirm-from → CONFIRM; L ≥ 4 → QUEUE; else AUTO
     5. mode: autonomous keeps the route; operator turns AUTO into QUEUE; oracle sends AUTO and
-       QUEUE to the oracle.  CONFIRM and MULTISIG never change.
+       QUEUE to the oracle; failsafe refuses (FAILSAFE_ONLY, before step 1) every action the
+       catalogue does not mark emergency and runs emergency ones (AUTO and QUEUE → AUTO) within
+       the failsafe budget (a limit of step 3).  CONFIRM and MULTISIG never change.
+
+`Governance` is how the node governs its own actions (fleet actions, agent/advisory/local.py):
+the plugin options `hive-governance-mode` and `hive-failsafe-budget-per-day`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from agent.config_files import load_model
 from events.credential import TIER_CAP, Tier
-from events.errors import HiveError, Restricted
+from events.errors import FailsafeOnly, HiveError, InvalidParams, Restricted
 
 
 class Preset(StrEnum):
@@ -36,6 +41,7 @@ class Mode(StrEnum):
     AUTONOMOUS = "autonomous"
     OPERATOR = "operator"  # every automatic action waits for the operator ("advisor mode")
     ORACLE = "oracle"
+    FAILSAFE = "failsafe"  # emergency actions only, within the failsafe budget
 
 
 class Route(StrEnum):
@@ -153,9 +159,14 @@ def decide(
     *,
     quiet: bool = False,
     limit_error: HiveError | None = None,
+    emergency: bool = False,
 ) -> Decision:
-    """The approval decision for one command (pure)."""
+    """The approval decision for one command (pure); `emergency`: the catalogue marks the
+    action as one failsafe mode may run."""
     lvl = level(danger, reputation_factor)
+    if mode == Mode.FAILSAFE and not emergency:
+        reason = "failsafe mode: only actions the catalogue marks emergency run"
+        return Decision(Route.REFUSED, danger, lvl, [reason], FailsafeOnly(reason))
     cap = TIER_CAP[tier]
     if danger > cap:
         reason = f"danger {danger} is above the {tier.value} tier's cap of {cap}"
@@ -184,6 +195,9 @@ def decide(
     elif mode == Mode.ORACLE and route in (Route.AUTO, Route.QUEUE):
         route = Route.ORACLE
         reasons.append("oracle mode: the oracle decides")
+    elif mode == Mode.FAILSAFE and route in (Route.AUTO, Route.QUEUE):
+        route = Route.AUTO
+        reasons.append("failsafe mode: an emergency action runs within the failsafe budget")
     return Decision(route, danger, lvl, reasons)
 
 
@@ -192,3 +206,48 @@ def reputation_factor(score: float | None) -> float:
     if score is None:
         return 1.0
     return 0.5 + 1.5 * max(0.0, min(100.0, score)) / 100
+
+
+FAILSAFE_BUDGET_SATS = 10_000_000  # per UTC day (UPSTREAM: failsafe-budget-per-day)
+FAILSAFE_PER_HOUR = 2
+GOVERNANCE_MODES = (Mode.AUTONOMOUS, Mode.OPERATOR, Mode.FAILSAFE)
+
+
+@dataclass(frozen=True)
+class Governance:
+    """How the node governs its own actions (the fleet's, agent/advisory/local.py).
+
+    `operator` is the default: a fleet action opens or closes channels with the operator's
+    money on the word of a planner that weighs other members' gossip; nothing runs until the
+    operator has seen it (`hive-pending`, `hive-approve`), so a misconfigured or misled fleet
+    costs a queue entry, never a channel.  `autonomous` is the operator's explicit choice to
+    let the approval table (and budgets) decide; `failsafe` runs emergency actions only.
+
+    `reputation_factor` is r in the approval table for the node's own actions: its planner is
+    trusted like a well-reputed advisor (1.5), so under the moderate preset a danger-5 action
+    (an open below 1M sat) runs in autonomous mode while danger 6 (larger opens, closes)
+    waits for the operator; the preset's confirm-from still applies.
+    """
+
+    mode: Mode = Mode.OPERATOR
+    failsafe_budget_sats: int = FAILSAFE_BUDGET_SATS  # sats emergency actions move per UTC day
+    failsafe_per_hour: int = FAILSAFE_PER_HOUR
+    reputation_factor: float = 1.5
+
+    @classmethod
+    def from_options(
+        cls, mode: object = Mode.OPERATOR.value, budget: object = FAILSAFE_BUDGET_SATS
+    ) -> Governance:
+        """From `hive-governance-mode` and `hive-failsafe-budget-per-day`; InvalidParams naming
+        the option that is wrong."""
+        names = [m.value for m in GOVERNANCE_MODES]
+        text = str(mode).strip().lower()
+        if text not in names:
+            raise InvalidParams(f"hive-governance-mode must be one of {', '.join(names)}")
+        try:
+            sats = int(str(budget).strip())
+        except ValueError:
+            sats = -1
+        if not 0 <= sats <= 21_000_000 * 100_000_000:
+            raise InvalidParams("hive-failsafe-budget-per-day must be a whole number of sats ≥ 0")
+        return cls(Mode(text), sats)

@@ -77,6 +77,8 @@ class Receipts:
         return sealed
 
     def deliver(self, tx: Tx, sealed: Receipt, to: str, reply: ReplyChannel | str) -> None:
+        if to == self.ctx.principal:
+            return  # the node's own action (agent/advisory/local.py): the chain is its record
         rumor = receipt.FAMILY.rumor(self.ctx.me, sealed, created_at=self.ctx.now)
         self.ctx.agent.enqueue_private(tx, to, rumor)
         if reply == ReplyChannel.DM:

@@ -85,6 +85,11 @@ class PeerRef(Params):
     peer: NodeId
 
 
+class EmergencyClose(Params):
+    channel: Scid
+    amount_sats: int = Field(ge=1)  # the channel's capacity: checked before closing
+
+
 class MakeInvoice(Params):
     amount_msat: int = Field(ge=1)
     label: str = Field(min_length=1, max_length=100)
@@ -141,6 +146,7 @@ class ActionSpec:
     # after a crash mid-execution: whether it ran (its result) or None, asked of the node
     find_made: Callable[[NodeBackend, str], Awaitable[dict[str, Any] | None]] | None = None
     self_inspection: bool = False  # answered by the node's command processor itself
+    emergency: bool = False  # may run in failsafe mode (within the failsafe budget)
 
     @property
     def schema(self) -> str:
@@ -232,6 +238,14 @@ async def _open(node: NodeBackend, p: Open, key: str) -> dict[str, Any]:
 async def _close(node: NodeBackend, p: ChannelRef, key: str) -> dict[str, Any]:
     await node.close_channel(p.channel)
     return {"closed": p.channel}
+
+
+async def _close_emergency(node: NodeBackend, p: EmergencyClose, key: str) -> dict[str, Any]:
+    chan = {c.short_channel_id: c for c in await node.channels()}.get(p.channel)
+    if chan is None or chan.capacity_sat != p.amount_sats:
+        raise InvalidParams(f"no open channel {p.channel} of {p.amount_sats:,} sat")
+    await node.close_channel(p.channel)
+    return {"closed": p.channel, "capacity_sat": chan.capacity_sat}
 
 
 async def _connect(node: NodeBackend, p: PeerRef, key: str) -> dict[str, Any]:
@@ -380,7 +394,18 @@ CATALOGUE: list[ActionSpec] = [
     ActionSpec("backup", "restore", D, fixed(10), Named, "none"),
     ActionSpec("emergency", "stop_node", D, fixed(8), NoParams, "none"),
     ActionSpec("emergency", "close_all", D, fixed(10), NoParams, "channels"),
-    ActionSpec("emergency", "ban_peer", A, fixed(4), PeerRef, "none"),
+    ActionSpec("emergency", "ban_peer", A, fixed(4), PeerRef, "none", emergency=True),
+    ActionSpec(  # a cooperative close (6) of a channel to a peer that threatens the node
+        "emergency",
+        "close_channel",
+        A,
+        fixed(6),
+        EmergencyClose,
+        "channels",
+        _close_emergency,
+        moves_sats=lambda p: p.amount_sats,
+        emergency=True,
+    ),
     ActionSpec("htlc-mgmt", "list_stuck", M, fixed(1), NoParams, "none"),
     ActionSpec("htlc-mgmt", "settle", A, fixed(7), Htlc, "balances"),
     ActionSpec("htlc-mgmt", "fail", A, fixed(7), Htlc, "balances"),
@@ -453,38 +478,3 @@ async def touched_state(
     if spec.touches == "balances":
         return {s: {"local_msat": chans[s].local_msat} for s in named}
     return {s: chans[s].policy.model_dump() for s in named}
-
-
-def predict(spec: ActionSpec, before: dict[str, Any], params: Params) -> dict[str, Any] | None:
-    """The state after the action, as far as it can be known without running it."""
-    after = {k: dict(v) if isinstance(v, dict) else v for k, v in before.items()}
-    if spec.touches == "channel_policy":
-        changes = {
-            "ppm": getattr(params, "fee_ppm", getattr(params, "target_fee_ppm", None)),
-            "base_msat": getattr(params, "base_msat", None),
-            "htlc_min_msat": getattr(params, "htlc_min_msat", None),
-            "htlc_max_msat": getattr(params, "htlc_max_msat", None),
-        }
-        for scid in after:
-            after[scid].update({k: v for k, v in changes.items() if v is not None})
-        return after
-    if spec.name == "circular":
-        p: Circular = params  # type: ignore[assignment]
-        after[p.from_channel]["local_msat"] -= p.amount_sats * 1000  # plus the routing fee
-        after[p.to_channel]["local_msat"] += p.amount_sats * 1000
-        return after
-    return None if spec.touches != "none" else after
-
-
-def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
-    """`{"channel.field": [old, new]}` for every value that differs."""
-    out: dict[str, list[Any]] = {}
-    for key in sorted(set(before) | set(after)):
-        old, new = before.get(key), after.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            for field in sorted(set(old) | set(new)):
-                if old.get(field) != new.get(field):
-                    out[f"{key}.{field}"] = [old.get(field), new.get(field)]
-        elif old != new:
-            out[key] = [old, new]
-    return out

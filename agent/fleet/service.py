@@ -17,6 +17,7 @@ import nostr_sdk as sdk
 
 from agent.clock import Clock
 from agent.fleet import topology
+from agent.fleet.actions import ActionPort
 from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
 from agent.fleet.intent_exec import Executor, NodeExecutor
@@ -62,6 +63,9 @@ class FleetService:
             self.kernel.register(component)
         self.kernel.standing = self.membership
         self.kernel.presence = self.gossip  # quorums count the members seen within 24 h
+        # the node's command path for this member's own actions (agent/fleet/actions.py); the
+        # plugin sets it while its Nostr agent runs (None: planner actions cannot run here)
+        self.actions: ActionPort | None = None
 
     @property
     def store(self) -> Store:

@@ -348,6 +348,17 @@ def rate(db: Db, credential_id: str, now: int) -> tuple[int, int]:
     return int(row["n"]), int(row["d"])
 
 
+def rate_since(db: Db, key: str, since: int) -> int:
+    """How many times `key` was counted after `since` (within the hour rate buckets are kept)."""
+    row = _row(
+        db,
+        "SELECT coalesce(sum(n), 0) AS n FROM rate_buckets WHERE credential_id = ? AND at > ?",
+        (key, since),
+    )
+    assert row is not None
+    return int(row["n"])
+
+
 def finalize(tx: Tx, command_id: str, state: CommandState, outcome: str) -> None:
     """Record a command's final state and outcome (whatever state it was in)."""
     tx.execute(
