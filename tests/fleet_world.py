@@ -24,6 +24,7 @@ from events import fleet as wire
 from events import lnsig
 
 FAST = FleetConfig(
+    member_fee_zero=0,  # (fees are what these tests watch; the bridge has its own)
     retry_base_s=0.2,
     retry_cap_s=2.0,
     hello_interval_s=10,

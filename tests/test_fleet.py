@@ -468,6 +468,7 @@ async def test_a_lossy_reordering_network_still_converges(tmp_path: Path) -> Non
     # retries every ≤ 1 s: the default 20 attempts would give up on a frame after ~20 s, less
     # than a step may take on a loaded machine (a CI run timed out with an outbox item given up)
     lossy = FleetConfig(
+        member_fee_zero=0,  # (fees are what these tests watch; the bridge has its own)
         retry_base_s=0.2, retry_cap_s=1.0, hello_interval_s=1, handshake_retry_s=1.5,
         handshake_tries=20, max_attempts=1_000,
     )  # fmt: skip

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.anyio
 TIMINGS = {
     "sync_interval_s": 2, "sync_gap_s": 1, "gossip_gap_s": 1, "sync_join_grace_s": 1,
     "retry_base_s": 0.2, "retry_cap_s": 2, "handshake_retry_s": 2, "outbox_ttl_s": 5,
+    "member_fee_zero": 0,
 }  # fmt: skip
 LIMIT_S = 60  # each wait; usually a few seconds
 NOT_YET = {"REPLAYED", "NOT_MEMBER", "NOT_FOUND", "RESTRICTED", "RATE_LIMITED"}

@@ -23,6 +23,7 @@ N = 10
 # what was queued across the split expires and only reconciliation can repair it); a lost
 # handshake message is not at stake (the hive is built before the network turns lossy).
 STRESS = FleetConfig(
+    member_fee_zero=0,  # (fees are what these tests watch; the bridge has its own)
     retry_base_s=0.2, retry_cap_s=1.0, max_attempts=1_000, outbox_ttl_s=6,
     hello_interval_s=10, handshake_retry_s=1.5, handshake_tries=20,
     gossip_gap_s=1, sync_interval_s=2, sync_gap_s=1, sync_join_grace_s=1,

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from agent.advisory.approvals import vote
 from agent.advisory.credentials import new_credential
 from agent.advisory.node import NodeService
 from agent.advisory.policy import Governance
@@ -252,6 +253,16 @@ class LocalActions:
             code, message = (error.code, error.message) if error else (None, "")
             return ActionOutcome(intent_id, cid, Status.REFUSED, code, message, {}, found.danger)
         return _from_row(intent_id, row)
+
+    def withdraw(self, intent_id: str) -> ActionOutcome | None:
+        """The fleet's lock on this action lapsed while it waited for the operator: reject it
+        (as the fleet), so a later approval cannot run it outside the lock.  The outcome as
+        it stands (an action already running is left to finish)."""
+        found = self.outcome(intent_id)
+        if found is not None and found.status == Status.WAITING:
+            vote(self.node.agent.store, found.command_id, "reject", self.node.now, "fleet")
+            self.node.wake()
+        return self.outcome(intent_id)
 
     def open_actions(self) -> dict[str, dict[str, str]]:
         """Submitted actions whose final outcome was not reported yet, by intent id."""

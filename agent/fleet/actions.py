@@ -66,6 +66,8 @@ class ActionPort(Protocol):
 
     def outcome(self, intent_id: str) -> ActionReport | None: ...
 
+    def withdraw(self, intent_id: str) -> ActionReport | None: ...
+
 
 def intent_result(report: ActionReport | None) -> bool | None:
     """How the intent ends: True (done ok), False (failed: release the lock), None (not yet).

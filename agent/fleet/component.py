@@ -43,6 +43,9 @@ class FleetConfig:
     intent_hold_s: int = 60  # an intent commits at the latest when this has passed (10–600)
     intent_expiry_s: int = 300  # … and its lock lapses this long after it was announced
     intent_mode: str = "default"  # or "strict": every active member must answer ok
+    planner_interval_s: int = 3_600  # the fleet plan is computed this often (0: never by itself)
+    bridge_interval_s: int = 60  # zero-fee routing among members is checked this often
+    member_fee_zero: int = 1  # 1: members route to each other at zero fee (0: left alone)
 
 
 def short(node_id: str) -> str:

@@ -224,6 +224,8 @@ class Intents(FleetComponent):
             crash_point("intent.before_execute", row.lock.kind)
             outcome = await self.executor.run(row)
             crash_point("intent.after_execute", row.lock.kind)
+        elif row.exec == "waiting" and k.clock.now() >= row.lock.expires_at:
+            outcome = await self.executor.withdraw(row)  # (never run outside the lock)
         else:
             outcome = await self.executor.settle(row)
         async with k.lock:

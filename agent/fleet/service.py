@@ -20,10 +20,13 @@ from agent.fleet import topology
 from agent.fleet.actions import ActionPort
 from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
-from agent.fleet.intent_exec import Executor, NodeExecutor
+from agent.fleet.intent_exec import Executor, GovernedExecutor, NodeExecutor
 from agent.fleet.intents import IntentPolicy, Intents
 from agent.fleet.kernel import FleetConfig, FleetKernel
 from agent.fleet.membership import Membership
+from agent.fleet.planner_model import PlannerConfig
+from agent.fleet.planner_view import as_json, render
+from agent.fleet.planning import Planning
 from agent.fleet.sync import Sync
 from agent.node.backend import NodeBackend
 from agent.node.models import NodeEvent
@@ -47,25 +50,32 @@ class FleetService:
         config: FleetConfig | None = None,
         executor: Executor | None = None,
         intent_policy: IntentPolicy | None = None,
+        governed: bool = False,
+        planner: PlannerConfig | None = None,
     ) -> None:
         self.kernel = FleetKernel(node, store, keys, clock=clock, config=config)
         self.handshake = Handshake()
         self.membership = Membership(on_leave=self.handshake.forget)
         self.gossip = Gossip()
         self.sync = Sync()
-        # actions under a lock run on the node itself unless the caller routes them through
-        # its governance (the plugin: agent/fleet/actions.py)
+        # the node's command path for this member's own actions (agent/fleet/actions.py); the
+        # plugin sets it while its Nostr agent runs (None: governed actions wait for it)
+        self.actions: ActionPort | None = None
+        # what runs an action under a committed lock: the node's own governance (`governed`,
+        # the plugin), or the node backend directly (simulated fleets, benchmarks)
+        if executor is None and governed:
+            executor = GovernedExecutor(lambda: self.actions, self._propose_ban)
         self.intents = Intents(
             executor or NodeExecutor(node, propose_ban=self._propose_ban), intent_policy
         )
-        parts = (self.handshake, self.membership, self.gossip, self.sync, self.intents)
+        self.planning = Planning(self.intend, planner)
+        parts = (
+            self.handshake, self.membership, self.gossip, self.sync, self.intents, self.planning,
+        )  # fmt: skip
         for component in parts:
             self.kernel.register(component)
         self.kernel.standing = self.membership
         self.kernel.presence = self.gossip  # quorums count the members seen within 24 h
-        # the node's command path for this member's own actions (agent/fleet/actions.py); the
-        # plugin sets it while its Nostr agent runs (None: planner actions cannot run here)
-        self.actions: ActionPort | None = None
 
     @property
     def store(self) -> Store:
@@ -121,6 +131,20 @@ class FleetService:
         """Take an intent lock on (kind, target); the action runs once it commits."""
         return await self.intents.request(kind, target, amount_sat, origin=origin)
 
+    async def expand(self, node: str, amount_sat: int | None = None) -> dict[str, Any]:
+        """A manual expansion: an open to `node` through the same lock and governance as the
+        planner's (default amount: the planner's default channel size)."""
+        amount = self.planning.planner.channel_default_sat if amount_sat is None else amount_sat
+        return await self.intents.request("channel_open", node, amount, origin="hive-expand")
+
+    async def plan(self, *, text: bool = False) -> dict[str, Any]:
+        """The fleet plan as of now, with each recommendation's inputs and reason."""
+        current = await self.planning.compute()
+        out = as_json(current, self.me)
+        if text:
+            out["text"] = render(current)
+        return out
+
     async def _propose_ban(self, target: str) -> dict[str, Any]:
         return await self.membership.ban(target, "proposed under an intent lock")
 
@@ -164,6 +188,7 @@ class FleetService:
             "gossip": self.gossip.summary(),
             "sync": self.sync.summary(),
             "intents": self.intents.summary(),
+            "planner": self.planning.summary(),
             "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }
