@@ -35,6 +35,26 @@ plugin.add_option(
     " though nothing changed. Out of range, the plugin disables itself and says why",
 )  # fmt: skip
 plugin.add_option(
+    "hive-intent-hold", "60",
+    "Seconds (whole number, 10-600) a fleet intent lock waits for members to answer before it"
+    " commits without a conflict heard; it commits at once when every active member said ok",
+)  # fmt: skip
+plugin.add_option(
+    "hive-intent-mode", "default",
+    "default (members this node cannot reach when the hold ends count as consenting) or"
+    " strict (every active member must answer ok, else the intent is aborted)",
+)  # fmt: skip
+plugin.add_option(
+    "hive-planner-interval", "3600",
+    "Seconds (whole number, 300-86400, or 0 for never) between fleet plans: expansions this"
+    " node takes through an intent lock and its governance, and CLBOSS anti-overlap",
+)  # fmt: skip
+plugin.add_option(
+    "hive-market-share-cap", "20",
+    "Percent (whole number, 1-50) of an external node's capacity the fleet may hold at most;"
+    " the planner never recommends an open beyond it",
+)  # fmt: skip
+plugin.add_option(
     "hive-governance-mode", "operator",
     "How this node governs its own fleet actions (channel opens, closes …): autonomous (the"
     " approval table and budgets decide), operator (every action waits for hive-approve) or"
@@ -179,6 +199,31 @@ def hive_topology(plugin: Plugin) -> Any:
     policies, offered funds, features, uptime) and presence (last seen, active within 24 h);
     the channels between members; fleet totals."""
     return runtime.methods.topology()
+
+
+@plugin.method("hive-intents")
+def hive_intents(plugin: Plugin) -> Any:
+    """List the fleet intent locks this node knows (its own and the other members'): kind,
+    target, amount, state (pending, committed, done, failed, aborted, expired), who answered
+    what, why it ended, and what its action reported."""
+    return runtime.methods.intents()
+
+
+@plugin.method("hive-plan")
+def hive_plan(plugin: Plugin) -> Any:
+    """Compute the fleet plan now and explain it: the inputs (graph, members, records, offered
+    funds, settings), each expansion, anti-overlap entry and fee hint with its reason, the
+    best-scored external nodes; `text` holds the same as a readable report."""
+    return runtime.methods.plan()
+
+
+@plugin.method("hive-expand")
+def hive_expand(plugin: Plugin, node_id: str, amount_sat: Any = None) -> Any:
+    """Open a channel to external node {node_id} with {amount_sat} (default: the planner's
+    channel size) through an intent lock on (channel_open, node) and this node's governance:
+    the open runs once the lock commits and the governance mode allows it."""
+    amount = None if amount_sat is None else rpc.whole(amount_sat, "amount_sat", 1, 2**50)
+    return runtime.methods.expand(rpc.node_id(node_id), amount)
 
 
 @plugin.method("hive-pending")

@@ -173,8 +173,9 @@ class PluginRuntime:
         # is folded in once); fleet membership needs no relays: custom messages via lightningd
         self.store = Store(home / "agent.sqlite")
         fleet_rows.absorb_legacy(self.store, home / "fleet.sqlite", SystemClock().now())
+        # the fleet's own actions go through this node's governance (agent/fleet/actions.py)
         self.fleet = await FleetService(
-            self.node, self.store, self.keys, config=self.fleet_config
+            self.node, self.store, self.keys, config=self.fleet_config, governed=True
         ).start()
 
     async def _run_agent(self, home: Path, relays: RelaysConfig, policy: PolicyConfig) -> None:
@@ -257,7 +258,12 @@ class PluginRuntime:
 OPTIONS = (  # plugin option, FleetConfig field, default, bounds
     ("hive-gossip-threshold", "gossip_threshold_pct", 10, gossip_rules.THRESHOLD_RANGE),
     ("hive-heartbeat-interval", "heartbeat_s", 300, gossip_rules.HEARTBEAT_RANGE),
+    ("hive-intent-hold", "intent_hold_s", 60, (10, 600)),
+    ("hive-planner-interval", "planner_interval_s", 3600, (0, 86_400)),
+    ("hive-market-share-cap", "market_share_cap_pct", 20, (1, 50)),
 )
+INTENT_MODES = ("default", "strict")
+ZERO_MEANS_OFF = frozenset({"member_fee_zero", "planner_interval_s"})
 GOVERNANCE_OPTIONS = ("hive-governance-mode", "hive-failsafe-budget-per-day")
 TEST_ENV = "HIVE_TEST_FLEET"  # tests only: FleetConfig numbers as a JSON object (see below)
 
@@ -282,6 +288,12 @@ def fleet_options(options: dict[str, Any], env: Mapping[str, str] | None = None)
                 f"{name} must be a whole number from {low} to {high}, not {str(raw)[:40]!r}"
             )
         values[field] = value
+    if 0 < values["planner_interval_s"] < 300:
+        raise InvalidParams("hive-planner-interval must be 0 (never) or from 300 to 86400")
+    mode = str(options.get("hive-intent-mode", "default")).strip()
+    if mode not in INTENT_MODES:
+        raise InvalidParams(f"hive-intent-mode must be default or strict, not {mode[:40]!r}")
+    values["intent_mode"] = mode
     values.update(_test_overrides((os.environ if env is None else env).get(TEST_ENV, "")))
     config = FleetConfig(**values)
     gossip_rules.check_options(config.gossip_threshold_pct, config.heartbeat_s)
@@ -299,7 +311,8 @@ def governance_options(options: dict[str, Any]) -> Governance:
 
 
 def _test_overrides(text: str) -> dict[str, Any]:
-    """HIVE_TEST_FLEET's fields: positive numbers for FleetConfig's number fields only
+    """HIVE_TEST_FLEET's fields: positive numbers for FleetConfig's number fields only (0 also
+    where it switches something off)
     (whole numbers where the field is one)."""
     if not text.strip():
         return {}
@@ -313,6 +326,7 @@ def _test_overrides(text: str) -> dict[str, Any]:
     for name, value in found.items():
         kind = kinds.get(name)
         allowed = (int,) if kind == "int" else (int, float) if kind == "float" else ()
-        if isinstance(value, bool) or not isinstance(value, allowed) or value <= 0:
+        floor = 0 if name in ZERO_MEANS_OFF else 1e-9
+        if isinstance(value, bool) or not isinstance(value, allowed) or value < floor:
             raise InvalidParams(f"{TEST_ENV}: {str(name)[:40]!r} must name a FleetConfig number")
     return found

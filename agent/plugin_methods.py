@@ -144,6 +144,19 @@ class HiveMethods:
     def topology(self) -> Deferred:
         return self._with_fleet(lambda fleet: _ready(fleet.topology()))
 
+    # --- intent locks and the planner --------------------------------------------------------
+
+    def intents(self) -> Deferred:
+        return self._with_fleet(
+            lambda fleet: _ready({"intents": fleet.intents_list(), **fleet.intents.summary()})
+        )
+
+    def plan(self) -> Deferred:
+        return self._with_fleet(lambda fleet: fleet.plan(text=True))
+
+    def expand(self, node_id: str, amount_sat: int | None) -> Deferred:
+        return self._with_fleet(lambda fleet: fleet.expand(node_id, amount_sat))
+
 
 async def _ready(value: dict[str, Any]) -> dict[str, Any]:
     return value

@@ -78,7 +78,8 @@ async def test_manifest_init_and_help_texts() -> None:
         options = {o["name"]: o for o in plugin.manifest["options"]}
         assert list(options) == [
             "hive-relays", "hive-gossip-threshold", "hive-heartbeat-interval",
-            "hive-governance-mode", "hive-failsafe-budget-per-day",
+            "hive-intent-hold", "hive-intent-mode", "hive-planner-interval",
+            "hive-market-share-cap", "hive-governance-mode", "hive-failsafe-budget-per-day",
         ]  # fmt: skip
         assert all(len(o["description"]) > 20 for o in options.values())
 
@@ -90,7 +91,11 @@ async def test_manifest_init_and_help_texts() -> None:
      ({"hive-heartbeat-interval": "5"}, "hive-heartbeat-interval must be a whole number from 60"),
      ({"hive-heartbeat-interval": "often"}, "hive-heartbeat-interval must be a whole number"),
      ({"hive-governance-mode": "yolo"}, "hive-governance-mode must be one of autonomous"),
-     ({"hive-failsafe-budget-per-day": "-1"}, "hive-failsafe-budget-per-day must be a whole")],
+     ({"hive-failsafe-budget-per-day": "-1"}, "hive-failsafe-budget-per-day must be a whole"),
+     ({"hive-intent-hold": "5"}, "hive-intent-hold must be a whole number from 10 to 600"),
+     ({"hive-intent-mode": "lax"}, "hive-intent-mode must be default or strict"),
+     ({"hive-planner-interval": "60"}, "hive-planner-interval must be 0 .never. or from 300"),
+     ({"hive-market-share-cap": "80"}, "hive-market-share-cap must be a whole number from 1")],
 )  # fmt: skip
 async def test_a_fleet_option_out_of_range_disables_the_plugin_naming_it(
     options: dict[str, str], said: str

@@ -45,6 +45,7 @@ class FleetConfig:
     intent_mode: str = "default"  # or "strict": every active member must answer ok
     planner_interval_s: int = 3_600  # the fleet plan is computed this often (0: never by itself)
     bridge_interval_s: int = 60  # zero-fee routing among members is checked this often
+    market_share_cap_pct: int = 20  # the planner keeps the fleet's share of a node within this
     member_fee_zero: int = 1  # 1: members route to each other at zero fee (0: left alone)
 
 

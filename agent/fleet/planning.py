@@ -34,6 +34,7 @@ Request = Callable[..., Awaitable[dict[str, Any]]]
 class Planning(FleetComponent):
     def __init__(self, request: Request, config: PlannerConfig | None = None) -> None:
         self.request = request
+        self._given = config
         self.planner = config or PlannerConfig()
         self.bridge: Bridge | None = None
         self._next_plan = 0
@@ -43,6 +44,12 @@ class Planning(FleetComponent):
     def bind(self, kernel: Any) -> None:
         super().bind(kernel)
         self.bridge = Bridge(kernel.node, kernel.store, kernel.clock)
+        if self._given is None:  # (the plugin's hive-market-share-cap and interval)
+            cfg = kernel.config
+            self.planner = PlannerConfig(
+                market_share_cap=cfg.market_share_cap_pct / 100,
+                interval_s=max(60, cfg.planner_interval_s),
+            )
         # the first plan one interval after start: the records of the others come first
         self._next_plan = kernel.clock.now() + kernel.config.planner_interval_s
 
