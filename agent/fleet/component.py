@@ -97,6 +97,9 @@ class FleetComponent:
     # frame types sent directly and never retried (a newer one supersedes, anti-entropy
     # repairs a lost one): not acknowledged when handled, committed without an fsync
     unacked: frozenset[MsgType] = frozenset()
+    # frame types handled in a commit without an fsync: it survives a killed process, and its
+    # loss on a power failure only delays (an answer waited for again, a lock held to expiry)
+    light: frozenset[MsgType] = frozenset()
     kernel: FleetKernel
 
     def bind(self, kernel: FleetKernel) -> None:

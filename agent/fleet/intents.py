@@ -76,6 +76,9 @@ class IntentPolicy(Protocol):
 class Intents(FleetComponent):
     owns = frozenset({MsgType.INTENT, MsgType.INTENT_ACK, *ENDS})
     facts = frozenset({MsgType.INTENT, *ENDS})
+    # only an INTENT's answer is a promise (an `ok` blocks our own intents): it is fsynced; an
+    # answer, commit, abort or end lost to a power failure only delays (see intent_rules.py)
+    light = frozenset({MsgType.INTENT_ACK, *ENDS})
 
     def __init__(
         self, executor: Executor | None = None, policy: IntentPolicy | None = None

@@ -262,7 +262,8 @@ class FleetKernel:
     ) -> Effects:
         now = self.clock.now()
         effects = Effects()
-        durable = msg.type not in owner.unacked  # (a lost one is superseded or repaired)
+        # (a lost one is superseded or repaired; a light one's loss only delays)
+        durable = msg.type not in owner.unacked and msg.type not in owner.light
         with self.store.transaction(now, durable=durable) as tx:
             if not owner.admits_strangers and self.standing is not None:
                 self.standing.check_frame(tx, msg)
@@ -372,8 +373,13 @@ class FleetKernel:
             fx.direct.extend(decide())
         for peer, frame in fx.direct:
             await self.send_direct(peer, frame)
-        for peer in sorted(fx.flush):
-            await self.flush(peer)
+        if len(fx.flush) <= 1:
+            for peer in fx.flush:
+                await self.flush(peer)
+            return
+        async with anyio.create_task_group() as tg:  # a fan-out goes to every peer at once
+            for peer in sorted(fx.flush):
+                tg.start_soon(self.flush, peer)
 
     def wake(self) -> None:
         """Run the loop's next pass now (something was queued or became due)."""
