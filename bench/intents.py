@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.fleet.service import FleetConfig
 from agent.node.models import CustomMsg
+from agent.node.sim import Network
 from agent.node.simnode import SimBackend, SimDriver
 from agent.store import intents as idb
 from bench.fleet import pct
-from bench.gossip import form_hive, network
+from bench.gossip import LATENCY, form_hive
 from tests.intent_model import run as model_run
 
 CFG = FleetConfig(
@@ -79,10 +80,21 @@ async def fan_out_rtt(net: object, me: str, others: list[str], rounds: int) -> l
     return times
 
 
+def mesh(n: int) -> tuple[Network, list[str]]:
+    """n members, every pair with a channel (hence a link), 1 ms links; two spare nodes as in
+    bench/gossip.py's network()."""
+    net = Network(seed=5, clock=time.monotonic, latency_s=LATENCY)
+    ids = [net.add_node(f"m{i}", 2_000_000 * (n + 2)) for i in range(n + 2)]
+    for a in range(n):
+        for b in range(a + 1, n):
+            net.open_channel(ids[a], ids[b], 1_000_000, push_msat=400_000_000)
+    return net, ids
+
+
 async def commit_latency(n: int, locks: int) -> tuple[list[float], list[float], int, int]:
     """(raw fan-out round trips, commit latencies, locks committed, actions done)."""
     adj = {i: {j for j in range(n) if j != i} for i in range(n)}
-    net, ids = network(adj)
+    net, ids = mesh(n)
     targets = [net.add_node(f"t{k}", 1_000_000) for k in range(locks)]
     with tempfile.TemporaryDirectory(prefix="hive-bench-intents-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
