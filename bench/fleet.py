@@ -76,7 +76,7 @@ async def run(members: int, rounds: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="hive-bench-fleet-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
             out["raw"] = await raw_rtt(net, ids[-2], ids[-1], max(20, rounds * 4))
-            config = FleetConfig(retry_base_s=1.0)
+            config = FleetConfig(retry_base_s=1.0, member_fee_zero=0, planner_interval_s=0)
             ms = [SimMember(net, ids[i], Path(tmp) / str(i), config=config) for i in range(n)]
             for m in ms:
                 await m.start(tg)

@@ -100,6 +100,8 @@ def config(gap_s: int) -> FleetConfig:
         retry_base_s=0.2,  # the joins' acknowledgements (and any "not yet" answers) settle fast
         retry_cap_s=2.0,
         sync_join_grace_s=1,
+        member_fee_zero=0,  # (the fee changes measured are the benchmark's own)
+        planner_interval_s=0,
     )
 
 
