@@ -80,11 +80,12 @@ async def fan_out_rtt(net: object, me: str, others: list[str], rounds: int) -> l
     return times
 
 
-def mesh(n: int) -> tuple[Network, list[str]]:
+def mesh(n: int, opens: int) -> tuple[Network, list[str]]:
     """n members, every pair with a channel (hence a link), 1 ms links; two spare nodes as in
-    bench/gossip.py's network()."""
+    bench/gossip.py's network(); member 0 has the funds for `opens` more channels."""
     net = Network(seed=5, clock=time.monotonic, latency_s=LATENCY)
-    ids = [net.add_node(f"m{i}", 2_000_000 * (n + 2)) for i in range(n + 2)]
+    funds = [2_000_000 * (n + 2) + (2_000_000 * opens if i == 0 else 0) for i in range(n + 2)]
+    ids = [net.add_node(f"m{i}", funds[i]) for i in range(n + 2)]
     for a in range(n):
         for b in range(a + 1, n):
             net.open_channel(ids[a], ids[b], 1_000_000, push_msat=400_000_000)
@@ -94,7 +95,7 @@ def mesh(n: int) -> tuple[Network, list[str]]:
 async def commit_latency(n: int, locks: int) -> tuple[list[float], list[float], int, int]:
     """(raw fan-out round trips, commit latencies, locks committed, actions done)."""
     adj = {i: {j for j in range(n) if j != i} for i in range(n)}
-    net, ids = mesh(n)
+    net, ids = mesh(n, locks)
     targets = [net.add_node(f"t{k}", 1_000_000) for k in range(locks)]
     with tempfile.TemporaryDirectory(prefix="hive-bench-intents-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
