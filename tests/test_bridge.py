@@ -158,6 +158,9 @@ async def test_a_fee_changed_by_the_operator_meanwhile_is_left_alone(tmp_path: P
         assert w.fees(w.ids[1]) == w.fees(w.ids[4]) == (0, 0)
         scid = next(s for s in w.net.nodes[w.ids[0]].channels if w.peer_of(s) == w.ids[4])
         await w.node.set_fees(scid, base_msat=7, ppm=77)  # the operator's own choice
+        # while still a member: zeroed once, the operator's later fee is not fought
+        assert (await bridge.reconcile({w.ids[1], w.ids[4]})).changed == []
+        assert w.fees(w.ids[4]) == (7, 77)
         done = await bridge.reconcile(set())
         assert w.fees(w.ids[4]) == (7, 77) and w.fees(w.ids[1]) == (1000, 100)
         assert len(done.changed) == 1

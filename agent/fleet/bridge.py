@@ -250,11 +250,16 @@ class Bridge:
         before = saved.get(scid)
         if chan.peer_id in members:
             if before is None:  # recorded before the change, never overwritten
-                saved[scid] = {"peer": chan.peer_id, "base_msat": now[0], "ppm": now[1]}
+                before = {"peer": chan.peer_id, "base_msat": now[0], "ppm": now[1]}
+                saved[scid] = before
                 self._save(KV_FEES, saved)
+            if before.get("zeroed"):
+                return  # zeroed once: a fee the operator set since is theirs (not fought)
             if now != (0, 0):
                 await self.node.set_fees(scid, base_msat=0, ppm=0)
                 report.changed.append(f"zero {scid}")
+            saved[scid] = {**before, "zeroed": True}
+            self._save(KV_FEES, saved)
         elif before is not None:
             if now == (0, 0) and (before["base_msat"], before["ppm"]) != (0, 0):
                 await self.node.set_fees(scid, base_msat=before["base_msat"], ppm=before["ppm"])
