@@ -213,7 +213,7 @@ def network(adj: dict[int, set[int]]) -> tuple[Network, list[str]]:
 
 async def form_hive(
     net: Network, ids: list[str], adj: dict[int, set[int]], tmp: Path, tg: anyio.abc.TaskGroup,
-    cfg: FleetConfig, clock: Clock | None = None,
+    cfg: FleetConfig, clock: Clock | None = None, join_limit_s: float = 30,
 ) -> World:  # fmt: skip
     """Every node of the graph a member with its own store, admitted by the admin; then only
     the graph's links stay up, every member sends a fresh record, and this returns once
@@ -228,7 +228,8 @@ async def form_hive(
     for i in range(1, n):
         ticket = await admin.invite(ids[i])
         await members[i].fleet.join(ticket["ticket"])
-        if not await until(lambda i=i: members[i].fleet.status()["tier"] == "neophyte", 30):
+        joined = lambda i=i: members[i].fleet.status()["tier"] == "neophyte"  # noqa: E731
+        if not await until(joined, join_limit_s):
             raise SystemExit(f"member {i} did not join")
     if not await until(lambda: not any(_pending(m) for m in members), 60, 0.01):
         raise SystemExit("the joins were not all acknowledged")

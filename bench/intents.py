@@ -99,7 +99,7 @@ async def commit_latency(n: int, locks: int) -> tuple[list[float], list[float], 
     targets = [net.add_node(f"t{k}", 1_000_000) for k in range(locks)]
     with tempfile.TemporaryDirectory(prefix="hive-bench-intents-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
-            world = await form_hive(net, ids, adj, Path(tmp), tg, CFG)
+            world = await form_hive(net, ids, adj, Path(tmp), tg, CFG, join_limit_s=120)
             owner = world.members[0].fleet
             raw = await fan_out_rtt(net, ids[0], ids[1:n], max(20, locks))
             latencies, committed, done = [], 0, 0
@@ -158,11 +158,13 @@ def races_section(races: int) -> bool:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="a quick run for CI")
+    p.add_argument("--members", type=int, nargs="*", default=[10, 50], help="fleet sizes")
+    p.add_argument("--races", type=int, default=10_000, help="model races")
     args = p.parse_args()
     if args.smoke:
         ok = latency_section([5], 10) & races_section(500)
     else:
-        ok = latency_section([10, 50], 50) & races_section(10_000)
+        ok = latency_section(args.members, 50) & races_section(args.races)
     sys.exit(0 if ok else 1)
 
 
