@@ -32,8 +32,8 @@ from agent.demo.catch_up import catch_up_act
 from agent.demo.common import connected
 from agent.demo.escrow import escrow_act
 from agent.demo.fleet import fleet_act
-from agent.demo.intents import intents_act
 from agent.demo.forgery import forgery_act
+from agent.demo.intents import intents_act
 from agent.demo.market import market_act
 from agent.demo.narrator import Narrator
 from agent.demo.plugin import plugin_act
