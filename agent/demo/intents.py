@@ -168,24 +168,29 @@ def operator_node(home: Path, net: Network, node_id: str) -> tuple[NodeService, 
     return service, LocalActions(service, Governance(Mode.OPERATOR))
 
 
+async def recommended(say: Say, cyd: SimMember, alias: dict[str, str]) -> dict[str, Any]:
+    """cyd's `hive-plan`: the expansion it gives cyd, its reason in the members' names."""
+    current = await cyd.fleet.plan()
+    mine = [e for e in current["expansions"] if e["member"] == cyd.node_id]
+    if not mine:
+        raise RuntimeError(f"the plan gives cyd no expansion: {current['expansions']}")
+    e = dict(mine[0])
+    for n, a in alias.items():
+        e["reason"] = str(e["reason"]).replace(n[:12] + "…", a)
+    say(
+        f"cyd: hive-plan → expansion cyd → {alias[e['node']]} {e['amount_sat']:,} sat "
+        f"(score {e['score']:.3f}); why: {e['reason']}"
+    )
+    return e
+
+
 async def expansion(
     say: Say, net: Network, cyd: SimMember, node: NodeService, alias: dict[str, str]
 ) -> dict[str, Any]:
     """cyd's plan recommends an open; the planner takes the lock, the open waits for the
     operator; approved, it runs once."""
-    current = await cyd.fleet.plan()
-    mine = [e for e in current["expansions"] if e["member"] == cyd.node_id]
-    if not mine:
-        raise RuntimeError(f"the plan gives cyd no expansion: {current['expansions']}")
-    e = mine[0]
-    target = e["node"]
-    reason = str(e["reason"])
-    for n, a in alias.items():
-        reason = reason.replace(n[:12] + "…", a)
-    say(
-        f"cyd: hive-plan → expansion cyd → {alias[target]} {e['amount_sat']:,} sat "
-        f"(score {e['score']:.3f}); why: {reason}"
-    )
+    e = await recommended(say, cyd, alias)
+    target, reason = e["node"], e["reason"]
     taken = (await cyd.fleet.planning.act())["expansions"]
     intent = next(t["intent"] for t in taken if t["node"] == target)
     command = command_id_for(intent)
@@ -211,7 +216,10 @@ async def expansion(
         f"channels to {alias[target]} now: {before}"
     )
     vote(store, command[:12], "approve", SystemClock().now())
-    say(f"the operator: hive-approve {command[:12]}… → the node runs the open")
+    say(
+        f"the operator: hive-approve {command[:12]}… (its vote recorded in cyd's store) → "
+        "cyd's command loop runs the open"
+    )
     done = await ended(cyd, intent, 20)
     after = channels_between(net, cyd.node_id, target)
     if done["status"] != "done" or before != 0 or len(after) != 1:
@@ -299,4 +307,5 @@ async def intents_act(say: Say) -> dict[str, Any]:
             for m in members:
                 await m.stop()
             tg.cancel_scope.cancel()
+        node.agent.store.close()  # (cyd's node agent stopped with the task group)
     return {"race": raced, "expansion": expanded, "bridge": fees}
