@@ -44,6 +44,17 @@ def test_demo_story_as_json() -> None:
     assert catch_up["tiers"]["otto"] == "member"
     assert catch_up["reconciliation"]["round_trips"] >= 1
     assert catch_up["reconciliation"]["facts_to_her"] >= 1
+    race, expansion, bridge = (report["intents"][k] for k in ("race", "expansion", "bridge"))
+    assert race["channels_to_target"] == 1 and {race["winner"], race["loser"]} == {"ada", "ben"}
+    assert race["loser_reason"] in ("tie_breaker_loss", "conflict_committed")
+    assert expansion["member"] == "cyd" and expansion["governance"] == "operator"
+    assert expansion["lock_before_approval"] == "committed" and expansion["waited_for_operator"]
+    assert expansion["channels_before_approval"] == 0 and expansion["approved"] is True
+    assert expansion["status"] == "done" and expansion["channels_after"] == 1
+    assert "well connected" in expansion["reason"]
+    assert bridge["mode"] == "own_fees" and bridge["member_channels"] == 3
+    assert bridge["member_fees_zero"] is True and bridge["outsider_fees_kept"] is True
+    assert all(f["ppm"] > 0 for f in bridge["outsider_fees"].values())
     delivered = report["relay_restart"]["delivered"]
     assert delivered == [f"fee review, part {i}" for i in (1, 2, 3)]
 
@@ -53,7 +64,8 @@ def test_demo_narrates_for_humans() -> None:
         [HIVE_AGENT, "demo", "--fast"], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
-    for n in range(1, 11):
+    for n in range(1, 12):
         assert f"Act {n} " in result.stdout
     assert "all five views equal: yes" in result.stdout
+    assert "stands down: aborted, reason" in result.stdout and "hive-approve" in result.stdout
     assert "SEAL_MISMATCH" in result.stdout and "Traceback" not in result.stderr

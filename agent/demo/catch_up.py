@@ -26,7 +26,12 @@ from agent.store import fleet as fleet_db
 
 DAY = 86_400
 CONFIG = FleetConfig(
-    retry_base_s=0.2, retry_cap_s=2.0, gossip_gap_s=1, sync_gap_s=1, sync_join_grace_s=1
+    retry_base_s=0.2,
+    retry_cap_s=2.0,
+    gossip_gap_s=1,
+    sync_gap_s=1,
+    sync_join_grace_s=1,
+    member_fee_zero=0,  # pablo's fee is what the act watches (the zero-fee bridge: act 11)
 )  # outbox_ttl_s stays a day: what waits for rita longer than that is given up
 NAMES = ["nina", "otto", "pablo", "quinn", "rita", "sybil"]  # sybil: the outsider
 COUNTERS = ("started", "round_trips", "neg_bytes", "facts_sent", "facts_wanted")

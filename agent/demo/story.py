@@ -13,7 +13,10 @@ the durable outbox and arrive exactly once after it restarts.  Act 8 (plugin.py)
 Lightning plugin on a simulated network.  Act 9 (fleet.py): three nodes form a hive over custom
 messages, vouch one to member and ban an outsider.  Act 10 (catch_up.py): five members; one is
 offline for three simulated days while the others ban an outsider, change fees and open a
-channel; it comes back and is caught up by reconciliation alone.
+channel; it comes back and is caught up by reconciliation alone.  Act 11 (intents.py): two
+members race for the same node under intent locks (one opens, the other stands down); the
+planner's expansion waits under operator governance until approved, then opens once; the
+bridge sets the member channels to zero fee while channels to outsiders keep theirs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from agent.demo.common import connected
 from agent.demo.escrow import escrow_act
 from agent.demo.fleet import fleet_act
 from agent.demo.forgery import forgery_act
+from agent.demo.intents import intents_act
 from agent.demo.market import market_act
 from agent.demo.narrator import Narrator
 from agent.demo.plugin import plugin_act
@@ -73,5 +77,7 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
     report["fleet"] = await fleet_act(out.say)
     await out.act("Act 10 - three days offline, caught up by reconciliation")
     report["catch_up"] = await catch_up_act(out.say)
+    await out.act("Act 11 - intent locks, the planner and zero fees among members")
+    report["intents"] = await intents_act(out.say)
     out.finish()
     return json.loads(json.dumps(report))  # type: ignore[no-any-return]

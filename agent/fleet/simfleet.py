@@ -14,6 +14,7 @@ import anyio.lowlevel
 import nostr_sdk as sdk
 
 from agent.clock import Clock
+from agent.fleet.planner_model import PlannerConfig
 from agent.fleet.service import FleetConfig, FleetService
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend
@@ -35,9 +36,12 @@ class SimMember:
         *,
         clock: Clock | None = None,
         config: FleetConfig | None = None,
+        governed: bool = False,
+        planner: PlannerConfig | None = None,
     ) -> None:
         self.net, self.node_id, self.home = net, node_id, home
         self.clock, self.config = clock, config
+        self.governed, self.planner = governed, planner  # (FleetService's, as named there)
         self.service: FleetService | None = None
         self.store: Store | None = None
         self._scope: anyio.CancelScope | None = None
@@ -56,7 +60,7 @@ class SimMember:
         backend = SimBackend(self.net, self.node_id)
         service = FleetService(
             backend, self.store, sim_keys(self.net, self.node_id), clock=self.clock,
-            config=self.config,
+            config=self.config, governed=self.governed, planner=self.planner,
         )  # fmt: skip
         events = backend.events()  # listening before the links come back
         ready = anyio.Event()
