@@ -69,7 +69,12 @@ class PluginNode:
 
     async def _run_bridge(self, plugin: PluginProcess) -> None:
         with self._bridge:
-            await bridge(self.net, self.node_id, plugin)
+            try:
+                await bridge(self.net, self.node_id, plugin)
+            except PluginError:
+                if plugin.process is not None and plugin.process.running:
+                    raise
+                # the plugin died by itself (a crash point's SIGKILL): nothing more is fed to it
 
     async def start(self, env: dict[str, str] | None = None) -> PluginNode:
         """A new life (same lightning-dir); `env`: added to this life's environment only."""

@@ -35,6 +35,16 @@ AMOUNT_SAT = 200_000  # danger 5 (below 1M sat): runs without the operator when 
 ENDED = {"done", "failed", "aborted", "expired"}
 
 
+def world() -> tuple[Network, list[str], str]:
+    """Three fleet nodes meshed (channels, links) and an outside node linked to each, with no
+    channel to any of them: the expansion target."""
+    net, ids = mesh(3, extra=0)
+    target = net.add_node("target", 20_000_000)
+    for i in range(3):
+        net.connect(ids[i], target)
+    return net, ids, target
+
+
 def channels_to(net: Network, a: str, b: str) -> list[str]:
     """The simulator's open channels between a and b: the real effect of an open."""
     return [
@@ -50,9 +60,15 @@ async def intents_on(n: PluginNode, target: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["kind"] == "channel_open" and r["target"] == target]
 
 
-async def form_hive(net: Network, ids: list[str], tg: Any, relay_url: str) -> list[PluginNode]:
+async def form_hive(
+    net: Network, ids: list[str], tg: Any, relay_url: str, env: dict[str, str] | None = None
+) -> list[PluginNode]:
+    """a, b full members and c a neophyte, agreed on all three; each plugin's fleet action
+    path is up.  `env`: a's first life's extra environment (a crash point)."""
     options = {"hive-relays": relay_url, "hive-governance-mode": "autonomous"}
-    nodes = [await PluginNode(net, ids[i], tg, options).start() for i in range(3)]
+    nodes = [
+        await PluginNode(net, ids[i], tg, options).start(env if i == 0 else None) for i in range(3)
+    ]
     a, b, c = nodes
     await a.call("hive-genesis")
     ticket = await a.call("hive-invite", node_id=ids[1])
@@ -101,10 +117,7 @@ async def test_two_members_expand_to_the_same_node_at_once_one_channel_opens(
     relay_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(TEST_ENV, json.dumps(TIMINGS))
-    net, ids = mesh(3, extra=0)
-    target = net.add_node("target", 20_000_000)
-    for i in range(3):
-        net.connect(ids[i], target)
+    net, ids, target = world()
     async with SimDriver(net), anyio.create_task_group() as tg:
         nodes: list[PluginNode] = []
         try:
@@ -114,7 +127,9 @@ async def test_two_members_expand_to_the_same_node_at_once_one_channel_opens(
             replies: dict[int, Any] = {}
 
             async def expand(i: int) -> None:
-                replies[i] = await nodes[i].call("hive-expand", node_id=target, amount_sat=AMOUNT_SAT)
+                replies[i] = await nodes[i].call(
+                    "hive-expand", node_id=target, amount_sat=AMOUNT_SAT
+                )
 
             async with anyio.create_task_group() as race:  # the same moment
                 race.start_soon(expand, 0)
@@ -132,6 +147,66 @@ async def test_two_members_expand_to_the_same_node_at_once_one_channel_opens(
             winner = next(r for r in views[0] if r["status"] == "done")
             assert opened[ids.index(winner["owner"])], (winner, opened)
             print(f"took {time.monotonic() - started:.1f} s; {views[0]}")
+        finally:
+            for n in nodes:
+                n._stop.set()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "point",
+    [
+        # the committed intent's open is claimed in the store, not yet handed to governance
+        "intent.before_execute",
+        # handed to governance (the command stored, idempotent by intent id), the intent's
+        # outcome not recorded; the plugin's executor hands over without waiting for the
+        # node's command loop, so the open has not run yet at this point
+        "intent.after_execute",
+        # the open ran on the node (the channel exists), neither the command's outcome and
+        # receipt nor the intent's outcome recorded: governance finds the channel it made
+        "command.after_execute",
+    ],
+)
+async def test_a_plugin_killed_around_a_committed_open_opens_exactly_once(
+    relay_url: str, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    monkeypatch.setenv(TEST_ENV, json.dumps(TIMINGS))
+    net, ids, target = world()
+    async with SimDriver(net), anyio.create_task_group() as tg:
+        nodes: list[PluginNode] = []
+        try:
+            started = time.monotonic()
+            nodes = await form_hive(net, ids, tg, relay_url, env={"HIVE_CRASH_AT": point})
+            a = nodes[0]
+            reply = await a.call("hive-expand", node_id=target, amount_sat=AMOUNT_SAT)
+            assert reply["status"] == "pending"  # answered before the lock commits
+
+            async def died() -> bool:
+                assert a.plugin is not None and a.plugin.process is not None
+                return not a.plugin.process.running
+
+            await until(died, LIMIT_S)  # SIGKILLed itself at `point`
+            at_death = channels_to(net, ids[0], target)
+            await a.stop(kill=True)  # (already dead: exit code -9; lightningd notices)
+            await anyio.sleep(1)
+            assert channels_to(net, ids[0], target) == at_death  # nothing runs while it is down
+            await a.start()  # same lightning-dir, no crash point
+
+            views = await settled(nodes, target, 1)
+            for v in views:
+                brief = {k: v[0][k] for k in ("status", "exec", "outcome", "reason")}
+                assert v[0]["id"] == reply["id"] and v[0]["status"] == "done", brief
+            own = views[0][0]
+            assert own["exec"] == "finished", own
+            opened = [channels_to(net, ids[i], target) for i in range(3)]
+            assert opened == [opened[0], [], []] and len(opened[0]) == 1, opened
+            assert net.channels[opened[0][0]].capacity_sat == AMOUNT_SAT
+            await anyio.sleep(3)  # a few more fleet and command loop passes: still just one
+            assert channels_to(net, ids[0], target) == opened[0]
+            print(
+                f"{point}: took {time.monotonic() - started:.1f} s; channels at the kill: "
+                f"{len(at_death)}; outcome {own['outcome']!r}"
+            )
         finally:
             for n in nodes:
                 n._stop.set()
