@@ -72,9 +72,10 @@ class PluginNode:
             try:
                 await bridge(self.net, self.node_id, plugin)
             except PluginError:
-                if plugin.process is not None and plugin.process.running:
+                # the plugin died by itself (a crash point's SIGKILL; its stdout may close a
+                # moment before its exit is seen): nothing more is fed to it
+                if plugin.process is None or await plugin.process.exited(5) is None:
                     raise
-                # the plugin died by itself (a crash point's SIGKILL): nothing more is fed to it
 
     async def start(self, env: dict[str, str] | None = None) -> PluginNode:
         """A new life (same lightning-dir); `env`: added to this life's environment only."""

@@ -21,9 +21,12 @@ from typing import Any
 import anyio
 import pytest
 
+from agent.advisory.local import command_id_for
 from agent.cln_plugin import TEST_ENV
 from agent.node.sim import Network
 from agent.node.simnode import SimDriver
+from agent.store import advisory as repo
+from agent.store.db import Store
 from tests.fleet_world import mesh
 from tests.test_fleet_plugin import PluginNode, until
 from tests.test_fleet_plugin_sync import TIMINGS
@@ -52,6 +55,17 @@ def channels_to(net: Network, a: str, b: str) -> list[str]:
         for scid, ch in net.channels.items()
         if {ch.a, ch.b} == {a, b} and not getattr(ch, "closed", False)
     ]
+
+
+def governed(n: PluginNode, intent_id: str) -> tuple[str, int, str]:
+    """The node's governance record of the action an intent guards (read from the plugin's
+    store on disk): the command's state, how many receipts, the latest receipt's status."""
+    store = Store(n.dir / "hive" / "agent.sqlite")
+    cid = command_id_for(intent_id)
+    row = repo.command_row(store, cid) or {}
+    count = store.conn.execute("SELECT COUNT(*) FROM receipts WHERE command_id = ?", (cid,))
+    latest = repo.latest_receipt(store, cid)
+    return row.get("state", "none"), count.fetchone()[0], latest.status.value if latest else ""
 
 
 async def intents_on(n: PluginNode, target: str) -> list[dict[str, Any]]:
@@ -134,7 +148,6 @@ async def test_two_members_expand_to_the_same_node_at_once_one_channel_opens(
             async with anyio.create_task_group() as race:  # the same moment
                 race.start_soon(expand, 0)
                 race.start_soon(expand, 1)
-            print("replies", replies)
 
             views = await settled(nodes, target, 2)
             for v in views:
@@ -145,8 +158,19 @@ async def test_two_members_expand_to_the_same_node_at_once_one_channel_opens(
             opened = [channels_to(net, ids[i], target) for i in range(3)]
             assert sum(len(o) for o in opened) == 1, opened
             winner = next(r for r in views[0] if r["status"] == "done")
+            loser = next(r for r in views[0] if r["status"] == "aborted")
+            w, lo = nodes[ids.index(winner["owner"])], nodes[ids.index(loser["owner"])]
             assert opened[ids.index(winner["owner"])], (winner, opened)
-            print(f"took {time.monotonic() - started:.1f} s; {views[0]}")
+            own = next(r for r in await intents_on(w, target) if r["id"] == winner["id"])
+            assert own["exec"] == "finished", own
+            # the open ran through the winner's governance, once (one command, one ok receipt)
+            assert governed(w, winner["id"]) == ("done", 1, "ok")
+            # the loser never handed anything to its governance
+            assert governed(lo, loser["id"]) == ("none", 0, "")
+            print(
+                f"race: took {time.monotonic() - started:.1f} s; loser's reason "
+                f"{loser['reason']}; replies {[r['status'] for r in replies.values()]}"
+            )
         finally:
             for n in nodes:
                 n._stop.set()
@@ -198,6 +222,7 @@ async def test_a_plugin_killed_around_a_committed_open_opens_exactly_once(
                 assert v[0]["id"] == reply["id"] and v[0]["status"] == "done", brief
             own = views[0][0]
             assert own["exec"] == "finished", own
+            assert governed(a, own["id"]) == ("done", 1, "ok")  # run once, one ok receipt
             opened = [channels_to(net, ids[i], target) for i in range(3)]
             assert opened == [opened[0], [], []] and len(opened[0]) == 1, opened
             assert net.channels[opened[0][0]].capacity_sat == AMOUNT_SAT
