@@ -265,7 +265,8 @@ async def test_an_older_separate_fleet_store_is_folded_into_the_one_store() -> N
             await node.stop()
 
 
-FAST_GOSSIP = '{"gossip_gap_s": 1, "handshake_retry_s": 2}'  # see agent.cln_plugin.TEST_ENV
+# see agent.cln_plugin.TEST_ENV; member fees left alone (the bridge would zero a's side)
+FAST_GOSSIP = '{"gossip_gap_s": 1, "handshake_retry_s": 2, "member_fee_zero": 0}'
 
 
 async def test_a_fee_change_reaches_the_other_plugins_through_state_gossip(
