@@ -7,9 +7,13 @@ is watched where it happens: the simulator's channels.
 
 - two members `hive-expand` to the same outside node at the same moment: one channel appears,
   one intent ends done, the other aborted (tie-breaker or a committed conflict), on all three;
-- a plugin SIGKILLs itself (`HIVE_CRASH_AT`) after the committed intent's open was claimed and
-  before it ran, or after it ran and before its outcome was recorded; started again on the same
-  lightning-dir it settles the claim by asking its governance: exactly one channel, done on all.
+- a plugin SIGKILLs itself (`HIVE_CRASH_AT`, real SIGKILL) around its committed open:
+  `intent.before_execute` (claimed, not handed to governance), `intent.after_execute` (handed
+  to governance — in the plugin the executor hands over without waiting, so the open has not
+  run yet), `command.after_execute` (the open ran on the node; neither governance nor the
+  intent recorded it); started again on the same lightning-dir without the crash point, it
+  settles the claim by asking its governance: exactly one channel, one command with one ok
+  receipt, the intent done on all three.
 """
 
 from __future__ import annotations
@@ -50,11 +54,7 @@ def world() -> tuple[Network, list[str], str]:
 
 def channels_to(net: Network, a: str, b: str) -> list[str]:
     """The simulator's open channels between a and b: the real effect of an open."""
-    return [
-        scid
-        for scid, ch in net.channels.items()
-        if {ch.a, ch.b} == {a, b} and not getattr(ch, "closed", False)
-    ]
+    return [scid for scid, ch in net.channels.items() if {ch.a, ch.b} == {a, b} and ch.open]
 
 
 def governed(n: PluginNode, intent_id: str) -> tuple[str, int, str]:
