@@ -16,6 +16,7 @@ from agent.advisory.limits import FAILSAFE, Limits
 from agent.advisory.policy import Decision, Mode, Route
 from agent.advisory.receipts import Receipts
 from agent.crash import crash_point
+from agent.node.backend import NodeBackend
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store.advisory import CommandState as CS
@@ -218,7 +219,7 @@ class Execution:
 
 
 async def _opened_since(
-    node: Any, params: schemas.Open, before: dict[str, Any]
+    node: NodeBackend, params: schemas.Open, before: dict[str, Any]
 ) -> dict[str, Any] | None:
     for chan in await node.channels():
         new = chan.short_channel_id and chan.short_channel_id not in before
