@@ -264,7 +264,11 @@ async def test_restart_mid_execution_runs_nothing_twice(world, monkeypatch, poin
     await again.service.execution.recover()
     await again.service.step()
     found = again.actions.outcome("i-crash")
-    assert found is not None and found.status == Status.FAILED and found.code == "INTERNAL"
+    assert found is not None
+    if opened:  # the new channel to the peer, of that size, is found: it ran (ok)
+        assert found.status == Status.OK, found
+    else:  # no channel, but lightningd might still be funding one: not retried, unknown
+        assert found.status == Status.FAILED and found.code == "INTERNAL", found
     assert len(again.channels_to(ids[2])) == opened  # never run twice
     assert [r.intent_id for r in again.reports] == ["i-crash"]  # reported after the restart
     receipt.verify_chain(again.chain())

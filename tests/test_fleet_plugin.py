@@ -30,8 +30,16 @@ class PluginNode:
     """One simulated node with the real plugin attached, restartable; each life of it runs in
     its own task so task groups nest properly."""
 
-    def __init__(self, net: Network, node_id: str, tg: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self,
+        net: Network,
+        node_id: str,
+        tg: anyio.abc.TaskGroup,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.net, self.node_id, self.tg = net, node_id, tg
+        self.options = options or {}  # the plugin's options (lightningd's `--hive-...`)
+        self.env: dict[str, str] = {}  # added to the next life's environment (e.g. a crash)
         self.dir = short_socket_dir()
         self.plugin: PluginProcess | None = None
         self._stop = anyio.Event()
@@ -43,10 +51,10 @@ class PluginNode:
         try:
             async with (
                 SimRpcServer(SimLightningd(self.net, self.node_id), self.dir / "lightning-rpc"),
-                PluginProcess(self.dir) as plugin,
+                PluginProcess(self.dir, env=self.env) as plugin,
                 anyio.create_task_group() as tg,
             ):
-                await plugin.start()
+                await plugin.start(self.options)
                 self._bridge = anyio.CancelScope()
                 tg.start_soon(self._run_bridge, plugin)
                 self.plugin = plugin
@@ -61,9 +69,17 @@ class PluginNode:
 
     async def _run_bridge(self, plugin: PluginProcess) -> None:
         with self._bridge:
-            await bridge(self.net, self.node_id, plugin)
+            try:
+                await bridge(self.net, self.node_id, plugin)
+            except PluginError:
+                # the plugin died by itself (a crash point's SIGKILL; its stdout may close a
+                # moment before its exit is seen): nothing more is fed to it
+                if plugin.process is None or await plugin.process.exited(5) is None:
+                    raise
 
-    async def start(self) -> PluginNode:
+    async def start(self, env: dict[str, str] | None = None) -> PluginNode:
+        """A new life (same lightning-dir); `env`: added to this life's environment only."""
+        self.env = dict(env or {})
         self._stop, self._done, ready = anyio.Event(), anyio.Event(), anyio.Event()
         self.tg.start_soon(self._life, ready)
         with anyio.fail_after(30):

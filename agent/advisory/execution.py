@@ -16,6 +16,7 @@ from agent.advisory.limits import FAILSAFE, Limits
 from agent.advisory.policy import Decision, Mode, Route
 from agent.advisory.receipts import Receipts
 from agent.crash import crash_point
+from agent.node.backend import NodeBackend
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store.advisory import CommandState as CS
@@ -186,7 +187,7 @@ class Execution:
             cmd, _grant, spec, params = self.intake.parsed(row)
             saved = json.loads(row["reserved"])
             before, usage = saved["before"], saved["usage"]
-            result = await self._made(spec, params, cmd)
+            result = await self._made(spec, params, cmd, before)
             if result is None:
                 error = Internal(
                     "the node restarted during this action and cannot tell if it ran; not retried"
@@ -196,17 +197,32 @@ class Execution:
                 await self.settle_ok(row, cmd, spec, params, before, usage, result)
 
     async def _made(
-        self, spec: schemas.ActionSpec, params: schemas.Params, cmd: Command
+        self, spec: schemas.ActionSpec, params: schemas.Params, cmd: Command, before: Any
     ) -> dict[str, Any] | None:
         """What an interrupted action did: run again if that is harmless (idempotent), found
-        on the node if it can tell (its own hook), run now if the node says it never was; None
-        if nobody can tell."""
+        on the node if it can tell (its own hook; for an open, a channel to the peer of that
+        size that was not there when it was claimed), run now if the node says it never was;
+        None if nobody can tell."""
         node = self.ctx.node
         if spec.idempotent:  # setting an absolute value again changes nothing
             return await schemas.execute(spec, node, params, cmd.command_id)
+        if spec.opens_channel and isinstance(params, schemas.Open) and isinstance(before, dict):
+            # found: it ran.  Not found is no proof it never will (lightningd may still be
+            # funding it), so never run again: nobody can tell.
+            return await _opened_since(node, params, before)
         if spec.find_made is not None:
             found = await spec.find_made(node, cmd.command_id)
             if found is not None:
                 return found
             return await schemas.execute(spec, node, params, cmd.command_id)  # never made
         return None
+
+
+async def _opened_since(
+    node: NodeBackend, params: schemas.Open, before: dict[str, Any]
+) -> dict[str, Any] | None:
+    for chan in await node.channels():
+        new = chan.short_channel_id and chan.short_channel_id not in before
+        if new and chan.peer_id == params.peer and chan.capacity_sat == params.amount_sats:
+            return {"channel": chan.short_channel_id, "capacity_sat": chan.capacity_sat}
+    return None

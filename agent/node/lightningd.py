@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,15 @@ class PluginError(Exception):
 class PluginProcess:
     """The real plugin process, driven as lightningd drives it."""
 
-    def __init__(self, lightning_dir: Path, rpc_file: str = "lightning-rpc") -> None:
+    def __init__(
+        self,
+        lightning_dir: Path,
+        rpc_file: str = "lightning-rpc",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.lightning_dir = lightning_dir
         self.rpc_file = rpc_file
+        self.extra_env = dict(env or {})  # added to this process's environment (tests)
         self.process: ChildProcess | None = None
         self.logs: list[dict[str, Any]] = []
         self.manifest: dict[str, Any] = {}
@@ -52,7 +59,12 @@ class PluginProcess:
         self.exit_code: int | None = None  # 0 after a clean exit on `shutdown`; -9 if killed
 
     async def __aenter__(self) -> PluginProcess:
-        env = {**os.environ, "LIGHTNINGD_PLUGIN": "1", "LIGHTNINGD_VERSION": "v25.12-hive-sim"}
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "LIGHTNINGD_PLUGIN": "1",
+            "LIGHTNINGD_VERSION": "v25.12-hive-sim",
+        }
         self.process = ChildProcess(
             "the plugin",
             [sys.executable, str(PLUGIN)],
