@@ -32,11 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.fleet.service import FleetConfig
 from agent.node.models import CustomMsg
-from agent.node.sim import Network
 from agent.node.simnode import SimBackend, SimDriver
 from agent.store import intents as idb
 from bench.fleet import pct
-from bench.gossip import LATENCY, form_hive
+from bench.gossip import form_hive, network, ring_with_chords
 from tests.intent_model import run as model_run
 
 CFG = FleetConfig(
@@ -80,26 +79,25 @@ async def fan_out_rtt(net: object, me: str, others: list[str], rounds: int) -> l
     return times
 
 
-def mesh(n: int, opens: int) -> tuple[Network, list[str]]:
-    """n members, every pair with a channel (hence a link), 1 ms links; two spare nodes as in
-    bench/gossip.py's network(); member 0 has the funds for `opens` more channels."""
-    net = Network(seed=5, clock=time.monotonic, latency_s=LATENCY)
-    funds = [2_000_000 * (n + 2) + (2_000_000 * opens if i == 0 else 0) for i in range(n + 2)]
-    ids = [net.add_node(f"m{i}", funds[i]) for i in range(n + 2)]
-    for a in range(n):
-        for b in range(a + 1, n):
-            net.open_channel(ids[a], ids[b], 1_000_000, push_msat=400_000_000)
-    return net, ids
-
-
 async def commit_latency(n: int, locks: int) -> tuple[list[float], list[float], int, int]:
     """(raw fan-out round trips, commit latencies, locks committed, actions done)."""
-    adj = {i: {j for j in range(n) if j != i} for i in range(n)}
-    net, ids = mesh(n, locks)
+    # the hive forms over a ring with chords (joins in a full mesh of 50 drown in forwarded
+    # gossip: every record is handed on by every member to every other); then every member
+    # links with every other, as intents go straight to each member
+    adj, _ = ring_with_chords(n, 4) if n > 4 else ({i: set(range(n)) - {i} for i in range(n)}, 0)
+    net, ids = network(adj)
     targets = [net.add_node(f"t{k}", 1_000_000) for k in range(locks)]
     with tempfile.TemporaryDirectory(prefix="hive-bench-intents-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
             world = await form_hive(net, ids, adj, Path(tmp), tg, CFG, join_limit_s=120)
+            for a in range(n):
+                for b in range(a + 1, n):
+                    if b not in adj[a]:
+                        net.connect(ids[a], ids[b])
+            with anyio.move_on_after(60):  # the greetings of the new links settle
+                await anyio.sleep(2)
+                while any(_pending(m) for m in world.members):  # noqa: ASYNC110 - polls stores
+                    await anyio.sleep(0.1)
             owner = world.members[0].fleet
             raw = await fan_out_rtt(net, ids[0], ids[1:n], max(20, locks))
             latencies, committed, done = [], 0, 0
@@ -123,6 +121,10 @@ async def commit_latency(n: int, locks: int) -> tuple[list[float], list[float], 
                 await m.stop()
             tg.cancel_scope.cancel()
     return raw, latencies, committed, done
+
+
+def _pending(m: object) -> int:
+    return int(m.fleet.status()["outbox"].get("pending", 0))  # type: ignore[attr-defined]
 
 
 def latency_section(sizes: list[int], locks: int) -> bool:

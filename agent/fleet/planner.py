@@ -308,9 +308,9 @@ def _expansion(
     reason = (
         f"{short(view.node)} is well connected ({view.degree} peers, {view.capacity_sat:,} sat) "
         f"and {served}; {short(best.member)} offers {best.funds:,} sat, has no channel with it "
-        f"yet and {best.channels} channel(s) to external nodes — the best placed of {eligible} member(s) "
-        f"able to open; {best.amount:,} sat is {BOUND_TEXT[best.bound]} and leaves the fleet "
-        f"at {after:.1%} of the node's capacity (cap {config.market_share_cap:.0%})"
+        f"yet and {best.channels} channel(s) to external nodes — the best placed of {eligible}"
+        f" member(s) able to open; {best.amount:,} sat is {BOUND_TEXT[best.bound]} and leaves"
+        f" the fleet at {after:.1%} of the node's capacity (cap {config.market_share_cap:.0%})"
     )
     return Expansion(
         member=best.member, node=view.node, amount_sat=best.amount, bound=best.bound,
