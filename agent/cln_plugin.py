@@ -53,6 +53,7 @@ from events import node_binding
 from events.base import NostrEvent
 from events.errors import HiveError, Internal, InvalidParams
 from events.fleet import is_hive_frame
+from events.fleet.intent import MAX_LIFE_S
 
 log = logging.getLogger("hive.plugin")
 KEY_LABEL = "hive-agent/nostr-key"
@@ -127,6 +128,12 @@ class PluginRuntime:
         home = Path(lightning_dir) / "hive"
         self.fleet_config = fleet or self.fleet_config
         self.governance = governance or self.governance
+        # a fleet action may wait for the operator under its lock (always in operator mode, for
+        # larger actions in autonomous mode): the lock lives its longest, an hour, so a person
+        # has the time; rejected or lapsed, the target is freed
+        self.fleet_config = dataclasses.replace(
+            self.fleet_config, intent_expiry_s=max(self.fleet_config.intent_expiry_s, MAX_LIFE_S)
+        )
         config = self._config(relays, home)
         self._portal_cm = start_blocking_portal(backend="asyncio", name="hive-agent")
         self.portal = self._portal_cm.__enter__()
