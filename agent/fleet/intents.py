@@ -203,6 +203,9 @@ class Intents(FleetComponent):
             return
         for row in idb.own_open(k.store):
             if row.lock.status == Status.PENDING:
+                now, mode = k.clock.now(), k.config.intent_mode
+                if rules.due(row.lock, now, k.connected, mode) is None:
+                    continue  # (nothing to decide yet: no write)
                 async with k.lock:
                     fx = Effects()
                     with k.store.transaction(k.clock.now()) as tx:
