@@ -176,21 +176,16 @@ async def test_two_members_expand_to_the_same_node_at_once_one_channel_opens(
                 n._stop.set()
 
 
+# the committed intent's open is claimed in the store, not yet handed to governance; then
+# handed to governance (the command stored, idempotent by intent id), the intent's outcome not
+# recorded (the plugin's executor hands over without waiting for the node's command loop, so
+# the open has not run yet); then the open ran on the node (the channel exists), neither the
+# command's outcome and receipt nor the intent's outcome recorded: governance finds the channel
+INTENT_POINTS = ["intent.before_execute", "intent.after_execute", "command.after_execute"]
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    "point",
-    [
-        # the committed intent's open is claimed in the store, not yet handed to governance
-        "intent.before_execute",
-        # handed to governance (the command stored, idempotent by intent id), the intent's
-        # outcome not recorded; the plugin's executor hands over without waiting for the
-        # node's command loop, so the open has not run yet at this point
-        "intent.after_execute",
-        # the open ran on the node (the channel exists), neither the command's outcome and
-        # receipt nor the intent's outcome recorded: governance finds the channel it made
-        "command.after_execute",
-    ],
-)
+@pytest.mark.parametrize("point", INTENT_POINTS)
 async def test_a_plugin_killed_around_a_committed_open_opens_exactly_once(
     relay_url: str, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
