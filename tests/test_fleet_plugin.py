@@ -71,9 +71,10 @@ class PluginNode:
         with self._bridge:
             try:
                 await bridge(self.net, self.node_id, plugin)
-            except PluginError:
+            except (PluginError, BrokenPipeError):
                 # the plugin died by itself (a crash point's SIGKILL; its stdout may close a
-                # moment before its exit is seen): nothing more is fed to it
+                # moment before its exit is seen, or its stdin be gone as we write to it):
+                # nothing more is fed to it
                 if plugin.process is None or await plugin.process.exited(5) is None:
                     raise
 
