@@ -16,7 +16,6 @@ import pytest
 from agent.store import intents as idb
 from events.errors import IntentConflict
 from tests.fleet_world import FAST, Fleet, fleet
-from tests.test_fleet_sync import _hive
 
 pytestmark = pytest.mark.anyio
 
@@ -29,9 +28,22 @@ def channels_to(f: Fleet, target: str) -> int:
     return sum(1 for c in f.net.channels.values() if c.open and target in (c.a, c.b))
 
 
+async def formed(f: Fleet) -> None:
+    """The hive of every member (as tests/test_fleet_sync.py `_hive`, with room for a busy CI)."""
+    await f.members[0].fleet.genesis()
+    for i in range(1, len(f.members)):
+        ticket = await f.members[0].fleet.invite(f.ids[i])
+        await f.members[i].fleet.join(ticket["ticket"])
+        assert (await f.joined(i, limit_s=60))["state"] == "joined"
+    await f.settle(limit_s=90)
+    await f.gossiped(limit_s=90)
+    await f.quiet(limit_s=90)
+
+
 async def ended(f: Fleet, owner: int, intent_id: str, limit_s: float) -> str:
     """The intent's end at its owner (a done one once its action is recorded)."""
-    with anyio.fail_after(limit_s):
+    row = None
+    with anyio.move_on_after(limit_s):
         while True:
             row = idb.get(f.members[owner].fleet.store, intent_id)
             status = row.lock.status.value if row is not None else ""
@@ -42,6 +54,7 @@ async def ended(f: Fleet, owner: int, intent_id: str, limit_s: float) -> str:
             ):
                 return status
             await anyio.sleep(0.05)
+    raise AssertionError(f"intent {intent_id[:8]} of member {owner} did not end: {row}")
 
 
 async def one_batch(f: Fleet, rng: random.Random, targets: list[str]) -> dict[str, list[str]]:
@@ -72,7 +85,7 @@ async def test_ten_members_race_on_a_lossy_network_without_a_duplicate_open(
 ) -> None:
     rng = random.Random(16)
     async with fleet(tmp_path, MEMBERS, config=LOSSY) as f:
-        await _hive(f)
+        await formed(f)
         f.net.loss, f.net.reorder = 0.25, 0.2
         wins = 0
         for b in range(BATCHES):  # fresh external nodes each batch
