@@ -72,11 +72,12 @@ class GovernedExecutor:
 
     async def settle(self, row: IntentRow) -> Outcome:
         port = self.port()
-        if row.lock.kind == "ban_proposal" or port is None:
-            return await self.run(row) if port is not None else Outcome("waiting", "")
-        if port.outcome(row.lock.id) is None:
+        if port is None:
+            return Outcome("waiting", "the node's command path is not running yet")
+        report = None if row.lock.kind == "ban_proposal" else port.outcome(row.lock.id)
+        if report is None:
             return await self.run(row)  # (never handed over: a submit is idempotent anyway)
-        return _as_outcome(port.outcome(row.lock.id))
+        return _as_outcome(report)
 
     async def withdraw(self, row: IntentRow) -> Outcome:
         port = self.port()

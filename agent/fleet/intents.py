@@ -310,8 +310,8 @@ class Intents(FleetComponent):
             return err
         return None
 
-    def _limit(self, tx: Db, owner: str) -> None:
-        now = self.kernel.clock.now()
+    def _limit(self, tx: Tx, owner: str) -> None:
+        now = tx.now
         if idb.live_count(tx, owner, now) >= MAX_LIVE:
             raise RateLimited(f"{owner[:12]}… holds {MAX_LIVE} live intents already")
         if idb.recent_count(tx, owner, now - RECENT_S) >= MAX_RECENT:
@@ -357,7 +357,7 @@ class Intents(FleetComponent):
             raise NotFound(f"no intent {intent[:8]} is known here (yet)")
         if row.lock.owner != msg.node:
             raise Unauthorized("only the owner of an intent may commit, abort or finish it")
-        to = _END_STATUS[msg.type](msg)
+        to = _end_status(msg)
         kind = FactKind.INTENT_COMMIT if msg.type == MsgType.INTENT_COMMIT else FactKind.INTENT_END
         if row.lock.status == to or row.lock.mine:
             return  # (a copy of what we know)
@@ -423,6 +423,3 @@ def _end_status(msg: Message) -> Status:
     if msg.type == MsgType.INTENT_ABORT:
         return Status.ABORTED
     return Status.DONE if msg.body_as(IntentDone).ok else Status.FAILED
-
-
-_END_STATUS = {t: _end_status for t in ENDS}
