@@ -12,9 +12,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agent.fleet.intent_exec import NodeExecutor
 from agent.fleet.intents import MAX_LIVE
 from agent.store import intents as idb
-from events.errors import IntentConflict
+from events.errors import IntentConflict, Replayed
 from events.fleet import MsgType
 from events.fleet.intent import Intent, IntentAbort, IntentAck
 from tests.fleet_world import Fleet, Rogue, fleet
@@ -184,3 +185,35 @@ def _soon() -> int:
 
 def _node(k: int) -> str:
     return "02" + f"{k:02x}" * 32
+
+
+async def test_a_ban_proposal_under_a_lock_is_made_once_and_settles_ok_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    """The recovery path after a crash asks the executor to settle a claimed ban proposal
+    again: what this node already did stands, so the intent ends ok, not failed ("interrupted
+    by a restart" before), and no second proposal appears."""
+    async with fleet(tmp_path, 3) as f:
+        await _hive(f)
+        target = f.ids[2]
+        asked = await f.members[0].fleet.intend("ban_proposal", target)
+        done = await finished(f, 0, asked["id"])
+        assert done["status"] == "done", done
+        proposals = f.members[0].fleet.members()["ban_proposals"]
+        assert [p["target"] for p in proposals] == [target], proposals
+        row = idb.get(f.members[0].fleet.store, asked["id"])
+        assert row is not None
+        again = await f.members[0].fleet.intents.executor.settle(row)
+        assert again.state == "ok", again
+        assert f.members[0].fleet.members()["ban_proposals"] == proposals
+
+
+async def test_a_ban_this_node_already_proposed_is_ok_not_failed() -> None:
+    """Membership refuses a second proposal or vote from the same node (REPLAYED): for the
+    intent that asked for it, the proposal stands — ok."""
+
+    async def already(target: str) -> None:
+        raise Replayed(f"this node already voted on the proposal against {target[:12]}…")
+
+    outcome = await NodeExecutor.ban(already, "02" + "ab" * 32)
+    assert (outcome.state, outcome.detail) == ("ok", "ban already proposed by this node")

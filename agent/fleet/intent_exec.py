@@ -18,7 +18,7 @@ from agent.fleet.actions import ActionPort, ActionReport, action_for, outcome_st
 from agent.node.backend import NodeBackend, resize_channel
 from agent.node.models import ChannelState
 from agent.store.intents import IntentRow
-from events.errors import HiveError
+from events.errors import HiveError, Replayed
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ class NodeExecutor:
             return Outcome("failed", "NOT_IMPLEMENTED: no membership to propose the ban to")
         try:
             await propose(target)
+        except Replayed:  # asked again after a crash: this node's proposal or vote stands
+            return Outcome("ok", "ban already proposed by this node")
         except HiveError as err:
             return Outcome("failed", str(err))
         return Outcome("ok", "ban proposed")
@@ -140,6 +142,8 @@ class NodeExecutor:
 
     async def settle(self, row: IntentRow) -> Outcome:
         k = row.lock
+        if k.kind == "ban_proposal":  # asked again: membership refuses a second proposal
+            return await self.ban(self.propose_ban, k.target)
         try:
             channels = await self.node.channels()
         except HiveError as err:
