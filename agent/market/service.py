@@ -75,7 +75,11 @@ class Market:
     # --- listings ------------------------------------------------------------------------
 
     async def publish(self, item: Listing, *, wait: bool = True) -> NostrEvent:
-        """Publish (or update: same `listing_id`) a listing and remember it."""
+        """Publish (or update: same `listing_id`) a listing and remember it.  An update keeps
+        the NIP-99 `published_at` of the listing's first publication (kept in the store)."""
+        first = repo.my_listings(self.agent.store).get(item.listing_id)
+        if first is not None and first.published_at < item.published_at:
+            item = item.model_copy(update={"published_at": first.published_at})
         event = listing.build(self.agent.keys, item, created_at=self.now)
         with self.agent.store.transaction(self.now) as tx:
             repo.save_my_listing(tx, item, event.id)
@@ -98,17 +102,17 @@ class Market:
         return event
 
     async def refresh(self) -> list[str]:
-        """Re-publish active listings that expire within two days, keeping their lifetime."""
+        """Re-publish active listings that expire within two days, keeping their lifetime
+        (from the last version's `created_at`) and their first `published_at`."""
         refreshed = []
+        last = repo.my_listing_times(self.agent.store)
         for item in repo.my_listings(self.agent.store).values():
             if (
                 item.status == ListingStatus.ACTIVE
                 and item.expires_at - self.now < REFRESH_BEFORE_S
             ):
-                lifetime = item.expires_at - item.published_at
-                new = item.model_copy(
-                    update={"published_at": self.now, "expires_at": self.now + lifetime}
-                )
+                lifetime = item.expires_at - last.get(item.listing_id, item.published_at)
+                new = item.model_copy(update={"expires_at": self.now + lifetime})
                 await self.publish(new)
                 refreshed.append(item.listing_id)
         return refreshed
