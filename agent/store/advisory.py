@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from enum import StrEnum
 from typing import Any
 
@@ -357,6 +358,20 @@ def rate_since(db: Db, key: str, since: int) -> int:
     )
     assert row is not None
     return int(row["n"])
+
+
+def save_dm_origin(tx: Tx, command_id: str, rumor_id: str) -> None:
+    """Remember the NIP-17 DM a command came in (its DM receipts answer it with an `e` tag)."""
+    tx.set_kv(f"dm-origin:{command_id}", rumor_id)
+
+
+def dm_origin(db: Db, command_id: str) -> str | None:
+    row = _row(db, "SELECT value FROM kv WHERE key = ?", (f"dm-origin:{command_id}",))
+    return None if row is None else str(json.loads(row["value"]))
+
+
+def forget_dm_origin(tx: Tx, command_id: str) -> None:
+    tx.execute("DELETE FROM kv WHERE key = ?", (f"dm-origin:{command_id}",))
 
 
 def finalize(tx: Tx, command_id: str, state: CommandState, outcome: str) -> None:
