@@ -161,6 +161,11 @@ def credentials_issued_about(store: Store, issuer: str, subject: str) -> list[Re
     return [load_row(ReputationCredential, r["credential"]) for r in rows]
 
 
+def credential_subject(store: Store, address: str) -> str | None:
+    rows = _rows(store, "SELECT subject FROM credentials WHERE address = ?", (address,))
+    return str(rows[0]["subject"]) if rows else None
+
+
 def rfps(store: Store) -> list[dict[str, Any]]:
     rows = _rows(
         store, "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC"
