@@ -15,11 +15,13 @@ from pathlib import Path
 import anyio
 import nostr_sdk as sdk
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent import __version__, app
 from agent.market.service import Market
 from agent.settings import RelayEntry, RelaysConfig, Settings
-from events import assertion, handler_info, label, reputation
+from events import assertion, dm, handler_info, label, reputation
 from events.base import parse_event
 from events.errors import InvalidPayload, MissingTag
 from events.listing import did
@@ -173,3 +175,45 @@ def test_summary_parsers_refuse_what_they_do_not_know() -> None:
         assertion.parse(sign_event(keys, 30382, "", [["d", subject], ["rank", "101"]], 1))
     with pytest.raises(MissingTag):
         label.parse(sign_event(keys, 1985, "", [["L", "ugc"], ["l", "x", "ugc"]], 1))
+
+
+HEX64 = st.text("0123456789abcdef", min_size=64, max_size=64)
+KEYS = sdk.Keys.generate()
+
+
+@given(subject=HEX64, rank=st.integers(0, 100))
+def test_assertion_round_trip(subject: str, rank: int) -> None:
+    item = assertion.UserRank(subject=subject, rank=rank)
+    assert assertion.parse(assertion.build(KEYS, item, created_at=1)).payload == item
+
+
+@given(
+    value=st.from_regex(r"[a-z][a-z0-9:._-]{0,20}", fullmatch=True),
+    subject=HEX64,
+    event=HEX64,
+    d=st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True),
+    note=st.text(max_size=300),
+)
+def test_label_round_trip(value: str, subject: str, event: str, d: str, note: str) -> None:
+    item = label.Label(
+        value=value, subject=subject, credential=f"36383:{subject}:{d}", credential_event=event,
+        note=note,
+    )  # fmt: skip
+    assert label.parse(label.build(KEYS, item, created_at=1)).payload == item
+
+
+@given(
+    name=st.text(min_size=1, max_size=64),
+    version=st.text(min_size=1, max_size=32),
+    kinds=st.lists(st.integers(0, 65535), min_size=1, max_size=8, unique=True),
+)
+def test_handler_info_round_trip(name: str, version: str, kinds: list[int]) -> None:
+    info = handler_info.HandlerInfo(name=name, version=version, kinds=tuple(sorted(kinds)))
+    assert handler_info.parse(handler_info.build(KEYS, info, created_at=1)).payload == info
+
+
+@given(text=st.text(max_size=500), to=HEX64, reply_to=st.none() | HEX64)
+def test_dm_round_trip(text: str, to: str, reply_to: str | None) -> None:
+    me = KEYS.public_key().to_hex()
+    got = dm.parse(dm.rumor(me, to, text, created_at=1, reply_to=reply_to))
+    assert (got.text, got.recipients, got.reply_to) == (text, (to,), reply_to)
