@@ -37,7 +37,7 @@ def test_policy_relay_document(relays) -> None:
         "name": "hive-agent relay",
         "description": "Lightning Hive agents' embedded relay (rust-nostr LocalRelay): only "
         "Lightning Hive kinds, rate-limited per client",
-        "supported_nips": [1, 11, 40, 77],
+        "supported_nips": [1, 9, 11, 40, 77],
         "software": "https://github.com/rust-nostr/nostr (LocalRelay) via hive-agent",
         "version": __version__,
         "limitation": {
@@ -81,3 +81,31 @@ async def test_websockets_still_work_beside_it(relays) -> None:
         await receiver.subscribe([{"ids": [event.id]}])
         with anyio.fail_after(5):
             assert parse_event((await receiver.inbox.receive()).raw) == event
+
+
+@pytest.mark.anyio
+async def test_what_the_document_claims_is_what_the_relay_does(relays) -> None:
+    url = relays(policy=True).start()
+    async with httpx.AsyncClient() as http_client:
+        doc = (await http_client.get(http(url), headers=NIP11, timeout=5)).json()
+    keys, now = sdk.Keys.generate(), int(time.time())
+    kept = sign_event(keys, 36380, "{}", [["d", "kept"]], now)
+    expired = sign_event(keys, 36380, "{}", [["d", "old"], ["expiration", str(now - 1)]], now - 9)
+    many = sign_event(keys, 36380, "{}", [["d", "many"], *[["t", "x"]] * 300], now)
+    async with RelayClient([url]) as client:
+        assert (await client.publish(kept)).accepted
+        # NIP-40 (in supported_nips): an expired event is refused
+        assert "expired" in next(iter((await client.publish(expired)).failed.values()))
+        # limitation.max_event_tags = 300
+        assert len(many.tags) == doc["limitation"]["max_event_tags"] + 1
+        refused = (await client.publish(many)).failed
+        assert next(iter(refused.values())) == "blocked: invalid: more than 300 tags"
+        # NIP-09: a deletion by the author is honoured
+        deletion = sign_event(keys, 5, "", [["e", kept.id]], now + 1)
+        assert (await client.publish(deletion)).accepted
+    async with RelayClient([url]) as reader:
+        await reader.subscribe([{"ids": [kept.id]}])
+        with anyio.move_on_after(1.5):
+            raw = (await reader.inbox.receive()).raw
+            pytest.fail(f"a deleted event was served: {raw}")
+    assert {9, 40} <= set(doc["supported_nips"])

@@ -44,7 +44,7 @@ def document(*, auth: bool, restricted: bool, max_subscriptions: int) -> dict[st
     return {
         "name": "hive-agent relay",
         "description": description,
-        "supported_nips": sorted({1, 11, 40, 77, *([42] if auth else [])}),
+        "supported_nips": sorted({1, 9, 11, 40, 77, *([42] if auth else [])}),
         "software": "https://github.com/rust-nostr/nostr (LocalRelay) via hive-agent",
         "version": __version__,
         "limitation": limitation,
