@@ -194,3 +194,61 @@ async def test_notification_topics_are_declared_and_fleet_joins_are_told() -> No
         "active",
     )
     assert (payload["tier"], payload["self"]) == ("member", True)
+
+
+def _told(plugin: PluginProcess, topic: str) -> list[dict[str, Any]]:
+    return [n["params"][topic] for n in plugin.notifications if n["method"] == topic]
+
+
+async def _until_told(plugin: PluginProcess, topic: str, count: int) -> list[dict[str, Any]]:
+    with anyio.fail_after(10):
+        while len(_told(plugin, topic)) < count:
+            await anyio.sleep(0.05)
+    return _told(plugin, topic)
+
+
+@pytest.mark.anyio
+async def test_commands_queued_approvals_and_receipts_are_notified(
+    tmp_path: Path, relay_url: str
+) -> None:
+    from agent import app
+    from agent.node.simnode import SimBackend
+    from agent.settings import RelaysConfig, Settings
+    from agent.store import advisory as repo
+
+    net, ids = ring(clock=time.monotonic)
+    config = RelaysConfig.single(relay_url, reconnect_base_s=0.1, publish_timeout_s=5)
+    advisor_app = app.standalone(Settings(home=tmp_path / "adv"), sdk.Keys.generate(), config)
+    async with (
+        plugin_on(net, ids[0], **{"hive-relays": relay_url}) as plugin,
+        advisor_app.agent as agent,
+    ):
+        advisor = advisor_app.advisor
+        node = (await plugin.call("hive-status"))["nostr_pubkey"]
+        cred = await plugin.call("hive-grant", advisor=advisor.me, schemas=["hive:rebalance/*"],
+                                 tier="advanced")  # fmt: skip
+        with anyio.fail_after(10):
+            while repo.active_held(agent.store, node, advisor.now) is None:
+                await anyio.sleep(0.05)
+        chans = await SimBackend(net, ids[0]).channels()
+        move = {"from_channel": chans[0].short_channel_id, "to_channel": chans[1].short_channel_id,
+                "amount_sats": 200_000, "max_fee_ppm": 500}  # fmt: skip
+        cmd, _ = await advisor.advise(node, "hive:rebalance/v1", "circular", move, wait=False)
+        queued = (await _until_told(plugin, "hive_command_queued", 1))[0]
+        asked = (await _until_told(plugin, "hive_approval_needed", 1))[0]
+        first = (await _until_told(plugin, "hive_receipt", 1))[0]
+        assert (queued["command_id"], queued["status"], queued["danger"]) == (
+            cmd.command_id, "queued", 5)  # fmt: skip
+        assert queued["credential_id"] == cred["credential_id"] == first["credential_id"]
+        assert queued["waiting_for"]["id"] == cmd.command_id
+        assert {k: asked[k] for k in ("command_id", "state", "step", "method", "danger")} == {
+            "command_id": cmd.command_id, "state": "queued", "step": "approve",
+            "method": "hive-approve", "danger": 5,
+        }  # fmt: skip
+        assert (first["status"], first["seq"], first["schema"], first["action"]) == (
+            "queued", 1, "hive:rebalance/v1", "circular")  # fmt: skip
+        await plugin.call("hive-approve", id=cmd.command_id)
+        done = (await _until_told(plugin, "hive_receipt", 2))[1]
+        assert (done["command_id"], done["status"], done["seq"], done["error"]) == (
+            cmd.command_id, "ok", 2, None)  # fmt: skip
+        assert len(_told(plugin, "hive_approval_needed")) == 1  # asked once, not every step
