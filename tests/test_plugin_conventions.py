@@ -23,6 +23,7 @@ from agent.plugin_codes import RANGE, RPC_CODES
 from agent.plugin_notify import TOPICS
 from agent.plugin_rpc import error_reply
 from events.errors import InvalidParams, error_classes
+from tests.conftest import HIVE_AGENT
 from tests.node_scenario import ring
 from tests.test_plugin import plugin_on
 
@@ -139,8 +140,23 @@ async def test_policy_file_and_operator_options(tmp_path: Path) -> None:
             await bad.start({"hive-operator": "npub1nope"})
 
 
+async def _cli_grant_error(tmp_path: Path, advisor: sdk.PublicKey, bad: dict[str, int]) -> str:
+    """What `hive-agent credential grant … --max-fee-change-pct 2000` says, as the user sees it."""
+    home = ["--home", str(tmp_path / "cli")]
+    await anyio.run_process([HIVE_AGENT, *home, "keys", "new"], check=False)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in bad.items()]
+    done = await anyio.run_process(
+        [HIVE_AGENT, *home, "credential", "grant", advisor.to_bech32(), "--schema",
+         "hive:fee-policy/*", *flags, "--relay", UNREACHABLE], check=False,
+    )  # fmt: skip
+    assert done.returncode == 65, done.stderr
+    return done.stderr.decode().removeprefix("error: ").strip()
+
+
 @pytest.mark.anyio
-async def test_hive_grant_takes_the_cli_limits_checked_by_the_same_rule(relay_url: str) -> None:
+async def test_hive_grant_takes_the_cli_limits_checked_by_the_same_rule(
+    tmp_path: Path, relay_url: str
+) -> None:
     net, ids = ring(clock=time.monotonic)
     advisor = sdk.Keys.generate().public_key()
     schemas = ["hive:fee-policy/*"]
@@ -153,7 +169,8 @@ async def test_hive_grant_takes_the_cli_limits_checked_by_the_same_rule(relay_ur
             with pytest.raises(PluginError) as caught:
                 await plugin.call("hive-grant", advisor=advisor.to_bech32(), schemas=schemas, **bad)
             _check(caught, "INVALID_PARAMS", 3707)
-            assert caught.value.error["message"] == str(rule.value)  # the CLI's very sentence
+            assert caught.value.error["message"] == str(rule.value)
+            assert caught.value.error["message"] == await _cli_grant_error(tmp_path, advisor, bad)
         with pytest.raises(PluginError, match="max_rebalance_sats must be a whole number"):
             await plugin.call("hive-grant", advisor=advisor.to_hex(), schemas=schemas,
                               max_rebalance_sats="lots")  # fmt: skip
