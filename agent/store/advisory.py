@@ -233,6 +233,22 @@ def latest_receipt(db: Db, command_id: str) -> Receipt | None:
     return None if row is None else load_row(Receipt, row["receipt"])
 
 
+def receipts_after(db: Db, rowid: int, limit: int = 500) -> list[tuple[int, Receipt]]:
+    """Receipts this node sealed after row `rowid`, oldest first, with their row numbers (the
+    plugin's notifications follow the table with this)."""
+    rows = _rows(
+        db,
+        "SELECT rowid AS n, receipt FROM receipts WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (rowid, limit),
+    )
+    return [(r["n"], load_row(Receipt, r["receipt"])) for r in rows]
+
+
+def last_receipt_row(db: Db) -> int:
+    row = _row(db, "SELECT COALESCE(MAX(rowid), 0) AS n FROM receipts")
+    return 0 if row is None else int(row["n"])
+
+
 def chain(db: Db, credential_id: str) -> list[Receipt]:
     rows = _rows(
         db, "SELECT receipt FROM receipts WHERE credential_id = ? ORDER BY seq", (credential_id,)
