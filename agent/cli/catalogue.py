@@ -105,7 +105,10 @@ def _one_text(spec: ActionSpec) -> str:
             ("action", spec.name),
             ("tier", f"{spec.tier.value} or above"),
             ("danger", _danger_text(spec)),
-            ("executed", "yes" if _summary(spec)["executed"] else "no (recognised; answers NOT_IMPLEMENTED)"),
+            (
+                "executed",
+                "yes" if _summary(spec)["executed"] else "no (recognised; answers NOT_IMPLEMENTED)",
+            ),
             ("touches", spec.touches),
         ]
     )
