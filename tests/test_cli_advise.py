@@ -5,6 +5,7 @@ answer in time (75), the catalogue listing, and parameters checked before anythi
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_no_answer_in_time_exits_75(pair) -> None:
         "no receipt yet (the command stays in the outbox and the node's queue)"
     ]
     assert late.stderr == "error: NO_RECEIPT: no receipt within 2 s\n"
-    assert time.monotonic() - started < 2 + 8
+    assert time.monotonic() - started < 20  # --timeout bounds the wait (a loaded CI: slack)
     as_json = hive(advisor_home, "--json", "advise", node_pub, "fee-policy", "set_single",
                    "channel=1x1x1", "fee_ppm=121", "--relay", url, "--timeout", "1.5")  # fmt: skip
     assert as_json.returncode == 75
@@ -91,17 +92,23 @@ def test_no_answer_in_time_exits_75(pair) -> None:
 def test_a_bad_parameter_fails_at_once_without_connecting(tmp_path: Path) -> None:
     home = tmp_path / "a"
     new_agent(home)
-    started = time.monotonic()
-    bad = hive(home, "advise", HEX, "fee-policy", "set_single", "channel=1x1x1",
-               "fee_ppm=-5", "--relay", "ws://127.0.0.1:1")  # fmt: skip
-    took = time.monotonic() - started
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # a relay that never answers
+        silent.setblocking(False)
+        url = f"ws://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        bad = hive(home, "advise", HEX, "fee-policy", "set_single", "channel=1x1x1",
+                   "fee_ppm=-5", "--relay", url)  # fmt: skip
+        took = time.monotonic() - started
+        with pytest.raises(BlockingIOError):  # nothing even tried to connect
+            silent.accept()
     assert bad.returncode == 65 and bad.stdout == ""
     assert bad.stderr == (
         "error: INVALID_PARAMS: hive:fee-policy/v1 set_single: fee_ppm: Input should be greater"
         " than or equal to 0\n"
     )
-    # the process starts in ~0.7 s; a connection to the dead relay would take seconds more
-    assert took < 2, took
+    # about 0.7 s on an idle machine (the interpreter starting); a connection attempt to the
+    # silent relay would wait 5 s for its handshake
+    assert took < 5, took
     assert Store(home / "agent.sqlite").outbox_counts() == {}
 
 
@@ -169,3 +176,23 @@ def test_schemas_shows_one_action_with_its_parameters(tmp_path: Path) -> None:
 def test_schemas_unknown(tmp_path: Path, which: list[str], message: str) -> None:
     shown = hive(tmp_path, "schemas", *which)
     assert (shown.returncode, shown.stderr) == (65, f"error: INVALID_PARAMS: {message}\n")
+
+
+def test_outside_the_credential_fails_before_connecting(pair, tmp_path: Path) -> None:
+    node, node_pub, advisor_home, url = pair
+    stranger = tmp_path / "stranger"
+    new_agent(stranger)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # a relay that never answers
+        silent.setblocking(False)
+        dead = f"ws://127.0.0.1:{silent.getsockname()[1]}"
+        outside = hive(advisor_home, "advise", node_pub, "monitor", "get_info", "--relay", dead)
+        none = hive(stranger, "advise", node_pub, "fee-policy", "set_single", "channel=1x1x1",
+                    "fee_ppm=5", "--relay", dead)  # fmt: skip
+        with pytest.raises(BlockingIOError):  # neither tried to connect
+            silent.accept()
+    assert (outside.returncode, outside.stdout) == (65, "")
+    assert outside.stderr == "error: RESTRICTED: the credential does not allow hive:monitor/v1\n"
+    assert none.returncode == 65
+    assert none.stderr == (
+        f"error: UNAUTHORIZED: we hold no valid credential for node {node_pub[:16]}…\n"
+    )

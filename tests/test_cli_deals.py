@@ -11,6 +11,7 @@ import nostr_sdk as sdk
 import pytest
 
 from agent.cli.views import when
+from agent.store import Store
 from tests.test_crash import hive, new_agent
 
 
@@ -132,6 +133,15 @@ def test_rep_text_views(two, tmp_path: Path) -> None:
         f"{cred_id}  {npub(a_pub)}  {round(part['score'], 2):>5}  {part['weight']:>6}\n"
     )
     assert float(score) == round(part["score"], 2)
+    event = Store(a / "agent.sqlite").conn.execute("SELECT event FROM credentials").fetchone()[0]
+    (tmp_path / "cred.json").write_text(event)
+    assert ok(b, "rep", "verify", str(tmp_path / "cred.json")) == (
+        "valid              yes, signed by its issuer\n"
+        f"issuer             {npub(a_pub)}\n"
+        f"subject            {npub(b_pub)}\n"
+        f"score              {score} ({raw['tier']})\n"
+        "verified evidence  0\n"
+    )
     revoked = ok(a, "rep", "revoke", cred_id, "--relay", url).splitlines()
     assert revoked[0] == f"revoked         {cred_id}"
     assert revoked[1].startswith("deletion event  ")

@@ -29,7 +29,7 @@ from agent.store import advisory as repo
 from agent.textsafe import inline
 from events import receipt
 from events.credential import Tier
-from events.errors import HiveError, InvalidParams
+from events.errors import HiveError, InvalidParams, Restricted, Unauthorized
 
 
 def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeBackend, Any]:
@@ -296,11 +296,22 @@ def _failure(r: dict[str, Any] | None, args: argparse.Namespace) -> HiveError | 
     return None
 
 
+def _check_credential(settings: Settings, node: str, schema: str) -> None:
+    """The credential we hold for `node` must allow `schema` (the node's own test), checked
+    before connecting: UNAUTHORIZED without one, RESTRICTED outside it."""
+    grant = repo.active_held(Store(settings.store_file), node, SystemClock().now())
+    if grant is None:
+        raise Unauthorized(f"we hold no valid credential for node {node[:16]}…")
+    if not grant.credential.allows(schema):
+        raise Restricted(f"the credential does not allow {schema}")
+
+
 def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     schema = args.schema if args.schema.startswith("hive:") else f"hive:{args.schema}/v1"
     params = _params(args.params)
     # the node's own check (same code), made first: nothing is sent that it would refuse
     schemas.parse_params(schemas.lookup(schema, args.action), params)
+    _check_credential(settings, args.node, schema)
     result = anyio.run(_advise, args, settings, make, schema, params, backend="asyncio")
     failure = _failure(result["receipt"], args)
     if failure is not None:

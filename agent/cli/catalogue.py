@@ -111,6 +111,11 @@ def _one_text(spec: ActionSpec) -> str:
             ),
             ("touches", spec.touches),
         ]
+        + (
+            [("note", "danger 5 or more: give every parameter")]
+            if danger_range(spec)[1] >= 5
+            else []
+        )
     )
     params = table(["parameter", "type", "required", "default", "rule"], _param_rows(spec))
     return f"{head}\n\n{params}"
