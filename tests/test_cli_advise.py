@@ -196,3 +196,24 @@ def test_outside_the_credential_fails_before_connecting(pair, tmp_path: Path) ->
     assert none.stderr == (
         f"error: UNAUTHORIZED: we hold no valid credential for node {node_pub[:16]}…\n"
     )
+
+
+def test_waiting_for_the_operator_past_the_timeout_exits_75(pair) -> None:
+    node, node_pub, advisor_home, url = pair
+    advisor_pub = json.loads(hive(advisor_home, "--json", "keys", "show").stdout)["pubkey"]
+    granted = hive(node.home, "credential", "grant", advisor_pub, "--tier", "advanced",
+                   "--schema", "hive:rebalance/*", "--relay", url)  # fmt: skip
+    assert granted.returncode == 0, granted.stderr
+    assert hive(advisor_home, "run", "--until-idle", "--relay", url).returncode == 0
+    chans = my_channels(node.home)[0]
+    move = [f"from_channel={chans[0]['scid']}", f"to_channel={chans[1]['scid']}",
+            "amount_sats=200000", "max_fee_ppm=500"]  # fmt: skip
+    queued = hive(advisor_home, "advise", node_pub, "rebalance", "circular", *move,
+                  "--relay", url, "--timeout", "20")  # fmt: skip
+    assert queued.returncode == 0, (queued.stdout, queued.stderr)  # queued is an answer
+    assert queued.stdout.splitlines()[1].startswith("queued")
+    waited = hive(advisor_home, "advise", node_pub, "rebalance", "circular", *move,
+                  "--wait", "--relay", url, "--timeout", "6")  # fmt: skip
+    assert waited.returncode == 75, (waited.stdout, waited.stderr)
+    assert waited.stdout.splitlines()[1].startswith("queued: ")
+    assert waited.stderr == "error: NO_RECEIPT: no final receipt (still queued) within 6 s\n"
