@@ -232,12 +232,12 @@ async def check_cln(rpc: str | None, timeout_s: float) -> Check:
     if not rpc:
         return skip("cln", "not configured (--cln-rpc names lightningd's RPC socket)")
     name = f"cln {rpc}"
-    if not Path(rpc).exists():
-        return fail(name, f"no socket at {rpc}", EX_UNAVAILABLE)
 
     def ask() -> Check:
         from pyln.client import LightningRpc, RpcError
 
+        if not Path(rpc).exists():
+            return fail(name, f"no socket at {rpc}", EX_UNAVAILABLE)
         node = LightningRpc(rpc)
         try:
             info = node.getinfo()
