@@ -166,6 +166,7 @@ def test_init_from_nostr_without_a_published_list(tmp_path: Path, relay_url: str
 
 # --- doctor -----------------------------------------------------------------------------------
 
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d"
 CLOCK_OK = re.compile(r"^ok    clock: [+-]\d s against mint (\S+) \(the largest of 1\)$")
 
 
@@ -306,3 +307,70 @@ def test_status_says_whether_the_agent_runs(tmp_path: Path, relay_url: str) -> N
     report = json.loads(hive(tmp_path, "--json", "status").stdout)
     assert report["process"] == {"pid": agent.pid, "running": False}
     assert report["snapshot_age_s"] >= 0 and isinstance(report["status_at"], int)
+
+
+# --- escrow's text views ----------------------------------------------------------------------
+
+
+def test_escrow_text_views_are_tables(tmp_path: Path, relay_url: str, mint_url: str) -> None:
+    node, advisor = tmp_path / "node", tmp_path / "advisor"
+    for home in (node, advisor):
+        assert hive(home, "init", "--relay", relay_url, "--mint", mint_url).returncode == 0
+    advisor_pub = sdk.Keys.parse((advisor / "nostr.key").read_text().strip()).public_key()
+    grant = hive(node, "--json", "credential", "grant", advisor_pub.to_hex(), "--tier",
+                 "advanced", "--schema", "hive:fee-policy/*", "--relay", relay_url)  # fmt: skip
+    assert grant.returncode == 0, grant.stderr
+    assert hive(node, "escrow", "topup", "--amount", "300").returncode == 0
+    assert hive(node, "escrow", "balance").stdout.splitlines() == [
+        "mint                    sat",
+        f"{mint_url}  300",
+    ]
+    funded = hive(node, "--json", "escrow", "fund", advisor_pub.to_hex(), "--credential",
+                  json.loads(grant.stdout)["credential_id"], "--amount", "100", "--schema",
+                  "hive:fee-policy/*", "--max-danger", "5", "--relay", relay_url)  # fmt: skip
+    assert funded.returncode == 0, funded.stderr
+    ticket = json.loads(funded.stdout)["ticket_id"]
+    assert hive(node, "escrow", "list").stdout.splitlines() == [
+        f"role    ticket{' ' * (len(ticket) - 6)}  type    sat  parts",
+        f"funder  {ticket}  single  100  0:locked",
+    ]
+    shown = hive(node, "escrow", "show", ticket).stdout.splitlines()
+    assert shown[:2] == [f"ticket      {ticket}", "role        funder"]
+    assert shown[3:5] == ["amount      100 sat", f"mint        {mint_url}"]
+    assert shown[6] == f"advisor     {advisor_pub.to_hex()}"
+    assert re.match(rf"^created     {ISO} \(\d+ s ago\)$", shown[8]), shown
+    assert shown[11].split() == ["part", "sat", "state", "locktime", "updated", "note"]
+    assert re.match(rf"^   0  100  locked  {ISO}  {ISO} \(\d+ s ago\) +-$", shown[12]), shown
+    status = hive(node, "escrow", "status", ticket).stdout.splitlines()
+    assert status == [
+        "part  sat  states   preimage revealed",
+        "   0  100  unspent                  -",
+    ]
+
+
+# --- market's text views ----------------------------------------------------------------------
+
+
+def test_market_text_views_are_tables(tmp_path: Path, relay_url: str) -> None:
+    import secrets
+
+    seller, buyer = tmp_path / "seller", tmp_path / "buyer"
+    for home in (seller, buyer):
+        assert hive(home, "init", "--relay", relay_url).returncode == 0
+    lid, cap = f"views-{secrets.token_hex(4)}", f"cap{secrets.token_hex(3)}"
+    published = hive(seller, "market", "publish", "--relay", relay_url, "--id", lid, "--service",
+                     "advisor", "--title", "Views desk", "--summary", "tables", "--price", "9000",
+                     "--frequency", "month", "--pricing-model", "per-action", "--primary", cap)  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    lines = published.stdout.splitlines()
+    assert re.match(r"^event_id  [0-9a-f]{64}$", lines[0]) and len(lines) == 2
+    seller_pub = sdk.Keys.parse((seller / "nostr.key").read_text().strip()).public_key().to_hex()
+    assert lines[1] == f"address   30402:{seller_pub}:{lid}"
+    browse = hive(buyer, "market", "browse", "--relay", relay_url, "--need", cap, "--explain")
+    shown = browse.stdout.splitlines()
+    assert shown[0].split() == ["#", "score", "price", "rep", "title", "provider"]
+    assert re.match(rf"^1  \d\.\d{{3}}  9,000/month  \d+ \w+ +Views desk  {seller_pub[:12]}…$",
+                    shown[1]), shown  # fmt: skip
+    assert shown[2] == "" and shown[3].startswith(" 1  ") and "specialisation" in shown[3]
+    refreshed = hive(seller, "market", "refresh", "--relay", relay_url)
+    assert refreshed.stdout == "refreshed  none\n"
