@@ -179,10 +179,12 @@ def check_clock(clock: Clock) -> Check:
 # --- remote checks ----------------------------------------------------------------------------
 
 
-def relay_check(found: Probe, timeout_s: float) -> Check:
+def relay_check(found: Probe, timeout_s: float, *, has_key: bool = True) -> Check:
     name = f"relay {found.url}"
     if found.error is not None:
         return fail(name, f"unreachable: {found.error}", EX_UNAVAILABLE)
+    if found.auth_asked and not has_key:
+        return warn(name, "connected; asks NIP-42 AUTH, and there is no key to answer with")
     if found.auth_asked:
         if found.auth_ok is True:
             return ok(name, "connected; asks NIP-42 AUTH, ours accepted")
@@ -298,7 +300,7 @@ async def run_checks(
         home,
         key,
         relays,
-        *(relay_check(probes[u], wait) for u in urls),
+        *(relay_check(probes[u], wait, has_key=keys is not None) for u in urls),
         check_clock(clock),
         policy,
         *(mint_checks[u] for u in mints),

@@ -121,6 +121,8 @@ def ensure_key(path: Path, source: Path | None) -> tuple[Written, sdk.Keys]:
     """The key file: kept if there is one, else copied from `source` or created."""
     if path.exists():
         keys = load_key_file(path)
+        if source is not None and load_key_file(source).secret_key() != keys.secret_key():
+            raise KeyFileExists(f"{path} holds another key; refusing to overwrite a key")
         return Written(path, "kept", keys.public_key().to_bech32()), keys
     if source is None:
         keys = create_key_file(path)

@@ -119,8 +119,19 @@ def test_init_with_an_existing_key_file(tmp_path: Path) -> None:
     npub = keys.public_key().to_bech32()
     assert result.stdout.splitlines()[0] == f"created   {home}/nostr.key  {npub} (from {source})"
     assert npub_of(home) == npub and (home / "nostr.key").stat().st_mode & 0o777 == 0o600
+    assert hive(home, "init", "--key", str(source)).stdout.splitlines()[0] == (
+        f"kept      {home}/nostr.key  {npub}"
+    )  # the same key: nothing to do
+    other = tmp_path / "other.key"
+    other.write_text(sdk.Keys.generate().secret_key().to_hex() + "\n")
+    other.chmod(0o600)
+    clash = hive(home, "init", "--key", str(other))
+    assert clash.returncode == 73 and clash.stderr == (
+        f"error: KEY_EXISTS: {home}/nostr.key holds another key; refusing to overwrite a key\n"
+    )
+    assert npub_of(home) == npub
     source.chmod(0o644)
-    refused = hive(tmp_path / "other", "init", "--key", str(source))
+    refused = hive(tmp_path / "third", "init", "--key", str(source))
     assert refused.returncode == 77 and refused.stderr.startswith("error: KEY_INSECURE: ")
 
 
@@ -227,8 +238,11 @@ def test_doctor_on_a_home_that_is_not_set_up(tmp_path: Path) -> None:
     ]
 
 
-def test_doctor_refuses_a_readable_key_and_an_open_home(tmp_path: Path, relay_url: str) -> None:
-    assert hive(tmp_path, "init", "--relay", relay_url).returncode == 0
+def test_doctor_refuses_a_readable_key_and_an_open_home(
+    tmp_path: Path, relay_url: str, relays
+) -> None:
+    auth_url = relays(auth=True).start()
+    assert hive(tmp_path, "init", "--relay", relay_url, "--relay", auth_url).returncode == 0
     (tmp_path / "nostr.key").chmod(0o644)
     tmp_path.chmod(0o777)
     try:
@@ -242,8 +256,12 @@ def test_doctor_refuses_a_readable_key_and_an_open_home(tmp_path: Path, relay_ur
         f"fail  key: KEY_INSECURE: {tmp_path}/nostr.key has mode 0644, so other users can read "
         f"the secret key; run `chmod 600 {tmp_path}/nostr.key`"
     )
-    # without a key the relay is still checked, and AUTH would not be answered
+    # without a usable key the relays are still checked; AUTH cannot be answered
     assert lines[3] == f"ok    relay {relay_url}: connected; no AUTH asked"
+    assert (
+        lines[4]
+        == f"warn  relay {auth_url}: connected; asks NIP-42 AUTH, and there is no key to answer with"
+    )
 
 
 def test_doctor_store_schema(tmp_path: Path, relay_url: str) -> None:
