@@ -392,3 +392,42 @@ def test_market_text_views_are_tables(tmp_path: Path, relay_url: str) -> None:
     assert shown[2] == "" and shown[3].startswith(" 1  ") and "specialisation" in shown[3]
     refreshed = hive(seller, "market", "refresh", "--relay", relay_url)
     assert refreshed.stdout == "refreshed  none\n"
+
+
+def test_doctor_clock_thresholds() -> None:
+    from agent.doctor import Clock, Status, check_clock, exit_status
+
+    now = time.time()
+
+    def judged(skew: float) -> tuple[Status, str]:
+        check = check_clock(Clock([("relay wss://r.example", now - skew, now)]))
+        return check.status, check.detail
+
+    assert judged(0.4) == (Status.OK, "+0 s against relay wss://r.example (the largest of 1)")
+    assert judged(-61.5) == (
+        Status.WARN,
+        "-61 s against relay wss://r.example (the largest of 1): commands allow ±300 s; check NTP",
+    )
+    status, detail = judged(301.2)
+    assert status is Status.FAIL and detail.endswith("commands allow ±300 s; set the clock (NTP)")
+    assert exit_status([check_clock(Clock([("mint m", now - 400, now)]))]) == 78
+
+
+def test_doctor_on_an_older_store(tmp_path: Path, relay_url: str) -> None:
+    import sqlite3
+
+    assert hive(tmp_path, "init", "--relay", relay_url).returncode == 0
+    assert hive(tmp_path, "status").returncode == 0  # creates the store
+    known = code_versions()
+    with sqlite3.connect(tmp_path / "agent.sqlite") as conn:
+        conn.execute("UPDATE schema_versions SET version = 1 WHERE slice = 'fleet'")
+    conn.close()
+    shown = ", ".join(f"{n} {1 if n == 'fleet' else v}" for n, v in known.items())
+    want = ", ".join(f"{n} {v}" for n, v in known.items())
+    result = hive(tmp_path, "doctor")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-2] == (
+        f"warn  store: schema {shown}, this hive-agent has {want}: migrated (with a backup) "
+        "when the agent next opens it"
+    )
+    assert result.stdout.splitlines()[-1] == "5 ok, 1 warn, 0 fail, 3 skip (exit 0)"
