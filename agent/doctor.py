@@ -191,7 +191,7 @@ def relay_check(found: Probe, timeout_s: float, *, has_key: bool = True) -> Chec
         if found.auth_ok is False:
             reason = f": {found.auth_reason}" if found.auth_reason else ""
             return fail(name, f"connected; our NIP-42 AUTH was refused{reason}", EX_UNAVAILABLE)
-        if found.auth_ok is None and not found.answered:
+        if found.auth_ok is None:
             return warn(name, "connected; asks NIP-42 AUTH, no answer to ours in time")
     if found.closed_reason:
         return warn(name, f"connected; our REQ was refused: {found.closed_reason}")

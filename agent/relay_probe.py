@@ -84,37 +84,55 @@ async def probe(
 async def _converse(
     ws: Any, found: Probe, keys: sdk.Keys | None, filters: list[dict[str, Any]]
 ) -> None:
-    await ws.send(json.dumps(["REQ", "doctor", *filters]))
-    auth_id = ""
+    talk = _Talk(ws, found, keys, json.dumps(["REQ", "doctor", *filters]))
+    await ws.send(talk.req)
     async for raw in ws:
         try:
             msg = json.loads(raw)
         except ValueError:
             continue
-        if not isinstance(msg, list) or not msg:
-            continue
-        head = msg[0]
+        if isinstance(msg, list) and msg and await talk.on(msg):
+            return
+
+
+@dataclass
+class _Talk:
+    """One REQ's conversation; each `on_*` says whether it is over."""
+
+    ws: Any
+    found: Probe
+    keys: sdk.Keys | None
+    req: str
+    auth_id: str = ""
+
+    async def on(self, msg: list[Any]) -> bool:
+        head, found = msg[0], self.found
         if head == "AUTH" and len(msg) > 1 and isinstance(msg[1], str):
             found.auth_asked = True
-            if keys is not None and not auth_id:
-                auth_id = await _authenticate(ws, found.url, keys, msg[1])
-        elif head == "OK" and len(msg) > 2 and msg[1] == auth_id:
-            found.auth_ok = msg[2] is True
-            found.auth_reason = clean(str(msg[3])) if len(msg) > 3 else ""
-            if found.auth_ok:  # ask again, now that we may
-                await ws.send(json.dumps(["REQ", "doctor", *filters]))
-                found.closed_reason = ""
+            if self.keys is not None and not self.auth_id:
+                self.auth_id = await _authenticate(self.ws, found.url, self.keys, msg[1])
+        elif head == "OK" and len(msg) > 2 and self.auth_id and msg[1] == self.auth_id:
+            return await self.on_ok(msg[2] is True, clean(str(msg[3])) if len(msg) > 3 else "")
         elif head == "EVENT" and len(msg) > 2:
             with contextlib.suppress(HiveError, ValueError, TypeError):
                 found.events.append(parse_event(json.dumps(msg[2])))
         elif head == "EOSE":
             found.answered = True
-            return
+            return not (self.auth_id and found.auth_ok is None)  # else our AUTH's OK is due
         elif head == "CLOSED":
             found.closed_reason = clean(str(msg[2])) if len(msg) > 2 else "closed"
-            if not (found.closed_reason.startswith("auth-required") and auth_id):
-                found.answered = True
-                return
+            found.answered = True
+            return not (found.closed_reason.startswith("auth-required") and self.auth_id)
+        return False
+
+    async def on_ok(self, accepted: bool, reason: str) -> bool:
+        found = self.found
+        found.auth_ok, found.auth_reason = accepted, reason
+        if not accepted or (found.answered and not found.closed_reason):
+            return True  # refused, or it had answered the REQ anyway
+        await self.ws.send(self.req)  # ask again, now that we may
+        found.answered, found.closed_reason = False, ""
+        return False
 
 
 async def _authenticate(ws: Any, url: str, keys: sdk.Keys, challenge: str) -> str:
