@@ -431,3 +431,17 @@ def test_doctor_on_an_older_store(tmp_path: Path, relay_url: str) -> None:
         "when the agent next opens it"
     )
     assert result.stdout.splitlines()[-1] == "5 ok, 1 warn, 0 fail, 3 skip (exit 0)"
+
+
+def test_notes_are_a_table_with_local_times(tmp_path: Path, relay_url: str) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for home in (a, b):
+        assert hive(home, "init", "--relay", relay_url).returncode == 0
+    assert hive(b, "notes").stdout == "no notes\n"
+    b_pub = sdk.Keys.parse((b / "nostr.key").read_text().strip()).public_key().to_hex()
+    a_pub = sdk.Keys.parse((a / "nostr.key").read_text().strip()).public_key().to_hex()
+    assert hive(a, "note", "send", b_pub, "tables please").returncode == 0
+    assert hive(b, "run", "--until-idle", "--timeout", "20").returncode == 0
+    shown = hive(b, "notes").stdout.splitlines()
+    assert shown[0].split() == ["received", "from", "text"]
+    assert re.match(rf"^{ISO}  {a_pub[:16]}…  tables please$", shown[1]), shown
