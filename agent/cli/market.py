@@ -95,8 +95,8 @@ def _listing_from(args: argparse.Namespace, now: int, base: Listing | None = Non
     fields.update({k: v for k, v in given.items() if v is not None})
     if args.trial_days is not None:
         fields["trial"] = trial(args)
-    fields["published_at"] = now
-    fields["expires_at"] = now + (args.days or 30) * DAY
+    fields["expires_at"] = now + (args.days or 30) * DAY  # published_at: the first time
+    listing.require_lifetime(fields["expires_at"], now)
     return validated(lambda: Listing(**fields))
 
 
