@@ -50,15 +50,23 @@ def event_id_hex(text: str) -> str:
 
 
 def coordinate(text: str) -> str:
-    """An address (`<kind>:<hex pubkey>:<d>`) given as one or as `naddr1…`.  Raises
-    InvalidParams."""
+    """An address (`<kind>:<hex pubkey>:<d>`, the pubkey as hex or npub) given as one or as
+    `naddr1…`.  Raises InvalidParams."""
+    value = _clean(text)
     try:
-        found = sdk.Coordinate.parse(_clean(text))
-    except sdk.NostrSdkError:
+        if value.startswith("naddr1"):
+            found = sdk.Coordinate.parse(value)
+            kind, author, d = found.kind().as_u16(), found.public_key().to_hex(), found.identifier()
+        else:  # by hand: a `d` may hold colons, which nostr-sdk's parser drops
+            kind_text, author_text, d = value.split(":", 2)
+            kind, author = int(kind_text), sdk.PublicKey.parse(author_text).to_hex()
+            if not (kind_text.isdigit() and 0 <= kind <= 65535):
+                raise ValueError(kind_text)
+    except (sdk.NostrSdkError, ValueError):
         raise InvalidParams(
             f"not an address: expected naddr1… or <kind>:<pubkey>:<d>, got {_shown(text)}"
         ) from None
-    return f"{found.kind().as_u16()}:{found.public_key().to_hex()}:{found.identifier()}"
+    return f"{kind}:{author}:{d}"
 
 
 def is_hex64(text: object) -> bool:
@@ -79,4 +87,6 @@ def nevent(event_id: str, author: str | None = None) -> str:
 
 def naddr(address: str) -> str:
     """`naddr1…` of an address `<kind>:<hex pubkey>:<d>`."""
-    return str(sdk.Nip19Coordinate(sdk.Coordinate.parse(address), []).to_bech32())
+    kind, author, d = address.split(":", 2)
+    found = sdk.Coordinate(sdk.Kind(int(kind)), sdk.PublicKey.parse(author), d)
+    return str(sdk.Nip19Coordinate(found, []).to_bech32())
