@@ -201,6 +201,8 @@ def test_listing_by_naddr_with_amounts_in_any_unit(home: Path, relays) -> None:
             address, published["naddr"], 50_000,
         )  # fmt: skip
         assert (row["provider"], row["provider_npub"]) == (me["pubkey"], me["npub"])
+    withdrawn = ok(home, "market", "withdraw", published["naddr"], "--relay", url)
+    assert withdrawn["withdrawn"] == "fees"
 
 
 def test_keys_as_npub_nprofile_and_nostr_uri(home: Path, tmp_path: Path, relays) -> None:

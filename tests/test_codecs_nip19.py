@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agent.cli.bech32 import beside, enrich
 from agent.cli.ids import match
-from agent.cli.types import MAX_SAT, UNITS, format_sats, sats, sats_of
+from agent.cli.types import MAX_SAT, UNITS, format_sats, msats, sats, sats_of
 from agent.errors import AmbiguousId
 from events import nip19
 from events.errors import InvalidKey, InvalidParams, NotFound
@@ -31,6 +31,12 @@ def test_an_amount_with_spaces_and_separators_reads_back(value: int) -> None:
     assert sats_of(f"{value:,}") == value
     assert sats_of(f"{value:_}sat") == value
     assert sats_of(f"{value * 1000}msat") == value
+
+
+@given(st.integers(min_value=0, max_value=MAX_SAT * 1000))
+def test_msat_options_read_msat_and_any_unit(msat: int) -> None:
+    assert msats(str(msat)) == msat == msats(f"{msat}msat")
+    assert msats(format_sats(msat // 1000, "btc")) == msat // 1000 * 1000
 
 
 @given(st.integers(min_value=0, max_value=MAX_SAT * 1000).filter(lambda m: m % 1000))

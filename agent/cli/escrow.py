@@ -23,7 +23,7 @@ from agent.app import Standalone
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
 from agent.cli.ids import resolving
-from agent.cli.types import id_prefix, integer, pubkey, sats
+from agent.cli.types import id_prefix, integer, msats, pubkey, sats
 from agent.settings import Settings
 from agent.store import escrow as repo
 from events.errors import InvalidParams
@@ -257,7 +257,9 @@ def _fund_options(fund: argparse.ArgumentParser) -> None:
     fund.add_argument("--commands", type=integer, default=1, help="batch size")
     fund.add_argument("--milestones", help="e.g. 1,2,4: commands completed at each milestone")
     fund.add_argument("--bonus", type=sats, default=0, help="performance bonus, sat")
-    fund.add_argument("--metric-target", type=integer, help="forward fees (msat) for the bonus")
+    fund.add_argument(
+        "--metric-target", type=msats, help="forward fees (msat; or 5k = 5,000 sat) for the bonus"
+    )
     fund.add_argument("--metric-window", type=integer, default=48 * 3600, help="seconds")
     fund.add_argument("--metric-channel", help="count forwards on this channel only")
     fund.add_argument("--params-hash", help="bind the ticket to one command's parameters")

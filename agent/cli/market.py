@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
-from agent.cli.types import integer, listing_ref, sats
+from agent.cli.types import integer, listing_id, listing_ref, sats
 from agent.clock import SystemClock
 from agent.config_files import read_user_file
 from agent.market.ranking import Need
@@ -292,7 +292,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     _listing_options(update, False)
     update.set_defaults(func=bind(cmd_update))
     withdraw = market.add_parser("withdraw", parents=[relay_opt], help="withdraw a listing")
-    withdraw.add_argument("id")
+    withdraw.add_argument("id", type=listing_id, help="listing id, naddr1… or its address")
     withdraw.set_defaults(func=bind(cmd_withdraw))
     refresh = market.add_parser(
         "refresh", parents=[relay_opt], help="re-publish listings about to expire"

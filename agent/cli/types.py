@@ -89,6 +89,11 @@ def listing_ref(text: str) -> str:
     return text
 
 
+def listing_id(text: str) -> str:
+    """One of our listings: its id (the `d` tag), or its address / `naddr`, as the id."""
+    return listing_ref(text).split(":", 2)[2] if ":" in listing_ref(text) else text
+
+
 def id_prefix(text: str) -> str:
     """A stored id (contract, ticket, credential, command…) or a unique prefix of it, at least
     MIN_PREFIX characters; agent/cli/ids.py resolves it against the store."""
@@ -145,6 +150,19 @@ def sats(text: str) -> int:
         return sats_of(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def msats(text: str) -> int:
+    """An amount in msat: a bare number or `…msat` as it is, any other unit times 1,000."""
+    found = AMOUNT.fullmatch(text)
+    if found and found.group(2) in ("", "msat", "msats"):
+        number = Decimal(found.group(1).replace("_", "").replace(",", ""))
+        if number != number.to_integral_value():
+            raise argparse.ArgumentTypeError(f"{text!r} is a fraction of a msat")
+        if number > MAX_SAT * 1000:
+            raise argparse.ArgumentTypeError(f"{text!r} is more than 21 million bitcoin")
+        return int(number)
+    return sats(text) * 1000
 
 
 def format_sats(value: int, unit: str) -> str:
