@@ -234,3 +234,13 @@ def test_rfp_bid_without_rfp_list(home: Path, tmp_path: Path, relays) -> None:
              "--pricing-model", "subscription", "--relay", url)  # fmt: skip
     assert bid["rfp"] == posted["address"] and len(bid["commitment"]) == 64
     assert bid["rfp_naddr"] == posted["naddr"]
+    by_id = tmp_path / "by-id"
+    assert run(by_id, "keys", "new").returncode == 0
+    bid = ok(by_id, "rfp", "bid", "need-fees", "--price", "90000sat",
+             "--pricing-model", "subscription", "--relay", url)  # fmt: skip
+    assert bid["rfp"] == posted["address"]
+    refused(
+        by_id, ["rfp", "bid", "nobody-asked", "--price", "1k", "--pricing-model", "flat",
+                "--relay", url],
+        "error: NOT_FOUND: no RFP 'nobody-asked' on the relays", 65,
+    )  # fmt: skip

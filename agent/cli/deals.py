@@ -11,7 +11,7 @@ from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
 from agent.cli.ids import fetch_rfp, resolving
 from agent.cli.market import answer_json, trial, validated
-from agent.cli.types import address, id_prefix, integer, positive, pubkey, sats
+from agent.cli.types import address, id_prefix, integer, positive, pubkey, rfp_ref, sats
 from agent.market.service import Market
 from agent.settings import Settings
 from agent.store import market as repo
@@ -73,7 +73,7 @@ def cmd_rfp_bid(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
                 note=args.note or "",
             )
         )
-        await fetch_rfp(market, args.address)  # no earlier `rfp list` needed
+        args.address = await fetch_rfp(market, args.address)  # no earlier `rfp list` needed
         return {"commitment": await market.bid(args.address, terms), "rfp": args.address}
 
     return answer_json(args, settings, emit, make, job)
@@ -204,7 +204,7 @@ def _post_options(post: argparse.ArgumentParser) -> None:
 
 
 def _bid_options(b: argparse.ArgumentParser) -> None:
-    b.add_argument("address", type=address, help="naddr1… or 36381:<pubkey>:<id>")
+    b.add_argument("address", type=rfp_ref, help="naddr1…, 36381:<pubkey>:<id>, or the id")
     b.add_argument("--price", type=sats, required=True, help="sat, e.g. 300k")
     b.add_argument("--pricing-model", choices=[m.value for m in PricingModel], required=True)
     b.add_argument("--duration-days", type=integer, default=30)

@@ -20,6 +20,7 @@ from agent.store import advisory as advisory_repo
 from agent.store import escrow as escrow_repo
 from agent.store import market as market_repo
 from events.errors import NotFound
+from events.kinds import Kind
 
 Source = Callable[[Store], Iterable[str]]
 
@@ -87,10 +88,27 @@ def resolving(
     return resolved
 
 
-async def fetch_rfp(market: Market, rfp_address: str) -> None:
-    """Bring an RFP into the store from the relays unless it is there already (so `rfp bid`
-    needs no earlier `rfp list`)."""
-    if market_repo.rfp(market.agent.store, rfp_address) is not None:
-        return
-    kind, author, d = rfp_address.split(":", 2)
-    await market.agent.fetch_into_store([{"kinds": [int(kind)], "authors": [author], "#d": [d]}])
+async def fetch_rfp(market: Market, ref: str) -> str:
+    """The address of the RFP `ref` names — an address, or an RFP's id (its `d` tag) — brought
+    into the store from the relays unless it is there already (so `rfp bid` needs no earlier
+    `rfp list`).  Raises NotFound, or AmbiguousId when several authors use that id."""
+    store = market.agent.store
+    if ":" in ref:
+        if market_repo.rfp(store, ref) is None:
+            kind, author, d = ref.split(":", 2)
+            await market.agent.fetch_into_store(
+                [{"kinds": [int(kind)], "authors": [author], "#d": [d]}]
+            )
+        return ref
+
+    def named() -> list[str]:
+        return [r["address"] for r in market_repo.rfps(store) if r["address"].endswith(":" + ref)]
+
+    if not named():
+        await market.agent.fetch_into_store([{"kinds": [int(Kind.RFP)], "#d": [ref]}])
+    found = named()
+    if len(found) > 1:
+        raise AmbiguousId(f"{len(found)} RFPs are called {ref[:80]!r}; give its naddr1…")
+    if not found:
+        raise NotFound(f"no RFP {ref[:80]!r} on the relays")
+    return found[0]

@@ -89,6 +89,11 @@ def listing_ref(text: str) -> str:
     return text
 
 
+def rfp_ref(text: str) -> str:
+    """An RFP: its address (`naddr`, `36381:<pubkey>:<id>`) as `<kind>:<hex>:<id>`, or its id."""
+    return listing_ref(text)
+
+
 def listing_id(text: str) -> str:
     """One of our listings: its id (the `d` tag), or its address / `naddr`, as the id."""
     return listing_ref(text).split(":", 2)[2] if ":" in listing_ref(text) else text
