@@ -244,3 +244,20 @@ def test_rfp_bid_without_rfp_list(home: Path, tmp_path: Path, relays) -> None:
                 "--relay", url],
         "error: NOT_FOUND: no RFP 'nobody-asked' on the relays", 65,
     )  # fmt: skip
+
+
+def test_contract_accept_and_show_by_prefix(home: Path, tmp_path: Path, relays) -> None:
+    url = relays().start()
+    offerer = tmp_path / "offerer"
+    assert run(offerer, "keys", "new").returncode == 0
+    me = ok(home, "keys", "show")
+    offer = ok(offerer, "contract", "offer", me["npub"], "--role", "client",
+               "--service", "advisor", "--price", "10k", "--pricing-model", "subscription",
+               "--relay", url)  # fmt: skip
+    assert (offer["offered_to"], offer["offered_to_npub"]) == (me["pubkey"], me["npub"])
+    ran = run(home, "run", "--until-idle", "--timeout", "10", "--relay", url)  # the offer arrives
+    assert ran.returncode == 0, ran.stderr
+    prefix = offer["terms_hash"][:8]
+    accepted = ok(home, "contract", "accept", prefix, "--relay", url)
+    assert accepted["contract"] == offer["terms_hash"]
+    assert ok(home, "contract", "show", prefix, "--relay", url)["id"] == offer["terms_hash"]
