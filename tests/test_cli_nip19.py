@@ -201,8 +201,11 @@ def test_listing_by_naddr_with_amounts_in_any_unit(home: Path, relays) -> None:
             address, published["naddr"], 50_000,
         )  # fmt: skip
         assert (row["provider"], row["provider_npub"]) == (me["pubkey"], me["npub"])
-    withdrawn = ok(home, "market", "withdraw", published["naddr"], "--relay", url)
-    assert withdrawn["withdrawn"] == "fees"
+    withdrawn = run(home, "market", "withdraw", published["naddr"], "--relay", url)
+    event_id = withdrawn.stdout.split()[1]
+    assert withdrawn.stdout == (
+        f"event_id: {event_id} nevent: {nip19.nevent(event_id)} withdrawn: fees\n"
+    )
 
 
 def test_keys_as_npub_nprofile_and_nostr_uri(home: Path, tmp_path: Path, relays) -> None:

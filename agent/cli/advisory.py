@@ -15,6 +15,7 @@ from agent.advisory import credentials as credentials_side
 from agent.advisory import node as node_side
 from agent.advisory import schemas
 from agent.cli.apps import AppFactory, node_app
+from agent.cli.bech32 import enrich
 from agent.cli.common import Bind, Emit
 from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, positive, pubkey, sats
@@ -155,7 +156,7 @@ def cmd_credential_grant(
         **_limits(args),
     )
     result = anyio.run(_grant, args, settings, make, backend="asyncio")
-    emit(result, json.dumps(result, indent=2))
+    emit(result, json.dumps(enrich(result), indent=2))
     return 0
 
 
@@ -171,7 +172,7 @@ def cmd_credential_revoke(
     args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory
 ) -> int:
     result = anyio.run(_revoke, args, settings, make, backend="asyncio")
-    emit(result, json.dumps(result, indent=2))
+    emit(result, json.dumps(enrich(result), indent=2))
     return 0
 
 

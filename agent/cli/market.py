@@ -13,6 +13,7 @@ import anyio
 from pydantic import ValidationError
 
 from agent.cli.apps import AppFactory
+from agent.cli.bech32 import enrich
 from agent.cli.common import Bind, Emit
 from agent.cli.types import integer, listing_id, listing_ref, sats
 from agent.clock import SystemClock
@@ -58,7 +59,7 @@ def answer_json(
 ) -> int:
     """`job` with the marketplace; its answer printed as JSON (indented without --json)."""
     result = with_market(args, settings, make, job)
-    emit(result, json.dumps(result, indent=2))
+    emit(result, json.dumps(enrich(result), indent=2))
     return 0
 
 
@@ -116,7 +117,7 @@ def _publish(
         return {"event_id": event.id, "address": listing.coordinate(market.me, item.listing_id)}
 
     result = with_market(args, settings, make, job)
-    emit(result, _fields_text(result))
+    emit(result, _fields_text(enrich(result)))
     return 0
 
 
@@ -140,7 +141,7 @@ def cmd_withdraw(args: argparse.Namespace, settings: Settings, emit: Emit, make:
         return {"event_id": (await market.withdraw(args.id)).id, "withdrawn": args.id}
 
     result = with_market(args, settings, make, job)
-    emit(result, _fields_text(result))
+    emit(result, _fields_text(enrich(result)))
     return 0
 
 
@@ -149,7 +150,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
         return {"refreshed": await market.refresh()}
 
     result = with_market(args, settings, make, job)
-    emit(result, _fields_text(result))
+    emit(result, _fields_text(enrich(result)))
     return 0
 
 
