@@ -149,6 +149,7 @@ def test_json_gains_nip19_beside_hex() -> None:
     assert out["rows"][0]["nevent"] == nip19.nevent(event)
     assert out["naddr"] == nip19.naddr(address)
     assert enrich({"npub": "given", "pubkey": key})["npub"] == "given"
+    assert enrich({"subject": f"did:nostr:{key}"})["subject_npub"] == nip19.npub(key)
     assert beside(key) == f"{key} ({nip19.npub(key)})"
     assert beside(event, "event") == f"{event} ({nip19.nevent(event)})"
 

@@ -27,6 +27,7 @@ PUBKEY_FIELDS = frozenset(
         "offered_to",
         "rfp_author",
         "bidder",
+        "client",
     }
 )
 ADDRESS_FIELDS = frozenset({"address", "rfp", "revealed"})
@@ -37,6 +38,7 @@ def _added(key: str, value: Any) -> tuple[str, str] | None:
     """The NIP-19 field to add beside `key`, if its value is a key, an event id or an address."""
     if not isinstance(value, str):
         return None
+    value = value.removeprefix("did:nostr:")  # credentials and contracts name keys as DIDs
     if key in PUBKEY_FIELDS and nip19.is_hex64(value):
         return ("npub" if key == "pubkey" else f"{key}_npub"), nip19.npub(value)
     if key == "event_id" and nip19.is_hex64(value):
