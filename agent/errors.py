@@ -121,6 +121,14 @@ class UsageError(AgentError):
     exit_code = EX_USAGE
 
 
+class AmbiguousId(AgentError):
+    """Raised when an id prefix on the command line matches more than one stored item."""
+
+    code = "AMBIGUOUS_ID"
+    detail = "the id prefix matches more than one item; give more of it"
+    exit_code = EX_USAGE
+
+
 class InputMissing(AgentError):
     """Raised when a file named on the command line does not exist or cannot be read."""
 

@@ -1,6 +1,7 @@
 """The agent's Nostr key on disk: created 0600, refused when others can read it.
 
-The file holds the 64-hex-digit secret on one line.  Beside Core Lightning the key is derived
+The file holds the secret on one line: 64 hex digits (what `keys new` and `keys import` write)
+or an `nsec1…`.  Beside Core Lightning the key is derived
 from the node's HSM instead (plugin_shim, via `makesecret`), so there is no file to lose.
 The secret is never logged or printed.
 """
@@ -21,6 +22,7 @@ from agent.errors import (
     KeyFileMissing,
 )
 from events.errors import InvalidKey
+from events.nip19 import secret_hex
 from events.nip44 import keys_from_secret
 
 
@@ -29,19 +31,47 @@ def create_key_file(path: Path) -> sdk.Keys:
 
     Raises KeyFileExists rather than overwrite an existing file.
     """
+    return _write_key(path, sdk.Keys.generate(), force=False)
+
+
+def import_key_file(path: Path, secret: str, password: str | None, *, force: bool) -> sdk.Keys:
+    """Write the key given as hex, `nsec1…` or NIP-49 `ncryptsec1…` (decrypted with
+    `password`) to `path`, as hex, mode 0600.
+
+    Raises InvalidKey (never echoing the secret), KeyFileExists unless `force`."""
+    text = secret.strip().removeprefix("nostr:")
+    if text.startswith("ncryptsec1"):
+        if password is None:
+            raise InvalidKey("an ncryptsec1… key needs its password")
+        try:
+            hexed = sdk.EncryptedSecretKey.from_bech32(text).decrypt(password).to_hex()
+        except sdk.NostrSdkError:
+            raise InvalidKey("cannot decrypt the ncryptsec1… key: wrong password?") from None
+    else:
+        hexed = secret_hex(text.lower())
+    return _write_key(path, keys_from_secret(hexed), force=force)
+
+
+def _write_key(path: Path, keys: sdk.Keys, *, force: bool) -> sdk.Keys:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise ConfigInvalid(f"{path.parent} exists but is not a directory") from None
-    keys = sdk.Keys.generate()
+    target = path.with_name(path.name + ".new") if force else path
+    if force:
+        target.unlink(missing_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyFileExists(f"{path} already exists; refusing to overwrite a key") from None
+        raise KeyFileExists(
+            f"{path} already exists; refusing to overwrite a key (--force replaces it)"
+        ) from None
     with os.fdopen(fd, "w") as fh:
         fh.write(keys.secret_key().to_hex() + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+    if force:
+        os.replace(target, path)  # the old key stays whole until the new one is
     return keys
 
 
@@ -77,6 +107,8 @@ def load_key_file(path: Path) -> sdk.Keys:
     if len(lines) != 1:
         raise KeyFileInvalid(f"{path} must contain exactly one secret key")
     try:
-        return keys_from_secret(lines[0].lower())
+        return keys_from_secret(secret_hex(lines[0].lower()))
     except InvalidKey:
-        raise KeyFileInvalid(f"{path} does not contain a valid 64-hex-digit secret key") from None
+        raise KeyFileInvalid(
+            f"{path} does not contain a valid secret key (64 hex digits or nsec1…)"
+        ) from None

@@ -381,9 +381,12 @@ def test_market_text_views_are_tables(tmp_path: Path, relay_url: str) -> None:
                      "--frequency", "month", "--pricing-model", "per-action", "--primary", cap)  # fmt: skip
     assert published.returncode == 0, published.stderr
     lines = published.stdout.splitlines()
-    assert re.match(r"^event_id  [0-9a-f]{64}$", lines[0]) and len(lines) == 2
+    fields = dict(line.split(None, 1) for line in lines)
+    assert list(fields) == ["event_id", "nevent", "address", "naddr"], lines
+    assert re.match(r"^[0-9a-f]{64}$", fields["event_id"])
     seller_pub = sdk.Keys.parse((seller / "nostr.key").read_text().strip()).public_key().to_hex()
-    assert lines[1] == f"address   30402:{seller_pub}:{lid}"
+    assert fields["address"] == f"30402:{seller_pub}:{lid}"
+    assert fields["naddr"].startswith("naddr1") and fields["nevent"].startswith("nevent1")
     browse = hive(buyer, "market", "browse", "--relay", relay_url, "--need", cap, "--explain")
     shown = browse.stdout.splitlines()
     assert shown[0].split() == ["#", "score", "price", "rep", "title", "provider"]

@@ -24,11 +24,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from agent.config_files import load_model
 from events.credential import TIER_CAP, Tier
-from events.errors import FailsafeOnly, HiveError, InvalidParams, Restricted
+from events.errors import FailsafeOnly, HiveError, InvalidKey, InvalidParams, Restricted
+from events.nip19 import pubkey_hex
 
 
 class Preset(StrEnum):
@@ -66,7 +74,21 @@ PRESETS = {
     Preset.AGGRESSIVE: PresetLimits(50, 2_000_000, 9),
 }
 Hour = Annotated[int, Field(ge=0, le=23)]
-PubkeyHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _nip19_key(value: object) -> object:
+    """An `npub1…`/`nprofile1…` (or `nostr:` one) in policy.json, as hex; else as it is."""
+    if isinstance(value, str) and value.removeprefix("nostr:").startswith(("npub1", "nprofile1")):
+        try:
+            return pubkey_hex(value)
+        except InvalidKey as exc:
+            raise ValueError(exc.message) from None
+    return value
+
+
+PubkeyHex = Annotated[
+    str, BeforeValidator(_nip19_key), StringConstraints(pattern=r"^[0-9a-f]{64}$")
+]
 NodeIdHex = Annotated[str, StringConstraints(pattern=r"^0[23][0-9a-f]{64}$")]
 Scid = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}x[0-9]{1,10}x[0-9]{1,5}$")]
 QUEUE_TTL_S = 24 * 3600
@@ -91,7 +113,7 @@ class PolicyConfig(BaseModel):
     preset: Preset = Preset.MODERATE
     mode: Mode = Mode.AUTONOMOUS
     oracle_url: str | None = Field(None, max_length=2048, pattern=r"^https?://\S+$")
-    operator_pubkey: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    operator_pubkey: PubkeyHex | None = None
     approvers: list[PubkeyHex] = Field(default_factory=list, max_length=16)
     approvals_needed: int = Field(2, ge=1, le=16)
     quiet_hours_utc: tuple[Hour, Hour] | None = None  # [start, end) hours, e.g. (0, 6)

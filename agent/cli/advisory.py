@@ -16,8 +16,10 @@ from agent.advisory import node as node_side
 from agent.advisory import schemas
 from agent.cli import catalogue
 from agent.cli.apps import AppFactory, node_app
+from agent.cli.bech32 import enrich
 from agent.cli.common import Bind, Emit
-from agent.cli.types import integer, positive, pubkey
+from agent.cli.ids import resolving
+from agent.cli.types import id_prefix, integer, positive, pubkey, sats
 from agent.clock import SystemClock
 from agent.errors import CommandRefused, NoReceipt, exit_code_of
 from agent.home_lock import lock_home
@@ -156,7 +158,7 @@ def cmd_credential_grant(
         **_limits(args),
     )
     result = anyio.run(_grant, args, settings, make, backend="asyncio")
-    emit(result, json.dumps(result, indent=2))
+    emit(result, json.dumps(enrich(result), indent=2))
     return 0
 
 
@@ -172,7 +174,7 @@ def cmd_credential_revoke(
     args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory
 ) -> int:
     result = anyio.run(_revoke, args, settings, make, backend="asyncio")
-    emit(result, json.dumps(result, indent=2))
+    emit(result, json.dumps(enrich(result), indent=2))
     return 0
 
 
@@ -384,13 +386,13 @@ def _register_credential(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bin
         required=True, metavar="ACTION"
     )
     grant = cred.add_parser("grant", parents=[relay_opt], help="grant an advisor a credential")
-    grant.add_argument("advisor", type=pubkey, help="the advisor (hex, npub or nprofile)")
+    grant.add_argument("advisor", type=pubkey, help="the advisor (hex, npub1… or nprofile1…)")
     grant.add_argument("--tier", choices=[t.value for t in Tier], default="standard")
     grant.add_argument(
         "--schema", action="append", required=True, help="e.g. 'hive:fee-policy/*' (repeatable)"
     )
     grant.add_argument("--max-fee-change-pct", type=integer, default=50)
-    grant.add_argument("--max-rebalance-sats", type=integer, default=1_000_000)
+    grant.add_argument("--max-rebalance-sats", type=sats, default=1_000_000, help="e.g. 1M")
     grant.add_argument("--max-daily-actions", type=integer, default=100)
     grant.add_argument("--days", type=integer, default=90, help="validity (at most 730)")
     grant.add_argument("--policy", help=argparse.SUPPRESS)
@@ -398,9 +400,9 @@ def _register_credential(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bin
     listing = cred.add_parser("list", help="credentials granted and held")
     listing.set_defaults(func=cmd_credential_list)
     revoke = cred.add_parser("revoke", parents=[relay_opt], help="revoke a credential now")
-    revoke.add_argument("credential_id")
+    revoke.add_argument("credential_id", type=id_prefix, help="credential id or unique prefix")
     revoke.add_argument("--policy", help=argparse.SUPPRESS)
-    revoke.set_defaults(func=bind(cmd_credential_revoke))
+    revoke.set_defaults(func=bind(resolving("credential_id", "credential", cmd_credential_revoke)))
 
 
 def _register_approvals(sub: Any) -> None:
@@ -410,8 +412,8 @@ def _register_approvals(sub: Any) -> None:
     appr.add_parser("list", help="what waits").set_defaults(func=cmd_approvals_list)
     for name, func in (("approve", cmd_approve), ("reject", cmd_reject), ("confirm", cmd_confirm)):
         vote = appr.add_parser(name, help=f"{name} a waiting command")
-        vote.add_argument("id", help="id or unique prefix")
-        vote.set_defaults(func=func)
+        vote.add_argument("id", type=id_prefix, help="command id or unique prefix")
+        vote.set_defaults(func=resolving("id", "command", func))
 
 
 def _register_advise(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
@@ -425,5 +427,7 @@ def _register_advise(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -
         "--wait", action="store_true", help="wait through approval for the final receipt"
     )
     adv.add_argument("--timeout", type=positive, default=30)
-    adv.add_argument("--ticket", help="the escrow ticket that pays for this command")
-    adv.set_defaults(func=bind(cmd_advise))
+    adv.add_argument(
+        "--ticket", type=id_prefix, help="the escrow ticket (or id prefix) that pays for it"
+    )
+    adv.set_defaults(func=bind(resolving("ticket", "ticket", cmd_advise, unknown_ok=True)))

@@ -16,11 +16,12 @@ import nostr_sdk as sdk
 
 from agent.cli.apps import standalone_app
 from agent.cli.common import Emit
+from agent.cli.secrets import read_password, read_secret
 from agent.cli.types import count, port, positive, pubkey
 from agent.cli.views import pairs, since, table, when
 from agent.errors import EX_UNAVAILABLE, ConfigInvalid, RelayUnavailable
 from agent.home_lock import lock_home, process_alive
-from agent.keys import create_key_file, load_key_file
+from agent.keys import create_key_file, import_key_file, load_key_file
 from agent.nostr.local_relay import NOTES_PER_MINUTE, EmbeddedRelay
 from agent.nostr.relay_policy import HiveWritePolicy, Limits
 from agent.runtime import status_report
@@ -48,6 +49,19 @@ def cmd_keys_show(args: argparse.Namespace, settings: Settings, emit: Emit) -> i
     emit(
         {"pubkey": pub.to_hex(), "npub": pub.to_bech32(), "key_file": str(settings.key_file)},
         f"pubkey {pub.to_hex()}\nnpub   {pub.to_bech32()}",
+    )
+    return 0
+
+
+def cmd_keys_import(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
+    secret = read_secret(args.secret_file)
+    password = read_password(args.password_file) if "ncryptsec1" in secret else None
+    keys = import_key_file(settings.key_file, secret, password, force=args.force)
+    pub = keys.public_key()
+    emit(
+        {"pubkey": pub.to_hex(), "npub": pub.to_bech32(), "key_file": str(settings.key_file)},
+        f"imported into {settings.key_file} (mode 0600)\npubkey {pub.to_hex()}\n"
+        f"npub   {pub.to_bech32()}",
     )
     return 0
 
@@ -239,6 +253,18 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser) -> None:
     )
     keys.add_parser("new", help="create a key file (0600)").set_defaults(func=cmd_keys_new)
     keys.add_parser("show", help="print the public key").set_defaults(func=cmd_keys_show)
+    imp = keys.add_parser(
+        "import",
+        help="write a key given as hex, nsec1… or ncryptsec1… (prompted, or from a file/stdin)",
+    )
+    imp.add_argument(
+        "--from", dest="secret_file", metavar="FILE", help="read the key from FILE ('-': stdin)"
+    )
+    imp.add_argument(
+        "--password-file", metavar="FILE", help="ncryptsec password (else HIVE_KEY_PASSWORD)"
+    )
+    imp.add_argument("--force", action="store_true", help="replace an existing key file")
+    imp.set_defaults(func=cmd_keys_import)
     _register_relay(sub)
     _register_run(sub, relay_opt)
     notes = sub.add_parser("note", help="private notes (gift-wrapped)").add_subparsers(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.cli.apps import AppFactory
+from agent.cli.bech32 import enrich
 from agent.settings import Settings
 from agent.textsafe import for_terminal
 
@@ -27,7 +28,10 @@ Bind = Callable[[AppCommand], Handler]
 
 def emitter(as_json: bool) -> Emit:
     def emit(data: dict[str, Any], text: str) -> None:
-        # text views show strangers' words (notes, titles, relay messages): never raw escapes
-        print(json.dumps(data, sort_keys=True) if as_json else for_terminal(text), flush=True)
+        # text views show strangers' words (notes, titles, relay messages): never raw escapes;
+        # JSON keeps hex and gains npub / nevent / naddr beside it
+        print(
+            json.dumps(enrich(data), sort_keys=True) if as_json else for_terminal(text), flush=True
+        )
 
     return emit

@@ -11,8 +11,9 @@ from typing import Any
 from agent.cli import dealviews as view
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
+from agent.cli.ids import fetch_rfp, resolving
 from agent.cli.market import Job, trial, validated, with_market
-from agent.cli.types import integer, positive, pubkey
+from agent.cli.types import address, id_prefix, integer, positive, pubkey, rfp_ref, sats
 from agent.market.service import Market
 from agent.settings import Settings
 from agent.store import market as repo
@@ -89,6 +90,7 @@ def cmd_rfp_bid(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
                 note=args.note or "",
             )
         )
+        args.address = await fetch_rfp(market, args.address)  # no earlier `rfp list` needed
         return {"commitment": await market.bid(args.address, terms), "rfp": args.address}
 
     return answer(args, settings, emit, make, job, view.rfp_bid)
@@ -192,7 +194,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
         func=bind(cmd_rfp_list)
     )
     bids = rfps.add_parser("bids", parents=[relay_opt], help="bids received on our RFP")
-    bids.add_argument("address")
+    bids.add_argument("address", type=address, help="naddr1… or 36381:<pubkey>:<id>")
     bids.set_defaults(func=bind(cmd_rfp_bids))
     b = rfps.add_parser("bid", parents=[relay_opt], help="send a sealed bid")
     _bid_options(b)
@@ -200,7 +202,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     reveal = rfps.add_parser(
         "reveal", parents=[relay_opt], help="reveal our bid after the deadline"
     )
-    reveal.add_argument("address")
+    reveal.add_argument("address", type=address, help="naddr1… or 36381:<pubkey>:<id>")
     reveal.set_defaults(func=bind(cmd_rfp_reveal))
     _register_contract(sub, relay_opt, bind)
 
@@ -211,7 +213,7 @@ def _post_options(post: argparse.ArgumentParser) -> None:
     post.add_argument("--need", required=True)
     post.add_argument("--capability", action="append")
     post.add_argument("--schema", action="append")
-    post.add_argument("--max-price", type=integer, required=True)
+    post.add_argument("--max-price", type=sats, required=True, help="sat, e.g. 300k")
     post.add_argument("--duration-days", type=integer, default=30)
     post.add_argument("--deadline-hours", type=positive, default=72)
     post.add_argument("--award-hours", type=positive, default=168)
@@ -219,13 +221,13 @@ def _post_options(post: argparse.ArgumentParser) -> None:
 
 
 def _bid_options(b: argparse.ArgumentParser) -> None:
-    b.add_argument("address")
-    b.add_argument("--price", type=integer, required=True)
+    b.add_argument("address", type=rfp_ref, help="naddr1…, 36381:<pubkey>:<id>, or the id")
+    b.add_argument("--price", type=sats, required=True, help="sat, e.g. 300k")
     b.add_argument("--pricing-model", choices=[m.value for m in PricingModel], required=True)
     b.add_argument("--duration-days", type=integer, default=30)
     b.add_argument("--sla-seconds", type=integer, default=3600)
     b.add_argument("--trial-days", type=integer)
-    b.add_argument("--trial-price", type=integer)
+    b.add_argument("--trial-price", type=sats)
     b.add_argument("--note")
 
 
@@ -234,25 +236,25 @@ def _register_contract(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind)
         required=True, metavar="ACTION"
     )
     o = contracts.add_parser("offer", parents=[relay_opt], help="offer a contract to PUBKEY")
-    o.add_argument("pubkey", type=pubkey)
+    o.add_argument("pubkey", type=pubkey, help="hex, npub1… or nprofile1…")
     o.add_argument("--role", choices=["client", "provider"], required=True, help="our role")
     o.add_argument("--service", choices=[s.value for s in ServiceType], required=True)
-    o.add_argument("--price", type=integer, required=True)
+    o.add_argument("--price", type=sats, required=True, help="sat, e.g. 300k")
     o.add_argument("--pricing-model", choices=[m.value for m in PricingModel], required=True)
     o.add_argument("--frequency", choices=[f.value for f in Frequency], default="month")
     o.add_argument("--duration-days", type=integer, default=30)
     o.add_argument("--schema", action="append")
-    o.add_argument("--capacity", type=integer)
-    o.add_argument("--listing")
+    o.add_argument("--capacity", type=sats)
+    o.add_argument("--listing", type=address, help="naddr1… or 30402:<pubkey>:<id>")
     o.add_argument("--trial-days", type=integer)
-    o.add_argument("--trial-price", type=integer)
+    o.add_argument("--trial-price", type=sats)
     o.add_argument("--heartbeat-seconds", type=integer, default=3600)
     o.set_defaults(func=bind(cmd_contract_offer))
     accept = contracts.add_parser("accept", parents=[relay_opt], help="countersign an offer")
-    accept.add_argument("terms_hash")
-    accept.set_defaults(func=bind(cmd_contract_accept))
+    accept.add_argument("terms_hash", type=id_prefix, help="terms hash or unique prefix")
+    accept.set_defaults(func=bind(resolving("terms_hash", "offer", cmd_contract_accept)))
     listed = contracts.add_parser("list", parents=[relay_opt], help="contracts and open offers")
     listed.set_defaults(func=bind(cmd_contract_list))
     show = contracts.add_parser("show", parents=[relay_opt], help="one contract")
-    show.add_argument("id")
-    show.set_defaults(func=bind(cmd_contract_show))
+    show.add_argument("id", type=id_prefix, help="contract id or unique prefix")
+    show.set_defaults(func=bind(resolving("id", "contract", cmd_contract_show)))

@@ -22,7 +22,8 @@ import anyio
 from agent.app import Standalone
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
-from agent.cli.types import integer, pubkey
+from agent.cli.ids import resolving
+from agent.cli.types import id_prefix, integer, msats, pubkey, sats
 from agent.cli.views import pairs, since, table, when
 from agent.settings import Settings
 from agent.store import escrow as repo
@@ -232,11 +233,13 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
         required=True, metavar="ACTION"
     )
     top = esc.add_parser("topup", parents=[relay_opt], help="mint ecash into the wallet")
-    top.add_argument("--amount", type=integer, required=True)
+    top.add_argument("--amount", type=sats, required=True, help="sat, e.g. 100k")
     top.add_argument("--mint", help="default: the first of policy.json's mints")
     top.set_defaults(func=bind(cmd_topup))
     _fund_options(esc.add_parser("fund", parents=[relay_opt], help="fund a ticket for an advisor"))
-    esc.choices["fund"].set_defaults(func=bind(cmd_fund))
+    esc.choices["fund"].set_defaults(
+        func=bind(resolving("credential", "credential", cmd_fund, unknown_ok=True))
+    )
     esc.add_parser("list", parents=[relay_opt], help="list tickets").set_defaults(
         func=bind(cmd_list)
     )
@@ -250,27 +253,31 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
         ("refund", "refund an unreleased part after its locktime", cmd_refund),
     ):
         p = esc.add_parser(name, parents=[relay_opt], help=text)
-        p.add_argument("ticket_id")
+        p.add_argument("ticket_id", type=id_prefix, help="ticket id or unique prefix")
         if name in ("redeem", "refund"):
             p.add_argument("--part", type=integer, default=0)
-        p.set_defaults(func=bind(command))
+        p.set_defaults(func=bind(resolving("ticket_id", "ticket", command)))
     for parser in esc.choices.values():
         parser.add_argument("--policy", help=argparse.SUPPRESS)
 
 
 def _fund_options(fund: argparse.ArgumentParser) -> None:
     fund.add_argument("advisor", type=pubkey, help="the advisor (hex, npub or nprofile)")
-    fund.add_argument("--credential", required=True, help="the advisor's credential id")
+    fund.add_argument(
+        "--credential", type=id_prefix, required=True, help="the credential id (or prefix)"
+    )
     fund.add_argument("--type", choices=[t.value for t in TicketType], default="single")
     fund.add_argument(
-        "--amount", type=integer, required=True, help="sat (the base, for performance)"
+        "--amount", type=sats, required=True, help="sat, e.g. 10k (the base, for performance)"
     )
     fund.add_argument("--schema", required=True, help="e.g. 'hive:fee-policy/*'")
     fund.add_argument("--max-danger", type=integer, required=True)
     fund.add_argument("--commands", type=integer, default=1, help="batch size")
     fund.add_argument("--milestones", help="e.g. 1,2,4: commands completed at each milestone")
-    fund.add_argument("--bonus", type=integer, default=0, help="performance bonus, sat")
-    fund.add_argument("--metric-target", type=integer, help="forward fees (msat) for the bonus")
+    fund.add_argument("--bonus", type=sats, default=0, help="performance bonus, sat")
+    fund.add_argument(
+        "--metric-target", type=msats, help="forward fees (msat; or 5k = 5,000 sat) for the bonus"
+    )
     fund.add_argument("--metric-window", type=integer, default=48 * 3600, help="seconds")
     fund.add_argument("--metric-channel", help="count forwards on this channel only")
     fund.add_argument("--params-hash", help="bind the ticket to one command's parameters")

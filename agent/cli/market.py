@@ -13,8 +13,9 @@ import anyio
 from pydantic import ValidationError
 
 from agent.cli.apps import AppFactory
+from agent.cli.bech32 import enrich
 from agent.cli.common import Bind, Emit
-from agent.cli.types import integer
+from agent.cli.types import integer, listing_id, listing_ref, sats
 from agent.cli.views import pairs, table
 from agent.clock import SystemClock
 from agent.config_files import read_user_file
@@ -59,7 +60,7 @@ def answer_json(
 ) -> int:
     """`job` with the marketplace; its answer printed as JSON (indented without --json)."""
     result = with_market(args, settings, make, job)
-    emit(result, json.dumps(result, indent=2))
+    emit(result, json.dumps(enrich(result), indent=2))
     return 0
 
 
@@ -121,7 +122,7 @@ def _publish(
         return {"event_id": event.id, "address": listing.coordinate(market.me, item.listing_id)}
 
     result = with_market(args, settings, make, job)
-    emit(result, _fields_text(result))
+    emit(result, _fields_text(enrich(result)))
     return 0
 
 
@@ -145,7 +146,7 @@ def cmd_withdraw(args: argparse.Namespace, settings: Settings, emit: Emit, make:
         return {"event_id": (await market.withdraw(args.id)).id, "withdrawn": args.id}
 
     result = with_market(args, settings, make, job)
-    emit(result, _fields_text(result))
+    emit(result, _fields_text(enrich(result)))
     return 0
 
 
@@ -154,7 +155,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
         return {"refreshed": await market.refresh()}
 
     result = with_market(args, settings, make, job)
-    emit(result, _fields_text(result))
+    emit(result, _fields_text(enrich(result)))
     return 0
 
 
@@ -262,7 +263,7 @@ def _listing_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--summary", required=required)
     p.add_argument("--description", help="Markdown shown by marketplace clients")
     p.add_argument("--description-file")
-    p.add_argument("--price", type=integer, required=required, help="sats per --frequency")
+    p.add_argument("--price", type=sats, required=required, help="sat per --frequency, e.g. 50k")
     p.add_argument("--frequency", choices=[f.value for f in Frequency], required=required)
     p.add_argument("--pricing-model", choices=[m.value for m in PricingModel], required=required)
     p.add_argument("--primary", required=required, help="primary capability, e.g. fee-policy")
@@ -270,10 +271,10 @@ def _listing_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--schema", action="append", help="management schema, e.g. hive:fee-policy/v1")
     p.add_argument("--sla-seconds", type=integer, help="promised response time")
     p.add_argument("--mint", action="append", help="accepted Cashu mint URL (repeatable)")
-    p.add_argument("--capacity", type=integer, help="liquidity capacity in sat")
+    p.add_argument("--capacity", type=sats, help="liquidity capacity in sat, e.g. 5M")
     p.add_argument("--duration-days", type=integer)
     p.add_argument("--trial-days", type=integer)
-    p.add_argument("--trial-price", type=integer)
+    p.add_argument("--trial-price", type=sats)
     p.add_argument("--days", type=integer, help="lifetime before it expires (default 30)")
 
 
@@ -282,8 +283,8 @@ def _need_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--need", help="your primary need (capability)")
     p.add_argument("--capability", action="append", help="required capability (repeatable)")
     p.add_argument("--schema", dest="schema_filter")
-    p.add_argument("--max-price", type=integer)
-    p.add_argument("--budget", type=integer)
+    p.add_argument("--max-price", type=sats, help="sat, e.g. 100k")
+    p.add_argument("--budget", type=sats, help="sat, e.g. 1M")
     p.add_argument("--mint", dest="mint_filter")
     p.add_argument("--explain", action="store_true", help="show each score's breakdown")
 
@@ -300,7 +301,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     _listing_options(update, False)
     update.set_defaults(func=bind(cmd_update))
     withdraw = market.add_parser("withdraw", parents=[relay_opt], help="withdraw a listing")
-    withdraw.add_argument("id")
+    withdraw.add_argument("id", type=listing_id, help="listing id, naddr1… or its address")
     withdraw.set_defaults(func=bind(cmd_withdraw))
     refresh = market.add_parser(
         "refresh", parents=[relay_opt], help="re-publish listings about to expire"
@@ -310,6 +311,6 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     _need_options(browse)
     browse.set_defaults(func=bind(cmd_browse))
     show = market.add_parser("show", parents=[relay_opt], help="one listing, with its ranking")
-    show.add_argument("which", help="listing address or id")
+    show.add_argument("which", type=listing_ref, help="naddr1…, 30402:<pubkey>:<id>, or the id")
     _need_options(show)
     show.set_defaults(func=bind(cmd_show))

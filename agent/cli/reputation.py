@@ -10,8 +10,9 @@ from agent.cli import dealviews as view
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
 from agent.cli.deals import answer
+from agent.cli.ids import resolving
 from agent.cli.market import DAY, validated
-from agent.cli.types import days, pubkey
+from agent.cli.types import days, id_prefix, pubkey
 from agent.clock import SystemClock
 from agent.config_files import parse_user_json, read_user_file
 from agent.keys import load_key_file
@@ -127,7 +128,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
         required=True, metavar="ACTION"
     )
     issue = rep.add_parser("issue", parents=[relay_opt], help="issue a credential about SUBJECT")
-    issue.add_argument("subject", type=pubkey, help="hex, npub or nprofile")
+    issue.add_argument("subject", type=pubkey, help="hex, npub1… or nprofile1…")
     issue.add_argument("--domain", choices=[d.value for d in reputation.Domain], required=True)
     issue.add_argument("--period-days", type=days, default=30)
     issue.add_argument("--metric", action="append", help="name=value (repeatable)")
@@ -137,11 +138,13 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     issue.add_argument("--evidence-file", help="JSON list of evidence items")
     issue.set_defaults(func=bind(cmd_rep_issue))
     show = rep.add_parser("show", parents=[relay_opt], help="aggregate reputation of PUBKEY")
-    show.add_argument("pubkey", type=pubkey)
+    show.add_argument("pubkey", type=pubkey, help="hex, npub1… or nprofile1…")
     show.set_defaults(func=bind(cmd_rep_show))
     verify = rep.add_parser("verify", help="verify a credential event (file or -)")
     verify.add_argument("file")
     verify.set_defaults(func=cmd_rep_verify)
     revoke = rep.add_parser("revoke", parents=[relay_opt], help="revoke our credential")
-    revoke.add_argument("credential_id")
-    revoke.set_defaults(func=bind(cmd_rep_revoke))
+    revoke.add_argument("credential_id", type=id_prefix, help="credential id or unique prefix")
+    revoke.set_defaults(
+        func=bind(resolving("credential_id", "reputation", cmd_rep_revoke, unknown_ok=True))
+    )
