@@ -82,6 +82,9 @@ def cmd_topup(args: argparse.Namespace, settings: Settings, emit: Emit, make: Ap
 
 
 async def _balance(args: argparse.Namespace, app: Standalone) -> Answer:
+    from agent.escrow.purse import settle
+
+    await settle(app.escrow)  # claim invoices paid since, settle interrupted payments
     found = app.escrow.balances()
     lines = [f"{m}: {v:,} sat" for m, v in found.items()]
     return {"balances": found}, "\n".join(lines) or "empty wallet"

@@ -34,7 +34,8 @@ def _run(
     from agent.cli.escrow import _run as run_escrow
 
     async def settled(a: argparse.Namespace, app: Any) -> Answer:
-        await purse.settle(app.escrow)  # claim paid quotes, settle melts an earlier run left
+        if not getattr(a, "claim", None):  # claim paid quotes, settle melts a run left open
+            await purse.settle(app.escrow)
         return await act(a, app)  # type: ignore[no-any-return]
 
     return run_escrow(args, settings, emit, make, settled)
@@ -50,6 +51,8 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 def _claimed(done: dict[str, Any]) -> Answer:
     body = {k: done[k] for k in ("quote", "mint", "amount", "minted")}
+    if done.get("already_claimed"):
+        return {**body, "already_claimed": True}, f"quote {done['quote']} was already claimed"
     return body, f"minted {done['minted']:,} sat at {done['mint']} (quote {done['quote']})"
 
 

@@ -10,6 +10,7 @@ quotes and settles melts, and runs before each wallet command.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import anyio
 from agent.escrow import lightning as ln
 from agent.escrow.mint import check_mint, normalize
 from agent.store import escrow as repo
-from events.errors import InvoiceUnpaid, MintNotAllowed, MintRefused, TokenSpent
+from events.errors import HiveError, InvoiceUnpaid, MintNotAllowed, MintRefused, TokenSpent
 from events.escrow import CashuProof
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ async def claim(escrow: Escrow, quote: str) -> dict[str, Any]:
     """Mint the proofs of a paid quote (once: a second claim finds it claimed)."""
     record = _quote(escrow, quote)
     if record["state"] == "claimed":
-        return {"quote": quote, **record, "minted": 0}
+        return {"quote": quote, **record, "minted": 0, "already_claimed": True}
     cw = await escrow.wallet(record["mint"])
     state = await ln.mint_quote_state(cw, quote)
     if state == "unpaid":
@@ -112,8 +113,8 @@ async def pay(escrow: Escrow, bolt11: str, mint: str | None = None) -> dict[str,
     cw = await escrow.wallet(mint)
     quote = await ln.melt_quote(cw, bolt11)
     need = quote["amount"] + quote["fee_reserve"]
+    inputs = await _exactly(escrow, mint, need)
     async with cw.exclusive():
-        inputs = escrow._select(mint, need)
         record = {
             "mint": mint,
             "request": bolt11,
@@ -132,6 +133,19 @@ async def pay(escrow: Escrow, bolt11: str, mint: str | None = None) -> dict[str,
             await _settle_melt(escrow, quote["quote"], record)
             raise
         return await _finish_melt(escrow, quote["quote"], record, done["state"], done["preimage"])
+
+
+async def _exactly(escrow: Escrow, mint: str, amount: int) -> list[CashuProof]:
+    """Proofs worth exactly `amount` (swapped out of larger ones first): a mint returns change
+    only on as many blank outputs as the fee reserve needs, so more would be lost."""
+    inputs = escrow._select(mint, amount)
+    if sum(p.amount for p in inputs) == amount:
+        return inputs
+    keep, out = await (await escrow.wallet(mint)).split(inputs, amount)
+    with escrow.agent.store.transaction(escrow.now) as tx:
+        repo.spend_proofs(tx, inputs)
+        repo.add_proofs(tx, mint, keep + out, "change")
+    return out
 
 
 async def _finish_melt(
@@ -235,10 +249,12 @@ async def settle(escrow: Escrow) -> list[dict[str, Any]]:
     store = escrow.agent.store
     for quote, record in repo.records(store, QUOTE).items():
         if record.get("state") != "claimed" and normalize(record["mint"]) in escrow.mints:
-            cw = await escrow.wallet(record["mint"])
-            if await ln.mint_quote_state(cw, quote) != "unpaid":
-                done.append(await claim(escrow, quote))
+            with contextlib.suppress(HiveError):  # the mint is down: next time
+                cw = await escrow.wallet(record["mint"])
+                if await ln.mint_quote_state(cw, quote) != "unpaid":
+                    done.append(await claim(escrow, quote))
     for quote, record in repo.records(store, MELT).items():
         if record.get("state") == "pending":
-            done.append(await _settle_melt(escrow, quote, record))
+            with contextlib.suppress(HiveError):
+                done.append(await _settle_melt(escrow, quote, record))
     return done
