@@ -197,6 +197,7 @@ class NoReceipt(AgentError):
 # exit statuses of the wire-level errors (events/) that are not about bad data
 WIRE_EXITS = {
     "MINT_UNAVAILABLE": EX_UNAVAILABLE,
+    "INVOICE_UNPAID": EX_TEMPFAIL,
     "RATE_LIMITED": EX_TEMPFAIL,
     "INTERNAL": EX_SOFTWARE,
     "NOT_IMPLEMENTED": EX_SOFTWARE,

@@ -385,6 +385,30 @@ class MintRefused(HiveError):
     prefix = "error"
 
 
+class TokenInvalid(HiveError):
+    """Raised when a Cashu token cannot be read (not a cashuA/cashuB token, or no proofs)."""
+
+    code = "TOKEN_INVALID"
+    detail = "not a Cashu token"
+    prefix = "invalid"
+
+
+class TokenSpent(HiveError):
+    """Raised when a received token's proofs were already received or spent."""
+
+    code = "TOKEN_SPENT"
+    detail = "the token was already spent or received"
+    prefix = "error"
+
+
+class InvoiceUnpaid(HiveError):
+    """Raised when a mint quote's invoice is still unpaid when the wait for it ends."""
+
+    code = "INVOICE_UNPAID"
+    detail = "the invoice is not paid yet"
+    prefix = "error"
+
+
 class Internal(HiveError):
     """Raised when an unexpected failure is caught at a boundary."""
 

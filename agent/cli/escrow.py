@@ -1,6 +1,6 @@
 """`hive-agent escrow …`: Cashu escrow tickets from the command line, for both sides.
 
-topup    mint ecash into this agent's wallet (a FakeWallet mint pays itself)
+topup    mint ecash into this agent's wallet (a FakeWallet mint pays itself; else see invoice)
 fund     operator: lock ecash for an advisor in a ticket and send it to them
 list     tickets funded and held, part by part
 show     one ticket, whole
@@ -20,10 +20,11 @@ from typing import Any
 import anyio
 
 from agent.app import Standalone
+from agent.cli import escrow_wallet
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
 from agent.cli.ids import resolving
-from agent.cli.types import id_prefix, integer, msats, pubkey, sats
+from agent.cli.types import id_prefix, integer, msats, pubkey, sats, seconds
 from agent.cli.views import pairs, since, table, when
 from agent.settings import Settings
 from agent.store import escrow as repo
@@ -70,8 +71,12 @@ def _run(
 
 
 async def _topup(args: argparse.Namespace, app: Standalone) -> Answer:
-    done = await app.escrow.topup(args.amount, args.mint)
-    return done, f"minted {done['minted']:,} sat at {done['mint']}"
+    """An invoice, waited for up to --timeout (a FakeWallet mint pays at once): what was
+    minted, or the invoice still to pay (never "minted 0 sat")."""
+    from agent.cli.escrow_wallet import issue_and_wait
+
+    body, text = await issue_and_wait(args, app, args.amount)
+    return {**body, "invoice": body.get("request", "")}, text
 
 
 def cmd_topup(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
@@ -79,6 +84,9 @@ def cmd_topup(args: argparse.Namespace, settings: Settings, emit: Emit, make: Ap
 
 
 async def _balance(args: argparse.Namespace, app: Standalone) -> Answer:
+    from agent.escrow.purse import settle
+
+    await settle(app.escrow)  # claim invoices paid since, settle interrupted payments
     found = app.escrow.balances()
     rows = [(m, v) for m, v in found.items()]
     return {"balances": found}, table(["mint", "sat"], rows) if rows else "empty wallet"
@@ -235,6 +243,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     top = esc.add_parser("topup", parents=[relay_opt], help="mint ecash into the wallet")
     top.add_argument("--amount", type=sats, required=True, help="sat, e.g. 100k")
     top.add_argument("--mint", help="default: the first of policy.json's mints")
+    top.add_argument("--timeout", type=seconds, default=0, help="seconds to wait for payment")
     top.set_defaults(func=bind(cmd_topup))
     _fund_options(esc.add_parser("fund", parents=[relay_opt], help="fund a ticket for an advisor"))
     esc.choices["fund"].set_defaults(
@@ -257,6 +266,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
         if name in ("redeem", "refund"):
             p.add_argument("--part", type=integer, default=0)
         p.set_defaults(func=bind(resolving("ticket_id", "ticket", command)))
+    escrow_wallet.register(sub, esc, relay_opt, bind)
     for parser in esc.choices.values():
         parser.add_argument("--policy", help=argparse.SUPPRESS)
 

@@ -36,6 +36,17 @@ def positive(text: str) -> float:
     return value
 
 
+def seconds(text: str) -> float:
+    """A finite number of seconds, zero or more (0: do not wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or value > 10**9:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds, 0 or more")
+    return value
+
+
 def port(text: str) -> int:
     """A TCP port, 0 (pick a free one) to 65535."""
     value = integer(text)

@@ -70,12 +70,17 @@ async def check_mint(url: str, allowed: list[str]) -> dict[str, Any]:
 class MintProcess:
     """Nutshell's `mint` server with the FakeWallet backend, on 127.0.0.1 (tests and demo).
 
-    FakeWallet marks every mint quote paid at once, so tokens can be minted without Lightning.
+    FakeWallet marks every mint quote paid after `delay_s` (at once by default), so tokens can
+    be minted without Lightning, and pays every melt at once.
     """
 
-    def __init__(self, workdir: Path, port: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, port: int = 0, *, delay_s: float = 0, brr: bool = True
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.delay_s = delay_s
+        self.brr = brr  # False: invoices are paid only by melts at this same mint
         self.proc: ChildProcess | None = None
 
     @property
@@ -91,7 +96,9 @@ class MintProcess:
             "MINT_LISTEN_PORT": str(self.port),
             "MINT_DATABASE": str(self.workdir / "mint"),
             "MINT_INPUT_FEE_PPK": "0",
-            "FAKEWALLET_DELAY_INCOMING_PAYMENT": "0",
+            "FAKEWALLET_DELAY_INCOMING_PAYMENT": str(self.delay_s),
+            "FAKEWALLET_DELAY_OUTGOING_PAYMENT": "0",
+            "FAKEWALLET_BRR": "TRUE" if self.brr else "FALSE",
             "DEBUG": "FALSE",
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +126,9 @@ class MintProcess:
         with contextlib.suppress(httpx.HTTPError):
             return httpx.get(f"{self.url}/v1/info", timeout=1).status_code == 200
         return False
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.running
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -12,7 +12,7 @@ import hmac
 from typing import Any
 
 from agent.store.advisory import Db, _row, _rows
-from agent.store.db import Tx, load_row
+from agent.store.db import Tx, load_json_row, load_row
 from events.escrow import CashuProof, Ticket
 
 # --- wallet proofs ---------------------------------------------------------------------------
@@ -40,6 +40,21 @@ def spend_proofs(tx: Tx, proofs: list[CashuProof]) -> None:
             "UPDATE wallet_proofs SET state = 'spent', updated_at = ? WHERE secret = ?",
             (tx.now, p.secret),
         )
+
+
+def unspend_proofs(tx: Tx, proofs: list[CashuProof]) -> None:
+    """Give back proofs set aside for a payment the mint did not make."""
+    for p in proofs:
+        tx.execute(
+            "UPDATE wallet_proofs SET state = 'unspent', updated_at = ? WHERE secret = ?",
+            (tx.now, p.secret),
+        )
+
+
+def records(db: Db, prefix: str) -> dict[str, Any]:
+    """kv records under `prefix` (mint and melt quotes), by the rest of their key."""
+    rows = _rows(db, "SELECT key, value FROM kv WHERE key LIKE ? ORDER BY key", (prefix + "%",))
+    return {r["key"][len(prefix) :]: load_json_row(r["value"]) for r in rows}
 
 
 def unspent(db: Db, mint: str) -> list[CashuProof]:
