@@ -8,6 +8,7 @@ with `lightningd --plugin=/path/to/plugin_shim.py --hive-relays=wss://…`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pyln.client import Plugin
@@ -15,6 +16,7 @@ from pyln.client import Plugin
 try:
     from agent import plugin_rpc as rpc
     from agent.cln_plugin import PluginRuntime, fleet_options, governance_options
+    from agent.logs import to_plugin_log
 
     plugin: Plugin = rpc.HivePlugin()
     runtime: Any = PluginRuntime()
@@ -78,6 +80,7 @@ def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> d
         return {"disable": f"hive-agent: {exc}"}
     socket = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
     runtime.log = lambda message, level: plugin.log(message, level=level)
+    to_plugin_log(os.environ.get("HIVE_LOG"))  # the agent's logfmt lines into the node's log
     try:
         runtime.start(socket, configuration["lightning-dir"], relays, fleet, governance)
     except Exception as exc:  # noqa: BLE001 - report why, and let lightningd carry on without us

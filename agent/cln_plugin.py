@@ -216,6 +216,7 @@ class PluginRuntime:
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.escrow.maintain)
+                    tg.start_soon(built.announce)  # relay lists and profile, if they changed
                     await self.service.run()
             finally:
                 await self.escrow.close()
