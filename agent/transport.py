@@ -130,10 +130,11 @@ class Transport:
     # --- reaching people -------------------------------------------------------------------
 
     async def announce(self, profile: profile_event.Profile) -> list[int]:
-        """Publish this agent's NIP-65 relay list, NIP-17 inbox list and kind-0 profile — each
-        only when it differs from what we last published (kept in the store) or from what the
-        read relays hold.  For daemons (`run`, `node`, the plugin): a one-off command with
-        `--relay` never replaces the user's lists.  Returns the kinds queued."""
+        """Queue this agent's NIP-65 relay list, NIP-17 inbox list and kind-0 profile, each
+        only when it differs from what the read relays hold (when none answers: from what we
+        last published, kept in the store).  Daemons only (`run`, `node`, the plugin): they
+        announce the relays they read, and a one-off command never replaces the user's lists.
+        Returns the kinds queued."""
         now, cfg = self.clock.now(), self.relays
         wanted = [
             relay_lists.build_relay_list(self.keys, cfg.read_urls, cfg.write_urls, created_at=now),
@@ -144,17 +145,13 @@ class Transport:
         ]
         held = await self._held({ev.kind for ev in wanted})
         last = dict(self.store.kv(ANNOUNCED_KV, {}))
-        due = [
-            ev
-            for ev in wanted
-            if last.get(str(ev.kind)) != _digest(ev)
-            or (held is not None and held.get(ev.kind) != _digest(ev))
-        ]
+        # what the relays hold decides when they answered; else what we last published
+        now_held = held if held is not None else {int(k): v for k, v in last.items()}
+        due = [ev for ev in wanted if now_held.get(ev.kind) != _digest(ev)]
         with self.store.transaction(now) as tx:
             for ev in due:
                 self.outbox.enqueue(tx, ev, background=True)
-                last[str(ev.kind)] = _digest(ev)
-            tx.set_kv(ANNOUNCED_KV, last)
+            tx.set_kv(ANNOUNCED_KV, {str(ev.kind): _digest(ev) for ev in wanted})
         for ev in wanted:
             state = "published" if ev in due else "unchanged"
             log_event(log, logging.INFO, "announce", kind=ev.kind, state=state)
