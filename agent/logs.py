@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from agent.textsafe import for_terminal, inline
 
@@ -63,7 +63,7 @@ class HumanFormatter(logging.Formatter):
         return text
 
 
-class _Stderr(logging.StreamHandler):
+class _Stderr(logging.StreamHandler[TextIO]):
     """The handler `configure` installs (and replaces when called again)."""
 
 

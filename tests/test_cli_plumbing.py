@@ -163,6 +163,13 @@ def test_json_and_home_go_anywhere(home, relays) -> None:
         (["market", "browse", "--service", "plumbing"], "USAGE", 64),
         (["--log-level", "loud", "market", "browse"], "USAGE", 64),
         (["rfp", "list", "--log-level", "loud"], "USAGE", 64),
+        (["rfp", "post", "--id", "r", "--service", "advisor", "--need", "fees", "--max-price",
+          "-5"], "INVALID_PARAMS", 65),
+        (["escrow", "fund", "ab" * 32, "--credential", "c", "--amount", "100", "--schema",
+          "hive:fee-policy/*", "--max-danger", "5"], "MINT_NOT_ALLOWED", 65),
+        (["escrow", "fund", "ab" * 32, "--credential", "c", "--amount", "-1", "--schema",
+          "hive:fee-policy/*", "--max-danger", "5", "--mint", "http://127.0.0.1:1"],
+         "MINT_NOT_ALLOWED", 65),
     ],
 )  # fmt: skip
 def test_a_bad_value_fails_before_connecting(home, bad, code: str, status: int) -> None:
@@ -181,7 +188,9 @@ def test_a_bad_value_fails_before_connecting(home, bad, code: str, status: int) 
             relay.accept()  # nobody knocked
     assert result.returncode == status, result.stderr
     assert result.stderr.startswith(f"error: {code}: ") and result.stderr.count("\n") == 1
-    assert elapsed < 4, elapsed  # ~0.8 s on an idle machine (the interpreter's start)
+    # ~0.9 s on an idle machine (the interpreter's start); the knock above is the exact check,
+    # this bound only has to stay clear of a busy CI machine
+    assert elapsed < 8, elapsed
 
 
 def test_a_bad_hive_log_is_a_usage_error(home) -> None:

@@ -11,6 +11,7 @@ from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
 from agent.cli.market import answer_json, trial, validated
 from agent.cli.types import integer, positive, pubkey
+from agent.clock import SystemClock
 from agent.market.service import Market
 from agent.settings import Settings
 from agent.store import market as repo
@@ -23,23 +24,24 @@ from events.listing import Frequency, PricingModel, ServiceType
 
 
 def cmd_rfp_post(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
-    async def job(market: Market) -> dict[str, Any]:
-        now = market.now
-        item = validated(
-            lambda: rfp.Rfp(
-                rfp_id=args.id,
-                service=args.service,
-                need=args.need,
-                capabilities=args.capability or [],
-                schemas=args.schema or [],
-                max_price_sat=args.max_price,
-                duration_days=args.duration_days,
-                description=args.description or "",
-                posted_at=now,
-                bid_deadline=now + int(args.deadline_hours * 3600),
-                award_by=now + int(max(args.award_hours, args.deadline_hours) * 3600),
-            )
+    now = SystemClock().now()
+    item = validated(  # checked before connecting to anything
+        lambda: rfp.Rfp(
+            rfp_id=args.id,
+            service=args.service,
+            need=args.need,
+            capabilities=args.capability or [],
+            schemas=args.schema or [],
+            max_price_sat=args.max_price,
+            duration_days=args.duration_days,
+            description=args.description or "",
+            posted_at=now,
+            bid_deadline=now + int(args.deadline_hours * 3600),
+            award_by=now + int(max(args.award_hours, args.deadline_hours) * 3600),
         )
+    )
+
+    async def job(market: Market) -> dict[str, Any]:
         event = await market.post_rfp(item)
         return {"event_id": event.id, "address": rfp.address(market.me, item.rfp_id)}
 

@@ -60,12 +60,14 @@ def global_options(parser: argparse.ArgumentParser, default: object = None) -> N
     )
 
 
-def _spread(parser: argparse.ArgumentParser) -> None:
+def everywhere(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser` with the global options added to every subcommand, at every depth."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for child in set(action.choices.values()):
+            for child in dict.fromkeys(action.choices.values()):
                 global_options(child, argparse.SUPPRESS)
-                _spread(child)
+                everywhere(child)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,5 +87,4 @@ def build_parser() -> argparse.ArgumentParser:
     escrow.register(sub, relay_opt, bind)
     completion.register(sub)
     agent_cmds.register_demo(sub)
-    _spread(parser)
-    return parser
+    return everywhere(parser)  # last: every subcommand registered above takes --json etc.
