@@ -94,6 +94,20 @@ def test_run_announces_once_and_a_second_start_publishes_nothing(home, relays) -
     assert query(url, {"kinds": ANNOUNCED, "authors": [pub]}) == first  # nothing newer
 
 
+def test_node_announces_itself_as_a_node_agent(home, relays) -> None:
+    path, pub = home
+    url = relays().start()
+    ran = run(path, "node", "--seconds", "3", "--relay", url)
+    assert ran.returncode == 0, ran.stderr
+    assert "event=announce kind=0 state=published" in ran.stderr
+    (profile,) = query(url, {"kinds": [0], "authors": [pub]})
+    assert json.loads(profile["content"]) == {
+        "name": "hive-agent",
+        "about": "Lightning Hive node agent: takes advisor commands for a Lightning node over Nostr",
+        "bot": True,
+    }
+
+
 def test_a_list_the_relay_lost_is_published_again(home, relays) -> None:
     path, pub = home
     relay = relays()  # in memory: a restart forgets everything
@@ -316,3 +330,30 @@ def test_zsh_and_fish_scripts(home) -> None:
         "__fish_seen_subcommand_from browse publish refresh show update withdraw' -a browse"
     ) in fish
     assert run(path, "completion", "tcsh").returncode == 64
+
+
+# --- the plugin logs through lightningd -------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_plugin_logs_logfmt_lines_into_the_node_log(relays) -> None:
+    import anyio
+
+    from tests.node_scenario import ring
+    from tests.test_plugin import plugin_on
+
+    url = relays().start()
+    net, ids = ring(clock=time.monotonic)
+    async with plugin_on(net, ids[0], **{"hive-relays": url}) as plugin:
+
+        def announced() -> list[str]:
+            lines = [log.get("message", "") for log in plugin.logs]
+            return [line for line in lines if "event=announce" in line]
+
+        with anyio.fail_after(20):
+            while len(announced()) < 3:
+                await anyio.sleep(0.1)
+    assert [line.split(" logger=")[1] for line in announced()] == [
+        f"hive.transport event=announce kind={kind} state=published" for kind in (10002, 10050, 0)
+    ]
+    assert all(line.startswith("ts=") and " level=info " in line for line in announced())
