@@ -65,6 +65,7 @@ class Agent:
             self.resubscribe.extend(wiring.resubscribe)
         self._stack = AsyncExitStack()
         self._processed = anyio.Event()
+        self._counted = self.store.error_counts()  # refusals already logged (or from before)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -158,6 +159,17 @@ class Agent:
             tx.replace_relay_status(self.pool.status())
             tx.set_kv("inbound", dict(self.inbound.totals))
             tx.set_kv("status_at", self.clock.now())
+        self._log_refusals()
+
+    def _log_refusals(self) -> None:
+        """One info line per error code counted since the last status write (by any part of
+        the agent, in this process or another on the same store): bounded under a flood, where
+        a line per refusal would flood the log too (those are debug lines, in agent/inbound)."""
+        counts = self.store.error_counts()
+        for code, total in counts.items():
+            if (new := total - self._counted.get(code, 0)) > 0:
+                log_event(log, logging.INFO, "refused", code=code, count=new)
+        self._counted = counts
 
     async def _checkpoint_loop(self) -> None:
         """WAL checkpoints in a worker thread, so no command waits for one."""

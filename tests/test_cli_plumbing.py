@@ -285,7 +285,7 @@ def test_refusals_are_logged_with_their_code(home, relays) -> None:
     refused = [line.split(" logger=")[1] for line in ran.stderr.splitlines() if "refused" in line]
     assert refused == [
         f"hive.inbound event=refused code=NIP44_MALFORMED relay={url}",  # debug: which relay
-        "hive.refused event=refused code=NIP44_MALFORMED count=1",  # info: the count
+        "hive.agent event=refused code=NIP44_MALFORMED count=1",  # info: counts, once a second
     ]
 
 

@@ -23,7 +23,6 @@ underneath — created private, migrated, transactions committed and synced — 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,10 +33,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import StoreCorrupt
-from agent.logs import log_event
 from agent.store.database import Database
 
-_refusals = logging.getLogger("hive.refused")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -207,9 +204,7 @@ class Tx:
         return cur.rowcount == 1
 
     def count_errors(self, counts: dict[str, int]) -> None:
-        """Count refusals by code (what `hive-agent status` shows), and log each at info."""
         for code, n in counts.items():
-            log_event(_refusals, logging.INFO, "refused", code=code, count=n)
             self.execute(
                 "INSERT INTO error_counts (code, count) VALUES (?, ?)"
                 " ON CONFLICT (code) DO UPDATE SET count = count + excluded.count",
