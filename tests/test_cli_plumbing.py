@@ -357,3 +357,21 @@ async def test_the_plugin_logs_logfmt_lines_into_the_node_log(relays) -> None:
         f"hive.transport event=announce kind={kind} state=published" for kind in (10002, 10050, 0)
     ]
     assert all(line.startswith("ts=") and " level=info " in line for line in announced())
+
+
+def test_logfmt_values_from_strangers_stay_on_one_quoted_line() -> None:
+    import logging
+
+    from agent.logs import LogfmtFormatter
+
+    record = logging.LogRecord(
+        "hive.outbox", logging.WARNING, __file__, 1, "relay %s refused: %s",
+        ("ws://x", 'blocked: \x1b]0;PWNED\x07\nlevel=error forged="yes"'), None,
+    )  # fmt: skip
+    line = LogfmtFormatter().format(record)
+    assert "\n" not in line and "\x1b" not in line and "\x07" not in line
+    assert line.split(" ", 2)[1:] == [
+        "level=warning",
+        'logger=hive.outbox msg="relay ws://x refused: blocked: \\\\x1b]0;PWNED\\\\x07\\\\x0a'
+        'level=error forged=\\"yes\\""',
+    ]
