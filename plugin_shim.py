@@ -9,22 +9,57 @@ with `lightningd --plugin=/path/to/plugin_shim.py --hive-relays=wss://…`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from pyln.client import Plugin
 
 try:
     from agent import plugin_rpc as rpc
-    from agent.cln_plugin import PluginRuntime, fleet_options, governance_options
+    from agent.cln_plugin import (
+        PluginRuntime,
+        fleet_options,
+        governance_options,
+        operator_option,
+        relay_urls,
+    )
     from agent.logs import to_plugin_log
+    from agent.plugin_notify import TOPICS
 
     plugin: Plugin = rpc.HivePlugin()
     runtime: Any = PluginRuntime()
     MISSING = ""
 except ImportError as exc:  # the plugin disables itself instead of breaking lightningd
     plugin, runtime, MISSING = Plugin(), None, f"hive-agent dependencies missing: {exc}"
+    TOPICS = ()
 
-plugin.add_option("hive-relays", "", "Comma-separated Nostr relay URLs (empty: no Nostr traffic)")
+for topic in TOPICS:  # our own notifications (agent/plugin_notify.py); others may subscribe
+    plugin.add_notification_topic(topic)
+
+
+def on_relays(plugin: Plugin, name: str, value: Any) -> None:
+    """`setconfig hive-relays …` at run time: reconnect to the new set (an error leaves the
+    old one in place)."""
+    if runtime is not None:
+        runtime.set_relays(relay_urls(value))
+
+
+plugin.add_option(
+    "hive-relays", None,
+    "A Nostr relay URL (wss://…) for advisor commands, the market and the node binding; give"
+    " it once per relay (a comma-separated list also works); none: no Nostr traffic."
+    " `setconfig hive-relays` reconnects to the new set at run time",
+    multi=True, dynamic=True, on_change=on_relays,
+)  # fmt: skip
+plugin.add_option(
+    "hive-policy-file", "",
+    "Path of the advisor-command policy (JSON); default <lightning-dir>/hive/policy.json",
+)  # fmt: skip
+plugin.add_option(
+    "hive-operator", "",
+    "The operator's Nostr public key (hex or npub): told of queued commands by DM and may"
+    " approve by DM; overrides operator_pubkey in the policy file",
+)  # fmt: skip
 plugin.add_option(
     "hive-gossip-threshold", "10",
     "Percent (whole number, 1-50) by which this node's total capacity or outbound liquidity"
@@ -72,17 +107,24 @@ plugin.add_option(
 def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> dict | None:
     if runtime is None:
         return {"disable": MISSING}
-    relays = [u.strip() for u in str(options.get("hive-relays", "")).split(",") if u.strip()]
+    relays = relay_urls(options.get("hive-relays"))
+    policy_file = str(options.get("hive-policy-file") or "").strip()
     try:
         fleet = fleet_options(options)
         governance = governance_options(options)
+        operator = operator_option(options.get("hive-operator"))
     except Exception as exc:  # noqa: BLE001 - an option out of bounds: say which, start nothing
         return {"disable": f"hive-agent: {exc}"}
     socket = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
+    policy = Path(configuration["lightning-dir"], policy_file) if policy_file else None
     runtime.log = lambda message, level: plugin.log(message, level=level)
+    runtime.notify = plugin.notify
     to_plugin_log(os.environ.get("HIVE_LOG"))  # the agent's logfmt lines into the node's log
     try:
-        runtime.start(socket, configuration["lightning-dir"], relays, fleet, governance)
+        runtime.start(
+            socket, configuration["lightning-dir"], relays, fleet, governance,
+            policy_file=policy, operator=operator,
+        )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - report why, and let lightningd carry on without us
         return {"disable": f"hive-agent could not start: {exc}"}
     plugin.submit = runtime.submit  # type: ignore[attr-defined]
@@ -255,16 +297,31 @@ def hive_confirm(plugin: Plugin, id: str) -> Any:
 
 @plugin.method("hive-grant")
 def hive_grant(
-    plugin: Plugin, advisor: str, schemas: list | str, tier: str = "standard", days: int = 90
+    plugin: Plugin,
+    advisor: str,
+    schemas: list | str,
+    tier: str = "standard",
+    days: int = 90,
+    max_fee_change_pct: int | None = None,
+    max_rebalance_sats: int | None = None,
+    max_daily_actions: int | None = None,
 ) -> Any:
     """Grant advisor {advisor} (hex or npub) a management credential for {schemas} (e.g.
-    hive:fee-policy/*) at {tier} (monitor, standard, advanced, admin) for {days} days (1-730);
-    it is sent to the advisor gift-wrapped."""
+    hive:fee-policy/*) at {tier} (monitor, standard, advanced, admin) for {days} days (1-730),
+    with the limits `hive-agent credential grant` takes: {max_fee_change_pct} (0-1000, default
+    50), {max_rebalance_sats} (default 1000000) and {max_daily_actions} (0-100000, default
+    100); it is sent to the advisor gift-wrapped."""
+    limits = {
+        "days": rpc.integer(days, "days"),
+        "max_fee_change_pct": max_fee_change_pct,
+        "max_rebalance_sats": max_rebalance_sats,
+        "max_daily_actions": max_daily_actions,
+    }
     return runtime.methods.grant(
         rpc.pubkey(advisor, "advisor"),
         rpc.text(tier, "tier", 20),
         rpc.words(schemas, "schemas"),
-        rpc.whole(days, "days", 1, 730),
+        {k: v if v is None else rpc.integer(v, k) for k, v in limits.items()},
     )
 
 

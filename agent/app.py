@@ -74,8 +74,9 @@ class NodeAgent(Standalone):
     about = "Lightning Hive node agent: takes advisor commands for a Lightning node over Nostr"
 
     def loops(self) -> list[Loop]:
-        """What `hive-agent node` runs: commands, escrow, and the forwards bonuses need."""
-        loops: list[Loop] = [self.node.run, self.escrow.maintain]
+        """What `hive-agent node` runs: commands, escrow, the forwards bonuses need, and (once)
+        the NIP-89 handler event if it changed."""
+        loops: list[Loop] = [self.node.run, self.escrow.maintain, self.market.announce_handler]
         if self.watch_forwards:
             loops.append(partial(watch_forwards, self.backend, self.escrow))
         return loops

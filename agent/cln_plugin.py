@@ -45,6 +45,7 @@ from agent.node.models import (
     PeerDisconnected,
 )
 from agent.plugin_methods import HiveMethods
+from agent.plugin_notify import CommandNotices, Emit, watch_fleet
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import fleet as fleet_rows
@@ -96,7 +97,13 @@ class PluginRuntime:
         self.counts: Counter[str] = Counter()
         self.relays: list[str] = []
         self.problems: list[str] = []  # configuration and start-up failures, for hive-status
+        self.home = Path()
+        self.policy_file: Path | None = None  # hive-policy-file (default: <home>/policy.json)
+        self.operator: str | None = None  # hive-operator, over policy.json's operator_pubkey
+        self._agent_scope: anyio.CancelScope | None = None  # the Nostr agent's, to restart it
+        self._agent_done: anyio.Event | None = None
         self.log: Callable[[str, str], None] = lambda message, level: None
+        self.notify: Emit = lambda topic, payload: None  # plugin.notify (agent/plugin_notify.py)
         self.methods = HiveMethods(self)  # the `hive-*` methods
 
     def submit(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Future[Any]:
@@ -119,13 +126,17 @@ class PluginRuntime:
         relays: list[str],
         fleet: FleetConfig | None = None,
         governance: Governance | None = None,
+        *,
+        policy_file: Path | None = None,
+        operator: str | None = None,
     ) -> None:
         """Start the loop thread, derive the key, sign the binding, start the agent.
 
         Relays and policy.json are checked first: a bad one switches advisor commands off
         (fleet membership needs neither), is logged, and `hive-status` names it.
         """
-        home = Path(lightning_dir) / "hive"
+        home = self.home = Path(lightning_dir) / "hive"
+        self.policy_file, self.operator = policy_file, operator
         self.fleet_config = fleet or self.fleet_config
         self.governance = governance or self.governance
         # a fleet action may wait for the operator under its lock (always in operator mode, for
@@ -134,7 +145,7 @@ class PluginRuntime:
         self.fleet_config = dataclasses.replace(
             self.fleet_config, intent_expiry_s=max(self.fleet_config.intent_expiry_s, MAX_LIFE_S)
         )
-        config = self._config(relays, home)
+        config = self._config(relays)
         self._portal_cm = start_blocking_portal(backend="asyncio", name="hive-agent")
         self.portal = self._portal_cm.__enter__()
         self.relays = relays
@@ -143,17 +154,42 @@ class PluginRuntime:
         self.portal.start_task_soon(self._consume_events)
         assert self.fleet is not None
         self.portal.start_task_soon(self.fleet.run)
+        self.portal.start_task_soon(watch_fleet, self.fleet, self._notify)
         if config is not None:
             self.portal.start_task_soon(self._run_agent, home, *config)
 
-    def _config(self, relays: list[str], home: Path) -> tuple[RelaysConfig, PolicyConfig] | None:
+    def _config(self, relays: list[str]) -> tuple[RelaysConfig, PolicyConfig] | None:
         if not relays:
             return None
         try:
-            return RelaysConfig.from_urls(relays), PolicyConfig.load(home / "policy.json")
+            return RelaysConfig.from_urls(relays), self._policy()
         except HiveError as exc:
             self.problem(f"advisor commands are off: {exc}")
             return None
+
+    def _policy(self) -> PolicyConfig:
+        policy = PolicyConfig.load(self.policy_file or self.home / "policy.json")
+        if self.operator is not None:
+            policy = policy.model_copy(update={"operator_pubkey": self.operator})
+        return policy
+
+    def set_relays(self, relays: list[str]) -> None:
+        """`setconfig hive-relays …`: check the new set (InvalidParams/ConfigInvalid at once,
+        nothing changed), then restart the Nostr agent on it in the background; an empty set
+        stops it.  Fleet membership carries on throughout."""
+        config = (RelaysConfig.from_urls(relays), self._policy()) if relays else None
+        if self.portal is None:
+            raise Internal("the hive agent is not running")
+        self.relays = relays
+        self.problems = [p for p in self.problems if not p.startswith("advisor commands are off")]
+        self.portal.start_task_soon(self._restart_agent, config)
+
+    async def _restart_agent(self, config: tuple[RelaysConfig, PolicyConfig] | None) -> None:
+        if self._agent_scope is not None and self._agent_done is not None:
+            self._agent_scope.cancel()
+            await self._agent_done.wait()
+        if config is not None:
+            await self._run_agent(self.home, *config)
 
     def stop(self) -> None:
         """Cancel the agent's tasks and join the loop thread (lightningd is shutting down)."""
@@ -186,14 +222,19 @@ class PluginRuntime:
         ).start()
 
     async def _run_agent(self, home: Path, relays: RelaysConfig, policy: PolicyConfig) -> None:
+        self._agent_done = done = anyio.Event()
         try:
-            await self._agent_until_stopped(home, relays, policy)
+            with anyio.CancelScope() as self._agent_scope:
+                await self._agent_until_stopped(home, relays, policy)
         except Exception as exc:
             self.problem(f"the Nostr agent stopped: {type(exc).__name__}: {exc}")
+            raise
+        finally:
             self.agent = self.service = self.actions = None
             if self.fleet is not None:
                 self.fleet.actions = None
-            raise
+            self._agent_scope = None
+            done.set()
 
     async def _agent_until_stopped(
         self, home: Path, relays: RelaysConfig, policy: PolicyConfig
@@ -210,12 +251,14 @@ class PluginRuntime:
             self.service, self.escrow = built.node, built.escrow
             # the fleet's actions on this node go through the same command path (issue 16 §3)
             self.actions = LocalActions(self.service, self.governance)
+            CommandNotices(self.service, self._notify)
             if self.fleet is not None:
                 self.fleet.actions = self.actions
             await agent.publish(self.binding, wait=False)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.escrow.maintain)
+                    tg.start_soon(built.market.announce_handler)  # NIP-89, when it changed
                     tg.start_soon(built.announce)  # relay lists and profile, if they changed
                     await self.service.run()
             finally:
@@ -229,6 +272,12 @@ class PluginRuntime:
                 await self.fleet.handle(event)  # custom messages, connects, disconnects
             if isinstance(event, Forward) and self.escrow is not None:
                 self.escrow.bonuses.record(event)  # performance bonuses are measured from these
+
+    def _notify(self, topic: str, payload: dict[str, Any]) -> None:
+        try:
+            self.notify(topic, payload)
+        except Exception:  # noqa: BLE001 - stdout gone (lightningd stopping): nobody to tell
+            log.debug("notification %s not sent", topic)
 
     def inject(self, event: NodeEvent) -> None:
         """From a hook or notification: queue the event for the agent loop; never waits."""
@@ -306,6 +355,29 @@ def fleet_options(options: dict[str, Any], env: Mapping[str, str] | None = None)
     config = FleetConfig(**values)
     gossip_rules.check_options(config.gossip_threshold_pct, config.heartbeat_s)
     return config
+
+
+def relay_urls(value: Any) -> list[str]:
+    """`hive-relays` as lightningd sends it: a list (a multi option, one relay per
+    `--hive-relays=`) or one string; either way a comma-separated entry still counts as several
+    relays (the older form).  Order kept, duplicates dropped."""
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    urls = [u.strip() for item in items for u in str(item).split(",")]
+    return list(dict.fromkeys(u for u in urls if u))
+
+
+def operator_option(value: Any) -> str | None:
+    """`hive-operator` (hex, npub or nprofile) as hex; None when not set; InvalidParams if it
+    is not a Nostr public key."""
+    if value is None or not str(value).strip():
+        return None
+    try:
+        text = str(value).strip().removeprefix("nostr:")
+        return str(sdk.PublicKey.parse(text).to_hex())
+    except sdk.NostrSdkError:
+        raise InvalidParams(
+            f"hive-operator must be a Nostr public key (hex or npub), not {str(value)[:40]!r}"
+        ) from None
 
 
 def governance_options(options: dict[str, Any]) -> Governance:

@@ -169,6 +169,23 @@ class DiskError(AgentError):
     exit_code = EX_IOERR
 
 
+class CommandRefused(AgentError):
+    """Raised when a node answered an advisor's command with an error receipt (refused by a
+    check or the operator, or failed while running); the receipt's own code says which."""
+
+    code = "COMMAND_REFUSED"
+    detail = "the node refused the command"
+    exit_code = EX_NOPERM
+
+
+class NoReceipt(AgentError):
+    """Raised when no receipt (or, with --wait, no final receipt) arrived within --timeout."""
+
+    code = "NO_RECEIPT"
+    detail = "no answer from the node in time"
+    exit_code = EX_TEMPFAIL
+
+
 # exit statuses of the wire-level errors (events/) that are not about bad data
 WIRE_EXITS = {
     "MINT_UNAVAILABLE": EX_UNAVAILABLE,

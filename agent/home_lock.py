@@ -44,3 +44,33 @@ def unlock_home(root: Path) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def process_alive(pid: int | None, seen_at: float | None) -> bool:
+    """Whether the process `pid` that wrote a snapshot at `seen_at` still runs: a process of
+    that id exists, is not a zombie, and had started by then (a later one only reuses the id)."""
+    if not pid or pid <= 0 or seen_at is None:
+        return False
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError, StopIteration, ValueError):  # no /proc: existence only
+        return _exists(pid)
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return fields[0] != "Z" and started <= seen_at + 2  # btime and ticks: whole seconds
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

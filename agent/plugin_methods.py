@@ -4,14 +4,17 @@ Typed, one method per RPC; nothing is dispatched by name."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import nostr_sdk as sdk
 
 from agent import __version__
 from agent.advisory import node as node_side
+from agent.advisory.credentials import new_credential
 from agent.advisory.node import NodeService
 from agent.fleet.service import FleetService
 from agent.node.cln import CLNBackend
@@ -35,6 +38,9 @@ class Parts(Protocol):
     counts: Counter[str]
     relays: list[str]
     problems: list[str]
+    home: Path
+    policy_file: Path | None
+    operator: str | None
 
 
 class HiveMethods:
@@ -61,6 +67,10 @@ class HiveMethods:
                 "failsafe_budget_per_day": rt.governance.failsafe_budget_sats,
                 "fleet_actions": "on" if rt.actions else "off: they need the Nostr agent",
                 "open": len(rt.actions.open_actions()) if rt.actions else 0,
+            },
+            "policy": {
+                "file": str(rt.policy_file or rt.home / "policy.json"),
+                "operator": rt.service.policy.operator_pubkey if rt.service else rt.operator,
             },
             "problems": list(rt.problems),
         }
@@ -92,8 +102,15 @@ class HiveMethods:
     def vote(self, command_id: str, step: str) -> Deferred:
         return self._with_service(lambda service: _vote(service, command_id, step))
 
-    def grant(self, advisor: str, tier: str, schemas: list[str], days: int) -> Deferred:
-        return self._with_service(lambda service: _grant(service, advisor, tier, schemas, days))
+    def grant(
+        self, advisor: str, tier: str, schemas: list[str], limits: dict[str, int | None]
+    ) -> Deferred:
+        """`limits`: days and the credential's constraints, named as `credential grant` names
+        them; checked at once by the rule the CLI uses (`new_credential`), before anything runs."""
+        if self.rt.keys is not None:
+            me = self.rt.keys.public_key().to_hex()
+            new_credential(me, advisor, tier, schemas, now=int(time.time()), **limits)
+        return self._with_service(lambda service: _grant(service, advisor, tier, schemas, limits))
 
     def revoke(self, credential_id: str) -> Deferred:
         return self._with_service(lambda service: _revoke(service, credential_id))
@@ -169,9 +186,9 @@ async def _vote(service: NodeService, command_id: str, step: str) -> dict[str, A
 
 
 async def _grant(
-    service: NodeService, advisor: str, tier: str, schemas: list[str], days: int
+    service: NodeService, advisor: str, tier: str, schemas: list[str], limits: dict[str, Any]
 ) -> dict[str, Any]:
-    return service.credentials.issue(advisor, tier, schemas, days=days).credential.model_dump()
+    return service.credentials.issue(advisor, tier, schemas, **limits).credential.model_dump()
 
 
 async def _revoke(service: NodeService, credential_id: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from there when it finishes (pyln writes replies under a lock, from any thread).
 
 Errors: pyln attaches a Python traceback to every error it reports, and answers wrong or
 missing parameters with -32600 and a sentence; here every failure is one `HiveError`, sent as
-`{"code": 1500, "message": "CODE: sentence", "data": {"code": "CODE", "message": …}}` (1501
-for NOT_IMPLEMENTED), with no traceback.  This depends on pyln-client's request dispatch
+`{"code": 37xx, "message": "CODE: sentence", "data": {"code": "CODE", "message": …}}`, the
+number fixed per hive error code in a range no Core Lightning code uses (agent/plugin_codes.py),
+with no traceback.  This depends on pyln-client's request dispatch
 (`Plugin._dispatch_request`, `Request._write_result`), pinned in requirements.lock and
 covered by tests/test_plugin.py.
 """
@@ -27,11 +28,10 @@ from typing import Any
 from pyln.client import Plugin
 from pyln.client.plugin import Request, RequestState
 
+from agent.plugin_codes import rpc_code
 from events.errors import HiveError, Internal, InvalidParams
 
 log = logging.getLogger("hive.plugin")
-HIVE_ERROR = 1500
-NOT_IMPLEMENTED = 1501
 Submit = Callable[[Callable[..., Awaitable[Any]], tuple[Any, ...]], "Future[Any]"]
 
 
@@ -44,11 +44,10 @@ class Deferred:
 
 
 def error_reply(request_id: Any, error: HiveError) -> dict[str, Any]:
-    code = NOT_IMPLEMENTED if error.code == "NOT_IMPLEMENTED" else HIVE_ERROR
     return {
         "jsonrpc": "2.0",
         "id": request_id,
-        "error": {"code": code, "message": str(error), "data": error.to_dict()},
+        "error": {"code": rpc_code(error.code), "message": str(error), "data": error.to_dict()},
     }
 
 
@@ -74,7 +73,8 @@ class HivePlugin(Plugin):
 
     def _dispatch_request(self, request: Request) -> None:
         method = self.methods.get(request.method)
-        if method is None or not request.method.startswith("hive-"):
+        ours = request.method.startswith("hive-") or request.method == "setconfig"
+        if method is None or not ours:
             super()._dispatch_request(request)
             return
         try:
@@ -147,6 +147,16 @@ def whole(value: Any, name: str, low: int, high: int) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidParams(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def integer(value: Any, name: str) -> int:
+    """A whole number (or the decimal string lightning-cli sends); its bounds are checked where
+    the value is used, by the same rule the CLI's checks go through."""
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParams(f"{name} must be a whole number")
     return value
 
 

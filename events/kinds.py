@@ -31,6 +31,7 @@ class Kind(IntEnum):
     AUTH = 22242  # NIP-42 client authentication
     CLASSIFIED_LISTING = 30402  # NIP-99 classified listing: advisor and liquidity offers
     USER_ASSERTION = 30382  # NIP-85 trusted assertion about a pubkey (`rank`)
+    HANDLER_INFO = 31990  # NIP-89 handler information: the kinds a hive agent handles
 
     # --- hive public records (addressable, 36380–36389) ----------------------------------
     AGENT_INFO = 36380  # an agent's self-description: role, version, capabilities, relays
@@ -93,6 +94,7 @@ STANDARD_USES: frozenset[Kind] = frozenset(
         Kind.AUTH,
         Kind.CLASSIFIED_LISTING,
         Kind.USER_ASSERTION,
+        Kind.HANDLER_INFO,
     }
 )
 

@@ -1,8 +1,11 @@
 """Service listings as NIP-99 classified listings (kind 30402), browsable by any Nostr client.
 
-Generic marketplace clients read the NIP-99 fields: `d`, `title`, `summary`, `published_at`,
-`price [amount, "SAT", frequency]`, `status`, `t`, Markdown content, NIP-40 `expiration`, NIP-31
-`alt`.  Hive agents also read the machine terms in further tags:
+Generic marketplace clients read the NIP-99 fields: `d`, `title`, `summary`, `published_at`
+(the *first* publication time: an update or refresh keeps it, `created_at` says how recent the
+version is), `location` (`online`: a Lightning service has no place; nostr-tools'
+`nip99.validateEvent` refuses a listing without one), `price [amount, "SAT", frequency]`,
+`status`, `t`, Markdown content (the summary when there is no description), NIP-40
+`expiration`, NIP-31 `alt`.  Hive agents also read the machine terms in further tags:
 
     ["service", "advisor"|"liquidity"]     ["pricing-model", model]
     ["capability", name, "primary"|"secondary"]   (also mirrored as `t` tags)
@@ -17,7 +20,7 @@ available") and is also deleted with NIP-09.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import nostr_sdk as sdk
 from pydantic import (
@@ -49,6 +52,7 @@ Capability = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,39}
 SchemaRef = Annotated[str, StringConstraints(pattern=r"^hive:[a-z-]{2,30}(/v[0-9]+|/\*)$")]
 MintUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,200}$")]
 MAX_DESCRIPTION = 16_000
+LOCATION = "online"
 
 
 class ServiceType(StrEnum):
@@ -119,6 +123,15 @@ class Listing(BaseModel):
     published_at: int = Field(ge=0)
     expires_at: int = Field(ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_copy_of_summary(cls, data: Any) -> Any:
+        """A description equal to the summary is no description: the content defaults to the
+        summary, so reading it back must not make one up."""
+        if isinstance(data, dict) and data.get("description") == data.get("summary"):
+            return {**data, "description": ""}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Listing:
         advisor = self.service == ServiceType.ADVISOR
@@ -128,8 +141,6 @@ class Listing(BaseModel):
             )
         if self.expires_at <= self.published_at:
             raise ValueError("a listing must expire after it is published")
-        if self.expires_at - self.published_at > MAX_LIFETIME_S:
-            raise ValueError("a listing lives at most 366 days (re-publish it to extend it)")
         if self.primary in self.secondary:
             raise ValueError("the primary capability is not also secondary")
         return self
@@ -155,6 +166,7 @@ def _tags(item: Listing, pubkey: str) -> list[list[str]]:
         ["title", item.title],
         ["summary", item.summary],
         ["published_at", str(item.published_at)],
+        ["location", LOCATION],
         ["price", str(item.price_sat), "SAT", item.frequency.value],
         ["status", item.status.value],
         ["t", f"hive-{item.service.value}"],
@@ -179,13 +191,24 @@ def _tags(item: Listing, pubkey: str) -> list[list[str]]:
     return tags
 
 
+def require_lifetime(expires_at: int, created_at: int) -> None:
+    """InvalidPayload unless this version expires after it is made and within 366 days of it
+    (`published_at` stays the first publication: a refreshed listing lives on from now)."""
+    if not created_at < expires_at <= created_at + MAX_LIFETIME_S:
+        raise InvalidPayload(
+            "a listing expires after it is published and within 366 days (re-publish it to "
+            "extend it)"
+        )
+
+
 def build(keys: sdk.Keys, item: Listing, *, created_at: int) -> NostrEvent:
     """A signed kind-30402 listing; raises the typed error every receiver would refuse it
     with (a listing nobody can read is never published)."""
+    require_lifetime(item.expires_at, created_at)
     event = sign_event(
         keys,
         Kind.CLASSIFIED_LISTING,
-        item.description,
+        item.description or item.summary,
         _tags(item, keys.public_key().to_hex()),
         created_at,
     )
@@ -250,6 +273,7 @@ def parse(ev: Rumor, *, now: int, include_withdrawn: bool = False) -> Signed[Lis
     except (ValidationError, ValueError, IndexError) as exc:
         first = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise InvalidPayload(f"listing {tag_value(ev.tags, 'd')!r:.40}: {first}"[:300]) from None
+    require_lifetime(item.expires_at, ev.created_at)
     if item.status == ListingStatus.WITHDRAWN and not include_withdrawn:
         raise InvalidPayload("the listing has been withdrawn")
     return Signed(item, ev.id, ev.pubkey, ev.created_at, ev.kind)

@@ -127,6 +127,67 @@ def test_nostr_tools_reads_every_nip99_field(nostr_tools: NostrTools) -> None:
     assert event["kind"] == 30402 and event["content"].startswith("# Fee desk")
 
 
+def every_kind_of_listing() -> list[Listing]:
+    """One listing of each shape the agent publishes: each advisor pricing model, liquidity
+    listings (capacity, duration, each liquidity model), no description, no trial, withdrawn."""
+    advisor = [
+        sample(listing_id=f"a-{m.value}", pricing_model=m)
+        for m in (PricingModel.PER_ACTION, PricingModel.SUBSCRIPTION, PricingModel.PERFORMANCE)
+    ]
+    liquidity = [
+        sample(
+            listing_id=f"l-{m.value}",
+            service=ServiceType.LIQUIDITY,
+            pricing_model=m,
+            primary="inbound-liquidity",
+            secondary=[],
+            schemas=[],
+            capacity_sat=5_000_000,
+            duration_days=90,
+            trial=None,
+        )
+        for m in (PricingModel.SAT_HOURS, PricingModel.FLAT, PricingModel.REVENUE_SHARE,
+                  PricingModel.YIELD_CURVE, PricingModel.AUCTION, PricingModel.DYNAMIC)
+    ]  # fmt: skip
+    bare = sample(listing_id="bare", description="", secondary=[], schemas=[], mints=[], trial=None)
+    gone = sample(listing_id="gone", status=ListingStatus.WITHDRAWN)
+    return [*advisor, *liquidity, bare, gone]
+
+
+@pytest.mark.interop
+def test_nostr_tools_nip99_accepts_every_listing_we_publish(nostr_tools: NostrTools) -> None:
+    for item in every_kind_of_listing():
+        event = listing.build(KEYS, item, created_at=NOW + DAY).model_dump()
+        assert nostr_tools.call("nip99_validate", event=event) is True, item.listing_id
+        parsed = nostr_tools.call("nip99_parse", event=event)
+        assert parsed["location"] == "online"
+        assert parsed["publishedAt"] == str(NOW)  # the first publication, not created_at
+        assert (parsed["title"], parsed["summary"]) == (item.title, item.summary)
+        assert parsed["price"] == {"amount": str(item.price_sat), "currency": "SAT",
+                                   "frequency": "month"}  # fmt: skip
+        assert parsed["content"] == (item.description or item.summary)
+    # and the check is real: without the location tag nostr-tools refuses it
+    event = listing.build(KEYS, sample(), created_at=NOW).model_dump()
+    event["tags"] = [t for t in event["tags"] if t[0] != "location"]
+    assert nostr_tools.call("nip99_validate", event=event) is False
+
+
+def test_listing_content_defaults_to_the_summary() -> None:
+    event = listing.build(KEYS, sample(description=""), created_at=NOW)
+    assert event.content == "Fees, daily"
+    assert ["location", "online"] in event.tags
+    assert listing.parse(event, now=NOW).payload.description == ""
+    assert sample(description="Fees, daily").description == ""  # a copy of the summary is none
+
+
+def test_listing_lifetime_runs_from_this_version() -> None:
+    refreshed = sample(expires_at=NOW + 400 * DAY)  # first published 400 days before expiry
+    event = listing.build(KEYS, refreshed, created_at=NOW + 380 * DAY)
+    assert event.tag("published_at") == str(NOW)
+    with pytest.raises(InvalidPayload, match="366 days"):
+        listing.build(KEYS, refreshed, created_at=NOW)
+
+
 def test_rfp_windows() -> None:
     item = rfp.Rfp(
         rfp_id="r1",

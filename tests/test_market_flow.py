@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agent import app
 from agent.clock import ManualClock
-from agent.market.discovery import collect_listings
+from agent.market.discovery import collect_listings, rank
 from agent.market.ranking import Need
 from agent.market.service import Market
 from agent.nostr.client import RelayClient
@@ -303,3 +303,35 @@ def test_discovery_never_crashes(data: st.DataObject) -> None:
     found = collect_listings([bytes(raw).decode("utf-8", "replace"), *junk], 1_800_000_000, errors)
     assert len(found) <= 1
     assert all(f.listing.status == ListingStatus.ACTIVE for f in found)
+
+
+@pytest.mark.anyio
+async def test_update_and_refresh_keep_the_first_published_at(
+    tmp_path: Path, relay_url: str, nostr_tools: NostrTools
+) -> None:
+    """NIP-99: `published_at` is the first publication; each version has its own created_at,
+    which ranking freshness follows; every version passes nostr-tools' nip99.validateEvent."""
+    now = int(time.time()) - 34 * DAY
+    clock = ManualClock(now)
+    lid = f"keep-{secrets.token_hex(4)}"
+    async with agent(tmp_path / "a", [relay_url], clock=clock) as alice:
+        first = await alice.publish(advert(lid, now))
+        clock.advance(5 * DAY)
+        updated = await alice.publish(advert(lid, clock.now(), price_sat=12_000, description=""))
+        clock.advance(29 * DAY)  # one day before it expires: refreshed, for another 30 days
+        assert await alice.refresh() == [lid]
+        raws = await alice.agent.fetch([{"kinds": [30402], "#d": [lid]}])
+    [latest] = [json.loads(r) for r in raws]
+    assert latest["created_at"] == now + 34 * DAY != first.created_at
+    tags = {t[0]: t[1:] for t in latest["tags"]}
+    assert tags["published_at"] == [str(now)] == [first.tag("published_at")]
+    assert updated.tag("published_at") == str(now) and updated.content == "fees"
+    assert tags["expiration"] == [str(now + 34 * DAY + 30 * DAY)]
+    assert tags["location"] == ["online"] and tags["price"] == ["12000", "SAT", "month"]
+    for event in (first.model_dump(), updated.model_dump(), latest):
+        assert nostr_tools.call("nip99_validate", event=event) is True
+    found = collect_listings(raws, now + 34 * DAY)
+    assert [f.created_at for f in found] == [now + 34 * DAY]
+    ranked_fresh = Need(service=ServiceType.ADVISOR)
+    [row] = rank(found, ranked_fresh, {}, {}, now + 34 * DAY)
+    assert row.breakdown.freshness == 1.0  # just refreshed, although first published 34 days ago

@@ -77,7 +77,7 @@ async def test_manifest_init_and_help_texts() -> None:
         )
         options = {o["name"]: o for o in plugin.manifest["options"]}
         assert list(options) == [
-            "hive-relays", "hive-gossip-threshold", "hive-heartbeat-interval",
+            "hive-relays", "hive-policy-file", "hive-operator", "hive-gossip-threshold", "hive-heartbeat-interval",
             "hive-intent-hold", "hive-intent-mode", "hive-planner-interval",
             "hive-market-share-cap", "hive-governance-mode", "hive-failsafe-budget-per-day",
         ]  # fmt: skip
@@ -166,13 +166,13 @@ async def test_methods_answer_with_the_stable_code_of_their_typed_error() -> Non
         # a fleet method given bad input answers with the stable code of its typed error
         with pytest.raises(PluginError, match=r"INVALID_PAYLOAD: .*hive1") as caught:
             await plugin.call("hive-join", ticket="x")
-        assert caught.value.error["code"] == 1500
+        assert caught.value.error["code"] == 3728  # INVALID_PAYLOAD (agent/plugin_codes.py)
         # advisor commands need relays; without them the operator is told so, by code
         with pytest.raises(PluginError, match=r"NOT_FOUND: .*--hive-relays") as caught:
             await plugin.call("hive-pending")
-        assert caught.value.error["code"] == 1500
-    # a capability announced but not built yet would answer 1501 (none is left today)
-    assert error_reply(7, NotImplementedYet("later"))["error"]["code"] == 1501
+        assert caught.value.error["code"] == 3715
+    # a capability announced but not built yet would answer 3708 (none is left today)
+    assert error_reply(7, NotImplementedYet("later"))["error"]["code"] == 3708
 
 
 @pytest.mark.anyio
@@ -368,7 +368,7 @@ async def test_parameters_are_checked_strictly_and_errors_carry_no_traceback() -
             with pytest.raises(PluginError) as caught:
                 await plugin.call(method, **params)
             error = caught.value.error
-            assert error["code"] == 1500, (method, error)
+            assert error["code"] == 3707, (method, error)  # INVALID_PARAMS
             assert error["message"].startswith("INVALID_PARAMS: "), (method, error)
             assert fragment in error["message"], (method, error)
             assert error["data"]["code"] == "INVALID_PARAMS"
@@ -380,7 +380,7 @@ async def test_parameters_are_checked_strictly_and_errors_carry_no_traceback() -
             PluginError, match=r"INVALID_PARAMS: parameters: .*positional"
         ) as caught:
             await plugin.request("hive-topology", ["everything"])
-        assert caught.value.error["code"] == 1500
+        assert caught.value.error["code"] == 3707
         members = await plugin.call("hive-members")
         assert members["bans"] == [] and members["ban_proposals"] == []  # nothing enacted
 

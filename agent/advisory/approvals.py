@@ -9,14 +9,21 @@ from typing import Any
 from agent.advisory.context import NodeContext
 from agent.advisory.intake import Intake, parse_text
 from agent.advisory.policy import CONFIRM_TTL_S, QUEUE_TTL_S, Decision, Route
-from agent.advisory.receipts import Receipts
+from agent.advisory.receipts import Receipts, dm_channel
+from agent.advisory.usage import claim_usage_reply, is_help, usage_text
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store.advisory import CommandState as CS
-from agent.store.advisory import ReplyChannel
 from events import approval
 from events.command import Command
-from events.errors import Expired, InvalidParams, Rejected, Restricted, Unauthorized
+from events.errors import (
+    Expired,
+    InvalidParams,
+    RateLimited,
+    Rejected,
+    Restricted,
+    Unauthorized,
+)
 from events.nip59 import Unwrapped
 from events.receipt import Status
 
@@ -97,10 +104,16 @@ class Approvals:
         repo.add_approval(tx, item.command_id, ev.pubkey, step)
 
     def on_dm(self, opened: Unwrapped, tx: Tx) -> None:
-        """A NIP-17 DM: the operator approving, or a credential holder's plain-text command."""
+        """A NIP-17 DM: the operator approving, a credential holder's plain-text command, or
+        `help` / text that is no command (answered with the usage text, rate-limited)."""
         text = opened.rumor.content.strip()
-        sender = opened.sender
+        sender, asked = opened.sender, opened.rumor.id
+        if sender == self.ctx.me:
+            return  # our own copy of a DM we sent (NIP-17 wraps one to the sender)
         words = text.split()
+        if is_help(text):
+            self.usage(tx, sender, asked)
+            return
         if (
             sender == self.ctx.policy.operator_pubkey
             and words
@@ -108,16 +121,33 @@ class Approvals:
         ):
             found = resolve(tx, words[1] if len(words) > 1 else "")
             if found is None:
-                self.receipts.dm(tx, sender, f"no waiting command matches {text!r}")
+                self.receipts.dm(tx, sender, f"no waiting command matches {text!r}", asked)
                 return
             repo.add_approval(tx, found, sender, words[0].lower())
-            self.receipts.dm(tx, sender, f"{words[0].lower()}d {found[:12]}")
+            self.receipts.dm(tx, sender, f"{words[0].lower()}d {found[:12]}", asked)
             return
         grant = repo.active_granted_to(tx, sender, self.ctx.now)
         if grant is None:
-            raise Unauthorized("plain-text commands need a credential")
-        cmd = parse_text(text, grant, self.ctx.me, self.ctx.now)
-        self.intake.intake(tx, cmd, sender, ReplyChannel.DM)
+            tx.count_errors({Unauthorized.code: 1})  # a stranger's DM: counted, usage at most
+            self.usage(tx, sender, asked)
+            return
+        try:
+            cmd = parse_text(text, grant, self.ctx.me, self.ctx.now)
+        except InvalidParams as error:
+            tx.count_errors({error.code: 1})
+            self.usage(tx, sender, asked, f"{error.message}\n\n")
+            return
+        self.intake.intake(tx, cmd, sender, dm_channel(asked))
+
+    def usage(self, tx: Tx, to: str, reply_to: str, before: str = "") -> None:
+        """The usage text as a reply to `reply_to`, unless `to` or everyone has had enough
+        of it this hour (then counted as RATE_LIMITED, and no reply)."""
+        try:
+            claim_usage_reply(tx, to)
+        except RateLimited as error:
+            tx.count_errors({error.code: 1})
+            return
+        self.receipts.dm(tx, to, before + usage_text(), reply_to)
 
 
 def _ask(

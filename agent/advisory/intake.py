@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.advisory import schemas
 from agent.advisory.context import CLOCK_WINDOW_S, NodeContext
-from agent.advisory.receipts import Receipts
+from agent.advisory.receipts import Receipts, is_dm, replied_rumor
 from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store.advisory import ReplyChannel
@@ -43,7 +43,7 @@ class Intake:
         cmd = command.FAMILY.parse(opened.rumor, now=self.ctx.now).payload
         self.intake(tx, cmd, opened.sender, ReplyChannel.RECEIPT)
 
-    def intake(self, tx: Tx, cmd: Command, sender: str, reply: ReplyChannel) -> None:
+    def intake(self, tx: Tx, cmd: Command, sender: str, reply: ReplyChannel | str) -> None:
         if cmd.node != self.ctx.me:
             raise WrongRecipient("the command is addressed to another node")
         grant = self.holder_credential(tx, cmd, sender)
@@ -63,7 +63,10 @@ class Intake:
             tx.count_errors({error.code: 1})
             self.receipts.finish(tx, cmd, sender, reply, status=Status.ERROR, error=error)
             return
-        repo.insert_command(tx, cmd, sender, reply)
+        origin = replied_rumor(reply)
+        repo.insert_command(tx, cmd, sender, ReplyChannel.DM if is_dm(reply) else reply)
+        if origin is not None:
+            repo.save_dm_origin(tx, cmd.command_id, origin)
         self._intaken[cmd.command_id] = cmd
         while len(self._intaken) > INTAKEN_MAX:  # what is never processed here falls out
             self._intaken.pop(next(iter(self._intaken)))

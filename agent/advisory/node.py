@@ -93,8 +93,8 @@ class NodeService:
                 Subscription("approvals", [{"kinds": [Kind.APPROVAL], "#p": [self.me]}])
             ],
             after_batch=[self.wake],
-            known_keys=frozenset(
-                k for k in [self.policy.operator_pubkey, *self.policy.approvers] if k
+            known_keys=frozenset(  # and ourselves: the copies of our DMs (NIP-17) come back
+                k for k in [self.policy.operator_pubkey, *self.policy.approvers, self.me] if k
             ),
         )
 

@@ -13,12 +13,10 @@ from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store.advisory import CommandState as CS
 from agent.store.advisory import ReplyChannel
-from events import receipt
-from events.base import make_rumor
+from events import dm, receipt
 from events.canonical import content_hash
 from events.command import Command
 from events.errors import HiveError
-from events.kinds import Kind
 from events.receipt import Receipt, Status
 
 EMPTY = content_hash({})
@@ -81,12 +79,17 @@ class Receipts:
             return  # the node's own action (agent/advisory/local.py): the chain is its record
         rumor = receipt.FAMILY.rumor(self.ctx.me, sealed, created_at=self.ctx.now)
         self.ctx.agent.enqueue_private(tx, to, rumor)
-        if reply == ReplyChannel.DM:
-            self.dm(tx, to, receipt_text(sealed))
+        if is_dm(reply):
+            origin = replied_rumor(reply) or repo.dm_origin(tx, sealed.command_id)
+            self.dm(tx, to, receipt_text(sealed), reply_to=origin)
 
-    def dm(self, tx: Tx, to: str, text: str) -> None:
-        rumor = make_rumor(self.ctx.me, Kind.DIRECT_MESSAGE, text, [["p", to]], self.ctx.now)
+    def dm(self, tx: Tx, to: str, text: str, reply_to: str | None = None) -> None:
+        """A NIP-17 DM to `to` (an `e` tag names the DM it answers), and the copy NIP-17 has
+        the sender wrap to itself."""
+        rumor = dm.rumor(self.ctx.me, to, text, created_at=self.ctx.now, reply_to=reply_to)
         self.ctx.agent.enqueue_private(tx, to, rumor)
+        if to != self.ctx.me:
+            self.ctx.agent.enqueue_private(tx, self.ctx.me, rumor)
 
     def finish_row(self, row: dict[str, Any], **kw: Any) -> Receipt:
         """A receipt for a stored command, in its own transaction; a final one (OK or error)
@@ -102,6 +105,7 @@ class Receipts:
             if state in (CS.REFUSED, CS.DONE):
                 outcome = json.dumps(sealed.error.model_dump() if sealed.error else sealed.result)
                 repo.finalize(tx, cmd.command_id, state, outcome)
+                repo.forget_dm_origin(tx, cmd.command_id)
         self.ctx.agent.wake_outbox()
         return sealed
 
@@ -114,6 +118,21 @@ class Receipts:
             danger=row["danger"] or 0,
             decision=row["reasons"] or "",
         )
+
+
+def dm_channel(rumor_id: str) -> str:
+    """The `commands.reply` value of a command that came as the DM `rumor_id`."""
+    return f"{ReplyChannel.DM.value}:{rumor_id}"
+
+
+def is_dm(reply: ReplyChannel | str) -> bool:
+    return reply == ReplyChannel.DM or str(reply).startswith(f"{ReplyChannel.DM.value}:")
+
+
+def replied_rumor(reply: ReplyChannel | str) -> str | None:
+    """The DM a command came in, which its DM receipts answer (None for older rows)."""
+    _, sep, rumor_id = str(reply).partition(":")
+    return rumor_id if sep and rumor_id else None
 
 
 def receipt_text(r: Receipt) -> str:

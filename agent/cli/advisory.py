@@ -14,10 +14,12 @@ import anyio
 from agent.advisory import credentials as credentials_side
 from agent.advisory import node as node_side
 from agent.advisory import schemas
+from agent.cli import catalogue
 from agent.cli.apps import AppFactory, node_app
 from agent.cli.common import Bind, Emit
 from agent.cli.types import integer, positive, pubkey
 from agent.clock import SystemClock
+from agent.errors import CommandRefused, NoReceipt, exit_code_of
 from agent.home_lock import lock_home
 from agent.keys import load_key_file
 from agent.node.backend import NodeBackend
@@ -27,7 +29,7 @@ from agent.store import advisory as repo
 from agent.textsafe import inline
 from events import receipt
 from events.credential import Tier
-from events.errors import InvalidParams
+from events.errors import HiveError, InvalidParams, Restricted, Unauthorized
 
 
 def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeBackend, Any]:
@@ -283,15 +285,42 @@ def _receipt_text(r: dict[str, Any] | None) -> str:
     return f"{r['status']} (danger {r['danger']}): {json.dumps(r['result'], sort_keys=True)}"
 
 
+def _failure(r: dict[str, Any] | None, args: argparse.Namespace) -> HiveError | None:
+    """What went wrong, as a typed error (its exit status), or None for an answer: a receipt,
+    or a 'queued' one unless --wait asked for the final receipt."""
+    if r is None or (r["status"] == "queued" and args.wait):
+        waited = "no receipt" if r is None else "no final receipt (still queued)"
+        return NoReceipt(f"{waited} within {args.timeout:g} s")
+    if r["error"] is not None and r["status"] != "queued":
+        what = f"{r['schema_ref']} {r['action']}"
+        return CommandRefused(f"the node refused {what} ({r['error']['code']})")
+    return None
+
+
+def _check_credential(settings: Settings, node: str, schema: str) -> None:
+    """The credential we hold for `node` must allow `schema` (the node's own test), checked
+    before connecting: UNAUTHORIZED without one, RESTRICTED outside it."""
+    grant = repo.active_held(Store(settings.store_file), node, SystemClock().now())
+    if grant is None:
+        raise Unauthorized(f"we hold no valid credential for node {node[:16]}…")
+    if not grant.credential.allows(schema):
+        raise Restricted(f"the credential does not allow {schema}")
+
+
 def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     schema = args.schema if args.schema.startswith("hive:") else f"hive:{args.schema}/v1"
     params = _params(args.params)
-    # the node checks these too; checked here first, nothing is sent that it would refuse
+    # the node's own check (same code), made first: nothing is sent that it would refuse
     schemas.parse_params(schemas.lookup(schema, args.action), params)
+    _check_credential(settings, args.node, schema)
     result = anyio.run(_advise, args, settings, make, schema, params, backend="asyncio")
-    r = result["receipt"]
-    emit(result, _receipt_text(r))
-    return 0 if r is not None and (r["error"] is None or r["status"] == "queued") else 1
+    failure = _failure(result["receipt"], args)
+    if failure is not None:
+        result["error"] = failure.to_dict()
+    emit(result, _receipt_text(result["receipt"]))
+    if failure is not None and not args.json:
+        raise failure  # one `error: CODE: …` line on stderr, and its exit status
+    return 0 if failure is None else exit_code_of(failure)
 
 
 # --- receipts ---------------------------------------------------------------------------------
@@ -341,6 +370,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     _register_credential(sub, relay_opt, bind)
     _register_approvals(sub)
     _register_advise(sub, relay_opt, bind)
+    catalogue.register(sub)
     rec = sub.add_parser("receipts", help="receipts held (advisor side)").add_subparsers(
         required=True, metavar="ACTION"
     )

@@ -7,16 +7,19 @@ import argparse
 import ipaddress
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+import nostr_sdk as sdk
 
 from agent.cli.apps import standalone_app
 from agent.cli.common import Emit
 from agent.cli.types import count, port, positive, pubkey
+from agent.cli.views import pairs, since, table, when
 from agent.errors import EX_UNAVAILABLE, ConfigInvalid, RelayUnavailable
-from agent.home_lock import lock_home
+from agent.home_lock import lock_home, process_alive
 from agent.keys import create_key_file, load_key_file
 from agent.nostr.local_relay import NOTES_PER_MINUTE, EmbeddedRelay
 from agent.nostr.relay_policy import HiveWritePolicy, Limits
@@ -170,21 +173,52 @@ def cmd_note_send(args: argparse.Namespace, settings: Settings, emit: Emit) -> i
 
 def cmd_notes(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     notes = Store(settings.store_file).notes()
-    lines = [f"{n['received_at']}  {n['sender'][:16]}…  {n['text']}" for n in notes]
-    emit({"notes": notes}, "\n".join(lines) or "no notes")
+    rows = [(when(n["received_at"]), n["sender"][:16] + "…", n["text"]) for n in notes]
+    emit({"notes": notes}, table(["received", "from", "text"], rows) if rows else "no notes")
     return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     report = status_report(Store(settings.store_file))
-    lines = [f"agent   {(report['agent'] or {}).get('pubkey', '(never ran)')}"]
-    for r in report["relays"]:
-        error = f"  last error: {inline(r['last_error'])}" if r["last_error"] else ""
-        lines.append(f"relay   {inline(r['url']):<40} {r['status']:<12} acks {r['acks']}{error}")
-    lines.append(f"outbox  {report['outbox'] or 'empty'}")
-    lines.append(f"errors  {report['errors'] or 'none'}")
-    emit(report, "\n".join(lines))
+    agent, at = report["agent"] or {}, report["status_at"]
+    running = process_alive(agent.get("pid"), at)
+    report["process"] = {"pid": agent.get("pid"), "running": running}
+    report["snapshot_age_s"] = None if at is None else max(0, int(time.time() - at))
+    emit(report, status_text(report, running))
     return 0
+
+
+def status_text(report: dict[str, Any], running: bool) -> str:
+    """`hive-agent status` for a person: whether the agent runs, then the last snapshot."""
+    agent, pid = report["agent"] or {}, report["process"]["pid"]
+    if not agent:
+        return "agent     (never ran on this home)"
+    npub = sdk.PublicKey.parse(agent["pubkey"]).to_bech32()
+    process = f"running (pid {pid})" if running else f"not running (last pid {pid})"
+    head = pairs(
+        [("agent", f"{agent['pubkey']} ({npub})"), ("process", process),
+         ("snapshot", since(report["status_at"]))]
+    )  # fmt: skip
+    was = "" if running else "was "
+    relays = [
+        (inline(r["url"]), was + r["status"], since(r["since"]), r["acks"], r["received"],
+         inline(r["last_error"]) if r["last_error"] else None)
+        for r in report["relays"]
+    ]  # fmt: skip
+    parts = [
+        head,
+        table(["relay", "status", "since", "acks", "received", "last error"], relays),
+        _counts("outbox", "state", report["outbox"]),
+        _counts("errors", "code", report["errors"]),
+        _counts("inbound", "event", report["inbound"]),
+    ]
+    return "\n\n".join(parts)
+
+
+def _counts(title: str, key: str, counts: dict[str, int]) -> str:
+    if not counts:
+        return f"{title}: none"
+    return f"{title}\n" + table([key, "count"], sorted(counts.items()))
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:

@@ -1,15 +1,17 @@
 """`hive-agent rfp | contract …`: requests for proposals with sealed bids, and two-party
-signed contracts, from the command line.  Every answer is JSON (indented without --json)."""
+signed contracts, from the command line (text views: agent/cli/dealviews.py)."""
 
 from __future__ import annotations
 
 import argparse
 import secrets
+from collections.abc import Callable
 from typing import Any
 
+from agent.cli import dealviews as view
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
-from agent.cli.market import answer_json, trial, validated
+from agent.cli.market import Job, trial, validated, with_market
 from agent.cli.types import integer, positive, pubkey
 from agent.clock import SystemClock
 from agent.market.service import Market
@@ -19,6 +21,21 @@ from events import bid, listing, rfp
 from events.contract import ContractTerms
 from events.errors import InvalidParams
 from events.listing import Frequency, PricingModel, ServiceType
+
+
+def answer(
+    args: argparse.Namespace,
+    settings: Settings,
+    emit: Emit,
+    make: AppFactory,
+    job: Job,
+    text: Callable[[dict[str, Any]], str],
+) -> int:
+    """`job` with the marketplace; its answer as JSON (--json) or as `text` shows it."""
+    result = with_market(args, settings, make, job)
+    emit(result, text(result))
+    return 0
+
 
 # --- rfp --------------------------------------------------------------------------------------
 
@@ -45,21 +62,21 @@ def cmd_rfp_post(args: argparse.Namespace, settings: Settings, emit: Emit, make:
         event = await market.post_rfp(item)
         return {"event_id": event.id, "address": rfp.address(market.me, item.rfp_id)}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rfp_posted)
 
 
 def cmd_rfp_list(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     async def job(market: Market) -> dict[str, Any]:
         return {"rfps": await market.list_rfps()}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rfp_list)
 
 
 def cmd_rfp_bids(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     async def job(market: Market) -> dict[str, Any]:
         return {"bids": repo.bids_received(market.agent.store, args.address)}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rfp_bids)
 
 
 def cmd_rfp_bid(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
@@ -76,7 +93,7 @@ def cmd_rfp_bid(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
         )
         return {"commitment": await market.bid(args.address, terms), "rfp": args.address}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rfp_bid)
 
 
 def cmd_rfp_reveal(
@@ -86,7 +103,7 @@ def cmd_rfp_reveal(
         item = await market.reveal(args.address)
         return {"revealed": args.address, "event_id": item.event_id}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rfp_revealed)
 
 
 # --- contract ---------------------------------------------------------------------------------
@@ -122,7 +139,7 @@ def cmd_contract_offer(
         offer = await market.offer(_terms(args, market))
         return {"terms_hash": offer.terms.hash, "offered_to": args.pubkey}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.contract_offered)
 
 
 def cmd_contract_accept(
@@ -132,7 +149,7 @@ def cmd_contract_accept(
         signed = await market.accept(args.terms_hash)
         return {"contract": signed.id, "terms": signed.terms.model_dump(mode="json")}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.contract_accepted)
 
 
 def _contract_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +164,7 @@ def cmd_contract_list(
         contracts = [_contract_row(row) for row in repo.contracts(store)]
         return {"contracts": contracts, "offers": repo.offers(store, "open")}
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.contract_list)
 
 
 def cmd_contract_show(
@@ -159,7 +176,7 @@ def cmd_contract_show(
             raise InvalidParams(f"no contract {args.id}")
         return _contract_row(rows[0])
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.contract_one)
 
 
 # --- parsers ----------------------------------------------------------------------------------

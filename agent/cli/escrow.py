@@ -24,6 +24,7 @@ from agent.app import Standalone
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
 from agent.cli.types import integer, pubkey
+from agent.cli.views import pairs, since, table, when
 from agent.escrow.mint import normalize
 from agent.escrow.planning import plan_parts
 from agent.settings import Settings
@@ -84,8 +85,8 @@ def cmd_topup(args: argparse.Namespace, settings: Settings, emit: Emit, make: Ap
 
 async def _balance(args: argparse.Namespace, app: Standalone) -> Answer:
     found = app.escrow.balances()
-    lines = [f"{m}: {v:,} sat" for m, v in found.items()]
-    return {"balances": found}, "\n".join(lines) or "empty wallet"
+    rows = [(m, v) for m, v in found.items()]
+    return {"balances": found}, table(["mint", "sat"], rows) if rows else "empty wallet"
 
 
 def cmd_balance(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
@@ -168,12 +169,13 @@ def cmd_fund(args: argparse.Namespace, settings: Settings, emit: Emit, make: App
 
 async def _list(args: argparse.Namespace, app: Standalone) -> Answer:
     rows = app.escrow.describe()
-    lines = [
-        f"{r['role']:<6} {r['ticket_id']}  {r['type']:<11} {r['amount_sat']:>7,} sat  "
-        + " ".join(f"{p['part_index']}:{p['state']}" for p in r["parts"])
+    shown = [
+        (r["role"], r["ticket_id"], r["type"], r["amount_sat"],
+         " ".join(f"{p['part_index']}:{p['state']}" for p in r["parts"]))
         for r in rows
-    ]
-    return {"tickets": rows}, "\n".join(lines) or "no tickets"
+    ]  # fmt: skip
+    text = table(["role", "ticket", "type", "sat", "parts"], shown) if rows else "no tickets"
+    return {"tickets": rows}, text
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
@@ -191,7 +193,23 @@ async def _show(args: argparse.Namespace, app: Standalone) -> Answer:
         "ticket": json.loads(ticket.model_dump_json(exclude={"parts": {"__all__": {"proofs"}}})),
         "parts": repo.parts(app.agent.store, args.ticket_id),
     }
-    return body, json.dumps(body, indent=2)
+    return body, _ticket_text(ticket, role, successes, body["parts"])
+
+
+def _ticket_text(ticket: Any, role: str, successes: int, parts: list[dict[str, Any]]) -> str:
+    head = pairs(
+        [("ticket", ticket.ticket_id), ("role", role), ("type", ticket.type.value),
+         ("amount", f"{ticket.amount_sat:,} sat"), ("mint", ticket.mint),
+         ("node", ticket.node), ("advisor", ticket.advisor),
+         ("credential", ticket.credential_id), ("created", since(ticket.created_at)),
+         ("successes", successes)]
+    )  # fmt: skip
+    rows = [
+        (p["part_index"], p["amount"], p["state"], when(p["locktime"]), since(p["updated_at"]),
+         p["note"])
+        for p in parts
+    ]  # fmt: skip
+    return head + "\n\n" + table(["part", "sat", "state", "locktime", "updated", "note"], rows)
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
@@ -200,12 +218,12 @@ def cmd_show(args: argparse.Namespace, settings: Settings, emit: Emit, make: App
 
 async def _status(args: argparse.Namespace, app: Standalone) -> Answer:
     found = await app.escrow.status(args.ticket_id)
-    lines = [
-        f"part {p['part']}: {p['amount_sat']:,} sat, {'/'.join(p['states'])}"
-        + (f", preimage revealed {p['preimage_revealed'][:16]}…" if p["preimage_revealed"] else "")
+    rows = [
+        (p["part"], p["amount_sat"], "/".join(p["states"]),
+         f"{p['preimage_revealed'][:16]}…" if p["preimage_revealed"] else None)
         for p in found["parts"]
-    ]
-    return found, "\n".join(lines)
+    ]  # fmt: skip
+    return found, table(["part", "sat", "states", "preimage revealed"], rows)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
 from agent.cli.types import integer
+from agent.cli.views import pairs, table
 from agent.clock import SystemClock
 from agent.config_files import read_user_file
 from agent.market.ranking import Need
@@ -94,8 +95,8 @@ def _listing_from(args: argparse.Namespace, now: int, base: Listing | None = Non
     fields.update({k: v for k, v in given.items() if v is not None})
     if args.trial_days is not None:
         fields["trial"] = trial(args)
-    fields["published_at"] = now
-    fields["expires_at"] = now + (args.days or 30) * DAY
+    fields["expires_at"] = now + (args.days or 30) * DAY  # published_at: the first time
+    listing.require_lifetime(fields["expires_at"], now)
     return validated(lambda: Listing(**fields))
 
 
@@ -105,7 +106,11 @@ def _read_description(args: argparse.Namespace) -> None:
 
 
 def _fields_text(result: dict[str, Any]) -> str:
-    return " ".join(f"{k}: {v}" for k, v in result.items())
+    return pairs([(k, _joined(v) if isinstance(v, list) else v) for k, v in result.items()])
+
+
+def _joined(values: list[Any]) -> str:
+    return ", ".join(map(str, values)) or "none"
 
 
 def _publish(
@@ -204,17 +209,20 @@ def _row(r: Any) -> dict[str, Any]:
 
 
 def _listings_text(result: dict[str, Any], explain: bool) -> str:
-    lines = [f"{'#':>2}  {'score':>5}  {'price':>12}  {'rep':>9}  title (provider)"]
-    for i, row in enumerate(result["listings"], 1):
-        price = f"{row['price_sat']:,}/{row['frequency']}"
-        rep = f"{row['reputation']['score']:.0f} {row['reputation']['tier'][:4]}"
-        who = f"{row['title']} ({row['provider'][:12]}…)"
-        lines.append(f"{i:>2}  {row['score']:.3f}  {price:>12}  {rep:>9}  {who}")
-        if explain:
-            lines.append(f"      {row['explain']}")
+    rows = [
+        (i, f"{row['score']:.3f}", f"{row['price_sat']:,}/{row['frequency']}",
+         f"{row['reputation']['score']:.0f} {row['reputation']['tier']}", row["title"],
+         f"{row['provider'][:12]}…")
+        for i, row in enumerate(result["listings"], 1)
+    ]  # fmt: skip
+    parts = [table(["#", "score", "price", "rep", "title", "provider"], rows)]
+    if explain:
+        parts.append("\n".join(f"{i:>2}  {row['explain']}" for i, row in
+                               enumerate(result["listings"], 1)))  # fmt: skip
     if result["skipped"]:
-        lines.append(f"skipped invalid events: {result['skipped']}")
-    return "\n".join(lines) if result["listings"] else "no listings match"
+        parts.append("skipped invalid events\n" + table(
+            ["error", "count"], sorted(result["skipped"].items())))  # fmt: skip
+    return "\n\n".join(parts) if result["listings"] else "no listings match"
 
 
 def cmd_browse(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:

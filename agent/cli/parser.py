@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import NoReturn
 
 from agent import __version__
-from agent.cli import advisory, agent_cmds, completion, deals, escrow, market, reputation
+from agent.cli import (
+    advisory,
+    agent_cmds,
+    completion,
+    deals,
+    escrow,
+    market,
+    reputation,
+    setup_cmds,
+)
 from agent.cli.apps import standalone_app
 from agent.cli.common import AppCommand, Handler
 from agent.errors import UsageError
@@ -79,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     relay_opt = relay_option()
+    setup_cmds.register(sub)
     agent_cmds.register(sub, relay_opt)
     market.register(sub, relay_opt, bind)
     deals.register(sub, relay_opt, bind)

@@ -4,12 +4,13 @@ show someone's aggregate, verify a credential event, revoke one of ours."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from agent.cli import dealviews as view
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
-from agent.cli.market import DAY, answer_json, validated
+from agent.cli.deals import answer
+from agent.cli.market import DAY, validated
 from agent.cli.types import days, pubkey
 from agent.clock import SystemClock
 from agent.config_files import parse_user_json, read_user_file
@@ -76,7 +77,7 @@ def cmd_rep_issue(
             "score": round(reputation.score(cred.credentialSubject), 2),
         }
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rep_issued)
 
 
 def cmd_rep_show(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
@@ -89,7 +90,7 @@ def cmd_rep_show(args: argparse.Namespace, settings: Settings, emit: Emit, make:
             "credentials": [p.__dict__ | {"weight": round(p.weight, 6)} for p in agg.parts],
         }
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rep_show)
 
 
 def cmd_rep_revoke(
@@ -101,7 +102,7 @@ def cmd_rep_revoke(
             "event_id": (await market.revoke_credential(args.credential_id)).id,
         }
 
-    return answer_json(args, settings, emit, make, job)
+    return answer(args, settings, emit, make, job, view.rep_revoked)
 
 
 def cmd_rep_verify(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
@@ -117,7 +118,7 @@ def cmd_rep_verify(args: argparse.Namespace, settings: Settings, emit: Emit) -> 
         "tier": reputation.tier(value),
         "verified_evidence": reputation.verified_evidence(cred),
     }
-    emit(result, json.dumps(result, indent=2))
+    emit(result, view.rep_verified(result))
     return 0
 
 

@@ -139,7 +139,9 @@ def rank(
         if not matches(f.listing, need):
             continue
         rep = aggregate(f.author, credentials.get(f.author, []), now, set(members))
-        breakdown = components(f.listing, need, rep.score, availability.get(f.author), now)
+        breakdown = components(
+            f.listing, need, rep.score, availability.get(f.author), now, f.created_at
+        )
         rows.append(Ranked(f, breakdown, rep))
     return sorted(
         rows, key=lambda r: (-r.breakdown.total, r.found.listing.price_sat, r.found.author)

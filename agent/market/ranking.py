@@ -86,9 +86,18 @@ def matches(item: Listing, need: Need) -> bool:
 
 
 def components(
-    item: Listing, need: Need, reputation: float, availability: float | None, now: int
+    item: Listing,
+    need: Need,
+    reputation: float,
+    availability: float | None,
+    now: int,
+    created_at: int | None = None,
 ) -> Breakdown:
-    """The six components for one listing (`reputation` as an aggregate score 0–100)."""
+    """The six components for one listing (`reputation` as an aggregate score 0–100).
+
+    Freshness runs over the life of this version: from its `created_at` (an update or a
+    refresh makes a listing fresh again; `published_at` stays its first publication) to its
+    expiry."""
     required = set(need.capabilities) | ({need.primary} if need.primary else set())
     capability = len(required & set(item.capabilities)) / len(required) if required else 1.0
     if need.primary is None:
@@ -102,8 +111,9 @@ def components(
         price = 1.0
     else:
         price = 0.0 if budget is None else min(1.0, budget / item.price_sat)
-    lifetime = item.expires_at - item.published_at
-    fresh = 1 - (now - item.published_at) / lifetime
+    made = item.published_at if created_at is None else created_at
+    lifetime = max(1, item.expires_at - made)
+    fresh = 1 - (now - made) / lifetime
     return Breakdown(
         reputation=min(1.0, max(0.0, reputation / 100)),
         capability=capability,

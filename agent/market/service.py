@@ -13,8 +13,9 @@ from typing import Any
 
 import anyio
 
+from agent import __version__
 from agent.component import Messaging, Wiring
-from agent.market import heartbeats, trials
+from agent.market import heartbeats, summaries, trials
 from agent.market.discovery import Ranked, collect_credentials, collect_listings, rank
 from agent.market.handlers import public_handlers, rumor_handlers
 from agent.market.ranking import Need
@@ -22,7 +23,7 @@ from agent.market.reputation import Aggregate, aggregate
 from agent.nostr.pool import Subscription
 from agent.store import OutboxItem
 from agent.store import market as repo
-from events import bid, contract, heartbeat, listing, reputation, rfp
+from events import bid, contract, handler_info, heartbeat, listing, reputation, rfp
 from events.base import NostrEvent
 from events.contract import Accept, Contract, ContractTerms, Offer
 from events.errors import Expired, InvalidParams, NotFound
@@ -75,7 +76,11 @@ class Market:
     # --- listings ------------------------------------------------------------------------
 
     async def publish(self, item: Listing, *, wait: bool = True) -> NostrEvent:
-        """Publish (or update: same `listing_id`) a listing and remember it."""
+        """Publish (or update: same `listing_id`) a listing and remember it.  An update keeps
+        the NIP-99 `published_at` of the listing's first publication (kept in the store)."""
+        first = repo.my_listings(self.agent.store).get(item.listing_id)
+        if first is not None and first.published_at < item.published_at:
+            item = item.model_copy(update={"published_at": first.published_at})
         event = listing.build(self.agent.keys, item, created_at=self.now)
         with self.agent.store.transaction(self.now) as tx:
             repo.save_my_listing(tx, item, event.id)
@@ -98,17 +103,17 @@ class Market:
         return event
 
     async def refresh(self) -> list[str]:
-        """Re-publish active listings that expire within two days, keeping their lifetime."""
+        """Re-publish active listings that expire within two days, keeping their lifetime
+        (from the last version's `created_at`) and their first `published_at`."""
         refreshed = []
+        last = repo.my_listing_times(self.agent.store)
         for item in repo.my_listings(self.agent.store).values():
             if (
                 item.status == ListingStatus.ACTIVE
                 and item.expires_at - self.now < REFRESH_BEFORE_S
             ):
-                lifetime = item.expires_at - item.published_at
-                new = item.model_copy(
-                    update={"published_at": self.now, "expires_at": self.now + lifetime}
-                )
+                lifetime = item.expires_at - last.get(item.listing_id, item.published_at)
+                new = item.model_copy(update={"expires_at": self.now + lifetime})
                 await self.publish(new)
                 refreshed.append(item.listing_id)
         return refreshed
@@ -286,7 +291,9 @@ class Market:
         return sent
 
     async def maintain(self, every_s: float = 30.0) -> None:
-        """Forever: send due heartbeats, act on missed ones, refresh listings about to expire."""
+        """Forever: send due heartbeats, act on missed ones, refresh listings about to expire
+        (and, once, our NIP-89 handler event if it changed)."""
+        await self.announce_handler()
         while True:
             await self.beat_due()
             self.check_heartbeats()
@@ -314,13 +321,26 @@ class Market:
     # --- reputation ----------------------------------------------------------------------
 
     async def issue_credential(self, cred: reputation.ReputationCredential) -> NostrEvent:
-        event = reputation.build(self.agent.keys, cred, created_at=self.now)
-        with self.agent.store.transaction(self.now) as tx:  # remembered: we may revoke it
-            repo.save_credential(
-                tx, reputation.address(self.me, cred.credential_id), cred, event.to_json()
-            )
+        """Publish a credential, its NIP-32 label and our NIP-85 rank of its subject."""
+        keys, now = self.agent.keys, self.now
+        event = reputation.build(keys, cred, created_at=now)
+        tag = summaries.label_event(keys, cred, event.id, created_at=now)
+        address = reputation.address(self.me, cred.credential_id)
+        with self.agent.store.transaction(now) as tx:  # remembered: we may revoke it
+            repo.save_credential(tx, address, cred, event.to_json())
+            tx.set_kv(f"label:{address}", tag.id)
+        subject = cred.credentialSubject.id.removeprefix("did:nostr:")
+        rank = summaries.rank_event(keys, self.agent.store, subject, now=now)
         await self.agent.publish(event)
+        await self.agent.publish(tag)
+        if rank is not None:
+            await self._publish_rank(rank)
         return event
+
+    async def _publish_rank(self, rank: NostrEvent) -> None:
+        with self.agent.store.transaction(self.now) as tx:
+            tx.set_kv(summaries.rank_key(rank.tags[0][1]), rank.created_at)
+        await self.agent.publish(rank)
 
     async def revoke_credential(self, credential_id: str) -> NostrEvent:
         """NIP-09 deletion of one of our credentials; aggregators drop it.
@@ -336,9 +356,34 @@ class Market:
             )
             if not self._issued(address):
                 raise NotFound(f"we issued no reputation credential {credential_id[:80]!r}")
-        tags = [["a", address], ["k", str(int(Kind.REPUTATION))]]
-        event = sign_event(self.agent.keys, Kind.DELETION, "revoked", tags, self.now)
+        store, keys = self.agent.store, self.agent.keys
+        subject = repo.credential_subject(store, address)
+        with store.transaction(self.now) as tx:
+            repo.revoke_credential(tx, address, self.me)
+        rank = summaries.rank_event(keys, store, subject, now=self.now) if subject else None
+        tags = summaries.withdrawal_tags(
+            self.me, address, store.kv(f"label:{address}"), subject, rank_left=rank is not None
+        )
+        event = sign_event(keys, Kind.DELETION, "revoked", tags, self.now)
         await self.agent.publish(event)
+        if rank is not None:
+            await self._publish_rank(rank)  # the rank without the revoked credential
+        return event
+
+    async def announce_handler(self) -> NostrEvent | None:
+        """Publish our NIP-89 handler event if it changed since it was last published."""
+        info = handler_info.HandlerInfo(
+            name="Lightning Hive agent",
+            about="Nostr-native Lightning fleet agent: advisor and liquidity listings (NIP-99),"
+            " RFPs, contracts, heartbeats, reputation credentials, gift-wrapped commands.",
+            version=__version__,
+        )
+        event = summaries.handler_event(self.agent.keys, self.agent.store, info, now=self.now)
+        if event is None:
+            return None
+        await self.agent.publish(event)
+        with self.agent.store.transaction(self.now) as tx:
+            tx.set_kv(summaries.HANDLER_KEY, handler_info.digest(info))
         return event
 
     def _issued(self, address: str) -> bool:

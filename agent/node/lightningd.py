@@ -51,6 +51,7 @@ class PluginProcess:
         self.extra_env = dict(env or {})  # added to this process's environment (tests)
         self.process: ChildProcess | None = None
         self.logs: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []  # the plugin's own topics: method, params
         self.manifest: dict[str, Any] = {}
         self._next_id = 0
         self._waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
@@ -120,6 +121,8 @@ class PluginProcess:
             event.set()
         elif message.get("method") == "log":
             self.logs.append(message.get("params", {}))
+        elif "id" not in message and "method" in message:
+            self.notifications.append(message)
 
     async def _send(self, obj: dict[str, Any]) -> None:
         assert self._stdin is not None
@@ -159,6 +162,14 @@ class PluginProcess:
         if isinstance(result, dict) and "disable" in result:
             raise PluginError({"message": f"plugin disabled itself: {result['disable']}"})
         return manifest_s, time.monotonic() - started
+
+    async def setconfig(self, name: str, val: str | list[str] | None) -> Any:
+        """`lightning-cli setconfig name val` on a dynamic option: lightningd calls the plugin's
+        `setconfig` with {config, val} (an array of strings for a multi option)."""
+        params: dict[str, Any] = {"config": name}
+        if val is not None:
+            params["val"] = val
+        return await self.request("setconfig", params)
 
     async def call(self, method: str, **params: Any) -> Any:
         """Call one of the plugin's RPC methods, as `lightning-cli method` would."""

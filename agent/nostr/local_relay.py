@@ -15,6 +15,11 @@ LocalRelay on a private loopback port, ACKing its data at once (TCP_QUICKACK) so
 Nagle never waits.  The splice also lets `stop()` really close every client connection, which
 `LocalRelay.shutdown()` does not.  (A relay started with NIP-42 AUTH is not spliced: AUTH
 events name the URL the client dialled, which LocalRelay compares with its own.)
+
+The splice also serves the NIP-11 relay information document, which LocalRelay has none of:
+it reads the head of each connection's first request, answers a GET asking for
+`application/nostr+json` (and CORS preflights) itself, and passes everything else on
+(agent/nostr/nip11.py).  A relay with NIP-42 AUTH, not being spliced, serves no document.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import contextlib
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import nostr_sdk as sdk
 
 from agent.errors import RelayUnavailable
+from agent.nostr import nip11
 
 MAX_REQS_PER_CONN = 1_000
 BIND_ATTEMPTS = 5
@@ -63,6 +70,7 @@ class _Half(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _Half | None = None
         self.backlog: list[bytes] = []  # data read before the peer side is connected
+        self.head: bytearray | None = None if quickack else bytearray()  # client: sniffed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -72,6 +80,10 @@ class _Half(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.quickack and self.transport is not None:
             _tune(self.transport, quickack=True)  # re-armed after every read
+        if self.head is not None:  # the client's first request, until its head is complete
+            data = self.splice.sniff(self, data)
+            if not data:
+                return
         peer = self.peer
         if peer is None or peer.transport is None:
             self.backlog.append(data)
@@ -99,6 +111,23 @@ class _Splice:
         self.relay = _Half(self, quickack=True)
         self.client.peer, self.relay.peer = self.relay, self.client
         self.closed = False
+
+    def sniff(self, half: _Half, data: bytes) -> bytes:
+        """Gather the client's first request head: a NIP-11 request (or CORS preflight) is
+        answered here and the connection closed; anything else goes on to the relay."""
+        assert half.head is not None
+        half.head += data
+        end = half.head.find(b"\r\n\r\n")
+        if end < 0 and len(half.head) < nip11.MAX_HEAD:
+            return b""
+        whole, half.head = bytes(half.head), None
+        reply = nip11.answer(whole[:end], self.front.information()) if end >= 0 else None
+        if reply is None:
+            return whole
+        if half.transport is not None:
+            half.transport.write(reply)
+        self.close()
+        return b""
 
     async def connect(self, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -149,6 +178,12 @@ class EmbeddedRelay:
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
+
+    def information(self) -> dict[str, Any]:
+        """This relay's NIP-11 document (served on its URL over http://)."""
+        return nip11.document(
+            auth=self.auth, restricted=self.policy is not None, max_subscriptions=MAX_REQS_PER_CONN
+        )
 
     async def start(self) -> str:
         """Start serving; returns the relay URL.  Raises RelayUnavailable if it cannot bind."""

@@ -33,6 +33,7 @@ ACCEPTED_KINDS = frozenset(
         Kind.DM_RELAYS,
         Kind.CLASSIFIED_LISTING,
         Kind.USER_ASSERTION,
+        Kind.HANDLER_INFO,
         *range(36380, 36390),
         0,  # the agent's NIP-01 profile
     }

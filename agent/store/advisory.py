@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from enum import StrEnum
 from typing import Any
 
@@ -232,6 +233,22 @@ def latest_receipt(db: Db, command_id: str) -> Receipt | None:
     return None if row is None else load_row(Receipt, row["receipt"])
 
 
+def receipts_after(db: Db, rowid: int, limit: int = 500) -> list[tuple[int, Receipt]]:
+    """Receipts this node sealed after row `rowid`, oldest first, with their row numbers (the
+    plugin's notifications follow the table with this)."""
+    rows = _rows(
+        db,
+        "SELECT rowid AS n, receipt FROM receipts WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (rowid, limit),
+    )
+    return [(r["n"], load_row(Receipt, r["receipt"])) for r in rows]
+
+
+def last_receipt_row(db: Db) -> int:
+    row = _row(db, "SELECT COALESCE(MAX(rowid), 0) AS n FROM receipts")
+    return 0 if row is None else int(row["n"])
+
+
 def chain(db: Db, credential_id: str) -> list[Receipt]:
     rows = _rows(
         db, "SELECT receipt FROM receipts WHERE credential_id = ? ORDER BY seq", (credential_id,)
@@ -357,6 +374,20 @@ def rate_since(db: Db, key: str, since: int) -> int:
     )
     assert row is not None
     return int(row["n"])
+
+
+def save_dm_origin(tx: Tx, command_id: str, rumor_id: str) -> None:
+    """Remember the NIP-17 DM a command came in (its DM receipts answer it with an `e` tag)."""
+    tx.set_kv(f"dm-origin:{command_id}", rumor_id)
+
+
+def dm_origin(db: Db, command_id: str) -> str | None:
+    row = _row(db, "SELECT value FROM kv WHERE key = ?", (f"dm-origin:{command_id}",))
+    return None if row is None else str(json.loads(row["value"]))
+
+
+def forget_dm_origin(tx: Tx, command_id: str) -> None:
+    tx.execute("DELETE FROM kv WHERE key = ?", (f"dm-origin:{command_id}",))
 
 
 def finalize(tx: Tx, command_id: str, state: CommandState, outcome: str) -> None:

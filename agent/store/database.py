@@ -221,3 +221,28 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def stored_versions(path: Path) -> dict[str, int]:
+    """Each slice's schema version in the store at `path`, read without migrating or writing
+    anything (`hive-agent doctor`); StoreCorrupt if it is not a SQLite database."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise StoreCorrupt(f"cannot open the store {path}: {exc}") from None
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_versions'"
+        ).fetchone()
+        versions = dict(conn.execute("SELECT slice, version FROM schema_versions")) if found else {}
+        versions[BASE] = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        return versions
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorrupt(f"the store {path} is damaged ({exc})") from None
+    finally:
+        conn.close()
+
+
+def code_versions() -> dict[str, int]:
+    """Each slice's schema version this hive-agent knows."""
+    return {name: len(steps) for name, steps in SLICES.items()}

@@ -145,6 +145,27 @@ def my_listings(store: Store) -> dict[str, Listing]:
     return {(item := load_row(Listing, r["listing"])).listing_id: item for r in rows}
 
 
+def my_listing_times(store: Store) -> dict[str, int]:
+    """When each of our listings was last published (its latest event's `created_at`)."""
+    rows = _rows(store, "SELECT listing_id, updated_at FROM my_listings")
+    return {r["listing_id"]: int(r["updated_at"]) for r in rows}
+
+
+def credentials_issued_about(store: Store, issuer: str, subject: str) -> list[ReputationCredential]:
+    """`issuer`'s unrevoked credentials about `subject`."""
+    rows = _rows(
+        store,
+        "SELECT credential FROM credentials WHERE issuer = ? AND subject = ? AND revoked = 0",
+        (issuer, subject),
+    )
+    return [load_row(ReputationCredential, r["credential"]) for r in rows]
+
+
+def credential_subject(store: Store, address: str) -> str | None:
+    rows = _rows(store, "SELECT subject FROM credentials WHERE address = ?", (address,))
+    return str(rows[0]["subject"]) if rows else None
+
+
 def rfps(store: Store) -> list[dict[str, Any]]:
     rows = _rows(
         store, "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC"

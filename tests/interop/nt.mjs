@@ -5,6 +5,7 @@ import { createInterface } from "node:readline";
 import { finalizeEvent, verifyEvent, getPublicKey, getEventHash } from "nostr-tools/pure";
 import { v2 as nip44 } from "nostr-tools/nip44";
 import { createRumor, createSeal, createWrap } from "nostr-tools/nip59";
+import * as nip99 from "nostr-tools/nip99";
 import { hexToBytes } from "@noble/hashes/utils.js";
 
 const key = (hex) => hexToBytes(hex);
@@ -34,6 +35,8 @@ const ops = {
   wrap: ({ sk, recipient, template }) =>
     createWrap(createSeal(createRumor(template, key(sk)), key(sk), recipient), recipient),
   unwrap: ({ sk, wrap }) => unwrapStrict(sk, wrap),
+  nip99_validate: ({ event }) => nip99.validateEvent(event),
+  nip99_parse: ({ event }) => nip99.parseEvent(event),
 };
 
 const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
