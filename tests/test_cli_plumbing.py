@@ -256,7 +256,9 @@ def test_run_logs_logfmt_lines_and_the_level_is_chosen(home, relays) -> None:
     loud = run(path, "--log-level", "debug", "run", "--until-idle", "--timeout", "10")
     assert loud.returncode == 0, loud.stderr
     published = [line for line in loud.stderr.splitlines() if "event=published" in line]
-    assert len(published) == 3 and all(" level=debug " in line for line in published)
+    kinds = sorted(int(line.split(" kind=")[1].split()[0]) for line in published)
+    assert kinds == [0, 10002, 10050, 31990]  # lists, profile and the NIP-89 handler
+    assert all(" level=debug " in line for line in published)
     assert all(line.endswith(f" relay={url}") for line in published)
     ran = run(path, "run", "--until-idle", "--timeout", "10")
     assert ran.returncode == 0, ran.stderr
