@@ -8,6 +8,7 @@ with `lightningd --plugin=/path/to/plugin_shim.py --hive-relays=wss://…`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ try:
         operator_option,
         relay_urls,
     )
+    from agent.logs import to_plugin_log
     from agent.plugin_notify import TOPICS
 
     plugin: Plugin = rpc.HivePlugin()
@@ -117,6 +119,7 @@ def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> d
     policy = Path(configuration["lightning-dir"], policy_file) if policy_file else None
     runtime.log = lambda message, level: plugin.log(message, level=level)
     runtime.notify = plugin.notify
+    to_plugin_log(os.environ.get("HIVE_LOG"))  # the agent's logfmt lines into the node's log
     try:
         runtime.start(
             socket, configuration["lightning-dir"], relays, fleet, governance,

@@ -38,6 +38,7 @@ from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
 from agent.store import Store
 from agent.transport import Transport
+from events.profile import Profile
 
 Loop = Callable[[], Awaitable[None]]
 
@@ -51,9 +52,15 @@ class Standalone:
     credentials: Credentials
     extra: list[Component]  # further components (a test's probe, a DM log)
 
+    about = "Lightning Hive agent: marketplace, advisor credentials and Cashu escrow over Nostr"
+
     def loops(self) -> list[Loop]:
         """What runs for as long as the agent does (`hive-agent run`)."""
         return [self.market.maintain, self.escrow.maintain]
+
+    async def announce(self) -> list[int]:
+        """For daemons: publish the relay lists and the profile if they changed (the kinds)."""
+        return await self.agent.announce(Profile(name="hive-agent", about=self.about))
 
     async def close(self) -> None:
         await self.escrow.close()
@@ -64,6 +71,7 @@ class NodeAgent(Standalone):
     node: NodeService
     backend: NodeBackend
     watch_forwards: bool  # feed bonuses from the backend's events (the plugin has forward_event)
+    about = "Lightning Hive node agent: takes advisor commands for a Lightning node over Nostr"
 
     def loops(self) -> list[Loop]:
         """What `hive-agent node` runs: commands, escrow, the forwards bonuses need, and (once)

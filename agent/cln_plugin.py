@@ -259,6 +259,7 @@ class PluginRuntime:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.escrow.maintain)
                     tg.start_soon(built.market.announce_handler)  # NIP-89, when it changed
+                    tg.start_soon(built.announce)  # relay lists and profile, if they changed
                     await self.service.run()
             finally:
                 await self.escrow.close()

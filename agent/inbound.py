@@ -25,6 +25,7 @@ from typing import Any
 
 from agent.clock import Clock
 from agent.crash import crash_point
+from agent.logs import log_event
 from agent.nostr.client import Incoming
 from agent.ratelimit import FloodLimiter
 from agent.store import Store, Tx
@@ -114,6 +115,7 @@ class Inbound:
                 report.outcomes.append(outcome)
                 if outcome not in (OK, DUPLICATE):
                     report.errors[outcome] += 1
+                    log_event(log, logging.DEBUG, "refused", code=outcome, relay=item.relay)
             for (relay, sub), at in cursors.moves().items():
                 if relay not in self.frozen:
                     tx.advance_cursor(relay, sub, at)

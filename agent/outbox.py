@@ -25,6 +25,7 @@ import anyio
 from agent.backoff import delay
 from agent.clock import Clock
 from agent.crash import crash_point
+from agent.logs import log_event
 from agent.nostr.pool import Busy, RelayPool
 from agent.settings import Settings
 from agent.store import OutboxItem, OutboxState, Store, Tx
@@ -233,6 +234,8 @@ class Outbox:
                 refused[url] = reason
             else:
                 retry[url] = reason
+        for url in outcome.accepted:
+            log_event(log, logging.DEBUG, "published", id=item.event_id, kind=item.kind, relay=url)
         with self.store.transaction(now, durable=False) as tx:  # if lost: published again
             tx.record_acks(item.event_id, sorted(acked - item.acked))
             for url in refused.keys() - item.refused.keys():

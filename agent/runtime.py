@@ -19,6 +19,7 @@ import anyio
 
 from agent import __version__
 from agent.component import Component
+from agent.logs import log_event
 from agent.nostr.client import Incoming
 from agent.nostr.pool import Subscription
 from agent.store import Store
@@ -44,7 +45,7 @@ class Agent:
         self.inbound, self.known_keys, self.is_known = t.inbound, t.known_keys, t.is_known
         self.send_note, self.send_private, self.publish = t.send_note, t.send_private, t.publish
         self.enqueue_private, self.inbox_of, self.flush = t.enqueue_private, t.inbox_of, t.flush
-        self.fetch_into_store, self.announce_relays = t.fetch_into_store, t.announce_relays
+        self.fetch_into_store, self.announce = t.fetch_into_store, t.announce
         self.subscriptions: list[Subscription] = [
             Subscription(
                 "inbox",
@@ -64,6 +65,7 @@ class Agent:
             self.resubscribe.extend(wiring.resubscribe)
         self._stack = AsyncExitStack()
         self._processed = anyio.Event()
+        self._counted = self.store.error_counts()  # refusals already logged (or from before)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -92,10 +94,13 @@ class Agent:
         tg.start_soon(self._checkpoint_loop)
         with self.store.transaction(self.clock.now()) as tx:
             tx.set_kv("agent", {"pubkey": self.pubkey, "pid": os.getpid(), "version": __version__})
+        relays = ",".join(r.url for r in self.relays.relays)
+        log_event(
+            log, logging.INFO, "started", pubkey=self.pubkey, version=__version__, relays=relays
+        )
         for subscription in self.subscriptions:
             await self.pool.subscribe(subscription)
         await self._resubscribe()
-        self.announce_relays()
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -154,6 +159,17 @@ class Agent:
             tx.replace_relay_status(self.pool.status())
             tx.set_kv("inbound", dict(self.inbound.totals))
             tx.set_kv("status_at", self.clock.now())
+        self._log_refusals()
+
+    def _log_refusals(self) -> None:
+        """One info line per error code counted since the last status write (by any part of
+        the agent, in this process or another on the same store): bounded under a flood, where
+        a line per refusal would flood the log too (those are debug lines, in agent/inbound)."""
+        counts = self.store.error_counts()
+        for code, total in counts.items():
+            if (new := total - self._counted.get(code, 0)) > 0:
+                log_event(log, logging.INFO, "refused", code=code, count=new)
+        self._counted = counts
 
     async def _checkpoint_loop(self) -> None:
         """WAL checkpoints in a worker thread, so no command waits for one."""

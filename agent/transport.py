@@ -7,6 +7,10 @@ runs it.  It knows no component: the kinds it dispatches come from the component
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -17,8 +21,10 @@ from pydantic import ValidationError
 
 from agent.clock import Clock, SystemClock
 from agent.component import Routes
+from agent.errors import RelayUnavailable
 from agent.handlers import core_wiring
 from agent.inbound import Inbound
+from agent.logs import log_event
 from agent.nostr import dial
 from agent.nostr.client import Incoming
 from agent.nostr.pool import RelayPool, Subscription
@@ -27,12 +33,15 @@ from agent.ratelimit import FloodLimiter, WrapGuard
 from agent.settings import RelaysConfig, Settings
 from agent.store import OutboxItem, Store, Tx
 from events import nip59, note, relay_lists
-from events.base import NostrEvent, Rumor
-from events.errors import InvalidParams
+from events import profile as profile_event
+from events.base import NostrEvent, Rumor, parse_event
+from events.errors import HiveError, InvalidParams
 from events.kinds import Kind
 from events.relay_lists import inbox_relays
 from events.types import first_error
 
+log = logging.getLogger("hive.transport")
+ANNOUNCED_KV = "announced"  # {kind: digest} of the lists and profile we last published
 KNOWN_TTL_S = 1.0
 KNOWN_CACHE = 4096
 
@@ -114,25 +123,59 @@ class Transport:
         return True
 
     def _relay_back(self, url: str) -> None:
+        log_event(log, logging.INFO, "relay_connected", relay=url)
         self.inbound.thaw_cursors(url)  # its REQs were just sent from the cursors as they are
         self.outbox.relay_back(url)
 
     # --- reaching people -------------------------------------------------------------------
 
-    def announce_relays(self) -> None:
-        """Queue this agent's NIP-65 relay list and NIP-17 DM inbox list for publishing."""
-        now = self.clock.now()
-        cfg = self.relays
-        listing = relay_lists.build_relay_list(
-            self.keys, cfg.read_urls, cfg.write_urls, created_at=now
-        )
-        inbox = relay_lists.build_dm_relays(
-            self.keys, cfg.inbox_urls, created_at=now, pow_bits=self.settings.giftwrap_min_pow
-        )
+    async def announce(self, profile: profile_event.Profile) -> list[int]:
+        """Queue this agent's NIP-65 relay list, NIP-17 inbox list and kind-0 profile, each
+        only when it differs from what the read relays hold (when none answers: from what we
+        last published, kept in the store).  Daemons only (`run`, `node`, the plugin): they
+        announce the relays they read, and a one-off command never replaces the user's lists.
+        Returns the kinds queued."""
+        now, cfg = self.clock.now(), self.relays
+        wanted = [
+            relay_lists.build_relay_list(self.keys, cfg.read_urls, cfg.write_urls, created_at=now),
+            relay_lists.build_dm_relays(
+                self.keys, cfg.inbox_urls, created_at=now, pow_bits=self.settings.giftwrap_min_pow
+            ),
+            profile_event.build(self.keys, profile, created_at=now),
+        ]
+        held = await self._held({ev.kind for ev in wanted})
+        last = dict(self.store.kv(ANNOUNCED_KV, {}))
+        # what the relays hold decides when they answered; else what we last published
+        now_held = held if held is not None else {int(k): v for k, v in last.items()}
+        due = [ev for ev in wanted if now_held.get(ev.kind) != _digest(ev)]
         with self.store.transaction(now) as tx:
-            self.outbox.enqueue(tx, listing, background=True)
-            self.outbox.enqueue(tx, inbox, background=True)
-        self.outbox.wake()
+            for ev in due:
+                self.outbox.enqueue(tx, ev, background=True)
+            tx.set_kv(ANNOUNCED_KV, {str(ev.kind): _digest(ev) for ev in wanted})
+        for ev in wanted:
+            state = "published" if ev in due else "unchanged"
+            log_event(log, logging.INFO, "announce", kind=ev.kind, state=state)
+        if due:
+            self.outbox.wake()
+        return [ev.kind for ev in due]
+
+    async def _held(self, kinds: set[int]) -> dict[int, str] | None:
+        """Digest of the newest event of each of `kinds` by us on the read relays; None if no
+        relay answered (then only the store decides)."""
+        query = [{"kinds": sorted(kinds), "authors": [self.pubkey]}]
+        try:
+            raws = await self.pool.fetch(query, timeout_s=3, strict=True)
+        except RelayUnavailable:
+            return None
+        newest: dict[int, NostrEvent] = {}
+        for raw in raws:
+            with contextlib.suppress(HiveError):
+                ev = parse_event(raw)
+                older = newest.get(ev.kind)
+                mine = ev.pubkey == self.pubkey and ev.kind in kinds
+                if mine and (older is None or ev.created_at > older.created_at):
+                    newest[ev.kind] = ev
+        return {kind: _digest(ev) for kind, ev in newest.items()}
 
     async def inbox_of(self, pubkey: str) -> list[str]:
         """Where `pubkey` reads gift wraps (its 10050, else its 10002 read relays, else ours)."""
@@ -211,20 +254,30 @@ class Transport:
     # --- asking relays ---------------------------------------------------------------------
 
     async def fetch(self, filters: list[dict[str, Any]], timeout_s: float = 5) -> list[str]:
-        """Query the read relays once; the raw events, unchecked (the caller verifies)."""
-        return await self.pool.fetch(filters, timeout_s=timeout_s)
+        """Query the read relays once; the raw events, unchecked (the caller verifies).
+
+        Raises RelayUnavailable when no read relay answered (every read command: an empty
+        answer from nobody is not "nothing found")."""
+        return await self.pool.fetch(filters, timeout_s=timeout_s, strict=True)
 
     async def fetch_into_store(
         self, filters: list[dict[str, Any]], timeout_s: float = 5
     ) -> list[str]:
-        """Query the read relays once and run what comes back through the inbound pipeline."""
-        raws = await self.pool.fetch(filters, timeout_s=timeout_s)
+        """Query the read relays once and run what comes back through the inbound pipeline
+        (RelayUnavailable when no read relay answered)."""
+        raws = await self.pool.fetch(filters, timeout_s=timeout_s, strict=True)
         self.inbound.process([Incoming("fetch", raw) for raw in raws])
         return raws
 
     async def subscribe(self, subscription: Subscription) -> None:
         """Open (or replace, by name) a subscription on every read relay."""
         await self.pool.subscribe(subscription)
+
+
+def _digest(event: NostrEvent) -> str:
+    """What makes two of our replaceable events the same: kind, tags and content."""
+    body = json.dumps([event.kind, event.tags, event.content], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def new_note(text: str, reply_to: str | None = None) -> note.Note:

@@ -20,6 +20,7 @@ from enum import IntEnum
 
 class Kind(IntEnum):
     # --- standard kinds we use ----------------------------------------------------------
+    METADATA = 0  # NIP-01 user metadata: the agent's profile (name, about, NIP-24 bot)
     DELETION = 5  # NIP-09 deletion request (withdrawing a listing)
     SEAL = 13  # NIP-59 seal: the rumor encrypted to the recipient, signed by the real author
     DIRECT_MESSAGE = 14  # NIP-17 chat message rumor (plain-text commands from any DM client)
@@ -82,6 +83,7 @@ REGISTERED_ELSEWHERE: frozenset[int] = frozenset(
 # Kinds this project uses with their standard meaning (so they are allowed to be registered).
 STANDARD_USES: frozenset[Kind] = frozenset(
     {
+        Kind.METADATA,
         Kind.DELETION,
         Kind.SEAL,
         Kind.DIRECT_MESSAGE,

@@ -136,10 +136,11 @@ def test_a_relay_refusing_a_superseded_relay_list_ends_its_retries(tmp_path: Pat
     new_agent(a)
     keys = load_key_file(a / "nostr.key")
     newer = int(time.time()) + 120
+    other = [url, "wss://other-device.example"]  # the other device's lists differ from ours
     publish(
         url,
-        relay_lists.build_relay_list(keys, [url], [url], created_at=newer),
-        relay_lists.build_dm_relays(keys, [url], created_at=newer),
+        relay_lists.build_relay_list(keys, other, other, created_at=newer),
+        relay_lists.build_dm_relays(keys, other, created_at=newer),
     )
     started = time.monotonic()
     ran = hive(a, "run", "--relay", url, "--until-idle", "--timeout", "30")

@@ -22,6 +22,7 @@ from agent.nostr.pool import RelayPool, Subscription, split_event_frame
 from agent.runtime import Agent
 from agent.settings import RelayEntry, RelaysConfig, Settings
 from events.base import NostrEvent, parse_event, sign_event
+from events.profile import Profile
 
 pytestmark = pytest.mark.anyio
 FAST = {"reconnect_base_s": 0.1, "reconnect_max_s": 0.5, "publish_timeout_s": 3}
@@ -163,6 +164,7 @@ async def test_private_messages_go_to_the_recipients_inbox_relays(tmp_path: Path
         **FAST,
     )
     async with agent(tmp_path / "b", b_config) as b:
+        assert await b.announce(Profile(name="b")) == [10002, 10050, 0]  # as `run` does
         await eventually(lambda: b.outbox.pending() == 0)  # 10002 and 10050 published
         async with agent(tmp_path / "a", RelaysConfig.single(shared_url, **FAST)) as a:
             item = await a.send_note(b.pubkey, "to your inbox")

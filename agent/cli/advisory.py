@@ -78,6 +78,7 @@ async def _serve_node(args: argparse.Namespace, settings: Settings, emit: Emit) 
     lock_home(settings.root, "node")
     app = node_app(args, settings, backend)
     async with app.agent as agent:
+        await app.announce()  # relay lists and profile, only if they changed
         info = await backend.info()
         emit(
             {"agent": agent.pubkey, "node_id": info.id, "status": "running"},

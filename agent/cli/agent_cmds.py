@@ -138,6 +138,7 @@ async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None
     app = standalone_app(args, settings)
     async with app.agent as agent:
         emit({"pubkey": agent.pubkey, "status": "running"}, f"agent {agent.pubkey} running")
+        await app.announce()  # relay lists and profile, only if they changed
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
 

@@ -14,6 +14,7 @@ from agent.cli.common import Bind, Emit
 from agent.cli.ids import fetch_rfp, resolving
 from agent.cli.market import Job, trial, validated, with_market
 from agent.cli.types import address, id_prefix, integer, positive, pubkey, rfp_ref, sats
+from agent.clock import SystemClock
 from agent.market.service import Market
 from agent.settings import Settings
 from agent.store import market as repo
@@ -41,23 +42,24 @@ def answer(
 
 
 def cmd_rfp_post(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
-    async def job(market: Market) -> dict[str, Any]:
-        now = market.now
-        item = validated(
-            lambda: rfp.Rfp(
-                rfp_id=args.id,
-                service=args.service,
-                need=args.need,
-                capabilities=args.capability or [],
-                schemas=args.schema or [],
-                max_price_sat=args.max_price,
-                duration_days=args.duration_days,
-                description=args.description or "",
-                posted_at=now,
-                bid_deadline=now + int(args.deadline_hours * 3600),
-                award_by=now + int(max(args.award_hours, args.deadline_hours) * 3600),
-            )
+    now = SystemClock().now()
+    item = validated(  # checked before connecting to anything
+        lambda: rfp.Rfp(
+            rfp_id=args.id,
+            service=args.service,
+            need=args.need,
+            capabilities=args.capability or [],
+            schemas=args.schema or [],
+            max_price_sat=args.max_price,
+            duration_days=args.duration_days,
+            description=args.description or "",
+            posted_at=now,
+            bid_deadline=now + int(args.deadline_hours * 3600),
+            award_by=now + int(max(args.award_hours, args.deadline_hours) * 3600),
         )
+    )
+
+    async def job(market: Market) -> dict[str, Any]:
         event = await market.post_rfp(item)
         return {"event_id": event.id, "address": rfp.address(market.me, item.rfp_id)}
 

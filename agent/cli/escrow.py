@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
 from agent.app import Standalone
 from agent.cli import escrow_wallet
@@ -26,9 +27,11 @@ from agent.cli.common import Bind, Emit
 from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, msats, pubkey, sats, seconds
 from agent.cli.views import pairs, since, table, when
+from agent.escrow.mint import normalize
+from agent.escrow.planning import plan_parts
 from agent.settings import Settings
 from agent.store import escrow as repo
-from events.errors import InvalidParams
+from events.errors import InvalidParams, MintNotAllowed
 from events.escrow import Metric, TicketType
 
 Answer = tuple[dict[str, Any], str]
@@ -45,6 +48,7 @@ def _run(
     act: Act,
     *,
     online: bool = False,
+    check: Callable[[argparse.Namespace, Standalone], None] | None = None,
 ) -> int:
     """Build the agent, do `act` and print its answer.  Only funding sends anything over Nostr
     (`online`: the agent is started, and funds); the other actions touch only the store and
@@ -55,6 +59,8 @@ def _run(
     async def run() -> Answer:
         app = make(args, settings, funder=online)
         try:
+            if check is not None:
+                check(args, app)  # before connecting
             if online:
                 async with app.agent:
                     return await act(args, app)
@@ -140,8 +146,31 @@ async def _fund(args: argparse.Namespace, app: Standalone) -> Answer:
     )
 
 
+def _fund_check(args: argparse.Namespace, app: Standalone) -> None:
+    """What funding would refuse, checked before anything connects: the mint, the parts."""
+    mints = app.escrow.mints
+    if not args.mint and not mints:
+        raise MintNotAllowed("no mint to fund from: list one in policy.json's mints")
+    if args.mint and normalize(args.mint) not in mints:
+        allowed = ", ".join(mints) or "none"
+        raise MintNotAllowed(f"{args.mint} is not in the operator's mints ({allowed})")
+    milestones = [int(x) for x in args.milestones.split(",")] if args.milestones else None
+    try:
+        plan_parts(
+            TicketType(args.type),
+            args.amount,
+            commands=args.commands,
+            milestones=milestones,
+            bonus_sat=args.bonus,
+            metric=_metric(args),
+            locked_until=1,
+        )
+    except (ValueError, ValidationError) as exc:
+        raise InvalidParams(str(exc).splitlines()[0][:200]) from None
+
+
 def cmd_fund(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
-    return _run(args, settings, emit, make, _fund, online=True)
+    return _run(args, settings, emit, make, _fund, online=True, check=_fund_check)
 
 
 # --- tickets ----------------------------------------------------------------------------------

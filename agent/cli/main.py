@@ -20,7 +20,15 @@ from pydantic import ValidationError
 
 from agent.cli.common import emitter
 from agent.cli.parser import build_parser
-from agent.errors import ConfigInvalid, DiskError, StoreBusy, StoreCorrupt, exit_code_of
+from agent.errors import (
+    ConfigInvalid,
+    DiskError,
+    StoreBusy,
+    StoreCorrupt,
+    UsageError,
+    exit_code_of,
+)
+from agent.logs import LEVELS, HumanFormatter, configure
 from agent.settings import Settings
 from agent.textsafe import for_terminal, inline
 from events.errors import HiveError, Internal, InvalidParams
@@ -83,32 +91,33 @@ def as_typed(exc: BaseException) -> HiveError | None:
     return None
 
 
-class _SafeLogFormatter(logging.Formatter):
-    """Log lines carry strangers' words (a relay's refusal, a URL from someone's list): one
-    line per message, control characters escaped."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = f"{record.levelname.lower()}: {inline(record.getMessage())}"
-        if record.exc_info:
-            text += "\n" + for_terminal(self.formatException(record.exc_info))
-        return text
+_SafeLogFormatter = HumanFormatter  # one-off commands' `level: message` lines
+DAEMONS = {"run", "node"}  # log in logfmt, from info, unless told otherwise
 
 
-def _log_to_stderr() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_SafeLogFormatter())
-        root.addHandler(handler)
-        root.setLevel(logging.WARNING)
+def _log_level(args: argparse.Namespace) -> str | None:
+    """--log-level, else HIVE_LOG (checked like the option), else None (the default)."""
+    if args.log_level:
+        return str(args.log_level)
+    env = os.environ.get("HIVE_LOG", "").strip().lower()
+    if env and env not in LEVELS:
+        raise UsageError(f"HIVE_LOG={inline(env)[:40]!r} is not one of {', '.join(LEVELS)}")
+    return env or None
+
+
+def _configure_logs(args: argparse.Namespace) -> None:
+    level = _log_level(args)
+    daemon = args.command in DAEMONS
+    configure(level or ("info" if daemon else None), structured=daemon or level is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    _log_to_stderr()
+    configure(None, structured=False)
     as_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
+        _configure_logs(args)
     except HiveError as error:  # usage errors, and values an argument type refused
         return _fail(error, as_json)
     try:

@@ -8,10 +8,20 @@ from pathlib import Path
 from typing import NoReturn
 
 from agent import __version__
-from agent.cli import advisory, agent_cmds, deals, escrow, market, reputation, setup_cmds
+from agent.cli import (
+    advisory,
+    agent_cmds,
+    completion,
+    deals,
+    escrow,
+    market,
+    reputation,
+    setup_cmds,
+)
 from agent.cli.apps import standalone_app
 from agent.cli.common import AppCommand, Handler
 from agent.errors import UsageError
+from agent.logs import LEVELS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,16 +49,43 @@ def relay_option() -> argparse.ArgumentParser:
     return relay_opt
 
 
+def global_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """--json, --home and --log-level: on the top parser, and again on every subcommand (with
+    `default=SUPPRESS`, so a value given before the subcommand is kept) — they go anywhere."""
+    parser.add_argument(
+        "--json", action="store_true", default=default or False, help="machine-readable output"
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=default,
+        help="agent directory (default ~/.hive-agent, env HIVE_HOME)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=default,
+        help="log to stderr from this level (env HIVE_LOG; daemons default to info)",
+    )
+
+
+def everywhere(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser` with the global options added to every subcommand, at every depth."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                global_options(child, argparse.SUPPRESS)
+                everywhere(child)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hive-agent",
         description="Lightning Hive agent: Lightning nodes, advisors and fleets over Nostr.",
     )
     parser.add_argument("--version", action="version", version=f"hive-agent {__version__}")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument(
-        "--home", type=Path, help="agent directory (default ~/.hive-agent, env HIVE_HOME)"
-    )
+    global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     relay_opt = relay_option()
     setup_cmds.register(sub)
@@ -58,5 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     reputation.register(sub, relay_opt, bind)
     advisory.register(sub, relay_opt, bind)
     escrow.register(sub, relay_opt, bind)
+    completion.register(sub)
     agent_cmds.register_demo(sub)
-    return parser
+    return everywhere(parser)  # last: every subcommand registered above takes --json etc.

@@ -42,6 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from agent.backoff import delay
 from agent.clock import Clock
+from agent.errors import RelayUnavailable
 from agent.nostr import dial
 from agent.nostr.catchup import SYNC_EVERY_S, Catchup, LocalItems
 from agent.nostr.client import Incoming
@@ -422,15 +423,22 @@ class RelayPool:
                     state.last_error = f"publish refused: {reason}"[:200]
         return outcome
 
-    async def fetch(self, filters: list[dict[str, Any]], timeout_s: float = 5.0) -> list[str]:
+    async def fetch(
+        self, filters: list[dict[str, Any]], timeout_s: float = 5.0, *, strict: bool = False
+    ) -> list[str]:
         """One-shot query of the read relays; raw JSON of every event returned.  Relays still
-        connecting (a command run just after start) are waited for, within the timeout."""
+        connecting (a command run just after start) are waited for, within the timeout.
+
+        `strict`: raises RelayUnavailable (naming the relays) when no read relay answered
+        (no event, no EOSE) — an empty answer then means "nobody said", not "nothing there"."""
         reads = [u for u, st in list(self.states.items()) if st.read]
         with anyio.move_on_after(min(timeout_s, self.config.connect_timeout_s)):
             while any(self.states[u].status in ("initial", "connecting") for u in reads):
                 await self._status_changed.wait()
         urls = self.connected(reads)
         if not urls:
+            if strict:
+                raise self._unanswered(reads)
             return []
         req_id = f"fetch.{secrets.token_hex(8)}"  # unguessable: no relay feeds another's
         fetch = self._fetches[req_id] = Fetch(waiting=set(urls), asked=frozenset(urls))
@@ -454,7 +462,17 @@ class RelayPool:
                 if conn is not None and conn.ws is not None:
                     with contextlib.suppress(ConnectionClosed):
                         await conn.ws.send(json.dumps(["CLOSE", req_id]))
+        if strict and not fetch.answered:
+            raise self._unanswered(reads)
         return fetch.events
+
+    def _unanswered(self, urls: list[str]) -> RelayUnavailable:
+        def why(url: str) -> str:
+            error = self.states[url].last_error if url in self.states else None
+            return f"{url} ({error})" if error else url
+
+        named = ", ".join(why(u) for u in urls[:8]) or "none configured"
+        return RelayUnavailable(f"no relay answered the query: {named}")
 
     def status(self) -> list[dict[str, Any]]:
         return [s.row() for s in list(self.states.values())]

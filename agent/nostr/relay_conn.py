@@ -65,8 +65,11 @@ class Fetch:
     asked: frozenset[str] = frozenset()
     done: anyio.Event = field(default_factory=anyio.Event)
     forward: str | None = None  # a sync's fetch: into the inbox under this subscription
+    answered: set[str] = field(default_factory=set)  # relays that sent an event or EOSE
 
-    def eose(self, url: str) -> None:
+    def eose(self, url: str, *, answered: bool = False) -> None:
+        if answered:
+            self.answered.add(url)
         self.waiting.discard(url)
         if not self.waiting:
             self.done.set()

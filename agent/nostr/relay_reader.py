@@ -110,6 +110,7 @@ class RelayReader:
         if fetch is not None and url not in fetch.asked:
             return  # an answer to a query this relay was never sent
         if fetch is not None and fetch.forward is None:
+            fetch.answered.add(url)
             fetch.events.append(raw)
             return
         await self.send.send(Incoming(url, raw, req_id.split(".", 1)[0]))
@@ -146,7 +147,7 @@ class RelayReader:
     async def _eose(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
         fetch = self.fetches.get(m[1])
         if fetch is not None:
-            fetch.eose(url)
+            fetch.eose(url, answered=True)
 
     async def _closed(self, url: str, state: RelayState, conn: Connection, m: list[Any]) -> None:
         reason = clean(str(m[2])) if len(m) > 2 else ""
