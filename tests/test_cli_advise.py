@@ -5,6 +5,7 @@ answer in time (75), the catalogue listing, and parameters checked before anythi
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -217,3 +218,23 @@ def test_waiting_for_the_operator_past_the_timeout_exits_75(pair) -> None:
     assert waited.returncode == 75, (waited.stdout, waited.stderr)
     assert waited.stdout.splitlines()[1].startswith("queued: ")
     assert waited.stderr == "error: NO_RECEIPT: no final receipt (still queued) within 6 s\n"
+
+
+def test_credentials_approvals_and_receipts_read_as_tables(pair) -> None:
+    """Text views: tables with local ISO times and keys as npub, never dict reprs or epochs."""
+    node, node_pub, advisor_home, url = pair
+    creds = hive(node.home, "credential", "list").stdout.splitlines()
+    assert creds[0].split() == ["role", "credential", "tier", "advisor", "node", "valid", "until",
+                                "state"]  # fmt: skip
+    row = creds[1]
+    assert re.search(r"npub1[0-9a-z]+ \([0-9a-f]{8}\)", row) and row.rstrip().endswith("active")
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", row), row
+    assert hive(node.home, "approvals", "list").stdout == "nothing waits for approval\n"
+    scid = my_channels(node.home)[0][0]["scid"]
+    done = hive(advisor_home, "advise", node_pub, "fee-policy", "set_single",
+                f"channel={scid}", "fee_ppm=121", "--relay", url, "--timeout", "20")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = hive(advisor_home, "receipts", "list").stdout.splitlines()
+    assert shown[0].split() == ["seq", "command", "id", "status", "command", "error", "at"]
+    last = shown[-1].split()
+    assert last[2:5] == ["ok", "hive:fee-policy/v1", "set_single"] and last[5] == "-", shown

@@ -14,9 +14,9 @@ import anyio
 from agent.advisory import credentials as credentials_side
 from agent.advisory import node as node_side
 from agent.advisory import schemas
+from agent.cli import advisoryviews as views
 from agent.cli import catalogue
 from agent.cli.apps import AppFactory, node_app
-from agent.cli.bech32 import enrich
 from agent.cli.common import Bind, Emit
 from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, positive, pubkey, sats
@@ -112,13 +112,7 @@ def cmd_node(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
 
 def cmd_credential_list(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     rows = repo.credentials(Store(settings.store_file))
-    lines = [
-        f"{r['role']:<8} {r['credential_id']}  {r['grant']['credential']['tier']:<9} "
-        f"advisor {r['advisor'][:12]}…  node {r['node'][:12]}…"
-        + ("  REVOKED" if r["revoked_at"] else "")
-        for r in rows
-    ]
-    emit({"credentials": rows}, "\n".join(lines) or "no credentials")
+    emit({"credentials": rows}, views.credentials(rows))
     return 0
 
 
@@ -159,7 +153,7 @@ def cmd_credential_grant(
         **_limits(args),
     )
     result = anyio.run(_grant, args, settings, make, backend="asyncio")
-    emit(result, json.dumps(enrich(result), indent=2))
+    emit(result, views.granted(result))
     return 0
 
 
@@ -175,7 +169,7 @@ def cmd_credential_revoke(
     args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory
 ) -> int:
     result = anyio.run(_revoke, args, settings, make, backend="asyncio")
-    emit(result, json.dumps(enrich(result), indent=2))
+    emit(result, views.revoked(result))
     return 0
 
 
@@ -184,12 +178,7 @@ def cmd_credential_revoke(
 
 def cmd_approvals_list(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     rows = node_side.pending(Store(settings.store_file))
-    lines = [
-        f"{r['id'][:12]}  {r['state']:<9} danger {r['danger']}  {r['schema']} {r['action']} "
-        f"{json.dumps(r['params'])}  by {r['advisor'][:12]}…"
-        for r in rows
-    ]
-    emit({"pending": rows}, "\n".join(lines) or "nothing waits for approval")
+    emit({"pending": rows}, views.pending(rows))
     return 0
 
 
@@ -330,13 +319,7 @@ def cmd_advise(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
 
 def cmd_receipts_list(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     held = repo.held_receipts(Store(settings.store_file), args.node)
-    rows = [r.model_dump(mode="json") for r in held]
-    lines = [
-        f"{r.seq:>4} {r.command_id[:12]} {r.status.value:<8} {r.schema_ref} {r.action} "
-        f"{(r.error.code if r.error else '')}"
-        for r in held
-    ]
-    emit({"receipts": rows}, "\n".join(lines) or "no receipts")
+    emit({"receipts": [r.model_dump(mode="json") for r in held]}, views.receipts(held))
     return 0
 
 
