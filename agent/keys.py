@@ -43,6 +43,11 @@ def import_key_file(path: Path, secret: str, password: str | None, *, force: boo
     if text.startswith("ncryptsec1"):
         if password is None:
             raise InvalidKey("an ncryptsec1… key needs its password")
+        if _scrypt_log_n(text) > MAX_LOG_N:
+            raise InvalidKey(
+                f"the ncryptsec1… key asks for scrypt log_n above {MAX_LOG_N}: refused (it "
+                "would take gigabytes of memory)"
+            )
         try:
             hexed = sdk.EncryptedSecretKey.from_bech32(text).decrypt(password).to_hex()
         except sdk.NostrSdkError:
@@ -112,3 +117,23 @@ def load_key_file(path: Path) -> sdk.Keys:
         raise KeyFileInvalid(
             f"{path} does not contain a valid secret key (64 hex digits or nsec1…)"
         ) from None
+
+
+MAX_LOG_N = 22  # NIP-49 scrypt cost: 2^22 × 128 B = 512 MiB at most (16 is the usual)
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _scrypt_log_n(ncryptsec: str) -> int:
+    """The log_n byte of a NIP-49 key (its second payload byte), read from the bech32 before
+    anything runs scrypt; 99 (refused) for what is not bech32."""
+    data = ncryptsec.lower().rpartition("1")[2]
+    try:
+        values = [_BECH32.index(c) for c in data[:4]]
+    except ValueError:
+        return 99
+    if len(values) < 4:
+        return 99
+    bits = 0
+    for v in values:
+        bits = (bits << 5) | v
+    return (bits >> 4) & 0xFF  # 20 bits: version (8), log_n (8), 4 more

@@ -144,24 +144,34 @@ class Transport:
             profile_event.build(self.keys, profile, created_at=now),
         ]
         held = await self._held({ev.kind for ev in wanted})
-        last = dict(self.store.kv(ANNOUNCED_KV, {}))
-        # what the relays hold decides when they answered; else what we last published
-        now_held = held if held is not None else {int(k): v for k, v in last.items()}
-        due = [ev for ev in wanted if now_held.get(ev.kind) != _digest(ev)]
+        last = {str(k): v for k, v in dict(self.store.kv(ANNOUNCED_KV, {})).items()}
+        due, kept = [], []
+        for ev in wanted:
+            state = _announce_state(ev, held, last.get(str(ev.kind)))
+            (due if state == "published" else kept if state == "kept" else []).append(ev)
         with self.store.transaction(now) as tx:
             for ev in due:
                 self.outbox.enqueue(tx, ev, background=True)
-            tx.set_kv(ANNOUNCED_KV, {str(ev.kind): _digest(ev) for ev in wanted})
+            tx.set_kv(
+                ANNOUNCED_KV,
+                {**last, **{str(ev.kind): _digest(ev) for ev in wanted if ev not in kept}},
+            )
         for ev in wanted:
-            state = "published" if ev in due else "unchanged"
+            state = "published" if ev in due else "kept" if ev in kept else "unchanged"
             log_event(log, logging.INFO, "announce", kind=ev.kind, state=state)
+            if state == "kept":
+                log.warning(
+                    "your kind-%d event on the relays was written by another client: left as "
+                    "it is (add this agent's relays to it yourself so others reach the agent)",
+                    ev.kind,
+                )
         if due:
             self.outbox.wake()
         return [ev.kind for ev in due]
 
-    async def _held(self, kinds: set[int]) -> dict[int, str] | None:
-        """Digest of the newest event of each of `kinds` by us on the read relays; None if no
-        relay answered (then only the store decides)."""
+    async def _held(self, kinds: set[int]) -> dict[int, NostrEvent] | None:
+        """The newest event of each of `kinds` by us on the read relays; None if no relay
+        answered (then only the store decides)."""
         query = [{"kinds": sorted(kinds), "authors": [self.pubkey]}]
         try:
             raws = await self.pool.fetch(query, timeout_s=3, strict=True)
@@ -175,7 +185,7 @@ class Transport:
                 mine = ev.pubkey == self.pubkey and ev.kind in kinds
                 if mine and (older is None or ev.created_at > older.created_at):
                     newest[ev.kind] = ev
-        return {kind: _digest(ev) for kind, ev in newest.items()}
+        return newest
 
     async def inbox_of(self, pubkey: str) -> list[str]:
         """Where `pubkey` reads gift wraps (its 10050, else its 10002 read relays, else ours)."""
@@ -272,6 +282,40 @@ class Transport:
     async def subscribe(self, subscription: Subscription) -> None:
         """Open (or replace, by name) a subscription on every read relay."""
         await self.pool.subscribe(subscription)
+
+
+def _announce_state(
+    wanted: NostrEvent, held: dict[int, NostrEvent] | None, last: str | None
+) -> str:
+    """Whether to publish one of our lists or our profile: "published" when the relays hold
+    none, or one that this agent wrote (what it last published, or a hive-agent profile) and
+    that differs; "kept" when they hold one another client wrote (the user's own: never
+    replaced); "unchanged" otherwise.  With no relay answering, what we last published
+    decides."""
+    digest = _digest(wanted)
+    if held is None:
+        return "unchanged" if last == digest else "published"
+    have = held.get(wanted.kind)
+    if have is None:
+        return "published"
+    if _digest(have) == digest:
+        return "unchanged"
+    return "published" if _digest(have) == last or _ours(have) else "kept"
+
+
+def _ours(event: NostrEvent) -> bool:
+    """A kind-0 profile this agent wrote (name hive-agent, a bot)."""
+    if event.kind != 0:
+        return False
+    try:
+        content = json.loads(event.content)
+    except ValueError:
+        return False
+    return (
+        isinstance(content, dict)
+        and content.get("name") == "hive-agent"
+        and content.get("bot") is True
+    )
 
 
 def _digest(event: NostrEvent) -> str:

@@ -18,6 +18,9 @@ def _clean(text: str) -> str:
 
 
 def _shown(text: str) -> str:
+    """What a refusal may quote of the input: never a secret someone pasted by mistake."""
+    if _clean(text).lower().startswith(("nsec1", "ncryptsec1")):
+        return "a secret key (not shown; never paste it where a public key is asked)"
     return repr(text[:80])
 
 

@@ -141,7 +141,8 @@ def test_note_send_run_notes_and_status(tmp_path: Path, relay_url: str) -> None:
     status = json.loads(run("--json", "status", home=b).stdout)
     assert status["agent"]["pubkey"] == b_pub
     assert [r["status"] for r in status["relays"]] == ["connected"]
-    assert status["outbox"] == {"done": 4}  # NIP-65 and NIP-17 lists, profile, NIP-89 handler
+    # the NIP-89 handler; no relay lists or profile: --relay is a one-off override
+    assert status["outbox"] == {"done": 1}
     assert status["errors"] == {}
     human = run("status", home=b).stdout
     assert relay_url in human and "connected" in human

@@ -17,6 +17,7 @@ from events import nip19
 from tests.conftest import HIVE_AGENT
 
 OFFLINE = "ws://127.0.0.1:1"
+NSEC = sdk.Keys.generate().secret_key().to_bech32()  # pasted where a public key belongs
 
 
 def run(home: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None):
@@ -148,6 +149,16 @@ def test_a_key_file_holding_an_nsec(tmp_path: Path) -> None:
          "error: NOT_FOUND: no credential matches 'abcdef'", 65),
         (["approvals", "approve", "abcdef"],
          "error: NOT_FOUND: no waiting command matches 'abcdef'", 65),
+        (["credential", "grant", NSEC, "--schema", "hive:fee-policy/*"],
+         "error: INVALID_KEY: not a public key: expected hex, npub1… or nprofile1…, got a "
+         "secret key (not shown; never paste it where a public key is asked)", 65),
+        (["rfp", "bid", "foo:bar", "--price", "100", "--pricing-model", "per-action"],
+         "error: INVALID_PARAMS: not an address: expected naddr1… or <kind>:<pubkey>:<d>, got "
+         "'foo:bar'", 65),
+        (["market", "withdraw", "foo:bar"], "error: INVALID_PARAMS: not an address: expected "
+         "naddr1… or <kind>:<pubkey>:<d>, got 'foo:bar'", 65),
+        (["escrow", "send", "0"], "error: USAGE: hive-agent escrow send: argument amount: "
+         "'0': the amount must be at least 1 sat", 64),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_typed_line(home: Path, args: list[str], line: str, status: int) -> None:
@@ -267,3 +278,23 @@ def test_contract_accept_and_show_by_prefix(home: Path, tmp_path: Path, relays) 
     accepted = ok(home, "contract", "accept", prefix, "--relay", url)
     assert accepted["contract"] == offer["terms_hash"]
     assert ok(home, "contract", "show", prefix, "--relay", url)["id"] == offer["terms_hash"]
+
+
+def test_an_ncryptsec_asking_for_absurd_scrypt_memory_is_refused_before_scrypt(
+    tmp_path: Path,
+) -> None:
+    """NIP-49's log_n is the attacker's to choose: above 22 (512 MiB) it is refused unread."""
+    from agent.keys import _BECH32, _scrypt_log_n, import_key_file
+    from events.errors import InvalidKey
+
+    secret = sdk.Keys.generate().secret_key()
+    good = sdk.EncryptedSecretKey(secret, "pw", 16, sdk.KeySecurity.UNKNOWN).to_bech32()
+    data = good.removeprefix("ncryptsec1")
+    bits = (0x02 << 12) | (30 << 4)  # version 2, log_n 30, then 4 bits
+    head = "".join(_BECH32[(bits >> shift) & 31] for shift in (15, 10, 5, 0))
+    greedy = "ncryptsec1" + head + data[4:]
+    assert (_scrypt_log_n(good), _scrypt_log_n(greedy)) == (16, 30)
+    started = time.monotonic()
+    with pytest.raises(InvalidKey, match="log_n above 22"):
+        import_key_file(tmp_path / "nostr.key", greedy, "pw", force=False)
+    assert time.monotonic() - started < 1 and not (tmp_path / "nostr.key").exists()

@@ -97,7 +97,8 @@ def test_run_announces_once_and_a_second_start_publishes_nothing(home, relays) -
 def test_node_announces_itself_as_a_node_agent(home, relays) -> None:
     path, pub = home
     url = relays().start()
-    ran = run(path, "node", "--seconds", "3", "--relay", url)
+    write_relays(path, url)
+    ran = run(path, "node", "--seconds", "3")
     assert ran.returncode == 0, ran.stderr
     assert "event=announce kind=0 state=published" in ran.stderr
     (profile,) = query(url, {"kinds": [0], "authors": [pub]})
@@ -119,6 +120,39 @@ def test_a_list_the_relay_lost_is_published_again(home, relays) -> None:
     assert query(url, {"kinds": ANNOUNCED, "authors": [pub]}) == []
     assert run(path, "run", "--until-idle", "--timeout", "10").returncode == 0
     assert sorted(e["kind"] for e in query(url, {"authors": [pub]})) == ANNOUNCED
+
+
+def test_a_daemon_with_a_one_off_relay_announces_nothing(home, relays) -> None:
+    path, pub = home
+    url = relays().start()
+    ran = run(path, "run", "--until-idle", "--timeout", "10", "--relay", url)
+    assert ran.returncode == 0, ran.stderr
+    assert query(url, {"kinds": ANNOUNCED, "authors": [pub]}) == []
+
+
+def test_the_users_own_profile_and_relay_list_are_never_replaced(home, relays) -> None:
+    """A key imported from the user's own Nostr identity: the profile and relay list another
+    client wrote stay as they are (the agent says so); the inbox list it lacked is published."""
+    path, pub = home
+    url = relays().start()
+    write_relays(path, url)
+    keys = sdk.Keys.parse((path / "nostr.key").read_text().strip())
+    now = int(time.time()) - 60
+    mine = [
+        sign_event(keys, 0, json.dumps({"name": "alice", "about": "me"}), [], now),
+        sign_event(keys, 10002, "", [["r", "wss://alice.example"]], now),
+    ]
+    with connect(url, open_timeout=5) as ws:
+        for ev in mine:
+            ws.send(f'["EVENT",{ev.to_json()}]')
+            assert json.loads(ws.recv(timeout=5))[2] is True
+    ran = run(path, "run", "--until-idle", "--timeout", "10")
+    assert ran.returncode == 0, ran.stderr
+    held = {e["kind"]: e for e in query(url, {"kinds": ANNOUNCED, "authors": [pub]})}
+    assert held[0]["id"] == mine[0].id and held[10002]["id"] == mine[1].id
+    assert 10050 in held  # the DM inbox list it lacked
+    assert "event=announce kind=0 state=kept" in ran.stderr
+    assert "event=announce kind=10002 state=kept" in ran.stderr
 
 
 # --- reads that no relay answered -------------------------------------------------------------

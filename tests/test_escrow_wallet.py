@@ -156,7 +156,7 @@ def test_a_token_moves_between_two_agents_once(tmp_path: Path, mint_url: str) ->
     assert failed(back, "TOKEN_SPENT", 65).startswith("this token was already received or sent")
     assert (balance(alice), balance(bob)) == ({mint_url: 170}, {mint_url: 30})
     junk = hive(bob, "--json", "escrow", "receive", "cashuBnotatoken")
-    assert failed(junk, "TOKEN_INVALID", 65).startswith("not a Cashu token")
+    assert failed(junk, "TOKEN_INVALID", 65).startswith("not a Cashu sat token")
 
 
 def test_a_token_for_an_unknown_mint_is_refused(tmp_path: Path, mint_url: str) -> None:

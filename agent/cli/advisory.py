@@ -16,7 +16,7 @@ from agent.advisory import node as node_side
 from agent.advisory import schemas
 from agent.cli import advisoryviews as views
 from agent.cli import catalogue
-from agent.cli.apps import AppFactory, node_app
+from agent.cli.apps import AppFactory, announce, node_app
 from agent.cli.common import Bind, Emit
 from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, positive, pubkey, sats
@@ -78,7 +78,7 @@ async def _serve_node(args: argparse.Namespace, settings: Settings, emit: Emit) 
     lock_home(settings.root, "node")
     app = node_app(args, settings, backend)
     async with app.agent as agent:
-        await app.announce()  # relay lists and profile, only if they changed
+        await announce(app, args)  # relay lists and profile, only if they changed
         info = await backend.info()
         emit(
             {"agent": agent.pubkey, "node_id": info.id, "status": "running"},

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import nostr_sdk as sdk
 
-from agent.cli.apps import standalone_app
+from agent.cli.apps import announce, standalone_app
 from agent.cli.common import Emit
 from agent.cli.secrets import read_password, read_secret
 from agent.cli.types import count, port, positive, pubkey
@@ -138,7 +138,7 @@ async def _run(args: argparse.Namespace, settings: Settings, emit: Emit) -> None
     app = standalone_app(args, settings)
     async with app.agent as agent:
         emit({"pubkey": agent.pubkey, "status": "running"}, f"agent {agent.pubkey} running")
-        await app.announce()  # relay lists and profile, only if they changed
+        await announce(app, args)  # relay lists and profile, only if they changed
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
 

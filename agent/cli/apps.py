@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,17 @@ def relays_of(args: argparse.Namespace, settings: Settings) -> RelaysConfig:
     if getattr(args, "relay", None):
         return RelaysConfig.from_urls(args.relay)
     return RelaysConfig.load(settings.relays_file)
+
+
+async def announce(built: app.Standalone, args: argparse.Namespace) -> None:
+    """A daemon's relay lists and profile, only if they changed — and never when `--relay`
+    overrides relays.json for this run: a one-off list must not replace the user's."""
+    if getattr(args, "relay", None):
+        logging.getLogger("hive.agent").info(
+            "not announcing relay lists: --relay overrides relays.json for this run only"
+        )
+        return
+    await built.announce()
 
 
 def policy_of(settings: Settings, args: argparse.Namespace) -> PolicyConfig:

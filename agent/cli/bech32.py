@@ -60,7 +60,7 @@ def enrich(data: Any) -> Any:
         out[key] = enrich(value)
         try:
             extra = _added(key, value)
-        except sdk.NostrSdkError:  # nothing nostr-sdk would encode: the hex stays alone
+        except (sdk.NostrSdkError, ValueError, OverflowError):  # not encodable: hex stays alone
             extra = None
         if extra is not None and extra[0] not in data:
             out[extra[0]] = extra[1]
@@ -70,8 +70,11 @@ def enrich(data: Any) -> Any:
 def beside(value: str, what: str = "key") -> str:
     """A hex key (`what` "key"), event id ("event") or address for a text view, with its
     NIP-19 form after it: `ab12… (npub1…)`.  Anything else is returned as it is."""
-    if nip19.is_hex64(value):
-        return f"{value} ({nip19.nevent(value) if what == 'event' else nip19.npub(value)})"
-    if COORDINATE.fullmatch(value):
-        return f"{value} ({nip19.naddr(value)})"
+    try:
+        if nip19.is_hex64(value):
+            return f"{value} ({nip19.nevent(value) if what == 'event' else nip19.npub(value)})"
+        if COORDINATE.fullmatch(value):
+            return f"{value} ({nip19.naddr(value)})"
+    except (sdk.NostrSdkError, ValueError, OverflowError):
+        pass  # not encodable: shown as it is
     return value

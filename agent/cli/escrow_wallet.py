@@ -20,12 +20,19 @@ from typing import Any
 
 from agent.cli.apps import AppFactory
 from agent.cli.common import Bind, Emit
-from agent.cli.types import integer, sats, seconds
-from agent.escrow import purse
+from agent.cli.types import integer, seconds, some_sats
 from agent.settings import Settings
 from events.errors import InvalidParams, InvoiceUnpaid
 
 Answer = tuple[dict[str, Any], str]
+
+
+def _purse() -> Any:
+    """The wallet module, imported when a wallet command runs (the Cashu library takes a
+    second to import: every other command starts without it)."""
+    from agent.escrow import purse
+
+    return purse
 
 
 def _run(
@@ -35,7 +42,7 @@ def _run(
 
     async def settled(a: argparse.Namespace, app: Any) -> Answer:
         if not getattr(a, "claim", None):  # claim paid quotes, settle melts a run left open
-            await purse.settle(app.escrow)
+            await _purse().settle(app.escrow)
         return await act(a, app)  # type: ignore[no-any-return]
 
     return run_escrow(args, settings, emit, make, settled)
@@ -65,7 +72,7 @@ def _unpaid(issued: dict[str, Any]) -> Answer:
 
 
 async def issue_and_wait(args: argparse.Namespace, app: Any, amount: int) -> Answer:
-    issued = await purse.invoice(app.escrow, amount, args.mint)
+    issued = await _purse().invoice(app.escrow, amount, args.mint)
     if args.timeout > 0:
         _say(args, f"pay this invoice ({amount:,} sat, quote {issued['quote']}):")
         _say(args, issued["request"])
@@ -76,17 +83,17 @@ async def issue_and_wait(args: argparse.Namespace, app: Any, amount: int) -> Ans
         ticked.append(waited)
         print(f"\rwaiting for payment… {waited:.0f}/{args.timeout:.0f} s", end="", file=sys.stderr)
 
-    state = await purse.wait_paid(app.escrow, issued["quote"], args.timeout, tick)
+    state = await _purse().wait_paid(app.escrow, issued["quote"], args.timeout, tick)
     if ticked:
         print(file=sys.stderr, flush=True)
     if state == "unpaid":
         return _unpaid(issued)
-    return _claimed(await purse.claim(app.escrow, issued["quote"]))
+    return _claimed(await _purse().claim(app.escrow, issued["quote"]))
 
 
 async def _invoice(args: argparse.Namespace, app: Any) -> Answer:
     if args.claim:
-        return _claimed(await purse.claim(app.escrow, args.claim))
+        return _claimed(await _purse().claim(app.escrow, args.claim))
     if args.amount is None:
         raise InvalidParams("give an amount, or --claim QUOTE")
     answer = await issue_and_wait(args, app, args.amount)
@@ -106,7 +113,7 @@ def cmd_invoice(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
 
 
 async def _pay(args: argparse.Namespace, app: Any) -> Answer:
-    done = await purse.pay(app.escrow, args.bolt11, args.mint)
+    done = await _purse().pay(app.escrow, args.bolt11, args.mint)
     body = {k: done[k] for k in ("quote", "mint", "amount", "fee_reserve", "paid", "change")}
     body |= {"state": done["state"], "preimage": done["preimage"]}
     if done["state"] != "paid":
@@ -125,7 +132,7 @@ def cmd_pay(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppF
 
 
 async def _send(args: argparse.Namespace, app: Any) -> Answer:
-    done = await purse.send(app.escrow, args.amount, args.mint)
+    done = await _purse().send(app.escrow, args.amount, args.mint)
     return done, done["token"]
 
 
@@ -135,7 +142,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings, emit: Emit, make: App
 
 async def _receive(args: argparse.Namespace, app: Any) -> Answer:
     text = sys.stdin.read() if args.token in ("-",) else args.token
-    done = await purse.receive(app.escrow, text, trust_mint=args.trust_mint)
+    done = await _purse().receive(app.escrow, text, trust_mint=args.trust_mint)
     return done, f"received {done['received']:,} sat at {done['mint']}"
 
 
@@ -144,7 +151,7 @@ def cmd_receive(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
 
 
 async def _restore(args: argparse.Namespace, app: Any) -> Answer:
-    done = await purse.restore(app.escrow)
+    done = await _purse().restore(app.escrow)
     lines = [f"{m}: {v:,} sat restored" for m, v in done["restored"].items()]
     return done, "\n".join(lines) or "no mints configured"
 
@@ -180,7 +187,7 @@ def cmd_mint(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
 
 def register(sub: Any, esc: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     p = esc.add_parser("invoice", parents=[relay_opt], help="an invoice to mint ecash (NUT-04)")
-    p.add_argument("amount", type=sats, nargs="?", help="sat")
+    p.add_argument("amount", type=some_sats, nargs="?", help="sat")
     p.add_argument("--claim", metavar="QUOTE", help="claim an earlier quote once paid")
     p.add_argument("--timeout", type=seconds, default=300, help="seconds to wait (0: check once)")
     p.add_argument(
@@ -191,7 +198,7 @@ def register(sub: Any, esc: Any, relay_opt: argparse.ArgumentParser, bind: Bind)
     p.add_argument("bolt11")
     p.set_defaults(func=bind(cmd_pay))
     p = esc.add_parser("send", parents=[relay_opt], help="a cashuB token of AMOUNT sat")
-    p.add_argument("amount", type=sats)
+    p.add_argument("amount", type=some_sats)
     p.set_defaults(func=bind(cmd_send))
     p = esc.add_parser("receive", parents=[relay_opt], help="swap a token into this wallet")
     p.add_argument("token", help="cashuB…/cashuA… token, or - for stdin")

@@ -95,7 +95,7 @@ def address(text: str) -> str:
 def listing_ref(text: str) -> str:
     """A listing: an address (`naddr`, `30402:<pubkey>:<d>`) as `<kind>:<hex>:<d>`, or else
     its id (the `d` tag) as given."""
-    if text.strip().removeprefix("nostr:").startswith("naddr1") or text.count(":") >= 2:
+    if text.strip().removeprefix("nostr:").startswith("naddr1") or ":" in text:
         return nip19.coordinate(text)
     return text
 
@@ -166,6 +166,14 @@ def sats(text: str) -> int:
         return sats_of(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def some_sats(text: str) -> int:
+    """An amount in sats above zero (a payment, a token, an invoice)."""
+    value = sats(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the amount must be at least 1 sat")
+    return value
 
 
 def msats(text: str) -> int:

@@ -100,7 +100,10 @@ def read_token(text: str) -> tuple[str, list[CashuProof]]:
             raise ValueError(f"unit {token.unit}, not sat")
         mint, proofs = str(token.mint), [from_cashu(p) for p in token.proofs]
     except Exception as exc:  # noqa: BLE001 - the library raises anything on bad input
-        raise TokenInvalid(f"not a Cashu token: {exc}"[:200]) from None
+        # (only the kind of failure: a library's message may quote the token's proofs)
+        ours = isinstance(exc, ValueError) and str(exc).startswith(("no cashuA", "unit "))
+        why = str(exc) if ours else type(exc).__name__
+        raise TokenInvalid(f"not a Cashu sat token ({why})"[:200]) from None
     if not proofs:
         raise TokenInvalid("the token carries no proofs")
     return mint, proofs
