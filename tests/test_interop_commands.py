@@ -183,5 +183,13 @@ async def test_help_and_unreadable_dms_get_the_usage_text_rate_limited(
             2,
             1,
         )
+        # another agent's answer (a reply: `e` tag) gets no usage text, so two agents never
+        # answer each other in a loop
+        other = JsAdvisor(nostr_tools, client, secrets.token_hex(32))
+        await client.subscribe([{"kinds": [Kind.GIFT_WRAP], "#p": [other.pub]}])
+        await other.send(w.node.me, Kind.DIRECT_MESSAGE, "ok", [*p, ["e", "ab" * 32]])
+        with pytest.raises(TimeoutError):
+            await other.next_rumor(Kind.DIRECT_MESSAGE, timeout=2)
+        assert w.node.agent.store.error_counts()["UNAUTHORIZED"] == 5  # counted all the same
         await anyio.sleep(1)
         assert len(await own_copies(w, 5)) == 5  # a copy of every DM it sent, no more

@@ -126,16 +126,21 @@ class Approvals:
             repo.add_approval(tx, found, sender, words[0].lower())
             self.receipts.dm(tx, sender, f"{words[0].lower()}d {found[:12]}", asked)
             return
+        # a reply (an `e` tag) is another agent's answer, never a request: answering it with
+        # the usage text would start two agents answering each other
+        replying = any(t[:1] == ["e"] for t in opened.rumor.tags)
         grant = repo.active_granted_to(tx, sender, self.ctx.now)
         if grant is None:
             tx.count_errors({Unauthorized.code: 1})  # a stranger's DM: counted, usage at most
-            self.usage(tx, sender, asked)
+            if not replying:
+                self.usage(tx, sender, asked)
             return
         try:
             cmd = parse_text(text, grant, self.ctx.me, self.ctx.now)
         except InvalidParams as error:
             tx.count_errors({error.code: 1})
-            self.usage(tx, sender, asked, f"{error.message}\n\n")
+            if not replying:
+                self.usage(tx, sender, asked, f"{error.message}\n\n")
             return
         self.intake.intake(tx, cmd, sender, dm_channel(asked))
 
