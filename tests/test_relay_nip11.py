@@ -109,3 +109,27 @@ async def test_what_the_document_claims_is_what_the_relay_does(relays) -> None:
             raw = (await reader.inbox.receive()).raw
             pytest.fail(f"a deleted event was served: {raw}")
     assert {9, 40} <= set(doc["supported_nips"])
+
+
+def test_nip11_requests_leave_no_connections_open(relays) -> None:
+    """Each NIP-11 answer closes both halves of its splice at once: a stranger's stream of
+    cheap GETs cannot pile up sockets until the relay runs out of file descriptors."""
+    import os
+
+    relay = relays(policy=True)
+    url = http(relay.start())
+    pid = relay.child.pid
+    assert pid is not None
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    httpx.get(url, headers=NIP11, timeout=5)  # warmed up: the first request's lazy setup
+    before = fds()
+    for _ in range(100):
+        with httpx.Client(timeout=5) as c:
+            assert c.get(url, headers=NIP11).status_code == 200
+    deadline = time.monotonic() + 3  # well inside LocalRelay's own handshake timeout (~10 s)
+    while fds() > before + 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fds() <= before + 5, (before, fds())

@@ -137,6 +137,9 @@ class _Splice:
             self.close()
             return
         assert self.relay.transport is not None
+        if self.closed:  # answered (NIP-11) or gone while we dialled: hang up at once
+            self.relay.transport.close()
+            return
         for data in self.client.backlog:
             self.relay.transport.write(data)
         self.client.backlog.clear()
