@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import nostr_sdk as sdk
@@ -76,8 +77,26 @@ def _write_key(path: Path, keys: sdk.Keys, *, force: bool) -> sdk.Keys:
         fh.flush()
         os.fsync(fh.fileno())
     if force:
+        _keep_old(path, keys)
         os.replace(target, path)  # the old key stays whole until the new one is
     return keys
+
+
+def _keep_old(path: Path, new: sdk.Keys) -> None:
+    """A key being replaced is kept beside it (`nostr.key.old-<time>`, 0600): escrow tickets
+    locked to it and the wallet's seed derived from it are lost without it."""
+    try:
+        old = path.read_text().strip()
+    except FileNotFoundError:
+        return
+    if old == new.secret_key().to_hex():
+        return
+    kept = path.with_name(f"{path.name}.old-{int(time.time())}")
+    fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(old + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def check_permissions(path: Path) -> None:

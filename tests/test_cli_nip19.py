@@ -78,6 +78,8 @@ def test_keys_import_from_nsec_hex_and_ncryptsec(tmp_path: Path) -> None:
     )
     assert "correct horse" not in text.stdout + text.stderr
     assert other.secret_key().to_hex() not in text.stdout + text.stderr
+    (kept,) = home.glob("nostr.key.old-*")  # the replaced key is kept, never lost
+    assert kept.read_text() == secret.to_hex() + "\n" and kept.stat().st_mode & 0o777 == 0o600
 
 
 def test_keys_import_refusals(tmp_path: Path) -> None:
