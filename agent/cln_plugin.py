@@ -102,6 +102,8 @@ class PluginRuntime:
         self.operator: str | None = None  # hive-operator, over policy.json's operator_pubkey
         self._agent_scope: anyio.CancelScope | None = None  # the Nostr agent's, to restart it
         self._agent_done: anyio.Event | None = None
+        self._restart_lock: anyio.Lock | None = None  # one restart at a time (setconfig)
+        self._generation = 0  # bumped by each setconfig: only the newest restart runs
         self.log: Callable[[str, str], None] = lambda message, level: None
         self.notify: Emit = lambda topic, payload: None  # plugin.notify (agent/plugin_notify.py)
         self.methods = HiveMethods(self)  # the `hive-*` methods
@@ -156,7 +158,7 @@ class PluginRuntime:
         self.portal.start_task_soon(self.fleet.run)
         self.portal.start_task_soon(watch_fleet, self.fleet, self._notify)
         if config is not None:
-            self.portal.start_task_soon(self._run_agent, home, *config)
+            self.portal.start_task_soon(self._restart_agent, self._generation, config)
 
     def _config(self, relays: list[str]) -> tuple[RelaysConfig, PolicyConfig] | None:
         if not relays:
@@ -182,14 +184,29 @@ class PluginRuntime:
             raise Internal("the hive agent is not running")
         self.relays = relays
         self.problems = [p for p in self.problems if not p.startswith("advisor commands are off")]
-        self.portal.start_task_soon(self._restart_agent, config)
+        self._generation += 1
+        self.portal.start_task_soon(self._restart_agent, self._generation, config)
 
-    async def _restart_agent(self, config: tuple[RelaysConfig, PolicyConfig] | None) -> None:
-        if self._agent_scope is not None and self._agent_done is not None:
-            self._agent_scope.cancel()
-            await self._agent_done.wait()
-        if config is not None:
-            await self._run_agent(self.home, *config)
+    async def _restart_agent(
+        self, generation: int, config: tuple[RelaysConfig, PolicyConfig] | None
+    ) -> None:
+        """Stop the running Nostr agent and start one on `config`, one restart at a time;
+        a restart that a newer `setconfig` superseded does nothing (the newest set wins, and
+        never two agents run at once)."""
+        if self._restart_lock is None:
+            self._restart_lock = anyio.Lock()
+        async with self._restart_lock:
+            if generation != self._generation:
+                return
+            if self._agent_done is not None and not self._agent_done.is_set():
+                if self._agent_scope is not None:
+                    self._agent_scope.cancel()
+                await self._agent_done.wait()
+            if generation != self._generation or config is None:
+                return
+            # claimed before the lock goes: the next restart waits for this run to end
+            self._agent_done, self._agent_scope = anyio.Event(), anyio.CancelScope()
+        await self._run_agent(self.home, *config)
 
     def stop(self) -> None:
         """Cancel the agent's tasks and join the loop thread (lightningd is shutting down)."""
@@ -222,9 +239,10 @@ class PluginRuntime:
         ).start()
 
     async def _run_agent(self, home: Path, relays: RelaysConfig, policy: PolicyConfig) -> None:
-        self._agent_done = done = anyio.Event()
+        done, scope = self._agent_done, self._agent_scope
+        assert done is not None and scope is not None  # (claimed by _restart_agent)
         try:
-            with anyio.CancelScope() as self._agent_scope:
+            with scope:
                 await self._agent_until_stopped(home, relays, policy)
         except Exception as exc:
             self.problem(f"the Nostr agent stopped: {type(exc).__name__}: {exc}")

@@ -107,6 +107,21 @@ async def test_hive_relays_is_multi_and_dynamic(relay_url: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_burst_of_setconfigs_ends_on_the_newest_set(relay_url: str) -> None:
+    """setconfig after setconfig (and one during start-up): restarts run one at a time and a
+    superseded one does nothing, so the newest set is what runs, once."""
+    net, ids = ring(clock=time.monotonic)
+    async with plugin_on(net, ids[0], **{"hive-relays": [UNREACHABLE]}) as plugin:  # type: ignore[arg-type]
+        sets = [[relay_url], [UNREACHABLE], [UNREACHABLE, relay_url], [], [relay_url]]
+        for relays in sets:
+            assert await plugin.setconfig("hive-relays", relays) is None
+        await _until_relays(plugin, [relay_url.rstrip("/")])
+        await plugin.call("hive-pending")  # one agent, on the newest set, answers
+        await anyio.sleep(1)
+        assert _relays(await plugin.call("hive-status")) == [relay_url.rstrip("/")]
+
+
+@pytest.mark.anyio
 async def test_policy_file_and_operator_options(tmp_path: Path) -> None:
     operator = sdk.Keys.generate().public_key()
     policy = tmp_path / "elsewhere.json"
