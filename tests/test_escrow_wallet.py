@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from agent.escrow.mint import MintProcess
+from agent.store import Store
 from tests.test_crash import HIVE_AGENT, hive, new_agent
 
 
@@ -112,6 +113,14 @@ def test_waiting_for_an_unpaid_invoice_times_out(tmp_path: Path, unpaid_mint: st
     )
     claim = hive(home, "--json", "escrow", "invoice", "--claim", quote)
     assert failed(claim, "INVOICE_UNPAID", 75) == f"the invoice of quote {quote} is not paid yet"
+    # a day later nobody paid it: wallet commands stop asking the mint about it
+    store = Store(home / "agent.sqlite")
+    record = store.kv("escrow-quote:" + quote)
+    assert record["state"] == "unpaid"
+    with store.transaction(int(time.time())) as tx:
+        tx.set_kv("escrow-quote:" + quote, {**record, "issued_at": int(time.time()) - 86_401})
+    assert balance(home) == {}
+    assert Store(home / "agent.sqlite").kv("escrow-quote:" + quote)["state"] == "expired"
 
 
 def test_topup_says_an_unpaid_invoice_is_unpaid(tmp_path: Path, unpaid_mint: str) -> None:
@@ -190,8 +199,13 @@ def test_restore_into_a_fresh_home_recovers_the_balance(tmp_path: Path, mint_url
     assert done.stdout == f"{mint_url}: 289 sat restored\n"
     assert balance(fresh) == {mint_url: 289}
     ok(hive(agent(tmp_path / "bob", mint_url), "--json", "escrow", "receive", token))
+    # the ledger is behind the mint (bob swapped the sent token away): restore catches up
+    assert balance(fresh) == {mint_url: 289}
     again = ok(hive(fresh, "--json", "escrow", "restore"))
-    assert again["restored"] == {mint_url: 0}
+    assert (again["restored"], again["found_spent"]) == ({mint_url: 0}, {mint_url: 44})
+    assert balance(fresh) == {mint_url: 245}
+    last = hive(fresh, "escrow", "restore")
+    assert last.stdout == f"{mint_url}: 0 sat restored\n", last.stderr
 
 
 def test_hive_agent_mint_runs_until_interrupted(tmp_path: Path) -> None:

@@ -152,7 +152,11 @@ def cmd_receive(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
 
 async def _restore(args: argparse.Namespace, app: Any) -> Answer:
     done = await _purse().restore(app.escrow)
-    lines = [f"{m}: {v:,} sat restored" for m, v in done["restored"].items()]
+    spent = done.get("found_spent", {})
+    lines = [
+        f"{m}: {v:,} sat restored" + (f", {spent[m]:,} sat found spent" if spent.get(m) else "")
+        for m, v in done["restored"].items()
+    ]
     return done, "\n".join(lines) or "no mints configured"
 
 

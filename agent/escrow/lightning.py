@@ -116,6 +116,10 @@ async def restore_all(cw: CashuWallet) -> list[CashuProof]:
 
     w = cw.wallet
     try:
+        # the library's own proof table is a scratchpad here (the ledger in our store is the
+        # record): emptied first, so what an earlier restore found is found again, not
+        # inserted twice (its UNIQUE constraint failed a third restore)
+        await w.db.execute("DELETE FROM proofs", {})
         with contextlib.redirect_stdout(io.StringIO()):  # the library prints its progress
             for keyset_id in list(w.keysets):
                 await w.restore_tokens_for_keyset(keyset_id, to=2, batch=RESTORE_BATCH)

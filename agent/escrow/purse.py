@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from agent.escrow.service import Escrow
 
 QUOTE = "escrow-quote:"
+QUOTE_WATCH_S = 86_400  # unpaid quotes are looked after this long, then left (expired)
 MELT = "escrow-melt:"
 
 
@@ -44,7 +45,10 @@ async def invoice(escrow: Escrow, amount: int, mint: str | None = None) -> dict[
     await check_mint(mint, escrow.mints)
     cw = await escrow.wallet(mint)
     quote, bolt11 = await ln.mint_quote(cw, amount)
-    record = {"mint": mint, "amount": amount, "request": bolt11, "state": "unpaid"}
+    record = {
+        "mint": mint, "amount": amount, "request": bolt11, "state": "unpaid",
+        "issued_at": escrow.now,
+    }  # fmt: skip
     with escrow.agent.store.transaction(escrow.now) as tx:
         tx.set_kv(QUOTE + quote, record)
     return {"quote": quote, **record}
@@ -228,11 +232,15 @@ async def receive(escrow: Escrow, token: str, *, trust_mint: bool = False) -> di
 
 
 async def restore(escrow: Escrow) -> dict[str, Any]:
-    """Every configured mint: the unspent proofs the seed derived, into the ledger."""
+    """Every configured mint: proofs the ledger still counts that the mint says are spent
+    (a swap whose answer a crash lost, a token a restored home had sent) are marked spent,
+    then the unspent proofs the seed derived go into the ledger."""
     found: dict[str, int] = {}
+    gone: dict[str, int] = {}
     for mint in escrow.mints:
         cw = await escrow.wallet(mint)
         async with cw.exclusive():
+            gone[mint] = await _reconcile(escrow, cw, mint)
             proofs = await ln.restore_all(cw)
         new = set(p.secret for p in proofs) - repo.known_secrets(
             escrow.agent.store, [p.secret for p in proofs]
@@ -240,7 +248,21 @@ async def restore(escrow: Escrow) -> dict[str, Any]:
         with escrow.agent.store.transaction(escrow.now) as tx:
             repo.add_proofs(tx, mint, [p for p in proofs if p.secret in new], "restore")
         found[mint] = sum(p.amount for p in proofs if p.secret in new)
-    return {"restored": found, "balances": escrow.balances()}
+    return {"restored": found, "found_spent": gone, "balances": escrow.balances()}
+
+
+async def _reconcile(escrow: Escrow, cw: Any, mint: str) -> int:
+    """Mark spent what the ledger holds unspent at `mint` but the mint says is spent (NUT-07);
+    the sum so marked."""
+    held = repo.unspent(escrow.agent.store, mint)
+    if not held:
+        return 0
+    states = await cw.states(held)
+    spent = [p for p, s in zip(held, states, strict=True) if s["state"] == "spent"]
+    if spent:
+        with escrow.agent.store.transaction(escrow.now) as tx:
+            repo.spend_proofs(tx, spent)
+    return sum(p.amount for p in spent)
 
 
 async def settle(escrow: Escrow) -> list[dict[str, Any]]:
@@ -248,13 +270,25 @@ async def settle(escrow: Escrow) -> list[dict[str, Any]]:
     done = []
     store = escrow.agent.store
     for quote, record in repo.records(store, QUOTE).items():
-        if record.get("state") != "claimed" and normalize(record["mint"]) in escrow.mints:
-            with contextlib.suppress(HiveError):  # the mint is down: next time
-                cw = await escrow.wallet(record["mint"])
-                if await ln.mint_quote_state(cw, quote) != "unpaid":
+        if record.get("state") != "unpaid" or normalize(record["mint"]) not in escrow.mints:
+            continue
+        if escrow.now - int(record.get("issued_at", 0)) > QUOTE_WATCH_S:
+            _mark(escrow, quote, record, "expired")  # (`escrow invoice --claim` still can)
+            continue
+        with contextlib.suppress(HiveError):  # the mint is down: next time
+            cw = await escrow.wallet(record["mint"])
+            if await ln.mint_quote_state(cw, quote) != "unpaid":
+                try:
                     done.append(await claim(escrow, quote))
+                except MintRefused:  # issued, and not to this wallet: never asked again
+                    _mark(escrow, quote, record, "abandoned")
     for quote, record in repo.records(store, MELT).items():
         if record.get("state") == "pending":
             with contextlib.suppress(HiveError):
                 done.append(await _settle_melt(escrow, quote, record))
     return done
+
+
+def _mark(escrow: Escrow, quote: str, record: dict[str, Any], state: str) -> None:
+    with escrow.agent.store.transaction(escrow.now) as tx:
+        tx.set_kv(QUOTE + quote, {**record, "state": state})
