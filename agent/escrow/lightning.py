@@ -13,6 +13,7 @@ import io
 from typing import Any
 
 from agent.escrow.wallet import CashuWallet, _mint_error, from_cashu, to_cashu
+from agent.store import escrow as repo
 from events.errors import TokenInvalid
 from events.escrow import CashuProof
 
@@ -119,7 +120,7 @@ async def restore_all(cw: CashuWallet) -> list[CashuProof]:
         # the library's own proof table is a scratchpad here (the ledger in our store is the
         # record): emptied first, so what an earlier restore found is found again, not
         # inserted twice (its UNIQUE constraint failed a third restore)
-        await w.db.execute("DELETE FROM proofs", {})
+        await repo.empty_cashu_scratch(w.db)
         with contextlib.redirect_stdout(io.StringIO()):  # the library prints its progress
             for keyset_id in list(w.keysets):
                 await w.restore_tokens_for_keyset(keyset_id, to=2, batch=RESTORE_BATCH)

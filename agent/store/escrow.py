@@ -245,3 +245,9 @@ def fees_earned(db: Db, start: int, end: int, channel: str | None = None) -> int
         sql += " AND (out_channel = ? OR in_channel = ?)"
         args += (channel, channel)
     return int(db.conn.execute(sql, args).fetchone()[0])
+
+
+async def empty_cashu_scratch(cashu_db: Any) -> None:
+    """Empty the cashu library's own proof table (in its wallet database, not ours): a
+    scratchpad for restores — this store's ledger is the record of what the wallet holds."""
+    await cashu_db.execute("DELETE FROM proofs", {})
