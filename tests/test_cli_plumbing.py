@@ -197,7 +197,7 @@ def test_json_and_home_go_anywhere(home, relays) -> None:
     assert json.loads(shown.stdout)["pubkey"] == pub
     missing = run(path, "escrow", "show", "nosuch", "--json")
     assert missing.returncode == 65
-    assert json.loads(missing.stdout)["error"]["code"] == "INVALID_PARAMS"
+    assert json.loads(missing.stdout)["error"]["code"] == "NOT_FOUND"
 
 
 @pytest.mark.parametrize(
@@ -212,10 +212,10 @@ def test_json_and_home_go_anywhere(home, relays) -> None:
         (["--log-level", "loud", "market", "browse"], "USAGE", 64),
         (["rfp", "list", "--log-level", "loud"], "USAGE", 64),
         (["rfp", "post", "--id", "r", "--service", "advisor", "--need", "fees", "--max-price",
-          "-5"], "INVALID_PARAMS", 65),
-        (["escrow", "fund", "ab" * 32, "--credential", "c", "--amount", "100", "--schema",
+          "-5"], "USAGE", 64),
+        (["escrow", "fund", "ab" * 32, "--credential", "c0ffee", "--amount", "100", "--schema",
           "hive:fee-policy/*", "--max-danger", "5"], "MINT_NOT_ALLOWED", 65),
-        (["escrow", "fund", "ab" * 32, "--credential", "c", "--amount", "-1", "--schema",
+        (["escrow", "fund", "ab" * 32, "--credential", "c0ffee", "--amount", "100", "--schema",
           "hive:fee-policy/*", "--max-danger", "5", "--mint", "http://127.0.0.1:1"],
          "MINT_NOT_ALLOWED", 65),
     ],

@@ -142,6 +142,15 @@ def test_a_relay_refusing_a_superseded_relay_list_ends_its_retries(tmp_path: Pat
         relay_lists.build_relay_list(keys, other, other, created_at=newer),
         relay_lists.build_dm_relays(keys, other, created_at=newer),
     )
+    # our older lists, queued as a daemon whose announce raced the other device would queue them
+    now = int(time.time())
+    ours = [
+        relay_lists.build_relay_list(keys, [url], [url], created_at=now),
+        relay_lists.build_dm_relays(keys, [url], created_at=now),
+    ]
+    with Store(a / "agent.sqlite").transaction(now) as tx:
+        for ev in ours:
+            tx.enqueue(ev.id, ev.to_json(), ev.kind, [url], 1, now + 7 * 86400)
     started = time.monotonic()
     ran = hive(a, "run", "--relay", url, "--until-idle", "--timeout", "30")
     assert ran.returncode == 0, ran.stderr

@@ -96,6 +96,10 @@ def _listing_from(args: argparse.Namespace, now: int, base: Listing | None = Non
     fields.update({k: v for k, v in given.items() if v is not None})
     if args.trial_days is not None:
         fields["trial"] = trial(args)
+    if args.days is not None and not 1 <= args.days <= 366:
+        raise InvalidParams(
+            f"--days must be 1 to 366, not {args.days} (re-publish a listing to extend it)"
+        )
     fields["expires_at"] = now + (args.days or 30) * DAY  # published_at: the first time
     listing.require_lifetime(fields["expires_at"], now)
     return validated(lambda: Listing(**fields))
