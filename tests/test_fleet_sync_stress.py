@@ -28,7 +28,7 @@ STRESS = FleetConfig(
     hello_interval_s=10, handshake_retry_s=1.5, handshake_tries=20,
     gossip_gap_s=1, sync_interval_s=2, sync_gap_s=1, sync_join_grace_s=1,
 )  # fmt: skip
-STEP_S = 40  # one step of the scenario on the lossy network (usually 1–5 s)
+STEP_S = 60  # one step of the scenario on the lossy network (usually 1–5 s)
 CONVERGE_S = 60  # every member equal after the heal (usually 5–15 s)
 
 
@@ -60,12 +60,12 @@ async def _hive(f: Fleet) -> None:
     for j in range(1, N):
         await f.admit(0, j)
     await m[0].fleet.vouch(ids[1])  # a lone full member: its vouch suffices
-    await f.settle(limit_s=30)
+    await f.settle(limit_s=60)
     for j, vouchers in ((2, (0, 1)), (3, (0, 1))):  # quorum 2 of 2, then of 3
         for v in vouchers:
             await m[v].fleet.vouch(ids[j])
-        await f.settle(limit_s=30)
-    await f.gossiped(limit_s=30)
+        await f.settle(limit_s=60)
+    await f.gossiped(limit_s=60)
     try:  # the same records and fact sets everywhere (reconciliations may still be open)
         await until(lambda: equal(f, list(range(N))), 30)
     except TimeoutError:
