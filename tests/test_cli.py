@@ -246,12 +246,12 @@ def test_market_cli(tmp_path: Path, relay_url: str) -> None:
 def test_log_lines_from_strangers_are_one_safe_line() -> None:
     import logging
 
-    from agent.cli.main import _SafeLogFormatter
+    from agent.logs import HumanFormatter
 
     record = logging.LogRecord(
         "hive.outbox", logging.WARNING, __file__, 1, "relay %s refused: %s",
         ("ws://x", "blocked: \x1b]0;PWNED\x07\x1b[2J\nerrors  none"), None,
     )  # fmt: skip
-    text = _SafeLogFormatter().format(record)
+    text = HumanFormatter().format(record)
     assert "\x1b" not in text and "\x07" not in text and "\n" not in text
     assert "\\x1b]0;PWNED" in text

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from nostr_sdk import NostrSdkError
+
 from agent.cli.views import pairs, since, table, when
+from events import nip19
 
 
 def npub(pubkey: str) -> str:
     """A hex public key (or `did:nostr:<hex>`) as `npub1… (ab12cd34)`; unchanged if not a key."""
-    import nostr_sdk as sdk
-
     hexkey = pubkey.removeprefix("did:nostr:")
+    if not nip19.is_hex64(hexkey):
+        return pubkey
     try:
-        return f"{sdk.PublicKey.parse(hexkey).to_bech32()} ({hexkey[:8]})"
-    except sdk.NostrSdkError:
+        return f"{nip19.npub(hexkey)} ({hexkey[:8]})"
+    except NostrSdkError:  # 64 hex digits that are no point on the curve
         return pubkey
 
 

@@ -28,7 +28,7 @@ from agent.errors import (
     UsageError,
     exit_code_of,
 )
-from agent.logs import LEVELS, HumanFormatter, configure
+from agent.logs import LEVELS, configure
 from agent.settings import Settings
 from agent.textsafe import for_terminal, inline
 from events.errors import HiveError, Internal, InvalidParams
@@ -91,7 +91,6 @@ def as_typed(exc: BaseException) -> HiveError | None:
     return None
 
 
-_SafeLogFormatter = HumanFormatter  # one-off commands' `level: message` lines
 DAEMONS = {"run", "node"}  # log in logfmt, from info, unless told otherwise
 
 

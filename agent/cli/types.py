@@ -25,24 +25,28 @@ def integer(text: str) -> int:
     return value
 
 
-def positive(text: str) -> float:
-    """A finite number above zero (seconds, hours)."""
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0 or value > 10**9:
+    if not math.isfinite(value) or value > 10**9:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number up to 10^9")
+    return value
+
+
+def positive(text: str) -> float:
+    """A finite number above zero (seconds, hours)."""
+    value = _finite(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
     return value
 
 
 def seconds(text: str) -> float:
     """A finite number of seconds, zero or more (0: do not wait)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0 or value > 10**9:
+    value = _finite(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds, 0 or more")
     return value
 

@@ -125,13 +125,6 @@ async def restore_all(cw: CashuWallet) -> list[CashuProof]:
             for keyset_id in list(w.keysets):
                 await w.restore_tokens_for_keyset(keyset_id, to=2, batch=RESTORE_BATCH)
         held = await get_proofs(db=w.db)
-        if not held:
-            return []
-        reply = await w.check_proof_state(held)
     except Exception as exc:  # noqa: BLE001
         raise _mint_error(exc) from None
-    return [
-        from_cashu(p)
-        for p, s in zip(held, reply.states, strict=True)
-        if _state(s.state) == "unspent"
-    ]
+    return await cw.unspent(held)

@@ -279,14 +279,21 @@ class CashuWallet:
                 if secret not in signed:
                     break
                 found.append(signed[secret])
-            if not found:
-                return []
-            reply = await w.check_proof_state(found)
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        return await self.unspent(found)
+
+    async def unspent(self, proofs: list[Proof]) -> list[CashuProof]:
+        """Those of the library's `proofs` the mint says are unspent (NUT-07), as ours."""
+        if not proofs:
+            return []
+        try:
+            reply = await self.wallet.check_proof_state(proofs)
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
         return [
             from_cashu(p)
-            for p, s in zip(found, reply.states, strict=True)
+            for p, s in zip(proofs, reply.states, strict=True)
             if str(s.state.value).lower() == "unspent"
         ]
 
