@@ -14,6 +14,7 @@ from events.fleet import Message, MsgType
 
 if TYPE_CHECKING:
     from agent.fleet.kernel import FleetKernel
+    from agent.fleet.settlement_rules import MemberInput
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,20 @@ class Presence(Protocol):
 
     def active(self, store: Db, now: int) -> set[str]:
         """Members seen within 24 h."""
+
+
+class Ledger(Protocol):
+    """What each member reported it earned, spent and carried in a settlement period, as this
+    member holds it: the contribution component answers for the kernel (the settlement reads
+    its inputs here; no component reads another's tables)."""
+
+    def inputs(self, store: Db, period: str) -> dict[str, MemberInput]:
+        """Every member's signed report for `period` that this member holds (its own
+        included), as settlement inputs, by node id."""
+
+    def disputes(self, store: Db, period: str) -> list[dict[str, Any]]:
+        """Reports for `period` that disagree with what this node observed on the channels it
+        shares with their author: {node, code, field, reported, observed, reason}."""
 
 
 class FleetComponent:

@@ -35,6 +35,7 @@ from agent.fleet.component import (
     Effects,
     FleetComponent,
     FleetConfig,
+    Ledger,
     Presence,
     Standing,
     short,
@@ -61,7 +62,8 @@ from events.fleet import AckStatus, Message, MsgType
 log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
 __all__ = [
-    "Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Presence", "Standing", "short",
+    "Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Ledger", "Presence", "Standing",
+    "short",
 ]  # fmt: skip
 
 
@@ -86,6 +88,7 @@ class FleetKernel:
         self.lock = anyio.Lock()  # one frame or operator command changes state at a time
         self.standing: Standing | None = None
         self.presence: Presence | None = None
+        self.ledger: Ledger | None = None  # settlement inputs (the contribution component)
         self._components: list[FleetComponent] = []
         self._routes: dict[MsgType, FleetComponent] = {}
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
