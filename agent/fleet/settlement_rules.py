@@ -199,24 +199,26 @@ def split(total: int, weights: dict[str, Fraction]) -> dict[str, int]:
 def match(balances: dict[str, int], min_payment: int) -> tuple[list[Transfer], int]:
     """Payers (balance < 0) by (balance, node) and receivers by (−balance, node), greedily; a
     transfer under `min_payment` is forgiven.  Returns the transfers and the sats forgiven."""
-    payers = [[n, -b] for n, b in sorted(balances.items(), key=lambda kv: (kv[1], kv[0])) if b < 0]
+    payers = [(n, -b) for n, b in sorted(balances.items(), key=lambda kv: (kv[1], kv[0])) if b < 0]
     receivers = [
-        [n, b] for n, b in sorted(balances.items(), key=lambda kv: (-kv[1], kv[0])) if b > 0
+        (n, b) for n, b in sorted(balances.items(), key=lambda kv: (-kv[1], kv[0])) if b > 0
     ]
+    owe = [b for _, b in payers]
+    due = [b for _, b in receivers]
     out: list[Transfer] = []
     forgiven = 0
     i = j = 0
     while i < len(payers) and j < len(receivers):
-        amount = min(payers[i][1], receivers[j][1])
+        amount = min(owe[i], due[j])
         if amount >= min_payment:
-            out.append(Transfer(str(payers[i][0]), str(receivers[j][0]), int(amount)))
+            out.append(Transfer(payers[i][0], receivers[j][0], amount))
         else:
-            forgiven += int(amount)
-        payers[i][1] -= amount
-        receivers[j][1] -= amount
-        if payers[i][1] == 0:
+            forgiven += amount
+        owe[i] -= amount
+        due[j] -= amount
+        if owe[i] == 0:
             i += 1
-        if receivers[j][1] == 0:
+        if due[j] == 0:
             j += 1
     return out, forgiven
 
