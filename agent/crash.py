@@ -23,6 +23,11 @@ POINTS = frozenset(
         "command.after_receipt",  # outcome and receipt committed, receipt not yet sent
         "intent.before_execute",  # a committed intent's action is claimed, not yet run
         "intent.after_execute",  # the action ran on the node, its outcome not yet recorded
+        "settle.before_record",  # an invoice is in hand; the payment is not yet recorded
+        "settle.after_record",  # the payment is recorded as attempted; the node not yet asked
+        "settle.after_pay",  # the node paid; the preimage is not yet recorded
+        "settle.after_preimage",  # the preimage is recorded; EXECUTED not yet queued
+        "settle.after_executed",  # EXECUTED is queued (committed), not yet sent
         "escrow.after_swap",  # the mint swapped a ticket part's proofs; nothing recorded yet
     }
 )

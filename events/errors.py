@@ -342,6 +342,42 @@ class InvalidTransition(HiveError):
     prefix = "invalid"
 
 
+class SettlementConflict(HiveError):
+    """Raised when a second, different settlement proposal arrives for a period that has one."""
+
+    code = "SETTLEMENT_CONFLICT"
+    detail = "this period has another settlement proposal already"
+    prefix = "blocked"
+
+
+class SettlementMismatch(HiveError):
+    """Raised when a settlement frame does not match the plan it names: a plan hash that its
+    own inputs do not give, a vote for another period or an unknown plan, a payment the plan
+    does not assign."""
+
+    code = "SETTLEMENT_MISMATCH"
+    detail = "the settlement frame does not match the plan"
+    prefix = "invalid"
+
+
+class SettlementDisputed(HiveError):
+    """Raised (and sent as a member's refusal to agree) when this node disputes a member's
+    report for the period: its figures disagree with what this node observed."""
+
+    code = "SETTLEMENT_DISPUTED"
+    detail = "a member's report for the period is disputed"
+    prefix = "blocked"
+
+
+class BadPreimage(HiveError):
+    """Raised when a settlement payment's preimage does not hash to the invoice's payment
+    hash (no proof of payment)."""
+
+    code = "BAD_PREIMAGE"
+    detail = "the preimage does not match the payment hash"
+    prefix = "invalid"
+
+
 # --- escrow (Cashu) ---------------------------------------------------------------------------
 
 

@@ -48,6 +48,12 @@ class FleetConfig:
     bridge_interval_s: int = 60  # zero-fee routing among members is checked this often
     market_share_cap_pct: int = 20  # the planner keeps the fleet's share of a node within this
     member_fee_zero: int = 1  # 1: members route to each other at zero fee (0: left alone)
+    settlement_grace_s: int = 3_600  # a week is proposed this long after it ended (reports
+    # arrive meanwhile); the next proposer in rank waits one grace more
+    settlement_rebroadcast_s: int = 14_400  # PROPOSE/READY sent again until executed
+    settlement_check_s: int = 30  # the proposer's and the votes' checks run this often
+    settlement_retry_s: float = 60.0  # a failed payment is retried: base·2ⁿ, capped
+    settlement_retry_cap_s: float = 3_600.0
 
 
 def short(node_id: str) -> str:

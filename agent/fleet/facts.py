@@ -12,7 +12,8 @@ the same things hold the same set:
 - the join and the promotions of each member still active (the departed are gone from it);
 - every ban in force;
 - leaves for a week (a member away longer learns of them from its peers' views later);
-- intents and their commits, aborts and ends for an hour (no lock lives longer).
+- intents and their commits, aborts and ends for an hour (no lock lives longer);
+- settlement proposals, each member's latest vote and the payments executed, for five weeks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ STATE_FRESH_S = 3_000
 LEFT_KEEP_S = 7 * 86_400
 INTENT_KEEP_S = 3_600  # an intent lives at most an hour: its frames leave the set then
 INTENT_KINDS = {"intent", "intent_commit", "intent_end"}
+SETTLEMENT_KEEP_S = 35 * 86_400  # a period is settled within a week or two of its end
+SETTLEMENT_KINDS = {"settle_propose", "settle_ready", "settle_executed"}
 
 
 class FactKind(StrEnum):
@@ -39,6 +42,9 @@ class FactKind(StrEnum):
     INTENT = "intent"
     INTENT_COMMIT = "intent_commit"
     INTENT_END = "intent_end"
+    SETTLE_PROPOSE = "settle_propose"
+    SETTLE_READY = "settle_ready"
+    SETTLE_EXECUTED = "settle_executed"
 
 
 def record(
@@ -76,6 +82,11 @@ def expire_intents(tx: Tx, now: int) -> int:
     return rows.drop(tx, INTENT_KINDS, before=now - INTENT_KEEP_S)
 
 
+def expire_settlement(tx: Tx, now: int) -> int:
+    """Settlement frames leave the set five weeks after they were made."""
+    return rows.drop(tx, SETTLEMENT_KINDS, before=now - SETTLEMENT_KEEP_S)
+
+
 def items(db: Db, now: int) -> list[tuple[int, bytes]]:
     """The set reconciled with peers at `now`: (timestamp, 32-byte id) per fact."""
     out = []
@@ -85,6 +96,8 @@ def items(db: Db, now: int) -> list[tuple[int, bytes]]:
         if kind == FactKind.LEFT and ts < now - LEFT_KEEP_S:
             continue
         if kind in INTENT_KINDS and ts < now - INTENT_KEEP_S:
+            continue
+        if kind in SETTLEMENT_KINDS and ts < now - SETTLEMENT_KEEP_S:
             continue
         out.append((ts, bytes.fromhex(fid)))
     return out

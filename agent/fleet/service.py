@@ -22,11 +22,12 @@ from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
 from agent.fleet.intent_exec import Executor, GovernedExecutor, NodeExecutor
 from agent.fleet.intents import IntentPolicy, Intents
-from agent.fleet.kernel import FleetConfig, FleetKernel
+from agent.fleet.kernel import FleetConfig, FleetKernel, Ledger
 from agent.fleet.membership import Membership
 from agent.fleet.planner_model import PlannerConfig
 from agent.fleet.planner_view import as_json, render
 from agent.fleet.planning import Planning
+from agent.fleet.settlement import Settlement
 from agent.fleet.sync import Sync
 from agent.node.backend import NodeBackend
 from agent.node.models import NodeEvent
@@ -52,6 +53,7 @@ class FleetService:
         intent_policy: IntentPolicy | None = None,
         governed: bool = False,
         planner: PlannerConfig | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.kernel = FleetKernel(node, store, keys, clock=clock, config=config)
         self.handshake = Handshake()
@@ -69,8 +71,12 @@ class FleetService:
             executor or NodeExecutor(node, propose_ban=self._propose_ban), intent_policy
         )
         self.planning = Planning(self.intend, planner)
+        # weekly settlement; its inputs come from `ledger` if given, else from the kernel's
+        # Ledger port (the contribution component)
+        self.settlement = Settlement(ledger)
         parts = (
             self.handshake, self.membership, self.gossip, self.sync, self.intents, self.planning,
+            self.settlement,
         )  # fmt: skip
         for component in parts:
             self.kernel.register(component)
@@ -145,6 +151,18 @@ class FleetService:
             out["text"] = render(current)
         return out
 
+    def settlement_view(self, period: str | None = None) -> dict[str, Any]:
+        """A period's settlement: the plan with every input and its arithmetic, the votes,
+        the state and the payments (default: the latest period proposed)."""
+        return self.settlement.view(period)
+
+    async def settlement_execute(
+        self, period: str | None = None, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Propose now (if nothing was and this node may), or pay this node's assignments
+        once a majority agreed; `dry_run` shows what would be done."""
+        return await self.settlement.execute(period, dry_run)
+
     async def _propose_ban(self, target: str) -> dict[str, Any]:
         return await self.membership.ban(target, "proposed under an intent lock")
 
@@ -189,6 +207,7 @@ class FleetService:
             "sync": self.sync.summary(),
             "intents": self.intents.summary(),
             "planner": self.planning.summary(),
+            "settlement": self.settlement.summary(),
             "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }

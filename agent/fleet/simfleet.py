@@ -6,6 +6,7 @@ from the files alone."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import anyio.lowlevel
 import nostr_sdk as sdk
 
 from agent.clock import Clock
+from agent.fleet.component import Ledger
 from agent.fleet.planner_model import PlannerConfig
 from agent.fleet.service import FleetConfig, FleetService
 from agent.node.sim import Network
@@ -38,8 +40,12 @@ class SimMember:
         config: FleetConfig | None = None,
         governed: bool = False,
         planner: PlannerConfig | None = None,
+        ledger: Ledger | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.net, self.node_id, self.home = net, node_id, home
+        self.ledger = ledger  # settlement inputs (None: the kernel's own Ledger port)
+        self.on_change = on_change  # after every change to the node (e.g. to persist it)
         self.clock, self.config = clock, config
         self.governed, self.planner = governed, planner  # (FleetService's, as named there)
         self.service: FleetService | None = None
@@ -57,10 +63,10 @@ class SimMember:
     async def start(self, tg: anyio.abc.TaskGroup) -> FleetService:
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.home / "fleet.sqlite")
-        backend = SimBackend(self.net, self.node_id)
+        backend = SimBackend(self.net, self.node_id, self.on_change or (lambda: None))
         service = FleetService(
             backend, self.store, sim_keys(self.net, self.node_id), clock=self.clock,
-            config=self.config, governed=self.governed, planner=self.planner,
+            config=self.config, governed=self.governed, planner=self.planner, ledger=self.ledger,
         )  # fmt: skip
         events = backend.events()  # listening before the links come back
         ready = anyio.Event()

@@ -67,6 +67,16 @@ class NodeBackend(Protocol):
 
     async def find_rebalance(self, label: str) -> Payment | None: ...
 
+    async def find_payment(self, payment_hash: str) -> Payment | None:
+        """A payment this node made to `payment_hash` that completed (with its preimage), or
+        None (never made, or failed): what a payer asks after a restart before paying again."""
+        ...
+
+    async def find_invoice(self, label: str) -> Invoice | None:
+        """The invoice this node issued under `label`, or None: an invoice asked for again is
+        the same one."""
+        ...
+
     async def invoice_amount_msat(self, bolt11: str) -> int:
         """The amount an invoice asks for (decoded by the node)."""
         ...

@@ -323,6 +323,27 @@ class CLNBackend:
             hops=0,
         )
 
+    async def find_payment(self, payment_hash: str) -> Payment | None:  # listpays
+        pays = (await self.call("listpays", payment_hash=payment_hash)).get("pays", [])
+        done = [p for p in pays if p.get("status") == "complete"]
+        if not done:
+            return None
+        p = done[0]
+        amount = int(p.get("amount_msat", 0))
+        sent = int(p.get("amount_sent_msat", amount))
+        return Payment(
+            payment_hash=payment_hash, preimage=p.get("preimage", ""), amount_msat=amount,
+            fee_msat=max(0, sent - amount), hops=0,
+        )  # fmt: skip
+
+    async def find_invoice(self, label: str) -> Invoice | None:  # listinvoices
+        found = (await self.call("listinvoices", label=label)).get("invoices", [])
+        if not found:
+            return None
+        inv = found[0]
+        amount = int(inv.get("amount_msat", 0))
+        return Invoice(bolt11=inv["bolt11"], payment_hash=inv["payment_hash"], amount_msat=amount)
+
     async def invoice_amount_msat(self, bolt11: str) -> int:  # decode
         return int((await self.call("decode", string=bolt11))["amount_msat"])
 

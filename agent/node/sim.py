@@ -198,7 +198,9 @@ class Network(PeerNetwork):
             raise InvalidParams("this invoice is already paid")
         payment = self._route_and_send(payer, payee, amount, payment_hash, max_fee_msat, set())
         target.invoices[payment_hash] = (preimage, amount, True)
-        return payment.model_copy(update={"preimage": preimage})
+        made = payment.model_copy(update={"preimage": preimage})
+        self.node(payer).payments[payment_hash] = made  # (remembered: `find_payment`)
+        return made
 
     def rebalance(
         self,

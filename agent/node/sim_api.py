@@ -254,9 +254,19 @@ class SimLightningd:
                     "amount_msat": amount,
                     "amount_received_msat": amount if paid else 0,
                     "payment_preimage": preimage if paid else None,
+                    "bolt11": f"lnsim1{amount}x{self.me}x{payment_hash}",
                 }
             ]
         }
+
+    def rpc_listpays(self, p: dict[str, Any]) -> dict[str, Any]:
+        paid = self.net.node(self.me).payments.get(str(p.get("payment_hash", "")))
+        if paid is None:
+            return {"pays": []}
+        return {"pays": [{
+            "payment_hash": paid.payment_hash, "status": "complete", "preimage": paid.preimage,
+            "amount_msat": paid.amount_msat, "amount_sent_msat": paid.amount_msat + paid.fee_msat,
+        }]}  # fmt: skip
 
     def rpc_pay(self, p: dict[str, Any]) -> dict[str, Any]:
         maxfee = p.get("maxfee")

@@ -39,6 +39,7 @@ class SimNode:
     )  # hash -> preimage, msat, paid
     labels: dict[str, str] = field(default_factory=dict)  # invoice label -> payment hash
     rebalances: dict[str, Payment] = field(default_factory=dict)  # label -> completed rebalance
+    payments: dict[str, Payment] = field(default_factory=dict)  # hash -> a payment it made
 
 
 @dataclass(order=True)

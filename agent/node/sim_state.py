@@ -43,6 +43,7 @@ def dump(net: Network) -> dict[str, Any]:
                 "invoices": {h: list(v) for h, v in n.invoices.items()},
                 "labels": n.labels,
                 "rebalances": {k: p.model_dump() for k, p in n.rebalances.items()},
+                "payments": {k: p.model_dump() for k, p in n.payments.items()},
             }
             for n in net.nodes.values()
         ],
@@ -83,6 +84,7 @@ def restore(data: dict[str, Any], clock: Callable[[], float]) -> Network:
         node.invoices = {h: (v[0], v[1], v[2]) for h, v in n["invoices"].items()}
         node.labels = dict(n["labels"])
         node.rebalances = {k: Payment.model_validate(p) for k, p in n["rebalances"].items()}
+        node.payments = {k: Payment.model_validate(p) for k, p in n.get("payments", {}).items()}
         net.nodes[node.id] = node
     for c in data["channels"]:
         policy = {k: FeePolicy.model_validate(p) for k, p in c["policy"].items()}

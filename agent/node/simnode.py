@@ -162,6 +162,17 @@ class SimBackend:
     async def find_rebalance(self, label: str) -> Payment | None:
         return self._node.rebalances.get(label)
 
+    async def find_payment(self, payment_hash: str) -> Payment | None:
+        return self._node.payments.get(payment_hash)
+
+    async def find_invoice(self, label: str) -> Invoice | None:
+        payment_hash = self._node.labels.get(label)
+        if payment_hash is None:
+            return None
+        amount = self._node.invoices[payment_hash][1]
+        bolt11 = f"lnsim1{amount}x{self.node_id}x{payment_hash}"
+        return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount)
+
     async def invoice_amount_msat(self, bolt11: str) -> int:
         return self.network.decode(bolt11)[0]
 

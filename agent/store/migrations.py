@@ -15,6 +15,7 @@ its own entry in SLICES), never to another part's slice.
 from __future__ import annotations
 
 from agent.store.migrations_fleet import FLEET
+from agent.store.migrations_settlement import SETTLEMENT
 
 MIGRATIONS: list[str] = [
     # 1: outbox, inbound dedupe, counters, relay status, cursors, relay lists, first handlers
@@ -488,4 +489,5 @@ SLICES: dict[str, list[str]] = {
     "advisory": [],
     "escrow": [],
     "fleet": FLEET,
+    "settlement": SETTLEMENT,
 }

@@ -18,6 +18,13 @@ from events.fleet.membership import (
     Vouch,
     Welcome,
 )
+from events.fleet.settlement import (
+    SettlementExecuted,
+    SettlementInvoice,
+    SettlementInvoiceRequest,
+    SettlementPropose,
+    SettlementReady,
+)
 from events.fleet.sync import StateHash, Sync
 from events.fleet.wire import Body, MsgType
 
@@ -42,4 +49,9 @@ BODIES: dict[MsgType, type[Body]] = {
     MsgType.INTENT_ABORT: IntentAbort,
     MsgType.INTENT_COMMIT: IntentCommit,
     MsgType.INTENT_DONE: IntentDone,
+    MsgType.SETTLEMENT_PROPOSE: SettlementPropose,
+    MsgType.SETTLEMENT_READY: SettlementReady,
+    MsgType.SETTLEMENT_EXECUTED: SettlementExecuted,
+    MsgType.SETTLEMENT_INVOICE_REQUEST: SettlementInvoiceRequest,
+    MsgType.SETTLEMENT_INVOICE: SettlementInvoice,
 }

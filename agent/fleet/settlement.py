@@ -1,0 +1,516 @@
+"""Weekly settlement, a fleet component (DESIGN §7.5; the arithmetic is pure, in
+settlement_rules.py; the payer's side is in settlement_pay.py).
+
+- Once a week (`YYYY-WW`, UTC) has ended and a grace has passed, the member ranked first by
+  sha256(period‖node) among the plan's members computes the plan from the inputs the
+  `Ledger` port holds (kernel.ledger: every member's signed report) and sends PROPOSE to
+  every member; the next in rank does so after one more grace if none came.
+- Each member recomputes the plan from ITS inputs: the same plan hash → READY agree; another
+  → READY disagree with its own hashes and inputs (said, counted, logged); a disputed report
+  for the period → no agreement (SETTLEMENT_DISPUTED).  One proposal per period: another
+  plan for the same period is refused (SETTLEMENT_CONFLICT); the same plan again is fine.
+- A majority (n // 2 + 1 of the plan's members, the proposer's own vote included) agreeing on
+  the same plan hash lets each payer pay exactly its own assignments (settlement_pay.py) and
+  report SETTLEMENT_EXECUTED with the preimages, which every member checks.
+- Our PROPOSE (if ours) and READY are sent again, freshly signed, every
+  `settlement_rebroadcast_s` until the period is executed; a member whose vote disagreed
+  recomputes then (its missing reports may have arrived) and may agree.
+- PROPOSE, READY and EXECUTED are facts (agent/fleet/facts.py).  Weeks without net fees are
+  skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import anyio
+
+from agent.fleet import facts, roster
+from agent.fleet import settlement_rules as rules
+from agent.fleet.component import Effects, FleetComponent, Ledger
+from agent.fleet.facts import FactKind
+from agent.fleet.settlement_pay import Payments, inputs_of
+from agent.fleet.settlement_rules import MemberInput, Plan
+from agent.store import fleet as db
+from agent.store import settlement as sdb
+from agent.store.db import Db, Tx
+from agent.store.settlement import PeriodRow, Vote
+from events.errors import (
+    BadPreimage,
+    HiveError,
+    InvalidParams,
+    InvalidPayload,
+    NotFound,
+    SettlementConflict,
+    SettlementDisputed,
+    SettlementMismatch,
+    Unauthorized,
+)
+from events.fleet import Message, MsgType
+from events.fleet.settlement import (
+    InputBody,
+    SettlementExecuted,
+    SettlementPropose,
+    SettlementReady,
+    TransferBody,
+)
+
+log = logging.getLogger("hive.fleet.settlement")
+OPEN = ("proposed", "agreed")
+
+
+def rank(period: str, nodes: list[str]) -> list[str]:
+    """The order in which members may propose `period`'s plan: by sha256(period‖node)."""
+    return sorted(nodes, key=lambda n: (hashlib.sha256(f"{period}{n}".encode()).digest(), n))
+
+
+def need(members: int) -> int:
+    """Votes that make a majority of `members`."""
+    return members // 2 + 1
+
+
+def input_body(m: MemberInput) -> InputBody:
+    return InputBody(
+        node=m.node, fees_sat=m.fees_sat, rebalance_costs_sat=m.rebalance_costs_sat,
+        capacity_sat=m.capacity_sat, forwards_msat=m.forwards_msat, uptime_pct=m.uptime_pct,
+    )  # fmt: skip
+
+
+class Settlement(FleetComponent):
+    owns = frozenset({
+        MsgType.SETTLEMENT_PROPOSE, MsgType.SETTLEMENT_READY, MsgType.SETTLEMENT_EXECUTED,
+        MsgType.SETTLEMENT_INVOICE_REQUEST, MsgType.SETTLEMENT_INVOICE,
+    })  # fmt: skip
+    facts = frozenset(
+        {MsgType.SETTLEMENT_PROPOSE, MsgType.SETTLEMENT_READY, MsgType.SETTLEMENT_EXECUTED}
+    )
+
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        self._ledger = ledger
+        self.counts: dict[str, int] = {}
+        self.payments = Payments(self)
+        self._plans: dict[str, Plan] = {}  # plan hash → plan (recomputing is not free)
+        self._checked = -(10**9)
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The ledger given to this component, else the kernel's (the contribution
+        component's)."""
+        return self._ledger if self._ledger is not None else self.kernel.ledger
+
+    def tally(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def plan_of(self, row: PeriodRow) -> Plan:
+        plan = self._plans.get(row.plan_hash)
+        if plan is None:
+            plan = rules.compute_plan(row.period, [MemberInput(**d) for d in row.inputs])
+            if len(self._plans) > 64:
+                self._plans.clear()
+            self._plans[row.plan_hash] = plan
+        return plan
+
+    def own_plan(self, store: Db, period: str) -> Plan | None:
+        """The plan this node computes for `period` from the inputs it holds (None: no
+        ledger or no inputs)."""
+        ledger = self.ledger
+        if ledger is None:
+            return None
+        held = ledger.inputs(store, period)
+        return rules.compute_plan(period, list(held.values())) if held else None
+
+    # --- proposing ---------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        k = self.kernel
+        now = k.clock.now()
+        if now - self._checked >= k.config.settlement_check_s and db.hive(k.store) is not None:
+            self._checked = now
+            await self._propose_due(now)
+            await self._refresh(now)
+        await self.payments.tick()
+
+    async def _propose_due(self, now: int) -> None:
+        k = self.kernel
+        period = rules.previous_period(rules.period_of(now))
+        end = rules.period_bounds(period)[1]
+        grace = k.config.settlement_grace_s
+        if now < end + grace or sdb.period(k.store, period) is not None:
+            return
+        plan = self.own_plan(k.store, period)
+        if plan is None or k.me not in plan.shares:
+            return
+        if plan.empty:
+            self.tally(f"skipped:{period}")
+            return
+        order = rank(period, list(plan.shares))
+        if now < end + grace * (1 + order.index(k.me)):
+            return  # (another member proposes first)
+        ledger = self.ledger
+        if ledger is not None and ledger.disputes(k.store, period):
+            return  # (we would not agree to it ourselves: the next in rank may)
+        await self.propose(plan)
+
+    async def propose(self, plan: Plan) -> None:
+        """Send PROPOSE for `plan` to every member (applied here first, with our READY)."""
+        k = self.kernel
+        h = roster.current_hive(k.store)
+        body = SettlementPropose(
+            period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
+            total_sat=plan.total_sat, member_count=len(plan.members),
+            inputs=[input_body(m) for m in plan.members],
+            payments=[
+                TransferBody(payer=p.payer, receiver=p.receiver, amount_sat=p.amount_sat)
+                for p in plan.payments
+            ],
+        )  # fmt: skip
+        async with k.lock:
+            if sdb.period(k.store, plan.period) is not None:
+                return
+            fx = await k.originate(h.hive_id, MsgType.SETTLEMENT_PROPOSE, body, self._others)
+        self.tally("proposed")
+        log.info("fleet: settlement %s proposed (%s sat)", plan.period, plan.total_sat)
+        await k.after(fx)
+
+    def _others(self, tx: Tx) -> list[str]:
+        return [m.node_id for m in db.members(tx) if m.node_id != self.kernel.me]
+
+    async def _refresh(self, now: int) -> None:
+        """Send our READY again (and our PROPOSE) for every open period when due, and change
+        a vote that disagreed if our inputs now give the proposed plan."""
+        k = self.kernel
+        h = db.hive(k.store)
+        if h is None:
+            return
+        for row in sdb.periods(k.store, OPEN, limit=10):
+            mine = {v.voter: v for v in sdb.votes(k.store, row.period)}.get(k.me)
+            due = now >= row.broadcast_at + k.config.settlement_rebroadcast_s
+            if not due and mine is not None and mine.agree:
+                continue
+            async with k.lock:
+                fx = Effects()
+                with k.store.transaction(k.clock.now()) as tx:
+                    fresh = sdb.period(tx, row.period)
+                    if fresh is None or fresh.state not in OPEN:
+                        continue
+                    agree = self._vote(tx, fresh, h.hive_id, fx, only_if_changed=not due)
+                    if due:
+                        if fresh.proposer == k.me:
+                            self._resend_proposal(tx, fresh, h.hive_id, fx)
+                        sdb.broadcast(tx, fresh.period)
+                    if agree:
+                        self._count(tx, fresh)
+            await k.after(fx)
+
+    def _resend_proposal(self, tx: Tx, row: PeriodRow, hive: str, fx: Effects) -> None:
+        plan = self.plan_of(row)
+        body = SettlementPropose(
+            period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
+            total_sat=plan.total_sat, member_count=len(plan.members),
+            inputs=[input_body(m) for m in plan.members],
+            payments=[
+                TransferBody(payer=p.payer, receiver=p.receiver, amount_sat=p.amount_sat)
+                for p in plan.payments
+            ],
+        )  # fmt: skip
+        self.kernel.enqueue(tx, self._others(tx), MsgType.SETTLEMENT_PROPOSE, body, hive, fx)
+
+    # --- frames ------------------------------------------------------------------------------
+
+    async def prepare(self, peer: str, msg: Message) -> Any:
+        if msg.type == MsgType.SETTLEMENT_INVOICE_REQUEST:
+            return await self.payments.issue(msg)
+        return None
+
+    def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
+        roster.active_member(tx, msg.node, msg.sender_key)
+        if msg.type == MsgType.SETTLEMENT_PROPOSE:
+            self._on_propose(tx, msg, fx)
+        elif msg.type == MsgType.SETTLEMENT_READY:
+            self._on_ready(tx, msg)
+        elif msg.type == MsgType.SETTLEMENT_EXECUTED:
+            self._on_executed(tx, msg)
+        elif msg.type == MsgType.SETTLEMENT_INVOICE_REQUEST:
+            self.payments.on_request(tx, msg, prepared, fx)
+        else:
+            self.payments.on_invoice(tx, msg)
+
+    def on_refused(self, peer: str, msg: Message, err: HiveError) -> None:
+        self.tally(f"refused:{err.code}")
+        log.info("fleet: refused %s from %s: %s", msg.type.name, peer[:12], err.code)
+
+    def _on_propose(self, tx: Tx, msg: Message, fx: Effects) -> None:
+        body = msg.body_as(SettlementPropose)
+        try:
+            end = rules.period_bounds(body.period)[1]
+        except InvalidParams as err:
+            raise InvalidPayload(err.message) from None
+        if msg.ts < end:
+            raise InvalidPayload(f"{body.period} had not ended when it was proposed")
+        plan = _recompute(body)
+        if msg.node not in plan.shares:
+            raise SettlementMismatch("the proposer is not a member of its own plan")
+        held = sdb.period(tx, body.period)
+        if held is not None:
+            if held.plan_hash != body.plan_hash:
+                raise SettlementConflict(
+                    f"{body.period} has proposal {held.plan_hash[:12]}… already"
+                )
+            return  # (the same plan again: a rebroadcast, a fallback proposer, a copy)
+        row = PeriodRow(
+            body.period, plan.plan_hash, plan.data_hash, msg.node, plan.total_sat,
+            [b.model_dump() for b in body.inputs], "proposed", msg.raw, tx.now, None, tx.now,
+        )  # fmt: skip
+        sdb.put_period(tx, row)
+        self._plans[plan.plan_hash] = plan
+        facts.record(tx, FactKind.SETTLE_PROPOSE, body.period, msg, names=(body.period,))
+        self._vote(tx, row, msg.hive, fx)
+        self._count(tx, row)
+
+    def _vote(
+        self, tx: Tx, row: PeriodRow, hive: str, fx: Effects, *, only_if_changed: bool = False
+    ) -> bool:
+        """Our verdict on the period's proposal, sent to every member as READY (with
+        `only_if_changed`: only if it differs from the vote we sent).  True if we agree."""
+        k = self.kernel
+        body = self._verdict(tx, row)
+        held = {v.voter: v for v in sdb.votes(tx, row.period)}.get(k.me)
+        if only_if_changed and held is not None and held.agree == body.agree:
+            return body.agree
+        msg = k.enqueue(tx, self._others(tx), MsgType.SETTLEMENT_READY, body, hive, fx)
+        db.claim(tx, k.me, msg.id, tx.now)
+        self._keep_vote(tx, msg, body)
+        self.tally("agreed" if body.agree else f"disagreed:{body.code}")
+        return body.agree
+
+    def _verdict(self, tx: Tx, row: PeriodRow) -> SettlementReady:
+        ledger = self.ledger
+        base = {"period": row.period, "plan_hash": row.plan_hash}
+        if ledger is None:
+            return SettlementReady(
+                **base, agree=False, code="NOT_IMPLEMENTED", message="no ledger here"
+            )
+        disputes = ledger.disputes(tx, row.period)
+        if disputes:
+            who = sorted({str(d.get("node", ""))[:12] for d in disputes})
+            return SettlementReady(
+                **base, agree=False, code=SettlementDisputed.code,
+                message=f"disputed reports of {', '.join(who)}"[:280],
+            )  # fmt: skip
+        held = ledger.inputs(tx, row.period)
+        own = rules.compute_plan(row.period, list(held.values())) if held else None
+        if own is not None and own.plan_hash == row.plan_hash:
+            return SettlementReady(**base, agree=True)
+        log.info(
+            "fleet: settlement %s: our inputs give plan %s, not the proposed %s",
+            row.period, own.plan_hash[:12] if own else "none", row.plan_hash[:12],
+        )  # fmt: skip
+        return SettlementReady(
+            **base, agree=False, code=SettlementMismatch.code,
+            message=f"our {len(held)} input(s) give another plan",
+            own_plan_hash=own.plan_hash if own else None,
+            own_data_hash=own.data_hash if own else None,
+            inputs=[input_body(m) for m in sorted(held.values())][:200],
+        )  # fmt: skip
+
+    def _keep_vote(self, tx: Tx, msg: Message, body: SettlementReady) -> None:
+        vote = Vote(msg.node, body.plan_hash, body.agree, body.code, body.own_plan_hash or "",
+                    msg.ts)  # fmt: skip
+        if sdb.put_vote(tx, body.period, vote):
+            subject = f"{body.period}:{msg.node}"
+            facts.record(tx, FactKind.SETTLE_READY, subject, msg, single=True)
+
+    def _on_ready(self, tx: Tx, msg: Message) -> None:
+        body = msg.body_as(SettlementReady)
+        if body.agree and (body.code or body.own_plan_hash):
+            raise InvalidPayload("an agreeing READY carries no refusal")
+        held = sdb.period(tx, body.period)
+        if held is None or held.plan_hash != body.plan_hash:
+            other = sdb.by_plan(tx, body.plan_hash)
+            if other is not None and other.period != body.period:
+                raise SettlementMismatch(
+                    f"plan {body.plan_hash[:12]}… is {other.period}'s, not {body.period}'s"
+                )
+            if held is not None:
+                raise SettlementMismatch(
+                    f"plan {body.plan_hash[:12]}… is not {body.period}'s proposal"
+                )
+            raise NotFound(f"no proposal for {body.period} is known here (yet)")
+        self._keep_vote(tx, msg, body)
+        if not body.agree:
+            self.tally(f"heard_disagree:{body.code or 'NO'}")
+            log.info(
+                "fleet: %s does not agree to settlement %s: %s %s", msg.node[:12], body.period,
+                body.code, body.message,
+            )  # fmt: skip
+        self._count(tx, held)
+
+    def _count(self, tx: Tx, row: PeriodRow) -> None:
+        """Has a majority of the plan's members agreed?  Then it is agreed, and our own
+        assignments are set up to be paid (if we agreed too)."""
+        fresh = sdb.period(tx, row.period)
+        if fresh is None or fresh.state == "executed":
+            return
+        plan = self.plan_of(fresh)
+        members = set(plan.shares)
+        votes = sdb.votes(tx, fresh.period)
+        agreeing = {v.voter for v in votes if v.agree and v.plan_hash == fresh.plan_hash}
+        if len(agreeing & members) < need(len(members)):
+            return
+        if fresh.state == "proposed":
+            sdb.set_state(tx, fresh.period, "agreed")
+            self.tally("majority")
+            log.info("fleet: settlement %s agreed by %d member(s)", fresh.period, len(agreeing))
+        if self.kernel.me in agreeing:
+            self.payments.ensure(tx, plan)
+        self.kernel.wake()
+
+    def _on_executed(self, tx: Tx, msg: Message) -> None:
+        body = msg.body_as(SettlementExecuted)
+        if body.payer != msg.node:
+            raise Unauthorized("only a payer reports its own payments")
+        held = sdb.period(tx, body.period)
+        if held is None:
+            raise NotFound(f"no proposal for {body.period} is known here (yet)")
+        if held.plan_hash != body.plan_hash:
+            raise SettlementMismatch(f"plan {body.plan_hash[:12]}… is not {body.period}'s")
+        plan = self.plan_of(held)
+        owed = sorted((t.receiver, t.amount_sat) for t in plan.owed_by(body.payer))
+        if sorted((p.receiver, p.amount_sat) for p in body.payments) != owed:
+            raise SettlementMismatch("the payments reported are not the payer's assignments")
+        for p in body.payments:
+            if hashlib.sha256(bytes.fromhex(p.preimage)).hexdigest() != p.payment_hash:
+                raise BadPreimage(f"the preimage for {p.receiver[:12]}… is not the hash's")
+            if p.receiver == self.kernel.me:
+                self.payments.received(tx, body.period, body.payer, p.payment_hash)
+        payments = [p.model_dump() for p in body.payments]
+        if sdb.put_executed(tx, body.period, body.payer, body.plan_hash, payments, msg.ts):
+            names = (body.period, body.payer)
+            facts.record(tx, FactKind.SETTLE_EXECUTED, body.period, msg, names=names)
+        self.check_executed(tx, held)
+
+    def check_executed(self, tx: Tx, row: PeriodRow) -> None:
+        plan = self.plan_of(row)
+        payers = {t.payer for t in plan.payments}
+        if payers <= set(sdb.executed(tx, row.period)) and row.state != "executed":
+            sdb.set_state(tx, row.period, "executed")
+            self.tally("executed")
+            log.info("fleet: settlement %s executed", row.period)
+
+    # --- upkeep and reads --------------------------------------------------------------------
+
+    def housekeeping(self, tx: Tx, now: int) -> None:
+        facts.expire_settlement(tx, now)
+
+    def latest_period(self) -> str:
+        """The most recent period with a proposal, else the last week that ended."""
+        rows = sdb.periods(self.kernel.store, limit=1)
+        if rows:
+            return rows[0].period
+        return rules.previous_period(rules.period_of(self.kernel.clock.now()))
+
+    def view(self, period: str | None = None) -> dict[str, Any]:
+        """The period's plan with every input and its arithmetic, the votes, the state and
+        the payments (`hive-settlement`)."""
+        k = self.kernel
+        name = period or self.latest_period()
+        rules.parse_period(name)
+        row = sdb.period(k.store, name)
+        if row is None:
+            plan = self.own_plan(k.store, name)
+            out: dict[str, Any] = {"period": name, "state": "none", "proposer": None}
+            if plan is not None:
+                out["state"] = "skipped" if plan.empty else "unproposed"
+                out["preview"] = plan.explain()
+                out["proposers"] = rank(name, list(plan.shares))
+            return out
+        plan = self.plan_of(row)
+        votes = sdb.votes(k.store, name)
+        agreeing = [v.voter for v in votes if v.agree and v.plan_hash == row.plan_hash]
+        return {
+            **plan.explain(), "state": row.state, "proposer": row.proposer,
+            "majority": {"need": need(len(plan.shares)), "agreeing": len(agreeing),
+                         "members": len(plan.shares)},
+            "votes": [{"voter": v.voter, "agree": v.agree, "code": v.code,
+                       "own_plan_hash": v.own_plan_hash} for v in votes],
+            "my_payments": [p.to_dict() for p in sdb.pays(k.store, name)],
+            "invoices_issued": [{"payer": i.payer, "amount_sat": i.amount_sat,
+                                 "payment_hash": i.payment_hash, "state": i.state}
+                                for i in sdb.invoices(k.store, name)],
+            "executed": sdb.executed(k.store, name),
+        }  # fmt: skip
+
+    async def execute(self, period: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+        """Operator-triggered: propose now if nothing was (and this node may), or pay this
+        node's own assignments once a majority agreed.  `dry_run`: what would be done."""
+        k = self.kernel
+        name = period or rules.previous_period(rules.period_of(k.clock.now()))
+        rules.parse_period(name)
+        if sdb.period(k.store, name) is None:
+            plan = self._proposable(name)
+            if plan.empty:
+                return {"period": name, "state": "skipped", "action": "none (no net fees)"}
+            if dry_run:
+                owed = [_transfer(t) for t in plan.owed_by(k.me)]
+                return {"period": name, "action": "would propose", "would_pay": owed,
+                        "plan": plan.explain()}  # fmt: skip
+            await self.propose(plan)
+        row = sdb.period(k.store, name)
+        assert row is not None
+        if dry_run:
+            plan = self.plan_of(row)
+            paid = {p.receiver for p in sdb.pays(k.store, name) if p.state == "paid"}
+            todo = [_transfer(t) for t in plan.owed_by(k.me) if t.receiver not in paid]
+            return {"period": name, "state": row.state, "action": "would pay", "would_pay": todo}
+        if row.state == "agreed":
+            with anyio.move_on_after(60):
+                await self.payments.pay_period(name, force=True)
+        return self.view(name)
+
+    def _proposable(self, period: str) -> Plan:
+        k = self.kernel
+        if k.clock.now() < rules.period_bounds(period)[1]:
+            raise InvalidParams(f"{period} has not ended yet")
+        plan = self.own_plan(k.store, period)
+        if plan is None or k.me not in plan.shares:
+            raise NotFound(f"this node holds no settlement inputs for {period} that include it")
+        ledger = self.ledger
+        if ledger is not None and ledger.disputes(k.store, period):
+            raise SettlementDisputed(f"a member's report for {period} is disputed here")
+        return plan
+
+    def summary(self) -> dict[str, Any]:
+        rows = sdb.periods(self.kernel.store, limit=5)
+        return {
+            "periods": {r.period: r.state for r in rows},
+            "ledger": self.ledger is not None,
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+def _recompute(body: SettlementPropose) -> Plan:
+    """The plan the proposal's own inputs give; SETTLEMENT_MISMATCH unless it is the one
+    proposed, to the hash, total, members and payments."""
+    try:
+        plan = rules.compute_plan(body.period, inputs_of(body.inputs))
+    except InvalidParams as err:
+        raise SettlementMismatch(f"the proposal's inputs: {err.message}") from None
+    proposed = [(p.payer, p.receiver, p.amount_sat) for p in body.payments]
+    ours = [(p.payer, p.receiver, p.amount_sat) for p in plan.payments]
+    if (plan.plan_hash, plan.data_hash) != (body.plan_hash, body.data_hash):
+        raise SettlementMismatch(
+            f"the proposal's inputs give plan {plan.plan_hash[:12]}…, not {body.plan_hash[:12]}…"
+        )
+    if (plan.total_sat, len(plan.members), ours) != (
+        body.total_sat, body.member_count, proposed
+    ):  # fmt: skip
+        raise SettlementMismatch("the proposal's total, members or payments are not its plan's")
+    if plan.empty:
+        raise InvalidPayload(f"{body.period} has no net fees: nothing to settle")
+    return plan
+
+
+def _transfer(t: rules.Transfer) -> dict[str, Any]:
+    return {"payer": t.payer, "receiver": t.receiver, "amount_sat": t.amount_sat}
