@@ -68,9 +68,10 @@ ESCROW_POINTS = ["escrow.after_swap"]  # tests/test_escrow_crash.py (a redeem's 
 def test_every_point_is_covered() -> None:
     from tests.test_advisory_crash import COMMAND_POINTS
     from tests.test_intent_plugin import INTENT_POINTS  # (real plugin processes, SIGKILL)
+    from tests.test_settlement_crash import SETTLE_POINTS  # (a fleet process, SIGKILL)
 
     covered = set(OUTBOX_POINTS) | set(INBOUND_POINTS) | set(COMMAND_POINTS) | set(ESCROW_POINTS)
-    covered |= set(INTENT_POINTS)
+    covered |= set(INTENT_POINTS) | set(SETTLE_POINTS)
     assert covered == POINTS
 
 
