@@ -54,7 +54,7 @@ async def main(home: Path, phase: str) -> int:
                 config=SETTLE,
                 ledger=ledgers[i],
                 on_change=journal.save,
-            )  # fmt: skip
+            )
             for i in range(N)
         ]
         for m in members:
