@@ -271,6 +271,24 @@ def hive_expand(plugin: Plugin, node_id: str, amount_sat: Any = None) -> Any:
     return runtime.methods.expand(rpc.node_id(node_id), amount)
 
 
+@plugin.method("hive-settlement")
+def hive_settlement(plugin: Plugin, period: Any = None) -> Any:
+    """Show the weekly settlement of {period} (an ISO week like 2026-49; default: the latest
+    proposed): every member's input, net, weight, share and balance with the formula, the
+    minimum payment and the payments, the votes and the majority, the state (proposed, agreed,
+    executed), this node's payments and the invoices it issued."""
+    return runtime.methods.settlement(None if period is None else rpc.period(period))
+
+
+@plugin.method("hive-settlement-execute")
+def hive_settlement_execute(plugin: Plugin, period: Any = None, dry_run: bool = False) -> Any:
+    """Settle {period} now (default: the last week that ended): propose its plan if nobody
+    has, or pay this node's own assignments once a majority of members agreed; with {dry_run}
+    true, only say what would be proposed or paid."""
+    name = None if period is None else rpc.period(period)
+    return runtime.methods.settlement_execute(name, rpc.flag(dry_run, "dry_run"))
+
+
 @plugin.method("hive-pending")
 def hive_pending(plugin: Plugin) -> Any:
     """List advisor commands waiting for the operator's approval."""

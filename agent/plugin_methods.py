@@ -174,6 +174,14 @@ class HiveMethods:
     def expand(self, node_id: str, amount_sat: int | None) -> Deferred:
         return self._with_fleet(lambda fleet: fleet.expand(node_id, amount_sat))
 
+    # --- weekly settlement -------------------------------------------------------------------
+
+    def settlement(self, period: str | None) -> Deferred:
+        return self._with_fleet(lambda fleet: _ready(fleet.settlement_view(period)))
+
+    def settlement_execute(self, period: str | None, dry_run: bool) -> Deferred:
+        return self._with_fleet(lambda fleet: fleet.settlement_execute(period, dry_run))
+
 
 async def _ready(value: dict[str, Any]) -> dict[str, Any]:
     return value

@@ -184,6 +184,16 @@ def words(value: Any, name: str, max_items: int = 32) -> list[str]:
     return [item for item in out if item]
 
 
+def period(value: Any, name: str = "period") -> str:
+    """A settlement period: an ISO week `YYYY-WW` that exists (InvalidParams otherwise)."""
+    from agent.fleet.settlement_rules import parse_period
+
+    if not isinstance(value, str):
+        raise InvalidParams(f"{name} must be an ISO week like 2026-49")
+    year, week = parse_period(value)
+    return f"{year:04d}-{week:02d}"
+
+
 def hex_id(value: Any, name: str, *, min_len: int = 6, max_len: int = 64) -> str:
     if not isinstance(value, str) or not re.fullmatch(
         rf"[0-9a-f]{{{min_len},{max_len}}}", value.lower()

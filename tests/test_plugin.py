@@ -38,7 +38,8 @@ from tests.node_scenario import ring, scenario
 HIVE_METHODS = [
     "hive-status", "hive-members", "hive-genesis", "hive-invite", "hive-join", "hive-leave",
     "hive-vouch", "hive-ban", "hive-topology", "hive-pending", "hive-approve", "hive-reject",
-    "hive-confirm", "hive-grant", "hive-revoke", "hive-credentials",
+    "hive-confirm", "hive-grant", "hive-revoke", "hive-credentials", "hive-settlement",
+    "hive-settlement-execute",
 ]  # fmt: skip
 
 
