@@ -86,6 +86,13 @@ class Settlement(FleetComponent):
     facts = frozenset(
         {MsgType.SETTLEMENT_PROPOSE, MsgType.SETTLEMENT_READY, MsgType.SETTLEMENT_EXECUTED}
     )
+    # committed without an fsync: a proposal or vote lost to a power failure is sent again
+    # (rebroadcast, anti-entropy), an invoice is found again by its label and a lost answer
+    # asked for again; only EXECUTED (the payments' proofs) is fsynced
+    light = frozenset({
+        MsgType.SETTLEMENT_PROPOSE, MsgType.SETTLEMENT_READY,
+        MsgType.SETTLEMENT_INVOICE_REQUEST, MsgType.SETTLEMENT_INVOICE,
+    })  # fmt: skip
 
     def __init__(self, ledger: Ledger | None = None) -> None:
         self._ledger = ledger
