@@ -55,6 +55,9 @@ def test_demo_story_as_json() -> None:
     assert bridge["mode"] == "own_fees" and bridge["member_channels"] == 3
     assert bridge["member_fees_zero"] is True and bridge["outsider_fees_kept"] is True
     assert all(f["ppm"] > 0 for f in bridge["outsider_fees"].values())
+    settled = report["settlement"]
+    assert settled["state"] == "executed" and settled["conserved"] is True
+    assert sum(settled["moved_sat"].values()) == 0 and any(settled["moved_sat"].values())
     delivered = report["relay_restart"]["delivered"]
     assert delivered == [f"fee review, part {i}" for i in (1, 2, 3)]
 

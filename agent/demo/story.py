@@ -40,6 +40,7 @@ from agent.demo.plugin import plugin_act
 from agent.demo.private_messages import private_messages_act
 from agent.demo.public_event import public_event_act
 from agent.demo.relay_restart import relay_restart_act
+from agent.demo.settlement import settlement_act
 from agent.nostr.local_relay import EmbeddedRelay
 
 
@@ -79,5 +80,7 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
     report["catch_up"] = await catch_up_act(out.say)
     await out.act("Act 11 - intent locks, the planner and zero fees among members")
     report["intents"] = await intents_act(out.say)
+    await out.act("Act 12 - the weekly settlement: a week of forwards, the plan, real payments")
+    report["settlement"] = await settlement_act(out.say)
     out.finish()
     return json.loads(json.dumps(report))  # type: ignore[no-any-return]

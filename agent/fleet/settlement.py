@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -372,6 +373,8 @@ class Settlement(FleetComponent):
             log.info("fleet: settlement %s agreed by %d member(s)", fresh.period, len(agreeing))
         if self.kernel.me in agreeing:
             self.payments.ensure(tx, plan)
+        if not plan.payments:  # (every transfer under the minimum: nothing to wait for)
+            self.check_executed(tx, replace(fresh, state="agreed"))
         self.kernel.wake()
 
     def _on_executed(self, tx: Tx, msg: Message) -> None:
