@@ -31,7 +31,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from agent.fleet.settlement import need, rank
+from agent.fleet.settlement_view import need, rank
 from tests.settle_world import (
     PERIOD,
     FixedLedger,

@@ -26,14 +26,14 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-import anyio
-
 from agent.fleet import facts, roster
 from agent.fleet import settlement_rules as rules
+from agent.fleet import settlement_view as faces
 from agent.fleet.component import Effects, FleetComponent, Ledger
 from agent.fleet.facts import FactKind
 from agent.fleet.settlement_pay import Payments, inputs_of
 from agent.fleet.settlement_rules import MemberInput, Plan
+from agent.fleet.settlement_view import need, rank
 from agent.store import fleet as db
 from agent.store import settlement as sdb
 from agent.store.db import Db, Tx
@@ -62,20 +62,23 @@ log = logging.getLogger("hive.fleet.settlement")
 OPEN = ("proposed", "agreed")
 
 
-def rank(period: str, nodes: list[str]) -> list[str]:
-    """The order in which members may propose `period`'s plan: by sha256(period‖node)."""
-    return sorted(nodes, key=lambda n: (hashlib.sha256(f"{period}{n}".encode()).digest(), n))
-
-
-def need(members: int) -> int:
-    """Votes that make a majority of `members`."""
-    return members // 2 + 1
-
-
 def input_body(m: MemberInput) -> InputBody:
     return InputBody(
         node=m.node, fees_sat=m.fees_sat, rebalance_costs_sat=m.rebalance_costs_sat,
         capacity_sat=m.capacity_sat, forwards_msat=m.forwards_msat, uptime_pct=m.uptime_pct,
+    )  # fmt: skip
+
+
+def propose_body(plan: Plan) -> SettlementPropose:
+    """The PROPOSE body of `plan`: its hashes, every input and the payments."""
+    return SettlementPropose(
+        period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
+        total_sat=plan.total_sat, member_count=len(plan.members),
+        inputs=[input_body(m) for m in plan.members],
+        payments=[
+            TransferBody(payer=p.payer, receiver=p.receiver, amount_sat=p.amount_sat)
+            for p in plan.payments
+        ],
     )  # fmt: skip
 
 
@@ -165,15 +168,7 @@ class Settlement(FleetComponent):
         """Send PROPOSE for `plan` to every member (applied here first, with our READY)."""
         k = self.kernel
         h = roster.current_hive(k.store)
-        body = SettlementPropose(
-            period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
-            total_sat=plan.total_sat, member_count=len(plan.members),
-            inputs=[input_body(m) for m in plan.members],
-            payments=[
-                TransferBody(payer=p.payer, receiver=p.receiver, amount_sat=p.amount_sat)
-                for p in plan.payments
-            ],
-        )  # fmt: skip
+        body = propose_body(plan)
         async with k.lock:
             if sdb.period(k.store, plan.period) is not None:
                 return
@@ -214,15 +209,7 @@ class Settlement(FleetComponent):
 
     def _resend_proposal(self, tx: Tx, row: PeriodRow, hive: str, fx: Effects) -> None:
         plan = self.plan_of(row)
-        body = SettlementPropose(
-            period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
-            total_sat=plan.total_sat, member_count=len(plan.members),
-            inputs=[input_body(m) for m in plan.members],
-            payments=[
-                TransferBody(payer=p.payer, receiver=p.receiver, amount_sat=p.amount_sat)
-                for p in plan.payments
-            ],
-        )  # fmt: skip
+        body = propose_body(plan)
         self.kernel.enqueue(tx, self._others(tx), MsgType.SETTLEMENT_PROPOSE, body, hive, fx)
 
     # --- frames ------------------------------------------------------------------------------
@@ -414,82 +401,14 @@ class Settlement(FleetComponent):
     def housekeeping(self, tx: Tx, now: int) -> None:
         facts.expire_settlement(tx, now)
 
-    def latest_period(self) -> str:
-        """The most recent period with a proposal, else the last week that ended."""
-        rows = sdb.periods(self.kernel.store, limit=1)
-        if rows:
-            return rows[0].period
-        return rules.previous_period(rules.period_of(self.kernel.clock.now()))
-
     def view(self, period: str | None = None) -> dict[str, Any]:
         """The period's plan with every input and its arithmetic, the votes, the state and
-        the payments (`hive-settlement`)."""
-        k = self.kernel
-        name = period or self.latest_period()
-        rules.parse_period(name)
-        row = sdb.period(k.store, name)
-        if row is None:
-            plan = self.own_plan(k.store, name)
-            out: dict[str, Any] = {"period": name, "state": "none", "proposer": None}
-            if plan is not None:
-                out["state"] = "skipped" if plan.empty else "unproposed"
-                out["preview"] = plan.explain()
-                out["proposers"] = rank(name, list(plan.shares))
-            return out
-        plan = self.plan_of(row)
-        votes = sdb.votes(k.store, name)
-        agreeing = [v.voter for v in votes if v.agree and v.plan_hash == row.plan_hash]
-        return {
-            **plan.explain(), "state": row.state, "proposer": row.proposer,
-            "majority": {"need": need(len(plan.shares)), "agreeing": len(agreeing),
-                         "members": len(plan.shares)},
-            "votes": [{"voter": v.voter, "agree": v.agree, "code": v.code,
-                       "own_plan_hash": v.own_plan_hash} for v in votes],
-            "my_payments": [p.to_dict() for p in sdb.pays(k.store, name)],
-            "invoices_issued": [{"payer": i.payer, "amount_sat": i.amount_sat,
-                                 "payment_hash": i.payment_hash, "state": i.state}
-                                for i in sdb.invoices(k.store, name)],
-            "executed": sdb.executed(k.store, name),
-        }  # fmt: skip
+        the payments (`hive-settlement`; settlement_view.py)."""
+        return faces.view(self, period)
 
     async def execute(self, period: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-        """Operator-triggered: propose now if nothing was (and this node may), or pay this
-        node's own assignments once a majority agreed.  `dry_run`: what would be done."""
-        k = self.kernel
-        name = period or rules.previous_period(rules.period_of(k.clock.now()))
-        rules.parse_period(name)
-        if sdb.period(k.store, name) is None:
-            plan = self._proposable(name)
-            if plan.empty:
-                return {"period": name, "state": "skipped", "action": "none (no net fees)"}
-            if dry_run:
-                owed = [_transfer(t) for t in plan.owed_by(k.me)]
-                return {"period": name, "action": "would propose", "would_pay": owed,
-                        "plan": plan.explain()}  # fmt: skip
-            await self.propose(plan)
-        row = sdb.period(k.store, name)
-        assert row is not None
-        if dry_run:
-            plan = self.plan_of(row)
-            paid = {p.receiver for p in sdb.pays(k.store, name) if p.state == "paid"}
-            todo = [_transfer(t) for t in plan.owed_by(k.me) if t.receiver not in paid]
-            return {"period": name, "state": row.state, "action": "would pay", "would_pay": todo}
-        if row.state == "agreed":
-            with anyio.move_on_after(60):
-                await self.payments.pay_period(name, force=True)
-        return self.view(name)
-
-    def _proposable(self, period: str) -> Plan:
-        k = self.kernel
-        if k.clock.now() < rules.period_bounds(period)[1]:
-            raise InvalidParams(f"{period} has not ended yet")
-        plan = self.own_plan(k.store, period)
-        if plan is None or k.me not in plan.shares:
-            raise NotFound(f"this node holds no settlement inputs for {period} that include it")
-        ledger = self.ledger
-        if ledger is not None and ledger.disputes(k.store, period):
-            raise SettlementDisputed(f"a member's report for {period} is disputed here")
-        return plan
+        """Operator-triggered: propose now, or pay our assignments (settlement_view.py)."""
+        return await faces.execute(self, period, dry_run)
 
     def summary(self) -> dict[str, Any]:
         rows = sdb.periods(self.kernel.store, limit=5)
@@ -520,7 +439,3 @@ def _recompute(body: SettlementPropose) -> Plan:
     if plan.empty:
         raise InvalidPayload(f"{body.period} has no net fees: nothing to settle")
     return plan
-
-
-def _transfer(t: rules.Transfer) -> dict[str, Any]:
-    return {"payer": t.payer, "receiver": t.receiver, "amount_sat": t.amount_sat}

@@ -172,12 +172,6 @@ class CLNBackend:
             (c for c in chans if c.state != ChannelState.CLOSED), key=lambda c: c.short_channel_id
         )
 
-    async def _channel(self, scid: str) -> Channel:
-        for chan in await self.channels():
-            if chan.short_channel_id == scid:
-                return chan
-        raise NotFound(f"no open channel {scid}")
-
     async def set_fees(  # setchannel
         self,
         scid: str,
@@ -195,12 +189,12 @@ class CLNBackend:
             htlcmin=htlc_min_msat,
             htlcmax=htlc_max_msat,
         )
-        return await self._channel(scid)
+        return await _open_channel(self, scid)
 
     async def open_channel(self, peer_id: str, amount_sat: int) -> Channel:  # fundchannel
         r = await self.call("fundchannel", id=peer_id, amount=amount_sat)
         if r.get("short_channel_id"):
-            return await self._channel(r["short_channel_id"])
+            return await _open_channel(self, r["short_channel_id"])
         chans = (await self.call("listpeerchannels", id=peer_id)).get("channels", [])
         mine = [c for c in chans if c.get("channel_id") == r.get("channel_id")] or chans
         return _channel(mine[-1])
@@ -223,12 +217,6 @@ class CLNBackend:
             hops=int(r.get("parts", 1)),
         )
 
-    async def _policy_from(self, scid: str, source: str) -> dict[str, Any]:  # listchannels
-        for half in (await self.call("listchannels", short_channel_id=scid)).get("channels", []):
-            if half["source"] == source:
-                return half
-        raise NotFound(f"no gossip for channel {scid} from {source[:16]}…")
-
     async def rebalance(  # invoice, listchannels, getroute(fromid), sendpay, waitsendpay
         self,
         out_scid: str,
@@ -239,7 +227,7 @@ class CLNBackend:
         label: str | None = None,
     ) -> Payment:
         me = await self.my_id()
-        out_chan, in_chan = await self._channel(out_scid), await self._channel(in_scid)
+        out_chan, in_chan = await _open_channel(self, out_scid), await _open_channel(self, in_scid)
         first, last = out_chan.peer_id, in_chan.peer_id
         inv = await self.call(
             "invoice",
@@ -282,7 +270,7 @@ class CLNBackend:
         """The cheapest route from our peer `first` to our peer `last` (not through us) that
         delivers `amount_msat` back to us over `in_scid`: its hops, and the amount and delay
         the first hop (from us to `first`) must carry, fees of the forwarding nodes included."""
-        last_pol = await self._policy_from(in_scid, last)
+        last_pol = await _policy_from(self, in_scid, last)
         at_last = amount_msat + _fee(last_pol, amount_msat)
         final_delay = FINAL_CLTV + int(last_pol["delay"])
         if first == last:
@@ -300,7 +288,7 @@ class CLNBackend:
         if not inner:
             return [], at_last, final_delay
         over_first = int(inner[0]["amount_msat"])
-        first_pol = await self._policy_from(inner[0]["channel"], first)
+        first_pol = await _policy_from(self, inner[0]["channel"], first)
         return (
             inner,
             over_first + _fee(first_pol, over_first),
@@ -415,6 +403,21 @@ class CLNBackend:
         """Any method by name (other plugins' RPCs): the same socket, timeout and errors."""
         result = await self.call(method, **params)
         return result if isinstance(result, dict) else {"result": result}
+
+
+async def _open_channel(node: CLNBackend, scid: str) -> Channel:
+    for chan in await node.channels():
+        if chan.short_channel_id == scid:
+            return chan
+    raise NotFound(f"no open channel {scid}")
+
+
+async def _policy_from(node: CLNBackend, scid: str, source: str) -> dict[str, Any]:
+    """What `source` charges on `scid` (listchannels)."""
+    for half in (await node.call("listchannels", short_channel_id=scid)).get("channels", []):
+        if half["source"] == source:
+            return half
+    raise NotFound(f"no gossip for channel {scid} from {source[:16]}…")
 
 
 def _fee(half: dict[str, Any], amount_msat: int) -> int:
