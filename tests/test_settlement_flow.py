@@ -1,0 +1,95 @@
+"""The settlement's slower paths on the simulator: members that lacked a report agree once it
+arrives (their vote is recomputed), a failed payment is retried with backoff until it goes
+through (once), and READY is sent again, freshly signed, while a week waits to be executed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import anyio
+import pytest
+
+from agent.store import settlement as sdb
+from tests.settle_world import (
+    PERIOD,
+    SETTLE,
+    FixedLedger,
+    balances,
+    plan_for,
+    settling,
+    until_state,
+    week,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_members_missing_a_report_disagree_then_agree_when_it_arrives(tmp_path) -> None:
+    async with settling(tmp_path, 4) as world:
+        ids = world.ids
+        full = week(ids[:4])
+        for i in (2, 3):  # C and D have not got B's report yet
+            ledger = world.ledgers[i]
+            assert isinstance(ledger, FixedLedger)
+            ledger.by_period[PERIOD] = [m for m in full if m.node != ids[1]]
+        world.due()
+        views = await until_state(world, "proposed")
+        with anyio.fail_after(10):
+            while len(world.members[0].fleet.settlement_view(PERIOD)["votes"]) < 4:
+                await anyio.sleep(0.05)
+        v = world.members[0].fleet.settlement_view(PERIOD)
+        assert v["majority"]["agreeing"] == 2
+        for i in (2, 3):
+            world.ledgers[i].by_period[PERIOD] = list(full)  # type: ignore[attr-defined]
+        views = await until_state(world, "executed")
+        assert views[0]["majority"]["agreeing"] == 4
+        assert views[0]["plan_hash"] == plan_for(ids).plan_hash
+
+
+async def test_a_failed_payment_is_retried_until_it_goes_through_once(tmp_path) -> None:
+    """C cannot send (its channels take no HTLC above 1 sat): its payment to D fails and is
+    retried with backoff; once C's channels carry it again, it goes through, once."""
+    async with settling(tmp_path, 4) as world:
+        ids, net = world.ids, world.net
+        c, d = ids[2], ids[3]
+        mine = [s for s, ch in net.channels.items() if c in (ch.a, ch.b)]
+        for scid in mine:
+            net.set_policy(c, scid, htlc_max_msat=1_000)
+        before = {n: balances(net, n) for n in ids}
+        world.due()
+        store = world.members[2].fleet.store
+        counts = world.members[2].fleet.settlement.counts
+        with anyio.fail_after(15):
+            while counts.get("payment_failed", 0) < 2:  # failed, waited, tried again, failed
+                await anyio.sleep(0.05)
+        rows = sdb.pays(store, PERIOD)
+        assert rows[0].state in ("invoiced", "attempting") and "could not deliver" in rows[0].error
+        assert balances(net, c) == before[c]  # nothing went
+        for scid in mine:
+            net.set_policy(c, scid, htlc_max_msat=10**15)
+        views = await until_state(world, "executed")
+        assert views[2]["my_payments"][0]["state"] == "paid"
+        assert balances(net, c) - before[c] == -2_944_000
+        assert balances(net, d) - before[d] == 2_944_000
+        assert len(net.node(c).payments) == 1
+
+
+async def test_ready_is_sent_again_while_the_week_waits(tmp_path) -> None:
+    """D is offline: a majority agrees without it, but C's invoice from D cannot come, so the
+    week waits; every `settlement_rebroadcast_s` each member's READY is signed and sent again
+    (the votes others hold get newer).  D comes back and the week is executed."""
+    config = replace(SETTLE, settlement_rebroadcast_s=1)
+    async with settling(tmp_path, 4, config=config) as world:
+        ids = world.ids
+        await world.members[3].stop()
+        world.due()
+        await until_state(world, "agreed", [0, 1, 2])
+        first = {v.voter: v.ts for v in sdb.votes(world.members[0].fleet.store, PERIOD)}
+        with anyio.fail_after(10):
+            while True:
+                now = {v.voter: v.ts for v in sdb.votes(world.members[0].fleet.store, PERIOD)}
+                if now[ids[1]] > first[ids[1]] and now[ids[2]] > first[ids[2]]:
+                    break
+                await anyio.sleep(0.1)
+        await world.members[3].start(world.tg)
+        await until_state(world, "executed", limit_s=30)
