@@ -92,6 +92,11 @@ plugin.add_option(
     " the planner never recommends an open beyond it",
 )  # fmt: skip
 plugin.add_option(
+    "hive-settlement-grace", "3600",
+    "Seconds (whole number, 0-259200) after a week ends before its settlement is proposed"
+    " (members' reports arrive meanwhile); the next member in rank waits one grace more",
+)  # fmt: skip
+plugin.add_option(
     "hive-governance-mode", "operator",
     "How this node governs its own fleet actions (channel opens, closes …): autonomous (the"
     " approval table and budgets decide), operator (every action waits for hive-approve) or"

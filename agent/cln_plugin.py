@@ -336,6 +336,7 @@ OPTIONS = (  # plugin option, FleetConfig field, default, bounds
     ("hive-intent-hold", "intent_hold_s", 60, (10, 600)),
     ("hive-planner-interval", "planner_interval_s", 3600, (0, 86_400)),
     ("hive-market-share-cap", "market_share_cap_pct", 20, (1, 50)),
+    ("hive-settlement-grace", "settlement_grace_s", 3600, (0, 259_200)),
 )
 INTENT_MODES = ("default", "strict")
 ZERO_MEANS_OFF = frozenset({"member_fee_zero", "planner_interval_s"})

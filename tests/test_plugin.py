@@ -80,7 +80,8 @@ async def test_manifest_init_and_help_texts() -> None:
         assert list(options) == [
             "hive-relays", "hive-policy-file", "hive-operator", "hive-gossip-threshold", "hive-heartbeat-interval",
             "hive-intent-hold", "hive-intent-mode", "hive-planner-interval",
-            "hive-market-share-cap", "hive-governance-mode", "hive-failsafe-budget-per-day",
+            "hive-market-share-cap", "hive-settlement-grace", "hive-governance-mode",
+            "hive-failsafe-budget-per-day",
         ]  # fmt: skip
         assert all(len(o["description"]) > 20 for o in options.values())
 
@@ -96,7 +97,8 @@ async def test_manifest_init_and_help_texts() -> None:
      ({"hive-intent-hold": "5"}, "hive-intent-hold must be a whole number from 10 to 600"),
      ({"hive-intent-mode": "lax"}, "hive-intent-mode must be default or strict"),
      ({"hive-planner-interval": "60"}, "hive-planner-interval must be 0 .never. or from 300"),
-     ({"hive-market-share-cap": "80"}, "hive-market-share-cap must be a whole number from 1")],
+     ({"hive-market-share-cap": "80"}, "hive-market-share-cap must be a whole number from 1"),
+     ({"hive-settlement-grace": "-5"}, "hive-settlement-grace must be a whole number from 0")],
 )  # fmt: skip
 async def test_a_fleet_option_out_of_range_disables_the_plugin_naming_it(
     options: dict[str, str], said: str
