@@ -112,10 +112,17 @@ async def agreement(n: int, count: int) -> tuple[list[float], list[float], int]:
                     while not all(_agreed(m, period) for m in world.members):  # noqa: ASYNC110
                         await anyio.sleep(0.01)
                 agreed += all(_agreed(m, period) for m in world.members)
+                with anyio.move_on_after(30):  # (its payments and reports settle before the next)
+                    while any(_busy(m) for m in world.members):  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
             for m in world.members:
                 await m.stop()
             tg.cancel_scope.cancel()
     return raw, times, agreed
+
+
+def _busy(m: object) -> bool:
+    return bool(m.fleet.status()["outbox"].get("pending", 0))  # type: ignore[attr-defined]
 
 
 def _agreed(m: object, period: str) -> bool:

@@ -94,9 +94,13 @@ class Settlement(FleetComponent):
     # (rebroadcast, anti-entropy), an invoice is found again by its label and a lost answer
     # asked for again; only EXECUTED (the payments' proofs) is fsynced
     light = frozenset({
-        MsgType.SETTLEMENT_PROPOSE, MsgType.SETTLEMENT_READY,
-        MsgType.SETTLEMENT_INVOICE_REQUEST, MsgType.SETTLEMENT_INVOICE,
+        MsgType.SETTLEMENT_PROPOSE, MsgType.SETTLEMENT_INVOICE_REQUEST,
+        MsgType.SETTLEMENT_INVOICE,
     })  # fmt: skip
+    # a vote goes to every member at once and is not acknowledged or retried: a newer one
+    # supersedes it, it is sent again every `settlement_rebroadcast_s`, and anti-entropy
+    # hands a lost one on (n² acknowledged frames would cost the majority dearly)
+    unacked = frozenset({MsgType.SETTLEMENT_READY})
 
     def __init__(self, ledger: Ledger | None = None) -> None:
         self._ledger = ledger
@@ -172,7 +176,14 @@ class Settlement(FleetComponent):
         async with k.lock:
             if sdb.period(k.store, plan.period) is not None:
                 return
-            fx = await k.originate(h.hive_id, MsgType.SETTLEMENT_PROPOSE, body, self._others)
+            # applied here as a receiver would, and queued, in one commit without an fsync
+            # (a proposal lost to a power failure is simply proposed again)
+            msg = k.message(MsgType.SETTLEMENT_PROPOSE, body, h.hive_id)
+            fx = Effects()
+            with k.store.transaction(k.clock.now(), durable=False) as tx:
+                self.apply(tx, k.me, msg, None, fx)
+                db.claim(tx, k.me, msg.id, tx.now)
+                k.enqueue_frame(tx, self._others(tx), msg, fx)
         self.tally("proposed")
         log.info("fleet: settlement %s proposed (%s sat)", plan.period, plan.total_sat)
         await k.after(fx)
@@ -274,7 +285,8 @@ class Settlement(FleetComponent):
         held = {v.voter: v for v in sdb.votes(tx, row.period)}.get(k.me)
         if only_if_changed and held is not None and held.agree == body.agree:
             return body.agree
-        msg = k.enqueue(tx, self._others(tx), MsgType.SETTLEMENT_READY, body, hive, fx)
+        msg = k.message(MsgType.SETTLEMENT_READY, body, hive)
+        fx.direct.extend((peer, msg.raw) for peer in self._others(tx) if peer in k.connected)
         db.claim(tx, k.me, msg.id, tx.now)
         self._keep_vote(tx, msg, body)
         self.tally("agreed" if body.agree else f"disagreed:{body.code}")
