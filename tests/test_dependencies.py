@@ -101,7 +101,7 @@ def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
 
 
 # fleet components talk through the kernel and the roster, never through each other
-COMPONENTS = ["handshake", "membership", "gossip", "sync", "intents"]
+COMPONENTS = ["handshake", "membership", "gossip", "sync", "intents", "settlement"]
 SHARED_FLEET = {
     "agent.fleet.kernel", "agent.fleet.component", "agent.fleet.facts", "agent.fleet.roster",
     "agent.fleet.rules", "agent.fleet.settlement_rules",
