@@ -3,9 +3,12 @@ store on disk), a clock set just past the period's end and its grace, and the se
 inputs through the kernel's `Ledger` port.
 
 `FixedLedger` is a small real `Ledger` (agent/fleet/component.py): the inputs and disputes it
-is given, per period.  The contribution component implements the same port from forwards;
-to run these tests with it, pass `ledgers=None` to `settling()` (the members then use the
-kernel's own port) and feed forwards instead — `make_ledgers` is the one place to switch.
+is given, per period.  The contribution component implements the same port from forwards.
+`make_ledgers` is the one place to switch: have it return `None` for each member (the
+members then use the kernel's own port, `kernel.ledger`, which the contribution component
+fills) and drive the simulated week's forwards and reports so that the period's inputs are
+`week(ids)`; the tests that change one member's inputs or disputes (they check
+`isinstance(ledger, FixedLedger)`) need the same done through reports and observations.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def at_end(period: str = PERIOD) -> ShiftedClock:
 @dataclass
 class SettleWorld(Fleet):
     clock: ShiftedClock | None = None
-    ledgers: list[Ledger] = field(default_factory=list)
+    ledgers: list[Ledger | None] = field(default_factory=list)
 
     def due(self, graces: int = 1) -> None:
         """Move time `graces` graces on (one: the first in rank proposes) and wake them."""
@@ -96,7 +99,7 @@ def week(ids: list[str]) -> list[MemberInput]:
     ]
 
 
-def make_ledgers(ids: list[str], n: int, period: str = PERIOD) -> list[Ledger]:
+def make_ledgers(ids: list[str], n: int, period: str = PERIOD) -> list[Ledger | None]:
     """One ledger per member, each holding the same week (the honest case)."""
     inputs = week(ids[:n])
     return [FixedLedger({period: list(inputs)}) for _ in range(n)]
@@ -113,7 +116,7 @@ async def settling(
     tmp: Path,
     n: int = 4,
     *,
-    ledgers: list[Ledger] | None = None,
+    ledgers: list[Ledger | None] | None = None,
     clock: ShiftedClock | None = None,
     config: FleetConfig = SETTLE,
 ) -> AsyncIterator[SettleWorld]:
