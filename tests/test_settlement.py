@@ -157,6 +157,20 @@ async def test_a_week_without_net_fees_is_skipped(tmp_path) -> None:
         assert out["state"] == "skipped"
 
 
+async def test_weeks_after_the_end_only_the_first_in_rank_proposes(tmp_path) -> None:
+    """The fleet notices the week long after it ended (ten graces): the first in rank
+    proposes at once, the others wait a grace per rank from when they noticed, and the
+    proposal reaches them first."""
+    async with settling(tmp_path, 4) as world:
+        world.due(graces=10)
+        await until_state(world, "executed")
+        first = rank(PERIOD, world.ids[:4])[0]
+        for m in world.members:
+            assert m.fleet.settlement_view(PERIOD)["proposer"] == first
+            proposed = m.fleet.settlement.counts.get("proposed", 0)
+            assert proposed == (1 if m.node_id == first else 0)
+
+
 async def test_the_operator_proposes_and_pays_through_execute(tmp_path) -> None:
     """Before the grace is over nobody proposes by itself; `execute` on a member proposes
     now (dry run first: nothing sent), and the week settles."""

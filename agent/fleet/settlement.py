@@ -108,6 +108,7 @@ class Settlement(FleetComponent):
         self.payments = Payments(self)
         self._plans: dict[str, Plan] = {}  # plan hash → plan (recomputing is not free)
         self._checked = -(10**9)
+        self._due_since: dict[str, int] = {}  # period → when we first found it due
 
     @property
     def ledger(self) -> Ledger | None:
@@ -160,8 +161,11 @@ class Settlement(FleetComponent):
         if plan.empty:
             self.tally(f"skipped:{period}")
             return
-        order = rank(period, list(plan.shares))
-        if now < end + grace * (1 + order.index(k.me)):
+        # the first in rank proposes as soon as it finds the week due, the next one grace
+        # later (counted from when each found it due: a fleet back after days away does not
+        # propose all at once)
+        since = self._due_since.setdefault(period, now)
+        if now < since + grace * rank(period, list(plan.shares)).index(k.me):
             return  # (another member proposes first)
         ledger = self.ledger
         if ledger is not None and ledger.disputes(k.store, period):
