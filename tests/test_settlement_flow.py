@@ -10,6 +10,9 @@ import anyio
 import pytest
 
 from agent.store import settlement as sdb
+from events.fleet import MsgType
+from events.fleet.settlement import SettlementReady
+from tests.fleet_world import Rogue
 from tests.settle_world import (
     PERIOD,
     SETTLE,
@@ -72,6 +75,35 @@ async def test_a_failed_payment_is_retried_until_it_goes_through_once(tmp_path) 
         assert balances(net, c) - before[c] == -2_944_000
         assert balances(net, d) - before[d] == 2_944_000
         assert len(net.node(c).payments) == 1
+
+
+async def test_a_vote_that_overtakes_its_proposal_still_counts(tmp_path) -> None:
+    """D's READY reaches B before the proposal does (votes are not retried): B keeps it and
+    counts it once the proposal is here.  D is offline by then, so that early READY is its
+    only vote."""
+    async with settling(tmp_path, 4) as world:
+        ids, net = world.ids, world.net
+        assert world.clock is not None
+        hive = world.members[0].fleet.status()["hive_id"]
+        plan = plan_for(ids)
+        d = Rogue(net, ids[3])
+        body = SettlementReady(period=PERIOD, plan_hash=plan.plan_hash, agree=True)
+        await d.send(ids[1], d.frame(MsgType.SETTLEMENT_READY, body, hive=hive,
+                                     ts=world.clock.now()))  # fmt: skip
+        counts = world.members[1].fleet.settlement.counts
+        with anyio.fail_after(5):
+            while not counts.get("refused:NOT_FOUND"):
+                await anyio.sleep(0.02)
+        await world.members[3].stop()
+        await world.members[0].fleet.settlement_execute(PERIOD)
+        with anyio.fail_after(10):
+            while (
+                world.members[1].fleet.settlement_view(PERIOD).get("majority", {}).get("agreeing")
+                != 4
+            ):
+                await anyio.sleep(0.05)
+        votes = {v["voter"] for v in world.members[1].fleet.settlement_view(PERIOD)["votes"]}
+        assert ids[3] in votes
 
 
 async def test_ready_is_sent_again_while_the_week_waits(tmp_path) -> None:

@@ -38,6 +38,7 @@ from agent.store import fleet as db
 from agent.store import settlement as sdb
 from agent.store.db import Db, Tx
 from agent.store.settlement import PeriodRow, Vote
+from events import fleet as wire
 from events.errors import (
     BadPreimage,
     HiveError,
@@ -60,6 +61,7 @@ from events.fleet.settlement import (
 
 log = logging.getLogger("hive.fleet.settlement")
 OPEN = ("proposed", "agreed")
+MAX_EARLY = 1_000  # votes kept while their proposal is on its way
 
 
 def input_body(m: MemberInput) -> InputBody:
@@ -109,6 +111,9 @@ class Settlement(FleetComponent):
         self._plans: dict[str, Plan] = {}  # plan hash → plan (recomputing is not free)
         self._checked = -(10**9)
         self._due_since: dict[str, int] = {}  # period → when we first found it due
+        # votes that came before their proposal (a vote is not retried): handled again once
+        # the proposal is here
+        self._early: dict[tuple[str, str], tuple[str, bytes]] = {}
 
     @property
     def ledger(self) -> Ledger | None:
@@ -141,6 +146,7 @@ class Settlement(FleetComponent):
 
     async def tick(self) -> None:
         k = self.kernel
+        await self._replay_early()
         now = k.clock.now()
         if now - self._checked >= k.config.settlement_check_s and db.hive(k.store) is not None:
             self._checked = now
@@ -250,6 +256,22 @@ class Settlement(FleetComponent):
     def on_refused(self, peer: str, msg: Message, err: HiveError) -> None:
         self.tally(f"refused:{err.code}")
         log.info("fleet: refused %s from %s: %s", msg.type.name, peer[:12], err.code)
+        if msg.type == MsgType.SETTLEMENT_READY and isinstance(err, NotFound):
+            if len(self._early) >= MAX_EARLY:
+                self._early.pop(next(iter(self._early)))
+            self._early[(msg.node, msg.id)] = (peer, msg.raw)
+
+    async def _replay_early(self) -> None:
+        """Votes that overtook their proposal, handed to the kernel again once it is here."""
+        if not self._early:
+            return
+        store = self.kernel.store
+        for key, (peer, raw) in list(self._early.items()):
+            body = wire.parse_frame(raw).body
+            if isinstance(body, SettlementReady) and sdb.period(store, body.period) is None:
+                continue
+            del self._early[key]
+            await self.kernel.receive(peer, raw)
 
     def _on_propose(self, tx: Tx, msg: Message, fx: Effects) -> None:
         body = msg.body_as(SettlementPropose)
@@ -276,6 +298,8 @@ class Settlement(FleetComponent):
         sdb.put_period(tx, row)
         self._plans[plan.plan_hash] = plan
         facts.record(tx, FactKind.SETTLE_PROPOSE, body.period, msg, names=(body.period,))
+        if self._early:
+            self.kernel.wake()  # (votes that came first are handled again in the next pass)
         self._vote(tx, row, msg.hive, fx)
         self._count(tx, row)
 
