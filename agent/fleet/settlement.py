@@ -165,7 +165,8 @@ class Settlement(FleetComponent):
         if plan is None or k.me not in plan.shares:
             return
         if plan.empty:
-            self.tally(f"skipped:{period}")
+            if f"skipped:{period}" not in self.counts:
+                self.tally(f"skipped:{period}")
             return
         # the first in rank proposes as soon as it finds the week due, the next one grace
         # later (counted from when each found it due: a fleet back after days away does not
@@ -215,7 +216,7 @@ class Settlement(FleetComponent):
                 continue
             async with k.lock:
                 fx = Effects()
-                with k.store.transaction(k.clock.now()) as tx:
+                with k.store.transaction(k.clock.now(), durable=False) as tx:
                     fresh = sdb.period(tx, row.period)
                     if fresh is None or fresh.state not in OPEN:
                         continue
