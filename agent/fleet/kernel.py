@@ -38,10 +38,11 @@ from agent.fleet.component import (
     Ledger,
     Presence,
     Standing,
+    Treatment,
     short,
 )
 from agent.node.backend import NodeBackend
-from agent.node.models import CustomMsg, NodeEvent, PeerConnected, PeerDisconnected
+from agent.node.models import CustomMsg, Forward, NodeEvent, PeerConnected, PeerDisconnected
 from agent.store import fleet as db
 from agent.store.db import Store, Tx
 from events import fleet as wire
@@ -63,7 +64,7 @@ log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
 __all__ = [
     "Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Ledger", "Presence", "Standing",
-    "short",
+    "Treatment", "short",
 ]  # fmt: skip
 
 
@@ -89,6 +90,7 @@ class FleetKernel:
         self.standing: Standing | None = None
         self.presence: Presence | None = None
         self.ledger: Ledger | None = None  # settlement inputs (the contribution component)
+        self.treatment: Treatment | None = None  # members denied zero fees (anti-leech)
         self._components: list[FleetComponent] = []
         self._routes: dict[MsgType, FleetComponent] = {}
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
@@ -172,9 +174,22 @@ class FleetKernel:
                 self._wake.set()
             elif isinstance(event, PeerDisconnected):
                 self.connected.discard(event.peer_id)
+            elif isinstance(event, Forward):
+                await self.forwarded(event)
         except Exception:
             log.exception("fleet: unexpected failure handling %s", type(event).__name__)
             self.count("INTERNAL")
+
+    async def forwarded(self, fwd: Forward) -> None:
+        """One of the node's forwards, to every component (the contribution ledger): its
+        node reads first, then one transaction per component; never raises."""
+        for component in list(self._components):
+            try:
+                prepared = await component.prepare_forward(fwd)
+                with self.store.transaction(self.clock.now(), durable=False) as tx:
+                    component.forwarded(tx, fwd, prepared)
+            except Exception as err:  # noqa: BLE001 — one component never stops the stream
+                self._failed(component, "forwarded", err)
 
     # --- inbound -------------------------------------------------------------------------
 
