@@ -120,6 +120,7 @@ def test_disputes_worked_examples() -> None:
     flagged = rules.disputes(A, _report(), 197_000_000, 85)
     assert [d["field"] for d in flagged] == ["shared"]
     assert (flagged[0]["reported"], flagged[0]["observed"]) == (200_000_000, 197_000_000)
+    assert rules.disputes(A, _report(shared={A: 1}), 197_000_000, 85)[0]["field"] == "shared"
     # small amounts: the floor is 1,000 sat
     assert rules.disputes(A, _report(shared={A: 900_000}), 0, None) == []
     assert rules.disputes(A, _report(shared={A: 1_000_001}), 0, None)[0]["field"] == "shared"
@@ -134,6 +135,8 @@ def test_a_report_matching_our_view_is_never_disputed(observed: int, delta: int)
     assert rules.disputes(A, _report(shared={A: observed + within}), observed, None) == []
     beyond = rules.tolerance(observed) + 1 + delta
     assert rules.disputes(A, _report(shared={A: observed + beyond}), observed, None)
+    if observed >= beyond:
+        assert rules.disputes(A, _report(shared={A: observed - beyond}), observed, None)
 
 
 # --- the bodies' codec ------------------------------------------------------------------------

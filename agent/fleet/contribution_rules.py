@@ -22,6 +22,11 @@ not below, it recovers and gets it back.  Both changes are announced with their 
 **Disputes**: a member's report for a period disagrees with what we observed when its
 `shared[us]` differs from the msat we measured through our channels with it in that period
 by more than max(1 %, 1,000 sat), or its uptime is more than 10 points above what we saw.
+Both sides count the forwards they made: an HTLC that crossed the shared channel and was
+forwarded by both is in both counts, alike.  One that either of us sent or received itself
+(a payment, a circular rebalance) is in the other's count only, so heavy own traffic through
+a fellow member can raise a dispute: it is a flag for the operators, never an automatic
+correction.
 """
 
 from __future__ import annotations
