@@ -175,21 +175,18 @@ class FleetKernel:
             elif isinstance(event, PeerDisconnected):
                 self.connected.discard(event.peer_id)
             elif isinstance(event, Forward):
-                await self.forwarded(event)
+                # to every component (the contribution ledger): its node reads first, then
+                # one transaction per component; one failing never stops the stream
+                for component in list(self._components):
+                    try:
+                        prepared = await component.prepare_forward(event)
+                        with self.store.transaction(self.clock.now(), durable=False) as tx:
+                            component.forwarded(tx, event, prepared)
+                    except Exception as err:  # noqa: BLE001 — counted, the stream goes on
+                        self._failed(component, "forwarded", err)
         except Exception:
             log.exception("fleet: unexpected failure handling %s", type(event).__name__)
             self.count("INTERNAL")
-
-    async def forwarded(self, fwd: Forward) -> None:
-        """One of the node's forwards, to every component (the contribution ledger): its
-        node reads first, then one transaction per component; never raises."""
-        for component in list(self._components):
-            try:
-                prepared = await component.prepare_forward(fwd)
-                with self.store.transaction(self.clock.now(), durable=False) as tx:
-                    component.forwarded(tx, fwd, prepared)
-            except Exception as err:  # noqa: BLE001 — one component never stops the stream
-                self._failed(component, "forwarded", err)
 
     # --- inbound -------------------------------------------------------------------------
 
