@@ -55,7 +55,7 @@ async def test_a_forward_event_reaches_the_ledger_and_hive_contribution_shows_it
             assert [m["node"] for m in everyone["members"]] == [b_id]
             summary = (await a.fleet())["contribution"]
             assert summary["forwards_30d"] == 1 and summary["leeches"] == []
-            with pytest.raises(Exception, match="node id"):  # noqa: PT011 — the plugin's error
+            with pytest.raises(Exception, match="node id"):
                 await a.call("hive-contribution", node_id="nope")
         finally:
             await b.stop()

@@ -68,6 +68,15 @@ __all__ = [
 ]  # fmt: skip
 
 
+def _handed_on(peer: str, msg: Message, owner: FleetComponent | None, oldest_live: int) -> bool:
+    """A fact handed on, not sent live: signed by another member than `peer`, or by `peer`
+    itself but older than any live frame may be (its author handing on its own fact by
+    anti-entropy, to a member back from days away) — judged as a proof either way."""
+    if msg.node != peer:
+        return True
+    return owner is not None and msg.type in owner.facts and msg.ts < oldest_live
+
+
 class FleetKernel:
     def __init__(
         self,
@@ -198,7 +207,7 @@ class FleetKernel:
             self.refused(err, peer)
             return
         owner = self._routes.get(msg.type)
-        relayed = msg.node != peer  # a fact handed on by a member: its author signed it
+        relayed = _handed_on(peer, msg, owner, self.clock.now() - self.config.max_age_s)
         try:
             if relayed and (owner is None or msg.type not in owner.facts):
                 raise Unauthorized(
