@@ -317,7 +317,7 @@ class Contribution(FleetComponent):
                 self._member_view(store, m, window.get(m, {}), leech.get(m), first)
                 for m in chosen
             ],
-            "own": {**_figures(window.get(cdb.OWN, {})), "days": cdb.days(store, cdb.OWN, first)},
+            "own": {**_figures(window.get(cdb.OWN, {})), "days": _days(store, cdb.OWN, first)},
             "chain": cdb.verify(store),
             "reports": {"period": last, "held": sorted(cdb.reports(store, last))},
             "disputes": cdb.disputes_found(store),
@@ -337,7 +337,7 @@ class Contribution(FleetComponent):
             "leech_since": rules.day_text(row.leech_since) if row and row.leech_since else None,
             "below_days": row.below_days if row else 0,
             "judged": rules.day_text(row.last_day) if row else None,
-            "days": cdb.days(store, m, first),
+            "days": _days(store, m, first),
         }  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
@@ -365,3 +365,7 @@ def _figures(seen: dict[str, int]) -> dict[str, int]:
         name: seen.get(name, 0)
         for name in ("in_msat", "out_msat", "fees_msat", "forwards", "rebalance_msat")
     }
+
+
+def _days(store: Db, member: str, first: int) -> list[dict[str, Any]]:
+    return [{**d, "day": rules.day_text(d["day"])} for d in cdb.days(store, member, first)]
