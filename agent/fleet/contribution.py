@@ -77,7 +77,7 @@ class Contribution(FleetComponent):
         if prepared is None:
             return  # (offered, failed: nothing was carried)
         in_peer, out_peer = prepared
-        members = self._members(tx)
+        members = {p for p in {in_peer, out_peer} if p and self._is_member(tx, p)}
         key = rules.forward_key(
             fwd.in_channel, fwd.out_channel, fwd.in_msat, fwd.out_msat, fwd.received_time,
             fwd.resolved_time, fwd.payment_hash, fwd.in_htlc_id,
@@ -86,7 +86,12 @@ class Contribution(FleetComponent):
             tx, key, rules.day_of(tx.now), in_peer if in_peer in members else "",
             out_peer if out_peer in members else "", fwd.in_msat, fwd.out_msat, fwd.fee_msat,
         )  # fmt: skip
-        cdb.count(tx, f"forwards_{got}")
+        if got != "raw":  # (the raw ones are the day's `forwards`: no counter per forward)
+            cdb.count(tx, f"forwards_{got}")
+
+    def _is_member(self, db: Db, node: str) -> bool:
+        m = fdb.member(db, node)
+        return m is not None and m.status == "active" and node != self.kernel.me
 
     def _members(self, db: Db) -> set[str]:
         return {m.node_id for m in fdb.members(db)} - {self.kernel.me}

@@ -186,7 +186,11 @@ class FleetKernel:
             elif isinstance(event, Forward):
                 # to every component (the contribution ledger): its node reads first, then
                 # one transaction per component; one failing never stops the stream
-                for component in list(self._components):
+                takers = [
+                    c for c in self._components
+                    if type(c).forwarded is not FleetComponent.forwarded
+                ]  # fmt: skip
+                for component in takers:
                     try:
                         prepared = await component.prepare_forward(event)
                         with self.store.transaction(self.clock.now(), durable=False) as tx:

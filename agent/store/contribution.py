@@ -184,13 +184,16 @@ def ingest_forward(
         return "duplicate"
     got = parts(in_peer, out_peer, in_msat, out_msat, fee)
     bounded = [s for s in got if s != OWN] or [OWN]
-    raw = all(_raw(tx, day, s) < cap for s in bounded)
+    raw = max(_raw(tx, day, bounded).values(), default=0) < cap
     if raw:
         body = {"in": in_peer, "out": out_peer, "in_msat": in_msat, "out_msat": out_msat,
                 "fee_msat": fee}  # fmt: skip
         append(tx, day, "forward", key, body)
+    rows = []
     for subject, (i, o, f, n) in got.items():
-        _add(tx, day, subject, i, o, f, n, raw=int(raw and subject in bounded), over=not raw)
+        over = (0, 0, 0, 0) if raw else (i, o, f, n)
+        rows.append((day, subject, i, o, f, n, int(raw and subject in bounded), *over))
+    _add(tx, rows)
     return "raw" if raw else "rolled"
 
 
@@ -210,27 +213,33 @@ def record_rebalance(tx: Tx, ref: str, fee_msat: int, amount_msat: int = 0) -> b
     return True
 
 
-def _raw(db: Db, day: int, member: str) -> int:
-    row = db.conn.execute(
-        "SELECT raw FROM contribution_days WHERE day = ? AND member = ?", (day, member)
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _add(
-    tx: Tx, day: int, member: str, i: int, o: int, f: int, n: int, *, raw: int, over: bool
-) -> None:
-    oi, oo, of, on = (i, o, f, n) if over else (0, 0, 0, 0)
-    tx.execute(
-        "INSERT INTO contribution_days (day, member, in_msat, out_msat, fees_msat, forwards, "
-        "raw, over_in, over_out, over_fees, over_n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (day, member) DO UPDATE SET in_msat = in_msat + excluded.in_msat, "
-        "out_msat = out_msat + excluded.out_msat, fees_msat = fees_msat + excluded.fees_msat, "
-        "forwards = forwards + excluded.forwards, raw = raw + excluded.raw, "
-        "over_in = over_in + excluded.over_in, over_out = over_out + excluded.over_out, "
-        "over_fees = over_fees + excluded.over_fees, over_n = over_n + excluded.over_n",
-        (day, member, i, o, f, n, raw, oi, oo, of, on),
+def _raw(db: Db, day: int, members: list[str]) -> dict[str, int]:
+    marks = ", ".join("?" * len(members))
+    cur = db.conn.execute(
+        f"SELECT member, raw FROM contribution_days WHERE day = ? AND member IN ({marks})",  # noqa: S608
+        (day, *members),
     )
+    return {m: int(r) for m, r in cur.fetchall()}
+
+
+_UPSERT_HEAD = (
+    "INSERT INTO contribution_days (day, member, in_msat, out_msat, fees_msat, forwards, "
+    "raw, over_in, over_out, over_fees, over_n) VALUES "
+)
+_UPSERT_TAIL = (
+    " ON CONFLICT (day, member) DO UPDATE SET in_msat = in_msat + excluded.in_msat, "
+    "out_msat = out_msat + excluded.out_msat, fees_msat = fees_msat + excluded.fees_msat, "
+    "forwards = forwards + excluded.forwards, raw = raw + excluded.raw, "
+    "over_in = over_in + excluded.over_in, over_out = over_out + excluded.over_out, "
+    "over_fees = over_fees + excluded.over_fees, over_n = over_n + excluded.over_n"
+)
+
+
+def _add(tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+    """Per (day, member): in, out, fees, forwards, raw rows, and the over-the-bound part."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+    sql = _UPSERT_HEAD + values + _UPSERT_TAIL  # (only placeholders are joined in)
+    tx.execute(sql, tuple(v for r in rows for v in r))
 
 
 def roll_up(tx: Tx, before_day: int) -> int:
