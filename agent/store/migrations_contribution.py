@@ -20,11 +20,10 @@ CONTRIBUTION: list[str] = [
         prev  TEXT NOT NULL,                -- the previous row's hash
         hash  TEXT NOT NULL                 -- sha256(prev ‖ canonical row)
     );
-    CREATE INDEX contribution_chain_by_day ON contribution_chain (day);
     CREATE TABLE contribution_keys (
         key TEXT PRIMARY KEY,               -- a forward's or a rebalance's key
         at  INTEGER NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE contribution_days (
         day       INTEGER NOT NULL,
         member    TEXT NOT NULL,            -- a member's node id, or '' for this node's totals
@@ -39,7 +38,7 @@ CONTRIBUTION: list[str] = [
         over_fees INTEGER NOT NULL DEFAULT 0,
         over_n    INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (day, member)
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE contribution_reports (
         author      TEXT NOT NULL,
         period      TEXT NOT NULL,          -- YYYY-WW
