@@ -47,6 +47,7 @@ log = logging.getLogger("hive.fleet.contribution")
 JUDGED_KV = "contribution:judged"  # the last UTC day judged for anti-leech
 REFRESH_S = 5  # the channel → peer map is read again at most this often (on a miss)
 RETRY_REPORT_S = 60
+UPKEEP_S = 3_600
 KEEP_S = rules.KEEP_DAYS * rules.DAY_S
 
 
@@ -58,6 +59,7 @@ class Contribution(FleetComponent):
         self._peers: dict[str, str] = {}  # scid → the node at its other end
         self._read_at: int | None = None
         self._next_report = 0
+        self._upkept: int | None = None  # when rows were last rolled up and pruned
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -157,13 +159,17 @@ class Contribution(FleetComponent):
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         today = rules.day_of(now)
+        self._judge(tx, today - 1)
+        last = self._upkept
+        if last is not None and now - last < UPKEEP_S and rules.day_of(last) == today:
+            return  # rollups and pruning (they scan tables): hourly, and once a day begins
+        self._upkept = now
         cdb.roll_up(tx, today)
         cdb.prune(tx, today - rules.KEEP_DAYS + 1)
         cdb.prune_keys(tx, now - rules.KEY_KEEP_S)
         cdb.prune_notices(tx, now - KEEP_S)
         cdb.prune_reports(tx, self._periods_kept(now))
         facts.expire_contribution(tx, now)
-        self._judge(tx, today - 1)
 
     @staticmethod
     def _periods_kept(now: int) -> list[str]:
