@@ -23,6 +23,7 @@ import json
 import logging
 from typing import Any
 
+from agent.crash import crash_point
 from agent.fleet import contribution_rules as rules
 from agent.fleet import facts, roster
 from agent.fleet.component import Effects, FleetComponent
@@ -259,6 +260,7 @@ class Contribution(FleetComponent):
                 msg = k.enqueue(tx, peers, MsgType.CONTRIBUTION_REPORT, body, h.hive_id, fx)
                 self._report(tx, msg, body)
                 fdb.claim(tx, k.me, msg.id, now)
+        crash_point("contribution.after_report")
         await k.after(fx)
         log.info("fleet: contribution report for %s sent to %d members", period, len(peers))
         return body.model_dump()
