@@ -26,6 +26,7 @@ from agent.node.models import Forward
 from agent.node.sim import Network
 from agent.node.simnode import SimDriver
 from agent.store import contribution as cdb
+from events.errors import NotFound
 from events.fleet import MsgType
 from events.fleet.contribution import ContributionReport
 from tests.fleet_world import FAST, Fleet, Rogue
@@ -296,3 +297,26 @@ async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Pat
         count = errors().get("INVALID_PAYLOAD", 0)
         await rogue.send(a, good[:6] + json.dumps(env, separators=(",", ":")).encode())
         await until(lambda: errors().get("INVALID_PAYLOAD", 0) == count + 1)
+
+
+async def test_old_days_are_pruned_and_the_chain_still_verifies_from_its_anchor(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        b = w.ids[1]
+        w.pay(w.x, w.y, 50_000)
+        await until(lambda: row(w, 0, 1)["forwards"] == 1)
+        with pytest.raises(NotFound, match="not a member"):
+            w.m(0).fleet.contribution_view("02" + "e" * 64)
+        w.clock.advance(40 * DAY)  # past the 35 days kept
+        await until(lambda: cdb.chain_size(w.m(0).fleet.store) == 0)
+        view = w.m(0).fleet.contribution_view(b)
+        assert view["members"][0]["forwards"] == 0 and view["own"]["days"] == []
+        assert view["chain"]["ok"] and view["chain"]["anchor"]["seq"] == 1
+        w.pay(w.x, w.y, 20_000)  # new rows chain on from the anchor
+        await until(lambda: row(w, 0, 1)["forwards"] == 1)
+        assert w.m(0).fleet.contribution_view()["chain"] == {
+            **w.m(0).fleet.contribution_view()["chain"],
+            "ok": True,
+            "rows": 1,
+        }

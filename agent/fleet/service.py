@@ -28,6 +28,7 @@ from agent.fleet.membership import Membership
 from agent.fleet.planner_model import PlannerConfig
 from agent.fleet.planner_view import as_json, render
 from agent.fleet.planning import Planning
+from agent.fleet.settlement_rules import period_of, previous_period
 from agent.fleet.sync import Sync
 from agent.node.backend import NodeBackend
 from agent.node.models import NodeEvent
@@ -187,8 +188,6 @@ class FleetService:
 
     async def contribution_report(self, period: str | None = None) -> dict[str, Any] | None:
         """Send this member's report for `period` (default: the last ISO week) now."""
-        from agent.fleet.settlement_rules import period_of, previous_period
-
         chosen = period or previous_period(period_of(self.kernel.clock.now()))
         return await self.contribution.report(chosen)
 
