@@ -61,6 +61,7 @@ class Contribution(FleetComponent):
         self._read_at: int | None = None
         self._next_report = 0
         self._upkept: int | None = None  # when rows were last rolled up and pruned
+        self._roster: tuple[int, set[str]] | None = None  # (when read, the members then)
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -80,7 +81,7 @@ class Contribution(FleetComponent):
         if prepared is None:
             return  # (offered, failed: nothing was carried)
         in_peer, out_peer = prepared
-        members = {p for p in {in_peer, out_peer} if p and self._is_member(tx, p)}
+        members = self._members_now(tx) & {in_peer, out_peer}
         key = rules.forward_key(
             fwd.in_channel, fwd.out_channel, fwd.in_msat, fwd.out_msat, fwd.received_time,
             fwd.resolved_time, fwd.payment_hash, fwd.in_htlc_id,
@@ -92,9 +93,13 @@ class Contribution(FleetComponent):
         if got != "raw":  # (the raw ones are the day's `forwards`: no counter per forward)
             cdb.count(tx, f"forwards_{got}")
 
-    def _is_member(self, db: Db, node: str) -> bool:
-        m = fdb.member(db, node)
-        return m is not None and m.status == "active" and node != self.kernel.me
+    def _members_now(self, db: Db) -> set[str]:
+        """The members, read at most once per second of the clock (a busy node forwards many
+        times a second; a join or a ban is attributed from the next second on)."""
+        now = self.kernel.clock.now()
+        if self._roster is None or self._roster[0] != now:
+            self._roster = (now, self._members(db))
+        return self._roster[1]
 
     def _members(self, db: Db) -> set[str]:
         return {m.node_id for m in fdb.members(db)} - {self.kernel.me}

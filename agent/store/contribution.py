@@ -39,11 +39,14 @@ def parts(in_peer: str, out_peer: str, in_msat: int, out_msat: int, fee: int) ->
     return out
 
 
-def row_hash(
-    prev: str, seq: int, day: int, kind: str, ref: str, body: dict[str, Any], at: int
-) -> str:
-    doc = {"seq": seq, "day": day, "kind": kind, "ref": ref, "body": body, "at": at}
-    return hashlib.sha256(prev.encode() + canonical(doc)).hexdigest()
+def row_hash(prev: str, seq: int, day: int, kind: str, ref: str, body: str, at: int) -> str:
+    """sha256(prev ‖ canonical {at, body, day, kind, ref, seq}), `body` being the row's
+    canonical JSON text as stored (spliced in, not encoded again)."""
+    doc = (
+        f'{{"at":{at},"body":{body},"day":{day},"kind":{json.dumps(kind, ensure_ascii=False)},'
+        f'"ref":{json.dumps(ref, ensure_ascii=False)},"seq":{seq}}}'
+    )
+    return hashlib.sha256(prev.encode() + doc.encode()).hexdigest()
 
 
 # --- the chain ------------------------------------------------------------------------------
@@ -68,11 +71,12 @@ def append(tx: Tx, day: int, kind: str, ref: str, body: dict[str, Any]) -> str:
     """One new chain row; its hash."""
     seq, prev = _head(tx)
     seq += 1
-    digest = row_hash(prev, seq, day, kind, ref, body, tx.now)
+    text = canonical(body).decode()
+    digest = row_hash(prev, seq, day, kind, ref, text, tx.now)
     tx.execute(
         "INSERT INTO contribution_chain (seq, day, kind, ref, body, at, prev, hash) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, day, kind, ref, canonical(body).decode(), tx.now, prev, digest),
+        (seq, day, kind, ref, text, tx.now, prev, digest),
     )
     return digest
 
@@ -99,6 +103,7 @@ class ChainRow:
     at: int
     prev: str
     hash: str
+    text: str  # the body as stored (what the hash covers)
 
 
 def chain(db: Db, *, since_day: int | None = None) -> list[ChainRow]:
@@ -109,7 +114,7 @@ def chain(db: Db, *, since_day: int | None = None) -> list[ChainRow]:
         params = (since_day,)
     cur = db.conn.execute(sql + " ORDER BY seq", params)
     return [
-        ChainRow(int(s), int(d), k, r, json.loads(b), int(a), p, h)
+        ChainRow(int(s), int(d), k, r, json.loads(b), int(a), p, h, b)
         for s, d, k, r, b, a, p, h in cur.fetchall()
     ]
 
@@ -124,7 +129,7 @@ def verify(db: Db) -> dict[str, Any]:
     for r in rows:
         if r.seq != seq + 1 or r.prev != prev:
             return _broken(r, len(rows), "a row is missing or out of order before it")
-        if row_hash(prev, r.seq, r.day, r.kind, r.ref, r.body, r.at) != r.hash:
+        if row_hash(prev, r.seq, r.day, r.kind, r.ref, r.text, r.at) != r.hash:
             return _broken(r, len(rows), "its content does not match its hash")
         seq, prev = r.seq, r.hash
         for subject, p in _row_parts(r).items():
