@@ -82,6 +82,7 @@ PURE_CORES = [
     ROOT / "agent/fleet/planner.py",
     ROOT / "agent/fleet/planner_model.py",
     ROOT / "agent/fleet/planner_view.py",
+    ROOT / "agent/fleet/settlement_rules.py",
     ROOT / "agent/fleet/contribution_rules.py",
     ROOT / "events/negentropy.py",
 ]
@@ -104,7 +105,7 @@ def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
 COMPONENTS = ["handshake", "membership", "gossip", "sync", "intents", "contribution"]
 SHARED_FLEET = {
     "agent.fleet.kernel", "agent.fleet.component", "agent.fleet.facts", "agent.fleet.roster",
-    "agent.fleet.rules", "agent.fleet.settlement_rules",  # (pure: the Ledger port's types)
+    "agent.fleet.rules", "agent.fleet.settlement_rules",
 }  # fmt: skip
 
 
