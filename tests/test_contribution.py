@@ -26,6 +26,7 @@ from agent.node.models import Forward
 from agent.node.sim import Network
 from agent.node.simnode import SimDriver
 from agent.store import contribution as cdb
+from agent.store import fleet as fdb
 from events.errors import NotFound
 from events.fleet import MsgType
 from events.fleet.contribution import ContributionReport
@@ -320,3 +321,30 @@ async def test_old_days_are_pruned_and_the_chain_still_verifies_from_its_anchor(
             "ok": True,
             "rows": 1,
         }
+
+
+async def test_a_report_made_before_its_author_left_is_still_handed_on(tmp_path: Path) -> None:
+    async with world(tmp_path, start=_monday_noon()) as w:
+        a, b, c = w.ids
+        before = previous_period(previous_period(period_of(w.clock.now())))
+        body = ContributionReport(
+            node=c, period=before, fees_msat=1_000, rebalance_costs_msat=0, forwards_msat=0,
+            capacity_sat=0, uptime_pct=0,
+        )  # fmt: skip
+        signed = Rogue(w.f.net, c).frame(
+            MsgType.CONTRIBUTION_REPORT, body, hive=w.hive, ts=w.clock.now()
+        )
+        await w.m(2).fleet.leave("moving on")
+        await until(lambda: getattr(fdb.member(w.m(1).fleet.store, c), "status", "") == "left")
+        await Rogue(w.f.net, a).send(b, signed)  # A hands C's report on to B
+        await until(lambda: cdb.report(w.m(1).fleet.store, c, before) is not None)
+        # the same from a node that never was a member: refused
+        stranger = Rogue(w.f.net, w.x)
+        forged = stranger.frame(
+            MsgType.CONTRIBUTION_REPORT, body.model_copy(update={"node": w.x}), hive=w.hive,
+            ts=w.clock.now(),
+        )  # fmt: skip
+        count = w.m(1).fleet.store.error_counts().get("NOT_MEMBER", 0)
+        await Rogue(w.f.net, a).send(b, forged)
+        await until(lambda: w.m(1).fleet.store.error_counts().get("NOT_MEMBER", 0) > count)
+        assert cdb.report(w.m(1).fleet.store, w.x, before) is None

@@ -40,7 +40,14 @@ from agent.store import contribution as cdb
 from agent.store import fleet as fdb
 from agent.store.db import Db, Tx
 from events.canonical import canonical
-from events.errors import Expired, FromFuture, NotFound, ReportConflict, Unauthorized
+from events.errors import (
+    BadSignature,
+    Expired,
+    FromFuture,
+    NotFound,
+    ReportConflict,
+    Unauthorized,
+)
 from events.fleet import Message, MsgType
 from events.fleet.contribution import MAX_SHARED, ContributionReport, LeechNotice
 
@@ -108,6 +115,19 @@ class Contribution(FleetComponent):
 
     def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
         roster.active_member(tx, msg.node, msg.sender_key)
+        self._hold(tx, msg)
+
+    def apply_fact(self, tx: Tx, relayer: str, msg: Message, fx: Effects) -> None:
+        """A report or notice handed on: its author may have left since (what it reported
+        while a member stays a fact); signed with the key it was bound to, never banned."""
+        m = fdb.member(tx, msg.node)
+        if m is None or m.status == "active" or fdb.is_banned(tx, msg.node):
+            roster.active_member(tx, msg.node, msg.sender_key)  # (its refusal, if any)
+        elif m.pubkey != msg.sender_key:
+            raise BadSignature(f"not signed with {msg.node[:12]}…'s bound key")
+        self._hold(tx, msg)
+
+    def _hold(self, tx: Tx, msg: Message) -> None:
         if msg.type == MsgType.CONTRIBUTION_REPORT:
             self._report(tx, msg, msg.body_as(ContributionReport))
         else:
