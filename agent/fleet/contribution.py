@@ -100,6 +100,15 @@ class Contribution(FleetComponent):
         if got != "raw":  # (the raw ones are the day's `forwards`: no counter per forward)
             cdb.count(tx, f"forwards_{got}")
 
+    def _recipients(self, db: Db) -> list[str]:
+        """The active members (heard from within 24 h) other than us: a member away longer
+        gets the fact from anti-entropy when it is back, not from a queue that expires."""
+        members = self._members(db)
+        presence = self.kernel.presence
+        if presence is not None:
+            members &= presence.active(db, self.kernel.clock.now())
+        return sorted(members)
+
     def _members_now(self, db: Db) -> set[str]:
         """The members, read at most once per second of the clock (a busy node forwards many
         times a second; a join or a ban is attributed from the next second on)."""
@@ -247,7 +256,7 @@ class Contribution(FleetComponent):
             below_days=new.below_days if change == "leech" else state.below_days, at=tx.now,
         )  # fmt: skip
         log.info("fleet: %s is %s (ratio %.3f over 30 days)", m[:12], change, ppm / rules.PPM)
-        peers = sorted(self._members(tx))
+        peers = self._recipients(tx)
         msg = self.kernel.enqueue(tx, peers, MsgType.LEECH_NOTICE, body, hive, Effects())
         self._notice(tx, msg, body)
         fdb.claim(tx, self.kernel.me, msg.id, tx.now)
@@ -281,7 +290,7 @@ class Contribution(FleetComponent):
             now = k.clock.now()
             with k.store.transaction(now) as tx:
                 body = self._own_report(tx, period, capacity, now)
-                peers = sorted(self._members(tx))
+                peers = self._recipients(tx)
                 msg = k.enqueue(tx, peers, MsgType.CONTRIBUTION_REPORT, body, h.hive_id, fx)
                 self._report(tx, msg, body)
                 fdb.claim(tx, k.me, msg.id, now)
