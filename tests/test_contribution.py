@@ -29,7 +29,7 @@ from agent.store import contribution as cdb
 from agent.store import fleet as fdb
 from events.errors import NotFound
 from events.fleet import MsgType
-from events.fleet.contribution import ContributionReport
+from events.fleet.contribution import ContributionReport, LeechNotice
 from tests.fleet_world import FAST, Fleet, Rogue
 
 pytestmark = pytest.mark.anyio
@@ -291,6 +291,16 @@ async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Pat
         held = cdb.reports(store, before)[b]
         assert json.loads(held)["fees_msat"] == 5_000_000
         assert set(cdb.reports(store, period_of(w.clock.now()))) == set()
+        # a member does not judge itself
+        own = LeechNotice(
+            member=b, status="recovered", day="2026-12-03", since="2026-12-03", window_days=30,
+            in_msat=0, out_msat=0, ratio_ppm=1_000_000, threshold_ppm=500_000, below_days=0,
+            at=w.clock.now(),
+        )  # fmt: skip
+        count = errors().get("UNAUTHORIZED", 0)
+        await rogue.send(a, rogue.frame(MsgType.LEECH_NOTICE, own, hive=w.hive, ts=w.clock.now()))
+        await until(lambda: errors().get("UNAUTHORIZED", 0) == count + 1)
+        assert cdb.notices(store) == []
         # negative numbers never get past the wire
         good = rogue.frame(MsgType.CONTRIBUTION_REPORT, report(), hive=w.hive, ts=w.clock.now())
         env = json.loads(good[6:])

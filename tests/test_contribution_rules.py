@@ -189,6 +189,26 @@ def test_malformed_reports_are_refused_at_the_wire(change: dict[str, object]) ->
         wire.parse_frame(bad)
 
 
+days = st.dates().map(lambda d: d.isoformat()).filter(lambda t: len(t) == 10)
+notices = st.builds(
+    LeechNotice,
+    member=st.sampled_from([A, B]), status=st.sampled_from(["leech", "recovered"]),
+    day=days, since=days, window_days=st.integers(1, 60), in_msat=msats, out_msat=msats,
+    ratio_ppm=st.integers(0, 10 * rules.PPM), threshold_ppm=st.integers(0, rules.PPM),
+    below_days=st.integers(0, 10_000), at=st.integers(0, 2**40 - 1),
+)  # fmt: skip
+
+
+@settings(max_examples=40)
+@given(notices)
+def test_any_leech_notice_survives_the_wire(body: LeechNotice) -> None:
+    frame = wire.build_frame(
+        KEYS, MsgType.LEECH_NOTICE, body, hive="hive_" + "1" * 16, msg_id=secrets.token_hex(16),
+        node=NODE, ts=1_800_000_000,
+    )  # fmt: skip
+    assert wire.parse_frame(frame).body_as(LeechNotice) == body
+
+
 def test_a_leech_notice_survives_the_wire() -> None:
     body = LeechNotice(
         member=A, status="leech", day="2026-12-03", since="2026-11-27", window_days=30,
