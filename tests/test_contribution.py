@@ -242,6 +242,7 @@ async def test_reports_go_out_after_the_week_and_an_offline_member_catches_up(
         await w.f.restart(0)
         await anyio.sleep(1.5)
         assert cdb.counts(w.m(0).fleet.store).get("reports_held") == 3
+        assert await w.m(0).fleet.contribution_report(period) is None  # (sent already)
 
 
 async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Path) -> None:
