@@ -12,6 +12,9 @@ replay: counted once), and the chain is verified.
 The last line is `ratio=<ledger forwards/s ÷ raw inserts/s>` (goal ≥ 0.5).
 
     .venv/bin/python bench/ledger.py [--forwards N] [--smoke]
+
+The forwards alternate over member 0's three channels (to B, to C, to the outsider), so each
+of B and C is touched by two thirds of them; up to 15,000 forwards every one is a chain row.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ async def run(n: int) -> bool:
     print(f"forwards={n} ledger={rate:,.0f}/s raw_inserts={raw_rate:,.0f}/s")
     print(f"replays counted once: {counts.get('forwards_duplicate', 0)} of {n // 10}")
     print(f"chain verified: {checked['ok']} ({checked['rows']} rows in {verify_s:.2f} s)")
+    print(f"past the per-day bound (summed into the rollup): {counts.get('forwards_rolled', 0)}")
     print(f"load average: {os.getloadavg()[0]:.2f}")
     print(f"ratio={rate / raw_rate:.2f} (goal >= 0.5)")
     return ok
@@ -122,7 +126,9 @@ async def run(n: int) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--forwards", type=int, default=20_000)
+    # (9,000: every member stays under the 10,000 rows a day of its own, so each forward is a
+    # chain row; past that, forwards are summed into the day's rollup and cost less)
+    p.add_argument("--forwards", type=int, default=9_000)
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     n = 300 if args.smoke else args.forwards
