@@ -67,9 +67,13 @@ def _anchor(db: Db) -> dict[str, Any]:
     return json.loads(row[0]) if row is not None else {"seq": 0, "hash": GENESIS}
 
 
-def append(tx: Tx, day: int, kind: str, ref: str, body: dict[str, Any]) -> str:
-    """One new chain row; its hash."""
-    seq, prev = _head(tx)
+def append(
+    tx: Tx, day: int, kind: str, ref: str, body: dict[str, Any],
+    head: tuple[int, str] | None = None,
+) -> str:  # fmt: skip
+    """One new chain row (after `head`, the chain's last (seq, hash), read here if not
+    given); its hash."""
+    seq, prev = head or _head(tx)
     seq += 1
     text = canonical(body).decode()
     digest = row_hash(prev, seq, day, kind, ref, text, tx.now)
@@ -189,11 +193,12 @@ def ingest_forward(
         return "duplicate"
     got = parts(in_peer, out_peer, in_msat, out_msat, fee)
     bounded = [s for s in got if s != OWN] or [OWN]
-    raw = max(_raw(tx, day, bounded).values(), default=0) < cap
+    most, head = _raw_and_head(tx, day, bounded)
+    raw = most < cap
     if raw:
         body = {"in": in_peer, "out": out_peer, "in_msat": in_msat, "out_msat": out_msat,
                 "fee_msat": fee}  # fmt: skip
-        append(tx, day, "forward", key, body)
+        append(tx, day, "forward", key, body, head)
     rows = []
     for subject, (i, o, f, n) in got.items():
         over = (0, 0, 0, 0) if raw else (i, o, f, n)
@@ -218,13 +223,18 @@ def record_rebalance(tx: Tx, ref: str, fee_msat: int, amount_msat: int = 0) -> b
     return True
 
 
-def _raw(db: Db, day: int, members: list[str]) -> dict[str, int]:
+def _raw_and_head(db: Db, day: int, members: list[str]) -> tuple[int, tuple[int, str] | None]:
+    """The most rows of its own any of `members` has on `day`, and the chain's last (seq,
+    hash) (None if the chain is empty: its anchor then) — in one read."""
     marks = ", ".join("?" * len(members))
-    cur = db.conn.execute(
-        f"SELECT member, raw FROM contribution_days WHERE day = ? AND member IN ({marks})",  # noqa: S608
+    row = db.conn.execute(
+        "SELECT (SELECT max(raw) FROM contribution_days WHERE day = ? "  # noqa: S608
+        f"AND member IN ({marks})), (SELECT seq FROM contribution_chain ORDER BY seq DESC "
+        "LIMIT 1), (SELECT hash FROM contribution_chain ORDER BY seq DESC LIMIT 1)",
         (day, *members),
-    )
-    return {m: int(r) for m, r in cur.fetchall()}
+    ).fetchone()
+    head = (int(row[1]), str(row[2])) if row[1] is not None else None
+    return int(row[0] or 0), head
 
 
 _UPSERT_HEAD = (
