@@ -24,6 +24,7 @@ POINTS = frozenset(
         "intent.before_execute",  # a committed intent's action is claimed, not yet run
         "intent.after_execute",  # the action ran on the node, its outcome not yet recorded
         "escrow.after_swap",  # the mint swapped a ticket part's proofs; nothing recorded yet
+        "contribution.after_report",  # a period report committed (held, queued), not yet sent
     }
 )
 

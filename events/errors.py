@@ -342,6 +342,23 @@ class InvalidTransition(HiveError):
     prefix = "invalid"
 
 
+class ReportConflict(HiveError):
+    """Raised when a member sends a second, different contribution report for a period."""
+
+    code = "REPORT_CONFLICT"
+    detail = "the member already reported other figures for this period"
+    prefix = "invalid"
+
+
+class ReportDisputed(HiveError):
+    """Raised (and counted) when a member's contribution report disagrees with what this node
+    observed on the channels it shares with the member: flagged, never averaged."""
+
+    code = "REPORT_DISPUTED"
+    detail = "the report disagrees with what this node observed"
+    prefix = "invalid"
+
+
 # --- escrow (Cashu) ---------------------------------------------------------------------------
 
 

@@ -12,7 +12,8 @@ the same things hold the same set:
 - the join and the promotions of each member still active (the departed are gone from it);
 - every ban in force;
 - leaves for a week (a member away longer learns of them from its peers' views later);
-- intents and their commits, aborts and ends for an hour (no lock lives longer).
+- intents and their commits, aborts and ends for an hour (no lock lives longer);
+- contribution reports (one per member and period) and leech notices for 35 days.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ STATE_FRESH_S = 3_000
 LEFT_KEEP_S = 7 * 86_400
 INTENT_KEEP_S = 3_600  # an intent lives at most an hour: its frames leave the set then
 INTENT_KINDS = {"intent", "intent_commit", "intent_end"}
+CONTRIBUTION_KEEP_S = 35 * 86_400  # a period's reports outlive its settlement
+CONTRIBUTION_KINDS = {"contribution", "leech"}
 
 
 class FactKind(StrEnum):
@@ -39,6 +42,8 @@ class FactKind(StrEnum):
     INTENT = "intent"
     INTENT_COMMIT = "intent_commit"
     INTENT_END = "intent_end"
+    CONTRIBUTION = "contribution"
+    LEECH = "leech"
 
 
 def record(
@@ -76,6 +81,11 @@ def expire_intents(tx: Tx, now: int) -> int:
     return rows.drop(tx, INTENT_KINDS, before=now - INTENT_KEEP_S)
 
 
+def expire_contribution(tx: Tx, now: int) -> int:
+    """Contribution reports and leech notices leave the set after 35 days."""
+    return rows.drop(tx, CONTRIBUTION_KINDS, before=now - CONTRIBUTION_KEEP_S)
+
+
 def items(db: Db, now: int) -> list[tuple[int, bytes]]:
     """The set reconciled with peers at `now`: (timestamp, 32-byte id) per fact."""
     out = []
@@ -85,6 +95,8 @@ def items(db: Db, now: int) -> list[tuple[int, bytes]]:
         if kind == FactKind.LEFT and ts < now - LEFT_KEEP_S:
             continue
         if kind in INTENT_KINDS and ts < now - INTENT_KEEP_S:
+            continue
+        if kind in CONTRIBUTION_KINDS and ts < now - CONTRIBUTION_KEEP_S:
             continue
         out.append((ts, bytes.fromhex(fid)))
     return out

@@ -18,6 +18,7 @@ import nostr_sdk as sdk
 from agent.clock import Clock
 from agent.fleet import topology
 from agent.fleet.actions import ActionPort
+from agent.fleet.contribution import Contribution
 from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
 from agent.fleet.intent_exec import Executor, GovernedExecutor, NodeExecutor
@@ -27,6 +28,7 @@ from agent.fleet.membership import Membership
 from agent.fleet.planner_model import PlannerConfig
 from agent.fleet.planner_view import as_json, render
 from agent.fleet.planning import Planning
+from agent.fleet.settlement_rules import period_of, previous_period
 from agent.fleet.sync import Sync
 from agent.node.backend import NodeBackend
 from agent.node.models import NodeEvent
@@ -69,13 +71,17 @@ class FleetService:
             executor or NodeExecutor(node, propose_ban=self._propose_ban), intent_policy
         )
         self.planning = Planning(self.intend, planner)
+        self.contribution = Contribution()
         parts = (
             self.handshake, self.membership, self.gossip, self.sync, self.intents, self.planning,
+            self.contribution,
         )  # fmt: skip
         for component in parts:
             self.kernel.register(component)
         self.kernel.standing = self.membership
         self.kernel.presence = self.gossip  # quorums count the members seen within 24 h
+        self.kernel.ledger = self.contribution  # the settlement's inputs: members' reports
+        self.kernel.treatment = self.contribution  # anti-leech: zero fees withheld
 
     @property
     def store(self) -> Store:
@@ -175,6 +181,16 @@ class FleetService:
             entries=self.gossip.topology()["members"], records=records, presence=presence,
         )  # fmt: skip
 
+    def contribution_view(self, node: str | None = None) -> dict[str, Any]:
+        """`hive-contribution`: per member 30-day figures, ratio, leech state, daily rows;
+        the ledger chain's verification (agent/fleet/contribution.py)."""
+        return self.contribution.view(node)
+
+    async def contribution_report(self, period: str | None = None) -> dict[str, Any] | None:
+        """Send this member's report for `period` (default: the last ISO week) now."""
+        chosen = period or previous_period(period_of(self.kernel.clock.now()))
+        return await self.contribution.report(chosen)
+
     def intents_list(self, limit: int = 200) -> list[dict[str, Any]]:
         return self.intents.listing(self.kernel.store, limit)
 
@@ -189,6 +205,7 @@ class FleetService:
             "sync": self.sync.summary(),
             "intents": self.intents.summary(),
             "planner": self.planning.summary(),
+            "contribution": self.contribution.summary(),
             "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }

@@ -14,6 +14,7 @@ its own entry in SLICES), never to another part's slice.
 
 from __future__ import annotations
 
+from agent.store.migrations_contribution import CONTRIBUTION
 from agent.store.migrations_fleet import FLEET
 
 MIGRATIONS: list[str] = [
@@ -488,4 +489,5 @@ SLICES: dict[str, list[str]] = {
     "advisory": [],
     "escrow": [],
     "fleet": FLEET,
+    "contribution": CONTRIBUTION,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from events.fleet.ack import MsgAck
+from events.fleet.contribution import ContributionReport, LeechNotice
 from events.fleet.gossip import Gossip
 from events.fleet.intent import Intent, IntentAbort, IntentAck, IntentCommit, IntentDone
 from events.fleet.membership import (
@@ -42,4 +43,6 @@ BODIES: dict[MsgType, type[Body]] = {
     MsgType.INTENT_ABORT: IntentAbort,
     MsgType.INTENT_COMMIT: IntentCommit,
     MsgType.INTENT_DONE: IntentDone,
+    MsgType.CONTRIBUTION_REPORT: ContributionReport,
+    MsgType.LEECH_NOTICE: LeechNotice,
 }

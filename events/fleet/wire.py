@@ -51,6 +51,8 @@ class MsgType(IntEnum):
     MEMBER_JOINED = 32905
     INTENT_COMMIT = 32907
     INTENT_DONE = 32909
+    CONTRIBUTION_REPORT = 32911  # a member's own figures for a settled period (a fact)
+    LEECH_NOTICE = 32913  # a member lost (or regained) our zero-fee treatment, with the numbers
 
 
 TierName = Literal["neophyte", "member"]
