@@ -251,6 +251,15 @@ def hive_topology(plugin: Plugin) -> Any:
     return runtime.methods.topology()
 
 
+@plugin.method("hive-contribution")
+def hive_contribution(plugin: Plugin, node_id: str = "") -> Any:
+    """Show the contribution ledger: per member (or only {node_id}) the msat that came in from
+    it and went out to it over 30 days, the fees earned on them, the contribution ratio (out ÷
+    in), its leech state and since when, and its daily rows; this node's own totals; the
+    ledger's hash chain verified; the period reports held, disputes and leech notices."""
+    return runtime.methods.contribution(rpc.node_id(node_id) if node_id else None)
+
+
 @plugin.method("hive-intents")
 def hive_intents(plugin: Plugin) -> Any:
     """List the fleet intent locks this node knows (its own and the other members'): kind,

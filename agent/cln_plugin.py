@@ -74,9 +74,15 @@ def forward_from(params: dict[str, Any]) -> Forward | None:
             failcode=params.get("failcode"),
             received_time=float(params.get("received_time", 0)),
             resolved_time=float(params.get("resolved_time", 0) or 0),
+            payment_hash=str(params.get("payment_hash", "") or ""),
+            in_htlc_id=_int_or_none(params.get("in_htlc_id")),
         )
     except (KeyError, ValueError, TypeError):
         return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class PluginRuntime:
@@ -286,8 +292,9 @@ class PluginRuntime:
         assert self.node is not None
         async for event in self.node.events():
             self.counts[type(event).__name__] += 1
-            if self.fleet is not None and not isinstance(event, Forward):
-                await self.fleet.handle(event)  # custom messages, connects, disconnects
+            if self.fleet is not None:
+                # custom messages, connects, disconnects; forwards for the contribution ledger
+                await self.fleet.handle(event)
             if isinstance(event, Forward) and self.escrow is not None:
                 self.escrow.bonuses.record(event)  # performance bonuses are measured from these
 

@@ -29,6 +29,7 @@ POINTS = frozenset(
         "settle.after_preimage",  # the preimage is recorded; EXECUTED not yet queued
         "settle.after_executed",  # EXECUTED is queued (committed), not yet sent
         "escrow.after_swap",  # the mint swapped a ticket part's proofs; nothing recorded yet
+        "contribution.after_report",  # a period report committed (held, queued), not yet sent
     }
 )
 

@@ -161,6 +161,9 @@ class HiveMethods:
     def topology(self) -> Deferred:
         return self._with_fleet(lambda fleet: _ready(fleet.topology()))
 
+    def contribution(self, node_id: str | None) -> Deferred:
+        return self._with_fleet(lambda fleet: _ready(fleet.contribution_view(node_id)))
+
     # --- intent locks and the planner --------------------------------------------------------
 
     def intents(self) -> Deferred:

@@ -360,21 +360,28 @@ class SettlementMismatch(HiveError):
     prefix = "invalid"
 
 
-class SettlementDisputed(HiveError):
-    """Raised (and sent as a member's refusal to agree) when this node disputes a member's
-    report for the period: its figures disagree with what this node observed."""
-
-    code = "SETTLEMENT_DISPUTED"
-    detail = "a member's report for the period is disputed"
-    prefix = "blocked"
-
-
 class BadPreimage(HiveError):
     """Raised when a settlement payment's preimage does not hash to the invoice's payment
     hash (no proof of payment)."""
 
     code = "BAD_PREIMAGE"
     detail = "the preimage does not match the payment hash"
+
+
+class ReportConflict(HiveError):
+    """Raised when a member sends a second, different contribution report for a period."""
+
+    code = "REPORT_CONFLICT"
+    detail = "the member already reported other figures for this period"
+    prefix = "invalid"
+
+
+class ReportDisputed(HiveError):
+    """Raised (and counted) when a member's contribution report disagrees with what this node
+    observed on the channels it shares with the member: flagged, never averaged."""
+
+    code = "REPORT_DISPUTED"
+    detail = "the report disagrees with what this node observed"
     prefix = "invalid"
 
 

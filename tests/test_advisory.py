@@ -190,6 +190,13 @@ async def test_rebalance_and_budgets(tmp_path: Path, relay_url: str) -> None:
         used = repo.usage(w.node.agent.store, "node", w.node.now, 1)
         assert used["sats_moved"] == 90_000 and used["actions"] == 1
         assert used["fees_sat"] == -(-first.result["fee_msat"] // 1000)
+        # its fee is a rebalance cost in the fleet's contribution ledger, counted once
+        from agent.store import contribution as ledger
+
+        store, day = w.node.agent.store, w.node.now // 86_400
+        own = ledger.totals(store, day, day)[ledger.OWN]
+        assert own["rebalance_msat"] == first.result["fee_msat"]
+        assert ledger.verify(store)["ok"] and ledger.chain_size(store) == 1
 
 
 async def test_plain_dm_commands(tmp_path: Path, relay_url: str) -> None:

@@ -83,6 +83,7 @@ PURE_CORES = [
     ROOT / "agent/fleet/planner_model.py",
     ROOT / "agent/fleet/planner_view.py",
     ROOT / "agent/fleet/settlement_rules.py",
+    ROOT / "agent/fleet/contribution_rules.py",
     ROOT / "events/negentropy.py",
 ]
 PURE_FORBIDDEN = ("agent.store", "agent.node", "anyio", "asyncio", "sqlite3", "time")
@@ -101,7 +102,15 @@ def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
 
 
 # fleet components talk through the kernel and the roster, never through each other
-COMPONENTS = ["handshake", "membership", "gossip", "sync", "intents", "settlement"]
+COMPONENTS = [
+    "handshake",
+    "membership",
+    "gossip",
+    "sync",
+    "intents",
+    "contribution",
+    "settlement",
+]
 SHARED_FLEET = {
     "agent.fleet.kernel", "agent.fleet.component", "agent.fleet.facts", "agent.fleet.roster",
     "agent.fleet.rules", "agent.fleet.settlement_rules",

@@ -20,13 +20,15 @@ pytestmark = pytest.mark.anyio
 
 N = 10
 # short timings (digests every ~2 s, retries every ≤ 1 s, a frame given up after 6 s, so
-# what was queued across the split expires and only reconciliation can repair it); a lost
+# what was queued across the split expires and only reconciliation can repair it; a
+# reconciliation whose step was given up is dropped after 10 s — at the default 60 s, stalled
+# sessions filled the 8 open slots under load and every new digest was refused for a minute); a lost
 # handshake message is not at stake (the hive is built before the network turns lossy).
 STRESS = FleetConfig(
     member_fee_zero=0,  # (fees are what these tests watch; the bridge has its own)
     retry_base_s=0.2, retry_cap_s=1.0, max_attempts=1_000, outbox_ttl_s=6,
     hello_interval_s=10, handshake_retry_s=1.5, handshake_tries=20,
-    gossip_gap_s=1, sync_interval_s=2, sync_gap_s=1, sync_join_grace_s=1,
+    gossip_gap_s=1, sync_interval_s=2, sync_gap_s=1, sync_join_grace_s=1, sync_session_s=10,
 )  # fmt: skip
 STEP_S = 60  # one step of the scenario on the lossy network (usually 1–5 s)
 CONVERGE_S = 60  # every member equal after the heal (usually 5–15 s)

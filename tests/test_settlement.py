@@ -130,7 +130,7 @@ async def test_disputed_reports_block_agreement_and_nothing_is_paid(tmp_path) ->
         v = world.members[0].fleet.settlement_view(PERIOD)
         assert v["state"] == "proposed" and v["majority"]["agreeing"] == 2
         codes = sorted(x["code"] for x in v["votes"] if not x["agree"])
-        assert codes == ["SETTLEMENT_DISPUTED", "SETTLEMENT_DISPUTED"]
+        assert codes == ["REPORT_DISPUTED", "REPORT_DISPUTED"]
         assert all(not m.fleet.settlement_view(PERIOD)["invoices_issued"] for m in world.members)
         assert {n: balances(net, n) for n in ids} == before
         # the operator's dry run says what would be paid, and pays nothing

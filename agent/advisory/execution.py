@@ -19,6 +19,7 @@ from agent.crash import crash_point
 from agent.node.backend import NodeBackend
 from agent.store import Tx
 from agent.store import advisory as repo
+from agent.store import contribution as ledger
 from agent.store.advisory import CommandState as CS
 from events.canonical import content_hash
 from events.command import Command
@@ -163,6 +164,9 @@ class Execution:
                 repo.add_usage(tx, scope, **undo)
             if error:
                 tx.count_errors({error.code: 1})
+            elif spec.family == "rebalance" and result:  # its fee: a cost in the fleet ledger
+                fee, moved = int(result.get("fee_msat", 0)), int(result.get("amount_msat", 0))
+                ledger.record_rebalance(tx, cmd.command_id, fee, moved)
             sealed = self.receipts.finish(
                 tx,
                 cmd,

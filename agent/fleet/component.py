@@ -15,6 +15,7 @@ from events.fleet import Message, MsgType
 if TYPE_CHECKING:
     from agent.fleet.kernel import FleetKernel
     from agent.fleet.settlement_rules import MemberInput
+    from agent.node.models import Forward
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class Presence(Protocol):
     def active(self, store: Db, now: int) -> set[str]:
         """Members seen within 24 h."""
 
+    def uptime(self, store: Db, now: int) -> dict[str, float | None]:
+        """Each member's uptime % over 30 days as this node saw it (None: nothing seen)."""
+
 
 class Ledger(Protocol):
     """What each member reported it earned, spent and carried in a settlement period, as this
@@ -104,6 +108,15 @@ class Ledger(Protocol):
     def disputes(self, store: Db, period: str) -> list[dict[str, Any]]:
         """Reports for `period` that disagree with what this node observed on the channels it
         shares with their author: {node, code, field, reported, observed, reason}."""
+
+
+class Treatment(Protocol):
+    """Which members are denied the zero-fee treatment on our channels (anti-leech): the
+    contribution component answers, the bridge (agent/fleet/planning.py) leaves them out of
+    the member set it zeroes fees for — the same mechanism as a member that left."""
+
+    def withheld(self, store: Db) -> set[str]:
+        """Members whose contribution ratio kept below the threshold long enough."""
 
 
 class FleetComponent:
@@ -155,6 +168,13 @@ class FleetComponent:
     def on_refused(self, peer: str, msg: Message, err: HiveError) -> None:
         """A frame of a type this component owns was refused (after its transaction rolled
         back, if it had one): e.g. counted by the component."""
+
+    async def prepare_forward(self, fwd: Forward) -> Any:
+        """Node reads a forward needs (its channels' peers), outside any transaction."""
+        return None
+
+    def forwarded(self, tx: Tx, fwd: Forward, prepared: Any) -> None:
+        """One of the node's forwards (any status), in its own transaction."""
 
     def housekeeping(self, tx: Tx, now: int) -> None:
         """Periodic expiry of the component's own rows (in the kernel's maintenance commit)."""

@@ -13,7 +13,8 @@ the same things hold the same set:
 - every ban in force;
 - leaves for a week (a member away longer learns of them from its peers' views later);
 - intents and their commits, aborts and ends for an hour (no lock lives longer);
-- settlement proposals, each member's latest vote and the payments executed, for five weeks.
+- settlement proposals, each member's latest vote and the payments executed, for five weeks;
+- contribution reports (one per member and period) and leech notices for 35 days.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ INTENT_KEEP_S = 3_600  # an intent lives at most an hour: its frames leave the s
 INTENT_KINDS = {"intent", "intent_commit", "intent_end"}
 SETTLEMENT_KEEP_S = 35 * 86_400  # a period is settled within a week or two of its end
 SETTLEMENT_KINDS = {"settle_propose", "settle_ready", "settle_executed"}
+CONTRIBUTION_KEEP_S = 35 * 86_400  # a period's reports outlive its settlement
+CONTRIBUTION_KINDS = {"contribution", "leech"}
 
 
 class FactKind(StrEnum):
@@ -45,6 +48,8 @@ class FactKind(StrEnum):
     SETTLE_PROPOSE = "settle_propose"
     SETTLE_READY = "settle_ready"
     SETTLE_EXECUTED = "settle_executed"
+    CONTRIBUTION = "contribution"
+    LEECH = "leech"
 
 
 def record(
@@ -87,6 +92,11 @@ def expire_settlement(tx: Tx, now: int) -> int:
     return rows.drop(tx, SETTLEMENT_KINDS, before=now - SETTLEMENT_KEEP_S)
 
 
+def expire_contribution(tx: Tx, now: int) -> int:
+    """Contribution reports and leech notices leave the set after 35 days."""
+    return rows.drop(tx, CONTRIBUTION_KINDS, before=now - CONTRIBUTION_KEEP_S)
+
+
 def items(db: Db, now: int) -> list[tuple[int, bytes]]:
     """The set reconciled with peers at `now`: (timestamp, 32-byte id) per fact."""
     out = []
@@ -98,6 +108,8 @@ def items(db: Db, now: int) -> list[tuple[int, bytes]]:
         if kind in INTENT_KINDS and ts < now - INTENT_KEEP_S:
             continue
         if kind in SETTLEMENT_KINDS and ts < now - SETTLEMENT_KEEP_S:
+            continue
+        if kind in CONTRIBUTION_KINDS and ts < now - CONTRIBUTION_KEEP_S:
             continue
         out.append((ts, bytes.fromhex(fid)))
     return out

@@ -447,6 +447,15 @@ class Gossip(FleetComponent):
             "presence": present,
         }
 
+    def uptime(self, store: Db, now: int) -> dict[str, float | None]:
+        """Each member's uptime % over 30 days as we saw it (ours: our own)."""
+        nodes = sorted(m.node_id for m in db.members(store))
+        seen = gdb.last_seen(store)
+        return {
+            n: p["uptime_pct"]
+            for n, p in uptime.report(store, nodes, self.kernel.me, now, seen).items()
+        }
+
     def active(self, store: Db, now: int) -> set[str]:
         """Members heard from within 24 h."""
         return {n for n, at in gdb.last_seen(store).items() if now - at <= ACTIVE_S}

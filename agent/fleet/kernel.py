@@ -38,10 +38,11 @@ from agent.fleet.component import (
     Ledger,
     Presence,
     Standing,
+    Treatment,
     short,
 )
 from agent.node.backend import NodeBackend
-from agent.node.models import CustomMsg, NodeEvent, PeerConnected, PeerDisconnected
+from agent.node.models import CustomMsg, Forward, NodeEvent, PeerConnected, PeerDisconnected
 from agent.store import fleet as db
 from agent.store.db import Store, Tx
 from events import fleet as wire
@@ -63,8 +64,17 @@ log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
 __all__ = [
     "Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Ledger", "Presence", "Standing",
-    "short",
+    "Treatment", "short",
 ]  # fmt: skip
+
+
+def _handed_on(peer: str, msg: Message, owner: FleetComponent | None, oldest_live: int) -> bool:
+    """A fact handed on, not sent live: signed by another member than `peer`, or by `peer`
+    itself but older than any live frame may be (its author handing on its own fact by
+    anti-entropy, to a member back from days away) — judged as a proof either way."""
+    if msg.node != peer:
+        return True
+    return owner is not None and msg.type in owner.facts and msg.ts < oldest_live
 
 
 class FleetKernel:
@@ -89,6 +99,7 @@ class FleetKernel:
         self.standing: Standing | None = None
         self.presence: Presence | None = None
         self.ledger: Ledger | None = None  # settlement inputs (the contribution component)
+        self.treatment: Treatment | None = None  # members denied zero fees (anti-leech)
         self._components: list[FleetComponent] = []
         self._routes: dict[MsgType, FleetComponent] = {}
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
@@ -172,6 +183,20 @@ class FleetKernel:
                 self._wake.set()
             elif isinstance(event, PeerDisconnected):
                 self.connected.discard(event.peer_id)
+            elif isinstance(event, Forward):
+                # to every component (the contribution ledger): its node reads first, then
+                # one transaction per component; one failing never stops the stream
+                takers = [
+                    c for c in self._components
+                    if type(c).forwarded is not FleetComponent.forwarded
+                ]  # fmt: skip
+                for component in takers:
+                    try:
+                        prepared = await component.prepare_forward(event)
+                        with self.store.transaction(self.clock.now(), durable=False) as tx:
+                            component.forwarded(tx, event, prepared)
+                    except Exception as err:  # noqa: BLE001 — counted, the stream goes on
+                        self._failed(component, "forwarded", err)
         except Exception:
             log.exception("fleet: unexpected failure handling %s", type(event).__name__)
             self.count("INTERNAL")
@@ -186,7 +211,7 @@ class FleetKernel:
             self.refused(err, peer)
             return
         owner = self._routes.get(msg.type)
-        relayed = msg.node != peer  # a fact handed on by a member: its author signed it
+        relayed = _handed_on(peer, msg, owner, self.clock.now() - self.config.max_age_s)
         try:
             if relayed and (owner is None or msg.type not in owner.facts):
                 raise Unauthorized(

@@ -70,6 +70,10 @@ class Planning(FleetComponent):
         k = self.kernel
         assert self.bridge is not None
         members = {m.node_id for m in db.members(k.store)} - {k.me}
+        # anti-leech: a member whose contribution kept too low is treated as a non-member here
+        # (its channels' fees restored), until it recovers (agent/fleet/contribution.py)
+        if k.treatment is not None:
+            members -= k.treatment.withheld(k.store)
         try:
             done = await self.bridge.reconcile(members)
         except HiveError as err:

@@ -18,6 +18,7 @@ import nostr_sdk as sdk
 from agent.clock import Clock
 from agent.fleet import topology
 from agent.fleet.actions import ActionPort
+from agent.fleet.contribution import Contribution
 from agent.fleet.gossip import Gossip
 from agent.fleet.handshake import Handshake
 from agent.fleet.intent_exec import Executor, GovernedExecutor, NodeExecutor
@@ -28,6 +29,7 @@ from agent.fleet.planner_model import PlannerConfig
 from agent.fleet.planner_view import as_json, render
 from agent.fleet.planning import Planning
 from agent.fleet.settlement import Settlement
+from agent.fleet.settlement_rules import period_of, previous_period
 from agent.fleet.sync import Sync
 from agent.node.backend import NodeBackend
 from agent.node.models import NodeEvent
@@ -74,14 +76,17 @@ class FleetService:
         # weekly settlement; its inputs come from `ledger` if given, else from the kernel's
         # Ledger port (the contribution component)
         self.settlement = Settlement(ledger)
+        self.contribution = Contribution()
         parts = (
             self.handshake, self.membership, self.gossip, self.sync, self.intents, self.planning,
-            self.settlement,
+            self.contribution, self.settlement,
         )  # fmt: skip
         for component in parts:
             self.kernel.register(component)
         self.kernel.standing = self.membership
         self.kernel.presence = self.gossip  # quorums count the members seen within 24 h
+        self.kernel.ledger = self.contribution  # the settlement's inputs: members' reports
+        self.kernel.treatment = self.contribution  # anti-leech: zero fees withheld
 
     @property
     def store(self) -> Store:
@@ -193,6 +198,16 @@ class FleetService:
             entries=self.gossip.topology()["members"], records=records, presence=presence,
         )  # fmt: skip
 
+    def contribution_view(self, node: str | None = None) -> dict[str, Any]:
+        """`hive-contribution`: per member 30-day figures, ratio, leech state, daily rows;
+        the ledger chain's verification (agent/fleet/contribution.py)."""
+        return self.contribution.view(node)
+
+    async def contribution_report(self, period: str | None = None) -> dict[str, Any] | None:
+        """Send this member's report for `period` (default: the last ISO week) now."""
+        chosen = period or previous_period(period_of(self.kernel.clock.now()))
+        return await self.contribution.report(chosen)
+
     def intents_list(self, limit: int = 200) -> list[dict[str, Any]]:
         return self.intents.listing(self.kernel.store, limit)
 
@@ -208,6 +223,7 @@ class FleetService:
             "intents": self.intents.summary(),
             "planner": self.planning.summary(),
             "settlement": self.settlement.summary(),
+            "contribution": self.contribution.summary(),
             "outbox": db.outbox_counts(k.store),
             "refused": k.store.error_counts(),
         }

@@ -7,7 +7,7 @@ settlement_rules.py; the payer's side is in settlement_pay.py).
   every member; the next in rank does so after one more grace if none came.
 - Each member recomputes the plan from ITS inputs: the same plan hash → READY agree; another
   → READY disagree with its own hashes and inputs (said, counted, logged); a disputed report
-  for the period → no agreement (SETTLEMENT_DISPUTED).  One proposal per period: another
+  for the period → no agreement (REPORT_DISPUTED).  One proposal per period: another
   plan for the same period is refused (SETTLEMENT_CONFLICT); the same plan again is fine.
 - A majority (n // 2 + 1 of the plan's members, the proposer's own vote included) agreeing on
   the same plan hash lets each payer pay exactly its own assignments (settlement_pay.py) and
@@ -45,8 +45,8 @@ from events.errors import (
     InvalidParams,
     InvalidPayload,
     NotFound,
+    ReportDisputed,
     SettlementConflict,
-    SettlementDisputed,
     SettlementMismatch,
     Unauthorized,
 )
@@ -332,7 +332,7 @@ class Settlement(FleetComponent):
         if disputes:
             who = sorted({str(d.get("node", ""))[:12] for d in disputes})
             return SettlementReady(
-                **base, agree=False, code=SettlementDisputed.code,
+                **base, agree=False, code=ReportDisputed.code,
                 message=f"disputed reports of {', '.join(who)}"[:280],
             )  # fmt: skip
         held = ledger.inputs(tx, row.period)

@@ -12,7 +12,7 @@ import anyio
 from agent.fleet import settlement_rules as rules
 from agent.fleet.settlement_rules import Plan
 from agent.store import settlement as sdb
-from events.errors import InvalidParams, NotFound, SettlementDisputed
+from events.errors import InvalidParams, NotFound, ReportDisputed
 
 if TYPE_CHECKING:
     from agent.fleet.settlement import Settlement
@@ -107,7 +107,7 @@ def proposable(s: Settlement, period: str) -> Plan:
         raise NotFound(f"this node holds no settlement inputs for {period} that include it")
     ledger = s.ledger
     if ledger is not None and ledger.disputes(k.store, period):
-        raise SettlementDisputed(f"a member's report for {period} is disputed here")
+        raise ReportDisputed(f"a member's report for {period} is disputed here")
     return plan
 
 

@@ -113,6 +113,8 @@ class Forward(_Model):
     failcode: int | None = None
     received_time: float
     resolved_time: float
+    payment_hash: str = ""  # (CLN's forward_event carries it; with in_htlc_id it names the HTLC)
+    in_htlc_id: int | None = None
 
 
 NodeEvent = CustomMsg | PeerConnected | PeerDisconnected | Forward

@@ -329,6 +329,7 @@ class Network(PeerNetwork):
                 in_channel=hops[i - 1][0], out_channel=hops[i][0], in_msat=amounts[i - 1],
                 out_msat=amounts[i], fee_msat=amounts[i - 1] - amounts[i],
                 status=ForwardStatus.SETTLED, received_time=now, resolved_time=now,
+                payment_hash=payment_hash,
             ))  # fmt: skip
         self.stats["payments"] += 1
         return Payment(

@@ -14,6 +14,7 @@ its own entry in SLICES), never to another part's slice.
 
 from __future__ import annotations
 
+from agent.store.migrations_contribution import CONTRIBUTION
 from agent.store.migrations_fleet import FLEET
 from agent.store.migrations_settlement import SETTLEMENT
 
@@ -489,5 +490,6 @@ SLICES: dict[str, list[str]] = {
     "advisory": [],
     "escrow": [],
     "fleet": FLEET,
+    "contribution": CONTRIBUTION,
     "settlement": SETTLEMENT,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from events.fleet.ack import MsgAck
+from events.fleet.contribution import ContributionReport, LeechNotice
 from events.fleet.gossip import Gossip
 from events.fleet.intent import Intent, IntentAbort, IntentAck, IntentCommit, IntentDone
 from events.fleet.membership import (
@@ -54,4 +55,6 @@ BODIES: dict[MsgType, type[Body]] = {
     MsgType.SETTLEMENT_EXECUTED: SettlementExecuted,
     MsgType.SETTLEMENT_INVOICE_REQUEST: SettlementInvoiceRequest,
     MsgType.SETTLEMENT_INVOICE: SettlementInvoice,
+    MsgType.CONTRIBUTION_REPORT: ContributionReport,
+    MsgType.LEECH_NOTICE: LeechNotice,
 }

@@ -54,6 +54,8 @@ class MsgType(IntEnum):
     MEMBER_JOINED = 32905
     INTENT_COMMIT = 32907
     INTENT_DONE = 32909
+    CONTRIBUTION_REPORT = 32911  # a member's own figures for a settled period (a fact)
+    LEECH_NOTICE = 32913  # a member lost (or regained) our zero-fee treatment, with the numbers
     SETTLEMENT_INVOICE_REQUEST = 32915
     SETTLEMENT_INVOICE = 32917
 
