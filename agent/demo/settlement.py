@@ -3,9 +3,10 @@ own store) between two outside nodes that pay each other all week through them.
 
 1. A simulated week of forwards: 40 payments from x0 to x1 (and back) routed through the
    members' channels — real forwards on the simulator, each member earning the fees its own
-   fee policy asks.  Each member's figures for the week (fees, capacity, volume forwarded,
-   uptime) come from the forwards its node reported, through the kernel's `Ledger` port (the
-   port the contribution ledger fills; here a small ledger reads the forwards directly).
+   fee policy asks.  Each member's contribution ledger takes in its node's forwards; once the
+   week is over every member reports its figures for it (fees, capacity, volume forwarded,
+   uptime) to the others, and the reports held are the settlement's inputs (the kernel's
+   `Ledger` port).
 2. The plan, with its arithmetic: every member's net, weight, share and balance, the minimum
    payment and the payments (`hive-settlement`).
 3. A grace after the week's end, the first member in rank proposes; every member recomputes
@@ -24,13 +25,13 @@ import anyio
 
 from agent.demo.common import until
 from agent.demo.narrator import Say
+from agent.fleet.contribution_rules import period_days
 from agent.fleet.service import FleetConfig
-from agent.fleet.settlement_rules import MemberInput, period_bounds
+from agent.fleet.settlement_rules import period_bounds
 from agent.fleet.simfleet import SimMember
-from agent.node.models import Forward, ForwardStatus
 from agent.node.sim import Network
 from agent.node.simnode import SimDriver
-from agent.store.db import Db
+from agent.store import contribution as cdb
 
 PERIOD = "2026-40"
 NAMES = ("ada", "ben", "cyd", "dee")
@@ -50,33 +51,6 @@ class Clock:
         return int(time.time() + self.offset)
 
 
-class ForwardsLedger:
-    """Each member's week, from the forwards its node reported (a `Ledger`)."""
-
-    def __init__(self, net: Network, ids: list[str]) -> None:
-        self.net, self.ids = net, ids
-        self.fees_msat = dict.fromkeys(ids, 0)
-        self.volume_msat = dict.fromkeys(ids, 0)
-        for node in ids:
-            net.listeners[node].append(lambda ev, node=node: self._heard(node, ev))
-
-    def _heard(self, node: str, ev: object) -> None:
-        if isinstance(ev, Forward) and ev.status == ForwardStatus.SETTLED:
-            self.fees_msat[node] += ev.fee_msat
-            self.volume_msat[node] += ev.out_msat
-
-    def inputs(self, store: Db, period: str) -> dict[str, MemberInput]:
-        out = {}
-        for node in self.ids:
-            cap = sum(c.capacity_sat for c in self.net.channels.values() if node in (c.a, c.b))
-            out[node] = MemberInput(node, self.fees_msat[node] // 1000, 0, cap,
-                                    self.volume_msat[node], 100)  # fmt: skip
-        return out
-
-    def disputes(self, store: Db, period: str) -> list[dict[str, Any]]:
-        return []
-
-
 def world() -> tuple[Network, list[str], list[str]]:
     net = Network(seed=18, clock=time.monotonic)
     ids = [net.add_node(n, 30_000_000) for n in NAMES]
@@ -94,24 +68,25 @@ def holdings(net: Network, node: str) -> int:
     return sum(c.balance[node] for c in net.channels.values() if node in (c.a, c.b))
 
 
+def _fees_msat(m: SimMember) -> int:
+    first, last = period_days(PERIOD)
+    return cdb.totals(m.fleet.store, first, last).get(cdb.OWN, {}).get("fees_msat", 0)
+
+
+def earned(net: Network, before: dict[str, int]) -> dict[str, int]:
+    """Each member's routing fees so far (what its channels hold beyond its start), in sat."""
+    return {n: (holdings(net, n) - before[n]) // 1000 for n in before}
+
+
 async def settlement_act(say: Say) -> dict[str, Any]:
     net, ids, outside = world()
-    ledger = ForwardsLedger(net, ids)
     name = dict(zip(ids, NAMES, strict=True))
-    for k in range(40):  # the week's traffic: the cheapest member first, until it runs dry
-        net.pay(outside[0], net.invoice(outside[1], 150_000_000 + 10_000_000 * (k % 5),
-                                        f"w{k}").bolt11)  # fmt: skip
-    with anyio.fail_after(5):
-        while net.next_due() is not None:  # (the forwards reach the members' listeners)
-            net.pump()
-            await anyio.sleep(0.01)
-    fees = {name[n]: v // 1000 for n, v in ledger.fees_msat.items()}
-    say(f"a week of forwards: 40 payments from x0 to x1 through the members; fees {fees}")
-    clock = Clock(period_bounds(PERIOD)[1] + 1)
+    end = period_bounds(PERIOD)[1]
+    clock = Clock(end - 120)  # Sunday 23:58 UTC: the week's last two minutes
     with tempfile.TemporaryDirectory(prefix="hive-demo-settle-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
-            members = [SimMember(net, n, Path(tmp) / name[n], clock=clock, config=CFG,
-                                 ledger=ledger) for n in ids]  # fmt: skip
+            members = [SimMember(net, n, Path(tmp) / name[n], clock=clock, config=CFG)
+                       for n in ids]  # fmt: skip
             for m in members:
                 await m.start(tg)
             await members[0].fleet.genesis()
@@ -119,6 +94,28 @@ async def settlement_act(say: Say) -> dict[str, Any]:
                 ticket = await members[0].fleet.invite(m.node_id)
                 await m.fleet.join(ticket["ticket"])
                 await until(lambda m=m: m.fleet.status()["tier"] == "neophyte", 15)
+            start = {n: holdings(net, n) for n in ids}
+            for k in range(40):  # the week's traffic: the cheapest member first, until dry
+                invoice = net.invoice(outside[1], 150_000_000 + 10_000_000 * (k % 5), f"w{k}")
+                net.pay(outside[0], invoice.bolt11)
+            fees = {name[n]: v for n, v in earned(net, start).items()}
+            got = {n: holdings(net, n) - start[n] for n in ids}  # (msat)
+
+            def ingested() -> bool:  # every member's ledger has taken in its forwards
+                return all(_fees_msat(m) >= got[m.node_id] for m in members)
+
+            await until(ingested, 15)
+            say(f"a week of forwards: 40 payments from x0 to x1 through the members; fees {fees}")
+            clock.offset = end + 5 - time.time()  # the week is over: each member reports it
+
+            def reported() -> bool:
+                return all(len(m.fleet.contribution.inputs(m.fleet.store, PERIOD)) == 4
+                           for m in members)  # fmt: skip
+
+            for m in members:
+                m.fleet.kernel.wake()
+            await until(reported, 30)
+            say("the week is over: every member reported its figures; each holds all four")
             preview = members[0].fleet.settlement_view(PERIOD)["preview"]
             for row in preview["members"]:
                 say(
