@@ -3,8 +3,10 @@ store on disk), a clock set just past the period's end and its grace, and the se
 inputs through the kernel's `Ledger` port.
 
 `FixedLedger` is a small real `Ledger` (agent/fleet/component.py): the inputs and disputes it
-is given, per period.  The contribution component implements the same port from forwards.
-`make_ledgers` is the one place to switch: have it return `None` for each member (the
+is given, per period, so the worked figures are exact.  The contribution component implements
+the same port from forwards (tests/test_settlement_ledger.py settles a week through it:
+`settling(..., ledgers=[None] * n)`).  To switch more of these tests, `make_ledgers` is the
+one place: have it return `None` for each member (the
 members then use the kernel's own port, `kernel.ledger`, which the contribution component
 fills) and drive the simulated week's forwards and reports so that the period's inputs are
 `week(ids)`; the tests that change one member's inputs or disputes (they check
