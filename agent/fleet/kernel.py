@@ -57,7 +57,7 @@ from events.errors import (
     Replayed,
     Unauthorized,
 )
-from events.fleet import AckStatus, Message, MsgType
+from events.fleet import AckStatus, Message, MsgType, compact
 
 log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
@@ -91,14 +91,21 @@ class FleetKernel:
         self.ledger: Ledger | None = None  # settlement inputs (the contribution component)
         self._components: list[FleetComponent] = []
         self._routes: dict[MsgType, FleetComponent] = {}
+        # frame types that travel in the compact unsigned envelope (acknowledgements of such
+        # frames too): the owners' `session` declarations
+        self._session: set[MsgType] = {MsgType.MSG_ACK}
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
         self._wake = anyio.Event()
 
     def register(self, component: FleetComponent) -> None:
+        session = component.session
+        if not session <= component.owns - component.facts or session - set(compact.CODECS):
+            raise ValueError("session frames are owned, not facts, and have a compact layout")
         for msg_type in component.owns:
             if msg_type in self._routes or msg_type == MsgType.MSG_ACK:
                 raise ValueError(f"{msg_type.name} is owned already")
             self._routes[msg_type] = component
+        self._session |= component.session
         self._components.append(component)
         component.bind(self)
 
@@ -181,17 +188,17 @@ class FleetKernel:
     async def receive(self, peer: str, payload: bytes) -> None:
         """One custom message from `peer` (its BOLT 8 authenticated node id)."""
         try:
-            msg = wire.parse_frame(payload)
+            if compact.is_compact(payload):  # a session frame: from `peer`, unsigned
+                msg = compact.parse_compact(payload, peer)
+            else:
+                msg = wire.parse_frame(payload)
         except HiveError as err:
             self.refused(err, peer)
             return
         owner = self._routes.get(msg.type)
         relayed = msg.node != peer  # a fact handed on by a member: its author signed it
         try:
-            if relayed and (owner is None or msg.type not in owner.facts):
-                raise Unauthorized(
-                    f"message signed for node {short(msg.node)} arrived from {short(peer)}"
-                )
+            self._authentic(peer, msg, owner, relayed)
             if msg.type != MsgType.MSG_ACK:
                 self._admissible(peer, msg, relayed)
                 if owner is None:
@@ -228,6 +235,18 @@ class FleetKernel:
         if msg.type not in owner.unacked:
             await self._ack(peer, msg, AckStatus.OK, None)
         await self.after(effects)
+
+    def _authentic(
+        self, peer: str, msg: Message, owner: FleetComponent | None, relayed: bool
+    ) -> None:
+        """Unauthorized unless `msg` is signed, or of a type that travels unsigned (its
+        sender then is `peer`); and unless its signer is `peer`, or it is a fact handed on."""
+        if not msg.signed and msg.type not in self._session:
+            raise Unauthorized(f"a {msg.type.name} frame must be signed")
+        if relayed and (owner is None or msg.type not in owner.facts):
+            raise Unauthorized(
+                f"message signed for node {short(msg.node)} arrived from {short(peer)}"
+            )
 
     async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
         self.refused(err, peer)
@@ -312,6 +331,12 @@ class FleetKernel:
     def message(self, msg_type: MsgType, body: wire.Body, hive: str) -> Message:
         """A new signed frame from this node, as the message a receiver would parse."""
         msg_id, now = secrets.token_hex(16), self.clock.now()
+        if msg_type in self._session and msg_type != MsgType.MSG_ACK:
+            frame = compact.build_compact(msg_type, body, hive=hive, msg_id=msg_id, ts=now)
+            return Message(
+                type=msg_type, id=msg_id, hive=hive, sender_key="", node=self.me, ts=now,
+                body=body, raw=frame, signed=False,
+            )  # fmt: skip
         frame = wire.build_frame(
             self.keys, msg_type, body, hive=hive, msg_id=msg_id, node=self.me, ts=now
         )
@@ -399,7 +424,13 @@ class FleetKernel:
             ref=msg.id, status=status.value,
             code=err.code if err else "", message=err.message[:280] if err else "",
         )  # fmt: skip
-        _, frame = self.frame(MsgType.MSG_ACK, body, msg.hive)
+        if msg.signed or not msg.hive:
+            _, frame = self.frame(MsgType.MSG_ACK, body, msg.hive)
+        else:  # a session frame's acknowledgement is one too
+            ts = self.clock.now()
+            frame = compact.build_compact(
+                MsgType.MSG_ACK, body, hive=msg.hive, msg_id=secrets.token_hex(16), ts=ts
+            )
         await self.send_direct(peer, frame)
 
     async def flush(self, peer: str) -> None:

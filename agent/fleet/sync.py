@@ -94,6 +94,7 @@ class SyncStats:
 class Sync(FleetComponent):
     owns = frozenset({MsgType.STATE_HASH, MsgType.SYNC})
     unacked = frozenset({MsgType.STATE_HASH})
+    session = frozenset({MsgType.STATE_HASH, MsgType.SYNC})  # point to point, never handed on
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.SystemRandom()
@@ -171,7 +172,7 @@ class Sync(FleetComponent):
         await k.send_direct(peer, frame)
 
     def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
-        roster.active_member(tx, peer, msg.sender_key)
+        roster.active_member(tx, peer, msg.sender_key if msg.signed else None)
         if msg.type == MsgType.STATE_HASH:
             self._on_digest(tx, peer, msg.body_as(StateHash), fx)
         else:

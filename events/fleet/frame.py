@@ -51,7 +51,9 @@ C = TypeVar("C", bound=Body)
 
 class Message(BaseModel, Generic[B]):
     """A verified frame: its type, envelope fields and typed body (`Message[Vouch]` for a
-    frame known to carry a Vouch; `narrow` and `body_as` check it)."""
+    frame known to carry a Vouch; `narrow` and `body_as` check it).  `signed`: False for a
+    session frame (events/fleet/compact.py), whose sender is the peer it came from and whose
+    `sender_key` is empty."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
     type: MsgType
@@ -62,6 +64,7 @@ class Message(BaseModel, Generic[B]):
     ts: int
     body: B
     raw: bytes
+    signed: bool = True
 
     def body_as(self, kind: builtins.type[C]) -> C:
         """The body, as the model this frame type carries (InvalidPayload if it is not)."""
