@@ -1,6 +1,8 @@
 """The fleet kernel: what every fleet protocol shares, and nothing any one of them owns.
 
-Frame intake — size, type, magic, JSON, shape and signature (`events.fleet.parse_frame`) →
+Frame intake — size, type, magic, JSON, shape and signature (`events.fleet.parse_frame`; a
+session frame, events/fleet/compact.py, carries no signature: only the types a component
+declares `session` may, and its node is the BOLT 8 peer it came from) →
 signer's node = the Lightning peer it came from → the sender's standing (not banned; a member
 of our hive, except for the frame types a component accepts from strangers) → clock window →
 duplicate id → the owning component, in two steps: `prepare` (reads the node, outside the lock
