@@ -17,10 +17,11 @@ import pytest
 from agent.fleet.component import Effects, FleetComponent
 from agent.fleet.facts import items as fact_items
 from agent.fleet.kernel import FleetKernel
+from agent.fleet.sync import MAX_OPEN, Session
 from agent.node.models import CustomMsg
 from agent.node.simnode import SimBackend
 from agent.store.db import Store, Tx
-from events.fleet import Message, MsgType
+from events.fleet import Message, MsgAck, MsgType
 from events.fleet.compact import build_compact, is_compact, parse_compact
 from events.fleet.sync import StateHash, Sync, encode_data
 from events.negentropy import Negentropy, Storage
@@ -177,3 +178,51 @@ def test_a_session_type_is_owned_never_a_fact_and_has_a_layout(
     kernel = FleetKernel(SimBackend(net, ids[0]), Store(tmp_path / "k.sqlite"), sdk.Keys.generate())
     with pytest.raises(ValueError, match="session frames"):
         kernel.register(component)
+
+
+async def test_an_answer_never_waits_for_slots_our_own_reconciliations_hold(
+    tmp_path: Path,
+) -> None:
+    """MAX_OPEN counts each way apart: with every slot held by reconciliations this member
+    began (each waiting on another member's answer), it still answers one begun by a peer —
+    otherwise members all reconciling at once could each hold every slot waiting on the
+    others (seen under load: ten members stuck with eight sessions each until they expired).
+    Answers beyond MAX_OPEN are still RATE_LIMITED."""
+    async with fleet(tmp_path, 2, extra=0, config=ATTACKS) as f:
+        hive = await _hive(f)
+        a, one = f.members[0], Rogue(f.net, f.ids[1])
+        now = a.fleet.kernel.clock.now()
+
+        def hold(initiator: bool) -> None:
+            for n in range(MAX_OPEN):
+                peer, sid = f"03{n:064x}", secrets.token_hex(16)
+                neg = Negentropy(Storage([]))
+                a.fleet.sync.sessions[(peer, sid)] = Session(
+                    peer, sid, initiator, neg, frozenset(), now
+                )
+
+        hold(initiator=True)
+        inbox = one.backend.events()
+        opening = Sync(session=secrets.token_hex(16), round=0, data=encode_data(_opening(a)))
+        await one.send(f.ids[0], one.session(MsgType.SYNC, opening, hive=hive))
+        with anyio.fail_after(5):
+            async for event in inbox:
+                payload = event.payload if isinstance(event, CustomMsg) else b""
+                if payload[:2] == int(MsgType.SYNC).to_bytes(2, "big"):
+                    answer = parse_compact(payload, f.ids[0])
+                    assert answer.body_as(Sync).round == 1
+                    break
+        await inbox.aclose()
+        assert "RATE_LIMITED" not in a.fleet.store.error_counts()
+        # acknowledged in a session frame too: the answer leaves a's outbox
+        ack = MsgAck(ref=answer.id, status="ok")
+        await one.send(f.ids[0], one.session(MsgType.MSG_ACK, ack, hive=hive))
+        with anyio.fail_after(5):
+            while a.fleet.status()["outbox"].get("pending", 0):
+                await anyio.sleep(0.02)
+
+        a.fleet.sync.sessions.clear()
+        hold(initiator=False)
+        again = Sync(session=secrets.token_hex(16), round=0, data=encode_data(_opening(a)))
+        frame = one.session(MsgType.SYNC, again, hive=hive)
+        await refused(a, "RATE_LIMITED", lambda: one.send(f.ids[0], frame), one)
