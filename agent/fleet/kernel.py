@@ -200,7 +200,7 @@ class FleetKernel:
         owner = self._routes.get(msg.type)
         relayed = msg.node != peer  # a fact handed on by a member: its author signed it
         try:
-            self._authentic(peer, msg, owner, relayed)
+            _authentic(self._session, peer, msg, owner, relayed)
             if msg.type != MsgType.MSG_ACK:
                 self._admissible(peer, msg, relayed)
                 if owner is None:
@@ -237,18 +237,6 @@ class FleetKernel:
         if msg.type not in owner.unacked:
             await self._ack(peer, msg, AckStatus.OK, None)
         await self.after(effects)
-
-    def _authentic(
-        self, peer: str, msg: Message, owner: FleetComponent | None, relayed: bool
-    ) -> None:
-        """Unauthorized unless `msg` is signed, or of a type that travels unsigned (its
-        sender then is `peer`); and unless its signer is `peer`, or it is a fact handed on."""
-        if not msg.signed and msg.type not in self._session:
-            raise Unauthorized(f"a {msg.type.name} frame must be signed")
-        if relayed and (owner is None or msg.type not in owner.facts):
-            raise Unauthorized(
-                f"message signed for node {short(msg.node)} arrived from {short(peer)}"
-            )
 
     async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
         self.refused(err, peer)
@@ -486,3 +474,14 @@ class FleetKernel:
     def count(self, code: str) -> None:
         with self.store.transaction(self.clock.now(), durable=False) as tx:
             tx.count_errors({code: 1})
+
+
+def _authentic(
+    session: set[MsgType], peer: str, msg: Message, owner: FleetComponent | None, relayed: bool
+) -> None:
+    """Unauthorized unless `msg` is signed, or of a type that travels unsigned (`session`: its
+    sender then is `peer`); and unless its signer is `peer`, or it is a fact handed on."""
+    if not msg.signed and msg.type not in session:
+        raise Unauthorized(f"a {msg.type.name} frame must be signed")
+    if relayed and (owner is None or msg.type not in owner.facts):
+        raise Unauthorized(f"message signed for node {short(msg.node)} arrived from {short(peer)}")
