@@ -319,7 +319,8 @@ class FleetKernel:
         return msg.id, msg.raw
 
     def message(self, msg_type: MsgType, body: wire.Body, hive: str) -> Message:
-        """A new signed frame from this node, as the message a receiver would parse."""
+        """A new frame from this node — signed; compact and unsigned for a session type — as
+        the message a receiver would parse."""
         msg_id, now = secrets.token_hex(16), self.clock.now()
         if msg_type in self._session and msg_type != MsgType.MSG_ACK:
             frame = compact.build_compact(msg_type, body, hive=hive, msg_id=msg_id, ts=now)
