@@ -105,7 +105,7 @@ def test_layers(package: str, banned: tuple[str, ...], why: str) -> None:
 COMPONENTS = ["handshake", "membership", "gossip", "sync", "intents", "contribution"]
 SHARED_FLEET = {
     "agent.fleet.kernel", "agent.fleet.component", "agent.fleet.facts", "agent.fleet.roster",
-    "agent.fleet.rules", "agent.fleet.settlement_rules",
+    "agent.fleet.rules", "agent.fleet.settlement_rules", "agent.fleet.intake",
 }  # fmt: skip
 
 

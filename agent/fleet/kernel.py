@@ -43,6 +43,7 @@ from agent.fleet.component import (
     Treatment,
     short,
 )
+from agent.fleet.intake import authentic, handed_on
 from agent.node.backend import NodeBackend
 from agent.node.models import CustomMsg, Forward, NodeEvent, PeerConnected, PeerDisconnected
 from agent.store import fleet as db
@@ -58,7 +59,6 @@ from events.errors import (
     Internal,
     InvalidPayload,
     Replayed,
-    Unauthorized,
 )
 from events.fleet import AckStatus, Message, MsgType, compact
 
@@ -68,15 +68,6 @@ __all__ = [
     "Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Ledger", "Presence", "Standing",
     "Treatment", "short",
 ]  # fmt: skip
-
-
-def _handed_on(peer: str, msg: Message, owner: FleetComponent | None, oldest_live: int) -> bool:
-    """A fact handed on, not sent live: signed by another member than `peer`, or by `peer`
-    itself but older than any live frame may be (its author handing on its own fact by
-    anti-entropy, to a member back from days away) — judged as a proof either way."""
-    if msg.node != peer:
-        return True
-    return owner is not None and msg.type in owner.facts and msg.ts < oldest_live
 
 
 class FleetKernel:
@@ -223,9 +214,9 @@ class FleetKernel:
             self.refused(err, peer)
             return
         owner = self._routes.get(msg.type)
-        relayed = _handed_on(peer, msg, owner, self.clock.now() - self.config.max_age_s)
+        relayed = handed_on(peer, msg, owner, self.clock.now() - self.config.max_age_s)
         try:
-            _authentic(self._session, peer, msg, owner, relayed)
+            authentic(self._session, peer, msg, owner, relayed)
             if msg.type != MsgType.MSG_ACK:
                 self._admissible(peer, msg, relayed)
                 if owner is None:
@@ -500,14 +491,3 @@ class FleetKernel:
     def count(self, code: str) -> None:
         with self.store.transaction(self.clock.now(), durable=False) as tx:
             tx.count_errors({code: 1})
-
-
-def _authentic(
-    session: set[MsgType], peer: str, msg: Message, owner: FleetComponent | None, relayed: bool
-) -> None:
-    """Unauthorized unless `msg` is signed, or of a type that travels unsigned (`session`: its
-    sender then is `peer`); and unless its signer is `peer`, or it is a fact handed on."""
-    if not msg.signed and msg.type not in session:
-        raise Unauthorized(f"a {msg.type.name} frame must be signed")
-    if relayed and (owner is None or msg.type not in owner.facts):
-        raise Unauthorized(f"message signed for node {short(msg.node)} arrived from {short(peer)}")
