@@ -29,11 +29,15 @@ common rest are synthetic rows put into both stores (kind "left", which the upke
 week whoever its subject, each carrying a copy of a real fact frame; never served, as both
 hold them).  Both then run with no digest of their own accord; A sends one digest by hand,
 and the section measures until both fact-set digests are equal and nothing is open or
-pending: negentropy round trips and bytes (the initiator's counters), and the custom messages
-on the wire, by type (counted by a wrapper around the network's `send_custommsg`).
+pending (the outbox with its production backoff, 30 s: with the joins' 0.2 s a step answered
+late on a busy machine went twice): negentropy round trips and bytes (the initiator's
+counters), and the custom messages on the wire, by type (counted by a wrapper around the
+network's `send_custommsg`).
 `ratio=` the bytes of a full sync of the same set (its ids alone, 32 bytes each: a lower
-bound) ÷ the reconciliation's STATE_HASH and SYNC frames on the wire (goal ≥ 10, stretch 100;
-round trips ≤ 3, reconciliation ≤ 2 KB).
+bound) ÷ the reconciliation's STATE_HASH and SYNC frames on the wire, every byte both ways
+(goal ≥ 10, stretch 100; round trips ≤ 3, reconciliation ≤ 2 KB).  These travel as session
+frames (compact, unsigned: events/fleet/compact.py); their acknowledgements, session frames
+too, are printed beside them, apart from the signed acknowledgement of the fact handed on.
 
 Catch-up (`--catch-up`): on the propagation graph (`--members`, `--diameter`), every member
 sharing one shifted clock, the last member goes offline; the admin bans an outsider (queued
@@ -85,6 +89,7 @@ from agent.store import gossip as gdb
 from agent.store.db import Store
 from bench.fleet import pct, raw_rtt
 from events.fleet import MsgType, StateRecord
+from events.fleet.compact import is_compact
 from events.fleet.sync import fact_id
 
 LATENCY = (0.001, 0.001)
@@ -396,6 +401,8 @@ class Wire:
         self.bytes: Counter[int] = Counter()
         self.frames: Counter[int] = Counter()
         self.links: Counter[tuple[str, str]] = Counter()  # (sender, peer) → bytes
+        self.session: Counter[int] = Counter()  # bytes of session frames (compact), by type
+        self.session_frames: Counter[int] = Counter()
         send = net.send_custommsg
 
         def counted(sender: str, peer: str, payload: bytes) -> None:
@@ -404,13 +411,15 @@ class Wire:
             self.bytes[kind] += len(payload)
             self.frames[kind] += 1
             self.links[(sender, peer)] += len(payload)
+            if is_compact(payload):
+                self.session[kind] += len(payload)
+                self.session_frames[kind] += 1
 
         net.send_custommsg = counted  # type: ignore[method-assign]
 
     def reset(self) -> None:
-        self.bytes.clear()
-        self.frames.clear()
-        self.links.clear()
+        for counter in (self.bytes, self.frames, self.links, self.session, self.session_frames):
+            counter.clear()
 
     def of(self, *kinds: MsgType) -> tuple[int, int]:
         """(frames, bytes) of these message types."""
@@ -505,8 +514,10 @@ async def _repair(args: argparse.Namespace) -> Repair:
     wire = Wire(net)
     cfg = replace(config(GAP_S), sync_join_grace_s=1, sync_gap_s=1)
     # then no digest of the members' own accord (the join grace never ends): the one measured
-    # is sent by hand; the outbox gives up after 3 s, so B misses the ban for good
-    quiet = replace(cfg, sync_join_grace_s=10**9, outbox_ttl_s=3)
+    # is sent by hand; the outbox gives up after 3 s, so B misses the ban for good; the
+    # outbox's production backoff (30 s), so that a step answered late on a busy machine is
+    # not sent twice, as the joins' 0.2 s would (a retry is counted on the wire all the same)
+    quiet = replace(cfg, sync_join_grace_s=10**9, outbox_ttl_s=3, retry_base_s=30.0)
     outsider = ids[2]
     with tempfile.TemporaryDirectory(prefix="hive-bench-repair-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
@@ -574,6 +585,8 @@ def repair(args: argparse.Namespace) -> bool:
     digests_n, digest_b = w.of(MsgType.STATE_HASH)
     sync_n, sync_b = w.of(MsgType.SYNC)
     acks_n, acks_b = w.of(MsgType.MSG_ACK)
+    ack = int(MsgType.MSG_ACK)
+    session_acks_n, session_acks_b = w.session_frames[ack], w.session[ack]
     fact_n, fact_b = w.of(MsgType.BAN)
     total = sum(w.bytes.values())
     recon = digest_b + sync_b
@@ -595,7 +608,9 @@ def repair(args: argparse.Namespace) -> bool:
     )
     print(
         f"on the wire: STATE_HASH {digests_n}×/{digest_b:,} B + SYNC {sync_n}×/{sync_b:,} B = "
-        f"{recon:,} B reconciliation (goal ≤ 2,048); acks {acks_n}×/{acks_b:,} B; "
+        f"{recon:,} B reconciliation (goal ≤ 2,048); acks {acks_n}×/{acks_b:,} B (of which "
+        f"the session frames' {session_acks_n}×/{session_acks_b:,} B: reconciliation and its "
+        f"acks {recon + session_acks_b:,} B); "
         f"the fact handed on {fact_n}×/{fact_b:,} B; all {total:,} B ({w.breakdown()})"
     )
     print(

@@ -22,6 +22,7 @@ from agent.node.simnode import SimBackend, SimDriver
 from agent.store import fleet as fleet_db
 from events import fleet as wire
 from events import lnsig
+from events.fleet.compact import build_compact
 
 FAST = FleetConfig(
     member_fee_zero=0,  # (fees are what these tests watch; the bridge has its own)
@@ -165,6 +166,21 @@ class Rogue:
         return wire.build_frame(
             keys or self.keys, msg_type, body, hive=hive, msg_id=msg_id or secrets.token_hex(16),
             node=self.node_id, ts=int(time.time()) if ts is None else ts,
+        )  # fmt: skip
+
+    def session(
+        self,
+        msg_type: wire.MsgType,
+        body: wire.Body,
+        *,
+        hive: str,
+        ts: int | None = None,
+        msg_id: str | None = None,
+    ) -> bytes:
+        """A session frame (compact, unsigned: its sender is the peer it arrives from)."""
+        return build_compact(
+            msg_type, body, hive=hive, msg_id=msg_id or secrets.token_hex(16),
+            ts=int(time.time()) if ts is None else ts,
         )  # fmt: skip
 
     def binding(self, keys: sdk.Keys | None = None) -> str:

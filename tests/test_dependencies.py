@@ -113,7 +113,7 @@ COMPONENTS = [
 ]
 SHARED_FLEET = {
     "agent.fleet.kernel", "agent.fleet.component", "agent.fleet.facts", "agent.fleet.roster",
-    "agent.fleet.rules", "agent.fleet.settlement_rules",
+    "agent.fleet.rules", "agent.fleet.settlement_rules", "agent.fleet.intake",
 }  # fmt: skip
 
 

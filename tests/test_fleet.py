@@ -26,6 +26,7 @@ from agent.store.db import Store
 from events import fleet as wire
 from events.errors import Expired, InvalidParams, Restricted, Unauthorized
 from events.fleet import MsgType
+from events.fleet.compact import is_compact, parse_compact
 from tests.fleet_world import FAST, Fleet, Rogue, fleet, mesh
 
 pytestmark = pytest.mark.anyio
@@ -74,7 +75,11 @@ async def refused(
             if isinstance(event, CustomMsg) and event.payload[:2] == MsgType.MSG_ACK.to_bytes(
                 2, "big"
             ):
-                acks.append(wire.parse_frame(event.payload))
+                acks.append(
+                    parse_compact(event.payload, event.peer_id)
+                    if is_compact(event.payload)
+                    else wire.parse_frame(event.payload)
+                )
                 break
     await inbox.aclose()
     if answered:

@@ -13,6 +13,7 @@ from events import lnsig
 from events.canonical import canonical
 from events.errors import InvalidPayload, TooLarge
 from events.fleet import ChannelEntry, ChannelStatus, Gossip, MsgType, StateRecord
+from events.fleet.gossip import record_digest
 from events.fleet.wire import validated
 
 OWNER_KEYS = sdk.Keys.parse("1" * 64)
@@ -77,6 +78,11 @@ def test_round_trip(record: StateRecord, ttl: int, path: list[str]) -> None:
     msg = wire.parse_frame(raw)
     assert msg.type == MsgType.GOSSIP and msg.body == body
     assert wire.record_verifies(HIVE, msg.body_as(Gossip), OWNER_KEYS.public_key().to_hex())
+    # the digest over the record's canonical text, as the receiver has it, is the same
+    text = canonical(record)
+    assert record_digest(HIVE, record, text) == record_digest(HIVE, record)
+    key = OWNER_KEYS.public_key().to_hex()
+    assert wire.record_verifies(HIVE, msg.body_as(Gossip), key, text)
 
 
 def test_a_forwarder_signs_the_frame_and_the_owner_signature_still_holds() -> None:

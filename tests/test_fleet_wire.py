@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import nostr_sdk as sdk
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from events import fleet as wire
 from events import lnsig
+from events.canonical import canonical
 from events.errors import BadSignature, HiveError, InvalidPayload, TooLarge, UnknownMessage
 from events.fleet import MsgType
 
@@ -94,6 +96,8 @@ def test_round_trip(case: tuple[MsgType, wire.Body], ts: int, msg_id: str) -> No
     frame = _frame(msg_type, body, ts=ts, msg_id=msg_id)
     assert len(frame) <= wire.MAX_FRAME
     assert frame[:2] == int(msg_type).to_bytes(2, "big") and frame[2:6] == b"HIVE"
+    # the envelope is canonical JSON (the body written once, spliced into digest and envelope)
+    assert frame[6:] == canonical(json.loads(frame[6:]))
     msg = wire.parse_frame(frame)
     assert (msg.type, msg.body, msg.ts, msg.id) == (msg_type, body, ts, msg_id)
     assert (msg.node, msg.sender_key, msg.hive, msg.raw) == (NODE, PUB, HIVE, frame)

@@ -58,6 +58,20 @@ async def plugin_on(net: Network, node_id: str, **options: str) -> AsyncIterator
         tg.cancel_scope.cancel()
 
 
+async def agent_started(plugin: PluginProcess, limit_s: float = 30) -> None:
+    """Until the plugin's Nostr agent is up (an operator's method no longer answers "the Nostr
+    agent is still starting"): on a busy machine that takes seconds after `init`."""
+    with anyio.fail_after(limit_s):
+        while True:
+            try:
+                await plugin.call("hive-pending")
+                return
+            except PluginError as err:
+                if "still starting" not in str(err.error.get("message", "")):
+                    raise
+                await anyio.sleep(0.1)
+
+
 @pytest.mark.anyio
 async def test_manifest_init_and_help_texts() -> None:
     net, ids = ring(clock=time.monotonic)
@@ -283,6 +297,7 @@ async def test_advisor_commands_through_the_plugin(tmp_path: Path, relay_url: st
     ):
         advisor = advisor_app.advisor
         node = (await plugin.call("hive-status"))["nostr_pubkey"]
+        await agent_started(plugin)
         with pytest.raises(PluginError, match="INVALID_PARAMS"):
             await plugin.call("hive-grant", advisor=advisor.me, schemas=["x"], tier="emperor")
         cred = await plugin.call(
@@ -343,7 +358,8 @@ async def test_advisor_commands_through_the_plugin(tmp_path: Path, relay_url: st
             node, "hive:fee-policy/v1", "set_single", {"channel": a, "fee_ppm": 99}, timeout_s=2
         )
         assert after is None  # a revoked credential gets no answer, only a counted refusal
-        assert (await plugin.call("hive-status"))["refused"]["UNAUTHORIZED"] == 1
+        # (counted per message refused: on a busy machine the advisor may send it again)
+        assert (await plugin.call("hive-status"))["refused"]["UNAUTHORIZED"] >= 1
         assert (await node0.channels())[0].policy.ppm == 120
 
 

@@ -25,7 +25,7 @@ from agent.plugin_rpc import error_reply
 from events.errors import InvalidParams, error_classes
 from tests.conftest import HIVE_AGENT
 from tests.node_scenario import ring
-from tests.test_plugin import plugin_on
+from tests.test_plugin import agent_started, plugin_on
 
 # Core Lightning's own JSON-RPC codes (common/jsonrpc_errors.h, v25): none may be ours
 CLN_CODES = {
@@ -190,13 +190,7 @@ async def test_hive_grant_takes_the_cli_limits_checked_by_the_same_rule(
             await plugin.call("hive-grant", advisor=advisor.to_hex(), schemas=schemas,
                               max_rebalance_sats="lots")  # fmt: skip
     async with plugin_on(net, ids[0], **{"hive-relays": relay_url}) as plugin:
-        with anyio.fail_after(15):
-            while True:
-                try:
-                    await plugin.call("hive-pending")
-                    break
-                except PluginError:
-                    await anyio.sleep(0.1)
+        await agent_started(plugin)
         cred = await plugin.request(  # positional, as lightning-cli sends them (strings)
             "hive-grant", [advisor.to_hex(), "hive:fee-policy/*", "advanced", "30", "20", "5000",
                            "7"],
@@ -257,6 +251,7 @@ async def test_commands_queued_approvals_and_receipts_are_notified(
     ):
         advisor = advisor_app.advisor
         node = (await plugin.call("hive-status"))["nostr_pubkey"]
+        await agent_started(plugin)
         cred = await plugin.call("hive-grant", advisor=advisor.me, schemas=["hive:rebalance/*"],
                                  tier="advanced")  # fmt: skip
         with anyio.fail_after(10):

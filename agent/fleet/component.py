@@ -134,6 +134,10 @@ class FleetComponent:
     # frame types handled in a commit without an fsync: it survives a killed process, and its
     # loss on a power failure only delays (an answer waited for again, a lock held to expiry)
     light: frozenset[MsgType] = frozenset()
+    # frame types sent point to point in the compact unsigned envelope (events/fleet/compact.py):
+    # never facts, never handed on, nothing in them proven to a third party; the sender is the
+    # BOLT 8 authenticated peer they came from (a signed copy is accepted too)
+    session: frozenset[MsgType] = frozenset()
     kernel: FleetKernel
 
     def bind(self, kernel: FleetKernel) -> None:

@@ -225,11 +225,7 @@ class Gossip(FleetComponent):
         """Connected active members other than us (and `exclude`)."""
         k = self.kernel
         skip = {k.me, *exclude}
-        return sorted(
-            m.node_id
-            for m in db.members(store)
-            if m.node_id in k.connected and m.node_id not in skip
-        )
+        return [n for n in db.member_ids(store) if n in k.connected and n not in skip]
 
     async def _send(self, peer: str, owner: str, frame: bytes, now: int) -> None:
         out = self.rate.offer((peer, owner), frame, now)
@@ -249,7 +245,8 @@ class Gossip(FleetComponent):
         if key is None:
             return  # late news of a member who has left: nothing to keep, nothing refused
         stored = gdb.state(tx, record.owner)
-        text = canonical(record).decode()
+        raw = canonical(record)
+        text = raw.decode()
         if stored is not None and (stored.version, stored.sig, stored.record) == (
             record.version,
             body.sig,
@@ -261,7 +258,7 @@ class Gossip(FleetComponent):
         else:  # a copy with more TTL than the one we forwarded goes on again (see _forward)
             # the version first: a stale copy costs no signature check
             rules.check_fresh(record, None if stored is None else stored.version, tx.now)
-            if not record_verifies(h.hive_id, body, key):
+            if not record_verifies(h.hive_id, body, key, raw):
                 raise BadSignature(f"the state record is not signed by {short(record.owner)}'s key")
             # after the signature: only the owner itself is blamed for minting too fast
             gap = self.kernel.config.gossip_gap_s

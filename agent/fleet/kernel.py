@@ -1,6 +1,8 @@
 """The fleet kernel: what every fleet protocol shares, and nothing any one of them owns.
 
-Frame intake — size, type, magic, JSON, shape and signature (`events.fleet.parse_frame`) →
+Frame intake — size, type, magic, JSON, shape and signature (`events.fleet.parse_frame`; a
+session frame, events/fleet/compact.py, carries no signature: only the types a component
+declares `session` may, and its node is the BOLT 8 peer it came from) →
 signer's node = the Lightning peer it came from → the sender's standing (not banned; a member
 of our hive, except for the frame types a component accepts from strangers) → clock window →
 duplicate id → the owning component, in two steps: `prepare` (reads the node, outside the lock
@@ -41,6 +43,7 @@ from agent.fleet.component import (
     Treatment,
     short,
 )
+from agent.fleet.intake import authentic, handed_on
 from agent.node.backend import NodeBackend
 from agent.node.models import CustomMsg, Forward, NodeEvent, PeerConnected, PeerDisconnected
 from agent.store import fleet as db
@@ -56,9 +59,8 @@ from events.errors import (
     Internal,
     InvalidPayload,
     Replayed,
-    Unauthorized,
 )
-from events.fleet import AckStatus, Message, MsgType
+from events.fleet import AckStatus, Message, MsgType, compact
 
 log = logging.getLogger("hive.fleet")
 BINDING_KV = "fleet_binding"
@@ -66,15 +68,6 @@ __all__ = [
     "Effects", "FleetComponent", "FleetConfig", "FleetKernel", "Ledger", "Presence", "Standing",
     "Treatment", "short",
 ]  # fmt: skip
-
-
-def _handed_on(peer: str, msg: Message, owner: FleetComponent | None, oldest_live: int) -> bool:
-    """A fact handed on, not sent live: signed by another member than `peer`, or by `peer`
-    itself but older than any live frame may be (its author handing on its own fact by
-    anti-entropy, to a member back from days away) — judged as a proof either way."""
-    if msg.node != peer:
-        return True
-    return owner is not None and msg.type in owner.facts and msg.ts < oldest_live
 
 
 class FleetKernel:
@@ -102,14 +95,21 @@ class FleetKernel:
         self.treatment: Treatment | None = None  # members denied zero fees (anti-leech)
         self._components: list[FleetComponent] = []
         self._routes: dict[MsgType, FleetComponent] = {}
+        # frame types that travel in the compact unsigned envelope (acknowledgements of such
+        # frames too): the owners' `session` declarations
+        self._session: set[MsgType] = {MsgType.MSG_ACK}
         self._sending: dict[str, anyio.Lock] = {}  # one flush per peer at a time: no double sends
         self._wake = anyio.Event()
 
     def register(self, component: FleetComponent) -> None:
+        session = component.session
+        if not session <= component.owns - component.facts or session - set(compact.CODECS):
+            raise ValueError("session frames are owned, not facts, and have a compact layout")
         for msg_type in component.owns:
             if msg_type in self._routes or msg_type == MsgType.MSG_ACK:
                 raise ValueError(f"{msg_type.name} is owned already")
             self._routes[msg_type] = component
+        self._session |= component.session
         self._components.append(component)
         component.bind(self)
 
@@ -206,17 +206,17 @@ class FleetKernel:
     async def receive(self, peer: str, payload: bytes) -> None:
         """One custom message from `peer` (its BOLT 8 authenticated node id)."""
         try:
-            msg = wire.parse_frame(payload)
+            if compact.is_compact(payload):  # a session frame: from `peer`, unsigned
+                msg = compact.parse_compact(payload, peer)
+            else:
+                msg = wire.parse_frame(payload)
         except HiveError as err:
             self.refused(err, peer)
             return
         owner = self._routes.get(msg.type)
-        relayed = _handed_on(peer, msg, owner, self.clock.now() - self.config.max_age_s)
+        relayed = handed_on(peer, msg, owner, self.clock.now() - self.config.max_age_s)
         try:
-            if relayed and (owner is None or msg.type not in owner.facts):
-                raise Unauthorized(
-                    f"message signed for node {short(msg.node)} arrived from {short(peer)}"
-                )
+            authentic(self._session, peer, msg, owner, relayed)
             if msg.type != MsgType.MSG_ACK:
                 self._admissible(peer, msg, relayed)
                 if owner is None:
@@ -335,8 +335,15 @@ class FleetKernel:
         return msg.id, msg.raw
 
     def message(self, msg_type: MsgType, body: wire.Body, hive: str) -> Message:
-        """A new signed frame from this node, as the message a receiver would parse."""
+        """A new frame from this node — signed; compact and unsigned for a session type — as
+        the message a receiver would parse."""
         msg_id, now = secrets.token_hex(16), self.clock.now()
+        if msg_type in self._session and msg_type != MsgType.MSG_ACK:
+            frame = compact.build_compact(msg_type, body, hive=hive, msg_id=msg_id, ts=now)
+            return Message(
+                type=msg_type, id=msg_id, hive=hive, sender_key="", node=self.me, ts=now,
+                body=body, raw=frame, signed=False,
+            )  # fmt: skip
         frame = wire.build_frame(
             self.keys, msg_type, body, hive=hive, msg_id=msg_id, node=self.me, ts=now
         )
@@ -424,7 +431,13 @@ class FleetKernel:
             ref=msg.id, status=status.value,
             code=err.code if err else "", message=err.message[:280] if err else "",
         )  # fmt: skip
-        _, frame = self.frame(MsgType.MSG_ACK, body, msg.hive)
+        if msg.signed or not msg.hive:
+            _, frame = self.frame(MsgType.MSG_ACK, body, msg.hive)
+        else:  # a session frame's acknowledgement is one too
+            ts = self.clock.now()
+            frame = compact.build_compact(
+                MsgType.MSG_ACK, body, hive=msg.hive, msg_id=secrets.token_hex(16), ts=ts
+            )
         await self.send_direct(peer, frame)
 
     async def flush(self, peer: str) -> None:

@@ -29,15 +29,16 @@ def current_hive(store: Db) -> db.Hive:
 
 
 def active_member(
-    store: Db, node: str, key: str, *, full: bool = False, what: str = ""
+    store: Db, node: str, key: str | None, *, full: bool = False, what: str = ""
 ) -> db.Member:
-    """`node`, an active member signing with its bound key (a full member if `full`)."""
+    """`node`, an active member signing with its bound key (a full member if `full`; `key`
+    None: a session frame, unsigned, that came from `node` itself over BOLT 8)."""
     if db.is_banned(store, node):
         raise Banned(f"{short(node)} is banned from the hive")
     m = db.member(store, node)
     if m is None or m.status != "active":
         raise NotMember(f"{short(node)} is not an active member of this hive")
-    if m.pubkey != key:
+    if key is not None and m.pubkey != key:
         raise BadSignature(f"signed by a key that is not {short(node)}'s bound Nostr key")
     if full and m.tier != "member":
         raise Restricted(f"only full members may {what}; {short(node)} is a {m.tier}")

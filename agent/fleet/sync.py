@@ -14,7 +14,9 @@ peers' outboxes gave up on.
 
 Bounded: one reconciliation each way per pair (a new one replaces the older); at most
 DIGEST_BURST digests per member per `sync_gap_s` (a digest storm is refused with RATE_LIMITED;
-the limit is kept in the store); at most MAX_OPEN open in all; a session lives
+the limit is kept in the store); at most MAX_OPEN open each way (begun here, answered here:
+an answer never waits for a slot our own reconciliations hold, or members all reconciling at
+once could each hold every slot waiting on the others' answers); a session lives
 `sync_session_s` and at most MAX_ROUNDS negentropy messages; a responder serves only ids of
 the set it reconciled, each once.  Bogus ranges or fingerprints end the session with a typed
 error.  Sessions live in memory only: after a restart the peer's next step is dropped
@@ -50,7 +52,7 @@ from events.fleet.sync import (
 from events.negentropy import Negentropy, Storage
 
 log = logging.getLogger("hive.fleet.sync")
-MAX_OPEN = 8  # reconciliations open at once, in all (one each way per member)
+MAX_OPEN = 8  # reconciliations open at once each way (and one each way per member)
 LIMITS_KV = "fleet_sync_limits"  # peer → when its recent digests were taken
 SENT_KV = "fleet_sync_sent"  # peer → when we sent it our recent digests
 STATS_KV = "fleet_sync_stats"
@@ -94,6 +96,7 @@ class SyncStats:
 class Sync(FleetComponent):
     owns = frozenset({MsgType.STATE_HASH, MsgType.SYNC})
     unacked = frozenset({MsgType.STATE_HASH})
+    session = frozenset({MsgType.STATE_HASH, MsgType.SYNC})  # point to point, never handed on
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.SystemRandom()
@@ -171,7 +174,7 @@ class Sync(FleetComponent):
         await k.send_direct(peer, frame)
 
     def apply(self, tx: Tx, peer: str, msg: Message, prepared: Any, fx: Effects) -> None:
-        roster.active_member(tx, peer, msg.sender_key)
+        roster.active_member(tx, peer, msg.sender_key if msg.signed else None)
         if msg.type == MsgType.STATE_HASH:
             self._on_digest(tx, peer, msg.body_as(StateHash), fx)
         else:
@@ -188,7 +191,7 @@ class Sync(FleetComponent):
         if any(s.peer == peer and s.initiator for s in self.sessions.values()):
             self.stats.busy += 1  # the reconciliation under way repairs it
             return
-        self._admit(tx, peer)
+        self._admit(initiator=True)
         neg = Negentropy(Storage(items), frame_limit=NEG_LIMIT)
         first = neg.initiate()
         ids = frozenset(i for _, i in items)
@@ -199,9 +202,9 @@ class Sync(FleetComponent):
         session.steps, session.neg_bytes = 1, len(first)
         self.stats.neg_bytes += len(first)
 
-    def _admit(self, tx: Tx, peer: str) -> None:
-        """Refuse a reconciliation beyond the limit of open ones (RATE_LIMITED)."""
-        if len(self.sessions) >= MAX_OPEN:
+    def _admit(self, *, initiator: bool) -> None:
+        """Refuse a reconciliation beyond the limit of open ones its way (RATE_LIMITED)."""
+        if sum(s.initiator == initiator for s in self.sessions.values()) >= MAX_OPEN:
             raise RateLimited(f"{MAX_OPEN} reconciliations are open here; try again later")
 
     def _limit(self, tx: Tx, peer: str) -> None:
@@ -244,7 +247,7 @@ class Sync(FleetComponent):
         one at a time: the older was abandoned, its last step lost)."""
         for old in [s for s in self.sessions.values() if s.peer == peer and not s.initiator]:
             self._close(old, ok=old.reconciled)
-        self._admit(tx, peer)
+        self._admit(initiator=False)
         items = facts.items(tx, tx.now)
         neg = Negentropy(Storage(items), frame_limit=NEG_LIMIT)
         session = Session(peer, body.session, False, neg, frozenset(i for _, i in items), tx.now)

@@ -98,6 +98,14 @@ def members(db: Db, *, status: str | None = "active") -> list[Member]:
     return [Member(*r) for r in rows]
 
 
+def member_ids(db: Db) -> list[str]:
+    """The active members' node ids, sorted (what a fan-out needs: no rows to build)."""
+    rows = db.conn.execute(
+        "SELECT node_id FROM fleet_members WHERE status = 'active' ORDER BY node_id"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def add_member(
     tx: Tx, node_id: str, pubkey: str, binding: str, tier: str, joined_at: int,
     manifest: dict[str, Any] | None = None, promoted_at: int | None = None,

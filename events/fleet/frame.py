@@ -51,7 +51,9 @@ C = TypeVar("C", bound=Body)
 
 class Message(BaseModel, Generic[B]):
     """A verified frame: its type, envelope fields and typed body (`Message[Vouch]` for a
-    frame known to carry a Vouch; `narrow` and `body_as` check it)."""
+    frame known to carry a Vouch; `narrow` and `body_as` check it).  `signed`: False for a
+    session frame (events/fleet/compact.py), whose sender is the peer it came from and whose
+    `sender_key` is empty."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
     type: MsgType
@@ -62,6 +64,7 @@ class Message(BaseModel, Generic[B]):
     ts: int
     body: B
     raw: bytes
+    signed: bool = True
 
     def body_as(self, kind: builtins.type[C]) -> C:
         """The body, as the model this frame type carries (InvalidPayload if it is not)."""
@@ -83,15 +86,20 @@ def _digest(
 def build_frame(
     keys: sdk.Keys, msg_type: MsgType, body: Body, *, hive: str, msg_id: str, node: str, ts: int
 ) -> bytes:
-    """A signed frame; TooLarge if it would exceed 65,535 bytes."""
-    data = body.model_dump(mode="json")
+    """A signed frame; TooLarge if it would exceed 65,535 bytes.
+
+    The body is written as canonical JSON once, and that text goes both into the signed
+    digest and into the envelope: the very bytes `canonical` would give for each (a list's
+    items and an object's sorted members are written as they are alone), without serialising
+    the body twice — it is most of a frame (a state record, a proof)."""
+    data = canonical(body)
     key = pubkey_hex(keys)
-    sig = sign_hash(keys, _digest(int(msg_type), hive, msg_id, ts, key, node, data))
-    envelope = {
-        "v": VERSION, "id": msg_id, "hive": hive, "from": key, "node": node, "ts": ts,
-        "body": data, "sig": sig,
-    }  # fmt: skip
-    frame = int(msg_type).to_bytes(2, "big") + MAGIC + canonical(envelope)
+    head = canonical([FRAME_TAG, int(msg_type), hive, msg_id, ts, key, node])
+    sig = sign_hash(keys, sha256(head[:-1] + b"," + data + b"]"))
+    rest = {"v": VERSION, "id": msg_id, "hive": hive, "from": key, "node": node, "ts": ts,
+            "sig": sig}  # fmt: skip
+    envelope = b'{"body":' + data + b"," + canonical(rest)[1:]  # "body" sorts first
+    frame = int(msg_type).to_bytes(2, "big") + MAGIC + envelope
     if len(frame) > MAX_FRAME:
         raise TooLarge(
             f"the fleet message would be {len(frame):,} bytes; the limit is {MAX_FRAME:,}"

@@ -81,8 +81,12 @@ class Gossip(Body):
     path: Annotated[list[NodeId], Field(max_length=MAX_PATH)]  # who forwarded it, in order
 
 
-def record_digest(hive: str, record: StateRecord) -> bytes:
-    return sha256(canonical([STATE_TAG, hive, record.model_dump(mode="json")]))
+def record_digest(hive: str, record: StateRecord, text: bytes | None = None) -> bytes:
+    """SHA-256 of the canonical [tag, hive, record]; `text`: the record's canonical JSON if
+    the caller has it already (a list's items are written as they are alone)."""
+    if text is None:
+        return sha256(canonical([STATE_TAG, hive, record.model_dump(mode="json")]))
+    return sha256(canonical([STATE_TAG, hive])[:-1] + b"," + text + b"]")
 
 
 def sign_record(keys: sdk.Keys, hive: str, record: StateRecord) -> str:
@@ -90,10 +94,12 @@ def sign_record(keys: sdk.Keys, hive: str, record: StateRecord) -> str:
     return sign_hash(keys, record_digest(hive, record))
 
 
-def record_verifies(hive: str, body: Gossip, key: str) -> bool:
-    """True if `body.sig` is `key`'s signature over the record (never raises)."""
+def record_verifies(hive: str, body: Gossip, key: str, text: bytes | None = None) -> bool:
+    """True if `body.sig` is `key`'s signature over the record (never raises); `text`: the
+    record's canonical JSON, if the caller has it."""
     try:
         pub = bytes.fromhex(key)
     except ValueError:
         return False
-    return schnorr_verify(pub, record_digest(hive, body.record), bytes.fromhex(body.sig))
+    digest = record_digest(hive, body.record, text)
+    return schnorr_verify(pub, digest, bytes.fromhex(body.sig))
