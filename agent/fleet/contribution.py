@@ -101,12 +101,14 @@ class Contribution(FleetComponent):
             cdb.count(tx, f"forwards_{got}")
 
     def _recipients(self, db: Db) -> list[str]:
-        """The active members (heard from within 24 h) other than us: a member away longer
-        gets the fact from anti-entropy when it is back, not from a queue that expires."""
+        """The members other than us that are connected now or were heard from within 24 h:
+        a member away longer gets the fact from anti-entropy when it is back, not from a
+        queue that expires (connected counts too: in a hive formed minutes ago most members
+        have not yet heard from each other)."""
         members = self._members(db)
         presence = self.kernel.presence
         if presence is not None:
-            members &= presence.active(db, self.kernel.clock.now())
+            members &= presence.active(db, self.kernel.clock.now()) | self.kernel.connected
         return sorted(members)
 
     def _members_now(self, db: Db) -> set[str]:
