@@ -94,6 +94,7 @@ class FleetKernel:
         self.ledger: Ledger | None = None  # settlement inputs (the contribution component)
         self.treatment: Treatment | None = None  # members denied zero fees (anti-leech)
         self._components: list[FleetComponent] = []
+        self._takers: list[FleetComponent] = []  # the components that take forwards
         self._routes: dict[MsgType, FleetComponent] = {}
         # frame types that travel in the compact unsigned envelope (acknowledgements of such
         # frames too): the owners' `session` declarations
@@ -111,6 +112,8 @@ class FleetKernel:
             self._routes[msg_type] = component
         self._session |= component.session
         self._components.append(component)
+        if type(component).forwarded is not FleetComponent.forwarded:
+            self._takers.append(component)  # it takes the node's forwards
         component.bind(self)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -186,11 +189,7 @@ class FleetKernel:
             elif isinstance(event, Forward):
                 # to every component (the contribution ledger): its node reads first, then
                 # one transaction per component; one failing never stops the stream
-                takers = [
-                    c for c in self._components
-                    if type(c).forwarded is not FleetComponent.forwarded
-                ]  # fmt: skip
-                for component in takers:
+                for component in self._takers:
                     try:
                         prepared = await component.prepare_forward(event)
                         with self.store.transaction(self.clock.now(), durable=False) as tx:
