@@ -1,0 +1,120 @@
+"""`hive-agent dashboard [--port N] [--host H]`: serves the dashboard for an agent home (beside
+a running `hive-agent node` or `run` on the same home) until interrupted.  Prints the URL with
+its access token once; binding anywhere but loopback prints a warning (still token-protected)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+
+from agent.advisory.policy import PolicyConfig
+from agent.cli.common import Emit
+from agent.dashboard.actions import HomeOperator, Operator
+from agent.dashboard.security import Gate
+from agent.dashboard.server import Context, create_app
+from agent.logs import log_event
+from agent.settings import Settings
+from agent.store import Store
+
+DEFAULT_PORT = 8787
+log = logging.getLogger("hive.dashboard")
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hosts_for(host: str, port: int) -> set[str] | None:
+    """The Host header values the server answers to (any, when bound to every address)."""
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - the operator asked for it (and was warned)
+        return None
+    names = {host} | ({"127.0.0.1", "localhost", "[::1]"} if loopback(host) else set())
+    return {f"{name}:{port}" for name in names}
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+class Dashboard:
+    """A bound dashboard: `url` (with the token) is known before it serves."""
+
+    def __init__(
+        self, store_file: Path, operator: Operator, policy: PolicyConfig, host: str, port: int
+    ):
+        self.sock = bind(host, port)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.gate = Gate(hosts_for(host, self.port))
+        self.app = create_app(Context(store_file, operator, self.gate, policy))
+        config = uvicorn.Config(
+            self.app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+
+    @property
+    def base(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/?token={self.gate.token}"
+
+    async def serve(self) -> None:
+        await self.server.serve(sockets=[self.sock])
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
+    policy_path = settings.root / "policy.json"
+    Store(settings.store_file).close()  # made (and migrated) before serving
+    board = Dashboard(
+        settings.store_file,
+        HomeOperator(settings, args),
+        PolicyConfig.load(policy_path),
+        args.host,
+        args.port,
+    )
+    if not loopback(args.host):
+        log.warning(
+            "the dashboard listens on %s, not only on this machine; anyone who can reach it "
+            "and learns the token can approve commands (prefer an SSH tunnel)",
+            args.host,
+        )
+    log_event(log, logging.INFO, "dashboard_started", host=args.host, port=board.port)
+    emit(
+        {"url": board.url, "host": args.host, "port": board.port},
+        f"dashboard: open {board.url}\n(the token is asked once; keep this URL to yourself)",
+    )
+    anyio.run(board.serve, backend="asyncio")
+    return 0
+
+
+def register(sub: Any, relay_opt: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "dashboard", parents=[relay_opt], help="a local web dashboard (approvals, advisors, node)"
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--policy", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_dashboard)
