@@ -63,7 +63,8 @@ class Dashboard:
         self.sock = bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.gate = Gate(hosts_for(host, self.port))
-        self.app = create_app(Context(store_file, operator, self.gate, policy))
+        self.context = Context(store_file, operator, self.gate, policy)
+        self.app = create_app(self.context)
         config = uvicorn.Config(
             self.app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
         )
@@ -82,6 +83,7 @@ class Dashboard:
         await self.server.serve(sockets=[self.sock])
 
     def stop(self) -> None:
+        self.context.closing = True
         self.server.should_exit = True
 
 

@@ -44,6 +44,7 @@ class Context:
     operator: Operator
     gate: Gate
     policy: PolicyConfig
+    closing: bool = False  # set when the server stops: event streams end
     _stores: dict[int, Store] = field(default_factory=dict)
 
     @property
@@ -172,7 +173,7 @@ async def _changes(ctx: Context) -> AsyncIterator[str]:
     store = ctx.store
     last, quiet = store.data_version(), 0.0
     yield "retry: 1000\n\n"
-    while True:
+    while not ctx.closing:
         await anyio.sleep(POLL_S)
         version = store.data_version()
         quiet += POLL_S
