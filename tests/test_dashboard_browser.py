@@ -43,7 +43,9 @@ def chromium() -> str:
 @asynccontextmanager
 async def dashboard(w: World) -> AsyncIterator[Dashboard]:
     store_file = Settings(home=w.tmp / "node").store_file
-    board = Dashboard(store_file, AppOperator(w.node), w.node.policy, "127.0.0.1", 0)
+    board = Dashboard(
+        store_file, AppOperator(w.node), w.node.policy, "127.0.0.1", 0, node=w.backend
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(board.serve)
         try:
@@ -133,7 +135,15 @@ async def test_a_queued_command_is_shown_live_approved_by_a_click_and_revoked(
             assert (await w.channels())[0].policy.ppm == 107
             await page.goto(f"{board.base}/node")
             assert "revoke:ok" in await page.content()
+            await page.wait_for_selector("#fees-chart .uplot")  # drawn by the vendored uPlot
+            bars = page.locator("tr[data-channel] meter.balance")
+            assert await bars.count() == len(await w.channels())
             await page.screenshot(path=str(tmp_path / "node.png"), full_page=True)
+            for name, heading in (("escrow", "Escrow"), ("market", "Marketplace"),
+                                  ("fleet", "Fleet")):  # fmt: skip
+                await page.goto(f"{board.base}/{name}")
+                assert await page.locator("h1").inner_text() == heading
+                await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
 
 
 async def test_without_the_token_401_and_without_csrf_403(tmp_path: Path, relay_url: str) -> None:

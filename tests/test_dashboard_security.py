@@ -125,6 +125,8 @@ def test_a_forged_approval_id_is_refused_with_its_code_and_changes_nothing(board
     assert dump(settings.store_file) == before
     assert operator.counts == {"approve:INVALID_PARAMS": 1, "confirm:INVALID_PARAMS": 1,
                                "launch:INVALID_PARAMS": 1}  # fmt: skip
+    for path in ("/escrow", "/market", "/fleet", "/advisors", "/receipts/" + "ab" * 16):
+        assert client.get(path).status_code == 200, path
     node = client.get("/node")
     assert "approve:INVALID_PARAMS" in node.text  # counted, and shown
 

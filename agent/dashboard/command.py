@@ -18,8 +18,9 @@ from agent.advisory.policy import PolicyConfig
 from agent.cli.common import Emit
 from agent.dashboard.actions import HomeOperator, Operator
 from agent.dashboard.security import Gate
-from agent.dashboard.server import Context, create_app
+from agent.dashboard.server import Context, FleetView, create_app
 from agent.logs import log_event
+from agent.node.backend import NodeBackend
 from agent.settings import Settings
 from agent.store import Store
 
@@ -58,12 +59,20 @@ class Dashboard:
     """A bound dashboard: `url` (with the token) is known before it serves."""
 
     def __init__(
-        self, store_file: Path, operator: Operator, policy: PolicyConfig, host: str, port: int
+        self,
+        store_file: Path,
+        operator: Operator,
+        policy: PolicyConfig,
+        host: str,
+        port: int,
+        *,
+        node: NodeBackend | None = None,
+        fleet: FleetView | None = None,
     ):
         self.sock = bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.gate = Gate(hosts_for(host, self.port))
-        self.context = Context(store_file, operator, self.gate, policy)
+        self.context = Context(store_file, operator, self.gate, policy, node=node, fleet=fleet)
         self.app = create_app(self.context)
         config = uvicorn.Config(
             self.app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import anyio
@@ -23,9 +23,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from agent.advisory.policy import PolicyConfig
-from agent.dashboard import data, security
+from agent.dashboard import data, more, security
 from agent.dashboard.actions import Operator
 from agent.dashboard.security import CSRF_FIELD, CSRF_HEADER, Gate
+from agent.node.backend import NodeBackend
 from agent.store import Store
 from events.errors import HiveError, NotFound
 
@@ -33,6 +34,10 @@ HERE = Path(__file__).parent
 POLL_S = 0.25
 HEARTBEAT_S = 15.0
 MAX_FORM = 4096
+
+
+class FleetView(Protocol):
+    def topology(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -44,6 +49,8 @@ class Context:
     operator: Operator
     gate: Gate
     policy: PolicyConfig
+    node: NodeBackend | None = None  # our Lightning node, when the agent runs one here
+    fleet: FleetView | None = None  # the fleet service, when the agent runs in a fleet
     closing: bool = False  # set when the server stops: event streams end
     _stores: dict[int, Store] = field(default_factory=dict)
 
@@ -162,10 +169,32 @@ def _views(app: FastAPI, ctx: Context, page: Page) -> None:
         view = data.receipts(ctx.store, credential_id, max(0, p))
         return page(request, "receipts", view=view)
 
+    _more_views(app, ctx, page)
+
+
+def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
     @app.get("/node", response_class=HTMLResponse)
     async def node(request: Request) -> Response:
-        counts = dict(ctx.operator.counts)
-        return page(request, "node", view=data.node(ctx.store), actions=counts)
+        view = data.node(ctx.store) | {
+            "channels": await more.channels(ctx.node),
+            "fees": more.fees_by_hour(ctx.store, int(time.time())),
+            "has_node": ctx.node is not None,
+        }
+        return page(request, "node", view=view, actions=dict(ctx.operator.counts))
+
+    @app.get("/escrow", response_class=HTMLResponse)
+    async def escrow(request: Request) -> Response:
+        return page(request, "escrow", view=more.escrow(ctx.store))
+
+    @app.get("/market", response_class=HTMLResponse)
+    async def market(request: Request) -> Response:
+        return page(request, "market", view=more.market(ctx.store))
+
+    @app.get("/fleet", response_class=HTMLResponse)
+    async def fleet(request: Request) -> Response:
+        topo = ctx.fleet.topology() if ctx.fleet is not None else None
+        graph = more.fleet_graph(topo) if topo is not None else None
+        return page(request, "fleet", topology=topo, graph=graph)
 
 
 async def _changes(ctx: Context) -> AsyncIterator[str]:

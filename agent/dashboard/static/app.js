@@ -41,3 +41,33 @@ document.addEventListener("DOMContentLoaded", () => {
   setInterval(tick, 1000);
   if (document.querySelector("[data-live]")) listen();
 });
+
+// Charts and graphs: data in a data-* attribute (no inline scripts under the CSP), drawn
+// with the vendored libraries (uPlot 1.6.32, cytoscape.js 3.35.0; MIT; see LICENSE files).
+function charts() {
+  const fees = document.getElementById("fees-chart");
+  if (fees && window.uPlot) {
+    const d = JSON.parse(fees.dataset.chart);
+    new window.uPlot({ width: Math.min(900, fees.clientWidth || 900), height: 220,
+      series: [{}, { label: "fees (sat)", stroke: "#f7931a", fill: "rgba(247,147,26,.15)" }] },
+      [d.t, d.fees_sat], fees);
+  }
+  const graph = document.getElementById("fleet-graph");
+  if (graph && window.cytoscape) {
+    const g = JSON.parse(graph.dataset.graph);
+    window.fleetGraph = window.cytoscape({
+      container: graph,
+      elements: [...g.nodes.map((n) => ({ data: n })), ...g.edges.map((e) => ({ data: e }))],
+      layout: { name: "circle" },
+      style: [
+        { selector: "node", style: { label: "data(label)", color: "#e4e8ec", "font-size": 10,
+          "background-color": "#58a6ff" } },
+        { selector: "node[?self]", style: { "background-color": "#f7931a" } },
+        { selector: "node[!active]", style: { "background-color": "#8a96a3" } },
+        { selector: "edge", style: { width: 2, "line-color": "#3fb950" } },
+      ],
+    });
+    graph.dataset.drawn = String(g.nodes.length);
+  }
+}
+document.addEventListener("DOMContentLoaded", charts);
