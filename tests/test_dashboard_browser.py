@@ -41,17 +41,23 @@ def chromium() -> str:
 
 
 @asynccontextmanager
-async def dashboard(w: World) -> AsyncIterator[Dashboard]:
-    store_file = Settings(home=w.tmp / "node").store_file
-    board = Dashboard(
-        store_file, AppOperator(w.node), w.node.policy, "127.0.0.1", 0, node=w.backend
-    )
+async def serving(board: Dashboard) -> AsyncIterator[Dashboard]:
     async with anyio.create_task_group() as tg:
         tg.start_soon(board.serve)
         try:
             yield board
         finally:
             board.stop()
+
+
+@asynccontextmanager
+async def dashboard(w: World) -> AsyncIterator[Dashboard]:
+    store_file = Settings(home=w.tmp / "node").store_file
+    board = Dashboard(
+        store_file, AppOperator(w.node), w.node.policy, "127.0.0.1", 0, node=w.backend
+    )
+    async with serving(board):
+        yield board
 
 
 @asynccontextmanager
