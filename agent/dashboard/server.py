@@ -186,6 +186,10 @@ def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
     async def escrow(request: Request) -> Response:
         return page(request, "escrow", view=more.escrow(ctx.store))
 
+    @app.get("/escrow/live", response_class=HTMLResponse)
+    async def escrow_live(request: Request) -> Response:
+        return page(request, "escrow_live", view=more.escrow(ctx.store))
+
     @app.get("/market", response_class=HTMLResponse)
     async def market(request: Request) -> Response:
         return page(request, "market", view=more.market(ctx.store))
