@@ -7,6 +7,7 @@ Screenshots of each page are saved under the test's temp dir."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from agent.advisory.policy import Mode, PolicyConfig
-from agent.dashboard.actions import AppOperator
+from agent.dashboard.actions import AppOperator, HomeOperator
 from agent.dashboard.command import Dashboard
 from agent.settings import Settings
 from agent.store import Store
@@ -172,3 +173,36 @@ async def test_without_the_token_401_and_without_csrf_403(tmp_path: Path, relay_
                     }"""
                 )
                 assert refused == [403, "RESTRICTED"]
+
+
+async def test_the_home_dashboard_approves_through_the_clis_path(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """`hive-agent dashboard` beside a running node: the vote is recorded in the home's store
+    as `hive-agent approvals approve` records it, and the node applies it within its step."""
+    async with world(tmp_path, relay_url, PolicyConfig(mode=Mode.OPERATOR)) as w:
+        await w.wait_credential(w.grant())
+        scid = (await w.channels())[0].short_channel_id
+        home = Settings(home=w.tmp / "node")
+        operator = HomeOperator(home, argparse.Namespace(relay=None))
+        board = Dashboard(home.store_file, operator, w.node.policy, "127.0.0.1", 0)
+        async with serving(board), browser_page() as page:
+            await page.goto(board.url)
+            cmd, _ = await w.advisor.advise(
+                w.node.me,
+                "hive:fee-policy/v1",
+                "set_single",
+                {"channel": scid, "fee_ppm": 111},
+                wait=False,
+            )
+            row = page.locator(f'tr[data-command="{cmd.command_id}"]')
+            await row.wait_for(timeout=5000)
+            await row.locator('button[data-step="approve"]').click()
+            done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
+            assert done is not None and done.status == Status.OK
+            receipt.verify(done)
+            assert operator.counts == {"approve:ok": 1}
+            secret = w.node.agent.keys.secret_key().to_hex()
+            for name in ("approvals", "advisors", "node", "escrow", "market", "fleet"):
+                await page.goto(f"{board.base}/{name}")
+                assert secret not in await page.content()  # keys never in pages

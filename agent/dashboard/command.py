@@ -5,9 +5,12 @@ its access token once; binding anywhere but loopback prints a warning (still tok
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
+import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (it re-raises SIGTERM after stopping): the
+    command stops it on SIGINT/SIGTERM itself and exits 0, as `hive-agent node` does."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Dashboard:
     """A bound dashboard: `url` (with the token) is known before it serves."""
 
@@ -77,7 +89,7 @@ class Dashboard:
         config = uvicorn.Config(
             self.app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
 
     @property
     def base(self) -> str:
@@ -117,8 +129,23 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings, emit: Emit) -> i
         {"url": board.url, "host": args.host, "port": board.port},
         f"dashboard: open {board.url}\n(the token is asked once; keep this URL to yourself)",
     )
-    anyio.run(board.serve, backend="asyncio")
+    anyio.run(_serve_until_signalled, board, backend="asyncio")
     return 0
+
+
+async def _serve_until_signalled(board: Dashboard) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def stop() -> None:
+                async for _ in signals:
+                    board.stop()
+                    return
+
+            tg.start_soon(stop)
+            await board.serve()
+            tg.cancel_scope.cancel()
+    log_event(log, logging.INFO, "dashboard_stopped", port=board.port)
 
 
 def register(sub: Any, relay_opt: argparse.ArgumentParser) -> None:
