@@ -109,28 +109,29 @@ class Dashboard:
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
-    policy_path = settings.root / "policy.json"
+    serve_home(settings, args, emit)
+    return 0
+
+
+def serve_home(settings: Settings, args: argparse.Namespace, emit: Emit) -> None:
+    """Serve the dashboard of an agent home until SIGINT/SIGTERM (`dashboard`, and `demo
+    --dashboard` on the advisory act's node)."""
+    host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", 0)
+    policy = PolicyConfig.load(settings.root / "policy.json")
     Store(settings.store_file).close()  # made (and migrated) before serving
-    board = Dashboard(
-        settings.store_file,
-        HomeOperator(settings, args),
-        PolicyConfig.load(policy_path),
-        args.host,
-        args.port,
-    )
-    if not loopback(args.host):
+    board = Dashboard(settings.store_file, HomeOperator(settings, args), policy, host, port)
+    if not loopback(host):
         log.warning(
             "the dashboard listens on %s, not only on this machine; anyone who can reach it "
             "and learns the token can approve commands (prefer an SSH tunnel)",
-            args.host,
+            host,
         )
-    log_event(log, logging.INFO, "dashboard_started", host=args.host, port=board.port)
+    log_event(log, logging.INFO, "dashboard_started", host=host, port=board.port)
     emit(
-        {"url": board.url, "host": args.host, "port": board.port},
+        {"url": board.url, "host": host, "port": board.port},
         f"dashboard: open {board.url}\n(the token is asked once; keep this URL to yourself)",
     )
     anyio.run(_serve_until_signalled, board, backend="asyncio")
-    return 0
 
 
 async def _serve_until_signalled(board: Dashboard) -> None:

@@ -37,7 +37,11 @@ MAX_FORM = 4096
 
 
 class FleetView(Protocol):
+    """What the fleet page reads of `FleetService` (agent/fleet/service.py)."""
+
     def topology(self) -> dict[str, Any]: ...
+
+    def intents_list(self, limit: int = 200) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -198,7 +202,8 @@ def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
     async def fleet(request: Request) -> Response:
         topo = ctx.fleet.topology() if ctx.fleet is not None else None
         graph = more.fleet_graph(topo) if topo is not None else None
-        return page(request, "fleet", topology=topo, graph=graph)
+        intents = ctx.fleet.intents_list(50) if ctx.fleet is not None else []
+        return page(request, "fleet", topology=topo, graph=graph, intents=intents)
 
 
 async def _changes(ctx: Context) -> AsyncIterator[str]:
