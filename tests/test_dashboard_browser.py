@@ -55,7 +55,13 @@ async def serving(board: Dashboard) -> AsyncIterator[Dashboard]:
 async def dashboard(w: World) -> AsyncIterator[Dashboard]:
     store_file = Settings(home=w.tmp / "node").store_file
     board = Dashboard(
-        store_file, AppOperator(w.node), w.node.policy, "127.0.0.1", 0, node=w.backend
+        store_file,
+        AppOperator(w.node),
+        w.node.policy,
+        "127.0.0.1",
+        0,
+        node=w.backend,
+        relays=w.node.agent.pool.status,
     )
     async with serving(board):
         yield board
@@ -145,6 +151,7 @@ async def test_a_queued_command_is_shown_live_approved_by_a_click_and_revoked(
             await page.wait_for_selector("#fees-chart .uplot")  # drawn by the vendored uPlot
             bars = page.locator("tr[data-channel] meter.balance")
             assert await bars.count() == len(await w.channels())
+            assert await page.locator("table.relays tr").count() == 2  # a header and our relay
             await page.screenshot(path=str(tmp_path / "node.png"), full_page=True)
             for name, heading in (("escrow", "Escrow"), ("market", "Marketplace"),
                                   ("fleet", "Fleet")):  # fmt: skip

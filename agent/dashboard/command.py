@@ -10,7 +10,7 @@ import ipaddress
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +80,14 @@ class Dashboard:
         *,
         node: NodeBackend | None = None,
         fleet: FleetView | None = None,
+        relays: Callable[[], list[dict[str, Any]]] | None = None,
     ):
         self.sock = bind(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.gate = Gate(hosts_for(host, self.port))
-        self.context = Context(store_file, operator, self.gate, policy, node=node, fleet=fleet)
+        self.context = Context(
+            store_file, operator, self.gate, policy, node=node, fleet=fleet, relays=relays
+        )
         self.app = create_app(self.context)
         config = uvicorn.Config(
             self.app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"

@@ -55,6 +55,7 @@ class Context:
     policy: PolicyConfig
     node: NodeBackend | None = None  # our Lightning node, when the agent runs one here
     fleet: FleetView | None = None  # the fleet service, when the agent runs in a fleet
+    relays: Callable[[], list[dict[str, Any]]] | None = None  # the relay pool's status rows
     closing: bool = False  # set when the server stops: event streams end
     _stores: dict[int, Store] = field(default_factory=dict)
 
@@ -183,6 +184,7 @@ def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
             "channels": await more.channels(ctx.node),
             "fees": more.fees_by_hour(ctx.store, int(time.time())),
             "has_node": ctx.node is not None,
+            "relays": ctx.relays() if ctx.relays is not None else None,
         }
         return page(request, "node", view=view, actions=dict(ctx.operator.counts))
 
