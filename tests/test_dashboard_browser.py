@@ -21,6 +21,7 @@ import pytest
 from agent.advisory.policy import Mode, PolicyConfig
 from agent.dashboard.actions import AppOperator, HomeOperator
 from agent.dashboard.command import Dashboard
+from agent.keys import import_key_file
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import advisory as repo
@@ -188,10 +189,13 @@ async def test_the_home_dashboard_approves_through_the_clis_path(
     """`hive-agent dashboard` beside a running node: the vote is recorded in the home's store
     as `hive-agent approvals approve` records it, and the node applies it within its step."""
     async with world(tmp_path, relay_url, PolicyConfig(mode=Mode.OPERATOR)) as w:
-        await w.wait_credential(w.grant())
+        cred = w.grant()
+        await w.wait_credential(cred)
         scid = (await w.channels())[0].short_channel_id
         home = Settings(home=w.tmp / "node")
-        operator = HomeOperator(home, argparse.Namespace(relay=None))
+        secret = w.node.agent.keys.secret_key().to_hex()
+        import_key_file(home.key_file, secret, None, force=True)  # as `keys import` would
+        operator = HomeOperator(home, argparse.Namespace(relay=[relay_url], policy=None))
         board = Dashboard(home.store_file, operator, w.node.policy, "127.0.0.1", 0)
         async with serving(board), browser_page() as page:
             await page.goto(board.url)
@@ -209,7 +213,21 @@ async def test_the_home_dashboard_approves_through_the_clis_path(
             assert done is not None and done.status == Status.OK
             receipt.verify(done)
             assert operator.counts == {"approve:ok": 1}
-            secret = w.node.agent.keys.secret_key().to_hex()
+            # revoke as `hive-agent credential revoke` does: a standalone agent on the home's key
+            await page.goto(f"{board.base}/advisors/{cred.credential_id}/revoke")
+            await page.click("#confirm-revoke")
+            state = page.locator(f'tr[data-credential="{cred.credential_id}"] td.state')
+            assert await state.inner_text() == "revoked"
+            assert operator.counts == {"approve:ok": 1, "revoke:ok": 1}
+            _, gone = await w.advisor.advise(
+                w.node.me,
+                "hive:fee-policy/v1",
+                "set_single",
+                {"channel": scid, "fee_ppm": 112},
+                timeout_s=2,
+            )
+            assert gone is None
+            assert (await w.channels())[0].policy.ppm == 111
             for name in ("approvals", "advisors", "node", "escrow", "market", "fleet"):
                 await page.goto(f"{board.base}/{name}")
                 assert secret not in await page.content()  # keys never in pages
