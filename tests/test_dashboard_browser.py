@@ -8,6 +8,7 @@ Screenshots of each page are saved under the test's temp dir."""
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,8 @@ from events import receipt
 from events.receipt import Status
 from tests.advisory_world import World, world
 from tests.conftest import missing_component
+from tests.test_market_flow import advert
+from tests.test_market_flow import agent as market_agent
 
 pytestmark = pytest.mark.anyio
 LIVE_BUDGET_S = 1.0  # the issue's bound: shown within 1 s of the node queuing it
@@ -228,6 +231,16 @@ async def test_the_home_dashboard_approves_through_the_clis_path(
             )
             assert gone is None
             assert (await w.channels())[0].policy.ppm == 111
+            # ranked listings, read from the relay as `market browse` reads them
+            lid = f"dash-{secrets.token_hex(4)}"
+            async with market_agent(w.tmp / "provider", [relay_url]) as provider:
+                await provider.publish(advert(lid, int(time.time())))
+            await page.goto(f"{board.base}/market")
+            await page.click("#browse")
+            listed = page.locator(f'tr[data-listing="{lid}"]')
+            await listed.wait_for(timeout=10000)
+            assert "capability" in await listed.inner_text()  # the score's breakdown
+            await page.screenshot(path=str(tmp_path / "market.png"), full_page=True)
             for name in ("approvals", "advisors", "node", "escrow", "market", "fleet"):
                 await page.goto(f"{board.base}/{name}")
                 assert secret not in await page.content()  # keys never in pages

@@ -36,6 +36,8 @@ class Operator(Protocol):
 
     async def revoke(self, credential_id: str) -> dict[str, Any]: ...
 
+    async def ranked(self) -> list[dict[str, Any]]: ...
+
 
 def _logged(counts: Counter[str], action: str, target: str, error: HiveError | None) -> None:
     outcome = "ok" if error is None else error.code
@@ -77,6 +79,10 @@ class AppOperator:
         _logged(self.counts, "revoke", credential_id, None)
         return {"revoked": credential_id}
 
+    async def ranked(self) -> list[dict[str, Any]]:
+        """A node service has no marketplace of its own: nothing to rank here."""
+        return []
+
 
 class HomeOperator:
     """Actions on an agent home, as `hive-agent approvals …` and `credential revoke` take them."""
@@ -96,6 +102,19 @@ class HomeOperator:
             store.close()
         _logged(self.counts, step, found, None)
         return found
+
+    async def ranked(self) -> list[dict[str, Any]]:
+        """Listings from the relays, ranked, as `hive-agent market browse --explain` ranks them
+        (a standalone agent on the home's key reads the relays)."""
+        from agent.cli.apps import standalone_app
+        from agent.cli.market import ranked_row
+        from agent.market.ranking import Need
+
+        app = standalone_app(self.args, self.settings)
+        async with app.agent:
+            rows = [ranked_row(r) for r in await app.market.browse(Need())]
+        log_event(log, logging.INFO, "browse", listings=len(rows))
+        return rows
 
     async def revoke(self, credential_id: str) -> dict[str, Any]:
         from agent.cli.advisory import revoke_with

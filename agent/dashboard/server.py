@@ -110,7 +110,7 @@ def create_app(ctx: Context) -> FastAPI:
         return page(request, "error", status, error=error.to_dict())
 
     _views(app, ctx, page)
-    _actions(app, ctx)
+    _actions(app, ctx, page)
 
     @app.get("/events")
     async def events(request: Request) -> Response:
@@ -122,7 +122,7 @@ def create_app(ctx: Context) -> FastAPI:
 Page = Callable[..., Response]
 
 
-def _actions(app: FastAPI, ctx: Context) -> None:
+def _actions(app: FastAPI, ctx: Context, page: Page) -> None:
     """The POSTs: each checked (CSRF, Origin), then the operator's action, then a redirect."""
 
     @app.post("/approvals/{command_id}/{step}")
@@ -130,6 +130,12 @@ def _actions(app: FastAPI, ctx: Context) -> None:
         await _checked(request, ctx)
         await ctx.operator.vote(command_id, step)
         return RedirectResponse("/approvals", status_code=303)
+
+    @app.post("/market/ranked", response_class=HTMLResponse)
+    async def ranked(request: Request) -> Response:
+        await _checked(request, ctx)
+        rows = await ctx.operator.ranked()
+        return page(request, "market", view=more.market(ctx.store), ranked=rows)
 
     @app.post("/advisors/{credential_id}/revoke")
     async def revoke(request: Request, credential_id: str) -> Response:
