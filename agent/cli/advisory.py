@@ -157,7 +157,9 @@ def cmd_credential_grant(
     return 0
 
 
-async def _revoke(args: argparse.Namespace, settings: Settings, make: AppFactory) -> dict[str, Any]:
+async def revoke_with(
+    args: argparse.Namespace, settings: Settings, make: AppFactory
+) -> dict[str, Any]:
     app = make(args, settings)
     async with app.agent as agent:
         await app.credentials.revoke(args.credential_id)
@@ -168,7 +170,7 @@ async def _revoke(args: argparse.Namespace, settings: Settings, make: AppFactory
 def cmd_credential_revoke(
     args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory
 ) -> int:
-    result = anyio.run(_revoke, args, settings, make, backend="asyncio")
+    result = anyio.run(revoke_with, args, settings, make, backend="asyncio")
     emit(result, views.revoked(result))
     return 0
 

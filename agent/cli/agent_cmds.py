@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -238,9 +240,17 @@ def _counts(title: str, key: str, counts: dict[str, int]) -> str:
 def cmd_demo(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     from agent.demo import run_demo
 
-    report = anyio.run(run_demo, args.fast, args.json, backend="asyncio")
+    keep = Path(tempfile.mkdtemp(prefix="hive-demo-")) if args.dashboard else None
+    report = anyio.run(run_demo, args.fast, args.json, keep, backend="asyncio")
     if args.json:
         emit(report, "")
+    if keep is not None:  # the advisory act's node, its credentials and receipts, in a browser
+        from agent.dashboard.command import serve_home
+
+        try:
+            serve_home(Settings(home=keep / "node"), args, emit)
+        finally:
+            shutil.rmtree(keep, ignore_errors=True)
     return 0
 
 
@@ -310,4 +320,9 @@ def _register_run(sub: Any, relay_opt: argparse.ArgumentParser) -> None:
 def register_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="the whole story on an embedded relay")
     demo.add_argument("--fast", action="store_true", help="no pauses (CI smoke test)")
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="end by serving the dashboard of the advisory act's node (prints its URL)",
+    )
     demo.set_defaults(func=cmd_demo)

@@ -181,7 +181,8 @@ def _need(args: argparse.Namespace) -> Need:
     )
 
 
-def _row(r: Any) -> dict[str, Any]:
+def ranked_row(r: Any) -> dict[str, Any]:
+    """One ranked listing as `market browse` shows it (score, breakdown, explanation)."""
     item = r.found.listing
     return {
         "address": r.found.address,
@@ -234,7 +235,7 @@ def cmd_browse(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
     need = _need(args)
 
     async def job(market: Market) -> dict[str, Any]:
-        rows = [_row(r) for r in await market.browse(need)]
+        rows = [ranked_row(r) for r in await market.browse(need)]
         return {"listings": rows, "skipped": dict(market.errors)}
 
     result = with_market(args, settings, make, job)
@@ -246,7 +247,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings, emit: Emit, make: App
     need = _need(args)
 
     async def job(market: Market) -> dict[str, Any]:
-        rows = [_row(r) for r in await market.browse(need)]
+        rows = [ranked_row(r) for r in await market.browse(need)]
         rows = [r for r in rows if args.which in (r["address"], r["listing_id"])]
         if not rows:
             raise InvalidParams(f"no current listing {args.which!r} matches")

@@ -20,6 +20,7 @@ from agent.cli import (
 )
 from agent.cli.apps import standalone_app
 from agent.cli.common import AppCommand, Handler
+from agent.dashboard import command as dashboard
 from agent.errors import UsageError
 from agent.logs import LEVELS
 
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     reputation.register(sub, relay_opt, bind)
     advisory.register(sub, relay_opt, bind)
     escrow.register(sub, relay_opt, bind)
+    dashboard.register(sub, relay_opt)
     completion.register(sub)
     agent_cmds.register_demo(sub)
     return everywhere(parser)  # last: every subcommand registered above takes --json etc.

@@ -8,6 +8,7 @@ signed receipts offline.  Everything travels as gift wraps over the embedded rel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from contextlib import AsyncExitStack
@@ -41,15 +42,21 @@ def _outcome(r: Receipt) -> str:
     return r.status.value
 
 
-async def advisory_act(say: Say, relay_url: str) -> dict[str, Any]:
-    """Run the act against `relay_url`; `say` prints one line."""
+async def advisory_act(say: Say, relay_url: str, keep: Path | None = None) -> dict[str, Any]:
+    """Run the act against `relay_url`; `say` prints one line.  `keep`: the agents' homes go
+    there and stay (`demo --dashboard` serves the node's), else in a temporary directory."""
     net, ids = operator_ring()
     node_id = ids[0]
     olivia_keys = sdk.Keys.generate()  # the operator's own key, to which her node writes
     config = RelaysConfig.single(relay_url)
     policy = PolicyConfig(operator_pubkey=olivia_keys.public_key().to_hex())
     dms: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="hive-advisory-") as tmp:
+    homes = (
+        contextlib.nullcontext(str(keep))
+        if keep is not None
+        else tempfile.TemporaryDirectory(prefix="hive-advisory-")
+    )
+    with homes as tmp:
         async with AsyncExitStack() as stack:
 
             def home(name: str) -> Settings:

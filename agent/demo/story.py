@@ -22,6 +22,7 @@ bridge sets the member channels to zero fee while channels to outsiders keep the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import nostr_sdk as sdk
@@ -44,8 +45,11 @@ from agent.demo.settlement import settlement_act
 from agent.nostr.local_relay import EmbeddedRelay
 
 
-async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Run the demo; returns a report of what happened (printed with --json)."""
+async def run_demo(
+    fast: bool = False, quiet: bool = False, keep: Path | None = None
+) -> dict[str, Any]:
+    """Run the demo; returns a report of what happened (printed with --json).  `keep`: where
+    act 5's agent homes stay (for `demo --dashboard`)."""
     out = Narrator(quiet, fast)
     clock = SystemClock()
     olivia, adam = sdk.Keys.generate(), sdk.Keys.generate()
@@ -66,7 +70,7 @@ async def run_demo(fast: bool = False, quiet: bool = False) -> dict[str, Any]:
             )
             report["market"] = await market_act(out.say, relay.url, clock)
             await out.act("Act 5 - an advisor manages the node: credential, commands, receipts")
-            report["advisory"] = await advisory_act(out.say, relay.url)
+            report["advisory"] = await advisory_act(out.say, relay.url, keep)
             await out.act("Act 6 - escrow: a Cashu ticket pays for a command, another is refunded")
             report["escrow"] = await escrow_act(out.say, relay.url)
     out.say("relay stopped.")

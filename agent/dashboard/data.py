@@ -1,0 +1,114 @@
+"""What the pages show, read from the agent's store through the same functions the CLI views
+use (agent/store/advisory.py, agent/advisory/approvals.py, events/receipt.py): no second copy
+of any rule — a page is a view, never a decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.advisory.approvals import pending
+from agent.advisory.policy import PolicyConfig
+from agent.store import Store
+from agent.store import advisory as repo
+from events import nip19, receipt
+from events.errors import HiveError
+
+RECEIPTS_PAGE = 100
+
+
+def npub(key: str) -> str:
+    return nip19.npub(key) if nip19.is_hex64(key) else key
+
+
+def approvals(store: Store) -> list[dict[str, Any]]:
+    """What waits for the operator (the rows `hive-agent approvals list` prints)."""
+    return [row | {"advisor_npub": npub(row["advisor"])} for row in pending(store)]
+
+
+def _gauge(used: int, allowed: int) -> dict[str, Any]:
+    pct = 100 if allowed <= 0 else min(100, round(100 * used / allowed))
+    return {"used": used, "allowed": allowed, "pct": pct, "over": used >= allowed}
+
+
+def credentials(store: Store, policy: PolicyConfig, now: int) -> list[dict[str, Any]]:
+    """Every credential granted or held, with its gauges: actions today (the credential's own
+    limit), sats moved today (the policy's per-advisor budget) and commands in the last
+    minute (the policy's rate) — the same counters the node's limit checks read."""
+    out = []
+    for row in repo.credentials(store):
+        cred = row["grant"]["credential"]
+        cid = row["credential_id"]
+        today = repo.usage(store, cid, now, 1)
+        per_minute, _ = repo.rate(store, cid, now)
+        cons = cred.get("constraints") or {}
+        state = "revoked" if row["revoked_at"] else "expired" if cred["valid_until"] < now else ""
+        out.append(
+            {
+                "id": cid,
+                "role": row["role"],
+                "advisor": row["advisor"],
+                "advisor_npub": npub(row["advisor"]),
+                "node": row["node"],
+                "tier": cred["tier"],
+                "schemas": cred["allowed_schemas"],
+                "constraints": cons,
+                "valid_until": cred["valid_until"],
+                "state": state or "active",
+                "revocable": row["role"] == "granted" and not state,
+                "gauges": {
+                    "actions today": _gauge(today["actions"], cons.get("max_daily_actions", 100)),
+                    "sats moved today": _gauge(
+                        today["sats_moved"], policy.budgets.sats_moved_per_advisor_day
+                    ),
+                    "commands this minute": _gauge(per_minute, policy.rate_per_minute),
+                },
+            }
+        )
+    return out
+
+
+def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:
+    """One credential's receipt timeline (newest first, paged) and its chain's verification
+    (events/receipt.py verify_chain over the whole chain: a broken chain names its problem)."""
+    found = repo.credential(store, credential_id)
+    role = found[2] if found else "granted"
+    chain = (
+        repo.chain(store, credential_id)
+        if role == "granted"
+        else repo.held_receipts(store, None, credential_id)
+    )
+    try:
+        receipt.verify_chain(chain)
+        verdict: dict[str, Any] = {"ok": True, "text": f"{len(chain)} receipts, chain intact"}
+    except HiveError as error:
+        verdict = {"ok": False, "text": f"{error.code}: {error}"}
+    newest = list(reversed(chain))
+    shown = newest[page * RECEIPTS_PAGE : (page + 1) * RECEIPTS_PAGE]
+    rows = [
+        {
+            "seq": r.seq,
+            "command_id": r.command_id,
+            "status": r.status.value,
+            "code": r.error.code if r.error else "",
+            "command": f"{r.schema_ref} {r.action}",
+            "danger": r.danger,
+            "before": r.state_hash_before,
+            "after": r.state_hash_after,
+            "result": r.result,
+            "at": r.created_at,
+        }
+        for r in shown
+    ]
+    return {
+        "credential_id": credential_id,
+        "verdict": verdict,
+        "rows": rows,
+        "page": page,
+        "pages": max(1, -(-len(chain) // RECEIPTS_PAGE)),
+        "total": len(chain),
+    }
+
+
+def node(store: Store) -> dict[str, Any]:
+    """The agent's own health: outbox backlog and refusals counted by code."""
+    return {"outbox": store.outbox_counts(), "errors": store.error_counts()}

@@ -1,0 +1,107 @@
+"""The other pages' data — escrow, marketplace, node channels and fees, fleet — read from the
+same store functions and services the CLI views use (agent/store/escrow.py, market.py, the
+node backend, `FleetService.topology`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.node.backend import NodeBackend
+from agent.store import Store
+from agent.store import escrow as escrow_repo
+from agent.store import market as market_repo
+
+HOUR = 3600
+
+
+def escrow(store: Store) -> dict[str, Any]:
+    """Tickets (both roles) with each part's amount, state and locktime; wallet per mint."""
+    tickets = []
+    for row in escrow_repo.tickets(store):
+        found = escrow_repo.ticket(store, row["ticket_id"])
+        if found is None:
+            continue
+        ticket, role, successes = found
+        tickets.append(
+            {
+                "id": ticket.ticket_id,
+                "role": role,
+                "type": ticket.type.value,
+                "amount_sat": ticket.amount_sat,
+                "mint": ticket.mint,
+                "advisor": ticket.advisor,
+                "successes": successes,
+                "created_at": ticket.created_at,
+                "parts": [
+                    {k: p[k] for k in ("part_index", "amount", "state", "locktime", "note")}
+                    for p in row["parts"]
+                ],
+            }
+        )
+    return {"tickets": tickets, "balances": escrow_repo.balances(store)}
+
+
+def market(store: Store) -> dict[str, Any]:
+    """Our listings, RFPs, offers and contracts with their last heartbeat."""
+    contracts = []
+    for c in market_repo.contracts(store):
+        beat = market_repo.last_heartbeat(store, c["id"])
+        contracts.append(
+            {k: v for k, v in c.items() if k != "contract"}
+            | {"terms": c["contract"].model_dump(mode="json"), "last_heartbeat": beat}
+        )
+    listings = [
+        item.model_dump(mode="json", include={"listing_id", "title", "service", "price_sat"})
+        for item in market_repo.my_listings(store).values()
+    ]
+    return {
+        "listings": listings,
+        "rfps": market_repo.rfps(store),
+        "offers": market_repo.offers(store),
+        "contracts": contracts,
+    }
+
+
+def fees_by_hour(store: Store, now: int, hours: int = 24) -> dict[str, list[int]]:
+    """Forwarding fees (sat) settled in each of the last `hours` hours (the forwards ledger)."""
+    end = (now // HOUR + 1) * HOUR
+    starts = [end - (hours - i) * HOUR for i in range(hours)]
+    fees = [escrow_repo.fees_earned(store, s, s + HOUR) // 1000 for s in starts]
+    return {"t": starts, "fees_sat": fees}
+
+
+async def channels(node: NodeBackend | None) -> list[dict[str, Any]]:
+    """Our channels with local/remote shares for the balance bars (needs a node backend)."""
+    if node is None:
+        return []
+    out = []
+    for ch in await node.channels():
+        total = max(1, ch.local_msat + ch.remote_msat)
+        out.append(
+            {
+                "scid": ch.short_channel_id,
+                "peer": ch.peer_id,
+                "capacity_sat": ch.capacity_sat,
+                "local_sat": ch.local_msat // 1000,
+                "remote_sat": ch.remote_msat // 1000,
+                "local_pct": round(100 * ch.local_msat / total),
+                "state": ch.state.value,
+                "fee_ppm": ch.policy.ppm,
+            }
+        )
+    return out
+
+
+def fleet_graph(topology: dict[str, Any]) -> dict[str, Any]:
+    """The fleet's members and the channels between them, as graph nodes and edges."""
+    nodes = [
+        {"id": m["owner"], "label": f"{m['owner'][:8]} ({m.get('tier') or '?'})",
+         "active": bool(m.get("active")), "self": bool(m.get("self"))}
+        for m in topology.get("members", [])
+    ]  # fmt: skip
+    edges = [
+        {"id": link["scid"], "source": link["nodes"][0], "target": link["nodes"][1],
+         "capacity_sat": link["capacity_sat"]}
+        for link in topology.get("member_channels", [])
+    ]  # fmt: skip
+    return {"nodes": nodes, "edges": edges}

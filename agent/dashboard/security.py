@@ -1,0 +1,111 @@
+"""The dashboard's gate: an access token (printed once, as a URL), then an HttpOnly
+SameSite=Strict session cookie; every POST carries the session's CSRF token and comes from the
+dashboard's own origin.  Everything else is 401/403 with a stable code and no page content.
+
+Every response says `Content-Security-Policy: default-src 'self'` (no third-party requests, no
+inline scripts), is never cached and never framed; no CORS headers are ever sent."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from agent.logs import log_event
+from events.errors import HiveError, Restricted, Unauthorized
+
+COOKIE = "hive_dashboard"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+MAX_SESSIONS = 64
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+log = logging.getLogger("hive.dashboard")
+Next = Callable[[Request], Awaitable[Response]]
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass
+class Gate:
+    """The access token, the sessions it opened (session id → CSRF token), and the
+    Host values this server answers to (a DNS-rebinding page names another host)."""
+
+    hosts: set[str] | None  # None: any (bound to every address, 0.0.0.0 or ::)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    sessions: dict[str, str] = field(default_factory=dict)
+
+    def open_session(self) -> str:
+        while len(self.sessions) >= MAX_SESSIONS:  # the oldest goes first
+            self.sessions.pop(next(iter(self.sessions)))
+        session = secrets.token_urlsafe(32)
+        self.sessions[session] = secrets.token_urlsafe(32)
+        return session
+
+    def csrf_of(self, request: Request) -> str | None:
+        session = request.cookies.get(COOKIE)
+        return None if session is None else self.sessions.get(session)
+
+    def check_host(self, request: Request) -> None:
+        if self.hosts is not None and request.headers.get("host", "") not in self.hosts:
+            raise Restricted("this dashboard answers only to its own address (Host)")
+
+    def check_post(self, request: Request, sent: str | None) -> None:
+        """A POST must come from this origin and carry the session's CSRF token."""
+        origin = request.headers.get("origin")
+        host = request.headers.get("host", "")
+        if origin is not None and urlsplit(origin).netloc != host:
+            raise Restricted("a cross-site request (Origin) is refused")
+        expected = self.csrf_of(request)
+        if expected is None or sent is None or not _same(expected, sent):
+            raise Restricted("missing or wrong CSRF token")
+
+
+def refusal(error: HiveError, status: int) -> Response:
+    return secure(JSONResponse({"error": error.to_dict()}, status_code=status))
+
+
+def secure(response: Response) -> Response:
+    for name, value in HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+def middleware(gate: Gate) -> Callable[[Request, Next], Awaitable[Response]]:
+    """Host check, then the token's first visit (→ cookie and a redirect to the clean URL),
+    then the session: without one, 401 and nothing else."""
+
+    async def guard(request: Request, call_next: Next) -> Response:
+        try:
+            gate.check_host(request)
+        except Restricted as error:
+            log_event(log, logging.WARNING, "refused", code=error.code, why="host")
+            return refusal(error, 403)
+        token = request.query_params.get("token")
+        if token is not None and _same(token, gate.token):
+            session = gate.open_session()
+            response = RedirectResponse(request.url.path, status_code=303)
+            response.set_cookie(
+                COOKIE, session, httponly=True, samesite="strict", path="/", secure=False
+            )
+            log_event(log, logging.INFO, "session_opened", sessions=len(gate.sessions))
+            return secure(response)
+        if gate.csrf_of(request) is None:
+            log_event(log, logging.INFO, "refused", code="UNAUTHORIZED", path=request.url.path)
+            return refusal(Unauthorized("open the dashboard with the URL it printed"), 401)
+        return secure(await call_next(request))
+
+    return guard

@@ -1,0 +1,149 @@
+"""The dashboard's gate with FastAPI's TestClient on a real store: the token's first visit,
+the cookie, 401 without it, the Host and Origin checks, CSRF on every POST, the headers — and
+that a refused request changes nothing (the store's dump before and after)."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import warnings
+from pathlib import Path
+
+import pytest
+
+from agent.advisory.policy import PolicyConfig
+from agent.dashboard.actions import HomeOperator
+from agent.dashboard.command import hosts_for, loopback
+from agent.dashboard.security import COOKIE, Gate
+from agent.dashboard.server import Context, create_app
+from agent.settings import Settings
+from agent.store import Store
+
+with warnings.catch_warnings():  # starlette 0.46 names anyio's old BlockingPortal alias
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient
+
+HOST = "testserver"
+
+
+def dump(path: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> tuple[TestClient, Gate, Settings, HomeOperator]:
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    Store(settings.store_file).close()
+    gate = Gate({HOST})
+    operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
+    app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
+    return TestClient(app, follow_redirects=False), gate, settings, operator
+
+
+def login(client: TestClient, gate: Gate) -> str:
+    first = client.get(f"/approvals?token={gate.token}")
+    assert first.status_code == 303
+    return gate.sessions[client.cookies[COOKIE]]
+
+
+def test_without_the_token_every_path_is_401_and_shows_nothing(board) -> None:
+    client, gate, _, _ = board
+    for path in ("/", "/approvals", "/advisors", "/node", "/events", "/static/app.js",
+                 "/approvals/live", "/nothing-here", "/approvals?token=wrong"):  # fmt: skip
+        answer = client.get(path)
+        assert answer.status_code == 401, path
+        assert answer.json()["error"]["code"] == "UNAUTHORIZED"
+        assert "<html" not in answer.text and "Approvals" not in answer.text
+    client.cookies.set(COOKIE, "forged-session")
+    assert client.get("/approvals").status_code == 401
+
+
+def test_the_token_sets_a_strict_httponly_cookie_and_redirects_to_the_clean_url(board) -> None:
+    client, gate, _, _ = board
+    first = client.get(f"/advisors?token={gate.token}")
+    assert first.status_code == 303
+    assert first.headers["location"] == "/advisors"  # the token leaves the address bar
+    cookie = first.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    page = client.get("/advisors")
+    assert page.status_code == 200 and "Advisors and budgets" in page.text
+    assert gate.token not in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "same-origin"  # a POST keeps its Origin
+    cross = client.get("/advisors", headers={"Origin": "https://evil.example"})
+    assert not [h for h in cross.headers if h.lower().startswith("access-control")]
+
+
+def test_another_host_header_is_refused_even_with_the_cookie(board) -> None:
+    client, gate, _, _ = board
+    login(client, gate)
+    answer = client.get("/approvals", headers={"Host": "evil.example:8787"})
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "RESTRICTED"
+
+
+def test_a_post_without_the_csrf_token_or_from_another_origin_changes_nothing(board) -> None:
+    client, gate, settings, operator = board
+    csrf = login(client, gate)
+    before = dump(settings.store_file)
+    attempts = [
+        ({}, {}),  # no token
+        ({"csrf": "wrong"}, {}),
+        ({"csrf": csrf}, {"Origin": "https://evil.example"}),  # cross-site, right token
+        ({"csrf": csrf}, {"Origin": "null"}),
+    ]
+    for form, headers in attempts:
+        answer = client.post("/approvals/abcdef123456/approve", data=form, headers=headers)
+        assert answer.status_code == 403, (form, headers)
+        assert answer.json()["error"]["code"] == "RESTRICTED"
+    revoke = client.post("/advisors/" + "ab" * 16 + "/revoke", data={})
+    assert revoke.status_code == 403
+    assert dump(settings.store_file) == before
+    assert not operator.counts  # refused before any action ran
+
+
+def test_a_forged_approval_id_is_refused_with_its_code_and_changes_nothing(board) -> None:
+    client, gate, settings, operator = board
+    csrf = login(client, gate)
+    before = dump(settings.store_file)
+    answer = client.post("/approvals/abcdef123456/approve", data={"csrf": csrf})
+    assert answer.status_code == 400
+    assert "INVALID_PARAMS" in answer.text
+    by_header = client.post(
+        "/approvals/abcdef123456/confirm",
+        headers={"X-CSRF-Token": csrf, "Origin": "http://testserver"},
+    )
+    assert by_header.status_code == 400
+    bad_step = client.post("/approvals/abcdef123456/launch", data={"csrf": csrf})
+    assert bad_step.status_code == 400
+    assert dump(settings.store_file) == before
+    assert operator.counts == {"approve:INVALID_PARAMS": 1, "confirm:INVALID_PARAMS": 1,
+                               "launch:INVALID_PARAMS": 1}  # fmt: skip
+    for path in ("/escrow", "/market", "/fleet", "/advisors", "/receipts/" + "ab" * 16):
+        assert client.get(path).status_code == 200, path
+    node = client.get("/node")
+    assert "approve:INVALID_PARAMS" in node.text  # counted, and shown
+
+
+def test_the_session_of_one_client_is_not_anothers(board) -> None:
+    client, gate, _, _ = board
+    login(client, gate)
+    other = TestClient(client.app, follow_redirects=False)
+    other_csrf = login(other, gate)
+    answer = client.post("/approvals/abcdef123456/approve", data={"csrf": other_csrf})
+    assert answer.status_code == 403
+
+
+def test_the_hosts_answered_to() -> None:
+    assert loopback("127.0.0.1") and loopback("::1") and loopback("localhost")
+    assert not loopback("0.0.0.0") and not loopback("192.168.1.5")  # noqa: S104
+    assert hosts_for("127.0.0.1", 8787) == {
+        "127.0.0.1:8787", "localhost:8787", "[::1]:8787"}  # fmt: skip
+    assert hosts_for("192.168.1.5", 80) == {"192.168.1.5:80"}
+    assert hosts_for("0.0.0.0", 80) is None  # noqa: S104 - any Host; the token still guards
