@@ -179,6 +179,7 @@ class Execution:
                 decision=row.get("reasons") or "",
                 before=content_hash(before),
                 after=content_hash(after if after is not None else before),
+                diff=_changed(before, after) if error is None else None,
             )
             outcome = json.dumps(sealed.error.model_dump() if sealed.error else sealed.result)
             final = CS.REFUSED if error else CS.DONE
@@ -220,6 +221,13 @@ class Execution:
                 return found
             return await schemas.execute(spec, node, params, cmd.command_id)  # never made
         return None
+
+
+def _changed(before: Any, after: Any) -> dict[str, list[Any]] | None:
+    """What the command changed of the state it touches (None: no after-state was taken)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return effects.diff(before, after)
+    return None
 
 
 async def _opened_since(

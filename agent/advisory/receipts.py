@@ -40,8 +40,10 @@ class Receipts:
         decision: str = "",
         before: str = EMPTY,
         after: str = EMPTY,
+        diff: dict[str, list[Any]] | None = None,
     ) -> Receipt:
-        """Append a receipt to the credential's chain and send it (in the open transaction)."""
+        """Append a receipt to the credential's chain and send it (in the open transaction);
+        `diff`: the node state the command changed, kept beside the receipt (not sent)."""
         ctx = self.ctx
         seq, prev = repo.chain_tip(tx, cmd.credential_id)
         receipt_id = secrets.token_hex(16)
@@ -70,7 +72,7 @@ class Receipts:
             "preimage": preimage,
         }
         sealed = receipt.seal(ctx.agent.keys, body)
-        repo.save_receipt(tx, sealed)
+        repo.save_receipt(tx, sealed, diff)
         self.deliver(tx, sealed, sender, reply)
         return sealed
 

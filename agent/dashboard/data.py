@@ -84,6 +84,8 @@ def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:
         verdict = {"ok": False, "text": f"{error.code}: {error}"}
     newest = list(reversed(chain))
     shown = newest[page * RECEIPTS_PAGE : (page + 1) * RECEIPTS_PAGE]
+    seqs = [r.seq for r in shown] or [0]
+    diffs = repo.state_diffs(store, credential_id, min(seqs), max(seqs))
     rows = [
         {
             "seq": r.seq,
@@ -96,6 +98,7 @@ def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:
             "after": r.state_hash_after,
             "result": r.result,
             "at": r.created_at,
+            "diff": _diff(r, diffs.get(r.seq)),
         }
         for r in shown
     ]
@@ -107,6 +110,19 @@ def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:
         "pages": max(1, -(-len(chain) // RECEIPTS_PAGE)),
         "total": len(chain),
     }
+
+
+def _diff(r: receipt.Receipt, recorded: Any) -> dict[str, Any]:
+    """The node state a receipt's command changed, as `field: old → new` rows: recorded by the
+    node when it ran the command, or a dry run's prediction; `kind` none when there is none."""
+    if recorded is not None:
+        kind, changes = "changed" if recorded else "unchanged", recorded
+    elif r.status == receipt.Status.DRY_RUN and isinstance(r.result.get("predicted_diff"), dict):
+        kind, changes = "predicted", r.result["predicted_diff"]
+    else:
+        return {"kind": "none", "rows": []}
+    rows = [{"field": k, "old": v[0], "new": v[1]} for k, v in sorted(changes.items())]
+    return {"kind": kind, "rows": rows}
 
 
 def node(store: Store) -> dict[str, Any]:

@@ -209,10 +209,12 @@ def chain_tip(db: Db, credential_id: str) -> tuple[int, str]:
     return row["seq"], load_json_row(row["receipt"])["receipt_hash"]
 
 
-def save_receipt(tx: Tx, receipt: Receipt) -> None:
+def save_receipt(tx: Tx, receipt: Receipt, diff: dict[str, list[Any]] | None = None) -> None:
+    """Store a sealed receipt; `diff`: the node state its command changed, `{"channel.field":
+    [old, new]}` (None: nothing recorded — the command did not run, or failed)."""
     tx.execute(
-        "INSERT INTO receipts (receipt_id, credential_id, seq, command_id, receipt, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO receipts (receipt_id, credential_id, seq, command_id, receipt, created_at,"
+        " state_diff) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             receipt.receipt_id,
             receipt.credential_id,
@@ -220,8 +222,21 @@ def save_receipt(tx: Tx, receipt: Receipt) -> None:
             receipt.command_id,
             receipt.model_dump_json(),
             tx.now,
+            None if diff is None else json.dumps(diff),
         ),
     )
+
+
+def state_diffs(db: Db, credential_id: str, first: int, last: int) -> dict[int, Any]:
+    """The recorded state diffs of a credential's receipts `first`..`last` (by seq); a receipt
+    without one is absent."""
+    rows = _rows(
+        db,
+        "SELECT seq, state_diff FROM receipts WHERE credential_id = ? AND seq BETWEEN ? AND ?"
+        " AND state_diff IS NOT NULL",
+        (credential_id, first, last),
+    )
+    return {r["seq"]: json.loads(r["state_diff"]) for r in rows}
 
 
 def latest_receipt(db: Db, command_id: str) -> Receipt | None:

@@ -14,6 +14,7 @@ its own entry in SLICES), never to another part's slice.
 
 from __future__ import annotations
 
+from agent.store.migrations_advisory import ADVISORY
 from agent.store.migrations_contribution import CONTRIBUTION
 from agent.store.migrations_fleet import FLEET
 from agent.store.migrations_settlement import SETTLEMENT
@@ -487,7 +488,7 @@ MIGRATIONS: list[str] = [
 SLICES: dict[str, list[str]] = {
     "base": MIGRATIONS,
     "market": [],
-    "advisory": [],
+    "advisory": ADVISORY,
     "escrow": [],
     "fleet": FLEET,
     "contribution": CONTRIBUTION,
