@@ -105,3 +105,50 @@ def fleet_graph(topology: dict[str, Any]) -> dict[str, Any]:
         for link in topology.get("member_channels", [])
     ]  # fmt: skip
     return {"nodes": nodes, "edges": edges}
+
+
+def fleet_money(contribution: dict[str, Any], settlement: dict[str, Any], me: str) -> dict[str, Any]:
+    """The fleet's contribution figures (`FleetService.contribution_view()`: per member its
+    30-day in/out msat, fees, ratio, leech state) and the latest settlement period
+    (`settlement_view()`: its state, each member's net/share/balance, the payments with the
+    state this node knows of each)."""
+    members = [
+        {k: m.get(k) for k in ("node", "in_msat", "out_msat", "fees_msat", "forwards", "ratio",
+                               "leech", "leech_since", "below_days")}
+        for m in contribution.get("members", [])
+    ]  # fmt: skip
+    own = contribution.get("own") or {}  # every forward through us, whoever the peers were
+    members.append({k: own.get(k) for k in ("in_msat", "out_msat", "fees_msat", "forwards")}
+                   | {"node": me, "self": True, "ratio": None, "leech": None})  # fmt: skip
+    plan = settlement if "members" in settlement else settlement.get("preview") or {}
+    return {
+        "window": contribution.get("window", {}),
+        "threshold": contribution.get("rule", {}).get("threshold"),
+        "members": members,
+        "chain_ok": (contribution.get("chain") or {}).get("ok"),
+        "period": settlement.get("period"),
+        "state": settlement.get("state"),
+        "proposer": settlement.get("proposer"),
+        "majority": settlement.get("majority"),
+        "net_sat": (plan.get("totals") or {}).get("net_sat"),
+        "plan": [
+            {k: m[k] for k in ("node", "net_sat", "share_sat", "balance_sat")}
+            for m in plan.get("members", [])
+        ],
+        "payments": [p | {"status": _paid(p, settlement, me)} for p in plan.get("payments", [])],
+    }
+
+
+def _paid(p: dict[str, Any], settlement: dict[str, Any], me: str) -> str:
+    """A planned payment's state as this node knows it: reported executed by its payer (with
+    the preimage), else our own payment's state (we pay) or our invoice's (we are paid)."""
+    reported = settlement.get("executed", {}).get(p["payer"], [])
+    if any(r.get("receiver") == p["receiver"] for r in reported):
+        return "paid"
+    if p["payer"] == me:
+        mine = [x for x in settlement.get("my_payments", []) if x["receiver"] == p["receiver"]]
+        return mine[0]["state"] if mine else "not started"
+    if p["receiver"] == me:
+        issued = [x for x in settlement.get("invoices_issued", []) if x["payer"] == p["payer"]]
+        return f"invoice {issued[0]['state']}" if issued else "no invoice yet"
+    return "pending" if settlement.get("state") in ("proposed", "agreed") else "-"

@@ -43,6 +43,13 @@ class FleetView(Protocol):
 
     def intents_list(self, limit: int = 200) -> list[dict[str, Any]]: ...
 
+    def contribution_view(self, node: str | None = None) -> dict[str, Any]: ...
+
+    def settlement_view(self, period: str | None = None) -> dict[str, Any]: ...
+
+    @property
+    def me(self) -> str: ...
+
 
 @dataclass
 class Context:
@@ -211,7 +218,11 @@ def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
         topo = ctx.fleet.topology() if ctx.fleet is not None else None
         graph = more.fleet_graph(topo) if topo is not None else None
         intents = ctx.fleet.intents_list(50) if ctx.fleet is not None else []
-        return page(request, "fleet", topology=topo, graph=graph, intents=intents)
+        money = None
+        if ctx.fleet is not None:
+            c, s = ctx.fleet.contribution_view(), ctx.fleet.settlement_view()
+            money = more.fleet_money(c, s, ctx.fleet.me)
+        return page(request, "fleet", topology=topo, graph=graph, intents=intents, money=money)
 
 
 async def _changes(ctx: Context) -> AsyncIterator[str]:
