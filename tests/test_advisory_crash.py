@@ -147,6 +147,17 @@ def test_node_killed_at(setup, point: str, family: str) -> None:
         assert out_delta == 50_000_000 + got[0].result["fee_msat"]
     store = Store(node.home / "agent.sqlite")
     assert repo.usage(store, "node", int(time.time()), 1)["actions"] == 1
+    # what it changed, recorded with its receipt (the state before: as claimed before the kill)
+    seq = got[0].seq
+    changed = repo.state_diffs(store, got[0].credential_id, seq, seq)[seq]
+    first, second = chans[0]["scid"], chans[1]["scid"]
+    if family == "fee-policy":
+        assert changed == {f"{first}.ppm": [before[first]["policy"][me]["ppm"], 120]}
+    else:
+        assert changed == {
+            f"{s}.local_msat": [before[s]["balance"][me], after[s]["balance"][me]]
+            for s in (first, second)
+        }
     chain = repo.held_receipts(Store(advisor_home / "agent.sqlite"))
     receipt.verify_chain(chain)
 

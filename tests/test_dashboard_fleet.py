@@ -45,6 +45,9 @@ async def test_the_fleet_graph_shows_five_simulated_members(tmp_path: Path) -> N
             )
             assert drawn == [MEMBERS, MEMBERS * (MEMBERS - 1) // 2]  # every pair has a channel
             assert await page.locator("tr[data-member]").count() == MEMBERS
+            assert await page.locator("tr[data-contribution]").count() == MEMBERS  # none routed
+            state = await page.locator("#settlement").get_attribute("data-state")
+            assert state in ("none", "skipped")  # (nothing was forwarded: nothing to settle)
             await page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
 
 

@@ -96,3 +96,36 @@ def test_a_tampered_receipt_turns_the_chain_red(tmp_path: Path) -> None:
         page = client.get(f"/receipts/{cid}")
     assert 'class="verdict broken"' in page.text
     assert "BAD_ID" in page.text
+
+
+def test_each_planned_payment_shows_the_state_this_node_knows_of_it() -> None:
+    """Reported executed (by its payer, with preimages): paid; ours to pay: our payment's
+    state; ours to receive: our invoice's; someone else's: pending until it is reported."""
+    from agent.dashboard.more import fleet_money
+
+    me, a, b, c = "me", "a", "b", "c"
+    plan = {"payments": [{"payer": p, "receiver": r, "amount_sat": n}
+                         for p, r, n in ((me, a, 5), (me, b, 6), (a, me, 7), (b, c, 8), (c, a, 9))],
+            "members": [{"node": n, "net_sat": 1, "share_sat": 2, "balance_sat": 1}
+                        for n in (me, a, b, c)], "totals": {"net_sat": 4}}  # fmt: skip
+    settlement = plan | {
+        "period": "2026-40", "state": "agreed", "proposer": a,
+        "my_payments": [{"receiver": a, "state": "attempting"}],
+        "invoices_issued": [{"payer": a, "state": "issued"}],
+        "executed": {c: [{"receiver": a, "amount_sat": 9}]},
+    }  # fmt: skip
+    contribution = {"members": [{"node": a, "in_msat": 1, "out_msat": 2, "fees_msat": 3,
+                                 "forwards": 1, "ratio": 2.0, "leech": False}],
+                    "own": {"in_msat": 5, "out_msat": 4, "fees_msat": 1, "forwards": 2}}  # fmt: skip
+    money = fleet_money(contribution, settlement, me)
+    assert [p["status"] for p in money["payments"]] == [
+        "attempting", "not started", "invoice issued", "pending", "paid",
+    ]  # fmt: skip
+    assert [m["node"] for m in money["members"]] == [a, me] and money["net_sat"] == 4
+    unproposed = {"period": "2026-41", "state": "unproposed", "proposer": None,
+                  "preview": plan}  # fmt: skip
+    shown = fleet_money(contribution, unproposed, me)
+    assert len(shown["plan"]) == 4 and {p["status"] for p in shown["payments"]} == {
+        "not started", "no invoice yet", "-",
+    }  # fmt: skip
+    assert fleet_money({}, {"period": "2026-42", "state": "none"}, me)["plan"] == []

@@ -107,7 +107,9 @@ def fleet_graph(topology: dict[str, Any]) -> dict[str, Any]:
     return {"nodes": nodes, "edges": edges}
 
 
-def fleet_money(contribution: dict[str, Any], settlement: dict[str, Any], me: str) -> dict[str, Any]:
+def fleet_money(
+    contribution: dict[str, Any], settlement: dict[str, Any], me: str
+) -> dict[str, Any]:
     """The fleet's contribution figures (`FleetService.contribution_view()`: per member its
     30-day in/out msat, fees, ratio, leech state) and the latest settlement period
     (`settlement_view()`: its state, each member's net/share/balance, the payments with the
