@@ -1,8 +1,8 @@
 """Each receipt's diff on the receipts page: a fee-policy command run through the node agent
 (tests/advisory_world.py, a real relay) records what it changed of the node state in its
 receipt's transaction; the served dashboard shows `channel.ppm: 100 → 120` on that receipt, a
-dry run's predicted diff marked as predicted; a read and a refused command say that no diff
-was recorded."""
+dry run's predicted diff marked as predicted, the same change again as run without changing
+anything; a read and a refused command say that no diff was recorded."""
 
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ async def test_a_fee_change_shows_its_field_with_old_and_new_value(
         cmd, got = await w.advisor.advise(w.node.me, fee, "set_single", params)
         assert got is not None and got.status == Status.OK, got
         assert (await w.channels())[0].policy.ppm == 120
+        same, again = await w.advisor.advise(w.node.me, fee, "set_single", params)
+        assert again is not None and again.status == Status.OK  # ran; set what was there
         ask, _ = await w.advisor.advise(w.node.me, "hive:monitor/v1", "budget", {})
         bad = {"channel": scid, "fee_ppm": 500}  # +316 %: over the preset's step
         no, refused = await w.advisor.advise(w.node.me, fee, "set_single", bad)
@@ -57,5 +59,6 @@ async def test_a_fee_change_shows_its_field_with_old_and_new_value(
         assert cell(page.text, cmd.command_id) == f"changed: {scid}.ppm : 100 → 120"
         predicted = cell(page.text, dry.command_id)
         assert predicted == f"predicted: predicted (dry run): {scid}.ppm : 100 → 120"
+        assert cell(page.text, same.command_id) == "unchanged: ran; nothing changed"
         for other in (ask, no):  # a read answered from the node's figures, a refusal
             assert cell(page.text, other.command_id) == "none: no state diff recorded"
