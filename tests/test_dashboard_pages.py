@@ -129,3 +129,5 @@ def test_each_planned_payment_shows_the_state_this_node_knows_of_it() -> None:
         "not started", "no invoice yet", "-",
     }  # fmt: skip
     assert fleet_money({}, {"period": "2026-42", "state": "none"}, me)["plan"] == []
+    refused = {"state": "error", "error": "INVALID_PARAMS: a member's input is negative"}
+    assert fleet_money(contribution, refused, me)["errors"] == [refused["error"]]

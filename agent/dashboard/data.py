@@ -81,7 +81,7 @@ def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:
         receipt.verify_chain(chain)
         verdict: dict[str, Any] = {"ok": True, "text": f"{len(chain)} receipts, chain intact"}
     except HiveError as error:
-        verdict = {"ok": False, "text": f"{error.code}: {error}"}
+        verdict = {"ok": False, "text": str(error)}  # "CODE: message"
     newest = list(reversed(chain))
     shown = newest[page * RECEIPTS_PAGE : (page + 1) * RECEIPTS_PAGE]
     seqs = [r.seq for r in shown] or [0]

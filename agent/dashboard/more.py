@@ -128,6 +128,7 @@ def fleet_money(
         "threshold": contribution.get("rule", {}).get("threshold"),
         "members": members,
         "chain_ok": (contribution.get("chain") or {}).get("ok"),
+        "errors": [v["error"] for v in (contribution, settlement) if v.get("error")],
         "period": settlement.get("period"),
         "state": settlement.get("state"),
         "proposer": settlement.get("proposer"),

@@ -220,9 +220,17 @@ def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
         intents = ctx.fleet.intents_list(50) if ctx.fleet is not None else []
         money = None
         if ctx.fleet is not None:
-            c, s = ctx.fleet.contribution_view(), ctx.fleet.settlement_view()
+            c, s = _or_error(ctx.fleet.contribution_view), _or_error(ctx.fleet.settlement_view)
             money = more.fleet_money(c, s, ctx.fleet.me)
         return page(request, "fleet", topology=topo, graph=graph, intents=intents, money=money)
+
+
+def _or_error(view: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A fleet view, or its refusal (shown in its section; the rest of the page still is)."""
+    try:
+        return view()
+    except HiveError as error:
+        return {"state": "error", "error": str(error)}
 
 
 async def _changes(ctx: Context) -> AsyncIterator[str]:
