@@ -44,6 +44,8 @@ async def test_the_fleet_graph_shows_five_simulated_members(tmp_path: Path) -> N
                 "[window.fleetGraph.nodes().length, window.fleetGraph.edges().length]"
             )
             assert drawn == [MEMBERS, MEMBERS * (MEMBERS - 1) // 2]  # every pair has a channel
+            labels = await page.evaluate("window.fleetGraph.edges().map(e => e.data('label'))")
+            assert all("sat ·" in x and x.count("ppm") == 2 for x in labels), labels[:2]
             assert await page.locator("tr[data-member]").count() == MEMBERS
             assert await page.locator("tr[data-contribution]").count() == MEMBERS  # none routed
             state = await page.locator("#settlement").get_attribute("data-state")

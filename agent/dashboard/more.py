@@ -101,10 +101,20 @@ def fleet_graph(topology: dict[str, Any]) -> dict[str, Any]:
     ]  # fmt: skip
     edges = [
         {"id": link["scid"], "source": link["nodes"][0], "target": link["nodes"][1],
-         "capacity_sat": link["capacity_sat"]}
+         "capacity_sat": link["capacity_sat"], "label": edge_label(link)}
         for link in topology.get("member_channels", [])
     ]  # fmt: skip
     return {"nodes": nodes, "edges": edges}
+
+
+def edge_label(link: dict[str, Any]) -> str:
+    """A channel between members as its owners reported it: capacity, then per side its
+    local balance (5 % steps) and fee rate — `1,000,000 sat · 02ab12 60 % 0 ppm · …`."""
+    sides = [
+        f"{owner[:6]} {side.get('balance', '?')} % {side.get('fee_ppm', '?')} ppm"
+        for owner, side in sorted(link.get("sides", {}).items())
+    ]
+    return " · ".join([f"{link['capacity_sat']:,} sat", *sides])
 
 
 def fleet_money(

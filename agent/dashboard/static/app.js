@@ -64,7 +64,8 @@ function charts() {
           "background-color": "#58a6ff" } },
         { selector: "node[?self]", style: { "background-color": "#f7931a" } },
         { selector: "node[!active]", style: { "background-color": "#8a96a3" } },
-        { selector: "edge", style: { width: 2, "line-color": "#3fb950" } },
+        { selector: "edge", style: { width: 2, "line-color": "#3fb950", label: "data(label)",
+          color: "#8a96a3", "font-size": 7, "text-rotation": "autorotate" } },
       ],
     });
     graph.dataset.drawn = String(g.nodes.length);
