@@ -18,6 +18,7 @@ try:
     from agent import plugin_rpc as rpc
     from agent.cln_plugin import (
         PluginRuntime,
+        dashboard_option,
         fleet_options,
         governance_options,
         operator_option,
@@ -97,6 +98,12 @@ plugin.add_option(
     " (members' reports arrive meanwhile); the next member in rank waits one grace more",
 )  # fmt: skip
 plugin.add_option(
+    "hive-dashboard-port", "0",
+    "TCP port (1-65535) on 127.0.0.1 for the web dashboard (approvals, advisors, receipts,"
+    " escrow, marketplace, node, fleet), served while the Nostr agent runs; 0 (the default)"
+    " for none. `lightning-cli hive-dashboard` gives its URL with the access token",
+)  # fmt: skip
+plugin.add_option(
     "hive-governance-mode", "operator",
     "How this node governs its own fleet actions (channel opens, closes …): autonomous (the"
     " approval table and budgets decide), operator (every action waits for hive-approve) or"
@@ -118,6 +125,7 @@ def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> d
         fleet = fleet_options(options)
         governance = governance_options(options)
         operator = operator_option(options.get("hive-operator"))
+        dashboard = dashboard_option(options.get("hive-dashboard-port"))
     except Exception as exc:  # noqa: BLE001 - an option out of bounds: say which, start nothing
         return {"disable": f"hive-agent: {exc}"}
     socket = f"{configuration['lightning-dir']}/{configuration['rpc-file']}"
@@ -128,7 +136,7 @@ def init(options: dict, configuration: dict, plugin: Plugin, **kwargs: Any) -> d
     try:
         runtime.start(
             socket, configuration["lightning-dir"], relays, fleet, governance,
-            policy_file=policy, operator=operator,
+            policy_file=policy, operator=operator, dashboard_port=dashboard,
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - report why, and let lightningd carry on without us
         return {"disable": f"hive-agent could not start: {exc}"}
@@ -249,6 +257,14 @@ def hive_topology(plugin: Plugin) -> Any:
     policies, offered funds, features, uptime) and presence (last seen, active within 24 h);
     the channels between members; fleet totals."""
     return runtime.methods.topology()
+
+
+@plugin.method("hive-dashboard")
+def hive_dashboard(plugin: Plugin) -> Any:
+    """Give the web dashboard's URL with its access token (keep it to yourself: it can approve
+    commands); the dashboard runs on 127.0.0.1 at --hive-dashboard-port while the Nostr agent
+    runs. NOT_FOUND when it is off or still starting."""
+    return runtime.methods.dashboard()
 
 
 @plugin.method("hive-contribution")

@@ -106,6 +106,8 @@ class PluginRuntime:
         self.home = Path()
         self.policy_file: Path | None = None  # hive-policy-file (default: <home>/policy.json)
         self.operator: str | None = None  # hive-operator, over policy.json's operator_pubkey
+        self.dashboard_port = 0  # hive-dashboard-port (0: no dashboard)
+        self.dashboard_url: str | None = None  # with its token: only `hive-dashboard` tells it
         self._agent_scope: anyio.CancelScope | None = None  # the Nostr agent's, to restart it
         self._agent_done: anyio.Event | None = None
         self._restart_lock: anyio.Lock | None = None  # one restart at a time (setconfig)
@@ -137,6 +139,7 @@ class PluginRuntime:
         *,
         policy_file: Path | None = None,
         operator: str | None = None,
+        dashboard_port: int = 0,
     ) -> None:
         """Start the loop thread, derive the key, sign the binding, start the agent.
 
@@ -145,6 +148,7 @@ class PluginRuntime:
         """
         home = self.home = Path(lightning_dir) / "hive"
         self.policy_file, self.operator = policy_file, operator
+        self.dashboard_port = dashboard_port
         self.fleet_config = fleet or self.fleet_config
         self.governance = governance or self.governance
         # a fleet action may wait for the operator under its lock (always in operator mode, for
@@ -251,6 +255,8 @@ class PluginRuntime:
             with scope:
                 await self._agent_until_stopped(home, relays, policy)
         except Exception as exc:
+            while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]  # (the task that failed, not the group around it)
             self.problem(f"the Nostr agent stopped: {type(exc).__name__}: {exc}")
             raise
         finally:
@@ -284,9 +290,38 @@ class PluginRuntime:
                     tg.start_soon(self.escrow.maintain)
                     tg.start_soon(built.market.announce_handler)  # NIP-89, when it changed
                     tg.start_soon(built.announce)  # relay lists and profile, if they changed
+                    if self.dashboard_port:
+                        tg.start_soon(self._dashboard, home, policy, agent)
                     await self.service.run()
             finally:
+                self.dashboard_url = None
                 await self.escrow.close()
+
+    async def _dashboard(self, home: Path, policy: PolicyConfig, agent: Agent) -> None:
+        """`hive-dashboard-port`: the dashboard on 127.0.0.1, inside this process (the fleet
+        page included), for as long as the Nostr agent runs; its URL only from `hive-dashboard`
+        (the token is never logged)."""
+        from agent.dashboard.actions import AppOperator
+        from agent.dashboard.command import Dashboard
+
+        assert self.service is not None
+        try:  # (a dashboard that cannot start — say its port is taken — stops nothing else)
+            board = Dashboard(
+                home / "agent.sqlite", AppOperator(self.service), policy, "127.0.0.1",
+                self.dashboard_port, node=self.node, fleet=self.fleet, relays=agent.pool.status,
+            )  # fmt: skip
+        except OSError as exc:
+            self.problem(f"the dashboard cannot listen on port {self.dashboard_port}: {exc}")
+            return
+        self.dashboard_url = board.url
+        self.log(f"hive-agent: dashboard on {board.base} (lightning-cli hive-dashboard)", "info")
+        try:
+            await board.serve()
+        except Exception as exc:  # noqa: BLE001 - said in hive-status; the agent goes on
+            self.problem(f"the dashboard stopped: {type(exc).__name__}: {exc}")
+        finally:
+            self.dashboard_url = None
+            board.stop()
 
     async def _consume_events(self) -> None:
         assert self.node is not None
@@ -390,6 +425,20 @@ def relay_urls(value: Any) -> list[str]:
     items = value if isinstance(value, list) else [] if value is None else [value]
     urls = [u.strip() for item in items for u in str(item).split(",")]
     return list(dict.fromkeys(u for u in urls if u))
+
+
+def dashboard_option(value: Any) -> int:
+    """`hive-dashboard-port`: 0 (off) or a TCP port; InvalidParams otherwise."""
+    try:
+        port = int(str(0 if value is None else value).strip())
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65_535:
+        raise InvalidParams(
+            "hive-dashboard-port must be 0 (off) or a port from 1 to 65535, "
+            f"not {str(value)[:40]!r}"
+        )
+    return port
 
 
 def operator_option(value: Any) -> str | None:

@@ -41,6 +41,8 @@ class Parts(Protocol):
     home: Path
     policy_file: Path | None
     operator: str | None
+    dashboard_port: int
+    dashboard_url: str | None
 
 
 class HiveMethods:
@@ -157,6 +159,16 @@ class HiveMethods:
         return self._with_fleet(lambda fleet: fleet.ban(node_id, reason, approve))
 
     # --- fleet state gossip ------------------------------------------------------------------
+
+    def dashboard(self) -> Deferred:
+        return Deferred(self._dashboard)
+
+    async def _dashboard(self) -> dict[str, Any]:
+        if not self.rt.dashboard_port:
+            raise NotFound("the dashboard is off: start lightningd with --hive-dashboard-port")
+        if self.rt.dashboard_url is None:
+            raise NotFound("the dashboard starts with the Nostr agent; try again in a moment")
+        return {"url": self.rt.dashboard_url, "port": self.rt.dashboard_port}
 
     def topology(self) -> Deferred:
         return self._with_fleet(lambda fleet: _ready(fleet.topology()))

@@ -39,7 +39,7 @@ HIVE_METHODS = [
     "hive-status", "hive-members", "hive-genesis", "hive-invite", "hive-join", "hive-leave",
     "hive-vouch", "hive-ban", "hive-topology", "hive-pending", "hive-approve", "hive-reject",
     "hive-confirm", "hive-grant", "hive-revoke", "hive-credentials", "hive-settlement",
-    "hive-settlement-execute",
+    "hive-settlement-execute", "hive-dashboard", "hive-contribution",
 ]  # fmt: skip
 
 
@@ -94,8 +94,8 @@ async def test_manifest_init_and_help_texts() -> None:
         assert list(options) == [
             "hive-relays", "hive-policy-file", "hive-operator", "hive-gossip-threshold", "hive-heartbeat-interval",
             "hive-intent-hold", "hive-intent-mode", "hive-planner-interval",
-            "hive-market-share-cap", "hive-settlement-grace", "hive-governance-mode",
-            "hive-failsafe-budget-per-day",
+            "hive-market-share-cap", "hive-settlement-grace", "hive-dashboard-port",
+            "hive-governance-mode", "hive-failsafe-budget-per-day",
         ]  # fmt: skip
         assert all(len(o["description"]) > 20 for o in options.values())
 
@@ -112,7 +112,8 @@ async def test_manifest_init_and_help_texts() -> None:
      ({"hive-intent-mode": "lax"}, "hive-intent-mode must be default or strict"),
      ({"hive-planner-interval": "60"}, "hive-planner-interval must be 0 .never. or from 300"),
      ({"hive-market-share-cap": "80"}, "hive-market-share-cap must be a whole number from 1"),
-     ({"hive-settlement-grace": "-5"}, "hive-settlement-grace must be a whole number from 0")],
+     ({"hive-settlement-grace": "-5"}, "hive-settlement-grace must be a whole number from 0"),
+     ({"hive-dashboard-port": "70000"}, "hive-dashboard-port must be 0 .off. or a port")],
 )  # fmt: skip
 async def test_a_fleet_option_out_of_range_disables_the_plugin_naming_it(
     options: dict[str, str], said: str

@@ -89,8 +89,12 @@ class Dashboard:
             store_file, operator, self.gate, policy, node=node, fleet=fleet, relays=relays
         )
         self.app = create_app(self.context)
-        config = uvicorn.Config(
-            self.app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off"
+        config = uvicorn.Config(  # (log_config None: the process's own logging, untouched —
+            self.app,  # inside the plugin uvicorn's dictConfig failed on lightningd's set-up)
+            log_level="warning",
+            log_config=None,
+            timeout_graceful_shutdown=1,
+            lifespan="off",
         )
         self.server = _Server(config)
 
