@@ -153,6 +153,9 @@ class Contribution(FleetComponent):
             raise FromFuture(f"period {body.period} is not over yet")
         if end < tx.now - KEEP_S:
             raise Expired(f"period {body.period} is older than the ledger keeps")
+        author = fdb.member(tx, body.node)  # (joined_at: the admitter's, alike everywhere)
+        if author is not None and end <= author.joined_at:
+            raise Unauthorized(f"{body.node[:12]}… joined after {body.period} ended")
         text = canonical(body).decode()
         held = cdb.report(tx, body.node, body.period)
         if held is not None:
