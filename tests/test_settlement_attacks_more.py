@@ -13,7 +13,13 @@ import pytest
 
 from agent.fleet.settlement_rules import MemberInput, compute_plan
 from events.fleet import MsgType
-from events.fleet.settlement import MAX_SAT, PaidBody, SettlementExecuted, SettlementReady
+from events.fleet.settlement import (
+    MAX_SAT,
+    PaidBody,
+    SettlementExecuted,
+    SettlementInvoice,
+    SettlementReady,
+)
 from tests.fleet_world import Rogue
 from tests.settle_world import PERIOD, SettleWorld, balances, settling, until_state, week
 from tests.test_settlement_attacks import propose_body, refused
@@ -135,3 +141,38 @@ async def test_votes_repeated_or_from_outside_the_plan_count_once(tmp_path) -> N
         v = world.members[2].fleet.settlement_view(PERIOD)
         assert v["state"] == "proposed" and v["majority"]["agreeing"] == 2
         assert {n: balances(net, n) for n in ids} == before
+
+
+async def test_an_invoice_swapped_while_the_payer_checks_it_is_never_paid(tmp_path) -> None:
+    """D (owed 2,944 sat by C) floods C for 4 s with another real invoice of its node, for
+    50,000 sat, while C asks for, checks and pays its assignment: the big one is refused at
+    each check (counted `bad_invoice`) and never paid; once the flood stops C pays the plan's
+    invoice, and D gets exactly 2,944 sat.  (A receiver can delay its own payment so, no
+    other member's.)"""
+    async with settling(tmp_path, 4) as world:
+        ids, net = world.ids, world.net
+        plan = compute_plan(PERIOD, week(ids))
+        d = Rogue(net, ids[3])
+        big = await d.backend.invoice(50_000_000, "not-the-plan")
+        swap = SettlementInvoice(period=PERIOD, plan_hash=plan.plan_hash, bolt11=big.bolt11,
+                                 payment_hash=big.payment_hash)  # fmt: skip
+        before = {n: balances(net, n) for n in ids}
+        done = anyio.Event()
+
+        async def flood() -> None:
+            with anyio.move_on_after(4):
+                while not done.is_set():
+                    await send(world, d, 2, MsgType.SETTLEMENT_INVOICE, swap)
+                    await anyio.sleep(0.003)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flood)
+            world.due()
+            try:
+                await until_state(world, "executed", [2], limit_s=20)
+            finally:
+                done.set()
+        assert world.members[2].fleet.settlement.counts.get("bad_invoice", 0) > 0
+        got = balances(net, ids[3]) - before[ids[3]]
+        assert got == 2_944_000, got
+        assert not net.node(ids[3]).invoices[big.payment_hash][2]  # (never paid)
