@@ -103,6 +103,13 @@ async def test_a_proposal_for_a_week_long_gone_is_refused(tmp_path) -> None:
                    propose_body(ANCIENT, week(ids)))  # fmt: skip
         await refused(world, 0, "EXPIRED")
         assert world.members[0].fleet.settlement_view(ANCIENT)["state"] == "none"
+        # weeks that do not exist, and the week now under way: never stored either
+        good = propose_body(PERIOD, week(ids))
+        for n, period in enumerate(("2026-00", "2026-54", "2026-41"), start=1):
+            await send(world, Rogue(world.net, ids[3]), 0, MsgType.SETTLEMENT_PROPOSE,
+                       good.model_copy(update={"period": period}))  # fmt: skip
+            await refused(world, 0, "INVALID_PAYLOAD", n)
+        assert world.members[0].fleet.settlement.summary()["periods"] == {}
 
 
 async def test_a_plan_naming_a_stranger_is_refused(tmp_path) -> None:
