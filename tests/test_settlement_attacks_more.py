@@ -183,3 +183,28 @@ async def test_an_invoice_swapped_while_the_payer_checks_it_is_never_paid(tmp_pa
         got = balances(net, ids[3]) - before[ids[3]]
         assert got == 2_944_000, got
         assert not net.node(ids[3]).invoices[big.payment_hash][2]  # (never paid)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (attack18): one proposal per period lets the first PROPOSE win; a member that "
+    "proposes a self-consistent plan of its own making before the first in rank blocks the "
+    "week (nobody agrees to it, the honest plan is refused SETTLEMENT_CONFLICT); needs a rule "
+    "to replace a proposal no majority agreed to, designed with the two-majorities risk",
+)
+async def test_a_member_front_running_with_its_own_plan_does_not_block_the_week(
+    tmp_path,
+) -> None:
+    async with settling(tmp_path, 4) as world:
+        ids = world.ids
+        inflated = [
+            MemberInput(m.node, m.fees_sat, m.rebalance_costs_sat, m.capacity_sat,
+                        m.forwards_msat * (10 if m.node == ids[3] else 1), m.uptime_pct)
+            for m in week(ids)
+        ]  # fmt: skip
+        for i in range(3):  # D, before the grace is over
+            await send(world, Rogue(world.net, ids[3]), i, MsgType.SETTLEMENT_PROPOSE,
+                       propose_body(PERIOD, inflated))  # fmt: skip
+        await until_state(world, "proposed", [0, 1, 2])
+        world.due(4)  # every fallback proposer's turn has come
+        await until_state(world, "executed", limit_s=6)
