@@ -18,6 +18,7 @@ from events.fleet.settlement import (
     PaidBody,
     SettlementExecuted,
     SettlementInvoice,
+    SettlementInvoiceRequest,
     SettlementReady,
 )
 from tests.fleet_world import Rogue
@@ -208,3 +209,25 @@ async def test_a_member_front_running_with_its_own_plan_does_not_block_the_week(
         await until_state(world, "proposed", [0, 1, 2])
         world.due(4)  # every fallback proposer's turn has come
         await until_state(world, "executed", limit_s=6)
+
+
+async def test_an_invoice_request_flood_makes_one_invoice(tmp_path) -> None:
+    """A (B's payer) asks B for its invoice 200 times under 200 ids once the week is paid:
+    B's node holds one settlement invoice for A, ever (answers: at most one per request)."""
+    async with settling(tmp_path, 4) as world:
+        ids, net = world.ids, world.net
+        world.due()
+        views = await until_state(world, "executed")
+        ask = SettlementInvoiceRequest(period=PERIOD, plan_hash=views[0]["plan_hash"],
+                                       receiver=ids[1], amount_sat=5_299)  # fmt: skip
+        b = world.members[1].fleet
+        sent = b.store.conn.execute("SELECT count(*) FROM fleet_outbox").fetchone()[0]
+        a = Rogue(net, ids[0])
+        for _ in range(200):
+            await send(world, a, 1, MsgType.SETTLEMENT_INVOICE_REQUEST, ask)
+        await anyio.sleep(1)
+        settle = [k for k in net.node(ids[1]).labels if k.startswith("hive-settle:")]
+        assert settle == [f"hive-settle:{PERIOD}:{ids[0]}"]
+        answers = b.store.conn.execute("SELECT count(*) FROM fleet_outbox").fetchone()[0] - sent
+        assert answers <= 200  # (one answer per request at most: no amplification; not
+        # rate limited either — the kernel's per-peer limits are what bound a flood)
