@@ -246,10 +246,11 @@ async def test_reports_go_out_after_the_week_and_an_offline_member_catches_up(
 
 
 async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Path) -> None:
-    async with world(tmp_path, start=_monday_noon()) as w:
+    async with world(tmp_path, start=_monday_noon() - 14 * DAY) as w:
+        w.clock.advance(14 * DAY)  # (the hive began two weeks ago: members in `before`)
         a, b, c = w.ids
         last = previous_period(period_of(w.clock.now()))
-        before = previous_period(last)  # (the hive began this week: nobody reports these)
+        before = previous_period(last)  # (only last week is reported by the members' code)
         rogue = Rogue(w.f.net, b)  # B's own identity, by hand
         store = w.m(0).fleet.store
 
@@ -335,7 +336,8 @@ async def test_old_days_are_pruned_and_the_chain_still_verifies_from_its_anchor(
 
 
 async def test_a_report_made_before_its_author_left_is_still_handed_on(tmp_path: Path) -> None:
-    async with world(tmp_path, start=_monday_noon()) as w:
+    async with world(tmp_path, start=_monday_noon() - 14 * DAY) as w:
+        w.clock.advance(14 * DAY)  # (C was a member in `before`)
         a, b, c = w.ids
         before = previous_period(previous_period(period_of(w.clock.now())))
         body = ContributionReport(

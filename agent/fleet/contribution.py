@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -44,6 +45,7 @@ from events.errors import (
     BadSignature,
     Expired,
     FromFuture,
+    InvalidPayload,
     NotFound,
     ReportConflict,
     Unauthorized,
@@ -57,6 +59,7 @@ REFRESH_S = 5  # the channel → peer map is read again at most this often (on a
 RETRY_REPORT_S = 60
 UPKEEP_S = 3_600
 KEEP_S = rules.KEEP_DAYS * rules.DAY_S
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 class Contribution(FleetComponent):
@@ -153,6 +156,9 @@ class Contribution(FleetComponent):
             raise FromFuture(f"period {body.period} is not over yet")
         if end < tx.now - KEEP_S:
             raise Expired(f"period {body.period} is older than the ledger keeps")
+        author = fdb.member(tx, body.node)  # (joined_at: the admitter's, alike everywhere)
+        if author is not None and end <= author.joined_at:
+            raise Unauthorized(f"{body.node[:12]}… joined after {body.period} ended")
         text = canonical(body).decode()
         held = cdb.report(tx, body.node, body.period)
         if held is not None:
@@ -187,6 +193,16 @@ class Contribution(FleetComponent):
     def _notice(self, tx: Tx, msg: Message, body: LeechNotice) -> None:
         if body.member == msg.node:
             raise Unauthorized("a member does not judge itself")
+        # a judgement is of a day the ledger keeps (one a day per member and status at most)
+        try:
+            day = dt.date.fromisoformat(body.day).toordinal() - _EPOCH_ORDINAL
+        except ValueError:
+            raise InvalidPayload(f"{body.day} is no day") from None
+        today = rules.day_of(tx.now)
+        if day > today:
+            raise FromFuture(f"a judgement of {body.day}, a day not begun")
+        if day < today - rules.KEEP_DAYS - 1:  # (a member catching up judges 36 days back)
+            raise Expired(f"a judgement of {body.day}, older than the ledger keeps")
         names = (msg.node, body.member, body.status, body.day)
         cdb.put_notice(tx, msg.node, body.member, body.day, body.status, canonical(body).decode())
         facts.record(tx, FactKind.LEECH, body.member, msg, names=names)

@@ -41,11 +41,14 @@ from agent.store.settlement import PeriodRow, Vote
 from events import fleet as wire
 from events.errors import (
     BadPreimage,
+    Expired,
     HiveError,
     InvalidParams,
     InvalidPayload,
     NotFound,
+    NotMember,
     ReportDisputed,
+    Restricted,
     SettlementConflict,
     SettlementMismatch,
     Unauthorized,
@@ -282,9 +285,14 @@ class Settlement(FleetComponent):
             raise InvalidPayload(err.message) from None
         if msg.ts < end:
             raise InvalidPayload(f"{body.period} had not ended when it was proposed")
+        if end < tx.now - facts.SETTLEMENT_KEEP_S:  # (nothing of it is kept: no reports)
+            raise Expired(f"{body.period} is older than the settlement keeps")
         plan = _recompute(body)
         if msg.node not in plan.shares:
             raise SettlementMismatch("the proposer is not a member of its own plan")
+        for node in plan.shares:  # (a member that left keeps its report: it was one)
+            if db.member(tx, node) is None:
+                raise NotMember(f"the plan names {node[:12]}…, who is not a member here")
         held = sdb.period(tx, body.period)
         if held is not None:
             if held.plan_hash != body.plan_hash:
@@ -414,6 +422,8 @@ class Settlement(FleetComponent):
             raise NotFound(f"no proposal for {body.period} is known here (yet)")
         if held.plan_hash != body.plan_hash:
             raise SettlementMismatch(f"plan {body.plan_hash[:12]}… is not {body.period}'s")
+        if held.state == "proposed":  # (no majority seen here yet: the payer asks again)
+            raise Restricted(f"no majority has agreed to {body.period}'s plan here (yet)")
         plan = self.plan_of(held)
         owed = sorted((t.receiver, t.amount_sat) for t in plan.owed_by(body.payer))
         if sorted((p.receiver, p.amount_sat) for p in body.payments) != owed:

@@ -164,7 +164,10 @@ class Payments:
             await self._save(pay, state="requested", error=why, later=True)
             return
         crash_point("settle.before_record")
-        pay = await self._save(pay, state="attempting", error="", bump=True)
+        # only the invoice checked: another one that came meanwhile is checked next pass
+        pay = await self._save(pay, state="attempting", error="", bump=True, checked=pay.bolt11)
+        if pay.state != "attempting":
+            return
         crash_point("settle.after_record")
         await self._attempt(pay)
 
@@ -191,12 +194,18 @@ class Payments:
                  pay.receiver[:12])  # fmt: skip
 
     async def _save(
-        self, pay: PayRow, *, later: bool = False, bump: bool = False, **changes: Any
-    ) -> PayRow:
+        self, pay: PayRow, *, later: bool = False, bump: bool = False, checked: str = "",
+        **changes: Any,
+    ) -> PayRow:  # fmt: skip
+        """`changes` saved to the row as it is now (with `checked`: only if it still holds
+        that invoice; else the row as it is)."""
         k = self.kernel
         async with k.lock:
             with k.store.transaction(k.clock.now()) as tx:
                 fresh = sdb.pay(tx, pay.period, pay.receiver) or pay
+                if checked and fresh.bolt11 != checked:
+                    self.owner.tally("invoice_swapped")
+                    return fresh
                 attempts = fresh.attempts + 1 if bump else fresh.attempts
                 next_at = self._later(tx.now, attempts) if later else tx.now
                 row = replace(fresh, attempts=attempts, next_at=next_at, **changes)

@@ -54,7 +54,9 @@ class SettlementPropose(Body):
     period: Period
     plan_hash: Hex64
     data_hash: Hex64
-    total_sat: Sat
+    # Σ of every member's net: up to MAX_MEMBERS × one member's bound (a report may claim
+    # every bitcoin there is; the plan must still travel, and that member is the one that owes)
+    total_sat: Annotated[int, Field(ge=0, le=MAX_MEMBERS * MAX_SAT)]
     member_count: Annotated[int, Field(ge=1, le=MAX_MEMBERS)]
     inputs: Annotated[list[InputBody], Field(min_length=1, max_length=MAX_MEMBERS)]
     payments: Annotated[list[TransferBody], Field(max_length=MAX_MEMBERS)]
