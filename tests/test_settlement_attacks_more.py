@@ -186,16 +186,13 @@ async def test_an_invoice_swapped_while_the_payer_checks_it_is_never_paid(tmp_pa
         assert not net.node(ids[3]).invoices[big.payment_hash][2]  # (never paid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (attack18): one proposal per period lets the first PROPOSE win; a member that "
-    "proposes a self-consistent plan of its own making before the first in rank blocks the "
-    "week (nobody agrees to it, the honest plan is refused SETTLEMENT_CONFLICT); needs a rule "
-    "to replace a proposal no majority agreed to, designed with the two-majorities risk",
-)
 async def test_a_member_front_running_with_its_own_plan_does_not_block_the_week(
     tmp_path,
 ) -> None:
+    """D proposes a self-consistent plan of its own making (its forwards ×10) before the first
+    in rank: nobody agrees to it, so it gives way when the honest plan is proposed — the week
+    is executed, not blocked (only a proposal no majority agreed to gives way, and only to the
+    plan a member's own inputs give)."""
     async with settling(tmp_path, 4) as world:
         ids = world.ids
         inflated = [

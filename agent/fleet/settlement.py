@@ -34,6 +34,7 @@ from agent.fleet.facts import FactKind
 from agent.fleet.settlement_pay import Payments, inputs_of
 from agent.fleet.settlement_rules import MemberInput, Plan
 from agent.fleet.settlement_view import need, rank
+from agent.fleet.settlement_vote import gives_way, input_body, own_hash, verdict
 from agent.store import fleet as db
 from agent.store import settlement as sdb
 from agent.store.db import Db, Tx
@@ -47,7 +48,6 @@ from events.errors import (
     InvalidPayload,
     NotFound,
     NotMember,
-    ReportDisputed,
     Restricted,
     SettlementConflict,
     SettlementMismatch,
@@ -55,7 +55,6 @@ from events.errors import (
 )
 from events.fleet import Message, MsgType
 from events.fleet.settlement import (
-    InputBody,
     SettlementExecuted,
     SettlementPropose,
     SettlementReady,
@@ -65,13 +64,6 @@ from events.fleet.settlement import (
 log = logging.getLogger("hive.fleet.settlement")
 OPEN = ("proposed", "agreed")
 MAX_EARLY = 1_000  # votes kept while their proposal is on its way
-
-
-def input_body(m: MemberInput) -> InputBody:
-    return InputBody(
-        node=m.node, fees_sat=m.fees_sat, rebalance_costs_sat=m.rebalance_costs_sat,
-        capacity_sat=m.capacity_sat, forwards_msat=m.forwards_msat, uptime_pct=m.uptime_pct,
-    )  # fmt: skip
 
 
 def propose_body(plan: Plan) -> SettlementPropose:
@@ -162,11 +154,14 @@ class Settlement(FleetComponent):
         period = rules.previous_period(rules.period_of(now))
         end = rules.period_bounds(period)[1]
         grace = k.config.settlement_grace_s
-        if now < end + grace or sdb.period(k.store, period) is not None:
+        held = sdb.period(k.store, period)
+        if now < end + grace or (held is not None and held.state != "proposed"):
             return
         plan = self.own_plan(k.store, period)
         if plan is None or k.me not in plan.shares:
             return
+        if held is not None and held.plan_hash == plan.plan_hash:
+            return  # (proposed already, as we would)
         if plan.empty:
             if f"skipped:{period}" not in self.counts:
                 self.tally(f"skipped:{period}")
@@ -188,7 +183,8 @@ class Settlement(FleetComponent):
         h = roster.current_hive(k.store)
         body = propose_body(plan)
         async with k.lock:
-            if sdb.period(k.store, plan.period) is not None:
+            held = sdb.period(k.store, plan.period)
+            if held is not None and not gives_way(self.ledger, k.store, held, plan.plan_hash):
                 return
             # applied here as a receiver would, and queued, in one commit without an fsync
             # (a proposal lost to a power failure is simply proposed again)
@@ -272,7 +268,10 @@ class Settlement(FleetComponent):
         store = self.kernel.store
         for key, (peer, raw) in list(self._early.items()):
             body = wire.parse_frame(raw).body
-            if isinstance(body, SettlementReady) and sdb.period(store, body.period) is None:
+            held = sdb.period(store, body.period) if isinstance(body, SettlementReady) else None
+            if isinstance(body, SettlementReady) and (
+                held is None or held.plan_hash != body.plan_hash
+            ):
                 continue
             del self._early[key]
             await self.kernel.receive(peer, raw)
@@ -295,18 +294,22 @@ class Settlement(FleetComponent):
                 raise NotMember(f"the plan names {node[:12]}…, who is not a member here")
         held = sdb.period(tx, body.period)
         if held is not None:
-            if held.plan_hash != body.plan_hash:
+            if held.plan_hash == body.plan_hash:
+                return  # (the same plan again: a rebroadcast, a fallback proposer, a copy)
+            if not gives_way(self.ledger, tx, held, body.plan_hash):
                 raise SettlementConflict(
                     f"{body.period} has proposal {held.plan_hash[:12]}… already"
                 )
-            return  # (the same plan again: a rebroadcast, a fallback proposer, a copy)
+            sdb.drop_period(tx, body.period)  # (nobody agreed to it: ours replaces it)
+            self.tally("superseded")
         row = PeriodRow(
             body.period, plan.plan_hash, plan.data_hash, msg.node, plan.total_sat,
             [b.model_dump() for b in body.inputs], "proposed", msg.raw, tx.now, None, tx.now,
         )  # fmt: skip
         sdb.put_period(tx, row)
         self._plans[plan.plan_hash] = plan
-        facts.record(tx, FactKind.SETTLE_PROPOSE, body.period, msg, names=(body.period,))
+        facts.record(tx, FactKind.SETTLE_PROPOSE, body.period, msg,
+                     names=(body.period, body.plan_hash))  # fmt: skip
         if self._early:
             self.kernel.wake()  # (votes that came first are handled again in the next pass)
         self._vote(tx, row, msg.hive, fx)
@@ -318,7 +321,7 @@ class Settlement(FleetComponent):
         """Our verdict on the period's proposal, sent to every member as READY (with
         `only_if_changed`: only if it differs from the vote we sent).  True if we agree."""
         k = self.kernel
-        body = self._verdict(tx, row)
+        body = verdict(self.ledger, tx, row)
         held = {v.voter: v for v in sdb.votes(tx, row.period)}.get(k.me)
         if only_if_changed and held is not None and held.agree == body.agree:
             return body.agree
@@ -328,36 +331,6 @@ class Settlement(FleetComponent):
         self._keep_vote(tx, msg, body)
         self.tally("agreed" if body.agree else f"disagreed:{body.code}")
         return body.agree
-
-    def _verdict(self, tx: Tx, row: PeriodRow) -> SettlementReady:
-        ledger = self.ledger
-        base = {"period": row.period, "plan_hash": row.plan_hash}
-        if ledger is None:
-            return SettlementReady(
-                **base, agree=False, code="NOT_IMPLEMENTED", message="no ledger here"
-            )
-        disputes = ledger.disputes(tx, row.period)
-        if disputes:
-            who = sorted({str(d.get("node", ""))[:12] for d in disputes})
-            return SettlementReady(
-                **base, agree=False, code=ReportDisputed.code,
-                message=f"disputed reports of {', '.join(who)}"[:280],
-            )  # fmt: skip
-        held = ledger.inputs(tx, row.period)
-        own = rules.compute_plan(row.period, list(held.values())) if held else None
-        if own is not None and own.plan_hash == row.plan_hash:
-            return SettlementReady(**base, agree=True)
-        log.info(
-            "fleet: settlement %s: our inputs give plan %s, not the proposed %s",
-            row.period, own.plan_hash[:12] if own else "none", row.plan_hash[:12],
-        )  # fmt: skip
-        return SettlementReady(
-            **base, agree=False, code=SettlementMismatch.code,
-            message=f"our {len(held)} input(s) give another plan",
-            own_plan_hash=own.plan_hash if own else None,
-            own_data_hash=own.data_hash if own else None,
-            inputs=[input_body(m) for m in sorted(held.values())][:200],
-        )  # fmt: skip
 
     def _keep_vote(self, tx: Tx, msg: Message, body: SettlementReady) -> None:
         vote = Vote(msg.node, body.plan_hash, body.agree, body.code, body.own_plan_hash or "",
@@ -376,6 +349,10 @@ class Settlement(FleetComponent):
             if other is not None and other.period != body.period:
                 raise SettlementMismatch(
                     f"plan {body.plan_hash[:12]}… is {other.period}'s, not {body.period}'s"
+                )
+            if held is not None and own_hash(self.ledger, tx, body.period) == body.plan_hash:
+                raise NotFound(
+                    f"{body.period}'s plan {body.plan_hash[:12]}… is not proposed here yet"
                 )
             if held is not None:
                 raise SettlementMismatch(

@@ -98,6 +98,12 @@ def put_period(tx: Tx, row: PeriodRow) -> None:
     )  # fmt: skip
 
 
+def drop_period(tx: Tx, name: str) -> None:
+    """A proposal nobody agreed to, giving way to another (its votes stay: they name their
+    plan hash, and only the held plan's count)."""
+    tx.execute("DELETE FROM settlement_periods WHERE period = ?", (name,))
+
+
 def period(db: Db, name: str) -> PeriodRow | None:
     cur = db.conn.execute(f"SELECT {_P} FROM settlement_periods WHERE period = ?", (name,))  # noqa: S608
     r = cur.fetchone()
