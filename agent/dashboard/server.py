@@ -156,23 +156,9 @@ def _views(app: FastAPI, ctx: Context, page: Page) -> None:
     async def home() -> Response:
         return RedirectResponse("/approvals", status_code=303)
 
-    @app.get("/approvals", response_class=HTMLResponse)
-    async def approvals(request: Request) -> Response:
-        return page(request, "approvals", rows=data.approvals(ctx.store))
-
-    @app.get("/approvals/live", response_class=HTMLResponse)
-    async def approvals_live(request: Request) -> Response:
-        return page(request, "approvals_live", rows=data.approvals(ctx.store))
-
-    @app.get("/advisors", response_class=HTMLResponse)
-    async def advisors(request: Request) -> Response:
-        rows = data.credentials(ctx.store, ctx.policy, int(time.time()))
-        return page(request, "advisors", rows=rows)
-
-    @app.get("/advisors/live", response_class=HTMLResponse)
-    async def advisors_live(request: Request) -> Response:
-        rows = data.credentials(ctx.store, ctx.policy, int(time.time()))
-        return page(request, "advisors_live", rows=rows)
+    _live(app, page, "approvals", lambda: {"rows": data.approvals(ctx.store)})
+    _live(app, page, "advisors",
+          lambda: {"rows": data.credentials(ctx.store, ctx.policy, int(time.time()))})  # fmt: skip
 
     @app.get("/advisors/{credential_id}/revoke", response_class=HTMLResponse)
     async def revoke_form(request: Request, credential_id: str) -> Response:
@@ -201,13 +187,7 @@ def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
         }
         return page(request, "node", view=view, actions=dict(ctx.operator.counts))
 
-    @app.get("/escrow", response_class=HTMLResponse)
-    async def escrow(request: Request) -> Response:
-        return page(request, "escrow", view=more.escrow(ctx.store))
-
-    @app.get("/escrow/live", response_class=HTMLResponse)
-    async def escrow_live(request: Request) -> Response:
-        return page(request, "escrow_live", view=more.escrow(ctx.store))
+    _live(app, page, "escrow", lambda: {"view": more.escrow(ctx.store)})
 
     @app.get("/market", response_class=HTMLResponse)
     async def market(request: Request) -> Response:
@@ -223,6 +203,20 @@ def _more_views(app: FastAPI, ctx: Context, page: Page) -> None:
             c, s = _or_error(ctx.fleet.contribution_view), _or_error(ctx.fleet.settlement_view)
             money = more.fleet_money(c, s, ctx.fleet.me)
         return page(request, "fleet", topology=topo, graph=graph, intents=intents, money=money)
+
+
+def _live(app: FastAPI, page: Page, name: str, values: Callable[[], dict[str, Any]]) -> None:
+    """A page `/name` and its fragment `/name/live` (what the page swaps in when the store
+    changes), from the same values: one read, two templates."""
+
+    async def whole(request: Request) -> Response:
+        return page(request, name, **values())
+
+    async def live(request: Request) -> Response:
+        return page(request, f"{name}_live", **values())
+
+    app.add_api_route(f"/{name}", whole, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route(f"/{name}/live", live, methods=["GET"], response_class=HTMLResponse)
 
 
 def _or_error(view: Callable[[], dict[str, Any]]) -> dict[str, Any]:
