@@ -30,3 +30,18 @@ class ManualClock:
 
     def advance(self, seconds: int) -> None:
         self._now += seconds
+
+
+class ShiftedClock:
+    """The wall clock moved by an offset: from `start` (default: now) it runs at real speed,
+    and `advance` moves it on at once (days pass in an instant while the members keep
+    running: simulated fleets, the demo, tests, benchmarks)."""
+
+    def __init__(self, start: int | None = None) -> None:
+        self.offset = 0 if start is None else start - int(time.time())
+
+    def now(self) -> int:
+        return int(time.time()) + self.offset
+
+    def advance(self, seconds: int) -> None:
+        self.offset += int(seconds)

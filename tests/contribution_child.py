@@ -19,6 +19,8 @@ from pathlib import Path
 
 import anyio
 
+from agent.clock import ShiftedClock
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.fleet.settlement_rules import period_of, previous_period
@@ -27,14 +29,6 @@ from agent.node.sim import Network
 from agent.node.simnode import SimDriver
 from agent.store import contribution as cdb
 from tests.fleet_world import FAST, Fleet
-
-
-class FixedStartClock:
-    def __init__(self, start: int) -> None:
-        self.offset = start - int(time.time())
-
-    def now(self) -> int:
-        return int(time.time()) + self.offset
 
 
 def network() -> tuple[Network, list[str], str]:
@@ -52,7 +46,7 @@ def network() -> tuple[Network, list[str], str]:
 async def main(home: Path, phase: str, start: int) -> None:
     net, ids, outsiders = network()
     x, y = outsiders.split()
-    clock = FixedStartClock(start)
+    clock = ShiftedClock(start)
     async with SimDriver(net), anyio.create_task_group() as tg:
         members = [
             SimMember(net, ids[i], home / f"m{i}", clock=clock, config=FAST) for i in range(3)

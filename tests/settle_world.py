@@ -15,7 +15,6 @@ fills) and drive the simulated week's forwards and reports so that the period's 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from agent.clock import ShiftedClock
 from agent.fleet.component import FleetConfig, Ledger
 from agent.fleet.settlement_rules import MemberInput, compute_plan, period_bounds
 from agent.fleet.simfleet import SimMember
@@ -40,19 +40,6 @@ SETTLE = replace(
 )  # fmt: skip
 
 
-class ShiftedClock:
-    """Wall time moved so that `now()` starts at `start` and runs at real speed."""
-
-    def __init__(self, start: int) -> None:
-        self.offset = start - time.time()
-
-    def now(self) -> int:
-        return int(time.time() + self.offset)
-
-    def jump(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 def at_end(period: str = PERIOD) -> ShiftedClock:
     """A clock a second past the period's end: nobody proposes until a grace has passed
     (`SettleWorld.due()` jumps there)."""
@@ -67,7 +54,7 @@ class SettleWorld(Fleet):
     def due(self, graces: int = 1) -> None:
         """Move time `graces` graces on (one: the first in rank proposes) and wake them."""
         assert self.clock is not None
-        self.clock.jump(GRACE_S * graces)
+        self.clock.advance(GRACE_S * graces)
         for m in self.members:
             if m.service is not None:
                 m.fleet.kernel.wake()

@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agent.clock import ShiftedClock
 from agent.fleet import contribution_rules as rules
 from agent.fleet.settlement_rules import period_bounds, period_of, previous_period
 from agent.fleet.simfleet import SimMember
@@ -37,25 +38,12 @@ DAY = 86_400
 SAT = 1_000
 
 
-class ShiftClock:
-    """The wall clock, moved on by whole days when a test says so (the fleet keeps running)."""
-
-    def __init__(self, start: int) -> None:
-        self.offset = start - int(time.time())
-
-    def now(self) -> int:
-        return int(time.time()) + self.offset
-
-    def advance(self, seconds: int) -> None:
-        self.offset += seconds
-
-
 @dataclasses.dataclass
 class World:
     f: Fleet
     x: str  # an outsider with one channel, to A
     y: str  # another, with one channel to B
-    clock: ShiftClock
+    clock: ShiftedClock
     hive: str
 
     @property
@@ -86,7 +74,7 @@ async def world(tmp: Path, start: int | None = None) -> AsyncIterator[World]:
         net.open_channel(ids[a], ids[b], 5_000_000, push_msat=2_500_000_000)
     net.open_channel(ids[0], x, 5_000_000, push_msat=2_500_000_000)
     net.open_channel(ids[1], y, 5_000_000, push_msat=2_500_000_000)
-    clock = ShiftClock(start or int(time.time()))
+    clock = ShiftedClock(start or int(time.time()))
     async with SimDriver(net), anyio.create_task_group() as tg:
         members = [
             SimMember(net, ids[i], tmp / f"m{i}", clock=clock, config=FAST) for i in range(3)

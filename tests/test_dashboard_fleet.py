@@ -77,7 +77,7 @@ async def test_the_fleet_page_shows_contribution_and_the_settled_week(tmp_path: 
         with anyio.fail_after(10):  # member 0's ledger takes in its forwards
             while first.contribution_view()["own"]["forwards"] < 12:
                 await anyio.sleep(0.05)
-        clock.jump(125)  # the week is over: every member reports it, then it settles
+        clock.advance(125)  # the week is over: every member reports it, then it settles
         for m in world.members:
             m.fleet.kernel.wake()
         with anyio.fail_after(20):

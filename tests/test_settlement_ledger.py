@@ -40,7 +40,7 @@ async def test_a_week_of_forwards_settles_through_the_contribution_ledger(tmp_pa
                       for i in range(4)):  # fmt: skip
                 await anyio.sleep(0.05)
 
-        clock.jump(125)  # the week is over: every member reports it
+        clock.advance(125)  # the week is over: every member reports it
         for m in world.members:
             m.fleet.kernel.wake()
         with anyio.fail_after(20):

@@ -86,10 +86,10 @@ async def test_a_month_of_weeks_settles_and_no_msat_is_created_or_lost(tmp_path)
         for n, period in enumerate(WEEKS):
             end = period_bounds(period)[1]
             if n:  # to this week's last minutes (a week's jump: heartbeats bring presence)
-                clock.jump(end - 300 - clock.now())
+                clock.advance(end - 300 - clock.now())
             earned = await traffic(world, rng, period, toward)
             assert net.total_msat() == total
-            clock.jump(end + 2 - clock.now())  # the week is over: every member reports it
+            clock.advance(end + 2 - clock.now())  # the week is over: every member reports it
             held = await reported(world, period)
             assert all(h == held[0] for h in held), "every member's ledger agrees"
             plan = compute_plan(period, list(held[0].values()))

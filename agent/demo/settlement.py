@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from agent.clock import ShiftedClock
 from agent.demo.common import until
 from agent.demo.narrator import Say
 from agent.fleet.contribution_rules import period_days
@@ -41,14 +42,6 @@ CFG = FleetConfig(
     sync_gap_s=1, planner_interval_s=0, settlement_grace_s=60, settlement_check_s=0,
     settlement_retry_s=0.2, settlement_retry_cap_s=1.0,
 )  # fmt: skip
-
-
-class Clock:
-    def __init__(self, start: int) -> None:
-        self.offset = start - time.time()
-
-    def now(self) -> int:
-        return int(time.time() + self.offset)
 
 
 def world() -> tuple[Network, list[str], list[str]]:
@@ -82,7 +75,7 @@ async def settlement_act(say: Say) -> dict[str, Any]:
     net, ids, outside = world()
     name = dict(zip(ids, NAMES, strict=True))
     end = period_bounds(PERIOD)[1]
-    clock = Clock(end - 120)  # Sunday 23:58 UTC: the week's last two minutes
+    clock = ShiftedClock(end - 120)  # Sunday 23:58 UTC: the week's last two minutes
     with tempfile.TemporaryDirectory(prefix="hive-demo-settle-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
             members = [SimMember(net, n, Path(tmp) / name[n], clock=clock, config=CFG)
@@ -106,7 +99,7 @@ async def settlement_act(say: Say) -> dict[str, Any]:
 
             await until(ingested, 15)
             say(f"a week of forwards: 40 payments from x0 to x1 through the members; fees {fees}")
-            clock.offset = end + 5 - time.time()  # the week is over: each member reports it
+            clock.advance(end + 5 - clock.now())  # the week is over: each member reports it
 
             def reported() -> bool:
                 return all(len(m.fleet.contribution.inputs(m.fleet.store, PERIOD)) == 4
@@ -132,7 +125,7 @@ async def settlement_act(say: Say) -> dict[str, Any]:
                 say(f"plan: {name[p['payer']]} pays {name[p['receiver']]} {p['amount_sat']} sat")
             before = {n: holdings(net, n) for n in ids}
             total = net.total_msat()
-            clock.offset += CFG.settlement_grace_s  # a grace after the week: proposed now
+            clock.advance(CFG.settlement_grace_s)  # a grace after the week: proposed now
             for m in members:
                 m.fleet.kernel.wake()
 
