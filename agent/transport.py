@@ -44,6 +44,7 @@ log = logging.getLogger("hive.transport")
 ANNOUNCED_KV = "announced"  # {kind: digest} of the lists and profile we last published
 KNOWN_TTL_S = 1.0
 KNOWN_CACHE = 4096
+LISTLESS_TTL_S = 600.0  # a key the relays had no relay list for is asked again after this
 
 
 class Transport:
@@ -66,6 +67,7 @@ class Transport:
         # credential holders, contract parties and nodes we advise come from the store
         self.known_keys: set[str] = set()
         self._known: OrderedDict[str, float] = OrderedDict()
+        self._listless: OrderedDict[str, float] = OrderedDict()  # looked up, no lists found
         self.guard = WrapGuard(
             failures_per_minute=settings.wrap_failures_per_minute,
             failures_burst=max(1, settings.wrap_failures_per_minute // 2),
@@ -190,13 +192,29 @@ class Transport:
     async def inbox_of(self, pubkey: str) -> list[str]:
         """Where `pubkey` reads gift wraps (its 10050, else its 10002 read relays, else ours)."""
         dm, listed, _ = self.store.inbox_lists(pubkey)
-        if dm is None and listed is None:
-            raws = await self.pool.fetch(
-                [{"kinds": [Kind.DM_RELAYS, Kind.RELAY_LIST], "authors": [pubkey]}], timeout_s=3
-            )
+        if dm is None and listed is None and not self._looked_up(pubkey):
+            query = [{"kinds": [Kind.DM_RELAYS, Kind.RELAY_LIST], "authors": [pubkey]}]
+            try:
+                raws = await self.pool.fetch(query, timeout_s=3, strict=True)
+            except RelayUnavailable:  # nobody answered: no news, asked again next time
+                return self._inbox_targets(None, None)
             self.inbound.process([Incoming("fetch", raw) for raw in raws])
             dm, listed, _ = self.store.inbox_lists(pubkey)
+            if dm is None and listed is None:
+                self._listless[pubkey] = time.monotonic()
+                if len(self._listless) > KNOWN_CACHE:
+                    self._listless.popitem(last=False)
         return self._inbox_targets(dm, listed)
+
+    def _looked_up(self, pubkey: str) -> bool:
+        """True if the relays had no relay list of `pubkey` less than LISTLESS_TTL_S ago: a
+        key without lists is not asked for them again with every message (a relay round trip
+        each); a list it publishes later is found by the first lookup after that."""
+        since = self._listless.get(pubkey)
+        if since is not None and time.monotonic() - since < LISTLESS_TTL_S:
+            return True
+        self._listless.pop(pubkey, None)
+        return False
 
     def _inbox_targets(
         self, dm: list[list[str]] | None, listed: list[list[str]] | None

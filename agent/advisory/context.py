@@ -20,6 +20,7 @@ from events.command import Command
 
 CLOCK_WINDOW_S = 300  # commands are accepted ±300 s from the node's clock
 DAY = 86400
+HOLDERS_CACHE = 4096
 
 
 @dataclass
@@ -30,6 +31,8 @@ class NodeContext:
     payments: CommandPayments | None = None
     # how the node governs its own (fleet) actions: agent/advisory/local.py sets it
     governance: Governance = field(default_factory=Governance)
+    # credential id → granted to the principal; a credential's holder never changes once signed
+    _holders: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def me(self) -> str:
@@ -49,8 +52,17 @@ class NodeContext:
 
     def is_local(self, db: Any, cmd: Command) -> bool:
         """True for the node's own actions: under a credential granted to its principal."""
+        known = self._holders.get(cmd.credential_id)
+        if known is not None:
+            return known
         found = repo.credential(db, cmd.credential_id)
-        return found is not None and found[0].credential.advisor == self.principal
+        if found is None:
+            return False
+        local = found[0].credential.advisor == self.principal
+        if len(self._holders) >= HOLDERS_CACHE:
+            self._holders.clear()
+        self._holders[cmd.credential_id] = local
+        return local
 
     def mode_of(self, db: Any, cmd: Command) -> Mode:
         """The governance mode that decides this command: the node's own for its actions, the
