@@ -78,7 +78,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.clock import Clock
+from agent.clock import Clock, ShiftedClock
 from agent.fleet.facts import FactKind
 from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember
@@ -443,17 +443,11 @@ def _type_name(kind: int) -> str:
         return str(kind)
 
 
-class Shifted:
-    """The wall clock moved by `offset`, shared by every member (a fleet-wide jump in time)."""
-
-    def __init__(self) -> None:
-        # from Tuesday noon (UTC) of this ISO week: the catch-up's three days never cross a
-        # week's end, whose contribution reports (new facts) are not what is measured
-        monday = int(time.time()) // DAY * DAY - time.gmtime().tm_wday * DAY
-        self.offset = monday + DAY + 12 * 3600 - int(time.time())
-
-    def now(self) -> int:
-        return int(time.time()) + self.offset
+def tuesday_noon() -> int:
+    """Tuesday noon (UTC) of this ISO week: the catch-up's three days never cross a week's
+    end, whose contribution reports (new facts) are not what is measured."""
+    monday = int(time.time()) // DAY * DAY - time.gmtime().tm_wday * DAY
+    return monday + DAY + 12 * 3600
 
 
 def digest(m: SimMember) -> str:
@@ -723,7 +717,7 @@ async def _catch_up(args: argparse.Namespace) -> CatchUp:
     adj, chords = ring_with_chords(args.members, args.diameter)
     net, ids = network(adj)
     wire = Wire(net)
-    clock = Shifted()
+    clock = ShiftedClock(tuesday_noon())
     # outbox_ttl_s one day, sync settings and the outbox's retry backoff (30 s) as in
     # production: the propagation section's 1 s backoff resends a backlog still being
     # processed (the returning member's queue is hundreds of frames) and snowballs
@@ -739,12 +733,12 @@ async def _catch_up(args: argparse.Namespace) -> CatchUp:
             x = world.members[away]
             x_before = x.fleet.sync.summary()
             await x.stop()
-            clock.offset += 600
+            clock.advance(600)
             # away: the admin bans an outsider (queued for x too), some members change fees
             await world.members[0].fleet.ban(ids[n], "bench: while x is away")
             if not await converge(world, others, 60, pending=False):
                 raise SystemExit("the others did not agree on the ban")
-            clock.offset += 3 * DAY  # … and the queued copies for x expire (outbox_ttl_s 1 day)
+            clock.advance(3 * DAY)  # … and the queued copies for x expire (outbox_ttl_s 1 day)
             changed = rng.sample(others, min(10, len(others)))
             for i in changed:
                 scid = rng.choice(sorted(net.node(ids[i]).channels))

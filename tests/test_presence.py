@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+from agent.clock import ShiftedClock
 from agent.node.models import Channel, ChannelState, FeePolicy
 from agent.store import gossip as gdb
 from agent.store import presence as pdb
@@ -30,16 +31,6 @@ pytestmark = pytest.mark.anyio
 HOUR = 3600
 
 
-class Shifted:
-    """The wall clock, moved by `offset` (every member shares it: a fleet-wide clock jump)."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def now(self) -> int:
-        return int(time.time()) + self.offset
-
-
 async def _until(check: Any, limit_s: float = 10) -> None:
     with anyio.fail_after(limit_s):
         while not check():
@@ -52,7 +43,7 @@ async def _until(check: Any, limit_s: float = 10) -> None:
 async def test_uptime_and_last_seen_are_shown_and_survive_restarts_and_clock_jumps(
     tmp_path: Path,
 ) -> None:
-    clock = Shifted()
+    clock = ShiftedClock()
     async with fleet(tmp_path, 2, extra=0, clock=clock) as f:
         await _hive(f)
         ids, m = f.ids, f.members
@@ -83,7 +74,7 @@ async def test_uptime_and_last_seen_are_shown_and_survive_restarts_and_clock_jum
 
 
 async def test_a_ban_counts_the_full_members_seen_within_a_day(tmp_path: Path) -> None:
-    clock = Shifted()
+    clock = ShiftedClock()
     async with fleet(tmp_path, 4, extra=1, clock=clock) as f:
         ids, m = f.ids, f.members
         hive = str((await m[0].fleet.genesis())["hive_id"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from agent.clock import ShiftedClock
 from agent.demo.common import until
 from agent.demo.narrator import Say
 from agent.fleet import facts
@@ -35,16 +36,6 @@ CONFIG = FleetConfig(
 )  # outbox_ttl_s stays a day: what waits for rita longer than that is given up
 NAMES = ["nina", "otto", "pablo", "quinn", "rita", "sybil"]  # sybil: the outsider
 COUNTERS = ("started", "round_trips", "neg_bytes", "facts_sent", "facts_wanted")
-
-
-class SharedClock:
-    """The wall clock moved by `offset`, shared by every member: days pass in an instant."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def now(self) -> int:
-        return int(time.time()) + self.offset
 
 
 def network() -> tuple[Network, list[str]]:
@@ -169,7 +160,7 @@ async def form_hive(say: Say, members: list[SimMember]) -> str:
 
 
 async def catch_up_act(say: Say) -> dict[str, Any]:
-    clock = SharedClock()
+    clock = ShiftedClock()
     net, ids = network()
     say("simulated network: nina, otto, pablo, quinn and rita (the hive to be) and sybil")
     with tempfile.TemporaryDirectory(prefix="hive-catchup-") as tmp:
@@ -202,7 +193,7 @@ async def catch_up_act(say: Say) -> dict[str, Any]:
             expired = outbox(online, "expired")
             say(f"their outboxes hold {queued} frames for rita: copies of the ban and its votes")
 
-            clock.offset += 3 * DAY
+            clock.advance(3 * DAY)
             for m in online:  # the others' heartbeats: fresh records after the jump
                 await m.fleet.gossip.check(force=True)
             await until(lambda: outbox(online, "pending") == 0, 15)
