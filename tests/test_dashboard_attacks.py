@@ -1,0 +1,96 @@
+"""Attacks on the dashboard over real HTTP (uvicorn on a real socket, httpx as the client) against
+real agents on a local relay (tests/advisory_world.py): what a stranger's content does to the
+pages, what the buttons really do, what an oversize body costs."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from agent.advisory.policy import PolicyConfig, Preset
+from agent.dashboard.actions import HomeOperator
+from agent.dashboard.command import Dashboard
+from agent.settings import Settings
+from agent.store import advisory as repo
+from events.credential import Tier
+from events.receipt import Status
+from tests.advisory_world import world
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def served(home: Path, policy: PolicyConfig) -> AsyncIterator[httpx.AsyncClient]:
+    """`hive-agent dashboard` for an agent home, and a client holding its session."""
+    settings = Settings(home=home)
+    operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
+    board = Dashboard(settings.store_file, operator, policy, "127.0.0.1", 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(board.serve)
+        try:
+            async with httpx.AsyncClient(base_url=board.base) as client:
+                assert (
+                    await client.get(board.url, follow_redirects=True)
+                ).status_code == 200  # the token's visit
+                yield client
+        finally:
+            board.stop()
+
+
+def buttons(page: str, command_id: str) -> list[tuple[str, str]]:
+    """The (action, csrf) of each form in the command's row, as a browser would submit them."""
+    row = re.search(rf'<tr class="pending" data-command="{command_id}">(.*?)</tr>', page, re.S)
+    assert row is not None, "the command is not shown"
+    return re.findall(
+        r'<form method="post" action="([^"]+)">\s*<input type="hidden" name="csrf" value="([^"]+)"',
+        row.group(1),
+    )
+
+
+async def state_of(store, command_id: str, *wanted: str) -> str:
+    with anyio.fail_after(10):
+        while (row := repo.command_row(store, command_id)) is None or row["state"] not in wanted:
+            await anyio.sleep(0.05)
+    return row["state"]
+
+
+async def test_a_command_that_needs_a_confirmation_is_approved_then_confirmed_by_its_buttons(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """Attack: none needed — a CONFIRM-routed command (high danger) offered `confirm` before
+    it was approved, so the dashboard could never run it, and the early confirm vote made a
+    later approval (CLI, DM) skip the confirmation step.  The first button must be approve."""
+    policy = PolicyConfig(preset=Preset.CONSERVATIVE)  # danger ≥ 5 → CONFIRM
+    async with world(tmp_path, relay_url, policy) as w:
+        await w.wait_credential(w.grant(tier=Tier.ADVANCED))
+        cmd, _ = await w.advisor.advise(
+            w.node.me,
+            "hive:fee-policy/v1",
+            "set_bulk",
+            {"fee_ppm": 113, "base_msat": 1000},
+            wait=False,
+        )
+        store = w.node.agent.store
+        assert await state_of(store, cmd.command_id, "confirm") == "confirm"
+        async with served(tmp_path / "node", policy) as client:
+            first = buttons((await client.get("/approvals")).text, cmd.command_id)
+            assert [a.rsplit("/", 1)[1] for a, _ in first] == ["approve", "reject"]
+            action, csrf = first[0]
+            assert (await client.post(action, data={"csrf": csrf})).status_code == 303
+            w.node.wake()
+            assert await state_of(store, cmd.command_id, "confirmed") == "confirmed"
+            second = buttons((await client.get("/approvals")).text, cmd.command_id)
+            assert [a.rsplit("/", 1)[1] for a, _ in second] == ["confirm", "reject"]
+            action, csrf = second[0]
+            assert (await client.post(action, data={"csrf": csrf})).status_code == 303
+            w.node.wake()
+            done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
+            assert done is not None and done.status == Status.OK
+        assert {c.policy.ppm for c in await w.channels()} == {113}
