@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,8 @@ from agent.dashboard.actions import HomeOperator
 from agent.dashboard.command import Dashboard
 from agent.settings import Settings
 from agent.store import advisory as repo
-from events.credential import Tier
+from events import credential
+from events.credential import ManagementCredential, Tier
 from events.receipt import Status
 from tests.advisory_world import world
 
@@ -94,3 +96,35 @@ async def test_a_command_that_needs_a_confirmation_is_approved_then_confirmed_by
             done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
             assert done is not None and done.status == Status.OK
         assert {c.policy.ppm for c in await w.channels()} == {113}
+
+
+async def test_a_strangers_far_future_credential_does_not_take_the_advisors_page_down(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """Attack: any node may send an advisor a signed credential grant; one valid from the year
+    146 billion (2**62 s: a valid credential, 1 hour long) made every render of Advisors a 500
+    (the date formatter's OverflowError), for as long as the row stayed."""
+    async with world(tmp_path, relay_url) as w:
+        stranger = w.operator  # an agent with its own key, no business with the advisor
+        far = 2**62
+        cred = ManagementCredential(
+            credential_id="ab" * 16,
+            node=stranger.keys.public_key().to_hex(),
+            advisor=w.advisor.me,
+            tier=Tier.STANDARD,
+            allowed_schemas=["hive:fee-policy/*"],
+            valid_from=far,
+            valid_until=far + 3600,
+        )
+        grant = credential.sign(stranger.keys, cred)
+        rumor = credential.GRANT.rumor(cred.node, grant, created_at=int(time.time()))
+        await stranger.send_private(w.advisor.me, rumor)
+        await w.wait_credential(cred)  # stored as a held credential, as any grant is
+        async with served(tmp_path / "advisor", PolicyConfig()) as client:
+            for path in ("/advisors/live", f"/receipts/{cred.credential_id}"):
+                assert (await client.get(path)).status_code == 200, path
+            advisors = await client.get("/advisors")
+            assert advisors.status_code == 200
+            row = f'<tr data-credential="{cred.credential_id}" class="active">'
+            assert row in advisors.text  # shown, its date as the number it is
+            assert f'data-deadline="{far + 3600}">{far + 3600}</span>' in advisors.text

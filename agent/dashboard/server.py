@@ -75,7 +75,13 @@ class Context:
 
 
 def _when(ts: int | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    """A UTC date; a time no calendar holds (a stranger's 2**62) as its number, not a 500."""
+    if ts is None:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError, TypeError):
+        return str(ts)
 
 
 def _templates() -> Jinja2Templates:
