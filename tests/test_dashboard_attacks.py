@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +19,15 @@ import pytest
 from agent.advisory.policy import PolicyConfig, Preset
 from agent.dashboard.actions import HomeOperator
 from agent.dashboard.command import Dashboard
+from agent.dashboard.security import COOKIE
 from agent.settings import Settings
+from agent.store import Store
 from agent.store import advisory as repo
 from events import credential
 from events.credential import ManagementCredential, Tier
 from events.receipt import Status
 from tests.advisory_world import world
+from tests.test_dashboard_security import dump
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +35,14 @@ pytestmark = pytest.mark.anyio
 @asynccontextmanager
 async def served(home: Path, policy: PolicyConfig) -> AsyncIterator[httpx.AsyncClient]:
     """`hive-agent dashboard` for an agent home, and a client holding its session."""
+    async with serving(home, policy) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def serving(
+    home: Path, policy: PolicyConfig
+) -> AsyncIterator[tuple[httpx.AsyncClient, Dashboard]]:
     settings = Settings(home=home)
     operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
     board = Dashboard(settings.store_file, operator, policy, "127.0.0.1", 0)
@@ -41,7 +53,7 @@ async def served(home: Path, policy: PolicyConfig) -> AsyncIterator[httpx.AsyncC
                 assert (
                     await client.get(board.url, follow_redirects=True)
                 ).status_code == 200  # the token's visit
-                yield client
+                yield client, board
         finally:
             board.stop()
 
@@ -128,3 +140,42 @@ async def test_a_strangers_far_future_credential_does_not_take_the_advisors_page
             row = f'<tr data-credential="{cred.credential_id}" class="active">'
             assert row in advisors.text  # shown, its date as the number it is
             assert f'data-deadline="{far + 3600}">{far + 3600}</span>' in advisors.text
+
+
+def exchange(port: int, head: bytes, body: bytes, wait_s: float = 3.0) -> bytes:
+    """Send a request's head and the first part of its body, then wait for the answer (the
+    rest of the body never comes): what a server that buffers whole bodies never gives."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body)
+        sock.settimeout(wait_s)
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+async def test_an_oversize_post_is_refused_before_its_body_is_read(tmp_path: Path) -> None:
+    """Attack: a page on another port of this host is same-site (cookies know no ports), so
+    the browser sends the session cookie with its POSTs; the dashboard buffered a POST's whole
+    body before looking at its size (1 GB declared: held in memory, the answer after the last
+    byte).  It now answers 413 TOO_LARGE at once, changing nothing."""
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    Store(settings.store_file).close()
+    before = dump(settings.store_file)
+    async with serving(settings.home, PolicyConfig()) as (client, board):
+        cookie = f"{COOKIE}={client.cookies[COOKIE]}"
+        host = f"127.0.0.1:{board.port}"
+        for framing in (b"Content-Length: 1000000000", b"Transfer-Encoding: chunked"):
+            head = (
+                b"POST /approvals/abcdef123456/approve HTTP/1.1\r\nHost: " + host.encode()
+                + b"\r\nCookie: " + cookie.encode() + b"\r\n" + framing + b"\r\n\r\n"
+            )  # fmt: skip
+            part = b"a" * 65536
+            body = part if b"Length" in framing else b"%x\r\n%s\r\n" % (len(part), part)
+            answer = await anyio.to_thread.run_sync(exchange, board.port, head, body)
+            assert answer.startswith(b"HTTP/1.1 413"), (framing, answer[:80])
+            assert b'"TOO_LARGE"' in answer
+        assert board.context.operator.counts == {}  # no action ran
+        assert (await client.get("/approvals")).status_code == 200  # the session still works
+    assert dump(settings.store_file) == before
