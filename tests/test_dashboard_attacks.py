@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import nostr_sdk as sdk
 import pytest
 
 from agent.advisory.policy import PolicyConfig, Preset
@@ -23,13 +24,17 @@ from agent.dashboard.security import COOKIE
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import advisory as repo
-from events import credential
+from agent.store import market as market_repo
+from events import credential, rfp
 from events.credential import ManagementCredential, Tier
+from events.listing import ServiceType
 from events.receipt import Status
+from events.rfp import Rfp
 from tests.advisory_world import world
 from tests.test_dashboard_security import dump
 
 pytestmark = pytest.mark.anyio
+SHOWN = 200  # rows a list strangers can grow shows (agent/dashboard/data.py)
 
 
 @asynccontextmanager
@@ -179,3 +184,56 @@ async def test_an_oversize_post_is_refused_before_its_body_is_read(tmp_path: Pat
         assert board.context.operator.counts == {}  # no action ran
         assert (await client.get("/approvals")).status_code == 200  # the session still works
     assert dump(settings.store_file) == before
+
+
+async def test_what_strangers_can_pile_up_is_shown_newest_first_in_a_bounded_page(
+    tmp_path: Path,
+) -> None:
+    """Attack: any node may grant an advisor a credential and anyone may publish an RFP;
+    under the stranger budgets (1,200 a minute) that is over a million rows a day, and the
+    Advisors and Market pages rendered every one — on the event loop the agent shares in the
+    plugin, again at every store change for /advisors/live.  Now the newest SHOWN of them
+    (each stored as their handlers store them), all of ours, and how many are not shown."""
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    store = Store(settings.store_file)
+    me, now, flood = sdk.Keys.generate(), int(time.time()), SHOWN * 3
+    ours = ManagementCredential(
+        credential_id="cd" * 16, node=me.public_key().to_hex(), advisor="ef" * 32,
+        tier=Tier.STANDARD, allowed_schemas=["hive:fee-policy/*"],
+        valid_from=now - 60, valid_until=now + 86400,
+    )  # fmt: skip
+    with store.transaction(now - 10) as tx:  # granted first: the flood is newer
+        repo.save_credential(tx, credential.sign(me, ours), "granted")
+    for i in range(flood):
+        stranger = sdk.Keys.generate()
+        cred = ours.model_copy(
+            update={"credential_id": f"{i:032x}", "node": stranger.public_key().to_hex(),
+                    "advisor": me.public_key().to_hex()}
+        )  # fmt: skip
+        item = Rfp(
+            rfp_id=f"flood-{i}", service=ServiceType.ADVISOR, need="fee-policy",
+            max_price_sat=1, duration_days=1, posted_at=now, bid_deadline=now + 60,
+            award_by=now + 120,
+        )  # fmt: skip
+        with store.transaction(now + i) as tx:
+            repo.save_credential(tx, credential.sign(stranger, cred), "held")
+            author = stranger.public_key().to_hex()
+            market_repo.save_rfp(
+                tx, rfp.address(author, item.rfp_id), author, item, "00" * 32, now + i
+            )
+    store.close()
+    async with serving(settings.home, PolicyConfig()) as (client, _):
+        advisors = (await client.get("/advisors")).text
+        assert advisors.count("<tr data-credential=") == SHOWN + 1
+        assert f'<tr data-credential="{ours.credential_id}" class="active">' in advisors
+        assert f'href="/advisors/{ours.credential_id}/revoke"' in advisors  # ours, revocable
+        assert f'data-credential="{flood - 1:032x}"' in advisors  # the newest held
+        assert f'data-credential="{0:032x}"' not in advisors  # the oldest held: not shown
+        assert f"{flood - SHOWN:,} older held credentials not shown" in advisors
+        market = (await client.get("/market")).text
+        assert market.count("<tr><td><code>36381:") == SHOWN
+        assert f"The newest {SHOWN} of {flood:,}." in market
+    from agent.dashboard import data
+
+    assert data.SHOWN == SHOWN

@@ -14,6 +14,7 @@ from events import nip19, receipt
 from events.errors import HiveError
 
 RECEIPTS_PAGE = 100
+SHOWN = 200  # rows of a list strangers can grow (held credentials, RFPs): the newest
 
 
 def npub(key: str) -> str:
@@ -31,11 +32,12 @@ def _gauge(used: int, allowed: int) -> dict[str, Any]:
 
 
 def credentials(store: Store, policy: PolicyConfig, now: int) -> list[dict[str, Any]]:
-    """Every credential granted or held, with its gauges: actions today (the credential's own
-    limit), sats moved today (the policy's per-advisor budget) and commands in the last
-    minute (the policy's rate) — the same counters the node's limit checks read."""
+    """Every credential granted and the newest `SHOWN` held, with their gauges: actions today
+    (the credential's own limit), sats moved today (the policy's per-advisor budget) and
+    commands in the last minute (the policy's rate) — the counters the node's checks read."""
     out = []
-    for row in repo.credentials(store):
+    rows = repo.credentials(store, "granted") + repo.credentials(store, "held", SHOWN)
+    for row in rows:
         cred = row["grant"]["credential"]
         cid = row["credential_id"]
         today = repo.usage(store, cid, now, 1)
@@ -65,6 +67,11 @@ def credentials(store: Store, policy: PolicyConfig, now: int) -> list[dict[str, 
             }
         )
     return out
+
+
+def hidden_held(store: Store) -> int:
+    """Held credentials not shown: any node may grant us one, so a stranger can send many."""
+    return max(0, repo.count_credentials(store, "held") - SHOWN)
 
 
 def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:

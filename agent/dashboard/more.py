@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.dashboard.data import SHOWN
 from agent.node.backend import NodeBackend
 from agent.store import Store
 from agent.store import escrow as escrow_repo
@@ -56,7 +57,9 @@ def market(store: Store) -> dict[str, Any]:
     ]
     return {
         "listings": listings,
-        "rfps": market_repo.rfps(store),
+        "rfps": market_repo.rfps(store, SHOWN),
+        "rfps_total": market_repo.count_rfps(store),
+        "shown": SHOWN,
         "offers": market_repo.offers(store),
         "contracts": contracts,
     }

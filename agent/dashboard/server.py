@@ -172,7 +172,8 @@ def _views(app: FastAPI, ctx: Context, page: Page) -> None:
 
     _live(app, page, "approvals", lambda: {"rows": data.approvals(ctx.store)})
     _live(app, page, "advisors",
-          lambda: {"rows": data.credentials(ctx.store, ctx.policy, int(time.time()))})  # fmt: skip
+          lambda: {"rows": data.credentials(ctx.store, ctx.policy, int(time.time())),
+                   "hidden": data.hidden_held(ctx.store)})  # fmt: skip
 
     @app.get("/advisors/{credential_id}/revoke", response_class=HTMLResponse)
     async def revoke_form(request: Request, credential_id: str) -> Response:

@@ -166,11 +166,18 @@ def credential_subject(store: Store, address: str) -> str | None:
     return str(rows[0]["subject"]) if rows else None
 
 
-def rfps(store: Store) -> list[dict[str, Any]]:
+def rfps(store: Store, newest: int = -1) -> list[dict[str, Any]]:
+    """Newest first; with `newest` ≥ 0, only that many (-1: all)."""
     rows = _rows(
-        store, "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC"
+        store,
+        "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC LIMIT ?",
+        (newest,),
     )
     return [{**r, "rfp": load_json_row(r["rfp"])} for r in rows]
+
+
+def count_rfps(store: Store) -> int:
+    return int(store.conn.execute("SELECT count(*) FROM rfps").fetchone()[0])
 
 
 def rfp(store: Store, address: str) -> Rfp | None:
