@@ -25,7 +25,7 @@ from agent.settings import Settings
 from agent.store import Store
 from agent.store import advisory as repo
 from agent.store import market as market_repo
-from events import credential, rfp
+from events import credential, receipt, rfp
 from events.credential import ManagementCredential, Tier
 from events.listing import ServiceType
 from events.receipt import Status
@@ -244,3 +244,37 @@ async def test_what_strangers_can_pile_up_is_shown_newest_first_in_a_bounded_pag
     from agent.dashboard import data
 
     assert data.SHOWN == SHOWN
+
+
+async def test_a_strangers_receipts_never_join_the_chain_of_a_credential_we_hold(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """Attack: any node may send an advisor receipts; one naming the credential the advisor
+    holds from another node, signed by itself and linked to that chain's last receipt, was
+    read into that credential's timeline — a forged command shown as done, and the real
+    chain shown red ("different chains are mixed").  The held chain is the granting node's."""
+    async with world(tmp_path, relay_url) as w:
+        cred = w.grant()
+        await w.wait_credential(cred)
+        scid = (await w.channels())[0].short_channel_id
+        _, real = await w.advisor.advise(
+            w.node.me, "hive:fee-policy/v1", "set_single", {"channel": scid, "fee_ppm": 109}
+        )
+        assert real is not None and real.status == Status.OK and real.seq == 1
+        stranger = w.operator
+        body = real.body() | {
+            "receipt_id": "12" * 16, "seq": 2, "node": stranger.keys.public_key().to_hex(),
+            "command_id": "34" * 16, "result": {"forged": True}, "prev_hash": real.receipt_hash,
+        }  # fmt: skip
+        forged = receipt.seal(stranger.keys, body)
+        rumor = receipt.FAMILY.rumor(body["node"], forged, created_at=int(time.time()))
+        await stranger.send_private(w.advisor.me, rumor)
+        advisor_store = w.advisor.agent.store
+        with anyio.fail_after(10):  # stored, as any receipt naming us is
+            while len(repo.held_receipts(advisor_store, None, cred.credential_id)) < 2:
+                await anyio.sleep(0.05)
+        async with served(tmp_path / "advisor", PolicyConfig()) as client:
+            page = (await client.get(f"/receipts/{cred.credential_id}")).text
+        assert "1 receipts, chain intact" in page
+        assert forged.command_id not in page and "forged" not in page
+        assert real.command_id in page

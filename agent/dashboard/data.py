@@ -78,12 +78,10 @@ def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:
     """One credential's receipt timeline (newest first, paged) and its chain's verification
     (events/receipt.py verify_chain over the whole chain: a broken chain names its problem)."""
     found = repo.credential(store, credential_id)
-    role = found[2] if found else "granted"
-    chain = (
-        repo.chain(store, credential_id)
-        if role == "granted"
-        else repo.held_receipts(store, None, credential_id)
-    )
+    if found is None or found[2] == "granted":
+        chain = repo.chain(store, credential_id)
+    else:  # any node may send us receipts: only the granting node's are this chain
+        chain = repo.held_receipts(store, found[0].credential.node, credential_id)
     try:
         receipt.verify_chain(chain)
         verdict: dict[str, Any] = {"ok": True, "text": f"{len(chain)} receipts, chain intact"}
