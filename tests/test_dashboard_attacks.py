@@ -24,14 +24,18 @@ from agent.dashboard.security import COOKIE
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import advisory as repo
+from agent.store import escrow as escrow_repo
 from agent.store import market as market_repo
-from events import credential, receipt, rfp
+from events import contract, credential, listing, receipt, rfp
 from events.credential import ManagementCredential, Tier
 from events.listing import ServiceType
 from events.receipt import Status
 from events.rfp import Rfp
 from tests.advisory_world import world
 from tests.test_dashboard_security import dump
+from tests.test_escrow_events import part as escrow_part
+from tests.test_escrow_events import ticket as escrow_ticket
+from tests.test_market_events import terms as contract_terms
 
 pytestmark = pytest.mark.anyio
 SHOWN = 200  # rows a list strangers can grow shows (agent/dashboard/data.py)
@@ -196,9 +200,10 @@ async def test_an_oversize_post_is_refused_before_its_body_is_read(tmp_path: Pat
 async def test_what_strangers_can_pile_up_is_shown_newest_first_in_a_bounded_page(
     tmp_path: Path,
 ) -> None:
-    """Attack: any node may grant an advisor a credential and anyone may publish an RFP;
+    """Attack: any node may grant an advisor a credential, offer it a contract or send it an
+    escrow ticket, and anyone may publish an RFP;
     under the stranger budgets (1,200 a minute) that is over a million rows a day, and the
-    Advisors and Market pages rendered every one — on the event loop the agent shares in the
+    Advisors, Market and Escrow pages rendered every one — on the event loop the agent shares in the
     plugin, again at every store change for /advisors/live.  Now the newest SHOWN of them
     (each stored as their handlers store them), all of ours, and how many are not shown."""
     settings = Settings(home=tmp_path / "home")
@@ -223,9 +228,14 @@ async def test_what_strangers_can_pile_up_is_shown_newest_first_in_a_bounded_pag
             max_price_sat=1, duration_days=1, posted_at=now, bid_deadline=now + 60,
             award_by=now + 120,
         )  # fmt: skip
+        author = stranger.public_key().to_hex()
+        terms = contract_terms(client=listing.did(author), nonce=f"{i:064x}")
+        offer = contract.Offer(terms=terms, signature=contract.sign_terms(stranger, terms))
+        paid = escrow_ticket([escrow_part()]).model_copy(update={"ticket_id": f"{i:032x}"})
         with store.transaction(now + i) as tx:
             repo.save_credential(tx, credential.sign(stranger, cred), "held")
-            author = stranger.public_key().to_hex()
+            market_repo.save_offer(tx, offer, author, author, "in")
+            escrow_repo.save_ticket(tx, paid, "payee")
             market_repo.save_rfp(
                 tx, rfp.address(author, item.rfp_id), author, item, "00" * 32, now + i
             )
@@ -240,7 +250,12 @@ async def test_what_strangers_can_pile_up_is_shown_newest_first_in_a_bounded_pag
         assert f"{flood - SHOWN:,} older held credentials not shown" in advisors
         market = (await client.get("/market")).text
         assert market.count("<tr><td><code>36381:") == SHOWN
-        assert f"The newest {SHOWN} of {flood:,}." in market
+        assert market.count(f"The newest {SHOWN} of {flood:,}.") == 2  # RFPs, offers
+        assert market.count("</code></td><td>open</td><td>in</td>") == SHOWN
+        escrow = (await client.get("/escrow")).text
+        assert escrow.count("<tr data-ticket=") == SHOWN
+        assert f'data-ticket="{flood - 1:032x}"' in escrow
+        assert f"{flood - SHOWN:,} older tickets paid to us not shown" in escrow
     from agent.dashboard import data
 
     assert data.SHOWN == SHOWN
