@@ -32,6 +32,7 @@ from events.listing import ServiceType
 from events.receipt import Status
 from events.rfp import Rfp
 from tests.advisory_world import world
+from tests.test_dashboard_browser import browser_page, dashboard
 from tests.test_dashboard_security import dump
 from tests.test_escrow_events import part as escrow_part
 from tests.test_escrow_events import ticket as escrow_ticket
@@ -293,3 +294,27 @@ async def test_a_strangers_receipts_never_join_the_chain_of_a_credential_we_hold
         assert "1 receipts, chain intact" in page
         assert forged.command_id not in page and "forged" not in page
         assert real.command_id in page
+
+
+async def test_a_double_click_on_approve_never_confirms(tmp_path: Path, relay_url: str) -> None:
+    """Attack (on the operator's hands): a CONFIRM command's approve button, double-clicked in
+    a real browser; the page reloads after the first click with the command awaiting its
+    confirmation — the second click must not land on `confirm`."""
+    policy = PolicyConfig(preset=Preset.CONSERVATIVE)  # danger ≥ 5 → CONFIRM
+    async with world(tmp_path, relay_url, policy) as w:
+        await w.wait_credential(w.grant(tier=Tier.ADVANCED))
+        cmd, _ = await w.advisor.advise(
+            w.node.me, "hive:fee-policy/v1", "set_bulk", {"fee_ppm": 114, "base_msat": 1000},
+            wait=False,
+        )  # fmt: skip
+        store = w.node.agent.store
+        await state_of(store, cmd.command_id, "confirm")
+        async with dashboard(w) as board, browser_page() as page:
+            await page.goto(board.url)
+            row = page.locator(f'tr[data-command="{cmd.command_id}"]')
+            await row.locator('button[data-step="approve"]').dblclick()
+            await state_of(store, cmd.command_id, "confirmed", "ready", "executing", "done")
+            await anyio.sleep(1.0)
+            votes = repo.approvals(store, cmd.command_id)
+            assert votes["confirm"] == set(), votes
+            assert repo.command_row(store, cmd.command_id)["state"] == "confirmed"
