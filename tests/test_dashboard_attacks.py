@@ -318,3 +318,50 @@ async def test_a_double_click_on_approve_never_confirms(tmp_path: Path, relay_ur
             votes = repo.approvals(store, cmd.command_id)
             assert votes["confirm"] == set(), votes
             assert repo.command_row(store, cmd.command_id)["state"] == "confirmed"
+
+
+async def test_a_nodes_malformed_predicted_diff_does_not_take_the_receipts_page_down(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """Attack: the node an advisor works for writes its receipts' `result`; a dry run's
+    `predicted_diff` that is not `{field: [old, new]}` (here `{"fee_ppm": 1}`) made the
+    advisor's receipt timeline for that credential a 500 (IndexError/TypeError), for good."""
+    async with world(tmp_path, relay_url) as w:
+        node = w.operator  # a node of its own: grants the advisor a credential, then lies
+        now = int(time.time())
+        cred = ManagementCredential(
+            credential_id="56" * 16, node=node.keys.public_key().to_hex(), advisor=w.advisor.me,
+            tier=Tier.STANDARD, allowed_schemas=["hive:fee-policy/*"],
+            valid_from=now - 60, valid_until=now + 3600,
+        )  # fmt: skip
+        grant = credential.sign(node.keys, cred)
+        await node.send_private(
+            w.advisor.me, credential.GRANT.rumor(cred.node, grant, created_at=now)
+        )
+        await w.wait_credential(cred)
+        shapes = [{"fee_ppm": 1}, {"fee_ppm": []}, {"fee_ppm": "x"}, {"fee_ppm": [1, 2, 3]}]
+        previous = receipt.GENESIS
+        for seq, predicted in enumerate(shapes, start=1):
+            body = {
+                "receipt_id": f"{seq:032x}", "seq": seq, "node": cred.node,
+                "credential_id": cred.credential_id, "advisor": w.advisor.me,
+                "command_id": f"{seq + 100:032x}", "schema_ref": "hive:fee-policy/v1",
+                "action": "set_single", "params_hash": "00" * 32, "status": "dry-run",
+                "error": None, "result": {"predicted_diff": predicted}, "danger": 2,
+                "decision": "auto", "state_hash_before": "11" * 32,
+                "state_hash_after": "11" * 32, "created_at": now, "prev_hash": previous,
+                "preimage": None,
+            }  # fmt: skip
+            sealed = receipt.seal(node.keys, body)
+            previous = sealed.receipt_hash
+            await node.send_private(
+                w.advisor.me, receipt.FAMILY.rumor(cred.node, sealed, created_at=now)
+            )
+        with anyio.fail_after(10):
+            while len(repo.held_receipts(w.advisor.agent.store, None, cred.credential_id)) < 4:
+                await anyio.sleep(0.05)
+        async with served(tmp_path / "advisor", PolicyConfig()) as client:
+            page = await client.get(f"/receipts/{cred.credential_id}")
+        assert page.status_code == 200
+        assert "4 receipts, chain intact" in page.text
+        assert page.text.count('data-diff="none"') == 4  # no diff it could show

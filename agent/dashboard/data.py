@@ -122,12 +122,20 @@ def _diff(r: receipt.Receipt, recorded: Any) -> dict[str, Any]:
     node when it ran the command, or a dry run's prediction; `kind` none when there is none."""
     if recorded is not None:
         kind, changes = "changed" if recorded else "unchanged", recorded
-    elif r.status == receipt.Status.DRY_RUN and isinstance(r.result.get("predicted_diff"), dict):
+    elif r.status == receipt.Status.DRY_RUN and _pairs(r.result.get("predicted_diff")):
         kind, changes = "predicted", r.result["predicted_diff"]
     else:
         return {"kind": "none", "rows": []}
     rows = [{"field": k, "old": v[0], "new": v[1]} for k, v in sorted(changes.items())]
     return {"kind": kind, "rows": rows}
+
+
+def _pairs(predicted: Any) -> bool:
+    """A dry run's prediction as the node writes it, `{field: [old, new]}`: the node's own
+    word in its receipt, so checked before it is shown."""
+    return isinstance(predicted, dict) and all(
+        isinstance(v, list) and len(v) == 2 for v in predicted.values()
+    )
 
 
 def node(store: Store) -> dict[str, Any]:
