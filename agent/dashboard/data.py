@@ -14,7 +14,7 @@ from events import nip19, receipt
 from events.errors import HiveError
 
 RECEIPTS_PAGE = 100
-SHOWN = 200  # rows of a list strangers can grow (held credentials, RFPs): the newest
+SHOWN = 200  # rows shown of a list strangers can grow (held credentials, RFPs, offers, tickets)
 
 
 def npub(key: str) -> str:
