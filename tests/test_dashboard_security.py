@@ -145,5 +145,29 @@ def test_the_hosts_answered_to() -> None:
     assert not loopback("0.0.0.0") and not loopback("192.168.1.5")  # noqa: S104
     assert hosts_for("127.0.0.1", 8787) == {
         "127.0.0.1:8787", "localhost:8787", "[::1]:8787"}  # fmt: skip
-    assert hosts_for("192.168.1.5", 80) == {"192.168.1.5:80"}
+    # what browsers send: an IPv6 address in brackets, and no port for port 80
+    assert hosts_for("fd00::5", 8787) == {"[fd00::5]:8787"}
+    assert hosts_for("192.168.1.5", 80) == {"192.168.1.5:80", "192.168.1.5"}
+    assert hosts_for("192.168.1.5", 8080) == {"192.168.1.5:8080"}
     assert hosts_for("0.0.0.0", 80) is None  # noqa: S104 - any Host; the token still guards
+
+
+def test_a_dashboard_bound_to_an_ipv6_address_or_port_80_answers_what_browsers_send(
+    tmp_path: Path,
+) -> None:
+    """`--host fd00::5` was refused for every browser (it sends `Host: [fd00::5]:8787`), and
+    `--port 80` too (browsers leave the default port out of Host)."""
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
+    for bound, port, sent in (
+        ("fd00::5", 8787, "[fd00::5]:8787"),
+        ("192.168.1.5", 80, "192.168.1.5"),
+    ):
+        gate = Gate(hosts_for(bound, port))
+        app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
+        client = TestClient(app, follow_redirects=False)
+        first = client.get(f"/approvals?token={gate.token}", headers={"Host": sent})
+        assert first.status_code == 303, (bound, port)
+        assert client.get("/approvals", headers={"Host": sent}).status_code == 200
+        assert client.get("/approvals", headers={"Host": "evil.example"}).status_code == 403

@@ -44,8 +44,9 @@ def hosts_for(host: str, port: int) -> set[str] | None:
     """The Host header values the server answers to (any, when bound to every address)."""
     if host in ("0.0.0.0", "::"):  # noqa: S104 - the operator asked for it (and was warned)
         return None
-    names = {host} | ({"127.0.0.1", "localhost", "[::1]"} if loopback(host) else set())
-    return {f"{name}:{port}" for name in names}
+    names = {host} | ({"127.0.0.1", "localhost", "::1"} if loopback(host) else set())
+    names = {f"[{name}]" if ":" in name else name for name in names}  # an IPv6 address: [..]
+    return {f"{name}:{port}" for name in names} | (names if port == 80 else set())  # (80: no port)
 
 
 def bind(host: str, port: int) -> socket.socket:

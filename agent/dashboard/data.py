@@ -14,6 +14,7 @@ from events import nip19, receipt
 from events.errors import HiveError
 
 RECEIPTS_PAGE = 100
+SHOWN = 200  # rows shown of a list strangers can grow (held credentials, RFPs, offers, tickets)
 
 
 def npub(key: str) -> str:
@@ -31,11 +32,12 @@ def _gauge(used: int, allowed: int) -> dict[str, Any]:
 
 
 def credentials(store: Store, policy: PolicyConfig, now: int) -> list[dict[str, Any]]:
-    """Every credential granted or held, with its gauges: actions today (the credential's own
-    limit), sats moved today (the policy's per-advisor budget) and commands in the last
-    minute (the policy's rate) — the same counters the node's limit checks read."""
+    """Every credential granted and the newest `SHOWN` held, with their gauges: actions today
+    (the credential's own limit), sats moved today (the policy's per-advisor budget) and
+    commands in the last minute (the policy's rate) — the counters the node's checks read."""
     out = []
-    for row in repo.credentials(store):
+    rows = repo.credentials(store, "granted") + repo.credentials(store, "held", SHOWN)
+    for row in rows:
         cred = row["grant"]["credential"]
         cid = row["credential_id"]
         today = repo.usage(store, cid, now, 1)
@@ -67,16 +69,19 @@ def credentials(store: Store, policy: PolicyConfig, now: int) -> list[dict[str, 
     return out
 
 
+def hidden_held(store: Store) -> int:
+    """Held credentials not shown: any node may grant us one, so a stranger can send many."""
+    return max(0, repo.count_credentials(store, "held") - SHOWN)
+
+
 def receipts(store: Store, credential_id: str, page: int = 0) -> dict[str, Any]:
     """One credential's receipt timeline (newest first, paged) and its chain's verification
     (events/receipt.py verify_chain over the whole chain: a broken chain names its problem)."""
     found = repo.credential(store, credential_id)
-    role = found[2] if found else "granted"
-    chain = (
-        repo.chain(store, credential_id)
-        if role == "granted"
-        else repo.held_receipts(store, None, credential_id)
-    )
+    if found is None or found[2] == "granted":
+        chain = repo.chain(store, credential_id)
+    else:  # any node may send us receipts: only the granting node's are this chain
+        chain = repo.held_receipts(store, found[0].credential.node, credential_id)
     try:
         receipt.verify_chain(chain)
         verdict: dict[str, Any] = {"ok": True, "text": f"{len(chain)} receipts, chain intact"}
@@ -117,12 +122,20 @@ def _diff(r: receipt.Receipt, recorded: Any) -> dict[str, Any]:
     node when it ran the command, or a dry run's prediction; `kind` none when there is none."""
     if recorded is not None:
         kind, changes = "changed" if recorded else "unchanged", recorded
-    elif r.status == receipt.Status.DRY_RUN and isinstance(r.result.get("predicted_diff"), dict):
+    elif r.status == receipt.Status.DRY_RUN and _pairs(r.result.get("predicted_diff")):
         kind, changes = "predicted", r.result["predicted_diff"]
     else:
         return {"kind": "none", "rows": []}
     rows = [{"field": k, "old": v[0], "new": v[1]} for k, v in sorted(changes.items())]
     return {"kind": kind, "rows": rows}
+
+
+def _pairs(predicted: Any) -> bool:
+    """A dry run's prediction as the node writes it, `{field: [old, new]}`: the node's own
+    word in its receipt, so checked before it is shown."""
+    return isinstance(predicted, dict) and all(
+        isinstance(v, list) and len(v) == 2 for v in predicted.values()
+    )
 
 
 def node(store: Store) -> dict[str, Any]:

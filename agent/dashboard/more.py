@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.dashboard.data import SHOWN
 from agent.node.backend import NodeBackend
 from agent.store import Store
 from agent.store import escrow as escrow_repo
@@ -15,9 +16,11 @@ HOUR = 3600
 
 
 def escrow(store: Store) -> dict[str, Any]:
-    """Tickets (both roles) with each part's amount, state and locktime; wallet per mint."""
+    """Tickets — every one we funded, the newest `SHOWN` paid to us (any node may send us
+    one) — with each part's amount, state and locktime; wallet per mint."""
     tickets = []
-    for row in escrow_repo.tickets(store):
+    rows = escrow_repo.tickets(store, "funder") + escrow_repo.tickets(store, "payee", SHOWN)
+    for row in rows:
         found = escrow_repo.ticket(store, row["ticket_id"])
         if found is None:
             continue
@@ -38,7 +41,8 @@ def escrow(store: Store) -> dict[str, Any]:
                 ],
             }
         )
-    return {"tickets": tickets, "balances": escrow_repo.balances(store)}
+    hidden = max(0, escrow_repo.count_tickets(store, "payee") - SHOWN)
+    return {"tickets": tickets, "hidden": hidden, "balances": escrow_repo.balances(store)}
 
 
 def market(store: Store) -> dict[str, Any]:
@@ -56,8 +60,11 @@ def market(store: Store) -> dict[str, Any]:
     ]
     return {
         "listings": listings,
-        "rfps": market_repo.rfps(store),
-        "offers": market_repo.offers(store),
+        "rfps": market_repo.rfps(store, SHOWN),
+        "rfps_total": market_repo.count_rfps(store),
+        "shown": SHOWN,
+        "offers": market_repo.offers(store, newest=SHOWN),
+        "offers_total": market_repo.count_offers(store),
         "contracts": contracts,
     }
 

@@ -28,7 +28,7 @@ from agent.dashboard.actions import Operator
 from agent.dashboard.security import CSRF_FIELD, CSRF_HEADER, Gate
 from agent.node.backend import NodeBackend
 from agent.store import Store
-from events.errors import HiveError, NotFound
+from events.errors import HiveError, NotFound, TooLarge
 
 HERE = Path(__file__).parent
 POLL_S = 0.25
@@ -75,7 +75,13 @@ class Context:
 
 
 def _when(ts: int | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    """A UTC date; a time no calendar holds (a stranger's 2**62) as its number, not a 500."""
+    if ts is None:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError, TypeError):
+        return str(ts)
 
 
 def _templates() -> Jinja2Templates:
@@ -86,10 +92,16 @@ def _templates() -> Jinja2Templates:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """A small urlencoded form (no multipart: nothing here uploads files)."""
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        return {}
+    """A small urlencoded form (no multipart: nothing here uploads files).  A bigger body is
+    refused by its declared length, or as soon as it outgrows the limit: never held whole."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_FORM:
+        raise TooLarge(f"a form is at most {MAX_FORM} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise TooLarge(f"a form is at most {MAX_FORM} bytes")
     return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
@@ -112,6 +124,8 @@ def create_app(ctx: Context) -> FastAPI:
     @app.exception_handler(HiveError)
     async def refused(request: Request, error: HiveError) -> Response:
         status = 403 if error.code in ("RESTRICTED", "UNAUTHORIZED") else 400
+        if error.code == "TOO_LARGE":  # an oversize form: no page either
+            return security.refusal(error, 413)
         if error.code == "RESTRICTED":  # CSRF/Origin: no page, the code only
             return security.refusal(error, status)
         return page(request, "error", status, error=error.to_dict())
@@ -158,7 +172,8 @@ def _views(app: FastAPI, ctx: Context, page: Page) -> None:
 
     _live(app, page, "approvals", lambda: {"rows": data.approvals(ctx.store)})
     _live(app, page, "advisors",
-          lambda: {"rows": data.credentials(ctx.store, ctx.policy, int(time.time()))})  # fmt: skip
+          lambda: {"rows": data.credentials(ctx.store, ctx.policy, int(time.time())),
+                   "hidden": data.hidden_held(ctx.store)})  # fmt: skip
 
     @app.get("/advisors/{credential_id}/revoke", response_class=HTMLResponse)
     async def revoke_form(request: Request, credential_id: str) -> Response:

@@ -98,13 +98,22 @@ def credential(db: Db, credential_id: str) -> tuple[Grant, int | None, str] | No
     return None if row is None else (_grant(row["grant_json"]), row["revoked_at"], row["role"])
 
 
-def credentials(db: Db, role: str | None = None) -> list[dict[str, Any]]:
+def credentials(db: Db, role: str | None = None, newest: int = -1) -> list[dict[str, Any]]:
+    """Oldest first; with `newest` ≥ 0, only the newest that many (-1: all)."""
     rows = _rows(
         db,
-        "SELECT * FROM mgmt_credentials WHERE ? IS NULL OR role = ? ORDER BY created_at",
-        (role, role),
+        "SELECT * FROM (SELECT *, rowid AS n FROM mgmt_credentials WHERE ? IS NULL OR role = ?"
+        " ORDER BY created_at DESC, n DESC LIMIT ?) ORDER BY created_at, n",
+        (role, role, newest),
     )
+    for r in rows:
+        del r["n"]
     return [{**r, "grant": load_json_row(r.pop("grant_json"))} for r in rows]
+
+
+def count_credentials(db: Db, role: str) -> int:
+    row = _row(db, "SELECT count(*) AS n FROM mgmt_credentials WHERE role = ?", (role,))
+    return 0 if row is None else int(row["n"])
 
 
 def active_held(db: Db, node: str, now: int) -> Grant | None:

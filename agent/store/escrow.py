@@ -108,17 +108,23 @@ def ticket(db: Db, ticket_id: str) -> tuple[Ticket, str, int] | None:
     return load_row(Ticket, row["ticket"]), row["role"], row["successes"]
 
 
-def tickets(db: Db, role: str | None = None) -> list[dict[str, Any]]:
+def tickets(db: Db, role: str | None = None, newest: int = -1) -> list[dict[str, Any]]:
+    """Oldest first; with `newest` ≥ 0, only the newest that many (-1: all)."""
     rows = _rows(
         db,
-        "SELECT ticket_id, role, ticket, successes, created_at FROM escrow_tickets"  # noqa: S608
-        + (" WHERE role = ?" if role else "")
-        + " ORDER BY created_at, ticket_id",
-        (role,) if role else (),
+        "SELECT * FROM (SELECT ticket_id, role, ticket, successes, created_at FROM escrow_tickets"
+        " WHERE ? IS NULL OR role = ? ORDER BY created_at DESC, ticket_id DESC LIMIT ?)"
+        " ORDER BY created_at, ticket_id",
+        (role, role, newest),
     )
     for r in rows:
         r["parts"] = parts(db, r["ticket_id"])
     return rows
+
+
+def count_tickets(db: Db, role: str) -> int:
+    row = _row(db, "SELECT count(*) AS n FROM escrow_tickets WHERE role = ?", (role,))
+    return 0 if row is None else int(row["n"])
 
 
 def parts(db: Db, ticket_id: str) -> list[dict[str, Any]]:

@@ -166,11 +166,18 @@ def credential_subject(store: Store, address: str) -> str | None:
     return str(rows[0]["subject"]) if rows else None
 
 
-def rfps(store: Store) -> list[dict[str, Any]]:
+def rfps(store: Store, newest: int = -1) -> list[dict[str, Any]]:
+    """Newest first; with `newest` ≥ 0, only that many (-1: all)."""
     rows = _rows(
-        store, "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC"
+        store,
+        "SELECT address, author, rfp, created_at FROM rfps ORDER BY created_at DESC LIMIT ?",
+        (newest,),
     )
     return [{**r, "rfp": load_json_row(r["rfp"])} for r in rows]
+
+
+def count_rfps(store: Store) -> int:
+    return int(store.conn.execute("SELECT count(*) FROM rfps").fetchone()[0])
 
 
 def rfp(store: Store, address: str) -> Rfp | None:
@@ -190,9 +197,19 @@ def bid_made(store: Store, rfp_address: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def offers(store: Store, state: str | None = None) -> list[dict[str, Any]]:
-    sql = "SELECT * FROM offers WHERE ? IS NULL OR state = ? ORDER BY created_at"
-    return [{**r, "offer": load_json_row(r["offer"])} for r in _rows(store, sql, (state, state))]
+def offers(store: Store, state: str | None = None, newest: int = -1) -> list[dict[str, Any]]:
+    """Oldest first; with `newest` ≥ 0, only the newest that many (-1: all)."""
+    sql = (
+        "SELECT * FROM (SELECT *, rowid AS n FROM offers WHERE ? IS NULL OR state = ?"
+        " ORDER BY created_at DESC, n DESC LIMIT ?) ORDER BY created_at, n"
+    )
+    rows = _rows(store, sql, (state, state, newest))
+    return [{k: v for k, v in r.items() if k != "n"} | {"offer": load_json_row(r["offer"])}
+            for r in rows]  # fmt: skip
+
+
+def count_offers(store: Store) -> int:
+    return int(store.conn.execute("SELECT count(*) FROM offers").fetchone()[0])
 
 
 def offer(store: Store, terms_hash: str) -> dict[str, Any] | None:
