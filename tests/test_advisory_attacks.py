@@ -369,3 +369,45 @@ async def test_another_advisor_reusing_a_command_id_gets_nothing(setup) -> None:
     assert kinds == [Kind.CREDENTIAL_GRANT], "the node answered the other advisor"
     assert await effects(w) == before
     assert len(repo.chain(w.node.agent.store, cred_id)) == receipts_before
+
+
+async def test_a_strangers_receipts_never_enter_the_advisors_chains(setup) -> None:
+    """Any node may send an advisor receipts.  One naming a credential the advisor holds from
+    another node (a forged link in that chain, answering our real command id) is refused
+    UNAUTHORIZED and counted; one naming a credential nobody granted us is kept aside (its
+    grant could still be on the way) but never read into a chain: `wait_for` still returns the
+    real receipt, and every chain the advisor holds still verifies."""
+    from events import receipt as receipt_events
+
+    w, cred_id, scid, relay = setup
+    real_cmd = cmd_for(w, cred_id, params={"channel": scid, "fee_ppm": 108})
+    await send(relay, wrap_cmd(w, real_cmd))
+    assert await receipt_code(w, real_cmd.command_id) is None
+    real = repo.held_for_command(w.advisor.agent.store, real_cmd.command_id)[-1]
+
+    mallory = sdk.Keys.generate()
+    advisor_store = w.advisor.agent.store
+    refused = advisor_store.error_counts().get("UNAUTHORIZED", 0)
+    forged_link = real.body() | {
+        "receipt_id": secrets.token_hex(16), "seq": 2, "node": mallory.public_key().to_hex(),
+        "result": {"forged": True}, "prev_hash": real.receipt_hash,
+    }  # fmt: skip
+    unknown = forged_link | {
+        "receipt_id": secrets.token_hex(16), "credential_id": secrets.token_hex(16), "seq": 5,
+    }  # fmt: skip
+    for body in (forged_link, unknown):
+        sealed = receipt_events.seal(mallory, body)
+        rumor = receipt_events.FAMILY.rumor(body["node"], sealed, created_at=int(time.time()))
+        await send(relay, nip59.wrap(mallory, w.advisor.me, rumor, now=int(time.time())))
+    with anyio.fail_after(10):
+        while advisor_store.error_counts().get("UNAUTHORIZED", 0) <= refused:
+            await anyio.sleep(0.05)
+        while not advisor_store.conn.execute(  # the second one is kept aside
+            "SELECT 1 FROM receipts_held WHERE credential_id = ?", (unknown["credential_id"],)
+        ).fetchone():
+            await anyio.sleep(0.05)
+    assert advisor_store.error_counts()["UNAUTHORIZED"] == refused + 1
+    held = repo.held_for_command(advisor_store, real_cmd.command_id)
+    assert [r.receipt_id for r in held] == [real.receipt_id]
+    assert w.advisor.verify_chain() == {cred_id: 1}  # every node's chains, none mixed
+    assert [r.receipt_id for r in repo.held_receipts(advisor_store)] == [real.receipt_id]

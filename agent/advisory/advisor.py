@@ -53,6 +53,12 @@ class AdvisorService:
         receipt.verify(sealed)
         if sealed.node != opened.sender or sealed.advisor != self.me:
             raise Unauthorized("a receipt must come from its node, about our command")
+        found = repo.credential(tx, sealed.credential_id)
+        if found is not None and (found[2] != "held" or found[0].credential.node != sealed.node):
+            # a credential we know, granted by another node (or by us): a forged link in a
+            # chain that is not the sender's.  (One we do not know yet is kept: its grant may
+            # still be on the way; the chains read only receipts of credentials held.)
+            raise Unauthorized("this receipt names a credential its sender did not grant us")
         repo.save_held_receipt(tx, sealed)
         if sealed.preimage and self.preimages is not None:
             self.preimages.learn(tx, sealed.preimage, f"receipt:{sealed.receipt_id}")

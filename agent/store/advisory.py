@@ -302,11 +302,14 @@ def save_held_receipt(tx: Tx, receipt: Receipt) -> bool:
 def held_receipts(
     db: Db, node: str | None = None, credential_id: str | None = None
 ) -> list[Receipt]:
+    """Receipts of the credentials we hold, each from the node that granted it (a receipt
+    naming a credential we do not hold from its sender is never read as part of a chain)."""
     rows = _rows(
         db,
-        "SELECT receipt FROM receipts_held WHERE (? IS NULL OR node = ?) AND (? IS NULL OR"
-        " credential_id = ?)"
-        " ORDER BY credential_id, seq",
+        "SELECT r.receipt FROM receipts_held r JOIN mgmt_credentials c"
+        " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+        " WHERE (? IS NULL OR r.node = ?) AND (? IS NULL OR r.credential_id = ?)"
+        " ORDER BY r.credential_id, r.seq",
         (node, node, credential_id, credential_id),
     )
     return [load_row(Receipt, r["receipt"]) for r in rows]
@@ -314,7 +317,11 @@ def held_receipts(
 
 def held_for_command(db: Db, command_id: str) -> list[Receipt]:
     rows = _rows(
-        db, "SELECT receipt FROM receipts_held WHERE command_id = ? ORDER BY seq", (command_id,)
+        db,
+        "SELECT r.receipt FROM receipts_held r JOIN mgmt_credentials c"
+        " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+        " WHERE r.command_id = ? ORDER BY r.seq",
+        (command_id,),
     )
     return [load_row(Receipt, r["receipt"]) for r in rows]
 
