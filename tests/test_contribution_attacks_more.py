@@ -1,0 +1,84 @@
+"""More attacks on the contribution ledger (issue 18 §1), on the simulator with real members and
+the real ledger: a member gone rogue signs, with its own bound key, reports the honest code
+never sends; the test checks what every member holds and the refusals counted by code."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
+
+from agent.clock import ShiftedClock
+from agent.fleet.settlement_rules import parse_period, period_bounds
+from agent.store import contribution as cdb
+from events.errors import InvalidParams
+from events.fleet import MsgType
+from events.fleet.contribution import ContributionReport, Day
+from events.fleet.settlement import SettlementReady
+from tests.fleet_world import Rogue
+from tests.settle_world import PERIOD, settling
+from tests.test_contribution_attacks import refused
+
+pytestmark = pytest.mark.anyio
+# PERIOD ("2026-40") in Arabic-Indic and in fullwidth digits: Unicode decimal digits that
+# `int()` reads as 2026 and 40
+ARABIC = "\u0662\u0660\u0662\u0666-\u0664\u0660"
+FULLWIDTH = "\uff12\uff10\uff12\uff16-\uff14\uff10"
+
+
+def report(node: str, period: str, fees_msat: int) -> ContributionReport:
+    """The body as a rogue builds it (not validated here: the receiver judges it)."""
+    return ContributionReport.model_construct(
+        node=node, period=period, fees_msat=fees_msat, rebalance_costs_msat=0,
+        forwards_msat=10**9, capacity_sat=1_000_000, uptime_pct=0, shared={},
+    )  # fmt: skip
+
+
+async def test_a_week_spelled_in_other_digits_is_no_second_report(tmp_path) -> None:
+    """One report per member and period: a second, different one is REPORT_CONFLICT.  The
+    same week spelled in Arabic-Indic or fullwidth digits (which Unicode-aware `\\d` and
+    `int()` read as 2026-40) must not be a way around it: every spelling would be one more
+    report every member stores and hands on as a fact for five weeks (about 10^11 spellings
+    per week).  Refused (INVALID_PAYLOAD); no member holds it."""
+    clock = ShiftedClock(period_bounds(PERIOD)[1] - 60)  # everyone joins before it ends
+    async with settling(tmp_path, 3, ledgers=[None] * 3, clock=clock) as world:
+        ids = world.ids
+        hive = world.members[0].fleet.status()["hive_id"]
+        clock.advance(120)  # the week is over
+        rogue = Rogue(world.net, ids[2])
+        for n, period in enumerate((ARABIC, FULLWIDTH), start=1):
+            frame = rogue.frame(MsgType.CONTRIBUTION_REPORT, report(ids[2], period, 10**6 * n),
+                                hive=hive, ts=clock.now())  # fmt: skip
+            await rogue.send(ids[0], frame)
+            await refused(world.members[0], "INVALID_PAYLOAD")
+        store = world.members[0].fleet.store
+        held = store.conn.execute("SELECT DISTINCT period FROM contribution_reports").fetchall()
+        assert all(p.isascii() for (p,) in held), held
+        assert not cdb.reports(store, ARABIC) and not cdb.reports(store, FULLWIDTH)
+        with anyio.fail_after(5):  # (the honest reports of the week still arrive)
+            while len(cdb.reports(store, PERIOD)) < 3:
+                await anyio.sleep(0.05)
+
+
+@given(st.text(st.characters(categories=("Nd",)), min_size=6, max_size=6))
+def test_a_period_is_spelled_in_ascii_digits_only(digits: str) -> None:
+    """Any six decimal digits (any script) make a period on the wire, for the settlement's rule
+    and for a leech notice's day only if they are ASCII."""
+    text = f"{digits[:4]}-{digits[4:]}"
+    ascii_ = digits.isascii()
+    body = report("02" + "ab" * 32, text, 0).model_dump()
+    try:
+        ContributionReport.model_validate(body)
+        wire_ok = True
+    except ValidationError:
+        wire_ok = False
+    assert wire_ok == ascii_
+    if not ascii_:
+        with pytest.raises(InvalidParams):
+            parse_period(text)
+        with pytest.raises(ValidationError):
+            SettlementReady.model_validate({"period": text, "plan_hash": "00" * 32, "agree": True})
+        with pytest.raises(ValidationError):
+            TypeAdapter(Day).validate_python(f"{digits[:4]}-01-01")
