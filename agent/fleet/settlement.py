@@ -39,7 +39,6 @@ from agent.store import fleet as db
 from agent.store import settlement as sdb
 from agent.store.db import Db, Tx
 from agent.store.settlement import PeriodRow, Vote
-from events import fleet as wire
 from events.errors import (
     BadPreimage,
     Expired,
@@ -107,8 +106,10 @@ class Settlement(FleetComponent):
         self._checked = -(10**9)
         self._due_since: dict[str, int] = {}  # period → when we first found it due
         # votes that came before their proposal (a vote is not retried): handled again once
-        # the proposal is here
-        self._early: dict[tuple[str, str], tuple[str, bytes]] = {}
+        # the proposal is here — the latest per (voter, period), so a member flooding votes
+        # holds one slot per week, never pushes out the others' (voter, period) → (peer,
+        # frame, plan hash, ts)
+        self._early: dict[tuple[str, str], tuple[str, bytes, str, int]] = {}
 
     @property
     def ledger(self) -> Ledger | None:
@@ -257,35 +258,30 @@ class Settlement(FleetComponent):
         self.tally(f"refused:{err.code}")
         log.info("fleet: refused %s from %s: %s", msg.type.name, peer[:12], err.code)
         if msg.type == MsgType.SETTLEMENT_READY and isinstance(err, NotFound):
-            if len(self._early) >= MAX_EARLY:
+            body = msg.body_as(SettlementReady)
+            key = (msg.node, body.period)
+            held = self._early.get(key)
+            if held is not None and held[3] > msg.ts:
+                return  # (a newer vote of the same voter for the week waits already)
+            if held is None and len(self._early) >= MAX_EARLY:
                 self._early.pop(next(iter(self._early)))
-            self._early[(msg.node, msg.id)] = (peer, msg.raw)
+            self._early[key] = (peer, msg.raw, body.plan_hash, msg.ts)
 
     async def _replay_early(self) -> None:
         """Votes that overtook their proposal, handed to the kernel again once it is here."""
         if not self._early:
             return
         store = self.kernel.store
-        for key, (peer, raw) in list(self._early.items()):
-            body = wire.parse_frame(raw).body
-            held = sdb.period(store, body.period) if isinstance(body, SettlementReady) else None
-            if isinstance(body, SettlementReady) and (
-                held is None or held.plan_hash != body.plan_hash
-            ):
-                continue
+        for key, (peer, raw, plan_hash, _) in list(self._early.items()):
+            held = sdb.period(store, key[1])
+            if held is None or held.plan_hash != plan_hash:
+                continue  # (its proposal is not here yet: nothing parsed again meanwhile)
             del self._early[key]
             await self.kernel.receive(peer, raw)
 
     def _on_propose(self, tx: Tx, msg: Message, fx: Effects) -> None:
         body = msg.body_as(SettlementPropose)
-        try:
-            end = rules.period_bounds(body.period)[1]
-        except InvalidParams as err:
-            raise InvalidPayload(err.message) from None
-        if msg.ts < end:
-            raise InvalidPayload(f"{body.period} had not ended when it was proposed")
-        if end < tx.now - facts.SETTLEMENT_KEEP_S:  # (nothing of it is kept: no reports)
-            raise Expired(f"{body.period} is older than the settlement keeps")
+        _settled_week(body.period, msg.ts, tx.now)
         plan = _recompute(body)
         if msg.node not in plan.shares:
             raise SettlementMismatch("the proposer is not a member of its own plan")
@@ -343,6 +339,8 @@ class Settlement(FleetComponent):
         body = msg.body_as(SettlementReady)
         if body.agree and (body.code or body.own_plan_hash):
             raise InvalidPayload("an agreeing READY carries no refusal")
+        # (else it would wait for a proposal; a voter's clock may be a little behind ours)
+        _settled_week(body.period, msg.ts + self.kernel.config.future_skew_s, tx.now)
         held = sdb.period(tx, body.period)
         if held is None or held.plan_hash != body.plan_hash:
             other = sdb.by_plan(tx, body.plan_hash)
@@ -445,6 +443,19 @@ class Settlement(FleetComponent):
             "ledger": self.ledger is not None,
             "counts": dict(sorted(self.counts.items())),
         }
+
+
+def _settled_week(period: str, ts: int, now: int) -> None:
+    """A week a PROPOSE or READY may be about: one that exists, had ended when the frame was
+    made (INVALID_PAYLOAD otherwise) and that the settlement still keeps (EXPIRED)."""
+    try:
+        end = rules.period_bounds(period)[1]
+    except InvalidParams as err:
+        raise InvalidPayload(err.message) from None
+    if ts < end:
+        raise InvalidPayload(f"{period} had not ended when the frame was made")
+    if end < now - facts.SETTLEMENT_KEEP_S:  # (nothing of it is kept: no reports)
+        raise Expired(f"{period} is older than the settlement keeps")
 
 
 def _recompute(body: SettlementPropose) -> Plan:

@@ -1,0 +1,66 @@
+"""Attacks on the weekly settlement's votes (issue 18), on the simulator with real members: a
+member gone rogue signs, with its own bound key, READYs the honest code never sends, and the
+test checks the real effect — the state each member holds and the refusals counted by code."""
+
+from __future__ import annotations
+
+import secrets
+
+import anyio
+import pytest
+
+from agent.fleet.settlement_rules import compute_plan
+from events.fleet import MsgType
+from events.fleet.settlement import SettlementReady
+from tests.fleet_world import Rogue
+from tests.settle_world import PERIOD, settling, week
+from tests.test_settlement_attacks import refused
+from tests.test_settlement_attacks_more import send
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_votes_for_weeks_that_cannot_be_settled_are_refused(tmp_path) -> None:
+    """A READY waits for its proposal (it may have overtaken it) — but not one for a week long
+    gone, one that does not exist or one not over: those are refused at once (EXPIRED,
+    INVALID_PAYLOAD), not kept in memory and looked at again on every pass of the loop."""
+    async with settling(tmp_path, 3) as world:
+        rogue = Rogue(world.net, world.ids[2])
+        for period, code, n in (
+            ("2020-01", "EXPIRED", 1), ("2026-54", "INVALID_PAYLOAD", 1),
+            ("2099-01", "INVALID_PAYLOAD", 2), ("0000-00", "INVALID_PAYLOAD", 3),
+        ):  # fmt: skip
+            vote = SettlementReady(period=period, plan_hash=secrets.token_hex(32), agree=True)
+            await send(world, rogue, 0, MsgType.SETTLEMENT_READY, vote)
+            await refused(world, 0, code, n)
+        assert world.members[0].fleet.settlement.counts.get("refused:NOT_FOUND", 0) == 0
+
+
+async def test_a_vote_flood_does_not_push_out_an_honest_early_vote(tmp_path) -> None:
+    """B's agreeing READY reaches A before A's proposal does (B then goes offline).  C floods A
+    with 1,000 READYs for the same week, each under a new id and another plan hash (none is
+    ever proposed).  A's proposal then finds B's vote still waiting: with its own it is a
+    majority of three (C disputes the week here) — C's flood took one place, not B's."""
+    async with settling(tmp_path, 3) as world:
+        ids = world.ids
+        world.ledgers[2].disputed[PERIOD] = [{"node": ids[0]}]  # type: ignore[union-attr]
+        plan = compute_plan(PERIOD, week(ids[:3]))
+        b, c = Rogue(world.net, ids[1]), Rogue(world.net, ids[2])
+        yes = SettlementReady(period=PERIOD, plan_hash=plan.plan_hash, agree=True)
+        await send(world, b, 0, MsgType.SETTLEMENT_READY, yes)
+        await refused(world, 0, "NOT_FOUND")
+        await world.members[1].stop()
+        for n in range(1, 1_001):
+            other = SettlementReady(period=PERIOD, plan_hash=secrets.token_hex(32), agree=True)
+            await send(world, c, 0, MsgType.SETTLEMENT_READY, other)
+            if n % 200 == 0:
+                await refused(world, 0, "NOT_FOUND", n + 1)
+        await world.members[0].fleet.settlement_execute(PERIOD)  # A proposes now
+        with anyio.fail_after(10):
+            while True:
+                v = world.members[0].fleet.settlement_view(PERIOD)
+                if v["majority"]["agreeing"] >= 2:
+                    break
+                await anyio.sleep(0.05)
+        assert v["state"] in ("agreed", "executed") and v["plan_hash"] == plan.plan_hash
+        assert {x["voter"] for x in v["votes"] if x["agree"]} == {ids[0], ids[1]}
