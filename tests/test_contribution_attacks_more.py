@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from agent.clock import ShiftedClock
-from agent.fleet.settlement_rules import parse_period, period_bounds
+from agent.fleet.settlement_rules import next_period, parse_period, period_bounds
 from agent.store import contribution as cdb
 from events.errors import InvalidParams
 from events.fleet import MsgType
@@ -82,3 +82,32 @@ def test_a_period_is_spelled_in_ascii_digits_only(digits: str) -> None:
             SettlementReady.model_validate({"period": text, "plan_hash": "00" * 32, "agree": True})
         with pytest.raises(ValidationError):
             TypeAdapter(Day).validate_python(f"{digits[:4]}-01-01")
+
+
+async def test_a_member_gone_cannot_report_a_week_after_it_left(tmp_path) -> None:
+    """C leaves the hive; a week later a member still in it (B, its accomplice) hands on a
+    report signed with C's bound key for that week, claiming the fleet's volume.  A report
+    made while its author was a member stays a fact after it leaves — this one cannot have
+    been: refused (UNAUTHORIZED), so C gets no share of a week it was not in (a share no
+    payer could ever pay: C sends no invoice any more)."""
+    async with settling(tmp_path, 3, ledgers=[None] * 3) as world:
+        ids, clock = world.ids, world.clock
+        assert clock is not None
+        hive = world.members[0].fleet.status()["hive_id"]
+        await world.members[2].fleet.leave("gone")
+        with anyio.fail_after(10):
+            while True:
+                gone = {m["node_id"]: m for m in world.members[0].fleet.members()["members"]}
+                if gone[ids[2]]["status"] == "left":
+                    break
+                await anyio.sleep(0.02)
+        later = next_period(PERIOD)
+        clock.advance(period_bounds(later)[1] + 60 - clock.now())  # that week is over
+        body = report(ids[2], later, 0)
+        forged = Rogue(world.net, ids[2]).frame(
+            MsgType.CONTRIBUTION_REPORT, body, hive=hive, ts=clock.now()
+        )
+        await Rogue(world.net, ids[1]).send(ids[0], forged)  # B hands it on
+        await refused(world.members[0], "UNAUTHORIZED")
+        store = world.members[0].fleet.store
+        assert ids[2] not in cdb.reports(store, later)

@@ -159,6 +159,10 @@ class Contribution(FleetComponent):
         author = fdb.member(tx, body.node)  # (joined_at: the admitter's, alike everywhere)
         if author is not None and end <= author.joined_at:
             raise Unauthorized(f"{body.node[:12]}… joined after {body.period} ended")
+        if author is not None and author.left_at is not None and end > author.left_at:
+            # (handed on after it left: a report is made once its week is over, so one for a
+            # week that ended after it left was not made while it was a member)
+            raise Unauthorized(f"{body.node[:12]}… left before {body.period} ended")
         text = canonical(body).decode()
         held = cdb.report(tx, body.node, body.period)
         if held is not None:
