@@ -4,14 +4,17 @@ test checks the real effect — the state each member holds and the refusals cou
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 import anyio
 import pytest
 
 from agent.fleet.settlement_rules import compute_plan
+from events.errors import InvalidPayload
 from events.fleet import MsgType
 from events.fleet.settlement import SettlementReady
+from events.fleet.ticket import decode_ticket
 from tests.fleet_world import Rogue
 from tests.settle_world import PERIOD, settling, week
 from tests.test_settlement_attacks import refused
@@ -64,3 +67,24 @@ async def test_a_vote_flood_does_not_push_out_an_honest_early_vote(tmp_path) -> 
                 await anyio.sleep(0.05)
         assert v["state"] in ("agreed", "executed") and v["plan_hash"] == plan.plan_hash
         assert {x["voter"] for x in v["votes"] if x["agree"]} == {ids[0], ids[1]}
+
+
+@pytest.mark.parametrize("depth", [5_000, 30_000])
+async def test_a_deeply_nested_frame_is_refused_as_bad_json(tmp_path, depth: int) -> None:
+    """A stranger's SETTLEMENT_READY whose JSON nests arrays `depth` deep (60 KB, under the
+    frame limit) is refused INVALID_JSON, counted and answered like any bad frame — not a
+    RecursionError escaping the kernel's intake (counted INTERNAL, logged with a traceback per
+    frame, no acknowledgement).  The same holds for an invite ticket."""
+    async with settling(tmp_path, 3) as world:
+        stranger = Rogue(world.net, world.ids[3])  # (the mesh's outsider)
+        nested = b"[" * depth + b"]" * depth
+        frame = int(MsgType.SETTLEMENT_READY).to_bytes(2, "big") + b"HIVE" + nested
+        await stranger.send(world.ids[0], frame)
+        a = world.members[0].fleet
+        with anyio.fail_after(10):
+            while a.status()["refused"].get("INVALID_JSON", 0) < 1:
+                assert a.status()["refused"].get("INTERNAL", 0) == 0
+                await anyio.sleep(0.02)
+        with pytest.raises(InvalidPayload):
+            deep = b"[" * 3_000 + b"]" * 3_000  # (a ticket is at most 10,240 characters)
+            decode_ticket("hive1" + base64.urlsafe_b64encode(deep).decode())
