@@ -4,6 +4,8 @@ never sends; the test checks what every member holds and the refusals counted by
 
 from __future__ import annotations
 
+import secrets
+
 import anyio
 import pytest
 from hypothesis import given
@@ -11,11 +13,12 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from agent.clock import ShiftedClock
+from agent.fleet.contribution_rules import day_of, day_text
 from agent.fleet.settlement_rules import next_period, parse_period, period_bounds
 from agent.store import contribution as cdb
 from events.errors import InvalidParams
 from events.fleet import MsgType
-from events.fleet.contribution import ContributionReport, Day
+from events.fleet.contribution import ContributionReport, Day, LeechNotice
 from events.fleet.settlement import SettlementReady
 from tests.fleet_world import Rogue
 from tests.settle_world import PERIOD, settling
@@ -111,3 +114,39 @@ async def test_a_member_gone_cannot_report_a_week_after_it_left(tmp_path) -> Non
         await refused(world.members[0], "UNAUTHORIZED")
         store = world.members[0].fleet.store
         assert ids[2] not in cdb.reports(store, later)
+
+
+async def test_leech_notices_about_nodes_outside_the_hive_are_refused(tmp_path) -> None:
+    """A notice judges a member: one per author, member, day and status is kept and handed on
+    for five weeks.  With any node id as the member — 2^256 of them — one member could make
+    every member store (and hand on) as many notices as it likes each day.  A notice about a
+    node that is not a member here is refused (NOT_MEMBER); one about a member is held."""
+    async with settling(tmp_path, 3, ledgers=[None] * 3) as world:
+        ids, clock = world.ids, world.clock
+        assert clock is not None
+        hive = world.members[0].fleet.status()["hive_id"]
+        rogue = Rogue(world.net, ids[2])
+        today = day_text(day_of(clock.now()))
+
+        def notice(member: str) -> LeechNotice:
+            return LeechNotice(
+                member=member, status="leech", day=today, since=today, window_days=30,
+                in_msat=10**9, out_msat=0, ratio_ppm=0, threshold_ppm=500_000, below_days=7,
+                at=clock.now(),
+            )  # fmt: skip
+
+        for n in range(1, 4):
+            made_up = "02" + secrets.token_hex(32)
+            frame = rogue.frame(MsgType.LEECH_NOTICE, notice(made_up), hive=hive, ts=clock.now())
+            await rogue.send(ids[0], frame)
+            with anyio.fail_after(10):
+                while world.members[0].fleet.status()["refused"].get("NOT_MEMBER", 0) < n:
+                    await anyio.sleep(0.02)
+        frame = rogue.frame(MsgType.LEECH_NOTICE, notice(ids[1]), hive=hive, ts=clock.now())
+        await rogue.send(ids[0], frame)
+        store = world.members[0].fleet.store
+        with anyio.fail_after(10):
+            while not cdb.notices(store):
+                await anyio.sleep(0.02)
+        await anyio.sleep(0.2)
+        assert [x["member"] for x in cdb.notices(store)] == [ids[1]]

@@ -47,6 +47,7 @@ from events.errors import (
     FromFuture,
     InvalidPayload,
     NotFound,
+    NotMember,
     ReportConflict,
     Unauthorized,
 )
@@ -197,6 +198,8 @@ class Contribution(FleetComponent):
     def _notice(self, tx: Tx, msg: Message, body: LeechNotice) -> None:
         if body.member == msg.node:
             raise Unauthorized("a member does not judge itself")
+        if fdb.member(tx, body.member) is None:  # (any node id: notices without end)
+            raise NotMember(f"{body.member[:12]}… is not a member of this hive")
         # a judgement is of a day the ledger keeps (one a day per member and status at most)
         try:
             day = dt.date.fromisoformat(body.day).toordinal() - _EPOCH_ORDINAL
