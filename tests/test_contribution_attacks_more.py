@@ -150,3 +150,22 @@ async def test_leech_notices_about_nodes_outside_the_hive_are_refused(tmp_path) 
                 await anyio.sleep(0.02)
         await anyio.sleep(0.2)
         assert [x["member"] for x in cdb.notices(store)] == [ids[1]]
+
+
+async def test_a_report_for_a_week_that_does_not_exist_is_an_invalid_payload(tmp_path) -> None:
+    """A report for 2026-00 or 2026-54 (weeks no calendar has) is a frame's fault, refused
+    INVALID_PAYLOAD like a PROPOSE for such a week — not INVALID_PARAMS, the code of an
+    operator's bad method parameters."""
+    async with settling(tmp_path, 3, ledgers=[None] * 3) as world:
+        ids, clock = world.ids, world.clock
+        assert clock is not None
+        hive = world.members[0].fleet.status()["hive_id"]
+        rogue = Rogue(world.net, ids[2])
+        for n, period in enumerate(("2026-00", "2026-54"), start=1):
+            frame = rogue.frame(MsgType.CONTRIBUTION_REPORT, report(ids[2], period, 0),
+                                hive=hive, ts=clock.now())  # fmt: skip
+            await rogue.send(ids[0], frame)
+            with anyio.fail_after(10):
+                while world.members[0].fleet.status()["refused"].get("INVALID_PAYLOAD", 0) < n:
+                    assert "INVALID_PARAMS" not in world.members[0].fleet.status()["refused"]
+                    await anyio.sleep(0.02)

@@ -31,7 +31,6 @@ from agent.fleet.component import Effects, FleetComponent
 from agent.fleet.facts import FactKind
 from agent.fleet.settlement_rules import (
     MemberInput,
-    parse_period,
     period_bounds,
     period_of,
     previous_period,
@@ -45,6 +44,7 @@ from events.errors import (
     BadSignature,
     Expired,
     FromFuture,
+    InvalidParams,
     InvalidPayload,
     NotFound,
     NotMember,
@@ -151,8 +151,10 @@ class Contribution(FleetComponent):
     def _report(self, tx: Tx, msg: Message, body: ContributionReport) -> None:
         if body.node != msg.node:
             raise Unauthorized("a member reports its own figures only")
-        parse_period(body.period)
-        end = period_bounds(body.period)[1]
+        try:
+            end = period_bounds(body.period)[1]
+        except InvalidParams as err:  # (2026-54: the frame's fault, not a method's)
+            raise InvalidPayload(err.message) from None
         if end > tx.now + self.kernel.config.future_skew_s:
             raise FromFuture(f"period {body.period} is not over yet")
         if end < tx.now - KEEP_S:
