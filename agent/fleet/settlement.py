@@ -57,7 +57,6 @@ from events.fleet.settlement import (
     SettlementExecuted,
     SettlementPropose,
     SettlementReady,
-    TransferBody,
 )
 
 log = logging.getLogger("hive.fleet.settlement")
@@ -66,15 +65,12 @@ MAX_EARLY = 1_000  # votes kept while their proposal is on its way
 
 
 def propose_body(plan: Plan) -> SettlementPropose:
-    """The PROPOSE body of `plan`: its hashes, every input and the payments."""
+    """The PROPOSE body of `plan`: its hashes and every input (a receiver recomputes the
+    payments: listed, 199 of them at the wire's bounds would not fit one frame)."""
     return SettlementPropose(
         period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
         total_sat=plan.total_sat, member_count=len(plan.members),
         inputs=[input_body(m) for m in plan.members],
-        payments=[
-            TransferBody(payer=p.payer, receiver=p.receiver, amount_sat=p.amount_sat)
-            for p in plan.payments
-        ],
     )  # fmt: skip
 
 
@@ -471,9 +467,9 @@ def _recompute(body: SettlementPropose) -> Plan:
         raise SettlementMismatch(
             f"the proposal's inputs give plan {plan.plan_hash[:12]}…, not {body.plan_hash[:12]}…"
         )
-    if (plan.total_sat, len(plan.members), ours) != (
-        body.total_sat, body.member_count, proposed
-    ):  # fmt: skip
+    if (plan.total_sat, len(plan.members)) != (body.total_sat, body.member_count) or (
+        proposed and ours != proposed  # (listed by an older agent: they must be the plan's)
+    ):
         raise SettlementMismatch("the proposal's total, members or payments are not its plan's")
     if plan.empty:
         raise InvalidPayload(f"{body.period} has no net fees: nothing to settle")
