@@ -12,10 +12,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from agent.clock import ShiftedClock
+from agent.clock import ManualClock, ShiftedClock
+from agent.fleet import uptime
 from agent.fleet.contribution_rules import day_of, day_text
+from agent.fleet.service import FleetService
 from agent.fleet.settlement_rules import next_period, parse_period, period_bounds
+from agent.fleet.simfleet import sim_keys
+from agent.node.sim import Network
+from agent.node.simnode import SimBackend
 from agent.store import contribution as cdb
+from agent.store import fleet as fdb
+from agent.store.db import Store
+from events.canonical import canonical
 from events.errors import InvalidParams
 from events.fleet import MsgType
 from events.fleet.contribution import ContributionReport, Day, LeechNotice
@@ -169,3 +177,56 @@ async def test_a_report_for_a_week_that_does_not_exist_is_an_invalid_payload(tmp
                 while world.members[0].fleet.status()["refused"].get("INVALID_PAYLOAD", 0) < n:
                     assert "INVALID_PARAMS" not in world.members[0].fleet.status()["refused"]
                     await anyio.sleep(0.02)
+
+
+async def _ledger_with_reports(tmp_path, n: int) -> tuple[FleetService, int]:
+    """A member (its real components and store, not started) of a hive of `n` members that
+    were seen every 10 minutes for a day and all reported PERIOD; the time it judges at."""
+    net = Network(seed=n)
+    me = net.add_node("me", 1_000_000)
+    end = period_bounds(PERIOD)[1]
+    clock = ManualClock(end + 7_200)
+    store = Store(tmp_path / f"ledger{n}.sqlite")
+    svc = FleetService(SimBackend(net, me), store, sim_keys(net, me), clock=clock)
+    await svc.kernel.start()
+    nodes = [me] + ["02" + secrets.token_hex(32) for _ in range(n - 1)]
+    with store.transaction(end - 86_400) as tx:
+        fdb.set_hive(tx, fdb.Hive("hive_" + "0" * 16, me, end - 86_400, end - 86_400))
+        for node in nodes:
+            fdb.add_member(tx, node, secrets.token_hex(32), "z", "member", end - 86_400)
+    for t in range(end - 86_400, end, 600):
+        with store.transaction(t) as tx:
+            for node in nodes:
+                uptime.observe(tx, node, t, 1_000)
+    with store.transaction(end + 7_200) as tx:
+        for node in nodes:
+            body = report(node, PERIOD, 10**6).model_copy(update={"shared": {me: 0}})
+            cdb.put_report(tx, node, PERIOD, secrets.token_hex(16), canonical(body).decode())
+    return svc, end + 7_200
+
+
+def _statements(store: Store, call) -> int:
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        store.conn.set_trace_callback(None)
+    return len(seen)
+
+
+async def test_judging_every_report_reads_what_this_node_saw_once(tmp_path) -> None:
+    """The ledger's `disputes` (what a READY for a plan not proposed here, a conflicting
+    PROPOSE, every vote and every settlement check ask) read this node's presence view and
+    its week's totals again for each report: O(n²) for n members — 176 ms per call measured
+    at 50 members, so a member sending small READYs with made-up plan hashes kept every other
+    member's CPU busy.  What it saw is read once per call: as many statements for 40
+    members' reports as for 5."""
+    small, _ = await _ledger_with_reports(tmp_path, 5)
+    big, _ = await _ledger_with_reports(tmp_path, 40)
+    few = _statements(small.kernel.store, lambda: small.contribution.disputes(
+        small.kernel.store, PERIOD))  # fmt: skip
+    many = _statements(big.kernel.store, lambda: big.contribution.disputes(
+        big.kernel.store, PERIOD))  # fmt: skip
+    assert many <= few + 2, (few, many)
+    assert big.contribution.disputes(big.kernel.store, PERIOD) == []  # (honest figures)
