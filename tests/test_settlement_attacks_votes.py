@@ -1,23 +1,25 @@
-"""Attacks on the weekly settlement's votes (issue 18), on the simulator with real members: a
-member gone rogue signs, with its own bound key, READYs the honest code never sends, and the
-test checks the real effect — the state each member holds and the refusals counted by code."""
+"""Attacks on the weekly settlement's votes and proposals (issue 18), on the simulator with real
+members: a member gone rogue signs, with its own bound key, READYs and PROPOSEs the honest code
+never sends, and the test checks the real effect — the state each member holds, the fact sets,
+the refusals counted by code."""
 
 from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import replace
 
 import anyio
 import pytest
 
-from agent.fleet.settlement_rules import compute_plan
+from agent.fleet.settlement_rules import MemberInput, compute_plan
 from events.errors import InvalidPayload
 from events.fleet import MsgType
 from events.fleet.settlement import SettlementReady
 from events.fleet.ticket import decode_ticket
 from tests.fleet_world import Rogue
-from tests.settle_world import PERIOD, settling, week
-from tests.test_settlement_attacks import refused
+from tests.settle_world import PERIOD, SETTLE, settling, until_state, week
+from tests.test_settlement_attacks import propose_body, refused
 from tests.test_settlement_attacks_more import send
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +90,28 @@ async def test_a_deeply_nested_frame_is_refused_as_bad_json(tmp_path, depth: int
         with pytest.raises(InvalidPayload):
             deep = b"[" * 3_000 + b"]" * 3_000  # (a ticket is at most 10,240 characters)
             decode_ticket("hive1" + base64.urlsafe_b64encode(deep).decode())
+
+
+async def test_a_proposal_that_gave_way_leaves_no_fact_the_others_refuse(tmp_path) -> None:
+    """D proposes a self-consistent plan of its own making to A and B only, before the first
+    in rank; the honest plan replaces it there and the week is executed.  The plan that gave
+    way is no fact any more (a period's proposal is one fact): A and B kept offering it to C
+    and D by anti-entropy, who refused it (SETTLEMENT_CONFLICT) at every reconciliation, for
+    five weeks, and the members' fact sets never agreed again."""
+    config = replace(SETTLE, sync_interval_s=2)
+    async with settling(tmp_path, 4, config=config) as world:
+        ids = world.ids
+        inflated = [
+            MemberInput(m.node, m.fees_sat, m.rebalance_costs_sat, m.capacity_sat,
+                        m.forwards_msat * (10 if m.node == ids[3] else 1), m.uptime_pct)
+            for m in week(ids)
+        ]  # fmt: skip
+        for i in (0, 1):
+            await send(world, Rogue(world.net, ids[3]), i, MsgType.SETTLEMENT_PROPOSE,
+                       propose_body(PERIOD, inflated))  # fmt: skip
+        await until_state(world, "proposed", [0, 1])
+        world.due(4)
+        await until_state(world, "executed", limit_s=10)
+        await world.quiet(limit_s=20)
+        for m in world.members:
+            assert m.fleet.settlement.counts.get("refused:SETTLEMENT_CONFLICT", 0) <= 1

@@ -300,8 +300,10 @@ class Settlement(FleetComponent):
         )  # fmt: skip
         sdb.put_period(tx, row)
         self._plans[plan.plan_hash] = plan
+        # one fact per period, the proposal held: one that gave way leaves the set (its holders
+        # would offer it for weeks to members that refuse it, and the sets never agree)
         facts.record(tx, FactKind.SETTLE_PROPOSE, body.period, msg,
-                     names=(body.period, body.plan_hash))  # fmt: skip
+                     names=(body.period, body.plan_hash), single=True)  # fmt: skip
         if self._early:
             self.kernel.wake()  # (votes that came first are handled again in the next pass)
         self._vote(tx, row, msg.hive, fx)
