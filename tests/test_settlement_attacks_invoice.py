@@ -1,20 +1,22 @@
 """Attacks on the weekly settlement's invoices (issue 18), on the simulator with real members: a
 receiver gone rogue answers its payer with SETTLEMENT_INVOICE bodies the honest code never
-sends, and the test checks the real effect — the payments made (the simulator's balances),
-the state each member holds."""
+sends, or never answers at all, and the test checks the real effect — the payments made (the
+simulator's balances), the state each member holds, what is sent."""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 import anyio
 import pytest
 
+from agent.fleet.facts import SETTLEMENT_KEEP_S
 from agent.fleet.settlement_pay import label
 from events.fleet import MsgType
 from events.fleet.settlement import SettlementInvoice
 from tests.fleet_world import Rogue
-from tests.settle_world import PERIOD, balances, plan_for, settling, until_state
+from tests.settle_world import PERIOD, SETTLE, balances, plan_for, settling, until_state
 from tests.test_settlement_attacks_more import send
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +62,28 @@ async def test_an_invoice_whose_hash_is_not_its_bolt11s_is_not_paid(tmp_path) ->
         paid = views[0]["executed"][ids[2]]
         assert [(p["receiver"], p["payment_hash"]) for p in paid] == [(ids[3], real.payment_hash)]
         assert balances(net, ids[3]) - before[ids[3]] == 2_944_000  # (once)
+
+
+async def test_a_week_a_payer_never_pays_is_not_sent_again_once_it_is_no_longer_kept(
+    tmp_path,
+) -> None:
+    """D (owed by C) never answers for its invoice, so the week stays `agreed` for good: its
+    READYs and PROPOSE were signed and sent to every member again every rebroadcast, for
+    ever — after five weeks every receiver refuses them (EXPIRED: nothing of the week is kept
+    there).  Once the week is past what the settlement keeps, nothing is sent for it."""
+    config = replace(SETTLE, settlement_rebroadcast_s=1)
+    async with settling(tmp_path, 4, config=config) as world:
+        clock = world.clock
+        assert clock is not None
+        await world.members[3].stop()  # (D: A, B and C make the majority)
+        world.due()
+        await until_state(world, "agreed", [0, 1, 2])
+        clock.advance(SETTLEMENT_KEEP_S + 86_400)
+        for m in world.members[:3]:
+            m.fleet.kernel.wake()
+        await anyio.sleep(1.5)  # (a rebroadcast falling due meanwhile was the last one)
+        sent = [dict(m.fleet.settlement.counts) for m in world.members[:3]]
+        await anyio.sleep(3)  # three rebroadcast intervals
+        assert [dict(m.fleet.settlement.counts) for m in world.members[:3]] == sent
+        for m in world.members[:3]:  # (and none refused as EXPIRED: it is in the counts)
+            assert m.fleet.settlement_view(PERIOD)["state"] == "agreed"

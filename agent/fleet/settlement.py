@@ -206,6 +206,8 @@ class Settlement(FleetComponent):
         if h is None:
             return
         for row in sdb.periods(k.store, OPEN, limit=10):
+            if rules.period_bounds(row.period)[1] < now - facts.SETTLEMENT_KEEP_S:
+                continue  # (every member refuses it now: EXPIRED — a payer never paid)
             mine = {v.voter: v for v in sdb.votes(k.store, row.period)}.get(k.me)
             due = now >= row.broadcast_at + k.config.settlement_rebroadcast_s
             if not due and mine is not None and mine.agree:
