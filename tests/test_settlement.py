@@ -133,9 +133,12 @@ async def test_disputed_reports_block_agreement_and_nothing_is_paid(tmp_path) ->
         assert codes == ["REPORT_DISPUTED", "REPORT_DISPUTED"]
         assert all(not m.fleet.settlement_view(PERIOD)["invoices_issued"] for m in world.members)
         assert {n: balances(net, n) for n in ids} == before
-        # the operator's dry run says what would be paid, and pays nothing
+        # the operator's dry run says what would be paid — nothing, without a majority (A owes
+        # B 5,299 sat in the plan: listed, it told the operator a payment `execute` never
+        # makes) — and pays nothing
         dry = await world.members[0].fleet.settlement_execute(PERIOD, dry_run=True)
         assert dry["action"] == "would pay" and dry["state"] == "proposed"
+        assert dry["would_pay"] == []
         assert views[0]["state"] == "proposed"
 
 

@@ -42,6 +42,7 @@ async def test_find_payment_and_find_invoice_agree_on_both_backends() -> None:
         for i, node in enumerate((SimBackend(net, ids[0]), CLNBackend(str(path), timeout_s=10))):
             label = f"hive-settle:2026-40:{i}"
             inv = net.invoice(ids[2], 1_000_000 + i, label)
+            assert await node.decode_invoice(inv.bolt11) == inv  # (what a payer checks)
             assert await node.find_payment(inv.payment_hash) is None
             paid = await node.pay(inv.bolt11)
             found = await node.find_payment(inv.payment_hash)

@@ -15,6 +15,7 @@ from events import fleet as wire
 from events.fleet import MsgType
 from events.fleet.settlement import (
     MAX_MEMBERS,
+    MAX_SAT,
     PaidBody,
     SettlementExecuted,
     SettlementInvoice,
@@ -58,6 +59,29 @@ def test_the_largest_proposal_fits_a_frame() -> None:
     frame = _frame(MsgType.SETTLEMENT_PROPOSE, propose_body(plan))
     assert len(frame) <= wire.MAX_FRAME
     assert wire.parse_frame(frame).body == propose_body(plan)
+
+
+big = st.integers(0, MAX_SAT)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(figures=st.lists(st.tuples(big, big, big, st.integers(0, 2**63 - 1), st.integers(0, 100)),
+                        min_size=MAX_MEMBERS - 1, max_size=MAX_MEMBERS - 1),
+       absurd=big)  # fmt: skip
+def test_a_proposal_of_200_members_fits_a_frame_whatever_they_report(figures, absurd) -> None:
+    """Any 200 members' figures within the wire's bounds — here one member reporting up to
+    every bitcoin there is as fees, so that it owes each of the other 199 — make a PROPOSE
+    that fits one frame (65,535 bytes), and a receiver gets the same plan from it.  (With its
+    payments listed, such a plan took 76 KB: the week could not be proposed by anyone.)"""
+    inputs = [MemberInput("03" + f"{i:064x}", *f) for i, f in enumerate(figures)]
+    inputs.append(MemberInput("02" + "f" * 64, absurd, 0, 0, 0, 0))
+    plan = compute_plan("2026-40", inputs)
+    if plan.empty:
+        return
+    frame = _frame(MsgType.SETTLEMENT_PROPOSE, propose_body(plan))
+    assert len(frame) <= wire.MAX_FRAME
+    again = _recompute(wire.parse_frame(frame).body)  # type: ignore[arg-type]
+    assert (again.plan_hash, again.payments) == (plan.plan_hash, plan.payments)
 
 
 bodies = st.one_of(

@@ -258,7 +258,7 @@ async def _invoice(node: NodeBackend, p: MakeInvoice, key: str) -> dict[str, Any
 
 
 async def _pay(node: NodeBackend, p: Pay, key: str) -> dict[str, Any]:
-    amount = await node.invoice_amount_msat(p.bolt11)
+    amount = (await node.decode_invoice(p.bolt11)).amount_msat
     if amount != p.amount_sats * 1000:
         raise InvalidParams(
             f"the invoice is for {amount:,} msat, not the declared {p.amount_sats:,} sat"

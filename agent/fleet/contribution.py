@@ -31,7 +31,6 @@ from agent.fleet.component import Effects, FleetComponent
 from agent.fleet.facts import FactKind
 from agent.fleet.settlement_rules import (
     MemberInput,
-    parse_period,
     period_bounds,
     period_of,
     previous_period,
@@ -45,8 +44,10 @@ from events.errors import (
     BadSignature,
     Expired,
     FromFuture,
+    InvalidParams,
     InvalidPayload,
     NotFound,
+    NotMember,
     ReportConflict,
     Unauthorized,
 )
@@ -59,6 +60,8 @@ REFRESH_S = 5  # the channel → peer map is read again at most this often (on a
 RETRY_REPORT_S = 60
 UPKEEP_S = 3_600
 KEEP_S = rules.KEEP_DAYS * rules.DAY_S
+# what this node saw in a period: per member its msat through our channels, and uptimes
+Observed = tuple[dict[str, dict[str, int]], dict[str, float | None]]
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
@@ -150,8 +153,10 @@ class Contribution(FleetComponent):
     def _report(self, tx: Tx, msg: Message, body: ContributionReport) -> None:
         if body.node != msg.node:
             raise Unauthorized("a member reports its own figures only")
-        parse_period(body.period)
-        end = period_bounds(body.period)[1]
+        try:
+            end = period_bounds(body.period)[1]
+        except InvalidParams as err:  # (2026-54: the frame's fault, not a method's)
+            raise InvalidPayload(err.message) from None
         if end > tx.now + self.kernel.config.future_skew_s:
             raise FromFuture(f"period {body.period} is not over yet")
         if end < tx.now - KEEP_S:
@@ -159,6 +164,10 @@ class Contribution(FleetComponent):
         author = fdb.member(tx, body.node)  # (joined_at: the admitter's, alike everywhere)
         if author is not None and end <= author.joined_at:
             raise Unauthorized(f"{body.node[:12]}… joined after {body.period} ended")
+        if author is not None and author.left_at is not None and end > author.left_at:
+            # (handed on after it left: a report is made once its week is over, so one for a
+            # week that ended after it left was not made while it was a member)
+            raise Unauthorized(f"{body.node[:12]}… left before {body.period} ended")
         text = canonical(body).decode()
         held = cdb.report(tx, body.node, body.period)
         if held is not None:
@@ -169,7 +178,8 @@ class Contribution(FleetComponent):
         facts.record(tx, FactKind.CONTRIBUTION, body.node, msg, names=(body.node, body.period))
         cdb.count(tx, "reports_held")
         if body.node != self.kernel.me:
-            found = self._disputes(tx, body.node, body.model_dump(), body.period)
+            seen = self._observed(tx, body.period)
+            found = self._disputes(body.node, body.model_dump(), seen)
             for d in found:
                 cdb.put_dispute(
                     tx, body.node, body.period, d["field"], d["reported"], d["observed"],
@@ -180,19 +190,28 @@ class Contribution(FleetComponent):
                 tx.count_errors({"REPORT_DISPUTED": len(found)})
                 cdb.count(tx, "reports_disputed")
 
-    def _disputes(
-        self, db: Db, author: str, report: dict[str, Any], period: str
-    ) -> list[dict[str, Any]]:
+    def _observed(self, db: Db, period: str) -> Observed:
+        """What this node saw: per member the msat through our channels in `period`, and
+        each member's uptime as our presence view has it — read once for all the reports
+        judged (per report, it was O(n²) reads for n members)."""
         first, last = rules.period_days(period)
-        seen = cdb.totals(db, first, last).get(author, {})
-        observed = seen.get("in_msat", 0) + seen.get("out_msat", 0)
         presence = self.kernel.presence
-        up = presence.uptime(db, self.kernel.clock.now()).get(author) if presence else None
-        return rules.disputes(self.kernel.me, report, observed, up)
+        ups = presence.uptime(db, self.kernel.clock.now()) if presence else {}
+        return cdb.totals(db, first, last), ups
+
+    def _disputes(
+        self, author: str, report: dict[str, Any], seen: Observed
+    ) -> list[dict[str, Any]]:
+        totals, ups = seen
+        mine = totals.get(author, {})
+        observed = mine.get("in_msat", 0) + mine.get("out_msat", 0)
+        return rules.disputes(self.kernel.me, report, observed, ups.get(author))
 
     def _notice(self, tx: Tx, msg: Message, body: LeechNotice) -> None:
         if body.member == msg.node:
             raise Unauthorized("a member does not judge itself")
+        if fdb.member(tx, body.member) is None:  # (any node id: notices without end)
+            raise NotMember(f"{body.member[:12]}… is not a member of this hive")
         # a judgement is of a day the ledger keeps (one a day per member and status at most)
         try:
             day = dt.date.fromisoformat(body.day).toordinal() - _EPOCH_ORDINAL
@@ -345,11 +364,15 @@ class Contribution(FleetComponent):
         }
 
     def disputes(self, store: Db, period: str) -> list[dict[str, Any]]:
-        out = []
-        for author, text in cdb.reports(store, period).items():
+        out: list[dict[str, Any]] = []
+        reports = cdb.reports(store, period)
+        if set(reports) <= {self.kernel.me}:
+            return out
+        seen = self._observed(store, period)
+        for author, text in reports.items():
             if author == self.kernel.me:
                 continue
-            for d in self._disputes(store, author, json.loads(text), period):
+            for d in self._disputes(author, json.loads(text), seen):
                 out.append({"node": author, "code": "REPORT_DISPUTED", **d})
         return out
 

@@ -39,7 +39,6 @@ from agent.store import fleet as db
 from agent.store import settlement as sdb
 from agent.store.db import Db, Tx
 from agent.store.settlement import PeriodRow, Vote
-from events import fleet as wire
 from events.errors import (
     BadPreimage,
     Expired,
@@ -58,7 +57,6 @@ from events.fleet.settlement import (
     SettlementExecuted,
     SettlementPropose,
     SettlementReady,
-    TransferBody,
 )
 
 log = logging.getLogger("hive.fleet.settlement")
@@ -67,15 +65,12 @@ MAX_EARLY = 1_000  # votes kept while their proposal is on its way
 
 
 def propose_body(plan: Plan) -> SettlementPropose:
-    """The PROPOSE body of `plan`: its hashes, every input and the payments."""
+    """The PROPOSE body of `plan`: its hashes and every input (a receiver recomputes the
+    payments: listed, 199 of them at the wire's bounds would not fit one frame)."""
     return SettlementPropose(
         period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
         total_sat=plan.total_sat, member_count=len(plan.members),
         inputs=[input_body(m) for m in plan.members],
-        payments=[
-            TransferBody(payer=p.payer, receiver=p.receiver, amount_sat=p.amount_sat)
-            for p in plan.payments
-        ],
     )  # fmt: skip
 
 
@@ -107,8 +102,10 @@ class Settlement(FleetComponent):
         self._checked = -(10**9)
         self._due_since: dict[str, int] = {}  # period → when we first found it due
         # votes that came before their proposal (a vote is not retried): handled again once
-        # the proposal is here
-        self._early: dict[tuple[str, str], tuple[str, bytes]] = {}
+        # the proposal is here — the latest per (voter, period), so a member flooding votes
+        # holds one slot per week, never pushes out the others' (voter, period) → (peer,
+        # frame, plan hash, ts)
+        self._early: dict[tuple[str, str], tuple[str, bytes, str, int]] = {}
 
     @property
     def ledger(self) -> Ledger | None:
@@ -209,6 +206,8 @@ class Settlement(FleetComponent):
         if h is None:
             return
         for row in sdb.periods(k.store, OPEN, limit=10):
+            if rules.period_bounds(row.period)[1] < now - facts.SETTLEMENT_KEEP_S:
+                continue  # (every member refuses it now: EXPIRED — a payer never paid)
             mine = {v.voter: v for v in sdb.votes(k.store, row.period)}.get(k.me)
             due = now >= row.broadcast_at + k.config.settlement_rebroadcast_s
             if not due and mine is not None and mine.agree:
@@ -257,35 +256,30 @@ class Settlement(FleetComponent):
         self.tally(f"refused:{err.code}")
         log.info("fleet: refused %s from %s: %s", msg.type.name, peer[:12], err.code)
         if msg.type == MsgType.SETTLEMENT_READY and isinstance(err, NotFound):
-            if len(self._early) >= MAX_EARLY:
+            body = msg.body_as(SettlementReady)
+            key = (msg.node, body.period)
+            held = self._early.get(key)
+            if held is not None and held[3] > msg.ts:
+                return  # (a newer vote of the same voter for the week waits already)
+            if held is None and len(self._early) >= MAX_EARLY:
                 self._early.pop(next(iter(self._early)))
-            self._early[(msg.node, msg.id)] = (peer, msg.raw)
+            self._early[key] = (peer, msg.raw, body.plan_hash, msg.ts)
 
     async def _replay_early(self) -> None:
         """Votes that overtook their proposal, handed to the kernel again once it is here."""
         if not self._early:
             return
         store = self.kernel.store
-        for key, (peer, raw) in list(self._early.items()):
-            body = wire.parse_frame(raw).body
-            held = sdb.period(store, body.period) if isinstance(body, SettlementReady) else None
-            if isinstance(body, SettlementReady) and (
-                held is None or held.plan_hash != body.plan_hash
-            ):
-                continue
+        for key, (peer, raw, plan_hash, _) in list(self._early.items()):
+            held = sdb.period(store, key[1])
+            if held is None or held.plan_hash != plan_hash:
+                continue  # (its proposal is not here yet: nothing parsed again meanwhile)
             del self._early[key]
             await self.kernel.receive(peer, raw)
 
     def _on_propose(self, tx: Tx, msg: Message, fx: Effects) -> None:
         body = msg.body_as(SettlementPropose)
-        try:
-            end = rules.period_bounds(body.period)[1]
-        except InvalidParams as err:
-            raise InvalidPayload(err.message) from None
-        if msg.ts < end:
-            raise InvalidPayload(f"{body.period} had not ended when it was proposed")
-        if end < tx.now - facts.SETTLEMENT_KEEP_S:  # (nothing of it is kept: no reports)
-            raise Expired(f"{body.period} is older than the settlement keeps")
+        _settled_week(body.period, msg.ts, tx.now)
         plan = _recompute(body)
         if msg.node not in plan.shares:
             raise SettlementMismatch("the proposer is not a member of its own plan")
@@ -308,8 +302,10 @@ class Settlement(FleetComponent):
         )  # fmt: skip
         sdb.put_period(tx, row)
         self._plans[plan.plan_hash] = plan
+        # one fact per period, the proposal held: one that gave way leaves the set (its holders
+        # would offer it for weeks to members that refuse it, and the sets never agree)
         facts.record(tx, FactKind.SETTLE_PROPOSE, body.period, msg,
-                     names=(body.period, body.plan_hash))  # fmt: skip
+                     names=(body.period, body.plan_hash), single=True)  # fmt: skip
         if self._early:
             self.kernel.wake()  # (votes that came first are handled again in the next pass)
         self._vote(tx, row, msg.hive, fx)
@@ -343,6 +339,8 @@ class Settlement(FleetComponent):
         body = msg.body_as(SettlementReady)
         if body.agree and (body.code or body.own_plan_hash):
             raise InvalidPayload("an agreeing READY carries no refusal")
+        # (else it would wait for a proposal; a voter's clock may be a little behind ours)
+        _settled_week(body.period, msg.ts + self.kernel.config.future_skew_s, tx.now)
         held = sdb.period(tx, body.period)
         if held is None or held.plan_hash != body.plan_hash:
             other = sdb.by_plan(tx, body.plan_hash)
@@ -447,6 +445,19 @@ class Settlement(FleetComponent):
         }
 
 
+def _settled_week(period: str, ts: int, now: int) -> None:
+    """A week a PROPOSE or READY may be about: one that exists, had ended when the frame was
+    made (INVALID_PAYLOAD otherwise) and that the settlement still keeps (EXPIRED)."""
+    try:
+        end = rules.period_bounds(period)[1]
+    except InvalidParams as err:
+        raise InvalidPayload(err.message) from None
+    if ts < end:
+        raise InvalidPayload(f"{period} had not ended when the frame was made")
+    if end < now - facts.SETTLEMENT_KEEP_S:  # (nothing of it is kept: no reports)
+        raise Expired(f"{period} is older than the settlement keeps")
+
+
 def _recompute(body: SettlementPropose) -> Plan:
     """The plan the proposal's own inputs give; SETTLEMENT_MISMATCH unless it is the one
     proposed, to the hash, total, members and payments."""
@@ -460,9 +471,9 @@ def _recompute(body: SettlementPropose) -> Plan:
         raise SettlementMismatch(
             f"the proposal's inputs give plan {plan.plan_hash[:12]}…, not {body.plan_hash[:12]}…"
         )
-    if (plan.total_sat, len(plan.members), ours) != (
-        body.total_sat, body.member_count, proposed
-    ):  # fmt: skip
+    if (plan.total_sat, len(plan.members)) != (body.total_sat, body.member_count) or (
+        proposed and ours != proposed  # (listed by an older agent: they must be the plan's)
+    ):
         raise SettlementMismatch("the proposal's total, members or payments are not its plan's")
     if plan.empty:
         raise InvalidPayload(f"{body.period} has no net fees: nothing to settle")

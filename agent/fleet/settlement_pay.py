@@ -154,13 +154,17 @@ class Payments:
     async def _pay(self, pay: PayRow) -> None:
         k = self.kernel
         try:
-            asks = await k.node.invoice_amount_msat(pay.bolt11)
+            got = await k.node.decode_invoice(pay.bolt11)
         except HiveError as err:
             await self._save(pay, state="invoiced", error=str(err)[:280], later=True)
             return
-        if asks != pay.amount_sat * 1000:
+        why = ""
+        if got.amount_msat != pay.amount_sat * 1000:
+            why = f"the invoice asks {got.amount_msat} msat, the plan {pay.amount_sat * 1000}"
+        elif got.payment_hash != pay.payment_hash:  # (what we would look up, and report)
+            why = "the invoice's payment hash is not the one its sender gave"
+        if why:
             self.owner.tally("bad_invoice")
-            why = f"the invoice asks {asks} msat, the plan {pay.amount_sat * 1000}"
             await self._save(pay, state="requested", error=why, later=True)
             return
         crash_point("settle.before_record")

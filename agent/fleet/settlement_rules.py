@@ -33,7 +33,7 @@ from events.errors import InvalidParams
 PLAN_VERSION = 2
 WEIGHTS = (("capacity", 3), ("forwards", 6), ("uptime", 1))  # tenths of the fleet's net
 MIN_PAYMENT_FLOOR = 100
-_PERIOD = re.compile(r"^(\d{4})-W?(\d{2})$")
+_PERIOD = re.compile(r"^([0-9]{4})-W?([0-9]{2})$")  # (ASCII: one spelling per week)
 
 
 # --- periods ------------------------------------------------------------------------------

@@ -87,10 +87,12 @@ async def execute(
         await s.propose(plan)
     row = sdb.period(k.store, name)
     assert row is not None
-    if dry_run:
-        plan = s.plan_of(row)
-        paid = {p.receiver for p in sdb.pays(k.store, name) if p.state == "paid"}
-        todo = [_transfer(t) for t in plan.owed_by(k.me) if t.receiver not in paid]
+    if dry_run:  # (what `execute` pays: our assignments set up once a majority agreed — with us)
+        todo = [
+            {"payer": k.me, "receiver": p.receiver, "amount_sat": p.amount_sat}
+            for p in sdb.pays(k.store, name)
+            if p.state != "paid" and row.state == "agreed"
+        ]
         return {"period": name, "state": row.state, "action": "would pay", "would_pay": todo}
     if row.state == "agreed":
         with anyio.move_on_after(60):

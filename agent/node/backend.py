@@ -77,8 +77,9 @@ class NodeBackend(Protocol):
         the same one."""
         ...
 
-    async def invoice_amount_msat(self, bolt11: str) -> int:
-        """The amount an invoice asks for (decoded by the node)."""
+    async def decode_invoice(self, bolt11: str) -> Invoice:
+        """An invoice as the node decodes it: the amount it asks for and its payment hash
+        (what a payer checks before paying, rather than what the invoice's sender claims)."""
         ...
 
     async def funds(self) -> Funds: ...

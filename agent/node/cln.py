@@ -332,8 +332,10 @@ class CLNBackend:
         amount = int(inv.get("amount_msat", 0))
         return Invoice(bolt11=inv["bolt11"], payment_hash=inv["payment_hash"], amount_msat=amount)
 
-    async def invoice_amount_msat(self, bolt11: str) -> int:  # decode
-        return int((await self.call("decode", string=bolt11))["amount_msat"])
+    async def decode_invoice(self, bolt11: str) -> Invoice:  # decode
+        d = await self.call("decode", string=bolt11)
+        return Invoice(bolt11=bolt11, payment_hash=str(d.get("payment_hash", "")),
+                       amount_msat=int(d.get("amount_msat", 0)))  # fmt: skip
 
     async def funds(self) -> Funds:  # listfunds
         r = await self.call("listfunds")

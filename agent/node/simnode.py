@@ -173,8 +173,9 @@ class SimBackend:
         bolt11 = f"lnsim1{amount}x{self.node_id}x{payment_hash}"
         return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount)
 
-    async def invoice_amount_msat(self, bolt11: str) -> int:
-        return self.network.decode(bolt11)[0]
+    async def decode_invoice(self, bolt11: str) -> Invoice:
+        amount, _, payment_hash = self.network.decode(bolt11)
+        return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount)
 
     async def funds(self) -> Funds:
         local = sum(self.network.channels[s].balance[self.node_id] for s in self._node.channels)

@@ -24,8 +24,10 @@ from events.types import NodeId
 MAX_MSAT = 21_000_000 * 100_000_000 * 1000  # every bitcoin there will ever be, in msat
 MAX_SHARED = 200  # members a report names (a member has at most 200 channels in its record)
 
-Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}$")]
-Day = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+# ASCII digits only: a Unicode-aware `\d` (and `int()`) would read "٢٠٢٦-٤٨" as 2026-48 — one
+# more spelling of the same week, and so one more report per member and period
+Period = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}$")]
+Day = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
 Msat = Annotated[int, Field(ge=0, le=MAX_MSAT)]
 Sat = Annotated[int, Field(ge=0, le=MAX_MSAT // 1000)]
 Pct = Annotated[int, Field(ge=0, le=100)]

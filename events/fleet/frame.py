@@ -131,7 +131,7 @@ def parse_frame(payload: bytes) -> Message:
         raise UnknownMessage(f"fleet message type {raw_type} is not one this agent knows") from None
     try:
         obj = json.loads(payload[6:])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # (nested past the stack)
         raise InvalidJson("the fleet message is not valid JSON") from None
     env: Envelope = validated(Envelope, obj, "fleet message")
     body = validated(BODIES[msg_type], env.body, f"{msg_type.name} body")

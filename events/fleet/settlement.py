@@ -1,8 +1,10 @@
 """The bodies of the weekly settlement (DESIGN §7.5; the arithmetic is in
 agent/fleet/settlement_rules.py).
 
-- SETTLEMENT_PROPOSE (proposer, to every member): the period's plan — its hashes, every
-  member's input it was computed from and the payments it assigns; a receiver recomputes it.
+- SETTLEMENT_PROPOSE (proposer, to every member): the period's plan — its hashes and every
+  member's input it was computed from; a receiver recomputes it, payments included (the plan
+  hash commits to them).  The payments are not listed: 200 inputs and 199 payments at the
+  wire's bounds do not fit one frame (an older agent's list is still checked).
 - SETTLEMENT_READY (every member, to every member): agree (the same plan hash from its own
   inputs), or disagree with its own hashes and inputs, or refuse with a code (a dispute).
 - SETTLEMENT_INVOICE_REQUEST (payer, to one receiver) and SETTLEMENT_INVOICE (the answer):
@@ -22,7 +24,7 @@ from pydantic import Field, StringConstraints
 from events.fleet.wire import Body, Text
 from events.types import Hex64, NodeId
 
-MAX_MEMBERS = 200  # a plan's members (a PROPOSE with 200 inputs stays far below 64 KiB)
+MAX_MEMBERS = 200  # a plan's members (a PROPOSE with 200 inputs stays below 64 KiB)
 MAX_SAT = 21_000_000 * 100_000_000
 
 Period = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}$")]
@@ -59,7 +61,10 @@ class SettlementPropose(Body):
     total_sat: Annotated[int, Field(ge=0, le=MAX_MEMBERS * MAX_SAT)]
     member_count: Annotated[int, Field(ge=1, le=MAX_MEMBERS)]
     inputs: Annotated[list[InputBody], Field(min_length=1, max_length=MAX_MEMBERS)]
-    payments: Annotated[list[TransferBody], Field(max_length=MAX_MEMBERS)]
+    # (sent by older agents only; when present they must be the plan's)
+    payments: Annotated[list[TransferBody], Field(max_length=MAX_MEMBERS)] = Field(
+        default_factory=list
+    )
 
 
 class SettlementReady(Body):

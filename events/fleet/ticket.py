@@ -68,7 +68,7 @@ def decode_ticket(text: str) -> Ticket:
     try:
         raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
         obj = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidPayload("the invite ticket is not valid base64 JSON") from None
     return verify_ticket(validated(Ticket, obj, "invite ticket"))
 
