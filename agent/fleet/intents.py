@@ -272,11 +272,11 @@ class Intents(FleetComponent):
         if idb.get(tx, msg.id) is not None:
             return  # (known: a copy handed on by anti-entropy)
         lock = self._lock(msg, body)
+        self._limit(tx, msg.node, msg.ts, live=tx.now < body.expires_at)
         if tx.now >= body.expires_at:  # (a fact of the past: kept as such, never answered)
             idb.put(tx, IntentRow(replace(lock, status=Status.EXPIRED), frame=msg.raw))
             facts.record(tx, FactKind.INTENT, msg.id, msg, names=(msg.id,))
             return
-        self._limit(tx, msg.node)
         ack = self._verdict(tx, lock, msg.hive, fx)
         idb.put(tx, IntentRow(lock, frame=msg.raw))
         facts.record(tx, FactKind.INTENT, msg.id, msg, names=(msg.id,))
@@ -310,11 +310,17 @@ class Intents(FleetComponent):
             return err
         return None
 
-    def _limit(self, tx: Tx, owner: str) -> None:
+    def _limit(self, tx: Tx, owner: str, created: int, *, live: bool) -> None:
+        """MAX_LIVE live intents, and MAX_RECENT a RECENT_S by when they were announced — an
+        intent dated back (expired on arrival, or living a moment) counts as much as a fresh
+        one: else a member backdating its frames stored and spread any number of them."""
         now = tx.now
-        if idb.live_count(tx, owner, now) >= MAX_LIVE:
+        if live and idb.live_count(tx, owner, now) >= MAX_LIVE:
             raise RateLimited(f"{owner[:12]}… holds {MAX_LIVE} live intents already")
-        if idb.recent_count(tx, owner, now - RECENT_S) >= MAX_RECENT:
+        before, after = idb.around(tx, owner, created, RECENT_S)
+        if max(before, after) >= MAX_RECENT or idb.recent_count(tx, owner, now - RECENT_S) >= (
+            MAX_RECENT
+        ):
             raise RateLimited(f"at most {MAX_RECENT} intents per member per {RECENT_S} s")
 
     def _tally(self, name: str) -> None:
