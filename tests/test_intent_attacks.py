@@ -12,9 +12,10 @@ import pytest
 
 from agent.fleet.intents import MAX_RECENT
 from agent.store import intents as idb
-from events.fleet import MsgType
+from events.fleet import MsgType, parse_frame
 from events.fleet.intent import Intent
 from tests.fleet_world import Rogue, fleet
+from tests.test_fleet import refused
 from tests.test_fleet_sync import _hive
 
 pytestmark = pytest.mark.anyio
@@ -50,3 +51,35 @@ async def test_intents_already_expired_on_arrival_are_rate_limited_like_live_one
         assert _owned(a.fleet.store, ids[2]) == MAX_RECENT
         assert a.fleet.store.error_counts().get("RATE_LIMITED", 0) >= sent - MAX_RECENT
         assert "INTERNAL" not in a.fleet.store.error_counts()
+
+
+async def test_an_intent_id_another_member_announced_is_refused_replayed(tmp_path: Path) -> None:
+    """Intents are named by their INTENT frame's id, and the seen ids are per sender: a member
+    announcing an intent under another member's id (on a target of its choosing) was taken
+    silently (acknowledged ok, nothing said) — and where it came first, the owner's own
+    INTENT was then silently ignored, so the owner waited for an answer until its lock
+    expired, with nobody to blame.  An id another member holds is refused REPLAYED (counted;
+    the owner is told, and aborts at once)."""
+    async with fleet(tmp_path, 3, extra=2) as f:
+        hive = await _hive(f)
+        ids, a = f.ids, f.members[0]
+        m1, m2 = Rogue(f.net, ids[1]), Rogue(f.net, ids[2])  # members 1 and 2, by hand
+        expires = int(time.time()) + 300
+        first = Intent(kind="channel_open", target=ids[3], expires_at=expires)
+        frame = m1.frame(MsgType.INTENT, first, hive=hive)
+        await m1.send(ids[0], frame)
+        with anyio.fail_after(5):
+            while (row := idb.get(a.fleet.store, wire_id(frame))) is None:
+                await anyio.sleep(0.02)
+        assert row.lock.owner == ids[1]
+        # member 2 reuses member 1's intent id, on a target of its own choosing
+        copy = Intent(kind="channel_open", target=ids[4], expires_at=expires)
+        forged = m2.frame(MsgType.INTENT, copy, hive=hive, msg_id=wire_id(frame))
+        await refused(a, "REPLAYED", lambda: m2.send(ids[0], forged), m2)
+        got = idb.get(a.fleet.store, wire_id(frame))
+        assert got is not None and (got.lock.owner, got.lock.target) == (ids[1], ids[3])
+        assert "INTERNAL" not in a.fleet.store.error_counts()
+
+
+def wire_id(frame: bytes) -> str:
+    return parse_frame(frame).id

@@ -31,7 +31,7 @@ from agent.fleet import intent_rules as rules
 from agent.fleet.facts import FactKind
 from agent.fleet.intent_exec import Executor, Outcome
 from agent.fleet.intent_rules import Lock, Status
-from agent.fleet.kernel import Effects, FleetComponent
+from agent.fleet.kernel import Effects, FleetComponent, short
 from agent.store import fleet as db
 from agent.store import intents as idb
 from agent.store.db import Db, Tx
@@ -45,6 +45,7 @@ from events.errors import (
     InvalidPayload,
     NotFound,
     RateLimited,
+    Replayed,
     Unauthorized,
 )
 from events.fleet import Message, MsgType
@@ -269,7 +270,11 @@ class Intents(FleetComponent):
         body = msg.body_as(Intent)
         if body.expires_at - msg.ts > MAX_LIFE_S or body.expires_at < msg.ts + body.hold_s:
             raise InvalidPayload("an intent lives from its hold to at most an hour")
-        if idb.get(tx, msg.id) is not None:
+        known = idb.get(tx, msg.id)
+        if known is not None and known.lock.owner != msg.node:
+            # (seen ids are per sender: this one names another member's intent)
+            raise Replayed(f"intent {msg.id[:8]} is {short(known.lock.owner)}'s")
+        if known is not None:
             return  # (known: a copy handed on by anti-entropy)
         lock = self._lock(msg, body)
         self._limit(tx, msg.node, msg.ts, live=tx.now < body.expires_at)
