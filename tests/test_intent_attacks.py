@@ -11,9 +11,10 @@ import anyio
 import pytest
 
 from agent.fleet.intents import MAX_RECENT
+from agent.store import fleet as db
 from agent.store import intents as idb
 from events.fleet import MsgType, parse_frame
-from events.fleet.intent import Intent
+from events.fleet.intent import Intent, IntentCommit, IntentDone
 from tests.fleet_world import Rogue, fleet
 from tests.test_fleet import refused
 from tests.test_fleet_sync import _hive
@@ -83,3 +84,35 @@ async def test_an_intent_id_another_member_announced_is_refused_replayed(tmp_pat
 
 def wire_id(frame: bytes) -> str:
     return parse_frame(frame).id
+
+
+async def test_a_commit_overtaken_by_its_intents_end_is_news_not_an_illegal_move(
+    tmp_path: Path,
+) -> None:
+    """An owner's COMMIT and DONE travel apart (a retry, a lossy link, anti-entropy hands
+    facts on in any order): a DONE first ends the intent (its COMMIT taken as on its way), and
+    the COMMIT arriving after it was refused INVALID_TRANSITION — an honest owner's frame
+    counted as a refusal, its outbox told it failed.  It is news overtaken by events: taken,
+    nothing changed."""
+    async with fleet(tmp_path, 3, extra=1) as f:
+        hive = await _hive(f)
+        ids, a = f.ids, f.members[0]
+        m1 = Rogue(f.net, ids[1])  # member 1's own node and key: its frames out of order
+        body = Intent(kind="channel_open", target=ids[3], expires_at=int(time.time()) + 300)
+        frame = m1.frame(MsgType.INTENT, body, hive=hive)
+        intent = wire_id(frame)
+        await m1.send(ids[0], frame)
+        done = m1.frame(MsgType.INTENT_DONE, IntentDone(intent=intent, ok=True), hive=hive)
+        commit = m1.frame(MsgType.INTENT_COMMIT, IntentCommit(intent=intent), hive=hive)
+        await m1.send(ids[0], done)
+        with anyio.fail_after(5):
+            while (row := idb.get(a.fleet.store, intent)) is None or row.lock.status != "done":
+                await anyio.sleep(0.02)
+        before = dict(a.fleet.store.error_counts())
+        await m1.send(ids[0], commit)
+        with anyio.fail_after(5):
+            while db.seen_via(a.fleet.store, ids[1], wire_id(commit)) is None:
+                await anyio.sleep(0.02)
+                assert a.fleet.store.error_counts() == before
+        got = idb.get(a.fleet.store, intent)
+        assert got is not None and got.lock.status == "done"

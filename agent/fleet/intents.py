@@ -376,9 +376,12 @@ class Intents(FleetComponent):
         lock = row.lock
         if lock.status == Status.PENDING and to in (Status.DONE, Status.FAILED):
             lock = rules.move(lock, Status.COMMITTED)  # (its COMMIT is still on its way)
-        # news of a lock that lapsed here already is kept as the fact it is; any other illegal
-        # move is refused (INVALID_TRANSITION)
-        if not (lock.status == Status.EXPIRED and to in (Status.COMMITTED, Status.ABORTED)):
+        # news of a lock that lapsed here already, or a commit its end overtook (a retry, anti-
+        # entropy's order), is kept as the fact it is; any other illegal move is refused
+        # (INVALID_TRANSITION)
+        lapsed = lock.status == Status.EXPIRED and to in (Status.COMMITTED, Status.ABORTED)
+        overtaken = lock.status in (Status.DONE, Status.FAILED) and to == Status.COMMITTED
+        if not (lapsed or overtaken):
             lock = rules.move(lock, to, reason)
         idb.put(tx, replace(row, lock=lock))
         facts.record(tx, kind, intent, msg, names=(intent,))
