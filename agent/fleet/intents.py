@@ -31,7 +31,7 @@ from agent.fleet import intent_rules as rules
 from agent.fleet.facts import FactKind
 from agent.fleet.intent_exec import Executor, Outcome
 from agent.fleet.intent_rules import Lock, Status
-from agent.fleet.kernel import Effects, FleetComponent
+from agent.fleet.kernel import Effects, FleetComponent, short
 from agent.store import fleet as db
 from agent.store import intents as idb
 from agent.store.db import Db, Tx
@@ -45,6 +45,7 @@ from events.errors import (
     InvalidPayload,
     NotFound,
     RateLimited,
+    Replayed,
     Unauthorized,
 )
 from events.fleet import Message, MsgType
@@ -269,14 +270,18 @@ class Intents(FleetComponent):
         body = msg.body_as(Intent)
         if body.expires_at - msg.ts > MAX_LIFE_S or body.expires_at < msg.ts + body.hold_s:
             raise InvalidPayload("an intent lives from its hold to at most an hour")
-        if idb.get(tx, msg.id) is not None:
+        known = idb.get(tx, msg.id)
+        if known is not None and known.lock.owner != msg.node:
+            # (seen ids are per sender: this one names another member's intent)
+            raise Replayed(f"intent {msg.id[:8]} is {short(known.lock.owner)}'s")
+        if known is not None:
             return  # (known: a copy handed on by anti-entropy)
         lock = self._lock(msg, body)
+        self._limit(tx, msg.node, msg.ts, live=tx.now < body.expires_at)
         if tx.now >= body.expires_at:  # (a fact of the past: kept as such, never answered)
             idb.put(tx, IntentRow(replace(lock, status=Status.EXPIRED), frame=msg.raw))
             facts.record(tx, FactKind.INTENT, msg.id, msg, names=(msg.id,))
             return
-        self._limit(tx, msg.node)
         ack = self._verdict(tx, lock, msg.hive, fx)
         idb.put(tx, IntentRow(lock, frame=msg.raw))
         facts.record(tx, FactKind.INTENT, msg.id, msg, names=(msg.id,))
@@ -310,11 +315,17 @@ class Intents(FleetComponent):
             return err
         return None
 
-    def _limit(self, tx: Tx, owner: str) -> None:
+    def _limit(self, tx: Tx, owner: str, created: int, *, live: bool) -> None:
+        """MAX_LIVE live intents, and MAX_RECENT a RECENT_S by when they were announced — an
+        intent dated back (expired on arrival, or living a moment) counts as much as a fresh
+        one: else a member backdating its frames stored and spread any number of them."""
         now = tx.now
-        if idb.live_count(tx, owner, now) >= MAX_LIVE:
+        if live and idb.live_count(tx, owner, now) >= MAX_LIVE:
             raise RateLimited(f"{owner[:12]}… holds {MAX_LIVE} live intents already")
-        if idb.recent_count(tx, owner, now - RECENT_S) >= MAX_RECENT:
+        before, after = idb.around(tx, owner, created, RECENT_S)
+        if max(before, after) >= MAX_RECENT or idb.recent_count(tx, owner, now - RECENT_S) >= (
+            MAX_RECENT
+        ):
             raise RateLimited(f"at most {MAX_RECENT} intents per member per {RECENT_S} s")
 
     def _tally(self, name: str) -> None:
@@ -365,9 +376,12 @@ class Intents(FleetComponent):
         lock = row.lock
         if lock.status == Status.PENDING and to in (Status.DONE, Status.FAILED):
             lock = rules.move(lock, Status.COMMITTED)  # (its COMMIT is still on its way)
-        # news of a lock that lapsed here already is kept as the fact it is; any other illegal
-        # move is refused (INVALID_TRANSITION)
-        if not (lock.status == Status.EXPIRED and to in (Status.COMMITTED, Status.ABORTED)):
+        # news of a lock that lapsed here already, or a commit its end overtook (a retry, anti-
+        # entropy's order), is kept as the fact it is; any other illegal move is refused
+        # (INVALID_TRANSITION)
+        lapsed = lock.status == Status.EXPIRED and to in (Status.COMMITTED, Status.ABORTED)
+        overtaken = lock.status in (Status.DONE, Status.FAILED) and to == Status.COMMITTED
+        if not (lapsed or overtaken):
             lock = rules.move(lock, to, reason)
         idb.put(tx, replace(row, lock=lock))
         facts.record(tx, kind, intent, msg, names=(intent,))

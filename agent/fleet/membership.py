@@ -36,10 +36,16 @@ from events.errors import (
     InvalidPayload,
     NotFound,
     NotMember,
+    RateLimited,
     Replayed,
     Unauthorized,
 )
 from events.fleet import Message, MsgType
+
+# open ban proposals one member may hold (it votes on an open one rather than propose again):
+# beyond, RATE_LIMITED — else a member's flood of proposals, each against any node id, was
+# stored and weighed by every membership frame after it
+MAX_OPEN_PROPOSALS = 20
 
 
 class Membership(FleetComponent):
@@ -321,6 +327,10 @@ class Membership(FleetComponent):
         body = msg.body_as(wire.BanProposal)
         if body.target == msg.node:
             raise InvalidPayload("a member cannot propose to ban itself")
+        if db.proposal(tx, body.proposal_id) is None and (
+            len(db.open_proposals(tx, msg.node)) >= MAX_OPEN_PROPOSALS
+        ):
+            raise RateLimited(f"{short(msg.node)} holds {MAX_OPEN_PROPOSALS} open ban proposals")
         raw = msg.raw.hex()
         if db.add_proposal(tx, body.proposal_id, body.target, msg.node, body.reason, raw, tx.now):
             db.add_vote(tx, body.proposal_id, msg.node, True, raw, tx.now)
@@ -421,8 +431,8 @@ class Membership(FleetComponent):
 
     def _ban_due(self, tx: Tx, hive_id: str, fx: Effects) -> bool:
         progressed = False
-        for listed in db.proposals(tx):
-            p = db.proposal(tx, listed["proposal_id"])
+        for pid in db.open_proposals(tx):  # (the closed ones weigh nothing)
+            p = db.proposal(tx, pid)
             if p is None or p["state"] != "open":
                 continue
             voters = set(self._voters(tx, p["target"]))

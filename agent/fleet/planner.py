@@ -97,12 +97,22 @@ def public_channels(graph: Iterable[GraphEdge]) -> dict[str, tuple[str, str, int
 def fleet_links(
     graph: Iterable[GraphEdge], members: Collection[str], records: Sequence[StateRecord]
 ) -> dict[str, Link]:
-    """scid → the fleet channel (records first, then the graph's member channels)."""
+    """The fleet channels by key (records first, then the graph's member channels): the scid,
+    or for a channel the graph does not show (private, pending) scid@owner — a record is its
+    owner's account of its own channels only, so it can neither claim a public channel whose
+    ends are not its owner and that peer (it is ignored) nor displace another member's
+    private one by naming its scid."""
+    ends = {e.scid: {e.source, e.destination} for e in graph}
     links: dict[str, Link] = {}
     for r in records:
         for ch in sorted(r.channels, key=lambda c: c.scid):
-            if ch.state != "closing" and ch.peer not in members and ch.scid not in links:
-                links[ch.scid] = Link(r.owner, ch.peer, ch.scid, ch.capacity_sat, ch.fee_ppm)
+            if ch.state == "closing" or ch.peer in members:
+                continue
+            public = ends.get(ch.scid)
+            if public is not None and public != {r.owner, ch.peer}:
+                continue  # (someone else's public channel)
+            key = ch.scid if public is not None else f"{ch.scid}@{r.owner}"
+            links.setdefault(key, Link(r.owner, ch.peer, ch.scid, ch.capacity_sat, ch.fee_ppm))
     edges = [e for e in graph if e.active and (e.source in members) != (e.destination in members)]
     seen: dict[str, Link] = {}
     for e in sorted(edges, key=lambda e: (e.scid, e.source)):
@@ -125,9 +135,9 @@ def survey(
     """Every external node: capacity, degree, the fleet's capacity and share, who serves it,
     and its score (see the module docstring).  `public` is `public_channels(graph)`."""
     chans = dict(public)
-    for link in links.values():
+    for key, link in links.items():
         a, b = sorted((link.member, link.peer))
-        chans[link.scid] = (a, b, link.capacity_sat)
+        chans[key] = (a, b, link.capacity_sat)
     capacity: dict[str, int] = {}
     peers: dict[str, set[str]] = {}
     for a, b, cap in chans.values():

@@ -54,6 +54,7 @@ from events.negentropy import Negentropy, Storage
 log = logging.getLogger("hive.fleet.sync")
 MAX_OPEN = 8  # reconciliations open at once each way (and one each way per member)
 LIMITS_KV = "fleet_sync_limits"  # peer → when its recent digests were taken
+ANSWERS_KV = "fleet_sync_answers"  # peer → when it recently began reconciliations with us
 SENT_KV = "fleet_sync_sent"  # peer → when we sent it our recent digests
 STATS_KV = "fleet_sync_stats"
 DIGEST_BURST = 3
@@ -207,20 +208,22 @@ class Sync(FleetComponent):
         if sum(s.initiator == initiator for s in self.sessions.values()) >= MAX_OPEN:
             raise RateLimited(f"{MAX_OPEN} reconciliations are open here; try again later")
 
-    def _limit(self, tx: Tx, peer: str) -> None:
-        """At most DIGEST_BURST digests per member per `sync_gap_s` (a restart and a
-        reconnect may come close together), counted in the store; beyond: RATE_LIMITED."""
+    def _limit(self, tx: Tx, peer: str, kv: str = LIMITS_KV) -> None:
+        """At most DIGEST_BURST digests (or reconciliations begun: `kv`) per member per
+        `sync_gap_s` (a restart and a reconnect may come close together), counted in the
+        store; beyond: RATE_LIMITED."""
         gap = self.kernel.config.sync_gap_s
-        saved = self.kernel.store.kv(LIMITS_KV) or {}
+        saved = self.kernel.store.kv(kv) or {}
         limits = {
             p: recent
             for p, times in saved.items()
             if (recent := [int(t) for t in times if tx.now - int(t) < gap])
         }
         if len(limits.get(peer, [])) >= DIGEST_BURST:
-            raise RateLimited(f"at most {DIGEST_BURST} digests per {gap} s per member")
+            what = "digests" if kv == LIMITS_KV else "reconciliations begun"
+            raise RateLimited(f"at most {DIGEST_BURST} {what} per {gap} s per member")
         limits[peer] = [*limits.get(peer, []), tx.now]
-        tx.set_kv(LIMITS_KV, limits)
+        tx.set_kv(kv, limits)
 
     # --- reconciliation steps ---------------------------------------------------------------
 
@@ -244,7 +247,10 @@ class Sync(FleetComponent):
 
     def _answer(self, tx: Tx, peer: str, body: SyncBody) -> Session:
         """A reconciliation the peer begins; it replaces one it began before (a member runs
-        one at a time: the older was abandoned, its last step lost)."""
+        one at a time: the older was abandoned, its last step lost).  A peer begins at most
+        DIGEST_BURST per `sync_gap_s` (an honest one begins one per digest we sent it): else
+        opening after opening, each wanting the whole set, had every fact served again."""
+        self._limit(tx, peer, ANSWERS_KV)
         for old in [s for s in self.sessions.values() if s.peer == peer and not s.initiator]:
             self._close(old, ok=old.reconciled)
         self._admit(initiator=False)

@@ -23,6 +23,7 @@ from agent.node.sim_api import RpcFailure, SimLightningd
 log = logging.getLogger("hive.sim.rpc")
 MAX_REQUEST = 16 * 1024 * 1024
 MAX_SOCKET_PATH = 107
+INTERNAL_ERROR = -32603  # JSON-RPC's
 
 
 def short_socket_dir() -> Path:
@@ -59,6 +60,11 @@ class SimRpcServer:
             reply["result"] = await result if inspect.isawaitable(result) else result
         except RpcFailure as failure:
             reply["error"] = {"code": failure.code, "message": failure.message}
+        except Exception as exc:  # noqa: BLE001 — one request never takes the socket down
+            # (a simulated plugin given a wrong-typed parameter, say: lightningd answers a
+            # plugin's crash with an error too, and goes on serving)
+            log.warning("sim rpc: %.40s failed (%s)", request.get("method"), type(exc).__name__)
+            reply["error"] = {"code": INTERNAL_ERROR, "message": f"{type(exc).__name__}"}
         return reply
 
     async def _handle(self, stream: SocketStream) -> None:

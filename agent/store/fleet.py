@@ -247,6 +247,16 @@ def open_proposal_for(db: Db, target: str) -> str | None:
     return row[0] if row else None
 
 
+def open_proposals(db: Db, proposer: str | None = None) -> list[str]:
+    """The ids of the open ban proposals (of `proposer`, if given), oldest first."""
+    cur = db.conn.execute(
+        "SELECT proposal_id FROM fleet_ban_proposals WHERE state = 'open'"
+        " AND (? IS NULL OR proposer = ?) ORDER BY created_at, proposal_id",
+        (proposer, proposer),
+    )
+    return [r[0] for r in cur.fetchall()]
+
+
 def proposals(db: Db) -> list[dict[str, Any]]:
     cur = db.conn.execute(
         "SELECT p.proposal_id, p.target, p.proposer, p.reason, p.created_at, p.state,"

@@ -104,6 +104,16 @@ def recent_count(db: Db, owner: str, since: int) -> int:
     )
 
 
+def around(db: Db, owner: str, ts: int, span: int) -> tuple[int, int]:
+    """The owner's intents announced in (ts − span, ts] and in [ts, ts + span)."""
+    r = db.conn.execute(
+        "SELECT coalesce(sum(created > ? AND created <= ?), 0),"
+        " coalesce(sum(created >= ? AND created < ?), 0) FROM fleet_intents WHERE owner = ?",
+        (ts - span, ts, ts, ts + span, owner),
+    ).fetchone()
+    return int(r[0]), int(r[1])
+
+
 def listing(db: Db, limit: int = 200) -> list[IntentRow]:
     cur = db.conn.execute(
         f"SELECT {_COLS} FROM fleet_intents ORDER BY created DESC, intent_id LIMIT ?",  # noqa: S608
