@@ -100,6 +100,11 @@ def receipt_row_damaged(home: Path) -> list[str]:
             " status, receipt, received_at) VALUES ('r', ?, 'c', 1, 'x', 'ok', '{\"broken', 0)",
             (HEX,),
         )
+        tx.execute(  # of a credential held from that node (only those chains are read)
+            "INSERT INTO mgmt_credentials (credential_id, role, node, advisor, grant_json,"
+            " valid_until, created_at) VALUES ('c', 'held', ?, ?, '{}', 0, 0)",
+            (HEX, HEX),
+        )
     return ["receipts", "list"]
 
 
