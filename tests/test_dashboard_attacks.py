@@ -59,7 +59,7 @@ async def serving(
     async with anyio.create_task_group() as tg:
         tg.start_soon(board.serve)
         try:
-            async with httpx.AsyncClient(base_url=board.base) as client:
+            async with httpx.AsyncClient(base_url=board.home) as client:
                 assert (
                     await client.get(board.url, follow_redirects=True)
                 ).status_code == 200  # the token's visit
@@ -107,13 +107,17 @@ async def test_a_command_that_needs_a_confirmation_is_approved_then_confirmed_by
             first = buttons((await client.get("/approvals")).text, cmd.command_id)
             assert [a.rsplit("/", 1)[1] for a, _ in first] == ["approve", "reject"]
             action, csrf = first[0]
-            assert (await client.post(action, data={"csrf": csrf})).status_code == 303
+            assert (
+                await client.post(client.base_url.join(action), data={"csrf": csrf})
+            ).status_code == 303
             w.node.wake()
             assert await state_of(store, cmd.command_id, "confirmed") == "confirmed"
             second = buttons((await client.get("/approvals")).text, cmd.command_id)
             assert [a.rsplit("/", 1)[1] for a, _ in second] == ["confirm", "reject"]
             action, csrf = second[0]
-            assert (await client.post(action, data={"csrf": csrf})).status_code == 303
+            assert (
+                await client.post(client.base_url.join(action), data={"csrf": csrf})
+            ).status_code == 303
             w.node.wake()
             done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
             assert done is not None and done.status == Status.OK
@@ -185,7 +189,8 @@ async def test_an_oversize_post_is_refused_before_its_body_is_read(tmp_path: Pat
         host = f"127.0.0.1:{board.port}"
         for framing in (b"Content-Length: 1000000000", b"Transfer-Encoding: chunked"):
             head = (
-                b"POST /approvals/abcdef123456/approve HTTP/1.1\r\nHost: " + host.encode()
+                b"POST " + board.gate.root.encode() + b"/approvals/abcdef123456/approve"
+                + b" HTTP/1.1\r\nHost: " + host.encode()
                 + b"\r\nCookie: " + cookie.encode() + b"\r\n" + framing + b"\r\n\r\n"
             )  # fmt: skip
             part = b"a" * 65536
@@ -241,11 +246,12 @@ async def test_what_strangers_can_pile_up_is_shown_newest_first_in_a_bounded_pag
                 tx, rfp.address(author, item.rfp_id), author, item, "00" * 32, now + i
             )
     store.close()
-    async with serving(settings.home, PolicyConfig()) as (client, _):
+    async with serving(settings.home, PolicyConfig()) as (client, board):
         advisors = (await client.get("/advisors")).text
         assert advisors.count("<tr data-credential=") == SHOWN + 1
         assert f'<tr data-credential="{ours.credential_id}" class="active">' in advisors
-        assert f'href="/advisors/{ours.credential_id}/revoke"' in advisors  # ours, revocable
+        revoke = f'href="{board.gate.root}/advisors/{ours.credential_id}/revoke"'
+        assert revoke in advisors  # ours, revocable
         assert f'data-credential="{flood - 1:032x}"' in advisors  # the newest held
         assert f'data-credential="{0:032x}"' not in advisors  # the oldest held: not shown
         assert f"{flood - SHOWN:,} older held credentials not shown" in advisors
@@ -365,3 +371,48 @@ async def test_a_nodes_malformed_predicted_diff_does_not_take_the_receipts_page_
         assert page.status_code == 200
         assert "4 receipts, chain intact" in page.text
         assert page.text.count('data-diff="none"') == 4  # no diff it could show
+
+
+async def test_another_server_on_this_host_never_receives_the_session_cookie(
+    tmp_path: Path,
+) -> None:
+    """Attack: cookies know no ports — a server on another port of 127.0.0.1 (another user's
+    process, a dev server logging headers) received the session cookie when the operator's
+    browser visited it, and with it could read the pages and their CSRF token and act as the
+    operator.  The cookie is now scoped to the dashboard's secret path prefix."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[str, str]] = []
+
+    class Listener(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append((self.path, self.headers.get("Cookie") or ""))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>elsewhere</body></html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    Store(settings.store_file).close()
+    other = HTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        async with serving(settings.home, PolicyConfig()) as (_, board), browser_page() as page:
+            await page.goto(board.url)
+            assert "Approvals" in await page.content()  # the session is open in this browser
+            jar = await page.context.cookies()
+            assert [(c["name"], c["path"]) for c in jar] == [(COOKIE, board.gate.root)]
+            elsewhere = f"http://127.0.0.1:{other.server_port}"
+            for path in ("/", "/approvals", "/static/app.js", f"{board.gate.root}x/"):
+                await page.goto(elsewhere + path)
+            paths = {path for path, _ in received}  # (and the browser's own /favicon.ico)
+            assert {"/", "/approvals", "/static/app.js", f"{board.gate.root}x/"} <= paths
+            assert not any(COOKIE in cookie for _, cookie in received), received
+    finally:
+        other.shutdown()
+        other.server_close()

@@ -102,7 +102,7 @@ async def test_a_queued_command_is_shown_live_approved_by_a_click_and_revoked(
         scid = (await w.channels())[0].short_channel_id
         async with dashboard(w) as board, browser_page() as page:
             await page.goto(board.url)
-            assert page.url == f"{board.base}/approvals"  # the token left the address bar
+            assert page.url == f"{board.home}/approvals"  # the token left the address bar
             await page.wait_for_selector("#live:not(.off)")  # the event stream is open
             assert "Nothing waits for approval" in await page.content()
 
@@ -129,11 +129,11 @@ async def test_a_queued_command_is_shown_live_approved_by_a_click_and_revoked(
             assert (await w.channels())[0].policy.ppm == 107
             await page.wait_for_selector("text=Nothing waits for approval")
 
-            await page.goto(f"{board.base}/receipts/{cred.credential_id}")
+            await page.goto(f"{board.home}/receipts/{cred.credential_id}")
             assert "chain intact" in await page.locator("#verdict").inner_text()
             await page.screenshot(path=str(tmp_path / "receipts.png"), full_page=True)
 
-            await page.goto(f"{board.base}/advisors")
+            await page.goto(f"{board.home}/advisors")
             await page.screenshot(path=str(tmp_path / "advisors.png"), full_page=True)
             await page.click(f'tr[data-credential="{cred.credential_id}"] a.revoke')
             await page.click("#confirm-revoke")
@@ -150,7 +150,7 @@ async def test_a_queued_command_is_shown_live_approved_by_a_click_and_revoked(
             await anyio.sleep(0.3)
             assert w.node.agent.store.error_counts()["UNAUTHORIZED"] == 1
             assert (await w.channels())[0].policy.ppm == 107
-            await page.goto(f"{board.base}/node")
+            await page.goto(f"{board.home}/node")
             assert "revoke:ok" in await page.content()
             await page.wait_for_selector("#fees-chart .uplot")  # drawn by the vendored uPlot
             bars = page.locator("tr[data-channel] meter.balance")
@@ -159,7 +159,7 @@ async def test_a_queued_command_is_shown_live_approved_by_a_click_and_revoked(
             await page.screenshot(path=str(tmp_path / "node.png"), full_page=True)
             for name, heading in (("escrow", "Escrow"), ("market", "Marketplace"),
                                   ("fleet", "Fleet")):  # fmt: skip
-                await page.goto(f"{board.base}/{name}")
+                await page.goto(f"{board.home}/{name}")
                 assert await page.locator("h1").inner_text() == heading
                 await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
 
@@ -170,18 +170,19 @@ async def test_without_the_token_401_and_without_csrf_403(tmp_path: Path, relay_
         dashboard(w) as board,
     ):
         if True:
-            async with httpx.AsyncClient(base_url=board.base) as stranger:
+            async with httpx.AsyncClient(base_url=board.home) as stranger:
                 answer = await stranger.get("/approvals")
                 assert answer.status_code == 401 and "Approvals" not in answer.text
             async with browser_page() as page:
                 await page.goto(board.url)
                 # a POST from the logged-in browser without the CSRF field: refused, by code
                 refused = await page.evaluate(
-                    """async () => {
-                        const r = await fetch('/approvals/abcdef123456/approve',
+                    """async (root) => {
+                        const r = await fetch(root + '/approvals/abcdef123456/approve',
                                               {method: 'POST', body: ''});
                         return [r.status, (await r.json()).error.code];
-                    }"""
+                    }""",
+                    board.gate.root,
                 )
                 assert refused == [403, "RESTRICTED"]
 
@@ -217,7 +218,7 @@ async def test_the_home_dashboard_approves_through_the_clis_path(
             receipt.verify(done)
             assert operator.counts == {"approve:ok": 1}
             # revoke as `hive-agent credential revoke` does: a standalone agent on the home's key
-            await page.goto(f"{board.base}/advisors/{cred.credential_id}/revoke")
+            await page.goto(f"{board.home}/advisors/{cred.credential_id}/revoke")
             await page.click("#confirm-revoke")
             state = page.locator(f'tr[data-credential="{cred.credential_id}"] td.state')
             assert await state.inner_text() == "revoked"
@@ -235,12 +236,12 @@ async def test_the_home_dashboard_approves_through_the_clis_path(
             lid = f"dash-{secrets.token_hex(4)}"
             async with market_agent(w.tmp / "provider", [relay_url]) as provider:
                 await provider.publish(advert(lid, int(time.time())))
-            await page.goto(f"{board.base}/market")
+            await page.goto(f"{board.home}/market")
             await page.click("#browse")
             listed = page.locator(f'tr[data-listing="{lid}"]')
             await listed.wait_for(timeout=10000)
             assert "capability" in await listed.inner_text()  # the score's breakdown
             await page.screenshot(path=str(tmp_path / "market.png"), full_page=True)
             for name in ("approvals", "advisors", "node", "escrow", "market", "fleet"):
-                await page.goto(f"{board.base}/{name}")
+                await page.goto(f"{board.home}/{name}")
                 assert secret not in await page.content()  # keys never in pages

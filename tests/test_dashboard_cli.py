@@ -41,12 +41,15 @@ def test_the_command_prints_its_url_and_guards_every_request(tmp_path: Path) -> 
     try:
         url = str(first["url"])
         base, token = url.split("/?token=")
-        assert base == f"http://127.0.0.1:{first['port']}" and len(token) >= 40
+        address = f"http://127.0.0.1:{first['port']}"
+        root = base.removeprefix(address)  # the secret prefix every page lives under
+        assert base.startswith(address) and len(root) >= 16 and len(token) >= 40
         with httpx.Client(base_url=base) as client:
             assert client.get("/approvals").status_code == 401
             assert client.get("/approvals?token=nope").status_code == 401
+            assert client.get(f"{address}/approvals?token={token}").status_code == 404
             opened = client.get(f"/approvals?token={token}")
-            assert opened.status_code == 303 and opened.headers["location"] == "/approvals"
+            assert opened.status_code == 303 and opened.headers["location"] == f"{root}/approvals"
             page = client.get("/approvals")
             assert page.status_code == 200 and "Nothing waits for approval" in page.text
     finally:
@@ -58,8 +61,9 @@ def test_the_command_prints_its_url_and_guards_every_request(tmp_path: Path) -> 
 def test_beyond_loopback_it_warns(tmp_path: Path) -> None:
     child, first = start(tmp_path / "home", "--host", "0.0.0.0")  # noqa: S104
     try:
-        base = f"http://127.0.0.1:{first['port']}"
-        assert httpx.get(f"{base}/approvals").status_code == 401  # still token-protected
+        prefix = "/" + str(first["url"]).split("/?token=")[0].split("/", 3)[3]  # the secret one
+        local = f"http://127.0.0.1:{first['port']}{prefix}"
+        assert httpx.get(f"{local}/approvals").status_code == 401  # still token-protected
     finally:
         err = stop(child)
     assert "not only on this machine" in err

@@ -59,7 +59,7 @@ def client_for(tmp_path: Path) -> tuple[TestClient, Settings]:
     gate = Gate({"testserver"})
     operator = HomeOperator(settings, argparse.Namespace(relay=None))
     app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
-    client = TestClient(app, follow_redirects=False)
+    client = TestClient(app, base_url=f"http://testserver{gate.root}", follow_redirects=False)
     assert client.get(f"/?token={gate.token}").status_code == 303
     return client, settings
 

@@ -35,10 +35,12 @@ async def test_the_plugin_serves_the_dashboard_and_tells_its_url_only_on_request
             except PluginError:
                 await anyio.sleep(0.05)
         status = await plugin.call("hive-status")
-        assert url.startswith(f"http://127.0.0.1:{port}/?token="), status["problems"]
-        base = url.split("/?")[0]
+        assert url.startswith(f"http://127.0.0.1:{port}/"), status["problems"]
+        assert "/?token=" in url, url
+        base = url.split("/?")[0]  # the address and the dashboard's secret prefix
         async with httpx.AsyncClient(timeout=10) as client:
             assert (await client.get(base + "/")).status_code == 401  # no token, no page
+            assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 404
             page = await client.get(url, follow_redirects=True)
             assert page.status_code == 200 and "Approvals" in page.text
             assert "token=" not in str(page.url)  # the token left the address bar

@@ -52,7 +52,7 @@ async def test_a_fee_change_shows_its_field_with_old_and_new_value(
 
         recorded = repo.state_diffs(w.node.agent.store, cred.credential_id, 1, 10)
         assert recorded[got.seq] == {f"{scid}.ppm": [100, 120]}  # in the receipt's row
-        async with dashboard(w) as board, httpx.AsyncClient(base_url=board.base) as client:
+        async with dashboard(w) as board, httpx.AsyncClient(base_url=board.home) as client:
             await client.get(board.url, follow_redirects=True)  # the token: a session cookie
             page = await client.get(f"/receipts/{cred.credential_id}")
         assert page.status_code == 200 and "chain intact" in page.text

@@ -42,7 +42,12 @@ def board(tmp_path: Path) -> tuple[TestClient, Gate, Settings, HomeOperator]:
     gate = Gate({HOST})
     operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
     app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
-    return TestClient(app, follow_redirects=False), gate, settings, operator
+    return (
+        TestClient(app, base_url=f"http://testserver{gate.root}", follow_redirects=False),
+        gate,
+        settings,
+        operator,
+    )
 
 
 def login(client: TestClient, gate: Gate) -> str:
@@ -67,9 +72,10 @@ def test_the_token_sets_a_strict_httponly_cookie_and_redirects_to_the_clean_url(
     client, gate, _, _ = board
     first = client.get(f"/advisors?token={gate.token}")
     assert first.status_code == 303
-    assert first.headers["location"] == "/advisors"  # the token leaves the address bar
+    assert first.headers["location"] == f"{gate.root}/advisors"  # the token leaves the bar
     cookie = first.headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert f"path={gate.root.lower()};" in cookie  # sent only under the secret prefix
     page = client.get("/advisors")
     assert page.status_code == 200 and "Advisors and budgets" in page.text
     assert gate.token not in page.text
@@ -134,7 +140,7 @@ def test_a_forged_approval_id_is_refused_with_its_code_and_changes_nothing(board
 def test_the_session_of_one_client_is_not_anothers(board) -> None:
     client, gate, _, _ = board
     login(client, gate)
-    other = TestClient(client.app, follow_redirects=False)
+    other = TestClient(client.app, base_url=f"http://testserver{gate.root}", follow_redirects=False)
     other_csrf = login(other, gate)
     answer = client.post("/approvals/abcdef123456/approve", data={"csrf": other_csrf})
     assert answer.status_code == 403
@@ -166,8 +172,26 @@ def test_a_dashboard_bound_to_an_ipv6_address_or_port_80_answers_what_browsers_s
     ):
         gate = Gate(hosts_for(bound, port))
         app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
-        client = TestClient(app, follow_redirects=False)
+        client = TestClient(app, base_url=f"http://testserver{gate.root}", follow_redirects=False)
         first = client.get(f"/approvals?token={gate.token}", headers={"Host": sent})
         assert first.status_code == 303, (bound, port)
         assert client.get("/approvals", headers={"Host": sent}).status_code == 200
         assert client.get("/approvals", headers={"Host": "evil.example"}).status_code == 403
+
+
+def test_nothing_lives_outside_the_secret_prefix(board) -> None:
+    """Every page is under a random prefix (the cookie is scoped to it: cookies know no
+    ports, so another server on this host's loopback never receives it); outside it, even
+    with a valid session, there is nothing but 404."""
+    client, gate, _, _ = board
+    login(client, gate)
+    assert client.get("/approvals").status_code == 200
+    outside = TestClient(client.app, follow_redirects=False)  # same cookie jar, no prefix
+    outside.cookies.set(COOKIE, client.cookies[COOKIE])
+    for path in ("/", "/approvals", f"{gate.root}x/approvals", f"/static{gate.root}/app.js"):
+        answer = outside.get(path)
+        assert answer.status_code == 404, path
+        assert answer.json()["error"]["code"] == "NOT_FOUND" and "<html" not in answer.text
+    bare = outside.get(gate.root)  # the prefix without its slash: to the pages
+    assert bare.status_code == 307 and bare.headers["location"] == f"{gate.root}/"
+    assert outside.get(f"/?token={gate.token}").status_code == 404  # the token alone: nothing

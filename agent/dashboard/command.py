@@ -105,8 +105,13 @@ class Dashboard:
         return f"http://{shown}:{self.port}"
 
     @property
+    def home(self) -> str:
+        """The dashboard's pages: its address and its secret prefix (no token)."""
+        return f"{self.base}{self.gate.root}"
+
+    @property
     def url(self) -> str:
-        return f"{self.base}/?token={self.gate.token}"
+        return f"{self.home}/?token={self.gate.token}"
 
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.sock])

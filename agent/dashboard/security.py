@@ -2,6 +2,11 @@
 SameSite=Strict session cookie; every POST carries the session's CSRF token and comes from the
 dashboard's own origin.  Everything else is 401/403 with a stable code and no page content.
 
+Every path lives under a random prefix (`Gate.root`, part of the printed URL) and the session
+cookie is scoped to it: cookies know no ports, so without it any other server on this host's
+loopback would receive the cookie when the browser visited it; with it, only a request for a
+path under the secret prefix carries the cookie.  Anything outside the prefix is 404.
+
 Every response says `Content-Security-Policy: default-src 'self'` (no third-party requests, no
 inline scripts), is never cached and never framed; no CORS headers are ever sent."""
 
@@ -18,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from agent.logs import log_event
-from events.errors import HiveError, Restricted, Unauthorized
+from events.errors import HiveError, NotFound, Restricted, Unauthorized
 
 COOKIE = "hive_dashboard"
 CSRF_FIELD = "csrf"
@@ -46,6 +51,7 @@ class Gate:
 
     hosts: set[str] | None  # None: any (bound to every address, 0.0.0.0 or ::)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    root: str = field(default_factory=lambda: "/" + secrets.token_urlsafe(12))
     sessions: dict[str, str] = field(default_factory=dict)
 
     def open_session(self) -> str:
@@ -94,12 +100,20 @@ def middleware(gate: Gate) -> Callable[[Request, Next], Awaitable[Response]]:
         except Restricted as error:
             log_event(log, logging.WARNING, "refused", code=error.code, why="host")
             return refusal(error, 403)
+        path = request.url.path
+        if path == gate.root:
+            return secure(RedirectResponse(f"{gate.root}/", status_code=307))
+        if not path.startswith(f"{gate.root}/"):
+            return refusal(
+                NotFound("nothing here: open the dashboard with the URL it printed"), 404
+            )
+        request.scope["root_path"] = gate.root  # the routes see the path after the prefix
         token = request.query_params.get("token")
         if token is not None and _same(token, gate.token):
             session = gate.open_session()
             response = RedirectResponse(request.url.path, status_code=303)
             response.set_cookie(
-                COOKIE, session, httponly=True, samesite="strict", path="/", secure=False
+                COOKIE, session, httponly=True, samesite="strict", path=gate.root, secure=False
             )
             log_event(log, logging.INFO, "session_opened", sessions=len(gate.sessions))
             return secure(response)

@@ -118,7 +118,12 @@ def create_app(ctx: Context) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def page(request: Request, name: str, status: int = 200, **values: Any) -> Response:
-        values |= {"csrf": ctx.gate.csrf_of(request), "now": int(time.time()), "page": name}
+        values |= {
+            "csrf": ctx.gate.csrf_of(request),
+            "now": int(time.time()),
+            "page": name,
+            "root": ctx.gate.root,
+        }
         return templates.TemplateResponse(request, f"{name}.html", values, status_code=status)
 
     @app.exception_handler(HiveError)
@@ -150,7 +155,7 @@ def _actions(app: FastAPI, ctx: Context, page: Page) -> None:
     async def vote(request: Request, command_id: str, step: str) -> Response:
         await _checked(request, ctx)
         await ctx.operator.vote(command_id, step)
-        return RedirectResponse("/approvals", status_code=303)
+        return RedirectResponse(f"{ctx.gate.root}/approvals", status_code=303)
 
     @app.post("/market/ranked", response_class=HTMLResponse)
     async def ranked(request: Request) -> Response:
@@ -162,13 +167,13 @@ def _actions(app: FastAPI, ctx: Context, page: Page) -> None:
     async def revoke(request: Request, credential_id: str) -> Response:
         await _checked(request, ctx)
         await ctx.operator.revoke(credential_id)
-        return RedirectResponse("/advisors", status_code=303)
+        return RedirectResponse(f"{ctx.gate.root}/advisors", status_code=303)
 
 
 def _views(app: FastAPI, ctx: Context, page: Page) -> None:
     @app.get("/")
     async def home() -> Response:
-        return RedirectResponse("/approvals", status_code=303)
+        return RedirectResponse(f"{ctx.gate.root}/approvals", status_code=303)
 
     _live(app, page, "approvals", lambda: {"rows": data.approvals(ctx.store)})
     _live(app, page, "advisors",

@@ -30,7 +30,7 @@ function tick() {
 
 function listen() {
   const badge = document.getElementById("live");
-  const source = new EventSource("/events");
+  const source = new EventSource(`${document.body.dataset.root}/events`);
   source.addEventListener("open", () => badge && badge.classList.remove("off"));
   source.addEventListener("error", () => badge && badge.classList.add("off"));
   source.addEventListener("change", refresh);
