@@ -131,3 +131,20 @@ def test_each_planned_payment_shows_the_state_this_node_knows_of_it() -> None:
     assert fleet_money({}, {"period": "2026-42", "state": "none"}, me)["plan"] == []
     refused = {"state": "error", "error": "INVALID_PARAMS: a member's input is negative"}
     assert fleet_money(contribution, refused, me)["errors"] == [refused["error"]]
+
+
+def test_a_refused_contribution_view_leaves_the_fleet_page_standing() -> None:
+    """`contribution_view()` refused: its error is shown above the tables and no "(us)" row
+    of missing figures is made (formatting None took the whole page down with a 500)."""
+    from agent.dashboard.more import fleet_money
+    from agent.dashboard.server import _templates
+
+    refused = {"state": "error", "error": "INTERNAL: the ledger cannot be read"}
+    money = fleet_money(refused, {"period": "2026-42", "state": "none"}, "me")
+    assert money["members"] == [] and money["errors"] == [refused["error"]]
+    template = _templates().env.get_template("fleet.html")
+    topology = {"totals": {"members": 1, "active": 1, "channels": 0, "capacity_sat": 0},
+                "members": []}  # fmt: skip
+    html = template.render(money=money, topology=topology, graph={"nodes": [], "edges": []},
+                           intents=[], root="/r", page="fleet", csrf="x", now=0)  # fmt: skip
+    assert "INTERNAL: the ledger cannot be read" in html and "(us: every forward)" not in html

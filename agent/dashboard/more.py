@@ -136,9 +136,10 @@ def fleet_money(
                                "leech", "leech_since", "below_days")}
         for m in contribution.get("members", [])
     ]  # fmt: skip
-    own = contribution.get("own") or {}  # every forward through us, whoever the peers were
-    members.append({k: own.get(k) for k in ("in_msat", "out_msat", "fees_msat", "forwards")}
-                   | {"node": me, "self": True, "ratio": None, "leech": None})  # fmt: skip
+    own = contribution.get("own")  # every forward through us, whoever the peers were
+    if own:  # (none when the view was refused: its error is shown instead)
+        members.append({k: own.get(k, 0) for k in ("in_msat", "out_msat", "fees_msat", "forwards")}
+                       | {"node": me, "self": True, "ratio": None, "leech": None})  # fmt: skip
     plan = settlement if "members" in settlement else settlement.get("preview") or {}
     return {
         "window": contribution.get("window", {}),
