@@ -61,6 +61,16 @@ def test_the_largest_proposal_fits_a_frame() -> None:
     assert wire.parse_frame(frame).body == propose_body(plan)
 
 
+def test_a_plan_of_more_members_than_a_proposal_carries_is_a_typed_refusal() -> None:
+    """A hive that outgrew the settlement (201 members): proposing is refused TOO_LARGE,
+    a sentence saying why (it was an untyped validation error at every check)."""
+    from events.errors import TooLarge
+
+    many = [MemberInput("03" + f"{i:064x}", 10**6, 0, 10**6, 10**9, 100) for i in range(201)]
+    with pytest.raises(TooLarge, match="201 members"):
+        propose_body(compute_plan("2026-40", many))
+
+
 big = st.integers(0, MAX_SAT)
 
 

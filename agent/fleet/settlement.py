@@ -50,10 +50,12 @@ from events.errors import (
     Restricted,
     SettlementConflict,
     SettlementMismatch,
+    TooLarge,
     Unauthorized,
 )
 from events.fleet import Message, MsgType
 from events.fleet.settlement import (
+    MAX_MEMBERS,
     SettlementExecuted,
     SettlementPropose,
     SettlementReady,
@@ -66,7 +68,12 @@ MAX_EARLY = 1_000  # votes kept while their proposal is on its way
 
 def propose_body(plan: Plan) -> SettlementPropose:
     """The PROPOSE body of `plan`: its hashes and every input (a receiver recomputes the
-    payments: listed, 199 of them at the wire's bounds would not fit one frame)."""
+    payments: listed, 199 of them at the wire's bounds would not fit one frame).  TooLarge
+    for a plan of more members than one PROPOSE carries (the hive outgrew the settlement)."""
+    if len(plan.members) > MAX_MEMBERS:
+        raise TooLarge(
+            f"a plan of {len(plan.members)} members: one settlement carries at most {MAX_MEMBERS}"
+        )
     return SettlementPropose(
         period=plan.period, plan_hash=plan.plan_hash, data_hash=plan.data_hash,
         total_sat=plan.total_sat, member_count=len(plan.members),
@@ -172,7 +179,12 @@ class Settlement(FleetComponent):
         ledger = self.ledger
         if ledger is not None and ledger.disputes(k.store, period):
             return  # (we would not agree to it ourselves: the next in rank may)
-        await self.propose(plan)
+        try:
+            await self.propose(plan)
+        except TooLarge as err:  # said once per week, not at every check
+            if f"too_large:{period}" not in self.counts:
+                self.tally(f"too_large:{period}")
+                log.warning("fleet: settlement %s cannot be proposed: %s", period, err)
 
     async def propose(self, plan: Plan) -> None:
         """Send PROPOSE for `plan` to every member (applied here first, with our READY)."""
