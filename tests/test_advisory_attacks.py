@@ -411,3 +411,41 @@ async def test_a_strangers_receipts_never_enter_the_advisors_chains(setup) -> No
     assert [r.receipt_id for r in held] == [real.receipt_id]
     assert w.advisor.verify_chain() == {cred_id: 1}  # every node's chains, none mixed
     assert [r.receipt_id for r in repo.held_receipts(advisor_store)] == [real.receipt_id]
+
+
+async def test_an_advisor_cannot_flood_the_operators_queue(tmp_path: Path, relay_url: str) -> None:
+    """In operator mode every command waits for a person, up to a day, and each waiting one is
+    read at every step of the node's loop: one advisor may have `max_waiting_per_advisor`
+    waiting at once; the next are refused RATE_LIMITED (counted), and the queue stays as it
+    was.  Once the operator decides, the advisor may queue again."""
+    from agent.advisory.node import vote
+    from agent.advisory.policy import Mode
+
+    policy = PolicyConfig(mode=Mode.OPERATOR, max_waiting_per_advisor=3, rate_per_minute=100)
+    async with world(tmp_path, relay_url, policy) as w:
+        cred = w.grant(tier=Tier.STANDARD, schemas=("hive:fee-policy/*",))
+        await w.wait_credential(cred)
+        scid = (await w.channels())[0].short_channel_id
+        store = w.node.agent.store
+
+        async def send(ppm: int) -> tuple[str, str]:
+            cmd, _ = await w.advisor.advise(
+                w.node.me, "hive:fee-policy/v1", "set_single",
+                {"channel": scid, "fee_ppm": ppm}, wait=False,
+            )  # fmt: skip
+            with anyio.fail_after(10):
+                while not (held := repo.held_for_command(w.advisor.agent.store, cmd.command_id)):
+                    await anyio.sleep(0.05)
+            return cmd.command_id, held[-1].error.code if held[-1].error else held[-1].status.value
+
+        sent = [await send(ppm) for ppm in range(101, 106)]
+        assert [code for _, code in sent] == ["queued"] * 3 + ["RATE_LIMITED"] * 2
+        assert len(w.node.pending()) == 3
+        assert store.error_counts().get("RATE_LIMITED", 0) == 2
+        assert 104 not in {c.policy.ppm for c in await w.channels()}  # nothing ran
+        vote(store, sent[0][0], "reject", int(time.time()))  # the operator decides one
+        w.node.wake()
+        with anyio.fail_after(10):
+            while len(w.node.pending()) != 2:
+                await anyio.sleep(0.05)
+        assert (await send(107))[1] == "queued"  # room again

@@ -28,6 +28,7 @@ from events.nip59 import Unwrapped
 from events.receipt import Status
 
 HELD = {Route.QUEUE: CS.QUEUED, Route.CONFIRM: CS.CONFIRM, Route.MULTISIG: CS.MULTISIG}
+WAITING = (CS.QUEUED, CS.CONFIRM, CS.CONFIRMED, CS.MULTISIG)  # for a person to decide
 WAITING_FOR = {
     CS.QUEUED: "the operator's approval",
     CS.CONFIRM: "approval and confirmation",
@@ -49,6 +50,19 @@ class Approvals:
         """Park the command until someone decides; tell the advisor and the operator."""
         ctx = self.ctx
         state = HELD[decision.route]
+        cap = ctx.policy.max_waiting_per_advisor
+        sender = row["sender"]
+        if sender != ctx.principal and repo.waiting_from(ctx.agent.store, sender, WAITING) >= cap:
+            # (each one is read at every step of the node's loop, for up to a day)
+            limit = RateLimited(f"{cap} commands of this advisor already wait for the operator")
+            self.receipts.finish_row(
+                row,
+                status=Status.ERROR,
+                error=limit,
+                danger=decision.danger,
+                decision=decision.explain(),
+            )
+            return
         self.move(cmd.command_id, CS.RECEIVED, state, decide_by=ctx.now + QUEUE_TTL_S)
         what = WAITING_FOR[state].format(n=ctx.policy.approvals_needed)
         result = {"waiting_for": what, "decide_by": ctx.now + QUEUE_TTL_S, "id": cmd.command_id}
@@ -68,7 +82,7 @@ class Approvals:
     def apply(self) -> None:
         """Move waiting commands on as approvals arrive; expire those whose window passed."""
         store, pol, now = self.ctx.agent.store, self.ctx.policy, self.ctx.now
-        for row in repo.commands_in(store, CS.QUEUED, CS.CONFIRM, CS.CONFIRMED, CS.MULTISIG):
+        for row in repo.commands_in(store, *WAITING):
             votes = repo.approvals(store, row["command_id"])
             cid, state = row["command_id"], row["state"]
             if votes["reject"] and state != CS.MULTISIG:

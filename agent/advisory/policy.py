@@ -122,6 +122,8 @@ class PolicyConfig(BaseModel):
     budgets: Budgets = Field(default_factory=Budgets)
     rate_per_minute: int = Field(60, ge=1)
     dangerous_rate_per_minute: int = Field(5, ge=1)
+    # commands of one advisor waiting for the operator at once (each waits up to a day)
+    max_waiting_per_advisor: int = Field(50, ge=1, le=10_000)
     mints: list[str] = Field(default_factory=list, max_length=16)  # Cashu mints for escrow
 
     @model_validator(mode="after")

@@ -168,6 +168,14 @@ def commands_in(db: Db, *states: CommandState) -> list[dict[str, Any]]:
     return _rows(db, sql, states)
 
 
+def waiting_from(db: Db, sender: str, states: tuple[CommandState, ...]) -> int:
+    """How many of `sender`'s commands are in one of `states` (waiting for a decision)."""
+    marks = ",".join("?" * len(states))
+    sql = f"SELECT count(*) AS n FROM commands WHERE state IN ({marks}) AND sender = ?"  # noqa: S608
+    row = _row(db, sql, (*states, sender))
+    return 0 if row is None else int(row["n"])
+
+
 def move(
     tx: Tx,
     command_id: str,
