@@ -106,6 +106,12 @@ async def test_confirmation_needs_approve_then_confirm(tmp_path: Path, relay_url
             wait=False,
         )
         assert (await w.advisor.wait_for(cmd.command_id, 10, final=False)).status == Status.QUEUED
+        # a confirmation before the approval is refused: the approval would run it at once
+        from events.errors import InvalidParams
+
+        with pytest.raises(InvalidParams, match="confirm it once approved"):
+            vote(w.node.agent.store, cmd.command_id, "confirm", int(time.time()))
+        assert repo.approvals(w.node.agent.store, cmd.command_id)["confirm"] == set()
         vote(w.node.agent.store, cmd.command_id, "approve", int(time.time()))
         w.node.wake()
         await anyio.sleep(0.5)

@@ -223,5 +223,10 @@ def vote(store: Any, prefix: str, step: str, now: int, approver: str = "operator
         found = resolve(tx, prefix)
         if found is None:
             raise InvalidParams(f"no waiting command matches {prefix!r}")
+        row = repo.command_row(tx, found)
+        if step == "confirm" and (row is None or row["state"] != CS.CONFIRMED):
+            # two separate decisions: a confirmation given before the approval would let the
+            # approval run the command at once
+            raise InvalidParams("this command waits for its approval; confirm it once approved")
         repo.add_approval(tx, found, approver, step)
     return found
