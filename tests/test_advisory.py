@@ -205,6 +205,38 @@ async def test_rebalance_and_budgets(tmp_path: Path, relay_url: str) -> None:
         assert ledger.verify(store)["ok"] and ledger.chain_size(store) == 1
 
 
+async def test_a_confirmation_by_dm_before_the_approval_is_refused(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """The operator's `confirm <id>` DM for a command not yet approved is answered with the
+    reason and counts for nothing (it would have let the approval run the command at once)."""
+    from events.base import make_rumor
+    from events.kinds import Kind
+
+    async with world(tmp_path, relay_url, PolicyConfig(preset=Preset.CONSERVATIVE)) as w:
+        await w.wait_credential(w.grant(tier=Tier.ADVANCED))
+        cmd, _ = await w.advisor.advise(
+            w.node.me, "hive:fee-policy/v1", "set_bulk", {"fee_ppm": 111, "base_msat": 1000},
+            wait=False,
+        )  # fmt: skip
+        assert (await w.advisor.wait_for(cmd.command_id, 10, final=False)).status == Status.QUEUED
+        with anyio.fail_after(10):
+            while not w.dms:  # the node asks the operator
+                await anyio.sleep(0.05)
+        asked = len(w.dms)
+        text = f"confirm {cmd.command_id[:12]}"
+        dm = make_rumor(
+            w.operator.pubkey, Kind.DIRECT_MESSAGE, text, [["p", w.node.me]], w.node.now
+        )
+        await w.operator.send_private(w.node.me, dm)
+        with anyio.fail_after(10):
+            while len(w.dms) == asked:
+                await anyio.sleep(0.05)
+        assert "confirm it once approved" in w.dms[-1]
+        assert repo.approvals(w.node.agent.store, cmd.command_id)["confirm"] == set()
+        assert repo.command_row(w.node.agent.store, cmd.command_id)["state"] == "confirm"
+
+
 async def test_plain_dm_commands(tmp_path: Path, relay_url: str) -> None:
     from events.base import make_rumor
     from events.kinds import Kind

@@ -137,7 +137,11 @@ class Approvals:
             if found is None:
                 self.receipts.dm(tx, sender, f"no waiting command matches {text!r}", asked)
                 return
-            repo.add_approval(tx, found, sender, words[0].lower())
+            try:
+                record_vote(tx, found, sender, words[0].lower())
+            except InvalidParams as refused:
+                self.receipts.dm(tx, sender, f"{found[:12]}: {refused.message}", asked)
+                return
             self.receipts.dm(tx, sender, f"{words[0].lower()}d {found[:12]}", asked)
             return
         # a reply (an `e` tag) is another agent's answer, never a request: answering it with
@@ -223,10 +227,15 @@ def vote(store: Any, prefix: str, step: str, now: int, approver: str = "operator
         found = resolve(tx, prefix)
         if found is None:
             raise InvalidParams(f"no waiting command matches {prefix!r}")
-        row = repo.command_row(tx, found)
-        if step == "confirm" and (row is None or row["state"] != CS.CONFIRMED):
-            # two separate decisions: a confirmation given before the approval would let the
-            # approval run the command at once
-            raise InvalidParams("this command waits for its approval; confirm it once approved")
-        repo.add_approval(tx, found, approver, step)
+        record_vote(tx, found, approver, step)
     return found
+
+
+def record_vote(tx: Tx, command_id: str, voter: str, step: str) -> None:
+    """An operator's approve/reject/confirm of a waiting command.  A confirmation counts only
+    once the command is approved (two separate decisions: one given before the approval
+    would let the approval run the command at once): InvalidParams before."""
+    row = repo.command_row(tx, command_id)
+    if step == "confirm" and (row is None or row["state"] != CS.CONFIRMED):
+        raise InvalidParams("this command waits for its approval; confirm it once approved")
+    repo.add_approval(tx, command_id, voter, step)
