@@ -88,6 +88,13 @@ def week(ids: list[str]) -> list[MemberInput]:
     ]
 
 
+def inflated_week(ids: list[str], who: str, factor: int = 10) -> list[MemberInput]:
+    """The worked week with `who`'s forwards multiplied: the self-consistent plan of its own
+    making that a hostile member proposes."""
+    return [replace(m, forwards_msat=m.forwards_msat * factor) if m.node == who else m
+            for m in week(ids)]  # fmt: skip
+
+
 def make_ledgers(ids: list[str], n: int, period: str = PERIOD) -> list[Ledger | None]:
     """One ledger per member, each holding the same week (the honest case)."""
     inputs = week(ids[:n])

@@ -104,21 +104,19 @@ async def test_a_command_that_needs_a_confirmation_is_approved_then_confirmed_by
         store = w.node.agent.store
         assert await state_of(store, cmd.command_id, "confirm") == "confirm"
         async with served(tmp_path / "node", policy) as client:
-            first = buttons((await client.get("/approvals")).text, cmd.command_id)
-            assert [a.rsplit("/", 1)[1] for a, _ in first] == ["approve", "reject"]
-            action, csrf = first[0]
-            assert (
-                await client.post(client.base_url.join(action), data={"csrf": csrf})
-            ).status_code == 303
-            w.node.wake()
+
+            async def press_first(shown: list[str]) -> None:
+                """Check the command's buttons, then press the first, as a browser would."""
+                forms = buttons((await client.get("/approvals")).text, cmd.command_id)
+                assert [a.rsplit("/", 1)[1] for a, _ in forms] == shown
+                action, csrf = forms[0]
+                answer = await client.post(client.base_url.join(action), data={"csrf": csrf})
+                assert answer.status_code == 303
+                w.node.wake()
+
+            await press_first(["approve", "reject"])
             assert await state_of(store, cmd.command_id, "confirmed") == "confirmed"
-            second = buttons((await client.get("/approvals")).text, cmd.command_id)
-            assert [a.rsplit("/", 1)[1] for a, _ in second] == ["confirm", "reject"]
-            action, csrf = second[0]
-            assert (
-                await client.post(client.base_url.join(action), data={"csrf": csrf})
-            ).status_code == 303
-            w.node.wake()
+            await press_first(["confirm", "reject"])
             done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
             assert done is not None and done.status == Status.OK
         assert {c.policy.ppm for c in await w.channels()} == {113}

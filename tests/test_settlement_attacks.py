@@ -22,7 +22,15 @@ from events.fleet.settlement import (
     TransferBody,
 )
 from tests.fleet_world import Rogue
-from tests.settle_world import PERIOD, SettleWorld, balances, settling, until_state, week
+from tests.settle_world import (
+    PERIOD,
+    SettleWorld,
+    balances,
+    inflated_week,
+    settling,
+    until_state,
+    week,
+)
 
 pytestmark = pytest.mark.anyio
 EARLIER = "2026-39"  # an ended week nobody proposed
@@ -68,11 +76,7 @@ async def test_every_forged_settlement_frame_is_refused_and_nothing_moves(tmp_pa
         await send(rogue, 0, MsgType.SETTLEMENT_PROPOSE, bad)
         await refused(world, 0, "SETTLEMENT_MISMATCH", 1)
         # a second, different (self-consistent) plan for a period that has one
-        inflated = [
-            MemberInput(m.node, m.fees_sat, m.rebalance_costs_sat, m.capacity_sat,
-                        m.forwards_msat * (10 if m.node == ids[3] else 1), m.uptime_pct)
-            for m in week(ids[:4])
-        ]  # fmt: skip
+        inflated = inflated_week(ids[:4], ids[3])
         await send(rogue, 0, MsgType.SETTLEMENT_PROPOSE, propose_body(PERIOD, inflated))
         await refused(world, 0, "SETTLEMENT_CONFLICT")
         # a READY for another period (naming this one's plan), and for an unknown plan

@@ -22,7 +22,15 @@ from events.fleet.settlement import (
     SettlementReady,
 )
 from tests.fleet_world import Rogue
-from tests.settle_world import PERIOD, SettleWorld, balances, settling, until_state, week
+from tests.settle_world import (
+    PERIOD,
+    SettleWorld,
+    balances,
+    inflated_week,
+    settling,
+    until_state,
+    week,
+)
 from tests.test_settlement_attacks import propose_body, refused
 
 pytestmark = pytest.mark.anyio
@@ -195,11 +203,7 @@ async def test_a_member_front_running_with_its_own_plan_does_not_block_the_week(
     plan a member's own inputs give)."""
     async with settling(tmp_path, 4) as world:
         ids = world.ids
-        inflated = [
-            MemberInput(m.node, m.fees_sat, m.rebalance_costs_sat, m.capacity_sat,
-                        m.forwards_msat * (10 if m.node == ids[3] else 1), m.uptime_pct)
-            for m in week(ids)
-        ]  # fmt: skip
+        inflated = inflated_week(ids, ids[3])
         for i in range(3):  # D, before the grace is over
             await send(world, Rogue(world.net, ids[3]), i, MsgType.SETTLEMENT_PROPOSE,
                        propose_body(PERIOD, inflated))  # fmt: skip

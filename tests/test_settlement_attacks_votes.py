@@ -12,13 +12,13 @@ from dataclasses import replace
 import anyio
 import pytest
 
-from agent.fleet.settlement_rules import MemberInput, compute_plan
+from agent.fleet.settlement_rules import compute_plan
 from events.errors import InvalidPayload
 from events.fleet import MsgType
 from events.fleet.settlement import SettlementReady
 from events.fleet.ticket import decode_ticket
 from tests.fleet_world import Rogue
-from tests.settle_world import PERIOD, SETTLE, settling, until_state, week
+from tests.settle_world import PERIOD, SETTLE, inflated_week, settling, until_state, week
 from tests.test_settlement_attacks import propose_body, refused
 from tests.test_settlement_attacks_more import send
 
@@ -101,11 +101,7 @@ async def test_a_proposal_that_gave_way_leaves_no_fact_the_others_refuse(tmp_pat
     config = replace(SETTLE, sync_interval_s=2)
     async with settling(tmp_path, 4, config=config) as world:
         ids = world.ids
-        inflated = [
-            MemberInput(m.node, m.fees_sat, m.rebalance_costs_sat, m.capacity_sat,
-                        m.forwards_msat * (10 if m.node == ids[3] else 1), m.uptime_pct)
-            for m in week(ids)
-        ]  # fmt: skip
+        inflated = inflated_week(ids, ids[3])
         for i in (0, 1):
             await send(world, Rogue(world.net, ids[3]), i, MsgType.SETTLEMENT_PROPOSE,
                        propose_body(PERIOD, inflated))  # fmt: skip
