@@ -162,4 +162,6 @@ async def test_ready_is_sent_again_while_the_week_waits(tmp_path) -> None:
                     break
                 await anyio.sleep(0.1)
         await world.members[3].start(world.tg)
-        await until_state(world, "executed", limit_s=30)
+        views = await until_state(world, "executed", limit_s=30)
+        assert {v["plan_hash"] for v in views} == {plan_for(ids).plan_hash}
+        assert all(p["state"] == "paid" for v in views for p in v["my_payments"])
