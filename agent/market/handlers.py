@@ -7,11 +7,19 @@ import nostr_sdk as sdk
 
 from agent.clock import Clock
 from agent.inbound import Handler, RumorHandler
+from agent.market import heartbeats
 from agent.store import Tx
 from agent.store import market as repo
 from events import bid, contract, heartbeat, reputation, rfp
 from events.base import NostrEvent, tag_values
-from events.errors import InvalidPayload, NotFound, Replayed, Unauthorized
+from events.errors import (
+    FromFuture,
+    InvalidPayload,
+    NotFound,
+    RateLimited,
+    Replayed,
+    Unauthorized,
+)
 from events.kinds import Kind
 from events.nip59 import Unwrapped
 
@@ -24,14 +32,19 @@ def public_handlers(clock: Clock) -> dict[int, Handler]:
         )
 
     def on_heartbeat(ev: NostrEvent, tx: Tx) -> None:
-        beat = heartbeat.parse(ev, now=clock.now()).payload
+        now = clock.now()
+        beat = heartbeat.parse(ev, now=now).payload
         party = repo.contract_party(tx, beat.contract)
         if party is None:
             return  # someone else's contract: not our business, not an error
-        counterparty, role = party
+        counterparty, role, interval = party
         if role != "client" or counterparty != ev.pubkey:
             raise Unauthorized("only the provider of a contract can beat for it")
-        repo.save_heartbeat(tx, beat.contract, ev.pubkey, beat.seq, beat.sent_at)
+        if beat.sent_at > now + heartbeats.FUTURE_TOLERANCE_S:
+            raise FromFuture("a heartbeat dated ahead of our clock keeps no lease alive")
+        if heartbeats.too_soon(repo.last_heartbeat_received(tx, beat.contract), interval, now):
+            raise RateLimited("heartbeats closer than half an interval are refused")
+        repo.save_heartbeat(tx, beat.contract, ev.pubkey, beat.seq, min(beat.sent_at, now))
 
     def on_credential(ev: NostrEvent, tx: Tx) -> None:
         cred = reputation.parse(ev, now=clock.now()).payload

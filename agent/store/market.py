@@ -271,12 +271,23 @@ def issued_credential(store: Store, address: str, issuer: str) -> bool:
 # --- reads inside an inbound handler's transaction ---------------------------------------------
 
 
-def contract_party(db: Db, contract_id: str) -> tuple[str, str] | None:
-    """(counterparty, our role) of a stored contract; None if it is not ours."""
+def contract_party(db: Db, contract_id: str) -> tuple[str, str, int] | None:
+    """(counterparty, our role, heartbeat interval) of a stored contract; None if it is not
+    ours."""
     row = db.conn.execute(
-        "SELECT counterparty, role FROM contracts WHERE id = ?", (contract_id,)
+        "SELECT counterparty, role, contract FROM contracts WHERE id = ?", (contract_id,)
     ).fetchone()
-    return None if row is None else (row[0], row[1])
+    if row is None:
+        return None
+    return row[0], row[1], load_row(Contract, row[2]).terms.heartbeat_interval_s
+
+
+def last_heartbeat_received(db: Db, contract: str) -> int | None:
+    """When we received the last heartbeat of a contract (our clock); None before the first."""
+    row = db.conn.execute(
+        "SELECT max(received_at) FROM heartbeats WHERE contract = ?", (contract,)
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
 
 
 def rfp_json(db: Db, address: str) -> str | None:
