@@ -8,14 +8,16 @@ import secrets
 import time
 from pathlib import Path
 
+import nostr_sdk as sdk
 import pytest
 
 from agent.clock import ManualClock
+from agent.market.ranking import Need
 from agent.market.service import Market
 from agent.store import market as repo
 from events import contract, heartbeat, listing
 from events.listing import Frequency, PricingModel, ServiceType
-from tests.test_market_flow import DAY, agent, eventually
+from tests.test_market_flow import DAY, advert, agent, eventually
 
 
 async def signed_contract(client: Market, lsp: Market, now: int, **kw) -> contract.Contract:
@@ -92,3 +94,48 @@ async def test_a_burst_of_backdated_heartbeats_does_not_buy_uptime(
             await lsp.agent.publish(event)
         await eventually(lambda: errors(client).get("RATE_LIMITED", 0) == 19)
         assert client.availability(lsp.me) == pytest.approx(1 / 20)
+
+
+# --- listings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_listing_withdrawn_then_published_again_is_found(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """NIP-09: a deletion of an address covers the versions up to its own `created_at`.  The
+    agent treated it as covering every later version too: an operator who withdrew a listing
+    and published it again (same id) was never found by anyone."""
+    now = int(time.time())
+    clock = ManualClock(now - 100)
+    lid = f"again-{secrets.token_hex(4)}"
+    async with agent(tmp_path / "a", [relay_url], clock=clock) as alice:
+        await alice.publish(advert(lid, now - 100))
+        await alice.withdraw(lid)
+        clock.advance(50)
+        await alice.publish(advert(lid, now - 50))
+        async with agent(tmp_path / "c", [relay_url]) as carol:
+            found = await carol.browse(Need(service=ServiceType.ADVISOR))
+    assert lid in [r.found.listing.listing_id for r in found]
+
+
+@pytest.mark.anyio
+async def test_a_future_dated_listing_is_not_ranked(tmp_path: Path, relay_url: str) -> None:
+    """A listing dated five years ahead stayed at full freshness for five years (and outranked
+    an honest one just like it); discovery now refuses it like the inbound path (FROM_FUTURE)."""
+    now = int(time.time())
+    tag = secrets.token_hex(3)
+    mallory = sdk.Keys.generate()
+    ahead = now + 5 * 365 * DAY
+    future = listing.build(
+        mallory, advert(f"m-{tag}", ahead, primary=f"cap{tag}", secondary=[]), created_at=ahead
+    )
+    then = ManualClock(now - 10 * DAY)
+    async with agent(tmp_path / "h", [relay_url], clock=then) as honest:
+        await honest.agent.publish(future)
+        await honest.publish(advert(f"h-{tag}", now - 10 * DAY, primary=f"cap{tag}", secondary=[]))
+        async with agent(tmp_path / "c", [relay_url]) as carol:
+            ranked = await carol.browse(Need(service=ServiceType.ADVISOR, primary=f"cap{tag}"))
+            skipped = dict(carol.errors)
+    assert [r.found.listing.listing_id for r in ranked] == [f"h-{tag}"]
+    assert skipped.get("FROM_FUTURE") == 1

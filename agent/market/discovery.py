@@ -2,8 +2,10 @@
 filtered and ranked for a buyer.
 
 Expired, withdrawn (`status` sold) and deleted (NIP-09 by the listing's own author) listings are
-dropped; so is anything that fails to parse, counted by error code.  Nothing here raises for
-bad input: a hostile relay can only waste our time, not stop discovery.
+dropped; so is anything that fails to parse, counted by error code, and anything dated more than
+`FUTURE_TOLERANCE_S` ahead of our clock (FROM_FUTURE, as the inbound path refuses it: a listing
+dated years ahead would stay fresh, and unexpired, for years).  Nothing here raises for bad
+input: a hostile relay can only waste our time, not stop discovery.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from agent.market.ranking import Breakdown, Need, components, matches
 from agent.market.reputation import Aggregate, aggregate
 from events import listing, reputation
 from events.base import NostrEvent, parse_event, tag_values
-from events.errors import HiveError, Internal
+from events.errors import FromFuture, HiveError, Internal
 from events.kinds import Kind
 from events.listing import Listing, ListingStatus
 from events.reputation import ReputationCredential
@@ -43,29 +45,41 @@ class Ranked:
 
 @dataclass
 class Deletions:
-    """NIP-09 deletion requests, by author: the addresses and event ids each author deleted."""
+    """NIP-09 deletion requests, by author: the addresses each author deleted (with the newest
+    such deletion's `created_at`) and the event ids."""
 
-    addresses: set[tuple[str, str]]
+    addresses: dict[tuple[str, str], int]
     ids: set[tuple[str, str]]
 
     @classmethod
     def of(cls, events: Iterable[NostrEvent]) -> Deletions:
-        deleted = cls(set(), set())
+        deleted = cls({}, set())
         for ev in events:
-            deleted.addresses |= {(ev.pubkey, a) for a in tag_values(ev.tags, "a")}
+            for a in tag_values(ev.tags, "a"):
+                key = (ev.pubkey, a)
+                deleted.addresses[key] = max(deleted.addresses.get(key, 0), ev.created_at)
             deleted.ids |= {(ev.pubkey, e) for e in tag_values(ev.tags, "e")}
         return deleted
 
-    def covers(self, author: str, address: str, event_id: str) -> bool:
-        # only an author's own deletion counts (NIP-09)
-        return (author, address) in self.addresses or (author, event_id) in self.ids
+    def covers(self, author: str, address: str, event_id: str, created_at: int) -> bool:
+        """Only an author's own deletion counts, and a deleted address only up to the
+        deletion's `created_at` (NIP-09): a version published after it — a listing withdrawn
+        then listed again, a credential revoked then re-issued — stands."""
+        until = self.addresses.get((author, address))
+        return (until is not None and created_at <= until) or (author, event_id) in self.ids
 
 
-def verified_events(raws: Iterable[str], errors: Counter[str]) -> list[NostrEvent]:
+FUTURE_TOLERANCE_S = 600  # as the inbound path's default `future_tolerance_s`
+
+
+def verified_events(raws: Iterable[str], errors: Counter[str], now: int) -> list[NostrEvent]:
     out = []
     for raw in raws:
         try:
-            out.append(parse_event(raw))
+            event = parse_event(raw)
+            if event.created_at > now + FUTURE_TOLERANCE_S:
+                raise FromFuture("the event is dated ahead of our clock")
+            out.append(event)
         except HiveError as error:
             errors[error.code] += 1
         except Exception:  # noqa: BLE001 - discovery must survive anything a relay sends
@@ -78,7 +92,7 @@ def collect_listings(
 ) -> list[Found]:
     """Current, valid, undeleted listings; the newest version of each address wins."""
     errors = errors if errors is not None else Counter()
-    events = verified_events(raws, errors)
+    events = verified_events(raws, errors, now)
     deleted = Deletions.of(e for e in events if e.kind == Kind.DELETION)
     newest: dict[str, Found] = {}
     for ev in events:
@@ -97,7 +111,7 @@ def collect_listings(
         f
         for f in newest.values()
         if f.listing.status == ListingStatus.ACTIVE
-        and not deleted.covers(f.author, f.address, f.event_id)
+        and not deleted.covers(f.author, f.address, f.event_id, f.created_at)
     ]
 
 
@@ -106,7 +120,7 @@ def collect_credentials(
 ) -> dict[str, list[ReputationCredential]]:
     """Valid credentials by subject (hex pubkey), minus those their issuer deleted."""
     errors = errors if errors is not None else Counter()
-    events = verified_events(raws, errors)
+    events = verified_events(raws, errors, now)
     deleted = Deletions.of(e for e in events if e.kind == Kind.DELETION)
     by_subject: dict[str, list[ReputationCredential]] = {}
     for ev in events:
@@ -118,7 +132,7 @@ def collect_credentials(
             errors[error.code] += 1
             continue
         address = reputation.address(ev.pubkey, cred.credential_id)
-        if deleted.covers(ev.pubkey, address, ev.id):
+        if deleted.covers(ev.pubkey, address, ev.id, ev.created_at):
             continue
         subject = cred.credentialSubject.id.removeprefix("did:nostr:")
         by_subject.setdefault(subject, []).append(cred)
