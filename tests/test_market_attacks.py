@@ -13,9 +13,12 @@ import pytest
 
 from agent.clock import ManualClock
 from agent.market.ranking import Need
+from agent.market.reputation import weigh
 from agent.market.service import Market
 from agent.store import market as repo
-from events import contract, heartbeat, listing
+from events import contract, heartbeat, listing, reputation
+from events.base import sign_event
+from events.errors import InvalidPayload
 from events.listing import Frequency, PricingModel, ServiceType
 from tests.test_market_flow import DAY, advert, agent, eventually
 
@@ -139,3 +142,92 @@ async def test_a_future_dated_listing_is_not_ranked(tmp_path: Path, relay_url: s
             skipped = dict(carol.errors)
     assert [r.found.listing.listing_id for r in ranked] == [f"h-{tag}"]
     assert skipped.get("FROM_FUTURE") == 1
+
+
+# --- reputation -------------------------------------------------------------------------------
+
+ADVISOR_METRICS = {
+    "revenue_delta_pct": 40,
+    "actions_taken": 100,
+    "uptime_pct": 100,
+    "channels_managed": 50,
+}
+POOR_METRICS = {"revenue_delta_pct": -50, "actions_taken": 0, "uptime_pct": 0,
+                "channels_managed": 0}  # fmt: skip
+
+
+def credential(issuer: str, subject: str, start: int, end: int, metrics=None, **kw):
+    return reputation.ReputationCredential(
+        issuer=listing.did(issuer),
+        validFrom=reputation.iso(end),
+        credentialSubject=reputation.Subject(
+            id=listing.did(subject),
+            domain="hive:advisor",
+            period=reputation.Period(start=reputation.iso(start), end=reputation.iso(end)),
+            metrics=metrics or ADVISOR_METRICS,
+            outcome="renew",
+            **kw,
+        ),
+    )
+
+
+def unchecked(keys: sdk.Keys, cred, created_at: int):
+    """The credential's event, signed without the checks `reputation.build` makes."""
+    fam = reputation.FAMILY
+    return sign_event(keys, fam.kind, cred.model_dump_json(), fam.tags(cred), created_at)
+
+
+@pytest.mark.anyio
+async def test_one_key_issuing_many_credentials_counts_as_one_issuer(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """A sybil key published twenty top credentials about its friend (a period each) against
+    one honest issuer's poor one: the average was 20 to 1, a 'senior' 96; now each issuer's
+    credentials about a subject weigh together as one."""
+    now = int(time.time())
+    friend = sdk.Keys.generate().public_key().to_hex()
+    async with (
+        agent(tmp_path / "s", [relay_url]) as sybil,
+        agent(tmp_path / "h", [relay_url]) as honest,
+    ):
+        for i in range(20):
+            end = now - i * DAY
+            await sybil.issue_credential(credential(sybil.me, friend, end - DAY, end))
+        await honest.issue_credential(credential(honest.me, friend, now - DAY, now, POOR_METRICS))
+        async with agent(tmp_path / "j", [relay_url]) as judge:
+            rep = await judge.reputation_of(friend)
+    assert len(rep.parts) == 21
+    by = {p.issuer: 0.0 for p in rep.parts}
+    for p in rep.parts:
+        by[p.issuer] += p.weight
+    assert by[sybil.me] == pytest.approx(by[honest.me], rel=0.1)  # one voice each
+    assert rep.score < 60 and rep.tier == "newcomer"
+
+
+@pytest.mark.anyio
+async def test_a_credential_about_the_future_does_not_count(tmp_path: Path, relay_url: str) -> None:
+    """A period ending in ten years never aged: its recency stayed 1 (full weight) for ten
+    years while honest credentials decayed.  It is refused (INVALID_PAYLOAD) until it has
+    ended."""
+    now = int(time.time())
+    friend = sdk.Keys.generate().public_key().to_hex()
+    sybil = sdk.Keys.generate()
+    cred = credential(sybil.public_key().to_hex(), friend, now - DAY, now + 3650 * DAY)
+    async with agent(tmp_path / "j", [relay_url]) as judge:
+        await judge.agent.publish(unchecked(sybil, cred, now))
+        rep = await judge.reputation_of(friend)
+        assert rep.parts == () and judge.errors["INVALID_PAYLOAD"] == 1
+    with pytest.raises(InvalidPayload, match="ended"):
+        reputation.build(sybil, cred, created_at=now)
+
+
+def test_one_evidence_event_repeated_is_one_piece_of_evidence() -> None:
+    """One signed event embedded six times counted as six verified items (evidence factor
+    1.0, more than a credential with five distinct receipts)."""
+    now = 1_800_000_000
+    keys = sdk.Keys.generate()
+    proof = sign_event(keys, 1, "receipt", [], now)
+    item = reputation.Evidence(type="SignedReceipt", id=proof.id, event=proof.model_dump())
+    cred = credential(keys.public_key().to_hex(), "b" * 64, now - DAY, now, evidence=[item] * 6)
+    assert reputation.verified_evidence(cred) == 1
+    assert weigh(cred, now, set()).evidence == 0.7

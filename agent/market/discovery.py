@@ -118,11 +118,13 @@ def collect_listings(
 def collect_credentials(
     raws: Iterable[str], now: int, errors: Counter[str] | None = None
 ) -> dict[str, list[ReputationCredential]]:
-    """Valid credentials by subject (hex pubkey), minus those their issuer deleted."""
+    """Valid credentials by subject (hex pubkey), minus those their issuer deleted; one per
+    address, the newest (the same credential from two relays, or an older version a relay
+    still holds, counts once)."""
     errors = errors if errors is not None else Counter()
     events = verified_events(raws, errors, now)
     deleted = Deletions.of(e for e in events if e.kind == Kind.DELETION)
-    by_subject: dict[str, list[ReputationCredential]] = {}
+    newest: dict[str, tuple[int, str, ReputationCredential]] = {}
     for ev in events:
         if ev.kind != Kind.REPUTATION:
             continue
@@ -132,7 +134,11 @@ def collect_credentials(
             errors[error.code] += 1
             continue
         address = reputation.address(ev.pubkey, cred.credential_id)
-        if deleted.covers(ev.pubkey, address, ev.id, ev.created_at):
+        if address not in newest or (ev.created_at, ev.id) > newest[address][:2]:
+            newest[address] = (ev.created_at, ev.id, cred)
+    by_subject: dict[str, list[ReputationCredential]] = {}
+    for address, (created_at, event_id, cred) in newest.items():
+        if deleted.covers(address.split(":")[1], address, event_id, created_at):
             continue
         subject = cred.credentialSubject.id.removeprefix("did:nostr:")
         by_subject.setdefault(subject, []).append(cred)
