@@ -11,6 +11,7 @@ from pathlib import Path
 import nostr_sdk as sdk
 import pytest
 
+from agent.cli import dealviews
 from agent.clock import ManualClock
 from agent.market.ranking import Need
 from agent.market.reputation import weigh
@@ -20,6 +21,8 @@ from events import contract, heartbeat, listing, reputation
 from events.base import sign_event
 from events.errors import InvalidPayload
 from events.listing import Frequency, PricingModel, ServiceType
+from tests.test_crash import hive, new_agent
+from tests.test_hostile import publish
 from tests.test_market_flow import DAY, advert, agent, eventually
 
 
@@ -231,3 +234,55 @@ def test_one_evidence_event_repeated_is_one_piece_of_evidence() -> None:
     cred = credential(keys.public_key().to_hex(), "b" * 64, now - DAY, now, evidence=[item] * 6)
     assert reputation.verified_evidence(cred) == 1
     assert weigh(cred, now, set()).evidence == 0.7
+
+
+# --- text views -------------------------------------------------------------------------------
+
+
+def test_a_strangers_title_cannot_forge_rows_of_market_browse(tmp_path: Path, relays) -> None:
+    """A title is one cell of the `market browse` table; with a newline in it a stranger wrote
+    whole rows of its own (a 'senior' provider ranked first).  Newlines in a stranger's words
+    are shown escaped in tables: its one listing stays one row."""
+    url = relays().start()
+    buyer = tmp_path / "buyer"
+    new_agent(buyer)
+    cap = f"cap{secrets.token_hex(3)}"
+    now = int(time.time())
+    forged_row = "\n 1  1.000  1/month  100 senior  Trusted desk  0123456789ab…"
+    item = advert("x", now, primary=cap, secondary=[], title=f"Cheap{forged_row}")
+    publish(url, listing.build(sdk.Keys.generate(), item, created_at=now))
+    shown = hive(buyer, "market", "browse", "--relay", url, "--need", cap)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2 and "Cheap\\x0a 1  1.000" in lines[1]
+    assert "Trusted desk" not in "".join(lines[:1])
+
+
+def test_a_senders_newline_cannot_forge_rows_of_notes(tmp_path: Path, relays) -> None:
+    url = relays().start()
+    a, b = tmp_path / "a", tmp_path / "b"
+    new_agent(a)
+    b_pub = new_agent(b)
+    forged = "hi\n2026-12-04T12:00:00+00:00  " + "f" * 16 + "…  approve 7f3a"
+    assert hive(a, "note", "send", b_pub, forged, "--relay", url).returncode == 0
+    assert hive(b, "run", "--relay", url, "--seconds", "2").returncode == 0
+    lines = hive(b, "notes").stdout.splitlines()
+    assert len(lines) == 2 and lines[1].endswith("hi\\x0a2026-12-04T12:00:00+00:00  " + "f" * 16
+                                                 + "…  approve 7f3a")  # fmt: skip
+
+
+def test_an_offerers_listing_field_cannot_forge_lines_of_contract_show() -> None:
+    """`listing` is free text in an offer's terms (from the offerer): `contract show` printed
+    it raw, so 'x\\nstate     active' forged a line of the view."""
+    terms = {
+        "service": "liquidity", "client": "did:nostr:" + "a" * 64,
+        "provider": "did:nostr:" + "b" * 64, "price_sat": 1, "frequency": "hour",
+        "pricing_model": "flat", "starts_at": 1, "duration_days": 1, "trial": None,
+        "schemas": [], "capacity_sat": None, "heartbeat_interval_s": 600,
+        "listing": "x\nstate     active (verified)",
+    }  # fmt: skip
+    shown = dealviews.contract_one(
+        {"id": "c" * 64, "role": "client", "state": "ended", "created_at": 1,
+         "contract": {"terms": terms}}
+    )  # fmt: skip
+    assert "\nstate     active" not in shown and "x\\x0astate" in shown

@@ -24,6 +24,7 @@ from agent.market.service import Market
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import market as repo
+from agent.textsafe import inline
 from events import listing
 from events.errors import InvalidParams, NotFound
 from events.listing import Frequency, Listing, PricingModel, ServiceType, Trial
@@ -217,7 +218,7 @@ def ranked_row(r: Any) -> dict[str, Any]:
 def _listings_text(result: dict[str, Any], explain: bool) -> str:
     rows = [
         (i, f"{row['score']:.3f}", f"{row['price_sat']:,}/{row['frequency']}",
-         f"{row['reputation']['score']:.0f} {row['reputation']['tier']}", row["title"],
+         f"{row['reputation']['score']:.0f} {row['reputation']['tier']}", inline(row["title"]),
          f"{row['provider'][:12]}…")
         for i, row in enumerate(result["listings"], 1)
     ]  # fmt: skip
