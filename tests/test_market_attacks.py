@@ -13,14 +13,17 @@ import pytest
 
 from agent.cli import dealviews
 from agent.clock import ManualClock
+from agent.market import handlers
 from agent.market.ranking import Need
 from agent.market.reputation import weigh
 from agent.market.service import Market
+from agent.nostr.client import RelayClient
 from agent.store import market as repo
-from events import contract, heartbeat, listing, reputation
+from events import bid, contract, heartbeat, listing, nip59, reputation, rfp
 from events.base import sign_event
 from events.errors import InvalidPayload
 from events.listing import Frequency, PricingModel, ServiceType
+from events.rfp import Rfp
 from tests.test_crash import hive, new_agent
 from tests.test_hostile import publish
 from tests.test_market_flow import DAY, advert, agent, eventually
@@ -286,3 +289,92 @@ def test_an_offerers_listing_field_cannot_forge_lines_of_contract_show() -> None
          "contract": {"terms": terms}}
     )  # fmt: skip
     assert "\nstate     active" not in shown and "x\\x0astate" in shown
+
+
+# --- floods from fresh keys -------------------------------------------------------------------
+
+
+def an_rfp(rfp_id: str, now: int, **kw) -> Rfp:
+    return Rfp(**{"rfp_id": rfp_id, "service": "advisor", "need": "fee-policy",
+                  "max_price_sat": 1000, "duration_days": 30, "posted_at": now,
+                  "bid_deadline": now + 3600, "award_by": now + DAY, **kw})  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_rfps_from_strangers_are_bounded_in_the_store(tmp_path: Path, relays) -> None:
+    """Every RFP any key posted was stored for good (and listed by `rfp list`): a stranger
+    posting thousands, or thousands of fresh keys one each, grew the store without end.
+    Now 5 open RFPs per author, 1,000 in all; an RFP past its award date is refused
+    (EXPIRED: one without a NIP-40 tag was stored anyway) and strangers' are pruned."""
+    relay_url = relays().start()  # a relay of its own: counts from other tests stay out
+    now = int(time.time())
+    stranger = sdk.Keys.generate()
+    posts = [rfp.build(stranger, an_rfp(f"r{i}", now), created_at=now) for i in range(8)]
+    stale = an_rfp("stale", now - 3 * DAY, bid_deadline=now - 2 * DAY, award_by=now - DAY)
+    posts.append(rfp.build(stranger, stale, created_at=now))  # no expiration tag
+    async with agent(tmp_path / "op", [relay_url]) as op:
+        await eventually(lambda: op.agent.store.kv("never") is None)
+        for event in posts:
+            await op.agent.publish(event)
+        await eventually(lambda: errors(op).get("RATE_LIMITED", 0) == 3)
+        await eventually(lambda: errors(op).get("EXPIRED", 0) == 1)
+        assert repo.open_rfps(op.agent.store, now, stranger.public_key().to_hex()) == 5
+        many = [rfp.build(sdk.Keys.generate(), an_rfp("one", now), created_at=now)
+                for _ in range(handlers.MAX_RFPS)]  # fmt: skip
+        async with RelayClient([relay_url]) as client:
+            for event in many:
+                await client.publish(event)
+        await eventually(lambda: errors(op).get("RATE_LIMITED", 0) == 8, timeout=60)
+        assert repo.open_rfps(op.agent.store, now) == handlers.MAX_RFPS
+        assert repo.count_rfps(op.agent.store) == handlers.MAX_RFPS
+
+
+@pytest.mark.anyio
+async def test_offers_and_credentials_from_one_stranger_are_bounded(tmp_path: Path, relays) -> None:
+    """One key could store any number of open offers to us (gift-wrapped, a fresh nonce each)
+    and of credentials about us (a period each).  Now 10 open offers per sender and 16
+    credentials per issuer are kept; the rest are refused RATE_LIMITED."""
+    relay_url = relays().start()  # a relay of its own: counts from other tests stay out
+    now = int(time.time())
+    async with (
+        agent(tmp_path / "me", [relay_url]) as me,
+        agent(tmp_path / "x", [relay_url]) as stranger,
+    ):
+        for _ in range(handlers.MAX_OFFERS_PER_SENDER + 2):
+            terms = contract.ContractTerms(
+                service="advisor", client=listing.did(stranger.me), provider=listing.did(me.me),
+                price_sat=1, pricing_model="per-action", frequency="action", starts_at=now,
+                duration_days=30, nonce=secrets.token_hex(32),
+            )  # fmt: skip
+            await stranger.offer(terms)
+        for i in range(handlers.MAX_CREDENTIALS_PER_ISSUER + 3):
+            end = now - i * DAY
+            await stranger.issue_credential(credential(stranger.me, me.me, end - DAY, end))
+        await eventually(lambda: errors(me).get("RATE_LIMITED", 0) >= 5, timeout=30)
+        assert errors(me)["RATE_LIMITED"] == 5
+    assert repo.open_offers_to_us(me.agent.store) == handlers.MAX_OFFERS_PER_SENDER
+    assert repo.credentials_held(me.agent.store, me.me) == handlers.MAX_CREDENTIALS_PER_ISSUER
+
+
+@pytest.mark.anyio
+async def test_sealed_bids_from_fresh_keys_are_bounded(tmp_path: Path, relays) -> None:
+    """Each fresh key may seal one bid per RFP, and keys are free: an RFP's bids grew without
+    end.  Now 100 per RFP; the next are refused RATE_LIMITED."""
+    relay_url = relays().start()  # a relay of its own: counts from other tests stay out
+    now = int(time.time())
+    async with agent(tmp_path / "op", [relay_url]) as op:
+        wanted = an_rfp("bids", now)
+        await op.post_rfp(wanted)
+        address = rfp.address(op.me, wanted.rfp_id)
+        wraps = []
+        for _ in range(handlers.MAX_BIDS_PER_RFP + 3):
+            keys = sdk.Keys.generate()
+            sealed = bid.Bid(rfp=address, phase="commit", commitment=secrets.token_hex(32))
+            rumor = bid.rumor(keys.public_key().to_hex(), sealed, created_at=now)
+            wraps.append(nip59.wrap(keys, op.me, rumor, now=now))
+        async with RelayClient([relay_url]) as client:
+            for gift in wraps:
+                await client.publish(gift)
+        await eventually(lambda: errors(op).get("RATE_LIMITED", 0) >= 3, timeout=60)
+        assert errors(op)["RATE_LIMITED"] == 3
+        assert repo.count_bids(op.agent.store, address) == handlers.MAX_BIDS_PER_RFP

@@ -1,5 +1,11 @@
 """Inbound marketplace events: public RFPs, heartbeats, credentials and deletions; private
-bids, contract offers and acceptances (rumors inside gift wraps)."""
+bids, contract offers and acceptances (rumors inside gift wraps).
+
+What strangers can make us store is bounded, in the store (fresh keys are free, so a per-key
+limit alone bounds nothing): open RFPs (5 per author, 1,000 in all; strangers' RFPs past their
+award date are dropped), open offers to us (10 per sender, 1,000 in all), sealed bids (100 per
+RFP), credentials about us (16 per issuer, 2,000 in all).  Past a limit: RATE_LIMITED.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from agent.store import market as repo
 from events import bid, contract, heartbeat, reputation, rfp
 from events.base import NostrEvent, tag_values
 from events.errors import (
+    Expired,
     FromFuture,
     InvalidPayload,
     NotFound,
@@ -23,13 +30,55 @@ from events.errors import (
 from events.kinds import Kind
 from events.nip59 import Unwrapped
 
+MAX_RFPS_PER_AUTHOR = 5
+MAX_RFPS = 1000
+MAX_OFFERS_PER_SENDER = 10
+MAX_OFFERS = 1000
+MAX_BIDS_PER_RFP = 100
+MAX_CREDENTIALS_PER_ISSUER = 16
+MAX_CREDENTIALS = 2000
 
-def public_handlers(clock: Clock) -> dict[int, Handler]:
+
+def limit(count: int, most: int, what: str) -> None:
+    if count >= most:
+        raise RateLimited(f"{what}: at most {most:,}")
+
+
+def room_for_rfp(tx: Tx, author: str, address: str, me: str, now: int) -> None:
+    """RATE_LIMITED unless another's new RFP fits (strangers' closed RFPs pruned first)."""
+    repo.prune_rfps(tx, now, keep=me)
+    if author != me and not repo.has_rfp(tx, address):
+        limit(repo.open_rfps(tx, now, author), MAX_RFPS_PER_AUTHOR, "open RFPs per author")
+        limit(repo.open_rfps(tx, now), MAX_RFPS, "open RFPs from others")
+
+
+def room_for_credential(tx: Tx, issuer: str, address: str, me: str) -> None:
+    if issuer != me and not repo.has_credential(tx, address):
+        counted = repo.credentials_held(tx, me, issuer)
+        limit(counted, MAX_CREDENTIALS_PER_ISSUER, "credentials stored per issuer")
+        limit(repo.credentials_held(tx, me), MAX_CREDENTIALS, "credentials stored")
+
+
+def room_for_offer(tx: Tx, sender: str, terms_hash: str) -> None:
+    if repo.offer(tx, terms_hash) is None:
+        limit(repo.open_offers_to_us(tx, sender), MAX_OFFERS_PER_SENDER, "open offers per sender")
+        limit(repo.open_offers_to_us(tx), MAX_OFFERS, "open offers")
+
+
+def room_for_bid(tx: Tx, rfp_address: str, bidder: str) -> None:
+    if repo.bid_commitment(tx, rfp_address, bidder) is None:
+        limit(repo.count_bids(tx, rfp_address), MAX_BIDS_PER_RFP, "sealed bids per RFP")
+
+
+def public_handlers(clock: Clock, me: str) -> dict[int, Handler]:
     def on_rfp(ev: NostrEvent, tx: Tx) -> None:
-        item = rfp.parse(ev, now=clock.now()).payload
-        repo.save_rfp(
-            tx, rfp.address(ev.pubkey, item.rfp_id), ev.pubkey, item, ev.id, ev.created_at
-        )
+        now = clock.now()
+        item = rfp.parse(ev, now=now).payload
+        if item.award_by <= now:
+            raise Expired("the RFP's award date has passed")
+        address = rfp.address(ev.pubkey, item.rfp_id)
+        room_for_rfp(tx, ev.pubkey, address, me, now)
+        repo.save_rfp(tx, address, ev.pubkey, item, ev.id, ev.created_at)
 
     def on_heartbeat(ev: NostrEvent, tx: Tx) -> None:
         now = clock.now()
@@ -48,9 +97,9 @@ def public_handlers(clock: Clock) -> dict[int, Handler]:
 
     def on_credential(ev: NostrEvent, tx: Tx) -> None:
         cred = reputation.parse(ev, now=clock.now()).payload
-        repo.save_credential(
-            tx, reputation.address(ev.pubkey, cred.credential_id), cred, ev.to_json()
-        )
+        address = reputation.address(ev.pubkey, cred.credential_id)
+        room_for_credential(tx, ev.pubkey, address, me)
+        repo.save_credential(tx, address, cred, ev.to_json())
 
     def on_deletion(ev: NostrEvent, tx: Tx) -> None:
         for address in tag_values(ev.tags, "a"):
@@ -78,6 +127,7 @@ def rumor_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, RumorHandler]:
         deadline = rfp.FAMILY.load(stored_rfp).bid_deadline
         bid.check_phase(item, deadline, clock.now())
         if item.phase == bid.Phase.COMMIT:
+            room_for_bid(tx, item.rfp, opened.sender)
             if not repo.save_bid_commitment(tx, item.rfp, opened.sender, item.commitment):
                 raise Replayed("this bidder already sealed a bid for this RFP")
             return
@@ -93,6 +143,7 @@ def rumor_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, RumorHandler]:
         parties = {contract.pubkey_of(offer.terms.client), contract.pubkey_of(offer.terms.provider)}
         if me not in parties:
             raise Unauthorized("this offer names other parties")
+        room_for_offer(tx, opened.sender, offer.terms.hash)
         repo.save_offer(tx, offer, opened.sender, opened.sender, "in")
 
     def on_accept(opened: Unwrapped, tx: Tx) -> None:

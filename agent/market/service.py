@@ -46,7 +46,7 @@ class Market:
 
     def wiring(self) -> Wiring:
         return Wiring(
-            handlers=public_handlers(self.agent.clock),
+            handlers=public_handlers(self.agent.clock, self.me),
             rumors=rumor_handlers(self.agent.keys, self.agent.clock),
             subscriptions=[
                 Subscription(

@@ -134,7 +134,7 @@ def revoke_credential(tx: Tx, address: str, issuer: str) -> bool:
 # --- reads ---------------------------------------------------------------------------------
 
 
-def _rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def _rows(store: Db, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     cur = store.conn.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur]
@@ -212,7 +212,7 @@ def count_offers(store: Store) -> int:
     return int(store.conn.execute("SELECT count(*) FROM offers").fetchone()[0])
 
 
-def offer(store: Store, terms_hash: str) -> dict[str, Any] | None:
+def offer(store: Db, terms_hash: str) -> dict[str, Any] | None:
     rows = _rows(store, "SELECT * FROM offers WHERE terms_hash = ?", (terms_hash,))
     return {**rows[0], "offer": load_row(Offer, rows[0]["offer"])} if rows else None
 
@@ -310,3 +310,55 @@ def our_offer_json(db: Db, terms_hash: str) -> str | None:
         "SELECT offer FROM offers WHERE terms_hash = ? AND direction = 'out'", (terms_hash,)
     ).fetchone()
     return None if row is None else row[0]
+
+
+def _count(db: Db, sql: str, params: tuple[Any, ...]) -> int:
+    return int(db.conn.execute(sql, params).fetchone()[0])
+
+
+def prune_rfps(tx: Tx, now: int, *, keep: str) -> None:
+    """Forget others' RFPs past their award date (`keep`'s own stay: their bids refer to them)."""
+    tx.execute(
+        "DELETE FROM rfps WHERE author != ? AND json_extract(rfp, '$.award_by') <= ?", (keep, now)
+    )
+
+
+def has_rfp(db: Db, address: str) -> bool:
+    return _count(db, "SELECT count(*) FROM rfps WHERE address = ?", (address,)) > 0
+
+
+def open_rfps(db: Db, now: int, author: str | None = None) -> int:
+    """RFPs still open (award date ahead), of `author` or of everyone."""
+    return _count(
+        db,
+        "SELECT count(*) FROM rfps WHERE json_extract(rfp, '$.award_by') > ?"
+        " AND (? IS NULL OR author = ?)",
+        (now, author, author),
+    )
+
+
+def count_bids(db: Db, rfp: str) -> int:
+    return _count(db, "SELECT count(*) FROM bids_received WHERE rfp = ?", (rfp,))
+
+
+def open_offers_to_us(db: Db, sender: str | None = None) -> int:
+    """Open offers we received, from `sender` or from anyone."""
+    return _count(
+        db,
+        "SELECT count(*) FROM offers WHERE direction = 'in' AND state = 'open'"
+        " AND (? IS NULL OR offerer = ?)",
+        (sender, sender),
+    )
+
+
+def has_credential(db: Db, address: str) -> bool:
+    return _count(db, "SELECT count(*) FROM credentials WHERE address = ?", (address,)) > 0
+
+
+def credentials_held(db: Db, me: str, issuer: str | None = None) -> int:
+    """Others' credentials we hold (from `issuer`, or from anyone)."""
+    return _count(
+        db,
+        "SELECT count(*) FROM credentials WHERE issuer != ? AND (? IS NULL OR issuer = ?)",
+        (me, issuer, issuer),
+    )
