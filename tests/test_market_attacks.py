@@ -10,11 +10,13 @@ from pathlib import Path
 
 import nostr_sdk as sdk
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.cli import dealviews
 from agent.clock import ManualClock
 from agent.market import handlers
-from agent.market.ranking import Need
+from agent.market.ranking import Need, comparable_price, components, matches
 from agent.market.reputation import weigh
 from agent.market.service import Market
 from agent.nostr.client import RelayClient
@@ -148,6 +150,48 @@ async def test_a_future_dated_listing_is_not_ranked(tmp_path: Path, relay_url: s
             skipped = dict(carol.errors)
     assert [r.found.listing.listing_id for r in ranked] == [f"h-{tag}"]
     assert skipped.get("FROM_FUTURE") == 1
+
+
+@pytest.mark.anyio
+async def test_a_price_per_hour_is_not_cheaper_than_the_same_per_month(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """Prices were compared as raw numbers whatever their period: 20 sat/hour (14,400 a
+    month) ranked above 10,000 sat/month and passed a 12,000 --max-price.  Prices are now
+    compared per month."""
+    now = int(time.time())
+    tag = secrets.token_hex(3)
+    need = dict(service=ServiceType.ADVISOR, primary=f"cap{tag}", budget_sat=10_000)
+    async with (
+        agent(tmp_path / "h", [relay_url]) as honest,
+        agent(tmp_path / "g", [relay_url]) as gamer,
+    ):
+        await honest.publish(advert(f"h-{tag}", now, primary=f"cap{tag}", secondary=[]))
+        hourly = advert(f"g-{tag}", now, primary=f"cap{tag}", secondary=[], price_sat=20,
+                        frequency=Frequency.HOUR)  # fmt: skip
+        await gamer.publish(hourly)
+        async with agent(tmp_path / "c", [relay_url]) as carol:
+            ranked = await carol.browse(Need(**need))
+            capped = await carol.browse(Need(**need, max_price_sat=12_000))
+    assert [r.found.author for r in ranked] == [honest.me, gamer.me]
+    assert ranked[1].breakdown.price == pytest.approx(10_000 / 14_400)
+    assert [r.found.author for r in capped] == [honest.me]
+
+
+@given(price=st.integers(1, 10**9), frequency=st.sampled_from(list(Frequency)),
+       cap=st.integers(0, 10**12))  # fmt: skip
+def test_max_price_and_price_score_follow_the_monthly_price(price, frequency, cap) -> None:
+    item = advert("p", 1_800_000_000, price_sat=price, frequency=frequency)
+    monthly = comparable_price(item)
+    assert monthly == pytest.approx(
+        price
+        * {"hour": 720, "day": 30, "week": 30 / 7, "month": 1, "year": 1 / 12, "action": 1}[
+            frequency
+        ]
+    )
+    assert matches(item, Need(max_price_sat=cap)) == (monthly <= cap)
+    score = components(item, Need(budget_sat=cap), 0, None, 1_800_000_000).price
+    assert score == pytest.approx(min(1.0, cap / monthly))
 
 
 # --- reputation -------------------------------------------------------------------------------

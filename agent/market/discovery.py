@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.market.ranking import Breakdown, Need, components, matches
+from agent.market.ranking import Breakdown, Need, comparable_price, components, matches
 from agent.market.reputation import Aggregate, aggregate
 from events import listing, reputation
 from events.base import NostrEvent, parse_event, tag_values
@@ -164,5 +164,6 @@ def rank(
         )
         rows.append(Ranked(f, breakdown, rep))
     return sorted(
-        rows, key=lambda r: (-r.breakdown.total, r.found.listing.price_sat, r.found.author)
+        rows,
+        key=lambda r: (-r.breakdown.total, comparable_price(r.found.listing), r.found.author),
     )
