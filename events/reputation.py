@@ -16,10 +16,10 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from events.base import NostrEvent, Rumor, event_from_data
+from events.base import NostrEvent, Rumor, event_from_data, tag_values
 from events.canonical import content_hash
 from events.crypto import KeyLike
-from events.errors import HiveError, InvalidPayload
+from events.errors import HiveError, InvalidPayload, InvalidTag
 from events.family import JsonFamily, Payload, Signed
 from events.kinds import Kind
 from events.types import Did
@@ -222,10 +222,14 @@ FUTURE_TOLERANCE_S = 600
 def parse(ev: Rumor, *, now: int) -> Signed[ReputationCredential]:
     """A credential whose event is signed by its issuer, about a period that has ended
     (InvalidPayload otherwise: a period ending years ahead would never age, so its weight
-    would never decay)."""
+    would never decay), tagged `p` with its subject alone (InvalidTag)."""
     signed = FAMILY.parse(ev, now=now)
     if signed.payload.issuer != f"did:nostr:{ev.pubkey}":
         raise InvalidPayload("a credential must be published by its issuer")
+    subject = signed.payload.credentialSubject.id.removeprefix("did:nostr:")
+    if tag_values(ev.tags, "p") != [subject]:
+        # an extra `p` would file it under someone else: their subscriptions, their NIP-85 rank
+        raise InvalidTag("a credential's only `p` tag is its subject")
     if unix(signed.payload.credentialSubject.period.end) > now + FUTURE_TOLERANCE_S:
         raise InvalidPayload("a credential speaks of a period that has ended, not of the future")
     return signed

@@ -17,13 +17,15 @@ from agent.cli import dealviews
 from agent.clock import ManualClock
 from agent.market import handlers
 from agent.market.ranking import Need, comparable_price, components, matches
-from agent.market.reputation import weigh
+from agent.market.reputation import aggregate, weigh
 from agent.market.service import Market
 from agent.nostr.client import RelayClient
+from agent.store import Store
 from agent.store import market as repo
 from events import bid, contract, heartbeat, listing, nip59, reputation, rfp
 from events.base import sign_event
-from events.errors import InvalidPayload
+from events.errors import InvalidPayload, InvalidTag, Unauthorized
+from events.kinds import Kind
 from events.listing import Frequency, PricingModel, ServiceType
 from events.rfp import Rfp
 from tests.test_crash import hive, new_agent
@@ -269,6 +271,38 @@ async def test_a_credential_about_the_future_does_not_count(tmp_path: Path, rela
         assert rep.parts == () and judge.errors["INVALID_PAYLOAD"] == 1
     with pytest.raises(InvalidPayload, match="ended"):
         reputation.build(sybil, cred, created_at=now)
+
+
+@pytest.mark.anyio
+async def test_credentials_about_an_advisor_cannot_be_slipped_into_a_nodes_store(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """A credential may carry extra tags; a sybil's top credential about an advisor, with an
+    extra `p` tag naming the node, matched the node's subscription (`#p` = the node) and was
+    stored — and the node's approval engine weighs every stored credential about the advisor
+    (reputation factor up to 2: a danger-6 command that waits for the operator ran at once).
+    A credential's `p` is now its subject's alone (INVALID_TAG otherwise), and the node keeps
+    only credentials about itself or its own."""
+    now = int(time.time())
+    advisor = sdk.Keys.generate().public_key().to_hex()
+    sybil = sdk.Keys.generate()
+    cred = credential(sybil.public_key().to_hex(), advisor, now - DAY, now)
+    async with agent(tmp_path / "node", [relay_url]) as node:
+        fam = reputation.FAMILY
+        tags = [*fam.tags(cred), ["p", node.me]]
+        slipped = sign_event(sybil, fam.kind, cred.model_dump_json(), tags, now)
+        with pytest.raises(InvalidTag):
+            reputation.parse(slipped, now=now)
+        await node.agent.publish(slipped)
+        await eventually(lambda: errors(node).get("INVALID_TAG", 0) == 1)
+        held = repo.credentials_about(node.agent.store, advisor)
+    assert held == [] and aggregate(advisor, held, now).parts == ()
+    # one about the advisor alone, as a relay that ignores our filter would deliver it
+    store = Store(tmp_path / "node" / "agent.sqlite")
+    on_credential = handlers.public_handlers(ManualClock(now), node.me)[Kind.REPUTATION]
+    with pytest.raises(Unauthorized), store.transaction(now) as tx:
+        on_credential(unchecked(sybil, cred, now), tx)
+    assert repo.credentials_about(store, advisor) == []
 
 
 def test_one_evidence_event_repeated_is_one_piece_of_evidence() -> None:

@@ -52,7 +52,14 @@ def room_for_rfp(tx: Tx, author: str, address: str, me: str, now: int) -> None:
         limit(repo.open_rfps(tx, now), MAX_RFPS, "open RFPs from others")
 
 
-def room_for_credential(tx: Tx, issuer: str, address: str, me: str) -> None:
+def room_for_credential(
+    tx: Tx, cred: reputation.ReputationCredential, issuer: str, address: str, me: str
+) -> None:
+    """Unauthorized unless it is about us or our own (what we subscribe to: the node's
+    approvals weigh every stored credential about an advisor, so a stranger's is never kept);
+    RATE_LIMITED past the limits."""
+    if cred.credentialSubject.id != f"did:nostr:{me}" and issuer != me:
+        raise Unauthorized("we keep credentials about us, and our own")
     if issuer != me and not repo.has_credential(tx, address):
         counted = repo.credentials_held(tx, me, issuer)
         limit(counted, MAX_CREDENTIALS_PER_ISSUER, "credentials stored per issuer")
@@ -98,7 +105,7 @@ def public_handlers(clock: Clock, me: str) -> dict[int, Handler]:
     def on_credential(ev: NostrEvent, tx: Tx) -> None:
         cred = reputation.parse(ev, now=clock.now()).payload
         address = reputation.address(ev.pubkey, cred.credential_id)
-        room_for_credential(tx, ev.pubkey, address, me)
+        room_for_credential(tx, cred, ev.pubkey, address, me)
         repo.save_credential(tx, address, cred, ev.to_json())
 
     def on_deletion(ev: NostrEvent, tx: Tx) -> None:
