@@ -196,6 +196,36 @@ def test_max_price_and_price_score_follow_the_monthly_price(price, frequency, ca
     assert score == pytest.approx(min(1.0, cap / monthly))
 
 
+@pytest.mark.anyio
+async def test_a_flood_of_fresh_listings_cannot_hide_the_honest_ones(
+    tmp_path: Path, relays
+) -> None:
+    """A relay answers with at most its own limit (500 here), newest first: 1,100 listings
+    from fresh keys, dated now, pushed an honest, reputed listing out of `browse` entirely.
+    Discovery now reads page after page, and asks about authors 250 at a time (1,100 authors
+    in one `#p` filter make a request larger than a relay takes)."""
+    url = relays().start()
+    now = int(time.time())
+    junk = [listing.build(sdk.Keys.generate(), advert(f"j{i}", now - i % 10), created_at=now - i % 10)
+            for i in range(1100)]  # fmt: skip
+    then = ManualClock(now - 100)
+    async with (
+        agent(tmp_path / "h", [url], clock=then) as honest,
+        agent(tmp_path / "judge", [url], clock=then) as judge,
+    ):
+        await honest.publish(advert("honest", now - 100))
+        await judge.issue_credential(credential(judge.me, honest.me, now - 200, now - 100))
+        async with RelayClient([url]) as client:
+            for event in junk:
+                await client.publish(event)
+    async with agent(tmp_path / "c", [url]) as carol:
+        ranked = await carol.browse(Need(service=ServiceType.ADVISOR, primary="fee-policy"))
+    # every junk second but those a page ended inside (their rest are skipped: `until` moves
+    # a whole second) is read, and the honest listing ranks first on its reputation
+    assert len(ranked) > 900
+    assert ranked[0].found.author == honest.me and ranked[0].reputation.score > 90
+
+
 # --- reputation -------------------------------------------------------------------------------
 
 ADVISOR_METRICS = {

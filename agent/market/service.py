@@ -15,10 +15,10 @@ import anyio
 
 from agent import __version__
 from agent.component import Messaging, Wiring
-from agent.market import heartbeats, summaries, trials
+from agent.market import heartbeats, paging, summaries, trials
 from agent.market.discovery import Ranked, collect_credentials, collect_listings, rank
 from agent.market.handlers import public_handlers, rumor_handlers
-from agent.market.ranking import Need
+from agent.market.ranking import Need, matches
 from agent.market.reputation import Aggregate, aggregate
 from agent.nostr.pool import Subscription
 from agent.store import OutboxItem
@@ -125,14 +125,13 @@ class Market:
             if need.service is None
             else [f"hive-{need.service.value}"]
         )
-        raws = await self.agent.fetch(
-            [
-                {"kinds": [Kind.CLASSIFIED_LISTING], "#t": tags},
-                {"kinds": [Kind.DELETION], "#k": [str(int(Kind.CLASSIFIED_LISTING))]},
-            ]
+        fetch = self.agent.fetch
+        raws = await paging.fetch_pages(fetch, {"kinds": [Kind.CLASSIFIED_LISTING], "#t": tags})
+        raws += await paging.fetch_pages(
+            fetch, {"kinds": [Kind.DELETION], "#k": [str(int(Kind.CLASSIFIED_LISTING))]}
         )
         found = collect_listings(raws, self.now, self.errors)
-        authors = sorted({f.author for f in found})
+        authors = sorted({f.author for f in found if matches(f.listing, need)})
         creds = await self.credentials_about(authors) if authors else {}
         avail = {a: self.availability(a) for a in authors}
         return rank(found, need, creds, avail, self.now, members)
@@ -140,11 +139,10 @@ class Market:
     async def credentials_about(
         self, subjects: list[str]
     ) -> dict[str, list[reputation.ReputationCredential]]:
-        raws = await self.agent.fetch(
-            [
-                {"kinds": [Kind.REPUTATION], "#p": subjects},
-                {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]},
-            ]
+        fetch = self.agent.fetch
+        raws = await paging.fetch_about(fetch, {"kinds": [Kind.REPUTATION]}, "p", subjects)
+        raws += await paging.fetch_pages(
+            fetch, {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]}
         )
         return collect_credentials(raws, self.now, self.errors)
 
