@@ -441,27 +441,38 @@ async def test_rfps_from_strangers_are_bounded_in_the_store(tmp_path: Path, rela
 async def test_offers_and_credentials_from_one_stranger_are_bounded(tmp_path: Path, relays) -> None:
     """One key could store any number of open offers to us (gift-wrapped, a fresh nonce each)
     and of credentials about us (a period each).  Now 10 open offers per sender and 16
-    credentials per issuer are kept; the rest are refused RATE_LIMITED."""
+    credentials per issuer within 30 days are kept; the rest are refused RATE_LIMITED — and
+    30 days later the sender's next offer is welcome again (the door never shuts for good)."""
     relay_url = relays().start()  # a relay of its own: counts from other tests stay out
     now = int(time.time())
+    clock = ManualClock(now)
+
+    def an_offer() -> contract.ContractTerms:
+        return contract.ContractTerms(
+            service="advisor", client=listing.did(stranger.me), provider=listing.did(me.me),
+            price_sat=1, pricing_model="per-action", frequency="action", starts_at=now,
+            duration_days=30, nonce=secrets.token_hex(32),
+        )  # fmt: skip
+
     async with (
-        agent(tmp_path / "me", [relay_url]) as me,
+        agent(tmp_path / "me", [relay_url], clock=clock) as me,
         agent(tmp_path / "x", [relay_url]) as stranger,
     ):
         for _ in range(handlers.MAX_OFFERS_PER_SENDER + 2):
-            terms = contract.ContractTerms(
-                service="advisor", client=listing.did(stranger.me), provider=listing.did(me.me),
-                price_sat=1, pricing_model="per-action", frequency="action", starts_at=now,
-                duration_days=30, nonce=secrets.token_hex(32),
-            )  # fmt: skip
-            await stranger.offer(terms)
+            await stranger.offer(an_offer())
         for i in range(handlers.MAX_CREDENTIALS_PER_ISSUER + 3):
             end = now - i * DAY
             await stranger.issue_credential(credential(stranger.me, me.me, end - DAY, end))
         await eventually(lambda: errors(me).get("RATE_LIMITED", 0) >= 5, timeout=30)
         assert errors(me)["RATE_LIMITED"] == 5
-    assert repo.open_offers_to_us(me.agent.store) == handlers.MAX_OFFERS_PER_SENDER
-    assert repo.credentials_held(me.agent.store, me.me) == handlers.MAX_CREDENTIALS_PER_ISSUER
+        assert repo.open_offers_to_us(me.agent.store) == handlers.MAX_OFFERS_PER_SENDER
+        held = repo.credentials_held(me.agent.store, me.me)
+        assert held == handlers.MAX_CREDENTIALS_PER_ISSUER
+        clock.advance(handlers.WINDOW_S + 1)
+        await stranger.offer(an_offer())
+        await eventually(
+            lambda: repo.open_offers_to_us(me.agent.store) == handlers.MAX_OFFERS_PER_SENDER + 1
+        )
 
 
 @pytest.mark.anyio

@@ -3,8 +3,10 @@ bids, contract offers and acceptances (rumors inside gift wraps).
 
 What strangers can make us store is bounded, in the store (fresh keys are free, so a per-key
 limit alone bounds nothing): open RFPs (5 per author, 1,000 in all; strangers' RFPs past their
-award date are dropped), open offers to us (10 per sender, 1,000 in all), sealed bids (100 per
-RFP), credentials about us (16 per issuer, 2,000 in all).  Past a limit: RATE_LIMITED.
+award date are dropped), sealed bids (100 per RFP), and received within the last 30 days (so a
+flood, or a patient counterparty, never shuts the door for good): open offers to us (10 per
+sender, 1,000 in all) and credentials about us (16 per issuer, 2,000 in all).  Past a limit:
+RATE_LIMITED.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ MAX_OFFERS = 1000
 MAX_BIDS_PER_RFP = 100
 MAX_CREDENTIALS_PER_ISSUER = 16
 MAX_CREDENTIALS = 2000
+WINDOW_S = 30 * 86400  # offers and credentials count against the limits for 30 days
 
 
 def limit(count: int, most: int, what: str) -> None:
@@ -61,15 +64,18 @@ def room_for_credential(
     if cred.credentialSubject.id != f"did:nostr:{me}" and issuer != me:
         raise Unauthorized("we keep credentials about us, and our own")
     if issuer != me and not repo.has_credential(tx, address):
-        counted = repo.credentials_held(tx, me, issuer)
-        limit(counted, MAX_CREDENTIALS_PER_ISSUER, "credentials stored per issuer")
-        limit(repo.credentials_held(tx, me), MAX_CREDENTIALS, "credentials stored")
+        since = tx.now - WINDOW_S
+        counted = repo.credentials_held(tx, me, issuer, since)
+        limit(counted, MAX_CREDENTIALS_PER_ISSUER, "credentials in 30 days per issuer")
+        limit(repo.credentials_held(tx, me, None, since), MAX_CREDENTIALS, "credentials in 30 days")
 
 
 def room_for_offer(tx: Tx, sender: str, terms_hash: str) -> None:
     if repo.offer(tx, terms_hash) is None:
-        limit(repo.open_offers_to_us(tx, sender), MAX_OFFERS_PER_SENDER, "open offers per sender")
-        limit(repo.open_offers_to_us(tx), MAX_OFFERS, "open offers")
+        since = tx.now - WINDOW_S
+        counted = repo.open_offers_to_us(tx, sender, since)
+        limit(counted, MAX_OFFERS_PER_SENDER, "open offers in 30 days per sender")
+        limit(repo.open_offers_to_us(tx, None, since), MAX_OFFERS, "open offers in 30 days")
 
 
 def room_for_bid(tx: Tx, rfp_address: str, bidder: str) -> None:

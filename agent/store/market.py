@@ -341,13 +341,13 @@ def count_bids(db: Db, rfp: str) -> int:
     return _count(db, "SELECT count(*) FROM bids_received WHERE rfp = ?", (rfp,))
 
 
-def open_offers_to_us(db: Db, sender: str | None = None) -> int:
-    """Open offers we received, from `sender` or from anyone."""
+def open_offers_to_us(db: Db, sender: str | None = None, since: int = 0) -> int:
+    """Open offers we received (since `since`), from `sender` or from anyone."""
     return _count(
         db,
         "SELECT count(*) FROM offers WHERE direction = 'in' AND state = 'open'"
-        " AND (? IS NULL OR offerer = ?)",
-        (sender, sender),
+        " AND created_at >= ? AND (? IS NULL OR offerer = ?)",
+        (since, sender, sender),
     )
 
 
@@ -355,10 +355,11 @@ def has_credential(db: Db, address: str) -> bool:
     return _count(db, "SELECT count(*) FROM credentials WHERE address = ?", (address,)) > 0
 
 
-def credentials_held(db: Db, me: str, issuer: str | None = None) -> int:
-    """Others' credentials we hold (from `issuer`, or from anyone)."""
+def credentials_held(db: Db, me: str, issuer: str | None = None, since: int = 0) -> int:
+    """Others' credentials we received (since `since`), from `issuer` or from anyone."""
     return _count(
         db,
-        "SELECT count(*) FROM credentials WHERE issuer != ? AND (? IS NULL OR issuer = ?)",
-        (me, issuer, issuer),
+        "SELECT count(*) FROM credentials WHERE issuer != ? AND received_at >= ?"
+        " AND (? IS NULL OR issuer = ?)",
+        (me, since, issuer, issuer),
     )
