@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from agent.cli import dealviews
 from agent.clock import ManualClock
 from agent.market import handlers
+from agent.market.discovery import collect_listings, newer
 from agent.market.ranking import Need, comparable_price, components, matches
 from agent.market.reputation import aggregate, weigh
 from agent.market.service import Market
@@ -497,3 +498,28 @@ async def test_sealed_bids_from_fresh_keys_are_bounded(tmp_path: Path, relays) -
         await eventually(lambda: errors(op).get("RATE_LIMITED", 0) >= 3, timeout=60)
         assert errors(op)["RATE_LIMITED"] == 3
         assert repo.count_bids(op.agent.store, address) == handlers.MAX_BIDS_PER_RFP
+
+
+def test_two_versions_in_one_second_resolve_as_relays_do(tmp_path: Path) -> None:
+    """NIP-01: of two versions of an address made in the same second, relays keep the lowest
+    id; discovery kept the highest, a version no relay holds any more."""
+    now = 1_800_000_000
+    keys = sdk.Keys.generate()
+    a = listing.build(keys, advert("same", now, price_sat=1), created_at=now)
+    b = listing.build(keys, advert("same", now, price_sat=2), created_at=now)
+    low, high = sorted([a, b], key=lambda e: e.id)
+    for order in ([low, high], [high, low]):
+        [found] = collect_listings([e.to_json() for e in order], now)
+        assert found.event_id == low.id
+    assert newer(now + 1, "f" * 64, now, "0" * 64) and not newer(now, "1" * 64, now, "0" * 64)
+    store = Store(tmp_path / "s.sqlite")
+    item = an_rfp("same", now)
+    addr = rfp.address(keys.public_key().to_hex(), "same")
+    for first, second in (("b" * 64, "a" * 64), ("a" * 64, "b" * 64)):
+        with store.transaction(now) as tx:
+            tx.execute("DELETE FROM rfps")
+            repo.save_rfp(tx, addr, addr.split(":")[1], item, first, now)
+            repo.save_rfp(tx, addr, addr.split(":")[1], item, second, now)
+        assert repo.rfps(store)[0]["address"] == addr
+        [row] = store.conn.execute("SELECT event_id FROM rfps").fetchall()
+        assert row[0] == "a" * 64

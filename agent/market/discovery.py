@@ -87,6 +87,12 @@ def verified_events(raws: Iterable[str], errors: Counter[str], now: int) -> list
     return out
 
 
+def newer(created_at: int, event_id: str, than_at: int, than_id: str) -> bool:
+    """NIP-01 replacement: the later `created_at` wins; in the same second, the lowest id (what
+    relays keep — the highest would show a version every relay has dropped)."""
+    return created_at > than_at or (created_at == than_at and event_id < than_id)
+
+
 def collect_listings(
     raws: Iterable[str], now: int, errors: Counter[str] | None = None
 ) -> list[Found]:
@@ -105,7 +111,7 @@ def collect_listings(
             continue
         found = Found(item, ev.pubkey, ev.id, ev.created_at)
         known = newest.get(found.address)
-        if known is None or (ev.created_at, ev.id) > (known.created_at, known.event_id):
+        if known is None or newer(ev.created_at, ev.id, known.created_at, known.event_id):
             newest[found.address] = found
     return [
         f
@@ -134,7 +140,7 @@ def collect_credentials(
             errors[error.code] += 1
             continue
         address = reputation.address(ev.pubkey, cred.credential_id)
-        if address not in newest or (ev.created_at, ev.id) > newest[address][:2]:
+        if address not in newest or newer(ev.created_at, ev.id, *newest[address][:2]):
             newest[address] = (ev.created_at, ev.id, cred)
     by_subject: dict[str, list[ReputationCredential]] = {}
     for address, (created_at, event_id, cred) in newest.items():

@@ -27,7 +27,8 @@ def save_rfp(tx: Tx, address: str, author: str, rfp: Rfp, event_id: str, created
     tx.execute(
         "INSERT INTO rfps (address, author, rfp, event_id, created_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (address) DO UPDATE SET rfp = excluded.rfp, event_id = excluded.event_id,"
-        " created_at = excluded.created_at WHERE excluded.created_at > rfps.created_at",
+        " created_at = excluded.created_at WHERE excluded.created_at > rfps.created_at"
+        " OR (excluded.created_at = rfps.created_at AND excluded.event_id < rfps.event_id)",
         (address, author, rfp.model_dump_json(), event_id, created_at),
     )
 
