@@ -13,6 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent import app
+from agent import handlers as agent_handlers
 from agent.cli import dealviews
 from agent.clock import ManualClock
 from agent.market import handlers
@@ -21,6 +23,7 @@ from agent.market.ranking import Need, comparable_price, components, matches
 from agent.market.reputation import aggregate, weigh
 from agent.market.service import Market
 from agent.nostr.client import RelayClient
+from agent.settings import RelayEntry, RelaysConfig, Settings
 from agent.store import Store
 from agent.store import market as repo
 from events import bid, contract, heartbeat, listing, nip59, reputation, rfp
@@ -31,7 +34,7 @@ from events.listing import Frequency, PricingModel, ServiceType
 from events.rfp import Rfp
 from tests.test_crash import hive, new_agent
 from tests.test_hostile import publish
-from tests.test_market_flow import DAY, advert, agent, eventually
+from tests.test_market_flow import DAY, FAST, advert, agent, eventually
 
 
 async def signed_contract(client: Market, lsp: Market, now: int, **kw) -> contract.Contract:
@@ -523,3 +526,25 @@ def test_two_versions_in_one_second_resolve_as_relays_do(tmp_path: Path) -> None
         assert repo.rfps(store)[0]["address"] == addr
         [row] = store.conn.execute("SELECT event_id FROM rfps").fetchall()
         assert row[0] == "a" * 64
+
+
+@pytest.mark.anyio
+async def test_notes_from_one_sender_are_bounded_per_day(tmp_path: Path, relays) -> None:
+    """Every note (up to 28 KiB each) any key sent was stored: under the strangers' budget
+    (60 a minute each, 300 in all) that is gigabytes a day, all listed by `notes`.  Now 100 a
+    day per sender and 1,000 a day in all are kept; the rest are refused RATE_LIMITED."""
+    url = relays().start()
+    clock = ManualClock(int(time.time()))
+    settings = Settings(home=tmp_path / "me", per_stranger_per_minute=1000)
+    config = RelaysConfig(relays=[RelayEntry(url=url)], **FAST)
+    me = app.standalone(settings, sdk.Keys.generate(), config, clock=clock)
+    async with me.agent, agent(tmp_path / "x", [url]) as stranger:
+        for i in range(103):  # 100 a day is the limit (agent.handlers)
+            await stranger.agent.send_note(me.market.me, f"note {i}", wait=False)
+        await stranger.agent.flush()
+        store = me.agent.store
+        await eventually(lambda: store.error_counts().get("RATE_LIMITED", 0) >= 3, timeout=30)
+        assert len(store.notes()) == agent_handlers.NOTES_PER_SENDER_PER_DAY == 100
+        clock.advance(86400 + 1)  # a day later the sender may write again
+        await stranger.agent.send_note(me.market.me, "tomorrow")
+        await eventually(lambda: store.notes()[-1]["text"] == "tomorrow")
