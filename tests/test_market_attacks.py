@@ -548,3 +548,29 @@ async def test_notes_from_one_sender_are_bounded_per_day(tmp_path: Path, relays)
         clock.advance(86400 + 1)  # a day later the sender may write again
         await stranger.agent.send_note(me.market.me, "tomorrow")
         await eventually(lambda: store.notes()[-1]["text"] == "tomorrow")
+
+
+@pytest.mark.anyio
+async def test_a_contract_whose_term_is_over_is_beaten_no_more(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """Contracts never ended at the end of their term: a provider beat for every contract it
+    ever signed, every interval, for ever (a client's 1-day contracts with 60 s beats became
+    1,440 public events a day each, until relays refuse the provider's key, and its live
+    leases' beats with it), and a client ended a lease that had simply run out as 'missed'.
+    Both now end it: 'the term is over'."""
+    now = int(time.time())
+    clock, lsp_clock = ManualClock(now), ManualClock(now)
+    async with (
+        agent(tmp_path / "client", [relay_url], clock=clock) as client,
+        agent(tmp_path / "lsp", [relay_url], clock=lsp_clock) as lsp,
+    ):
+        signed = await signed_contract(client, lsp, now, duration_days=1, heartbeat_interval_s=60)
+        assert await lsp.beat_due() == [signed.id]
+        lsp_clock.advance(DAY)
+        clock.advance(DAY)
+        assert await lsp.beat_due() == []
+        assert client.check_heartbeats() == []
+        for side in (client, lsp):
+            [row] = repo.contracts(side.agent.store)
+            assert (row["state"], row["state_reason"]) == ("ended", "the term is over")

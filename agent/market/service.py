@@ -273,11 +273,20 @@ class Market:
         await self.agent.publish(event)
         return event
 
+    def _term_over(self, row: dict[str, Any]) -> bool:
+        """End an active contract whose term is over (True); a provider beating for it forever
+        would spam relays until they refuse its key — and its live leases' beats with it."""
+        if self.now < row["contract"].terms.ends_at:
+            return False
+        with self.agent.store.transaction(self.now) as tx:
+            repo.set_contract_state(tx, row["id"], "ended", "the term is over")
+        return True
+
     async def beat_due(self) -> list[str]:
         """As a provider, send the heartbeat of every active contract whose interval has passed."""
         sent = []
         for row in repo.contracts(self.agent.store, "active"):
-            if row["role"] != "provider":
+            if row["role"] != "provider" or self._term_over(row):
                 continue
             interval = row["contract"].terms.heartbeat_interval_s
             last = self.agent.store.kv(f"beat:{row['id']}", {"seq": -1, "at": 0})
@@ -302,7 +311,7 @@ class Market:
         """As the client: end leases and flag advisors after three missed beats in a row."""
         actions = []
         for row in repo.contracts(self.agent.store, "active"):
-            if row["role"] != "client":
+            if row["role"] != "client" or self._term_over(row):
                 continue
             terms = row["contract"].terms
             last = repo.last_heartbeat(self.agent.store, row["id"]) or terms.starts_at
