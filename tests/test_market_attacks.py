@@ -574,3 +574,42 @@ async def test_a_contract_whose_term_is_over_is_beaten_no_more(
         for side in (client, lsp):
             [row] = repo.contracts(side.agent.store)
             assert (row["state"], row["state_reason"]) == ("ended", "the term is over")
+
+
+@pytest.mark.anyio
+async def test_an_old_credential_or_deletion_arriving_late_changes_nothing(
+    tmp_path: Path, relay_url: str, nostr_relay_url: str
+) -> None:
+    """Two relays, two orders.  An issuer's older version of a credential about us, arriving
+    (from a second relay) after the newer one, replaced it in the store; and an issuer's old
+    deletion arriving after it re-issued the credential revoked the re-issue (NIP-09: a
+    deletion covers only versions up to its own `created_at`)."""
+    now = int(time.time())
+    issuer = sdk.Keys.generate()
+    me_keys = sdk.Keys.generate()
+    me_pub = me_keys.public_key().to_hex()
+    cred = credential(issuer.public_key().to_hex(), me_pub, now - 2 * DAY, now - DAY)
+    better = credential(issuer.public_key().to_hex(), me_pub, now - 2 * DAY, now - DAY,
+                        ADVISOR_METRICS | {"actions_taken": 90})  # fmt: skip
+    old = reputation.build(issuer, cred, created_at=now - 100)
+    new = reputation.build(issuer, better, created_at=now - 50)
+    address = reputation.address(issuer.public_key().to_hex(), cred.credential_id)
+    deletion = sign_event(
+        issuer, Kind.DELETION, "", [["a", address], ["k", str(int(Kind.REPUTATION))]], now - 75
+    )
+
+    def held() -> list[float]:  # unrevoked credentials about us: their actions_taken
+        about = repo.credentials_about(me.agent.store, me_pub)
+        return [c.credentialSubject.metrics["actions_taken"] for c in about]
+
+    async with agent(tmp_path / "me", [relay_url, nostr_relay_url], keys=me_keys) as me:
+        await me.agent.publish(new)
+        await eventually(lambda: held() == [90])
+        async with RelayClient([nostr_relay_url]) as other:
+            await other.publish(old)  # the other relay never saw the newer one
+        await eventually(lambda: me.agent.store.is_seen(old.id))
+        assert held() == [90]
+        async with RelayClient([nostr_relay_url]) as other:
+            await other.publish(deletion)  # made before the re-issue
+        await eventually(lambda: me.agent.store.is_seen(deletion.id))
+        assert held() == [90]

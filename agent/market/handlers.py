@@ -117,7 +117,7 @@ def public_handlers(clock: Clock, me: str) -> dict[int, Handler]:
     def on_deletion(ev: NostrEvent, tx: Tx) -> None:
         for address in tag_values(ev.tags, "a"):
             if address.startswith(f"{Kind.REPUTATION}:"):
-                repo.revoke_credential(tx, address, ev.pubkey)
+                repo.revoke_credential(tx, address, ev.pubkey, ev.created_at)
 
     return {
         Kind.RFP: on_rfp,

@@ -366,7 +366,7 @@ class Market:
         store, keys = self.agent.store, self.agent.keys
         subject = repo.credential_subject(store, address)
         with store.transaction(self.now) as tx:
-            repo.revoke_credential(tx, address, self.me)
+            repo.revoke_credential(tx, address, self.me, self.now)
         rank = summaries.rank_event(keys, store, subject, now=self.now) if subject else None
         tags = summaries.withdrawal_tags(
             self.me, address, store.kv(f"label:{address}"), subject, rank_left=rank is not None

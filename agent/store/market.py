@@ -110,9 +110,17 @@ def save_heartbeat(tx: Tx, contract: str, provider: str, seq: int, sent_at: int)
 
 
 def save_credential(tx: Tx, address: str, cred: ReputationCredential, event_json: str) -> None:
+    """Store a credential event; an older version of its address (or, in the same second, a
+    higher id: NIP-01) never replaces the one stored, and only a newer one clears a
+    revocation (a revoked credential re-delivered stays revoked)."""
     tx.execute(
-        "INSERT OR REPLACE INTO credentials (address, issuer, subject, credential, event, revoked,"
-        " received_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+        "INSERT INTO credentials (address, issuer, subject, credential, event, revoked,"
+        " received_at) VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (address) DO UPDATE SET"
+        " credential = excluded.credential, event = excluded.event, revoked = 0,"
+        " received_at = excluded.received_at WHERE"
+        " json_extract(excluded.event, '$.created_at') > json_extract(event, '$.created_at')"
+        " OR (json_extract(excluded.event, '$.created_at') = json_extract(event, '$.created_at')"
+        " AND json_extract(excluded.event, '$.id') < json_extract(event, '$.id'))",
         (
             address,
             cred.issuer.removeprefix("did:nostr:"),
@@ -124,10 +132,13 @@ def save_credential(tx: Tx, address: str, cred: ReputationCredential, event_json
     )
 
 
-def revoke_credential(tx: Tx, address: str, issuer: str) -> bool:
-    """Only the issuer's deletion revokes; True if a stored credential was revoked."""
+def revoke_credential(tx: Tx, address: str, issuer: str, until: int) -> bool:
+    """Only the issuer's deletion revokes, and only the versions made up to the deletion's
+    `created_at` (NIP-09: a credential re-issued later stands); True if one was revoked."""
     cur = tx.execute(
-        "UPDATE credentials SET revoked = 1 WHERE address = ? AND issuer = ?", (address, issuer)
+        "UPDATE credentials SET revoked = 1 WHERE address = ? AND issuer = ?"
+        " AND json_extract(event, '$.created_at') <= ?",
+        (address, issuer, until),
     )
     return cur.rowcount == 1
 
