@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 
 import nostr_sdk as sdk
@@ -613,3 +614,18 @@ async def test_an_old_credential_or_deletion_arriving_late_changes_nothing(
             await other.publish(deletion)  # made before the re-issue
         await eventually(lambda: me.agent.store.is_seen(deletion.id))
         assert held() == [90]
+
+
+def test_a_listing_claiming_anothers_did_is_refused() -> None:
+    """A listing signed by a stranger with `["did", "did:nostr:<victim>"]` was read as any
+    other: a DID-aware reader attributes it to the victim.  Its `did` must be its author's."""
+    now = 1_800_000_000
+    stranger, victim = sdk.Keys.generate(), sdk.Keys.generate().public_key().to_hex()
+    good = listing.build(stranger, advert("claim", now), created_at=now)
+    tags = [["did", listing.did(victim)] if t[0] == "did" else t for t in good.tags]
+    forged = sign_event(stranger, good.kind, good.content, tags, now)
+    with pytest.raises(InvalidTag, match="own author"):
+        listing.parse(forged, now=now)
+    errors: Counter[str] = Counter()
+    found = collect_listings([forged.to_json(), good.to_json()], now, errors)
+    assert [f.event_id for f in found] == [good.id] and errors == {"INVALID_TAG": 1}
