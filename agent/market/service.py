@@ -133,7 +133,8 @@ class Market:
         found = collect_listings(raws, self.now, self.errors)
         authors = sorted({f.author for f in found if matches(f.listing, need)})
         creds = await self.credentials_about(authors) if authors else {}
-        avail = {a: self.availability(a) for a in authors}
+        ours = repo.contracts(self.agent.store)  # read once: browse may rank thousands
+        avail = {a: self.availability(a, ours) for a in authors}
         return rank(found, need, creds, avail, self.now, members)
 
     async def credentials_about(
@@ -146,9 +147,14 @@ class Market:
         )
         return collect_credentials(raws, self.now, self.errors)
 
-    def availability(self, provider: str) -> float | None:
-        """Heartbeat uptime of `provider` over 30 days, from our own contracts with it."""
-        rows = [c for c in repo.contracts(self.agent.store) if c["counterparty"] == provider]
+    def availability(
+        self, provider: str, contracts: list[dict[str, Any]] | None = None
+    ) -> float | None:
+        """Heartbeat uptime of `provider` over 30 days, from our own contracts with it
+        (`contracts`: all of ours, when the caller has read them already)."""
+        if contracts is None:
+            contracts = repo.contracts(self.agent.store)
+        rows = [c for c in contracts if c["counterparty"] == provider]
         if not rows:
             return None
         since = self.now - heartbeats.WINDOW_S
