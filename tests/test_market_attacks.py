@@ -418,19 +418,23 @@ async def test_rfps_from_strangers_are_bounded_in_the_store(tmp_path: Path, rela
     """Every RFP any key posted was stored for good (and listed by `rfp list`): a stranger
     posting thousands, or thousands of fresh keys one each, grew the store without end.
     Now 5 open RFPs per author, 1,000 in all; an RFP past its award date is refused
-    (EXPIRED: one without a NIP-40 tag was stored anyway) and strangers' are pruned."""
+    (EXPIRED: one without a NIP-40 tag was stored anyway) and strangers' are pruned; one
+    'posted' years ahead (open for years) is refused FROM_FUTURE."""
     relay_url = relays().start()  # a relay of its own: counts from other tests stay out
     now = int(time.time())
     stranger = sdk.Keys.generate()
     posts = [rfp.build(stranger, an_rfp(f"r{i}", now), created_at=now) for i in range(8)]
     stale = an_rfp("stale", now - 3 * DAY, bid_deadline=now - 2 * DAY, award_by=now - DAY)
     posts.append(rfp.build(stranger, stale, created_at=now))  # no expiration tag
+    ahead = an_rfp("ahead", now + 5 * 365 * DAY)  # open for five years, had it been stored
+    posts.append(rfp.build(sdk.Keys.generate(), ahead, created_at=now))
     async with agent(tmp_path / "op", [relay_url]) as op:
         await eventually(lambda: op.agent.store.kv("never") is None)
         for event in posts:
             await op.agent.publish(event)
         await eventually(lambda: errors(op).get("RATE_LIMITED", 0) == 3)
         await eventually(lambda: errors(op).get("EXPIRED", 0) == 1)
+        await eventually(lambda: errors(op).get("FROM_FUTURE", 0) == 1)
         assert repo.open_rfps(op.agent.store, now, stranger.public_key().to_hex()) == 5
         many = [rfp.build(sdk.Keys.generate(), an_rfp("one", now), created_at=now)
                 for _ in range(handlers.MAX_RFPS)]  # fmt: skip

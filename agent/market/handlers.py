@@ -47,6 +47,16 @@ def limit(count: int, most: int, what: str) -> None:
         raise RateLimited(f"{what}: at most {most:,}")
 
 
+def check_rfp_dates(item: rfp.Rfp, now: int) -> None:
+    """EXPIRED past its award date; FROM_FUTURE if it claims to be posted ahead of our clock
+    (its windows run from `posted_at`: one dated years ahead stayed open, holding a place in
+    the store and in `rfp list`, for years)."""
+    if item.award_by <= now:
+        raise Expired("the RFP's award date has passed")
+    if item.posted_at > now + heartbeats.FUTURE_TOLERANCE_S:
+        raise FromFuture("the RFP says it is posted ahead of our clock")
+
+
 def room_for_rfp(tx: Tx, author: str, address: str, me: str, now: int) -> None:
     """RATE_LIMITED unless another's new RFP fits (strangers' closed RFPs pruned first)."""
     repo.prune_rfps(tx, now, keep=me)
@@ -87,8 +97,7 @@ def public_handlers(clock: Clock, me: str) -> dict[int, Handler]:
     def on_rfp(ev: NostrEvent, tx: Tx) -> None:
         now = clock.now()
         item = rfp.parse(ev, now=now).payload
-        if item.award_by <= now:
-            raise Expired("the RFP's award date has passed")
+        check_rfp_dates(item, now)
         address = rfp.address(ev.pubkey, item.rfp_id)
         room_for_rfp(tx, ev.pubkey, address, me, now)
         repo.save_rfp(tx, address, ev.pubkey, item, ev.id, ev.created_at)
