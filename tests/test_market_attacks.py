@@ -633,3 +633,28 @@ def test_a_listing_claiming_anothers_did_is_refused() -> None:
     errors: Counter[str] = Counter()
     found = collect_listings([forged.to_json(), good.to_json()], now, errors)
     assert [f.event_id for f in found] == [good.id] and errors == {"INVALID_TAG": 1}
+
+
+@given(
+    counts=st.lists(st.integers(1, 30), min_size=1, max_size=5),
+    scores=st.lists(st.integers(-50, 50), min_size=5, max_size=5),
+)
+def test_each_issuer_weighs_as_one_whatever_it_issues(counts: list[int], scores: list[int]) -> None:
+    """Property: an issuer's credentials about a subject weigh, together, what one of them
+    weighs (same recency and evidence here); the score stays within its credentials' range."""
+    now = 1_800_000_000
+    subject = "b" * 64
+    creds = []
+    for k, n in enumerate(counts):
+        issuer = f"{k + 1:064x}"
+        metrics = ADVISOR_METRICS | {"revenue_delta_pct": scores[k]}
+        creds += [credential(issuer, subject, now - (i + 2) * DAY, now - DAY, metrics)
+                  for i in range(n)]  # fmt: skip
+    agg = aggregate(subject, creds, now)
+    per_issuer: Counter[str] = Counter()
+    for p in agg.parts:
+        per_issuer[p.issuer] += p.weight
+    one = weigh(creds[0], now, set()).weight  # every credential here weighs the same alone
+    assert all(w == pytest.approx(one) for w in per_issuer.values())
+    own = [reputation.score(c.credentialSubject) for c in creds]
+    assert min(own) - 1e-9 <= agg.score <= max(own) + 1e-9
