@@ -422,3 +422,27 @@ def test_each_issuer_weighs_as_one_whatever_it_issues(counts: list[int], scores:
     assert all(w == pytest.approx(one) for w in per_issuer.values())
     own = [reputation.score(c.credentialSubject) for c in creds]
     assert min(own) - 1e-9 <= agg.score <= max(own) + 1e-9
+
+
+@pytest.mark.anyio
+async def test_a_provider_restored_from_a_backup_keeps_its_lease(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """A provider whose store came back from a backup (or was set up again with its key) counts
+    its beats from 0 again; the client ignored every beat whose `seq` it had seen (INSERT OR
+    IGNORE), so the lease ended as 'missed' while the provider beat on time."""
+    now = int(time.time())
+    clock, lsp_clock = ManualClock(now), ManualClock(now)
+    async with (
+        agent(tmp_path / "client", [relay_url], clock=clock) as client,
+        agent(tmp_path / "lsp", [relay_url], clock=lsp_clock) as lsp,
+    ):
+        signed = await signed_contract(client, lsp, now)
+        await lsp.beat(signed.id, 0)
+        await eventually(lambda: repo.last_heartbeat(client.agent.store, signed.id) == now)
+        for c in (clock, lsp_clock):
+            c.advance(600)
+        await lsp.beat(signed.id, 0)  # restored: seq 0 again, on time
+        await eventually(lambda: repo.last_heartbeat(client.agent.store, signed.id) == now + 600)
+        clock.advance(1500)
+        assert client.check_heartbeats() == []

@@ -102,9 +102,13 @@ def set_contract_state(tx: Tx, contract_id: str, state: str, reason: str) -> Non
 
 
 def save_heartbeat(tx: Tx, contract: str, provider: str, seq: int, sent_at: int) -> None:
+    """Record a beat; a `seq` seen before (a provider restored from a backup counts from 0
+    again) is a beat too, so a later one moves that row's times on rather than vanishing."""
     tx.execute(
-        "INSERT OR IGNORE INTO heartbeats (contract, provider, seq, sent_at, received_at)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO heartbeats (contract, provider, seq, sent_at, received_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (contract, seq) DO UPDATE SET"
+        " sent_at = excluded.sent_at, received_at = excluded.received_at"
+        " WHERE excluded.sent_at > heartbeats.sent_at",
         (contract, provider, seq, sent_at, tx.now),
     )
 
