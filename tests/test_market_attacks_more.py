@@ -22,6 +22,7 @@ from agent.settings import RelayEntry, RelaysConfig, Settings
 from agent.store import Store
 from agent.store import market as repo
 from events import bid, contract, listing, nip59, rfp
+from events.errors import Restricted
 from events.rfp import Rfp
 from tests.test_crash import hive, new_agent
 from tests.test_hostile import publish
@@ -255,3 +256,38 @@ async def test_a_contract_whose_term_is_over_is_beaten_no_more(
         for side in (client, lsp):
             [row] = repo.contracts(side.agent.store)
             assert (row["state"], row["state_reason"]) == ("ended", "the term is over")
+
+
+@pytest.mark.anyio
+async def test_trials_offered_in_parallel_count_against_the_limit(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """'At most two trials at once' counted only accepted ones: a client offering trials to
+    the same provider three times before any was accepted ended up with three running.  Trials
+    offered and not yet accepted now count as running."""
+    now = int(time.time())
+    async with (
+        agent(tmp_path / "client", [relay_url]) as client,
+        agent(tmp_path / "p", [relay_url]) as provider,
+    ):
+
+        def trial_terms(to: str) -> contract.ContractTerms:
+            return contract.ContractTerms(
+                service="advisor", client=listing.did(client.me), provider=listing.did(to),
+                price_sat=1, pricing_model="per-action", frequency="action", starts_at=now,
+                duration_days=14, trial={"days": 7, "price_sat": 500},
+                nonce=secrets.token_hex(32),
+            )  # fmt: skip
+
+        first, second = trial_terms(provider.me), trial_terms(provider.me)
+        await client.offer(first)
+        await client.offer(second)
+        with pytest.raises(Restricted, match="at most 2"):
+            await client.offer(trial_terms(provider.me))
+        with pytest.raises(Restricted):
+            await client.offer(trial_terms(sdk.Keys.generate().public_key().to_hex()))
+        await eventually(lambda: len(repo.offers(provider.agent.store)) == 2)
+        await provider.accept(first.hash)
+        await provider.accept(second.hash)
+        await eventually(lambda: len(repo.contracts(client.agent.store)) == 2)
+        assert len(repo.trials(client.agent.store, client.me)) == 2

@@ -220,10 +220,12 @@ class Market:
     # --- contracts -----------------------------------------------------------------------
 
     def _check_trial(self, terms: ContractTerms) -> None:
-        """As the client, refuse trials beyond the limits (Restricted) before signing anything."""
+        """As the client, refuse trials beyond the limits (Restricted) before signing anything;
+        trials we offered and nobody accepted yet count (offered in parallel, all could be)."""
         if terms.trial is None or terms.client != listing.did(self.me):
             return
-        history = repo.trials(self.agent.store, self.me)
+        store, since = self.agent.store, self.now - trials.PENDING_S
+        history = repo.trials(store, self.me) + repo.pending_trials(store, self.me, since)
         trials.check_allowed(history, contract.pubkey_of(terms.provider), self.now)
 
     async def offer(self, terms: ContractTerms) -> Offer:

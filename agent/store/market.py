@@ -258,6 +258,26 @@ def trials(store: Store, client: str) -> list[dict[str, Any]]:
     return _rows(store, "SELECT * FROM trials WHERE client = ? ORDER BY started_at", (client,))
 
 
+def pending_trials(store: Store, client: str, since: int) -> list[dict[str, Any]]:
+    """Trials `client` offered since `since` that nobody accepted yet, shaped like `trials`
+    rows (they count against the trial limits as if running: offered in parallel, they all
+    could be)."""
+    rows = _rows(
+        store,
+        "SELECT offer FROM offers WHERE direction = 'out' AND state = 'open' AND created_at >= ?",
+        (since,),
+    )
+    pending = []
+    for row in rows:
+        terms = load_row(Offer, row["offer"]).terms
+        if terms.trial is None or terms.client != f"did:nostr:{client}":
+            continue
+        ends = terms.starts_at + terms.trial.days * 86400
+        provider = terms.provider.removeprefix("did:nostr:")
+        pending.append({"provider": provider, "started_at": terms.starts_at, "ends_at": ends})
+    return pending
+
+
 def credentials_about(store: Store, subject: str) -> list[ReputationCredential]:
     rows = _rows(
         store, "SELECT credential FROM credentials WHERE subject = ? AND revoked = 0", (subject,)
