@@ -291,3 +291,22 @@ async def test_trials_offered_in_parallel_count_against_the_limit(
         await provider.accept(second.hash)
         await eventually(lambda: len(repo.contracts(client.agent.store)) == 2)
         assert len(repo.trials(client.agent.store, client.me)) == 2
+
+
+@pytest.mark.anyio
+async def test_a_flood_of_fresh_rfps_cannot_hide_an_honest_one(tmp_path: Path, relays) -> None:
+    """`rfp list` read one page: 600 RFPs from fresh keys, newer than an honest one, pushed it
+    out of the relay's answer (500 here).  It now reads every page (into the store, within its
+    limits)."""
+    url = relays().start()
+    now = int(time.time())
+    junk = [rfp.build(sdk.Keys.generate(), an_rfp("junk", now), created_at=now - i % 5)
+            for i in range(600)]  # fmt: skip
+    async with agent(tmp_path / "op", [url], clock=ManualClock(now - 60)) as op:
+        await op.post_rfp(an_rfp("honest", now - 60))
+    async with RelayClient([url]) as client:
+        for event in junk:
+            await client.publish(event)
+    async with agent(tmp_path / "adv", [url]) as adv:
+        listed = await adv.list_rfps()
+    assert rfp.address(op.me, "honest") in [r["address"] for r in listed]

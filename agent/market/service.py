@@ -180,7 +180,9 @@ class Market:
         return event
 
     async def list_rfps(self) -> list[dict[str, Any]]:
-        await self.agent.fetch_into_store([{"kinds": [Kind.RFP], "#t": ["hive-rfp"]}])
+        """Open RFPs: every page the relays hold read into the store (within its limits)."""
+        filt = {"kinds": [Kind.RFP], "#t": ["hive-rfp"]}
+        await paging.fetch_pages(self.agent.fetch_into_store, filt)
         return [r for r in repo.rfps(self.agent.store) if r["rfp"]["award_by"] > self.now]
 
     async def bid(self, rfp_address: str, terms: bid.BidTerms) -> str:
