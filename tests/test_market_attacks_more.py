@@ -21,7 +21,7 @@ from agent.nostr.client import RelayClient
 from agent.settings import RelayEntry, RelaysConfig, Settings
 from agent.store import Store
 from agent.store import market as repo
-from events import bid, contract, listing, nip59, rfp
+from events import bid, contract, listing, nip19, nip59, rfp
 from events.errors import Restricted
 from events.rfp import Rfp
 from tests.test_crash import hive, new_agent
@@ -310,3 +310,27 @@ async def test_a_flood_of_fresh_rfps_cannot_hide_an_honest_one(tmp_path: Path, r
     async with agent(tmp_path / "adv", [url]) as adv:
         listed = await adv.list_rfps()
     assert rfp.address(op.me, "honest") in [r["address"] for r in listed]
+
+
+def test_someone_elses_naddr_does_not_withdraw_our_listing(tmp_path: Path, relays) -> None:
+    """`market withdraw` took any address and kept only its `d`: pasting a stranger's
+    `naddr1…` whose `d` is the id of one of ours ("please withdraw your duplicate listing,
+    here it is") withdrew ours.  An address that is not ours is now INVALID_PARAMS."""
+    url = relays().start()
+    home = tmp_path / "seller"
+    me = new_agent(home)
+    listing_args = [
+        "--service", "advisor", "--title", "Fees", "--summary", "fee policy", "--price", "1000",
+        "--frequency", "month", "--pricing-model", "subscription", "--primary", "fee-policy",
+    ]  # fmt: skip
+    published = hive(home, "market", "publish", "--id", "fees", *listing_args, "--relay", url)
+    assert published.returncode == 0, published.stderr
+    stranger = sdk.Keys.generate().public_key().to_hex()
+    theirs = nip19.naddr(f"30402:{stranger}:fees")
+    refused = hive(home, "market", "withdraw", theirs, "--relay", url)
+    assert refused.returncode == 65 and "is not one of our listings" in refused.stderr
+    mine = repo.my_listings(Store(home / "agent.sqlite"))["fees"]
+    assert mine.status == "active"
+    ours = nip19.naddr(f"30402:{me}:fees")
+    assert hive(home, "market", "withdraw", ours, "--relay", url).returncode == 0
+    assert repo.my_listings(Store(home / "agent.sqlite"))["fees"].status == "sold"
