@@ -38,9 +38,22 @@ def on_relay_list(event: NostrEvent, tx: Tx) -> None:
     tx.save_relay_list(event.pubkey, event.kind, event.created_at, relays, bits)
 
 
+NOTES_PER_SENDER_PER_DAY = 100
+NOTES_PER_DAY = 1000
+
+
 def on_note(clock: Clock) -> RumorHandler:
+    """Store a note — at most 100 a day from one sender and 1,000 a day from all together
+    (each may be 28 KiB and fresh keys are free: unbounded, strangers filled the store by the
+    gigabyte a day); past that RATE_LIMITED."""
+
     def handle(opened: Unwrapped, tx: Tx) -> None:
         msg = note.parse(opened.rumor, now=clock.now()).payload
+        day = tx.now - 86400
+        if tx.notes_since(day, opened.sender) >= NOTES_PER_SENDER_PER_DAY:
+            raise RateLimited(f"at most {NOTES_PER_SENDER_PER_DAY} notes a day from one sender")
+        if tx.notes_since(day) >= NOTES_PER_DAY:
+            raise RateLimited(f"at most {NOTES_PER_DAY:,} notes a day")
         if tx.claim_msg_id(opened.sender, msg.msg_id):  # same note re-sent: applied once
             tx.add_note(msg.msg_id, opened.sender, msg.text, msg.reply_to)
 

@@ -228,8 +228,9 @@ def _int(ev: Rumor, name: str) -> int | None:
 def parse(ev: Rumor, *, now: int, include_withdrawn: bool = False) -> Signed[Listing]:
     """A hive listing from a verified kind-30402 event.
 
-    Raises WrongKind, MissingTag, InvalidTag, Expired or InvalidPayload; a withdrawn listing
-    raises InvalidPayload unless `include_withdrawn`.
+    Raises WrongKind, MissingTag, InvalidTag (also for a `did` tag that is not the author's),
+    Expired or InvalidPayload; a withdrawn listing raises InvalidPayload unless
+    `include_withdrawn`.
     """
     require_kind(ev, Kind.CLASSIFIED_LISTING)
     require_tags(
@@ -237,6 +238,9 @@ def parse(ev: Rumor, *, now: int, include_withdrawn: bool = False) -> Signed[Lis
         ["d", "title", "summary", "price", "service", "pricing-model", "capability", "expiration"],
     )
     require_unexpired(ev, now)
+    if any(value != did(ev.pubkey) for value in tag_values(ev.tags, "did")):
+        # a listing signed by one key claiming another's identity: never attributed to it
+        raise InvalidTag("a listing's `did` names its own author")
     price = next(t for t in ev.tags if t[0] == "price")
     amount = price[1] if len(price) > 1 else ""
     if (

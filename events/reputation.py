@@ -16,9 +16,10 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from events.base import Rumor, event_from_data
+from events.base import NostrEvent, Rumor, event_from_data, tag_values
 from events.canonical import content_hash
-from events.errors import HiveError, InvalidPayload
+from events.crypto import KeyLike
+from events.errors import HiveError, InvalidPayload, InvalidTag
 from events.family import JsonFamily, Payload, Signed
 from events.kinds import Kind
 from events.types import Did
@@ -206,14 +207,31 @@ FAMILY = JsonFamily(
     alt="Lightning Hive reputation credential",
     derived_tags=_tags,
 )
-build = FAMILY.build
+
+
+def build(keys: KeyLike, cred: ReputationCredential, *, created_at: int) -> NostrEvent:
+    """The signed credential event; raises what every receiver would refuse it with."""
+    event = FAMILY.build(keys, cred, created_at=created_at)
+    parse(event, now=created_at)
+    return event
+
+
+FUTURE_TOLERANCE_S = 600
 
 
 def parse(ev: Rumor, *, now: int) -> Signed[ReputationCredential]:
-    """A credential whose event is signed by its issuer (InvalidPayload otherwise)."""
+    """A credential whose event is signed by its issuer, about a period that has ended
+    (InvalidPayload otherwise: a period ending years ahead would never age, so its weight
+    would never decay), tagged `p` with its subject alone (InvalidTag)."""
     signed = FAMILY.parse(ev, now=now)
     if signed.payload.issuer != f"did:nostr:{ev.pubkey}":
         raise InvalidPayload("a credential must be published by its issuer")
+    subject = signed.payload.credentialSubject.id.removeprefix("did:nostr:")
+    if tag_values(ev.tags, "p") != [subject]:
+        # an extra `p` would file it under someone else: their subscriptions, their NIP-85 rank
+        raise InvalidTag("a credential's only `p` tag is its subject")
+    if unix(signed.payload.credentialSubject.period.end) > now + FUTURE_TOLERANCE_S:
+        raise InvalidPayload("a credential speaks of a period that has ended, not of the future")
     return signed
 
 
@@ -222,13 +240,15 @@ def address(issuer_pubkey: str, credential_id: str) -> str:
 
 
 def verified_evidence(cred: ReputationCredential) -> int:
-    """How many evidence items embed a signed event that verifies and carries the item's id."""
-    count = 0
+    """How many distinct signed events, each verifying and carrying its item's id, the
+    evidence embeds (one event repeated is one piece of evidence)."""
+    verified: set[str] = set()
     for item in cred.credentialSubject.evidence:
-        if item.event is None:
+        if item.event is None or item.id in verified:
             continue
         try:
-            count += event_from_data(item.event).id == item.id
+            if event_from_data(item.event).id == item.id:
+                verified.add(item.id)
         except HiveError:
             continue  # evidence that does not verify simply does not count
-    return count
+    return len(verified)

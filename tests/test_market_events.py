@@ -345,9 +345,11 @@ def test_bad_credentials_are_refused(change: dict, why: str) -> None:
 
 def test_credential_published_by_someone_else_is_refused() -> None:
     cred = reputation.ReputationCredential.model_validate(credential())
-    forged = reputation.build(OTHER, cred, created_at=NOW)  # claims ME as issuer
+    forged = reputation.FAMILY.build(OTHER, cred, created_at=NOW)  # claims ME as issuer
     with pytest.raises(InvalidPayload, match="published by its issuer"):
         reputation.parse(forged, now=NOW)
+    with pytest.raises(InvalidPayload, match="published by its issuer"):
+        reputation.build(OTHER, cred, created_at=NOW)  # never published
 
 
 def test_evidence_counts_only_if_it_verifies() -> None:

@@ -98,8 +98,8 @@ async def test_discovery_across_relays_and_clients(
         # a listing signed by nostr-tools, and one whose signature is forged
         sk = secrets.token_hex(32)
         js_id = f"js-{secrets.token_hex(4)}"
-        template = listing.build(
-            sdk.Keys.generate(), advert(js_id, now, price_sat=7_000), created_at=now
+        template = listing.build(  # its `did` names the key nostr-tools signs with
+            sdk.Keys.parse(sk), advert(js_id, now, price_sat=7_000), created_at=now
         )
         js_event = nostr_tools.call(
             "sign",

@@ -189,7 +189,8 @@ def cmd_note_send(args: argparse.Namespace, settings: Settings, emit: Emit) -> i
 
 def cmd_notes(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     notes = Store(settings.store_file).notes()
-    rows = [(when(n["received_at"]), n["sender"][:16] + "…", n["text"]) for n in notes]
+    # one note, one row: a newline in a sender's text would forge rows from someone else
+    rows = [(when(n["received_at"]), n["sender"][:16] + "…", inline(n["text"])) for n in notes]
     emit({"notes": notes}, table(["received", "from", "text"], rows) if rows else "no notes")
     return 0
 

@@ -8,6 +8,7 @@ from typing import Any
 from nostr_sdk import NostrSdkError
 
 from agent.cli.views import pairs, since, table, when
+from agent.textsafe import inline
 from events import nip19
 
 
@@ -90,7 +91,7 @@ def _terms_pairs(t: dict[str, Any]) -> list[tuple[str, Any]]:
         ("trial", _trial(t["trial"])),
         ("schemas", ", ".join(t["schemas"]) or "-"),
         ("capacity", sat(t["capacity_sat"])),
-        ("listing", t["listing"]),
+        ("listing", None if t["listing"] is None else inline(t["listing"])),  # the offerer's
         ("heartbeat", f"every {t['heartbeat_interval_s']} s"),
     ]
 

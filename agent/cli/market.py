@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from agent.cli.apps import AppFactory
 from agent.cli.bech32 import enrich
 from agent.cli.common import Bind, Emit
-from agent.cli.types import integer, listing_id, listing_ref, sats
+from agent.cli.types import integer, listing_ref, sats
 from agent.cli.views import pairs, table
 from agent.clock import SystemClock
 from agent.config_files import read_user_file
@@ -24,8 +24,10 @@ from agent.market.service import Market
 from agent.settings import Settings
 from agent.store import Store
 from agent.store import market as repo
+from agent.textsafe import inline
 from events import listing
 from events.errors import InvalidParams, NotFound
+from events.kinds import Kind
 from events.listing import Frequency, Listing, PricingModel, ServiceType, Trial
 from events.types import first_error
 
@@ -145,9 +147,24 @@ def cmd_update(args: argparse.Namespace, settings: Settings, emit: Emit, make: A
     return _publish(args, settings, emit, make, item)
 
 
+def own_listing(ref: str, me: str) -> str:
+    """The id of one of our listings from its id, address or `naddr` (as `listing_ref` reads
+    it); INVALID_PARAMS for an address that is not ours — someone else's `naddr` with the
+    same `d` as one of ours must not withdraw ours."""
+    if ":" not in ref:
+        return ref
+    kind, author, d = ref.split(":", 2)
+    if int(kind) != Kind.CLASSIFIED_LISTING or author != me:
+        raise InvalidParams(
+            f"{inline(ref)[:90]} is not one of our listings (ours are 30402:{me[:12]}…:<id>)"
+        )
+    return d
+
+
 def cmd_withdraw(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:
     async def job(market: Market) -> dict[str, Any]:
-        return {"event_id": (await market.withdraw(args.id)).id, "withdrawn": args.id}
+        lid = own_listing(args.id, market.me)
+        return {"event_id": (await market.withdraw(lid)).id, "withdrawn": lid}
 
     result = with_market(args, settings, make, job)
     emit(result, _fields_text(enrich(result)))
@@ -217,7 +234,7 @@ def ranked_row(r: Any) -> dict[str, Any]:
 def _listings_text(result: dict[str, Any], explain: bool) -> str:
     rows = [
         (i, f"{row['score']:.3f}", f"{row['price_sat']:,}/{row['frequency']}",
-         f"{row['reputation']['score']:.0f} {row['reputation']['tier']}", row["title"],
+         f"{row['reputation']['score']:.0f} {row['reputation']['tier']}", inline(row["title"]),
          f"{row['provider'][:12]}…")
         for i, row in enumerate(result["listings"], 1)
     ]  # fmt: skip
@@ -306,7 +323,7 @@ def register(sub: Any, relay_opt: argparse.ArgumentParser, bind: Bind) -> None:
     _listing_options(update, False)
     update.set_defaults(func=bind(cmd_update))
     withdraw = market.add_parser("withdraw", parents=[relay_opt], help="withdraw a listing")
-    withdraw.add_argument("id", type=listing_id, help="listing id, naddr1… or its address")
+    withdraw.add_argument("id", type=listing_ref, help="listing id, naddr1… or its address")
     withdraw.set_defaults(func=bind(cmd_withdraw))
     refresh = market.add_parser(
         "refresh", parents=[relay_opt], help="re-publish listings about to expire"

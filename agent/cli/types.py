@@ -109,11 +109,6 @@ def rfp_ref(text: str) -> str:
     return listing_ref(text)
 
 
-def listing_id(text: str) -> str:
-    """One of our listings: its id (the `d` tag), or its address / `naddr`, as the id."""
-    return listing_ref(text).split(":", 2)[2] if ":" in listing_ref(text) else text
-
-
 def id_prefix(text: str) -> str:
     """A stored id (contract, ticket, credential, command…) or a unique prefix of it, at least
     MIN_PREFIX characters; agent/cli/ids.py resolves it against the store."""

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 MISSES_ALLOWED = 2  # the third miss in a row ends a lease or flags an advisor
 WINDOW_S = 30 * 86400
+FUTURE_TOLERANCE_S = 600  # a beat dated further ahead of our clock is refused (FROM_FUTURE)
+
+
+def too_soon(last_received_at: int | None, interval_s: int, now: int) -> bool:
+    """UPSTREAM: beats closer than half an interval are rejected — counted by when *we*
+    received them, so a burst of beats backdated one interval apart buys no uptime."""
+    return last_received_at is not None and now - last_received_at < interval_s / 2
 
 
 def missed(last_beat_at: int, interval_s: int, now: int) -> int:

@@ -6,6 +6,11 @@
     specialisation  1 if the buyer's primary need is the provider's primary capability,
                     0.5 if one of its secondary ones, else 0
     price           min(1, budget ÷ price)          (free: 1)
+
+Prices are compared per month: a listing priced per hour, day, week or year is converted to
+30 days (×720, ×30, ×30/7, ÷12), so `--budget` and `--max-price` are sat a month — or sat per
+action for a per-action listing.  Compared raw, 20 sat/hour (14,400 a month) looked cheaper
+than 10,000 sat/month and passed a 12,000 ceiling.
     availability    heartbeat uptime over the last 30 days (0.5 with no history)
     freshness       1 − age ÷ lifetime
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from events.listing import Listing, ServiceType
+from events.listing import Frequency, Listing, ServiceType
 
 WEIGHTS = {
     "reputation": 0.35,
@@ -60,6 +65,21 @@ class Breakdown:
         return " + ".join(parts) + f" = {self.total:.3f}"
 
 
+PER_MONTH = {
+    Frequency.HOUR: 720.0,
+    Frequency.DAY: 30.0,
+    Frequency.WEEK: 30 / 7,
+    Frequency.MONTH: 1.0,
+    Frequency.YEAR: 1 / 12,
+    Frequency.ACTION: 1.0,  # per action: nothing to convert it to
+}
+
+
+def comparable_price(item: Listing) -> float:
+    """The listing's price a month (per action for a per-action listing), in sat."""
+    return item.price_sat * PER_MONTH[item.frequency]
+
+
 def schema_matches(offered: str, wanted: str) -> bool:
     """`hive:fee-policy/*` offered covers `hive:fee-policy/v1` wanted, and vice versa."""
 
@@ -80,7 +100,7 @@ def matches(item: Listing, need: Need) -> bool:
         return False
     if need.schema and not any(schema_matches(s, need.schema) for s in item.schemas):
         return False
-    if need.max_price_sat is not None and item.price_sat > need.max_price_sat:
+    if need.max_price_sat is not None and comparable_price(item) > need.max_price_sat:
         return False
     return not (need.mint and need.mint not in item.mints)
 
@@ -110,7 +130,7 @@ def components(
     if item.price_sat == 0:
         price = 1.0
     else:
-        price = 0.0 if budget is None else min(1.0, budget / item.price_sat)
+        price = 0.0 if budget is None else min(1.0, budget / comparable_price(item))
     made = item.published_at if created_at is None else created_at
     lifetime = max(1, item.expires_at - made)
     fresh = 1 - (now - made) / lifetime

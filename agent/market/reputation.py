@@ -6,7 +6,9 @@
                    issuer is, else 1.0
     recency        e^(−0.01 · days since the credential's period ended)
     evidence       0.3 with no verified evidence, 0.7 for 1–5 items, 1.0 for more than 5
-                   (only evidence that verifies counts)
+                   (only distinct evidence that verifies counts)
+    ÷ n            each of an issuer's n credentials about the subject weighs 1/n: one key
+                   issuing a hundred credentials (a period each) counts as one issuer
 
 Tiers: newcomer 0–59, recognized 60–74, trusted 75–84, senior 85–100.
 """
@@ -14,6 +16,7 @@ Tiers: newcomer 0–59, recognized 60–74, trusted 75–84, senior 85–100.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from events.reputation import ReputationCredential, score, tier, unix, verified_evidence
@@ -27,10 +30,11 @@ class Weighted:
     issuer_weight: float
     recency: float
     evidence: float
+    issued: int = 1  # how many credentials its issuer has about the subject here
 
     @property
     def weight(self) -> float:
-        return self.issuer_weight * self.recency * self.evidence
+        return self.issuer_weight * self.recency * self.evidence / self.issued
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def issuer_weight(issuer: str, subject: str, members: set[str]) -> float:
     return 1.0
 
 
-def weigh(cred: ReputationCredential, now: int, members: set[str]) -> Weighted:
+def weigh(cred: ReputationCredential, now: int, members: set[str], issued: int = 1) -> Weighted:
     s = cred.credentialSubject
     issuer = cred.issuer.removeprefix("did:nostr:")
     days = max(0.0, (now - unix(s.period.end)) / 86400)
@@ -64,6 +68,7 @@ def weigh(cred: ReputationCredential, now: int, members: set[str]) -> Weighted:
         issuer_weight=issuer_weight(issuer, s.id.removeprefix("did:nostr:"), members),
         recency=math.exp(-0.01 * days),
         evidence=evidence_factor(verified_evidence(cred)),
+        issued=issued,
     )
 
 
@@ -71,7 +76,8 @@ def aggregate(
     subject: str, credentials: list[ReputationCredential], now: int, members: set[str] = frozenset()
 ) -> Aggregate:
     """The aggregate score of `subject` (hex pubkey) from credentials about it."""
-    parts = tuple(weigh(c, now, set(members)) for c in credentials)
+    issued = Counter(c.issuer for c in credentials)
+    parts = tuple(weigh(c, now, set(members), issued[c.issuer]) for c in credentials)
     total_weight = sum(p.weight for p in parts)
     value = sum(p.weight * p.score for p in parts) / total_weight if total_weight else 0.0
     return Aggregate(subject, value, tier(value), parts)

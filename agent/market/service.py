@@ -15,10 +15,10 @@ import anyio
 
 from agent import __version__
 from agent.component import Messaging, Wiring
-from agent.market import heartbeats, summaries, trials
+from agent.market import heartbeats, paging, summaries, trials
 from agent.market.discovery import Ranked, collect_credentials, collect_listings, rank
 from agent.market.handlers import public_handlers, rumor_handlers
-from agent.market.ranking import Need
+from agent.market.ranking import Need, matches
 from agent.market.reputation import Aggregate, aggregate
 from agent.nostr.pool import Subscription
 from agent.store import OutboxItem
@@ -46,7 +46,7 @@ class Market:
 
     def wiring(self) -> Wiring:
         return Wiring(
-            handlers=public_handlers(self.agent.clock),
+            handlers=public_handlers(self.agent.clock, self.me),
             rumors=rumor_handlers(self.agent.keys, self.agent.clock),
             subscriptions=[
                 Subscription(
@@ -125,32 +125,36 @@ class Market:
             if need.service is None
             else [f"hive-{need.service.value}"]
         )
-        raws = await self.agent.fetch(
-            [
-                {"kinds": [Kind.CLASSIFIED_LISTING], "#t": tags},
-                {"kinds": [Kind.DELETION], "#k": [str(int(Kind.CLASSIFIED_LISTING))]},
-            ]
+        fetch = self.agent.fetch
+        raws = await paging.fetch_pages(fetch, {"kinds": [Kind.CLASSIFIED_LISTING], "#t": tags})
+        raws += await paging.fetch_pages(
+            fetch, {"kinds": [Kind.DELETION], "#k": [str(int(Kind.CLASSIFIED_LISTING))]}
         )
         found = collect_listings(raws, self.now, self.errors)
-        authors = sorted({f.author for f in found})
+        authors = sorted({f.author for f in found if matches(f.listing, need)})
         creds = await self.credentials_about(authors) if authors else {}
-        avail = {a: self.availability(a) for a in authors}
+        ours = repo.contracts(self.agent.store)  # read once: browse may rank thousands
+        avail = {a: self.availability(a, ours) for a in authors}
         return rank(found, need, creds, avail, self.now, members)
 
     async def credentials_about(
         self, subjects: list[str]
     ) -> dict[str, list[reputation.ReputationCredential]]:
-        raws = await self.agent.fetch(
-            [
-                {"kinds": [Kind.REPUTATION], "#p": subjects},
-                {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]},
-            ]
+        fetch = self.agent.fetch
+        raws = await paging.fetch_about(fetch, {"kinds": [Kind.REPUTATION]}, "p", subjects)
+        raws += await paging.fetch_pages(
+            fetch, {"kinds": [Kind.DELETION], "#k": [str(int(Kind.REPUTATION))]}
         )
         return collect_credentials(raws, self.now, self.errors)
 
-    def availability(self, provider: str) -> float | None:
-        """Heartbeat uptime of `provider` over 30 days, from our own contracts with it."""
-        rows = [c for c in repo.contracts(self.agent.store) if c["counterparty"] == provider]
+    def availability(
+        self, provider: str, contracts: list[dict[str, Any]] | None = None
+    ) -> float | None:
+        """Heartbeat uptime of `provider` over 30 days, from our own contracts with it
+        (`contracts`: all of ours, when the caller has read them already)."""
+        if contracts is None:
+            contracts = repo.contracts(self.agent.store)
+        rows = [c for c in contracts if c["counterparty"] == provider]
         if not rows:
             return None
         since = self.now - heartbeats.WINDOW_S
@@ -176,7 +180,9 @@ class Market:
         return event
 
     async def list_rfps(self) -> list[dict[str, Any]]:
-        await self.agent.fetch_into_store([{"kinds": [Kind.RFP], "#t": ["hive-rfp"]}])
+        """Open RFPs: every page the relays hold read into the store (within its limits)."""
+        filt = {"kinds": [Kind.RFP], "#t": ["hive-rfp"]}
+        await paging.fetch_pages(self.agent.fetch_into_store, filt)
         return [r for r in repo.rfps(self.agent.store) if r["rfp"]["award_by"] > self.now]
 
     async def bid(self, rfp_address: str, terms: bid.BidTerms) -> str:
@@ -216,10 +222,12 @@ class Market:
     # --- contracts -----------------------------------------------------------------------
 
     def _check_trial(self, terms: ContractTerms) -> None:
-        """As the client, refuse trials beyond the limits (Restricted) before signing anything."""
+        """As the client, refuse trials beyond the limits (Restricted) before signing anything;
+        trials we offered and nobody accepted yet count (offered in parallel, all could be)."""
         if terms.trial is None or terms.client != listing.did(self.me):
             return
-        history = repo.trials(self.agent.store, self.me)
+        store, since = self.agent.store, self.now - trials.PENDING_S
+        history = repo.trials(store, self.me) + repo.pending_trials(store, self.me, since)
         trials.check_allowed(history, contract.pubkey_of(terms.provider), self.now)
 
     async def offer(self, terms: ContractTerms) -> Offer:
@@ -275,11 +283,20 @@ class Market:
         await self.agent.publish(event)
         return event
 
+    def _term_over(self, row: dict[str, Any]) -> bool:
+        """End an active contract whose term is over (True); a provider beating for it forever
+        would spam relays until they refuse its key — and its live leases' beats with it."""
+        if self.now < row["contract"].terms.ends_at:
+            return False
+        with self.agent.store.transaction(self.now) as tx:
+            repo.set_contract_state(tx, row["id"], "ended", "the term is over")
+        return True
+
     async def beat_due(self) -> list[str]:
         """As a provider, send the heartbeat of every active contract whose interval has passed."""
         sent = []
         for row in repo.contracts(self.agent.store, "active"):
-            if row["role"] != "provider":
+            if row["role"] != "provider" or self._term_over(row):
                 continue
             interval = row["contract"].terms.heartbeat_interval_s
             last = self.agent.store.kv(f"beat:{row['id']}", {"seq": -1, "at": 0})
@@ -304,7 +321,7 @@ class Market:
         """As the client: end leases and flag advisors after three missed beats in a row."""
         actions = []
         for row in repo.contracts(self.agent.store, "active"):
-            if row["role"] != "client":
+            if row["role"] != "client" or self._term_over(row):
                 continue
             terms = row["contract"].terms
             last = repo.last_heartbeat(self.agent.store, row["id"]) or terms.starts_at
@@ -359,7 +376,7 @@ class Market:
         store, keys = self.agent.store, self.agent.keys
         subject = repo.credential_subject(store, address)
         with store.transaction(self.now) as tx:
-            repo.revoke_credential(tx, address, self.me)
+            repo.revoke_credential(tx, address, self.me, self.now)
         rank = summaries.rank_event(keys, store, subject, now=self.now) if subject else None
         tags = summaries.withdrawal_tags(
             self.me, address, store.kv(f"label:{address}"), subject, rank_left=rank is not None

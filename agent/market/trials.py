@@ -13,6 +13,7 @@ from events.errors import Restricted
 MAX_CONCURRENT = 2
 COOLDOWN_S = 14 * 86400
 REPEAT_WINDOW_S = 90 * 86400
+PENDING_S = 7 * 86400  # a trial we offered counts as running for a week, or until accepted
 
 
 def check_allowed(history: list[dict[str, Any]], provider: str, now: int) -> None:

@@ -242,6 +242,14 @@ class Tx:
             (pubkey, created_at, event_id, payload),
         )
 
+    def notes_since(self, since: int, sender: str | None = None) -> int:
+        """Notes received since `since`, from `sender` or from anyone."""
+        row = self.execute(
+            "SELECT count(*) FROM notes WHERE received_at >= ? AND (? IS NULL OR sender = ?)",
+            (since, sender, sender),
+        ).fetchone()
+        return int(row[0])
+
     def add_note(self, msg_id: str, sender: str, text: str, reply_to: str | None) -> None:
         self.execute(
             "INSERT INTO notes (msg_id, sender, text, reply_to, received_at)"

@@ -27,7 +27,8 @@ def save_rfp(tx: Tx, address: str, author: str, rfp: Rfp, event_id: str, created
     tx.execute(
         "INSERT INTO rfps (address, author, rfp, event_id, created_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (address) DO UPDATE SET rfp = excluded.rfp, event_id = excluded.event_id,"
-        " created_at = excluded.created_at WHERE excluded.created_at > rfps.created_at",
+        " created_at = excluded.created_at WHERE excluded.created_at > rfps.created_at"
+        " OR (excluded.created_at = rfps.created_at AND excluded.event_id < rfps.event_id)",
         (address, author, rfp.model_dump_json(), event_id, created_at),
     )
 
@@ -101,17 +102,29 @@ def set_contract_state(tx: Tx, contract_id: str, state: str, reason: str) -> Non
 
 
 def save_heartbeat(tx: Tx, contract: str, provider: str, seq: int, sent_at: int) -> None:
+    """Record a beat; a `seq` seen before (a provider restored from a backup counts from 0
+    again) is a beat too, so a later one moves that row's times on rather than vanishing."""
     tx.execute(
-        "INSERT OR IGNORE INTO heartbeats (contract, provider, seq, sent_at, received_at)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO heartbeats (contract, provider, seq, sent_at, received_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (contract, seq) DO UPDATE SET"
+        " sent_at = excluded.sent_at, received_at = excluded.received_at"
+        " WHERE excluded.sent_at > heartbeats.sent_at",
         (contract, provider, seq, sent_at, tx.now),
     )
 
 
 def save_credential(tx: Tx, address: str, cred: ReputationCredential, event_json: str) -> None:
+    """Store a credential event; an older version of its address (or, in the same second, a
+    higher id: NIP-01) never replaces the one stored, and only a newer one clears a
+    revocation (a revoked credential re-delivered stays revoked)."""
     tx.execute(
-        "INSERT OR REPLACE INTO credentials (address, issuer, subject, credential, event, revoked,"
-        " received_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+        "INSERT INTO credentials (address, issuer, subject, credential, event, revoked,"
+        " received_at) VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (address) DO UPDATE SET"
+        " credential = excluded.credential, event = excluded.event, revoked = 0,"
+        " received_at = excluded.received_at WHERE"
+        " json_extract(excluded.event, '$.created_at') > json_extract(event, '$.created_at')"
+        " OR (json_extract(excluded.event, '$.created_at') = json_extract(event, '$.created_at')"
+        " AND json_extract(excluded.event, '$.id') < json_extract(event, '$.id'))",
         (
             address,
             cred.issuer.removeprefix("did:nostr:"),
@@ -123,10 +136,13 @@ def save_credential(tx: Tx, address: str, cred: ReputationCredential, event_json
     )
 
 
-def revoke_credential(tx: Tx, address: str, issuer: str) -> bool:
-    """Only the issuer's deletion revokes; True if a stored credential was revoked."""
+def revoke_credential(tx: Tx, address: str, issuer: str, until: int) -> bool:
+    """Only the issuer's deletion revokes, and only the versions made up to the deletion's
+    `created_at` (NIP-09: a credential re-issued later stands); True if one was revoked."""
     cur = tx.execute(
-        "UPDATE credentials SET revoked = 1 WHERE address = ? AND issuer = ?", (address, issuer)
+        "UPDATE credentials SET revoked = 1 WHERE address = ? AND issuer = ?"
+        " AND json_extract(event, '$.created_at') <= ?",
+        (address, issuer, until),
     )
     return cur.rowcount == 1
 
@@ -134,7 +150,7 @@ def revoke_credential(tx: Tx, address: str, issuer: str) -> bool:
 # --- reads ---------------------------------------------------------------------------------
 
 
-def _rows(store: Store, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+def _rows(store: Db, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     cur = store.conn.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur]
@@ -212,7 +228,7 @@ def count_offers(store: Store) -> int:
     return int(store.conn.execute("SELECT count(*) FROM offers").fetchone()[0])
 
 
-def offer(store: Store, terms_hash: str) -> dict[str, Any] | None:
+def offer(store: Db, terms_hash: str) -> dict[str, Any] | None:
     rows = _rows(store, "SELECT * FROM offers WHERE terms_hash = ?", (terms_hash,))
     return {**rows[0], "offer": load_row(Offer, rows[0]["offer"])} if rows else None
 
@@ -240,6 +256,26 @@ def heartbeat_times(store: Store, provider: str, since: int) -> list[tuple[str, 
 
 def trials(store: Store, client: str) -> list[dict[str, Any]]:
     return _rows(store, "SELECT * FROM trials WHERE client = ? ORDER BY started_at", (client,))
+
+
+def pending_trials(store: Store, client: str, since: int) -> list[dict[str, Any]]:
+    """Trials `client` offered since `since` that nobody accepted yet, shaped like `trials`
+    rows (they count against the trial limits as if running: offered in parallel, they all
+    could be)."""
+    rows = _rows(
+        store,
+        "SELECT offer FROM offers WHERE direction = 'out' AND state = 'open' AND created_at >= ?",
+        (since,),
+    )
+    pending = []
+    for row in rows:
+        terms = load_row(Offer, row["offer"]).terms
+        if terms.trial is None or terms.client != f"did:nostr:{client}":
+            continue
+        ends = terms.starts_at + terms.trial.days * 86400
+        provider = terms.provider.removeprefix("did:nostr:")
+        pending.append({"provider": provider, "started_at": terms.starts_at, "ends_at": ends})
+    return pending
 
 
 def credentials_about(store: Store, subject: str) -> list[ReputationCredential]:
@@ -271,12 +307,23 @@ def issued_credential(store: Store, address: str, issuer: str) -> bool:
 # --- reads inside an inbound handler's transaction ---------------------------------------------
 
 
-def contract_party(db: Db, contract_id: str) -> tuple[str, str] | None:
-    """(counterparty, our role) of a stored contract; None if it is not ours."""
+def contract_party(db: Db, contract_id: str) -> tuple[str, str, int] | None:
+    """(counterparty, our role, heartbeat interval) of a stored contract; None if it is not
+    ours."""
     row = db.conn.execute(
-        "SELECT counterparty, role FROM contracts WHERE id = ?", (contract_id,)
+        "SELECT counterparty, role, contract FROM contracts WHERE id = ?", (contract_id,)
     ).fetchone()
-    return None if row is None else (row[0], row[1])
+    if row is None:
+        return None
+    return row[0], row[1], load_row(Contract, row[2]).terms.heartbeat_interval_s
+
+
+def last_heartbeat_received(db: Db, contract: str) -> int | None:
+    """When we received the last heartbeat of a contract (our clock); None before the first."""
+    row = db.conn.execute(
+        "SELECT max(received_at) FROM heartbeats WHERE contract = ?", (contract,)
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
 
 
 def rfp_json(db: Db, address: str) -> str | None:
@@ -299,3 +346,56 @@ def our_offer_json(db: Db, terms_hash: str) -> str | None:
         "SELECT offer FROM offers WHERE terms_hash = ? AND direction = 'out'", (terms_hash,)
     ).fetchone()
     return None if row is None else row[0]
+
+
+def _count(db: Db, sql: str, params: tuple[Any, ...]) -> int:
+    return int(db.conn.execute(sql, params).fetchone()[0])
+
+
+def prune_rfps(tx: Tx, now: int, *, keep: str) -> None:
+    """Forget others' RFPs past their award date (`keep`'s own stay: their bids refer to them)."""
+    tx.execute(
+        "DELETE FROM rfps WHERE author != ? AND json_extract(rfp, '$.award_by') <= ?", (keep, now)
+    )
+
+
+def has_rfp(db: Db, address: str) -> bool:
+    return _count(db, "SELECT count(*) FROM rfps WHERE address = ?", (address,)) > 0
+
+
+def open_rfps(db: Db, now: int, author: str | None = None) -> int:
+    """RFPs still open (award date ahead), of `author` or of everyone."""
+    return _count(
+        db,
+        "SELECT count(*) FROM rfps WHERE json_extract(rfp, '$.award_by') > ?"
+        " AND (? IS NULL OR author = ?)",
+        (now, author, author),
+    )
+
+
+def count_bids(db: Db, rfp: str) -> int:
+    return _count(db, "SELECT count(*) FROM bids_received WHERE rfp = ?", (rfp,))
+
+
+def open_offers_to_us(db: Db, sender: str | None = None, since: int = 0) -> int:
+    """Open offers we received (since `since`), from `sender` or from anyone."""
+    return _count(
+        db,
+        "SELECT count(*) FROM offers WHERE direction = 'in' AND state = 'open'"
+        " AND created_at >= ? AND (? IS NULL OR offerer = ?)",
+        (since, sender, sender),
+    )
+
+
+def has_credential(db: Db, address: str) -> bool:
+    return _count(db, "SELECT count(*) FROM credentials WHERE address = ?", (address,)) > 0
+
+
+def credentials_held(db: Db, me: str, issuer: str | None = None, since: int = 0) -> int:
+    """Others' credentials we received (since `since`), from `issuer` or from anyone."""
+    return _count(
+        db,
+        "SELECT count(*) FROM credentials WHERE issuer != ? AND received_at >= ?"
+        " AND (? IS NULL OR issuer = ?)",
+        (me, since, issuer, issuer),
+    )
