@@ -449,3 +449,44 @@ async def test_an_advisor_cannot_flood_the_operators_queue(tmp_path: Path, relay
             while len(w.node.pending()) != 2:
                 await anyio.sleep(0.05)
         assert (await send(107))[1] == "queued"  # room again
+
+
+async def test_only_the_nodes_own_credentials_about_an_advisor_speed_its_commands(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """The approval engine weighs a reputation factor r from credentials about the advisor.
+    A stranger's top credential about it, held in a store of before agents refused them at
+    intake, made r 2: a danger-5 command that waits for the operator (moderate, L 5) ran at
+    once. Only the node's own credentials count: the stranger's changes nothing, the node's
+    own (`rep issue`) does."""
+    from agent.store import market as market_repo
+    from tests.test_market_attacks import credential, unchecked
+
+    now, day = int(time.time()), 86400
+
+    def hold(store: Any, issuer: sdk.Keys, subject: str, d: str) -> None:
+        cred = credential(issuer.public_key().to_hex(), subject, now - 31 * day, now - day)
+        event = unchecked(issuer, cred, now)
+        address = f"{Kind.REPUTATION}:{event.pubkey}:{d}"
+        with store.transaction(now) as tx:
+            market_repo.save_credential(tx, address, cred, event.to_json())
+
+    async with world(tmp_path, relay_url, PolicyConfig()) as w:
+        cred = w.grant(tier=Tier.ADVANCED, schemas=("hive:fee-policy/*",))
+        await w.wait_credential(cred)
+        store = w.node.agent.store
+
+        async def bulk(ppm: int) -> str:
+            cmd, _ = await w.advisor.advise(
+                w.node.me, "hive:fee-policy/v1", "set_bulk", {"fee_ppm": ppm, "base_msat": 1000},
+                wait=False,
+            )  # fmt: skip
+            with anyio.fail_after(10):
+                while not (held := repo.held_for_command(w.advisor.agent.store, cmd.command_id)):
+                    await anyio.sleep(0.05)
+            return held[-1].status.value
+
+        hold(store, sdk.Keys.generate(), w.advisor.me, "sybil")
+        assert await bulk(121) == "queued"  # the stranger's opinion: r stays 1
+        hold(store, w.node.agent.keys, w.advisor.me, "ours")
+        assert await bulk(122) == "ok"  # the node's own: r 2, L 2.5, run at once

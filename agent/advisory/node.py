@@ -199,7 +199,10 @@ class NodeService:
         sender, store = row["sender"], self.agent.store
         r = self.ctx.governance.reputation_factor  # the node's own actions (fleet)
         if sender != self.ctx.principal:
-            rep = aggregate(sender, market_repo.credentials_about(store, sender), self.now)
+            # only this node's own credentials about the advisor: anyone can issue one, and a
+            # store of before 2026-12 may hold strangers' (agents refuse them at intake now)
+            mine = market_repo.credentials_issued_about(store, self.ctx.me, sender)
+            rep = aggregate(sender, mine, self.now)
             r = reputation_factor(rep.score if rep.parts else None)
         pol = self.policy
         return decide(
