@@ -28,7 +28,7 @@ import anyio
 from agent.component import Messaging, Wiring
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
-from agent.escrow.planning import PlannedPart, plan_parts
+from agent.escrow.planning import PlannedPart, locked_until, plan_ticket
 from agent.escrow.swaps import final_swap
 from agent.node.models import Forward
 from agent.store import Tx
@@ -51,7 +51,6 @@ from events.escrow import (
     Metric,
     Part,
     PartRole,
-    Terms,
     Ticket,
     TicketType,
 )
@@ -197,19 +196,22 @@ class Escrow:
         await check_mint(mint, self.mints)  # before the wallet library talks to the mint
         mint = normalize(mint)
         now = self.now
-        plan, commands = plan_parts(
+        plan, terms = plan_ticket(  # refused here, before any ecash is locked
             kind,
             amount_sat,
+            schema_pattern=schema_pattern,
+            max_danger=max_danger,
             commands=commands,
             milestones=milestones,
             bonus_sat=bonus_sat,
             metric=metric,
-            locked_until=now + (locktime_s or escrow.window_s(max_danger)),
+            params_hash=params_hash,
+            mint=mint,
+            advisor=advisor,
+            credential_id=credential_id,
+            locked_until=locked_until(now, max_danger, locktime_s),
+            deadline=now + deadline_s,
         )
-        deadline = now + deadline_s
-        terms = Terms(schema_pattern=schema_pattern, params_hash=params_hash,
-                      max_danger=max_danger, commands=commands, metric=metric,
-                      deadline=deadline)  # fmt: skip
         ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
         locks = zip(plan, self.new_locks(len(plan)), strict=True)
         parts = [

@@ -1,0 +1,111 @@
+"""Escrow under attack: a careless operator, a dishonest node, a dishonest advisor and a lying
+mint, against the real relay and a real Nutshell mint (FakeWallet).  Each test names the
+attack; each failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from agent.store import escrow as erepo
+from events.credential import Tier
+from events.errors import InvalidParams
+from events.escrow import TicketType
+from tests.advisory_world import World, world
+
+pytestmark = pytest.mark.anyio
+FEE = "hive:fee-policy/v1"
+
+
+async def until(condition: Callable[[], Any], timeout: float = 20) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.05)
+
+
+def states(w: World, ticket_id: str, role: str) -> list[str]:
+    db = (w.node if role == "funder" else w.advisor).agent.store
+    return [p["state"] for p in erepo.parts(db, ticket_id)]
+
+
+async def credential(w: World) -> str:
+    cred = w.grant(tier=Tier.ADVANCED, schemas=("hive:fee-policy/*",))
+    await w.wait_credential(cred)
+    return cred.credential_id
+
+
+def drafts(w: World) -> dict[str, Any]:
+    return erepo.records(w.node.agent.store, "escrow-draft:")
+
+
+@pytest.mark.parametrize(
+    "milestones",
+    [[2, 1], [1, 1], [0, 2], list(range(1, 18))],
+    ids=["falling", "repeated", "zero", "17 parts"],
+)
+async def test_a_ticket_that_cannot_be_sent_locks_nothing(
+    tmp_path: Path, relay_url: str, mint_url: str, milestones: list[int]
+) -> None:
+    """Careless operator: `escrow fund --type milestone --milestones 2,1` (or 1,1, 0,2, or more
+    than 16 milestones).  The ticket's shape was checked only after every part's ecash had been
+    swapped into locks: the ticket was never sent, the locked ecash sat in drafts nothing ever
+    refunds (or, for a part that did not validate, the inputs stayed 'unspent' in the ledger
+    though the mint had spent them)."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.node_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(1000)
+        with pytest.raises(InvalidParams):
+            await w.node_escrow.fund(
+                advisor=w.advisor.me,
+                credential_id=cred,
+                kind=TicketType.MILESTONE,
+                amount_sat=170,
+                schema_pattern="hive:fee-policy/*",
+                max_danger=5,
+                milestones=milestones,
+            )
+        assert w.node_escrow.balances() == {w.node_escrow.mints[0]: 1000}
+        assert drafts(w) == {}
+        status = await (await w.node_escrow.wallet(w.node_escrow.mints[0])).states(
+            erepo.unspent(w.node.agent.store, w.node_escrow.mints[0])
+        )
+        assert {s["state"] for s in status} == {"unspent"}  # the ledger is the mint's truth
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--type", "milestone", "--milestones", "2,1"],
+        ["--type", "milestone", "--milestones", "1,x"],
+        ["--type", "milestone", "--milestones", ",".join(str(i) for i in range(1, 18))],
+        ["--locktime-s", "-60"],
+        ["--credential", "c0ffee"],  # an id that matches nothing is passed on as it is
+    ],
+    ids=["falling", "not numbers", "17 parts", "past locktime", "short credential"],
+)
+def test_fund_refuses_a_ticket_it_could_not_send_before_connecting(
+    tmp_path: Path, bad: list[str]
+) -> None:
+    """The same through the CLI: refused as INVALID_PARAMS before any relay or mint is asked
+    (before, `--credential c0ffee` swapped the ecash into locks and then failed to build the
+    ticket; `--milestones 1,x` ended in INTERNAL)."""
+    from tests.test_cli_plumbing import run
+
+    home = tmp_path / "home"
+    assert run(home, "keys", "new").returncode == 0
+    (home / "policy.json").write_text(json.dumps({"mints": ["http://127.0.0.1:9"]}))
+    args = {"--credential": "ab" * 16, "--type": "single"}
+    for flag, value in zip(bad[::2], bad[1::2], strict=True):
+        args[flag] = value
+    extra = [x for kv in args.items() for x in kv]
+    done = run(home, "escrow", "fund", "cd" * 32, "--amount", "170", "--schema",
+               "hive:fee-policy/*", "--max-danger", "5", "--relay", "ws://127.0.0.1:9",
+               *extra)  # fmt: skip
+    assert done.returncode == 65, done.stderr
+    assert done.stderr.startswith("error: INVALID_PARAMS: "), done.stderr
