@@ -14,7 +14,7 @@ import pytest
 
 from agent.store import escrow as erepo
 from events.credential import Tier
-from events.errors import InvalidParams
+from events.errors import InvalidParams, NotFound
 from events.escrow import TicketType
 from tests.advisory_world import World, world
 
@@ -109,3 +109,56 @@ def test_fund_refuses_a_ticket_it_could_not_send_before_connecting(
                *extra)  # fmt: skip
     assert done.returncode == 65, done.stderr
     assert done.stderr.startswith("error: INVALID_PARAMS: "), done.stderr
+
+
+async def test_a_command_under_a_refunded_ticket_is_refused_before_it_runs(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """An advisor names a ticket whose locktime has passed (its part refunded to the operator,
+    or about to be): the deadline is 30 days, the locktime hours, so the node ran the command
+    and released nothing — the advisor's work was done unpaid.  Now refused RESTRICTED before it
+    runs: the part the command would complete must still be locked, before its locktime."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.node_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(100)
+        ticket = await w.node_escrow.fund(
+            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
+            schema_pattern="hive:fee-policy/*", max_danger=5, locktime_s=1,
+        )  # fmt: skip
+        await until(lambda: states(w, ticket.ticket_id, "funder") == ["refunded"])
+        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        chan = (await w.channels())[0]
+        _, got = await w.advisor.advise(
+            w.node.me, FEE, "set_single",
+            {"channel": chan.short_channel_id, "fee_ppm": chan.policy.ppm + 10},
+            ticket=ticket.ticket_id,
+        )  # fmt: skip
+        assert got is not None and got.error is not None, got
+        assert got.error.code == "RESTRICTED" and "locktime" in got.error.message
+        assert (await w.channels())[0].policy.ppm == chan.policy.ppm  # nothing ran
+
+
+async def test_refund_or_redeem_of_a_part_the_ticket_does_not_have_is_not_found(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """`escrow refund ID --part 5` (or `--part -1`) on a one-part ticket: an IndexError (or a
+    StopIteration turned RuntimeError; -1 even picked the last part's proofs) reported as
+    INTERNAL; now NOT_FOUND, like redeem."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.node_escrow is not None and w.advisor_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(100)
+        ticket = await w.node_escrow.fund(
+            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
+            schema_pattern="hive:fee-policy/*", max_danger=5,
+        )  # fmt: skip
+        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        for index in (1, 5, -1):
+            with pytest.raises(NotFound):
+                await w.node_escrow.refund(ticket.ticket_id, index)
+            with pytest.raises(NotFound):
+                await w.advisor_escrow.redeem(ticket.ticket_id, index)
+        with pytest.raises(NotFound):  # the payee's copy is not the funder's
+            await w.advisor_escrow.refund(ticket.ticket_id, 0)
+        assert states(w, ticket.ticket_id, "funder") == ["locked"]

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hive.escrow")
 REFUND_GRACE_S = 2  # past the locktime by the mint's clock, not just ours
+BY_RECEIPT = (PartRole.RELEASE, PartRole.MILESTONE, PartRole.BASE)  # released by a receipt
 
 
 class EscrowRole(StrEnum):
@@ -301,6 +302,23 @@ class Escrow:
             raise Restricted("the ticket was funded for other parameters")
         if self.now > terms.deadline or successes >= terms.commands:
             raise Restricted("the ticket is used up or past its deadline")
+        self._still_pays(db, ticket, successes)
+
+    def _still_pays(self, db: Any, ticket: Ticket, successes: int) -> None:
+        """The part the next success completes is still locked, before its locktime (after
+        it the operator refunds it: a command run then would be done unpaid)."""
+        part = min(
+            (p for p in ticket.parts if p.role in BY_RECEIPT and p.after_commands > successes),
+            key=lambda p: p.after_commands,
+        )
+        state = next(r["state"] for r in repo.parts(db, ticket.ticket_id)
+                     if r["part_index"] == part.index)  # fmt: skip
+        if self.now >= part.locktime:
+            raise Restricted(
+                f"the ticket's part {part.index} can no longer pay: its locktime passed"
+            )
+        if state != "locked":
+            raise Restricted(f"the ticket's part {part.index} can no longer pay: it is {state}")
 
     def on_success(self, tx: Tx, cmd: Command, receipt_id: str) -> str | None:
         """A command under a ticket succeeded: count it; the preimage of the part it completes
@@ -312,12 +330,7 @@ class Escrow:
             return None
         ticket = found[0]
         done = repo.count_success(tx, ticket.ticket_id)
-        due = [
-            p
-            for p in ticket.parts
-            if p.role in (PartRole.RELEASE, PartRole.MILESTONE, PartRole.BASE)
-            and p.after_commands == done
-        ]
+        due = [p for p in ticket.parts if p.role in BY_RECEIPT and p.after_commands == done]
         for bonus in (p for p in ticket.parts if p.role == PartRole.BONUS and done == 1):
             repo.set_part(tx, ticket.ticket_id, bonus.index, measure_from=self.now)
         if not due:
@@ -358,20 +371,22 @@ class Escrow:
         self.wake()
         return moved
 
+    def _held_part(self, ticket_id: str, index: int, role: str) -> tuple[Ticket, dict[str, Any]]:
+        """The ticket and the row of its part `index`, held in `role`; NotFound otherwise."""
+        found = repo.ticket(self.agent.store, ticket_id)
+        rows = [p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == index]
+        if found is None or found[1] != role or not rows:
+            whose = "funded by" if role == "funder" else "held by"
+            raise NotFound(f"no ticket part {ticket_id}/{index} {whose} this agent")
+        return found[0], rows[0]
+
     async def redeem(self, ticket_id: str, part_index: int) -> list[CashuProof]:
         """Swap a released part into fresh proofs (preimage + signature)."""
-        row = next(
-            (p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == part_index),
-            None,
-        )
-        found = repo.ticket(self.agent.store, ticket_id)
-        if row is None or found is None or found[1] != "payee":
-            raise NotFound(f"no ticket part {ticket_id}/{part_index} held by this agent")
+        ticket, row = self._held_part(ticket_id, part_index, "payee")
         if row["state"] == "redeemed":
             raise InvalidParams("this part was already redeemed")
         if not row["preimage"]:
             raise InvalidParams("the node has not released this part's preimage")
-        ticket = found[0]
         part = ticket.parts[part_index]
         wallet = await self.wallet(self._mint_allowed(ticket.mint))
         fresh = await final_swap(
@@ -390,24 +405,13 @@ class Escrow:
 
     async def refund(self, ticket_id: str, part_index: int) -> list[CashuProof]:
         """Take back a part the node never released, after its locktime (refund key)."""
-        found = repo.ticket(self.agent.store, ticket_id)
-        if found is None or found[1] != "funder":
-            raise NotFound(f"no ticket {ticket_id} funded by this agent")
-        ticket = found[0]
-        part = ticket.parts[part_index]
-        state = next(
-            p["state"]
-            for p in repo.parts(self.agent.store, ticket_id)
-            if p["part_index"] == part_index
-        )
+        ticket, row = self._held_part(ticket_id, part_index, "funder")
+        part, state = ticket.parts[part_index], row["state"]
         if state not in ("locked", "lapsed"):
             raise InvalidParams(f"part {part_index} is {state}; only unreleased parts are refunded")
         if repo.secret_state(self.agent.store, part.lock_hash) == "released":
             raise InvalidParams("the node released this part's preimage: it is the advisor's")
         wallet = await self.wallet(ticket.mint)
-        row = next(
-            p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == part_index
-        )
         fresh = await final_swap(
             self.agent, ticket, part_index, row, wallet, lambda: wallet.refund(part.proofs)
         )
