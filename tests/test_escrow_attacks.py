@@ -5,6 +5,7 @@ attack; each failed on the code before its fix."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from agent.store import escrow as erepo
 from events.credential import Tier
 from events.errors import InvalidParams, NotFound
-from events.escrow import TicketType
+from events.escrow import TICKET, TicketType
 from tests.advisory_world import World, world
 
 pytestmark = pytest.mark.anyio
@@ -162,3 +163,36 @@ async def test_refund_or_redeem_of_a_part_the_ticket_does_not_have_is_not_found(
         with pytest.raises(NotFound):  # the payee's copy is not the funder's
             await w.advisor_escrow.refund(ticket.ticket_id, 0)
         assert states(w, ticket.ticket_id, "funder") == ["locked"]
+
+
+async def refused(store: Any, code: str, before: int) -> None:
+    await until(lambda: store.error_counts().get(code, 0) > before, timeout=10)
+
+
+async def test_a_node_cannot_sell_the_same_locked_ecash_twice(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """Dishonest node: it funds one ticket, then sends the advisor a second ticket (a new id)
+    carrying the same locked proofs.  The advisor kept both — 80 sat 'held' for 40 locked —
+    and would work for the second ticket too, whose proofs its first redemption spends.  Now
+    the second is refused TICKET_INVALID: a lock already held in another ticket."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.node_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(100)
+        ticket = await w.node_escrow.fund(
+            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
+            schema_pattern="hive:fee-policy/*", max_danger=5,
+        )  # fmt: skip
+        store = w.advisor.agent.store
+        await until(lambda: erepo.ticket(store, ticket.ticket_id) is not None)
+        before = store.error_counts().get("TICKET_INVALID", 0)
+        again = ticket.model_copy(update={"ticket_id": secrets.token_hex(16)})
+        now = w.node.now
+        with w.node.agent.store.transaction(now) as tx:
+            rumor = TICKET.rumor(w.node.me, again, created_at=now)
+            w.node.agent.enqueue_private(tx, w.advisor.me, rumor)
+        w.node.agent.wake_outbox()
+        await refused(store, "TICKET_INVALID", before)
+        assert erepo.ticket(store, again.ticket_id) is None
+        assert [t["ticket_id"] for t in erepo.tickets(store, "payee")] == [ticket.ticket_id]

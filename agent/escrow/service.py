@@ -42,6 +42,7 @@ from events.errors import (
     MintNotAllowed,
     NotFound,
     Restricted,
+    TicketInvalid,
     Unauthorized,
 )
 from events.escrow import (
@@ -351,6 +352,12 @@ class Escrow:
             raise Unauthorized("a ticket must come from the node that funds it")
         self._mint_allowed(ticket.mint)
         escrow.check_locks(ticket)
+        for part in ticket.parts:  # the same locked ecash cannot pay for two tickets
+            held = repo.part_by_hash(tx, "payee", part.lock_hash)
+            if held is not None and held["ticket_id"] != ticket.ticket_id:
+                raise TicketInvalid(
+                    f"part {part.index}'s lock is already held in ticket {held['ticket_id']}"
+                )
         repo.save_ticket(tx, ticket, "payee")
 
     def on_release(self, opened: Unwrapped, tx: Tx) -> None:
