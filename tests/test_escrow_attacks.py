@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
+import httpx
 import pytest
 
 from agent.store import escrow as erepo
@@ -196,3 +199,84 @@ async def test_a_node_cannot_sell_the_same_locked_ecash_twice(
         await refused(store, "TICKET_INVALID", before)
         assert erepo.ticket(store, again.ticket_id) is None
         assert [t["ticket_id"] for t in erepo.tickets(store, "payee")] == [ticket.ticket_id]
+
+
+class _Lies(BaseHTTPRequestHandler):
+    """A proxy in front of the real mint that, while `lying`, refuses every swap and answers
+    every NUT-07 state check with no states at all."""
+
+    upstream: ClassVar[str] = ""
+    lying: ClassVar[bool] = False
+
+    def do_GET(self) -> None:
+        self._relay(None)
+
+    def do_POST(self) -> None:
+        self._relay(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+    def _relay(self, body: bytes | None) -> None:
+        if self.lying and self.path == "/v1/swap":
+            status, out = 400, json.dumps({"detail": "try later", "code": 10000}).encode()
+        elif self.lying and self.path == "/v1/checkstate":
+            status, out = 200, json.dumps({"states": []}).encode()
+        else:
+            got = httpx.request(
+                self.command, self.upstream + self.path, content=body, timeout=30,
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+            status, out = got.status_code, got.content
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def lying_mint(mint_url: str) -> Iterator[type[_Lies]]:
+    handler = type("Lies", (_Lies,), {"upstream": mint_url, "lying": False})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_mint_that_answers_no_states_does_not_end_a_part(
+    tmp_path: Path, relay_url: str, lying_mint: type[_Lies]
+) -> None:
+    """Lying (or broken) mint: the advisor's redeem swap is refused, and the NUT-07 check that
+    follows answers no states.  `all()` of nothing is true, so the part counted as swapped
+    already: nothing was restored and it was marked redeemed ('already spent at the mint')
+    with 0 sat — never tried again, though its proofs were unspent.  Now a state answer that
+    does not cover every proof is MINT_REFUSED: the part stays released, is tried again, and
+    is redeemed once the mint answers honestly."""
+    url = lying_mint.url  # type: ignore[attr-defined]
+    async with world(tmp_path, relay_url, mint=url) as w:
+        assert w.node_escrow is not None and w.advisor_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(100)
+        ticket = await w.node_escrow.fund(
+            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
+            schema_pattern="hive:fee-policy/*", max_danger=5,
+        )  # fmt: skip
+        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        lying_mint.lying = True
+        before = w.advisor.agent.store.error_counts().get("MINT_REFUSED", 0)
+        chan = (await w.channels())[0]
+        _, got = await w.advisor.advise(
+            w.node.me, FEE, "set_single",
+            {"channel": chan.short_channel_id, "fee_ppm": chan.policy.ppm + 10},
+            ticket=ticket.ticket_id,
+        )  # fmt: skip
+        assert got is not None and got.preimage is not None
+        await refused(w.advisor.agent.store, "MINT_REFUSED", before)
+        await anyio.sleep(0.5)
+        assert states(w, ticket.ticket_id, "payee") == ["released"]
+        lying_mint.lying = False
+        await until(lambda: states(w, ticket.ticket_id, "payee") == ["redeemed"])
+        assert sum(w.advisor_escrow.balances().values()) == 40

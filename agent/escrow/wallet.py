@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -59,6 +60,7 @@ class _Wallet(Wallet):
             self._client = client
 
 
+PREIMAGE = re.compile(r"[0-9a-fA-F]{64}")
 RESTORE_WINDOW = 64  # outputs a swap of one ticket part can have (one per power of two)
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -283,33 +285,45 @@ class CashuWallet:
             raise _mint_error(exc) from None
         return await self.unspent(found)
 
-    async def unspent(self, proofs: list[Proof]) -> list[CashuProof]:
-        """Those of the library's `proofs` the mint says are unspent (NUT-07), as ours."""
-        if not proofs:
-            return []
+    async def _states(self, proofs: list[Proof]) -> list[Any]:
+        """NUT-07: the mint's state of each of `proofs`, matched by Y (hash_to_curve of the
+        secret), in their order.  A reply that leaves any proof out — a mint that lies or
+        breaks — is MintRefused: it must not pass for "all spent" or crash a loop."""
         try:
             reply = await self.wallet.check_proof_state(proofs)
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
+        by_y = {state.Y: state for state in reply.states}
+        found = [by_y.get(p.Y) for p in proofs]
+        missing = sum(1 for state in found if state is None)
+        if missing:
+            raise MintRefused(f"the mint's state check left out {missing} of {len(proofs)} proofs")
+        return found
+
+    async def unspent(self, proofs: list[Proof]) -> list[CashuProof]:
+        """Those of the library's `proofs` the mint says are unspent (NUT-07), as ours."""
+        if not proofs:
+            return []
+        found = await self._states(proofs)
         return [
             from_cashu(p)
-            for p, s in zip(proofs, reply.states, strict=True)
+            for p, s in zip(proofs, found, strict=True)
             if str(s.state.value).lower() == "unspent"
         ]
 
     async def states(self, proofs: list[CashuProof]) -> list[dict[str, Any]]:
         """NUT-07: each proof's state, and the preimage if a spend revealed it."""
-        try:
-            reply = await self.wallet.check_proof_state([to_cashu(p) for p in proofs])
-        except Exception as exc:  # noqa: BLE001
-            raise _mint_error(exc) from None
+        if not proofs:
+            return []
         out = []
-        for state in reply.states:
+        for state in await self._states([to_cashu(p) for p in proofs]):
             preimage = None
             if state.witness:
                 try:
                     preimage = HTLCWitness.from_witness(state.witness).preimage
                 except Exception:  # noqa: BLE001 - not an HTLC witness
                     preimage = None
+            if preimage is not None:  # the mint's text: a preimage, or nothing
+                preimage = preimage.lower() if PREIMAGE.fullmatch(preimage) else None
             out.append({"state": str(state.state.value).lower(), "preimage": preimage})
         return out
