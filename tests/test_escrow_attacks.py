@@ -5,7 +5,9 @@ attack; each failed on the code before its fix."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,7 @@ from events.credential import Tier
 from events.errors import InvalidParams, NotFound
 from events.escrow import TICKET, TicketType
 from tests.advisory_world import World, world
+from tests.conftest import HIVE_AGENT
 
 pytestmark = pytest.mark.anyio
 FEE = "hive:fee-policy/v1"
@@ -280,3 +283,92 @@ async def test_a_mint_that_answers_no_states_does_not_end_a_part(
         lying_mint.lying = False
         await until(lambda: states(w, ticket.ticket_id, "payee") == ["redeemed"])
         assert sum(w.advisor_escrow.balances().values()) == 40
+
+
+def _self_signed(where: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no one trusts, and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mallory")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = where / "cert.pem", where / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def untrusted_tls_mint(tmp_path: Path, mint_url: str) -> Iterator[str]:
+    """The real mint behind TLS with a certificate no one trusts (a man in the middle)."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    handler = type("Tls", (_Lies,), {"upstream": mint_url, "lying": False})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_debug_in_the_environment_does_not_turn_off_tls_to_the_mint(
+    tmp_path: Path, mint_url: str, untrusted_tls_mint: str
+) -> None:
+    """Careless operator (or a `.env` in the directory the agent runs from, which the Cashu
+    library reads and copies into the environment): DEBUG=TRUE made the library build its
+    HTTP client with `verify=False` and no timeout.  `escrow receive` then swapped a token at
+    a mint whose certificate nobody trusts (a man in the middle sees the fresh proofs) and a
+    mint that never answers held the wallet's lock forever.  Now the wallet's client always
+    verifies TLS and has finite timeouts: MINT_UNAVAILABLE."""
+    import nostr_sdk as sdk
+
+    from agent.escrow import lightning as ln
+    from agent.escrow.wallet import CashuWallet
+    from tests.test_crash import hive
+
+    async with CashuWallet(tmp_path / "sender", mint_url, sdk.Keys.generate()) as sender:
+        _, proofs = await sender.topup(16)
+    token = ln.token_of(untrusted_tls_mint, proofs)
+    home = tmp_path / "home"
+    assert hive(home, "keys", "new").returncode == 0
+    (home / "policy.json").write_text(json.dumps({"mints": [untrusted_tls_mint]}))
+    env = {**os.environ, "DEBUG": "TRUE"}
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [HIVE_AGENT, "--home", str(home), "escrow", "receive", token],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+            check=False,
+        )
+    )
+    assert done.returncode == 69, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error: MINT_UNAVAILABLE: ") and "CERTIFICATE" in done.stderr

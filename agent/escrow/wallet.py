@@ -33,18 +33,29 @@ from coincurve import PrivateKey
 from events.errors import MintRefused, MintUnavailable
 from events.escrow import CashuProof, lock_key
 
-from cashu.core.base import HTLCWitness, Proof  # isort: skip
-from cashu.core.htlc import HTLCSecret  # isort: skip
-from cashu.core.secret import SecretKind, Tags  # isort: skip
-from cashu.wallet.wallet import Wallet  # isort: skip
-from loguru import logger as _cashu_log  # isort: skip
+_environ = dict(os.environ)  # the library copies a .env it finds into the environment
+from cashu.core.base import HTLCWitness, Proof  # isort: skip  # noqa: E402
+from cashu.core.htlc import HTLCSecret  # isort: skip  # noqa: E402
+from cashu.core.secret import SecretKind, Tags  # isort: skip  # noqa: E402
+from cashu.core.settings import settings as _cashu_settings  # isort: skip  # noqa: E402
+from cashu.wallet.wallet import Wallet  # isort: skip  # noqa: E402
+from loguru import logger as _cashu_log  # isort: skip  # noqa: E402
 
+os.environ.clear()
+os.environ.update(_environ)
 _cashu_log.remove()  # cashu.wallet adds a stderr sink on import; keep none of it
+# The library's DEBUG (from the environment or a .env in the working directory) builds its
+# HTTP client without TLS verification or timeouts, and TOR starts a tor daemon: neither
+# may steer the agent's mint connections (its own client is used anyway: `_Wallet.httpx`).
+_cashu_settings.debug = False
+_cashu_settings.tor = False
+MINT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # per request; a melt's payment: none
 
 
 class _Wallet(Wallet):
     """cashu 0.20.2 builds a new HTTP client before every API call and drops the old one with
-    its open connections; here the first client is kept (the extra ones never connect) and
+    its open connections; here one client of ours is kept instead — TLS verified, finite
+    timeouts, no proxy but the standard environment's — (the library's never connect) and
     `CashuWallet.close()` closes it."""
 
     _client: httpx.AsyncClient | None = None
@@ -57,7 +68,9 @@ class _Wallet(Wallet):
     @httpx.setter
     def httpx(self, client: httpx.AsyncClient) -> None:
         if self._client is None or self._client.is_closed:
-            self._client = client
+            self._client = httpx.AsyncClient(
+                base_url=client.base_url, headers=client.headers, timeout=MINT_TIMEOUT
+            )
 
 
 PREIMAGE = re.compile(r"[0-9a-fA-F]{64}")
