@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,12 +17,15 @@ from typing import Any, ClassVar
 
 import anyio
 import httpx
+import nostr_sdk as sdk
 import pytest
 
+from agent.nostr.client import Incoming
 from agent.store import escrow as erepo
+from events import nip59
 from events.credential import Tier
 from events.errors import InvalidParams, NotFound
-from events.escrow import TICKET, TicketType
+from events.escrow import TICKET, CashuProof, Part, PartRole, Terms, Ticket, TicketType
 from tests.advisory_world import World, world
 from tests.conftest import HIVE_AGENT
 
@@ -347,8 +351,6 @@ async def test_debug_in_the_environment_does_not_turn_off_tls_to_the_mint(
     a mint whose certificate nobody trusts (a man in the middle sees the fresh proofs) and a
     mint that never answers held the wallet's lock forever.  Now the wallet's client always
     verifies TLS and has finite timeouts: MINT_UNAVAILABLE."""
-    import nostr_sdk as sdk
-
     from agent.escrow import lightning as ln
     from agent.escrow.wallet import CashuWallet
     from tests.test_crash import hive
@@ -372,3 +374,60 @@ async def test_debug_in_the_environment_does_not_turn_off_tls_to_the_mint(
     )
     assert done.returncode == 69, (done.stdout, done.stderr)
     assert done.stderr.startswith("error: MINT_UNAVAILABLE: ") and "CERTIFICATE" in done.stderr
+
+
+def forged_ticket(node: sdk.Keys, advisor: str, mint: str, credential_id: str) -> Ticket:
+    """A well-formed ticket whose proofs the mint never signed (checked only at redemption)."""
+    node_pub, digest, locktime = node.public_key().to_hex(), secrets.token_hex(32), 2**31
+    tags = [["pubkeys", "02" + advisor], ["locktime", str(locktime)], ["refund", "02" + node_pub]]
+    secret = json.dumps(["HTLC", {"nonce": secrets.token_hex(16), "data": digest, "tags": tags}])
+    proof = CashuProof(id="00" + secrets.token_hex(7), amount=8, secret=secret, C="02" + "ab" * 32)
+    part = Part(index=0, role=PartRole.RELEASE, amount_sat=8, lock_hash=digest,
+                locktime=locktime, proofs=[proof])  # fmt: skip
+    terms = Terms(schema_pattern="hive:fee-policy/*", max_danger=5, deadline=2**31)
+    return Ticket(ticket_id=secrets.token_hex(16), type=TicketType.SINGLE, mint=mint,
+                  node=node_pub, advisor=advisor, credential_id=credential_id,
+                  refund_pubkey=node_pub, terms=terms, parts=[part],
+                  created_at=int(time.time()))  # fmt: skip
+
+
+def deliver(w: World, node: sdk.Keys, tickets: list[Ticket]) -> None:
+    """Gift wraps from `node` fed through the advisor's real inbound pipeline."""
+    now = int(time.time())
+    raw = [
+        Incoming("hostile", json.dumps(nip59.wrap(
+            node, w.advisor.me, TICKET.rumor(node.public_key().to_hex(), t, created_at=now),
+            now=now).model_dump()), "inbox")
+        for t in tickets
+    ]  # fmt: skip
+    w.advisor.agent.inbound.process(raw)
+
+
+async def test_ticket_floods_are_bounded_in_the_store(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """Strangers (keys that granted us nothing) and a node that did: every well-formed ticket
+    was stored for good — a flood from fresh keys (1,200 a minute get past the strangers'
+    wrap budget) or from one node that granted us a credential (a known key: no wrap limit at
+    all) grew the store without bound.  Now at most 100 tickets naming no credential we hold
+    are kept in all, and 100 with a part still locked per node; beyond, RATE_LIMITED (not
+    remembered: read again once there is room).  A ticket naming a credential another node
+    granted us is UNAUTHORIZED."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        cred = await credential(w)
+        store, me = w.advisor.agent.store, w.advisor.me
+        errors = store.error_counts
+        strangers = [sdk.Keys.generate() for _ in range(5)]
+        for keys in strangers:  # 105 in all, under each stranger's wrap burst
+            deliver(w, keys, [forged_ticket(keys, me, mint_url, secrets.token_hex(16))
+                              for _ in range(21)])  # fmt: skip
+        assert erepo.count_tickets(store, "payee") == 100
+        assert errors().get("RATE_LIMITED", 0) == 5
+        mallory = strangers[0]
+        before = errors().get("UNAUTHORIZED", 0)
+        deliver(w, mallory, [forged_ticket(mallory, me, mint_url, cred)])
+        assert errors()["UNAUTHORIZED"] == before + 1
+        node = w.node.agent.keys  # a node we advise, sending junk under its real credential
+        deliver(w, node, [forged_ticket(node, me, mint_url, cred) for _ in range(101)])
+        assert erepo.count_tickets(store, "payee") == 200
+        assert errors()["RATE_LIMITED"] == 6

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from events.errors import InvalidParams
 from events.escrow import CashuProof, Metric, Part, PartRole, Terms, Ticket, TicketType, window_s
+from events.types import first_error
 
 
 class PlannedPart(NamedTuple):
@@ -66,9 +67,7 @@ def locked_until(now: int, max_danger: int, locktime_s: int | None) -> int:
 
 def refusal(exc: ValidationError) -> InvalidParams:
     """A model's first complaint, as the operator's INVALID_PARAMS."""
-    first = exc.errors()[0]
-    where = ".".join(str(x) for x in first["loc"])
-    return InvalidParams(f"{where + ': ' if where else ''}{first['msg']}"[:200])
+    return InvalidParams(first_error(exc, "ticket")[:200])
 
 
 def check_ticket(

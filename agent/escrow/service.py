@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from agent.component import Messaging, Wiring
+from agent.escrow import intake
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
 from agent.escrow.planning import PlannedPart, locked_until, plan_ticket
 from agent.escrow.swaps import final_swap
-from agent.node.models import Forward
 from agent.store import Tx
 from agent.store import escrow as repo
 from events import escrow
@@ -42,7 +42,6 @@ from events.errors import (
     MintNotAllowed,
     NotFound,
     Restricted,
-    TicketInvalid,
     Unauthorized,
 )
 from events.escrow import (
@@ -199,21 +198,11 @@ class Escrow:
         mint = normalize(mint)
         now = self.now
         plan, terms = plan_ticket(  # refused here, before any ecash is locked
-            kind,
-            amount_sat,
-            schema_pattern=schema_pattern,
-            max_danger=max_danger,
-            commands=commands,
-            milestones=milestones,
-            bonus_sat=bonus_sat,
-            metric=metric,
-            params_hash=params_hash,
-            mint=mint,
-            advisor=advisor,
-            credential_id=credential_id,
-            locked_until=locked_until(now, max_danger, locktime_s),
-            deadline=now + deadline_s,
-        )
+            kind, amount_sat, schema_pattern=schema_pattern, max_danger=max_danger,
+            commands=commands, milestones=milestones, bonus_sat=bonus_sat, metric=metric,
+            params_hash=params_hash, mint=mint, advisor=advisor, credential_id=credential_id,
+            locked_until=locked_until(now, max_danger, locktime_s), deadline=now + deadline_s,
+        )  # fmt: skip
         ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
         locks = zip(plan, self.new_locks(len(plan)), strict=True)
         parts = [
@@ -346,18 +335,7 @@ class Escrow:
 
     def on_ticket(self, opened: Unwrapped, tx: Tx) -> None:
         ticket = TICKET.parse(opened.rumor, now=self.now).payload
-        if ticket.advisor != self.me:
-            raise Unauthorized("this ticket pays another advisor")
-        if ticket.node != opened.sender or ticket.refund_pubkey != opened.sender:
-            raise Unauthorized("a ticket must come from the node that funds it")
-        self._mint_allowed(ticket.mint)
-        escrow.check_locks(ticket)
-        for part in ticket.parts:  # the same locked ecash cannot pay for two tickets
-            held = repo.part_by_hash(tx, "payee", part.lock_hash)
-            if held is not None and held["ticket_id"] != ticket.ticket_id:
-                raise TicketInvalid(
-                    f"part {part.index}'s lock is already held in ticket {held['ticket_id']}"
-                )
+        intake.admit(tx, ticket, sender=opened.sender, me=self.me, mints=self.mints)
         repo.save_ticket(tx, ticket, "payee")
 
     def on_release(self, opened: Unwrapped, tx: Tx) -> None:
@@ -490,11 +468,3 @@ class Escrow:
             r.update(type=t.type.value, mint=t.mint, advisor=t.advisor, amount_sat=t.amount_sat,
                      terms=json.loads(t.terms.model_dump_json()))  # fmt: skip
         return rows
-
-
-async def watch_forwards(node: Any, escrow_: Escrow) -> None:
-    """Feed settled forwards from the node's event stream into the ledger bonuses are
-    measured from (the plugin feeds it from lightningd's forward_event instead)."""
-    async for event in node.events():
-        if isinstance(event, Forward):
-            escrow_.bonuses.record(event)
