@@ -431,3 +431,31 @@ async def test_ticket_floods_are_bounded_in_the_store(
         deliver(w, node, [forged_ticket(node, me, mint_url, cred) for _ in range(101)])
         assert erepo.count_tickets(store, "payee") == 200
         assert errors()["RATE_LIMITED"] == 6
+
+
+async def test_restore_works_for_a_wallet_of_more_than_a_thousand_proofs(
+    tmp_path: Path, mint_url: str
+) -> None:
+    """Careless (or just long-lived) operator: a wallet that holds more than 1,000 proofs —
+    every topup, change and redemption adds some.  `escrow restore` asked the mint about all
+    of them in one NUT-07 request, which the library refuses past the mint's 1,000 (its
+    request model): restore failed every time, MINT_REFUSED.  Now states are asked in
+    batches."""
+    from agent import app
+    from agent.escrow import purse
+    from agent.settings import RelaysConfig, Settings
+
+    config = RelaysConfig.single("ws://127.0.0.1:9")
+    built = app.standalone(Settings(home=tmp_path / "home"), sdk.Keys.generate(), config,
+                           [mint_url])  # fmt: skip
+    async with built.agent:
+        escrow_ = built.escrow
+        try:
+            for _ in range(101):  # 1,023 sat is ten proofs (1, 2, 4, … 512)
+                await escrow_.topup(1023)
+            assert escrow_.balances() == {mint_url: 101 * 1023}
+            done = await purse.restore(escrow_)
+        finally:
+            await escrow_.close()
+    assert done["restored"] == {mint_url: 0} and done["found_spent"] == {mint_url: 0}
+    assert done["balances"] == {mint_url: 101 * 1023}

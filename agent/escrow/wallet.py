@@ -74,6 +74,7 @@ class _Wallet(Wallet):
 
 
 PREIMAGE = re.compile(r"[0-9a-fA-F]{64}")
+CHECK_BATCH = 500  # proofs per NUT-07 state check
 RESTORE_WINDOW = 64  # outputs a swap of one ticket part can have (one per power of two)
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -299,14 +300,17 @@ class CashuWallet:
         return await self.unspent(found)
 
     async def _states(self, proofs: list[Proof]) -> list[Any]:
-        """NUT-07: the mint's state of each of `proofs`, matched by Y (hash_to_curve of the
-        secret), in their order.  A reply that leaves any proof out — a mint that lies or
-        breaks — is MintRefused: it must not pass for "all spent" or crash a loop."""
-        try:
-            reply = await self.wallet.check_proof_state(proofs)
-        except Exception as exc:  # noqa: BLE001
-            raise _mint_error(exc) from None
-        by_y = {state.Y: state for state in reply.states}
+        """NUT-07, in batches: the mint's state of each of `proofs`, matched by Y
+        (hash_to_curve of the secret), in their order.  A reply that leaves any proof out —
+        a mint that lies or breaks — is MintRefused: it must not pass for "all spent" or
+        crash a loop."""
+        by_y = {}
+        for at in range(0, len(proofs), CHECK_BATCH):  # a mint takes 1,000 at most (Nutshell)
+            try:
+                reply = await self.wallet.check_proof_state(proofs[at : at + CHECK_BATCH])
+            except Exception as exc:  # noqa: BLE001
+                raise _mint_error(exc) from None
+            by_y.update({state.Y: state for state in reply.states})
         found = [by_y.get(p.Y) for p in proofs]
         missing = sum(1 for state in found if state is None)
         if missing:
