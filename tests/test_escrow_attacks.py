@@ -459,3 +459,64 @@ async def test_restore_works_for_a_wallet_of_more_than_a_thousand_proofs(
             await escrow_.close()
     assert done["restored"] == {mint_url: 0} and done["found_spent"] == {mint_url: 0}
     assert done["balances"] == {mint_url: 101 * 1023}
+
+
+@pytest.fixture
+def recording_mint(mint_url: str) -> Iterator[tuple[str, list[str]]]:
+    """The real mint behind a proxy on 127.0.0.1 that notes every request it passes on."""
+    seen: list[str] = []
+
+    class Recording(_Lies):
+        upstream = mint_url
+
+        def _relay(self, body: bytes | None) -> None:
+            seen.append(f"{self.command} {self.path}")
+            super()._relay(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_strangers_token_cannot_aim_the_wallet_into_the_operators_network(
+    tmp_path: Path, mint_url: str, recording_mint: tuple[str, list[str]]
+) -> None:
+    """A stranger hands the operator a token ('your payment: escrow receive … --trust-mint')
+    whose mint is an address inside the operator's network — 127.0.0.1, 10.x, 169.254.x, a
+    `.local` name.  The wallet sent it GET /v1/keys, /v1/info, POST /v1/checkstate, /v1/swap
+    (a port scanner for whoever writes tokens).  Now a mint named by a token is dialled only
+    if its host is public (as for relays in others' lists; HIVE_ALLOW_PRIVATE_RELAYS for test
+    networks); a mint in policy.json's `mints` is never judged."""
+    from agent.escrow import lightning as ln
+    from agent.escrow.wallet import CashuWallet
+
+    url, seen = recording_mint
+    async with CashuWallet(tmp_path / "sender", mint_url, sdk.Keys.generate()) as sender:
+        _, proofs = await sender.topup(16)
+    home = tmp_path / "home"
+    assert (await anyio.to_thread.run_sync(run_hive, home, ["keys", "new"], {})).returncode == 0
+    for named in (url, "http://10.1.2.3:3338", "http://169.254.169.254", "http://mint.local",
+                  "ftp://mint.example", "http://user@mint.example"):  # fmt: skip
+        token = ln.token_of(named, proofs)
+        done = await anyio.to_thread.run_sync(
+            run_hive, home, ["escrow", "receive", token, "--trust-mint"], {}
+        )
+        assert done.returncode == 65, (named, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: MINT_NOT_ALLOWED: "), done.stderr
+    assert seen == []  # nothing reached it
+    allowed = {"HIVE_ALLOW_PRIVATE_RELAYS": "1"}  # a test network: the operator's switch
+    token = ln.token_of(url, proofs)
+    done = await anyio.to_thread.run_sync(
+        run_hive, home, ["escrow", "receive", token, "--trust-mint"], allowed
+    )
+    assert done.returncode == 0 and done.stdout == f"received 16 sat at {url}\n", done.stderr
+
+
+def run_hive(home: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "HIVE_ALLOW_PRIVATE_RELAYS"}
+    return subprocess.run(
+        [HIVE_AGENT, "--home", str(home), *args],
+        capture_output=True, text=True, timeout=90, env={**base, **env}, check=False,
+    )  # fmt: skip
