@@ -4,6 +4,7 @@ attack; each failed on the code before its fix."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -520,3 +521,37 @@ def run_hive(home: Path, args: list[str], env: dict[str, str]) -> subprocess.Com
         [HIVE_AGENT, "--home", str(home), *args],
         capture_output=True, text=True, timeout=90, env={**base, **env}, check=False,
     )  # fmt: skip
+
+
+def test_receive_from_an_endless_stdin_ends(tmp_path: Path) -> None:
+    """Careless operator: `cat /dev/zero | hive-agent escrow receive -` (or any stream that
+    does not end).  stdin was read to its end: memory grew until the pipe closed or the
+    machine gave out.  Now at most one character past the longest token is read (1,000,000):
+    TOKEN_INVALID while the writer is still writing."""
+    home = tmp_path / "home"
+    assert run_hive(home, ["keys", "new"], {}).returncode == 0
+    with subprocess.Popen(
+        [HIVE_AGENT, "--home", str(home), "escrow", "receive", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        assert proc.stdin is not None and proc.stderr is not None
+        chunk, written = b"A" * 65536, 0
+        try:
+            while written < 32 * 2**20:  # 32 MB, and then the pipe stays open
+                proc.stdin.write(chunk)
+                written += len(chunk)
+        except BrokenPipeError:
+            pass  # it stopped reading and ended
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"still reading stdin after {written:,} bytes")
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        err = proc.stderr.read().decode()
+    assert proc.returncode == 65, err
+    assert err.startswith("error: TOKEN_INVALID: ") and "1,000,000" in err
+    assert written < 32 * 2**20
