@@ -555,3 +555,41 @@ def test_receive_from_an_endless_stdin_ends(tmp_path: Path) -> None:
     assert proc.returncode == 65, err
     assert err.startswith("error: TOKEN_INVALID: ") and "1,000,000" in err
     assert written < 32 * 2**20
+
+
+async def test_an_approval_after_the_locktime_does_not_run_the_command_unpaid(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """A ticketed command waits for the operator's approval (it may wait a day); the ticket
+    covered it when it came, but the approval comes after the part's locktime, and the
+    operator's agent has refunded the part meanwhile.  The command ran on approval and the
+    receipt carried nothing: the advisor's work, unpaid.  Now the cover is checked again
+    where the command is claimed: RESTRICTED, nothing runs."""
+    from agent.advisory.node import vote
+    from agent.advisory.policy import Mode, PolicyConfig
+    from events.receipt import Status
+
+    async with world(tmp_path, relay_url, PolicyConfig(mode=Mode.OPERATOR), mint=mint_url) as w:
+        assert w.node_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(100)
+        ticket = await w.node_escrow.fund(
+            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
+            schema_pattern="hive:fee-policy/*", max_danger=5, locktime_s=4,
+        )  # fmt: skip
+        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        chan = (await w.channels())[0]
+        cmd, _ = await w.advisor.advise(
+            w.node.me, FEE, "set_single",
+            {"channel": chan.short_channel_id, "fee_ppm": chan.policy.ppm + 10},
+            ticket=ticket.ticket_id, wait=False,
+        )  # fmt: skip
+        queued = await w.advisor.wait_for(cmd.command_id, 10, final=False)
+        assert queued is not None and queued.status == Status.QUEUED
+        await until(lambda: states(w, ticket.ticket_id, "funder") == ["refunded"])
+        vote(w.node.agent.store, cmd.command_id, "approve", int(time.time()))
+        w.node.wake()
+        done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
+        assert done is not None and done.error is not None, done
+        assert done.error.code == "RESTRICTED" and "can no longer pay" in done.error.message
+        assert (await w.channels())[0].policy.ppm == chan.policy.ppm  # nothing ran
