@@ -25,7 +25,7 @@ from agent.nostr.client import Incoming
 from agent.store import escrow as erepo
 from events import nip59
 from events.credential import Tier
-from events.errors import InvalidParams, NotFound
+from events.errors import InsufficientBalance, InvalidParams, NotFound
 from events.escrow import TICKET, CashuProof, Part, PartRole, Terms, Ticket, TicketType
 from tests.advisory_world import World, world
 from tests.conftest import HIVE_AGENT
@@ -593,3 +593,25 @@ async def test_an_approval_after_the_locktime_does_not_run_the_command_unpaid(
         assert done is not None and done.error is not None, done
         assert done.error.code == "RESTRICTED" and "can no longer pay" in done.error.message
         assert (await w.channels())[0].policy.ppm == chan.policy.ppm  # nothing ran
+
+
+async def test_funding_more_than_the_wallet_holds_locks_nothing(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """Careless operator: a three-part milestone ticket of 90 sat from a wallet of 50.  The
+    parts were locked one by one, each checked alone: the first 30 sat were swapped into a
+    lock, the second part failed INSUFFICIENT_BALANCE, the ticket was never sent and those
+    30 sat sat in a draft nothing refunds.  Now the whole amount is checked before anything is
+    locked."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.node_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(50)
+        with pytest.raises(InsufficientBalance):
+            await w.node_escrow.fund(
+                advisor=w.advisor.me, credential_id=cred, kind=TicketType.MILESTONE,
+                amount_sat=90, milestones=[1, 2, 3], schema_pattern="hive:fee-policy/*",
+                max_danger=5,
+            )  # fmt: skip
+        assert w.node_escrow.balances() == {w.node_escrow.mints[0]: 50}
+        assert drafts(w) == {}

@@ -203,24 +203,16 @@ class Escrow:
             params_hash=params_hash, mint=mint, advisor=advisor, credential_id=credential_id,
             locked_until=locked_until(now, max_danger, locktime_s), deadline=now + deadline_s,
         )  # fmt: skip
+        self._select(mint, sum(p.amount for p in plan))  # all of it, before a part is locked
         ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
         locks = zip(plan, self.new_locks(len(plan)), strict=True)
         parts = [
             await self._lock_part(wallet, mint, ticket_id, index, planned, digest, advisor)
             for index, (planned, digest) in enumerate(locks)
         ]
-        ticket = Ticket(
-            ticket_id=ticket_id,
-            type=kind,
-            mint=mint,
-            node=self.me,
-            advisor=advisor,
-            credential_id=credential_id,
-            refund_pubkey=self.me,
-            terms=terms,
-            parts=parts,
-            created_at=now,
-        )
+        ticket = Ticket(ticket_id=ticket_id, type=kind, mint=mint, node=self.me, advisor=advisor,
+                        credential_id=credential_id, refund_pubkey=self.me, terms=terms,
+                        parts=parts, created_at=now)  # fmt: skip
         self._send_ticket(ticket)
         return ticket
 
