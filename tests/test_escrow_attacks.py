@@ -25,7 +25,13 @@ from agent.nostr.client import Incoming
 from agent.store import escrow as erepo
 from events import nip59
 from events.credential import Tier
-from events.errors import InsufficientBalance, InvalidParams, NotFound
+from events.errors import (
+    InsufficientBalance,
+    InvalidParams,
+    MintRefused,
+    MintUnavailable,
+    NotFound,
+)
 from events.escrow import TICKET, CashuProof, Part, PartRole, Terms, Ticket, TicketType
 from tests.advisory_world import World, world
 from tests.conftest import HIVE_AGENT
@@ -215,6 +221,7 @@ class _Lies(BaseHTTPRequestHandler):
 
     upstream: ClassVar[str] = ""
     lying: ClassVar[bool] = False
+    swaps_left: ClassVar[int] = -1  # ≥ 0: that many swaps pass, then the mint is "down"
 
     def do_GET(self) -> None:
         self._relay(None)
@@ -223,11 +230,15 @@ class _Lies(BaseHTTPRequestHandler):
         self._relay(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
 
     def _relay(self, body: bytes | None) -> None:
-        if self.lying and self.path == "/v1/swap":
+        if self.path == "/v1/swap" and self.swaps_left == 0:
+            status, out = 503, b'{"detail": "down"}'
+        elif self.lying and self.path == "/v1/swap":
             status, out = 400, json.dumps({"detail": "try later", "code": 10000}).encode()
         elif self.lying and self.path == "/v1/checkstate":
             status, out = 200, json.dumps({"states": []}).encode()
         else:
+            if self.path == "/v1/swap" and self.swaps_left > 0:
+                type(self).swaps_left -= 1
             got = httpx.request(
                 self.command, self.upstream + self.path, content=body, timeout=30,
                 headers={"Content-Type": "application/json"},
@@ -615,3 +626,28 @@ async def test_funding_more_than_the_wallet_holds_locks_nothing(
             )  # fmt: skip
         assert w.node_escrow.balances() == {w.node_escrow.mints[0]: 50}
         assert drafts(w) == {}
+
+
+async def test_a_mint_down_between_two_parts_strands_nothing(
+    tmp_path: Path, relay_url: str, lying_mint: type[_Lies]
+) -> None:
+    """The mint goes down while a two-part ticket is being funded: the first part is locked,
+    the second part's swap fails.  The ticket is never sent, and the first part's ecash sat
+    in a draft that nothing read again — locked to the advisor's key until the locktime and
+    then refundable only by us, but never refunded.  Now the operator's agent refunds such a
+    draft once its locktime has passed."""
+    url = lying_mint.url  # type: ignore[attr-defined]
+    async with world(tmp_path, relay_url, mint=url) as w:
+        assert w.node_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(100)
+        lying_mint.swaps_left = 1  # the first part's lock, then the mint is down
+        with pytest.raises((MintRefused, MintUnavailable)):
+            await w.node_escrow.fund(
+                advisor=w.advisor.me, credential_id=cred, kind=TicketType.MILESTONE,
+                amount_sat=60, milestones=[1, 2], schema_pattern="hive:fee-policy/*",
+                max_danger=5, locktime_s=2,
+            )  # fmt: skip
+        assert w.node_escrow.balances() == {url: 70}  # 30 sat locked in the first part
+        lying_mint.swaps_left = -1  # back up
+        await until(lambda: w.node_escrow.balances() == {url: 100} and drafts(w) == {})

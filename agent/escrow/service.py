@@ -20,13 +20,14 @@ import json
 import logging
 import secrets
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from agent.component import Messaging, Wiring
-from agent.escrow import intake
+from agent.escrow import drafts, intake
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
 from agent.escrow.planning import PlannedPart, locked_until, plan_ticket
@@ -93,6 +94,7 @@ class Escrow:
         # part → (failed attempts, not before): a mint that is down is asked again after
         # 2, 4, … up to 300 s, not every second (each attempt records one more swap start)
         self._backoff: dict[tuple[str, int], tuple[int, int]] = {}
+        self.funding: set[str] = set()  # tickets whose parts are being locked right now
 
     def wiring(self) -> Wiring:
         return Wiring(
@@ -206,10 +208,14 @@ class Escrow:
         self._select(mint, sum(p.amount for p in plan))  # all of it, before a part is locked
         ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
         locks = zip(plan, self.new_locks(len(plan)), strict=True)
-        parts = [
-            await self._lock_part(wallet, mint, ticket_id, index, planned, digest, advisor)
-            for index, (planned, digest) in enumerate(locks)
-        ]
+        self.funding.add(ticket_id)  # its drafts are not stranded (drafts.py) while it runs
+        try:
+            parts = [
+                await self._lock_part(wallet, mint, ticket_id, index, planned, digest, advisor)
+                for index, (planned, digest) in enumerate(locks)
+            ]
+        finally:
+            self.funding.discard(ticket_id)
         ticket = Ticket(ticket_id=ticket_id, type=kind, mint=mint, node=self.me, advisor=advisor,
                         credential_id=credential_id, refund_pubkey=self.me, terms=terms,
                         parts=parts, created_at=now)  # fmt: skip
@@ -260,7 +266,7 @@ class Escrow:
         with self.agent.store.transaction(self.now) as tx:  # nothing lost if we die here
             repo.spend_proofs(tx, inputs)
             repo.add_proofs(tx, mint, change, "change")
-            tx.set_kv(f"escrow-draft:{ticket_id}:{index}", part.model_dump_json())
+            tx.set_kv(f"{drafts.DRAFT}{ticket_id}:{index}", drafts.draft(mint, part))
         return part
 
     # --- the node's side of a command ---------------------------------------------------------
@@ -426,6 +432,9 @@ class Escrow:
             await self._try(row, self.redeem)
         if self.funder:
             self.bonuses.settle()
+            for ticket_id, index in drafts.stranded(self, REFUND_GRACE_S):
+                row = {"ticket_id": ticket_id, "part_index": index}
+                await self._try(row, partial(drafts.refund, self))
         for row in repo.parts_in(self.agent.store, "funder", "locked", "lapsed"):
             if self.now >= row["locktime"] + REFUND_GRACE_S:
                 if repo.secret_state(self.agent.store, row["lock_hash"]) == "released":

@@ -263,7 +263,11 @@ def secret_state(db: Db, lock_hash: str) -> str | None:
 def forget_drafts(tx: Tx, ticket_id: str, parts: int) -> None:
     """The funded ticket is saved: its parts' drafts (preimages being made) are done."""
     for index in range(parts):
-        tx.execute("DELETE FROM kv WHERE key = ?", (f"escrow-draft:{ticket_id}:{index}",))
+        forget_draft(tx, ticket_id, index)
+
+
+def forget_draft(tx: Tx, ticket_id: str, index: int) -> None:
+    tx.execute("DELETE FROM kv WHERE key = ?", (f"escrow-draft:{ticket_id}:{index}",))
 
 
 def log_forward(tx: Tx, at: int, in_channel: str, out_channel: str, fee_msat: int) -> None:
