@@ -103,9 +103,10 @@ async def test_a_ticket_that_cannot_be_sent_locks_nothing(
         ["--type", "milestone", "--milestones", "1,x"],
         ["--type", "milestone", "--milestones", ",".join(str(i) for i in range(1, 18))],
         ["--locktime-s", "-60"],
+        ["--locktime-s", "99999999999"],  # a typo: the ecash locked for 3,000 years
         ["--credential", "c0ffee"],  # an id that matches nothing is passed on as it is
     ],
-    ids=["falling", "not numbers", "17 parts", "past locktime", "short credential"],
+    ids=["falling", "not numbers", "17 parts", "past locktime", "far locktime", "short credential"],
 )
 def test_fund_refuses_a_ticket_it_could_not_send_before_connecting(
     tmp_path: Path, bad: list[str]

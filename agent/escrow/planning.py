@@ -11,6 +11,8 @@ from events.errors import InvalidParams
 from events.escrow import CashuProof, Metric, Part, PartRole, Terms, Ticket, TicketType, window_s
 from events.types import first_error
 
+MAX_LOCKTIME_S = 30 * 86400  # a ticket's deadline (commands are covered until then)
+
 
 class PlannedPart(NamedTuple):
     role: PartRole
@@ -62,6 +64,11 @@ def locked_until(now: int, max_danger: int, locktime_s: int | None) -> int:
     window of the danger it pays for; InvalidParams for a locktime not in the future."""
     if locktime_s is not None and locktime_s < 1:
         raise InvalidParams(f"--locktime-s {locktime_s}: a ticket's locktime is at least 1 s away")
+    if locktime_s is not None and locktime_s > MAX_LOCKTIME_S:
+        raise InvalidParams(
+            f"--locktime-s {locktime_s}: at most {MAX_LOCKTIME_S:,} s (no command is covered"
+            " after the ticket's 30-day deadline; later, the ecash would only wait for its refund)"
+        )
     return now + (locktime_s or window_s(max_danger))
 
 

@@ -30,7 +30,7 @@ from agent.component import Messaging, Wiring
 from agent.escrow import drafts, intake
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
-from agent.escrow.planning import PlannedPart, locked_until, plan_ticket
+from agent.escrow.planning import MAX_LOCKTIME_S, PlannedPart, locked_until, plan_ticket
 from agent.escrow.swaps import final_swap
 from agent.store import Tx
 from agent.store import escrow as repo
@@ -190,7 +190,7 @@ class Escrow:
         params_hash: str | None = None,
         mint: str | None = None,
         locktime_s: int | None = None,
-        deadline_s: int = 30 * 86400,
+        deadline_s: int = MAX_LOCKTIME_S,
     ) -> Ticket:
         """Fund a ticket for `advisor` and send it; the mint is checked before anything else."""
         if not self.funder:
