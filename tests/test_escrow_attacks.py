@@ -652,3 +652,54 @@ async def test_a_mint_down_between_two_parts_strands_nothing(
         assert w.node_escrow.balances() == {url: 70}  # 30 sat locked in the first part
         lying_mint.swaps_left = -1  # back up
         await until(lambda: w.node_escrow.balances() == {url: 100} and drafts(w) == {})
+
+
+async def test_a_receipt_that_comes_before_its_ticket_still_pays(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """Gift wraps arrive in any order (NIP-59 dates them up to two days back; a relay may be
+    late with one): the node's receipt carrying a part's preimage reached the advisor before
+    the ticket.  The preimage opened nothing held, was dropped, and the ticket that came next
+    stayed locked — while the node, which released that preimage, never refunds it: the ecash
+    was stuck for good.  Now a ticket that arrives takes the preimages its node's receipts
+    already brought."""
+    from agent.escrow.wallet import CashuWallet
+    from events import receipt
+    from events.escrow import lock_hash
+
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.advisor_escrow is not None
+        cred, node = await credential(w), w.node.agent.keys
+        preimage, locktime = secrets.token_bytes(32), int(time.time()) + 3600
+        async with CashuWallet(tmp_path / "funder", mint_url, node) as funder:
+            _, proofs = await funder.topup(32)
+            _, locked = await funder.lock(
+                proofs, 32, hash_hex=lock_hash(preimage), payee_xonly=w.advisor.me,
+                refund_xonly=w.node.me, locktime=locktime,
+            )  # fmt: skip
+        part = Part(index=0, role=PartRole.RELEASE, amount_sat=32, lock_hash=lock_hash(preimage),
+                    locktime=locktime, proofs=locked)  # fmt: skip
+        terms = Terms(schema_pattern="hive:fee-policy/*", max_danger=5, deadline=locktime)
+        ticket = Ticket(ticket_id=secrets.token_hex(16), type=TicketType.SINGLE, mint=mint_url,
+                        node=w.node.me, advisor=w.advisor.me, credential_id=cred,
+                        refund_pubkey=w.node.me, terms=terms, parts=[part],
+                        created_at=int(time.time()))  # fmt: skip
+        body = {
+            "receipt_id": secrets.token_hex(16), "seq": 1, "node": w.node.me,
+            "credential_id": cred, "advisor": w.advisor.me, "command_id": secrets.token_hex(16),
+            "schema_ref": FEE, "action": "set_single", "params_hash": "00" * 32,
+            "status": "ok", "error": None, "result": {}, "danger": 2, "decision": "auto",
+            "state_hash_before": "00" * 32, "state_hash_after": "11" * 32,
+            "created_at": int(time.time()), "prev_hash": "00" * 32, "preimage": preimage.hex(),
+        }  # fmt: skip
+        sealed = receipt.seal(node, body)
+        now = int(time.time())
+        first = nip59.wrap(
+            node, w.advisor.me, receipt.FAMILY.rumor(w.node.me, sealed, created_at=now), now=now
+        )
+        w.advisor.agent.inbound.process(
+            [Incoming("relay", json.dumps(first.model_dump()), "inbox")]
+        )  # fmt: skip
+        deliver(w, node, [ticket])  # then the ticket
+        await until(lambda: states(w, ticket.ticket_id, "payee") == ["redeemed"])
+        assert sum(w.advisor_escrow.balances().values()) == 32

@@ -334,7 +334,11 @@ class Escrow:
     def on_ticket(self, opened: Unwrapped, tx: Tx) -> None:
         ticket = TICKET.parse(opened.rumor, now=self.now).payload
         intake.admit(tx, ticket, sender=opened.sender, me=self.me, mints=self.mints)
-        repo.save_ticket(tx, ticket, "payee")
+        if repo.save_ticket(tx, ticket, "payee"):  # a receipt may have come first (any order)
+            for receipt_id, preimage in repo.receipt_preimages(
+                tx, ticket.node, ticket.credential_id
+            ):
+                self.learn(tx, preimage, f"receipt:{receipt_id}")
 
     def on_release(self, opened: Unwrapped, tx: Tx) -> None:
         release = RELEASE.parse(opened.rumor, now=self.now).payload

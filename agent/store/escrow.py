@@ -130,6 +130,18 @@ def live_tickets_from(db: Db, node: str) -> int:
     return 0 if row is None else int(row["n"])
 
 
+def receipt_preimages(db: Db, node: str, credential_id: str) -> list[tuple[str, str]]:
+    """(receipt id, preimage) of the receipts held from `node` under `credential_id` that
+    carry a preimage (a ticket that arrives after its receipt takes them)."""
+    rows = _rows(
+        db,
+        "SELECT receipt_id, json_extract(receipt, '$.preimage') AS preimage FROM receipts_held"
+        " WHERE node = ? AND credential_id = ? AND json_extract(receipt, '$.preimage') IS NOT NULL",
+        (node, credential_id),
+    )
+    return [(str(r["receipt_id"]), str(r["preimage"])) for r in rows]
+
+
 def ticket(db: Db, ticket_id: str) -> tuple[Ticket, str, int] | None:
     row = _row(
         db, "SELECT ticket, role, successes FROM escrow_tickets WHERE ticket_id = ?", (ticket_id,)
