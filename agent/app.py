@@ -31,7 +31,8 @@ from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import Clock
 from agent.component import Component
-from agent.escrow.service import Escrow, EscrowRole, watch_forwards
+from agent.escrow.bonuses import watch_forwards
+from agent.escrow.service import Escrow, EscrowRole
 from agent.market.service import Market
 from agent.node.backend import NodeBackend
 from agent.runtime import Agent

@@ -183,7 +183,8 @@ class Settings(BaseSettings):
     allow_private_relays: bool = Field(
         False,
         description="dial loopback, private and link-local relays named in other people's "
-        "relay lists (test networks only; relays.json is never filtered)",
+        "relay lists, and such mints named by tokens taken with `escrow receive --trust-mint` "
+        "(test networks only; relays.json and policy.json's mints are never filtered)",
     )
     outbox_ttl_s: int = Field(7 * 86400, ge=60, description="give up delivering after this long")
     outbox_retry_base_s: float = Field(2.0, gt=0, description="first outbox retry delay")

@@ -17,7 +17,8 @@ from agent.advisory.node import NodeService
 from agent.advisory.policy import PolicyConfig
 from agent.clock import Clock
 from agent.component import Wiring
-from agent.escrow.service import Escrow, watch_forwards
+from agent.escrow.bonuses import watch_forwards
+from agent.escrow.service import Escrow
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend, SimDriver
 from agent.runtime import Agent

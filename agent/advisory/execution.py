@@ -91,6 +91,7 @@ class Execution:
             "actions": 1,
         }
         self.limits.check_budgets(cmd, spec, params, tx)  # re-checked where it is reserved
+        self.limits.recheck_cover(cmd, spec.danger(params), tx)  # and the ticket paying for it
         saved = json.dumps({"usage": reserve, "before": before})
         if not repo.move(tx, cmd.command_id, (frm,), CS.EXECUTING, reserved=saved):
             return None  # someone else claimed it

@@ -63,6 +63,13 @@ class Limits:
         elif cmd.ticket is not None:
             raise InvalidParams("this node does not run escrow")
 
+    def recheck_cover(self, cmd: Command, danger: int, db: Any) -> None:
+        """Where the command is claimed: the ticket it names must still pay for it — one that
+        waited for an approval may run hours later, after its part's locktime (refunded)."""
+        found = repo.credential(db, cmd.credential_id) if cmd.ticket is not None else None
+        if found is not None and self.ctx.payments is not None:
+            self.ctx.payments.covers(db, cmd, found[0].credential.advisor, danger)
+
     def _check_targets(
         self, spec: schemas.ActionSpec, params: schemas.Params, grant: Grant
     ) -> None:

@@ -28,7 +28,7 @@ from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, msats, pubkey, sats, seconds
 from agent.cli.views import pairs, since, table, when
 from agent.escrow.mint import normalize
-from agent.escrow.planning import plan_parts
+from agent.escrow.planning import locked_until, plan_ticket, refusal
 from agent.settings import Settings
 from agent.store import escrow as repo
 from events.errors import InvalidParams, MintNotAllowed
@@ -105,6 +105,15 @@ def cmd_balance(args: argparse.Namespace, settings: Settings, emit: Emit, make: 
 # --- operator: fund ---------------------------------------------------------------------------
 
 
+def _milestones(args: argparse.Namespace) -> list[int] | None:
+    if not args.milestones:
+        return None
+    try:
+        return [int(x) for x in args.milestones.split(",")]
+    except ValueError:
+        raise InvalidParams(f"--milestones {args.milestones[:40]!r} is not n,n,…") from None
+
+
 def _metric(args: argparse.Namespace) -> Metric | None:
     if args.metric_target is None:
         return None
@@ -115,7 +124,7 @@ def _metric(args: argparse.Namespace) -> Metric | None:
 
 async def _fund(args: argparse.Namespace, app: Standalone) -> Answer:
     metric = _metric(args)
-    milestones = [int(x) for x in args.milestones.split(",")] if args.milestones else None
+    milestones = _milestones(args)
     try:
         ticket = await app.escrow.fund(
             advisor=args.advisor,
@@ -154,19 +163,26 @@ def _fund_check(args: argparse.Namespace, app: Standalone) -> None:
     if args.mint and normalize(args.mint) not in mints:
         allowed = ", ".join(mints) or "none"
         raise MintNotAllowed(f"{args.mint} is not in the operator's mints ({allowed})")
-    milestones = [int(x) for x in args.milestones.split(",")] if args.milestones else None
+    now = app.agent.clock.now()
     try:
-        plan_parts(
+        plan_ticket(
             TicketType(args.type),
             args.amount,
+            schema_pattern=args.schema,
+            max_danger=args.max_danger,
             commands=args.commands,
-            milestones=milestones,
+            milestones=_milestones(args),
             bonus_sat=args.bonus,
             metric=_metric(args),
-            locked_until=1,
+            params_hash=args.params_hash,
+            mint=normalize(args.mint or mints[0]),
+            advisor=args.advisor,
+            credential_id=args.credential,
+            locked_until=locked_until(now, args.max_danger, args.locktime_s),
+            deadline=now + 1,
         )
-    except (ValueError, ValidationError) as exc:
-        raise InvalidParams(str(exc).splitlines()[0][:200]) from None
+    except ValidationError as exc:  # the metric
+        raise refusal(exc) from None
 
 
 def cmd_fund(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:

@@ -141,7 +141,10 @@ def cmd_send(args: argparse.Namespace, settings: Settings, emit: Emit, make: App
 
 
 async def _receive(args: argparse.Namespace, app: Any) -> Answer:
-    text = sys.stdin.read() if args.token in ("-",) else args.token
+    from agent.escrow.lightning import MAX_TOKEN_CHARS  # (imports the Cashu library)
+
+    # stdin is read up to one character past the longest token: `cat /dev/zero | … -` ends
+    text = sys.stdin.read(MAX_TOKEN_CHARS + 1) if args.token in ("-",) else args.token
     done = await _purse().receive(app.escrow, text, trust_mint=args.trust_mint)
     return done, f"received {done['received']:,} sat at {done['mint']}"
 

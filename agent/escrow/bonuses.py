@@ -4,6 +4,8 @@ bonus part's window has ended, the metric is measured from that log and the part
 
 from __future__ import annotations
 
+from typing import Any
+
 from agent.component import Messaging
 from agent.node.models import Forward, ForwardStatus
 from agent.store import escrow as repo
@@ -71,3 +73,11 @@ class Bonuses:
             release = escrow.sign_release(self.agent.keys, body)
             rumor = RELEASE.rumor(me, release, created_at=self.now)
             self.agent.enqueue_private(tx, ticket.advisor, rumor)
+
+
+async def watch_forwards(node: Any, escrow_: Any) -> None:
+    """Feed settled forwards from the node's event stream into the ledger bonuses are
+    measured from (the plugin feeds it from lightningd's forward_event instead)."""
+    async for event in node.events():
+        if isinstance(event, Forward):
+            escrow_.bonuses.record(event)

@@ -18,6 +18,7 @@ from events.errors import TokenInvalid
 from events.escrow import CashuProof
 
 RESTORE_BATCH = 25  # NUT-13 outputs asked per NUT-09 restore request
+MAX_TOKEN_CHARS = 1_000_000  # a token of 1,000 proofs (a mint's most per swap) is ~0.3 MB
 
 
 def _state(value: Any) -> str:
@@ -89,6 +90,8 @@ def read_token(text: str) -> tuple[str, list[CashuProof]]:
     """(mint URL, proofs) of a cashuB or cashuA token; TokenInvalid otherwise."""
     from cashu.core.base import TokenV3, TokenV4
 
+    if len(text) > MAX_TOKEN_CHARS:
+        raise TokenInvalid(f"not a Cashu sat token (longer than {MAX_TOKEN_CHARS:,} characters)")
     text = text.strip()
     try:
         if text.startswith("cashuB"):

@@ -15,9 +15,12 @@ import secrets
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
+from agent.nostr import dial
 from agent.nostr.local_relay import free_port
 from agent.procs import ChildExited, ChildNotReady, ChildProcess
 from events.errors import MintNotAllowed, MintUnavailable, MintUnsupported
@@ -65,6 +68,28 @@ async def check_mint(url: str, allowed: list[str]) -> dict[str, Any]:
     if missing:
         raise MintUnsupported(f"{url} lacks {', '.join(missing)}, which escrow needs")
     return info
+
+
+async def check_named_mint(url: str, *, allow_private: bool, timeout_s: float = 5) -> None:
+    """A mint someone else named (a token's, accepted with --trust-mint) is dialled only if it
+    is a plain http(s) URL whose host resolves to public addresses only — a stranger's token
+    must not make the wallet send requests into the operator's network (loopback, private,
+    link-local…; the same rule as relays named in others' lists, and the same switch for test
+    networks).  MintNotAllowed otherwise.  A mint in the operator's `mints` is never judged."""
+    parts = urlsplit(url)
+    plain = url.isascii() and url.isprintable() and not any(c in url for c in "\\@ ")
+    if not plain or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MintNotAllowed(f"the token's mint {url[:80]!r} is not a plain http(s) URL")
+    if allow_private:
+        return
+    as_relay = ("wss" if parts.scheme == "https" else "ws") + url[len(parts.scheme) :]
+    reason: str | None = "its name did not resolve in time"
+    with anyio.move_on_after(timeout_s):
+        reason = await anyio.to_thread.run_sync(
+            dial.resolve_refusal, as_relay, abandon_on_cancel=True
+        )
+    if reason is not None:
+        raise MintNotAllowed(f"the token's mint {url} is refused: {reason}")
 
 
 class MintProcess:

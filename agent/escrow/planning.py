@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from pydantic import ValidationError
+
 from events.errors import InvalidParams
-from events.escrow import Metric, PartRole, TicketType
+from events.escrow import CashuProof, Metric, Part, PartRole, Terms, Ticket, TicketType, window_s
+from events.types import first_error
+
+MAX_LOCKTIME_S = 30 * 86400  # a ticket's deadline (commands are covered until then)
 
 
 class PlannedPart(NamedTuple):
@@ -52,3 +57,75 @@ def plan_parts(
     if any(part.amount <= 0 for part in plan):
         raise InvalidParams("every part of a ticket needs at least 1 sat")
     return plan, commands
+
+
+def locked_until(now: int, max_danger: int, locktime_s: int | None) -> int:
+    """When a ticket's parts unlock for the refund: `locktime_s` from now, or the escrow
+    window of the danger it pays for; InvalidParams for a locktime not in the future."""
+    if locktime_s is not None and locktime_s < 1:
+        raise InvalidParams(f"--locktime-s {locktime_s}: a ticket's locktime is at least 1 s away")
+    if locktime_s is not None and locktime_s > MAX_LOCKTIME_S:
+        raise InvalidParams(
+            f"--locktime-s {locktime_s}: at most {MAX_LOCKTIME_S:,} s (no command is covered"
+            " after the ticket's 30-day deadline; later, the ecash would only wait for its refund)"
+        )
+    return now + (locktime_s or window_s(max_danger))
+
+
+def refusal(exc: ValidationError) -> InvalidParams:
+    """A model's first complaint, as the operator's INVALID_PARAMS."""
+    return InvalidParams(first_error(exc, "ticket")[:200])
+
+
+def check_ticket(
+    kind: TicketType, plan: list[PlannedPart], terms: Terms, mint: str, advisor: str, cred: str
+) -> None:
+    """The ticket these parts would make, built with placeholder locks and proofs, so one that
+    could never be sent (milestones that do not rise, more than 16 parts, an amount, a mint
+    URL, an advisor key or a credential id the ticket cannot carry) is refused before any
+    ecash is locked: InvalidParams."""
+    key = "0" * 64
+    try:
+        parts = [
+            Part(index=i, role=p.role, amount_sat=p.amount, lock_hash=f"{i:064x}",
+                 locktime=p.locktime, after_commands=p.after_commands,
+                 proofs=[CashuProof(id="0" * 16, amount=p.amount, secret="-", C="02" + key)])  # noqa: S106
+            for i, p in enumerate(plan)
+        ]  # fmt: skip
+        Ticket(ticket_id="0" * 32, type=kind, mint=mint, node=key, advisor=advisor,
+               credential_id=cred, refund_pubkey=key, terms=terms, parts=parts,
+               created_at=0)  # fmt: skip
+    except ValidationError as exc:
+        raise refusal(exc) from None
+
+
+def plan_ticket(
+    kind: TicketType,
+    amount_sat: int,
+    *,
+    schema_pattern: str,
+    max_danger: int,
+    commands: int,
+    milestones: list[int] | None,
+    bonus_sat: int,
+    metric: Metric | None,
+    params_hash: str | None,
+    mint: str,
+    advisor: str,
+    credential_id: str,
+    locked_until: int,
+    deadline: int,
+) -> tuple[list[PlannedPart], Terms]:
+    """The parts and terms of a ticket that can be sent (`check_ticket`); InvalidParams if
+    it cannot.  Funding and the CLI's check before connecting both ask this."""
+    plan, commands = plan_parts(kind, amount_sat, commands=commands, milestones=milestones,
+                                bonus_sat=bonus_sat, metric=metric,
+                                locked_until=locked_until)  # fmt: skip
+    try:
+        terms = Terms(schema_pattern=schema_pattern, params_hash=params_hash,
+                      max_danger=max_danger, commands=commands, metric=metric,
+                      deadline=deadline)  # fmt: skip
+    except ValidationError as exc:
+        raise refusal(exc) from None
+    check_ticket(kind, plan, terms, mint, advisor, credential_id)
+    return plan, terms

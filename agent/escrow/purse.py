@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from agent.escrow import lightning as ln
-from agent.escrow.mint import check_mint, normalize
+from agent.escrow.mint import check_mint, check_named_mint, normalize
 from agent.store import escrow as repo
 from events.errors import HiveError, InvoiceUnpaid, MintNotAllowed, MintRefused, TokenSpent
 from events.escrow import CashuProof
@@ -206,10 +206,12 @@ async def receive(escrow: Escrow, token: str, *, trust_mint: bool = False) -> di
     """Swap a token's proofs into ours at its mint (NUT-03), so the sender cannot spend them."""
     mint, proofs = ln.read_token(token)
     mint = normalize(mint)
-    if not trust_mint and mint not in escrow.mints:
-        raise MintNotAllowed(
-            f"the token is for {mint}, not one of this agent's mints (--trust-mint to accept)"
-        )
+    if mint not in escrow.mints:
+        if not trust_mint:
+            raise MintNotAllowed(
+                f"the token is for {mint}, not one of this agent's mints (--trust-mint to accept)"
+            )
+        await check_named_mint(mint, allow_private=escrow.agent.settings.allow_private_relays)
     if repo.known_secrets(escrow.agent.store, [p.secret for p in proofs]):
         raise TokenSpent("this token was already received or sent by this wallet")
     cw = await escrow.wallet(mint)

@@ -20,17 +20,18 @@ import json
 import logging
 import secrets
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from agent.component import Messaging, Wiring
+from agent.escrow import drafts, intake
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
-from agent.escrow.planning import PlannedPart, plan_parts
+from agent.escrow.planning import MAX_LOCKTIME_S, PlannedPart, locked_until, plan_ticket
 from agent.escrow.swaps import final_swap
-from agent.node.models import Forward
 from agent.store import Tx
 from agent.store import escrow as repo
 from events import escrow
@@ -51,7 +52,6 @@ from events.escrow import (
     Metric,
     Part,
     PartRole,
-    Terms,
     Ticket,
     TicketType,
 )
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hive.escrow")
 REFUND_GRACE_S = 2  # past the locktime by the mint's clock, not just ours
+BY_RECEIPT = (PartRole.RELEASE, PartRole.MILESTONE, PartRole.BASE)  # released by a receipt
 
 
 class EscrowRole(StrEnum):
@@ -93,6 +94,7 @@ class Escrow:
         # part → (failed attempts, not before): a mint that is down is asked again after
         # 2, 4, … up to 300 s, not every second (each attempt records one more swap start)
         self._backoff: dict[tuple[str, int], tuple[int, int]] = {}
+        self.funding: set[str] = set()  # tickets whose parts are being locked right now
 
     def wiring(self) -> Wiring:
         return Wiring(
@@ -188,7 +190,7 @@ class Escrow:
         params_hash: str | None = None,
         mint: str | None = None,
         locktime_s: int | None = None,
-        deadline_s: int = 30 * 86400,
+        deadline_s: int = MAX_LOCKTIME_S,
     ) -> Ticket:
         """Fund a ticket for `advisor` and send it; the mint is checked before anything else."""
         if not self.funder:
@@ -197,37 +199,26 @@ class Escrow:
         await check_mint(mint, self.mints)  # before the wallet library talks to the mint
         mint = normalize(mint)
         now = self.now
-        plan, commands = plan_parts(
-            kind,
-            amount_sat,
-            commands=commands,
-            milestones=milestones,
-            bonus_sat=bonus_sat,
-            metric=metric,
-            locked_until=now + (locktime_s or escrow.window_s(max_danger)),
-        )
-        deadline = now + deadline_s
-        terms = Terms(schema_pattern=schema_pattern, params_hash=params_hash,
-                      max_danger=max_danger, commands=commands, metric=metric,
-                      deadline=deadline)  # fmt: skip
+        plan, terms = plan_ticket(  # refused here, before any ecash is locked
+            kind, amount_sat, schema_pattern=schema_pattern, max_danger=max_danger,
+            commands=commands, milestones=milestones, bonus_sat=bonus_sat, metric=metric,
+            params_hash=params_hash, mint=mint, advisor=advisor, credential_id=credential_id,
+            locked_until=locked_until(now, max_danger, locktime_s), deadline=now + deadline_s,
+        )  # fmt: skip
+        self._select(mint, sum(p.amount for p in plan))  # all of it, before a part is locked
         ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
         locks = zip(plan, self.new_locks(len(plan)), strict=True)
-        parts = [
-            await self._lock_part(wallet, mint, ticket_id, index, planned, digest, advisor)
-            for index, (planned, digest) in enumerate(locks)
-        ]
-        ticket = Ticket(
-            ticket_id=ticket_id,
-            type=kind,
-            mint=mint,
-            node=self.me,
-            advisor=advisor,
-            credential_id=credential_id,
-            refund_pubkey=self.me,
-            terms=terms,
-            parts=parts,
-            created_at=now,
-        )
+        self.funding.add(ticket_id)  # its drafts are not stranded (drafts.py) while it runs
+        try:
+            parts = [
+                await self._lock_part(wallet, mint, ticket_id, index, planned, digest, advisor)
+                for index, (planned, digest) in enumerate(locks)
+            ]
+        finally:
+            self.funding.discard(ticket_id)
+        ticket = Ticket(ticket_id=ticket_id, type=kind, mint=mint, node=self.me, advisor=advisor,
+                        credential_id=credential_id, refund_pubkey=self.me, terms=terms,
+                        parts=parts, created_at=now)  # fmt: skip
         self._send_ticket(ticket)
         return ticket
 
@@ -275,7 +266,7 @@ class Escrow:
         with self.agent.store.transaction(self.now) as tx:  # nothing lost if we die here
             repo.spend_proofs(tx, inputs)
             repo.add_proofs(tx, mint, change, "change")
-            tx.set_kv(f"escrow-draft:{ticket_id}:{index}", part.model_dump_json())
+            tx.set_kv(f"{drafts.DRAFT}{ticket_id}:{index}", drafts.draft(mint, part))
         return part
 
     # --- the node's side of a command ---------------------------------------------------------
@@ -299,6 +290,23 @@ class Escrow:
             raise Restricted("the ticket was funded for other parameters")
         if self.now > terms.deadline or successes >= terms.commands:
             raise Restricted("the ticket is used up or past its deadline")
+        self._still_pays(db, ticket, successes)
+
+    def _still_pays(self, db: Any, ticket: Ticket, successes: int) -> None:
+        """The part the next success completes is still locked, before its locktime (after
+        it the operator refunds it: a command run then would be done unpaid)."""
+        part = min(
+            (p for p in ticket.parts if p.role in BY_RECEIPT and p.after_commands > successes),
+            key=lambda p: p.after_commands,
+        )
+        state = next(r["state"] for r in repo.parts(db, ticket.ticket_id)
+                     if r["part_index"] == part.index)  # fmt: skip
+        if self.now >= part.locktime:
+            raise Restricted(
+                f"the ticket's part {part.index} can no longer pay: its locktime passed"
+            )
+        if state != "locked":
+            raise Restricted(f"the ticket's part {part.index} can no longer pay: it is {state}")
 
     def on_success(self, tx: Tx, cmd: Command, receipt_id: str) -> str | None:
         """A command under a ticket succeeded: count it; the preimage of the part it completes
@@ -310,12 +318,7 @@ class Escrow:
             return None
         ticket = found[0]
         done = repo.count_success(tx, ticket.ticket_id)
-        due = [
-            p
-            for p in ticket.parts
-            if p.role in (PartRole.RELEASE, PartRole.MILESTONE, PartRole.BASE)
-            and p.after_commands == done
-        ]
+        due = [p for p in ticket.parts if p.role in BY_RECEIPT and p.after_commands == done]
         for bonus in (p for p in ticket.parts if p.role == PartRole.BONUS and done == 1):
             repo.set_part(tx, ticket.ticket_id, bonus.index, measure_from=self.now)
         if not due:
@@ -330,13 +333,12 @@ class Escrow:
 
     def on_ticket(self, opened: Unwrapped, tx: Tx) -> None:
         ticket = TICKET.parse(opened.rumor, now=self.now).payload
-        if ticket.advisor != self.me:
-            raise Unauthorized("this ticket pays another advisor")
-        if ticket.node != opened.sender or ticket.refund_pubkey != opened.sender:
-            raise Unauthorized("a ticket must come from the node that funds it")
-        self._mint_allowed(ticket.mint)
-        escrow.check_locks(ticket)
-        repo.save_ticket(tx, ticket, "payee")
+        intake.admit(tx, ticket, sender=opened.sender, me=self.me, mints=self.mints)
+        if repo.save_ticket(tx, ticket, "payee"):  # a receipt may have come first (any order)
+            for receipt_id, preimage in repo.receipt_preimages(
+                tx, ticket.node, ticket.credential_id
+            ):
+                self.learn(tx, preimage, f"receipt:{receipt_id}")
 
     def on_release(self, opened: Unwrapped, tx: Tx) -> None:
         release = RELEASE.parse(opened.rumor, now=self.now).payload
@@ -356,20 +358,22 @@ class Escrow:
         self.wake()
         return moved
 
+    def _held_part(self, ticket_id: str, index: int, role: str) -> tuple[Ticket, dict[str, Any]]:
+        """The ticket and the row of its part `index`, held in `role`; NotFound otherwise."""
+        found = repo.ticket(self.agent.store, ticket_id)
+        rows = [p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == index]
+        if found is None or found[1] != role or not rows:
+            whose = "funded by" if role == "funder" else "held by"
+            raise NotFound(f"no ticket part {ticket_id}/{index} {whose} this agent")
+        return found[0], rows[0]
+
     async def redeem(self, ticket_id: str, part_index: int) -> list[CashuProof]:
         """Swap a released part into fresh proofs (preimage + signature)."""
-        row = next(
-            (p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == part_index),
-            None,
-        )
-        found = repo.ticket(self.agent.store, ticket_id)
-        if row is None or found is None or found[1] != "payee":
-            raise NotFound(f"no ticket part {ticket_id}/{part_index} held by this agent")
+        ticket, row = self._held_part(ticket_id, part_index, "payee")
         if row["state"] == "redeemed":
             raise InvalidParams("this part was already redeemed")
         if not row["preimage"]:
             raise InvalidParams("the node has not released this part's preimage")
-        ticket = found[0]
         part = ticket.parts[part_index]
         wallet = await self.wallet(self._mint_allowed(ticket.mint))
         fresh = await final_swap(
@@ -388,24 +392,13 @@ class Escrow:
 
     async def refund(self, ticket_id: str, part_index: int) -> list[CashuProof]:
         """Take back a part the node never released, after its locktime (refund key)."""
-        found = repo.ticket(self.agent.store, ticket_id)
-        if found is None or found[1] != "funder":
-            raise NotFound(f"no ticket {ticket_id} funded by this agent")
-        ticket = found[0]
-        part = ticket.parts[part_index]
-        state = next(
-            p["state"]
-            for p in repo.parts(self.agent.store, ticket_id)
-            if p["part_index"] == part_index
-        )
+        ticket, row = self._held_part(ticket_id, part_index, "funder")
+        part, state = ticket.parts[part_index], row["state"]
         if state not in ("locked", "lapsed"):
             raise InvalidParams(f"part {part_index} is {state}; only unreleased parts are refunded")
         if repo.secret_state(self.agent.store, part.lock_hash) == "released":
             raise InvalidParams("the node released this part's preimage: it is the advisor's")
         wallet = await self.wallet(ticket.mint)
-        row = next(
-            p for p in repo.parts(self.agent.store, ticket_id) if p["part_index"] == part_index
-        )
         fresh = await final_swap(
             self.agent, ticket, part_index, row, wallet, lambda: wallet.refund(part.proofs)
         )
@@ -443,6 +436,9 @@ class Escrow:
             await self._try(row, self.redeem)
         if self.funder:
             self.bonuses.settle()
+            for ticket_id, index in drafts.stranded(self, REFUND_GRACE_S):
+                row = {"ticket_id": ticket_id, "part_index": index}
+                await self._try(row, partial(drafts.refund, self))
         for row in repo.parts_in(self.agent.store, "funder", "locked", "lapsed"):
             if self.now >= row["locktime"] + REFUND_GRACE_S:
                 if repo.secret_state(self.agent.store, row["lock_hash"]) == "released":
@@ -477,11 +473,3 @@ class Escrow:
             r.update(type=t.type.value, mint=t.mint, advisor=t.advisor, amount_sat=t.amount_sat,
                      terms=json.loads(t.terms.model_dump_json()))  # fmt: skip
         return rows
-
-
-async def watch_forwards(node: Any, escrow_: Escrow) -> None:
-    """Feed settled forwards from the node's event stream into the ledger bonuses are
-    measured from (the plugin feeds it from lightningd's forward_event instead)."""
-    async for event in node.events():
-        if isinstance(event, Forward):
-            escrow_.bonuses.record(event)

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,18 +33,29 @@ from coincurve import PrivateKey
 from events.errors import MintRefused, MintUnavailable
 from events.escrow import CashuProof, lock_key
 
-from cashu.core.base import HTLCWitness, Proof  # isort: skip
-from cashu.core.htlc import HTLCSecret  # isort: skip
-from cashu.core.secret import SecretKind, Tags  # isort: skip
-from cashu.wallet.wallet import Wallet  # isort: skip
-from loguru import logger as _cashu_log  # isort: skip
+_environ = dict(os.environ)  # the library copies a .env it finds into the environment
+from cashu.core.base import HTLCWitness, Proof  # isort: skip  # noqa: E402
+from cashu.core.htlc import HTLCSecret  # isort: skip  # noqa: E402
+from cashu.core.secret import SecretKind, Tags  # isort: skip  # noqa: E402
+from cashu.core.settings import settings as _cashu_settings  # isort: skip  # noqa: E402
+from cashu.wallet.wallet import Wallet  # isort: skip  # noqa: E402
+from loguru import logger as _cashu_log  # isort: skip  # noqa: E402
 
+os.environ.clear()
+os.environ.update(_environ)
 _cashu_log.remove()  # cashu.wallet adds a stderr sink on import; keep none of it
+# The library's DEBUG (from the environment or a .env in the working directory) builds its
+# HTTP client without TLS verification or timeouts, and TOR starts a tor daemon: neither
+# may steer the agent's mint connections (its own client is used anyway: `_Wallet.httpx`).
+_cashu_settings.debug = False
+_cashu_settings.tor = False
+MINT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # per request; a melt's payment: none
 
 
 class _Wallet(Wallet):
     """cashu 0.20.2 builds a new HTTP client before every API call and drops the old one with
-    its open connections; here the first client is kept (the extra ones never connect) and
+    its open connections; here one client of ours is kept instead — TLS verified, finite
+    timeouts, no proxy but the standard environment's — (the library's never connect) and
     `CashuWallet.close()` closes it."""
 
     _client: httpx.AsyncClient | None = None
@@ -56,9 +68,13 @@ class _Wallet(Wallet):
     @httpx.setter
     def httpx(self, client: httpx.AsyncClient) -> None:
         if self._client is None or self._client.is_closed:
-            self._client = client
+            self._client = httpx.AsyncClient(
+                base_url=client.base_url, headers=client.headers, timeout=MINT_TIMEOUT
+            )
 
 
+PREIMAGE = re.compile(r"[0-9a-fA-F]{64}")
+CHECK_BATCH = 500  # proofs per NUT-07 state check
 RESTORE_WINDOW = 64  # outputs a swap of one ticket part can have (one per power of two)
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -283,33 +299,48 @@ class CashuWallet:
             raise _mint_error(exc) from None
         return await self.unspent(found)
 
+    async def _states(self, proofs: list[Proof]) -> list[Any]:
+        """NUT-07, in batches: the mint's state of each of `proofs`, matched by Y
+        (hash_to_curve of the secret), in their order.  A reply that leaves any proof out —
+        a mint that lies or breaks — is MintRefused: it must not pass for "all spent" or
+        crash a loop."""
+        by_y = {}
+        for at in range(0, len(proofs), CHECK_BATCH):  # a mint takes 1,000 at most (Nutshell)
+            try:
+                reply = await self.wallet.check_proof_state(proofs[at : at + CHECK_BATCH])
+            except Exception as exc:  # noqa: BLE001
+                raise _mint_error(exc) from None
+            by_y.update({state.Y: state for state in reply.states})
+        found = [by_y.get(p.Y) for p in proofs]
+        missing = sum(1 for state in found if state is None)
+        if missing:
+            raise MintRefused(f"the mint's state check left out {missing} of {len(proofs)} proofs")
+        return found
+
     async def unspent(self, proofs: list[Proof]) -> list[CashuProof]:
         """Those of the library's `proofs` the mint says are unspent (NUT-07), as ours."""
         if not proofs:
             return []
-        try:
-            reply = await self.wallet.check_proof_state(proofs)
-        except Exception as exc:  # noqa: BLE001
-            raise _mint_error(exc) from None
+        found = await self._states(proofs)
         return [
             from_cashu(p)
-            for p, s in zip(proofs, reply.states, strict=True)
+            for p, s in zip(proofs, found, strict=True)
             if str(s.state.value).lower() == "unspent"
         ]
 
     async def states(self, proofs: list[CashuProof]) -> list[dict[str, Any]]:
         """NUT-07: each proof's state, and the preimage if a spend revealed it."""
-        try:
-            reply = await self.wallet.check_proof_state([to_cashu(p) for p in proofs])
-        except Exception as exc:  # noqa: BLE001
-            raise _mint_error(exc) from None
+        if not proofs:
+            return []
         out = []
-        for state in reply.states:
+        for state in await self._states([to_cashu(p) for p in proofs]):
             preimage = None
             if state.witness:
                 try:
                     preimage = HTLCWitness.from_witness(state.witness).preimage
                 except Exception:  # noqa: BLE001 - not an HTLC witness
                     preimage = None
+            if preimage is not None:  # the mint's text: a preimage, or nothing
+                preimage = preimage.lower() if PREIMAGE.fullmatch(preimage) else None
             out.append({"state": str(state.state.value).lower(), "preimage": preimage})
         return out

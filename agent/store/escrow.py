@@ -99,6 +99,49 @@ def save_ticket(tx: Tx, ticket: Ticket, role: str) -> bool:
     return True
 
 
+def credential_of(db: Db, credential_id: str) -> tuple[str, str] | None:
+    """(node, role) of a management credential this agent knows, or None."""
+    row = _row(
+        db, "SELECT node, role FROM mgmt_credentials WHERE credential_id = ?", (credential_id,)
+    )
+    return None if row is None else (str(row["node"]), str(row["role"]))
+
+
+def unvouched_tickets(db: Db) -> int:
+    """Tickets held (payee) that name no credential this agent holds."""
+    row = _row(
+        db,
+        "SELECT count(*) AS n FROM escrow_tickets t WHERE t.role = 'payee' AND NOT EXISTS"
+        " (SELECT 1 FROM mgmt_credentials c WHERE c.role = 'held'"
+        " AND c.credential_id = json_extract(t.ticket, '$.credential_id'))",
+    )
+    return 0 if row is None else int(row["n"])
+
+
+def live_tickets_from(db: Db, node: str) -> int:
+    """Tickets held (payee) from `node` with a part still locked."""
+    row = _row(
+        db,
+        "SELECT count(*) AS n FROM escrow_tickets t WHERE t.role = 'payee'"
+        " AND json_extract(t.ticket, '$.node') = ? AND EXISTS (SELECT 1 FROM escrow_parts p"
+        " WHERE p.ticket_id = t.ticket_id AND p.state = 'locked')",
+        (node,),
+    )
+    return 0 if row is None else int(row["n"])
+
+
+def receipt_preimages(db: Db, node: str, credential_id: str) -> list[tuple[str, str]]:
+    """(receipt id, preimage) of the receipts held from `node` under `credential_id` that
+    carry a preimage (a ticket that arrives after its receipt takes them)."""
+    rows = _rows(
+        db,
+        "SELECT receipt_id, json_extract(receipt, '$.preimage') AS preimage FROM receipts_held"
+        " WHERE node = ? AND credential_id = ? AND json_extract(receipt, '$.preimage') IS NOT NULL",
+        (node, credential_id),
+    )
+    return [(str(r["receipt_id"]), str(r["preimage"])) for r in rows]
+
+
 def ticket(db: Db, ticket_id: str) -> tuple[Ticket, str, int] | None:
     row = _row(
         db, "SELECT ticket, role, successes FROM escrow_tickets WHERE ticket_id = ?", (ticket_id,)
@@ -232,7 +275,11 @@ def secret_state(db: Db, lock_hash: str) -> str | None:
 def forget_drafts(tx: Tx, ticket_id: str, parts: int) -> None:
     """The funded ticket is saved: its parts' drafts (preimages being made) are done."""
     for index in range(parts):
-        tx.execute("DELETE FROM kv WHERE key = ?", (f"escrow-draft:{ticket_id}:{index}",))
+        forget_draft(tx, ticket_id, index)
+
+
+def forget_draft(tx: Tx, ticket_id: str, index: int) -> None:
+    tx.execute("DELETE FROM kv WHERE key = ?", (f"escrow-draft:{ticket_id}:{index}",))
 
 
 def log_forward(tx: Tx, at: int, in_channel: str, out_channel: str, fee_msat: int) -> None:
