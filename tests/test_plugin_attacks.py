@@ -1,0 +1,240 @@
+"""Attacks on the Core Lightning plugin and its RPC adapter: a hostile lightningd answering with
+replies that are not what Core Lightning documents (not JSON, another request's id, no result,
+a result of the wrong shape), driven through `CLNBackend` on a real unix socket and through the
+real plugin process beside simulated fleet members."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketStream
+
+from agent.breaker import CircuitBreaker
+from agent.cln_plugin import TEST_ENV
+from agent.errors import NodeUnavailable
+from agent.fleet.service import FleetConfig
+from agent.fleet.simfleet import SimMember
+from agent.node.cln import CLNBackend
+from agent.node.lightningd import PluginProcess, bridge
+from agent.node.sim_api import SimLightningd
+from agent.node.sim_rpc import SimRpcServer, short_socket_dir
+from agent.node.simnode import SimDriver
+from events.errors import HiveError
+from events.fleet import MsgType
+from tests.fleet_world import mesh
+
+pytestmark = pytest.mark.anyio
+SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"  # must never leak
+
+Reply = Callable[[dict[str, Any]], bytes]
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+SHAPES: dict[str, Reply] = {  # what a broken or hostile lightningd may answer
+    "not json": lambda req: b"{'secret': '" + SECRET.encode() + b"'",
+    "not utf-8": lambda req: b'{"result": "\xff\xfe' + SECRET.encode() + b'"}',
+    "a list": lambda req: _json([SECRET]),
+    "null": lambda req: b"null",
+    "another id": lambda req: _json({"jsonrpc": "2.0", "id": "x:1#1", "result": {"s": SECRET}}),
+    "no result": lambda req: _json({"jsonrpc": "2.0", "id": req["id"], "secret": SECRET}),
+    "result list": lambda req: _json({"jsonrpc": "2.0", "id": req["id"], "result": [SECRET]}),
+    "result empty": lambda req: _json({"jsonrpc": "2.0", "id": req["id"], "result": {}}),
+    "result mistyped": lambda req: _json(
+        {
+            "jsonrpc": "2.0",
+            "id": req["id"],
+            "result": {
+                "id": 5,
+                "blockheight": SECRET,
+                "peers": [{"id": None}],
+                "channels": [{"x": 1}],
+                "outputs": [{"amount_msat": SECRET, "status": "confirmed"}],
+                "signature": 1,
+                "recid": SECRET,
+                "zbase": None,
+                "secret": [SECRET],
+                "pays": [{"status": "complete", "amount_msat": SECRET}],
+                "invoices": [{"bolt11": None}],
+                "amount_msat": SECRET,
+                "amount_sent_msat": [],
+                "payment_hash": {},
+                "verified": True,
+            },
+        }
+    ),
+    "error a string": lambda req: _json({"jsonrpc": "2.0", "id": req["id"], "error": SECRET}),
+    "error odd shape": lambda req: _json(
+        {"jsonrpc": "2.0", "id": req["id"], "error": {"code": [SECRET], "message": {"a": 1}}}
+    ),
+}
+
+READS: dict[str, Callable[[CLNBackend], Awaitable[Any]]] = {
+    "info": lambda n: n.info(),
+    "peers": lambda n: n.peers(),
+    "channels": lambda n: n.channels(),
+    "funds": lambda n: n.funds(),
+    "graph": lambda n: n.graph(),
+    "signmessage": lambda n: n.signmessage("ab" * 32),
+    "checkmessage": lambda n: n.checkmessage("ab", "y" * 104, "02" + "ab" * 32),
+    "makesecret": lambda n: n.makesecret("hive-agent/nostr-key"),
+    "invoice": lambda n: n.invoice(1000, "label"),
+    "pay": lambda n: n.pay("lnbc1"),
+    "decode_invoice": lambda n: n.decode_invoice("lnbc1"),
+    "find_invoice": lambda n: n.find_invoice("label"),
+    "find_payment": lambda n: n.find_payment("00" * 32),
+    "sendcustommsg": lambda n: n.sendcustommsg("02" + "ab" * 32, b"\x80\x01HIVE"),
+    "plugin_call": lambda n: n.plugin_call("revenue-status", {}),
+}
+NO_FIELD = {"sendcustommsg", "checkmessage", "plugin_call"}
+EMPTY_IS_NONE = {
+    "peers",
+    "channels",
+    "funds",
+    "graph",
+    "find_invoice",
+    "find_payment",
+    "decode_invoice",
+}  # (its callers check what it read: the amount and the hash)
+
+
+@asynccontextmanager
+async def hostile_lightningd(path: Path, reply: Reply) -> AsyncIterator[list[str]]:
+    """A unix socket that reads each JSON-RPC request and answers it with `reply(request)`;
+    yields the methods it was asked for."""
+    asked: list[str] = []
+
+    async def serve(stream: SocketStream) -> None:
+        decoder, buffer = json.JSONDecoder(), ""
+        async with stream:
+            while True:
+                try:
+                    buffer += (await stream.receive(65536)).decode()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+                try:
+                    request, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    continue
+                buffer = buffer.lstrip()[end:]
+                asked.append(str(request.get("method")))
+                await stream.send(reply(request) + b"\n\n")
+
+    listener = await anyio.create_unix_listener(path)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield asked
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+async def test_a_malformed_reply_is_a_typed_error_that_tells_nothing_of_the_reply(
+    shape: str,
+) -> None:
+    """Every operation of the adapter, given a reply Core Lightning never sends, raises a typed
+    HiveError (NODE_UNAVAILABLE for a reply it cannot read, NODE_REFUSED for an error object)
+    — never a KeyError, ValueError, TypeError or AttributeError that would end whatever loop
+    made the call — and its message carries nothing of the reply (it may hold a secret:
+    `makesecret` answers with one)."""
+    path = short_socket_dir() / "lightning-rpc"
+    async with hostile_lightningd(path, SHAPES[shape]) as asked:
+        node = CLNBackend(str(path), timeout_s=5, breaker=CircuitBreaker(failures=1000))
+        for name, op in READS.items():
+            err = await _outcome(op(node))
+            if err is None:
+                # only what needs no field of the reply may pass (a send, a check), and what
+                # the reply leaves out reads as none
+                lenient = NO_FIELD | (EMPTY_IS_NONE if shape == "result empty" else set())
+                assert name in lenient, (name, shape)
+                continue
+            assert isinstance(err, HiveError), f"{name}: {type(err).__name__} escaped the adapter"
+            assert SECRET not in str(err), (name, shape, str(err))
+            if not shape.startswith("error"):
+                assert isinstance(err, NodeUnavailable), (name, shape, err)
+        assert asked, "the socket was asked"
+
+
+async def _outcome(call: Awaitable[Any]) -> Exception | None:
+    try:
+        await call
+    except Exception as exc:  # noqa: BLE001 - what escapes is what these tests look at
+        return exc
+    return None
+
+
+async def test_malformed_replies_open_the_breaker_like_an_unreachable_node() -> None:
+    """A lightningd that keeps answering garbage is treated like one that does not answer:
+    after the breaker's failures calls fail fast (NODE_UNAVAILABLE) without asking it."""
+    path = short_socket_dir() / "lightning-rpc"
+    async with hostile_lightningd(path, SHAPES["not json"]) as asked:
+        node = CLNBackend(str(path), timeout_s=5)
+        for _ in range(20):
+            with pytest.raises(NodeUnavailable):
+                await node.info()
+        assert len(asked) < 20
+        assert node.breaker.report()["state"] == "open"
+
+
+class GarblingLightningd(SimRpcServer):
+    """The simulator's RPC socket, except that the first `garble` `sendcustommsg` calls
+    carrying a frame of `kind` are answered under another request's id, and not sent."""
+
+    def __init__(self, api: SimLightningd, path: Path, kind: MsgType, garble: int) -> None:
+        super().__init__(api, path)
+        self.kind, self.garble, self.garbled = kind, garble, 0
+
+    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        params = request.get("params") or {}
+        ours = request.get("method") == "sendcustommsg" and isinstance(params, dict)
+        ours = ours and str(params.get("msg", "")).startswith(f"{int(self.kind):04x}")
+        if ours and self.garbled < self.garble:
+            self.garbled += 1
+            return {"jsonrpc": "2.0", "id": "someone-else:getinfo#1", "result": {}}
+        return await super().answer(request)
+
+
+async def test_a_garbled_reply_to_a_send_does_not_stop_the_fleet_loop(tmp_path: Path) -> None:
+    """lightningd answers two sends of a WELCOME with a reply meant for another request (and
+    does not send it).  pyln raised ValueError, which no layer caught: the plugin's fleet loop
+    — the only thing that retries the outbox — ended for good, so the joiner, admitted here,
+    never heard it was, though lightningd was fine again a moment later.  Now the adapter
+    raises NODE_UNAVAILABLE, the outbox retries, and the join completes."""
+    net, ids = mesh(2, extra=0)
+    lightning_dir = short_socket_dir()
+    server = GarblingLightningd(
+        SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc", MsgType.WELCOME, garble=2
+    )
+    fast = '{"retry_base_s": 0.5, "retry_cap_s": 1, "handshake_retry_s": 2, "member_fee_zero": 0}'
+    joiner = SimMember(
+        net, ids[1], tmp_path / "joiner", config=FleetConfig(handshake_retry_s=1, member_fee_zero=0)
+    )
+    async with (
+        SimDriver(net),
+        server,
+        PluginProcess(lightning_dir, env={TEST_ENV: fast}) as plugin,
+        anyio.create_task_group() as tg,
+    ):
+        await plugin.start({})
+        tg.start_soon(bridge, net, ids[0], plugin)
+        await joiner.start(tg)
+        try:
+            await plugin.call("hive-genesis")
+            ticket = await plugin.call("hive-invite", node_id=ids[1])
+            await joiner.fleet.join(ticket["ticket"])
+            with anyio.fail_after(20):
+                while (joiner.fleet.status()["joining"] or {}).get("state") != "joined":
+                    await anyio.sleep(0.1)
+            assert server.garbled == 2
+            fleet = (await plugin.call("hive-status"))["fleet"]
+            assert "INTERNAL" not in fleet["refused"], fleet["refused"]
+        finally:
+            await joiner.stop()
+            tg.cancel_scope.cancel()
