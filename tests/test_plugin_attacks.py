@@ -6,6 +6,7 @@ real plugin process beside simulated fleet members."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,9 +26,10 @@ from agent.node.lightningd import PluginProcess, bridge
 from agent.node.sim_api import SimLightningd
 from agent.node.sim_rpc import SimRpcServer, short_socket_dir
 from agent.node.simnode import SimDriver
+from events import fleet as wire
 from events.errors import HiveError
 from events.fleet import MsgType
-from tests.fleet_world import mesh
+from tests.fleet_world import Rogue, mesh
 
 pytestmark = pytest.mark.anyio
 SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"  # must never leak
@@ -187,11 +189,15 @@ class GarblingLightningd(SimRpcServer):
     """The simulator's RPC socket, except that the first `garble` `sendcustommsg` calls
     carrying a frame of `kind` are answered under another request's id, and not sent."""
 
-    def __init__(self, api: SimLightningd, path: Path, kind: MsgType, garble: int) -> None:
+    def __init__(
+        self, api: SimLightningd, path: Path, kind: MsgType = MsgType.WELCOME, garble: int = 0
+    ) -> None:
         super().__init__(api, path)
         self.kind, self.garble, self.garbled = kind, garble, 0
+        self.asked: Counter[str] = Counter()  # requests, by method
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.asked[str(request.get("method"))] += 1
         params = request.get("params") or {}
         ours = request.get("method") == "sendcustommsg" and isinstance(params, dict)
         ours = ours and str(params.get("msg", "")).startswith(f"{int(self.kind):04x}")
@@ -238,3 +244,42 @@ async def test_a_garbled_reply_to_a_send_does_not_stop_the_fleet_loop(tmp_path: 
         finally:
             await joiner.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_a_strangers_hello_flood_costs_lightningd_nothing() -> None:
+    """Any connected peer — no ticket, no channel, no hive — may send HELLO: the frame is
+    refused, but only after the member asked lightningd for all its channels (the channel
+    check ran before the ticket was looked at), one `listpeerchannels` per frame; a flood of
+    them queued every member's frames behind that RPC.  Now a HELLO whose ticket this member
+    would refuse (or one sent again within the 10 s rate limit) is refused before any RPC."""
+    net, ids = mesh(2, extra=0)
+    lightning_dir = short_socket_dir()
+    server = GarblingLightningd(SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc")
+    async with (
+        SimDriver(net),
+        server,
+        PluginProcess(lightning_dir) as plugin,
+        anyio.create_task_group() as tg,
+    ):
+        await plugin.start({})
+        tg.start_soon(bridge, net, ids[0], plugin)
+        hive = (await plugin.call("hive-genesis"))["hive_id"]
+        rogue, sent = Rogue(net, ids[1]), 200
+        await plugin.call("hive-status")
+        before = server.asked["listpeerchannels"]
+        await plugin.call("hive-status")
+        per_status = server.asked["listpeerchannels"] - before
+        before, polls = server.asked["listpeerchannels"], 0
+        for i in range(sent):
+            hello = wire.Hello(ticket=f"hive1junk{i}", supported_versions=[1])
+            await rogue.send(ids[0], rogue.frame(MsgType.HELLO, hello, hive=hive))
+        with anyio.fail_after(30):
+            while True:
+                polls += 1
+                refused = (await plugin.call("hive-status"))["fleet"]["refused"]
+                if refused.get("INVALID_PAYLOAD", 0) >= sent:
+                    break
+                await anyio.sleep(0.2)
+        during = server.asked["listpeerchannels"] - before - polls * per_status
+        assert during < sent // 10, during  # (the fleet loop's own reads, at most)
+        tg.cancel_scope.cancel()
