@@ -6,6 +6,7 @@ real plugin process beside simulated fleet members."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -283,3 +284,25 @@ async def test_a_strangers_hello_flood_costs_lightningd_nothing() -> None:
         during = server.asked["listpeerchannels"] - before - polls * per_status
         assert during < sent // 10, during  # (the fleet loop's own reads, at most)
         tg.cancel_scope.cancel()
+
+
+async def test_a_policy_file_that_is_a_pipe_does_not_hold_up_init() -> None:
+    """A careless operator's --hive-policy-file naming a FIFO (or /dev/zero, a device): the
+    plugin opened and read it whole inside `init` — a FIFO nobody writes blocked there for
+    good (lightningd waits on init), /dev/zero read until memory ran out.  Now anything but a
+    regular file is refused at once: advisor commands are off with the reason, and fleet
+    membership works."""
+    net, ids = mesh(1, extra=0)
+    lightning_dir = short_socket_dir()
+    fifo = lightning_dir / "policy.fifo"
+    os.mkfifo(fifo)
+    options = {"hive-relays": "ws://127.0.0.1:1", "hive-policy-file": str(fifo)}
+    async with (
+        SimRpcServer(SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc"),
+        PluginProcess(lightning_dir) as plugin,
+    ):
+        with anyio.fail_after(15):
+            await plugin.start(options)
+        status = await plugin.call("hive-status")
+        assert any("not a regular file" in p for p in status["problems"]), status["problems"]
+        assert (await plugin.call("hive-genesis"))["hive_id"].startswith("hive_")
