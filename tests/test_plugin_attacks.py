@@ -23,7 +23,7 @@ from agent.errors import NodeUnavailable
 from agent.fleet.service import FleetConfig
 from agent.fleet.simfleet import SimMember
 from agent.node.cln import CLNBackend
-from agent.node.lightningd import PluginProcess, bridge
+from agent.node.lightningd import PluginError, PluginProcess, bridge
 from agent.node.sim_api import SimLightningd
 from agent.node.sim_rpc import SimRpcServer, short_socket_dir
 from agent.node.simnode import SimDriver
@@ -31,6 +31,7 @@ from events import fleet as wire
 from events.errors import HiveError
 from events.fleet import MsgType
 from tests.fleet_world import Rogue, mesh
+from tests.test_plugin import plugin_on
 
 pytestmark = pytest.mark.anyio
 SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"  # must never leak
@@ -306,3 +307,19 @@ async def test_a_policy_file_that_is_a_pipe_does_not_hold_up_init() -> None:
         status = await plugin.call("hive-status")
         assert any("not a regular file" in p for p in status["problems"]), status["problems"]
         assert (await plugin.call("hive-genesis"))["hive_id"].startswith("hive_")
+
+
+async def test_a_falsy_node_id_is_not_every_member() -> None:
+    """`hive-contribution node_id=0` (or false, [], {}) answered the whole ledger as if no
+    node had been named: a script's wrong value passed for "every member".  Only the default
+    ("" or null) means that; anything else must be a node id (INVALID_PARAMS)."""
+    net, ids = mesh(1, extra=1)
+    async with plugin_on(net, ids[0]) as plugin:
+        await plugin.call("hive-genesis")
+        for wrong in (0, False, [], {}, 0.0):
+            with pytest.raises(PluginError, match="INVALID_PARAMS: node_id must be a node id"):
+                await plugin.call("hive-contribution", node_id=wrong)
+        everyone = await plugin.call("hive-contribution", node_id=None)
+        assert "members" in everyone
+        with pytest.raises(PluginError, match="NOT_FOUND: .* is not a member"):
+            await plugin.call("hive-contribution", node_id=ids[1])  # a node id: looked up
