@@ -112,8 +112,8 @@ EMPTY_IS_NONE = {
 
 @asynccontextmanager
 async def hostile_lightningd(path: Path, reply: Reply) -> AsyncIterator[list[str]]:
-    """A unix socket that reads each JSON-RPC request and answers it with `reply(request)`;
-    yields the methods it was asked for."""
+    """A unix socket that reads a JSON-RPC request per connection and answers it with
+    `reply(request)`; yields the methods it was asked for."""
     asked: list[str] = []
 
     async def serve(stream: SocketStream) -> None:
@@ -131,6 +131,8 @@ async def hostile_lightningd(path: Path, reply: Reply) -> AsyncIterator[list[str
                 buffer = buffer.lstrip()[end:]
                 asked.append(str(request.get("method")))
                 await stream.send(reply(request) + b"\n\n")
+                return  # (pyln asks once per connection; one left open would be closed
+                # by the collector later, inside another test's loop)
 
     listener = await anyio.create_unix_listener(path)
     async with listener, anyio.create_task_group() as tg:
@@ -321,5 +323,55 @@ async def test_a_falsy_node_id_is_not_every_member() -> None:
                 await plugin.call("hive-contribution", node_id=wrong)
         everyone = await plugin.call("hive-contribution", node_id=None)
         assert "members" in everyone
-        with pytest.raises(PluginError, match="NOT_FOUND: .* is not a member"):
+        with pytest.raises(PluginError, match=r"NOT_FOUND: .* is not a member"):
             await plugin.call("hive-contribution", node_id=ids[1])  # a node id: looked up
+
+
+async def test_a_welcome_later_than_the_joiners_patience_still_completes_the_join(
+    tmp_path: Path,
+) -> None:
+    """The issuer admits the joiner at its ATTEST and queues WELCOME; lightningd fails the
+    sends for a while (four garbled replies), so the joiner stops waiting first (its tries
+    run out: `refused`, "no answer").  The WELCOME that arrived next was refused — the join
+    "was not expecting it" — so the issuer counted a neophyte that did not know it was one,
+    and neither `hive-join` (the ticket is used, the node "already a member") nor a new
+    invitation ("already a member") could ever fix it.  Now a joiner that gave up waiting
+    after its ATTEST takes the issuer's WELCOME when it comes."""
+    net, ids = mesh(2, extra=0)
+    lightning_dir = short_socket_dir()
+    server = GarblingLightningd(
+        SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc", MsgType.WELCOME, garble=4
+    )
+    fast = '{"retry_base_s": 1, "retry_cap_s": 1, "handshake_retry_s": 2, "member_fee_zero": 0}'
+    patience = FleetConfig(handshake_retry_s=0.5, handshake_tries=2, member_fee_zero=0)
+    joiner = SimMember(net, ids[1], tmp_path / "joiner", config=patience)
+    async with (
+        SimDriver(net),
+        server,
+        PluginProcess(lightning_dir, env={TEST_ENV: fast}) as plugin,
+        anyio.create_task_group() as tg,
+    ):
+        await plugin.start({})
+        tg.start_soon(bridge, net, ids[0], plugin)
+        await joiner.start(tg)
+        try:
+            await plugin.call("hive-genesis")
+            ticket = await plugin.call("hive-invite", node_id=ids[1])
+            await joiner.fleet.join(ticket["ticket"])
+            states = set()
+            with anyio.fail_after(30):
+                while True:
+                    joining = joiner.fleet.status()["joining"] or {}
+                    states.add(joining.get("state"))
+                    if joining.get("state") == "joined":
+                        break
+                    await anyio.sleep(0.05)
+            assert "refused" in states and server.garbled == 4  # it had given up first
+            assert joiner.fleet.view()["members"] == {ids[0]: "member", ids[1]: "neophyte"}
+            listed = await plugin.call("hive-members")
+            assert {m["node_id"]: m["tier"] for m in listed["members"]} == {
+                ids[0]: "member", ids[1]: "neophyte",
+            }  # fmt: skip
+        finally:
+            await joiner.stop()
+            tg.cancel_scope.cancel()

@@ -173,10 +173,10 @@ class Handshake(FleetComponent):
                 return
             if joining["tries"] >= k.config.handshake_tries:
                 joining.update(
-                    state=JoinState.REFUSED,
+                    state=JoinState.REFUSED, gave_up=joining["state"],  # (a WELCOME may come)
                     error=f"EXPIRED: no answer from the issuer after {joining['tries']} tries; "
                     "check the connection and run hive-join again",
-                )
+                )  # fmt: skip
                 frame = b""
             else:
                 if joining["state"] == JoinState.HELLO_SENT:
@@ -266,7 +266,10 @@ class Handshake(FleetComponent):
         joining = self.kernel.store.kv(JOINING_KV)
         if not joining or joining["issuer"] != peer:
             raise Unauthorized("no join in progress with this peer")
-        if joining["state"] != state:
+        # the issuer admitted us at our ATTEST: its WELCOME is the truth, though we stopped
+        # waiting for it (else it would count a neophyte that does not know it is one)
+        late = state == JoinState.ATTESTED and joining.get("gave_up") == state
+        if joining["state"] != state and not (late and joining["state"] == JoinState.REFUSED):
             raise Replayed(f"the join is at {joining['state']}, not expecting {msg.type.name}")
         if msg.sender_key != joining["issuer_key"] or msg.hive != joining["hive"]:
             raise BadSignature("not signed by the ticket's issuer for the ticket's hive")
