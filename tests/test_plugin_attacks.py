@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -375,3 +376,28 @@ async def test_a_welcome_later_than_the_joiners_patience_still_completes_the_joi
         finally:
             await joiner.stop()
             tg.cancel_scope.cancel()
+
+
+async def test_a_silent_lightningd_costs_no_thread_per_call() -> None:
+    """lightningd takes each request and never answers (stalled behind a hook, say).  Every
+    call gave up after its timeout, NODE_UNAVAILABLE — but pyln's socket has no timeout, so
+    each left its worker thread blocked for as long as lightningd stayed silent: thirty
+    calls, thirty threads more.  Now the socket gives up too, and the threads end."""
+
+    path = short_socket_dir() / "lightning-rpc"
+
+    async def silent(stream: SocketStream) -> None:
+        async with stream:
+            await anyio.sleep_forever()
+
+    listener = await anyio.create_unix_listener(path)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, silent)
+        node = CLNBackend(str(path), timeout_s=0.2, breaker=CircuitBreaker(failures=1000))
+        before = threading.active_count()
+        for _ in range(30):
+            with pytest.raises(NodeUnavailable, match="no answer within"):
+                await node.info()
+        # (a call's thread ends about a second after it gave up: a few stay busy at once)
+        assert threading.active_count() - before <= 12
+        tg.cancel_scope.cancel()

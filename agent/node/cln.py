@@ -1,4 +1,5 @@
-"""`CLNBackend`: Core Lightning through pyln-client's `LightningRpc`.
+"""`CLNBackend`: Core Lightning through pyln-client's `LightningRpc` (with a socket that gives
+up: agent/node/cln_rpc.py).
 
 Each operation maps to the CLN RPCs it needs (listed per method).  Calls run in worker threads
 (one `LightningRpc` per thread, so request ids never race) under a timeout, behind a circuit
@@ -20,10 +21,11 @@ from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
-from pyln.client import LightningRpc, RpcError
+from pyln.client import RpcError
 
 from agent.breaker import CircuitBreaker
 from agent.errors import NodeRefused, NodeUnavailable, PeerNotConnected
+from agent.node.cln_rpc import TimedRpc
 from agent.node.models import (
     Channel,
     ChannelState,
@@ -143,9 +145,9 @@ class CLNBackend:
         self._send: anyio.abc.ObjectSendStream[NodeEvent] | None = None
         self._my_id: str | None = None
 
-    def _rpc(self) -> LightningRpc:
+    def _rpc(self) -> TimedRpc:
         if not hasattr(self._local, "rpc"):
-            self._local.rpc = LightningRpc(self.rpc_path)
+            self._local.rpc = TimedRpc(self.rpc_path, self.timeout_s)
         return self._local.rpc
 
     def _call_sync(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
