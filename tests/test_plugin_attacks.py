@@ -27,12 +27,12 @@ from agent.node.cln import CLNBackend
 from agent.node.lightningd import PluginError, PluginProcess, bridge
 from agent.node.sim_api import SimLightningd
 from agent.node.sim_rpc import SimRpcServer, short_socket_dir
-from agent.node.simnode import SimDriver
+from agent.node.simnode import SimBackend, SimDriver
 from events import fleet as wire
 from events.errors import HiveError
 from events.fleet import MsgType
 from tests.fleet_world import Rogue, mesh
-from tests.test_plugin import plugin_on
+from tests.test_plugin import agent_started, plugin_on
 
 pytestmark = pytest.mark.anyio
 SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"  # must never leak
@@ -401,3 +401,27 @@ async def test_a_silent_lightningd_costs_no_thread_per_call() -> None:
         # (a call's thread ends about a second after it gave up: a few stay busy at once)
         assert threading.active_count() - before <= 12
         tg.cancel_scope.cancel()
+
+
+async def test_a_forward_the_store_cannot_hold_does_not_deafen_the_plugin(relay_url: str) -> None:
+    """lightningd's `forward_event` with a fee no SQLite integer holds (a lightningd gone
+    wrong; a full disk does the same): recording it for performance bonuses raised in the
+    plugin's one event consumer, which ended — from then on no custom message, connect or
+    forward reached the agent, so the fleet was deaf until lightningd restarted the plugin.
+    Now a forward that cannot be recorded is logged and counted, and the stream goes on."""
+    net, ids = mesh(2, extra=0)
+    async with plugin_on(net, ids[0], **{"hive-relays": relay_url}) as plugin:
+        await agent_started(plugin)
+        scid = sorted(net.node(ids[0]).channels)[0]
+        await plugin.notify("forward_event", {"forward_event": {
+            "in_channel": scid, "out_channel": scid, "in_msat": 10**20, "out_msat": 0,
+            "fee_msat": 10**20, "status": "settled", "received_time": 1.0,
+            "resolved_time": 2.0,
+        }})  # fmt: skip
+        hive_frame = (32769).to_bytes(2, "big") + b'HIVE{"v":1}'
+        await SimBackend(net, ids[1]).sendcustommsg(ids[0], hive_frame)
+        with anyio.fail_after(10):
+            while (await plugin.call("hive-status"))["events"].get("CustomMsg", 0) < 1:
+                await anyio.sleep(0.1)
+        events = (await plugin.call("hive-status"))["events"]
+        assert events["Forward"] == events["ForwardNotRecorded"] == 1
