@@ -48,6 +48,7 @@ SHAPES: dict[str, Reply] = {  # what a broken or hostile lightningd may answer
     "not json": lambda req: b"{'secret': '" + SECRET.encode() + b"'",
     "not utf-8": lambda req: b'{"result": "\xff\xfe' + SECRET.encode() + b'"}',
     "a list": lambda req: _json([SECRET]),
+    "nested past the stack": lambda req: b'{"result": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     "null": lambda req: b"null",
     "another id": lambda req: _json({"jsonrpc": "2.0", "id": "x:1#1", "result": {"s": SECRET}}),
     "no result": lambda req: _json({"jsonrpc": "2.0", "id": req["id"], "secret": SECRET}),

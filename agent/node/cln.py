@@ -17,15 +17,15 @@ import contextlib
 import functools
 import secrets
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import anyio
 from pyln.client import RpcError
 
 from agent.breaker import CircuitBreaker
 from agent.errors import NodeRefused, NodeUnavailable, PeerNotConnected
-from agent.node.cln_rpc import TimedRpc
+from agent.node.cln_rpc import MALFORMED, TimedRpc, malformed, reads
 from agent.node.models import (
     Channel,
     ChannelState,
@@ -43,40 +43,7 @@ from events.errors import HiveError, InsufficientBalance, InvalidParams, NotFoun
 
 FINAL_CLTV = 18
 PAY_CODES = {203, 204, 205, 206, 207, 209, 210}
-# what reading a reply Core Lightning never sends raises: pyln's own checks (not JSON, not
-# UTF-8, another request's id, no result: ValueError, TypeError, AttributeError) and ours (a
-# field missing or of the wrong type: KeyError, IndexError, pydantic's ValidationError)
-MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 __all__ = ["CLNBackend", "CircuitBreaker", "map_rpc_error"]
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def malformed(method: str, exc: BaseException) -> NodeUnavailable:
-    """The typed error for a reply that cannot be read: named by its kind only — the reply is
-    never repeated (it may hold a secret: makesecret answers with one)."""
-    return NodeUnavailable(f"{method}: lightningd's reply is malformed ({type(exc).__name__})")
-
-
-def _reads(
-    rpc: str,
-) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
-    """A backend operation whose reply from `rpc` is read field by field: a field missing or
-    of the wrong type is NodeUnavailable, never a KeyError that ends the caller's loop."""
-
-    def wrap(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        @functools.wraps(fn)
-        async def read(*args: P.args, **kwargs: P.kwargs) -> T:
-            try:
-                return await fn(*args, **kwargs)
-            except HiveError:
-                raise
-            except MALFORMED as exc:
-                raise malformed(rpc, exc) from None
-
-        return read
-
-    return wrap
 
 
 def map_rpc_error(method: str, error: dict[str, Any]) -> HiveError:
@@ -184,7 +151,7 @@ class CLNBackend:
 
     # --- NodeBackend ---------------------------------------------------------------------
 
-    @_reads("getinfo")
+    @reads("getinfo")
     async def info(self) -> NodeInfo:  # getinfo
         r = await self.call("getinfo")
         return NodeInfo(
@@ -195,7 +162,7 @@ class CLNBackend:
             num_channels=int(r.get("num_active_channels", 0)),
         )
 
-    @_reads("listpeers")
+    @reads("listpeers")
     async def peers(self) -> list[Peer]:  # listpeers
         r = await self.call("listpeers")
         return [
@@ -207,7 +174,7 @@ class CLNBackend:
             for p in r.get("peers", [])
         ]
 
-    @_reads("listpeerchannels")
+    @reads("listpeerchannels")
     async def channels(self) -> list[Channel]:  # listpeerchannels
         r = await self.call("listpeerchannels")
         chans = [_channel(c) for c in r.get("channels", [])]
@@ -215,7 +182,7 @@ class CLNBackend:
             (c for c in chans if c.state != ChannelState.CLOSED), key=lambda c: c.short_channel_id
         )
 
-    @_reads("setchannel")
+    @reads("setchannel")
     async def set_fees(  # setchannel
         self,
         scid: str,
@@ -235,7 +202,7 @@ class CLNBackend:
         )
         return await _open_channel(self, scid)
 
-    @_reads("fundchannel")
+    @reads("fundchannel")
     async def open_channel(self, peer_id: str, amount_sat: int) -> Channel:  # fundchannel
         r = await self.call("fundchannel", id=peer_id, amount=amount_sat)
         if r.get("short_channel_id"):
@@ -247,12 +214,12 @@ class CLNBackend:
     async def close_channel(self, scid: str) -> None:  # close
         await self.call("close", id=scid)
 
-    @_reads("invoice")
+    @reads("invoice")
     async def invoice(self, amount_msat: int, label: str) -> Invoice:  # invoice
         r = await self.call("invoice", amount_msat=amount_msat, label=label, description=label)
         return Invoice(bolt11=r["bolt11"], payment_hash=r["payment_hash"], amount_msat=amount_msat)
 
-    @_reads("pay")
+    @reads("pay")
     async def pay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:  # pay
         r = await self.call("pay", bolt11=bolt11, maxfee=max_fee_msat)
         amount, sent = int(r["amount_msat"]), int(r["amount_sent_msat"])
@@ -264,7 +231,7 @@ class CLNBackend:
             hops=int(r.get("parts", 1)),
         )
 
-    @_reads("sendpay")
+    @reads("sendpay")
     async def rebalance(  # invoice, listchannels, getroute(fromid), sendpay, waitsendpay
         self,
         out_scid: str,
@@ -343,7 +310,7 @@ class CLNBackend:
             inner[0]["delay"] + int(first_pol["delay"]),
         )
 
-    @_reads("listinvoices")
+    @reads("listinvoices")
     async def find_rebalance(self, label: str) -> Payment | None:  # listinvoices
         found = (await self.call("listinvoices", label=f"hive-rebalance-{label}")).get(
             "invoices", []
@@ -360,7 +327,7 @@ class CLNBackend:
             hops=0,
         )
 
-    @_reads("listpays")
+    @reads("listpays")
     async def find_payment(self, payment_hash: str) -> Payment | None:  # listpays
         pays = (await self.call("listpays", payment_hash=payment_hash)).get("pays", [])
         done = [p for p in pays if p.get("status") == "complete"]
@@ -374,7 +341,7 @@ class CLNBackend:
             fee_msat=max(0, sent - amount), hops=0,
         )  # fmt: skip
 
-    @_reads("listinvoices")
+    @reads("listinvoices")
     async def find_invoice(self, label: str) -> Invoice | None:  # listinvoices
         found = (await self.call("listinvoices", label=label)).get("invoices", [])
         if not found:
@@ -383,13 +350,13 @@ class CLNBackend:
         amount = int(inv.get("amount_msat", 0))
         return Invoice(bolt11=inv["bolt11"], payment_hash=inv["payment_hash"], amount_msat=amount)
 
-    @_reads("decode")
+    @reads("decode")
     async def decode_invoice(self, bolt11: str) -> Invoice:  # decode
         d = await self.call("decode", string=bolt11)
         return Invoice(bolt11=bolt11, payment_hash=str(d.get("payment_hash", "")),
                        amount_msat=int(d.get("amount_msat", 0)))  # fmt: skip
 
-    @_reads("listfunds")
+    @reads("listfunds")
     async def funds(self) -> Funds:  # listfunds
         r = await self.call("listfunds")
         onchain = sum(
@@ -398,16 +365,16 @@ class CLNBackend:
         local = sum(int(c.get("our_amount_msat", 0)) for c in r.get("channels", []))
         return Funds(onchain_sat=onchain // 1000, channels_local_msat=local)
 
-    @_reads("withdraw")
+    @reads("withdraw")
     async def withdraw(self, address: str, amount_sat: int) -> str:  # withdraw
         return str((await self.call("withdraw", destination=address, satoshi=amount_sat))["txid"])
 
-    @_reads("signmessage")
+    @reads("signmessage")
     async def signmessage(self, message: str) -> SignedMessage:  # signmessage
         r = await self.call("signmessage", message=message)
         return SignedMessage(signature=r["signature"], recid=int(r["recid"], 16), zbase=r["zbase"])
 
-    @_reads("checkmessage")
+    @reads("checkmessage")
     async def checkmessage(self, message: str, zbase: str, node_id: str) -> bool:  # checkmessage
         try:
             r = await self.call("checkmessage", message=message, zbase=zbase, pubkey=node_id)
@@ -415,7 +382,7 @@ class CLNBackend:
             return False
         return bool(r.get("verified"))
 
-    @_reads("makesecret")
+    @reads("makesecret")
     async def makesecret(self, label: str) -> bytes:  # makesecret
         return bytes.fromhex((await self.call("makesecret", string=label))["secret"])
 
@@ -442,7 +409,7 @@ class CLNBackend:
             self._send.close()
             self._send = None
 
-    @_reads("listchannels")
+    @reads("listchannels")
     async def graph(self) -> list[GraphChannel]:  # listchannels (no arguments: the whole graph)
         halves = (await self.call("listchannels")).get("channels", [])
         out = [
@@ -459,7 +426,7 @@ class CLNBackend:
         ]
         return sorted(out, key=lambda g: (g.scid, g.source))
 
-    @_reads("plugin")
+    @reads("plugin")
     async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Any method by name (other plugins' RPCs): the same socket, timeout and errors."""
         result = await self.call(method, **params)

@@ -1,4 +1,5 @@
-"""pyln-client's `LightningRpc` with a socket that gives up.
+"""pyln-client's `LightningRpc` with a socket that gives up, and what a reply lightningd never
+sends becomes (`malformed`, NODE_UNAVAILABLE).
 
 pyln reads lightningd's reply from a socket with no timeout: a call lightningd never answers
 holds its thread until lightningd closes the socket.  `CLNBackend` runs each call in a worker
@@ -11,12 +12,51 @@ happened (pyln left it open when a reply was malformed).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from pyln.client import LightningRpc, RpcError
 from pyln.client.lightning import UnixSocket
 
+from agent.errors import NodeUnavailable
+from events.errors import HiveError
+
 GRACE_S = 1.0  # the socket outlives the backend's timeout by this much: the backend decides
+# what reading a reply Core Lightning never sends raises: pyln's own checks and ours below (not
+# JSON, not UTF-8, another request's id, no result: ValueError, TypeError), the backend's
+# reading (a field missing or of the wrong type: KeyError, IndexError, AttributeError,
+# pydantic's ValidationError) and JSON nested past the stack (RecursionError)
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def malformed(method: str, exc: BaseException) -> NodeUnavailable:
+    """The typed error for a reply that cannot be read: named by its kind only — the reply is
+    never repeated (it may hold a secret: makesecret answers with one)."""
+    return NodeUnavailable(f"{method}: lightningd's reply is malformed ({type(exc).__name__})")
+
+
+def reads(
+    rpc: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
+    """A backend operation whose reply from `rpc` is read field by field: a field missing or
+    of the wrong type is NodeUnavailable, never a KeyError that ends the caller's loop."""
+
+    def wrap(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        @functools.wraps(fn)
+        async def read(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return await fn(*args, **kwargs)
+            except HiveError:
+                raise
+            except MALFORMED as exc:
+                raise malformed(rpc, exc) from None
+
+        return read
+
+    return wrap
 
 
 class TimedRpc(LightningRpc):  # type: ignore[misc]  # (pyln is untyped)
