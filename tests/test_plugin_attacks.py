@@ -365,6 +365,8 @@ async def test_a_welcome_later_than_the_joiners_patience_still_completes_the_joi
                 while True:
                     joining = joiner.fleet.status()["joining"] or {}
                     states.add(joining.get("state"))
+                    if joining.get("state") == "refused":  # what the operator is told meanwhile
+                        assert "its WELCOME still completes the join" in joining["error"]
                     if joining.get("state") == "joined":
                         break
                     await anyio.sleep(0.05)

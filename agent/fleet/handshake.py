@@ -172,10 +172,15 @@ class Handshake(FleetComponent):
             if now - joining["sent_at"] < k.config.handshake_retry_s:
                 return
             if joining["tries"] >= k.config.handshake_tries:
+                then = (  # after ATTEST the issuer may have admitted us: its WELCOME may come
+                    "its WELCOME still completes the join if it comes; else ask the issuer"
+                    if joining["state"] == JoinState.ATTESTED
+                    else "check the connection and run hive-join again"
+                )
                 joining.update(
-                    state=JoinState.REFUSED, gave_up=joining["state"],  # (a WELCOME may come)
+                    state=JoinState.REFUSED, gave_up=joining["state"],
                     error=f"EXPIRED: no answer from the issuer after {joining['tries']} tries; "
-                    "check the connection and run hive-join again",
+                    + then,
                 )  # fmt: skip
                 frame = b""
             else:
