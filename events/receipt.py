@@ -9,6 +9,8 @@ so an advisor can prove its chain is complete and untampered, offline.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -17,7 +19,7 @@ from pydantic import Field, StringConstraints
 
 from events.canonical import content_hash
 from events.crypto import schnorr_verify, sign_hash
-from events.errors import BadEventId, BadSignature, InvalidPayload
+from events.errors import BadEventId, BadSignature, HiveError, InvalidPayload
 from events.family import JsonFamily, Payload
 from events.kinds import Kind
 from events.types import Hex32, Hex64, Hex128
@@ -83,21 +85,50 @@ def verify(receipt: Receipt) -> None:
         raise BadSignature("the receipt is not signed by the node it names")
 
 
+@dataclass(frozen=True)
+class ChainCheck:
+    """How far one chain is verified: receipts 1..`seq`, the last one's hash, whose chain."""
+
+    seq: int = 0
+    last_hash: str = GENESIS
+    node: str = ""
+    credential_id: str = ""
+
+
+def extend_chain(
+    done: ChainCheck, receipts: Iterable[Receipt]
+) -> tuple[ChainCheck, HiveError | None]:
+    """Verify `receipts` (in seq order) as the continuation of the chain verified in `done`:
+    how far it is verified now, and the first problem (None: every one follows) — a gap, a
+    fork, mixed chains or the errors of `verify`.  A long chain is checked once, then only
+    what was added to it."""
+    for receipt in receipts:
+        try:
+            verify(receipt)
+        except HiveError as error:
+            return done, error
+        expected = done.seq + 1
+        if receipt.seq != expected:
+            return done, InvalidPayload(f"receipt {expected} is missing from the chain")
+        if receipt.prev_hash != done.last_hash:
+            return done, InvalidPayload(
+                f"receipt {receipt.seq} does not follow receipt {receipt.seq - 1}"
+            )
+        owner = (receipt.node, receipt.credential_id)
+        if done.seq and owner != (done.node, done.credential_id):
+            return done, InvalidPayload("receipts of different chains are mixed")
+        done = ChainCheck(receipt.seq, receipt.receipt_hash, *owner)
+    return done, None
+
+
 def verify_chain(receipts: list[Receipt]) -> None:
     """One credential's receipts, complete from seq 1, each verified and linked to the last.
 
     Raises InvalidPayload for a gap, a fork or mixed chains, and the errors of `verify`.
     """
-    previous = GENESIS
-    for expected, receipt in enumerate(sorted(receipts, key=lambda r: r.seq), start=1):
-        verify(receipt)
-        if receipt.seq != expected:
-            raise InvalidPayload(f"receipt {expected} is missing from the chain")
-        if receipt.prev_hash != previous:
-            raise InvalidPayload(f"receipt {receipt.seq} does not follow receipt {receipt.seq - 1}")
-        if (receipt.node, receipt.credential_id) != (receipts[0].node, receipts[0].credential_id):
-            raise InvalidPayload("receipts of different chains are mixed")
-        previous = receipt.receipt_hash
+    _, problem = extend_chain(ChainCheck(), sorted(receipts, key=lambda r: r.seq))
+    if problem is not None:
+        raise problem
 
 
 FAMILY = JsonFamily(Kind.RECEIPT, Receipt, alt="Lightning Hive command receipt")

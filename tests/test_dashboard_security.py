@@ -195,3 +195,23 @@ def test_nothing_lives_outside_the_secret_prefix(board) -> None:
     bare = outside.get(gate.root)  # the prefix without its slash: to the pages
     assert bare.status_code == 307 and bare.headers["location"] == f"{gate.root}/"
     assert outside.get(f"/?token={gate.token}").status_code == 404  # the token alone: nothing
+
+
+def test_an_unexpected_failure_is_a_500_with_the_headers_and_no_traceback(board) -> None:
+    """A damaged store (a table gone) makes a page fail in a way nobody planned for: the
+    answer is still a typed INTERNAL with every security header, and nothing of the Python
+    error (before, Starlette's bare 500 went out without the CSP and the no-store)."""
+    client, gate, settings, _ = board
+    login(client, gate)
+    assert client.get("/advisors").status_code == 200
+    conn = sqlite3.connect(settings.store_file)
+    conn.execute("DROP TABLE mgmt_credentials")
+    conn.commit()
+    conn.close()
+    answer = client.get("/advisors")
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "INTERNAL"
+    assert "Traceback" not in answer.text and "sqlite" not in answer.text.lower()
+    assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-frame-options"] == "DENY"

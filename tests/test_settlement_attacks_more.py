@@ -209,7 +209,9 @@ async def test_a_member_front_running_with_its_own_plan_does_not_block_the_week(
                        propose_body(PERIOD, inflated))  # fmt: skip
         await until_state(world, "proposed", [0, 1, 2])
         world.due(4)  # every fallback proposer's turn has come
-        await until_state(world, "executed", limit_s=6)
+        views = await until_state(world, "executed", limit_s=6)
+        honest, rogue = compute_plan(PERIOD, week(ids)), compute_plan(PERIOD, inflated)
+        assert {v["plan_hash"] for v in views} == {honest.plan_hash} != {rogue.plan_hash}
 
 
 async def test_an_invoice_request_flood_makes_one_invoice(tmp_path) -> None:

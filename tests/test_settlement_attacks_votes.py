@@ -107,7 +107,7 @@ async def test_a_proposal_that_gave_way_leaves_no_fact_the_others_refuse(tmp_pat
                        propose_body(PERIOD, inflated))  # fmt: skip
         await until_state(world, "proposed", [0, 1])
         world.due(4)
-        await until_state(world, "executed", limit_s=10)
+        await until_state(world, "executed")  # (20 s: a loaded machine)
         await world.quiet(limit_s=20)
         for m in world.members:
             assert m.fleet.settlement.counts.get("refused:SETTLEMENT_CONFLICT", 0) <= 1

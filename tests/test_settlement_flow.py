@@ -77,6 +77,44 @@ async def test_a_failed_payment_is_retried_until_it_goes_through_once(tmp_path) 
         assert len(net.node(c).payments) == 1
 
 
+async def test_an_invoice_that_expired_unpaid_is_renewed_and_the_new_one_is_paid_once(
+    tmp_path,
+) -> None:
+    """C cannot send for longer than D's invoice lasts (a week, as CLN's): the payer does not
+    pay a dead invoice but asks again, and D issues a fresh one under a label of its own
+    (before, D handed the expired invoice back for good and the week never settled)."""
+    async with settling(tmp_path, 4) as world:
+        ids, net = world.ids, world.net
+        c, d = ids[2], ids[3]
+        mine = [s for s, ch in net.channels.items() if c in (ch.a, ch.b)]
+        for scid in mine:
+            net.set_policy(c, scid, htlc_max_msat=1_000)
+        before = {n: balances(net, n) for n in ids}
+        world.due()
+        payer, receiver = world.members[2].fleet, world.members[3].fleet
+        with anyio.fail_after(15):
+            while payer.settlement.counts.get("payment_failed", 0) < 1:
+                await anyio.sleep(0.05)
+        first = sdb.invoice(receiver.store, PERIOD, c)
+        assert first is not None and sdb.pays(payer.store, PERIOD)[0].bolt11 == first.bolt11
+        assert world.clock is not None
+        world.clock.advance(8 * 86400)  # the invoice's week is over
+        with anyio.fail_after(15):
+            while payer.settlement.counts.get("invoice_expired", 0) < 1:
+                await anyio.sleep(0.05)
+        for scid in mine:
+            net.set_policy(c, scid, htlc_max_msat=10**15)
+        views = await until_state(world, "executed")
+        assert views[2]["my_payments"][0]["state"] == "paid"
+        renewed = sdb.invoice(receiver.store, PERIOD, c)
+        assert renewed is not None and renewed.payment_hash != first.payment_hash
+        assert renewed.state == "paid" and receiver.settlement.counts["invoice_renewed"] >= 1
+        assert list(net.node(c).payments) == [renewed.payment_hash]  # paid once, the new one
+        assert not net.node(d).invoices[first.payment_hash][2]  # the dead one never was
+        assert balances(net, c) - before[c] == -2_944_000
+        assert balances(net, d) - before[d] == 2_944_000
+
+
 async def test_a_vote_that_overtakes_its_proposal_still_counts(tmp_path) -> None:
     """D's READY reaches B before the proposal does (votes are not retried): B keeps it and
     counts it once the proposal is here.  D is offline by then, so that early READY is its
@@ -124,4 +162,6 @@ async def test_ready_is_sent_again_while_the_week_waits(tmp_path) -> None:
                     break
                 await anyio.sleep(0.1)
         await world.members[3].start(world.tg)
-        await until_state(world, "executed", limit_s=30)
+        views = await until_state(world, "executed", limit_s=30)
+        assert {v["plan_hash"] for v in views} == {plan_for(ids).plan_hash}
+        assert all(p["state"] == "paid" for v in views for p in v["my_payments"])

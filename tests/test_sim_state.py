@@ -20,6 +20,8 @@ async def test_round_trip_after_a_scenario(tmp_path: Path) -> None:
     sim_state.save(net, tmp_path / "s.json")
     again = sim_state.load(tmp_path / "s.json", time.monotonic)
     assert sim_state.dump(again) == sim_state.dump(net)
+    assert again.node(ids[2]).expiry == net.node(ids[2]).expiry != {}  # invoices still expire
+    net.wall = again.wall = lambda: 1_800_000_000.0  # (both issue their next invoice alike)
     # the restored network carries on exactly as the original would (same rng state)
     for n in (net, again):
         n.pay(ids[1], n.invoice(ids[3], 1_000_000, "after").bolt11)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from agent.logs import log_event
-from events.errors import HiveError, NotFound, Restricted, Unauthorized
+from events.errors import HiveError, Internal, NotFound, Restricted, Unauthorized
 
 COOKIE = "hive_dashboard"
 CSRF_FIELD = "csrf"
@@ -123,6 +123,11 @@ def middleware(gate: Gate) -> Callable[[Request, Next], Awaitable[Response]]:
         if gate.csrf_of(request) is None:
             log_event(log, logging.INFO, "refused", code="UNAUTHORIZED", path=request.url.path)
             return refusal(Unauthorized("open the dashboard with the URL it printed"), 401)
-        return secure(await call_next(request))
+        try:
+            response = await call_next(request)
+        except Exception:  # a damaged store, a bug: the answer keeps the headers, no traceback
+            log.exception("dashboard request %s %s failed", request.method, request.url.path)
+            return refusal(Internal("the dashboard hit an unexpected error (see its log)"), 500)
+        return secure(response)
 
     return guard

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -68,6 +68,23 @@ def inputs_of(bodies: Sequence[InputBody]) -> list[MemberInput]:
 
 def label(period: str, payer: str) -> str:
     return f"hive-settle:{period}:{payer}"
+
+
+INVOICE_LEFT_S = 3_600  # an invoice handed to a payer has at least this long before it expires
+PAY_LEFT_S = 60  # a payment is not started on an invoice expiring sooner
+
+
+def expiring(invoice: Invoice, now: int, within: int) -> bool:
+    return invoice.expires_at is not None and invoice.expires_at - now < within
+
+
+@dataclass(frozen=True)
+class Reissued:
+    """A fresh invoice for an assignment whose invoice (`replaces`, a bolt11) expired unpaid:
+    the payer tried for longer than the invoice lasted (CLN's last a week)."""
+
+    invoice: Invoice
+    replaces: str
 
 
 class Payments:
@@ -163,6 +180,10 @@ class Payments:
             why = f"the invoice asks {got.amount_msat} msat, the plan {pay.amount_sat * 1000}"
         elif got.payment_hash != pay.payment_hash:  # (what we would look up, and report)
             why = "the invoice's payment hash is not the one its sender gave"
+        elif expiring(got, k.clock.now(), PAY_LEFT_S):  # paid too late: its receiver renews it
+            self.owner.tally("invoice_expired")
+            await self._save(pay, state="requested", error="the invoice expired", later=True)
+            return
         if why:
             self.owner.tally("bad_invoice")
             await self._save(pay, state="requested", error=why, later=True)
@@ -262,27 +283,42 @@ class Payments:
         ):
             raise SettlementMismatch(f"the plan assigns no such payment from {payer[:12]}…")
 
-    async def issue(self, msg: Message) -> Invoice:
-        """The invoice for a payer's assignment (outside the lock: the node is asked)."""
+    async def issue(self, msg: Message) -> Invoice | Reissued:
+        """The invoice for a payer's assignment (outside the lock: the node is asked): the one
+        issued before, unless it expired unpaid — then a fresh one, under a label of its own."""
         body = msg.body_as(SettlementInvoiceRequest)
         k = self.kernel
         self.check_request(k.store, msg.node, body)
+        now, amount = k.clock.now(), body.amount_sat * 1000
+        name = label(body.period, msg.node)
         held = sdb.invoice(k.store, body.period, msg.node)
         if held is not None:
-            return Invoice(bolt11=held.bolt11, payment_hash=held.payment_hash,
-                           amount_msat=held.amount_sat * 1000)  # fmt: skip
-        name = label(body.period, msg.node)
+            known = await k.node.decode_invoice(held.bolt11)
+            if held.state == "paid" or not expiring(known, now, INVOICE_LEFT_S):
+                return Invoice(bolt11=held.bolt11, payment_hash=held.payment_hash,
+                               amount_msat=amount, expires_at=known.expires_at)  # fmt: skip
+            self.owner.tally("invoice_renewed")
+            return Reissued(await k.node.invoice(amount, f"{name}:{now}"), held.bolt11)
         found = await k.node.find_invoice(name)
-        if found is not None:
+        if found is None:
+            return await k.node.invoice(amount, name)
+        if not expiring(found, now, INVOICE_LEFT_S):
             return found
-        return await k.node.invoice(body.amount_sat * 1000, name)
+        return await k.node.invoice(amount, f"{name}:{now}")  # (issued, then a crash: unsaid)
 
     def on_request(self, tx: Tx, msg: Message, prepared: Any, fx: Effects) -> None:
         body = msg.body_as(SettlementInvoiceRequest)
         self.check_request(tx, msg.node, body)
+        held = sdb.invoice(tx, body.period, msg.node)
+        if isinstance(prepared, Reissued):
+            renewed = prepared.invoice
+            # (the held one only: another request may have renewed it first)
+            if held is not None and held.state != "paid" and held.bolt11 == prepared.replaces:
+                held = replace(held, bolt11=renewed.bolt11, payment_hash=renewed.payment_hash)
+                sdb.put_invoice(tx, held)
+            prepared = renewed
         if not isinstance(prepared, Invoice):
             raise NotFound("the invoice is not ready: ask again")
-        held = sdb.invoice(tx, body.period, msg.node)
         if held is None:
             held = InvoiceRow(body.period, msg.node, body.plan_hash, body.amount_sat,
                               prepared.bolt11, prepared.payment_hash, "issued")  # fmt: skip

@@ -217,7 +217,10 @@ class CLNBackend:
     @reads("invoice")
     async def invoice(self, amount_msat: int, label: str) -> Invoice:  # invoice
         r = await self.call("invoice", amount_msat=amount_msat, label=label, description=label)
-        return Invoice(bolt11=r["bolt11"], payment_hash=r["payment_hash"], amount_msat=amount_msat)
+        return Invoice(
+            bolt11=r["bolt11"], payment_hash=r["payment_hash"], amount_msat=amount_msat,
+            expires_at=_unix(r.get("expires_at")),
+        )  # fmt: skip
 
     @reads("pay")
     async def pay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:  # pay
@@ -348,13 +351,17 @@ class CLNBackend:
             return None
         inv = found[0]
         amount = int(inv.get("amount_msat", 0))
-        return Invoice(bolt11=inv["bolt11"], payment_hash=inv["payment_hash"], amount_msat=amount)
+        return Invoice(bolt11=inv["bolt11"], payment_hash=inv["payment_hash"], amount_msat=amount,
+                       expires_at=_unix(inv.get("expires_at")))  # fmt: skip
 
     @reads("decode")
     async def decode_invoice(self, bolt11: str) -> Invoice:  # decode
         d = await self.call("decode", string=bolt11)
+        made, expiry = _unix(d.get("created_at")), _unix(d.get("expiry"))
         return Invoice(bolt11=bolt11, payment_hash=str(d.get("payment_hash", "")),
-                       amount_msat=int(d.get("amount_msat", 0)))  # fmt: skip
+                       amount_msat=int(d.get("amount_msat", 0)),
+                       expires_at=None if made is None or expiry is None else made + expiry,
+                       )  # fmt: skip
 
     @reads("listfunds")
     async def funds(self) -> Funds:  # listfunds
@@ -463,3 +470,10 @@ def _hop(h: dict[str, Any]) -> dict[str, Any]:
         "amount_msat": int(h["amount_msat"]),
         "delay": h["delay"],
     }
+
+
+def _unix(value: Any) -> int | None:
+    """A time or duration lightningd gave (seconds), or None if it gave none usable."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return int(value) if 0 <= value < 2**40 else None

@@ -60,6 +60,7 @@ class Invoice(_Model):
     bolt11: str
     payment_hash: str
     amount_msat: int
+    expires_at: int | None = None  # unix time it can no longer be paid (None: not said)
 
 
 class Payment(_Model):

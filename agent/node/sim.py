@@ -14,9 +14,9 @@ errors beyond the failing hop, gossip delays.
 Invariant (checked by property tests): no msat is created or destroyed — the sum of every
 on-chain wallet, every channel balance and the fees paid to the chain never changes.
 
-Time comes from `clock` (seconds, float); custom messages are queued with a due time and
-handed to listeners by `pump()`, which an async driver (SimDriver, agent/node/simnode.py) or a
-test calls.
+Time comes from `clock` (seconds, float) and, for invoice expiry, `wall` (unix time); custom
+messages are queued with a due time and handed to listeners by `pump()`, which an async driver
+(SimDriver, agent/node/simnode.py) or a test calls.
 
 Nodes, peer links, partitions and that queue are the peer layer, `PeerNetwork`
 (agent/node/sim_peers.py); `Network` adds the Lightning ledger: channels, payments, accounting.
@@ -49,6 +49,7 @@ DEFAULT_POLICY = FeePolicy(
     base_msat=1000, ppm=100, htlc_min_msat=1, htlc_max_msat=10**15, cltv_delta=34
 )
 MAX_ATTEMPTS = 8
+INVOICE_EXPIRY_S = 604_800  # CLN's default: an invoice is payable for a week
 
 
 @dataclass
@@ -79,11 +80,13 @@ class Network(PeerNetwork):
         self,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         latency_s: tuple[float, float] = (0.001, 0.005),
         loss: float = 0.0,
         reorder: float = 0.0,
     ) -> None:
         super().__init__(seed, clock, latency_s, loss, reorder)
+        self.wall = wall  # unix time, for invoice expiry (a test's shifted clock)
         self.stats["payments"] = 0
         self.channels: dict[str, SimChannel] = {}
         self.chain_fees_sat = 0
@@ -166,7 +169,9 @@ class Network(PeerNetwork):
 
     # --- payments ------------------------------------------------------------------------
 
-    def invoice(self, node_id: str, amount_msat: int, label: str) -> Invoice:
+    def invoice(
+        self, node_id: str, amount_msat: int, label: str, expiry_s: int = INVOICE_EXPIRY_S
+    ) -> Invoice:
         node = self.node(node_id)
         if amount_msat <= 0:
             raise InvalidParams("an invoice needs a positive amount")
@@ -176,26 +181,44 @@ class Network(PeerNetwork):
             raise InvalidParams(f"an invoice labelled {label!r} already exists")
         node.invoices[payment_hash] = (preimage, amount_msat, False)
         node.labels[label] = payment_hash
-        bolt11 = f"lnsim1{amount_msat}x{node_id}x{payment_hash}"
-        return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount_msat)
+        node.expiry[payment_hash] = int(self.wall()) + expiry_s
+        return self.invoice_of(node_id, payment_hash)
+
+    def invoice_of(self, node_id: str, payment_hash: str) -> Invoice:
+        """An invoice `node_id` issued, as its bolt11 says it (amount, payee, hash, expiry)."""
+        node = self.node(node_id)
+        amount, expires = node.invoices[payment_hash][1], node.expiry.get(payment_hash)
+        tail = "" if expires is None else f"x{expires}"
+        bolt11 = f"lnsim1{amount}x{node_id}x{payment_hash}{tail}"
+        return Invoice(
+            bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount, expires_at=expires
+        )
+
+    def expired(self, node_id: str, payment_hash: str) -> bool:
+        expires = self.node(node_id).expiry.get(payment_hash)
+        return expires is not None and self.wall() >= expires
 
     @staticmethod
-    def decode(bolt11: str) -> tuple[int, str, str]:
+    def decode(bolt11: str) -> tuple[int, str, str, int | None]:
+        """(amount msat, payee, payment hash, expiry as unix time or None) of a simulator
+        invoice (one of before 2026-12 carries no expiry)."""
         try:
-            prefix, payee, payment_hash = bolt11.split("x")
-            assert prefix.startswith("lnsim1")
-            return int(prefix[6:]), payee, payment_hash
+            prefix, payee, payment_hash, *rest = bolt11.split("x")
+            assert prefix.startswith("lnsim1") and len(rest) <= 1
+            return int(prefix[6:]), payee, payment_hash, int(rest[0]) if rest else None
         except (ValueError, AssertionError):
             raise InvalidParams("not an invoice of this simulator") from None
 
     def pay(self, payer: str, bolt11: str, max_fee_msat: int | None = None) -> Payment:
-        amount, payee, payment_hash = self.decode(bolt11)
+        amount, payee, payment_hash, _ = self.decode(bolt11)
         target = self.node(payee)
         if payment_hash not in target.invoices:
             raise NotFound("the payee does not know this invoice")
         preimage, _, paid = target.invoices[payment_hash]
         if paid:
             raise InvalidParams("this invoice is already paid")
+        if self.expired(payee, payment_hash):  # (CLN: pay's error 207, nothing sent)
+            raise PaymentFailed("the invoice has expired")
         payment = self._route_and_send(payer, payee, amount, payment_hash, max_fee_msat, set())
         target.invoices[payment_hash] = (preimage, amount, True)
         made = payment.model_copy(update={"preimage": preimage})

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from agent.errors import PeerNotConnected
-from agent.node.sim import Network
+from agent.node.sim import INVOICE_EXPIRY_S, Network
 from agent.node.sim_plugins import PluginFailure, SimPlugins, plugins_on
 from agent.node.simnode import channel_view
 from events import lnsig
@@ -25,6 +25,7 @@ from events.errors import HiveError, InsufficientBalance, InvalidParams, NotFoun
 INVALID_PARAMS = -32602
 METHOD_NOT_FOUND = -32601
 PAY_ROUTE_NOT_FOUND = 205
+PAY_INVOICE_EXPIRED = 207
 PAY_STOPPED_RETRYING = 210
 FUND_CANNOT_AFFORD = 301
 SENDCUSTOMMSG_NOT_CONNECTED = -1
@@ -226,18 +227,23 @@ class SimLightningd:
     # --- payments --------------------------------------------------------------------------
 
     def rpc_invoice(self, p: dict[str, Any]) -> dict[str, Any]:
-        inv = self.net.invoice(self.me, int(p["amount_msat"]), str(p["label"]))
-        return {"bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "payment_secret": "00" * 32}
+        expiry = int(p.get("expiry") or INVOICE_EXPIRY_S)
+        inv = self.net.invoice(self.me, int(p["amount_msat"]), str(p["label"]), expiry)
+        return {
+            "bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "payment_secret": "00" * 32,
+            "expires_at": inv.expires_at,
+        }  # fmt: skip
 
     def rpc_decode(self, p: dict[str, Any]) -> dict[str, Any]:
-        amount, payee, payment_hash = self.net.decode(p["string"])
+        amount, payee, payment_hash, expires = self.net.decode(p["string"])
+        made = {"created_at": expires - INVOICE_EXPIRY_S, "expiry": INVOICE_EXPIRY_S}
         return {
             "type": "bolt11 invoice",
             "valid": True,
             "amount_msat": amount,
             "payee": payee,
             "payment_hash": payment_hash,
-        }
+        } | (made if expires is not None else {})
 
     def rpc_listinvoices(self, p: dict[str, Any]) -> dict[str, Any]:
         node = self.net.node(self.me)
@@ -245,16 +251,19 @@ class SimLightningd:
         if payment_hash is None:
             return {"invoices": []}
         preimage, amount, paid = node.invoices[payment_hash]
+        inv = self.net.invoice_of(self.me, payment_hash)
+        expired = not paid and self.net.expired(self.me, payment_hash)
         return {
             "invoices": [
                 {
                     "label": p["label"],
                     "payment_hash": payment_hash,
-                    "status": "paid" if paid else "unpaid",
+                    "status": "paid" if paid else "expired" if expired else "unpaid",
                     "amount_msat": amount,
                     "amount_received_msat": amount if paid else 0,
                     "payment_preimage": preimage if paid else None,
-                    "bolt11": f"lnsim1{amount}x{self.me}x{payment_hash}",
+                    "bolt11": inv.bolt11,
+                    "expires_at": inv.expires_at,
                 }
             ]
         }
@@ -270,6 +279,9 @@ class SimLightningd:
 
     def rpc_pay(self, p: dict[str, Any]) -> dict[str, Any]:
         maxfee = p.get("maxfee")
+        _, payee, payment_hash, _ = self.net.decode(str(p["bolt11"]))
+        if payee in self.net.nodes and self.net.expired(payee, payment_hash):
+            raise RpcFailure(PAY_INVOICE_EXPIRED, "Invoice expired")
         paid = self.net.pay(self.me, p["bolt11"], None if maxfee is None else int(maxfee))
         return {
             "payment_hash": paid.payment_hash, "payment_preimage": paid.preimage,

@@ -38,6 +38,7 @@ class SimNode:
         default_factory=dict
     )  # hash -> preimage, msat, paid
     labels: dict[str, str] = field(default_factory=dict)  # invoice label -> payment hash
+    expiry: dict[str, int] = field(default_factory=dict)  # hash -> unix time it expires
     rebalances: dict[str, Payment] = field(default_factory=dict)  # label -> completed rebalance
     payments: dict[str, Payment] = field(default_factory=dict)  # hash -> a payment it made
 

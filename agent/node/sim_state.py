@@ -42,6 +42,7 @@ def dump(net: Network) -> dict[str, Any]:
                 "channels": sorted(n.channels),
                 "invoices": {h: list(v) for h, v in n.invoices.items()},
                 "labels": n.labels,
+                "expiry": n.expiry,
                 "rebalances": {k: p.model_dump() for k, p in n.rebalances.items()},
                 "payments": {k: p.model_dump() for k, p in n.payments.items()},
             }
@@ -83,6 +84,7 @@ def restore(data: dict[str, Any], clock: Callable[[], float]) -> Network:
         )
         node.invoices = {h: (v[0], v[1], v[2]) for h, v in n["invoices"].items()}
         node.labels = dict(n["labels"])
+        node.expiry = {h: int(t) for h, t in n.get("expiry", {}).items()}  # (none before 2026-12)
         node.rebalances = {k: Payment.model_validate(p) for k, p in n["rebalances"].items()}
         node.payments = {k: Payment.model_validate(p) for k, p in n.get("payments", {}).items()}
         net.nodes[node.id] = node

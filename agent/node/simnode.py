@@ -169,13 +169,13 @@ class SimBackend:
         payment_hash = self._node.labels.get(label)
         if payment_hash is None:
             return None
-        amount = self._node.invoices[payment_hash][1]
-        bolt11 = f"lnsim1{amount}x{self.node_id}x{payment_hash}"
-        return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount)
+        return self.network.invoice_of(self.node_id, payment_hash)
 
     async def decode_invoice(self, bolt11: str) -> Invoice:
-        amount, _, payment_hash = self.network.decode(bolt11)
-        return Invoice(bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount)
+        amount, _, payment_hash, expires = self.network.decode(bolt11)
+        return Invoice(
+            bolt11=bolt11, payment_hash=payment_hash, amount_msat=amount, expires_at=expires
+        )
 
     async def funds(self) -> Funds:
         local = sum(self.network.channels[s].balance[self.node_id] for s in self._node.channels)
