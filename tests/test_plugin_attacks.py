@@ -428,3 +428,50 @@ async def test_a_forward_the_store_cannot_hold_does_not_deafen_the_plugin(relay_
                 await anyio.sleep(0.1)
         events = (await plugin.call("hive-status"))["events"]
         assert events["Forward"] == events["ForwardNotRecorded"] == 1
+
+
+async def test_a_store_locked_past_its_timeout_does_not_stop_the_fleet_loop(
+    tmp_path: Path,
+) -> None:
+    """Another connection (a backup, a tool) holds agent.sqlite's write lock longer than the
+    store waits (10 s): the fleet loop's upkeep commit raised "database is locked" out of
+    the loop, which ended — and it alone retries the outbox, so a vouch queued while the
+    neophyte was offline never reached it once it was back.  Now a failed pass is logged and
+    counted and the next one runs."""
+    import sqlite3
+
+    net, ids = mesh(2, extra=0)
+    lightning_dir = short_socket_dir()
+    server = GarblingLightningd(SimLightningd(net, ids[0]), lightning_dir / "lightning-rpc")
+    fast = '{"retry_base_s": 0.5, "retry_cap_s": 1, "handshake_retry_s": 2, "member_fee_zero": 0}'
+    joiner = SimMember(net, ids[1], tmp_path / "joiner", config=FleetConfig(member_fee_zero=0))
+    async with (
+        SimDriver(net),
+        server,
+        PluginProcess(lightning_dir, env={TEST_ENV: fast}) as plugin,
+        anyio.create_task_group() as tg,
+    ):
+        await plugin.start({})
+        tg.start_soon(bridge, net, ids[0], plugin)
+        await joiner.start(tg)
+        try:
+            await plugin.call("hive-genesis")
+            ticket = await plugin.call("hive-invite", node_id=ids[1])
+            await joiner.fleet.join(ticket["ticket"])
+            with anyio.fail_after(20):
+                while (joiner.fleet.status()["joining"] or {}).get("state") != "joined":
+                    await anyio.sleep(0.1)
+            other = sqlite3.connect(lightning_dir / "hive" / "agent.sqlite", timeout=30)
+            other.execute("BEGIN IMMEDIATE")  # held past the plugin's 10 s
+            await anyio.sleep(12)
+            other.execute("ROLLBACK")
+            other.close()
+            net.disconnect(ids[0], ids[1])
+            await plugin.call("hive-vouch", node_id=ids[1])  # queued: the neophyte is away
+            net.connect(ids[0], ids[1])
+            with anyio.fail_after(20):
+                while joiner.fleet.view()["members"].get(ids[1]) != "member":
+                    await anyio.sleep(0.1)
+        finally:
+            await joiner.stop()
+            tg.cancel_scope.cancel()
