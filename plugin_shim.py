@@ -273,7 +273,9 @@ def hive_contribution(plugin: Plugin, node_id: str = "") -> Any:
     it and went out to it over 30 days, the fees earned on them, the contribution ratio (out ÷
     in), its leech state and since when, and its daily rows; this node's own totals; the
     ledger's hash chain verified; the period reports held, disputes and leech notices."""
-    return runtime.methods.contribution(rpc.node_id(node_id) if node_id else None)
+    # (only "" or null is the default: 0, false or [] are wrong, not "every member")
+    chosen = None if node_id is None or node_id == "" else rpc.node_id(node_id)
+    return runtime.methods.contribution(chosen)
 
 
 @plugin.method("hive-intents")

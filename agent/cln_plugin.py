@@ -331,7 +331,11 @@ class PluginRuntime:
                 # custom messages, connects, disconnects; forwards for the contribution ledger
                 await self.fleet.handle(event)
             if isinstance(event, Forward) and self.escrow is not None:
-                self.escrow.bonuses.record(event)  # performance bonuses are measured from these
+                try:  # performance bonuses are measured from these
+                    self.escrow.bonuses.record(event)
+                except Exception as exc:  # noqa: BLE001 - the one consumer of every event goes on
+                    log.warning("a forward was not recorded (%s)", type(exc).__name__)
+                    self.counts["ForwardNotRecorded"] += 1
 
     def _notify(self, topic: str, payload: dict[str, Any]) -> None:
         try:

@@ -5,6 +5,8 @@ nested or too large, and a model that refuses it, each say so in one sentence.""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +36,16 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file.  Opened without blocking and checked before
+    anything is read: a FIFO nobody writes would block for good, /dev/zero never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigInvalid(f"{path} is not a regular file")
+        return fh.read(limit)
+
+
 def read_json(path: Path) -> Any:
     """The JSON value in `path`; ConfigInvalid naming the file and the problem.
 
@@ -42,7 +54,7 @@ def read_json(path: Path) -> Any:
     if path.is_dir():
         raise ConfigInvalid(f"{path} is a directory, not a configuration file")
     try:
-        raw = path.read_bytes()
+        raw = _read_regular(path, MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise
     except OSError as exc:

@@ -64,6 +64,24 @@ def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
         PolicyConfig.load(tmp_path / "policy.json")
 
 
+def test_a_huge_config_file_is_refused_without_being_read_whole(tmp_path: Path) -> None:
+    """A careless --hive-policy-file naming a 200 MB file (a log, a dump): it was read whole
+    into memory, then refused for its size; now at most a byte over the limit is read."""
+    import tracemalloc
+
+    path = tmp_path / "policy.json"
+    with path.open("wb") as fh:
+        fh.truncate(200_000_000)  # sparse: costs the disk nothing
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigInvalid, match="larger than"):
+            PolicyConfig.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, peak
+
+
 KEY = "ab" * 32
 
 

@@ -15,7 +15,7 @@ from agent.fleet.facts import FactKind
 from agent.fleet.kernel import Effects, FleetComponent, short
 from agent.node.models import ChannelState
 from agent.store import fleet as db
-from agent.store.db import Tx
+from agent.store.db import Db, Tx
 from events import fleet as wire
 from events import lnsig
 from events.errors import (
@@ -129,6 +129,9 @@ class Handshake(FleetComponent):
     async def prepare(self, peer: str, msg: Message) -> Any:
         k = self.kernel
         if msg.type == MsgType.HELLO:  # only a peer with a channel to us may knock
+            # … and lightningd is asked only for a knock that could be let in: any connected
+            # peer can send HELLO, and every one would cost a listpeerchannels
+            self._knock(k.store, peer, msg, k.clock.now())
             return any(
                 c.peer_id == peer and c.state == ChannelState.NORMAL
                 for c in await k.node.channels()
@@ -169,11 +172,16 @@ class Handshake(FleetComponent):
             if now - joining["sent_at"] < k.config.handshake_retry_s:
                 return
             if joining["tries"] >= k.config.handshake_tries:
-                joining.update(
-                    state=JoinState.REFUSED,
-                    error=f"EXPIRED: no answer from the issuer after {joining['tries']} tries; "
-                    "check the connection and run hive-join again",
+                then = (  # after ATTEST the issuer may have admitted us: its WELCOME may come
+                    "its WELCOME still completes the join if it comes; else ask the issuer"
+                    if joining["state"] == JoinState.ATTESTED
+                    else "check the connection and run hive-join again"
                 )
+                joining.update(
+                    state=JoinState.REFUSED, gave_up=joining["state"],
+                    error=f"EXPIRED: no answer from the issuer after {joining['tries']} tries; "
+                    + then,
+                )  # fmt: skip
                 frame = b""
             else:
                 if joining["state"] == JoinState.HELLO_SENT:
@@ -190,21 +198,29 @@ class Handshake(FleetComponent):
 
     # --- the member's side ---------------------------------------------------------------
 
+    def _knock(self, store: Db, peer: str, msg: Message, now: int) -> wire.Ticket:
+        """What a HELLO must pass that the store alone can tell: its ticket (ours, for the
+        peer, unused, unexpired), no member yet, and one HELLO per peer per interval."""
+        cfg = self.kernel.config
+        h = roster.current_hive(store)
+        body = msg.body_as(wire.Hello)
+        existing = db.member(store, peer)
+        if existing and existing.status == "active":
+            raise Replayed(f"{short(peer)} is already a member")
+        ticket = roster.check_ticket(store, h, body.ticket, peer, at=now)
+        if msg.hive != h.hive_id:
+            raise Unauthorized("HELLO names another hive than its ticket")
+        previous = db.challenge(store, peer)
+        if previous and now - previous[3] < cfg.hello_interval_s:
+            raise RateLimited(f"one HELLO per {cfg.hello_interval_s} s per peer; try again shortly")
+        return ticket
+
     def _on_hello(self, tx: Tx, peer: str, msg: Message, has_channel: bool, fx: Effects) -> None:
         cfg = self.kernel.config
         h = roster.current_hive(tx)
-        body = msg.body_as(wire.Hello)
-        existing = db.member(tx, peer)
-        if existing and existing.status == "active":
-            raise Replayed(f"{short(peer)} is already a member")
-        ticket = roster.check_ticket(tx, h, body.ticket, peer, at=tx.now)
-        if msg.hive != h.hive_id:
-            raise Unauthorized("HELLO names another hive than its ticket")
+        ticket = self._knock(tx, peer, msg, tx.now)
         if not has_channel:
             raise Unauthorized("HELLO is accepted only from a peer with a channel to a member")
-        previous = db.challenge(tx, peer)
-        if previous and tx.now - previous[3] < cfg.hello_interval_s:
-            raise RateLimited(f"one HELLO per {cfg.hello_interval_s} s per peer; try again shortly")
         if db.pending_challenges(tx, tx.now - cfg.challenge_ttl_s) >= cfg.max_pending_challenges:
             raise RateLimited("too many joins are pending here; try again later")
         nonce = secrets.token_hex(32)
@@ -255,7 +271,10 @@ class Handshake(FleetComponent):
         joining = self.kernel.store.kv(JOINING_KV)
         if not joining or joining["issuer"] != peer:
             raise Unauthorized("no join in progress with this peer")
-        if joining["state"] != state:
+        # the issuer admitted us at our ATTEST: its WELCOME is the truth, though we stopped
+        # waiting for it (else it would count a neophyte that does not know it is one)
+        late = state == JoinState.ATTESTED and joining.get("gave_up") == state
+        if joining["state"] != state and not (late and joining["state"] == JoinState.REFUSED):
             raise Replayed(f"the join is at {joining['state']}, not expecting {msg.type.name}")
         if msg.sender_key != joining["issuer_key"] or msg.hive != joining["hive"]:
             raise BadSignature("not signed by the ticket's issuer for the ticket's hive")

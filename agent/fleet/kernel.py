@@ -123,40 +123,45 @@ class FleetKernel:
         self.connected = {p.id for p in await self.node.peers() if p.connected}
 
     async def run(self) -> None:
-        """Forever: send what is due to connected peers, expire what waited too long."""
+        """Forever: send what is due to connected peers, expire what waited too long.  Only this
+        loop retries the outbox: a failed pass (the store locked past its timeout) is counted."""
         while True:
-            now = self.clock.now()
-            with self.store.transaction(now, durable=False) as tx:
-                db.expire_outbox(tx, now)
-                db.prune_seen(tx, now - self.config.max_age_s - 3_600)
-            for component in self._components:
-                self._guarded_housekeeping(component, now)
-            for peer in sorted(self.connected):
-                await self.flush(peer)
-            for component in list(self._components):
-                try:
-                    await component.tick()
-                except Exception as err:  # noqa: BLE001 — one component never stops the loop
-                    self._failed(component, "tick", err)
-            # a fresh event only now: the flushes above set the old one, and waiting on it
-            # would spin this loop for as long as any peer is connected
-            self._wake = anyio.Event()
-            due = db.next_due(self.store, self.connected)
-            cfg = self.config
-            cap = min(60.0, cfg.handshake_retry_s / 2, float(cfg.gossip_gap_s))
-            timeout = cap if due is None else min(cap, max(0.05, due - self.clock.now()))
+            try:
+                timeout = await self._pass()
+            except Exception as err:  # noqa: BLE001 — the loop never ends
+                self._failed(self, "run", err)
+                self._wake, timeout = anyio.Event(), 1.0
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
 
-    def _guarded_housekeeping(self, component: FleetComponent, now: int) -> None:
-        """One component's upkeep in its own commit: its failure rolls back only its rows."""
-        try:
-            with self.store.transaction(now, durable=False) as tx:
-                component.housekeeping(tx, now)
-        except Exception as err:  # noqa: BLE001 — one component never stops the loop
-            self._failed(component, "housekeeping", err)
+    async def _pass(self) -> float:
+        """One pass of the loop; how long to wait for the next."""
+        now = self.clock.now()
+        with self.store.transaction(now, durable=False) as tx:
+            db.expire_outbox(tx, now)
+            db.prune_seen(tx, now - self.config.max_age_s - 3_600)
+        for component in self._components:  # each in its own commit: a failure rolls back
+            try:  # only its rows
+                with self.store.transaction(now, durable=False) as tx:
+                    component.housekeeping(tx, now)
+            except Exception as err:  # noqa: BLE001 — one component never stops the loop
+                self._failed(component, "housekeeping", err)
+        for peer in sorted(self.connected):
+            await self.flush(peer)
+        for component in list(self._components):
+            try:
+                await component.tick()
+            except Exception as err:  # noqa: BLE001 — one component never stops the loop
+                self._failed(component, "tick", err)
+        # a fresh event only now: the flushes above set the old one, and waiting on it
+        # would spin this loop for as long as any peer is connected
+        self._wake = anyio.Event()
+        due = db.next_due(self.store, self.connected)
+        cfg = self.config
+        cap = min(60.0, cfg.handshake_retry_s / 2, float(cfg.gossip_gap_s))
+        return cap if due is None else min(cap, max(0.05, due - self.clock.now()))
 
-    def _failed(self, component: FleetComponent, what: str, err: Exception) -> None:
+    def _failed(self, component: object, what: str, err: Exception) -> None:
         """Logged by kind only (a message may carry anything), counted, and the loop goes on."""
         code = err.code if isinstance(err, HiveError) else Internal.code
         log.warning(
@@ -384,9 +389,8 @@ class FleetKernel:
 
     def unacked(self, msg_type: int) -> bool:
         """True for a frame type its owner sends directly, never acknowledged or retried."""
-        owner = (
-            self._routes.get(MsgType(msg_type)) if msg_type in MsgType._value2member_map_ else None
-        )
+        known = msg_type in MsgType._value2member_map_
+        owner = self._routes.get(MsgType(msg_type)) if known else None
         return owner is not None and MsgType(msg_type) in owner.unacked
 
     def requeue(

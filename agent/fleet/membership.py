@@ -38,6 +38,7 @@ from events.errors import (
     NotMember,
     RateLimited,
     Replayed,
+    Restricted,
     Unauthorized,
 )
 from events.fleet import Message, MsgType
@@ -363,9 +364,14 @@ class Membership(FleetComponent):
         electorate = set(names)
         if len(electorate) != len(names) or subject in electorate:
             raise InvalidPayload("the electorate repeats a node or includes the subject")
-        for node in electorate:
-            if db.member(tx, node) is None:
+        for node in electorate:  # voters: full members, not banned (a neophyte's or a banned
+            m = db.member(tx, node)  # node's signature decides nothing, inside a proof either)
+            if m is None:
                 raise NotFound(f"the electorate names {short(node)}, not known here (yet)")
+            if m.status == "banned" or m.tier != "member":
+                what = "banned" if m.status == "banned" else f"a {m.tier}"
+                err = InvalidPayload if m.status == "banned" else Restricted  # (retried)
+                raise err(f"the electorate names {short(node)}, {what} here: not a voter")
         ours = len(self._voters(tx, subject))
         if not plausible_electorate(len(electorate), ours):
             raise InvalidPayload(

@@ -45,7 +45,7 @@ def active_member(
     return m
 
 
-def check_ticket(tx: Tx, h: db.Hive, text: str, invitee: str, *, at: int) -> wire.Ticket:
+def check_ticket(tx: Db, h: db.Hive, text: str, invitee: str, *, at: int) -> wire.Ticket:
     ticket = wire.decode_ticket(text)
     if ticket.hive != h.hive_id:
         raise Unauthorized("the invite ticket is for another hive")

@@ -1,4 +1,5 @@
-"""`CLNBackend`: Core Lightning through pyln-client's `LightningRpc`.
+"""`CLNBackend`: Core Lightning through pyln-client's `LightningRpc` (with a socket that gives
+up: agent/node/cln_rpc.py).
 
 Each operation maps to the CLN RPCs it needs (listed per method).  Calls run in worker threads
 (one `LightningRpc` per thread, so request ids never race) under a timeout, behind a circuit
@@ -20,10 +21,11 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import anyio
-from pyln.client import LightningRpc, RpcError
+from pyln.client import RpcError
 
 from agent.breaker import CircuitBreaker
 from agent.errors import NodeRefused, NodeUnavailable, PeerNotConnected
+from agent.node.cln_rpc import MALFORMED, TimedRpc, malformed, reads
 from agent.node.models import (
     Channel,
     ChannelState,
@@ -47,6 +49,8 @@ __all__ = ["CLNBackend", "CircuitBreaker", "map_rpc_error"]
 def map_rpc_error(method: str, error: dict[str, Any]) -> HiveError:
     """The typed error for a lightningd error object."""
     code, message = error.get("code"), str(error.get("message", ""))[:300]
+    if not isinstance(code, int):  # (a list would not even hash): no code we know
+        code = None
     text = f"{method}: {message}"
     if code in PAY_CODES:
         return PaymentFailed(text)
@@ -108,9 +112,9 @@ class CLNBackend:
         self._send: anyio.abc.ObjectSendStream[NodeEvent] | None = None
         self._my_id: str | None = None
 
-    def _rpc(self) -> LightningRpc:
+    def _rpc(self) -> TimedRpc:
         if not hasattr(self._local, "rpc"):
-            self._local.rpc = LightningRpc(self.rpc_path)
+            self._local.rpc = TimedRpc(self.rpc_path, self.timeout_s)
         return self._local.rpc
 
     def _call_sync(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +138,9 @@ class CLNBackend:
         except OSError as exc:
             self.breaker.failure()
             raise NodeUnavailable(f"cannot reach lightningd at {self.rpc_path}: {exc}") from None
+        except MALFORMED as exc:  # (after RpcError, a ValueError too): a lightningd gone wrong
+            self.breaker.failure()
+            raise malformed(method, exc) from None
         self.breaker.success()
         return result
 
@@ -144,6 +151,7 @@ class CLNBackend:
 
     # --- NodeBackend ---------------------------------------------------------------------
 
+    @reads("getinfo")
     async def info(self) -> NodeInfo:  # getinfo
         r = await self.call("getinfo")
         return NodeInfo(
@@ -154,6 +162,7 @@ class CLNBackend:
             num_channels=int(r.get("num_active_channels", 0)),
         )
 
+    @reads("listpeers")
     async def peers(self) -> list[Peer]:  # listpeers
         r = await self.call("listpeers")
         return [
@@ -165,6 +174,7 @@ class CLNBackend:
             for p in r.get("peers", [])
         ]
 
+    @reads("listpeerchannels")
     async def channels(self) -> list[Channel]:  # listpeerchannels
         r = await self.call("listpeerchannels")
         chans = [_channel(c) for c in r.get("channels", [])]
@@ -172,6 +182,7 @@ class CLNBackend:
             (c for c in chans if c.state != ChannelState.CLOSED), key=lambda c: c.short_channel_id
         )
 
+    @reads("setchannel")
     async def set_fees(  # setchannel
         self,
         scid: str,
@@ -191,6 +202,7 @@ class CLNBackend:
         )
         return await _open_channel(self, scid)
 
+    @reads("fundchannel")
     async def open_channel(self, peer_id: str, amount_sat: int) -> Channel:  # fundchannel
         r = await self.call("fundchannel", id=peer_id, amount=amount_sat)
         if r.get("short_channel_id"):
@@ -202,6 +214,7 @@ class CLNBackend:
     async def close_channel(self, scid: str) -> None:  # close
         await self.call("close", id=scid)
 
+    @reads("invoice")
     async def invoice(self, amount_msat: int, label: str) -> Invoice:  # invoice
         r = await self.call("invoice", amount_msat=amount_msat, label=label, description=label)
         return Invoice(
@@ -209,6 +222,7 @@ class CLNBackend:
             expires_at=_unix(r.get("expires_at")),
         )  # fmt: skip
 
+    @reads("pay")
     async def pay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:  # pay
         r = await self.call("pay", bolt11=bolt11, maxfee=max_fee_msat)
         amount, sent = int(r["amount_msat"]), int(r["amount_sent_msat"])
@@ -220,6 +234,7 @@ class CLNBackend:
             hops=int(r.get("parts", 1)),
         )
 
+    @reads("sendpay")
     async def rebalance(  # invoice, listchannels, getroute(fromid), sendpay, waitsendpay
         self,
         out_scid: str,
@@ -298,6 +313,7 @@ class CLNBackend:
             inner[0]["delay"] + int(first_pol["delay"]),
         )
 
+    @reads("listinvoices")
     async def find_rebalance(self, label: str) -> Payment | None:  # listinvoices
         found = (await self.call("listinvoices", label=f"hive-rebalance-{label}")).get(
             "invoices", []
@@ -314,6 +330,7 @@ class CLNBackend:
             hops=0,
         )
 
+    @reads("listpays")
     async def find_payment(self, payment_hash: str) -> Payment | None:  # listpays
         pays = (await self.call("listpays", payment_hash=payment_hash)).get("pays", [])
         done = [p for p in pays if p.get("status") == "complete"]
@@ -327,6 +344,7 @@ class CLNBackend:
             fee_msat=max(0, sent - amount), hops=0,
         )  # fmt: skip
 
+    @reads("listinvoices")
     async def find_invoice(self, label: str) -> Invoice | None:  # listinvoices
         found = (await self.call("listinvoices", label=label)).get("invoices", [])
         if not found:
@@ -336,6 +354,7 @@ class CLNBackend:
         return Invoice(bolt11=inv["bolt11"], payment_hash=inv["payment_hash"], amount_msat=amount,
                        expires_at=_unix(inv.get("expires_at")))  # fmt: skip
 
+    @reads("decode")
     async def decode_invoice(self, bolt11: str) -> Invoice:  # decode
         d = await self.call("decode", string=bolt11)
         made, expiry = _unix(d.get("created_at")), _unix(d.get("expiry"))
@@ -344,6 +363,7 @@ class CLNBackend:
                        expires_at=None if made is None or expiry is None else made + expiry,
                        )  # fmt: skip
 
+    @reads("listfunds")
     async def funds(self) -> Funds:  # listfunds
         r = await self.call("listfunds")
         onchain = sum(
@@ -352,13 +372,16 @@ class CLNBackend:
         local = sum(int(c.get("our_amount_msat", 0)) for c in r.get("channels", []))
         return Funds(onchain_sat=onchain // 1000, channels_local_msat=local)
 
+    @reads("withdraw")
     async def withdraw(self, address: str, amount_sat: int) -> str:  # withdraw
         return str((await self.call("withdraw", destination=address, satoshi=amount_sat))["txid"])
 
+    @reads("signmessage")
     async def signmessage(self, message: str) -> SignedMessage:  # signmessage
         r = await self.call("signmessage", message=message)
         return SignedMessage(signature=r["signature"], recid=int(r["recid"], 16), zbase=r["zbase"])
 
+    @reads("checkmessage")
     async def checkmessage(self, message: str, zbase: str, node_id: str) -> bool:  # checkmessage
         try:
             r = await self.call("checkmessage", message=message, zbase=zbase, pubkey=node_id)
@@ -366,6 +389,7 @@ class CLNBackend:
             return False
         return bool(r.get("verified"))
 
+    @reads("makesecret")
     async def makesecret(self, label: str) -> bytes:  # makesecret
         return bytes.fromhex((await self.call("makesecret", string=label))["secret"])
 
@@ -392,6 +416,7 @@ class CLNBackend:
             self._send.close()
             self._send = None
 
+    @reads("listchannels")
     async def graph(self) -> list[GraphChannel]:  # listchannels (no arguments: the whole graph)
         halves = (await self.call("listchannels")).get("channels", [])
         out = [
@@ -408,6 +433,7 @@ class CLNBackend:
         ]
         return sorted(out, key=lambda g: (g.scid, g.source))
 
+    @reads("plugin")
     async def plugin_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Any method by name (other plugins' RPCs): the same socket, timeout and errors."""
         result = await self.call(method, **params)
