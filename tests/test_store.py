@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +151,35 @@ def test_background_checkpoints_copy_the_wal_without_stopping_writers(tmp_path: 
     assert store.commits >= 320
     assert len(Store(tmp_path / "agent.sqlite").notes()) == 320
     assert Store(":memory:").checkpoint() == 0
+
+
+def _open_when_told(path: str, go: Any, out: Any) -> None:
+    go.wait()
+    try:
+        Store(path).close()
+        out.put("ok")
+    except Exception as exc:  # noqa: BLE001 - the test reports what each process met
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """`hive-agent run` starting for the first time while `hive-agent status` (or a test, or
+    the plugin and a CLI) opens the same new store: each read the versions, then applied the
+    same migrations — the second failed ("duplicate column name: pow", "table … already
+    exists", CONFIG_INVALID: cannot open the store).  A migration is re-checked inside its
+    write lock, so exactly one process applies each."""
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(6):
+        path = str(tmp_path / f"s{round_}.sqlite")
+        go, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_open_when_told, args=(path, go, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        time.sleep(0.3)
+        go.set()
+        results = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert results == ["ok"] * 4, results
+        store = Store(path)
+        assert not store._pending() and store.schema_version == len(MIGRATIONS)

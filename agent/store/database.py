@@ -133,6 +133,11 @@ class Database:
     def _apply(self, name: str, version: int, script: str) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            if self.slice_versions().get(name, 0) >= version:
+                # another process (the daemon starting, a CLI command) applied it while we
+                # waited for the lock: read outside it, the versions were already stale
+                self.conn.execute("ROLLBACK")
+                return
             # executescript() would COMMIT first, so statements run one by one instead
             for statement in _statements(script):
                 self.conn.execute(statement)
@@ -145,6 +150,9 @@ class Database:
     def _record(self, name: str, version: int) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            if self.slice_versions().get(name, -1) >= version:  # (recorded meanwhile)
+                self.conn.execute("ROLLBACK")
+                return
             self._set_version(name, version)
             self.conn.execute("COMMIT")
         except BaseException:
