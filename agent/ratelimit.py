@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
+STRANGER, KNOWN, TRUSTED = 0, 1, 2  # a seal signer's standing with this agent (WrapGuard)
+
 
 class FloodLimiter:
     def __init__(self, per_minute: int, burst: int, max_senders: int) -> None:
@@ -39,10 +41,13 @@ class WrapGuard:
     * Wraps that do not open (junk, or sealed for someone else) draw on one global budget;
       once it is spent, further failures are refused as RATE_LIMITED and not remembered, so
       a flood of them cannot fill the store.
-    * Once a wrap is open, its seal names the real sender.  Known correspondents (credential
-      holders, nodes we advise, contract parties, the operator) pass; strangers draw on a
-      per-stranger bucket and on one budget shared by all strangers, so a flood of valid
-      wraps from fresh keys is refused before any rumor handler runs.
+    * Once a wrap is open, its seal names the real sender.  Trusted keys (the operator and
+      approvers, advisors we granted a credential, nodes we sent commands to, contract
+      parties) pass.  Keys we merely heard from — a node that granted us a credential, an
+      offer's sender: anyone can become one with a single message — draw on a per-key
+      bucket of their own (`per_known_per_minute`).  Strangers draw on a per-stranger bucket
+      and on one budget shared by all strangers, so a flood of valid wraps from fresh keys is
+      refused before any rumor handler runs.
     * Optionally, a NIP-13 proof-of-work floor on the wrap's id (checked before any crypto).
     """
 
@@ -55,15 +60,19 @@ class WrapGuard:
         strangers_burst: int = 600,
         per_stranger_per_minute: int = 60,
         per_stranger_burst: int = 30,
+        per_known_per_minute: int = 600,
         max_senders: int = 10_000,
         min_pow: int = 0,
-        known: Callable[[str], bool] = lambda pubkey: False,
+        standing: Callable[[str], int] = lambda pubkey: STRANGER,
     ) -> None:
         self.failures = FloodLimiter(failures_per_minute, failures_burst, 1)
         self.strangers = FloodLimiter(strangers_per_minute, strangers_burst, 1)
         self.per_stranger = FloodLimiter(per_stranger_per_minute, per_stranger_burst, max_senders)
+        self.per_known = FloodLimiter(
+            per_known_per_minute, max(1, per_known_per_minute // 2), max_senders
+        )
         self.min_pow = min_pow
-        self.known = known
+        self.standing = standing
 
     def failed(self, now: float) -> bool:
         """A wrap failed to open: False once the budget for such failures is spent."""
@@ -71,6 +80,9 @@ class WrapGuard:
 
     def admit(self, sender: str, now: float) -> bool:
         """May the seal signer `sender`'s message be opened and handled now?"""
-        if self.known(sender):
+        standing = self.standing(sender)
+        if standing >= TRUSTED:
             return True
+        if standing == KNOWN:
+            return self.per_known.allow(sender, now)
         return self.per_stranger.allow(sender, now) and self.strangers.allow("", now)

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     per_stranger_per_minute: int = Field(
         60, ge=1, description="gift wraps per minute from one unknown sender (seal signer)"
     )
+    per_known_per_minute: int = Field(
+        600,
+        ge=1,
+        description="gift wraps per minute from one key we only heard from (a node that "
+        "granted us a credential, an offer's party); keys we chose to work with are unlimited",
+    )
     giftwrap_min_pow: int = Field(
         0,
         ge=0,

@@ -29,7 +29,7 @@ from agent.nostr import dial
 from agent.nostr.client import Incoming
 from agent.nostr.pool import RelayPool, Subscription
 from agent.outbox import Outbox
-from agent.ratelimit import FloodLimiter, WrapGuard
+from agent.ratelimit import STRANGER, TRUSTED, FloodLimiter, WrapGuard
 from agent.settings import RelaysConfig, Settings
 from agent.store import OutboxItem, Store, Tx
 from events import nip59, note, relay_lists
@@ -75,9 +75,10 @@ class Transport:
             strangers_burst=max(1, settings.strangers_per_minute // 2),
             per_stranger_per_minute=settings.per_stranger_per_minute,
             per_stranger_burst=max(1, settings.per_stranger_per_minute // 2),
+            per_known_per_minute=settings.per_known_per_minute,
             max_senders=settings.flood_senders,
             min_pow=settings.giftwrap_min_pow,
-            known=self.is_known,
+            standing=self.standing,
         )
         self.routes = Routes()
         self.routes.add(core_wiring(keys, self.clock, self.routes.rumors, self.guard))
@@ -104,25 +105,32 @@ class Transport:
         )
         self.outbox = Outbox(self.store, self.pool, self.clock, settings)
 
-    def is_known(self, pubkey: str) -> bool:
-        """True for a key this agent works with (its gift wraps skip the strangers' limits).
+    def standing(self, pubkey: str) -> int:
+        """TRUSTED for a key this agent chose to work with (configured keys, advisors it
+        granted, nodes it commands, contract parties: their gift wraps are never limited),
+        KNOWN for one it merely heard from (a node that granted it a credential, an offer's
+        party: a bucket of its own), else STRANGER (see agent/ratelimit.py WrapGuard).
 
-        Asked of the store (indexed) each time for a key not known yet — a credential granted a
-        moment ago, by this process or by `hive-agent credential grant` in another, counts at
-        once (even for the message right after the one that granted it); a "yes" is kept for
-        KNOWN_TTL_S in a bounded map."""
+        Asked of the store (indexed) each time for a key not trusted yet — a credential
+        granted a moment ago, by this process or by `hive-agent credential grant` in another,
+        counts at once (even for the message right after the one that granted it); a
+        "trusted" is kept for KNOWN_TTL_S in a bounded map."""
         if pubkey in self.known_keys:
-            return True
+            return TRUSTED
         now = time.monotonic()
         since = self._known.get(pubkey)
         if since is not None and now - since < KNOWN_TTL_S:
-            return True
-        if not self.store.is_correspondent(pubkey):
-            return False
-        self._known[pubkey] = now
-        if len(self._known) > KNOWN_CACHE:
-            self._known.popitem(last=False)
-        return True
+            return TRUSTED
+        standing = self.store.standing(pubkey)
+        if standing == TRUSTED:
+            self._known[pubkey] = now
+            if len(self._known) > KNOWN_CACHE:
+                self._known.popitem(last=False)
+        return standing
+
+    def is_known(self, pubkey: str) -> bool:
+        """True for a key this agent works with or has heard from (not a stranger)."""
+        return self.standing(pubkey) != STRANGER
 
     def _relay_back(self, url: str) -> None:
         log_event(log, logging.INFO, "relay_connected", relay=url)

@@ -409,20 +409,23 @@ class Store(Database):
         ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def is_correspondent(self, pubkey: str) -> bool:
-        """True if this agent has a standing relationship with `pubkey`: either side of a
-        management credential, a contract or offer party, a node it sent commands to
-        (indexed lookups: it runs for every gift wrap from a key not seen lately)."""
+    def standing(self, pubkey: str) -> int:
+        """What `pubkey` is to this agent (indexed lookups: it runs for every gift wrap from a
+        key not seen lately): 2 trusted — an advisor it granted a credential, a node it sent
+        commands to, a contract party (relationships this agent chose); 1 known — a node that
+        granted it a credential, an offer's party (anyone can become one with one message);
+        0 a stranger."""
         row = self.conn.execute(
-            "SELECT 1 FROM mgmt_credentials WHERE advisor = ?1"
+            "SELECT max(s) FROM ("
+            "SELECT 2 AS s FROM mgmt_credentials WHERE advisor = ?1 AND role = 'granted'"
+            " UNION ALL SELECT 2 FROM commands_sent WHERE node = ?1"
+            " UNION ALL SELECT 2 FROM contracts WHERE counterparty = ?1"
             " UNION ALL SELECT 1 FROM mgmt_credentials WHERE node = ?1"
-            " UNION ALL SELECT 1 FROM contracts WHERE counterparty = ?1"
             " UNION ALL SELECT 1 FROM offers WHERE offerer = ?1"
-            " UNION ALL SELECT 1 FROM offers WHERE counterparty = ?1"
-            " UNION ALL SELECT 1 FROM commands_sent WHERE node = ?1 LIMIT 1",
+            " UNION ALL SELECT 1 FROM offers WHERE counterparty = ?1)",
             (pubkey,),
         ).fetchone()
-        return row is not None
+        return 0 if row is None or row[0] is None else int(row[0])
 
     def relay_status(self) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM relay_status ORDER BY url")
