@@ -45,7 +45,9 @@ class WrapGuard:
       approvers, advisors we granted a credential, nodes we sent commands to, contract
       parties) pass.  Keys we merely heard from — a node that granted us a credential, an
       offer's sender: anyone can become one with a single message — draw on a per-key
-      bucket of their own (`per_known_per_minute`).  Strangers draw on a per-stranger bucket
+      bucket of their own (`per_known_per_minute`) and on one budget shared by all of them
+      (`known_per_minute`: many keys made known one by one do not add up to an unlimited
+      flood).  Strangers draw on a per-stranger bucket
       and on one budget shared by all strangers, so a flood of valid wraps from fresh keys is
       refused before any rumor handler runs.
     * Optionally, a NIP-13 proof-of-work floor on the wrap's id (checked before any crypto).
@@ -61,6 +63,7 @@ class WrapGuard:
         per_stranger_per_minute: int = 60,
         per_stranger_burst: int = 30,
         per_known_per_minute: int = 600,
+        known_per_minute: int = 6_000,
         max_senders: int = 10_000,
         min_pow: int = 0,
         standing: Callable[[str], int] = lambda pubkey: STRANGER,
@@ -71,6 +74,7 @@ class WrapGuard:
         self.per_known = FloodLimiter(
             per_known_per_minute, max(1, per_known_per_minute // 2), max_senders
         )
+        self.known_total = FloodLimiter(known_per_minute, max(1, known_per_minute // 2), 1)
         self.min_pow = min_pow
         self.standing = standing
 
@@ -83,6 +87,6 @@ class WrapGuard:
         standing = self.standing(sender)
         if standing >= TRUSTED:
             return True
-        if standing == KNOWN:
-            return self.per_known.allow(sender, now)
+        if standing == KNOWN:  # (one budget for them all too: keys are free to make known)
+            return self.per_known.allow(sender, now) and self.known_total.allow("", now)
         return self.per_stranger.allow(sender, now) and self.strangers.allow("", now)

@@ -173,6 +173,9 @@ class Settings(BaseSettings):
         description="gift wraps per minute from one key we only heard from (a node that "
         "granted us a credential, an offer's party); keys we chose to work with are unlimited",
     )
+    known_per_minute: int = Field(
+        6_000, ge=1, description="gift wraps per minute from all keys we only heard from"
+    )
     giftwrap_min_pow: int = Field(
         0,
         ge=0,

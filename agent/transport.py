@@ -76,6 +76,7 @@ class Transport:
             per_stranger_per_minute=settings.per_stranger_per_minute,
             per_stranger_burst=max(1, settings.per_stranger_per_minute // 2),
             per_known_per_minute=settings.per_known_per_minute,
+            known_per_minute=settings.known_per_minute,
             max_senders=settings.flood_senders,
             min_pow=settings.giftwrap_min_pow,
             standing=self.standing,

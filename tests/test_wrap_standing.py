@@ -72,3 +72,30 @@ def test_only_keys_the_agent_chose_are_unlimited(tmp_path: Path) -> None:
     assert 300 <= FLOOD - known["RATE_LIMITED"] <= 320  # its own bucket: the burst, a trickle
     strange = flood(stranger, 200)
     assert 30 <= 200 - strange["RATE_LIMITED"] <= 35  # the per-stranger bucket
+
+
+def test_many_keys_made_known_share_one_budget(tmp_path: Path) -> None:
+    """Becoming "known" costs a key one message (through the strangers' budget), so an
+    attacker can make many: their wraps together draw on one budget as well as their own."""
+    me = sdk.Keys.generate()
+    mine = me.public_key().to_hex()
+    store, clock, now = Store(tmp_path / "s.sqlite"), SystemClock(), int(time.time())
+    granters = [sdk.Keys.generate() for _ in range(20)]
+    with store.transaction(now) as tx:
+        for g in granters:
+            repo.save_credential(tx, grant(g, mine, now), "held")
+    guard = WrapGuard(per_known_per_minute=600, known_per_minute=1_200, standing=store.standing)
+    inbound = Inbound(
+        store, core_routes(me, clock, guard).handlers, FloodLimiter(10**6, 10**6, 99), clock
+    )
+    outcomes: Counter[str] = Counter()
+    for g in granters:  # 50 each: within every key's own burst of 300
+        pub = g.public_key().to_hex()
+        batch = [
+            Incoming("r", nip59.wrap(g, mine, make_rumor(pub, 7, f"+{i}", [], now), now=now)
+                     .to_json(), "inbox")
+            for i in range(50)
+        ]  # fmt: skip
+        outcomes.update(inbound.process(batch).outcomes)
+    admitted = 1_000 - outcomes["RATE_LIMITED"]
+    assert 600 <= admitted <= 620  # the shared burst (half a minute's budget), not 1,000
