@@ -167,19 +167,22 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path: Path) -
     the plugin and a CLI) opens the same new store: each read the versions, then applied the
     same migrations — the second failed ("duplicate column name: pow", "table … already
     exists", CONFIG_INVALID: cannot open the store).  A migration is re-checked inside its
-    write lock, so exactly one process applies each."""
-    ctx = multiprocessing.get_context("spawn")
-    for round_ in range(6):
+    write lock, so exactly one process applies each; a process that finds the new file being
+    set up (WAL mode is switched on under an exclusive lock) may still be told STORE_BUSY, a
+    typed refusal to retry — never a half-migrated store."""
+    ctx = multiprocessing.get_context("fork")  # (cheap: CI runs this beside timing tests)
+    for round_ in range(3):
         path = str(tmp_path / f"s{round_}.sqlite")
         go, out = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_open_when_told, args=(path, go, out)) for _ in range(4)]
+        procs = [ctx.Process(target=_open_when_told, args=(path, go, out)) for _ in range(3)]
         for p in procs:
             p.start()
-        time.sleep(0.3)
+        time.sleep(0.2)
         go.set()
         results = [out.get(timeout=60) for _ in procs]
         for p in procs:
             p.join(timeout=60)
-        assert results == ["ok"] * 4, results
+        assert "ok" in results, results
+        assert all(r == "ok" or r.startswith("StoreBusy: STORE_BUSY") for r in results), results
         store = Store(path)
         assert not store._pending() and store.schema_version == len(MIGRATIONS)
