@@ -27,6 +27,13 @@ from tests.settle_world import (
 pytestmark = pytest.mark.anyio
 
 
+def cap_htlcs(net, node: str, msat: int) -> None:
+    """Every channel of `node` carries HTLCs of at most `msat` (1,000: it cannot pay)."""
+    for scid, ch in net.channels.items():
+        if node in (ch.a, ch.b):
+            net.set_policy(node, scid, htlc_max_msat=msat)
+
+
 async def test_members_missing_a_report_disagree_then_agree_when_it_arrives(tmp_path) -> None:
     async with settling(tmp_path, 4) as world:
         ids = world.ids
@@ -55,9 +62,7 @@ async def test_a_failed_payment_is_retried_until_it_goes_through_once(tmp_path) 
     async with settling(tmp_path, 4) as world:
         ids, net = world.ids, world.net
         c, d = ids[2], ids[3]
-        mine = [s for s, ch in net.channels.items() if c in (ch.a, ch.b)]
-        for scid in mine:
-            net.set_policy(c, scid, htlc_max_msat=1_000)
+        cap_htlcs(net, c, 1_000)
         before = {n: balances(net, n) for n in ids}
         world.due()
         store = world.members[2].fleet.store
@@ -68,8 +73,7 @@ async def test_a_failed_payment_is_retried_until_it_goes_through_once(tmp_path) 
         rows = sdb.pays(store, PERIOD)
         assert rows[0].state in ("invoiced", "attempting") and "could not deliver" in rows[0].error
         assert balances(net, c) == before[c]  # nothing went
-        for scid in mine:
-            net.set_policy(c, scid, htlc_max_msat=10**15)
+        cap_htlcs(net, c, 10**15)
         views = await until_state(world, "executed")
         assert views[2]["my_payments"][0]["state"] == "paid"
         assert balances(net, c) - before[c] == -2_944_000
@@ -86,9 +90,7 @@ async def test_an_invoice_that_expired_unpaid_is_renewed_and_the_new_one_is_paid
     async with settling(tmp_path, 4) as world:
         ids, net = world.ids, world.net
         c, d = ids[2], ids[3]
-        mine = [s for s, ch in net.channels.items() if c in (ch.a, ch.b)]
-        for scid in mine:
-            net.set_policy(c, scid, htlc_max_msat=1_000)
+        cap_htlcs(net, c, 1_000)
         before = {n: balances(net, n) for n in ids}
         world.due()
         payer, receiver = world.members[2].fleet, world.members[3].fleet
@@ -102,8 +104,7 @@ async def test_an_invoice_that_expired_unpaid_is_renewed_and_the_new_one_is_paid
         with anyio.fail_after(15):
             while payer.settlement.counts.get("invoice_expired", 0) < 1:
                 await anyio.sleep(0.05)
-        for scid in mine:
-            net.set_policy(c, scid, htlc_max_msat=10**15)
+        cap_htlcs(net, c, 10**15)
         views = await until_state(world, "executed")
         assert views[2]["my_payments"][0]["state"] == "paid"
         renewed = sdb.invoice(receiver.store, PERIOD, c)
