@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.node import sim_state
 from agent.node.simnode import SimBackend
@@ -63,3 +65,52 @@ def test_older_files_with_the_rng_state_as_a_list_still_load() -> None:
     again = sim_state.restore(old, time.monotonic)
     assert again.rng.getstate() == net.rng.getstate()
     assert sim_state.dump(again) == sim_state.dump(net)
+
+
+@pytest.mark.anyio
+async def test_a_fee_change_journals_one_policy_and_reads_back_whole(tmp_path: Path) -> None:
+    net, ids = ring(clock=time.monotonic)
+    path = tmp_path / "j.json"
+    journal = sim_state.Journal(net, path)
+    node = SimBackend(net, ids[0], on_change=journal.save, on_policy=journal.policy)
+    scid = (await node.channels())[0].short_channel_id
+    snapshot = len(path.read_text())
+    await node.set_fees(scid, ppm=321, base_msat=7)
+    line = path.read_text()[snapshot:]
+    assert line.startswith('{"policy"') and len(line) < snapshot // 10
+    assert sim_state.dump(sim_state.load(path, time.monotonic)) == sim_state.dump(net)
+    # a whole snapshot (any other change) after policy lines, then policy lines again
+    await node.invoice(5_000, "after")
+    await node.set_fees(scid, ppm=400)
+    await node.set_fees(scid, ppm=401)
+    assert sim_state.dump(sim_state.load(path, time.monotonic)) == sim_state.dump(net)
+    with path.open("a") as fh:  # killed in the middle of a policy line
+        fh.write('{"policy": ["' + scid)
+    again = sim_state.load(path, time.monotonic)
+    assert again.channels[scid].policy[ids[0]].ppm == 401
+    assert sim_state.dump(again) == sim_state.dump(net)
+    journal.close()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(st.tuples(st.booleans(), st.integers(0, 4), st.integers(0, 5_000)), max_size=30)
+)
+def test_any_mix_of_snapshots_and_policy_lines_reads_back_as_the_network(
+    tmp_path: Path, steps: list[tuple[bool, int, int]]
+) -> None:
+    net, ids = ring(clock=time.monotonic)
+    path = tmp_path / f"p{len(steps)}-{hash(tuple(steps)) & 0xFFFF}.json"
+    journal = sim_state.Journal(net, path)
+    for whole, which, ppm in steps:
+        scid = sorted(net.channels)[which % len(net.channels)]
+        chan = net.channels[scid]
+        net.set_policy(chan.a, scid, ppm=ppm)
+        if whole:
+            journal.save()
+        else:
+            journal.policy(chan.a, scid)
+    assert sim_state.dump(sim_state.load(path, time.monotonic)) == sim_state.dump(net)
+    journal.close()

@@ -54,7 +54,8 @@ def _simulated_node(args: argparse.Namespace, settings: Settings) -> tuple[NodeB
             )
         path.parent.mkdir(parents=True, exist_ok=True)
     me = sorted(net.nodes, key=lambda n: net.nodes[n].alias)[0]
-    return SimBackend(net, me, on_change=sim_state.Journal(net, path).save), net
+    journal = sim_state.Journal(net, path)
+    return SimBackend(net, me, on_change=journal.save, on_policy=journal.policy), net
 
 
 # --- node -------------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 (crash tests, `hive-agent node --sim-state FILE`) and find its channels, balances, invoices and
 labelled rebalances as it left them.
 
-The file is a journal of whole-state snapshots, one JSON line each: a change appends one line
-with a single write() to a descriptor kept open (no open/rename per change, which cost ~0.3 ms
-here), and reading takes the last complete line, so a killed process leaves the previous state
-or the new one, never half of each.  Past `COMPACT_BYTES` the journal is rewritten as one line
+The file is a journal, one JSON line each: a whole-state snapshot, or (for a fee change, the
+commonest change and the one an advisor's command makes) the one channel policy that changed.
+A change appends one line with a single write() to a descriptor kept open (no open/rename per
+change, which cost ~0.3 ms here); reading takes the last snapshot and the complete policy lines
+after it, so a killed process leaves the previous state or the new one, never half of each (a
+torn last line is ignored).  Past `COMPACT_BYTES` the journal is rewritten as one line
 (temp file, rename).  Writes are not fsynced: the simulator stands in for lightningd in tests,
 the demo and benchmarks, which kill processes but never cut the power, and its cost would be
 charged to the agent in bench/command_rtt.py."""
@@ -115,7 +117,9 @@ def save(net: Network, path: Path) -> None:
 
 
 class Journal:
-    """Appends a snapshot of `net` to `path` on every `save()`."""
+    """Appends a snapshot of `net` to `path` on every `save()`, and one channel policy on
+    every `policy()` (a tenth of the bytes and the time: 11 KB and 0.13 ms for a snapshot of
+    a five-node ring)."""
 
     def __init__(self, net: Network, path: Path) -> None:
         self.net, self.path = net, path
@@ -123,7 +127,15 @@ class Journal:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     def save(self) -> None:
-        line = (json.dumps(dump(self.net)) + "\n").encode()
+        self._append(json.dumps(dump(self.net)))
+
+    def policy(self, node_id: str, scid: str) -> None:
+        """Only `node_id`'s policy on channel `scid` changed since the last line."""
+        policy = self.net.channels[scid].policy[node_id].model_dump()
+        self._append(json.dumps({"policy": [scid, node_id, policy]}))
+
+    def _append(self, text: str) -> None:
+        line = (text + "\n").encode()
         if os.fstat(self._fd).st_size + len(line) > COMPACT_BYTES:
             os.close(self._fd)
             save(self.net, self.path)
@@ -136,13 +148,21 @@ class Journal:
 
 
 def read(path: Path) -> dict[str, Any]:
-    """The last complete snapshot in `path`."""
+    """The state the journal in `path` holds: its last complete snapshot, and the policy
+    changes after it (a torn last line, from a killed process, is ignored)."""
     text = path.read_text()
     end = text.rfind("\n")
     if end == -1:  # a single snapshot without its newline
         return json.loads(text)
-    start = text.rfind("\n", 0, end) + 1
-    return json.loads(text[start:end])
+    start = text.rfind('\n{"seed"', 0, end) + 1  # a snapshot's first key (dump's order)
+    first, *changes = text[start:end].split("\n")
+    data: dict[str, Any] = json.loads(first)
+    if changes:
+        channels = {c["scid"]: c for c in data["channels"]}
+        for line in changes:
+            scid, node_id, policy = json.loads(line)["policy"]
+            channels[scid]["policy"][node_id] = policy
+    return data
 
 
 def load(path: Path, clock: Callable[[], float]) -> Network:

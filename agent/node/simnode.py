@@ -79,11 +79,18 @@ class SimBackend:
     """One node of a `Network`, as the agent sees a node."""
 
     def __init__(
-        self, network: Network, node_id: str, on_change: Callable[[], None] = lambda: None
+        self,
+        network: Network,
+        node_id: str,
+        on_change: Callable[[], None] = lambda: None,
+        on_policy: Callable[[str, str], None] | None = None,
     ) -> None:
         self.network = network
         self.node_id = node_id
         self.changed = on_change  # called after every change (e.g. to persist the network)
+        # called instead after a fee change alone, with (node id, channel): a journal can
+        # then write just that policy (sim_state.Journal.policy)
+        self.policy_changed = on_policy
         network.node(node_id)
 
     @property
@@ -121,7 +128,10 @@ class SimBackend:
         self.network.set_policy(
             self.node_id, scid, **{k: v for k, v in changes.items() if v is not None}
         )
-        self.changed()
+        if self.policy_changed is not None:
+            self.policy_changed(self.node_id, scid)
+        else:
+            self.changed()
         return channel_view(self.network, self.node_id, scid)
 
     async def open_channel(self, peer_id: str, amount_sat: int) -> Channel:
