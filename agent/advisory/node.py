@@ -19,6 +19,7 @@ its receipt; on restart, commands caught mid-execution are settled by asking the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,13 +40,16 @@ from agent.component import Messaging, Wiring
 from agent.market.reputation import aggregate
 from agent.node.backend import NodeBackend
 from agent.nostr.pool import Subscription
+from agent.store import Tx
 from agent.store import advisory as repo
 from agent.store import market as market_repo
 from agent.store.advisory import CommandState as CS
+from events.base import NostrEvent
 from events.command import Command
 from events.credential import Grant
 from events.errors import HiveError, Internal, Rejected
 from events.kinds import Kind
+from events.nip59 import Unwrapped
 from events.receipt import Status
 
 __all__ = [  # the operator's tools, used by the CLI and the plugin
@@ -58,6 +62,7 @@ __all__ = [  # the operator's tools, used by the CLI and the plugin
     "vote",
 ]
 log = logging.getLogger("hive.node")
+FULL_STEP_S = 1.0  # votes from other processes and expiries are looked at this often
 Row = dict[str, Any]
 
 
@@ -80,19 +85,21 @@ class NodeService:
         self.approvals = Approvals(ctx, self.receipts, self.intake)
         self.execution = Execution(ctx, self.receipts, self.limits, self.intake)
         self._wake = anyio.Event()
+        self._full = True  # the next step also moves waiting commands on (see step)
+        self._full_at = 0.0
         self.after_step: list[Callable[[], None]] = []  # e.g. report fleet actions' outcomes
 
     def wiring(self) -> Wiring:
         return Wiring(
             rumors={
                 Kind.COMMAND: self.intake.on_command,
-                Kind.DIRECT_MESSAGE: self.approvals.on_dm,
+                Kind.DIRECT_MESSAGE: self._on_dm,
             },
-            handlers={Kind.APPROVAL: self.approvals.on_approval},
+            handlers={Kind.APPROVAL: self._on_approval},
             subscriptions=[
                 Subscription("approvals", [{"kinds": [Kind.APPROVAL], "#p": [self.me]}])
             ],
-            after_batch=[self.wake],
+            after_batch=[self.arrived],
             known_keys=frozenset(  # and ourselves: the copies of our DMs (NIP-17) come back
                 k for k in [self.policy.operator_pubkey, *self.policy.approvers, self.me] if k
             ),
@@ -111,7 +118,21 @@ class NodeService:
         return self.ctx.now
 
     def wake(self) -> None:
+        """Anything may have changed (a vote, a fleet action): step now, all of it."""
+        self._full = True
         self._wake.set()
+
+    def arrived(self) -> None:
+        """An inbound batch was handled: commands may wait to be processed."""
+        self._wake.set()
+
+    def _on_dm(self, opened: Unwrapped, tx: Tx) -> None:
+        self.approvals.on_dm(opened, tx)  # perhaps an operator's answer
+        self._full = True
+
+    def _on_approval(self, ev: NostrEvent, tx: Tx) -> None:
+        self.approvals.on_approval(ev, tx)
+        self._full = True
 
     def pending(self) -> list[Row]:
         return pending(self.agent.store)
@@ -128,11 +149,19 @@ class NodeService:
                 await self._wake.wait()
 
     async def step(self) -> None:
+        """Process the commands received; then, if anything may have moved them on (a vote,
+        an oracle's answer, a wake from the plugin or a fleet action) or a second has passed
+        (windows expire; another process, `hive-agent approve`, may have voted), apply
+        votes and expiries and run what became ready.  (An advisor's command alone needs
+        only the first part: two queries saved on each.)"""
         for row in repo.commands_in(self.agent.store, CS.RECEIVED):
             await self._guard(self.process, row)
-        self.approvals.apply()
-        for row in repo.commands_in(self.agent.store, CS.READY):
-            await self._guard(self.execution.execute, row)
+        now = time.monotonic()
+        if self._full or now - self._full_at >= FULL_STEP_S:
+            self._full, self._full_at = False, now
+            self.approvals.apply()
+            for row in repo.commands_in(self.agent.store, CS.READY):
+                await self._guard(self.execution.execute, row)
         for hook in self.after_step:
             try:
                 hook()
@@ -245,6 +274,7 @@ class NodeService:
         verdict = await oracle_verdict(self.policy.oracle_url, cmd, decision)
         if verdict == "approve":
             self.approvals.move(cmd.command_id, CS.RECEIVED, CS.READY)
+            self._full = True
         elif verdict == "deny":
             self.receipts.finish_row(
                 row,
