@@ -39,6 +39,7 @@ PERMANENT = ("invalid:", "blocked:", "pow:", "restricted:")
 # what a relay answers about a replaceable event when it holds a newer version of it
 SUPERSEDED = ("error:", "replaced:", "mute:")
 POLL_S = 0.5  # how often the sender looks for rows other processes committed
+RIDE_S = 0.2  # how long the record of a delivery may wait to ride on another transaction
 
 
 def classify(reason: str, *, replaceable: bool = False) -> str:
@@ -77,6 +78,8 @@ class Outbox:
         self._fresh: list[int] = []  # kinds enqueued since the last wake (for crash points)
         self.mine: set[str] = set()  # what this process queued and a command waits for
         self.attempting = False
+        self._riding: set[str] = set()  # delivered; that record waits to ride (Store.ride)
+        self._waiters = 0  # publish() and flush() calls waiting on delivery records
 
     # --- enqueue -----------------------------------------------------------------------
 
@@ -128,10 +131,14 @@ class Outbox:
         The event stays in the outbox either way: a timeout only stops the waiting.
         """
         item = self.submit(event, targets, min_acks)
-        with anyio.move_on_after(timeout_s):
-            while not item.published and item.state == OutboxState.PENDING:
-                await self._wait_changed()
-                item = self.store.outbox_item(event.id) or item
+        self._waiters += 1
+        try:
+            with anyio.move_on_after(timeout_s):
+                while not item.published and item.state == OutboxState.PENDING:
+                    await self._wait_changed()
+                    item = self.store.outbox_item(event.id) or item
+        finally:
+            self._waiters -= 1
         return item
 
     async def _wait_changed(self) -> None:
@@ -141,11 +148,16 @@ class Outbox:
         """Wait until everything this process queued is published (or has given up), for at
         most `timeout_s`; return the items still waiting.  Unrelated rows — another process's,
         or an old one for a relay that is down — are never waited for."""
+        self.store.flush_rides(self.clock.now())
         waiting = self._waiting()
-        with anyio.move_on_after(timeout_s):
-            while waiting:
-                await self._wait_changed()
-                waiting = self._waiting()
+        self._waiters += 1
+        try:
+            with anyio.move_on_after(timeout_s):
+                while waiting:
+                    await self._wait_changed()
+                    waiting = self._waiting()
+        finally:
+            self._waiters -= 1
         return waiting
 
     def _waiting(self) -> list[OutboxItem]:
@@ -162,6 +174,7 @@ class Outbox:
         """True while an attempt is under way or an item is due now."""
         if self.attempting:
             return True
+        self.store.flush_rides(self.clock.now())  # (a caller may exit once idle)
         nxt = self.store.next_outbox_time()
         return nxt is not None and nxt <= self.clock.now()
 
@@ -188,27 +201,39 @@ class Outbox:
     async def run(self) -> None:
         """Deliver due items forever; sleeps until the next is due, something wakes it, or
         another process commits to the store."""
+        try:
+            await self._deliver()
+        finally:  # records of deliveries still waiting to ride
+            self.store.flush_rides(self.clock.now())
+
+    async def _deliver(self) -> None:
         seen_version = self.store.data_version()
         while True:
             self._wake = anyio.Event()
             self.attempting = True
             try:
-                for item in self.store.due_outbox(self.clock.now()):
+                for item in self.store.due_outbox(self.clock.now(), skip=self._riding):
                     await self.attempt(item)
             finally:
                 self.attempting = False
             if self.pool.foreign:
                 await self.pool.retain(self.store.pending_targets())
-            nxt = self.store.next_outbox_time()
+            nxt = self.store.next_outbox_time(skip=self._riding)
             wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
+            if self._riding:  # nothing else wrote since: commit them on their own soon
+                wait = min(wait, RIDE_S)
             with anyio.move_on_after(wait):
                 while not self._wake.is_set():
                     with anyio.move_on_after(POLL_S):
                         await self._wake.wait()
+                    if self._wake.is_set():
+                        break  # (woken by this process: no need to ask about others)
                     version = self.store.data_version()
                     if version != seen_version:  # another process committed: look again
                         seen_version = version
                         break
+            if self._riding and not self._wake.is_set():
+                self.store.flush_rides(self.clock.now())
 
     async def attempt(self, item: OutboxItem) -> None:
         """One delivery attempt to every target that lacks the event."""
@@ -236,6 +261,33 @@ class Outbox:
                 retry[url] = reason
         for url in outcome.accepted:
             log_event(log, logging.DEBUG, "published", id=item.event_id, kind=item.kind, relay=url)
+        delivered = all(url in acked for url in item.targets) and not refused
+        if delivered:
+            self.mine.discard(item.event_id)
+        if delivered and not self._waiters:  # the record may ride on the next transaction
+            self._ride_done(item.event_id, sorted(acked - item.acked))
+        else:
+            self._record(item, now, acked, refused, retry)
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    def _ride_done(self, event_id: str, acked: list[str]) -> None:
+        def write(tx: Tx) -> None:
+            tx.record_acks(event_id, acked)
+            tx.finish(event_id, OutboxState.DONE)
+
+        self._riding.add(event_id)
+        self.store.ride(write, lambda: self._riding.discard(event_id))
+
+    def _record(
+        self,
+        item: OutboxItem,
+        now: int,
+        acked: set[str],
+        refused: dict[str, str],
+        retry: dict[str, str],
+    ) -> None:
+        replaceable = address_of_kind(item.kind)
         with self.store.transaction(now, durable=False) as tx:  # if lost: published again
             tx.record_acks(item.event_id, sorted(acked - item.acked))
             for url in refused.keys() - item.refused.keys():
@@ -255,8 +307,6 @@ class Outbox:
                 )
                 reasons = "; ".join(f"{u}: {r}" for u, r in retry.items())
                 tx.reschedule(item.event_id, now + max(1, round(wait)), reasons or None)
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
 
     async def _dial(self, urls: list[str]) -> dict[str, str]:
         """Connect the relays among `urls` that are not in the pool yet (a recipient's inbox
@@ -274,6 +324,7 @@ class Outbox:
         return blocked
 
     def pending(self) -> int:
+        self.store.flush_rides(self.clock.now())
         return self.store.outbox_counts().get(OutboxState.PENDING, 0)
 
 

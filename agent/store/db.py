@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import StoreCorrupt
 from agent.store.database import Database
+from agent.store.rides import Ride, Rides
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -291,15 +293,39 @@ class Tx:
 class Store(Database):
     """One SQLite file per agent (mode 0600): its write transactions and its reads."""
 
+    def __init__(self, path: Path | str) -> None:
+        self.rides = Rides()  # writes waiting for the next transaction (agent/store/rides.py)
+        super().__init__(path)
+
     @contextmanager
     def transaction(self, now: int, *, durable: bool = True) -> Iterator[Tx]:
         """A write transaction; committed when the block ends, rolled back if it raises.
 
         Durable (the default): on disk when the block ends.  `durable=False`: see the module
-        docstring for when that is allowed.
+        docstring for when that is allowed.  Writes waiting to ride (`ride`) go first.
         """
-        with self._write(durable=durable) as conn:
-            yield Tx(conn, now)
+        rides = self.rides.take()
+        try:
+            with self._write(durable=durable) as conn:
+                tx = Tx(conn, now)
+                if rides:
+                    Rides.carry(tx, rides)
+                yield tx
+        except BaseException:
+            self.rides.put_back(rides)
+            raise
+        for ride in rides:  # committed (or dropped, logged)
+            ride.done()
+
+    def ride(self, write: Callable[[Tx], None], done: Callable[[], None]) -> None:
+        """`write` may wait for the next transaction this process opens (see rides.py)."""
+        self.rides.add(Ride(write, done))
+
+    def flush_rides(self, now: int) -> None:
+        """Commit the writes still waiting to ride, in a transaction of their own."""
+        if self.rides:
+            with self.transaction(now, durable=False):
+                pass
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -311,19 +337,24 @@ class Store(Database):
         row = self.conn.execute("SELECT * FROM outbox WHERE event_id = ?", (event_id,)).fetchone()
         return None if row is None else self._item(row)
 
-    def due_outbox(self, now: int, limit: int = 100) -> list[OutboxItem]:
+    def due_outbox(
+        self, now: int, limit: int = 100, skip: Set[str] = frozenset()
+    ) -> list[OutboxItem]:
+        """Waiting items due by `now`, oldest first; `skip`: ids settled but not yet written."""
         rows = self.conn.execute(
             "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
             " ORDER BY next_attempt_at LIMIT ?",
-            (now, limit),
+            (now, limit + len(skip)),
         ).fetchall()
-        return [self._item(r) for r in rows]
+        return [self._item(r) for r in rows if r[0] not in skip][:limit]
 
-    def next_outbox_time(self) -> int | None:
-        row = self.conn.execute(
-            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'"
-        ).fetchone()
-        return None if row[0] is None else int(row[0])
+    def next_outbox_time(self, skip: Set[str] = frozenset()) -> int | None:
+        rows = self.conn.execute(
+            "SELECT event_id, next_attempt_at FROM outbox WHERE state = 'pending'"
+            " ORDER BY next_attempt_at LIMIT ?",
+            (len(skip) + 1,),
+        ).fetchall()
+        return next((int(at) for event_id, at in rows if event_id not in skip), None)
 
     def seen_items(self, spec: dict[str, Any]) -> list[tuple[int, str]]:
         """(created_at, id) of the events seen that a NIP-01 filter's kinds and `since` cover
