@@ -222,16 +222,16 @@ class Outbox:
             wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
             if self._riding:  # nothing else wrote since: commit them on their own soon
                 wait = min(wait, RIDE_S)
-            with anyio.move_on_after(wait):
-                while not self._wake.is_set():
-                    with anyio.move_on_after(POLL_S):
-                        await self._wake.wait()
-                    if self._wake.is_set():
-                        break  # (woken by this process: no need to ask about others)
-                    version = self.store.data_version()
-                    if version != seen_version:  # another process committed: look again
-                        seen_version = version
-                        break
+            deadline = anyio.current_time() + wait
+            while not self._wake.is_set() and (left := deadline - anyio.current_time()) > 0:
+                with anyio.move_on_after(min(POLL_S, left)):
+                    await self._wake.wait()
+                if self._wake.is_set():
+                    break  # (woken by this process: no need to ask about others)
+                version = self.store.data_version()
+                if version != seen_version:  # another process committed: look again
+                    seen_version = version
+                    break
             if self._riding and not self._wake.is_set():
                 self.store.flush_rides(self.clock.now())
 

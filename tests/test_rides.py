@@ -104,3 +104,19 @@ async def test_delivery_records_ride_on_the_next_write_and_are_never_lost(
     conn = sqlite3.connect(tmp_path / "agent.sqlite")
     states = dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
     assert states == {"done": n + 1}
+
+
+def test_items_whose_record_waits_to_ride_are_neither_due_nor_waited_for(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    with store.transaction(100) as tx:
+        for event_id, at in (("a", 100), ("b", 100), ("c", 100)):
+            tx.enqueue(event_id, "{}", 1, ["wss://r.example"], 1, 9999, created_at=at)
+        tx.reschedule("b", 150, None)
+        tx.reschedule("c", 200, None)
+    assert store.next_outbox_time() == 100
+    assert store.next_outbox_time(skip={"a"}) == 150
+    assert store.next_outbox_time(skip={"a", "b"}) == 200
+    assert store.next_outbox_time(skip={"a", "b", "c"}) is None
+    assert [i.event_id for i in store.due_outbox(300)] == ["a", "b", "c"]
+    assert [i.event_id for i in store.due_outbox(300, skip={"b"})] == ["a", "c"]
+    assert [i.event_id for i in store.due_outbox(300, limit=1, skip={"a"})] == ["b"]

@@ -399,9 +399,8 @@ class RelayPool:
                 outcome.refused[url] = "offline"
                 continue
             waiting[url] = future
-        if waiting:
-            with anyio.move_on_after(self.config.publish_timeout_s):
-                await asyncio.wait(list(waiting.values()))
+        if waiting:  # (returns at the timeout with what has come: no cancel scope needed)
+            await asyncio.wait(list(waiting.values()), timeout=self.config.publish_timeout_s)
         for url, future in waiting.items():
             state = self.states.get(url)
             if not future.done():
