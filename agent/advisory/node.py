@@ -144,20 +144,21 @@ class NodeService:
         await self.execution.recover()
         while True:
             self._wake = anyio.Event()
-            await self.step()
+            await self.step(full=False)
             with anyio.move_on_after(1.0):
                 await self._wake.wait()
 
-    async def step(self) -> None:
-        """Process the commands received; then, if anything may have moved them on (a vote,
-        an oracle's answer, a wake from the plugin or a fleet action) or a second has passed
-        (windows expire; another process, `hive-agent approve`, may have voted), apply
-        votes and expiries and run what became ready.  (An advisor's command alone needs
-        only the first part: two queries saved on each.)"""
+    async def step(self, *, full: bool = True) -> None:
+        """Process the commands received; then apply votes and expiries and run what became
+        ready.  The loop passes `full=False`: it then does that second part only when
+        something may have moved a command on (a vote or DM handled, an oracle's answer, a wake from the
+        plugin or a fleet action) or a second has passed (windows expire; another process,
+        `hive-agent approve`, may have voted): an advisor's command alone needs only the
+        first part, two queries and a pass over waiting commands fewer."""
         for row in repo.commands_in(self.agent.store, CS.RECEIVED):
             await self._guard(self.process, row)
         now = time.monotonic()
-        if self._full or now - self._full_at >= FULL_STEP_S:
+        if full or self._full or now - self._full_at >= FULL_STEP_S:
             self._full, self._full_at = False, now
             self.approvals.apply()
             for row in repo.commands_in(self.agent.store, CS.READY):

@@ -78,11 +78,14 @@ class Market:
     async def publish(self, item: Listing, *, wait: bool = True) -> NostrEvent:
         """Publish (or update: same `listing_id`) a listing and remember it.  An update keeps
         the NIP-99 `published_at` of the listing's first publication (kept in the store)."""
+        now = self.now
         first = repo.my_listings(self.agent.store).get(item.listing_id)
-        if first is not None and first.published_at < item.published_at:
+        if first is None:  # the first publication: its event's own time (not the caller's
+            item = item.model_copy(update={"published_at": now})  # a second before, maybe)
+        elif first.published_at < item.published_at:
             item = item.model_copy(update={"published_at": first.published_at})
-        event = listing.build(self.agent.keys, item, created_at=self.now)
-        with self.agent.store.transaction(self.now) as tx:
+        event = listing.build(self.agent.keys, item, created_at=now)
+        with self.agent.store.transaction(now) as tx:
             repo.save_my_listing(tx, item, event.id)
         await self.agent.publish(event, wait=wait)
         return event
