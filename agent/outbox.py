@@ -295,8 +295,10 @@ class Outbox:
                 log.warning("relay %s refused %s: %s", url, item.event_id, refused[url])
             if all(url in acked or url in refused for url in item.targets):
                 tx.finish(item.event_id, _final_state(item, acked, refused, replaceable))
+                self.mine.discard(item.event_id)  # (nothing to wait for: no leak in `node`)
             elif now >= item.expires_at:
                 tx.finish(item.event_id, OutboxState.EXPIRED)
+                self.mine.discard(item.event_id)
                 log.warning("gave up delivering %s to %s", item.event_id, item.missing)
             else:
                 wait = delay(

@@ -96,6 +96,7 @@ async def test_delivery_records_ride_on_the_next_write_and_are_never_lost(
             while store.outbox_counts().get("pending", 0):
                 await anyio.sleep(0.02)
         assert store.outbox_counts() == {"done": n}
+        assert not agent.outbox.mine  # delivered: not remembered (a long-running node grew it)
         assert store.commits - commits <= n + 3  # two per note without rides
         started = anyio.current_time()
         item = await agent.send_note(friend, "waited for", wait=True)
