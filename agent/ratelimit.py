@@ -90,3 +90,41 @@ class WrapGuard:
         if standing == KNOWN:  # (one budget for them all too: keys are free to make known)
             return self.per_known.allow(sender, now) and self.known_total.allow("", now)
         return self.per_stranger.allow(sender, now) and self.strangers.allow("", now)
+
+
+class Strikes:
+    """Peers whose messages keep being refused.  Each refusal takes a token from the peer's
+    bucket (`burst`, refilled at `per_minute`); a peer that empties it is muted for `mute_s`:
+    its frames are dropped unread — not parsed, verified, counted, logged or answered one by
+    one (a legitimate sender's outbox retries them later).  A fleet peer sending junk or
+    refused frames otherwise cost a signature check, a store transaction, a log line and a
+    signed acknowledgement (one `sendcustommsg`) each."""
+
+    def __init__(
+        self, per_minute: int = 600, burst: int = 300, mute_s: int = 60, max_peers: int = 4096
+    ) -> None:
+        self._tokens = FloodLimiter(per_minute, burst, max_peers)
+        self.mute_s = mute_s
+        self.max_peers = max_peers
+        self._until: OrderedDict[str, float] = OrderedDict()
+        self.dropped = 0  # frames dropped unread while their sender was muted
+
+    def muted(self, peer: str, now: float) -> bool:
+        """True (and the frame counted as dropped) while `peer` is muted."""
+        until = self._until.get(peer)
+        if until is None:
+            return False
+        if now < until:
+            self.dropped += 1
+            return True
+        del self._until[peer]
+        return False
+
+    def strike(self, peer: str, now: float) -> bool:
+        """One of `peer`'s messages was refused; True if that mutes it now."""
+        if self._tokens.allow(peer, now):
+            return False
+        self._until[peer] = now + self.mute_s
+        if len(self._until) > self.max_peers:
+            self._until.popitem(last=False)
+        return True

@@ -151,10 +151,10 @@ class NodeService:
     async def step(self, *, full: bool = True) -> None:
         """Process the commands received; then apply votes and expiries and run what became
         ready.  The loop passes `full=False`: it then does that second part only when
-        something may have moved a command on (a vote or DM handled, an oracle's answer, a wake from the
-        plugin or a fleet action) or a second has passed (windows expire; another process,
-        `hive-agent approve`, may have voted): an advisor's command alone needs only the
-        first part, two queries and a pass over waiting commands fewer."""
+        something may have moved a command on (a vote or DM handled, an oracle's answer, a
+        wake from the plugin or a fleet action) or a second has passed (windows expire;
+        another process, `hive-agent approve`, may have voted): an advisor's command alone
+        needs only the first part, two queries and a pass over waiting commands fewer."""
         for row in repo.commands_in(self.agent.store, CS.RECEIVED):
             await self._guard(self.process, row)
         now = time.monotonic()

@@ -1,11 +1,11 @@
-"""Two checks of the kernel's frame intake (agent/fleet/kernel.py), apart so the kernel stays
-one screenful per concern: whether a frame is a fact handed on rather than sent live, and
-whether it is authentic for the peer it came from."""
+"""Three checks of the kernel's frame intake (agent/fleet/kernel.py), apart so the kernel
+stays one screenful per concern: whether a frame is a fact handed on rather than sent live,
+whether it is authentic for the peer it came from, and whether it is of its time."""
 
 from __future__ import annotations
 
 from agent.fleet.component import FleetComponent, short
-from events.errors import Unauthorized
+from events.errors import Expired, Unauthorized
 from events.fleet import Message, MsgType
 
 
@@ -27,3 +27,12 @@ def authentic(
         raise Unauthorized(f"a {msg.type.name} frame must be signed")
     if relayed and (owner is None or msg.type not in owner.facts):
         raise Unauthorized(f"message signed for node {short(msg.node)} arrived from {short(peer)}")
+
+
+def check_clock(msg: Message, now: int, future_skew_s: int, max_age_s: int, relayed: bool) -> None:
+    """A message from the future is refused; an old one only if it came live (a fact handed
+    on is as old as what it proves: its replays are the component's to judge)."""
+    if msg.ts > now + future_skew_s:
+        raise Expired(f"the message is dated {msg.ts - now} s in the future")
+    if not relayed and msg.ts < now - max_age_s:
+        raise Expired(f"the message is {now - msg.ts} s old; the limit is {max_age_s} s")

@@ -9,7 +9,7 @@ duplicate id → the owning component, in two steps: `prepare` (reads the node, 
 and the transaction, so no frame waits behind a Core Lightning RPC) and `apply` (its effects,
 the seen id and any replies in one durable transaction) → an acknowledgement.  A refusal is a
 typed error, counted in the store, answered with an `invalid` (or `retry_later`) ack, and
-changes nothing else.
+changes nothing else; a peer refused too often is muted for a minute (agent/ratelimit.py).
 
 The per-peer outbox (durable, retried with backoff until acknowledged, at most `in_flight`
 frames per peer per round) and the acknowledgements (`MSG_ACK`, handed to every component as
@@ -43,9 +43,10 @@ from agent.fleet.component import (
     Treatment,
     short,
 )
-from agent.fleet.intake import authentic, handed_on
+from agent.fleet.intake import authentic, check_clock, handed_on
 from agent.node.backend import NodeBackend
 from agent.node.models import CustomMsg, Forward, NodeEvent, PeerConnected, PeerDisconnected
+from agent.ratelimit import Strikes
 from agent.store import fleet as db
 from agent.store.db import Store, Tx
 from events import fleet as wire
@@ -54,7 +55,6 @@ from events.crypto import pubkey_hex
 from events.errors import (
     BadSignature,
     Banned,
-    Expired,
     HiveError,
     Internal,
     InvalidPayload,
@@ -89,6 +89,7 @@ class FleetKernel:
         self.me = ""
         self.connected: set[str] = set()
         self.lock = anyio.Lock()  # one frame or operator command changes state at a time
+        self.strikes = Strikes()  # peers muted for a while after too many refused frames
         self.standing: Standing | None = None
         self.presence: Presence | None = None
         self.ledger: Ledger | None = None  # settlement inputs (the contribution component)
@@ -209,13 +210,8 @@ class FleetKernel:
 
     async def receive(self, peer: str, payload: bytes) -> None:
         """One custom message from `peer` (its BOLT 8 authenticated node id)."""
-        try:
-            if compact.is_compact(payload):  # a session frame: from `peer`, unsigned
-                msg = compact.parse_compact(payload, peer)
-            else:
-                msg = wire.parse_frame(payload)
-        except HiveError as err:
-            self.refused(err, peer)
+        msg = self._frame_of(peer, payload)
+        if msg is None:
             return
         owner = self._routes.get(msg.type)
         relayed = handed_on(peer, msg, owner, self.clock.now() - self.config.max_age_s)
@@ -258,6 +254,18 @@ class FleetKernel:
             await self._ack(peer, msg, AckStatus.OK, None)
         await self.after(effects)
 
+    def _frame_of(self, peer: str, payload: bytes) -> Message | None:
+        """The frame in `payload`; None if it does not parse or its sender is muted."""
+        if self.strikes.muted(peer, self.clock.now()):
+            return None
+        try:
+            if compact.is_compact(payload):  # a session frame: from `peer`, unsigned
+                return compact.parse_compact(payload, peer)
+            return wire.parse_frame(payload)
+        except HiveError as err:
+            self.refused(err, peer)
+            return None
+
     async def _refuse(self, peer: str, msg: Message, err: HiveError) -> None:
         self.refused(err, peer)
         owner = self._routes.get(msg.type)
@@ -276,18 +284,8 @@ class FleetKernel:
     def _admissible(self, peer: str, msg: Message, relayed: bool = False) -> None:
         if self.standing is not None:
             self.standing.check_peer(self.store, peer)
-        self._check_clock(msg, relayed)
-
-    def _check_clock(self, msg: Message, relayed: bool = False) -> None:
-        """A message from the future is refused; an old one only if it came live (a fact
-        handed on is as old as what it proves: its replays are the component's to judge)."""
-        now = self.clock.now()
-        if msg.ts > now + self.config.future_skew_s:
-            raise Expired(f"the message is dated {msg.ts - now} s in the future")
-        if not relayed and msg.ts < now - self.config.max_age_s:
-            raise Expired(
-                f"the message is {now - msg.ts} s old; the limit is {self.config.max_age_s} s"
-            )
+        cfg = self.config
+        check_clock(msg, self.clock.now(), cfg.future_skew_s, cfg.max_age_s, relayed)
 
     def _apply(
         self, owner: FleetComponent, peer: str, msg: Message, prepared: Any, relayed: bool
@@ -490,6 +488,9 @@ class FleetKernel:
     def refused(self, err: HiveError, peer: str) -> None:
         log.info("fleet: refused a message from %s: %s", short(peer), err)
         self.count(err.code)
+        if not isinstance(err, Replayed) and self.strikes.strike(peer, self.clock.now()):
+            log.warning("fleet: %s sent too many refused messages: ignored for %d s",
+                        short(peer), self.strikes.mute_s)  # fmt: skip
 
     def count(self, code: str) -> None:
         with self.store.transaction(self.clock.now(), durable=False) as tx:
