@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -410,8 +411,10 @@ def test_quorums(voters: int, promote: int, ban: int) -> None:
 def test_custommsg_hook_fuzz(tmp_path: Path) -> None:
     """10,000 hook inputs (noise, fleet-looking noise, every kind of damaged real frame, real
     frames from the wrong peer): none raises, none changes the state, all are counted."""
+    # every input is read: no peer is muted for sending junk (see the muting test below)
+    unmuted = replace(FAST, refusal_burst=1_000_000)
     with start_blocking_portal(backend="asyncio") as portal:
-        cm = portal.wrap_async_context_manager(fleet(tmp_path, 2, extra=1))
+        cm = portal.wrap_async_context_manager(fleet(tmp_path, 2, extra=1, config=unmuted))
         f = cm.__enter__()
         try:
             hive = portal.call(_two_member_hive, f)
@@ -453,6 +456,51 @@ def test_custommsg_hook_fuzz(tmp_path: Path) -> None:
             assert handled[0] >= 10_000
         finally:
             cm.__exit__(None, None, None)
+
+
+async def test_a_peer_whose_frames_keep_being_refused_is_muted_for_a_while(
+    tmp_path: Path,
+) -> None:
+    """A peer that floods refused frames (here VOUCHes from a node that is no member) costs a
+    signature check, a store transaction, a log line and a signed acknowledgement each — until
+    its refusals pass the burst: then its frames are dropped unread for `mute_s`, while other
+    peers are heard as before; once the time is up it is heard again."""
+    config = replace(FAST, refusal_burst=20, refusals_per_minute=6, mute_s=2)
+    async with fleet(tmp_path, 2, extra=1, config=config) as f:
+        hive = await _two_member_hive(f)
+        a, ids = f.members[0], f.ids
+        x = Rogue(f.net, ids[2])
+        counts = a.fleet.store.error_counts()
+        inbox = x.backend.events()
+        for _ in range(100):
+            await x.send(ids[0], x.frame(MsgType.VOUCH, wire.Vouch(candidate=ids[2]), hive=hive))
+        strikes = a.fleet.kernel.strikes
+        with anyio.fail_after(10):
+            while strikes.dropped < 75:
+                await anyio.sleep(0.01)
+        refusals = a.fleet.store.error_counts().get("NOT_MEMBER", 0) - counts.get("NOT_MEMBER", 0)
+        assert 20 <= refusals <= 22 and strikes.dropped + refusals == 100
+        acks = 0
+        with anyio.move_on_after(0.5):
+            async for event in inbox:
+                if isinstance(event, CustomMsg) and event.payload[:2] == MsgType.MSG_ACK.to_bytes(
+                    2, "big"
+                ):
+                    acks += 1
+        assert acks == refusals  # the muted frames went unanswered
+        # another peer is heard meanwhile: its junk is still refused and counted
+        before = a.fleet.store.error_counts().get("UNKNOWN_MESSAGE", 0)
+        await a.fleet.receive(ids[1], (32999).to_bytes(2, "big") + b"HIVE{}")
+        assert a.fleet.store.error_counts().get("UNKNOWN_MESSAGE", 0) == before + 1
+        await anyio.sleep(2.1)  # the mute is over: x is heard again
+        await x.send(ids[0], x.frame(MsgType.VOUCH, wire.Vouch(candidate=ids[2]), hive=hive))
+        with anyio.fail_after(5):
+            while (
+                a.fleet.store.error_counts().get("NOT_MEMBER", 0)
+                == counts.get("NOT_MEMBER", 0) + refusals
+            ):
+                await anyio.sleep(0.01)
+        await inbox.aclose()
 
 
 def _flip(frame: bytes, where: int, mask: int) -> bytes:

@@ -30,6 +30,9 @@ class FleetConfig:
     in_flight: int = 10  # frames sent to one peer per round
     max_age_s: int = 86_400 + 3_600  # a queued message may wait a day for its peer
     future_skew_s: int = 300
+    refusal_burst: int = 300  # a peer refused this many times in a row (refilled at
+    refusals_per_minute: int = 600  # this rate) is muted: its frames dropped unread for
+    mute_s: int = 60  # this long (agent/ratelimit.py Strikes)
     ban_ttl_s: int = 7 * 86_400
     max_ticket_hours: int = 168
     handshake_retry_s: float = 30.0  # a HELLO or ATTEST unanswered this long is sent again

@@ -89,7 +89,8 @@ class FleetKernel:
         self.me = ""
         self.connected: set[str] = set()
         self.lock = anyio.Lock()  # one frame or operator command changes state at a time
-        self.strikes = Strikes()  # peers muted for a while after too many refused frames
+        cfg = self.config  # peers muted for a while after too many refused frames:
+        self.strikes = Strikes(cfg.refusals_per_minute, cfg.refusal_burst, cfg.mute_s)
         self.standing: Standing | None = None
         self.presence: Presence | None = None
         self.ledger: Ledger | None = None  # settlement inputs (the contribution component)
