@@ -19,6 +19,7 @@ private addresses) and dropped once nothing waits for them.
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import anyio
 
@@ -204,7 +205,10 @@ class Outbox:
         try:
             await self._deliver()
         finally:  # records of deliveries still waiting to ride
-            self.store.flush_rides(self.clock.now())
+            try:
+                self.store.flush_rides(self.clock.now())
+            except sqlite3.Error:  # (a store already closed: those events are sent again)
+                log.warning("could not record the last deliveries; they are sent again")
 
     async def _deliver(self) -> None:
         seen_version = self.store.data_version()
