@@ -45,8 +45,11 @@ async def test_a_vote_flood_does_not_push_out_an_honest_early_vote(tmp_path) -> 
     """B's agreeing READY reaches A before A's proposal does (B then goes offline).  C floods A
     with 1,000 READYs for the same week, each under a new id and another plan hash (none is
     ever proposed).  A's proposal then finds B's vote still waiting: with its own it is a
-    majority of three (C disputes the week here) — C's flood took one place, not B's."""
-    async with settling(tmp_path, 3) as world:
+    majority of three (C disputes the week here) — C's flood took one place, not B's.  (Run
+    unmuted: the kernel would mute C after 300 refusals, and every READY must reach the vote
+    buffer under test.)"""
+    unmuted = replace(SETTLE, refusal_burst=1_000_000)
+    async with settling(tmp_path, 3, config=unmuted) as world:
         ids = world.ids
         world.ledgers[2].disputed[PERIOD] = [{"node": ids[0]}]  # type: ignore[union-attr]
         plan = compute_plan(PERIOD, week(ids[:3]))
