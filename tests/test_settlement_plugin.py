@@ -81,6 +81,7 @@ async def test_invoices_expire_as_lightningds_do_on_both_backends() -> None:
             now[0] -= 7 * 86400
         old = f"lnsim1{9_000}x{ids[2]}x{'ab' * 32}"  # a simulator invoice of before 2026-12
         assert Network.decode(old) == (9_000, ids[2], "ab" * 32, None)
+        assert (await CLNBackend(str(path), timeout_s=10).decode_invoice(old)).expires_at is None
 
 
 @given(st.integers(1, 10**15), st.integers(0, 2**40), st.booleans())
