@@ -131,6 +131,23 @@ async def test_milestone_ticket_pays_each_milestone(
         assert advisor_balance(w) == 90
 
 
+async def test_a_performance_ticket_for_two_commands_answers_the_second(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """Its base part pays on the first command; the second is still covered (the ticket's
+    `commands`) and runs — before, looking for a part it would complete raised a ValueError
+    (an INTERNAL receipt)."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        scid = (await w.channels())[0].short_channel_id
+        metric = Metric(channel=scid, target=1, window_s=60)
+        ticket, _ = await funded(
+            w, TicketType.PERFORMANCE, amount_sat=40, bonus_sat=20, metric=metric, commands=2
+        )
+        assert (await fee(w, 110, ticket.ticket_id)).preimage is not None  # the base part
+        second = await fee(w, 120, ticket.ticket_id)
+        assert second.status == "ok" and second.error is None and second.preimage is None
+
+
 @pytest.mark.parametrize("met", [True, False], ids=["target met", "target missed"])
 async def test_performance_ticket_bonus_depends_on_forwards(
     tmp_path: Path, relay_url: str, mint_url: str, met: bool

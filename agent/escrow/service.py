@@ -298,7 +298,10 @@ class Escrow:
         part = min(
             (p for p in ticket.parts if p.role in BY_RECEIPT and p.after_commands > successes),
             key=lambda p: p.after_commands,
+            default=None,
         )
+        if part is None:  # (a performance ticket's base part paid for its first command)
+            return
         state = next(r["state"] for r in repo.parts(db, ticket.ticket_id)
                      if r["part_index"] == part.index)  # fmt: skip
         if self.now >= part.locktime:
