@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 
 import anyio
 
@@ -79,8 +80,8 @@ class Outbox:
         self._fresh: list[int] = []  # kinds enqueued since the last wake (for crash points)
         self.mine: set[str] = set()  # what this process queued and a command waits for
         self.attempting = False
-        self._riding: set[str] = set()  # delivered; that record waits to ride (Store.ride)
-        self._waiters = 0  # publish() and flush() calls waiting on delivery records
+        # delivered, but the ride carrying the record failed: written the ordinary way next
+        self._unrecorded: dict[str, Callable[[], None]] = {}
 
     # --- enqueue -----------------------------------------------------------------------
 
@@ -132,14 +133,12 @@ class Outbox:
         The event stays in the outbox either way: a timeout only stops the waiting.
         """
         item = self.submit(event, targets, min_acks)
-        self._waiters += 1
-        try:
-            with anyio.move_on_after(timeout_s):
-                while not item.published and item.state == OutboxState.PENDING:
-                    await self._wait_changed()
-                    item = self.store.outbox_item(event.id) or item
-        finally:
-            self._waiters -= 1
+        with anyio.move_on_after(timeout_s):
+            while not item.published and item.state == OutboxState.PENDING:
+                await self._wait_changed()
+                if event.id in self.store.rides:  # the caller waits: record it now
+                    self.store.flush_rides(self.clock.now())
+                item = self.store.outbox_item(event.id) or item
         return item
 
     async def _wait_changed(self) -> None:
@@ -149,16 +148,11 @@ class Outbox:
         """Wait until everything this process queued is published (or has given up), for at
         most `timeout_s`; return the items still waiting.  Unrelated rows — another process's,
         or an old one for a relay that is down — are never waited for."""
-        self.store.flush_rides(self.clock.now())
-        waiting = self._waiting()
-        self._waiters += 1
-        try:
-            with anyio.move_on_after(timeout_s):
-                while waiting:
-                    await self._wait_changed()
-                    waiting = self._waiting()
-        finally:
-            self._waiters -= 1
+        waiting = self._waiting()  # (delivered items leave `mine` at once: none rides here)
+        with anyio.move_on_after(timeout_s):
+            while waiting:
+                await self._wait_changed()
+                waiting = self._waiting()
         return waiting
 
     def _waiting(self) -> list[OutboxItem]:
@@ -214,17 +208,20 @@ class Outbox:
         seen_version = self.store.data_version()
         while True:
             self._wake = anyio.Event()
+            for record in list(self._unrecorded.values()):  # (raises as a lost record did)
+                record()
             self.attempting = True
             try:
-                for item in self.store.due_outbox(self.clock.now(), skip=self._riding):
+                for item in self.store.due_outbox(self.clock.now(), skip=self.store.rides.keys()):
                     await self.attempt(item)
             finally:
                 self.attempting = False
             if self.pool.foreign:
                 await self.pool.retain(self.store.pending_targets())
-            nxt = self.store.next_outbox_time(skip=self._riding)
+            riding = self.store.rides.keys()
+            nxt = self.store.next_outbox_time(skip=riding)
             wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
-            if self._riding:  # nothing else wrote since: commit them on their own soon
+            if riding:  # nothing else wrote since: commit them on their own soon
                 wait = min(wait, RIDE_S)
             deadline = anyio.current_time() + wait
             while not self._wake.is_set() and (left := deadline - anyio.current_time()) > 0:
@@ -236,7 +233,7 @@ class Outbox:
                 if version != seen_version:  # another process committed: look again
                     seen_version = version
                     break
-            if self._riding and not self._wake.is_set():
+            if riding and not self._wake.is_set():
                 self.store.flush_rides(self.clock.now())
 
     async def attempt(self, item: OutboxItem) -> None:
@@ -265,54 +262,74 @@ class Outbox:
                 retry[url] = reason
         for url in outcome.accepted:
             log_event(log, logging.DEBUG, "published", id=item.event_id, kind=item.kind, relay=url)
-        delivered = all(url in acked for url in item.targets) and not refused
-        if delivered:
-            self.mine.discard(item.event_id)
-        if delivered and not self._waiters:  # the record may ride on the next transaction
-            self._ride_done(item.event_id, sorted(acked - item.acked))
+
+        def write(tx: Tx) -> None:
+            self._record(tx, item, now, acked, refused, retry)
+
+        if all(url in acked for url in item.targets) and not refused:
+            self.mine.discard(item.event_id)  # (flush() never waits on a ride)
+            self._ride(item.event_id, write)  # delivered: the record rides on the next commit
         else:
-            self._record(item, now, acked, refused, retry)
+            with self.store.transaction(now, durable=False) as tx:  # if lost: published again
+                write(tx)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    def _ride_done(self, event_id: str, acked: list[str]) -> None:
-        def write(tx: Tx) -> None:
-            tx.record_acks(event_id, acked)
-            tx.finish(event_id, OutboxState.DONE)
+    def _ride(self, event_id: str, write: Callable[[Tx], None]) -> None:
+        """Let `write` ride; if the ride fails, it is written in a transaction of its own at
+        the outbox's next pass (before the event could be sent again)."""
+        written: list[bool] = []
 
-        self._riding.add(event_id)
-        self.store.ride(write, lambda: self._riding.discard(event_id))
+        def carried(tx: Tx) -> None:
+            written.clear()  # (a host that rolled back hands it on: written again)
+            write(tx)
+            written.append(True)
+
+        def done() -> None:
+            if written:
+                self._unrecorded.pop(event_id, None)
+            else:  # dropped (logged by the store)
+                self._unrecorded[event_id] = lambda: self._write_alone(event_id, write)
+                self.wake()
+
+        self.store.ride(carried, done, key=event_id)
+
+    def _write_alone(self, event_id: str, write: Callable[[Tx], None]) -> None:
+        with self.store.transaction(self.clock.now(), durable=False) as tx:
+            write(tx)
+        self._unrecorded.pop(event_id, None)
 
     def _record(
         self,
+        tx: Tx,
         item: OutboxItem,
         now: int,
         acked: set[str],
         refused: dict[str, str],
         retry: dict[str, str],
     ) -> None:
-        replaceable = address_of_kind(item.kind)
-        with self.store.transaction(now, durable=False) as tx:  # if lost: published again
-            tx.record_acks(item.event_id, sorted(acked - item.acked))
-            for url in refused.keys() - item.refused.keys():
-                tx.record_refusal(item.event_id, url, refused[url])
-                log.warning("relay %s refused %s: %s", url, item.event_id, refused[url])
-            if all(url in acked or url in refused for url in item.targets):
-                tx.finish(item.event_id, _final_state(item, acked, refused, replaceable))
-                self.mine.discard(item.event_id)  # (nothing to wait for: no leak in `node`)
-            elif now >= item.expires_at:
-                tx.finish(item.event_id, OutboxState.EXPIRED)
-                self.mine.discard(item.event_id)
-                log.warning("gave up delivering %s to %s", item.event_id, item.missing)
-            else:
-                wait = delay(
-                    item.attempts,
-                    self.settings.outbox_retry_base_s,
-                    self.settings.outbox_retry_max_s,
-                    self.pool.config.jitter,
-                )
-                reasons = "; ".join(f"{u}: {r}" for u, r in retry.items())
-                tx.reschedule(item.event_id, now + max(1, round(wait)), reasons or None)
+        """What the attempt on `item` came to: acks, refusals, its end or its next try."""
+        tx.record_acks(item.event_id, sorted(acked - item.acked))
+        for url in refused.keys() - item.refused.keys():
+            tx.record_refusal(item.event_id, url, refused[url])
+            log.warning("relay %s refused %s: %s", url, item.event_id, refused[url])
+        if all(url in acked or url in refused for url in item.targets):
+            replaceable = address_of_kind(item.kind)
+            tx.finish(item.event_id, _final_state(item, acked, refused, replaceable))
+            self.mine.discard(item.event_id)  # (nothing to wait for: no leak in `node`)
+        elif now >= item.expires_at:
+            tx.finish(item.event_id, OutboxState.EXPIRED)
+            self.mine.discard(item.event_id)
+            log.warning("gave up delivering %s to %s", item.event_id, item.missing)
+        else:
+            wait = delay(
+                item.attempts,
+                self.settings.outbox_retry_base_s,
+                self.settings.outbox_retry_max_s,
+                self.pool.config.jitter,
+            )
+            reasons = "; ".join(f"{u}: {r}" for u, r in retry.items())
+            tx.reschedule(item.event_id, now + max(1, round(wait)), reasons or None)
 
     async def _dial(self, urls: list[str]) -> dict[str, str]:
         """Connect the relays among `urls` that are not in the pool yet (a recipient's inbox

@@ -121,3 +121,42 @@ def test_items_whose_record_waits_to_ride_are_neither_due_nor_waited_for(tmp_pat
     assert [i.event_id for i in store.due_outbox(300)] == ["a", "b", "c"]
     assert [i.event_id for i in store.due_outbox(300, skip={"b"})] == ["a", "c"]
     assert [i.event_id for i in store.due_outbox(300, limit=1, skip={"a"})] == ["b"]
+
+
+@pytest.mark.anyio
+async def test_a_delivery_record_whose_ride_fails_is_written_alone_not_sent_again(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """The ride carrying a delivery record fails once (a real SQLite error raised by a trigger
+    on the store): the store drops it and logs, the outbox writes the record in a
+    transaction of its own at its next pass, and the event is published once — not again
+    every RIDE_S while the record is missing."""
+    config = RelaysConfig.single(relay_url, reconnect_base_s=0.1)
+    built = app.standalone(Settings(home=tmp_path), sdk.Keys.generate(), config)
+    friend = sdk.Keys.generate().public_key().to_hex()
+    async with built.agent as agent:
+        store = agent.store
+        assert await agent.pool.wait_connected(5)
+        failures = [1]
+
+        def fail_once() -> int:
+            if failures[0]:
+                failures[0] -= 1
+                return 1
+            return 0
+
+        store.conn.create_function("fail_once", 0, fail_once)
+        store.conn.execute(
+            "CREATE TEMP TRIGGER ride_fails BEFORE UPDATE OF state ON outbox"
+            " WHEN NEW.state = 'done' AND fail_once()"
+            " BEGIN SELECT RAISE(ABORT, 'disk I/O error (test)'); END"
+        )
+        acks = agent.pool.states[relay_url].acks
+        item = await agent.send_note(friend, "once", wait=False)
+        with anyio.fail_after(RIDE_S * 10 + 5):
+            while store.outbox_item(item.event_id).state != "done":
+                await anyio.sleep(0.02)
+        assert failures == [0]  # the ride did fail
+        await anyio.sleep(RIDE_S * 3)  # time for any re-send
+        assert agent.pool.states[relay_url].acks == acks + 1  # published once
+        assert store.outbox_counts() == {"done": 1} and not store.rides

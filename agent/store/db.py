@@ -317,9 +317,9 @@ class Store(Database):
         for ride in rides:  # committed (or dropped, logged)
             ride.done()
 
-    def ride(self, write: Callable[[Tx], None], done: Callable[[], None]) -> None:
+    def ride(self, write: Callable[[Tx], None], done: Callable[[], None], key: str = "") -> None:
         """`write` may wait for the next transaction this process opens (see rides.py)."""
-        self.rides.add(Ride(write, done))
+        self.rides.add(Ride(write, done, key))
 
     def flush_rides(self, now: int) -> None:
         """Commit the writes still waiting to ride, in a transaction of their own."""
@@ -350,13 +350,12 @@ class Store(Database):
         return [self._item(r, bool(r[-1])) for r in rows if r[0] not in skip][:limit]
 
     def next_outbox_time(self, skip: Set[str] = frozenset()) -> int | None:
-        # (SQLite: a bare column beside min() comes from the row holding the minimum)
-        sql = "SELECT event_id, min(next_attempt_at) FROM outbox WHERE state = 'pending'"
-        rows = self.conn.execute(sql).fetchall()
-        if rows[0][0] in skip:  # (rarely: a delivered item whose record waits to ride)
-            sql = sql.replace("min(next_attempt_at)", "next_attempt_at") + " ORDER BY 2 LIMIT ?"
-            rows = self.conn.execute(sql, (len(skip) + 1,)).fetchall()
-        return next((int(t) for e, t in rows if t is not None and e not in skip), None)
+        rows = self.conn.execute(
+            "SELECT event_id, next_attempt_at FROM outbox WHERE state = 'pending'"
+            " ORDER BY next_attempt_at LIMIT ?",
+            (len(skip) + 1,),
+        ).fetchall()
+        return next((int(at) for event_id, at in rows if event_id not in skip), None)
 
     def seen_items(self, spec: dict[str, Any]) -> list[tuple[int, str]]:
         """(created_at, id) of the events seen that a NIP-01 filter's kinds and `since` cover

@@ -29,6 +29,7 @@ log = logging.getLogger("hive.store")
 class Ride:
     write: Callable[[Tx], None]
     done: Callable[[], None]
+    key: str = ""  # what it records (the outbox: the event id), for `Rides.keys`
 
 
 class Rides:
@@ -37,6 +38,13 @@ class Rides:
 
     def __bool__(self) -> bool:
         return bool(self._waiting)
+
+    def __contains__(self, key: str) -> bool:
+        return any(ride.key == key for ride in self._waiting)
+
+    def keys(self) -> set[str]:
+        """The keys of the rides still waiting."""
+        return {ride.key for ride in self._waiting if ride.key}
 
     def add(self, ride: Ride) -> None:
         self._waiting.append(ride)
