@@ -83,7 +83,6 @@ async def agreement(n: int, count: int) -> tuple[list[float], list[float], int]:
     adj, _ = ring_with_chords(n, 4) if n > 4 else ({i: set(range(n)) - {i} for i in range(n)}, 0)
     net, ids = network(adj)
     clock = ShiftedClock(period_bounds(LAST)[1] + 1)
-    net.wall = clock.now  # invoices expire on the fleet's time
     periods = weeks(count)
     ledger = FixedLedger({p: inputs(ids[:n], k) for k, p in enumerate(periods)})
     with tempfile.TemporaryDirectory(prefix="hive-bench-settle-") as tmp:

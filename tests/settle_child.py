@@ -43,7 +43,6 @@ async def main(home: Path, phase: str) -> int:
         start = period_bounds(PERIOD)[1] + GRACE_S + 2 + int(time.time() - meta["formed"])
     journal = sim_state.Journal(net, home / "net.jsonl")
     clock = ShiftedClock(start)
-    net.wall = clock.now  # invoices expire on the fleet's time
     ledgers = make_ledgers(ids, N)
     async with SimDriver(net), anyio.create_task_group() as tg:
         members = [

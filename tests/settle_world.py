@@ -120,7 +120,6 @@ async def settling(
     net, ids = mesh(n, extra=1)
     held = ledgers if ledgers is not None else make_ledgers(ids, n)
     clk = clock or at_end()
-    net.wall = clk.now  # the nodes' invoices expire on the fleet's time
     async with SimDriver(net), anyio.create_task_group() as tg:
         members = [
             SimMember(net, ids[i], tmp / f"m{i}", clock=clk, config=config, ledger=held[i])

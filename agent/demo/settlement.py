@@ -76,7 +76,6 @@ async def settlement_act(say: Say) -> dict[str, Any]:
     name = dict(zip(ids, NAMES, strict=True))
     end = period_bounds(PERIOD)[1]
     clock = ShiftedClock(end - 120)  # Sunday 23:58 UTC: the week's last two minutes
-    net.wall = clock.now  # invoices expire on the fleet's time
     with tempfile.TemporaryDirectory(prefix="hive-demo-settle-") as tmp:
         async with SimDriver(net), anyio.create_task_group() as tg:
             members = [SimMember(net, n, Path(tmp) / name[n], clock=clock, config=CFG)

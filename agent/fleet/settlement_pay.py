@@ -292,12 +292,12 @@ class Payments:
         now, amount = k.clock.now(), body.amount_sat * 1000
         name = label(body.period, msg.node)
         held = sdb.invoice(k.store, body.period, msg.node)
-        if held is not None:
-            known = await k.node.decode_invoice(held.bolt11)
-            if held.state == "paid" or not expiring(known, now, INVOICE_LEFT_S):
-                return Invoice(bolt11=held.bolt11, payment_hash=held.payment_hash,
-                               amount_msat=amount, expires_at=known.expires_at)  # fmt: skip
-            self.owner.tally("invoice_renewed")
+        if held is not None:  # (answered from the row: only whether to renew is asked here)
+            same = Invoice(bolt11=held.bolt11, payment_hash=held.payment_hash, amount_msat=amount)
+            if held.state == "paid":  # never replaced; no need to ask the node
+                return same
+            if not expiring(await k.node.decode_invoice(held.bolt11), now, INVOICE_LEFT_S):
+                return same
             return Reissued(await k.node.invoice(amount, f"{name}:{now}"), held.bolt11)
         found = await k.node.find_invoice(name)
         if found is None:
@@ -316,6 +316,7 @@ class Payments:
             if held is not None and held.state != "paid" and held.bolt11 == prepared.replaces:
                 held = replace(held, bolt11=renewed.bolt11, payment_hash=renewed.payment_hash)
                 sdb.put_invoice(tx, held)
+                self.owner.tally("invoice_renewed")
             prepared = renewed
         if not isinstance(prepared, Invoice):
             raise NotFound("the invoice is not ready: ask again")

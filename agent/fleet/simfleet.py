@@ -47,6 +47,8 @@ class SimMember:
         self.ledger = ledger  # settlement inputs (None: the kernel's own Ledger port)
         self.on_change = on_change  # after every change to the node (e.g. to persist it)
         self.clock, self.config = clock, config
+        if clock is not None:  # the node's invoices expire on the fleet's time
+            net.wall = clock.now
         self.governed, self.planner = governed, planner  # (FleetService's, as named there)
         self.service: FleetService | None = None
         self.store: Store | None = None
