@@ -29,7 +29,7 @@ from agent.logs import log_event
 from agent.nostr.client import Incoming
 from agent.ratelimit import FloodLimiter
 from agent.store import Store, Tx
-from events.base import NostrEvent, event_from_data, load_json
+from events.base import FUTURE_TOLERANCE_S, NostrEvent, event_from_data, load_json
 from events.errors import (
     BadSignature,
     FromFuture,
@@ -85,7 +85,7 @@ class Inbound:
         limiter: FloodLimiter,
         clock: Clock,
         recent_size: int = 100_000,
-        future_tolerance_s: int = 600,
+        future_tolerance_s: int = FUTURE_TOLERANCE_S,
     ) -> None:
         self.store = store
         self.future_s = future_tolerance_s

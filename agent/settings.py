@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.config_files import load_model
 from agent.errors import ConfigInvalid
+from events.base import FUTURE_TOLERANCE_S
 from events.types import first_error
 
 
@@ -183,7 +184,7 @@ class Settings(BaseSettings):
         description="NIP-13 bits of work required on gift wraps to us (advertised in our 10050)",
     )
     future_tolerance_s: int = Field(
-        600,
+        FUTURE_TOLERANCE_S,
         ge=60,
         le=86400,
         description="events dated further ahead than this are refused (FROM_FUTURE), and no "

@@ -34,6 +34,9 @@ MAX_EVENT_BYTES = 65_536
 # The largest rumor whose seal and gift wrap still fit MAX_EVENT_BYTES in the worst case of
 # NIP-44 padding (tests/test_nip59.py builds one and checks it).
 MAX_RUMOR_BYTES = 28_672
+# how far ahead of our clock an event may be dated: beyond, FROM_FUTURE (the agent's
+# inbound default, listings and RFPs browsed, heartbeats, reputation periods)
+FUTURE_TOLERANCE_S = 600
 
 Tags = list[list[str]]
 _STRICT = ConfigDict(strict=True, frozen=True, extra="forbid")

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from events.base import NostrEvent, Rumor, event_from_data, tag_values
+from events.base import FUTURE_TOLERANCE_S, NostrEvent, Rumor, event_from_data, tag_values
 from events.canonical import content_hash
 from events.crypto import KeyLike
 from events.errors import HiveError, InvalidPayload, InvalidTag
@@ -214,9 +214,6 @@ def build(keys: KeyLike, cred: ReputationCredential, *, created_at: int) -> Nost
     event = FAMILY.build(keys, cred, created_at=created_at)
     parse(event, now=created_at)
     return event
-
-
-FUTURE_TOLERANCE_S = 600
 
 
 def parse(ev: Rumor, *, now: int) -> Signed[ReputationCredential]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from agent.market.ranking import Breakdown, Need, comparable_price, components, matches
 from agent.market.reputation import Aggregate, aggregate
 from events import listing, reputation
-from events.base import NostrEvent, parse_event, tag_values
+from events.base import FUTURE_TOLERANCE_S, NostrEvent, parse_event, tag_values
 from events.errors import FromFuture, HiveError, Internal
 from events.kinds import Kind
 from events.listing import Listing, ListingStatus
@@ -67,9 +67,6 @@ class Deletions:
         then listed again, a credential revoked then re-issued — stands."""
         until = self.addresses.get((author, address))
         return (until is not None and created_at <= until) or (author, event_id) in self.ids
-
-
-FUTURE_TOLERANCE_S = 600  # as the inbound path's default `future_tolerance_s`
 
 
 def verified_events(raws: Iterable[str], errors: Counter[str], now: int) -> list[NostrEvent]:

@@ -19,7 +19,7 @@ from agent.market import heartbeats
 from agent.store import Tx
 from agent.store import market as repo
 from events import bid, contract, heartbeat, reputation, rfp
-from events.base import NostrEvent, tag_values
+from events.base import FUTURE_TOLERANCE_S, NostrEvent, tag_values
 from events.errors import (
     Expired,
     FromFuture,
@@ -53,16 +53,16 @@ def check_rfp_dates(item: rfp.Rfp, now: int) -> None:
     the store and in `rfp list`, for years)."""
     if item.award_by <= now:
         raise Expired("the RFP's award date has passed")
-    if item.posted_at > now + heartbeats.FUTURE_TOLERANCE_S:
+    if item.posted_at > now + FUTURE_TOLERANCE_S:
         raise FromFuture("the RFP says it is posted ahead of our clock")
 
 
 def room_for_rfp(tx: Tx, author: str, address: str, me: str, now: int) -> None:
     """RATE_LIMITED unless another's new RFP fits (strangers' closed RFPs pruned first)."""
     repo.prune_rfps(tx, now, keep=me)
-    if author != me and not repo.has_rfp(tx, address):
+    if author != me and repo.rfp_json(tx, address) is None:
         limit(repo.open_rfps(tx, now, author), MAX_RFPS_PER_AUTHOR, "open RFPs per author")
-        limit(repo.open_rfps(tx, now), MAX_RFPS, "open RFPs from others")
+        limit(repo.open_rfps(tx, now), MAX_RFPS, "open RFPs")  # (ours too)
 
 
 def room_for_credential(
@@ -73,7 +73,7 @@ def room_for_credential(
     RATE_LIMITED past the limits."""
     if cred.credentialSubject.id != f"did:nostr:{me}" and issuer != me:
         raise Unauthorized("we keep credentials about us, and our own")
-    if issuer != me and not repo.has_credential(tx, address):
+    if issuer != me and repo.credential_subject(tx, address) is None:
         since = tx.now - WINDOW_S
         counted = repo.credentials_held(tx, me, issuer, since)
         limit(counted, MAX_CREDENTIALS_PER_ISSUER, "credentials in 30 days per issuer")
@@ -111,7 +111,7 @@ def public_handlers(clock: Clock, me: str) -> dict[int, Handler]:
         counterparty, role, interval = party
         if role != "client" or counterparty != ev.pubkey:
             raise Unauthorized("only the provider of a contract can beat for it")
-        if beat.sent_at > now + heartbeats.FUTURE_TOLERANCE_S:
+        if beat.sent_at > now + FUTURE_TOLERANCE_S:
             raise FromFuture("a heartbeat dated ahead of our clock keeps no lease alive")
         if heartbeats.too_soon(repo.last_heartbeat_received(tx, beat.contract), interval, now):
             raise RateLimited("heartbeats closer than half an interval are refused")

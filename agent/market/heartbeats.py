@@ -4,7 +4,6 @@ from __future__ import annotations
 
 MISSES_ALLOWED = 2  # the third miss in a row ends a lease or flags an advisor
 WINDOW_S = 30 * 86400
-FUTURE_TOLERANCE_S = 600  # a beat dated further ahead of our clock is refused (FROM_FUTURE)
 
 
 def too_soon(last_received_at: int | None, interval_s: int, now: int) -> bool:

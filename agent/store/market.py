@@ -177,7 +177,7 @@ def credentials_issued_about(store: Store, issuer: str, subject: str) -> list[Re
     return [load_row(ReputationCredential, r["credential"]) for r in rows]
 
 
-def credential_subject(store: Store, address: str) -> str | None:
+def credential_subject(store: Db, address: str) -> str | None:
     rows = _rows(store, "SELECT subject FROM credentials WHERE address = ?", (address,))
     return str(rows[0]["subject"]) if rows else None
 
@@ -359,10 +359,6 @@ def prune_rfps(tx: Tx, now: int, *, keep: str) -> None:
     )
 
 
-def has_rfp(db: Db, address: str) -> bool:
-    return _count(db, "SELECT count(*) FROM rfps WHERE address = ?", (address,)) > 0
-
-
 def open_rfps(db: Db, now: int, author: str | None = None) -> int:
     """RFPs still open (award date ahead), of `author` or of everyone."""
     return _count(
@@ -385,10 +381,6 @@ def open_offers_to_us(db: Db, sender: str | None = None, since: int = 0) -> int:
         " AND created_at >= ? AND (? IS NULL OR offerer = ?)",
         (since, sender, sender),
     )
-
-
-def has_credential(db: Db, address: str) -> bool:
-    return _count(db, "SELECT count(*) FROM credentials WHERE address = ?", (address,)) > 0
 
 
 def credentials_held(db: Db, me: str, issuer: str | None = None, since: int = 0) -> int:
