@@ -482,6 +482,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE escrow_parts ADD COLUMN swap_from TEXT;
     """,
+    # 12: notes counted per sender and in all as each arrives (the limits): by index, not a scan
+    """CREATE INDEX notes_by_sender ON notes (sender, received_at);
+    CREATE INDEX notes_by_age ON notes (received_at);""",
 ]
 
 # the slices, in the order they are applied (later slices may refer to earlier ones' tables)
