@@ -218,11 +218,13 @@ async def test_a_node_cannot_sell_the_same_locked_ecash_twice(
 
 class _Lies(BaseHTTPRequestHandler):
     """A proxy in front of the real mint that, while `lying`, refuses every swap and answers
-    every NUT-07 state check with no states at all."""
+    every NUT-07 state check with no states at all; with `lose_answers` > 0, that many swaps
+    go through at the mint but their answers are lost (503)."""
 
     upstream: ClassVar[str] = ""
     lying: ClassVar[bool] = False
     swaps_left: ClassVar[int] = -1  # ≥ 0: that many swaps pass, then the mint is "down"
+    lose_answers: ClassVar[int] = 0
 
     def do_GET(self) -> None:
         self._relay(None)
@@ -245,6 +247,9 @@ class _Lies(BaseHTTPRequestHandler):
                 headers={"Content-Type": "application/json"},
             )  # fmt: skip
             status, out = got.status_code, got.content
+            if self.path == "/v1/swap" and self.lose_answers > 0:
+                type(self).lose_answers -= 1
+                status, out = 503, b'{"detail": "the answer was lost"}'
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -652,6 +657,32 @@ async def test_a_mint_down_between_two_parts_strands_nothing(
         assert w.node_escrow.balances() == {url: 70}  # 30 sat locked in the first part
         lying_mint.swaps_left = -1  # back up
         await until(lambda: w.node_escrow.balances() == {url: 100} and drafts(w) == {})
+
+
+async def test_a_stranded_parts_refund_whose_answer_is_lost_is_restored(
+    tmp_path: Path, relay_url: str, lying_mint: type[_Lies]
+) -> None:
+    """As above, but the refund of the stranded part goes through at the mint and its answer
+    is lost.  The next try found the proofs spent and ended the draft with nothing: 30 sat
+    gone.  Now the refund records where its outputs start before it is sent, as a ticket
+    part's final swap does, and a refund found done already is restored from the mint."""
+    url = lying_mint.url  # type: ignore[attr-defined]
+    async with world(tmp_path, relay_url, mint=url) as w:
+        assert w.node_escrow is not None
+        cred = await credential(w)
+        await w.node_escrow.topup(100)
+        lying_mint.swaps_left = 1
+        with pytest.raises((MintRefused, MintUnavailable)):
+            await w.node_escrow.fund(
+                advisor=w.advisor.me, credential_id=cred, kind=TicketType.MILESTONE,
+                amount_sat=60, milestones=[1, 2], schema_pattern="hive:fee-policy/*",
+                max_danger=5, locktime_s=2,
+            )  # fmt: skip
+        assert w.node_escrow.balances() == {url: 70}
+        lying_mint.swaps_left = -1
+        lying_mint.lose_answers = 1  # the refund's swap happens; its answer never arrives
+        await until(lambda: w.node_escrow.balances() == {url: 100} and drafts(w) == {})
+        assert lying_mint.lose_answers == 0
 
 
 async def test_a_receipt_that_comes_before_its_ticket_still_pays(

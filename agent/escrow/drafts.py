@@ -12,17 +12,15 @@ process, is never touched.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
+from agent.escrow.swaps import swap_once
 from agent.store import escrow as repo
-from events.errors import MintRefused
 from events.escrow import Part
 
 if TYPE_CHECKING:
     from agent.escrow.service import Escrow
 
-log = logging.getLogger("hive.escrow")
 DRAFT = "escrow-draft:"
 
 
@@ -46,23 +44,28 @@ def stranded(escrow: Escrow, grace_s: int) -> list[tuple[str, int]]:
 
 
 async def refund(escrow: Escrow, ticket_id: str, index: int) -> None:
-    """Swap a stranded part back with the refund key; its draft goes in the same commit.
-    Proofs found spent already (a refund whose answer was lost) end the draft too."""
+    """Swap a stranded part back with the refund key (as a ticket part's final swap: a lost
+    answer is restored from the mint); its draft goes in the same commit as the proofs."""
     key = f"{DRAFT}{ticket_id}:{index}"
-    value = escrow.agent.store.kv(key)
+    store = escrow.agent.store
+    value = store.kv(key)
     if not isinstance(value, dict):
         return
     part, mint = Part.model_validate(value["part"]), str(value["mint"])
     wallet = await escrow.wallet(mint)
-    fresh = []
+
+    def save(starts: str) -> None:  # the attempts' starts, kept in the draft
+        with store.transaction(escrow.now) as tx:
+            tx.set_kv(key, {**value, "swap_from": starts})
+
     async with wallet.exclusive():
-        try:
-            fresh = await wallet.refund(part.proofs)
-        except MintRefused:
-            states = await wallet.states(part.proofs)
-            if not all(s["state"] == "spent" for s in states):
-                raise
-            log.warning("escrow: stranded part %s/%d was spent already", ticket_id, index)
-    with escrow.agent.store.transaction(escrow.now) as tx:
+        value = store.kv(key)  # (again under the lock: another process may have moved it)
+        if not isinstance(value, dict):
+            return
+        fresh = await swap_once(
+            escrow.agent, wallet, part, value.get("swap_from"), save,
+            lambda: wallet.refund(part.proofs), f"stranded part {ticket_id}/{index}",
+        )  # fmt: skip
+    with store.transaction(escrow.now) as tx:
         repo.add_proofs(tx, mint, fresh, f"refund:{ticket_id}")
         repo.forget_draft(tx, ticket_id, index)

@@ -10,7 +10,7 @@ from agent.component import Messaging
 from agent.crash import crash_point
 from agent.store import escrow as repo
 from events.errors import InvalidParams, MintRefused
-from events.escrow import CashuProof, Ticket
+from events.escrow import CashuProof, Part, Ticket
 
 if TYPE_CHECKING:
     from agent.escrow.wallet import CashuWallet  # imports cashu (~0.6 s): only when used
@@ -26,14 +26,8 @@ async def final_swap(
     wallet: CashuWallet,
     swap: Callable[[], Awaitable[list[CashuProof]]],
 ) -> list[CashuProof]:
-    """Swap a part's locked proofs into fresh ones, where a lost answer loses nothing.
-
-    Under the wallet's lock (no other swap, in this process or another on this home, moves
-    its NUT-13 counter meanwhile), where this attempt's outputs start is recorded before
-    the swap is sent.  If the proofs turn out spent already — a swap whose answer a crash,
-    a cancel or a timeout lost — the outputs are recovered from every start any attempt
-    recorded (the library's database, else the mint: NUT-09)."""
-    part = ticket.parts[part_index]
+    """Swap a ticket part's locked proofs into fresh ones (see `swap_once`); its attempts'
+    starts are kept in the part's row."""
     async with wallet.exclusive():
         # read again under the lock: another process may have added an attempt meanwhile
         current = next(
@@ -42,33 +36,56 @@ async def final_swap(
         )  # fmt: skip
         if current["state"] != row["state"]:
             raise InvalidParams(f"part {part_index} is {current['state']} now")
-        starts = [s for s in (current.get("swap_from") or "").split(",") if s]
-        start = await wallet.next_outputs()
-        if start not in starts:
-            starts.append(start)
+
+        def save(starts: str) -> None:
             with host.store.transaction(host.clock.now()) as tx:
-                repo.set_part(tx, ticket.ticket_id, part_index, swap_from=",".join(starts))
-        try:
-            fresh: list[CashuProof] = await swap()
-            crash_point("escrow.after_swap")
-            return fresh
-        except MintRefused:
-            states = await wallet.states(part.proofs)
-            if not all(s["state"] == "spent" for s in states):
-                raise
-        restored: list[CashuProof] = []
-        total = 0
-        for begin in starts:  # every attempt: any of them may be the one that went through
-            found = await wallet.restore(begin)  # in derivation order: its outputs first
-            known = repo.known_secrets(host.store, [p.secret for p in found])
-            for proof in found:
-                if proof.secret in known or total + proof.amount > part.amount_sat:
-                    break  # a later swap's outputs (already ours), or more than this part
-                restored.append(proof)
-                known.add(proof.secret)
-                total += proof.amount
-    log.warning(
-        "escrow: part %s/%d was swapped already; %d sat restored from the mint",
-        ticket.ticket_id, part_index, total,
-    )  # fmt: skip
+                repo.set_part(tx, ticket.ticket_id, part_index, swap_from=starts)
+
+        what = f"part {ticket.ticket_id}/{part_index}"
+        part = ticket.parts[part_index]
+        return await swap_once(host, wallet, part, current.get("swap_from"), save, swap, what)
+
+
+async def swap_once(
+    host: Messaging,
+    wallet: CashuWallet,
+    part: Part,
+    recorded: str | None,
+    save: Callable[[str], None],
+    swap: Callable[[], Awaitable[list[CashuProof]]],
+    what: str,
+) -> list[CashuProof]:
+    """Swap `part`'s locked proofs into fresh ones, where a lost answer loses nothing; the
+    caller holds the wallet's lock (no other swap, in this process or another on this home,
+    moves its NUT-13 counter meanwhile).
+
+    Where this attempt's outputs start is saved (`save`, with the starts `recorded` before)
+    before the swap is sent.  If the proofs turn out spent already — a swap whose answer a
+    crash, a cancel or a timeout lost — the outputs are recovered from every start any
+    attempt recorded (the library's database, else the mint: NUT-09)."""
+    starts = [s for s in (recorded or "").split(",") if s]
+    start = await wallet.next_outputs()
+    if start not in starts:
+        starts.append(start)
+        save(",".join(starts))
+    try:
+        fresh: list[CashuProof] = await swap()
+        crash_point("escrow.after_swap")
+        return fresh
+    except MintRefused:
+        states = await wallet.states(part.proofs)
+        if not all(s["state"] == "spent" for s in states):
+            raise
+    restored: list[CashuProof] = []
+    total = 0
+    for begin in starts:  # every attempt: any of them may be the one that went through
+        found = await wallet.restore(begin)  # in derivation order: its outputs first
+        known = repo.known_secrets(host.store, [p.secret for p in found])
+        for proof in found:
+            if proof.secret in known or total + proof.amount > part.amount_sat:
+                break  # a later swap's outputs (already ours), or more than this part
+            restored.append(proof)
+            known.add(proof.secret)
+            total += proof.amount
+    log.warning("escrow: %s was swapped already; %d sat restored from the mint", what, total)
     return restored
