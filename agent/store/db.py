@@ -246,10 +246,11 @@ class Tx:
 
     def notes_since(self, since: int, sender: str | None = None) -> int:
         """Notes received since `since`, from `sender` or from anyone (each by its index)."""
-        sql, args = "SELECT count(*) FROM notes WHERE received_at >= ?", [since]
+        args: tuple[object, ...] = (since,)
+        sql = "SELECT count(*) FROM notes WHERE received_at >= ?"
         if sender is not None:
-            sql, args = sql + " AND sender = ?", [since, sender]
-        return int(self.execute(sql, tuple(args)).fetchone()[0])
+            sql, args = sql + " AND sender = ?", (since, sender)
+        return int(self.execute(sql, args).fetchone()[0])
 
     def add_note(self, msg_id: str, sender: str, text: str, reply_to: str | None) -> None:
         self.execute(
