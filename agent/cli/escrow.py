@@ -117,9 +117,12 @@ def _milestones(args: argparse.Namespace) -> list[int] | None:
 def _metric(args: argparse.Namespace) -> Metric | None:
     if args.metric_target is None:
         return None
-    return Metric(
-        channel=args.metric_channel, target=args.metric_target, window_s=args.metric_window
-    )
+    try:
+        return Metric(
+            channel=args.metric_channel, target=args.metric_target, window_s=args.metric_window
+        )
+    except ValidationError as exc:
+        raise refusal(exc) from None
 
 
 async def _fund(args: argparse.Namespace, app: Standalone) -> Answer:
@@ -164,25 +167,22 @@ def _fund_check(args: argparse.Namespace, app: Standalone) -> None:
         allowed = ", ".join(mints) or "none"
         raise MintNotAllowed(f"{args.mint} is not in the operator's mints ({allowed})")
     now = app.agent.clock.now()
-    try:
-        plan_ticket(
-            TicketType(args.type),
-            args.amount,
-            schema_pattern=args.schema,
-            max_danger=args.max_danger,
-            commands=args.commands,
-            milestones=_milestones(args),
-            bonus_sat=args.bonus,
-            metric=_metric(args),
-            params_hash=args.params_hash,
-            mint=normalize(args.mint or mints[0]),
-            advisor=args.advisor,
-            credential_id=args.credential,
-            locked_until=locked_until(now, args.max_danger, args.locktime_s),
-            deadline=now + 1,
-        )
-    except ValidationError as exc:  # the metric
-        raise refusal(exc) from None
+    plan_ticket(
+        TicketType(args.type),
+        args.amount,
+        schema_pattern=args.schema,
+        max_danger=args.max_danger,
+        commands=args.commands,
+        milestones=_milestones(args),
+        bonus_sat=args.bonus,
+        metric=_metric(args),
+        params_hash=args.params_hash,
+        mint=normalize(args.mint or mints[0]),
+        advisor=args.advisor,
+        credential_id=args.credential,
+        locked_until=locked_until(now, args.max_danger, args.locktime_s),
+        deadline=now + 1,
+    )
 
 
 def cmd_fund(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:

@@ -37,8 +37,9 @@ def stranded(escrow: Escrow, grace_s: int) -> list[tuple[str, int]]:
         if ticket_id in escrow.funding or not isinstance(value, dict) or not index.isdigit():
             continue  # being funded, or a draft of an older version (no mint recorded)
         part = Part.model_validate(value["part"])
-        saved = repo.ticket(escrow.agent.store, ticket_id) is not None
-        if escrow.now >= part.locktime + grace_s and not saved:
+        if escrow.now < part.locktime + grace_s:
+            continue  # (the cheap check first: the ticket is asked for only past it)
+        if repo.ticket(escrow.agent.store, ticket_id) is None:
             found.append((ticket_id, int(index)))
     return found
 

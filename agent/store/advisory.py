@@ -307,6 +307,14 @@ def save_held_receipt(tx: Tx, receipt: Receipt) -> bool:
     return cur.rowcount == 1
 
 
+# the receipts we hold, each read only from the node that granted us its credential (a
+# receipt naming it from anyone else is never part of a chain): every read of them joins so
+HELD_FROM = (
+    "receipts_held r JOIN mgmt_credentials c"
+    " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+)
+
+
 def held_receipts(
     db: Db, node: str | None = None, credential_id: str | None = None
 ) -> list[Receipt]:
@@ -314,8 +322,7 @@ def held_receipts(
     naming a credential we do not hold from its sender is never read as part of a chain)."""
     rows = _rows(
         db,
-        "SELECT r.receipt FROM receipts_held r JOIN mgmt_credentials c"
-        " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+        f"SELECT r.receipt FROM {HELD_FROM}"  # noqa: S608
         " WHERE (? IS NULL OR r.node = ?) AND (? IS NULL OR r.credential_id = ?)"
         " ORDER BY r.credential_id, r.seq",
         (node, node, credential_id, credential_id),
@@ -326,8 +333,7 @@ def held_receipts(
 def held_for_command(db: Db, command_id: str) -> list[Receipt]:
     rows = _rows(
         db,
-        "SELECT r.receipt FROM receipts_held r JOIN mgmt_credentials c"
-        " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+        f"SELECT r.receipt FROM {HELD_FROM}"  # noqa: S608
         " WHERE r.command_id = ? ORDER BY r.seq",
         (command_id,),
     )

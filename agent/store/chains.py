@@ -12,27 +12,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from agent.store.advisory import HELD_FROM
 from agent.store.db import Db, load_row
 from events.receipt import Receipt
 
 _OWN_COUNT = "SELECT COUNT(*) FROM receipts WHERE credential_id = ? AND seq <= ?"
 _HELD_COUNT = (
-    "SELECT COUNT(*) FROM receipts_held r JOIN mgmt_credentials c"
-    " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+    f"SELECT COUNT(*) FROM {HELD_FROM}"  # noqa: S608
     " WHERE r.credential_id = ? AND r.node = ? AND r.seq <= ?"
 )
 _OWN_AFTER = "SELECT receipt FROM receipts WHERE credential_id = ? AND seq > ? ORDER BY seq"
 _HELD_AFTER = (
-    "SELECT r.receipt FROM receipts_held r JOIN mgmt_credentials c"
-    " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+    f"SELECT r.receipt FROM {HELD_FROM}"  # noqa: S608
     " WHERE r.credential_id = ? AND r.node = ? AND r.seq > ? ORDER BY r.seq, r.rowid"
 )
 _OWN_PAGE = (
     "SELECT receipt FROM receipts WHERE credential_id = ? ORDER BY seq DESC LIMIT ? OFFSET ?"
 )
 _HELD_PAGE = (
-    "SELECT r.receipt FROM receipts_held r JOIN mgmt_credentials c"
-    " ON c.credential_id = r.credential_id AND c.node = r.node AND c.role = 'held'"
+    f"SELECT r.receipt FROM {HELD_FROM}"  # noqa: S608
     " WHERE r.credential_id = ? AND r.node = ? ORDER BY r.seq DESC, r.rowid DESC"
     " LIMIT ? OFFSET ?"
 )
