@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
 import httpx
 
 from agent.nostr import dial
@@ -83,11 +82,7 @@ async def check_named_mint(url: str, *, allow_private: bool, timeout_s: float = 
     if allow_private:
         return
     as_relay = ("wss" if parts.scheme == "https" else "ws") + url[len(parts.scheme) :]
-    reason: str | None = "its name did not resolve in time"
-    with anyio.move_on_after(timeout_s):
-        reason = await anyio.to_thread.run_sync(
-            dial.resolve_refusal, as_relay, abandon_on_cancel=True
-        )
+    reason = await dial.refusal_in_time(as_relay, timeout_s)  # (the relays' rule, as said)
     if reason is not None:
         raise MintNotAllowed(f"the token's mint {url} is refused: {reason}")
 

@@ -22,6 +22,7 @@ import socket
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+import anyio
 import nostr_sdk as sdk
 
 LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".onion")
@@ -131,6 +132,14 @@ def resolve_refusal(url: str) -> str | None:
         if found is not None:
             return f"{host} resolves to {found}"
     return None
+
+
+async def refusal_in_time(url: str, timeout_s: float) -> str | None:
+    """`resolve_refusal` in a worker thread; a name that does not resolve within `timeout_s`
+    is refused too (the thread is left to finish on its own)."""
+    with anyio.move_on_after(timeout_s):
+        return await anyio.to_thread.run_sync(resolve_refusal, url, abandon_on_cancel=True)
+    return "its name did not resolve in time"
 
 
 def usable(urls: list[str], own: set[str], *, allow_private: bool) -> list[str]:

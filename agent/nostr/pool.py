@@ -181,11 +181,7 @@ class RelayPool:
         if dial.normalized(url) != url:
             return "blocked: not a plain relay URL in the form it would be checked"
         if not self.allow_private:
-            reason: str | None = "its name did not resolve in time"
-            with anyio.move_on_after(RESOLVE_TIMEOUT_S):
-                reason = await anyio.to_thread.run_sync(
-                    dial.resolve_refusal, url, abandon_on_cancel=True
-                )
+            reason = await dial.refusal_in_time(url, RESOLVE_TIMEOUT_S)
             if reason is not None:
                 return f"blocked: {reason}"
         if len(self.foreign) >= self.max_foreign:
