@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import nostr_sdk as sdk
@@ -23,8 +24,10 @@ from agent.node.sim import Network
 from agent.node.simnode import SimBackend, SimDriver
 from agent.runtime import Agent
 from agent.settings import RelaysConfig, Settings
+from agent.store import escrow as erepo
 from events import credential
 from events.credential import Constraints, ManagementCredential, Tier
+from events.escrow import Ticket, TicketType
 from events.kinds import Kind
 from tests.node_scenario import ring
 
@@ -144,3 +147,37 @@ async def world(
             node_escrow,
             advisor_escrow,
         )
+
+
+# --- escrow (tests/test_escrow_flow.py, tests/test_escrow_attacks.py) --------------------------
+
+
+async def until(condition: Callable[[], Any], timeout: float = 20) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.05)
+
+
+def parts(w: World, ticket_id: str, role: str) -> list[str]:
+    """The states of a ticket's parts as the funder (node) or the payee (advisor) holds them."""
+    db = (w.node if role == "funder" else w.advisor).agent.store
+    return [p["state"] for p in erepo.parts(db, ticket_id)]
+
+
+async def funded(w: World, kind: TicketType, **kw: Any) -> tuple[Ticket, str]:
+    """A ticket the node funds (1,000 sat topped up first) for a credential it grants the
+    advisor, once the advisor holds it; (ticket, credential id)."""
+    assert w.node_escrow is not None
+    cred = w.grant(tier=Tier.ADVANCED, schemas=("hive:fee-policy/*", "hive:rebalance/*"))
+    await w.wait_credential(cred)
+    await w.node_escrow.topup(1000)
+    ticket = await w.node_escrow.fund(
+        advisor=w.advisor.me,
+        credential_id=cred.credential_id,
+        kind=kind,
+        schema_pattern=kw.pop("schema_pattern", "hive:fee-policy/*"),
+        max_danger=kw.pop("max_danger", 5),
+        **kw,
+    )
+    await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+    return ticket, cred.credential_id

@@ -11,7 +11,7 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,22 +33,11 @@ from events.errors import (
     NotFound,
 )
 from events.escrow import TICKET, CashuProof, Part, PartRole, Terms, Ticket, TicketType
-from tests.advisory_world import World, world
+from tests.advisory_world import World, funded, parts, until, world
 from tests.conftest import HIVE_AGENT
 
 pytestmark = pytest.mark.anyio
 FEE = "hive:fee-policy/v1"
-
-
-async def until(condition: Callable[[], Any], timeout: float = 20) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.05)
-
-
-def states(w: World, ticket_id: str, role: str) -> list[str]:
-    db = (w.node if role == "funder" else w.advisor).agent.store
-    return [p["state"] for p in erepo.parts(db, ticket_id)]
 
 
 async def credential(w: World) -> str:
@@ -139,14 +128,8 @@ async def test_a_command_under_a_refunded_ticket_is_refused_before_it_runs(
     runs: the part the command would complete must still be locked, before its locktime."""
     async with world(tmp_path, relay_url, mint=mint_url) as w:
         assert w.node_escrow is not None
-        cred = await credential(w)
-        await w.node_escrow.topup(100)
-        ticket = await w.node_escrow.fund(
-            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
-            schema_pattern="hive:fee-policy/*", max_danger=5, locktime_s=1,
-        )  # fmt: skip
-        await until(lambda: states(w, ticket.ticket_id, "funder") == ["refunded"])
-        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        ticket, _ = await funded(w, TicketType.SINGLE, amount_sat=40, locktime_s=1)
+        await until(lambda: parts(w, ticket.ticket_id, "funder") == ["refunded"])
         chan = (await w.channels())[0]
         _, got = await w.advisor.advise(
             w.node.me, FEE, "set_single",
@@ -166,13 +149,7 @@ async def test_refund_or_redeem_of_a_part_the_ticket_does_not_have_is_not_found(
     INTERNAL; now NOT_FOUND, like redeem."""
     async with world(tmp_path, relay_url, mint=mint_url) as w:
         assert w.node_escrow is not None and w.advisor_escrow is not None
-        cred = await credential(w)
-        await w.node_escrow.topup(100)
-        ticket = await w.node_escrow.fund(
-            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
-            schema_pattern="hive:fee-policy/*", max_danger=5,
-        )  # fmt: skip
-        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        ticket, _ = await funded(w, TicketType.SINGLE, amount_sat=40)
         for index in (1, 5, -1):
             with pytest.raises(NotFound):
                 await w.node_escrow.refund(ticket.ticket_id, index)
@@ -180,7 +157,7 @@ async def test_refund_or_redeem_of_a_part_the_ticket_does_not_have_is_not_found(
                 await w.advisor_escrow.redeem(ticket.ticket_id, index)
         with pytest.raises(NotFound):  # the payee's copy is not the funder's
             await w.advisor_escrow.refund(ticket.ticket_id, 0)
-        assert states(w, ticket.ticket_id, "funder") == ["locked"]
+        assert parts(w, ticket.ticket_id, "funder") == ["locked"]
 
 
 async def refused(store: Any, code: str, before: int) -> None:
@@ -196,14 +173,8 @@ async def test_a_node_cannot_sell_the_same_locked_ecash_twice(
     the second is refused TICKET_INVALID: a lock already held in another ticket."""
     async with world(tmp_path, relay_url, mint=mint_url) as w:
         assert w.node_escrow is not None
-        cred = await credential(w)
-        await w.node_escrow.topup(100)
-        ticket = await w.node_escrow.fund(
-            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
-            schema_pattern="hive:fee-policy/*", max_danger=5,
-        )  # fmt: skip
+        ticket, _ = await funded(w, TicketType.SINGLE, amount_sat=40)
         store = w.advisor.agent.store
-        await until(lambda: erepo.ticket(store, ticket.ticket_id) is not None)
         before = store.error_counts().get("TICKET_INVALID", 0)
         again = ticket.model_copy(update={"ticket_id": secrets.token_hex(16)})
         now = w.node.now
@@ -283,13 +254,7 @@ async def test_a_mint_that_answers_no_states_does_not_end_a_part(
     url = lying_mint.url  # type: ignore[attr-defined]
     async with world(tmp_path, relay_url, mint=url) as w:
         assert w.node_escrow is not None and w.advisor_escrow is not None
-        cred = await credential(w)
-        await w.node_escrow.topup(100)
-        ticket = await w.node_escrow.fund(
-            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
-            schema_pattern="hive:fee-policy/*", max_danger=5,
-        )  # fmt: skip
-        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        ticket, _ = await funded(w, TicketType.SINGLE, amount_sat=40)
         lying_mint.lying = True
         before = w.advisor.agent.store.error_counts().get("MINT_REFUSED", 0)
         chan = (await w.channels())[0]
@@ -301,9 +266,9 @@ async def test_a_mint_that_answers_no_states_does_not_end_a_part(
         assert got is not None and got.preimage is not None
         await refused(w.advisor.agent.store, "MINT_REFUSED", before)
         await anyio.sleep(0.5)
-        assert states(w, ticket.ticket_id, "payee") == ["released"]
+        assert parts(w, ticket.ticket_id, "payee") == ["released"]
         lying_mint.lying = False
-        await until(lambda: states(w, ticket.ticket_id, "payee") == ["redeemed"])
+        await until(lambda: parts(w, ticket.ticket_id, "payee") == ["redeemed"])
         assert sum(w.advisor_escrow.balances().values()) == 40
 
 
@@ -588,13 +553,7 @@ async def test_an_approval_after_the_locktime_does_not_run_the_command_unpaid(
 
     async with world(tmp_path, relay_url, PolicyConfig(mode=Mode.OPERATOR), mint=mint_url) as w:
         assert w.node_escrow is not None
-        cred = await credential(w)
-        await w.node_escrow.topup(100)
-        ticket = await w.node_escrow.fund(
-            advisor=w.advisor.me, credential_id=cred, kind=TicketType.SINGLE, amount_sat=40,
-            schema_pattern="hive:fee-policy/*", max_danger=5, locktime_s=4,
-        )  # fmt: skip
-        await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
+        ticket, _ = await funded(w, TicketType.SINGLE, amount_sat=40, locktime_s=4)
         chan = (await w.channels())[0]
         cmd, _ = await w.advisor.advise(
             w.node.me, FEE, "set_single",
@@ -603,7 +562,7 @@ async def test_an_approval_after_the_locktime_does_not_run_the_command_unpaid(
         )  # fmt: skip
         queued = await w.advisor.wait_for(cmd.command_id, 10, final=False)
         assert queued is not None and queued.status == Status.QUEUED
-        await until(lambda: states(w, ticket.ticket_id, "funder") == ["refunded"])
+        await until(lambda: parts(w, ticket.ticket_id, "funder") == ["refunded"])
         vote(w.node.agent.store, cmd.command_id, "approve", int(time.time()))
         w.node.wake()
         done = await w.advisor.wait_for(cmd.command_id, 10, final=True)
@@ -732,5 +691,5 @@ async def test_a_receipt_that_comes_before_its_ticket_still_pays(
             [Incoming("relay", json.dumps(first.model_dump()), "inbox")]
         )  # fmt: skip
         deliver(w, node, [ticket])  # then the ticket
-        await until(lambda: states(w, ticket.ticket_id, "payee") == ["redeemed"])
+        await until(lambda: parts(w, ticket.ticket_id, "payee") == ["redeemed"])
         assert sum(w.advisor_escrow.balances().values()) == 32

@@ -6,49 +6,18 @@ locktime."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from agent.store import escrow as erepo
-from events.credential import Tier
-from events.escrow import Metric, Ticket, TicketType
+from events.escrow import Metric, TicketType
 from events.receipt import Status
-from tests.advisory_world import World, world
+from tests.advisory_world import World, funded, parts, until, world
 
 pytestmark = pytest.mark.anyio
 FEE = "hive:fee-policy/v1"
-
-
-async def until(condition: Callable[[], Any], timeout: float = 20, what: str = "") -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.05)
-
-
-def parts(w: World, ticket_id: str, role: str) -> list[str]:
-    db = (w.node if role == "funder" else w.advisor).agent.store
-    return [p["state"] for p in erepo.parts(db, ticket_id)]
-
-
-async def funded(w: World, kind: TicketType, **kw: Any) -> tuple[Ticket, str]:
-    assert w.node_escrow is not None
-    cred = w.grant(tier=Tier.ADVANCED, schemas=("hive:fee-policy/*", "hive:rebalance/*"))
-    await w.wait_credential(cred)
-    await w.node_escrow.topup(1000)
-    ticket = await w.node_escrow.fund(
-        advisor=w.advisor.me,
-        credential_id=cred.credential_id,
-        kind=kind,
-        schema_pattern=kw.pop("schema_pattern", "hive:fee-policy/*"),
-        max_danger=kw.pop("max_danger", 5),
-        **kw,
-    )
-    await until(lambda: erepo.ticket(w.advisor.agent.store, ticket.ticket_id) is not None)
-    return ticket, cred.credential_id
 
 
 async def fee(w: World, ppm: int, ticket: str | None) -> Any:
