@@ -9,8 +9,11 @@ back, everything waiting for it is retried at once.
 
 Other processes write to the same outbox (`hive-agent note send --no-wait` while `hive-agent
 run` is running): the sender notices their commits within `POLL_S` (SQLite's data_version) and
-delivers them.  A replaceable event supersedes older versions of itself still waiting, and a
-relay that refuses a replaceable event (it holds a newer one: nostr-sdk's relay answers
+delivers them.  What this process commits is handed to the sender in memory as well (once
+its transaction commits), so delivering it needs no look at the table; the sender still reads
+the table at start, when a stored item is due, when another process commits, and when an item
+was already stored.  A replaceable event supersedes older versions of itself still waiting,
+and a relay that refuses a replaceable event (it holds a newer one: nostr-sdk's relay answers
 `error: unknown`, others `duplicate:` or `replaced:`) is not asked again.  Relays that only a
 recipient's inbox list names are dialled through `RelayPool.add_foreign` (never loopback or
 private addresses) and dropped once nothing waits for them.
@@ -78,6 +81,9 @@ class Outbox:
         self._wake = anyio.Event()
         self._changed = anyio.Event()
         self._fresh: list[int] = []  # kinds enqueued since the last wake (for crash points)
+        self._ready: list[OutboxItem] = []  # committed here since the sender last looked
+        self._sweep = True  # the sender must read the table (not only `_ready`)
+        self._next_at: int | None = None  # when the next stored item is due (last reading)
         self.mine: set[str] = set()  # what this process queued and a command waits for
         self.attempting = False
         # delivered, but the ride carrying the record failed: written the ordinary way next
@@ -102,10 +108,18 @@ class Outbox:
         targets = targets or self.pool.config.write_urls
         acks = min(min_acks or self.pool.config.min_acks, len(targets))
         ttl = self.clock.now() + self.settings.outbox_ttl_s
-        tx.enqueue(
-            event.id, event.to_json(), event.kind, targets, acks, ttl,
+        event_json = event.to_json()
+        if tx.enqueue(
+            event.id, event_json, event.kind, targets, acks, ttl,
             address=address_of(event), created_at=event.created_at,
-        )  # fmt: skip
+        ):  # fmt: skip
+            item = OutboxItem(
+                event.id, event_json, event.kind, list(targets), acks, tx.now, ttl, 0, tx.now,
+                OutboxState.PENDING, frozenset(), None, {},
+            )  # fmt: skip
+            tx.on_commit(lambda: self._ready.append(item))
+        else:  # already stored (and perhaps delivered): the table says what is left to do
+            self._sweep = True
         self._fresh.append(event.kind)
         if not background:
             self.mine.add(event.id)
@@ -189,6 +203,7 @@ class Outbox:
         """A relay reconnected: retry everything still waiting for it now."""
         with self.store.transaction(self.clock.now()) as tx:
             tx.retry_for_relay(url, self.clock.now())
+        self._sweep = True
         self.wake()
 
     # --- delivery ----------------------------------------------------------------------
@@ -212,29 +227,50 @@ class Outbox:
                 record()
             self.attempting = True
             try:
-                for item in self.store.due_outbox(self.clock.now(), skip=self.store.rides.keys()):
+                for item in self._due():
                     await self.attempt(item)
             finally:
                 self.attempting = False
             if self.pool.foreign:
                 await self.pool.retain(self.store.pending_targets())
-            riding = self.store.rides.keys()
-            nxt = self.store.next_outbox_time(skip=riding)
-            wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
-            if riding:  # nothing else wrote since: commit them on their own soon
-                wait = min(wait, RIDE_S)
-            deadline = anyio.current_time() + wait
-            while not self._wake.is_set() and (left := deadline - anyio.current_time()) > 0:
-                with anyio.move_on_after(min(POLL_S, left)):
-                    await self._wake.wait()
-                if self._wake.is_set():
-                    break  # (woken by this process: no need to ask about others)
-                version = self.store.data_version()
-                if version != seen_version:  # another process committed: look again
-                    seen_version = version
-                    break
-            if riding and not self._wake.is_set():
-                self.store.flush_rides(self.clock.now())
+            if await self._sleep(seen_version):  # another process committed
+                seen_version = self.store.data_version()
+                self._sweep = True
+
+    def _due(self) -> list[OutboxItem]:
+        """What to attempt now: the items committed here since the last look, or — if the
+        table may hold more (see the module docstring) — every due item in it."""
+        ready, self._ready = self._ready, []
+        now = self.clock.now()
+        if ready and not self._sweep and (self._next_at is None or self._next_at > now):
+            return ready
+        self._sweep = False  # (the table holds `ready` too: they were committed before)
+        riding = self.store.rides.keys()
+        due = self.store.due_outbox(now, skip=riding)
+        self._next_at = self.store.next_outbox_time(skip=riding | {i.event_id for i in due})
+        return due
+
+    async def _sleep(self, seen_version: int) -> bool:
+        """Until the next stored item is due or something wakes the sender; True if it woke
+        because another process committed to the store."""
+        riding = bool(self.store.rides)
+        nxt = self._next_at
+        wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
+        if riding:  # nothing else wrote since: commit them on their own soon
+            wait = min(wait, RIDE_S)
+        deadline = anyio.current_time() + wait
+        other = False
+        while not self._wake.is_set() and (left := deadline - anyio.current_time()) > 0:
+            with anyio.move_on_after(min(POLL_S, left)):
+                await self._wake.wait()
+            if self._wake.is_set():
+                break  # (woken by this process: no need to ask about others)
+            if self.store.data_version() != seen_version:  # look again
+                other = True
+                break
+        if riding and not self._wake.is_set():
+            self.store.flush_rides(self.clock.now())
+        return other
 
     async def attempt(self, item: OutboxItem) -> None:
         """One delivery attempt to every target that lacks the event."""
@@ -329,7 +365,9 @@ class Outbox:
                 self.pool.config.jitter,
             )
             reasons = "; ".join(f"{u}: {r}" for u, r in retry.items())
-            tx.reschedule(item.event_id, now + max(1, round(wait)), reasons or None)
+            at = now + max(1, round(wait))
+            tx.reschedule(item.event_id, at, reasons or None)
+            self._next_at = at if self._next_at is None else min(self._next_at, at)
 
     async def _dial(self, urls: list[str]) -> dict[str, str]:
         """Connect the relays among `urls` that are not in the pool yet (a recipient's inbox

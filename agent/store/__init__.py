@@ -1,5 +1,6 @@
 """The agent's SQLite store (see db.py)."""
 
-from agent.store.db import Db, OutboxItem, OutboxState, Store, Tx
+from agent.store.db import Db, Store, Tx
+from agent.store.outbox_item import OutboxItem, OutboxState
 
 __all__ = ["Db", "OutboxItem", "OutboxState", "Store", "Tx"]

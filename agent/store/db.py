@@ -26,8 +26,6 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.errors import StoreCorrupt
 from agent.store.database import Database
+from agent.store.outbox_item import OutboxItem, OutboxState
 from agent.store.rides import Ride, Rides
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,61 +60,33 @@ def load_json_row(text: str | bytes) -> Any:
         ) from None
 
 
-class OutboxState(StrEnum):
-    """Where an outbox row is (the `outbox.state` column)."""
-
-    PENDING = "pending"  # still tried, at next_attempt_at
-    DONE = "done"  # enough relays hold it (min_acks)
-    SUPERSEDED = "superseded"  # every refusal said a newer version is there: final, not a failure
-    FAILED = "failed"  # every target answered, too few accepted
-    EXPIRED = "expired"  # not delivered before its time to live ran out
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    event_id: str
-    event_json: str
-    kind: int
-    targets: list[str]
-    min_acks: int
-    enqueued_at: int
-    expires_at: int
-    attempts: int
-    next_attempt_at: int
-    state: str
-    acked: frozenset[str]
-    last_error: str | None
-    refused: dict[str, str]
-
-    @property
-    def missing(self) -> list[str]:
-        """Target relays that neither hold the event nor refused it for good."""
-        return [url for url in self.targets if url not in self.acked and url not in self.refused]
-
-    @property
-    def published(self) -> bool:
-        return len(self.acked) >= self.min_acks
-
-
 class Tx:
     """One open transaction; every write the agent makes is a method here."""
 
     def __init__(self, conn: sqlite3.Connection, now: int) -> None:
         self.conn = conn
         self.now = now
+        self.committed: list[Callable[[], None]] = []  # run once the transaction commits
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
+
+    def on_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once this transaction has committed; never if the transaction, or the
+        savepoint `fn` was registered in, rolls back."""
+        self.committed.append(fn)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested unit: rolled back alone if the body raises (the exception propagates)."""
         self.conn.execute("SAVEPOINT unit")
+        mark = len(self.committed)
         try:
             yield
         except BaseException:
             self.conn.execute("ROLLBACK TO unit")
             self.conn.execute("RELEASE unit")
+            del self.committed[mark:]
             raise
         self.conn.execute("RELEASE unit")
 
@@ -316,6 +287,8 @@ class Store(Database):
             raise
         for ride in rides:  # committed (or dropped, logged)
             ride.done()
+        for fn in tx.committed:
+            fn()
 
     def ride(self, write: Callable[[Tx], None], done: Callable[[], None], key: str = "") -> None:
         """`write` may wait for the next transaction this process opens (see rides.py)."""
