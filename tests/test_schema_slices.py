@@ -11,6 +11,7 @@ import pytest
 
 from agent.errors import StoreTooNew
 from agent.store import Store
+from agent.store import advisory as advisory_repo
 from agent.store.database import _statements
 from agent.store.migrations import MIGRATIONS, SLICES
 
@@ -86,3 +87,41 @@ def test_a_slice_newer_than_this_release_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreTooNew, match="base schema version"):
         Store(path)
+
+
+class BeforeWithoutRowid(Store):
+    """The release before `seen`, `outbox_acks` and `nonces` were keyed by primary key alone."""
+
+    slices: ClassVar[dict[str, list[str]]] = {
+        **SLICES,
+        "base": MIGRATIONS[:12],
+        "advisory": SLICES["advisory"][:1],
+    }
+
+
+def test_the_dedupe_acks_and_nonce_tables_are_rebuilt_without_rowid_keeping_every_row(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agent.sqlite"
+    old = BeforeWithoutRowid(path)
+    with old.transaction(5) as tx:
+        tx.mark_seen("aa" * 32, 1, "ok", 4)
+        tx.enqueue("bb" * 32, "{}", 1, ["wss://r.example", "wss://s.example"], 1, 99)
+        tx.record_acks("bb" * 32, ["wss://r.example"])
+        tx.record_refusal("bb" * 32, "wss://s.example", "blocked: no")
+        assert advisory_repo.claim_nonce(tx, "cred", "n1")
+    store = Store(path)
+    assert store.slice_versions() == {name: len(steps) for name, steps in SLICES.items()}
+    tables = dict(store.conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    for name in ("seen", "outbox_acks", "nonces"):
+        assert "WITHOUT ROWID" in tables[name], name
+    assert store.is_seen("aa" * 32) and not store.is_seen("cc" * 32)
+    assert store.seen_items({"kinds": [1]}) == [(4, "aa" * 32)]  # (seen_by_age is back)
+    item = store.outbox_item("bb" * 32)
+    assert item is not None
+    assert item.acked == {"wss://r.example"} and item.refused == {"wss://s.example": "blocked: no"}
+    with store.transaction(6) as tx:
+        assert not advisory_repo.claim_nonce(tx, "cred", "n1")  # still used
+        assert advisory_repo.claim_nonce(tx, "cred", "n2")
+        tx.execute("DELETE FROM outbox WHERE event_id = ?", ("bb" * 32,))
+    assert store.conn.execute("SELECT count(*) FROM outbox_acks").fetchone()[0] == 0  # cascade

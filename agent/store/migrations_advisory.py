@@ -11,4 +11,17 @@ ADVISORY: list[str] = [
     """
     ALTER TABLE receipts ADD COLUMN state_diff TEXT;
     """,
+    # 2: a credential's used nonces keyed by their primary key alone (WITHOUT ROWID): each was
+    # written twice, into the table and into the index of its key, for every command
+    """
+    CREATE TABLE nonces_new (
+        credential_id TEXT NOT NULL,
+        nonce   TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (credential_id, nonce)
+    ) WITHOUT ROWID;
+    INSERT INTO nonces_new SELECT credential_id, nonce, seen_at FROM nonces;
+    DROP TABLE nonces;
+    ALTER TABLE nonces_new RENAME TO nonces;
+    """,
 ]
