@@ -11,6 +11,8 @@ RATE_LIMITED.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import nostr_sdk as sdk
 
 from agent.clock import Clock
@@ -136,7 +138,11 @@ def public_handlers(clock: Clock, me: str) -> dict[int, Handler]:
     }
 
 
-def rumor_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, RumorHandler]:
+def rumor_handlers(
+    keys: sdk.Keys, clock: Clock, on_contract: Callable[[], None] = lambda: None
+) -> dict[int, RumorHandler]:
+    """The gift-wrapped market messages; `on_contract` is called once a contract they stored
+    is committed."""
     me = keys.public_key().to_hex()
 
     def on_bid(opened: Unwrapped, tx: Tx) -> None:
@@ -175,6 +181,7 @@ def rumor_handlers(keys: sdk.Keys, clock: Clock) -> dict[int, RumorHandler]:
             raise NotFound("no offer of ours has these terms")
         offer = contract.Offer.model_validate_json(sent)
         signed = contract.assemble(offer, me, accept, opened.sender)
-        repo.save_contract(tx, signed, me)
+        if repo.save_contract(tx, signed, me):
+            tx.on_commit(on_contract)
 
     return {Kind.BID: on_bid, Kind.CONTRACT_OFFER: on_offer, Kind.CONTRACT_ACCEPT: on_accept}

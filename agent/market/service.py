@@ -8,6 +8,7 @@ subscribes to RFPs and to reputation about us, and to the heartbeats of our acti
 from __future__ import annotations
 
 import secrets
+import time
 from collections import Counter
 from typing import Any
 
@@ -31,6 +32,7 @@ from events.kinds import Kind
 from events.listing import Listing, ListingStatus, ServiceType
 
 REFRESH_BEFORE_S = 2 * 86400
+LOOK_EVERY_S = 1.0  # how often the contracts are read for heartbeats when nothing moved here
 DOMAIN_OF = {
     ServiceType.ADVISOR: reputation.Domain.ADVISOR,
     ServiceType.LIQUIDITY: reputation.Domain.NODE,
@@ -43,11 +45,13 @@ class Market:
         self.me = host.pubkey
         self.errors: Counter[str] = Counter()
         self._watched: list[str] | None = None  # contracts whose heartbeats we subscribed to
+        self._moved = True  # a contract was stored or ended here since the last look
+        self._looked_at = 0.0  # (monotonic) when the contracts were last read
 
     def wiring(self) -> Wiring:
         return Wiring(
             handlers=public_handlers(self.agent.clock, self.me),
-            rumors=rumor_handlers(self.agent.keys, self.agent.clock),
+            rumors=rumor_handlers(self.agent.keys, self.agent.clock, self._contracts_moved),
             subscriptions=[
                 Subscription(
                     "market",
@@ -61,8 +65,17 @@ class Market:
             resubscribe=[self.heartbeats_changed],
         )
 
+    def _contracts_moved(self) -> None:
+        self._moved = True
+
     def heartbeats_changed(self) -> Subscription | None:
-        """The heartbeat subscription, if the set of contracts we watch changed."""
+        """The heartbeat subscription, if the set of contracts we watch changed.  Asked after
+        every inbound batch: the contracts are read when this process stored or ended one,
+        and otherwise at most once a second (another process's, e.g. the CLI's)."""
+        now = time.monotonic()
+        if not self._moved and now - self._looked_at < LOOK_EVERY_S:
+            return None
+        self._moved, self._looked_at = False, now
         ids = repo.client_contract_ids(self.agent.store)
         if ids == self._watched:
             return None
@@ -262,6 +275,7 @@ class Market:
         signed = contract.assemble(offer, row["offerer"], acceptance, self.me)
         with self.agent.store.transaction(self.now) as tx:
             repo.save_contract(tx, signed, self.me)
+        self._moved = True
         await self.agent.send_private(
             row["offerer"], contract.ACCEPT.rumor(self.me, acceptance, created_at=self.now)
         )
@@ -293,6 +307,7 @@ class Market:
             return False
         with self.agent.store.transaction(self.now) as tx:
             repo.set_contract_state(tx, row["id"], "ended", "the term is over")
+        self._moved = True
         return True
 
     async def beat_due(self) -> list[str]:
@@ -335,6 +350,7 @@ class Market:
                     repo.set_contract_state(
                         tx, row["id"], state, f"{missed} heartbeats missed in a row"
                     )
+                self._moved = True
                 actions.append((row["id"], state))
         return actions
 
