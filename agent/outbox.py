@@ -45,6 +45,7 @@ PERMANENT = ("invalid:", "blocked:", "pow:", "restricted:")
 SUPERSEDED = ("error:", "replaced:", "mute:")
 POLL_S = 0.5  # how often the sender looks for rows other processes committed
 RIDE_S = 0.2  # how long the record of a delivery may wait to ride on another transaction
+BATCH = 100  # items attempted per pass (then the table and the clock are looked at again)
 
 
 def classify(reason: str, *, replaceable: bool = False) -> str:
@@ -84,6 +85,8 @@ class Outbox:
         self._ready: list[OutboxItem] = []  # committed here since the sender last looked
         self._sweep = True  # the sender must read the table (not only `_ready`)
         self._next_at: int | None = None  # when the next stored item is due (last reading)
+        self._seen_version = 0  # the store's data_version at the last look
+        self._polled_at = 0.0  # (anyio time) when another process's commits were last asked
         self.mine: set[str] = set()  # what this process queued and a command waits for
         self.attempting = False
         # delivered, but the ride carrying the record failed: written the ordinary way next
@@ -109,17 +112,18 @@ class Outbox:
         acks = min(min_acks or self.pool.config.min_acks, len(targets))
         ttl = self.clock.now() + self.settings.outbox_ttl_s
         event_json = event.to_json()
+        address = address_of(event)
         if tx.enqueue(
             event.id, event_json, event.kind, targets, acks, ttl,
-            address=address_of(event), created_at=event.created_at,
-        ):  # fmt: skip
+            address=address, created_at=event.created_at,
+        ) and address is None:  # fmt: skip
             item = OutboxItem(
                 event.id, event_json, event.kind, list(targets), acks, tx.now, ttl, 0, tx.now,
                 OutboxState.PENDING, frozenset(), None, {},
             )  # fmt: skip
             tx.on_commit(lambda: self._ready.append(item))
-        else:  # already stored (and perhaps delivered): the table says what is left to do
-            self._sweep = True
+        else:  # already stored (perhaps delivered), or a version that may supersede another
+            self._sweep = True  # still waiting: the table says what is left to do
         self._fresh.append(event.kind)
         if not background:
             self.mine.add(event.id)
@@ -220,7 +224,7 @@ class Outbox:
                 log.warning("could not record the last deliveries; they are sent again")
 
     async def _deliver(self) -> None:
-        seen_version = self.store.data_version()
+        self._seen_version = self.store.data_version()
         while True:
             self._wake = anyio.Event()
             for record in list(self._unrecorded.values()):  # (raises as a lost record did)
@@ -233,44 +237,51 @@ class Outbox:
                 self.attempting = False
             if self.pool.foreign:
                 await self.pool.retain(self.store.pending_targets())
-            if await self._sleep(seen_version):  # another process committed
-                seen_version = self.store.data_version()
-                self._sweep = True
+            await self._sleep()
+
+    def _others_committed(self) -> bool:
+        """True (and the table must be read) if another process committed to the store since
+        the last look; asked at most every POLL_S."""
+        self._polled_at = anyio.current_time()
+        version = self.store.data_version()
+        if version == self._seen_version:
+            return False
+        self._seen_version, self._sweep = version, True
+        return True
 
     def _due(self) -> list[OutboxItem]:
         """What to attempt now: the items committed here since the last look, or — if the
         table may hold more (see the module docstring) — every due item in it."""
-        ready, self._ready = self._ready, []
         now = self.clock.now()
-        if ready and not self._sweep and (self._next_at is None or self._next_at > now):
+        if anyio.current_time() - self._polled_at >= POLL_S:  # (woken often: look anyway)
+            self._others_committed()
+        if self._ready and not self._sweep and (self._next_at is None or self._next_at > now):
+            ready, self._ready = self._ready[:BATCH], self._ready[BATCH:]
             return ready
-        self._sweep = False  # (the table holds `ready` too: they were committed before)
+        self._sweep, self._ready = False, []  # (all committed: the table holds them too)
         riding = self.store.rides.keys()
-        due = self.store.due_outbox(now, skip=riding)
+        due = self.store.due_outbox(now, BATCH, skip=riding)
         self._next_at = self.store.next_outbox_time(skip=riding | {i.event_id for i in due})
         return due
 
-    async def _sleep(self, seen_version: int) -> bool:
-        """Until the next stored item is due or something wakes the sender; True if it woke
-        because another process committed to the store."""
+    async def _sleep(self) -> None:
+        """Until the next stored item is due, something wakes the sender, or another process
+        commits to the store."""
         riding = bool(self.store.rides)
         nxt = self._next_at
         wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
-        if riding:  # nothing else wrote since: commit them on their own soon
+        if self._ready:  # (more than one batch was ready)
+            wait = 0.0
+        elif riding:  # nothing else wrote since: commit them on their own soon
             wait = min(wait, RIDE_S)
         deadline = anyio.current_time() + wait
-        other = False
         while not self._wake.is_set() and (left := deadline - anyio.current_time()) > 0:
             with anyio.move_on_after(min(POLL_S, left)):
                 await self._wake.wait()
-            if self._wake.is_set():
-                break  # (woken by this process: no need to ask about others)
-            if self.store.data_version() != seen_version:  # look again
-                other = True
+            if self._wake.is_set() or self._others_committed():
                 break
         if riding and not self._wake.is_set():
             self.store.flush_rides(self.clock.now())
-        return other
 
     async def attempt(self, item: OutboxItem) -> None:
         """One delivery attempt to every target that lacks the event."""

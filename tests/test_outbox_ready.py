@@ -109,3 +109,77 @@ async def test_a_due_retry_is_not_starved_by_a_stream_of_fresh_items(
 def _attempts(store: Store, event_id: str) -> int:
     item = store.outbox_item(event_id)
     return 0 if item is None else item.attempts
+
+
+@pytest.mark.anyio
+async def test_another_process_row_is_sent_while_this_process_keeps_the_sender_busy(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """Rows another process commits (`note send --no-wait` beside a running agent) are looked
+    for every POLL_S even when this process wakes the sender more often than that."""
+    keys = sdk.Keys.generate()
+    built = app.standalone(Settings(home=tmp_path), keys, RelaysConfig.single(relay_url))
+    now = int(time.time())
+    theirs = sign_event(keys, 1, "from another process", [], now)
+    async with built.agent as agent:
+        assert await agent.pool.wait_connected(5)
+        outbox = agent.outbox
+        other = Store(tmp_path / "agent.sqlite")  # another connection: what a CLI process uses
+        sent_at = None
+        with anyio.fail_after(10):
+            for i in range(200):
+                with agent.store.transaction(now) as tx:
+                    outbox.enqueue(tx, sign_event(keys, 1, f"busy {i}", [], now))
+                outbox.wake()
+                if i == 5:
+                    with other.transaction(now) as tx:
+                        tx.enqueue(theirs.id, theirs.to_json(), 1, [relay_url], 1, now + 600)
+                    sent_at = anyio.current_time()
+                item = agent.store.outbox_item(theirs.id)
+                if item is not None and item.published:
+                    break
+                await anyio.sleep(0.05)  # the sender is woken 20 times a second
+        assert sent_at is not None and anyio.current_time() - sent_at < 2  # POLL_S is 0.5
+
+
+@pytest.mark.anyio
+async def test_a_superseded_version_committed_beside_its_successor_is_never_sent(
+    tmp_path: Path, relay_url: str
+) -> None:
+    keys = sdk.Keys.generate()
+    built = app.standalone(Settings(home=tmp_path), keys, RelaysConfig.single(relay_url))
+    now = int(time.time())
+    old = sign_event(keys, 0, '{"name":"old"}', [], now)
+    new = sign_event(keys, 0, '{"name":"new"}', [], now + 1)
+    async with built.agent as agent:
+        assert await agent.pool.wait_connected(5)
+        for event in (old, new):  # both committed before the sender looks again
+            with agent.store.transaction(now) as tx:
+                agent.outbox.enqueue(tx, event)
+        agent.outbox.wake()
+        await eventually(lambda: agent.store.outbox_counts().get("done") == 1, timeout=10)
+        stale = agent.store.outbox_item(old.id)
+        assert stale is not None and stale.state == "superseded" and not stale.acked
+    assert await fetch_ids(relay_url, [old.id, new.id]) == {new.id}
+
+
+@pytest.mark.anyio
+async def test_a_large_batch_is_sent_in_passes_each_event_once(
+    tmp_path: Path, relay_url: str
+) -> None:
+    keys = sdk.Keys.generate()
+    built = app.standalone(Settings(home=tmp_path), keys, RelaysConfig.single(relay_url))
+    now = int(time.time())
+    events = [sign_event(keys, 1, f"batch {i}", [], now) for i in range(250)]
+    async with built.agent as agent:
+        assert await agent.pool.wait_connected(5)
+        await agent.outbox.flush(5)  # (the agent's own announcements, if any)
+        state = agent.pool.states[relay_url]
+        acks = state.acks
+        with agent.store.transaction(now) as tx:
+            for event in events:
+                agent.outbox.enqueue(tx, event)
+        agent.outbox.wake()
+        await eventually(lambda: agent.store.outbox_counts().get("pending", 0) == 0, timeout=20)
+        assert state.acks - acks == len(events)  # each one sent (and acknowledged) once
+    assert await fetch_ids(relay_url, [e.id for e in events]) == {e.id for e in events}

@@ -277,7 +277,7 @@ class Store(Database):
         """
         rides = self.rides.take()
         try:
-            with self._write(durable=durable) as conn:
+            with self._write(durable=False) as conn:
                 tx = Tx(conn, now)
                 if rides:
                     Rides.carry(tx, rides)
@@ -287,8 +287,10 @@ class Store(Database):
             raise
         for ride in rides:  # committed (or dropped, logged)
             ride.done()
-        for fn in tx.committed:
+        for fn in tx.committed:  # (before the sync: committed even if the sync then fails)
             fn()
+        if durable:
+            self.sync()
 
     def ride(self, write: Callable[[Tx], None], done: Callable[[], None], key: str = "") -> None:
         """`write` may wait for the next transaction this process opens (see rides.py)."""
