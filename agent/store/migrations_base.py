@@ -481,7 +481,8 @@ MIGRATIONS: list[str] = [
         outcome    TEXT NOT NULL,
         created_at INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
-    INSERT INTO seen_new SELECT event_id, seen_at, kind, outcome, created_at FROM seen;
+    INSERT INTO seen_new SELECT event_id, seen_at, kind, outcome, created_at FROM seen
+        WHERE event_id IS NOT NULL;
     DROP TABLE seen;
     ALTER TABLE seen_new RENAME TO seen;
     CREATE INDEX seen_by_age ON seen (seen_at);
