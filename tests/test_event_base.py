@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from events.base import (
     MAX_EVENT_BYTES,
     NostrEvent,
+    canonical_bytes,
     event_id,
     expiration,
     parse_event,
@@ -168,3 +169,24 @@ def test_flipped_bytes_only_raise_typed_errors(which: NostrEvent, data: st.DataO
         return
     # A flip that survives must not have changed what was signed (e.g. JSON whitespace).
     assert parsed == which
+
+
+@given(content=text, tags=tags, kind=st.integers(0, 65535), created_at=st.integers(0, 2**40))
+def test_the_id_serialization_is_the_standard_json_one_byte_for_byte(
+    content: str, tags: list[list[str]], kind: int, created_at: int
+) -> None:
+    """canonical_bytes is written by pydantic-core; it must equal JSON.stringify's escaping
+    (the standard library's `json.dumps` with ensure_ascii=False) for any text."""
+    pubkey = KEYS.public_key().to_hex()
+    expected = json.dumps(
+        [0, pubkey, created_at, kind, tags, content], ensure_ascii=False, separators=(",", ":")
+    ).encode()
+    assert canonical_bytes(pubkey, created_at, kind, tags, content) == expected
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "a\udfffb"])
+def test_a_lone_surrogate_cannot_be_serialized_for_an_id(bad: str) -> None:
+    with pytest.raises(InvalidEvent):
+        canonical_bytes("00" * 32, NOW, 1, [["t", bad]], "x")
+    with pytest.raises(InvalidEvent):
+        canonical_bytes("00" * 32, NOW, 1, [], bad)
