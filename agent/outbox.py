@@ -117,10 +117,7 @@ class Outbox:
             event.id, event_json, event.kind, targets, acks, ttl,
             address=address, created_at=event.created_at,
         ) and address is None:  # fmt: skip
-            item = OutboxItem(
-                event.id, event_json, event.kind, list(targets), acks, tx.now, ttl, 0, tx.now,
-                OutboxState.PENDING, frozenset(), None, {},
-            )  # fmt: skip
+            item = OutboxItem.fresh(event.id, event_json, event.kind, targets, acks, tx.now, ttl)
             tx.on_commit(lambda: self._ready.append(item))
         else:  # already stored (perhaps delivered), or a version that may supersede another
             self._sweep = True  # still waiting: the table says what is left to do
@@ -270,7 +267,7 @@ class Outbox:
         riding = bool(self.store.rides)
         nxt = self._next_at
         wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock.now())
-        if self._ready:  # (more than one batch was ready)
+        if self._ready:  # (more than a batch was ready, or more came during the attempts)
             wait = 0.0
         elif riding:  # nothing else wrote since: commit them on their own soon
             wait = min(wait, RIDE_S)

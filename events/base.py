@@ -85,7 +85,7 @@ def canonical_bytes(pubkey: str, created_at: int, kind: int, tags: Tags, content
     try:
         return to_json([0, pubkey, created_at, kind, tags, content])
     except PydanticSerializationError as exc:
-        raise InvalidEvent("the event contains text that is not valid UTF-8") from exc
+        raise InvalidEvent("the event contains text that cannot be serialized as UTF-8") from exc
 
 
 def event_id(pubkey: str, created_at: int, kind: int, tags: Tags, content: str) -> str:

@@ -446,3 +446,24 @@ async def test_a_provider_restored_from_a_backup_keeps_its_lease(
         await eventually(lambda: repo.last_heartbeat(client.agent.store, signed.id) == now + 600)
         clock.advance(1500)
         assert client.check_heartbeats() == []
+
+
+@pytest.mark.anyio
+async def test_a_contract_another_process_stores_is_watched_without_a_read_per_batch(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """The heartbeat subscription follows the contracts: a read of them after an inbound batch
+    only when this process stored one or another process (the CLI) committed to the store."""
+    async with agent(tmp_path / "client", [relay_url]) as client:
+        client.heartbeats_changed()  # (whatever the first look found)
+        assert client.heartbeats_changed() is None  # nothing moved: not read again
+        other = Store(client.agent.store.path)  # another process's connection
+        with other.transaction(int(time.time())) as tx:
+            tx.execute(
+                "INSERT INTO contracts (id, contract, counterparty, role, state, created_at)"
+                " VALUES (?, '{}', ?, 'client', 'active', 1)",
+                ("c1" * 32, "ab" * 32),
+            )
+        changed = client.heartbeats_changed()
+        assert changed is not None and changed.filters[0]["#d"] == ["c1" * 32]
+        assert client.heartbeats_changed() is None

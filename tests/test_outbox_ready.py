@@ -183,3 +183,27 @@ async def test_a_large_batch_is_sent_in_passes_each_event_once(
         await eventually(lambda: agent.store.outbox_counts().get("pending", 0) == 0, timeout=20)
         assert state.acks - acks == len(events)  # each one sent (and acknowledged) once
     assert await fetch_ids(relay_url, [e.id for e in events]) == {e.id for e in events}
+
+
+def test_a_failing_fsync_after_the_commit_still_reports_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction committed; only making it durable failed (an I/O error, injected into
+    the OS call): its on-commit callbacks and rides are told it committed (the outbox sends
+    nothing before a sync of its own), the error reaches the caller, and the commit is known
+    to be unsynced."""
+    store = Store(tmp_path / "s.sqlite")
+    calls: list[str] = []
+    store.ride(lambda tx: tx.set_kv("ride", "1"), lambda: calls.append("ride done"))
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("os.fdatasync", failing)
+    with pytest.raises(OSError), store.transaction(10, durable=True) as tx:
+        tx.set_kv("k", "1")
+        tx.on_commit(lambda: calls.append("committed"))
+    assert calls == ["ride done", "committed"]
+    assert not store.rides  # committed once: not handed to the next transaction
+    assert store.unsynced
+    assert Store(tmp_path / "s.sqlite").kv("ride") == "1"

@@ -110,12 +110,17 @@ def test_the_dedupe_acks_and_nonce_tables_are_rebuilt_without_rowid_keeping_ever
         tx.record_acks("bb" * 32, ["wss://r.example"])
         tx.record_refusal("bb" * 32, "wss://s.example", "blocked: no")
         assert advisory_repo.claim_nonce(tx, "cred", "n1")
+    # the old key allowed NULL (no agent wrote one); such a row is left out, not fatal
+    old.conn.execute(
+        "INSERT INTO seen (event_id, seen_at, kind, outcome) VALUES (NULL, 1, 1, 'ok')"
+    )
     store = Store(path)
     assert store.slice_versions() == {name: len(steps) for name, steps in SLICES.items()}
     tables = dict(store.conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
     for name in ("seen", "outbox_acks", "nonces"):
         assert "WITHOUT ROWID" in tables[name], name
     assert store.is_seen("aa" * 32) and not store.is_seen("cc" * 32)
+    assert store.conn.execute("SELECT count(*) FROM seen").fetchone()[0] == 1
     assert store.seen_items({"kinds": [1]}) == [(4, "aa" * 32)]  # (seen_by_age is back)
     item = store.outbox_item("bb" * 32)
     assert item is not None

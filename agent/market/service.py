@@ -8,7 +8,6 @@ subscribes to RFPs and to reputation about us, and to the heartbeats of our acti
 from __future__ import annotations
 
 import secrets
-import time
 from collections import Counter
 from typing import Any
 
@@ -32,7 +31,6 @@ from events.kinds import Kind
 from events.listing import Listing, ListingStatus, ServiceType
 
 REFRESH_BEFORE_S = 2 * 86400
-LOOK_EVERY_S = 1.0  # how often the contracts are read for heartbeats when nothing moved here
 DOMAIN_OF = {
     ServiceType.ADVISOR: reputation.Domain.ADVISOR,
     ServiceType.LIQUIDITY: reputation.Domain.NODE,
@@ -46,7 +44,7 @@ class Market:
         self.errors: Counter[str] = Counter()
         self._watched: list[str] | None = None  # contracts whose heartbeats we subscribed to
         self._moved = True  # a contract was stored or ended here since the last look
-        self._looked_at = 0.0  # (monotonic) when the contracts were last read
+        self._version = -1  # the store's data_version then (another process's commits)
 
     def wiring(self) -> Wiring:
         return Wiring(
@@ -70,12 +68,12 @@ class Market:
 
     def heartbeats_changed(self) -> Subscription | None:
         """The heartbeat subscription, if the set of contracts we watch changed.  Asked after
-        every inbound batch: the contracts are read when this process stored or ended one,
-        and otherwise at most once a second (another process's, e.g. the CLI's)."""
-        now = time.monotonic()
-        if not self._moved and now - self._looked_at < LOOK_EVERY_S:
+        every inbound batch and by `maintain`: the contracts are read only when this process
+        stored or ended one, or another process (the CLI) committed to the store since."""
+        version = self.agent.store.data_version()
+        if not self._moved and version == self._version:
             return None
-        self._moved, self._looked_at = False, now
+        self._moved, self._version = False, version
         ids = repo.client_contract_ids(self.agent.store)
         if ids == self._watched:
             return None
@@ -332,6 +330,8 @@ class Market:
         while True:
             await self.beat_due()
             self.check_heartbeats()
+            if (changed := self.heartbeats_changed()) is not None:  # (no inbound batch lately)
+                await self.agent.subscribe(changed)
             await self.refresh()
             await anyio.sleep(every_s)
 

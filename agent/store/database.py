@@ -173,9 +173,9 @@ class Database:
             self.conn.execute(f"PRAGMA user_version = {int(version)}")
 
     @contextmanager
-    def _write(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
-        """A write transaction on the connection; committed when the block ends (and synced
-        if `durable`), rolled back if it raises."""
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the connection; committed when the block ends (not synced:
+        the caller calls `sync()` when it must be durable), rolled back if it raises."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -185,8 +185,6 @@ class Database:
         self.conn.execute("COMMIT")
         self.commits += 1
         self._unsynced = True
-        if durable:
-            self.sync()
 
     @property
     def unsynced(self) -> bool:

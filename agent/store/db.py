@@ -73,7 +73,8 @@ class Tx:
 
     def on_commit(self, fn: Callable[[], None]) -> None:
         """Call `fn` once this transaction has committed; never if the transaction, or the
-        savepoint `fn` was registered in, rolls back."""
+        savepoint `fn` was registered in, rolls back.  It runs before a durable transaction's
+        fsync: nothing may leave the process from it (the outbox syncs before it sends)."""
         self.committed.append(fn)
 
     @contextmanager
@@ -277,7 +278,7 @@ class Store(Database):
         """
         rides = self.rides.take()
         try:
-            with self._write(durable=False) as conn:
+            with self._write() as conn:
                 tx = Tx(conn, now)
                 if rides:
                     Rides.carry(tx, rides)
@@ -285,12 +286,14 @@ class Store(Database):
         except BaseException:
             self.rides.put_back(rides)
             raise
-        for ride in rides:  # committed (or dropped, logged)
-            ride.done()
-        for fn in tx.committed:  # (before the sync: committed even if the sync then fails)
-            fn()
-        if durable:
-            self.sync()
+        try:  # committed: told so even if the sync then fails
+            for ride in rides:  # (or dropped, logged)
+                ride.done()
+            for fn in tx.committed:
+                fn()
+        finally:
+            if durable:
+                self.sync()
 
     def ride(self, write: Callable[[Tx], None], done: Callable[[], None], key: str = "") -> None:
         """`write` may wait for the next transaction this process opens (see rides.py)."""

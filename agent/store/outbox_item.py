@@ -32,6 +32,17 @@ class OutboxItem:
     last_error: str | None
     refused: dict[str, str]
 
+    @classmethod
+    def fresh(
+        cls, event_id: str, event_json: str, kind: int, targets: list[str], min_acks: int,
+        now: int, expires_at: int,
+    ) -> OutboxItem:  # fmt: skip
+        """An item as `Tx.enqueue` stores it: nothing tried, due at once."""
+        return cls(
+            event_id, event_json, kind, list(targets), min_acks, now, expires_at, 0, now,
+            OutboxState.PENDING, frozenset(), None, {},
+        )  # fmt: skip
+
     @property
     def missing(self) -> list[str]:
         """Target relays that neither hold the event nor refused it for good."""
