@@ -593,6 +593,23 @@ async def test_funding_more_than_the_wallet_holds_locks_nothing(
         assert drafts(w) == {}
 
 
+async def strand_first_part(w: World, lying_mint: type[_Lies]) -> None:
+    """Fund a two-part milestone ticket of 60 sat from 100 while the mint takes the first
+    part's lock and then goes down: the ticket fails, 30 sat stay locked in its first part."""
+    assert w.node_escrow is not None
+    url = lying_mint.url  # type: ignore[attr-defined]
+    cred = await credential(w)
+    await w.node_escrow.topup(100)
+    lying_mint.swaps_left = 1  # the first part's lock, then the mint is down
+    with pytest.raises((MintRefused, MintUnavailable)):
+        await w.node_escrow.fund(
+            advisor=w.advisor.me, credential_id=cred, kind=TicketType.MILESTONE,
+            amount_sat=60, milestones=[1, 2], schema_pattern="hive:fee-policy/*",
+            max_danger=5, locktime_s=2,
+        )  # fmt: skip
+    assert w.node_escrow.balances() == {url: 70}  # 30 sat locked in the first part
+
+
 async def test_a_mint_down_between_two_parts_strands_nothing(
     tmp_path: Path, relay_url: str, lying_mint: type[_Lies]
 ) -> None:
@@ -603,17 +620,7 @@ async def test_a_mint_down_between_two_parts_strands_nothing(
     draft once its locktime has passed."""
     url = lying_mint.url  # type: ignore[attr-defined]
     async with world(tmp_path, relay_url, mint=url) as w:
-        assert w.node_escrow is not None
-        cred = await credential(w)
-        await w.node_escrow.topup(100)
-        lying_mint.swaps_left = 1  # the first part's lock, then the mint is down
-        with pytest.raises((MintRefused, MintUnavailable)):
-            await w.node_escrow.fund(
-                advisor=w.advisor.me, credential_id=cred, kind=TicketType.MILESTONE,
-                amount_sat=60, milestones=[1, 2], schema_pattern="hive:fee-policy/*",
-                max_danger=5, locktime_s=2,
-            )  # fmt: skip
-        assert w.node_escrow.balances() == {url: 70}  # 30 sat locked in the first part
+        await strand_first_part(w, lying_mint)
         lying_mint.swaps_left = -1  # back up
         await until(lambda: w.node_escrow.balances() == {url: 100} and drafts(w) == {})
 
@@ -627,17 +634,7 @@ async def test_a_stranded_parts_refund_whose_answer_is_lost_is_restored(
     part's final swap does, and a refund found done already is restored from the mint."""
     url = lying_mint.url  # type: ignore[attr-defined]
     async with world(tmp_path, relay_url, mint=url) as w:
-        assert w.node_escrow is not None
-        cred = await credential(w)
-        await w.node_escrow.topup(100)
-        lying_mint.swaps_left = 1
-        with pytest.raises((MintRefused, MintUnavailable)):
-            await w.node_escrow.fund(
-                advisor=w.advisor.me, credential_id=cred, kind=TicketType.MILESTONE,
-                amount_sat=60, milestones=[1, 2], schema_pattern="hive:fee-policy/*",
-                max_danger=5, locktime_s=2,
-            )  # fmt: skip
-        assert w.node_escrow.balances() == {url: 70}
+        await strand_first_part(w, lying_mint)
         lying_mint.swaps_left = -1
         lying_mint.lose_answers = 1  # the refund's swap happens; its answer never arrives
         await until(lambda: w.node_escrow.balances() == {url: 100} and drafts(w) == {})

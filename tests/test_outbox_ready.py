@@ -5,17 +5,29 @@ and never at the cost of the stored items whose retries fall due meanwhile."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import nostr_sdk as sdk
 import pytest
 
-from agent import app
-from agent.settings import RelaysConfig, Settings
+from agent.runtime import Agent
+from agent.settings import RelaysConfig
 from agent.store import Store
 from events.base import sign_event
+from tests.test_relay_pool import agent as pool_agent
 from tests.test_relay_pool import eventually, fetch_ids
+
+
+@asynccontextmanager
+async def running(home: Path, relays: RelaysConfig, keys: sdk.Keys) -> AsyncIterator[Agent]:
+    """An agent with `keys` (the tests sign events as it), connected to its relays; outbox
+    retries within a second (tests/test_relay_pool.py's settings)."""
+    async with pool_agent(home, relays, keys) as a:
+        assert await a.pool.wait_connected(5)
+        yield a
 
 
 def test_on_commit_runs_after_the_commit_and_never_after_a_rollback(tmp_path: Path) -> None:
@@ -45,13 +57,11 @@ async def test_an_event_enqueued_in_a_rolled_back_transaction_is_never_sent(
     tmp_path: Path, relay_url: str
 ) -> None:
     keys = sdk.Keys.generate()
-    built = app.standalone(Settings(home=tmp_path), keys, RelaysConfig.single(relay_url))
     now = int(time.time())
     lost = sign_event(keys, 1, "rolled back", [], now)
     inner = sign_event(keys, 1, "savepoint rolled back", [], now)
     kept = sign_event(keys, 1, "committed", [], now)
-    async with built.agent as agent:
-        assert await agent.pool.wait_connected(5)
+    async with running(tmp_path, RelaysConfig.single(relay_url), keys) as agent:
         outbox = agent.outbox
         with pytest.raises(RuntimeError), agent.store.transaction(now) as tx:
             outbox.enqueue(tx, lost)
@@ -78,13 +88,10 @@ async def test_a_due_retry_is_not_starved_by_a_stream_of_fresh_items(
     item's retries still happen when they fall due."""
     dead = "ws://127.0.0.1:9"  # the discard port: nothing listens
     config = RelaysConfig.from_urls([relay_url, dead], reconnect_base_s=0.1, min_acks=1)
-    settings = Settings(home=tmp_path, outbox_retry_base_s=0.5, outbox_retry_max_s=1)
     keys = sdk.Keys.generate()
-    built = app.standalone(settings, keys, config)
     now = int(time.time())
     stuck = sign_event(keys, 1, "for a relay that is down", [], now)
-    async with built.agent as agent:
-        assert await agent.pool.wait_connected(5)
+    async with running(tmp_path, config, keys) as agent:
         outbox = agent.outbox
         with agent.store.transaction(now) as tx:
             outbox.enqueue(tx, stuck)
@@ -118,11 +125,9 @@ async def test_another_process_row_is_sent_while_this_process_keeps_the_sender_b
     """Rows another process commits (`note send --no-wait` beside a running agent) are looked
     for every POLL_S even when this process wakes the sender more often than that."""
     keys = sdk.Keys.generate()
-    built = app.standalone(Settings(home=tmp_path), keys, RelaysConfig.single(relay_url))
     now = int(time.time())
     theirs = sign_event(keys, 1, "from another process", [], now)
-    async with built.agent as agent:
-        assert await agent.pool.wait_connected(5)
+    async with running(tmp_path, RelaysConfig.single(relay_url), keys) as agent:
         outbox = agent.outbox
         other = Store(tmp_path / "agent.sqlite")  # another connection: what a CLI process uses
         sent_at = None
@@ -147,12 +152,10 @@ async def test_a_superseded_version_committed_beside_its_successor_is_never_sent
     tmp_path: Path, relay_url: str
 ) -> None:
     keys = sdk.Keys.generate()
-    built = app.standalone(Settings(home=tmp_path), keys, RelaysConfig.single(relay_url))
     now = int(time.time())
     old = sign_event(keys, 0, '{"name":"old"}', [], now)
     new = sign_event(keys, 0, '{"name":"new"}', [], now + 1)
-    async with built.agent as agent:
-        assert await agent.pool.wait_connected(5)
+    async with running(tmp_path, RelaysConfig.single(relay_url), keys) as agent:
         for event in (old, new):  # both committed before the sender looks again
             with agent.store.transaction(now) as tx:
                 agent.outbox.enqueue(tx, event)
@@ -168,11 +171,9 @@ async def test_a_large_batch_is_sent_in_passes_each_event_once(
     tmp_path: Path, relay_url: str
 ) -> None:
     keys = sdk.Keys.generate()
-    built = app.standalone(Settings(home=tmp_path), keys, RelaysConfig.single(relay_url))
     now = int(time.time())
     events = [sign_event(keys, 1, f"batch {i}", [], now) for i in range(250)]
-    async with built.agent as agent:
-        assert await agent.pool.wait_connected(5)
+    async with running(tmp_path, RelaysConfig.single(relay_url), keys) as agent:
         await agent.outbox.flush(5)  # (the agent's own announcements, if any)
         state = agent.pool.states[relay_url]
         acks = state.acks

@@ -35,8 +35,10 @@ def settings(home: Path) -> Settings:
 
 
 @asynccontextmanager
-async def agent(home: Path, relays: RelaysConfig) -> AsyncIterator[Agent]:
-    async with app.standalone(settings(home), sdk.Keys.generate(), relays).agent as a:
+async def agent(
+    home: Path, relays: RelaysConfig, keys: sdk.Keys | None = None
+) -> AsyncIterator[Agent]:
+    async with app.standalone(settings(home), keys or sdk.Keys.generate(), relays).agent as a:
         yield a
 
 
