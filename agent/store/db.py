@@ -286,9 +286,7 @@ class Store(Database):
         except BaseException:
             self.rides.put_back(rides)
             raise
-        try:  # committed: told so even if the sync then fails
-            for ride in rides:  # (or dropped, logged)
-                ride.done()
+        try:  # committed (rides too: Rides.carry): told so even if the sync then fails
             for fn in tx.committed:
                 fn()
         finally:

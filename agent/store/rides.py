@@ -59,10 +59,13 @@ class Rides:
 
     @staticmethod
     def carry(tx: Tx, rides: list[Ride]) -> None:
-        """Write `rides` in `tx`; one that fails is dropped (and logged)."""
+        """Write `rides` in `tx`; one that fails is dropped (and logged).  Each one's `done()`
+        is called once `tx` commits (registered outside its savepoint: a dropped ride is
+        done too)."""
         for ride in rides:
             try:
                 with tx.savepoint():
                     ride.write(tx)
             except Exception:
                 log.exception("a deferred write failed and was dropped")
+            tx.on_commit(ride.done)
