@@ -95,6 +95,10 @@ class Inbound:
         self.recent = RecentIds(recent_size)
         self.totals: Counter[str] = Counter()
         self.frozen: set[str] = set()  # relays whose cursors must not move (see freeze_cursors)
+        # the highest cursor this process committed per (relay, subscription): a batch whose
+        # newest event is no newer writes nothing (gift wraps are dated up to two days back,
+        # so most of them would rewrite the same value)
+        self._committed: dict[tuple[str, str], int] = {}
 
     def process(self, batch: Sequence[Incoming], *, shed: int = 0) -> BatchReport:
         """Handle a batch of raw events in one transaction; never raises for bad input.
@@ -116,9 +120,10 @@ class Inbound:
                 if outcome not in (OK, DUPLICATE):
                     report.errors[outcome] += 1
                     log_event(log, logging.DEBUG, "refused", code=outcome, relay=item.relay)
-            for (relay, sub), at in cursors.moves().items():
-                if relay not in self.frozen:
-                    tx.advance_cursor(relay, sub, at)
+            for key, at in cursors.moves().items():
+                if key[0] not in self.frozen and at > self._committed.get(key, -1):
+                    tx.advance_cursor(*key, at)
+                    tx.on_commit(lambda key=key, at=at: self._cursor_committed(key, at))
             tx.count_errors(report.errors)
             for kind in handled:
                 crash_point("inbound.after_handler", kind)
@@ -167,6 +172,9 @@ class Inbound:
         if outcome == OK:
             handled.add(str(event.kind))
         return outcome
+
+    def _cursor_committed(self, key: tuple[str, str], at: int) -> None:
+        self._committed[key] = max(at, self._committed.get(key, -1))
 
     def freeze_cursors(self, relay: str) -> None:
         """Events from `relay` were shed unread: its cursors stay where they are until it

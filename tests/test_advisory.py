@@ -32,6 +32,9 @@ async def test_fee_change_runs_and_the_chain_verifies(tmp_path: Path, relay_url:
         assert got.command_id == cmd.command_id and got.danger == 2
         assert (await w.channels())[0].policy.ppm == 120
         assert got.state_hash_before != got.state_hash_after
+        stored = repo.command_row(w.node.agent.store, cmd.command_id)  # decided and claimed
+        assert stored is not None and (stored["state"], stored["route"]) == ("done", "AUTO")
+        assert stored["danger"] == 2 and stored["reasons"] == got.decision
         budget = (await w.advisor.advise(w.node.me, "hive:monitor/v1", "budget", {}))[1]
         assert budget is not None and budget.result["used_today"]["actions"] == 1
         assert w.advisor.verify_chain() == {cred.credential_id: 2}

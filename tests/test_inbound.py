@@ -112,6 +112,30 @@ def test_relay_lists_keep_the_newest(pipeline: Inbound) -> None:
     assert pipeline.store.relay_list(ALICE_PUB, Kind.DM_RELAYS) == [["wss://new.example", "inbox"]]
 
 
+def test_a_cursor_is_written_only_when_it_moves(pipeline: Inbound) -> None:
+    """A batch whose newest event is no newer than the cursor this process committed writes
+    no cursor row (gift wraps are dated up to two days back: most would rewrite it); a newer
+    one still moves it, and a second pipeline on the same store (a restart) starts afresh."""
+    store = pipeline.store
+
+    def changes(created_at: int) -> int:
+        before = store.conn.total_changes
+        raw = sign_event(ALICE, 1, uuid.uuid4().hex, [], created_at).to_json()
+        assert feed(pipeline, raw) == ["WRONG_KIND"]  # seen and counted, cursor moved
+        return store.conn.total_changes - before
+
+    moved = changes(NOW - 100)
+    assert store.cursor("ws://r", "inbox") == NOW - 100
+    assert changes(NOW - 500) == moved - 1  # older: everything but the cursor row
+    assert changes(NOW - 100) == moved - 1  # the same: nothing to move either
+    assert changes(NOW - 50) == moved  # newer: written
+    assert store.cursor("ws://r", "inbox") == NOW - 50
+    again = Inbound(store, pipeline.handlers, FloodLimiter(600, 5, 1000), pipeline.clock)
+    raw = sign_event(ALICE, 1, uuid.uuid4().hex, [], NOW - 40).to_json()
+    assert again.process([Incoming("ws://r", raw, "inbox")]).outcomes == ["WRONG_KIND"]
+    assert store.cursor("ws://r", "inbox") == NOW - 40
+
+
 def test_cursors_never_pass_a_skipped_event(tmp_path) -> None:
     """A rate-limited event is not remembered, so the cursor stays at or before it (a `since`
     catch-up must ask for it again), even when newer events in the batch were handled."""

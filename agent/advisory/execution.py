@@ -82,8 +82,10 @@ class Execution:
         params: schemas.Params,
         before: Any,
         frm: CS,
+        **decided: Any,
     ) -> dict[str, int] | None:
-        """Move the command to `executing` and reserve its budget; None if already claimed."""
+        """Move the command to `executing` and reserve its budget; None if already claimed.
+        `decided`: columns written in the same statement (the decision that lets it run)."""
         reserve = {
             "sats_moved": spec.moves_sats(params),
             "fees_sat": spec.max_fee_sats(params),
@@ -93,7 +95,7 @@ class Execution:
         self.limits.check_budgets(cmd, spec, params, tx)  # re-checked where it is reserved
         self.limits.recheck_cover(cmd, spec.danger(params), tx)  # and the ticket paying for it
         saved = json.dumps({"usage": reserve, "before": before})
-        if not repo.move(tx, cmd.command_id, (frm,), CS.EXECUTING, reserved=saved):
+        if not repo.move(tx, cmd.command_id, (frm,), CS.EXECUTING, reserved=saved, **decided):
             return None  # someone else claimed it
         for scope in ("node", cmd.credential_id):
             repo.add_usage(tx, scope, **reserve)

@@ -201,17 +201,17 @@ class NodeService:
         # The decision alone need not be durable (if lost, the command is decided again); a
         # command that runs now is claimed in the same commit, which is durable when the claim
         # must be (see Execution.execute).
-        reasons = decision.explain()
+        cols = {"danger": danger, "route": decision.route.value, "reasons": decision.explain()}
+        reserve = None
         with self.agent.store.transaction(self.now, durable=runs_now and not spec.idempotent) as tx:
             repo.record_rate(tx, cmd.credential_id, danger >= 5)
-            repo.record_decision(tx, cmd.command_id, danger, decision.route.value, reasons)
-            claim = self.execution.claim if runs_now else None
-            reserve = claim(tx, cmd, spec, params, before, CS.RECEIVED) if claim else None
+            if runs_now:  # the decision is written by the claim's statement
+                reserve = self.execution.claim(tx, cmd, spec, params, before, CS.RECEIVED, **cols)
+            else:
+                repo.record_decision(tx, cmd.command_id, **cols)
         if runs_now:
             if reserve is not None:
-                decided = {**row, "danger": danger, "route": decision.route.value}
-                decided["reasons"] = reasons
-                await self.execution.run(decided, cmd, spec, params, before, reserve)
+                await self.execution.run({**row, **cols}, cmd, spec, params, before, reserve)
             return
         await self._route(row, cmd, spec, params, decision)
 
