@@ -85,13 +85,25 @@ class PartRole(StrEnum):
     BONUS = "bonus"
 
 
+class Dleq(Payload):
+    """NUT-12: the mint's proof (e, s) that it signed with its keyset's key, and the minting
+    wallet's blinding factor r, so that anyone can check the signature (events.dleq)."""
+
+    e: Hex64
+    s: Hex64
+    r: Hex64
+
+
 class CashuProof(Payload):
-    """A Cashu proof as the mint signed it (NUT-00); `amount` in the ticket's unit."""
+    """A Cashu proof as the mint signed it (NUT-00); `amount` in the ticket's unit.  A
+    ticket's proofs carry their DLEQ (NUT-12): without it the payee cannot tell real ecash
+    from made-up proofs until it redeems, after the work is done."""
 
     id: KeysetId
     amount: int = Field(gt=0, le=2**40)
     secret: str = Field(min_length=1, max_length=2048)
     C: NodeId
+    dleq: Dleq | None = None
 
 
 class Part(Payload):
@@ -192,14 +204,23 @@ def _htlc(secret: str) -> tuple[str, dict[str, list[str]]]:
 
 def check_locks(ticket: Ticket) -> None:
     """Every proof of every part is locked as the part says: HTLC on the part's hash, the
-    advisor's key, the part's locktime, the operator's refund key, default SIG_INPUTS.
+    advisor's key, the part's locktime, the operator's refund key, default SIG_INPUTS; and
+    carries the DLEQ proof its payee checks at the mint (agent/escrow/checks.py).
 
     Raises TicketInvalid naming the first difference.
     """
+    secrets = [p.secret for part in ticket.parts for p in part.proofs]
+    if len(set(secrets)) != len(secrets):
+        raise TicketInvalid("the same proof appears twice in the ticket (it pays once)")
     for part in ticket.parts:
         if sum(p.amount for p in part.proofs) != part.amount_sat:
             raise TicketInvalid(f"part {part.index}'s proofs do not add up to its amount")
         for proof in part.proofs:
+            if proof.dleq is None:
+                raise TicketInvalid(
+                    f"part {part.index} has a proof without its DLEQ proof (NUT-12): the mint's "
+                    "signature could not be checked before redemption"
+                )
             data, tags = _htlc(proof.secret)
             expected = {
                 "hash lock": (data, part.lock_hash),

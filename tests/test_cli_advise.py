@@ -238,3 +238,31 @@ def test_credentials_approvals_and_receipts_read_as_tables(pair) -> None:
     assert shown[0].split() == ["seq", "command", "id", "status", "command", "error", "at"]
     last = shown[-1].split()
     assert last[2:5] == ["ok", "hive:fee-policy/v1", "set_single"] and last[5] == "-", shown
+
+
+def test_a_ticket_whose_ecash_was_refused_is_not_named(pair) -> None:
+    """Dishonest node: its ticket's proofs were never signed by the mint, and the advisor's
+    agent refused them when it checked them at the mint.  `advise --ticket` would still have
+    named it — the advisor working for made-up ecash.  Now it stops before anything is sent:
+    TICKET_INVALID (exit 65), one line saying why."""
+    import nostr_sdk as sdk
+
+    from agent.store import escrow as erepo
+    from tests.test_escrow_attacks import forged_ticket
+
+    node, node_pub, advisor_home, url = pair
+    scid, before = my_channels(node.home)[0][0]["scid"], my_channels(node.home)
+    fake = forged_ticket(sdk.Keys.generate(), "cd" * 32, "http://127.0.0.1:1", "ef" * 16)
+    fake = fake.model_copy(update={"node": node_pub, "refund_pubkey": node_pub})
+    why = "part 0's proof 0 (8 sat) was not signed by the mint (its DLEQ proof fails)"
+    store = Store(advisor_home / "agent.sqlite")
+    queued = store.outbox_counts()
+    with store.transaction(int(time.time())) as tx:  # as the advisor's agent left it
+        erepo.save_ticket(tx, fake, "payee")
+        erepo.set_checked(tx, fake.ticket_id, f"TICKET_INVALID: {why}")
+    done = hive(advisor_home, "advise", node_pub, "fee-policy", "set_single", f"channel={scid}",
+                "fee_ppm=130", "--ticket", fake.ticket_id, "--relay", url, "--timeout", "20")  # fmt: skip
+    assert done.returncode == 65, (done.stdout, done.stderr)
+    assert done.stdout == ""  # nothing was sent
+    assert done.stderr == f"error: TICKET_INVALID: ticket {fake.ticket_id} does not pay: {why}\n"
+    assert store.outbox_counts() == queued and my_channels(node.home) == before

@@ -32,7 +32,7 @@ from events.errors import (
     MintUnavailable,
     NotFound,
 )
-from events.escrow import TICKET, CashuProof, Part, PartRole, Terms, Ticket, TicketType
+from events.escrow import TICKET, CashuProof, Dleq, Part, PartRole, Terms, Ticket, TicketType
 from tests.advisory_world import World, funded, parts, until, world
 from tests.conftest import HIVE_AGENT
 
@@ -194,6 +194,8 @@ class _Lies(BaseHTTPRequestHandler):
 
     upstream: ClassVar[str] = ""
     lying: ClassVar[bool] = False
+    spent: ClassVar[bool] = False  # every NUT-07 state check answers SPENT
+    unit: ClassVar[str | None] = None  # every keyset it serves claims this unit
     swaps_left: ClassVar[int] = -1  # ≥ 0: that many swaps pass, then the mint is "down"
     lose_answers: ClassVar[int] = 0
 
@@ -210,6 +212,10 @@ class _Lies(BaseHTTPRequestHandler):
             status, out = 400, json.dumps({"detail": "try later", "code": 10000}).encode()
         elif self.lying and self.path == "/v1/checkstate":
             status, out = 200, json.dumps({"states": []}).encode()
+        elif self.spent and self.path == "/v1/checkstate":
+            ys = json.loads(body or b"{}").get("Ys", [])
+            states = [{"Y": y, "state": "SPENT", "witness": None} for y in ys]
+            status, out = 200, json.dumps({"states": states}).encode()
         else:
             if self.path == "/v1/swap" and self.swaps_left > 0:
                 type(self).swaps_left -= 1
@@ -218,6 +224,11 @@ class _Lies(BaseHTTPRequestHandler):
                 headers={"Content-Type": "application/json"},
             )  # fmt: skip
             status, out = got.status_code, got.content
+            if self.unit and self.path.startswith("/v1/keys") and status == 200:
+                keys = got.json()
+                for keyset in keys["keysets"]:
+                    keyset["unit"] = self.unit
+                out = json.dumps(keys).encode()
             if self.path == "/v1/swap" and self.lose_answers > 0:
                 type(self).lose_answers -= 1
                 status, out = 503, b'{"detail": "the answer was lost"}'
@@ -359,12 +370,15 @@ async def test_debug_in_the_environment_does_not_turn_off_tls_to_the_mint(
     assert done.stderr.startswith("error: MINT_UNAVAILABLE: ") and "CERTIFICATE" in done.stderr
 
 
-def forged_ticket(node: sdk.Keys, advisor: str, mint: str, credential_id: str) -> Ticket:
-    """A well-formed ticket whose proofs the mint never signed (checked only at redemption)."""
+def forged_ticket(
+    node: sdk.Keys, advisor: str, mint: str, credential_id: str, keyset: str = "00" + "11" * 7
+) -> Ticket:
+    """A well-formed ticket whose proofs the mint never signed, with a made-up DLEQ proof."""
     node_pub, digest, locktime = node.public_key().to_hex(), secrets.token_hex(32), 2**31
     tags = [["pubkeys", "02" + advisor], ["locktime", str(locktime)], ["refund", "02" + node_pub]]
     secret = json.dumps(["HTLC", {"nonce": secrets.token_hex(16), "data": digest, "tags": tags}])
-    proof = CashuProof(id="00" + secrets.token_hex(7), amount=8, secret=secret, C="02" + "ab" * 32)
+    made_up = Dleq(e=secrets.token_hex(32), s=secrets.token_hex(32), r=secrets.token_hex(32))
+    proof = CashuProof(id=keyset, amount=8, secret=secret, C="02" + "ab" * 32, dleq=made_up)
     part = Part(index=0, role=PartRole.RELEASE, amount_sat=8, lock_hash=digest,
                 locktime=locktime, proofs=[proof])  # fmt: skip
     terms = Terms(schema_pattern="hive:fee-policy/*", max_danger=5, deadline=2**31)

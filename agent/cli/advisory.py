@@ -22,6 +22,7 @@ from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, positive, pubkey, sats
 from agent.clock import SystemClock
 from agent.errors import CommandRefused, NoReceipt, exit_code_of
+from agent.escrow import checks
 from agent.home_lock import lock_home
 from agent.keys import load_key_file
 from agent.node.backend import NodeBackend
@@ -238,6 +239,11 @@ async def _advise(
         return max(0.0, deadline - anyio.current_time())
 
     app = make(args, settings)
+    if args.ticket is not None:  # its ecash checked at the mint before working for it
+        try:
+            await checks.require_checked(app.escrow, args.ticket)
+        finally:
+            await app.close()
     async with app.agent as agent:
         advisor = app.advisor
         cmd, _ = await advisor.advise(

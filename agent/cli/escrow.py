@@ -196,10 +196,12 @@ async def _list(args: argparse.Namespace, app: Standalone) -> Answer:
     rows = app.escrow.describe()
     shown = [
         (r["role"], r["ticket_id"], r["type"], r["amount_sat"],
-         " ".join(f"{p['part_index']}:{p['state']}" for p in r["parts"]))
+         " ".join(f"{p['part_index']}:{p['state']}" for p in r["parts"]),
+         _ecash(r["role"], r["checked"], short=True))
         for r in rows
     ]  # fmt: skip
-    text = table(["role", "ticket", "type", "sat", "parts"], shown) if rows else "no tickets"
+    heads = ["role", "ticket", "type", "sat", "parts", "ecash"]
+    text = table(heads, shown) if rows else "no tickets"
     return {"tickets": rows}, text
 
 
@@ -215,19 +217,33 @@ async def _show(args: argparse.Namespace, app: Standalone) -> Answer:
     body = {
         "role": role,
         "successes": successes,
+        "checked": repo.checked(app.agent.store, args.ticket_id),
         "ticket": json.loads(ticket.model_dump_json(exclude={"parts": {"__all__": {"proofs"}}})),
         "parts": repo.parts(app.agent.store, args.ticket_id),
     }
-    return body, _ticket_text(ticket, role, successes, body["parts"])
+    return body, _ticket_text(ticket, role, successes, body["parts"], body["checked"])
 
 
-def _ticket_text(ticket: Any, role: str, successes: int, parts: list[dict[str, Any]]) -> str:
+def _ecash(role: str, checked: str | None, *, short: bool = False) -> str:
+    """What the payee's check at the mint found (agent/escrow/checks.py)."""
+    if role != "payee":
+        return "" if short else "ours (we locked it)"
+    if checked is None:
+        return "unchecked" if short else "not checked at the mint yet"
+    if checked == "ok":
+        return "ok" if short else "ok: signed by the mint (DLEQ), unspent, in sat"
+    return "REFUSED" if short else checked
+
+
+def _ticket_text(
+    ticket: Any, role: str, successes: int, parts: list[dict[str, Any]], checked: str | None
+) -> str:
     head = pairs(
         [("ticket", ticket.ticket_id), ("role", role), ("type", ticket.type.value),
          ("amount", f"{ticket.amount_sat:,} sat"), ("mint", ticket.mint),
          ("node", ticket.node), ("advisor", ticket.advisor),
          ("credential", ticket.credential_id), ("created", since(ticket.created_at)),
-         ("successes", successes)]
+         ("successes", successes), ("ecash", _ecash(role, checked))]
     )  # fmt: skip
     rows = [
         (p["part_index"], p["amount"], p["state"], when(p["locktime"]), since(p["updated_at"]),

@@ -24,7 +24,7 @@ from agent.nostr.local_relay import free_port
 from agent.procs import ChildExited, ChildNotReady, ChildProcess
 from events.errors import MintNotAllowed, MintUnavailable, MintUnsupported
 
-REQUIRED_NUTS = ("7", "10", "11", "14")
+REQUIRED_NUTS = ("7", "10", "11", "12", "14")
 
 
 def normalize(url: str) -> str:

@@ -3,12 +3,24 @@ base and a bonus that waits for its measurement window (performance).  Pure."""
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from events.errors import InvalidParams
-from events.escrow import CashuProof, Metric, Part, PartRole, Terms, Ticket, TicketType, window_s
+from events.errors import InvalidParams, TooLarge
+from events.escrow import (
+    TICKET,
+    CashuProof,
+    Dleq,
+    Metric,
+    Part,
+    PartRole,
+    Terms,
+    Ticket,
+    TicketType,
+    window_s,
+)
 from events.types import first_error
 
 MAX_LOCKTIME_S = 30 * 86400  # a ticket's deadline (commands are covered until then)
@@ -77,26 +89,49 @@ def refusal(exc: ValidationError) -> InvalidParams:
     return InvalidParams(first_error(exc, "ticket")[:200])
 
 
+def _placeholder_proofs(amount: int, lock_hash: str, locktime: int, key: str) -> list[CashuProof]:
+    """As many proofs as the mint's split will make (one per set bit of the amount), each
+    at least as long as a real one: a v2 keyset id, a NUT-14 secret as the wallet library
+    writes it (with a longer nonce), and a DLEQ."""
+    tags = [["pubkeys", "02" + key], ["locktime", str(locktime)], ["refund", "02" + key]]
+    body = {"nonce": "0" * 64, "data": lock_hash, "tags": tags}
+    secret, dleq = json.dumps(["HTLC", body]), Dleq(e=key, s=key, r=key)
+    return [
+        CashuProof(id="01" + key, amount=1 << bit, secret=secret, C="02" + key, dleq=dleq)
+        for bit in range(amount.bit_length())
+        if amount >> bit & 1
+    ]
+
+
 def check_ticket(
     kind: TicketType, plan: list[PlannedPart], terms: Terms, mint: str, advisor: str, cred: str
 ) -> None:
-    """The ticket these parts would make, built with placeholder locks and proofs, so one that
-    could never be sent (milestones that do not rise, more than 16 parts, an amount, a mint
-    URL, an advisor key or a credential id the ticket cannot carry) is refused before any
-    ecash is locked: InvalidParams."""
+    """The ticket these parts would make, built with placeholder locks and proofs of the real
+    number and size, so one that could never be sent (milestones that do not rise, more than
+    16 parts, an amount, a mint URL, an advisor key or a credential id the ticket cannot
+    carry, more proofs than a private message holds) is refused before any ecash is locked:
+    InvalidParams."""
     key = "0" * 64
     try:
         parts = [
             Part(index=i, role=p.role, amount_sat=p.amount, lock_hash=f"{i:064x}",
                  locktime=p.locktime, after_commands=p.after_commands,
-                 proofs=[CashuProof(id="0" * 16, amount=p.amount, secret="-", C="02" + key)])  # noqa: S106
+                 proofs=_placeholder_proofs(p.amount, f"{i:064x}", p.locktime, key))
             for i, p in enumerate(plan)
         ]  # fmt: skip
-        Ticket(ticket_id="0" * 32, type=kind, mint=mint, node=key, advisor=advisor,
-               credential_id=cred, refund_pubkey=key, terms=terms, parts=parts,
-               created_at=0)  # fmt: skip
+        ticket = Ticket(ticket_id="0" * 32, type=kind, mint=mint, node=key, advisor=advisor,
+                        credential_id=cred, refund_pubkey=key, terms=terms, parts=parts,
+                        created_at=0)  # fmt: skip
     except ValidationError as exc:
         raise refusal(exc) from None
+    try:
+        TICKET.rumor(key, ticket, created_at=terms.deadline)
+    except TooLarge as exc:
+        proofs = sum(len(part.proofs) for part in parts)
+        raise InvalidParams(
+            f"the ticket would carry {proofs} proofs, too many for one private message "
+            f"({exc.message}): fund fewer parts, or amounts with fewer 1 bits"
+        ) from None
 
 
 def plan_ticket(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from agent.component import Messaging, Wiring
-from agent.escrow import drafts, intake
+from agent.escrow import checks, drafts, intake
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
 from agent.escrow.planning import MAX_LOCKTIME_S, PlannedPart, locked_until, plan_ticket
@@ -95,6 +95,8 @@ class Escrow:
         # 2, 4, … up to 300 s, not every second (each attempt records one more swap start)
         self._backoff: dict[tuple[str, int], tuple[int, int]] = {}
         self.funding: set[str] = set()  # tickets whose parts are being locked right now
+        self.keysets: checks.Keysets = {}  # the mints' keys, to check held tickets' ecash
+        self.check_held = partial(checks.check_held, self)
 
     def wiring(self) -> Wiring:
         return Wiring(
@@ -434,7 +436,10 @@ class Escrow:
     # --- the loop ----------------------------------------------------------------------------
 
     async def step(self) -> None:
-        """Redeem what was released to us; release or lapse bonuses; refund what expired."""
+        """Check held tickets' ecash at the mint; redeem what was released to us; release or
+        lapse bonuses; refund what expired."""
+        for ticket_id in repo.unchecked_tickets(self.agent.store):  # (-1: the ticket, no part)
+            await self._try({"ticket_id": ticket_id, "part_index": -1}, self.check_held)
         for row in repo.parts_in(self.agent.store, "payee", "released"):
             await self._try(row, self.redeem)
         if self.funder:

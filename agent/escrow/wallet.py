@@ -31,7 +31,7 @@ import nostr_sdk as sdk
 from coincurve import PrivateKey
 
 from events.errors import MintRefused, MintUnavailable
-from events.escrow import CashuProof, lock_key
+from events.escrow import CashuProof, Dleq, lock_key
 
 _environ = dict(os.environ)  # the library copies a .env it finds into the environment
 from cashu.core.base import HTLCWitness, Proof  # isort: skip  # noqa: E402
@@ -103,7 +103,11 @@ def to_cashu(proof: CashuProof, witness: str | None = None) -> Proof:
 
 
 def from_cashu(proof: Proof) -> CashuProof:
-    return CashuProof(id=proof.id, amount=proof.amount, secret=proof.secret, C=proof.C)
+    """Ours, with the mint's DLEQ and our blinding factor when the library kept them (a
+    proof the mint signed for us: anyone we pay it to can check the signature, NUT-12)."""
+    got = proof.dleq
+    dleq = Dleq(e=got.e, s=got.s, r=got.r) if got is not None and got.r else None
+    return CashuProof(id=proof.id, amount=proof.amount, secret=proof.secret, C=proof.C, dleq=dleq)
 
 
 def _mint_error(exc: Exception) -> Exception:
@@ -298,6 +302,16 @@ class CashuWallet:
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
         return await self.unspent(found)
+
+    async def keyset(self, keyset_id: str) -> tuple[str, dict[int, str]]:
+        """(unit, {amount: the mint's public key, compressed hex}) of one of the mint's
+        keysets, active or not (NUT-01, `/v1/keys/{id}`)."""
+        try:
+            found = await self.wallet._get_keyset(keyset_id)
+        except Exception as exc:  # noqa: BLE001
+            raise _mint_error(exc) from None
+        keys = {int(amount): key.format().hex() for amount, key in found.public_keys.items()}
+        return found.unit.name, keys
 
     async def _states(self, proofs: list[Proof]) -> list[Any]:
         """NUT-07, in batches: the mint's state of each of `proofs`, matched by Y

@@ -155,7 +155,8 @@ def tickets(db: Db, role: str | None = None, newest: int = -1) -> list[dict[str,
     """Oldest first; with `newest` ≥ 0, only the newest that many (-1: all)."""
     rows = _rows(
         db,
-        "SELECT * FROM (SELECT ticket_id, role, ticket, successes, created_at FROM escrow_tickets"
+        "SELECT * FROM (SELECT ticket_id, role, ticket, successes, created_at, checked"
+        " FROM escrow_tickets"
         " WHERE ? IS NULL OR role = ? ORDER BY created_at DESC, ticket_id DESC LIMIT ?)"
         " ORDER BY created_at, ticket_id",
         (role, role, newest),
@@ -163,6 +164,25 @@ def tickets(db: Db, role: str | None = None, newest: int = -1) -> list[dict[str,
     for r in rows:
         r["parts"] = parts(db, r["ticket_id"])
     return rows
+
+
+def unchecked_tickets(db: Db) -> list[str]:
+    """Held tickets (payee) whose ecash was not checked at the mint yet, oldest first."""
+    sql = "SELECT ticket_id FROM escrow_tickets WHERE role = 'payee' AND checked IS NULL"
+    return [str(r["ticket_id"]) for r in _rows(db, sql + " ORDER BY created_at, ticket_id")]
+
+
+def set_checked(tx: Tx, ticket_id: str, verdict: str) -> None:
+    """'ok', or the refusal as `CODE: message` (checks.py)."""
+    tx.execute(
+        "UPDATE escrow_tickets SET checked = ?, checked_at = ? WHERE ticket_id = ?",
+        (verdict, tx.now, ticket_id),
+    )
+
+
+def checked(db: Db, ticket_id: str) -> str | None:
+    row = _row(db, "SELECT checked FROM escrow_tickets WHERE ticket_id = ?", (ticket_id,))
+    return None if row is None else row["checked"]
 
 
 def count_tickets(db: Db, role: str) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from agent.store.migrations_advisory import ADVISORY
 from agent.store.migrations_base import MIGRATIONS
 from agent.store.migrations_contribution import CONTRIBUTION
+from agent.store.migrations_escrow import ESCROW
 from agent.store.migrations_fleet import FLEET
 from agent.store.migrations_settlement import SETTLEMENT
 
@@ -27,7 +28,7 @@ SLICES: dict[str, list[str]] = {
     "base": MIGRATIONS,
     "market": [],
     "advisory": ADVISORY,
-    "escrow": [],
+    "escrow": ESCROW,
     "fleet": FLEET,
     "contribution": CONTRIBUTION,
     "settlement": SETTLEMENT,

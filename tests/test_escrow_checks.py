@@ -1,0 +1,170 @@
+"""A held ticket's ecash is checked at its mint before the advisor relies on it (NUT-12 DLEQ,
+NUT-07 states, the keyset's unit), against the real relay and a real Nutshell mint — behind
+a proxy where the mint has to lie.  Each test names the attack; each failed before: the
+advisor kept any well-formed ticket and found out what it was worth only at redemption,
+after the work was done."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.escrow import checks
+from agent.escrow.planning import plan_ticket
+from agent.escrow.wallet import CashuWallet
+from agent.store import escrow as erepo
+from events.errors import TicketInvalid
+from events.escrow import TICKET, Part, PartRole, Terms, Ticket, TicketType, lock_hash
+from tests.advisory_world import World, funded, until, world
+from tests.test_escrow_attacks import _Lies, credential, deliver, forged_ticket, lying_mint
+
+pytestmark = pytest.mark.anyio
+__all__ = ["lying_mint"]  # the fixture, shared with test_escrow_attacks.py
+
+
+def verdict(w: World, ticket_id: str) -> str | None:
+    return erepo.checked(w.advisor.agent.store, ticket_id)
+
+
+def refusals(w: World, code: str = "TICKET_INVALID") -> int:
+    return w.advisor.agent.store.error_counts().get(code, 0)
+
+
+async def test_made_up_proofs_are_found_before_any_work(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """Dishonest node: a ticket of proofs the mint never signed (with a made-up DLEQ proof, on
+    the mint's real keyset, or on a keyset it does not have).  The advisor's agent now checks
+    every held ticket at the mint: a real one passes, these are refused (TICKET_INVALID,
+    counted, the reason kept with the ticket), and `advise --ticket` will not name them."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.advisor_escrow is not None
+        real, cred = await funded(w, TicketType.SINGLE, amount_sat=40)
+        await until(lambda: verdict(w, real.ticket_id) == checks.OK)
+        assert all(p.dleq is not None for part in real.parts for p in part.proofs)
+        await checks.require_checked(w.advisor_escrow, real.ticket_id)  # passes
+        node, keyset = w.node.agent.keys, real.parts[0].proofs[0].id
+        made_up = forged_ticket(node, w.advisor.me, mint_url, cred, keyset=keyset)
+        elsewhere = forged_ticket(node, w.advisor.me, mint_url, cred)  # keyset 0011…
+        before = refusals(w)
+        deliver(w, node, [made_up, elsewhere])
+        await until(
+            lambda: None not in (verdict(w, made_up.ticket_id), verdict(w, elsewhere.ticket_id))
+        )
+        assert "was not signed by the mint (its DLEQ proof fails)" in str(
+            verdict(w, made_up.ticket_id)
+        )
+        assert "the mint does not serve keyset 0011111111111111" in str(
+            verdict(w, elsewhere.ticket_id)
+        )
+        assert refusals(w) == before + 2
+        for fake in (made_up, elsewhere):
+            with pytest.raises(TicketInvalid, match="does not pay"):
+                await checks.require_checked(w.advisor_escrow, fake.ticket_id)
+        listed = {t["ticket_id"]: t["checked"] for t in erepo.tickets(w.advisor.agent.store)}
+        assert listed[real.ticket_id] == checks.OK and listed[made_up.ticket_id].startswith(
+            "TICKET_INVALID: "
+        )
+
+
+async def test_a_ticket_without_dleq_proofs_is_refused_on_arrival(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """A ticket whose proofs carry no DLEQ proof cannot be checked before redemption: refused
+    at intake, not stored."""
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        cred, node = await credential(w), w.node.agent.keys
+        bare = forged_ticket(node, w.advisor.me, mint_url, cred)
+        proofs = [p.model_copy(update={"dleq": None}) for p in bare.parts[0].proofs]
+        bare = bare.model_copy(
+            update={"parts": [bare.parts[0].model_copy(update={"proofs": proofs})]}
+        )
+        before = refusals(w)
+        deliver(w, node, [bare])
+        assert refusals(w) == before + 1
+        assert erepo.ticket(w.advisor.agent.store, bare.ticket_id) is None
+
+
+async def locked_ticket(funder: CashuWallet, w: World, cred: str, mint: str, amount: int) -> Ticket:
+    """A ticket of real locked ecash made at the real mint (`funder` talks to it directly),
+    naming `mint` (the proxy the advisor checks through)."""
+    preimage, locktime = secrets.token_bytes(32), int(time.time()) + 3600
+    _, proofs = await funder.topup(amount)
+    _, locked = await funder.lock(
+        proofs, amount, hash_hex=lock_hash(preimage), payee_xonly=w.advisor.me,
+        refund_xonly=w.node.me, locktime=locktime,
+    )  # fmt: skip
+    part = Part(index=0, role=PartRole.RELEASE, amount_sat=amount,
+                lock_hash=lock_hash(preimage), locktime=locktime, proofs=locked)  # fmt: skip
+    terms = Terms(schema_pattern="hive:fee-policy/*", max_danger=5, deadline=locktime)
+    return Ticket(ticket_id=secrets.token_hex(16), type=TicketType.SINGLE, mint=mint,
+                  node=w.node.me, advisor=w.advisor.me, credential_id=cred,
+                  refund_pubkey=w.node.me, terms=terms, parts=[part],
+                  created_at=int(time.time()))  # fmt: skip
+
+
+async def test_spent_ecash_and_a_mint_that_cannot_tell(
+    tmp_path: Path, relay_url: str, mint_url: str, lying_mint: type[_Lies]
+) -> None:
+    """Dishonest node: real ecash it already spent elsewhere (the mint says SPENT) is refused;
+    a mint that answers a state check with nothing leaves the ticket unchecked (MINT_REFUSED,
+    tried again) rather than refused or passed, until it answers; a keyset in another unit
+    (msat, usd: worth something else than the ticket says) is refused."""
+    url = lying_mint.url  # type: ignore[attr-defined]
+    async with world(tmp_path, relay_url, mint=url) as w:
+        assert w.advisor_escrow is not None
+        cred, node = await credential(w), w.node.agent.keys
+        async with CashuWallet(tmp_path / "funder", mint_url, node) as funder:
+            spent = await locked_ticket(funder, w, cred, url, 24)
+            later = await locked_ticket(funder, w, cred, url, 16)
+        lying_mint.spent = True
+        deliver(w, node, [spent])
+        await until(lambda: verdict(w, spent.ticket_id) is not None)
+        assert verdict(w, spent.ticket_id) == "TICKET_INVALID: part 0's ecash is already spent"
+        lying_mint.spent, lying_mint.lying = False, True
+        before = refusals(w, "MINT_REFUSED")
+        deliver(w, node, [later])
+        await until(lambda: refusals(w, "MINT_REFUSED") > before)
+        assert verdict(w, later.ticket_id) is None  # not refused: asked again
+        lying_mint.lying = False
+        await until(lambda: verdict(w, later.ticket_id) == checks.OK, timeout=30)
+        lying_mint.unit = "usd"
+        wallet = await w.advisor_escrow.wallet(url)
+        with pytest.raises(TicketInvalid, match=r"is in usd, not sat"):
+            await checks.check_ecash(later, wallet, {})  # (a fresh cache of the mint's keys)
+
+
+async def test_the_planner_refuses_a_ticket_too_large_to_send(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """Careless operator: 16 milestones of 1,023 sat each are 160 proofs, more than one private
+    message carries: the ticket could never be sent, so its ecash would have been locked for
+    nothing.  Refused (INVALID_PARAMS) before anything is locked; the placeholder the planner
+    sizes a ticket with is never smaller than the real ticket the mint's proofs make."""
+    from events.errors import InvalidParams
+
+    args = dict(schema_pattern="hive:fee-policy/*", max_danger=5, bonus_sat=0, metric=None,
+                params_hash=None, mint=mint_url, advisor="a" * 64, credential_id="c" * 32,
+                locked_until=int(time.time()) + 3600, deadline=int(time.time()) + 3600)  # fmt: skip
+    with pytest.raises(InvalidParams, match="160 proofs, too many"):
+        plan_ticket(TicketType.MILESTONE, 16 * 1023, commands=16, milestones=list(range(1, 17)),
+                    **args)  # fmt: skip
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        real, _ = await funded(w, TicketType.SINGLE, amount_sat=255)  # 8 proofs
+        size = len(TICKET.rumor(w.node.me, real, created_at=0).content)
+        from agent.escrow.planning import _placeholder_proofs
+
+        placeholder = _placeholder_proofs(255, "0" * 64, real.parts[0].locktime, "0" * 64)
+        assert len(placeholder) == len(real.parts[0].proofs) == 8
+        estimate = real.parts[0].model_copy(update={"proofs": placeholder})
+        estimated = len(
+            TICKET.rumor(
+                w.node.me, real.model_copy(update={"parts": [estimate]}), created_at=0
+            ).content
+        )
+        assert estimated >= size, (estimated, size)
+        assert json.loads(real.parts[0].proofs[0].secret)[0] == "HTLC"
