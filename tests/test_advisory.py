@@ -41,6 +41,39 @@ async def test_fee_change_runs_and_the_chain_verifies(tmp_path: Path, relay_url:
         receipt.verify_chain(repo.chain(w.node.agent.store, cred.credential_id))
 
 
+async def test_a_receipt_reaches_its_waiters_without_another_read(
+    tmp_path: Path, relay_url: str
+) -> None:
+    """A receipt this process commits is handed to whoever waits for its command: the store is
+    read once, when the wait starts, not again after the batch that brought it; two waiters
+    on one command both get it; a waiter that finds nothing new reads the store as before."""
+    async with world(tmp_path, relay_url) as w:
+        await w.wait_credential(w.grant())
+        scid = (await w.channels())[0].short_channel_id
+        reads: list[str] = []
+        w.advisor.agent.store.conn.set_trace_callback(
+            lambda sql: reads.append(sql) if "FROM receipts_held" in sql else None
+        )
+        cmd, _ = await w.advisor.advise(
+            w.node.me, "hive:fee-policy/v1", "set_single", {"channel": scid, "fee_ppm": 130},
+            wait=False,
+        )  # fmt: skip
+        got: list[object] = []
+
+        async def wait() -> None:
+            got.append(await w.advisor.wait_for(cmd.command_id, 10, final=True))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            tg.start_soon(wait)
+        w.advisor.agent.store.conn.set_trace_callback(None)
+        assert len(got) == 2 and all(r is not None and r.status == Status.OK for r in got)
+        assert len(reads) == 2  # one per waiter, when it started
+        assert w.advisor._waiting == {}  # nothing left behind
+        again = await w.advisor.wait_for(cmd.command_id, 1, final=True)  # from the store
+        assert again is not None and again.receipt_id == got[0].receipt_id  # type: ignore[attr-defined]
+
+
 async def test_dry_run_predicts_the_real_diff(tmp_path: Path, relay_url: str) -> None:
     async with world(tmp_path, relay_url) as w:
         await w.wait_credential(w.grant())

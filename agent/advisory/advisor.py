@@ -25,6 +25,9 @@ class AdvisorService:
         self.me = host.pubkey
         self._arrived = anyio.Event()
         self.preimages = preimages  # escrow: a receipt's preimage opens a ticket part
+        # command id → one list per `wait_for` waiting on it: the receipts this process
+        # committed for it since (so a waiter need not read the store again for them)
+        self._waiting: dict[str, list[list[Receipt]]] = {}
 
     def wiring(self) -> Wiring:
         return Wiring(
@@ -33,7 +36,10 @@ class AdvisorService:
         )
 
     def _poke(self) -> None:
+        """After every inbound batch: wake every waiter (each waits on the event current
+        when it last looked, so none is left waiting on one that was replaced)."""
         self._arrived.set()
+        self._arrived = anyio.Event()
 
     @property
     def now(self) -> int:
@@ -59,7 +65,8 @@ class AdvisorService:
             # chain that is not the sender's.  (One we do not know yet is kept: its grant may
             # still be on the way; the chains read only receipts of credentials held.)
             raise Unauthorized("this receipt names a credential its sender did not grant us")
-        repo.save_held_receipt(tx, sealed)
+        if repo.save_held_receipt(tx, sealed) and found is not None:  # (held: read as such)
+            tx.on_commit(lambda: self._committed(sealed))
         if sealed.preimage and self.preimages is not None:
             self.preimages.learn(tx, sealed.preimage, f"receipt:{sealed.receipt_id}")
 
@@ -105,16 +112,35 @@ class AdvisorService:
             return cmd, None
         return cmd, await self.wait_for(cmd.command_id, timeout_s, final=True)
 
+    def _committed(self, sealed: Receipt) -> None:
+        for fresh in self._waiting.get(sealed.command_id, ()):
+            fresh.append(sealed)
+
     async def wait_for(self, command_id: str, timeout_s: float, *, final: bool) -> Receipt | None:
-        with anyio.move_on_after(timeout_s):
-            while True:
+        """The newest receipt for `command_id` (with `final`, not a 'queued' one), or None
+        after `timeout_s`.  The store is read first, then again only after a batch that
+        brought this process no receipt for it (one may come another way: a grant that
+        makes it readable, another process)."""
+        fresh: list[Receipt] = []
+        self._waiting.setdefault(command_id, []).append(fresh)
+        try:
+            with anyio.move_on_after(timeout_s):
                 held = repo.held_for_command(self.agent.store, command_id)
-                done = [r for r in held if not final or r.status != Status.QUEUED]
-                if done:
-                    return done[-1]
-                self._arrived = anyio.Event()
-                await self._arrived.wait()
-        return None
+                while True:
+                    done = [r for r in held if not final or r.status != Status.QUEUED]
+                    if done:
+                        return done[-1]
+                    await self._arrived.wait()
+                    if fresh:
+                        held = sorted([*held, *fresh], key=lambda r: r.seq)
+                        fresh.clear()
+                    else:
+                        held = repo.held_for_command(self.agent.store, command_id)
+            return None
+        finally:
+            others = [w for w in self._waiting.pop(command_id) if w is not fresh]
+            if others:
+                self._waiting[command_id] = others
 
     def verify_chain(self, node: str | None = None) -> dict[str, int]:
         """Check every chain we hold; {credential id: receipts} (errors of receipt.verify_chain)."""
