@@ -27,9 +27,12 @@ ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class DleqLike(Protocol):
-    e: str
-    s: str
-    r: str
+    @property
+    def e(self) -> str: ...
+    @property
+    def s(self) -> str: ...
+    @property
+    def r(self) -> str: ...
 
 
 def hash_to_curve(message: bytes) -> PublicKey:
@@ -77,8 +80,8 @@ def verify_blind(b_: PublicKey, c_: PublicKey, e_hex: str, s_hex: str, mint_key:
 
 def verify_proof(secret: str, c_hex: str, dleq: DleqLike, mint_key_hex: str) -> bool:
     """True if the proof (`secret`, C) with its DLEQ (e, s, r) was signed by the key `K`
-    (compressed hex) — for the proof's amount in its keyset.  Malformed points or scalars are
-    False, never an exception."""
+    (compressed hex) — for the proof's amount in its keyset.  Malformed points, scalars or
+    values of the wrong type are False, never an exception."""
     try:
         mint_key, c = PublicKey(bytes.fromhex(mint_key_hex)), PublicKey(bytes.fromhex(c_hex))
         y = hash_to_curve(secret.encode("utf-8"))
@@ -86,5 +89,5 @@ def verify_proof(secret: str, c_hex: str, dleq: DleqLike, mint_key_hex: str) -> 
         b_ = _sum(y, PublicKey.from_secret(r.to_bytes(32, "big")))
         c_ = _sum(c, _times(mint_key, r))
         return verify_blind(b_, c_, dleq.e, dleq.s, mint_key)
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):
         return False

@@ -33,6 +33,7 @@ def test_demo_story_as_json() -> None:
     assert advisory["queued_then"] == "ok" and advisory["refused"] == "RESTRICTED"
     assert advisory["receipts"] == 7  # dry, ok, dry, ok, queued, ok, refused
     assert report["escrow"]["paid_sat"] == 25 and report["escrow"]["operator_sat"] == 175
+    assert report["escrow"]["ecash_checked"] == "ok"  # DLEQ, unit and states, at the mint
     assert report["plugin"]["binding_verified"] is True
     assert report["plugin"]["events"] == {"Forward": 1, "CustomMsg": 1}
     fleet = report["fleet"]

@@ -194,7 +194,7 @@ class _Lies(BaseHTTPRequestHandler):
 
     upstream: ClassVar[str] = ""
     lying: ClassVar[bool] = False
-    spent: ClassVar[bool] = False  # every NUT-07 state check answers SPENT
+    state: ClassVar[str | None] = None  # every NUT-07 state check answers this state
     unit: ClassVar[str | None] = None  # every keyset it serves claims this unit
     swaps_left: ClassVar[int] = -1  # ≥ 0: that many swaps pass, then the mint is "down"
     lose_answers: ClassVar[int] = 0
@@ -212,9 +212,9 @@ class _Lies(BaseHTTPRequestHandler):
             status, out = 400, json.dumps({"detail": "try later", "code": 10000}).encode()
         elif self.lying and self.path == "/v1/checkstate":
             status, out = 200, json.dumps({"states": []}).encode()
-        elif self.spent and self.path == "/v1/checkstate":
+        elif self.state and self.path == "/v1/checkstate":
             ys = json.loads(body or b"{}").get("Ys", [])
-            states = [{"Y": y, "state": "SPENT", "witness": None} for y in ys]
+            states = [{"Y": y, "state": self.state, "witness": None} for y in ys]
             status, out = 200, json.dumps({"states": states}).encode()
         else:
             if self.path == "/v1/swap" and self.swaps_left > 0:
@@ -266,7 +266,8 @@ async def test_a_mint_that_answers_no_states_does_not_end_a_part(
     async with world(tmp_path, relay_url, mint=url) as w:
         assert w.node_escrow is not None and w.advisor_escrow is not None
         ticket, _ = await funded(w, TicketType.SINGLE, amount_sat=40)
-        lying_mint.lying = True
+        await until(lambda: erepo.checked(w.advisor.agent.store, ticket.ticket_id) == "ok")
+        lying_mint.lying = True  # (once the ticket's ecash was checked: the mint lies later)
         before = w.advisor.agent.store.error_counts().get("MINT_REFUSED", 0)
         chan = (await w.channels())[0]
         _, got = await w.advisor.advise(

@@ -65,6 +65,10 @@ async def test_made_up_proofs_are_found_before_any_work(
         for fake in (made_up, elsewhere):
             with pytest.raises(TicketInvalid, match="does not pay"):
                 await checks.require_checked(w.advisor_escrow, fake.ticket_id)
+        from agent.dashboard import more
+
+        shown = {t["id"]: t["checked"] for t in more.escrow(w.advisor.agent.store)["tickets"]}
+        assert shown[real.ticket_id] == checks.OK  # (the dashboard's escrow page)
         listed = {t["ticket_id"]: t["checked"] for t in erepo.tickets(w.advisor.agent.store)}
         assert listed[real.ticket_id] == checks.OK and listed[made_up.ticket_id].startswith(
             "TICKET_INVALID: "
@@ -110,10 +114,11 @@ async def locked_ticket(funder: CashuWallet, w: World, cred: str, mint: str, amo
 async def test_spent_ecash_and_a_mint_that_cannot_tell(
     tmp_path: Path, relay_url: str, mint_url: str, lying_mint: type[_Lies]
 ) -> None:
-    """Dishonest node: real ecash it already spent elsewhere (the mint says SPENT) is refused;
-    a mint that answers a state check with nothing leaves the ticket unchecked (MINT_REFUSED,
-    tried again) rather than refused or passed, until it answers; a keyset in another unit
-    (msat, usd: worth something else than the ticket says) is refused."""
+    """Dishonest node: real ecash it already spent elsewhere (the mint says SPENT) is refused.
+    A mint that cannot tell — it answers a state check with nothing, or says PENDING (a swap
+    under way) — leaves the ticket unchecked and asked again, neither refused nor passed,
+    until it answers.  A keyset in another unit (msat, usd: worth something else than the
+    ticket says) is refused."""
     url = lying_mint.url  # type: ignore[attr-defined]
     async with world(tmp_path, relay_url, mint=url) as w:
         assert w.advisor_escrow is not None
@@ -121,21 +126,83 @@ async def test_spent_ecash_and_a_mint_that_cannot_tell(
         async with CashuWallet(tmp_path / "funder", mint_url, node) as funder:
             spent = await locked_ticket(funder, w, cred, url, 24)
             later = await locked_ticket(funder, w, cred, url, 16)
-        lying_mint.spent = True
+            busy = await locked_ticket(funder, w, cred, url, 8)
+        lying_mint.state = "SPENT"
         deliver(w, node, [spent])
         await until(lambda: verdict(w, spent.ticket_id) is not None)
         assert verdict(w, spent.ticket_id) == "TICKET_INVALID: part 0's ecash is already spent"
-        lying_mint.spent, lying_mint.lying = False, True
+        lying_mint.state, lying_mint.lying = None, True
         before = refusals(w, "MINT_REFUSED")
         deliver(w, node, [later])
         await until(lambda: refusals(w, "MINT_REFUSED") > before)
         assert verdict(w, later.ticket_id) is None  # not refused: asked again
-        lying_mint.lying = False
+        lying_mint.lying, lying_mint.state = False, "PENDING"
+        before = refusals(w, "MINT_REFUSED")
+        deliver(w, node, [busy])
+        await until(lambda: refusals(w, "MINT_REFUSED") >= before + 2)  # both, again
+        assert verdict(w, later.ticket_id) is None and verdict(w, busy.ticket_id) is None
+        lying_mint.state = None
         await until(lambda: verdict(w, later.ticket_id) == checks.OK, timeout=30)
+        await until(lambda: verdict(w, busy.ticket_id) == checks.OK, timeout=30)
         lying_mint.unit = "usd"
         wallet = await w.advisor_escrow.wallet(url)
         with pytest.raises(TicketInvalid, match=r"is in usd, not sat"):
             await checks.check_ecash(later, wallet, {})  # (a fresh cache of the mint's keys)
+
+
+async def test_a_command_names_only_a_ticket_held_and_checked(
+    tmp_path: Path, relay_url: str, mint_url: str
+) -> None:
+    """`advise(ticket=…)` (the CLI's and the demo's) first requires the ticket: one that has
+    not reached the advisor cannot be checked (NOT_FOUND, after a short wait for it); a held
+    one is checked now if the loop has not yet.  A part redeemed since is not asked about
+    again (its ecash is spent by us, not by the funder)."""
+    from events.errors import NotFound
+
+    async with world(tmp_path, relay_url, mint=mint_url) as w:
+        assert w.advisor_escrow is not None
+        with pytest.raises(NotFound, match="has not reached this agent"):
+            await checks.require_checked(w.advisor_escrow, "ab" * 16, timeout_s=0.3)
+        ticket, _ = await funded(w, TicketType.SINGLE, amount_sat=32)
+        chan = (await w.channels())[0]
+        _, got = await w.advisor.advise(
+            w.node.me, "hive:fee-policy/v1", "set_single",
+            {"channel": chan.short_channel_id, "fee_ppm": chan.policy.ppm + 10},
+            ticket=ticket.ticket_id,
+        )  # fmt: skip
+        assert got is not None and got.preimage is not None, got
+        assert verdict(w, ticket.ticket_id) == checks.OK
+        await until(lambda: sum(w.advisor_escrow.balances().values()) == 32)  # redeemed
+        assert await checks.check_held(w.advisor_escrow, ticket.ticket_id) == checks.OK
+
+
+def test_tickets_held_before_the_checks_are_legacy(tmp_path: Path) -> None:
+    """A store of the previous release holding a ticket (its proofs without DLEQ proofs):
+    migrated, the ticket is `legacy`, never refused for what it could not carry, and the
+    loop does not check it."""
+    import sqlite3
+
+    from agent.store import Store
+
+    path = tmp_path / "agent.sqlite"
+    store = Store(path)
+    with store.transaction(int(time.time())) as tx:
+        old = forged_ticket(
+            __import__("nostr_sdk").Keys.generate(), "cd" * 32, "http://m", "ef" * 16
+        )
+        erepo.save_ticket(tx, old, "payee")
+    store.close()
+    conn = sqlite3.connect(path)  # as the release before: no verdicts, slice at 0
+    conn.executescript(
+        "DROP INDEX escrow_tickets_unchecked; ALTER TABLE escrow_tickets DROP COLUMN checked;"
+        " ALTER TABLE escrow_tickets DROP COLUMN checked_at;"
+        " UPDATE schema_versions SET version = 0 WHERE slice = 'escrow';"
+    )
+    conn.close()
+    again = Store(path)
+    assert again.slice_versions()["escrow"] == 1
+    assert erepo.checked(again, old.ticket_id) == checks.LEGACY
+    assert erepo.unchecked_tickets(again) == []
 
 
 async def test_the_planner_refuses_a_ticket_too_large_to_send(

@@ -84,10 +84,13 @@ class AdvisorService:
         lifetime_s: int = 300,
     ) -> tuple[Command, Receipt | None]:
         """Send a command to `node` under the credential we hold for it; with `wait`, return
-        its final receipt (not a 'queued' one) or None on timeout."""
+        its final receipt (not a 'queued' one) or None on timeout.  A `ticket` it names must
+        be held here and its ecash must have passed the check at its mint (escrow)."""
         grant = repo.active_held(self.agent.store, node, self.now)
         if grant is None:
             raise Unauthorized(f"we hold no valid credential for node {node[:16]}…")
+        if ticket is not None and self.preimages is not None:
+            await self.preimages.require_checked(ticket, timeout_s)
         cmd = Command(
             command_id=secrets.token_hex(16),
             node=node,

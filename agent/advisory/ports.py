@@ -20,7 +20,11 @@ class CommandPayments(Protocol):
 
 
 class PreimageSink(Protocol):
-    """The advisor side's view: a receipt carried a preimage."""
+    """The advisor side's view of escrow: the tickets that pay it."""
 
     def learn(self, tx: Tx, preimage: str, source: str) -> bool:
-        """Mark what the preimage opens; False if it opens nothing of ours."""
+        """A receipt carried a preimage: mark what it opens; False if it opens nothing."""
+
+    async def require_checked(self, ticket_id: str, timeout_s: float = ...) -> None:
+        """Before a command names a ticket: a typed error unless it is held here and its
+        ecash passed the check at its mint (made now, within `timeout_s`, if not yet)."""

@@ -22,7 +22,6 @@ from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, positive, pubkey, sats
 from agent.clock import SystemClock
 from agent.errors import CommandRefused, NoReceipt, exit_code_of
-from agent.escrow import checks
 from agent.home_lock import lock_home
 from agent.keys import load_key_file
 from agent.node.backend import NodeBackend
@@ -239,22 +238,21 @@ async def _advise(
         return max(0.0, deadline - anyio.current_time())
 
     app = make(args, settings)
-    if args.ticket is not None:  # its ecash checked at the mint before working for it
-        try:
-            await checks.require_checked(app.escrow, args.ticket)
-        finally:
-            await app.close()
     async with app.agent as agent:
         advisor = app.advisor
-        cmd, _ = await advisor.advise(
-            args.node,
-            schema,
-            args.action,
-            params,
-            dry_run=args.dry_run,
-            ticket=args.ticket,
-            wait=False,
-        )
+        try:  # (a ticket named is checked at its mint first)
+            cmd, _ = await advisor.advise(
+                args.node,
+                schema,
+                args.action,
+                params,
+                dry_run=args.dry_run,
+                ticket=args.ticket,
+                wait=False,
+                timeout_s=left(),
+            )
+        finally:
+            await app.close()
         if not args.json:
             mode = " (dry run)" if args.dry_run else ""
             print(inline(f"sent {cmd.command_id}: {schema} {args.action}{mode}"), flush=True)

@@ -34,6 +34,7 @@ def escrow(store: Store) -> dict[str, Any]:
                 "mint": ticket.mint,
                 "advisor": ticket.advisor,
                 "successes": successes,
+                "checked": row["checked"],  # the payee's check of its ecash at the mint
                 "created_at": ticket.created_at,
                 "parts": [
                     {k: p[k] for k in ("part_index", "amount", "state", "locktime", "note")}

@@ -82,7 +82,12 @@ async def escrow_act(say: Say, relay_url: str) -> dict[str, Any]:
                     f"Olivia after the {(part.locktime - ticket.created_at) // 3600} h window"
                 )
                 await until(
-                    lambda: erepo.ticket(adam.agent.store, ticket.ticket_id) is not None, 20
+                    lambda: erepo.checked(adam.agent.store, ticket.ticket_id) is not None, 20
+                )
+                assert erepo.checked(adam.agent.store, ticket.ticket_id) == "ok"
+                say(
+                    "Adam's agent checks the ticket's ecash at the mint before working for it: "
+                    "each proof signed by the mint (its DLEQ proof, NUT-12), in sat, unspent"
                 )
                 chan = (await SimBackend(net, ids[0]).channels())[0].short_channel_id
                 _, done = await adam.advise(
@@ -123,6 +128,7 @@ async def escrow_act(say: Say, relay_url: str) -> dict[str, Any]:
                 say(f"after the locktime Olivia's agent refunds it with her key: wallet {left} sat")
                 return {
                     "paid_sat": adam_escrow.balances().get(url, 0),
+                    "ecash_checked": erepo.checked(adam.agent.store, ticket.ticket_id),
                     "refunded": short.ticket_id,
                     "operator_sat": left,
                 }

@@ -2,28 +2,43 @@
 
 A ticket's shape and locks are checked when it arrives (intake.py), inside the inbound
 transaction; whether its proofs are real ecash needs the mint, so it is checked afterwards,
-by the advisor's running agent (`Escrow.step`) or at once by `hive-agent advise --ticket`:
+by the advisor's running agent (`Escrow.step`, a few tickets a pass) or at once when a command
+names it (`AdvisorService.advise`, `hive-agent advise --ticket`):
 
 - every proof carries a DLEQ proof (NUT-12) that verifies against the mint's key for its
   amount in its keyset: the mint signed it (made-up proofs were found only at redemption,
   after the work was done);
 - that keyset is in sat (a proof from a keyset in msat or another currency would be worth
   something else than the ticket says);
-- the mint says every proof is unspent (NUT-07): proofs already redeemed or refunded
-  elsewhere pay nothing.
+- the mint says every proof of a part still locked here is unspent (NUT-07): proofs already
+  redeemed or refunded elsewhere pay nothing.  A proof pending at the mint (a swap under
+  way) is asked about again later.
 
-A mint that cannot be reached leaves the ticket unchecked (tried again); a mint that answers
-that it does not know the keyset fails it.  The verdict is stored with the ticket.
+A mint that cannot be reached, or cannot tell, leaves the ticket unchecked (tried again); the
+mint's own answer that it does not serve a keyset (NUT error 12001, or a keyset id of a
+version no mint issues) fails it, and is remembered for a while so a flood of such tickets
+asks once.  The verdict is stored with the ticket; tickets held before these checks existed
+are `legacy` (their proofs carry no DLEQ proof) and are taken as they were.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
+
+import anyio
 
 from agent.store import escrow as repo
 from events import dleq
-from events.errors import MintRefused, NotFound, TicketInvalid
+from events.errors import (
+    HiveError,
+    MintNotAllowed,
+    MintRefused,
+    MintUnavailable,
+    NotFound,
+    TicketInvalid,
+)
 from events.escrow import Ticket
 
 if TYPE_CHECKING:
@@ -31,33 +46,46 @@ if TYPE_CHECKING:
     from agent.escrow.wallet import CashuWallet
 
 log = logging.getLogger("hive.escrow")
-OK = "ok"
+OK, LEGACY = "ok", "legacy"
+REFUSAL_TTL_S = 600  # how long the mint's "no such keyset" is believed without asking again
+CHECK_TIMEOUT_S = 20.0  # a check a command waits for
+ARRIVAL_WAIT_S = 5.0  # for a ticket a command names that has not arrived yet
 
-# (mint, keyset id) → (unit, {amount: key}), or why the mint would not serve it
-Keysets = dict[tuple[str, str], tuple[str, dict[int, str]] | str]
+# (mint, keyset id) → (unit, {amount: key}), or (when, why) the mint would not serve it
+Keysets = dict[tuple[str, str], tuple[str, dict[int, str]] | tuple[float, str]]
+
+
+def _unserved(refused: MintRefused) -> bool:
+    """The mint's answer that it has no such keyset (not an error of its own)."""
+    text = refused.message.lower()
+    return "12001" in text or "unsupported keyset version" in text
 
 
 async def _keys(wallet: CashuWallet, cache: Keysets, keyset_id: str) -> dict[int, str]:
     slot = (wallet.mint_url, keyset_id)
-    if slot not in cache:
+    found = cache.get(slot)
+    if found is None or (isinstance(found[0], float) and time.monotonic() > found[0]):
         try:
-            cache[slot] = await wallet.keyset(keyset_id)
+            found = cache[slot] = await wallet.keyset(keyset_id)
         except MintRefused as refused:
-            if "keyset" not in refused.message.lower():
-                raise  # (an error of the mint's own, not an answer about this keyset)
-            cache[slot] = refused.message  # remembered: a flood of them asks once
-    found = cache[slot]
-    if isinstance(found, str):
-        raise TicketInvalid(f"the mint does not serve keyset {keyset_id}: {found}")
+            if not _unserved(refused):
+                raise  # (the mint cannot tell now: asked again later)
+            found = cache[slot] = (time.monotonic() + REFUSAL_TTL_S, refused.message)
+    if isinstance(found[0], float):
+        raise TicketInvalid(f"the mint does not serve keyset {keyset_id}: {found[1]}")
     unit, keys = found
     if unit != "sat":
         raise TicketInvalid(f"keyset {keyset_id} is in {unit}, not sat")
+    assert isinstance(keys, dict)
     return keys
 
 
-async def check_ecash(ticket: Ticket, wallet: CashuWallet, cache: Keysets) -> None:
-    """Raise TicketInvalid naming the first proof that is not the mint's unspent sat ecash;
-    MintUnavailable or MintRefused (of a state check) if the mint cannot tell now."""
+async def check_ecash(
+    ticket: Ticket, wallet: CashuWallet, cache: Keysets, locked: set[int] | None = None
+) -> None:
+    """Raise TicketInvalid naming the first proof that is not the mint's sat ecash, or the
+    first part still locked here (`locked`: part indexes; None: all) whose ecash is spent;
+    MintUnavailable or MintRefused if the mint cannot tell now (a pending proof included)."""
     for part in ticket.parts:
         for n, proof in enumerate(part.proofs):
             where = f"part {part.index}'s proof {n} ({proof.amount} sat)"
@@ -68,10 +96,16 @@ async def check_ecash(ticket: Ticket, wallet: CashuWallet, cache: Keysets) -> No
                 raise TicketInvalid(f"{where}: keyset {proof.id} has no key for that amount")
             if not dleq.verify_proof(proof.secret, proof.C, proof.dleq, key):
                 raise TicketInvalid(f"{where} was not signed by the mint (its DLEQ proof fails)")
-        states = await wallet.states(part.proofs)
-        spent = sorted({s["state"] for s in states} - {"unspent"})
-        if spent:
-            raise TicketInvalid(f"part {part.index}'s ecash is already {', '.join(spent)}")
+    for part in ticket.parts:
+        if locked is not None and part.index not in locked:
+            continue  # redeemed, or on its way to be: spent by us, not by the funder
+        states = {s["state"] for s in await wallet.states(part.proofs)}
+        if "pending" in states:
+            raise MintRefused(f"part {part.index}'s ecash is pending at the mint; asked again")
+        if states - {"unspent"}:
+            raise TicketInvalid(
+                f"part {part.index}'s ecash is already {', '.join(sorted(states - {'unspent'}))}"
+            )
 
 
 async def check_held(escrow: Escrow, ticket_id: str, _part: int = -1) -> str:
@@ -81,28 +115,49 @@ async def check_held(escrow: Escrow, ticket_id: str, _part: int = -1) -> str:
     if found is None or found[1] != "payee":
         raise NotFound(f"no ticket {ticket_id} is held by this agent")
     ticket = found[0]
-    wallet = await escrow.wallet(ticket.mint)  # one of our mints: intake.admit checked it
+    locked = {
+        int(p["part_index"])
+        for p in repo.parts(escrow.agent.store, ticket_id)
+        if p["state"] == "locked"
+    }
+    refusal: HiveError | None = None
     try:
-        await check_ecash(ticket, wallet, escrow.keysets)
-        verdict = OK
-    except TicketInvalid as error:
-        verdict = str(error)
+        wallet = await escrow.wallet(escrow.allowed_mint(ticket.mint))
+        await check_ecash(ticket, wallet, escrow.keysets, locked)
+    except (TicketInvalid, MintNotAllowed) as error:
+        refusal = error
         log.warning("escrow: ticket %s from %s refused: %s", ticket_id, ticket.node[:16], error)
     with escrow.agent.store.transaction(escrow.now) as tx:
-        repo.set_checked(tx, ticket_id, verdict)
-        if verdict != OK:
-            tx.count_errors({TicketInvalid.code: 1})
-    return verdict
+        repo.set_checked(tx, ticket_id, OK if refusal is None else str(refusal))
+        if refusal is not None:
+            tx.count_errors({refusal.code: 1})
+    return OK if refusal is None else str(refusal)
 
 
-async def require_checked(escrow: Escrow, ticket_id: str) -> None:
-    """Before a command names a held ticket (`advise --ticket`): its ecash passed the check,
-    made now if it was not yet; TicketInvalid if it failed.  A ticket not held here (it may
-    still be on the way) passes: the node's receipt is what pays."""
-    verdict = repo.checked(escrow.agent.store, ticket_id)
+async def require_checked(
+    escrow: Escrow, ticket_id: str, timeout_s: float = CHECK_TIMEOUT_S
+) -> None:
+    """Before a command names a ticket: it is held here and its ecash passed the check (made
+    now, within `timeout_s`, if it was not yet); NotFound, TicketInvalid or MintUnavailable
+    otherwise.  A ticket held before these checks (`legacy`) passes as it did."""
     held = repo.ticket(escrow.agent.store, ticket_id)
-    if held is not None and held[1] == "payee" and verdict is None:
-        verdict = await check_held(escrow, ticket_id)
-    if verdict is not None and verdict != OK:
+    with anyio.move_on_after(min(timeout_s, ARRIVAL_WAIT_S)):
+        while held is None:  # (a CLI has just subscribed: the ticket may be on its way)
+            await anyio.sleep(0.1)
+            held = repo.ticket(escrow.agent.store, ticket_id)
+    if held is None or held[1] != "payee":
+        raise NotFound(
+            f"ticket {ticket_id} has not reached this agent: its ecash cannot be checked "
+            "before working for it"
+        )
+    verdict = repo.checked(escrow.agent.store, ticket_id)
+    if verdict is None:
+        with anyio.move_on_after(timeout_s):
+            verdict = await check_held(escrow, ticket_id)
+        if verdict is None:
+            raise MintUnavailable(
+                f"ticket {ticket_id}'s mint did not answer the check within {timeout_s:g} s"
+            )
+    if verdict not in (OK, LEGACY):
         reason = verdict.removeprefix(f"{TicketInvalid.code}: ")
         raise TicketInvalid(f"ticket {ticket_id} does not pay: {reason}")

@@ -41,6 +41,7 @@ from events.errors import (
     InsufficientBalance,
     InvalidParams,
     MintNotAllowed,
+    MintRefused,
     NotFound,
     Restricted,
     Unauthorized,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hive.escrow")
 REFUND_GRACE_S = 2  # past the locktime by the mint's clock, not just ours
+CHECKS_PER_STEP = 10  # held tickets checked at their mint per pass of the loop
 BY_RECEIPT = (PartRole.RELEASE, PartRole.MILESTONE, PartRole.BASE)  # released by a receipt
 
 
@@ -90,6 +92,7 @@ class Escrow:
         self._secret = bytes.fromhex(host.keys.secret_key().to_hex())
         self.bonuses = Bonuses(host, self._secret)  # the funder's performance bonuses
         self._wallets: dict[str, CashuWallet] = {}
+        self._opening = anyio.Lock()
         self._wake = anyio.Event()
         # part → (failed attempts, not before): a mint that is down is asked again after
         # 2, 4, … up to 300 s, not every second (each attempt records one more swap start)
@@ -97,6 +100,7 @@ class Escrow:
         self.funding: set[str] = set()  # tickets whose parts are being locked right now
         self.keysets: checks.Keysets = {}  # the mints' keys, to check held tickets' ecash
         self.check_held = partial(checks.check_held, self)
+        self.require_checked = partial(checks.require_checked, self)  # (PreimageSink)
 
     def wiring(self) -> Wiring:
         return Wiring(
@@ -118,9 +122,10 @@ class Escrow:
         from agent.escrow.wallet import CashuWallet
 
         mint = normalize(mint)
-        if mint not in self._wallets:
-            home = Path(self.agent.settings.root)
-            self._wallets[mint] = await CashuWallet(home, mint, self.agent.keys).open()
+        async with self._opening:  # (the loop and a command's ticket check may ask at once)
+            if mint not in self._wallets:
+                home = Path(self.agent.settings.root)
+                self._wallets[mint] = await CashuWallet(home, mint, self.agent.keys).open()
         return self._wallets[mint]
 
     async def close(self) -> None:
@@ -128,7 +133,7 @@ class Escrow:
             await wallet.close()
         self._wallets.clear()
 
-    def _mint_allowed(self, mint: str) -> str:
+    def allowed_mint(self, mint: str) -> str:
         if normalize(mint) not in self.mints:
             raise MintNotAllowed(f"{mint} is not one of this agent's mints")
         return normalize(mint)
@@ -269,6 +274,11 @@ class Escrow:
             repo.spend_proofs(tx, inputs)
             repo.add_proofs(tx, mint, change, "change")
             tx.set_kv(f"{drafts.DRAFT}{ticket_id}:{index}", drafts.draft(mint, part))
+        if any(p.dleq is None for p in locked):  # (the draft is refunded after its locktime)
+            raise MintRefused(
+                "the mint signed without DLEQ proofs (NUT-12): the advisor could not check the "
+                "ticket; the part locked is refunded later"
+            )
         return part
 
     # --- the node's side of a command ---------------------------------------------------------
@@ -380,7 +390,7 @@ class Escrow:
         if not row["preimage"]:
             raise InvalidParams("the node has not released this part's preimage")
         part = ticket.parts[part_index]
-        wallet = await self.wallet(self._mint_allowed(ticket.mint))
+        wallet = await self.wallet(self.allowed_mint(ticket.mint))
         fresh = await final_swap(
             self.agent,
             ticket,
@@ -418,7 +428,7 @@ class Escrow:
         if found is None:
             raise NotFound(f"no ticket {ticket_id}")
         ticket, role, _ = found
-        wallet = await self.wallet(self._mint_allowed(ticket.mint))
+        wallet = await self.wallet(self.allowed_mint(ticket.mint))
         out = []
         for part in ticket.parts:
             states = await wallet.states(part.proofs)
@@ -436,10 +446,8 @@ class Escrow:
     # --- the loop ----------------------------------------------------------------------------
 
     async def step(self) -> None:
-        """Check held tickets' ecash at the mint; redeem what was released to us; release or
-        lapse bonuses; refund what expired."""
-        for ticket_id in repo.unchecked_tickets(self.agent.store):  # (-1: the ticket, no part)
-            await self._try({"ticket_id": ticket_id, "part_index": -1}, self.check_held)
+        """Redeem what was released to us; release or lapse bonuses; refund what expired;
+        check held tickets' ecash at their mint."""
         for row in repo.parts_in(self.agent.store, "payee", "released"):
             await self._try(row, self.redeem)
         if self.funder:
@@ -452,6 +460,14 @@ class Escrow:
                 if repo.secret_state(self.agent.store, row["lock_hash"]) == "released":
                     continue
                 await self._try(row, self.refund)
+        # last, and a few a pass (a mint that is down costs time); part -1: the whole ticket
+        due = [
+            ticket_id
+            for ticket_id in repo.unchecked_tickets(self.agent.store)
+            if self._backoff.get((ticket_id, -1), (0, 0))[1] <= self.now
+        ]
+        for ticket_id in due[:CHECKS_PER_STEP]:
+            await self._try({"ticket_id": ticket_id, "part_index": -1}, self.check_held)
 
     async def _try(self, row: dict[str, Any], work: Any) -> None:
         key = (str(row["ticket_id"]), int(row["part_index"]))

@@ -14,6 +14,7 @@ The library logs through loguru, at TRACE with private keys and at ERROR with wh
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -29,7 +30,9 @@ import anyio
 import httpx
 import nostr_sdk as sdk
 from coincurve import PrivateKey
+from pydantic import ValidationError
 
+from events.dleq import ORDER
 from events.errors import MintRefused, MintUnavailable
 from events.escrow import CashuProof, Dleq, lock_key
 
@@ -77,15 +80,13 @@ PREIMAGE = re.compile(r"[0-9a-fA-F]{64}")
 CHECK_BATCH = 500  # proofs per NUT-07 state check
 RESTORE_WINDOW = 64  # outputs a swap of one ticket part can have (one per power of two)
 
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-
 
 def signing_key(keys: sdk.Keys) -> PrivateKey:
     """The secret whose public key is `02 ‖ x` for the agent's x-only Nostr key."""
     secret = bytes.fromhex(keys.secret_key().to_hex())
     key = PrivateKey(secret)
     if key.public_key.format()[0] == 3:  # odd y: the negated secret has the same x, even y
-        key = PrivateKey((SECP256K1_N - int.from_bytes(secret, "big")).to_bytes(32, "big"))
+        key = PrivateKey((ORDER - int.from_bytes(secret, "big")).to_bytes(32, "big"))
     return key
 
 
@@ -105,8 +106,10 @@ def to_cashu(proof: CashuProof, witness: str | None = None) -> Proof:
 def from_cashu(proof: Proof) -> CashuProof:
     """Ours, with the mint's DLEQ and our blinding factor when the library kept them (a
     proof the mint signed for us: anyone we pay it to can check the signature, NUT-12)."""
-    got = proof.dleq
-    dleq = Dleq(e=got.e, s=got.s, r=got.r) if got is not None and got.r else None
+    got, dleq = proof.dleq, None
+    if got is not None and got.r:
+        with contextlib.suppress(ValidationError):  # (malformed: as if the mint sent none)
+            dleq = Dleq(e=got.e, s=got.s, r=got.r)
     return CashuProof(id=proof.id, amount=proof.amount, secret=proof.secret, C=proof.C, dleq=dleq)
 
 

@@ -167,7 +167,8 @@ def tickets(db: Db, role: str | None = None, newest: int = -1) -> list[dict[str,
 
 
 def unchecked_tickets(db: Db) -> list[str]:
-    """Held tickets (payee) whose ecash was not checked at the mint yet, oldest first."""
+    """Held tickets (payee) whose ecash was not checked at the mint yet, oldest first (a
+    partial index holds just these)."""
     sql = "SELECT ticket_id FROM escrow_tickets WHERE role = 'payee' AND checked IS NULL"
     return [str(r["ticket_id"]) for r in _rows(db, sql + " ORDER BY created_at, ticket_id")]
 
