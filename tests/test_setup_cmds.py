@@ -349,16 +349,17 @@ def test_escrow_text_views_are_tables(tmp_path: Path, relay_url: str, mint_url: 
     assert funded.returncode == 0, funded.stderr
     ticket = json.loads(funded.stdout)["ticket_id"]
     assert hive(node, "escrow", "list").stdout.splitlines() == [
-        f"role    ticket{' ' * (len(ticket) - 6)}  type    sat  parts",
-        f"funder  {ticket}  single  100  0:locked",
+        f"role    ticket{' ' * (len(ticket) - 6)}  type    sat  parts     ecash",
+        f"funder  {ticket}  single  100  0:locked",  # (the payee checks the ecash)
     ]
     shown = hive(node, "escrow", "show", ticket).stdout.splitlines()
     assert shown[:2] == [f"ticket      {ticket}", "role        funder"]
     assert shown[3:5] == ["amount      100 sat", f"mint        {mint_url}"]
     assert shown[6] == f"advisor     {advisor_pub.to_hex()}"
     assert re.match(rf"^created     {ISO} \(\d+ s ago\)$", shown[8]), shown
-    assert shown[11].split() == ["part", "sat", "state", "locktime", "updated", "note"]
-    assert re.match(rf"^   0  100  locked  {ISO}  {ISO} \(\d+ s ago\) +-$", shown[12]), shown
+    assert shown[10] == "ecash       ours (we locked it)"
+    assert shown[12].split() == ["part", "sat", "state", "locktime", "updated", "note"]
+    assert re.match(rf"^   0  100  locked  {ISO}  {ISO} \(\d+ s ago\) +-$", shown[13]), shown
     status = hive(node, "escrow", "status", ticket).stdout.splitlines()
     assert status == [
         "part  sat  states   preimage revealed",
