@@ -429,6 +429,13 @@ async def test_ticket_floods_are_bounded_in_the_store(
         deliver(w, node, [forged_ticket(node, me, mint_url, cred) for _ in range(101)])
         assert erepo.count_tickets(store, "payee") == 200
         assert errors()["RATE_LIMITED"] == 6
+        # once the advisor's agent has checked them at the mint (made-up proofs: refused),
+        # they are kept for their reason but hold no place: new tickets are taken again
+        await until(lambda: erepo.unchecked_tickets(store) == [], timeout=60)
+        late = forged_ticket(strangers[1], me, mint_url, secrets.token_hex(16))
+        deliver(w, strangers[1], [late])
+        assert erepo.ticket(store, late.ticket_id) is not None
+        assert errors()["RATE_LIMITED"] == 6
 
 
 async def test_restore_works_for_a_wallet_of_more_than_a_thousand_proofs(

@@ -11,6 +11,7 @@ import secrets
 import time
 from pathlib import Path
 
+import nostr_sdk as sdk
 import pytest
 
 from agent.escrow import checks
@@ -67,7 +68,7 @@ async def test_made_up_proofs_are_found_before_any_work(
                 await checks.require_checked(w.advisor_escrow, fake.ticket_id)
         from agent.dashboard import more
 
-        shown = {t["id"]: t["checked"] for t in more.escrow(w.advisor.agent.store)["tickets"]}
+        shown = {t["id"]: t["ecash"] for t in more.escrow(w.advisor.agent.store)["tickets"]}
         assert shown[real.ticket_id] == checks.OK  # (the dashboard's escrow page)
         listed = {t["ticket_id"]: t["checked"] for t in erepo.tickets(w.advisor.agent.store)}
         assert listed[real.ticket_id] == checks.OK and listed[made_up.ticket_id].startswith(
@@ -187,9 +188,7 @@ def test_tickets_held_before_the_checks_are_legacy(tmp_path: Path) -> None:
     path = tmp_path / "agent.sqlite"
     store = Store(path)
     with store.transaction(int(time.time())) as tx:
-        old = forged_ticket(
-            __import__("nostr_sdk").Keys.generate(), "cd" * 32, "http://m", "ef" * 16
-        )
+        old = forged_ticket(sdk.Keys.generate(), "cd" * 32, "http://m", "ef" * 16)
         erepo.save_ticket(tx, old, "payee")
     store.close()
     conn = sqlite3.connect(path)  # as the release before: no verdicts, slice at 0
@@ -235,3 +234,49 @@ async def test_the_planner_refuses_a_ticket_too_large_to_send(
         )
         assert estimated >= size, (estimated, size)
         assert json.loads(real.parts[0].proofs[0].secret)[0] == "HTLC"
+
+
+async def test_a_check_cut_short_leaves_nothing_open(tmp_path: Path) -> None:
+    """A command's check is bounded by its time: a wallet opened against a mint that accepts
+    and never answers, cancelled by that bound, is closed (its HTTP client and database
+    engine), not left behind uncached."""
+    import socket
+    import threading
+
+    import anyio
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    wallet = CashuWallet(tmp_path, url, sdk.Keys.generate())
+    with anyio.move_on_after(0.5) as scope:
+        await wallet.open()
+    assert scope.cancelled_caught and wallet.w is None  # closed as it was cancelled
+    for conn in (*held, server):
+        conn.close()
+
+
+async def test_a_mint_no_longer_ours_is_asked_again_not_refused(
+    tmp_path: Path, relay_url: str, mint_url: str, lying_mint: type[_Lies]
+) -> None:
+    """Configuration, not the ticket: while the ticket's mint is not among the advisor's mints
+    the check raises MINT_NOT_ALLOWED and stores no verdict; listed again, it passes."""
+    from events.errors import MintNotAllowed
+
+    url = lying_mint.url  # type: ignore[attr-defined]
+    async with world(tmp_path, relay_url, mint=url) as w:
+        assert w.advisor_escrow is not None
+        escrow, cred, node = w.advisor_escrow, await credential(w), w.node.agent.keys
+        async with CashuWallet(tmp_path / "funder", mint_url, node) as funder:
+            ticket = await locked_ticket(funder, w, cred, url, 16)
+        lying_mint.state = "PENDING"  # (the loop cannot finish its check meanwhile)
+        deliver(w, node, [ticket])
+        ours, escrow.mints = escrow.mints, []  # the operator took the mint out of policy.json
+        with pytest.raises(MintNotAllowed):
+            await checks.check_held(escrow, ticket.ticket_id)
+        assert verdict(w, ticket.ticket_id) is None
+        escrow.mints, lying_mint.state = ours, None
+        await until(lambda: verdict(w, ticket.ticket_id) == checks.OK, timeout=30)

@@ -27,6 +27,7 @@ from agent.cli.common import Bind, Emit
 from agent.cli.ids import resolving
 from agent.cli.types import id_prefix, integer, msats, pubkey, sats, seconds
 from agent.cli.views import pairs, since, table, when
+from agent.escrow import checks
 from agent.escrow.mint import normalize
 from agent.escrow.planning import locked_until, plan_ticket, refusal
 from agent.settings import Settings
@@ -197,7 +198,7 @@ async def _list(args: argparse.Namespace, app: Standalone) -> Answer:
     shown = [
         (r["role"], r["ticket_id"], r["type"], r["amount_sat"],
          " ".join(f"{p['part_index']}:{p['state']}" for p in r["parts"]),
-         _ecash(r["role"], r["checked"], short=True))
+         checks.label(r["role"], r["checked"], short=True))
         for r in rows
     ]  # fmt: skip
     heads = ["role", "ticket", "type", "sat", "parts", "ecash"]
@@ -224,17 +225,6 @@ async def _show(args: argparse.Namespace, app: Standalone) -> Answer:
     return body, _ticket_text(ticket, role, successes, body["parts"], body["checked"])
 
 
-def _ecash(role: str, checked: str | None, *, short: bool = False) -> str:
-    """What the payee's check at the mint found (agent/escrow/checks.py)."""
-    if role != "payee":
-        return "" if short else "ours (we locked it)"
-    if checked is None:
-        return "unchecked" if short else "not checked at the mint yet"
-    if checked == "ok":
-        return "ok" if short else "ok: signed by the mint (DLEQ), unspent, in sat"
-    return "REFUSED" if short else checked
-
-
 def _ticket_text(
     ticket: Any, role: str, successes: int, parts: list[dict[str, Any]], checked: str | None
 ) -> str:
@@ -243,7 +233,7 @@ def _ticket_text(
          ("amount", f"{ticket.amount_sat:,} sat"), ("mint", ticket.mint),
          ("node", ticket.node), ("advisor", ticket.advisor),
          ("credential", ticket.credential_id), ("created", since(ticket.created_at)),
-         ("successes", successes), ("ecash", _ecash(role, checked))]
+         ("successes", successes), ("ecash", checks.label(role, checked))]
     )  # fmt: skip
     rows = [
         (p["part_index"], p["amount"], p["state"], when(p["locktime"]), since(p["updated_at"]),

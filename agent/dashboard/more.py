@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.dashboard.data import SHOWN
+from agent.escrow.checks import label
 from agent.node.backend import NodeBackend
 from agent.store import Store
 from agent.store import escrow as escrow_repo
@@ -34,7 +35,8 @@ def escrow(store: Store) -> dict[str, Any]:
                 "mint": ticket.mint,
                 "advisor": ticket.advisor,
                 "successes": successes,
-                "checked": row["checked"],  # the payee's check of its ecash at the mint
+                "ecash": label(role, row["checked"], short=True),  # the payee's check at
+                "ecash_why": label(role, row["checked"]),  # the mint (agent/escrow/checks.py)
                 "created_at": ticket.created_at,
                 "parts": [
                     {k: p[k] for k in ("part_index", "amount", "state", "locktime", "note")}

@@ -32,8 +32,6 @@ import anyio
 from agent.store import escrow as repo
 from events import dleq
 from events.errors import (
-    HiveError,
-    MintNotAllowed,
     MintRefused,
     MintUnavailable,
     NotFound,
@@ -56,9 +54,10 @@ Keysets = dict[tuple[str, str], tuple[str, dict[int, str]] | tuple[float, str]]
 
 
 def _unserved(refused: MintRefused) -> bool:
-    """The mint's answer that it has no such keyset (not an error of its own)."""
-    text = refused.message.lower()
-    return "12001" in text or "unsupported keyset version" in text
+    """The mint's answer that it has no such keyset (NUT error 12001, as the wallet library
+    words it), or a keyset id of a version no mint issues — not an error of its own."""
+    text = refused.message
+    return text.rstrip().endswith("(Code: 12001)") or text.startswith("Unsupported keyset version")
 
 
 async def _keys(wallet: CashuWallet, cache: Keysets, keyset_id: str) -> dict[int, str]:
@@ -101,7 +100,10 @@ async def check_ecash(
             continue  # redeemed, or on its way to be: spent by us, not by the funder
         states = {s["state"] for s in await wallet.states(part.proofs)}
         if "pending" in states:
-            raise MintRefused(f"part {part.index}'s ecash is pending at the mint; asked again")
+            raise MintRefused(
+                f"ticket {ticket.ticket_id}'s part {part.index} is pending at the mint (a swap"
+                " under way): it cannot be checked now"
+            )
         if states - {"unspent"}:
             raise TicketInvalid(
                 f"part {part.index}'s ecash is already {', '.join(sorted(states - {'unspent'}))}"
@@ -120,11 +122,11 @@ async def check_held(escrow: Escrow, ticket_id: str, _part: int = -1) -> str:
         for p in repo.parts(escrow.agent.store, ticket_id)
         if p["state"] == "locked"
     }
-    refusal: HiveError | None = None
+    refusal: TicketInvalid | None = None
+    wallet = await escrow.wallet(escrow.allowed_mint(ticket.mint))  # (configuration: raised)
     try:
-        wallet = await escrow.wallet(escrow.allowed_mint(ticket.mint))
         await check_ecash(ticket, wallet, escrow.keysets, locked)
-    except (TicketInvalid, MintNotAllowed) as error:
+    except TicketInvalid as error:
         refusal = error
         log.warning("escrow: ticket %s from %s refused: %s", ticket_id, ticket.node[:16], error)
     with escrow.agent.store.transaction(escrow.now) as tx:
@@ -137,27 +139,40 @@ async def check_held(escrow: Escrow, ticket_id: str, _part: int = -1) -> str:
 async def require_checked(
     escrow: Escrow, ticket_id: str, timeout_s: float = CHECK_TIMEOUT_S
 ) -> None:
-    """Before a command names a ticket: it is held here and its ecash passed the check (made
-    now, within `timeout_s`, if it was not yet); NotFound, TicketInvalid or MintUnavailable
-    otherwise.  A ticket held before these checks (`legacy`) passes as it did."""
+    """Before a command names a ticket: it is held here (as its payee) and its ecash passed
+    the check, made now if it was not yet; all within `timeout_s`.  NotFound, TicketInvalid
+    or MintUnavailable otherwise.  A ticket held before these checks (`legacy`) passes."""
+    deadline = anyio.current_time() + timeout_s
     held = repo.ticket(escrow.agent.store, ticket_id)
     with anyio.move_on_after(min(timeout_s, ARRIVAL_WAIT_S)):
         while held is None:  # (a CLI has just subscribed: the ticket may be on its way)
             await anyio.sleep(0.1)
             held = repo.ticket(escrow.agent.store, ticket_id)
     if held is None or held[1] != "payee":
-        raise NotFound(
-            f"ticket {ticket_id} has not reached this agent: its ecash cannot be checked "
-            "before working for it"
-        )
+        whose = "has not reached this agent" if held is None else "is one this agent funded"
+        raise NotFound(f"ticket {ticket_id} {whose}: its ecash cannot be checked as its payee")
     verdict = repo.checked(escrow.agent.store, ticket_id)
     if verdict is None:
-        with anyio.move_on_after(timeout_s):
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
             verdict = await check_held(escrow, ticket_id)
         if verdict is None:
             raise MintUnavailable(
-                f"ticket {ticket_id}'s mint did not answer the check within {timeout_s:g} s"
+                f"ticket {ticket_id}'s mint did not answer the check within the command's "
+                f"{timeout_s:g} s"
             )
     if verdict not in (OK, LEGACY):
         reason = verdict.removeprefix(f"{TicketInvalid.code}: ")
         raise TicketInvalid(f"ticket {ticket_id} does not pay: {reason}")
+
+
+def label(role: str, checked: str | None, *, short: bool = False) -> str:
+    """A ticket's verdict for people (`escrow list`/`show`, the dashboard)."""
+    if role != "payee":
+        return "" if short else "ours (we locked it)"
+    if checked is None:
+        return "unchecked" if short else "not checked at the mint yet"
+    if checked == OK:
+        return OK if short else "ok: signed by the mint (DLEQ), unspent, in sat"
+    if checked == LEGACY:
+        return LEGACY if short else "legacy: held before ecash checks (no DLEQ proofs to check)"
+    return "REFUSED" if short else checked

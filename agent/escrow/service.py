@@ -28,6 +28,7 @@ import anyio
 
 from agent.component import Messaging, Wiring
 from agent.escrow import checks, drafts, intake
+from agent.escrow.backoff import Backoff
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
 from agent.escrow.planning import MAX_LOCKTIME_S, PlannedPart, locked_until, plan_ticket
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hive.escrow")
 REFUND_GRACE_S = 2  # past the locktime by the mint's clock, not just ours
-CHECKS_PER_STEP = 10  # held tickets checked at their mint per pass of the loop
+CHECKS_S = 10  # at most this long a pass checking held tickets' ecash at their mint
 BY_RECEIPT = (PartRole.RELEASE, PartRole.MILESTONE, PartRole.BASE)  # released by a receipt
 
 
@@ -92,11 +93,9 @@ class Escrow:
         self._secret = bytes.fromhex(host.keys.secret_key().to_hex())
         self.bonuses = Bonuses(host, self._secret)  # the funder's performance bonuses
         self._wallets: dict[str, CashuWallet] = {}
-        self._opening = anyio.Lock()
+        self._opening: dict[str, anyio.Lock] = {}  # per mint: the loop and a command may ask
         self._wake = anyio.Event()
-        # part → (failed attempts, not before): a mint that is down is asked again after
-        # 2, 4, … up to 300 s, not every second (each attempt records one more swap start)
-        self._backoff: dict[tuple[str, int], tuple[int, int]] = {}
+        self.backoff = Backoff()  # (ticket, part) that failed; part -1: the ticket's check
         self.funding: set[str] = set()  # tickets whose parts are being locked right now
         self.keysets: checks.Keysets = {}  # the mints' keys, to check held tickets' ecash
         self.check_held = partial(checks.check_held, self)
@@ -122,10 +121,11 @@ class Escrow:
         from agent.escrow.wallet import CashuWallet
 
         mint = normalize(mint)
-        async with self._opening:  # (the loop and a command's ticket check may ask at once)
-            if mint not in self._wallets:
-                home = Path(self.agent.settings.root)
-                self._wallets[mint] = await CashuWallet(home, mint, self.agent.keys).open()
+        if mint not in self._wallets:
+            async with self._opening.setdefault(mint, anyio.Lock()):
+                if mint not in self._wallets:
+                    home = Path(self.agent.settings.root)
+                    self._wallets[mint] = await CashuWallet(home, mint, self.agent.keys).open()
         return self._wallets[mint]
 
     async def close(self) -> None:
@@ -460,25 +460,21 @@ class Escrow:
                 if repo.secret_state(self.agent.store, row["lock_hash"]) == "released":
                     continue
                 await self._try(row, self.refund)
-        # last, and a few a pass (a mint that is down costs time); part -1: the whole ticket
-        due = [
-            ticket_id
-            for ticket_id in repo.unchecked_tickets(self.agent.store)
-            if self._backoff.get((ticket_id, -1), (0, 0))[1] <= self.now
-        ]
-        for ticket_id in due[:CHECKS_PER_STEP]:
-            await self._try({"ticket_id": ticket_id, "part_index": -1}, self.check_held)
+        # last, and a few seconds a pass (a mint that hangs costs time); part -1: the ticket
+        with anyio.move_on_after(CHECKS_S):
+            for ticket_id in repo.unchecked_tickets(self.agent.store):
+                if self.backoff.due((ticket_id, -1), self.now):
+                    await self._try({"ticket_id": ticket_id, "part_index": -1}, self.check_held)
 
     async def _try(self, row: dict[str, Any], work: Any) -> None:
         key = (str(row["ticket_id"]), int(row["part_index"]))
-        failures, not_before = self._backoff.get(key, (0, 0))
-        if self.now < not_before:
+        if not self.backoff.due(key, self.now):
             return
         try:
             await work(*key)
-            self._backoff.pop(key, None)
+            self.backoff.succeeded(key)
         except HiveError as error:
-            self._backoff[key] = (failures + 1, self.now + min(300, 2 ** (failures + 1)))
+            self.backoff.failed(key, self.now)
             with self.agent.store.transaction(self.now, durable=False) as tx:
                 tx.count_errors({error.code: 1})
             log.warning("escrow: %s", error)

@@ -155,19 +155,22 @@ class CashuWallet:
     async def open(self) -> CashuWallet:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        w = _Wallet(url=self.mint_url, db=str(self.dir), name=self.name)
-        await w._migrate_database()
-        await w._init_private_key(from_mnemonic=wallet_mnemonic(self.keys))
-        w.private_key = signing_key(self.keys)
-        assert w.private_key.public_key.format().hex() == self.lock_pubkey
-        for path in self.dir.iterdir():
-            os.chmod(path, 0o600)
-        self.w = w
+        self.w = w = _Wallet(url=self.mint_url, db=str(self.dir), name=self.name)
         try:
-            await w.load_mint()
-        except Exception as exc:  # noqa: BLE001 - the library raises bare exceptions
-            await self.close()
-            raise _mint_error(exc) from None
+            await w._migrate_database()
+            await w._init_private_key(from_mnemonic=wallet_mnemonic(self.keys))
+            w.private_key = signing_key(self.keys)
+            assert w.private_key.public_key.format().hex() == self.lock_pubkey
+            for path in self.dir.iterdir():
+                os.chmod(path, 0o600)
+            try:
+                await w.load_mint()
+            except Exception as exc:  # noqa: BLE001 - the library raises bare exceptions
+                raise _mint_error(exc) from None
+        except BaseException:  # (cancelled too: nothing is left open)
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            raise
         return self
 
     async def close(self) -> None:

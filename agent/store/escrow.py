@@ -108,21 +108,24 @@ def credential_of(db: Db, credential_id: str) -> tuple[str, str] | None:
 
 
 def unvouched_tickets(db: Db) -> int:
-    """Tickets held (payee) that name no credential this agent holds."""
+    """Tickets held (payee) that name no credential this agent holds (one its check at the
+    mint refused is kept, for its reason, but holds no place)."""
     row = _row(
         db,
-        "SELECT count(*) AS n FROM escrow_tickets t WHERE t.role = 'payee' AND NOT EXISTS"
-        " (SELECT 1 FROM mgmt_credentials c WHERE c.role = 'held'"
+        "SELECT count(*) AS n FROM escrow_tickets t WHERE t.role = 'payee'"
+        " AND (t.checked IS NULL OR t.checked IN ('ok', 'legacy'))"
+        " AND NOT EXISTS (SELECT 1 FROM mgmt_credentials c WHERE c.role = 'held'"
         " AND c.credential_id = json_extract(t.ticket, '$.credential_id'))",
     )
     return 0 if row is None else int(row["n"])
 
 
 def live_tickets_from(db: Db, node: str) -> int:
-    """Tickets held (payee) from `node` with a part still locked."""
+    """Tickets held (payee) from `node` with a part still locked (and not refused)."""
     row = _row(
         db,
         "SELECT count(*) AS n FROM escrow_tickets t WHERE t.role = 'payee'"
+        " AND (t.checked IS NULL OR t.checked IN ('ok', 'legacy'))"
         " AND json_extract(t.ticket, '$.node') = ? AND EXISTS (SELECT 1 FROM escrow_parts p"
         " WHERE p.ticket_id = t.ticket_id AND p.state = 'locked')",
         (node,),
