@@ -239,9 +239,9 @@ async def _advise(
 
     app = make(args, settings)
     async with app.agent as agent:
-        advisor = app.advisor
-        try:  # (a ticket named is checked at its mint first)
-            cmd, _ = await advisor.advise(
+        try:  # (the wallets a ticket's check or a redemption opened are closed at the end)
+            advisor = app.advisor
+            cmd, _ = await advisor.advise(  # (a ticket named is checked at its mint first)
                 args.node,
                 schema,
                 args.action,
@@ -251,28 +251,27 @@ async def _advise(
                 wait=False,
                 timeout_s=left(),
             )
+            if not args.json:
+                mode = " (dry run)" if args.dry_run else ""
+                print(inline(f"sent {cmd.command_id}: {schema} {args.action}{mode}"), flush=True)
+            first = await advisor.wait_for(cmd.command_id, left(), final=False)
+            if first is not None and first.status.value == "queued" and args.wait:
+                if not args.json:
+                    waiting = inline(str(first.result.get("waiting_for")))  # the node's words
+                    print(f"queued: {waiting} ...", flush=True)
+                first = await advisor.wait_for(cmd.command_id, left(), final=True) or first
+            await agent.flush(min(left(), agent.relays.publish_timeout_s))
+            paid = None
+            if first is not None and first.preimage:  # the receipt opened an escrow ticket
+                await app.escrow.step()  # redeem at once (a running `hive-agent run` would too)
+                paid = first.preimage
+            return {
+                "command_id": cmd.command_id,
+                "receipt": None if first is None else first.model_dump(mode="json"),
+                "preimage": paid,
+            }
         finally:
             await app.close()
-        if not args.json:
-            mode = " (dry run)" if args.dry_run else ""
-            print(inline(f"sent {cmd.command_id}: {schema} {args.action}{mode}"), flush=True)
-        first = await advisor.wait_for(cmd.command_id, left(), final=False)
-        if first is not None and first.status.value == "queued" and args.wait:
-            if not args.json:
-                waiting = inline(str(first.result.get("waiting_for")))  # the node's words
-                print(f"queued: {waiting} ...", flush=True)
-            first = await advisor.wait_for(cmd.command_id, left(), final=True) or first
-        await agent.flush(min(left(), agent.relays.publish_timeout_s))
-        paid = None
-        if first is not None and first.preimage:  # the receipt opened an escrow ticket
-            await app.escrow.step()  # redeem at once (a running `hive-agent run` would too)
-            await app.close()
-            paid = first.preimage
-        return {
-            "command_id": cmd.command_id,
-            "receipt": None if first is None else first.model_dump(mode="json"),
-            "preimage": paid,
-        }
 
 
 def _receipt_text(r: dict[str, Any] | None) -> str:

@@ -35,8 +35,9 @@ def escrow(store: Store) -> dict[str, Any]:
                 "mint": ticket.mint,
                 "advisor": ticket.advisor,
                 "successes": successes,
-                "ecash": label(role, row["checked"], short=True),  # the payee's check at
-                "ecash_why": label(role, row["checked"]),  # the mint (agent/escrow/checks.py)
+                # what the payee's check at the mint found (agent/escrow/checks.py)
+                "ecash": label(role, row["checked"], short=True),
+                "ecash_why": label(role, row["checked"]),
                 "created_at": ticket.created_at,
                 "parts": [
                     {k: p[k] for k in ("part_index", "amount", "state", "locktime", "note")}

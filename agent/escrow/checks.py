@@ -2,7 +2,7 @@
 
 A ticket's shape and locks are checked when it arrives (intake.py), inside the inbound
 transaction; whether its proofs are real ecash needs the mint, so it is checked afterwards,
-by the advisor's running agent (`Escrow.step`, a few tickets a pass) or at once when a command
+by the advisor's running agent (`Escrow.step`, a few seconds a pass) or at once when a command
 names it (`AdvisorService.advise`, `hive-agent advise --ticket`):
 
 - every proof carries a DLEQ proof (NUT-12) that verifies against the mint's key for its
@@ -95,10 +95,12 @@ async def check_ecash(
                 raise TicketInvalid(f"{where}: keyset {proof.id} has no key for that amount")
             if not dleq.verify_proof(proof.secret, proof.C, proof.dleq, key):
                 raise TicketInvalid(f"{where} was not signed by the mint (its DLEQ proof fails)")
-    for part in ticket.parts:
-        if locked is not None and part.index not in locked:
-            continue  # redeemed, or on its way to be: spent by us, not by the funder
-        states = {s["state"] for s in await wallet.states(part.proofs)}
+    # one state check for every part still locked (the others are redeemed, or on their way
+    # to be: spent by us, not by the funder)
+    asked = [part for part in ticket.parts if locked is None or part.index in locked]
+    answers = iter(await wallet.states([proof for part in asked for proof in part.proofs]))
+    for part in asked:
+        states = {next(answers)["state"] for _ in part.proofs}
         if "pending" in states:
             raise MintRefused(
                 f"ticket {ticket.ticket_id}'s part {part.index} is pending at the mint (a swap"
