@@ -49,10 +49,15 @@ def equal(f: Fleet, indexes: list[int]) -> bool:
     )
 
 
-async def until(check, limit_s: float = STEP_S) -> None:
-    with anyio.fail_after(limit_s):
-        while not check():
-            await anyio.sleep(0.05)
+async def until(check, limit_s: float = STEP_S, *, what: str = "", f: Fleet | None = None) -> None:
+    """Wait for `check()`; past `limit_s`, fail naming the step (and the members' state)."""
+    try:
+        with anyio.fail_after(limit_s):
+            while not check():
+                await anyio.sleep(0.05)
+    except TimeoutError:
+        state = _state(f) if f is not None else ""
+        raise AssertionError(f"{what or 'a step'} not within {limit_s} s {state}") from None
 
 
 async def _hive(f: Fleet) -> None:
@@ -68,10 +73,8 @@ async def _hive(f: Fleet) -> None:
             await m[v].fleet.vouch(ids[j])
         await f.settle(limit_s=60)
     await f.gossiped(limit_s=60)
-    try:  # the same records and fact sets everywhere (reconciliations may still be open)
-        await until(lambda: equal(f, list(range(N))), 30)
-    except TimeoutError:
-        raise AssertionError(f"the new hive never agreed: {_state(f)}") from None
+    # the same records and fact sets everywhere (reconciliations may still be open)
+    await until(lambda: equal(f, list(range(N))), 30, what="the new hive's agreement", f=f)
 
 
 def _state(f: Fleet) -> list[dict]:
@@ -126,7 +129,7 @@ async def test_ten_members_converge_through_loss_reordering_a_partition_and_rest
         await _fee(f, 4, 555)
         await _fee(f, 0, 1_234)
         await m[0].fleet.ban(outsider, "probing")
-        await until(lambda: _proposals(f, 1) and _proposals(f, 2))
+        await until(lambda: _proposals(f, 1) and _proposals(f, 2), what="the ban proposal", f=f)
         await m[1].fleet.ban(outsider)
         pid = _proposals(f, 0)[0]["proposal_id"]
 
@@ -134,12 +137,12 @@ async def test_ten_members_converge_through_loss_reordering_a_partition_and_rest
             votes = fleet_db.votes(m[at].fleet.store, pid)
             return any(v == ids[voter] for v, _, _ in votes)
 
-        await until(lambda: voted(2, 1))
+        await until(lambda: voted(2, 1), what="1's vote at 2", f=f)
         assert (await m[2].fleet.ban(outsider))["banned"] is True  # decided here, surely
         await m[2].restart(f.tg)  # a full member restarts from its store, mid-partition
         for v in (0, 1):
             await m[v].fleet.vouch(ids[4])
-        await until(lambda: _vouches(f, 2, 4) >= {ids[0], ids[1]})
+        await until(lambda: _vouches(f, 2, 4) >= {ids[0], ids[1]}, what="vouches at 2", f=f)
         assert (await m[2].fleet.vouch(ids[4]))["tier"] == "member"
 
         # side B: fee changes and a vouch (one of the three needed: no promotion)
@@ -150,8 +153,8 @@ async def test_ten_members_converge_through_loss_reordering_a_partition_and_rest
         await _fee(f, 8, 888)
 
         # each side agrees within itself
-        await until(lambda: equal(f, side_a))
-        await until(lambda: equal(f, side_b))
+        await until(lambda: equal(f, side_a), what="side A's agreement", f=f)
+        await until(lambda: equal(f, side_b), what="side B's agreement", f=f)
         assert outsider in m[5].view()["bans"]
         assert m[5].view()["members"][ids[4]] == "member"
         assert outsider not in m[9].view()["bans"]
@@ -159,10 +162,9 @@ async def test_ten_members_converge_through_loss_reordering_a_partition_and_rest
 
         f.net.heal()
         healed = time.monotonic()
-        try:
-            await until(lambda: equal(f, list(range(N))), CONVERGE_S)
-        except TimeoutError:
-            raise AssertionError(f"no agreement after the heal: {_state(f)}") from None
+        await until(
+            lambda: equal(f, list(range(N))), CONVERGE_S, what="agreement after the heal", f=f
+        )
         converged = time.monotonic()
 
         view = m[0].view()
