@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -65,6 +66,12 @@ def window_s(danger: int) -> int:
 def price_band(danger: int) -> tuple[int, int]:
     low, high, _ = BANDS[max(1, min(10, danger))]
     return low, high
+
+
+def fee_of(ppks: Iterable[int]) -> int:
+    """NUT-02: a mint's fee, in sat, for spending proofs whose keysets charge `ppks` (each a
+    keyset's `input_fee_ppk`, thousandths of a sat per proof): their sum, rounded up."""
+    return (sum(ppks) + 999) // 1000
 
 
 def lock_hash(preimage: bytes) -> str:

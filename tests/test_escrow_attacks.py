@@ -196,6 +196,7 @@ class _Lies(BaseHTTPRequestHandler):
     lying: ClassVar[bool] = False
     state: ClassVar[str | None] = None  # every NUT-07 state check answers this state
     unit: ClassVar[str | None] = None  # every keyset it serves claims this unit
+    final_expiry: ClassVar[int | None] = None  # every keyset it lists is retired then
     swaps_left: ClassVar[int] = -1  # ≥ 0: that many swaps pass, then the mint is "down"
     lose_answers: ClassVar[int] = 0
 
@@ -224,10 +225,11 @@ class _Lies(BaseHTTPRequestHandler):
                 headers={"Content-Type": "application/json"},
             )  # fmt: skip
             status, out = got.status_code, got.content
-            if self.unit and self.path.startswith("/v1/keys") and status == 200:
+            if (self.unit or self.final_expiry) and self.path.startswith("/v1/keys"):
                 keys = got.json()
-                for keyset in keys["keysets"]:
-                    keyset["unit"] = self.unit
+                for keyset in keys["keysets"] if status == 200 else []:
+                    keyset["unit"] = self.unit or keyset["unit"]
+                    keyset["final_expiry"] = self.final_expiry or keyset.get("final_expiry")
                 out = json.dumps(keys).encode()
             if self.path == "/v1/swap" and self.lose_answers > 0:
                 type(self).lose_answers -= 1

@@ -94,11 +94,14 @@ async def test_a_ticket_without_dleq_proofs_is_refused_on_arrival(
         assert erepo.ticket(w.advisor.agent.store, bare.ticket_id) is None
 
 
-async def locked_ticket(funder: CashuWallet, w: World, cred: str, mint: str, amount: int) -> Ticket:
+async def locked_ticket(
+    funder: CashuWallet, w: World, cred: str, mint: str, amount: int, spare: int = 0
+) -> Ticket:
     """A ticket of real locked ecash made at the real mint (`funder` talks to it directly),
-    naming `mint` (the proxy the advisor checks through)."""
+    naming `mint` (the proxy the advisor checks through); `spare` sat more are minted (for
+    the fee of the lock's swap, at a mint that charges one: the rest is change)."""
     preimage, locktime = secrets.token_bytes(32), int(time.time()) + 3600
-    _, proofs = await funder.topup(amount)
+    _, proofs = await funder.topup(amount + spare)
     _, locked = await funder.lock(
         proofs, amount, hash_hex=lock_hash(preimage), payee_xonly=w.advisor.me,
         refund_xonly=w.node.me, locktime=locktime,
@@ -149,6 +152,14 @@ async def test_spent_ecash_and_a_mint_that_cannot_tell(
         wallet = await w.advisor_escrow.wallet(url)
         with pytest.raises(TicketInvalid, match=r"is in usd, not sat"):
             await checks.check_ecash(later, wallet, {})  # (a fresh cache of the mint's keys)
+        # a keyset the mint retires (NUT-02 final_expiry) before the part's locktime: its
+        # ecash could stop being redeemable while the advisor may still redeem it
+        lying_mint.unit, retired = None, later.parts[0].locktime - 60
+        lying_mint.final_expiry = retired
+        with pytest.raises(TicketInvalid, match=rf"retires keyset \w+ at {retired}, before"):
+            await checks.check_ecash(later, wallet, {})
+        lying_mint.final_expiry = later.parts[0].locktime + 60  # after it: fine
+        assert await checks.check_ecash(later, wallet, {}) == 0
 
 
 async def test_a_command_names_only_a_ticket_held_and_checked(

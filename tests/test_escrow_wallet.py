@@ -181,7 +181,7 @@ def test_a_token_for_an_unknown_mint_is_refused(
     assert balance(bob) == {}
     monkeypatch.setenv("HIVE_ALLOW_PRIVATE_RELAYS", "1")  # the test mint is on 127.0.0.1
     trusted = ok(hive(bob, "--json", "escrow", "receive", token, "--trust-mint"))
-    assert trusted == {"mint": mint_url, "received": 16}
+    assert trusted == {"mint": mint_url, "received": 16, "fee": 0}
 
 
 def test_restore_into_a_fresh_home_recovers_the_balance(tmp_path: Path, mint_url: str) -> None:

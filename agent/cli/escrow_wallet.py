@@ -118,9 +118,11 @@ async def _pay(args: argparse.Namespace, app: Any) -> Answer:
     body |= {"state": done["state"], "preimage": done["preimage"]}
     if done["state"] != "paid":
         return body, f"payment {done['state']} (quote {done['quote']}); checked again on next use"
-    return body, (
+    swap_fee = done.get("swap_fee", 0)
+    mint_fees = f", {swap_fee:,} sat of mint fees" if swap_fee else ""
+    return body | {"swap_fee": swap_fee}, (
         f"paid {done['amount']:,} sat (fee reserve {done['fee_reserve']:,} sat,"
-        f" {done['change']:,} sat back as change; {done['paid']:,} sat spent)"
+        f" {done['change']:,} sat back as change{mint_fees}; {done['paid']:,} sat spent)"
     )
 
 
@@ -146,7 +148,8 @@ async def _receive(args: argparse.Namespace, app: Any) -> Answer:
     # stdin is read up to one character past the longest token: `cat /dev/zero | … -` ends
     text = sys.stdin.read(MAX_TOKEN_CHARS + 1) if args.token in ("-",) else args.token
     done = await _purse().receive(app.escrow, text, trust_mint=args.trust_mint)
-    return done, f"received {done['received']:,} sat at {done['mint']}"
+    fee = f" ({done['fee']:,} sat of mint fees)" if done.get("fee") else ""
+    return done, f"received {done['received']:,} sat at {done['mint']}{fee}"
 
 
 def cmd_receive(args: argparse.Namespace, settings: Settings, emit: Emit, make: AppFactory) -> int:

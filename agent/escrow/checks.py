@@ -12,7 +12,13 @@ names it (`AdvisorService.advise`, `hive-agent advise --ticket`):
   something else than the ticket says);
 - the mint says every proof of a part still locked here is unspent (NUT-07): proofs already
   redeemed or refunded elsewhere pay nothing.  A proof pending at the mint (a swap under
-  way) is asked about again later.
+  way) is asked about again later;
+- what redeeming costs: a mint may charge a fee per proof spent (NUT-02 `input_fee_ppk`),
+  which the payee pays out of the part, as every Cashu receiver does.  A part the fee would
+  eat whole is refused; otherwise the fee is part of the verdict ("ok: …"), shown with the
+  ticket;
+- no keyset is retired (NUT-02 `final_expiry`) before the part's locktime: its ecash could
+  stop being redeemable while the payee may still redeem it.
 
 A mint that cannot be reached, or cannot tell, leaves the ticket unchecked (tried again); the
 mint's own answer that it does not serve a keyset (NUT error 12001, or a keyset id of a
@@ -37,20 +43,21 @@ from events.errors import (
     NotFound,
     TicketInvalid,
 )
-from events.escrow import Ticket
+from events.escrow import Ticket, fee_of
 
 if TYPE_CHECKING:
     from agent.escrow.service import Escrow
-    from agent.escrow.wallet import CashuWallet
+    from agent.escrow.wallet import CashuWallet, Keyset
 
 log = logging.getLogger("hive.escrow")
 OK, LEGACY = "ok", "legacy"
+FEES = "ok: "  # a verdict "ok: <n> sat of mint fees to redeem" passes too
 REFUSAL_TTL_S = 600  # how long the mint's "no such keyset" is believed without asking again
 CHECK_TIMEOUT_S = 20.0  # a check a command waits for
 ARRIVAL_WAIT_S = 5.0  # for a ticket a command names that has not arrived yet
 
-# (mint, keyset id) → (unit, {amount: key}), or (when, why) the mint would not serve it
-Keysets = dict[tuple[str, str], tuple[str, dict[int, str]] | tuple[float, str]]
+# (mint, keyset id) → the keyset, or (when, why) the mint would not serve it
+Keysets = dict[tuple[str, str], "Keyset | tuple[float, str]"]
 
 
 def _unserved(refused: MintRefused) -> bool:
@@ -60,41 +67,57 @@ def _unserved(refused: MintRefused) -> bool:
     return text.rstrip().endswith("(Code: 12001)") or text.startswith("Unsupported keyset version")
 
 
-async def _keys(wallet: CashuWallet, cache: Keysets, keyset_id: str) -> dict[int, str]:
+async def _keyset(wallet: CashuWallet, cache: Keysets, keyset_id: str) -> Keyset:
     slot = (wallet.mint_url, keyset_id)
     found = cache.get(slot)
-    if found is None or (isinstance(found[0], float) and time.monotonic() > found[0]):
+    if found is None or (isinstance(found, tuple) and time.monotonic() > found[0]):
         try:
             found = cache[slot] = await wallet.keyset(keyset_id)
         except MintRefused as refused:
             if not _unserved(refused):
                 raise  # (the mint cannot tell now: asked again later)
             found = cache[slot] = (time.monotonic() + REFUSAL_TTL_S, refused.message)
-    if isinstance(found[0], float):
+    if isinstance(found, tuple):
         raise TicketInvalid(f"the mint does not serve keyset {keyset_id}: {found[1]}")
-    unit, keys = found
-    if unit != "sat":
-        raise TicketInvalid(f"keyset {keyset_id} is in {unit}, not sat")
-    assert isinstance(keys, dict)
-    return keys
+    if found.unit != "sat":
+        raise TicketInvalid(f"keyset {keyset_id} is in {found.unit}, not sat")
+    return found
 
 
 async def check_ecash(
     ticket: Ticket, wallet: CashuWallet, cache: Keysets, locked: set[int] | None = None
-) -> None:
-    """Raise TicketInvalid naming the first proof that is not the mint's sat ecash, or the
-    first part still locked here (`locked`: part indexes; None: all) whose ecash is spent;
-    MintUnavailable or MintRefused if the mint cannot tell now (a pending proof included)."""
+) -> int:
+    """The mint's fees, in sat, for redeeming the parts; raise TicketInvalid naming the first
+    proof that is not the mint's sat ecash, the first part whose fee eats it or whose keyset
+    is retired before its locktime, or the first part still locked here (`locked`: part
+    indexes; None: all) whose ecash is spent; MintUnavailable or MintRefused if the mint
+    cannot tell now (a pending proof included)."""
+    fees = 0
     for part in ticket.parts:
+        ppks = []
         for n, proof in enumerate(part.proofs):
             where = f"part {part.index}'s proof {n} ({proof.amount} sat)"
             if proof.dleq is None:  # (refused on arrival: events.escrow.check_locks)
                 raise TicketInvalid(f"{where} carries no DLEQ proof (NUT-12)")
-            key = (await _keys(wallet, cache, proof.id)).get(proof.amount)
+            keyset = await _keyset(wallet, cache, proof.id)
+            key = keyset.keys.get(proof.amount)
             if key is None:
                 raise TicketInvalid(f"{where}: keyset {proof.id} has no key for that amount")
             if not dleq.verify_proof(proof.secret, proof.C, proof.dleq, key):
                 raise TicketInvalid(f"{where} was not signed by the mint (its DLEQ proof fails)")
+            if keyset.final_expiry is not None and keyset.final_expiry < part.locktime:
+                raise TicketInvalid(
+                    f"{where}: the mint retires keyset {proof.id} at {keyset.final_expiry}, "
+                    f"before the part's locktime {part.locktime}"
+                )
+            ppks.append(keyset.fee_ppk)
+        fee = fee_of(ppks)
+        if fee >= part.amount_sat:
+            raise TicketInvalid(
+                f"part {part.index} pays nothing: redeeming its {part.amount_sat:,} sat costs "
+                f"{fee:,} sat in mint fees"
+            )
+        fees += fee
     # one state check for every part still locked (the others are redeemed, or on their way
     # to be: spent by us, not by the funder)
     asked = [part for part in ticket.parts if locked is None or part.index in locked]
@@ -110,6 +133,12 @@ async def check_ecash(
             raise TicketInvalid(
                 f"part {part.index}'s ecash is already {', '.join(sorted(states - {'unspent'}))}"
             )
+    return fees
+
+
+def passed(verdict: str | None) -> bool:
+    """A stored verdict that lets a command rely on its ticket."""
+    return verdict in (OK, LEGACY) or (verdict or "").startswith(FEES)
 
 
 async def check_held(escrow: Escrow, ticket_id: str, _part: int = -1) -> str:
@@ -124,18 +153,20 @@ async def check_held(escrow: Escrow, ticket_id: str, _part: int = -1) -> str:
         for p in repo.parts(escrow.agent.store, ticket_id)
         if p["state"] == "locked"
     }
-    refusal: TicketInvalid | None = None
     wallet = await escrow.wallet(escrow.allowed_mint(ticket.mint))  # (configuration: raised)
     try:
-        await check_ecash(ticket, wallet, escrow.keysets, locked)
+        fees = await check_ecash(ticket, wallet, escrow.keysets, locked)
+        verdict = OK if not fees else f"{FEES}{fees:,} sat of mint fees to redeem"
     except TicketInvalid as error:
-        refusal = error
+        verdict = str(error)
         log.warning("escrow: ticket %s from %s refused: %s", ticket_id, ticket.node[:16], error)
+        with escrow.agent.store.transaction(escrow.now) as tx:
+            repo.set_checked(tx, ticket_id, verdict)
+            tx.count_errors({error.code: 1})
+        return verdict
     with escrow.agent.store.transaction(escrow.now) as tx:
-        repo.set_checked(tx, ticket_id, OK if refusal is None else str(refusal))
-        if refusal is not None:
-            tx.count_errors({refusal.code: 1})
-    return OK if refusal is None else str(refusal)
+        repo.set_checked(tx, ticket_id, verdict)
+    return verdict
 
 
 async def require_checked(
@@ -162,7 +193,7 @@ async def require_checked(
                 f"ticket {ticket_id}'s mint did not answer the check within the command's "
                 f"{timeout_s:g} s"
             )
-    if verdict not in (OK, LEGACY):
+    if not passed(verdict):
         reason = verdict.removeprefix(f"{TicketInvalid.code}: ")
         raise TicketInvalid(f"ticket {ticket_id} does not pay: {reason}")
 
@@ -173,8 +204,11 @@ def label(role: str, checked: str | None, *, short: bool = False) -> str:
         return "" if short else "ours (we locked it)"
     if checked is None:
         return "unchecked" if short else "not checked at the mint yet"
-    if checked == OK:
-        return OK if short else "ok: signed by the mint (DLEQ), unspent, in sat"
+    if checked == OK or checked.startswith(FEES):
+        if short:
+            return OK
+        fees = checked.removeprefix(FEES)
+        return "ok: signed by the mint (DLEQ), unspent, in sat" + (f"; {fees}" if fees else "")
     if checked == LEGACY:
         return LEGACY if short else "legacy: held before ecash checks (no DLEQ proofs to check)"
     return "REFUSED" if short else checked

@@ -95,12 +95,19 @@ class MintProcess:
     """
 
     def __init__(
-        self, workdir: Path, port: int = 0, *, delay_s: float = 0, brr: bool = True
+        self,
+        workdir: Path,
+        port: int = 0,
+        *,
+        delay_s: float = 0,
+        brr: bool = True,
+        input_fee_ppk: int = 0,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.delay_s = delay_s
         self.brr = brr  # False: invoices are paid only by melts at this same mint
+        self.input_fee_ppk = input_fee_ppk  # NUT-02: what spending each proof costs, ‰ sat
         self.proc: ChildProcess | None = None
 
     @property
@@ -115,7 +122,7 @@ class MintProcess:
             "MINT_LISTEN_HOST": "127.0.0.1",
             "MINT_LISTEN_PORT": str(self.port),
             "MINT_DATABASE": str(self.workdir / "mint"),
-            "MINT_INPUT_FEE_PPK": "0",
+            "MINT_INPUT_FEE_PPK": str(self.input_fee_ppk),
             "FAKEWALLET_DELAY_INCOMING_PAYMENT": str(self.delay_s),
             "FAKEWALLET_DELAY_OUTGOING_PAYMENT": "0",
             "FAKEWALLET_BRR": "TRUE" if self.brr else "FALSE",

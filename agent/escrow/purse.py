@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from agent.escrow import coins
 from agent.escrow import lightning as ln
 from agent.escrow.mint import check_mint, check_named_mint, normalize
 from agent.store import escrow as repo
@@ -117,13 +118,14 @@ async def pay(escrow: Escrow, bolt11: str, mint: str | None = None) -> dict[str,
     cw = await escrow.wallet(mint)
     quote = await ln.melt_quote(cw, bolt11)
     need = quote["amount"] + quote["fee_reserve"]
-    inputs = await _exactly(escrow, mint, need)
+    inputs, swap_fee = await _exactly(escrow, mint, need)
     async with cw.exclusive():
         record = {
             "mint": mint,
             "request": bolt11,
             "amount": quote["amount"],
             "fee_reserve": quote["fee_reserve"],
+            "swap_fee": swap_fee,
             "inputs": [p.model_dump() for p in inputs],
             "start": await cw.next_outputs(),
             "state": "pending",
@@ -139,17 +141,21 @@ async def pay(escrow: Escrow, bolt11: str, mint: str | None = None) -> dict[str,
         return await _finish_melt(escrow, quote["quote"], record, done["state"], done["preimage"])
 
 
-async def _exactly(escrow: Escrow, mint: str, amount: int) -> list[CashuProof]:
-    """Proofs worth exactly `amount` (swapped out of larger ones first): a mint returns change
-    only on as many blank outputs as the fee reserve needs, so more would be lost."""
-    inputs = escrow._select(mint, amount)
-    if sum(p.amount for p in inputs) == amount:
-        return inputs
-    keep, out = await (await escrow.wallet(mint)).split(inputs, amount)
+async def _exactly(escrow: Escrow, mint: str, amount: int) -> tuple[list[CashuProof], int]:
+    """Proofs worth exactly `amount` and the mint's fee for spending them (swapped out of
+    larger ones first: a mint returns change only on as many blank outputs as the fee
+    reserve needs, so more would be lost), and the fee that swap cost."""
+    cw = await escrow.wallet(mint)
+    inputs = coins.select(escrow.agent.store, mint, amount, cw.fee_ppk)
+    if sum(p.amount for p in inputs) == amount + cw.input_fee(inputs):
+        return inputs, 0
+    target = coins.gross(amount, cw.output_fee_ppk())
+    inputs = coins.select(escrow.agent.store, mint, target, cw.fee_ppk)
+    keep, out = await cw.split(inputs, target)
     with escrow.agent.store.transaction(escrow.now) as tx:
         repo.spend_proofs(tx, inputs)
         repo.add_proofs(tx, mint, keep + out, "change")
-    return out
+    return out, sum(p.amount for p in inputs) - sum(p.amount for p in keep + out)
 
 
 async def _finish_melt(
@@ -172,6 +178,7 @@ async def _finish_melt(
             repo.unspend_proofs(tx, inputs)
         tx.set_kv(MELT + quote, record)
     paid = sum(p["amount"] for p in record["inputs"]) - record["change"]
+    paid += record.get("swap_fee", 0)  # (what making the exact inputs cost)
     return {"quote": quote, **{k: v for k, v in record.items() if k != "inputs"}, "paid": paid}
 
 
@@ -191,7 +198,7 @@ async def send(escrow: Escrow, amount: int, mint: str | None = None) -> dict[str
     """Swap exactly `amount` out of the wallet and wrap it in a cashuB token."""
     mint = _mint(escrow, mint)
     cw = await escrow.wallet(mint)
-    inputs = escrow._select(mint, amount)
+    inputs = coins.select(escrow.agent.store, mint, amount, cw.fee_ppk)
     keep, out = await cw.split(inputs, amount)
     with escrow.agent.store.transaction(escrow.now) as tx:  # the ledger first, then the token
         repo.spend_proofs(tx, inputs)
@@ -199,7 +206,9 @@ async def send(escrow: Escrow, amount: int, mint: str | None = None) -> dict[str
         repo.add_proofs(tx, mint, out, "sent")
         repo.spend_proofs(tx, out)
         tx.set_kv("escrow-sent:" + out[0].secret, [p.model_dump() for p in out])
-    return {"mint": mint, "amount": amount, "token": ln.token_of(mint, out)}
+    fee = sum(p.amount for p in inputs) - sum(p.amount for p in keep + out)
+    # (the receiver pays the fee for spending the token's proofs: NUT-02)
+    return {"mint": mint, "amount": amount, "fee": fee, "token": ln.token_of(mint, out)}
 
 
 async def receive(escrow: Escrow, token: str, *, trust_mint: bool = False) -> dict[str, Any]:
@@ -227,7 +236,8 @@ async def receive(escrow: Escrow, token: str, *, trust_mint: bool = False) -> di
             raise
     with escrow.agent.store.transaction(escrow.now) as tx:
         repo.add_proofs(tx, mint, fresh, "received")
-    return {"mint": mint, "received": sum(p.amount for p in fresh)}
+    received = sum(p.amount for p in fresh)
+    return {"mint": mint, "received": received, "fee": sum(p.amount for p in proofs) - received}
 
 
 # --- restore and catching up --------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from agent.component import Messaging, Wiring
-from agent.escrow import checks, drafts, intake
+from agent.escrow import checks, coins, drafts, intake
 from agent.escrow.backoff import Backoff
 from agent.escrow.bonuses import Bonuses
 from agent.escrow.mint import check_mint, normalize
@@ -39,7 +39,6 @@ from events import escrow
 from events.command import Command
 from events.errors import (
     HiveError,
-    InsufficientBalance,
     InvalidParams,
     MintNotAllowed,
     MintRefused,
@@ -158,20 +157,6 @@ class Escrow:
     def balances(self) -> dict[str, int]:
         return repo.balances(self.agent.store)
 
-    def _select(self, mint: str, amount: int) -> list[CashuProof]:
-        chosen, total = [], 0
-        for proof in reversed(repo.unspent(self.agent.store, mint)):  # smallest first
-            if total >= amount:
-                break
-            chosen.append(proof)
-            total += proof.amount
-        if total < amount:
-            raise InsufficientBalance(
-                f"the wallet holds {total:,} sat at {mint}; {amount:,} needed"
-                " (hive-agent escrow topup)"
-            )
-        return chosen
-
     # --- the node's preimages ----------------------------------------------------------------
 
     def new_locks(self, n: int) -> list[str]:
@@ -212,8 +197,10 @@ class Escrow:
             params_hash=params_hash, mint=mint, advisor=advisor, credential_id=credential_id,
             locked_until=locked_until(now, max_danger, locktime_s), deadline=now + deadline_s,
         )  # fmt: skip
-        self._select(mint, sum(p.amount for p in plan))  # all of it, before a part is locked
         ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
+        coins.check_payable([p.amount for p in plan], wallet.output_fee_ppk())
+        total = sum(p.amount for p in plan)  # all of it, before a part is locked:
+        coins.select(self.agent.store, mint, total, wallet.fee_ppk)
         locks = zip(plan, self.new_locks(len(plan)), strict=True)
         self.funding.add(ticket_id)  # its drafts are not stranded (drafts.py) while it runs
         try:
@@ -252,7 +239,7 @@ class Escrow:
     ) -> Part:
         """Lock one part's ecash (NUT-14: the hash, the advisor's key, refund to us after the
         locktime); the spent inputs, the change and the draft part are committed at once."""
-        inputs = self._select(mint, planned.amount)
+        inputs = coins.select(self.agent.store, mint, planned.amount, wallet.fee_ppk)
         change, locked = await wallet.lock(
             inputs,
             planned.amount,

@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 
 from events.dleq import ORDER
 from events.errors import MintRefused, MintUnavailable
-from events.escrow import CashuProof, Dleq, lock_key
+from events.escrow import CashuProof, Dleq, fee_of, lock_key
 
 _environ = dict(os.environ)  # the library copies a .env it finds into the environment
 from cashu.core.base import HTLCWitness, Proof  # isort: skip  # noqa: E402
@@ -59,9 +60,15 @@ class _Wallet(Wallet):
     """cashu 0.20.2 builds a new HTTP client before every API call and drops the old one with
     its open connections; here one client of ours is kept instead — TLS verified, finite
     timeouts, no proxy but the standard environment's — (the library's never connect) and
-    `CashuWallet.close()` closes it."""
+    `CashuWallet.close()` closes it.  And each wallet has keysets of its own."""
 
     _client: httpx.AsyncClient | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # the library's `keysets` is a class attribute, one dict every wallet fills: a wallet
+        # then swapped at one mint with another mint's active keyset ("keyset id unknown")
+        self.keysets = {}
+        super().__init__(*args, **kwargs)
 
     @property  # type: ignore[override]
     def httpx(self) -> httpx.AsyncClient:
@@ -111,6 +118,17 @@ def from_cashu(proof: Proof) -> CashuProof:
         with contextlib.suppress(ValidationError):  # (malformed: as if the mint sent none)
             dleq = Dleq(e=got.e, s=got.s, r=got.r)
     return CashuProof(id=proof.id, amount=proof.amount, secret=proof.secret, C=proof.C, dleq=dleq)
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """What a check needs of one of a mint's keysets."""
+
+    id: str
+    unit: str
+    keys: dict[int, str]  # amount → the mint's public key (compressed hex)
+    fee_ppk: int  # NUT-02 input fee per proof spent, in thousandths of a sat
+    final_expiry: int | None  # after this (unix time) the mint may refuse its ecash
 
 
 def _mint_error(exc: Exception) -> Exception:
@@ -309,15 +327,34 @@ class CashuWallet:
             raise _mint_error(exc) from None
         return await self.unspent(found)
 
-    async def keyset(self, keyset_id: str) -> tuple[str, dict[int, str]]:
-        """(unit, {amount: the mint's public key, compressed hex}) of one of the mint's
-        keysets, active or not (NUT-01, `/v1/keys/{id}`)."""
+    async def keyset(self, keyset_id: str) -> Keyset:
+        """One of the mint's keysets, active or not: its keys (NUT-01, `/v1/keys/{id}`) and
+        its terms (NUT-02, `/v1/keysets`: the input fee and the final expiry, if any)."""
         try:
             found = await self.wallet._get_keyset(keyset_id)
+            listed = {k.id: k for k in await self.wallet._get_keysets()}
         except Exception as exc:  # noqa: BLE001
             raise _mint_error(exc) from None
         keys = {int(amount): key.format().hex() for amount, key in found.public_keys.items()}
-        return found.unit.name, keys
+        terms = listed.get(keyset_id)
+        fee = int(terms.input_fee_ppk or 0) if terms is not None else 0
+        expiry = terms.final_expiry if terms is not None else None
+        return Keyset(keyset_id, found.unit.name, keys, max(0, fee), expiry)
+
+    def fee_ppk(self, keyset_id: str) -> int:
+        """What spending one proof of one of this wallet's keysets costs, in thousandths of a
+        sat (NUT-02 `input_fee_ppk`; 0 for a keyset the wallet has not loaded)."""
+        found = self.wallet.keysets.get(keyset_id)
+        return max(0, int(found.input_fee_ppk or 0)) if found is not None else 0
+
+    def input_fee(self, proofs: list[CashuProof]) -> int:
+        """The mint's fee, in sat, for a swap or melt spending `proofs` (NUT-02: the sum of
+        their keysets' fees per proof, rounded up to the sat)."""
+        return fee_of(self.fee_ppk(p.id) for p in proofs)
+
+    def output_fee_ppk(self) -> int:
+        """The input fee per proof of the keyset new proofs are signed in (the active one)."""
+        return self.fee_ppk(self.wallet.keyset_id)
 
     async def _states(self, proofs: list[Proof]) -> list[Any]:
         """NUT-07, in batches: the mint's state of each of `proofs`, matched by Y
