@@ -14,7 +14,7 @@ import pytest
 from agent.advisory.policy import PolicyConfig
 from agent.dashboard.actions import HomeOperator
 from agent.dashboard.command import hosts_for, loopback
-from agent.dashboard.security import COOKIE, Gate
+from agent.dashboard.security import COOKIE, SESSION_IDLE_S, SESSION_MAX_S, Gate
 from agent.dashboard.server import Context, create_app
 from agent.settings import Settings
 from agent.store import Store
@@ -53,7 +53,7 @@ def board(tmp_path: Path) -> tuple[TestClient, Gate, Settings, HomeOperator]:
 def login(client: TestClient, gate: Gate) -> str:
     first = client.get(f"/approvals?token={gate.token}")
     assert first.status_code == 303
-    return gate.sessions[client.cookies[COOKIE]]
+    return gate.sessions[client.cookies[COOKIE]].csrf
 
 
 def test_without_the_token_every_path_is_401_and_shows_nothing(board) -> None:
@@ -215,3 +215,31 @@ def test_an_unexpected_failure_is_a_500_with_the_headers_and_no_traceback(board)
     assert answer.headers["content-security-policy"].startswith("default-src 'self'")
     assert answer.headers["cache-control"] == "no-store"
     assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_a_session_ends_when_idle_and_after_its_lifetime(tmp_path: Path) -> None:
+    """A copied cookie or a browser left logged in stops working: after 12 h without a
+    request, and 7 days after the session opened however busy; the URL opens a new one."""
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    Store(settings.store_file).close()
+    now = [1_000.0]
+    gate = Gate({HOST}, clock=lambda: now[0])
+    operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
+    app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
+    client = TestClient(app, base_url=f"http://testserver{gate.root}", follow_redirects=False)
+    login(client, gate)
+    now[0] += SESSION_IDLE_S - 1
+    assert client.get("/approvals").status_code == 200  # (and that request counts as use)
+    now[0] += SESSION_IDLE_S - 1
+    assert client.get("/approvals").status_code == 200
+    now[0] += SESSION_IDLE_S + 1
+    idle = client.get("/approvals")
+    assert idle.status_code == 401 and idle.json()["error"]["code"] == "UNAUTHORIZED"
+    assert gate.sessions == {}
+    login(client, gate)  # the printed URL opens a new session
+    for _ in range(SESSION_MAX_S // (SESSION_IDLE_S - 1)):
+        now[0] += SESSION_IDLE_S - 1
+        assert client.get("/approvals").status_code == 200
+    now[0] += SESSION_IDLE_S - 1  # busy, but seven days old
+    assert client.get("/approvals").status_code == 401

@@ -7,6 +7,10 @@ cookie is scoped to it: cookies know no ports, so without it any other server on
 loopback would receive the cookie when the browser visited it; with it, only a request for a
 path under the secret prefix carries the cookie.  Anything outside the prefix is 404.
 
+A session ends after `SESSION_IDLE_S` without a request, and `SESSION_MAX_S` after it opened,
+whatever its use: a cookie copied off a machine, or a browser left logged in, stops working
+then (the printed URL opens a new one).
+
 Every response says `Content-Security-Policy: default-src 'self'` (no third-party requests, no
 inline scripts), is never cached and never framed; no CORS headers are ever sent."""
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -29,6 +34,8 @@ COOKIE = "hive_dashboard"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_SESSIONS = 64
+SESSION_IDLE_S = 12 * 3600  # a session unused this long is closed
+SESSION_MAX_S = 7 * 86_400  # and any session this long after it opened
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none';"
@@ -48,25 +55,44 @@ def _same(a: str, b: str) -> bool:
 
 
 @dataclass
+class Session:
+    csrf: str  # the CSRF token every POST of this session carries
+    opened: float  # (the gate's clock)
+    seen: float  # its last request
+
+
+@dataclass
 class Gate:
-    """The access token, the sessions it opened (session id → CSRF token), and the
-    Host values this server answers to (a DNS-rebinding page names another host)."""
+    """The access token, the sessions it opened (by session id), and the Host values this
+    server answers to (a DNS-rebinding page names another host)."""
 
     hosts: set[str] | None  # None: any (bound to every address, 0.0.0.0 or ::)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     root: str = field(default_factory=lambda: "/" + secrets.token_urlsafe(12))
-    sessions: dict[str, str] = field(default_factory=dict)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     def open_session(self) -> str:
         while len(self.sessions) >= MAX_SESSIONS:  # the oldest goes first
             self.sessions.pop(next(iter(self.sessions)))
-        session = secrets.token_urlsafe(32)
-        self.sessions[session] = secrets.token_urlsafe(32)
+        session, now = secrets.token_urlsafe(32), self.clock()
+        self.sessions[session] = Session(secrets.token_urlsafe(32), now, now)
         return session
 
     def csrf_of(self, request: Request) -> str | None:
+        """The CSRF token of the request's session; None without a live one (an expired
+        session is closed here)."""
         session = request.cookies.get(COOKIE)
-        return None if session is None else self.sessions.get(session)
+        found = None if session is None else self.sessions.get(session)
+        if session is None or found is None:
+            return None
+        now = self.clock()
+        if now - found.seen > SESSION_IDLE_S or now - found.opened > SESSION_MAX_S:
+            del self.sessions[session]
+            log_event(log, logging.INFO, "session_expired", sessions=len(self.sessions))
+            return None
+        found.seen = now
+        return found.csrf
 
     def check_host(self, request: Request) -> None:
         if self.hosts is not None and request.headers.get("host", "") not in self.hosts:
