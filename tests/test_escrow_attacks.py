@@ -197,6 +197,8 @@ class _Lies(BaseHTTPRequestHandler):
     state: ClassVar[str | None] = None  # every NUT-07 state check answers this state
     unit: ClassVar[str | None] = None  # every keyset it serves claims this unit
     final_expiry: ClassVar[int | None] = None  # every keyset it lists is retired then
+    slow_s: ClassVar[float] = 0.0  # every NUT-07 state check waits this long
+    checks: ClassVar[int] = 0  # NUT-07 state checks asked
     swaps_left: ClassVar[int] = -1  # ≥ 0: that many swaps pass, then the mint is "down"
     lose_answers: ClassVar[int] = 0
 
@@ -207,6 +209,9 @@ class _Lies(BaseHTTPRequestHandler):
         self._relay(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
 
     def _relay(self, body: bytes | None) -> None:
+        if self.path == "/v1/checkstate":
+            type(self).checks += 1
+            time.sleep(self.slow_s)
         if self.path == "/v1/swap" and self.swaps_left == 0:
             status, out = 503, b'{"detail": "down"}'
         elif self.lying and self.path == "/v1/swap":

@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import nostr_sdk as sdk
 import pytest
@@ -185,7 +186,7 @@ async def test_a_command_names_only_a_ticket_held_and_checked(
         assert got is not None and got.preimage is not None, got
         assert verdict(w, ticket.ticket_id) == checks.OK
         await until(lambda: sum(w.advisor_escrow.balances().values()) == 32)  # redeemed
-        assert await checks.check_held(w.advisor_escrow, ticket.ticket_id) == checks.OK
+        assert await checks.check_held(w.advisor_escrow, ticket.ticket_id, again=True) == checks.OK
 
 
 def test_tickets_held_before_the_checks_are_legacy(tmp_path: Path) -> None:
@@ -291,3 +292,35 @@ async def test_a_mint_no_longer_ours_is_asked_again_not_refused(
         assert verdict(w, ticket.ticket_id) is None
         escrow.mints, lying_mint.state = ours, None
         await until(lambda: verdict(w, ticket.ticket_id) == checks.OK, timeout=30)
+
+
+async def test_the_loop_and_a_command_check_a_ticket_once(
+    tmp_path: Path, relay_url: str, mint_url: str, lying_mint: type[_Lies]
+) -> None:
+    """A command naming a ticket the loop is checking (a slow mint) waits for that check and
+    takes its verdict: one state request at the mint, one refusal counted — not one each."""
+    import anyio
+
+    url = lying_mint.url  # type: ignore[attr-defined]
+    async with world(tmp_path, relay_url, mint=url) as w:
+        assert w.advisor_escrow is not None
+        escrow, cred, node = w.advisor_escrow, await credential(w), w.node.agent.keys
+        async with CashuWallet(tmp_path / "funder", mint_url, node) as funder:
+            ticket = await locked_ticket(funder, w, cred, url, 16)
+        lying_mint.state, lying_mint.slow_s = "SPENT", 1.0
+        before = lying_mint.checks
+        deliver(w, node, [ticket])
+        await until(lambda: lying_mint.checks > before)  # the loop's check is at the mint
+        got: list[str] = []
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):  # two commands' checks, as the loop's is under way
+                tg.start_soon(lambda: _append(got, checks.check_held(escrow, ticket.ticket_id)))
+        spent = "TICKET_INVALID: part 0's ecash is already spent"
+        assert got == [spent, spent] and verdict(w, ticket.ticket_id) == spent
+        assert lying_mint.checks == before + 1
+        assert refusals(w) == 1
+        assert escrow.checking == {}
+
+
+async def _append(out: list[str], verdict: Any) -> None:
+    out.append(await verdict)

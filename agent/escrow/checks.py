@@ -141,9 +141,25 @@ def passed(verdict: str | None) -> bool:
     return verdict in (OK, LEGACY) or (verdict or "").startswith(FEES)
 
 
-async def check_held(escrow: Escrow, ticket_id: str, _part: int = -1) -> str:
-    """Check a held ticket's ecash now and store the verdict: OK, or `CODE: message` (counted,
-    logged).  A mint that cannot tell raises (MintUnavailable, MintRefused): tried again."""
+async def check_held(
+    escrow: Escrow, ticket_id: str, _part: int = -1, *, again: bool = False
+) -> str:
+    """Check a held ticket's ecash now, unless a verdict is stored (`again`: anyway), and
+    store the verdict: OK, or `CODE: message` (counted, logged).  A mint that cannot tell
+    raises (MintUnavailable, MintRefused): tried again.  One check of a ticket at a time: the
+    loop's and a command's wait for each other, and the second takes the first's verdict
+    (not a second mint request, nor a refusal counted twice)."""
+    lock = escrow.checking.setdefault(ticket_id, anyio.Lock())
+    try:
+        async with lock:
+            verdict = None if again else repo.checked(escrow.agent.store, ticket_id)
+            return verdict if verdict is not None else await _check(escrow, ticket_id)
+    finally:
+        if not lock.locked() and not lock.statistics().tasks_waiting:
+            escrow.checking.pop(ticket_id, None)
+
+
+async def _check(escrow: Escrow, ticket_id: str) -> str:
     found = repo.ticket(escrow.agent.store, ticket_id)
     if found is None or found[1] != "payee":
         raise NotFound(f"no ticket {ticket_id} is held by this agent")

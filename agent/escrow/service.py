@@ -97,6 +97,7 @@ class Escrow:
         self.backoff = Backoff()  # (ticket, part) that failed; part -1: the ticket's check
         self.funding: set[str] = set()  # tickets whose parts are being locked right now
         self.keysets: checks.Keysets = {}  # the mints' keys, to check held tickets' ecash
+        self.checking: dict[str, anyio.Lock] = {}  # ticket → its check under way
         self.check_held = partial(checks.check_held, self)
         self.require_checked = partial(checks.require_checked, self)  # (PreimageSink)
 
