@@ -10,6 +10,12 @@ from agent.escrow.coins import gross
 from events.escrow import fee_of
 
 
+def test_examples() -> None:
+    assert gross(7, 1000) == 8  # one proof of 8, 1 sat to spend (10 was found before)
+    assert gross(8, 1000) == 10 and gross(1, 1000) == 2  # 8 + 2, 2 sat; one proof of 2
+    assert gross(100, 100) == 101  # 101 = 64 + 32 + 4 + 1: 0.4 sat, rounded up
+
+
 def test_the_fee_is_the_sum_of_the_keysets_fees_rounded_up() -> None:
     assert fee_of([]) == 0
     assert fee_of([0, 0, 0]) == 0
@@ -23,8 +29,8 @@ def test_what_is_swapped_out_pays_the_amount_after_its_own_fee(amount: int, ppk:
     x = gross(amount, ppk)
     assert x >= amount
     assert x - fee_of([ppk] * x.bit_count()) >= amount  # (one proof per power of two)
-    # and not more than the fee of the most proofs an amount that size can come in
-    assert x - amount <= fee_of([ppk] * (x.bit_length()))
+    # and the least that does: one less would not pay (or is less than the amount)
+    assert x == amount or x - 1 - fee_of([ppk] * (x - 1).bit_count()) < amount
 
 
 @given(st.integers(1, 10**12))

@@ -10,6 +10,7 @@ refusing a part the fee would eat whole."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,10 @@ import pytest
 from agent.escrow import checks
 from agent.escrow.mint import MintProcess
 from agent.escrow.wallet import CashuWallet
+from agent.store import Store
 from agent.store import escrow as erepo
 from agent.store.advisory import Db, _rows
-from events.errors import InvalidParams, TicketInvalid
+from events.errors import InsufficientBalance, InvalidParams, TicketInvalid
 from events.escrow import TicketType
 from events.receipt import Status
 from tests.advisory_world import funded, parts, until, world
@@ -39,6 +41,15 @@ def fee_mint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     mint = MintProcess(tmp_path_factory.mktemp("fee-mint"), input_fee_ppk=PPK)
     yield mint.start()
     mint.stop()
+
+
+def melt_inputs(home: Path, quote: str) -> list[int]:
+    """The amounts of the proofs a payment's melt spent (its record in the agent's store)."""
+    store = Store(home / "agent.sqlite")
+    try:
+        return [p["amount"] for p in store.kv(f"escrow-melt:{quote}")["inputs"]]
+    finally:
+        store.close()
 
 
 def spent(db: Db, mint: str) -> int:
@@ -61,6 +72,8 @@ async def test_a_ticket_pays_its_face_less_the_fee_for_redeeming_it(
         verdict = erepo.checked(w.advisor.agent.store, ticket.ticket_id)
         assert verdict == f"ok: {redeem_fee} sat of mint fees to redeem"
         assert checks.passed(verdict) and checks.label("payee", verdict, short=True) == "ok"
+        # it holds its place in the bounds on tickets held (it escaped them: 'ok' only counted)
+        assert erepo.live_tickets_from(w.advisor.agent.store, w.node.me) == 1
         assert checks.label("payee", verdict).endswith(f"; {redeem_fee} sat of mint fees to redeem")
         done = await fee(w, 110, ticket.ticket_id)
         assert done.status == Status.OK and done.preimage is not None
@@ -94,16 +107,31 @@ async def test_a_part_the_fee_would_eat_is_refused_before_any_work(
 
 
 def test_the_wallet_pays_and_sends_at_a_mint_with_fees(tmp_path: Path, fee_mint: str) -> None:
-    """An invoice paid and a token sent at a mint that charges fees: the inputs cover the
-    fees, every fee is said, and the balance is exactly what was minted less what was said."""
+    """Invoices paid and a token sent at a mint that charges fees: the inputs cover the fees,
+    every fee is said, nothing is left with the mint (every sat the inputs gave beyond the
+    amount and the fees comes back as change: some was kept, as blank outputs were made for
+    the quote's fee reserve only), and the balance is what was minted less what was said."""
     alice, bob = agent(tmp_path / "alice", fee_mint), agent(tmp_path / "bob", fee_mint)
-    ok(hive(alice, "--json", "escrow", "topup", "--amount", "100"))
+    ok(hive(alice, "--json", "escrow", "topup", "--amount", "200"))
     paid = ok(hive(alice, "--json", "escrow", "pay", external_invoice(40)))
     assert paid["state"] == "paid" and paid["swap_fee"] > 0
-    assert balance(alice) == {fee_mint: 100 - paid["paid"]}
+    assert balance(alice) == {fee_mint: 200 - paid["paid"]}
+    for amount in (3, 56):  # (amounts where exact inputs overshoot: 3 + 2 → 6, 56 + 3 → 60)
+        before = balance(alice)[fee_mint]
+        done = ok(hive(alice, "--json", "escrow", "pay", external_invoice(amount)))
+        inputs = melt_inputs(alice, done["quote"])
+        # everything the inputs gave beyond the amount, their fee (1 sat each) and the
+        # Lightning fee (FakeWallet's: 1 sat) came back as change: nothing left with the mint
+        assert sum(inputs) - len(inputs) - amount - 1 == done["change"], (inputs, done)
+        assert done["paid"] == amount + 1 + len(inputs) + done["swap_fee"]
+        assert balance(alice) == {fee_mint: before - done["paid"]}
     said = hive(alice, "escrow", "pay", external_invoice(5))
     assert said.returncode == 0, said.stderr
-    assert "sat of mint fees;" in said.stdout or "sat back as change;" in said.stdout
+    assert re.fullmatch(
+        r"paid 5 sat \(fee reserve \d+ sat, \d+ sat back as change"
+        r"(, \d+ sat of mint fees)?; \d+ sat spent\)\n",
+        said.stdout,
+    ), said.stdout
     before = balance(alice)[fee_mint]
     sent = ok(hive(alice, "--json", "escrow", "send", "10"))
     assert sent["amount"] == 10 and sent["fee"] > 0
@@ -113,6 +141,27 @@ def test_the_wallet_pays_and_sends_at_a_mint_with_fees(tmp_path: Path, fee_mint:
     # the token's 10 sat come in two proofs (8 + 2): the receiver pays 1 sat for each
     assert got.stdout == f"received 8 sat at {fee_mint} (2 sat of mint fees)\n"
     assert balance(bob) == {fee_mint: 8}
+
+
+async def test_a_ticket_the_fees_would_leave_short_half_way_locks_nothing(
+    tmp_path: Path, relay_url: str, fee_mint: str
+) -> None:
+    """Each part of a ticket is its own swap with its own fee, paid out of the change of the
+    part before.  A ticket the wallet could lock only some parts of is refused before any is
+    locked (it failed at the third part, leaving two locked until their locktime)."""
+    async with world(tmp_path, relay_url, mint=fee_mint) as w:
+        assert w.node_escrow is not None
+        with pytest.raises(InsufficientBalance, match="needed and the mint's fees"):
+            await funded(w, TicketType.MILESTONE, amount_sat=970, milestones=[1, 2, 3])
+        assert w.node_escrow.balances() == {fee_mint: 1000}
+        assert erepo.records(w.node.agent.store, "escrow-draft:") == {}
+        ticket = await w.node_escrow.fund(
+            advisor=w.advisor.me, credential_id=(await credential(w)), kind=TicketType.MILESTONE,
+            amount_sat=900, milestones=[1, 2, 3], schema_pattern="hive:fee-policy/*",
+            max_danger=5,
+        )  # fmt: skip
+        assert sum(p.amount_sat for p in ticket.parts) == 900
+        assert 0 < w.node_escrow.balances()[fee_mint] < 100  # (the change, less the fees)
 
 
 async def test_wallets_at_two_mints_keep_their_own_keysets(

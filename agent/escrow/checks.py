@@ -87,10 +87,10 @@ async def _keyset(wallet: CashuWallet, cache: Keysets, keyset_id: str) -> Keyset
 async def check_ecash(
     ticket: Ticket, wallet: CashuWallet, cache: Keysets, locked: set[int] | None = None
 ) -> int:
-    """The mint's fees, in sat, for redeeming the parts; raise TicketInvalid naming the first
-    proof that is not the mint's sat ecash, the first part whose fee eats it or whose keyset
-    is retired before its locktime, or the first part still locked here (`locked`: part
-    indexes; None: all) whose ecash is spent; MintUnavailable or MintRefused if the mint
+    """The mint's fees, in sat, for redeeming the parts still locked here (`locked`: part
+    indexes; None: all).  TicketInvalid names the first proof that is not the mint's sat
+    ecash, or whose keyset is retired before its part's locktime, or the first locked part
+    whose fee eats it or whose ecash is spent; MintUnavailable or MintRefused if the mint
     cannot tell now (a pending proof included)."""
     fees = 0
     for part in ticket.parts:
@@ -112,6 +112,8 @@ async def check_ecash(
                 )
             ppks.append(keyset.fee_ppk)
         fee = fee_of(ppks)
+        if locked is not None and part.index not in locked:
+            continue  # (redeemed, or on its way: its fee is paid or being paid)
         if fee >= part.amount_sat:
             raise TicketInvalid(
                 f"part {part.index} pays nothing: redeeming its {part.amount_sat:,} sat costs "

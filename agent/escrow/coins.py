@@ -17,19 +17,28 @@ from events.escrow import CashuProof, fee_of
 Fees = Callable[[str], int]  # a keyset id → its fee per proof spent (ppk)
 
 
+Coin = tuple[int, int]  # (amount, its keyset's fee per proof spent, ppk)
+
+
 def select(db: Db, mint: str, amount: int, ppk: Fees | None = None) -> list[CashuProof]:
     """Proofs held at `mint` worth `amount` and the mint's fee for spending them (`ppk`:
     None, no fees).  Smallest first, which spends dust; where spending costs a fee, largest
     first, which spends the fewest proofs.  InsufficientBalance if the wallet lacks them."""
     held = repo.unspent(db, mint)  # (largest first)
-    charged = ppk is not None and any(ppk(p.id) for p in held)
+    fees = ppk or (lambda _keyset: 0)
+    chosen = _choose([(p.amount, fees(p.id)) for p in held], amount, mint)
+    return [held[i] for i in chosen]
+
+
+def _choose(coins: list[Coin], amount: int, mint: str) -> list[int]:
+    """Indexes of `coins` (largest first) that `select` spends for `amount`."""
+    order = range(len(coins)) if any(c[1] for c in coins) else range(len(coins) - 1, -1, -1)
     chosen, total, ppks = [], 0, 0
-    for proof in held if charged else reversed(held):
+    for i in order:
         if total >= amount + fee_of([ppks]):
             break
-        chosen.append(proof)
-        total += proof.amount
-        ppks += ppk(proof.id) if ppk is not None else 0
+        chosen.append(i)
+        total, ppks = total + coins[i][0], ppks + coins[i][1]
     if total < amount + fee_of([ppks]):
         fee = f" and {fee_of([ppks]):,} in mint fees" if ppks else ""
         raise InsufficientBalance(
@@ -39,17 +48,51 @@ def select(db: Db, mint: str, amount: int, ppk: Fees | None = None) -> list[Cash
     return chosen
 
 
+def check_funds(db: Db, mint: str, amounts: list[int], ppk: Fees, out_ppk: int) -> None:
+    """InsufficientBalance unless the wallet can lock parts of `amounts` one after the
+    other, each swap paying its own fee, with the change of one spent by the next: played
+    out on the proofs held before anything is locked (a ticket found short half-way would
+    leave its parts locked until their locktime).  Change is taken to come back in as many
+    proofs as the wallet library makes (small ones first), the most fees it can cost."""
+    coins = [(p.amount, ppk(p.id)) for p in repo.unspent(db, mint)]
+    held, charged = sum(c[0] for c in coins), out_ppk or any(c[1] for c in coins)
+    for amount in amounts:
+        try:
+            chosen = set(_choose(coins, amount, mint))
+        except InsufficientBalance:
+            fees = " and the mint's fees for locking each part" if charged else ""
+            raise InsufficientBalance(
+                f"the wallet holds {held:,} sat at {mint}; {sum(amounts):,} needed{fees}"
+                " (hive-agent escrow topup)"
+            ) from None
+        spent = [coins[i] for i in chosen]
+        change = sum(c[0] for c in spent) - amount - fee_of(c[1] for c in spent)
+        coins = [c for i, c in enumerate(coins) if i not in chosen]
+        coins = sorted(coins + [(a, out_ppk) for a in _change(change)], reverse=True)
+
+
+def _change(amount: int) -> list[int]:
+    """The most proofs the wallet library splits change of `amount` into (one of each
+    power of two from 1 up while they fit, then the rest in powers of two)."""
+    out, power = [], 1
+    while sum(out) + power <= amount:
+        out.append(power)
+        power *= 2
+    rest = amount - sum(out)
+    return out + [1 << b for b in range(rest.bit_length()) if rest >> b & 1]
+
+
 def gross(amount: int, ppk: int) -> int:
-    """The smallest x ≥ `amount` that pays `amount` once the fee for spending x's proofs
-    is taken: new proofs of x come one per power of two (the wallet's split), each charged
-    `ppk` (the active keyset's fee) when spent.  With no fee, `amount` itself."""
-    x = amount
-    for _ in range(16):  # converges in two or three rounds: the fee is a few sat at most
-        nxt = amount + fee_of([ppk] * x.bit_count())
-        if nxt <= x:
+    """The smallest x ≥ `amount` that pays `amount` once the fee for spending x's proofs is
+    taken: new proofs of x come one per power of two (the wallet's split), each charged `ppk`
+    (the active keyset's fee) when spent.  With no fee, `amount` itself."""
+    most = fee_of([ppk] * 64)  # (no amount comes in more proofs: amount + most always pays)
+    if most > 100_000:  # an absurd fee: not worth a search
+        return amount + most
+    for x in range(amount, amount + most + 1):
+        if x - fee_of([ppk] * x.bit_count()) >= amount:
             return x
-        x = nxt
-    return x
+    return amount + most
 
 
 def check_payable(amounts: list[int], ppk: int) -> None:

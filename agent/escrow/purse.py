@@ -134,7 +134,10 @@ async def pay(escrow: Escrow, bolt11: str, mint: str | None = None) -> dict[str,
             repo.spend_proofs(tx, inputs)
             tx.set_kv(MELT + quote["quote"], record)
         try:
-            done = await ln.melt(cw, inputs, bolt11, quote["fee_reserve"], quote["quote"])
+            # blank outputs for all the inputs give beyond the amount and their fee: the
+            # quote's reserve, and whatever more exact inputs could not avoid (NUT-08)
+            room = sum(p.amount for p in inputs) - cw.input_fee(inputs) - quote["amount"]
+            done = await ln.melt(cw, inputs, bolt11, room, quote["quote"])
         except MintRefused:
             await _settle_melt(escrow, quote["quote"], record)
             raise

@@ -199,9 +199,9 @@ class Escrow:
             locked_until=locked_until(now, max_danger, locktime_s), deadline=now + deadline_s,
         )  # fmt: skip
         ticket_id, wallet = secrets.token_hex(16), await self.wallet(mint)
-        coins.check_payable([p.amount for p in plan], wallet.output_fee_ppk())
-        total = sum(p.amount for p in plan)  # all of it, before a part is locked:
-        coins.select(self.agent.store, mint, total, wallet.fee_ppk)
+        amounts, ppk = [p.amount for p in plan], wallet.output_fee_ppk()
+        coins.check_payable(amounts, ppk)  # all of it, before a part is locked:
+        coins.check_funds(self.agent.store, mint, amounts, wallet.fee_ppk, ppk)
         locks = zip(plan, self.new_locks(len(plan)), strict=True)
         self.funding.add(ticket_id)  # its drafts are not stranded (drafts.py) while it runs
         try:

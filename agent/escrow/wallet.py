@@ -53,6 +53,10 @@ _cashu_log.remove()  # cashu.wallet adds a stderr sink on import; keep none of i
 # may steer the agent's mint connections (its own client is used anyway: `_Wallet.httpx`).
 _cashu_settings.debug = False
 _cashu_settings.tor = False
+# Change and minted ecash in as few proofs as the library will (it aims at three of every
+# denomination by default): at a mint charging a fee per proof spent, each costs a fee later,
+# and escrow's funding check (coins.check_funds) counts on no more than one of each.
+_cashu_settings.wallet_target_amount_count = 1
 MINT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # per request; a melt's payment: none
 
 

@@ -113,7 +113,8 @@ def unvouched_tickets(db: Db) -> int:
     row = _row(
         db,
         "SELECT count(*) AS n FROM escrow_tickets t WHERE t.role = 'payee'"
-        " AND (t.checked IS NULL OR t.checked IN ('ok', 'legacy'))"
+        " AND (t.checked IS NULL OR t.checked IN ('ok', 'legacy')"  # (passed or unchecked:
+        " OR substr(t.checked, 1, 4) = 'ok: ')"  # 'ok: <fees>' passed too, checks.py)
         " AND NOT EXISTS (SELECT 1 FROM mgmt_credentials c WHERE c.role = 'held'"
         " AND c.credential_id = json_extract(t.ticket, '$.credential_id'))",
     )
@@ -125,7 +126,8 @@ def live_tickets_from(db: Db, node: str) -> int:
     row = _row(
         db,
         "SELECT count(*) AS n FROM escrow_tickets t WHERE t.role = 'payee'"
-        " AND (t.checked IS NULL OR t.checked IN ('ok', 'legacy'))"
+        " AND (t.checked IS NULL OR t.checked IN ('ok', 'legacy')"  # (passed or unchecked:
+        " OR substr(t.checked, 1, 4) = 'ok: ')"  # 'ok: <fees>' passed too, checks.py)
         " AND json_extract(t.ticket, '$.node') = ? AND EXISTS (SELECT 1 FROM escrow_parts p"
         " WHERE p.ticket_id = t.ticket_id AND p.state = 'locked')",
         (node,),
