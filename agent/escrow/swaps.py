@@ -77,12 +77,12 @@ async def swap_once(
         if not all(s["state"] == "spent" for s in states):
             raise
     restored: list[CashuProof] = []
-    total = 0
+    total, worth = 0, part.amount_sat - wallet.input_fee(part.proofs)  # (what its swap gave)
     for begin in starts:  # every attempt: any of them may be the one that went through
         found = await wallet.restore(begin)  # in derivation order: its outputs first
         known = repo.known_secrets(host.store, [p.secret for p in found])
         for proof in found:
-            if proof.secret in known or total + proof.amount > part.amount_sat:
+            if proof.secret in known or total + proof.amount > worth:
                 break  # a later swap's outputs (already ours), or more than this part
             restored.append(proof)
             known.add(proof.secret)
