@@ -243,3 +243,39 @@ def test_a_session_ends_when_idle_and_after_its_lifetime(tmp_path: Path) -> None
         assert client.get("/approvals").status_code == 200
     now[0] += SESSION_IDLE_S - 1  # busy, but seven days old
     assert client.get("/approvals").status_code == 401
+
+
+@pytest.mark.anyio
+async def test_a_live_stream_keeps_its_session_and_ends_with_it(tmp_path: Path) -> None:
+    """A page's open event stream is use (a tab left open on a quiet node does not idle out),
+    and it ends when its session does: it went on sending changes to a session expired."""
+    import anyio
+
+    from agent.dashboard.server import _changes
+
+    settings = Settings(home=tmp_path / "home")
+    settings.root.mkdir(parents=True)
+    Store(settings.store_file).close()
+    now = [1_000.0]
+    gate = Gate({HOST}, clock=lambda: now[0])
+    operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
+    ctx = Context(settings.store_file, operator, gate, PolicyConfig())
+    sid = gate.open_session()
+    stream = _changes(ctx, sid)
+    assert await stream.__anext__() == "retry: 1000\n\n"
+    ended = anyio.Event()
+
+    async def read() -> None:
+        async for _ in stream:  # (nothing changes in the store: it only waits)
+            pass
+        ended.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        now[0] += SESSION_IDLE_S - 1
+        await anyio.sleep(0.6)  # (the stream looks at its session every 0.25 s)
+        assert gate.sessions[sid].seen == now[0] and not ended.is_set()  # used, not idle
+        now[0] += SESSION_MAX_S
+        with anyio.fail_after(5):
+            await ended.wait()
+    assert gate.sessions == {}

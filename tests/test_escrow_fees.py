@@ -148,11 +148,12 @@ async def test_a_ticket_the_fees_would_leave_short_half_way_locks_nothing(
 ) -> None:
     """Each part of a ticket is its own swap with its own fee, paid out of the change of the
     part before.  A ticket the wallet could lock only some parts of is refused before any is
-    locked (it failed at the third part, leaving two locked until their locktime)."""
+    locked (990 sat in three parts from 1,000: it failed at a later part, leaving the parts
+    before locked until their locktime)."""
     async with world(tmp_path, relay_url, mint=fee_mint) as w:
         assert w.node_escrow is not None
         with pytest.raises(InsufficientBalance, match="needed and the mint's fees"):
-            await funded(w, TicketType.MILESTONE, amount_sat=970, milestones=[1, 2, 3])
+            await funded(w, TicketType.MILESTONE, amount_sat=990, milestones=[1, 2, 3])
         assert w.node_escrow.balances() == {fee_mint: 1000}
         assert erepo.records(w.node.agent.store, "escrow-draft:") == {}
         ticket = await w.node_escrow.fund(

@@ -7,9 +7,10 @@ cookie is scoped to it: cookies know no ports, so without it any other server on
 loopback would receive the cookie when the browser visited it; with it, only a request for a
 path under the secret prefix carries the cookie.  Anything outside the prefix is 404.
 
-A session ends after `SESSION_IDLE_S` without a request, and `SESSION_MAX_S` after it opened,
-whatever its use: a cookie copied off a machine, or a browser left logged in, stops working
-then (the printed URL opens a new one).
+A session ends after `SESSION_IDLE_S` without a request (a page's open live stream counts as
+use), and `SESSION_MAX_S` after it opened, whatever its use: a cookie copied off a machine, or
+a browser left logged in, stops working then — its live stream too (the page reloads and says
+so; the printed URL opens a new session).
 
 Every response says `Content-Security-Policy: default-src 'self'` (no third-party requests, no
 inline scripts), is never cached and never framed; no CORS headers are ever sent."""
@@ -70,7 +71,7 @@ class Gate:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     root: str = field(default_factory=lambda: "/" + secrets.token_urlsafe(12))
     sessions: dict[str, Session] = field(default_factory=dict)
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = time.time  # (wall time: a suspended machine's too)
 
     def open_session(self) -> str:
         while len(self.sessions) >= MAX_SESSIONS:  # the oldest goes first
@@ -81,8 +82,12 @@ class Gate:
 
     def csrf_of(self, request: Request) -> str | None:
         """The CSRF token of the request's session; None without a live one (an expired
-        session is closed here)."""
-        session = request.cookies.get(COOKIE)
+        session is closed here).  Counts as the session's use."""
+        found = self.live(request.cookies.get(COOKIE))
+        return None if found is None else found.csrf
+
+    def live(self, session: str | None) -> Session | None:
+        """The session if it is open and not expired (it is closed if it is), now used."""
         found = None if session is None else self.sessions.get(session)
         if session is None or found is None:
             return None
@@ -92,7 +97,7 @@ class Gate:
             log_event(log, logging.INFO, "session_expired", sessions=len(self.sessions))
             return None
         found.seen = now
-        return found.csrf
+        return found
 
     def check_host(self, request: Request) -> None:
         if self.hosts is not None and request.headers.get("host", "") not in self.hosts:

@@ -141,7 +141,8 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/events")
     async def events(request: Request) -> Response:
-        return StreamingResponse(_changes(ctx), media_type="text/event-stream")
+        session = request.cookies.get(security.COOKIE)
+        return StreamingResponse(_changes(ctx, session), media_type="text/event-stream")
 
     return app
 
@@ -251,13 +252,16 @@ def _or_error(view: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return {"state": "error", "error": str(error)}
 
 
-async def _changes(ctx: Context) -> AsyncIterator[str]:
-    """`event: change` each time the store changed; a comment now and then keeps it open."""
+async def _changes(ctx: Context, session: str | None) -> AsyncIterator[str]:
+    """`event: change` each time the store changed; a comment now and then keeps it open.
+    It ends when its session does (the page's script then reloads it: 401)."""
     store = ctx.store
     last, quiet = store.data_version(), 0.0
     yield "retry: 1000\n\n"
     while not ctx.closing:
         await anyio.sleep(POLL_S)
+        if ctx.gate.live(session) is None:
+            return
         version = store.data_version()
         quiet += POLL_S
         if version != last:

@@ -14,6 +14,12 @@ from agent.store import escrow as repo
 from events.errors import InsufficientBalance, InvalidParams
 from events.escrow import CashuProof, fee_of
 
+
+def amount_split(amount: int) -> list[int]:
+    """`amount` as powers of two, smallest first (how the wallet splits change)."""
+    return [1 << b for b in range(amount.bit_length()) if amount >> b & 1]
+
+
 Fees = Callable[[str], int]  # a keyset id → its fee per proof spent (ppk)
 
 
@@ -24,10 +30,16 @@ def select(db: Db, mint: str, amount: int, ppk: Fees | None = None) -> list[Cash
     """Proofs held at `mint` worth `amount` and the mint's fee for spending them (`ppk`:
     None, no fees).  Smallest first, which spends dust; where spending costs a fee, largest
     first, which spends the fewest proofs.  InsufficientBalance if the wallet lacks them."""
-    held = repo.unspent(db, mint)  # (largest first)
     fees = ppk or (lambda _keyset: 0)
+    held = _order(repo.unspent(db, mint), fees)
     chosen = _choose([(p.amount, fees(p.id)) for p in held], amount, mint)
     return [held[i] for i in chosen]
+
+
+def _order(held: list[CashuProof], fees: Fees) -> list[CashuProof]:
+    """Largest first and, among equal amounts, the dearer to spend first: the order both
+    `select` and `check_funds` take them in (so the check plays out what funding does)."""
+    return sorted(held, key=lambda p: (p.amount, fees(p.id)), reverse=True)
 
 
 def _choose(coins: list[Coin], amount: int, mint: str) -> list[int]:
@@ -52,9 +64,9 @@ def check_funds(db: Db, mint: str, amounts: list[int], ppk: Fees, out_ppk: int) 
     """InsufficientBalance unless the wallet can lock parts of `amounts` one after the
     other, each swap paying its own fee, with the change of one spent by the next: played
     out on the proofs held before anything is locked (a ticket found short half-way would
-    leave its parts locked until their locktime).  Change is taken to come back in as many
-    proofs as the wallet library makes (small ones first), the most fees it can cost."""
-    coins = [(p.amount, ppk(p.id)) for p in repo.unspent(db, mint)]
+    leave its parts locked until their locktime).  The play is exact: the same order of
+    proofs as `select`, and change in powers of two, as the wallet makes it (wallet.py)."""
+    coins = [(p.amount, ppk(p.id)) for p in _order(repo.unspent(db, mint), ppk)]
     held, charged = sum(c[0] for c in coins), out_ppk or any(c[1] for c in coins)
     for amount in amounts:
         try:
@@ -68,18 +80,7 @@ def check_funds(db: Db, mint: str, amounts: list[int], ppk: Fees, out_ppk: int) 
         spent = [coins[i] for i in chosen]
         change = sum(c[0] for c in spent) - amount - fee_of(c[1] for c in spent)
         coins = [c for i, c in enumerate(coins) if i not in chosen]
-        coins = sorted(coins + [(a, out_ppk) for a in _change(change)], reverse=True)
-
-
-def _change(amount: int) -> list[int]:
-    """The most proofs the wallet library splits change of `amount` into (one of each
-    power of two from 1 up while they fit, then the rest in powers of two)."""
-    out, power = [], 1
-    while sum(out) + power <= amount:
-        out.append(power)
-        power *= 2
-    rest = amount - sum(out)
-    return out + [1 << b for b in range(rest.bit_length()) if rest >> b & 1]
+        coins = sorted(coins + [(a, out_ppk) for a in amount_split(change)], reverse=True)
 
 
 def gross(amount: int, ppk: int) -> int:

@@ -42,6 +42,7 @@ from cashu.core.base import HTLCWitness, Proof  # isort: skip  # noqa: E402
 from cashu.core.htlc import HTLCSecret  # isort: skip  # noqa: E402
 from cashu.core.secret import SecretKind, Tags  # isort: skip  # noqa: E402
 from cashu.core.settings import settings as _cashu_settings  # isort: skip  # noqa: E402
+from cashu.core.split import amount_split  # isort: skip  # noqa: E402
 from cashu.wallet.wallet import Wallet  # isort: skip  # noqa: E402
 from loguru import logger as _cashu_log  # isort: skip  # noqa: E402
 
@@ -53,10 +54,6 @@ _cashu_log.remove()  # cashu.wallet adds a stderr sink on import; keep none of i
 # may steer the agent's mint connections (its own client is used anyway: `_Wallet.httpx`).
 _cashu_settings.debug = False
 _cashu_settings.tor = False
-# Change and minted ecash in as few proofs as the library will (it aims at three of every
-# denomination by default): at a mint charging a fee per proof spent, each costs a fee later,
-# and escrow's funding check (coins.check_funds) counts on no more than one of each.
-_cashu_settings.wallet_target_amount_count = 1
 MINT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # per request; a melt's payment: none
 
 
@@ -64,7 +61,8 @@ class _Wallet(Wallet):
     """cashu 0.20.2 builds a new HTTP client before every API call and drops the old one with
     its open connections; here one client of ours is kept instead — TLS verified, finite
     timeouts, no proxy but the standard environment's — (the library's never connect) and
-    `CashuWallet.close()` closes it.  And each wallet has keysets of its own."""
+    `CashuWallet.close()` closes it.  Each wallet has keysets of its own, and splits amounts
+    into powers of two."""
 
     _client: httpx.AsyncClient | None = None
 
@@ -73,6 +71,13 @@ class _Wallet(Wallet):
         # then swapped at one mint with another mint's active keyset ("keyset id unknown")
         self.keysets = {}
         super().__init__(*args, **kwargs)
+
+    def split_wallet_state(self, amount: int) -> list[int]:
+        """Change and minted ecash in the fewest proofs, one per power of two (the library
+        aims at three of every denomination, from what it holds in memory): at a mint that
+        charges a fee per proof spent each costs a fee later, and escrow's funding check
+        (coins.check_funds) plays swaps out knowing exactly what comes back."""
+        return amount_split(amount)
 
     @property  # type: ignore[override]
     def httpx(self) -> httpx.AsyncClient:

@@ -6,6 +6,7 @@
 function refresh() {
   document.querySelectorAll("[data-live]").forEach(async (el) => {
     const res = await fetch(el.dataset.live, { credentials: "same-origin" });
+    if (res.status === 401) { location.reload(); return; }  // the session ended: say so
     if (res.ok) { el.innerHTML = await res.text(); tick(); }
   });
 }
@@ -32,7 +33,11 @@ function listen() {
   const badge = document.getElementById("live");
   const source = new EventSource(`${document.body.dataset.root}/events`);
   source.addEventListener("open", () => badge && badge.classList.remove("off"));
-  source.addEventListener("error", () => badge && badge.classList.add("off"));
+  source.addEventListener("error", () => {
+    badge && badge.classList.add("off");
+    // closed for good: refused (the session ended), not a dropped connection it retries
+    if (source.readyState === EventSource.CLOSED) location.reload();
+  });
   source.addEventListener("change", refresh);
 }
 
