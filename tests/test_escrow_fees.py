@@ -30,7 +30,7 @@ from tests.advisory_world import funded, parts, until, world
 from tests.test_escrow_attacks import credential, deliver
 from tests.test_escrow_checks import locked_ticket
 from tests.test_escrow_flow import advisor_balance, fee
-from tests.test_escrow_wallet import agent, balance, external_invoice, hive, ok
+from tests.test_escrow_wallet import agent, balance, external_invoice, failed, hive, ok
 
 pytestmark = pytest.mark.anyio
 PPK = 1000  # 1 sat per proof spent: every fee is plain to see
@@ -140,6 +140,15 @@ def test_the_wallet_pays_and_sends_at_a_mint_with_fees(tmp_path: Path, fee_mint:
     assert got.returncode == 0, got.stderr
     # the token's 10 sat come in two proofs (8 + 2): the receiver pays 1 sat for each
     assert got.stdout == f"received 8 sat at {fee_mint} (2 sat of mint fees)\n"
+    assert balance(bob) == {fee_mint: 8}
+    # a token worth no more than the fee for receiving it: said so (it was the library's
+    # "not enough values to unpack (expected 2, got 0)", MINT_REFUSED)
+    dust = ok(hive(alice, "--json", "escrow", "send", "1"))
+    refused = hive(bob, "--json", "escrow", "receive", dust["token"])
+    assert failed(refused, "TOKEN_INVALID", 65) == (
+        "the token's 1 sat would all go to the mint's fee for receiving it (1 sat, NUT-02): "
+        "not received"
+    )
     assert balance(bob) == {fee_mint: 8}
 
 

@@ -20,7 +20,14 @@ from agent.escrow import coins
 from agent.escrow import lightning as ln
 from agent.escrow.mint import check_mint, check_named_mint, normalize
 from agent.store import escrow as repo
-from events.errors import HiveError, InvoiceUnpaid, MintNotAllowed, MintRefused, TokenSpent
+from events.errors import (
+    HiveError,
+    InvoiceUnpaid,
+    MintNotAllowed,
+    MintRefused,
+    TokenInvalid,
+    TokenSpent,
+)
 from events.escrow import CashuProof
 
 if TYPE_CHECKING:
@@ -227,6 +234,12 @@ async def receive(escrow: Escrow, token: str, *, trust_mint: bool = False) -> di
     if repo.known_secrets(escrow.agent.store, [p.secret for p in proofs]):
         raise TokenSpent("this token was already received or sent by this wallet")
     cw = await escrow.wallet(mint)
+    worth, fee = sum(p.amount for p in proofs), cw.input_fee(proofs)
+    if fee >= worth:  # (the library's swap would fail with nothing to say)
+        raise TokenInvalid(
+            f"the token's {worth:,} sat would all go to the mint's fee for receiving it "
+            f"({fee:,} sat, NUT-02): not received"
+        )
     states = await cw.states(proofs)
     if any(s["state"] != "unspent" for s in states):
         raise TokenSpent("the token's proofs are already spent at the mint")
