@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,20 +36,25 @@ def dump(path: Path) -> list[str]:
         conn.close()
 
 
-@pytest.fixture
-def board(tmp_path: Path) -> tuple[TestClient, Gate, Settings, HomeOperator]:
+def context(tmp_path: Path, clock: Callable[[], float] = time.time) -> Context:
+    """A dashboard's context on a real store (the gate's clock given)."""
     settings = Settings(home=tmp_path / "home")
     settings.root.mkdir(parents=True)
     Store(settings.store_file).close()
-    gate = Gate({HOST})
     operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
-    app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
-    return (
-        TestClient(app, base_url=f"http://testserver{gate.root}", follow_redirects=False),
-        gate,
-        settings,
-        operator,
-    )
+    return Context(settings.store_file, operator, Gate({HOST}, clock=clock), PolicyConfig())
+
+
+def client_of(ctx: Context) -> TestClient:
+    base = f"http://testserver{ctx.gate.root}"
+    return TestClient(create_app(ctx), base_url=base, follow_redirects=False)
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> tuple[TestClient, Gate, Settings, HomeOperator]:
+    ctx = context(tmp_path)
+    assert isinstance(ctx.operator, HomeOperator)
+    return client_of(ctx), ctx.gate, ctx.operator.settings, ctx.operator
 
 
 def login(client: TestClient, gate: Gate) -> str:
@@ -220,14 +227,9 @@ def test_an_unexpected_failure_is_a_500_with_the_headers_and_no_traceback(board)
 def test_a_session_ends_when_idle_and_after_its_lifetime(tmp_path: Path) -> None:
     """A copied cookie or a browser left logged in stops working: after 12 h without a
     request, and 7 days after the session opened however busy; the URL opens a new one."""
-    settings = Settings(home=tmp_path / "home")
-    settings.root.mkdir(parents=True)
-    Store(settings.store_file).close()
     now = [1_000.0]
-    gate = Gate({HOST}, clock=lambda: now[0])
-    operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
-    app = create_app(Context(settings.store_file, operator, gate, PolicyConfig()))
-    client = TestClient(app, base_url=f"http://testserver{gate.root}", follow_redirects=False)
+    ctx = context(tmp_path, clock=lambda: now[0])
+    client, gate = client_of(ctx), ctx.gate
     login(client, gate)
     now[0] += SESSION_IDLE_S - 1
     assert client.get("/approvals").status_code == 200  # (and that request counts as use)
@@ -253,13 +255,9 @@ async def test_a_live_stream_keeps_its_session_and_ends_with_it(tmp_path: Path) 
 
     from agent.dashboard.server import _changes
 
-    settings = Settings(home=tmp_path / "home")
-    settings.root.mkdir(parents=True)
-    Store(settings.store_file).close()
     now = [1_000.0]
-    gate = Gate({HOST}, clock=lambda: now[0])
-    operator = HomeOperator(settings, argparse.Namespace(relay=None, policy=None))
-    ctx = Context(settings.store_file, operator, gate, PolicyConfig())
+    ctx = context(tmp_path, clock=lambda: now[0])
+    gate = ctx.gate
     sid = gate.open_session()
     stream = _changes(ctx, sid)
     assert await stream.__anext__() == "retry: 1000\n\n"

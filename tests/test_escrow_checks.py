@@ -116,6 +116,14 @@ async def locked_ticket(
                   created_at=int(time.time()))  # fmt: skip
 
 
+async def ticket_through(w: World, tmp_path: Path, mint_url: str, url: str) -> Ticket:
+    """A 16-sat ticket of real ecash locked at the mint (`mint_url`), naming `url` (the proxy
+    in front of it), for a credential granted to the advisor; not delivered yet."""
+    cred = await credential(w)
+    async with CashuWallet(tmp_path / "funder", mint_url, w.node.agent.keys) as funder:
+        return await locked_ticket(funder, w, cred, url, 16)
+
+
 async def test_spent_ecash_and_a_mint_that_cannot_tell(
     tmp_path: Path, relay_url: str, mint_url: str, lying_mint: type[_Lies]
 ) -> None:
@@ -281,9 +289,8 @@ async def test_a_mint_no_longer_ours_is_asked_again_not_refused(
     url = lying_mint.url  # type: ignore[attr-defined]
     async with world(tmp_path, relay_url, mint=url) as w:
         assert w.advisor_escrow is not None
-        escrow, cred, node = w.advisor_escrow, await credential(w), w.node.agent.keys
-        async with CashuWallet(tmp_path / "funder", mint_url, node) as funder:
-            ticket = await locked_ticket(funder, w, cred, url, 16)
+        escrow, node = w.advisor_escrow, w.node.agent.keys
+        ticket = await ticket_through(w, tmp_path, mint_url, url)
         lying_mint.state = "PENDING"  # (the loop cannot finish its check meanwhile)
         deliver(w, node, [ticket])
         ours, escrow.mints = escrow.mints, []  # the operator took the mint out of policy.json
@@ -304,9 +311,8 @@ async def test_the_loop_and_a_command_check_a_ticket_once(
     url = lying_mint.url  # type: ignore[attr-defined]
     async with world(tmp_path, relay_url, mint=url) as w:
         assert w.advisor_escrow is not None
-        escrow, cred, node = w.advisor_escrow, await credential(w), w.node.agent.keys
-        async with CashuWallet(tmp_path / "funder", mint_url, node) as funder:
-            ticket = await locked_ticket(funder, w, cred, url, 16)
+        escrow, node = w.advisor_escrow, w.node.agent.keys
+        ticket = await ticket_through(w, tmp_path, mint_url, url)
         lying_mint.state, lying_mint.slow_s = "SPENT", 1.0
         before = lying_mint.checks
         deliver(w, node, [ticket])

@@ -138,9 +138,14 @@ async def check_ecash(
     return fees
 
 
+def _ok(verdict: str | None) -> bool:
+    """The check found the ecash good ('ok', or 'ok: <n> sat of mint fees to redeem')."""
+    return verdict == OK or (verdict or "").startswith(FEES)
+
+
 def passed(verdict: str | None) -> bool:
     """A stored verdict that lets a command rely on its ticket."""
-    return verdict in (OK, LEGACY) or (verdict or "").startswith(FEES)
+    return _ok(verdict) or verdict == LEGACY
 
 
 async def check_held(
@@ -172,18 +177,17 @@ async def _check(escrow: Escrow, ticket_id: str) -> str:
         if p["state"] == "locked"
     }
     wallet = await escrow.wallet(escrow.allowed_mint(ticket.mint))  # (configuration: raised)
+    refusal: TicketInvalid | None = None
     try:
         fees = await check_ecash(ticket, wallet, escrow.keysets, locked)
         verdict = OK if not fees else f"{FEES}{fees:,} sat of mint fees to redeem"
     except TicketInvalid as error:
-        verdict = str(error)
+        refusal, verdict = error, str(error)
         log.warning("escrow: ticket %s from %s refused: %s", ticket_id, ticket.node[:16], error)
-        with escrow.agent.store.transaction(escrow.now) as tx:
-            repo.set_checked(tx, ticket_id, verdict)
-            tx.count_errors({error.code: 1})
-        return verdict
     with escrow.agent.store.transaction(escrow.now) as tx:
         repo.set_checked(tx, ticket_id, verdict)
+        if refusal is not None:
+            tx.count_errors({refusal.code: 1})
     return verdict
 
 
@@ -222,7 +226,7 @@ def label(role: str, checked: str | None, *, short: bool = False) -> str:
         return "" if short else "ours (we locked it)"
     if checked is None:
         return "unchecked" if short else "not checked at the mint yet"
-    if checked == OK or checked.startswith(FEES):
+    if _ok(checked):
         if short:
             return OK
         fees = checked.removeprefix(FEES)

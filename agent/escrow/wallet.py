@@ -33,6 +33,7 @@ import nostr_sdk as sdk
 from coincurve import PrivateKey
 from pydantic import ValidationError
 
+from agent.escrow.coins import amount_split
 from events.dleq import ORDER
 from events.errors import MintRefused, MintUnavailable
 from events.escrow import CashuProof, Dleq, fee_of, lock_key
@@ -42,7 +43,6 @@ from cashu.core.base import HTLCWitness, Proof  # isort: skip  # noqa: E402
 from cashu.core.htlc import HTLCSecret  # isort: skip  # noqa: E402
 from cashu.core.secret import SecretKind, Tags  # isort: skip  # noqa: E402
 from cashu.core.settings import settings as _cashu_settings  # isort: skip  # noqa: E402
-from cashu.core.split import amount_split  # isort: skip  # noqa: E402
 from cashu.wallet.wallet import Wallet  # isort: skip  # noqa: E402
 from loguru import logger as _cashu_log  # isort: skip  # noqa: E402
 
@@ -76,7 +76,7 @@ class _Wallet(Wallet):
         """Change and minted ecash in the fewest proofs, one per power of two (the library
         aims at three of every denomination, from what it holds in memory): at a mint that
         charges a fee per proof spent each costs a fee later, and escrow's funding check
-        (coins.check_funds) plays swaps out knowing exactly what comes back."""
+        (coins.check_funds) plays swaps out with this same split."""
         return amount_split(amount)
 
     @property  # type: ignore[override]
