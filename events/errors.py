@@ -369,7 +369,8 @@ class BadPreimage(HiveError):
 
 
 class ReportConflict(HiveError):
-    """Raised when a member sends a second, different contribution report for a period."""
+    """Raised for a third, different contribution report a member signed for a period (the
+    second is kept as the proof of its equivocation, and counted under this code)."""
 
     code = "REPORT_CONFLICT"
     detail = "the member already reported other figures for this period"

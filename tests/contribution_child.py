@@ -28,6 +28,7 @@ from agent.fleet.simfleet import SimMember
 from agent.node.sim import Network
 from agent.node.simnode import SimDriver
 from agent.store import contribution as cdb
+from agent.store import contribution_reports as rdb
 from tests.fleet_world import FAST, Fleet
 
 
@@ -68,12 +69,12 @@ async def main(home: Path, phase: str, start: int) -> None:
         else:
             period = previous_period(period_of(clock.now()))
             with anyio.fail_after(30):
-                while any(len(cdb.reports(m.fleet.store, period)) < 3 for m in members):
+                while any(len(rdb.reports(m.fleet.store, period)) < 3 for m in members):
                     await anyio.sleep(0.05)
             await anyio.sleep(0.5)  # (late duplicates would land now)
             out = {
                 m.node_id: {
-                    "reports": cdb.reports(m.fleet.store, period),
+                    "reports": rdb.reports(m.fleet.store, period),
                     "held": cdb.counts(m.fleet.store).get("reports_held", 0),
                 }
                 for m in members

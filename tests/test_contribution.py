@@ -27,6 +27,7 @@ from agent.node.models import Forward
 from agent.node.sim import Network
 from agent.node.simnode import SimDriver
 from agent.store import contribution as cdb
+from agent.store import contribution_reports as rdb
 from agent.store import fleet as fdb
 from events.errors import NotFound
 from events.fleet import MsgType
@@ -203,27 +204,27 @@ async def test_reports_go_out_after_the_week_and_an_offline_member_catches_up(
         await w.m(2).stop()  # C is offline when the week ends
         w.clock.advance(period_bounds(period)[1] - w.clock.now() + 3600)
         assert previous_period(period_of(w.clock.now())) == period
-        await until(lambda: set(cdb.reports(w.m(1).fleet.store, period)) == {a, b}, 15)
-        await until(lambda: set(cdb.reports(w.m(0).fleet.store, period)) == {a, b}, 15)
+        await until(lambda: set(rdb.reports(w.m(1).fleet.store, period)) == {a, b}, 15)
+        await until(lambda: set(rdb.reports(w.m(0).fleet.store, period)) == {a, b}, 15)
         ledger = w.m(1).fleet.kernel.ledger
         assert ledger is not None
         inputs = ledger.inputs(w.m(1).fleet.store, period)
         own = w.m(0).fleet.contribution_view()["own"]
         assert inputs[a].fees_sat == own["fees_msat"] // 1000
         assert inputs[a].forwards_msat == own["out_msat"]
-        reported = json.loads(cdb.reports(w.m(1).fleet.store, period)[a])
+        reported = json.loads(rdb.reports(w.m(1).fleet.store, period)[a])
         ab = row(w, 0, 1)
         assert reported["shared"] == {b: ab["in_msat"] + ab["out_msat"]}
         assert reported["shared"][b] == sum(
-            json.loads(cdb.reports(w.m(0).fleet.store, period)[b])["shared"].values()
+            json.loads(rdb.reports(w.m(0).fleet.store, period)[b])["shared"].values()
         )  # the same HTLCs, counted alike on both ends of A–B
         assert ledger.disputes(w.m(1).fleet.store, period) == []  # honest: nothing flagged
         assert w.m(0).fleet.kernel.ledger.disputes(w.m(0).fleet.store, period) == []  # type: ignore[union-attr]
         w.clock.advance(2 * DAY)  # the outboxes gave up on C: only anti-entropy brings them
         await until(lambda: not w.m(0).fleet.status()["outbox"].get("pending"))
         await w.m(2).start(w.f.tg)  # back: it sends its own; anti-entropy brings the others
-        await until(lambda: set(cdb.reports(w.m(2).fleet.store, period)) == {a, b, c}, 30)
-        await until(lambda: set(cdb.reports(w.m(0).fleet.store, period)) == {a, b, c}, 30)
+        await until(lambda: set(rdb.reports(w.m(2).fleet.store, period)) == {a, b, c}, 30)
+        await until(lambda: set(rdb.reports(w.m(0).fleet.store, period)) == {a, b, c}, 30)
         # the authors' own frames, days old, were taken as handed on, not refused as stale
         assert "EXPIRED" not in w.m(2).fleet.store.error_counts()
         # one report per member and period: a restart does not send another
@@ -270,7 +271,7 @@ async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Pat
         assert b in ledger.inputs(store, before)  # held and flagged, never averaged away
 
         cases = [
-            ("REPORT_CONFLICT", report(fees_msat=6_000_000)),  # a second, different one
+            ("REPORT_CONFLICT", report(fees_msat=6_000_000)),  # a second, different one: kept
             ("UNAUTHORIZED", report(node=c, period=last)),  # for another member's node
             ("FROM_FUTURE", report(period=period_of(w.clock.now()))),  # not over yet
         ]
@@ -278,9 +279,16 @@ async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Pat
             count = errors().get(code, 0)
             await send(body)
             await until(lambda code=code, count=count: errors().get(code, 0) == count + 1)
-        held = cdb.reports(store, before)[b]
-        assert json.loads(held)["fees_msat"] == 5_000_000
-        assert set(cdb.reports(store, period_of(w.clock.now()))) == set()
+        # B signed two different reports for the week: both are held, the smaller id as its
+        # report and the other as the proof, and B is no input to the week's settlement
+        report_held, proof = rdb.report(store, b, before), rdb.conflict(store, b, before)
+        assert report_held is not None and proof is not None and report_held[0] < proof[0]
+        fees = {json.loads(report_held[1])["fees_msat"], json.loads(proof[1])["fees_msat"]}
+        assert fees == {5_000_000, 6_000_000}
+        assert rdb.equivocators(store, before) == {b}
+        assert b not in ledger.inputs(store, before) and ledger.disputes(store, before) == []
+        assert cdb.counts(store)["reports_equivocated"] == 1
+        assert set(rdb.reports(store, period_of(w.clock.now()))) == set()
         # a member does not judge itself
         own = LeechNotice(
             member=b, status="recovered", day="2026-12-03", since="2026-12-03", window_days=30,
@@ -338,7 +346,7 @@ async def test_a_report_made_before_its_author_left_is_still_handed_on(tmp_path:
         await w.m(2).fleet.leave("moving on")
         await until(lambda: getattr(fdb.member(w.m(1).fleet.store, c), "status", "") == "left")
         await Rogue(w.f.net, a).send(b, signed)  # A hands C's report on to B
-        await until(lambda: cdb.report(w.m(1).fleet.store, c, before) is not None)
+        await until(lambda: rdb.report(w.m(1).fleet.store, c, before) is not None)
         # the same from a node that never was a member: refused
         stranger = Rogue(w.f.net, w.x)
         forged = stranger.frame(
@@ -348,4 +356,4 @@ async def test_a_report_made_before_its_author_left_is_still_handed_on(tmp_path:
         count = w.m(1).fleet.store.error_counts().get("NOT_MEMBER", 0)
         await Rogue(w.f.net, a).send(b, forged)
         await until(lambda: w.m(1).fleet.store.error_counts().get("NOT_MEMBER", 0) > count)
-        assert cdb.report(w.m(1).fleet.store, w.x, before) is None
+        assert rdb.report(w.m(1).fleet.store, w.x, before) is None

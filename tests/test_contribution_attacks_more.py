@@ -21,6 +21,7 @@ from agent.fleet.simfleet import sim_keys
 from agent.node.sim import Network
 from agent.node.simnode import SimBackend
 from agent.store import contribution as cdb
+from agent.store import contribution_reports as rdb
 from agent.store import fleet as fdb
 from agent.store.db import Store
 from events.canonical import canonical
@@ -67,9 +68,9 @@ async def test_a_week_spelled_in_other_digits_is_no_second_report(tmp_path) -> N
         store = world.members[0].fleet.store
         held = store.conn.execute("SELECT DISTINCT period FROM contribution_reports").fetchall()
         assert all(p.isascii() for (p,) in held), held
-        assert not cdb.reports(store, ARABIC) and not cdb.reports(store, FULLWIDTH)
+        assert not rdb.reports(store, ARABIC) and not rdb.reports(store, FULLWIDTH)
         with anyio.fail_after(5):  # (the honest reports of the week still arrive)
-            while len(cdb.reports(store, PERIOD)) < 3:
+            while len(rdb.reports(store, PERIOD)) < 3:
                 await anyio.sleep(0.05)
 
 
@@ -121,7 +122,7 @@ async def test_a_member_gone_cannot_report_a_week_after_it_left(tmp_path) -> Non
         await Rogue(world.net, ids[1]).send(ids[0], forged)  # B hands it on
         await refused(world.members[0], "UNAUTHORIZED")
         store = world.members[0].fleet.store
-        assert ids[2] not in cdb.reports(store, later)
+        assert ids[2] not in rdb.reports(store, later)
 
 
 async def test_leech_notices_about_nodes_outside_the_hive_are_refused(tmp_path) -> None:
@@ -201,7 +202,7 @@ async def _ledger_with_reports(tmp_path, n: int) -> tuple[FleetService, int]:
     with store.transaction(end + 7_200) as tx:
         for node in nodes:
             body = report(node, PERIOD, 10**6).model_copy(update={"shared": {me: 0}})
-            cdb.put_report(tx, node, PERIOD, secrets.token_hex(16), canonical(body).decode())
+            rdb.put_report(tx, node, PERIOD, secrets.token_hex(16), canonical(body).decode())
     return svc, end + 7_200
 
 

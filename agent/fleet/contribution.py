@@ -14,7 +14,8 @@
 - **period reports**: once an ISO week is over, this member sends its figures for it
   (CONTRIBUTION_REPORT, a fact) to every member; the reports held are the settlement's inputs
   (the kernel's `Ledger` port), and one that disagrees with what we observed is disputed
-  (REPORT_DISPUTED, counted, listed — never averaged away).
+  (REPORT_DISPUTED, counted, listed — never averaged away); a member that signed two
+  different reports for a period is no input to it (agent/fleet/report_variants.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from agent.crash import crash_point
 from agent.fleet import contribution_rules as rules
 from agent.fleet import facts, roster
+from agent.fleet import report_variants as variants
 from agent.fleet.component import Effects, FleetComponent
 from agent.fleet.facts import FactKind
 from agent.fleet.settlement_rules import (
@@ -37,6 +39,7 @@ from agent.fleet.settlement_rules import (
 )
 from agent.node.models import ChannelState, Forward, ForwardStatus
 from agent.store import contribution as cdb
+from agent.store import contribution_reports as rdb
 from agent.store import fleet as fdb
 from agent.store.db import Db, Tx
 from events.canonical import canonical
@@ -75,6 +78,7 @@ class Contribution(FleetComponent):
         self._next_report = 0
         self._upkept: int | None = None  # when rows were last rolled up and pruned
         self._roster: tuple[int, set[str]] | None = None  # (when read, the members then)
+        self._rekeyed = False
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -151,6 +155,24 @@ class Contribution(FleetComponent):
             self._notice(tx, msg, msg.body_as(LeechNotice))
 
     def _report(self, tx: Tx, msg: Message, body: ContributionReport) -> None:
+        self._check_report(tx, msg, body)
+        placed = variants.place(tx, msg, body.node, body.period, canonical(body).decode())
+        if placed.first:
+            cdb.count(tx, "reports_held")
+        if placed.conflicting:  # counted, not refused: the proof is what ends the conflict
+            tx.count_errors({ReportConflict.code: 1})
+            log.warning(
+                "fleet: %s signed two different reports for %s: not a settlement input for it",
+                body.node[:12], body.period,
+            )  # fmt: skip
+        if placed.equivocation:
+            cdb.count(tx, "reports_equivocated")
+        if placed.report:
+            cdb.drop_disputes(tx, body.node, body.period)  # (of the report it replaced)
+            if body.node != self.kernel.me:
+                self._judge_report(tx, body)
+
+    def _check_report(self, tx: Tx, msg: Message, body: ContributionReport) -> None:
         if body.node != msg.node:
             raise Unauthorized("a member reports its own figures only")
         try:
@@ -168,27 +190,19 @@ class Contribution(FleetComponent):
             # (handed on after it left: a report is made once its week is over, so one for a
             # week that ended after it left was not made while it was a member)
             raise Unauthorized(f"{body.node[:12]}… left before {body.period} ended")
-        text = canonical(body).decode()
-        held = cdb.report(tx, body.node, body.period)
-        if held is not None:
-            if held[1] == text:
-                return  # the same figures again (another copy): nothing new
-            raise ReportConflict(f"{body.node[:12]}… already reported {body.period}")
-        cdb.put_report(tx, body.node, body.period, msg.id, text)
-        facts.record(tx, FactKind.CONTRIBUTION, body.node, msg, names=(body.node, body.period))
-        cdb.count(tx, "reports_held")
-        if body.node != self.kernel.me:
-            seen = self._observed(tx, body.period)
-            found = self._disputes(body.node, body.model_dump(), seen)
-            for d in found:
-                cdb.put_dispute(
-                    tx, body.node, body.period, d["field"], d["reported"], d["observed"],
-                    d["reason"],
-                )  # fmt: skip
-            if found:
-                log.info("fleet: %s's report for %s is disputed", body.node[:12], body.period)
-                tx.count_errors({"REPORT_DISPUTED": len(found)})
-                cdb.count(tx, "reports_disputed")
+
+    def _judge_report(self, tx: Tx, body: ContributionReport) -> None:
+        """What this node saw against a member's report: disputes found are kept and counted."""
+        seen = self._observed(tx, body.period)
+        found = self._disputes(body.node, body.model_dump(), seen)
+        for d in found:
+            cdb.put_dispute(
+                tx, body.node, body.period, d["field"], d["reported"], d["observed"], d["reason"]
+            )
+        if found:
+            log.info("fleet: %s's report for %s is disputed", body.node[:12], body.period)
+            tx.count_errors({"REPORT_DISPUTED": len(found)})
+            cdb.count(tx, "reports_disputed")
 
     def _observed(self, db: Db, period: str) -> Observed:
         """What this node saw: per member the msat through our channels in `period`, and
@@ -230,6 +244,9 @@ class Contribution(FleetComponent):
     # --- upkeep: rollups, pruning, anti-leech ---------------------------------------------
 
     def housekeeping(self, tx: Tx, now: int) -> None:
+        if not self._rekeyed:  # (reports' facts held from before 2026-12-05: their new ids)
+            variants.rekey(tx)
+            self._rekeyed = True
         today = rules.day_of(now)
         self._judge(tx, today - 1)
         last = self._upkept
@@ -240,7 +257,7 @@ class Contribution(FleetComponent):
         cdb.prune(tx, today - rules.KEEP_DAYS + 1)
         cdb.prune_keys(tx, now - rules.KEY_KEEP_S)
         cdb.prune_notices(tx, now - KEEP_S)
-        cdb.prune_reports(tx, self._periods_kept(now))
+        rdb.prune_reports(tx, self._periods_kept(now))
         facts.expire_contribution(tx, now)
 
     @staticmethod
@@ -308,7 +325,7 @@ class Contribution(FleetComponent):
         if h is None or now < self._next_report:
             return
         period = previous_period(period_of(now))
-        if h.joined_at >= period_bounds(period)[1] or cdb.report(k.store, k.me, period):
+        if h.joined_at >= period_bounds(period)[1] or rdb.report(k.store, k.me, period):
             return
         self._next_report = now + RETRY_REPORT_S  # (a failed node read is tried again later)
         await self.report(period)
@@ -322,7 +339,7 @@ class Contribution(FleetComponent):
         fx = Effects()
         async with k.lock:
             h = fdb.hive(k.store)
-            if h is None or cdb.report(k.store, k.me, period) is not None:
+            if h is None or rdb.report(k.store, k.me, period) is not None:
                 return None
             now = k.clock.now()
             with k.store.transaction(now) as tx:
@@ -359,13 +376,11 @@ class Contribution(FleetComponent):
     # --- the ports: Ledger (settlement inputs) and Treatment (anti-leech) -----------------
 
     def inputs(self, store: Db, period: str) -> dict[str, MemberInput]:
-        return {
-            a: rules.member_input(a, json.loads(b)) for a, b in cdb.reports(store, period).items()
-        }
+        return {a: rules.member_input(a, json.loads(b)) for a, b in _counted(store, period).items()}
 
     def disputes(self, store: Db, period: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        reports = cdb.reports(store, period)
+        reports = _counted(store, period)
         if set(reports) <= {self.kernel.me}:
             return out
         seen = self._observed(store, period)
@@ -407,7 +422,10 @@ class Contribution(FleetComponent):
             ],
             "own": {**_figures(window.get(cdb.OWN, {})), "days": _days(store, cdb.OWN, first)},
             "chain": cdb.verify(store),
-            "reports": {"period": last, "held": sorted(cdb.reports(store, last))},
+            "reports": {
+                "period": last, "held": sorted(rdb.reports(store, last)),
+                "equivocated": sorted(rdb.equivocators(store, last)),
+            },
             "disputes": cdb.disputes_found(store),
             "notices": cdb.notices(store)[-50:],
             "counts": cdb.counts(store),
@@ -440,12 +458,22 @@ class Contribution(FleetComponent):
             "fees_msat_30d": own.get("fees_msat", 0),
             "leeches": sorted(self.withheld(store)),
             "last_period": last,
-            "reported": cdb.report(store, k.me, last) is not None,
-            "reports_held": len(cdb.reports(store, last)),
+            "reported": rdb.report(store, k.me, last) is not None,
+            "reports_held": len(rdb.reports(store, last)),
+            "equivocated": len(rdb.equivocators(store, last)),
             "disputes": len(self.disputes(store, last)),
             "chain_rows": cdb.chain_size(store),
             "counts": cdb.counts(store),
         }
+
+
+def _counted(store: Db, period: str) -> dict[str, str]:
+    """The reports held for `period` that count: not those of a member proved to have signed
+    two (agent/fleet/report_variants.py)."""
+    reports = rdb.reports(store, period)
+    for author in rdb.equivocators(store, period):
+        reports.pop(author, None)
+    return reports
 
 
 def _figures(seen: dict[str, int]) -> dict[str, int]:

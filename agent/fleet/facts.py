@@ -14,7 +14,8 @@ the same things hold the same set:
 - leaves for a week (a member away longer learns of them from its peers' views later);
 - intents and their commits, aborts and ends for an hour (no lock lives longer);
 - settlement proposals, each member's latest vote and the payments executed, for five weeks;
-- contribution reports (one per member and period) and leech notices for 35 days.
+- contribution reports (one per member and period; two, the proof, of a member that signed
+  two different ones: agent/fleet/report_variants.py) and leech notices for 35 days.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The contribution ledger's rows (agent/fleet/contribution.py reads and writes them; the
 advisory command path records its rebalances here): an append-only hash chain of what was
 counted, the per-day totals per member that the ratio and the period reports are read from,
-the members' period reports, the anti-leech state, the leech notices, the disputes and
-counters.  Writes take an open `Tx`; reads take the `Store` or the `Tx`.
+the anti-leech state, the leech notices, the disputes and counters (the members' period
+reports: agent/store/contribution_reports.py).  Writes take an open `Tx`; reads take the
+`Store` or the `Tx`.
 
 Every forward and rebalance counted is a chain row (`seq`, `prev` = the previous row's hash,
 `hash` = sha256(prev ‖ canonical {seq, day, kind, ref, body, at})), except what goes past the
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,40 +328,7 @@ def days(db: Db, member: str, first_day: int) -> list[dict[str, int]]:
     return [dict(zip(names, map(int, r), strict=True)) for r in cur.fetchall()]
 
 
-# --- reports, anti-leech, notices, disputes, counters ---------------------------------------
-
-
-def report(db: Db, author: str, period: str) -> tuple[str, str] | None:
-    """(msg id, body) of `author`'s report for `period`."""
-    row = db.conn.execute(
-        "SELECT msg_id, body FROM contribution_reports WHERE author = ? AND period = ?",
-        (author, period),
-    ).fetchone()
-    return (str(row[0]), str(row[1])) if row else None
-
-
-def put_report(tx: Tx, author: str, period: str, msg_id: str, body: str) -> None:
-    tx.execute(
-        "INSERT INTO contribution_reports (author, period, msg_id, body, received_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (author, period, msg_id, body, tx.now),
-    )
-
-
-def reports(db: Db, period: str) -> dict[str, str]:
-    cur = db.conn.execute(
-        "SELECT author, body FROM contribution_reports WHERE period = ? ORDER BY author", (period,)
-    )
-    return {a: b for a, b in cur.fetchall()}
-
-
-def prune_reports(tx: Tx, periods_kept: Iterable[str]) -> int:
-    keep = sorted(set(periods_kept))
-    marks = ", ".join("?" * len(keep)) or "''"
-    return tx.execute(
-        f"DELETE FROM contribution_reports WHERE period NOT IN ({marks})",  # noqa: S608
-        tuple(keep),
-    ).rowcount
+# --- anti-leech, notices, disputes, counters (the reports: contribution_reports.py) ---------
 
 
 @dataclass(frozen=True)
@@ -430,6 +397,13 @@ def put_dispute(
         (author, period, field, reported, observed, reason, tx.now),
     )
     return bool(cur.rowcount)
+
+
+def drop_disputes(tx: Tx, author: str, period: str) -> int:
+    """Forget what was found in `author`'s report for `period` (another report took its place)."""
+    return tx.execute(
+        "DELETE FROM contribution_disputes WHERE author = ? AND period = ?", (author, period)
+    ).rowcount
 
 
 def disputes_found(db: Db) -> list[dict[str, Any]]:

@@ -22,19 +22,26 @@ class FactRow:
 _COLS = "fact_id, kind, subject, ts, msg_id, msg_type, frame"
 
 
-def put(tx: Tx, row: FactRow, *, single: bool = False) -> bool:
+def put(tx: Tx, row: FactRow, *, single: bool = False, replace_held: bool = False) -> bool:
     """Keep `row` (True if it is new); `single`: it replaces its subject's other facts of the
-    same kind (a member's state record: only the latest is a fact)."""
+    same kind (a member's state record: only the latest is a fact); `replace_held`: it
+    replaces the fact of its id held (another frame proving it: agent/fleet/report_variants.py)."""
     if single:
         tx.execute(
             "DELETE FROM fleet_facts WHERE kind = ? AND subject = ? AND fact_id != ?",
             (row.kind, row.subject, row.fact_id),
         )
+    verb = "INSERT OR REPLACE" if replace_held else "INSERT OR IGNORE"
     cur = tx.execute(
-        f"INSERT OR IGNORE INTO fleet_facts ({_COLS}, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        f"{verb} INTO fleet_facts ({_COLS}, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (row.fact_id, row.kind, row.subject, row.ts, row.msg_id, row.msg_type, row.frame, tx.now),
     )
     return bool(cur.rowcount)
+
+
+def remove(tx: Tx, fact_id: str) -> bool:
+    """Forget the fact `fact_id` (True if it was held)."""
+    return bool(tx.execute("DELETE FROM fleet_facts WHERE fact_id = ?", (fact_id,)).rowcount)
 
 
 def items(db: Db) -> list[tuple[str, str, int, str]]:

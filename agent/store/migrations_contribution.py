@@ -81,4 +81,17 @@ CONTRIBUTION: list[str] = [
         n    INTEGER NOT NULL
     );
     """,
+    # 2: the proof that a member signed two different reports for one period (an
+    # equivocation): the second of the two variants every member keeps (the first is its
+    # report); such a member's report is no settlement input for that period
+    """
+    CREATE TABLE contribution_conflicts (
+        author      TEXT NOT NULL,
+        period      TEXT NOT NULL,          -- YYYY-WW
+        msg_id      TEXT NOT NULL,
+        body        TEXT NOT NULL,          -- the other report as signed (canonical JSON)
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (author, period)
+    );
+    """,
 ]

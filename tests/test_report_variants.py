@@ -1,0 +1,59 @@
+"""The variants of a member's report that every member keeps (agent/fleet/report_variants.py):
+the same two whatever the order they arrive in — what makes the fleet agree on an
+equivocator — and the facts held from before their ids named the variant, moved once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.fleet import report_variants as variants
+from agent.fleet.report_variants import Variant, kept
+from agent.store import Store
+from agent.store import contribution_reports as rdb
+from agent.store import facts as fact_rows
+
+ids = st.text("0123456789abcdef", min_size=32, max_size=32)
+bodies = st.sampled_from(['{"fees_msat":1}', '{"fees_msat":2}', '{"fees_msat":3}'])
+variant = st.builds(Variant, ids, bodies, st.none())
+
+
+@given(st.lists(variant, min_size=1, max_size=8, unique_by=lambda v: v.msg_id), st.randoms())
+def test_any_order_of_arrival_keeps_the_same_two(seen: list[Variant], rnd) -> None:
+    whole = kept(seen)
+    order = list(seen)
+    rnd.shuffle(order)
+    held: list[Variant] = []
+    for v in order:  # one at a time, as a member receives them
+        held = kept([*held, v])
+    assert held == whole
+    assert len(held) == min(2, len({v.body for v in seen}))
+    assert held[0].msg_id == min(v.msg_id for v in seen if v.body == held[0].body)
+    if len(held) == 2:  # the proof: two different bodies, the smallest ids of their bodies
+        assert held[0].body != held[1].body and held[0].msg_id < held[1].msg_id
+        assert all(v.msg_id >= held[0].msg_id for v in seen)
+
+
+def test_a_report_fact_held_from_before_gets_its_new_id_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.sqlite")
+    author, period, msg_id = "02" + "ab" * 32, "2026-40", "c" * 32
+    legacy = variants.legacy_fact(author, period)
+    with store.transaction(1_700_000_000) as tx:
+        rdb.put_report(tx, author, period, msg_id, '{"fees_msat":1}')
+        row = fact_rows.FactRow(legacy, "contribution", author, 1_700_000_000, msg_id, 33, b"f")
+        assert fact_rows.put(tx, row)
+        # (another author's fact whose report changed since: dropped, not moved)
+        other = variants.legacy_fact("03" + "cd" * 32, period)
+        rdb.put_report(tx, "03" + "cd" * 32, period, "d" * 32, '{"fees_msat":2}')
+        assert fact_rows.put(
+            tx, fact_rows.FactRow(other, "contribution", "x", 1, "e" * 32, 33, b"g")
+        )
+    with store.transaction(1_700_000_001) as tx:
+        assert variants.rekey(tx) == 1
+    with store.transaction(1_700_000_002) as tx:
+        assert variants.rekey(tx) == 0
+    new = variants.slot_fact(author, period, "report", msg_id)
+    assert {fid for _k, _s, _t, fid in fact_rows.items(store)} == {new}
+    assert fact_rows.rows(store, [new])[0].frame == b"f"
