@@ -23,6 +23,7 @@ from agent.store import fleet as fleet_db
 from events import fleet as wire
 from events import lnsig
 from events.fleet.compact import build_compact
+from events.fleet.contribution import ContributionReport, report_id
 
 FAST = FleetConfig(
     member_fee_zero=0,  # (fees are what these tests watch; the bridge has its own)
@@ -163,8 +164,11 @@ class Rogue:
         keys: sdk.Keys | None = None,
         msg_id: str | None = None,
     ) -> bytes:
+        if msg_id is None:  # (a report's id is its figures' hash: a rogue's well-formed one too)
+            is_report = isinstance(body, ContributionReport)
+            msg_id = report_id(body) if is_report else secrets.token_hex(16)
         return wire.build_frame(
-            keys or self.keys, msg_type, body, hive=hive, msg_id=msg_id or secrets.token_hex(16),
+            keys or self.keys, msg_type, body, hive=hive, msg_id=msg_id,
             node=self.node_id, ts=int(time.time()) if ts is None else ts,
         )  # fmt: skip
 

@@ -253,7 +253,7 @@ async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Pat
 
         async def send(body: ContributionReport, **kw: object) -> None:
             frame = rogue.frame(
-                MsgType.CONTRIBUTION_REPORT, body, hive=w.hive, ts=w.clock.now(), **kw
+                MsgType.CONTRIBUTION_REPORT, body, hive=w.hive, **({"ts": w.clock.now()} | kw)
             )  # type: ignore[arg-type]
             await rogue.send(a, frame)
 
@@ -270,14 +270,20 @@ async def test_inflated_and_hostile_reports_are_flagged_or_refused(tmp_path: Pat
         }]  # fmt: skip
         assert b in ledger.inputs(store, before)  # held and flagged, never averaged away
 
-        cases = [
-            ("REPORT_CONFLICT", report(fees_msat=6_000_000)),  # a second, different one: kept
-            ("UNAUTHORIZED", report(node=c, period=last)),  # for another member's node
-            ("FROM_FUTURE", report(period=period_of(w.clock.now()))),  # not over yet
+        ended = period_bounds(before)[1]
+        cases: list[tuple[str, ContributionReport, dict[str, object]]] = [
+            ("REPORT_CONFLICT", report(fees_msat=6_000_000), {}),  # a second, different one: kept
+            ("UNAUTHORIZED", report(node=c, period=last), {}),  # for another member's node
+            ("FROM_FUTURE", report(period=period_of(w.clock.now())), {}),  # not over yet
+            # an id of its own choosing: two reports with one id, and a member that handled
+            # one would drop the other as a copy (the fleet could not learn of the second)
+            ("INVALID_PAYLOAD", report(fees_msat=7_000_000), {"msg_id": "5" * 32}),
+            # dated before its week ended (as if handed on: its fact would leave the set)
+            ("INVALID_PAYLOAD", report(fees_msat=8_000_000), {"ts": ended - 86_400}),
         ]
-        for code, body in cases:
+        for code, body, kw in cases:
             count = errors().get(code, 0)
-            await send(body)
+            await send(body, **kw)
             await until(lambda code=code, count=count: errors().get(code, 0) == count + 1)
         # B signed two different reports for the week: both are held, the smaller id as its
         # report and the other as the proof, and B is no input to the week's settlement

@@ -20,6 +20,8 @@ bodies = st.sampled_from(['{"fees_msat":1}', '{"fees_msat":2}', '{"fees_msat":3}
 variant = st.builds(Variant, ids, bodies, st.none())
 
 
+# (ids unique: a frame's id is the hash of its figures, so two variants never share one —
+# and variants of one body under other ids, which that rule rules out, are kept apart still)
 @given(st.lists(variant, min_size=1, max_size=8, unique_by=lambda v: v.msg_id), st.randoms())
 def test_any_order_of_arrival_keeps_the_same_two(seen: list[Variant], rnd) -> None:
     whole = kept(seen)

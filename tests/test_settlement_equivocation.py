@@ -8,6 +8,8 @@ contribution ledger, with real forwards, the money moved exactly by the plan."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import anyio
 import pytest
 
@@ -15,10 +17,21 @@ from agent.fleet.contribution_rules import period_days
 from agent.fleet.settlement_rules import compute_plan, period_bounds
 from agent.store import contribution as cdb
 from agent.store import contribution_reports as rdb
+from agent.store import settlement as sdb
 from events.fleet import MsgType
 from events.fleet.contribution import ContributionReport
 from tests.fleet_world import Rogue
-from tests.settle_world import PERIOD, ShiftedClock, balances, settling, until_state
+from tests.settle_world import (
+    PERIOD,
+    SETTLE,
+    FixedLedger,
+    ShiftedClock,
+    balances,
+    inflated_week,
+    plan_for,
+    settling,
+    until_state,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +45,9 @@ def variant(node: str, fees_msat: int) -> ContributionReport:
 
 async def test_a_member_signing_two_reports_is_left_out_and_the_week_settles(tmp_path) -> None:
     clock = ShiftedClock(period_bounds(PERIOD)[1] - 120)  # the week's last two minutes
-    async with settling(tmp_path, 4, ledgers=[None] * 4, clock=clock) as world:
+    # (a reconciliation every 2 s, not 5 min: one that failed midway is soon done again)
+    config = replace(SETTLE, sync_interval_s=2)
+    async with settling(tmp_path, 4, ledgers=[None] * 4, clock=clock, config=config) as world:
         net, ids, members = world.net, world.ids, world.members
         x0, x1 = ids[4], net.add_node("x1", 20_000_000)
         for i, ppm in ((1, 20_000), (2, 30_000)):  # members 1 and 2 earn fees toward x1
@@ -93,3 +108,32 @@ async def test_a_member_signing_two_reports_is_left_out_and_the_week_settles(tmp
         with anyio.fail_after(30):  # and the fleet's fact sets agree again
             while len({m.fleet.sync.summary()["digest"] for m in members}) != 1:
                 await anyio.sleep(0.1)
+
+
+async def test_inputs_that_change_after_a_majority_agreed_do_not_turn_a_vote(tmp_path) -> None:
+    """D is offline; A, B and C agree, so the week waits for D (C's invoice from D cannot
+    come).  Then B's and C's inputs change — as a report arriving late, or an equivocation
+    found after the vote, changes them.  Their READYs sent again every rebroadcast used to be
+    recomputed: both turned to disagree, and D, back, saw two of four agree and never counted
+    a majority (C was never paid).  A vote agreed by a majority stays agreed."""
+    config = replace(SETTLE, settlement_rebroadcast_s=1)
+    async with settling(tmp_path, 4, config=config) as world:
+        ids, members = world.ids, world.members
+        await members[3].stop()
+        world.due()
+        await until_state(world, "agreed", [0, 1, 2])
+        first = {v.voter: v.ts for v in sdb.votes(members[0].fleet.store, PERIOD)}
+        for i in (1, 2):  # (their inputs now give another plan)
+            ledger = world.ledgers[i]
+            assert isinstance(ledger, FixedLedger)
+            ledger.by_period[PERIOD] = inflated_week(ids[:4], ids[1])
+        with anyio.fail_after(10):  # both sent their READY again since
+            while True:
+                votes = {v.voter: v for v in sdb.votes(members[0].fleet.store, PERIOD)}
+                if all(votes[ids[i]].ts > first[ids[i]] for i in (1, 2)):
+                    break
+                await anyio.sleep(0.1)
+        assert all(votes[ids[i]].agree for i in (1, 2))
+        await members[3].start(world.tg)
+        views = await until_state(world, "executed", limit_s=30)
+        assert {v["plan_hash"] for v in views} == {plan_for(ids).plan_hash}

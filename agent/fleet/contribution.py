@@ -55,7 +55,7 @@ from events.errors import (
     Unauthorized,
 )
 from events.fleet import Message, MsgType
-from events.fleet.contribution import MAX_SHARED, ContributionReport, LeechNotice
+from events.fleet.contribution import MAX_SHARED, ContributionReport, LeechNotice, report_id
 
 log = logging.getLogger("hive.fleet.contribution")
 JUDGED_KV = "contribution:judged"  # the last UTC day judged for anti-leech
@@ -155,8 +155,8 @@ class Contribution(FleetComponent):
             self._notice(tx, msg, msg.body_as(LeechNotice))
 
     def _report(self, tx: Tx, msg: Message, body: ContributionReport) -> None:
-        self._check_report(tx, msg, body)
-        placed = variants.place(tx, msg, body.node, body.period, canonical(body).decode())
+        end = self._check_report(tx, msg, body)
+        placed = variants.place(tx, msg, body, canonical(body).decode(), end)
         if placed.first:
             cdb.count(tx, "reports_held")
         if placed.conflicting:  # counted, not refused: the proof is what ends the conflict
@@ -172,7 +172,8 @@ class Contribution(FleetComponent):
             if body.node != self.kernel.me:
                 self._judge_report(tx, body)
 
-    def _check_report(self, tx: Tx, msg: Message, body: ContributionReport) -> None:
+    def _check_report(self, tx: Tx, msg: Message, body: ContributionReport) -> int:
+        """The end of the report's week, if the report may be held; else why not."""
         if body.node != msg.node:
             raise Unauthorized("a member reports its own figures only")
         try:
@@ -183,6 +184,10 @@ class Contribution(FleetComponent):
             raise FromFuture(f"period {body.period} is not over yet")
         if end < tx.now - KEEP_S:
             raise Expired(f"period {body.period} is older than the ledger keeps")
+        if msg.ts < end - self.kernel.config.future_skew_s:  # (a report follows its week)
+            raise InvalidPayload(f"a report for {body.period} dated before the week ended")
+        if msg.id != report_id(body):  # (two reports with one id: one would pass as the other)
+            raise InvalidPayload("a report's message id must be the hash of its figures")
         author = fdb.member(tx, body.node)  # (joined_at: the admitter's, alike everywhere)
         if author is not None and end <= author.joined_at:
             raise Unauthorized(f"{body.node[:12]}… joined after {body.period} ended")
@@ -190,6 +195,7 @@ class Contribution(FleetComponent):
             # (handed on after it left: a report is made once its week is over, so one for a
             # week that ended after it left was not made while it was a member)
             raise Unauthorized(f"{body.node[:12]}… left before {body.period} ended")
+        return end
 
     def _judge_report(self, tx: Tx, body: ContributionReport) -> None:
         """What this node saw against a member's report: disputes found are kept and counted."""
@@ -345,7 +351,9 @@ class Contribution(FleetComponent):
             with k.store.transaction(now) as tx:
                 body = self._own_report(tx, period, capacity, now)
                 peers = self._recipients(tx)
-                msg = k.enqueue(tx, peers, MsgType.CONTRIBUTION_REPORT, body, h.hive_id, fx)
+                msg = k.enqueue(
+                    tx, peers, MsgType.CONTRIBUTION_REPORT, body, h.hive_id, fx, report_id(body)
+                )
                 self._report(tx, msg, body)
                 fdb.claim(tx, k.me, msg.id, now)
         crash_point("contribution.after_report")

@@ -337,10 +337,10 @@ class FleetKernel:
         msg = self.message(msg_type, body, hive)
         return msg.id, msg.raw
 
-    def message(self, msg_type: MsgType, body: wire.Body, hive: str) -> Message:
+    def message(self, msg_type: MsgType, body: wire.Body, hive: str, msg_id: str = "") -> Message:
         """A new frame from this node — signed; compact and unsigned for a session type — as
-        the message a receiver would parse."""
-        msg_id, now = secrets.token_hex(16), self.clock.now()
+        the message a receiver would parse (`msg_id`: the id its type requires, else random)."""
+        msg_id, now = msg_id or secrets.token_hex(16), self.clock.now()
         if msg_type in self._session and msg_type != MsgType.MSG_ACK:
             frame = compact.build_compact(msg_type, body, hive=hive, msg_id=msg_id, ts=now)
             return Message(
@@ -377,10 +377,11 @@ class FleetKernel:
         return fx
 
     def enqueue(
-        self, tx: Tx, peers: list[str], msg_type: MsgType, body: wire.Body, hive: str, fx: Effects
-    ) -> Message:
+        self, tx: Tx, peers: list[str], msg_type: MsgType, body: wire.Body, hive: str,
+        fx: Effects, msg_id: str = "",
+    ) -> Message:  # fmt: skip
         """One new frame, queued for each of `peers` (sent once the transaction commits)."""
-        msg = self.message(msg_type, body, hive)
+        msg = self.message(msg_type, body, hive, msg_id)
         for peer in peers:
             db.enqueue(tx, peer, msg.id, msg_type, msg.raw, tx.now, self.config.outbox_ttl_s)
             fx.flush.add(peer)

@@ -21,11 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from agent.fleet.facts import FactKind
+from agent.fleet.settlement_rules import period_bounds
 from agent.store import contribution_reports as rdb
 from agent.store import facts as fact_rows
 from agent.store.db import Tx
 from events.errors import ReportConflict
 from events.fleet import Message
+from events.fleet.contribution import ContributionReport
 from events.fleet.sync import fact_id
 
 SLOTS = ("report", "conflict")
@@ -69,11 +71,12 @@ def kept(variants: list[Variant]) -> list[Variant]:
     return sorted(best.values(), key=lambda v: v.msg_id)[:2]
 
 
-def place(tx: Tx, msg: Message, author: str, period: str, body: str) -> Placed:
-    """Hold `msg` (`author`'s report for `period`, `body` its canonical JSON) in the slot the
-    variants give it, moving the others as they say; ReportConflict if it is kept in neither
-    (a third, different report)."""
-    new = Variant(msg.id, body, _fact_of(msg, author))
+def place(tx: Tx, msg: Message, report: ContributionReport, body: str, end: int) -> Placed:
+    """Hold `msg` (`report`, `body` its canonical JSON, `end` the end of its week) in the slot
+    the variants give it, moving the others as they say; ReportConflict if it is kept in
+    neither (a third, different report)."""
+    author, period = report.node, report.period
+    new = Variant(msg.id, body, _fact_of(msg, author, end))
     held = _held(tx, author, period)
     known = any(v.body == body for v in held.values())  # (the same figures: no news)
     now = kept([*held.values(), new])
@@ -122,11 +125,14 @@ def rekey(tx: Tx) -> int:
             fact_rows.remove(tx, found[0].fact_id)
             if found[0].msg_id == msg_id:  # (else the report held changed since: its own)
                 fid = slot_fact(author, period, "report", msg_id)
-                fact_rows.put(tx, replace(found[0], fact_id=fid), replace_held=True)
+                row = replace(found[0], fact_id=fid, ts=period_bounds(period)[1])
+                fact_rows.put(tx, row, replace_held=True)
                 n += 1
     return n
 
 
-def _fact_of(msg: Message, author: str) -> fact_rows.FactRow:
-    kind = FactKind.CONTRIBUTION.value  # (its fact id is its slot's: see place)
-    return fact_rows.FactRow("", kind, author, msg.ts, msg.id, int(msg.type), msg.raw)
+def _fact_of(msg: Message, author: str, end: int) -> fact_rows.FactRow:
+    """The fact `msg` proves, dated at the end of its week (what it states, alike in every
+    frame of the same figures: their id is the figures' hash) — its id is its slot's (place)."""
+    kind = FactKind.CONTRIBUTION.value
+    return fact_rows.FactRow("", kind, author, end, msg.id, int(msg.type), msg.raw)

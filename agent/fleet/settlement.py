@@ -14,7 +14,8 @@ settlement_rules.py; the payer's side is in settlement_pay.py).
   report SETTLEMENT_EXECUTED with the preimages, which every member checks.
 - Our PROPOSE (if ours) and READY are sent again, freshly signed, every
   `settlement_rebroadcast_s` until the period is executed; a member whose vote disagreed
-  recomputes then (its missing reports may have arrived) and may agree.
+  recomputes then (its missing reports may have arrived) and may agree; a vote that agreed
+  to the plan a majority agreed to stays agreed, whatever comes later.
 - PROPOSE, READY and EXECUTED are facts (agent/fleet/facts.py).  Weeks without net fees are
   skipped.
 """
@@ -331,6 +332,10 @@ class Settlement(FleetComponent):
         k = self.kernel
         body = verdict(self.ledger, tx, row)
         held = {v.voter: v for v in sdb.votes(tx, row.period)}.get(k.me)
+        # agreed by a majority with us: inputs changed since (a late report, an equivocation
+        # found) change nothing of it — a member still to count the votes must see ours
+        if row.state != "proposed" and held and held.agree and held.plan_hash == row.plan_hash:
+            body = SettlementReady(period=row.period, plan_hash=row.plan_hash, agree=True)
         if only_if_changed and held is not None and held.agree == body.agree:
             return body.agree
         msg = k.message(MsgType.SETTLEMENT_READY, body, hive)

@@ -4,7 +4,9 @@
   every active member its own figures for it — fees earned, rebalance costs, volume forwarded,
   capacity, uptime — and, per member it shares channels with, the msat it forwarded through
   those channels.  Signed by its author, a fact (anti-entropy hands it on); one per member
-  and period: the settlement's inputs.
+  and period: the settlement's inputs.  Its frame's message id is `report_id(body)`, the
+  hash of its figures: two different reports of one member never share an id (a receiver
+  that handled one would drop the other as a copy), and the same figures have one id.
 - LEECH_NOTICE: a member tells the fleet that another member lost (or regained) the zero-fee
   treatment on its channels, with the numbers behind it (30-day in/out msat, the ratio, the
   days below the threshold).
@@ -14,10 +16,12 @@ floats on the wire)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
+from events.canonical import canonical
 from events.fleet.wire import Body, Unix
 from events.types import NodeId
 
@@ -45,6 +49,12 @@ class ContributionReport(Body):
     shared: Annotated[dict[NodeId, Msat], Field(max_length=MAX_SHARED)] = Field(
         default_factory=dict
     )
+
+
+def report_id(body: ContributionReport) -> str:
+    """The message id a report's frame must carry: the first 16 bytes of the SHA-256 of its
+    canonical JSON (hex)."""
+    return hashlib.sha256(b"hive:contribution-report\0" + canonical(body)).hexdigest()[:32]
 
 
 class LeechNotice(Body):
