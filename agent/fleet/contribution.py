@@ -250,9 +250,12 @@ class Contribution(FleetComponent):
     # --- upkeep: rollups, pruning, anti-leech ---------------------------------------------
 
     def housekeeping(self, tx: Tx, now: int) -> None:
-        if not self._rekeyed:  # (reports' facts held from before 2026-12-05: their new ids)
-            variants.rekey(tx)
+        self._upkeep(tx, now)
+        if not self._rekeyed:  # (reports' facts held from before 2026-12-05: their new ids;
+            variants.rekey(tx)  # last, so a step failing above leaves it for the next pass)
             self._rekeyed = True
+
+    def _upkeep(self, tx: Tx, now: int) -> None:
         today = rules.day_of(now)
         self._judge(tx, today - 1)
         last = self._upkept

@@ -111,6 +111,9 @@ def _held(tx: Tx, author: str, period: str) -> dict[str, Variant]:
     for slot, got in zip(SLOTS, slots, strict=True):
         if got is not None:
             found = fact_rows.rows(tx, [slot_fact(author, period, slot, got[0])])
+            if not found and slot == "report":  # (held from before 2026-12-05, not re-keyed yet)
+                moved = _rekey_one(tx, author, period, got[0])
+                found = [moved] if moved else []
             held[slot] = Variant(got[0], got[1], found[0] if found else None)
     return held
 
@@ -118,17 +121,22 @@ def _held(tx: Tx, author: str, period: str) -> dict[str, Variant]:
 def rekey(tx: Tx) -> int:
     """Facts of reports held from before 2026-12-05 under their new ids (once, at start: two
     members must name the same fact alike); the number moved."""
-    n = 0
-    for author, period, msg_id in rdb.all_reports(tx):
-        found = fact_rows.rows(tx, [legacy_fact(author, period)])
-        if found:
-            fact_rows.remove(tx, found[0].fact_id)
-            if found[0].msg_id == msg_id:  # (else the report held changed since: its own)
-                fid = slot_fact(author, period, "report", msg_id)
-                row = replace(found[0], fact_id=fid, ts=period_bounds(period)[1])
-                fact_rows.put(tx, row, replace_held=True)
-                n += 1
-    return n
+    return sum(_rekey_one(tx, *held) is not None for held in rdb.all_reports(tx))
+
+
+def _rekey_one(tx: Tx, author: str, period: str, msg_id: str) -> fact_rows.FactRow | None:
+    """The report `msg_id`'s fact of before, moved to its new id (and dated at its week's
+    end); None if there was none.  A fact of another frame (the report changed since) goes."""
+    found = fact_rows.rows(tx, [legacy_fact(author, period)])
+    if not found:
+        return None
+    fact_rows.remove(tx, found[0].fact_id)
+    if found[0].msg_id != msg_id:
+        return None
+    fid, end = slot_fact(author, period, "report", msg_id), period_bounds(period)[1]
+    row = replace(found[0], fact_id=fid, ts=end)
+    fact_rows.put(tx, row, replace_held=True)
+    return row
 
 
 def _fact_of(msg: Message, author: str, end: int) -> fact_rows.FactRow:
