@@ -17,6 +17,7 @@ from agent.fleet.contribution_rules import period_days
 from agent.fleet.settlement_rules import compute_plan, period_bounds
 from agent.store import contribution as cdb
 from agent.store import contribution_reports as rdb
+from agent.store import fleet as fdb
 from agent.store import settlement as sdb
 from events.fleet import MsgType
 from events.fleet.contribution import ContributionReport
@@ -25,6 +26,7 @@ from tests.settle_world import (
     PERIOD,
     SETTLE,
     FixedLedger,
+    SettleWorld,
     ShiftedClock,
     balances,
     inflated_week,
@@ -43,30 +45,37 @@ def variant(node: str, fees_msat: int) -> ContributionReport:
     )  # fmt: skip
 
 
+async def _earn(world: SettleWorld) -> None:
+    """Payments from the mesh's outsider through members 1 and 2 (who earn the fees) in the
+    week's last minutes, taken in by every member's ledger."""
+    net, ids, members = world.net, world.ids, world.members
+    x0, x1 = ids[4], net.add_node("x1", 20_000_000)
+    for i, ppm in ((1, 20_000), (2, 30_000)):  # members 1 and 2 earn fees toward x1
+        scid = net.open_channel(x1, ids[i], 2_000_000, push_msat=1_000_000_000)
+        net.set_policy(ids[i], scid, ppm=ppm)
+    start = {n: balances(net, n) for n in ids[:4]}
+    for k in range(8):
+        net.pay(x0, net.invoice(x1, 10_000_000 + 1_000_000 * k, f"w{k}").bolt11)
+    earned = {i: balances(net, ids[i]) - start[ids[i]] for i in range(4)}
+    assert earned[1] + earned[2] > 0
+    first, last = period_days(PERIOD)
+
+    def fees(i: int) -> int:
+        own = cdb.totals(members[i].fleet.store, first, last).get(cdb.OWN, {})
+        return int(own.get("fees_msat", 0))
+
+    with anyio.fail_after(10):  # (each ledger has taken its forwards in)
+        while any(fees(i) < earned[i] for i in range(4)):
+            await anyio.sleep(0.05)
+
+
 async def test_a_member_signing_two_reports_is_left_out_and_the_week_settles(tmp_path) -> None:
     clock = ShiftedClock(period_bounds(PERIOD)[1] - 120)  # the week's last two minutes
     # (a reconciliation every 2 s, not 5 min: one that failed midway is soon done again)
     config = replace(SETTLE, sync_interval_s=2)
     async with settling(tmp_path, 4, ledgers=[None] * 4, clock=clock, config=config) as world:
         net, ids, members = world.net, world.ids, world.members
-        x0, x1 = ids[4], net.add_node("x1", 20_000_000)
-        for i, ppm in ((1, 20_000), (2, 30_000)):  # members 1 and 2 earn fees toward x1
-            scid = net.open_channel(x1, ids[i], 2_000_000, push_msat=1_000_000_000)
-            net.set_policy(ids[i], scid, ppm=ppm)
-        start = {n: balances(net, n) for n in ids[:4]}
-        for k in range(8):
-            net.pay(x0, net.invoice(x1, 10_000_000 + 1_000_000 * k, f"w{k}").bolt11)
-        earned = {i: balances(net, ids[i]) - start[ids[i]] for i in range(4)}
-        assert earned[1] + earned[2] > 0
-        first, last = period_days(PERIOD)
-
-        def fees(i: int) -> int:
-            own = cdb.totals(members[i].fleet.store, first, last).get(cdb.OWN, {})
-            return int(own.get("fees_msat", 0))
-
-        with anyio.fail_after(10):  # (each ledger has taken its forwards in)
-            while any(fees(i) < earned[i] for i in range(4)):
-                await anyio.sleep(0.05)
+        await _earn(world)
 
         clock.advance(125)  # the week is over: every member reports it …
         hive = members[0].fleet.status()["hive_id"]
@@ -137,3 +146,44 @@ async def test_inputs_that_change_after_a_majority_agreed_do_not_turn_a_vote(tmp
         await members[3].start(world.tg)
         views = await until_state(world, "executed", limit_s=30)
         assert {v["plan_hash"] for v in views} == {plan_for(ids).plan_hash}
+
+
+async def test_a_member_banned_after_the_week_is_left_out_and_the_week_settles(
+    tmp_path,
+) -> None:
+    """Member 3 reported the week, then was banned.  Its report stayed an input, and as it
+    is owed a share its payers asked it for an invoice that never came (its frames are
+    refused): the week waited for good.  A banned member is no input to a week not yet
+    agreed; the others settle it among themselves."""
+    clock = ShiftedClock(period_bounds(PERIOD)[1] - 120)
+    async with settling(tmp_path, 4, ledgers=[None] * 4, clock=clock) as world:
+        net, ids, members = world.net, world.ids, world.members
+        await _earn(world)
+        clock.advance(125)  # the week is over: every member reports it
+        for m in members:
+            m.fleet.kernel.wake()
+        with anyio.fail_after(20):
+            while any(len(rdb.reports(m.fleet.store, PERIOD)) < 4 for m in members):
+                await anyio.sleep(0.05)
+        everyone = members[0].fleet.contribution.inputs(members[0].fleet.store, PERIOD)
+        assert ids[3] in compute_plan(PERIOD, list(everyone.values())).shares
+        tiers = {m.node_id: m.tier for m in fdb.members(members[0].fleet.store)}
+        for i in range(3):  # (the full members vote)
+            if tiers[ids[i]] == "member":
+                await members[i].fleet.ban(ids[3], "test: misbehaved")
+        with anyio.fail_after(20):
+            while not all(fdb.is_banned(m.fleet.store, ids[3]) for m in members[:3]):
+                await anyio.sleep(0.05)
+        inputs = members[0].fleet.contribution.inputs(members[0].fleet.store, PERIOD)
+        assert set(inputs) == set(ids[:3])
+        plan = compute_plan(PERIOD, list(inputs.values()))
+        before = {n: balances(net, n) for n in ids[:3]}
+
+        world.due()
+        views = await until_state(world, "executed", indexes=[0, 1, 2], limit_s=40)
+        assert all(v["plan_hash"] == plan.plan_hash for v in views)
+        expected = dict.fromkeys(ids[:3], 0)
+        for t in plan.payments:
+            expected[t.payer] -= t.amount_sat * 1000
+            expected[t.receiver] += t.amount_sat * 1000
+        assert {n: balances(net, n) - before[n] for n in ids[:3]} == expected

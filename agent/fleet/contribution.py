@@ -480,9 +480,10 @@ class Contribution(FleetComponent):
 
 def _counted(store: Db, period: str) -> dict[str, str]:
     """The reports held for `period` that count: not those of a member proved to have signed
-    two (agent/fleet/report_variants.py)."""
+    two (agent/fleet/report_variants.py), nor of a member banned since (its payers could get
+    no invoice from it, nor could it pay: the week would wait for good)."""
     reports = rdb.reports(store, period)
-    for author in rdb.equivocators(store, period):
+    for author in rdb.equivocators(store, period) | {a for a in reports if fdb.is_banned(store, a)}:
         reports.pop(author, None)
     return reports
 
