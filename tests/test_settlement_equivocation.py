@@ -187,3 +187,50 @@ async def test_a_member_banned_after_the_week_is_left_out_and_the_week_settles(
             expected[t.payer] -= t.amount_sat * 1000
             expected[t.receiver] += t.amount_sat * 1000
         assert {n: balances(net, n) - before[n] for n in ids[:3]} == expected
+
+
+async def test_a_payer_that_learns_of_an_equivocation_late_still_pays(tmp_path) -> None:
+    """A member owed a share sends its report to all, then signs a second one for a payer
+    alone.  The others agree on the plan that counts its first report; the payer held a plan
+    without the equivocator: it disagreed (or proposed its own, which the others refused),
+    never paid, and the week waited until it expired.  A member holding the proof agrees to a
+    plan that counts the equivocator by either of its reports, or not at all."""
+    clock = ShiftedClock(period_bounds(PERIOD)[1] - 120)
+    config = replace(SETTLE, settlement_rebroadcast_s=2)
+    async with settling(tmp_path, 4, ledgers=[None] * 4, clock=clock, config=config) as world:
+        net, ids, members = world.net, world.ids, world.members
+        await _earn(world)
+        clock.advance(125)  # every member reports the week
+        with anyio.fail_after(20):
+            while any(len(rdb.reports(m.fleet.store, PERIOD)) < 4 for m in members):
+                await anyio.sleep(0.05)
+        store0 = members[0].fleet.store
+        plan = compute_plan(
+            PERIOD, list(members[0].fleet.contribution.inputs(store0, PERIOD).values())
+        )
+        payers = {t.payer for t in plan.payments}
+        cheat = next(i for i in range(4) if ids[i] not in payers)
+        payer = next(i for i in range(4) if ids[i] in payers)
+        held = rdb.report(store0, ids[cheat], PERIOD)
+        assert held is not None
+        first = ContributionReport.model_validate_json(held[1])
+        second = first.model_copy(update={"fees_msat": first.fees_msat + 1_000_000})
+        hive = members[0].fleet.status()["hive_id"]
+        frame = Rogue(net, ids[cheat]).frame(
+            MsgType.CONTRIBUTION_REPORT, second, hive=hive, ts=clock.now()
+        )
+        await members[payer].fleet.kernel.receive(ids[cheat], frame)  # the payer alone
+        assert rdb.equivocators(members[payer].fleet.store, PERIOD) == {ids[cheat]}
+        before = {n: balances(net, n) for n in ids[:4]}
+        # due, then two graces on: the next in rank proposes if the first's plan is not
+        # agreed (a member counts a rank's grace from when it found the week due)
+        world.due()
+        await anyio.sleep(0.5)
+        world.due(graces=2)
+        views = await until_state(world, "executed", limit_s=40)
+        assert {v["plan_hash"] for v in views} == {plan.plan_hash}
+        expected = dict.fromkeys(ids[:4], 0)
+        for t in plan.payments:
+            expected[t.payer] -= t.amount_sat * 1000
+            expected[t.receiver] += t.amount_sat * 1000
+        assert {n: balances(net, n) - before[n] for n in ids[:4]} == expected
