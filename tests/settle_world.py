@@ -73,9 +73,6 @@ class FixedLedger:
     def disputes(self, store: Db, period: str) -> list[dict[str, Any]]:
         return list(self.disputed.get(period, []))
 
-    def equivocated(self, store: Db, period: str) -> dict[str, list[MemberInput]]:
-        return {}
-
 
 def week(ids: list[str]) -> list[MemberInput]:
     """The worked example's week for four members (see tests/test_settlement.py)."""

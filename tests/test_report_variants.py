@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from agent.fleet import report_variants as variants
 from agent.fleet.report_variants import Variant, kept
-from agent.fleet.settlement_rules import MemberInput, period_bounds
-from agent.fleet.settlement_vote import fits, input_body
+from agent.fleet.settlement_rules import period_bounds
 from agent.store import Store
 from agent.store import contribution_reports as rdb
 from agent.store import facts as fact_rows
@@ -106,22 +105,3 @@ def test_a_variant_placed_before_the_re_keying_keeps_the_held_report_s_fact(
     assert {t for _k, _s, t, _f in fact_rows.items(store)} == {end}  # (dated at the week's end)
     assert variants.legacy_fact(author, period) not in {f for *_, f in fact_rows.items(store)}
     assert rdb.equivocators(store, period) == {author}
-
-
-def test_a_plan_fits_an_equivocator_by_either_report_or_none_and_all_else_as_held() -> None:
-    def member(node: str, fees: int) -> MemberInput:
-        return MemberInput(node, fees, 0, 1_000_000, 10**9, 100)
-
-    na, nb, nx, ny = (f"02{c * 64}" for c in "abcd")
-    a, b, x, y = member(na, 1), member(nb, 2), member(nx, 3), member(ny, 4)
-    held, alt = {na: a, nb: b}, {nx: [x, member(nx, 30)]}
-
-    def plan(*ms: MemberInput) -> list[dict[str, object]]:
-        return [input_body(m).model_dump() for m in ms]
-
-    assert fits(plan(a, b), held, alt)  # the equivocator left out
-    assert fits(plan(a, b, x), held, alt) and fits(plan(a, b, member(nx, 30)), held, alt)
-    assert not fits(plan(a, b, member(nx, 31)), held, alt)  # figures it never signed
-    assert not fits(plan(a), held, alt)  # a member held left out
-    assert not fits(plan(a, member(nb, 5), x), held, alt)  # another's figures changed
-    assert not fits(plan(a, b, y), held, alt)  # a member held nowhere

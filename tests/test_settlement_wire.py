@@ -9,9 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.fleet.settlement import propose_body
+from agent.fleet.settlement import _recompute, propose_body
 from agent.fleet.settlement_rules import MemberInput, compute_plan
-from agent.fleet.settlement_vote import recompute
 from events import fleet as wire
 from events.fleet import MsgType
 from events.fleet.settlement import (
@@ -45,7 +44,7 @@ def test_a_plan_goes_over_the_wire_and_comes_back_the_same(inputs, period) -> No
     if plan.empty:
         return
     msg = wire.parse_frame(_frame(MsgType.SETTLEMENT_PROPOSE, propose_body(plan)))
-    again = recompute(msg.body)  # type: ignore[arg-type]
+    again = _recompute(msg.body)  # type: ignore[arg-type]
     assert (again.plan_hash, again.data_hash, again.payments) == (
         plan.plan_hash, plan.data_hash, plan.payments,
     )  # fmt: skip
@@ -91,7 +90,7 @@ def test_a_proposal_of_200_members_fits_a_frame_whatever_they_report(figures, ab
         return
     frame = _frame(MsgType.SETTLEMENT_PROPOSE, propose_body(plan))
     assert len(frame) <= wire.MAX_FRAME
-    again = recompute(wire.parse_frame(frame).body)  # type: ignore[arg-type]
+    again = _recompute(wire.parse_frame(frame).body)  # type: ignore[arg-type]
     assert (again.plan_hash, again.payments) == (plan.plan_hash, plan.payments)
 
 

@@ -112,10 +112,6 @@ class Ledger(Protocol):
         """Reports for `period` that disagree with what this node observed on the channels it
         shares with their author: {node, code, field, reported, observed, reason}."""
 
-    def equivocated(self, store: Db, period: str) -> dict[str, list[MemberInput]]:
-        """Members proved to have signed two different reports for `period` (left out of
-        `inputs`), with the inputs each of the two gives: a plan may count either, or neither."""
-
 
 class Treatment(Protocol):
     """Which members are denied the zero-fee treatment on our channels (anti-leech): the

@@ -27,7 +27,6 @@ from typing import Any
 
 from agent.crash import crash_point
 from agent.fleet import contribution_rules as rules
-from agent.fleet import contribution_view as faces
 from agent.fleet import facts, roster
 from agent.fleet import report_variants as variants
 from agent.fleet.component import Effects, FleetComponent
@@ -50,6 +49,7 @@ from events.errors import (
     FromFuture,
     InvalidParams,
     InvalidPayload,
+    NotFound,
     NotMember,
     ReportConflict,
     Unauthorized,
@@ -402,23 +402,60 @@ class Contribution(FleetComponent):
                 out.append({"node": author, "code": "REPORT_DISPUTED", **d})
         return out
 
-    def equivocated(self, store: Db, period: str) -> dict[str, list[MemberInput]]:
-        out: dict[str, list[MemberInput]] = {}
-        for a in sorted(rdb.equivocators(store, period)):
-            held = [rdb.report(store, a, period), rdb.conflict(store, a, period)]
-            if not fdb.is_banned(store, a):  # (a banned member: out, strictly)
-                out[a] = [rules.member_input(a, json.loads(h[1])) for h in held if h]
-        return out
-
     def withheld(self, store: Db) -> set[str]:
         return {m for m, r in cdb.leech_rows(store).items() if r.leech_since is not None}
 
     # --- reads ----------------------------------------------------------------------------
 
     def view(self, node: str | None = None) -> dict[str, Any]:
-        """`hive-contribution` (agent/fleet/contribution_view.py)."""
-        store = self.kernel.store
-        return faces.view(store, self.kernel.clock.now(), self._members(store), node)
+        """`hive-contribution`: per member its 30-day figures, ratio, leech state and daily
+        rows; this node's own; the chain's verification; reports, disputes, notices."""
+        k = self.kernel
+        store, now = k.store, k.clock.now()
+        today = rules.day_of(now)
+        first = today - rules.WINDOW_DAYS + 1
+        window = cdb.totals(store, first, today)
+        members = self._members(store)
+        if node is not None and node not in members and node not in window:
+            raise NotFound(f"{node[:12]}… is not a member and nothing was counted for it")
+        chosen = sorted(members) if node is None else [node]
+        leech = cdb.leech_rows(store)
+        last = previous_period(period_of(now))
+        return {
+            "window": {"days": rules.WINDOW_DAYS, "from": rules.day_text(first),
+                       "to": rules.day_text(today)},
+            "rule": {"ratio": "out_msat / in_msat (0/0 = 1, capped at 10)",
+                     "threshold": str(rules.THRESHOLD), "leech_days": rules.LEECH_DAYS,
+                     "min_judged_msat": rules.MIN_JUDGED_MSAT},
+            "members": [
+                self._member_view(store, m, window.get(m, {}), leech.get(m), first)
+                for m in chosen
+            ],
+            "own": {**_figures(window.get(cdb.OWN, {})), "days": _days(store, cdb.OWN, first)},
+            "chain": cdb.verify(store),
+            "reports": {
+                "period": last, "held": sorted(rdb.reports(store, last)),
+                "equivocated": sorted(rdb.equivocators(store, last)),
+            },
+            "disputes": cdb.disputes_found(store),
+            "notices": cdb.notices(store)[-50:],
+            "counts": cdb.counts(store),
+        }  # fmt: skip
+
+    @staticmethod
+    def _member_view(
+        store: Db, m: str, seen: dict[str, int], row: cdb.LeechRow | None, first: int
+    ) -> dict[str, Any]:
+        i, o = seen.get("in_msat", 0), seen.get("out_msat", 0)
+        r = rules.ratio(i, o)
+        return {
+            "node": m, **_figures(seen), "ratio": round(float(r), 6),
+            "ratio_ppm": rules.ratio_ppm(r), "leech": bool(row and row.leech_since is not None),
+            "leech_since": rules.day_text(row.leech_since) if row and row.leech_since else None,
+            "below_days": row.below_days if row else 0,
+            "judged": rules.day_text(row.last_day) if row else None,
+            "days": _days(store, m, first),
+        }  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         """For `hive-status`'s fleet section."""
@@ -446,7 +483,18 @@ def _counted(store: Db, period: str) -> dict[str, str]:
     two (agent/fleet/report_variants.py), nor of a member banned since (its payers could get
     no invoice from it, nor could it pay: the week would wait for good)."""
     reports = rdb.reports(store, period)
-    banned = {b["target"] for b in fdb.bans(store)}  # (read once: per report was O(n) reads)
+    banned = {b["target"] for b in fdb.bans(store)}  # (read once: per report, O(n) reads)
     for author in rdb.equivocators(store, period) | banned:
         reports.pop(author, None)
     return reports
+
+
+def _figures(seen: dict[str, int]) -> dict[str, int]:
+    return {
+        name: seen.get(name, 0)
+        for name in ("in_msat", "out_msat", "fees_msat", "forwards", "rebalance_msat")
+    }
+
+
+def _days(store: Db, member: str, first: int) -> list[dict[str, Any]]:
+    return [{**d, "day": rules.day_text(d["day"])} for d in cdb.days(store, member, first)]

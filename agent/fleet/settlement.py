@@ -32,17 +32,10 @@ from agent.fleet import settlement_rules as rules
 from agent.fleet import settlement_view as faces
 from agent.fleet.component import Effects, FleetComponent, Ledger
 from agent.fleet.facts import FactKind
-from agent.fleet.settlement_pay import Payments
+from agent.fleet.settlement_pay import Payments, inputs_of
 from agent.fleet.settlement_rules import MemberInput, Plan
 from agent.fleet.settlement_view import need, rank
-from agent.fleet.settlement_vote import (
-    accepts,
-    gives_way,
-    input_body,
-    own_hash,
-    recompute,
-    verdict,
-)
+from agent.fleet.settlement_vote import gives_way, input_body, own_hash, verdict
 from agent.store import fleet as db
 from agent.store import settlement as sdb
 from agent.store.db import Db, Tx
@@ -172,8 +165,8 @@ class Settlement(FleetComponent):
         plan = self.own_plan(k.store, period)
         if plan is None or k.me not in plan.shares:
             return
-        if held is not None and accepts(self.ledger, k.store, period, held.plan_hash, held.inputs):
-            return  # (proposed already, as we would — or as we agree to)
+        if held is not None and held.plan_hash == plan.plan_hash:
+            return  # (proposed already, as we would)
         if plan.empty:
             if f"skipped:{period}" not in self.counts:
                 self.tally(f"skipped:{period}")
@@ -201,9 +194,7 @@ class Settlement(FleetComponent):
         body = propose_body(plan)
         async with k.lock:
             held = sdb.period(k.store, plan.period)
-            if held is not None and not gives_way(
-                self.ledger, k.store, held, plan.plan_hash, body.inputs
-            ):
+            if held is not None and not gives_way(self.ledger, k.store, held, plan.plan_hash):
                 return
             # applied here as a receiver would, and queued, in one commit without an fsync
             # (a proposal lost to a power failure is simply proposed again)
@@ -302,7 +293,7 @@ class Settlement(FleetComponent):
     def _on_propose(self, tx: Tx, msg: Message, fx: Effects) -> None:
         body = msg.body_as(SettlementPropose)
         _settled_week(body.period, msg.ts, tx.now)
-        plan = recompute(body)
+        plan = _recompute(body)
         if msg.node not in plan.shares:
             raise SettlementMismatch("the proposer is not a member of its own plan")
         for node in plan.shares:  # (a member that left keeps its report: it was one)
@@ -312,9 +303,7 @@ class Settlement(FleetComponent):
         if held is not None:
             if held.plan_hash == body.plan_hash:
                 return  # (the same plan again: a rebroadcast, a fallback proposer, a copy)
-            if not gives_way(
-                self.ledger, tx, held, body.plan_hash, [b.model_dump() for b in body.inputs]
-            ):
+            if not gives_way(self.ledger, tx, held, body.plan_hash):
                 raise SettlementConflict(
                     f"{body.period} has proposal {held.plan_hash[:12]}… already"
                 )
@@ -484,3 +473,25 @@ def _settled_week(period: str, ts: int, now: int) -> None:
         raise InvalidPayload(f"{period} had not ended when the frame was made")
     if end < now - facts.SETTLEMENT_KEEP_S:  # (nothing of it is kept: no reports)
         raise Expired(f"{period} is older than the settlement keeps")
+
+
+def _recompute(body: SettlementPropose) -> Plan:
+    """The plan the proposal's own inputs give; SETTLEMENT_MISMATCH unless it is the one
+    proposed, to the hash, total, members and payments."""
+    try:
+        plan = rules.compute_plan(body.period, inputs_of(body.inputs))
+    except InvalidParams as err:
+        raise SettlementMismatch(f"the proposal's inputs: {err.message}") from None
+    proposed = [(p.payer, p.receiver, p.amount_sat) for p in body.payments]
+    ours = [(p.payer, p.receiver, p.amount_sat) for p in plan.payments]
+    if (plan.plan_hash, plan.data_hash) != (body.plan_hash, body.data_hash):
+        raise SettlementMismatch(
+            f"the proposal's inputs give plan {plan.plan_hash[:12]}…, not {body.plan_hash[:12]}…"
+        )
+    if (plan.total_sat, len(plan.members)) != (body.total_sat, body.member_count) or (
+        proposed and ours != proposed  # (listed by an older agent: they must be the plan's)
+    ):
+        raise SettlementMismatch("the proposal's total, members or payments are not its plan's")
+    if plan.empty:
+        raise InvalidPayload(f"{body.period} has no net fees: nothing to settle")
+    return plan
