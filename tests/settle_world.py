@@ -107,6 +107,15 @@ def balances(net: Network, node: str) -> int:
     return chans + net.node(node).onchain_sat * 1000
 
 
+def plan_moves(plan: Any, nodes: list[str]) -> dict[str, int]:
+    """What `plan`'s payments move, per node of `nodes` (msat: a payer's negative)."""
+    moved = dict.fromkeys(nodes, 0)
+    for t in plan.payments:
+        moved[t.payer] -= t.amount_sat * 1000
+        moved[t.receiver] += t.amount_sat * 1000
+    return moved
+
+
 @asynccontextmanager
 async def settling(
     tmp: Path,

@@ -11,7 +11,15 @@ import pytest
 from agent.fleet.contribution_rules import period_days
 from agent.fleet.settlement_rules import compute_plan, period_bounds
 from agent.store import contribution as cdb
-from tests.settle_world import GRACE_S, PERIOD, ShiftedClock, balances, settling, until_state
+from tests.settle_world import (
+    GRACE_S,
+    PERIOD,
+    ShiftedClock,
+    balances,
+    plan_moves,
+    settling,
+    until_state,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -58,9 +66,6 @@ async def test_a_week_of_forwards_settles_through_the_contribution_ledger(tmp_pa
         views = await until_state(world, "executed", limit_s=30)
         assert all(v["plan_hash"] == plan.plan_hash for v in views)
         assert net.total_msat() == total
-        expected = dict.fromkeys(ids[:4], 0)
-        for t in plan.payments:
-            expected[t.payer] -= t.amount_sat * 1000
-            expected[t.receiver] += t.amount_sat * 1000
-        assert {n: balances(net, n) - before[n] for n in ids[:4]} == expected
+        moved = {n: balances(net, n) - before[n] for n in ids[:4]}
+        assert moved == plan_moves(plan, ids[:4])
         assert clock.now() > period_bounds(PERIOD)[1] + GRACE_S
